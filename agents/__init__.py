@@ -1,0 +1,71 @@
+"""nondiff training backends behind one small interface, chosen by name from :data:`BACKENDS`.
+
+Backends are imported lazily, so ``import agents`` never imports Ray or stable-baselines3.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agents.errors import CheckpointError, UserError
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    import numpy as np
+
+    from agents.config import RunConfig
+    from agents.session import Session
+
+__all__ = ["BACKENDS", "Backend", "CheckpointError", "UserError", "get_backend"]
+
+# Backend name -> "module:Class"; RL Zoo's ALGOS, one level up.
+BACKENDS: dict[str, str] = {
+    "sb3": "agents.sb3:SB3Backend",
+    "rllib": "agents.rllib:RLlibBackend",
+}
+
+
+class Backend(ABC):
+    """What train.py and evaluate.py need from a backend (signatures modelled on SB3)."""
+
+    @classmethod
+    @abstractmethod
+    def create(cls, cfg: RunConfig, seed: int) -> Self:
+        """Build envs and a fresh model for training."""
+
+    @abstractmethod
+    def learn(self, session: Session) -> int:
+        """Train until ``session.total_steps`` or a stop request; return the global step reached."""
+
+    @abstractmethod
+    def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
+        """Actions for a batch of raw (unnormalised) observations."""
+
+    @abstractmethod
+    def save(self, path: Path, meta: dict[str, Any] | None = None) -> Path:
+        """Write a complete, atomically written checkpoint to ``path``."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: Path, cfg: RunConfig, *, trust: bool = False, for_training: bool = False,
+             seed: int = 0) -> Self:
+        """Restore from a checkpoint: policy only for evaluation, everything for training."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release envs and workers."""
+
+
+def get_backend(name: str) -> type[Backend]:
+    """The backend class registered under ``name``."""
+    if name not in BACKENDS:
+        raise UserError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    module, _, cls = BACKENDS[name].partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise UserError(f"backend {name!r} is not available here ({e}); install nondiff with its dependencies") from e
+    return getattr(mod, cls)

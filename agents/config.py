@@ -1,0 +1,220 @@
+"""The run-config schema (YAML → pydantic), dotted ``--set`` overrides and friendly validation errors."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agents.errors import UserError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EnvConfig(BaseModel):
+    """The env section: ``id`` plus any keyword argument of the adapter (checked against its signature)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    """Short name, Gymnasium id or ``module:Class``; ``--env`` overrides it."""
+    packages: list[str] = Field(default_factory=list)
+    """Modules imported before the env is made (``--env-package``); their import registers adapters."""
+    max_episode_steps: int | None = Field(default=None, gt=0)
+    """Override the env's time limit."""
+
+    def adapter_kwargs(self) -> dict[str, Any]:
+        """Every key that is not a framework field: the adapter's keyword arguments."""
+        return dict(self.model_extra or {})
+
+
+class AgentConfig(_Section):
+    """Backend-neutral hyperparameters; both backends map these names onto their own."""
+
+    backend: Literal["sb3", "rllib"] = "sb3"
+    """Which backend trains: ``sb3`` on one machine, ``rllib`` on a Ray cluster."""
+    algo: Literal["ppo", "a2c"] = "ppo"
+    """Policy-gradient algorithm."""
+    learning_rate: float | None = Field(default=None, gt=0)
+    """Optimiser step size; None takes the algorithm's default (PPO 3e-4, A2C 7e-4)."""
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    """``linear`` anneals the learning rate to 0 over the run."""
+    gamma: float = Field(default=0.99, gt=0, le=1)
+    """Discount factor."""
+    gae_lambda: float = Field(default=0.95, ge=0, le=1)
+    """GAE λ."""
+    n_steps: int | None = Field(default=None, gt=0)
+    """Steps collected per env before each update; None takes the algorithm's default (PPO 2048, A2C 5)."""
+    batch_size: int = Field(default=64, gt=0)
+    """Minibatch size for PPO updates."""
+    n_epochs: int = Field(default=10, gt=0)
+    """PPO epochs over each rollout."""
+    clip_range: float = Field(default=0.2, gt=0)
+    """PPO clipping range."""
+    ent_coef: float = Field(default=0.0, ge=0)
+    """Entropy bonus weight."""
+    vf_coef: float = Field(default=0.5, ge=0)
+    """Value-loss weight."""
+    max_grad_norm: float = Field(default=0.5, gt=0)
+    """Gradient clipping norm."""
+    net_arch: list[int] = Field(default_factory=lambda: [64, 64])
+    """Hidden layer sizes, shared shape for policy and value networks."""
+    activation: Literal["tanh", "relu"] = "tanh"
+    """Hidden-layer activation."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of Gaussian policies."""
+    ortho_init: bool = True
+    """Orthogonal weight initialisation."""
+    normalize_obs: bool = False
+    """Keep running mean/std of observations and normalise them (stored in every checkpoint)."""
+    normalize_reward: bool = False
+    """Scale rewards by a running estimate of the return's std."""
+    policy: Literal["auto", "mlp", "cnn", "multi"] = "auto"
+    """Network family; ``auto`` picks cnn for images, multi for Dict spaces, mlp otherwise."""
+
+    @field_validator("net_arch")
+    @classmethod
+    def _positive_layers(cls, v: list[int]) -> list[int]:
+        if not v or any(n <= 0 for n in v):
+            raise ValueError("net_arch must be a non-empty list of positive layer sizes, e.g. [64, 64]")
+        return v
+
+
+class TrainConfig(_Section):
+    """Budget, hardware and bookkeeping."""
+
+    timesteps: int = Field(default=100_000, gt=0)
+    """Total env steps to train for (``--timesteps``)."""
+    seed: int | None = None
+    """Seed for Python, NumPy, torch and the envs; drawn and recorded when absent."""
+    num_envs: int = Field(default=8, gt=0)
+    """Parallel training envs (``--num-envs``)."""
+    vec_env: Literal["dummy", "subproc"] = "dummy"
+    """``dummy`` steps envs in-process; ``subproc`` runs one process per env."""
+    start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
+    """How subprocess workers start."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Torch device for the learner (``--device``)."""
+    threads: int = Field(default=1, gt=0)
+    """torch intra-op threads. 1 is measured fastest for small MLPs on 2 cores (see docs/results.md)."""
+    checkpoint_every: int = Field(default=50_000, gt=0)
+    """Write a checkpoint every this many env steps."""
+    keep_checkpoints: int = Field(default=3, gt=0)
+    """How many periodic checkpoints to keep."""
+    log_every: int = Field(default=10_000, gt=0)
+    """Steps between log lines when the progress bar is off."""
+
+
+class EvalConfig(_Section):
+    """Periodic deterministic evaluation on separate envs during training."""
+
+    every: int = Field(default=25_000, ge=0)
+    """Evaluate every this many env steps; 0 disables periodic evaluation."""
+    episodes: int = Field(default=20, gt=0)
+    """Episodes per evaluation."""
+    deterministic: bool = True
+    """Use the policy's mean/argmax action."""
+
+
+class RunConfig(_Section):
+    """A whole run: what ``configs/<env>.yaml`` holds and what the run directory stores resolved."""
+
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    rllib: dict[str, Any] = Field(default_factory=dict)
+    """RLlib-only settings, passed through to its AlgorithmConfig by the rllib backend."""
+    meta: dict[str, Any] = Field(default_factory=dict)
+    """Written by nondiff: versions, command line, the seed that was drawn. Ignored on input."""
+
+
+SECTIONS = {"env": EnvConfig, "agent": AgentConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _check_keys(raw: dict[str, Any], source: str) -> None:
+    """Reject unknown section and field names with a did-you-mean before pydantic sees them."""
+    top = list(RunConfig.model_fields)
+    for key, value in raw.items():
+        if key not in top:
+            raise UserError(f"{source}: unknown section {key!r}; {_suggest(key, top)}expected one of {', '.join(top)}")
+        model = SECTIONS.get(key)
+        if model is None or model is EnvConfig:
+            continue
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: section {key!r} must be a mapping of settings, got {type(value).__name__}")
+        fields = list(model.model_fields)
+        for sub in value:
+            if sub not in fields:
+                raise UserError(f"{source}: unknown key '{key}.{sub}'; {_suggest(str(sub), fields)}"
+                                f"valid keys in {key!r}: {', '.join(fields)}")
+
+
+def validate(raw: dict[str, Any], source: str) -> RunConfig:
+    """Build a :class:`RunConfig` from a plain mapping, turning errors into one-line :class:`UserError`."""
+    _check_keys(raw, source)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        path = ".".join(str(p) for p in err["loc"])
+        got = err.get("input")
+        raise UserError(f"{source}: '{path}' {err['msg'].lower()} (got {got!r}); fix the value in the YAML "
+                        f"or with --set {path}=VALUE") from e
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping safely, or raise a one-line :class:`UserError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {str(p)!r} does not exist; pass --config PATH to a YAML file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"config file {str(p)!r} is not valid YAML{where}: {getattr(e, 'problem', e)}; "
+                        "fix the syntax") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {str(p)!r} must hold a mapping (env:, agent:, train:, eval:), "
+                        f"got {type(data).__name__}")
+    return data
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``--set section.key=value`` in place; the value is parsed as YAML and typed by the schema."""
+    key, sep, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise UserError(f"--set {assignment!r}: expected SECTION.KEY=VALUE, e.g. --set agent.learning_rate=1e-3")
+    section, field = parts
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as e:
+        raise UserError(f"--set {assignment!r}: the value is not valid YAML; quote it") from e
+    if section in SECTIONS and SECTIONS[section] is not EnvConfig:
+        fields = SECTIONS[section].model_fields
+        if field not in fields:
+            raise UserError(f"--set {assignment!r}: unknown key '{section}.{field}'; "
+                            f"{_suggest(field, list(fields))}valid keys in {section!r}: {', '.join(fields)}")
+    raw.setdefault(section, {})
+    if not isinstance(raw[section], dict):
+        raise UserError(f"--set {assignment!r}: section {section!r} is not a mapping")
+    raw[section][field] = value
+
+
+def dump(cfg: RunConfig) -> str:
+    """The resolved config as YAML, in schema order."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

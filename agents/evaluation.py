@@ -1,0 +1,61 @@
+"""Backend-neutral policy evaluation: run N seeded episodes and summarise them."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+Policy = Callable[[Any], np.ndarray]
+
+
+def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
+                 on_frame: Callable[[np.ndarray], None] | None = None) -> dict[str, Any]:
+    """Play ``episodes`` episodes with seeds ``seed, seed+1, …`` and summarise them.
+
+    Args:
+        env: a single (not vectorised) env; its raw rewards are what is reported.
+        policy: maps one raw observation to one action.
+        episodes: how many episodes.
+        seed: seed of the first episode.
+        on_frame: called with ``env.render()`` after reset and every step (for video).
+
+    Returns:
+        ``mean_reward, std_reward, min_reward, max_reward, mean_length, success_rate, episodes``, plus the
+        per-episode lists ``returns``, ``lengths`` and ``successes`` (success is None where the env never
+        reports ``info["is_success"]``).
+    """
+    returns, lengths, successes = [], [], []
+    for ep in range(episodes):
+        obs, info = env.reset(seed=seed + ep)
+        if on_frame is not None:
+            on_frame(env.render())
+        total, length, done = 0.0, 0, False
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(policy(obs))
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+            if on_frame is not None:
+                on_frame(env.render())
+        returns.append(total)
+        lengths.append(length)
+        successes.append(bool(info["is_success"]) if "is_success" in info else None)
+    known = [s for s in successes if s is not None]
+    return {
+        "mean_reward": float(np.mean(returns)), "std_reward": float(np.std(returns)),
+        "min_reward": float(np.min(returns)), "max_reward": float(np.max(returns)),
+        "mean_length": float(np.mean(lengths)),
+        "success_rate": float(np.mean(known)) if known else None,
+        "episodes": episodes, "returns": returns, "lengths": lengths, "successes": successes,
+    }
+
+
+def random_policy(space: gym.Space, seed: int) -> Policy:
+    """A uniform-random policy on ``space``, seeded for repeatability."""
+    space = copy.deepcopy(space)
+    space.seed(seed)
+    return lambda _obs: space.sample()

@@ -1,0 +1,215 @@
+"""What train.py and evaluate.py do, as importable functions: resolve configs, train, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import random
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import envs
+from agents import get_backend
+from agents.config import RunConfig, apply_override, dump, load_yaml, validate
+from agents.envfactory import check_env_kwargs, import_packages, is_image_space, probe_spaces
+from agents.errors import UserError
+from agents.rundir import RunDir
+from agents.session import Session
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+VERSIONED = ("nondiff", "gymnasium", "stable-baselines3", "torch", "numpy", "mujoco", "ale-py", "ray", "pydantic")
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the packages that decide a run's behaviour."""
+    out = {"python": sys.version.split()[0]}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def space_defaults(obs_space: Any, act_space: Any) -> dict[str, Any]:
+    """Hyperparameters that suit the spaces, for envs without a config file."""
+    import gymnasium as gym
+
+    if is_image_space(obs_space):
+        return {"agent": {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "learning_rate": 2.5e-4,
+                          "ent_coef": 0.01, "clip_range": 0.1}}
+    if isinstance(act_space, gym.spaces.Box):
+        return {"agent": {"n_steps": 256, "batch_size": 256, "n_epochs": 10, "learning_rate": 1e-3,
+                          "gamma": 0.95, "normalize_obs": True, "normalize_reward": True}}
+    return {"agent": {"n_steps": 128, "batch_size": 256, "n_epochs": 10, "learning_rate": 3e-4,
+                      "gae_lambda": 0.9, "gamma": 0.98}}
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    """Merge defaults, the YAML file and the CLI (CLI wins) into a validated :class:`RunConfig`."""
+    import_packages(args.env_package or [])
+    raw: dict[str, Any] = {}
+    source = "command line"
+    if args.config:
+        raw = load_yaml(args.config)
+        source = args.config
+    env_name = args.env or (raw.get("env") or {}).get("id")
+    if not env_name:
+        raise UserError("no env given: pass --env NAME (a nondiff name such as 'robot', a Gymnasium id such as "
+                        "'CartPole-v1', or module:Class)")
+    try:
+        spec = envs.resolve(env_name)
+    except envs.UnknownEnvError as e:
+        raise UserError(str(e)) from e
+    if not args.config:
+        default = CONFIG_DIR / f"{spec.name}.yaml"
+        if default.is_file():
+            raw, source = load_yaml(default), str(default)
+        elif spec.config is not None:
+            raw, source = copy.deepcopy(spec.config), f"the config registered with {spec.name!r}"
+    raw.setdefault("env", {})
+    if not isinstance(raw["env"], dict):
+        raise UserError(f"{source}: section 'env' must be a mapping, got {type(raw['env']).__name__}")
+    raw["env"]["id"] = env_name
+    if args.env_package:
+        raw["env"]["packages"] = list(dict.fromkeys([*raw["env"].get("packages", []), *args.env_package]))
+    for flag, (section, key) in CLI_FIELDS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            raw.setdefault(section, {})[key] = value
+    for assignment in args.set or []:
+        apply_override(raw, assignment)
+    raw.pop("meta", None)
+    cfg = validate(raw, source)
+    check_env_kwargs(cfg)
+    if source == "command line":  # no config file: choose hyperparameters from the spaces
+        obs_space, act_space = probe_spaces(cfg)
+        merged = _deep_merge(space_defaults(obs_space, act_space), raw)
+        cfg = validate(merged, source)
+    return cfg
+
+
+# --flag -> (section, key); the CLI overrides the YAML.
+CLI_FIELDS = {"backend": ("agent", "backend"), "algo": ("agent", "algo"), "timesteps": ("train", "timesteps"),
+              "seed": ("train", "seed"), "num_envs": ("train", "num_envs"), "device": ("train", "device")}
+
+
+def train(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run ``train.py``: a new run, or ``--resume``. Returns the process exit code."""
+    if args.resume:
+        run = RunDir.open(args.resume)
+        cfg = validate(load_yaml(run.config), str(run.config))
+        import_packages(cfg.env.packages)
+        ckpt = run.latest()
+        if ckpt is None:
+            raise UserError(f"run {str(run.path)!r} has no checkpoint to resume from; start a new run instead")
+        from agents.checkpoint import load as load_ckpt
+
+        _, meta = load_ckpt(ckpt, trust=args.trust_checkpoint)
+        start = int(meta["num_timesteps"])
+        if args.timesteps is not None:
+            cfg.train.timesteps = start + args.timesteps
+        seed = int(cfg.train.seed if cfg.train.seed is not None else 0)
+        backend = get_backend(cfg.agent.backend).load(ckpt, cfg, trust=args.trust_checkpoint, for_training=True,
+                                                     seed=seed)
+        _say(args, f"resuming {run.path} from {ckpt.name} at step {start:,}")
+    else:
+        cfg = build_config(args)
+        if cfg.train.seed is None:
+            cfg.train.seed = random.SystemRandom().randrange(2**31)
+        seed = cfg.train.seed
+        run = RunDir.create(cfg.env.id or "env", seed, explicit=args.run_dir)
+        start = 0
+        backend = get_backend(cfg.agent.backend).create(cfg, seed)
+    cfg.meta = {"versions": versions(), "seed": seed, "config_source": str(args.config or ""),
+                "started_from_step": start}
+    from agents.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(run.config, dump(cfg).encode())
+    run.write_command(argv)
+    _say(args, f"run directory: {run.path}\nwatch it with:  tensorboard --logdir {run.path.parent.parent}")
+    try:
+        with Session(cfg, run, start_step=start, total_steps=cfg.train.timesteps, quiet=args.quiet) as session:
+            step = backend.learn(session)
+        backend.save(run.final)
+        interrupted = session.stop_signal
+    finally:
+        backend.close()
+    if interrupted:
+        print(f"{interrupted}: stopped at step {step:,}; checkpoint written to {run.final}\n"
+              f"resume with:  python train.py --resume {run.path}")
+        return 0
+    best = f"; best eval mean_reward {session.best_reward:.2f}" if session.best_reward > float("-inf") else ""
+    _say(args, f"done: {step:,} steps{best}\nevaluate with:  python evaluate.py {run.path}")
+    return 0
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    print(text, flush=True)
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Run ``evaluate.py``: score a checkpoint and a uniform-random policy on the same seeds."""
+    from agents.checkpoint import check_spaces
+    from agents.checkpoint import load as load_ckpt
+    from agents.envfactory import env_factory
+    from agents.evaluation import random_policy, run_episodes
+
+    run = RunDir.open(args.run_dir)
+    cfg = validate(load_yaml(run.config), str(run.config))
+    import_packages(cfg.env.packages)
+    path = run.resolve(args.checkpoint)
+    _, meta = load_ckpt(path, trust=args.trust_checkpoint)
+    backend = get_backend(meta.get("backend", cfg.agent.backend)).load(path, cfg, trust=args.trust_checkpoint)
+    render_mode = "rgb_array" if args.video else ("human" if args.render else None)
+    env = env_factory(cfg, render_mode=render_mode)()
+    check_spaces(meta, env.observation_space, env.action_space, f"evaluate {path}")
+    frames: list[Any] = []
+    seed = args.seed if args.seed is not None else 10_000
+    try:
+        result = run_episodes(env, lambda o: backend.predict(o, deterministic=not args.stochastic), args.episodes,
+                              seed, on_frame=frames.append if args.video else None)
+        baseline = run_episodes(env, random_policy(env.action_space, seed), args.episodes, seed)
+    finally:
+        env.close()
+    if args.video:
+        _write_video(args.video, frames, env.metadata.get("render_fps", 30))
+    out = {"mean_return": result["mean_reward"], "std_return": result["std_reward"],
+           "min_return": result["min_reward"], "max_return": result["max_reward"],
+           "mean_length": result["mean_length"], "success_rate": result["success_rate"],
+           "episodes": args.episodes, "random_mean_return": baseline["mean_reward"], "checkpoint": str(path),
+           "random": {k: baseline[k] for k in ("mean_reward", "std_reward", "min_reward", "max_reward",
+                                               "mean_length", "success_rate")},
+           "step": meta.get("num_timesteps")}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return out
+
+
+def _write_video(path: str, frames: list[Any], fps: int) -> None:
+    import imageio.v2 as imageio
+
+    if not frames or frames[0] is None:
+        raise UserError("--video: this env returned no frames from render(); it does not support rgb_array")
+    with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1) as w:
+        for f in frames:
+            w.append_data(f)
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text for printing."""
+    return yaml.safe_dump(data, sort_keys=False)
