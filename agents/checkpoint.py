@@ -64,8 +64,14 @@ def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> 
 
 
 def _looks_pickled(path: Path) -> bool:
-    head = path.read_bytes()[:4] if path.is_file() else b""
-    return path.suffix in PICKLE_SUFFIXES or head[:1] == b"\x80" or head[:2] == b"PK"
+    """Pickle-carrying by suffix, or by content: a pickle opcode stream or a zip (torch.save, SB3 .zip)."""
+    if path.suffix in PICKLE_SUFFIXES:
+        return True
+    head = path.read_bytes()[:9]
+    header_len = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
+    if head[8:9] == b"{" and 0 < header_len < path.stat().st_size:
+        return False  # a safetensors header
+    return (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or head[:2] == b"PK"
 
 
 def load(path: Path, *, trust: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

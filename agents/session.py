@@ -139,6 +139,7 @@ class Session:
         if better:
             self.best_reward = result["mean_reward"]
         if self.progress._bar is None:
-            self.printer(f"eval @ {step:,}: mean_reward {result['mean_reward']:.2f} ± {result['std_reward']:.2f}, "
-                         f"success_rate {result['success_rate']:.2f}{' (new best)' if better else ''}")
+            succ = "" if result["success_rate"] is None else f", success_rate {result['success_rate']:.2f}"
+            self.printer(f"eval @ {step:,}: mean_reward {result['mean_reward']:.2f} ± {result['std_reward']:.2f}"
+                         f"{succ}{' (new best)' if better else ''}")
         return better

@@ -47,6 +47,8 @@ class RobotEnv(gym.Env):
         ctrl_cost_weight: float = 0.05,
         success_tolerance: float | None = None,
         hold_steps: int = 0,
+        action_mode: str = "absolute",
+        max_delta: float = 0.1,
         init_noise: float = 0.1,
         render_mode: str | None = None,
         width: int = 320,
@@ -66,6 +68,8 @@ class RobotEnv(gym.Env):
             raise ValueError(f"robot: frame_skip must be >= 1, got {frame_skip}")
         if hold_steps < 0:
             raise ValueError(f"robot: hold_steps must be >= 0, got {hold_steps}")
+        if action_mode not in ("absolute", "delta"):
+            raise ValueError(f"robot: action_mode must be 'absolute' or 'delta', got {action_mode!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"robot: render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.model = mujoco.MjModel.from_xml_path(str(path))
@@ -81,6 +85,7 @@ class RobotEnv(gym.Env):
         self.ctrl_cost_weight = float(ctrl_cost_weight)
         self.hold_steps = int(hold_steps)
         self.init_noise = float(init_noise)
+        self.action_mode, self.max_delta = action_mode, float(max_delta)
         self.render_mode = render_mode
         self._width, self._height = width, height
         self._renderer: Any = None
@@ -106,7 +111,7 @@ class RobotEnv(gym.Env):
             raise ValueError(f"robot: success_tolerance must be > 0, got {success_tolerance}")
 
         nq = int(np.sum(np.where(self._hinge, 2, 1)))
-        obs_dim = nq + self.model.njnt + 6
+        obs_dim = nq + self.model.njnt + 6 + (self.model.nu if action_mode == "delta" else 0)
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(self.model.nu,), dtype=np.float32)
         self._target = np.zeros(3)
@@ -137,7 +142,13 @@ class RobotEnv(gym.Env):
         qpos = np.concatenate([np.cos(q[self._hinge]), np.sin(q[self._hinge]), q[~self._hinge]])
         qvel = self.data.qvel[self._vadr]
         tip = self._fingertip()
-        return np.concatenate([qpos, qvel, self._target - tip, self._target - self._base]).astype(np.float32)
+        parts = [qpos, qvel, self._target - tip, self._target - self._base]
+        if self.action_mode == "delta":
+            parts.append(self._ctrl_to_unit(self.data.ctrl))
+        return np.concatenate(parts).astype(np.float32)
+
+    def _ctrl_to_unit(self, ctrl: np.ndarray) -> np.ndarray:
+        return 2.0 * (ctrl - self._ctrl_lo) / (self._ctrl_hi - self._ctrl_lo) - 1.0
 
     # -- gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -168,11 +179,16 @@ class RobotEnv(gym.Env):
     def step(self, action):
         """Apply one action for ``frame_skip`` physics steps and score the new distance."""
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(self.model.nu), -1.0, 1.0)
-        self.data.ctrl[:] = self._ctrl_lo + (a + 1.0) * 0.5 * (self._ctrl_hi - self._ctrl_lo)
+        if self.action_mode == "delta":
+            unit = np.clip(self._ctrl_to_unit(self.data.ctrl) + a * self.max_delta, -1.0, 1.0)
+        else:
+            unit = a
+        self.data.ctrl[:] = self._ctrl_lo + (unit + 1.0) * 0.5 * (self._ctrl_hi - self._ctrl_lo)
         effort = 0.0
         for _ in range(self.frame_skip):
             self._mj.mj_step(self.model, self.data)
             effort += float(np.sum(np.square(self.data.actuator_force / self._force_scale)))
+        self._mj.mj_kinematics(self.model, self.data)  # positions after the last integration, not before it
         dist = float(np.linalg.norm(self._target - self._fingertip()))
         ctrl_cost = self.ctrl_cost_weight * effort / self.frame_skip
         success = dist < self.success_tolerance
@@ -192,24 +208,23 @@ class RobotEnv(gym.Env):
         return self._renderer.render().copy()
 
     def get_state(self) -> dict[str, Any]:
-        """Snapshot of the simulation for exact resume (see agents/checkpoint.py)."""
-        return {
-            "qpos": self.data.qpos.tolist(), "qvel": self.data.qvel.tolist(), "ctrl": self.data.ctrl.tolist(),
-            "act": self.data.act.tolist(), "time": float(self.data.time), "target": self._target.tolist(),
-            "inside": self._inside, "rng": self.np_random.bit_generator.state,
-        }
+        """Snapshot of the whole integration state, the target and the RNG, for exact resume."""
+        spec = self._mj.mjtState.mjSTATE_INTEGRATION
+        buf = np.empty(self._mj.mj_stateSize(self.model, spec))
+        self._mj.mj_getState(self.model, self.data, buf, spec)
+        return {"physics": buf.tolist(), "target": self._target.tolist(), "inside": self._inside,
+                "rng": self.np_random.bit_generator.state}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a snapshot taken by :meth:`get_state`."""
-        self.data.qpos[:], self.data.qvel[:] = state["qpos"], state["qvel"]
-        self.data.ctrl[:], self.data.act[:] = state["ctrl"], state["act"]
-        self.data.time = state["time"]
+        spec = self._mj.mjtState.mjSTATE_INTEGRATION
+        self._mj.mj_setState(self.model, self.data, np.asarray(state["physics"], dtype=np.float64), spec)
         self._target = np.asarray(state["target"], dtype=np.float64)
         self._inside = int(state["inside"])
         self.np_random.bit_generator.state = state["rng"]
         if self._mocap >= 0:
             self.data.mocap_pos[self._mocap] = self._target
-        self._mj.mj_forward(self.model, self.data)
+        self._mj.mj_kinematics(self.model, self.data)
 
     def close(self) -> None:
         """Release the renderer; safe to call more than once."""

@@ -1,0 +1,28 @@
+"""Shared test helpers: run the real CLIs as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(script: str, *args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``python <script> args...`` from the repository root and capture its output."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def cli():
+    """The :func:`run_cli` helper."""
+    return run_cli
