@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import logging
@@ -31,10 +32,8 @@ def versions() -> dict[str, str]:
     """Installed versions of the packages that decide a run's behaviour."""
     out = {"python": sys.version.split()[0]}
     for name in VERSIONED:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return out
 
 
@@ -176,7 +175,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     _, meta = load_ckpt(path, trust=args.trust_checkpoint)
     backend = get_backend(meta.get("backend", cfg.agent.backend)).load(path, cfg, trust=args.trust_checkpoint)
     render_mode = "rgb_array" if args.video else ("human" if args.render else None)
-    env = env_factory(cfg, render_mode=render_mode)()
+    try:
+        env = env_factory(cfg, render_mode=render_mode)()
+    except (ValueError, TypeError, gym_error()) as e:
+        if render_mode == "human":
+            raise UserError(f"--render: env {cfg.env.id!r} cannot open a window ({e}); record it with --video "
+                            "PATH.mp4 instead") from e
+        raise UserError(f"env {cfg.env.id!r} could not be created: {e}") from e
     check_spaces(meta, env.observation_space, env.action_space, f"evaluate {path}")
     frames: list[Any] = []
     seed = args.seed if args.seed is not None else 10_000
@@ -184,6 +189,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         result = run_episodes(env, lambda o: backend.predict(o, deterministic=not args.stochastic), args.episodes,
                               seed, on_frame=frames.append if args.video else None)
         baseline = run_episodes(env, random_policy(env.action_space, seed), args.episodes, seed)
+    except gym_error() as e:
+        if render_mode == "human":
+            raise UserError(f"--render: env {cfg.env.id!r} cannot open a window ({e}); record it with --video "
+                            "PATH.mp4 instead") from e
+        raise
     finally:
         env.close()
     if args.video:
@@ -198,6 +208,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return out
+
+
+def gym_error() -> type[Exception]:
+    """Gymnasium's base error class."""
+    import gymnasium as gym
+
+    return gym.error.Error
 
 
 def _write_video(path: str, frames: list[Any], fps: int) -> None:

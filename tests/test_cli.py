@@ -176,3 +176,26 @@ def test_sigkill_then_resume_continues_step_and_tensorboard(tmp_path):
     diffs = {b - a for a, b in zip(tb_steps, tb_steps[1:])}
     assert diffs == {128}, f"TensorBoard steps have a gap or restart: {tb_steps}"
     assert len((run / "command.txt").read_text().splitlines()) == 2
+
+
+def test_a2c_with_subprocess_workers(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("train.py", "--env", "robot", "--algo", "a2c", "--timesteps", "256", "--run-dir", str(run),
+                   "--set", "train.vec_env=subproc", "--set", "train.start_method=spawn", "--set", "eval.every=0",
+                   "--set", "agent.n_steps=8", "--num-envs", "2", "--quiet", check=True)
+    assert "done: 256 steps" in proc.stdout
+    assert "algo: a2c" in (run / "config.yaml").read_text()
+    run_cli("evaluate.py", str(run), "--episodes", "2", check=True)
+
+
+def test_cuda_without_gpu_and_unsupported_render_are_clear_errors(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        proc = run_cli("train.py", "--env", "CartPole-v1", "--device", "cuda", "--run-dir", str(tmp_path / "r"))
+        assert proc.returncode == 2 and "--device cpu" in proc.stderr and "Traceback" not in proc.stderr
+    run = tmp_path / "ok"
+    run_cli("train.py", "--env", "robot", "--timesteps", "128", "--run-dir", str(run), "--set", "eval.every=0",
+            *FAST, check=True)
+    proc = run_cli("evaluate.py", str(run), "--render", "--episodes", "1")
+    assert proc.returncode == 2 and "--video" in proc.stderr and "Traceback" not in proc.stderr
