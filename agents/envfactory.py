@@ -52,10 +52,11 @@ def import_packages(packages: list[str]) -> None:
 def check_env_kwargs(cfg: RunConfig) -> None:
     """Reject adapter keyword arguments the adapter does not accept, with a did-you-mean."""
     assert cfg.env.id is not None
-    spec = envs.resolve(cfg.env.id)
+    try:
+        spec = envs.resolve(cfg.env.id)
+    except (envs.UnknownEnvError, envs.PluginError) as e:
+        raise UserError(str(e)) from e
     given = cfg.env.adapter_kwargs()
-    if not given:
-        return
     entry = spec.entry_point
     if not isinstance(entry, str) or ":" not in entry:
         return
@@ -63,7 +64,10 @@ def check_env_kwargs(cfg: RunConfig) -> None:
     try:
         target = getattr(importlib.import_module(module), attr)
     except Exception as e:
-        raise UserError(f"env {cfg.env.id!r}: cannot import its entry point {entry!r} ({e})") from e
+        raise UserError(f"env {cfg.env.id!r} ({spec.source}): cannot import its entry point {entry!r} "
+                        f"({type(e).__name__}: {e}); fix or uninstall it") from e
+    if not given:
+        return
     try:
         params = inspect.signature(target).parameters
     except (TypeError, ValueError):
@@ -88,7 +92,7 @@ def probe_spaces(cfg: RunConfig) -> tuple[gym.Space, gym.Space]:
     """Make the env once and return its observation and action spaces, with friendly errors."""
     try:
         env = env_factory(cfg)()
-    except envs.UnknownEnvError as e:
+    except (envs.UnknownEnvError, envs.PluginError) as e:
         raise UserError(str(e)) from e
     except (ValueError, TypeError) as e:
         raise UserError(f"env {cfg.env.id!r} rejected its settings: {e}") from e

@@ -72,7 +72,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
                         "'CartPole-v1', or module:Class)")
     try:
         spec = envs.resolve(env_name)
-    except envs.UnknownEnvError as e:
+    except (envs.UnknownEnvError, envs.PluginError) as e:
         raise UserError(str(e)) from e
     if not args.config:
         default = CONFIG_DIR / f"{spec.name}.yaml"
@@ -140,7 +140,8 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
 
     atomic_write_bytes(run.config, dump(cfg).encode())
     run.write_command(argv)
-    _say(args, f"run directory: {run.path}\nwatch it with:  tensorboard --logdir {run.path.parent.parent}")
+    logdir = run.path.parent.parent if (not args.resume and not args.run_dir) else run.path
+    _say(args, f"run directory: {run.path}\nwatch it with:  tensorboard --logdir {logdir}")
     try:
         with Session(cfg, run, start_step=start, total_steps=cfg.train.timesteps, quiet=args.quiet) as session:
             step = backend.learn(session)

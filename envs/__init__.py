@@ -15,7 +15,7 @@ from typing import Any
 
 import gymnasium as gym
 
-__all__ = ["BUILTIN", "EnvSpec", "UnknownEnvError", "known_names", "make", "register", "resolve"]
+__all__ = ["BUILTIN", "EnvSpec", "PluginError", "UnknownEnvError", "known_names", "make", "register", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class EnvSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     max_episode_steps: int | None = None
     config: dict[str, Any] | None = None
+    source: str = "nondiff"
+    """Where it came from: ``nondiff``, ``plugin <distribution>``, ``register()`` or ``gymnasium``."""
 
 
 # The one visible table of built-in adapters: short name -> (Gymnasium id, entry point, episode limit).
@@ -49,6 +51,56 @@ _SPECS: dict[str, EnvSpec] = {}
 
 class UnknownEnvError(ValueError):
     """Raised when ``--env`` names nothing nondiff or Gymnasium knows."""
+
+
+class PluginError(ValueError):
+    """A plugin that cannot be used: it clashes with another, or it fails to import."""
+
+
+PLUGIN_GROUP = "nondiff.envs"
+_PLUGINS: dict[str, list[tuple[str, str]]] = {}  # env name -> [(distribution, entry-point value)]
+_plugins_scanned = False
+
+
+def _scan_plugins() -> None:
+    """Read the ``nondiff.envs`` entry points of every installed distribution (nothing is imported)."""
+    global _plugins_scanned
+    if _plugins_scanned:
+        return
+    _plugins_scanned = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "<unknown distribution>"
+        owners = _PLUGINS.setdefault(ep.name, [])
+        if (dist, ep.value) not in owners:
+            owners.append((dist, ep.value))
+
+
+def _plugin_spec(name: str) -> EnvSpec | None:
+    """Register and return the plugin adapter called ``name``, or None when no plugin declares it."""
+    _scan_plugins()
+    owners = _PLUGINS.get(name)
+    if not owners:
+        return None
+    if len({d for d, _ in owners}) > 1:
+        who = " and ".join(f"{d!r} ({v})" for d, v in owners)
+        raise PluginError(f"env name {name!r} is claimed by two plugins: {who}; uninstall one of them, or "
+                          "register one under another name")
+    dist, value = owners[0]
+    if ":" not in value:  # a module whose import calls envs.register(name, ...)
+        try:
+            importlib.import_module(value)
+        except Exception as e:
+            raise PluginError(f"plugin {dist!r} (env {name!r}) failed to import {value!r}: "
+                              f"{type(e).__name__}: {e}") from e
+        if name not in _SPECS:
+            raise PluginError(f"plugin {dist!r} declares env {name!r}, but importing {value!r} did not register it; "
+                              f"call envs.register({name!r}, ...) in that module")
+        return _SPECS[name]
+    spec = register(name, value)
+    _SPECS[name] = spec = EnvSpec(spec.name, spec.gym_id, value, source=f"plugin {dist}")
+    return spec
 
 
 def register(
@@ -74,7 +126,9 @@ def register(
     if ":" not in entry_point:
         raise ValueError(f"entry_point must look like 'module:Class', got {entry_point!r}")
     gym_id = name if "/" in name or name.endswith(("-v0", "-v1")) else f"nondiff/{name}-v0"
-    spec = EnvSpec(name, gym_id, entry_point, dict(kwargs or {}), max_episode_steps, config)
+    if name in BUILTIN:
+        raise ValueError(f"env name {name!r} is a built-in nondiff adapter; register yours under another name")
+    spec = EnvSpec(name, gym_id, entry_point, dict(kwargs or {}), max_episode_steps, config, "register()")
     _SPECS[name] = spec
     if gym_id not in gym.registry:
         gym.register(id=gym_id, entry_point=entry_point, kwargs=dict(kwargs or {}),
@@ -103,6 +157,9 @@ def resolve(name: str) -> EnvSpec:
     """
     if name in _SPECS:
         return _SPECS[name]
+    plugin = _plugin_spec(name)
+    if plugin is not None:
+        return plugin
     for spec in _SPECS.values():
         if name == spec.gym_id:
             return spec
@@ -119,7 +176,7 @@ def resolve(name: str) -> EnvSpec:
     if name in gym.registry:
         env_spec = gym.registry[name]
         return EnvSpec(name, name, str(env_spec.entry_point), {}, env_spec.max_episode_steps)
-    candidates = known_names() + [k for k in gym.registry if not k.startswith("nondiff/")]
+    candidates = known_names() + sorted(_PLUGINS) + [k for k in gym.registry if not k.startswith("nondiff/")]
     close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
     raise UnknownEnvError(f"unknown env {name!r}: {hint}expected a nondiff name ({', '.join(known_names())}), "
@@ -148,4 +205,10 @@ def make(name: str, *, packages: tuple[str, ...] = (), **kwargs: Any) -> gym.Env
     for pkg in packages:
         importlib.import_module(pkg)
     spec = resolve(name)
-    return gym.make(spec.gym_id, **kwargs)
+    try:
+        return gym.make(spec.gym_id, **kwargs)
+    except (ImportError, AttributeError) as e:
+        if spec.source.startswith("plugin"):
+            raise PluginError(f"{spec.source} (env {name!r}) failed to load {spec.entry_point!r}: "
+                              f"{type(e).__name__}: {e}") from e
+        raise

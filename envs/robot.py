@@ -20,7 +20,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 class RobotEnv(gym.Env):
     """Reach task for a MuJoCo arm.
 
-    The observation is ``[cos q, sin q, q̇, target − fingertip, target − base]`` for hinge joints
+    The observation is ``[cos q, sin q, q̇, target − fingertip, target − base, |target − fingertip|,
+    |target − base|]`` for hinge joints
     (slide joints contribute ``q`` instead of cos/sin). The action is one value in ``[-1, 1]`` per
     actuator, scaled to the actuator's ``ctrlrange``; the bundled arms use position servos, as
     industrial arms do. The reward is ``−distance − ctrl_cost_weight · Σ(force / force_limit)²``.
@@ -111,7 +112,7 @@ class RobotEnv(gym.Env):
             raise ValueError(f"robot: success_tolerance must be > 0, got {success_tolerance}")
 
         nq = int(np.sum(np.where(self._hinge, 2, 1)))
-        obs_dim = nq + self.model.njnt + 6 + (self.model.nu if action_mode == "delta" else 0)
+        obs_dim = nq + self.model.njnt + 8 + (self.model.nu if action_mode == "delta" else 0)
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(self.model.nu,), dtype=np.float32)
         self._target = np.zeros(3)
@@ -142,7 +143,8 @@ class RobotEnv(gym.Env):
         qpos = np.concatenate([np.cos(q[self._hinge]), np.sin(q[self._hinge]), q[~self._hinge]])
         qvel = self.data.qvel[self._vadr]
         tip = self._fingertip()
-        parts = [qpos, qvel, self._target - tip, self._target - self._base]
+        to_tip, to_base = self._target - tip, self._target - self._base
+        parts = [qpos, qvel, to_tip, to_base, [np.linalg.norm(to_tip), np.linalg.norm(to_base)]]
         if self.action_mode == "delta":
             parts.append(self._ctrl_to_unit(self.data.ctrl))
         return np.concatenate(parts).astype(np.float32)

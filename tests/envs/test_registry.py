@@ -20,7 +20,7 @@ def test_gymnasium_id_and_module_class_forms():
     assert envs.resolve("CartPole-v1").gym_id == "CartPole-v1"
     spec = envs.resolve("envs.robot:RobotEnv")
     env = gym.make(spec.gym_id, max_episode_steps=5)
-    assert env.observation_space.shape == (12,)
+    assert env.observation_space.shape == (14,)
     env.close()
 
 
@@ -58,4 +58,4 @@ def test_registration_holds_in_fresh_worker_processes(method):
     proc.start()
     shape = queue.get(timeout=60)
     proc.join(60)
-    assert proc.exitcode == 0 and shape == (12,)
+    assert proc.exitcode == 0 and shape == (14,)

@@ -57,7 +57,7 @@ def test_reaching_the_target_with_inverse_kinematics_counts_as_success():
     """A perfect controller (analytic IK on the 2-link arm) must reach success; the task is solvable."""
     env = gym.make("nondiff/Robot-v0")
     obs, _ = env.reset(seed=1)
-    x, y = obs[-3], obs[-2]  # target relative to the base
+    x, y = obs[-5], obs[-4]  # target relative to the base
     l1, l2 = 0.1, 0.11
     c2 = np.clip((x * x + y * y - l1 * l1 - l2 * l2) / (2 * l1 * l2), -1, 1)
     q2 = np.arccos(c2)
@@ -75,7 +75,7 @@ def test_reaching_the_target_with_inverse_kinematics_counts_as_success():
 def test_second_arm_runs_unchanged():
     env = gym.make("nondiff/Robot-v0", model="arm3.xml", ee_site="tip")
     obs, _ = env.reset(seed=0)
-    assert env.action_space.shape == (3,) and obs.shape == (3 * 2 + 3 + 6,)
+    assert env.action_space.shape == (3,) and obs.shape == (3 * 2 + 3 + 8,)
     check_env(env.unwrapped, skip_render_check=True)
     env.close()
 

@@ -1,0 +1,153 @@
+"""``python -m envs check NAME``: is an adapter correct, deterministic, closable and fast enough?"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+import envs
+
+
+@dataclass
+class Result:
+    """One line of the report."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def _flat(x: object) -> np.ndarray:
+    if isinstance(x, dict):
+        return np.concatenate([_flat(v) for _, v in sorted(x.items())]) if x else np.zeros(0)
+    if isinstance(x, tuple):
+        return np.concatenate([_flat(v) for v in x]) if x else np.zeros(0)
+    return np.asarray(x, dtype=np.float64).ravel()
+
+
+def _check_api(make: Callable[[], gym.Env]) -> str:
+    from gymnasium.utils.env_checker import check_env
+
+    env = make()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check_env(env.unwrapped, skip_render_check=True)
+        notes = sorted({str(w.message).split("\x1b[0m")[0].split("WARN: ")[-1] for w in caught})
+        return "passed" + (f" ({len(notes)} warning(s): {notes[0]})" if notes else "")
+    finally:
+        env.close()
+
+
+def _rollout(make: Callable[[], gym.Env], seed: int, steps: int) -> np.ndarray:
+    env = make()
+    try:
+        obs, _ = env.reset(seed=seed)
+        env.action_space.seed(seed)
+        out = [_flat(obs)]
+        for _ in range(steps):
+            obs, reward, term, trunc, _ = env.step(env.action_space.sample())
+            out += [_flat(obs), np.array([reward])]
+            if term or trunc:
+                obs, _ = env.reset()
+                out.append(_flat(obs))
+        return np.concatenate(out)
+    finally:
+        env.close()
+
+
+def _check_determinism(make: Callable[[], gym.Env]) -> str:
+    a, b = _rollout(make, 123, 20), _rollout(make, 123, 20)
+    if a.shape != b.shape or not np.allclose(a, b, equal_nan=True):
+        raise AssertionError("the same seed gave different observations or rewards; seed every random source "
+                             "from self.np_random after super().reset(seed=seed)")
+    return "same seed, same first 20 steps"
+
+
+def _check_close(make: Callable[[], gym.Env]) -> str:
+    env = make()
+    env.reset(seed=0)
+    env.close()
+    env.close()
+    return "close() twice is fine"
+
+
+def _check_speed(make: Callable[[], gym.Env], steps: int) -> str:
+    env = make()
+    try:
+        env.reset(seed=0)
+        lat = []
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            t = time.perf_counter()
+            _, reward, term, trunc, _ = env.step(env.action_space.sample())
+            lat.append(time.perf_counter() - t)
+            if not np.isfinite(reward):
+                raise AssertionError(f"step returned a non-finite reward {reward}")
+            if term or trunc:
+                env.reset()
+        total = time.perf_counter() - t0
+    finally:
+        env.close()
+    p50, p99 = np.percentile(lat, [50, 99]) * 1e6
+    return f"{steps / total:,.0f} steps/s, step latency p50 {p50:,.0f} µs, p99 {p99:,.0f} µs"
+
+
+def run_checks(name: str, steps: int = 1000, printer: Callable[[str], None] = print) -> bool:
+    """Run every check on ``name``; print a report; return True when all passed."""
+    spec = envs.resolve(name)
+
+    def make() -> gym.Env:
+        return gym.make(spec.gym_id)
+
+    checks: list[tuple[str, Callable[[], str]]] = [
+        ("gymnasium check_env", lambda: _check_api(make)),
+        ("seeded determinism", lambda: _check_determinism(make)),
+        ("close() twice", lambda: _check_close(make)),
+        (f"random rollout ({steps} steps)", lambda: _check_speed(make, steps)),
+    ]
+    printer(f"checking {name} ({spec.gym_id} → {spec.entry_point})")
+    results = []
+    for label, fn in checks:
+        try:
+            results.append(Result(label, True, fn()))
+        except Exception as e:  # the report is the product: show every failure, keep checking
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            results.append(Result(label, False, f"{type(e).__name__}: {e} [{where.filename}:{where.lineno}]"))
+        r = results[-1]
+        printer(f"  {'PASS' if r.ok else 'FAIL'}  {r.name}: {r.detail}")
+    ok = all(r.ok for r in results)
+    printer(f"{name}: {'all checks passed' if ok else f'{sum(not r.ok for r in results)} check(s) failed'}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m envs``."""
+    p = argparse.ArgumentParser(prog="python -m envs", description="Tools for nondiff env adapters.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("check", help="check an adapter: API, determinism, close, speed")
+    c.add_argument("name", help="nondiff name, Gymnasium id or module:Class")
+    c.add_argument("--steps", type=int, default=1000, help="random-action steps to time (default 1000)")
+    c.add_argument("--env-package", action="append", default=[], metavar="MODULE", help="import MODULE first")
+    sub.add_parser("list", help="list the registered nondiff envs")
+    args = p.parse_args(argv)
+    if args.cmd == "list":
+        for n in envs.known_names():
+            s = envs.resolve(n)
+            print(f"{n:<16} {s.gym_id:<28} {s.entry_point}")
+        return 0
+    try:
+        for pkg in args.env_package:
+            __import__(pkg)
+        return 0 if run_checks(args.name, args.steps) else 1
+    except envs.UnknownEnvError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
