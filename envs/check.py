@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 import envs
+from envs.guard import obs_problem, reward_problem
 
 
 @dataclass
@@ -38,6 +39,12 @@ def _check_api(make: Callable[[], gym.Env]) -> str:
 
     env = make()
     try:
+        out = env.unwrapped.reset(seed=0)
+        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
+            raise AssertionError("reset() must return (obs, info), a tuple of the observation and a dict")
+        problem = obs_problem(env.observation_space, out[0], "reset() observation")
+        if problem:
+            raise AssertionError(problem)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             check_env(env.unwrapped, skip_render_check=True)
@@ -88,10 +95,11 @@ def _check_speed(make: Callable[[], gym.Env], steps: int) -> str:
         t0 = time.perf_counter()
         for _ in range(steps):
             t = time.perf_counter()
-            _, reward, term, trunc, _ = env.step(env.action_space.sample())
+            obs, reward, term, trunc, _ = env.step(env.action_space.sample())
             lat.append(time.perf_counter() - t)
-            if not np.isfinite(reward):
-                raise AssertionError(f"step returned a non-finite reward {reward}")
+            problem = obs_problem(env.observation_space, obs, "step() observation") or reward_problem(reward)
+            if problem:
+                raise AssertionError(problem)
             if term or trunc:
                 env.reset()
         total = time.perf_counter() - t0
