@@ -27,6 +27,9 @@ class EnvConfig(BaseModel):
     """Modules imported before the env is made (``--env-package``); their import registers adapters."""
     max_episode_steps: int | None = Field(default=None, gt=0)
     """Override the env's time limit."""
+    nan_policy: Literal["truncate", "clip", "raise"] = "truncate"
+    """What to do with an invalid observation or reward (NaN, inf, wrong dtype/shape, out of bounds):
+    end the episode, repair the values, or stop. Every case is recorded as ``env/faults_by_kind``."""
 
     def adapter_kwargs(self) -> dict[str, Any]:
         """Every key that is not a framework field: the adapter's keyword arguments."""
@@ -95,7 +98,12 @@ class TrainConfig(_Section):
     num_envs: int = Field(default=8, gt=0)
     """Parallel training envs (``--num-envs``)."""
     vec_env: Literal["dummy", "subproc"] = "dummy"
-    """``dummy`` steps envs in-process; ``subproc`` runs one process per env."""
+    """``dummy`` steps envs in-process; ``subproc`` runs one worker process per env, and a worker that
+    dies or hangs is respawned (agents/vecenv.py) instead of ending training."""
+    worker_timeout: float = Field(default=60.0, gt=0)
+    """Seconds a subprocess worker may take for one step before it is replaced as hung."""
+    max_worker_restarts: int = Field(default=100, ge=0)
+    """Subprocess worker respawns allowed over the whole run."""
     start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
     """How subprocess workers start."""
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -19,7 +19,7 @@ from agents.errors import UserError
 
 
 def _build(name: str, packages: tuple[str, ...], max_episode_steps: int | None, kwargs: dict[str, Any],
-           render_mode: str | None) -> gym.Env:
+           render_mode: str | None, nan_policy: str = "truncate") -> gym.Env:
     """Create one env; module-level so that it pickles by reference into any worker process."""
     if multiprocessing.parent_process() is not None:
         # Ctrl-C reaches the whole process group; the main process decides when workers stop.
@@ -29,14 +29,14 @@ def _build(name: str, packages: tuple[str, ...], max_episode_steps: int | None, 
         extra["max_episode_steps"] = max_episode_steps
     if render_mode is not None:
         extra["render_mode"] = render_mode
-    return envs.make(name, packages=packages, **extra)
+    return envs.make(name, packages=packages, nan_policy=nan_policy, **extra)
 
 
 def env_factory(cfg: RunConfig, render_mode: str | None = None) -> functools.partial[gym.Env]:
     """A picklable zero-argument callable that builds the configured env."""
     assert cfg.env.id is not None
     return functools.partial(_build, cfg.env.id, tuple(cfg.env.packages), cfg.env.max_episode_steps,
-                             cfg.env.adapter_kwargs(), render_mode)
+                             cfg.env.adapter_kwargs(), render_mode, cfg.env.nan_policy)
 
 
 def import_packages(packages: list[str]) -> None:

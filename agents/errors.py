@@ -4,6 +4,7 @@ Tree::
 
     UserError                 bad input from the user: CLI flag, config, run directory
     └── CheckpointError       a checkpoint that is missing, corrupted, incompatible or untrusted
+    EnvFailure                the env failed past its restart budget: training stops after a checkpoint
 """
 
 from __future__ import annotations
@@ -15,3 +16,7 @@ class UserError(Exception):
 
 class CheckpointError(UserError):
     """A checkpoint cannot be loaded safely."""
+
+
+class EnvFailure(Exception):
+    """The env failed beyond what the watchdog may repair (restart budget spent). Not a user error."""

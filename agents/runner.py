@@ -19,7 +19,7 @@ import envs
 from agents import get_backend
 from agents.config import RunConfig, apply_override, dump, load_yaml, validate
 from agents.envfactory import check_env_kwargs, import_packages, is_image_space, probe_spaces
-from agents.errors import UserError
+from agents.errors import EnvFailure, UserError
 from agents.rundir import RunDir
 from agents.session import Session
 
@@ -142,9 +142,17 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     run.write_command(argv)
     logdir = run.path.parent.parent if (not args.resume and not args.run_dir) else run.path
     _say(args, f"run directory: {run.path}\nwatch it with:  tensorboard --logdir {logdir}")
+    from envs.protocol import BridgeError
+
     try:
         with Session(cfg, run, start_step=start, total_steps=cfg.train.timesteps, quiet=args.quiet) as session:
-            step = backend.learn(session)
+            try:
+                step = backend.learn(session)
+            except (EnvFailure, BridgeError) as e:
+                backend.save(run.final)
+                print(f"error: the env failed and training stopped: {e}\ncheckpoint written to {run.final}; "
+                      f"fix the program, then resume with:  python train.py --resume {run.path}", file=sys.stderr)
+                return 1
         backend.save(run.final)
         interrupted = session.stop_signal
     finally:

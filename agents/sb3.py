@@ -15,7 +15,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.utils import set_random_seed
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 from agents import Backend, checkpoint
 from agents.config import RunConfig
@@ -23,6 +23,7 @@ from agents.envfactory import env_factory, is_image_space
 from agents.errors import CheckpointError
 from agents.evaluation import run_episodes
 from agents.session import Session
+from agents.vecenv import ResilientVecEnv
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,12 @@ class _Hooks(BaseCallback):
             self.backend.save(self.session.run.checkpoint_path(step))
             self.session.run.rotate(self.session.cfg.train.keep_checkpoints)
 
+    def _on_rollout_end(self) -> None:
+        for key, value in self.session.health.metrics().items():
+            self.logger.record(key, value)
+
     def _on_step(self) -> bool:
+        self.session.health.observe(self.locals.get("infos", ()))
         step = self.model.num_timesteps
         now = time.monotonic()
         if now - self._last_progress > 0.25:
@@ -132,8 +138,9 @@ class SB3Backend(Backend):
         set_random_seed(seed)
         factory = _wrap_monitor(env_factory(cfg))
         fns = [factory for _ in range(cfg.train.num_envs)]
-        venv: VecEnv = (SubprocVecEnv(fns, start_method=cfg.train.start_method) if cfg.train.vec_env == "subproc"
-                        else DummyVecEnv(fns))
+        venv: VecEnv = (ResilientVecEnv(fns, start_method=cfg.train.start_method, step_timeout=cfg.train.worker_timeout,
+                                        max_restarts=cfg.train.max_worker_restarts)
+                        if cfg.train.vec_env == "subproc" else DummyVecEnv(fns))
         obs_space = venv.observation_space
         if cfg.agent.normalize_obs or cfg.agent.normalize_reward:
             norm_obs = cfg.agent.normalize_obs and not is_image_space(obs_space)

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from agents.config import RunConfig
 from agents.rundir import RunDir
 
@@ -53,7 +55,7 @@ class Progress:
             self._bar.update(self._task, completed=step, sps=f"{sps:,.0f}", ret=ret)
         elif step - self.last_line >= self.log_every or step >= self.total:
             self.last_line = step
-            eta = (self.total - step) / sps if sps > 0 else float("inf")
+            eta = max(0.0, (self.total - step) / sps) if sps > 0 else float("inf")
             self.printer(f"step {step:,}/{self.total:,} | {sps:,.0f} steps/s | ep_rew_mean {ret} | "
                          f"ETA {eta:,.0f}s")
 
@@ -62,6 +64,42 @@ class Progress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+class EnvHealth:
+    """Counts the faults the watchdog reports in ``info`` and the step latencies, for ``env/…`` metrics."""
+
+    def __init__(self) -> None:
+        self.restarts = 0
+        self.timeouts = 0
+        self.by_kind: dict[str, int] = {}
+        self.latencies: list[float] = []
+        self.last_fault: dict[str, Any] | None = None
+
+    def observe(self, infos: Any) -> None:
+        """Read one vector step's infos."""
+        for info in infos:
+            ms = info.get("nondiff_step_ms")
+            if ms is not None:
+                self.latencies.append(ms)
+            fault = info.get("nondiff_fault")
+            if fault:
+                kind = fault.get("kind", "unknown")
+                self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+                self.restarts += bool(fault.get("restart"))
+                self.timeouts += kind == "timeout"
+                self.last_fault = fault
+
+    def metrics(self) -> dict[str, float]:
+        """``env/…`` scalars; latency percentiles cover the steps since the previous call."""
+        out: dict[str, float] = {"env/restarts": self.restarts, "env/timeouts": self.timeouts}
+        for kind, n in self.by_kind.items():
+            out[f"env/faults_by_kind/{kind}"] = n
+        if self.latencies:
+            p50, p99 = np.percentile(self.latencies, [50, 99])
+            out["env/step_latency_ms_p50"], out["env/step_latency_ms_p99"] = float(p50), float(p99)
+            self.latencies.clear()
+        return out
 
 
 class Session:
@@ -87,6 +125,7 @@ class Session:
         ev = cfg.eval.every
         self._next_eval = (start_step // ev + 1) * ev if ev > 0 else None
         self.best_reward = self._best_so_far()
+        self.health = EnvHealth()
         self._old_handlers: dict[int, Any] = {}
 
     def _best_so_far(self) -> float:

@@ -44,6 +44,7 @@ class EnvSpec:
 # The one visible table of built-in adapters: short name -> (Gymnasium id, entry point, episode limit).
 BUILTIN: dict[str, tuple[str, str, int | None]] = {
     "robot": ("nondiff/Robot-v0", "envs.robot:RobotEnv", 50),
+    "process": ("nondiff/Process-v0", "envs.process:ProcessEnv", None),
 }
 
 _SPECS: dict[str, EnvSpec] = {}
@@ -191,7 +192,7 @@ def _gym_id_for(entry_point: str) -> str:
     return gym_id
 
 
-def make(name: str, *, packages: tuple[str, ...] = (), **kwargs: Any) -> gym.Env:
+def make(name: str, *, packages: tuple[str, ...] = (), nan_policy: str | None = "truncate", **kwargs: Any) -> gym.Env:
     """Create an env by any ``--env`` form through ``gymnasium.make`` (so the env checker applies).
 
     Module-level and keyword-only, so ``functools.partial(envs.make, name, ...)`` pickles by
@@ -200,15 +201,21 @@ def make(name: str, *, packages: tuple[str, ...] = (), **kwargs: Any) -> gym.Env
     Args:
         name: short name, Gymnasium id or ``module:Class``.
         packages: modules to import first (``--env-package``); their import registers adapters.
+        nan_policy: wrap the env in :class:`envs.guard.Guard` with this policy (None: no guard).
         **kwargs: keyword arguments for the adapter (``render_mode`` included).
     """
     for pkg in packages:
         importlib.import_module(pkg)
     spec = resolve(name)
     try:
-        return gym.make(spec.gym_id, **kwargs)
+        env = gym.make(spec.gym_id, **kwargs)
     except (ImportError, AttributeError) as e:
         if spec.source.startswith("plugin"):
             raise PluginError(f"{spec.source} (env {name!r}) failed to load {spec.entry_point!r}: "
                               f"{type(e).__name__}: {e}") from e
         raise
+    if nan_policy is None:
+        return env
+    from envs.guard import Guard
+
+    return Guard(env, nan_policy)

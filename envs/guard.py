@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
@@ -60,3 +62,84 @@ def reward_problem(reward: Any) -> str | None:
     if not np.isfinite(value):
         return f"reward is {value}"
     return None
+
+
+NAN_POLICIES = ("truncate", "clip", "raise")
+
+
+class InvalidOutputError(RuntimeError):
+    """An adapter returned an invalid observation or reward and the policy is ``raise``."""
+
+
+def sanitize(space: spaces.Space, obs: Any) -> Any:
+    """Force ``obs`` into ``space``: NaN → 0, ±inf and out-of-bounds values clipped, dtype cast."""
+    if isinstance(space, spaces.Box):
+        arr = np.nan_to_num(np.asarray(obs, dtype=np.float64).reshape(space.shape), nan=0.0)
+        return np.clip(arr, space.low, space.high).astype(space.dtype)
+    if isinstance(space, spaces.Dict):
+        return {k: sanitize(s, obs[k]) for k, s in space.spaces.items()}
+    return obs
+
+
+class Guard(gym.Wrapper):
+    """Checks every transition of any adapter and applies the NaN/garbage policy; times every step.
+
+    Policies for an invalid observation or reward (wrong shape, dtype, out of bounds, NaN or inf):
+    ``truncate`` (default) ends the episode with the last valid observation and reward 0; ``clip``
+    repairs the values and goes on; ``raise`` stops. Either way ``info["nondiff_fault"]`` records it,
+    and no invalid value reaches the learner. ``info["nondiff_step_ms"]`` carries the step latency.
+    """
+
+    def __init__(self, env: gym.Env, nan_policy: str = "truncate") -> None:
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+        super().__init__(env)
+        self.nan_policy = nan_policy
+        self._last_obs: Any = None
+
+    def _problem(self, obs: Any, reward: Any | None) -> str | None:
+        return obs_problem(self.observation_space, obs) or (None if reward is None else reward_problem(reward))
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        problem = self._problem(obs, None)
+        if problem:
+            if self.nan_policy == "raise":
+                raise InvalidOutputError(f"reset: {problem}")
+            obs = sanitize(self.observation_space, obs)
+            info = {**info, "nondiff_fault": {"kind": _kind(problem), "detail": f"reset: {problem}",
+                                              "restart": False}}
+        self._last_obs = obs
+        return obs, info
+
+    def step(self, action):
+        t = time.perf_counter()
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info = dict(info)
+        info["nondiff_step_ms"] = (time.perf_counter() - t) * 1e3
+        problem = self._problem(obs, reward)
+        if problem is None:
+            self._last_obs = obs
+            return obs, float(reward), bool(terminated), bool(truncated), info
+        if self.nan_policy == "raise":
+            raise InvalidOutputError(f"step: {problem}")
+        info["nondiff_fault"] = {**info.get("nondiff_fault", {}), "kind": _kind(problem), "detail": problem,
+                                 "restart": bool(info.get("nondiff_fault", {}).get("restart", False))}
+        if self.nan_policy == "clip":
+            obs = sanitize(self.observation_space, obs)
+            self._last_obs = obs
+            return obs, _repair_reward(reward), bool(terminated), bool(truncated), info
+        # truncate: end the episode on the last valid observation; nothing invalid reaches the learner
+        return self._last_obs, 0.0, False, True, info
+
+
+def _repair_reward(reward: Any) -> float:
+    try:
+        value = float(np.asarray(reward, dtype=np.float64).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        return 0.0
+    return 0.0 if np.isnan(value) else float(np.clip(value, -1e6, 1e6))
+
+
+def _kind(problem: str) -> str:
+    return "nonfinite" if ("NaN" in problem or "inf" in problem) else "invalid_output"

@@ -26,3 +26,12 @@ def run_cli(script: str, *args: str, timeout: float = 300, check: bool = False) 
 def cli():
     """The :func:`run_cli` helper."""
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def heater(tmp_path_factory) -> str:
+    """The C example (examples/thirdparty/heater.c), compiled with the system C compiler."""
+    out = tmp_path_factory.mktemp("bin") / "heater"
+    subprocess.run(["cc", "-O2", "-o", str(out), str(ROOT / "examples" / "thirdparty" / "heater.c"), "-lm"],
+                   check=True)
+    return str(out)

@@ -13,8 +13,9 @@ NONDIFF_IDS = sorted(spec.gym_id for spec in map(envs.resolve, envs.BUILTIN))
 
 
 @pytest.mark.parametrize("gym_id", NONDIFF_IDS, ids=NONDIFF_IDS)
-def test_check_env_passes_on_every_builtin(gym_id):
-    env = gym.make(gym_id)
+def test_check_env_passes_on_every_builtin(gym_id, heater):
+    kwargs = {"command": heater} if gym_id == "nondiff/Process-v0" else {}
+    env = gym.make(gym_id, **kwargs)
     check_env(env.unwrapped, skip_render_check=True)
     env.close()
     env.close()  # idempotent

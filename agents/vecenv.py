@@ -1,0 +1,222 @@
+"""A subprocess vector env that survives its workers: a dead or hung worker is replaced, not fatal.
+
+SB3's SubprocVecEnv ends training when a worker dies (ConnectionResetError/EOFError) and waits forever
+on a hung one. Here each ``step_wait`` polls every worker with a deadline. A worker that died (a segfault
+in an in-process C library, SIGKILL) or missed the deadline is killed and respawned with a fresh env;
+that env's transition ends as truncated with ``info["nondiff_fault"]`` and the last good observation as
+``terminal_observation``. Respawns are budgeted; an exhausted watchdog budget inside a worker
+(``RestartBudgetExhausted``) stops training with :class:`~agents.errors.EnvFailure`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import signal
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper, VecEnv
+from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs
+
+from agents.errors import EnvFailure
+
+
+def _worker(remote: Any, fn_wrapper: CloudpickleWrapper) -> None:
+    try:  # die with the trainer, so that nothing outlives a SIGKILLed run
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)
+    except OSError:
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from envs.process import RestartBudgetExhausted
+
+    env = fn_wrapper.var()
+    remote.send(("ok", (env.observation_space, env.action_space)))
+    while True:
+        try:
+            cmd, data = remote.recv()
+        except (EOFError, KeyboardInterrupt):
+            break
+        try:
+            if cmd == "step":
+                obs, reward, terminated, truncated, info = env.step(data)
+                done = terminated or truncated
+                info["TimeLimit.truncated"] = truncated and not terminated
+                reset_info: dict[str, Any] = {}
+                if done:
+                    info["terminal_observation"] = obs
+                    obs, reset_info = env.reset()
+                remote.send(("ok", (obs, reward, done, info, reset_info)))
+            elif cmd == "reset":
+                remote.send(("ok", env.reset(seed=data[0], **({"options": data[1]} if data[1] else {}))))
+            elif cmd == "render":
+                remote.send(("ok", env.render()))
+            elif cmd == "get_attr":
+                remote.send(("ok", env.get_wrapper_attr(data)))
+            elif cmd == "set_attr":
+                remote.send(("ok", setattr(env.unwrapped, data[0], data[1])))
+            elif cmd == "env_method":
+                remote.send(("ok", env.get_wrapper_attr(data[0])(*data[1], **data[2])))
+            elif cmd == "is_wrapped":
+                from stable_baselines3.common.env_util import is_wrapped
+
+                remote.send(("ok", is_wrapped(env, data)))
+            elif cmd == "close":
+                env.close()
+                remote.send(("ok", None))
+                break
+        except RestartBudgetExhausted as e:
+            remote.send(("fatal", str(e)))
+        except Exception as e:  # the adapter itself failed: the parent replaces this worker
+            remote.send(("error", f"{type(e).__name__}: {e}"))
+
+
+class ResilientVecEnv(VecEnv):
+    """Subprocess vector env with per-step deadlines and worker respawn.
+
+    Args:
+        env_fns: one zero-argument env constructor per worker (picklable by cloudpickle).
+        start_method: ``forkserver``, ``spawn`` or ``fork``.
+        step_timeout: seconds a worker may take for one step (or reset) before it counts as hung.
+        max_restarts: respawns allowed over the whole run.
+    """
+
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], start_method: str = "forkserver",
+                 step_timeout: float = 60.0, max_restarts: int = 100) -> None:
+        self.env_fns = list(env_fns)
+        self.ctx = mp.get_context(start_method)
+        self.step_timeout, self.max_restarts = step_timeout, max_restarts
+        self.restarts = 0
+        self.workers: list[tuple[Any, Any]] = [self._spawn(i) for i in range(len(self.env_fns))]
+        spaces = [self._answer(i, time.monotonic() + step_timeout) for i in range(len(self.workers))]
+        super().__init__(len(self.env_fns), *spaces[0])
+        self._last_obs: list[Any] = [None] * self.num_envs
+        self._actions: np.ndarray | None = None
+        self.closed = False
+
+    def _spawn(self, i: int) -> tuple[Any, Any]:
+        parent, child = self.ctx.Pipe()
+        proc = self.ctx.Process(target=_worker, args=(child, CloudpickleWrapper(self.env_fns[i])), daemon=True)
+        proc.start()
+        child.close()
+        return proc, parent
+
+    def _answer(self, i: int, deadline: float) -> Any:
+        """The next reply of worker ``i``; raises TimeoutError or EOFError when it is hung or gone."""
+        proc, remote = self.workers[i]
+        if not remote.poll(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError(f"worker {i} gave no answer within {self.step_timeout:g}s")
+        kind, data = remote.recv()
+        if kind == "fatal":
+            raise EnvFailure(data)
+        if kind == "error":
+            raise RuntimeError(data)
+        return data
+
+    def _replace(self, i: int, kind: str, detail: str) -> dict[str, Any]:
+        proc, remote = self.workers[i]
+        proc.kill()
+        proc.join(5)
+        remote.close()
+        if self.restarts >= self.max_restarts:
+            raise EnvFailure(f"env worker {i} {kind} ({detail}); worker restart budget of {self.max_restarts} spent")
+        self.restarts += 1
+        self.workers[i] = self._spawn(i)
+        self._answer(i, time.monotonic() + self.step_timeout)  # spaces
+        return {"kind": kind, "detail": detail, "exit_code": proc.exitcode, "restart": True,
+                "restarts": self.restarts, "program": f"env worker {i}"}
+
+    def _fresh_obs(self, i: int) -> Any:
+        self.workers[i][1].send(("reset", (None, None)))
+        obs, _ = self._answer(i, time.monotonic() + self.step_timeout)
+        return obs
+
+    # -- VecEnv API -------------------------------------------------------------------------------------
+    def reset(self) -> Any:
+        """Reset every env (with the seeds given to :meth:`seed`)."""
+        for i, (_, remote) in enumerate(self.workers):
+            remote.send(("reset", (self._seeds[i], self._options[i])))
+        obs = []
+        for i in range(self.num_envs):
+            o, self.reset_infos[i] = self._answer(i, time.monotonic() + self.step_timeout)
+            obs.append(o)
+        self._reset_seeds()
+        self._reset_options()
+        self._last_obs = list(obs)
+        return _stack_obs(obs, self.observation_space)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Send one action to each worker."""
+        self._actions = actions
+        for i, (_, remote) in enumerate(self.workers):
+            try:
+                remote.send(("step", actions[i]))
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                pass  # found dead in step_wait
+
+    def step_wait(self) -> Any:
+        """Collect every worker's transition, replacing workers that died or hung."""
+        deadline = time.monotonic() + self.step_timeout
+        obs, rews, dones, infos = [], [], [], []
+        for i in range(self.num_envs):
+            try:
+                o, r, d, info, self.reset_infos[i] = self._answer(i, deadline)
+            except (EOFError, ConnectionResetError, BrokenPipeError, OSError, TimeoutError, RuntimeError) as e:
+                kind = ("timeout" if isinstance(e, TimeoutError) else "exception" if isinstance(e, RuntimeError)
+                        else "worker_died")
+                fault = self._replace(i, kind, str(e) or type(e).__name__)
+                info = {"nondiff_fault": fault, "TimeLimit.truncated": True,
+                        "terminal_observation": self._last_obs[i]}
+                o, r, d = self._fresh_obs(i), 0.0, True
+                deadline = time.monotonic() + self.step_timeout
+            obs.append(o)
+            rews.append(r)
+            dones.append(d)
+            infos.append(info)
+            self._last_obs[i] = o
+        return _stack_obs(obs, self.observation_space), np.array(rews, dtype=np.float32), np.array(dones), infos
+
+    def _call(self, cmd: str, data: Any, indices: Any) -> list[Any]:
+        idx = self._get_indices(indices)
+        for i in idx:
+            self.workers[i][1].send((cmd, data))
+        return [self._answer(i, time.monotonic() + self.step_timeout) for i in idx]
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        """An attribute of each env."""
+        return self._call("get_attr", attr_name, indices)
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        """Set an attribute on each env."""
+        self._call("set_attr", (attr_name, value), indices)
+
+    def env_method(self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any) -> list[Any]:
+        """Call a method of each env."""
+        return self._call("env_method", (method_name, method_args, method_kwargs), indices)
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: Any = None) -> list[bool]:
+        """Whether each env is wrapped in ``wrapper_class``."""
+        return self._call("is_wrapped", wrapper_class, indices)
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        """One frame per env."""
+        return self._call("render", None, None)
+
+    def close(self) -> None:
+        """Close every env and stop the workers."""
+        if self.closed:
+            return
+        for proc, remote in self.workers:
+            try:
+                remote.send(("close", None))
+                if remote.poll(5):
+                    remote.recv()
+            except (OSError, EOFError):
+                pass
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+        self.closed = True
