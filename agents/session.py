@@ -82,8 +82,10 @@ class EnvHealth:
             ms = info.get("nondiff_step_ms")
             if ms is not None:
                 self.latencies.append(ms)
-            fault = info.get("nondiff_fault")
-            if fault:
+            faults = list(info.get("nondiff_reset_faults", ()))
+            if info.get("nondiff_fault"):
+                faults.append(info["nondiff_fault"])
+            for fault in faults:
                 kind = fault.get("kind", "unknown")
                 self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
                 self.restarts += bool(fault.get("restart"))

@@ -104,7 +104,8 @@ class ProcessEnv(gym.Env):
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
         self._alive = False
         self._last_obs: Any = None
-        self._last_fault: dict[str, Any] | None = None
+        self._reset_faults: list[dict[str, Any]] = []
+        self._last_failure: tuple[str, int | None] = ("was restarted", None)
         self.spec_info: dict[str, Any] = {}
         self._start_with_budget(self.reset_timeout)
         self.observation_space = space_from_json(self.spec_info["observation_space"])
@@ -204,9 +205,9 @@ class ProcessEnv(gym.Env):
 
     def _fault(self, kind: str, err: Exception) -> dict[str, Any]:
         code = self._kill()
+        self._last_failure = (f"failed ({kind}: {err})", code)
         fault = {"kind": kind, "detail": str(err), "exit_code": code, "stderr": list(self._stderr)[-5:],
                  "restarts": self.restarts, "restart": True, "program": self.who}
-        self._last_fault = fault
         log.warning("program %r: %s (%s); it will be restarted", self.who, kind, err)
         return fault
 
@@ -225,11 +226,9 @@ class ProcessEnv(gym.Env):
         """Reset the program, restarting it first when it is dead; faults here are retried within budget."""
         super().reset(seed=seed)
         info: dict[str, Any] = {}
-        if self._last_fault is not None:
-            info["nondiff_previous_fault"], self._last_fault = self._last_fault, None
         while True:
             if not self._alive:
-                self._spend_restart("was restarted", None)
+                self._spend_restart(*self._last_failure)
                 self._start_with_budget(self.reset_timeout)
             try:
                 assert self._chan is not None
@@ -240,7 +239,8 @@ class ProcessEnv(gym.Env):
             except (P.VersionError, P.AuthError):
                 raise
             except P.BridgeError as e:
-                info["nondiff_fault"] = self._fault(self._kind(e), e)
+                info["nondiff_fault"] = fault = self._fault(self._kind(e), e)
+                self._reset_faults.append(fault)
 
     def step(self, action):
         """Step the program; on a fault return a truncated transition with ``info["nondiff_fault"]``."""
@@ -252,8 +252,10 @@ class ProcessEnv(gym.Env):
             reply = P.expect(P.recv(self._chan, self.step_timeout, self.max_message), "step_result")
             reward = reply.get("reward")
             self._last_obs = reply["obs"]
-            return (reply["obs"], reward, bool(reply.get("terminated")), bool(reply.get("truncated")),
-                    dict(reply.get("info", {})))
+            info = dict(reply.get("info", {}))
+            if self._reset_faults:  # vector envs drop reset infos; report reset faults with the next step
+                info["nondiff_reset_faults"], self._reset_faults = self._reset_faults, []
+            return reply["obs"], reward, bool(reply.get("terminated")), bool(reply.get("truncated")), info
         except P.BridgeError as e:
             fault = self._fault(self._kind(e), e)
             return self._last_obs, 0.0, False, True, {"nondiff_fault": fault}

@@ -70,7 +70,8 @@ class Channel:
     def from_socket(cls, sock: socket.socket) -> Channel:
         """Wrap a connected socket."""
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return cls(sock.fileno(), sock.fileno(), sock)
 
     def read_exact(self, n: int, deadline: float) -> bytes:
