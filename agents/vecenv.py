@@ -91,7 +91,7 @@ class ResilientVecEnv(VecEnv):
         self.step_timeout, self.max_restarts = step_timeout, max_restarts
         self.restarts = 0
         self.workers: list[tuple[Any, Any]] = [self._spawn(i) for i in range(len(self.env_fns))]
-        spaces = [self._answer(i, time.monotonic() + step_timeout) for i in range(len(self.workers))]
+        spaces = [self._started(i) for i in range(len(self.workers))]
         super().__init__(len(self.env_fns), *spaces[0])
         self._last_obs: list[Any] = [None] * self.num_envs
         self._actions: np.ndarray | None = None
@@ -103,6 +103,22 @@ class ResilientVecEnv(VecEnv):
         proc.start()
         child.close()
         return proc, parent
+
+    def _started(self, i: int) -> Any:
+        """The spaces worker ``i`` reports once its env is built; a worker that dies meanwhile is replaced."""
+        while True:
+            try:
+                return self._answer(i, time.monotonic() + self.step_timeout)
+            except (EOFError, ConnectionResetError, OSError, TimeoutError, RuntimeError) as e:
+                proc, remote = self.workers[i]
+                proc.kill()
+                proc.join(5)
+                remote.close()
+                if self.restarts >= self.max_restarts:
+                    raise EnvFailure(f"env worker {i} failed to start ({type(e).__name__}: {e}); worker restart "
+                                     f"budget of {self.max_restarts} spent") from e
+                self.restarts += 1
+                self.workers[i] = self._spawn(i)
 
     def _answer(self, i: int, deadline: float) -> Any:
         """The next reply of worker ``i``; raises TimeoutError or EOFError when it is hung or gone."""
@@ -125,7 +141,7 @@ class ResilientVecEnv(VecEnv):
             raise EnvFailure(f"env worker {i} {kind} ({detail}); worker restart budget of {self.max_restarts} spent")
         self.restarts += 1
         self.workers[i] = self._spawn(i)
-        self._answer(i, time.monotonic() + self.step_timeout)  # spaces
+        self._started(i)
         return {"kind": kind, "detail": detail, "exit_code": proc.exitcode, "restart": True,
                 "restarts": self.restarts, "program": f"env worker {i}"}
 
