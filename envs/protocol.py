@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
 import select
 import socket
@@ -64,7 +65,10 @@ class Channel:
 
     def __init__(self, rfd: int, wfd: int, sock: socket.socket | None = None) -> None:
         self.rfd, self.wfd, self.sock = rfd, wfd, sock
+        self._buf = bytearray()
+        self._mid_frame = False
         os.set_blocking(rfd, False)
+        os.set_blocking(wfd, False)
 
     @classmethod
     def from_socket(cls, sock: socket.socket) -> Channel:
@@ -75,40 +79,43 @@ class Channel:
         return cls(sock.fileno(), sock.fileno(), sock)
 
     def read_exact(self, n: int, deadline: float) -> bytes:
-        """Read exactly ``n`` bytes before ``deadline`` (monotonic), or raise; never spins on EOF."""
-        buf = bytearray()
+        """Read exactly ``n`` bytes before ``deadline`` (monotonic), or raise; never spins on EOF.
+
+        Reads are buffered: one ``read`` usually brings a whole reply, length prefix included, and
+        ``select`` is called only when no data is waiting.
+        """
+        buf = self._buf
         while len(buf) < n:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BridgeTimeout(f"no complete message within the deadline ({len(buf)}/{n} bytes arrived)")
-            ready, _, _ = select.select([self.rfd], [], [], remaining)
-            if not ready:
-                continue
             try:
-                chunk = os.read(self.rfd, min(n - len(buf), 1 << 20))
+                chunk = os.read(self.rfd, max(1 << 16, n - len(buf)))
             except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BridgeTimeout(f"no complete message within the deadline ({len(buf)}/{n} bytes "
+                                        "arrived)") from None
+                select.select([self.rfd], [], [], remaining)
                 continue
             except OSError as e:
                 raise PeerClosed(f"read failed: {e}") from e
             if not chunk:  # 0 bytes: the peer is gone
-                where = "mid-frame" if buf or n < 4 else "between frames"
+                where = "mid-frame" if buf or self._mid_frame else "between frames"
                 raise PeerClosed(f"the peer closed the stream ({where})")
             buf += chunk
-        return bytes(buf)
+        out = bytes(buf[:n])
+        del buf[:n]
+        return out
 
     def write_all(self, data: bytes, deadline: float) -> None:
         """Write every byte before ``deadline``."""
         view = memoryview(data)
         while view:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BridgeTimeout("the peer stopped reading (write deadline passed)")
-            _, ready, _ = select.select([], [self.wfd], [], remaining)
-            if not ready:
-                continue
             try:
                 sent = os.write(self.wfd, view)
             except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BridgeTimeout("the peer stopped reading (write deadline passed)") from None
+                select.select([], [self.wfd], [], remaining)
                 continue
             except (BrokenPipeError, ConnectionResetError) as e:
                 raise PeerClosed(f"the peer closed the stream ({e})") from e
@@ -187,10 +194,11 @@ def decode(payload: bytes) -> dict[str, Any]:
             raise ProtocolError(f"bad array descriptor {spec!r}: {e}") from e
         if dtype.hasobject or any(s < 0 for s in shape):
             raise ProtocolError(f"array descriptor {spec!r} is not allowed")
-        nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)
+        nbytes = dtype.itemsize * count
         if offset + nbytes > len(payload):
             raise ProtocolError(f"array {spec!r} needs {nbytes} bytes, only {len(payload) - offset} remain")
-        arrays.append(np.frombuffer(payload, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape))
+        arrays.append(np.frombuffer(payload, dtype=dtype, count=count, offset=offset).reshape(shape))
         offset += nbytes
     if offset != len(payload):
         raise ProtocolError(f"{len(payload) - offset} trailing bytes after the arrays")
@@ -212,7 +220,9 @@ def recv(chan: Channel, timeout: float, max_size: int = MAX_MESSAGE) -> dict[str
     (length,) = _LEN.unpack(chan.read_exact(4, deadline))
     if length > max_size:
         raise ProtocolError(f"incoming message declares {length} bytes, over the {max_size}-byte limit")
+    chan._mid_frame = True
     msg = decode(chan.read_exact(length, deadline))
+    chan._mid_frame = False
     if msg["type"] == "error":
         raise RemoteError(str(msg.get("message", "unspecified error")))
     return msg

@@ -41,14 +41,16 @@ static void write_exact(const void *p, size_t n) {
 static void put_u32(unsigned char *p, uint32_t v) { p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v; }
 static uint32_t get_u32(const unsigned char *p) { return ((uint32_t)p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]; }
 
-/* Send a frame: header JSON, then optional raw bytes. */
+/* Send a frame: header JSON, then optional raw bytes, in one write (one wake-up for the reader). */
 static void send_msg(const char *header, const void *data, size_t nbytes) {
-  unsigned char pre[8];
+  static unsigned char out[8 + 4096];
   uint32_t hlen = (uint32_t)strlen(header);
-  put_u32(pre, 4 + hlen + (uint32_t)nbytes);
-  put_u32(pre + 4, hlen);
-  write_exact(pre, 8); write_exact(header, hlen);
-  if (nbytes) write_exact(data, nbytes);
+  if (8 + hlen + nbytes > sizeof out) exit(7);
+  put_u32(out, 4 + hlen + (uint32_t)nbytes);
+  put_u32(out + 4, hlen);
+  memcpy(out + 8, header, hlen);
+  if (nbytes) memcpy(out + 8 + hlen, data, nbytes);
+  write_exact(out, 8 + hlen + nbytes);
 }
 /* Read a frame; returns header (NUL-terminated, inside buf) and sets *blob to the bytes after it. */
 static char *recv_msg(unsigned char **blob) {
