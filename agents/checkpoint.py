@@ -56,9 +56,18 @@ def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> 
     """Atomically write a checkpoint file and its readable JSON sidecar."""
     from safetensors.torch import save as st_save
 
-    meta = {"format": FORMAT, **meta}
-    blob = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                   metadata={"nondiff": json.dumps(meta)})
+    unique: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple[int, tuple[int, ...], str], str] = {}
+    for name, tensor in tensors.items():  # tied weights (a shared CNN) are stored once
+        key = (tensor.data_ptr(), tuple(tensor.shape), str(tensor.dtype))
+        if tensor.numel() and key in seen:
+            aliases[name] = seen[key]
+        else:
+            seen[key] = name
+            unique[name] = tensor.detach().cpu().contiguous()
+    meta = {"format": FORMAT, **meta, "tensor_aliases": aliases}
+    blob = st_save(unique, metadata={"nondiff": json.dumps(meta)})
     atomic_write_bytes(path, blob)
     atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=1, default=str).encode())
     return path
@@ -104,6 +113,10 @@ def load(path: Path, *, trust: bool = False) -> tuple[dict[str, torch.Tensor], d
                               "use another one (--checkpoint best|latest) or retrain") from e
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    for alias, name in meta.get("tensor_aliases", {}).items():
+        if name not in tensors:
+            raise CheckpointError(f"checkpoint {str(path)!r} is corrupted: tensor {alias!r} refers to missing {name!r}")
+        tensors[alias] = tensors[name]
     return tensors, meta
 
 

@@ -27,6 +27,9 @@ class EnvConfig(BaseModel):
     """Modules imported before the env is made (``--env-package``); their import registers adapters."""
     max_episode_steps: int | None = Field(default=None, gt=0)
     """Override the env's time limit."""
+    eval_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Adapter keyword arguments that replace the training ones in evaluation envs (periodic eval and
+    evaluate.py), e.g. ``{clip_rewards: false}`` so that reported returns are the raw score."""
     nan_policy: Literal["truncate", "clip", "raise"] = "truncate"
     """What to do with an invalid observation or reward (NaN, inf, wrong dtype/shape, out of bounds):
     end the episode, repair the values, or stop. Every case is recorded as ``env/faults_by_kind``."""

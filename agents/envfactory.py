@@ -32,11 +32,12 @@ def _build(name: str, packages: tuple[str, ...], max_episode_steps: int | None, 
     return envs.make(name, packages=packages, nan_policy=nan_policy, **extra)
 
 
-def env_factory(cfg: RunConfig, render_mode: str | None = None) -> functools.partial[gym.Env]:
-    """A picklable zero-argument callable that builds the configured env."""
+def env_factory(cfg: RunConfig, render_mode: str | None = None, for_eval: bool = False) -> functools.partial[gym.Env]:
+    """A picklable zero-argument callable that builds the configured env (``for_eval``: with ``eval_kwargs``)."""
     assert cfg.env.id is not None
+    kwargs = {**cfg.env.adapter_kwargs(), **(cfg.env.eval_kwargs if for_eval else {})}
     return functools.partial(_build, cfg.env.id, tuple(cfg.env.packages), cfg.env.max_episode_steps,
-                             cfg.env.adapter_kwargs(), render_mode, cfg.env.nan_policy)
+                             kwargs, render_mode, cfg.env.nan_policy)
 
 
 def import_packages(packages: list[str]) -> None:
@@ -56,7 +57,7 @@ def check_env_kwargs(cfg: RunConfig) -> None:
         spec = envs.resolve(cfg.env.id)
     except (envs.UnknownEnvError, envs.PluginError) as e:
         raise UserError(str(e)) from e
-    given = cfg.env.adapter_kwargs()
+    given = {**cfg.env.adapter_kwargs(), **cfg.env.eval_kwargs}
     entry = spec.entry_point
     if not isinstance(entry, str) or ":" not in entry:
         return

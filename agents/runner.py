@@ -95,8 +95,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     raw.pop("meta", None)
     cfg = validate(raw, source)
     check_env_kwargs(cfg)
+    obs_space, act_space = probe_spaces(cfg)  # bad adapter arguments fail here, as one line
     if source == "command line":  # no config file: choose hyperparameters from the spaces
-        obs_space, act_space = probe_spaces(cfg)
         merged = _deep_merge(space_defaults(obs_space, act_space), raw)
         cfg = validate(merged, source)
     return cfg
@@ -185,7 +185,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     backend = get_backend(meta.get("backend", cfg.agent.backend)).load(path, cfg, trust=args.trust_checkpoint)
     render_mode = "rgb_array" if args.video else ("human" if args.render else None)
     try:
-        env = env_factory(cfg, render_mode=render_mode)()
+        env = env_factory(cfg, render_mode=render_mode, for_eval=True)()
     except (ValueError, TypeError, gym_error()) as e:
         if render_mode == "human":
             raise UserError(f"--render: env {cfg.env.id!r} cannot open a window ({e}); record it with --video "

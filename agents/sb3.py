@@ -105,7 +105,7 @@ class _Hooks(BaseCallback):
     def _evaluate(self, step: int) -> None:
         cfg = self.session.cfg
         if self._eval_env is None:
-            self._eval_env = env_factory(cfg)()
+            self._eval_env = env_factory(cfg, for_eval=True)()
         result = run_episodes(self._eval_env, lambda o: self.backend.predict(o, deterministic=cfg.eval.deterministic),
                               cfg.eval.episodes, seed=self.backend.seed + 1_000_000)
         summary = {k: v for k, v in result.items() if k not in ("returns", "lengths", "successes")}

@@ -45,6 +45,7 @@ class EnvSpec:
 BUILTIN: dict[str, tuple[str, str, int | None]] = {
     "robot": ("nondiff/Robot-v0", "envs.robot:RobotEnv", 50),
     "process": ("nondiff/Process-v0", "envs.process:ProcessEnv", None),
+    "game": ("nondiff/Game-v0", "envs.game:GameEnv", None),
 }
 
 _SPECS: dict[str, EnvSpec] = {}
