@@ -22,7 +22,8 @@ train: $(STAMP)
 
 # The fast suite plus the chosen slow tests that CI runs (see README "Tests").
 test: $(STAMP)
-	$(PY) -m ruff check envs agents tests train.py evaluate.py
+	$(PY) -m ruff check envs agents tests benchmarks examples train.py evaluate.py
+	$(PY) -m mypy envs agents
 	$(PY) -m pytest -m "not slow or ci" $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): failing" >&2; exit 1; fi; exit $$rc
 

@@ -123,7 +123,7 @@ def load(path: Path, *, trust: bool = False) -> tuple[dict[str, torch.Tensor], d
 # -- RNG state ----------------------------------------------------------------------------------------
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Python, NumPy and torch global RNG states, split into tensors and JSON."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     tensors = {"rng/torch": torch.get_rng_state(), "rng/numpy_keys": torch.from_numpy(np_state[1].astype(np.int64))}
     meta = {"python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
             "numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])]}

@@ -145,7 +145,7 @@ class RunConfig(_Section):
     """Written by nondiff: versions, command line, the seed that was drawn. Ignored on input."""
 
 
-SECTIONS = {"env": EnvConfig, "agent": AgentConfig, "train": TrainConfig, "eval": EvalConfig}
+SECTIONS: dict[str, type[BaseModel]] = {"env": EnvConfig, "agent": AgentConfig, "train": TrainConfig, "eval": EvalConfig}
 
 
 def _suggest(word: str, options: list[str]) -> str:

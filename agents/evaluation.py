@@ -13,7 +13,7 @@ Policy = Callable[[Any], np.ndarray]
 
 
 def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
-                 on_frame: Callable[[np.ndarray], None] | None = None) -> dict[str, Any]:
+                 on_frame: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Play ``episodes`` episodes with seeds ``seed, seed+1, …`` and summarise them.
 
     Args:

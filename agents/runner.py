@@ -231,7 +231,8 @@ def _write_video(path: str, frames: list[Any], fps: int) -> None:
 
     if not frames or frames[0] is None:
         raise UserError("--video: this env returned no frames from render(); it does not support rgb_array")
-    with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1) as w:
+    writer: Any = imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1)
+    with writer as w:
         for f in frames:
             w.append_data(f)
 

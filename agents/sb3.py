@@ -178,8 +178,9 @@ class SB3Backend(Backend):
 
     def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
         """Actions for raw observations (single or batched); normalisation is applied here."""
-        if self.model is not None and isinstance(self.model.get_env(), VecNormalize):
-            obs = self.model.get_env().normalize_obs(obs)
+        venv = self.model.get_env() if self.model is not None else None
+        if isinstance(venv, VecNormalize):
+            obs = venv.normalize_obs(obs)
         elif self._norm is not None:
             obs = np.clip((obs - self._norm["mean"]) / np.sqrt(self._norm["var"] + self._norm["epsilon"]),
                           -self._norm["clip_obs"], self._norm["clip_obs"])
@@ -204,6 +205,7 @@ class SB3Backend(Backend):
         rng_t, rng_m = checkpoint.rng_state()
         tensors.update(rng_t)
         venv = m.get_env()
+        assert venv is not None
         norm_meta = None
         if isinstance(venv, VecNormalize):
             norm_meta = _save_vecnormalize(venv, tensors)
@@ -269,6 +271,7 @@ class SB3Backend(Backend):
         m.num_timesteps = meta["num_timesteps"]
         m._n_updates = meta["n_updates"]
         venv = m.get_env()
+        assert venv is not None
         if isinstance(venv, VecNormalize) and meta.get("normalize"):
             _load_vecnormalize(venv, tensors, meta["normalize"])
         from collections import deque
@@ -286,8 +289,9 @@ class SB3Backend(Backend):
 
     def close(self) -> None:
         """Close the training envs."""
-        if self.model is not None and self.model.get_env() is not None:
-            self.model.get_env().close()
+        venv = self.model.get_env() if self.model is not None else None
+        if venv is not None:
+            venv.close()
 
 
 def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -362,7 +366,7 @@ def _set_env_states(venv: VecEnv, states: list[dict[str, Any]]) -> bool:
         return False
     for env, state in zip(inner.envs, states):
         env.reset()  # the wrappers' order enforcement and checkers expect a reset before a step
-        env.unwrapped.set_state(state["env"])
+        env.unwrapped.set_state(state["env"])  # type: ignore[attr-defined]
         e: Any = env
         while isinstance(e, gym.Wrapper):
             if isinstance(e, gym.wrappers.TimeLimit):

@@ -57,7 +57,8 @@ def _worker(remote: Any, fn_wrapper: CloudpickleWrapper) -> None:
             elif cmd == "get_attr":
                 remote.send(("ok", env.get_wrapper_attr(data)))
             elif cmd == "set_attr":
-                remote.send(("ok", setattr(env.unwrapped, data[0], data[1])))
+                setattr(env.unwrapped, data[0], data[1])
+                remote.send(("ok", None))
             elif cmd == "env_method":
                 remote.send(("ok", env.get_wrapper_attr(data[0])(*data[1], **data[2])))
             elif cmd == "is_wrapped":
@@ -87,7 +88,7 @@ class ResilientVecEnv(VecEnv):
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], start_method: str = "forkserver",
                  step_timeout: float = 60.0, max_restarts: int = 100) -> None:
         self.env_fns = list(env_fns)
-        self.ctx = mp.get_context(start_method)
+        self.ctx: Any = mp.get_context(start_method)
         self.step_timeout, self.max_restarts = step_timeout, max_restarts
         self.restarts = 0
         self.workers: list[tuple[Any, Any]] = [self._spawn(i) for i in range(len(self.env_fns))]

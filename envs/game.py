@@ -69,8 +69,8 @@ class GameEnv(gym.Env):
         env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=frame_skip, screen_size=84,
                                               terminal_on_life_loss=episodic_life, grayscale_obs=True)
         if clip_rewards:
-            env = gym.wrappers.TransformReward(env, lambda r: float(np.sign(r)))
-        self._env = gym.wrappers.FrameStackObservation(env, stack_size=frame_stack)
+            env = gym.wrappers.TransformReward(env, lambda r: float(np.sign(float(r))))
+        self._env: gym.Env = gym.wrappers.FrameStackObservation(env, stack_size=frame_stack)
         self.observation_space = self._env.observation_space
         self.action_space = self._env.action_space
         self.game, self.render_mode = game, render_mode
