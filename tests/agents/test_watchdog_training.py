@@ -115,9 +115,10 @@ def test_no_orphan_survives_a_sigkilled_trainer(heater, tmp_path):
 def test_exhausted_budget_stops_with_a_clear_error_after_a_checkpoint(heater, tmp_path):
     run = tmp_path / "run"
     script = tmp_path / "flaky.sh"
-    # starts fine, then every process after the first crashes in reset
-    script.write_text(f"#!/bin/sh\nif [ -e {tmp_path}/started ]; then exec {heater} --crash-in-reset; fi\n"
-                      f"touch {tmp_path}/started\nexec {heater} --crash-after 300\n")
+    # the first two starts (the spaces probe, then the training env) run; every later one crashes in reset
+    script.write_text(f"#!/bin/sh\necho x >> {tmp_path}/starts\n"
+                      f"if [ $(wc -l < {tmp_path}/starts) -gt 2 ]; then exec {heater} --crash-in-reset; fi\n"
+                      f"exec {heater} --crash-after 300\n")
     script.chmod(0o755)
     proc = run_cli("train.py", "--env", "process", "--set", f"env.command={script}", "--set", "env.max_restarts=3",
                    "--timesteps", "5000", "--run-dir", str(run), "--num-envs", "1", "--quiet", "--set",

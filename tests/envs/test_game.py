@@ -6,7 +6,6 @@ import json
 
 import gymnasium as gym
 import numpy as np
-import pytest
 from conftest import run_cli
 from gymnasium.utils.env_checker import check_env
 
