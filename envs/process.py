@@ -100,6 +100,7 @@ class ProcessEnv(gym.Env):
         self.restarts = 0
         self._restart_times: collections.deque[float] = collections.deque()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._drainer: threading.Thread | None = None
         self._chan: P.Channel | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
         self._alive = False
@@ -120,7 +121,8 @@ class ProcessEnv(gym.Env):
                                           preexec_fn=_die_with_parent)
             assert self._proc.stdin and self._proc.stdout and self._proc.stderr
             self._stderr.clear()
-            threading.Thread(target=self._drain, args=(self._proc.stderr,), daemon=True).start()
+            self._drainer = threading.Thread(target=self._drain, args=(self._proc.stderr,), daemon=True)
+            self._drainer.start()
             self._chan = P.Channel(os.dup(self._proc.stdout.fileno()), os.dup(self._proc.stdin.fileno()))
             self._proc.stdout.close()
             self._proc.stdin.close()
@@ -176,7 +178,10 @@ class ProcessEnv(gym.Env):
             os.killpg(proc.pid, signal.SIGKILL)  # anything the program left behind in its group
         except (ProcessLookupError, PermissionError):
             pass
-        return proc.wait()
+        code = proc.wait()
+        if self._drainer is not None:
+            self._drainer.join(1.0)  # its last stderr lines belong in the fault report
+        return code
 
     def _start_with_budget(self, timeout: float, first: bool = True) -> None:
         while True:

@@ -125,7 +125,7 @@ def test_exhausted_budget_stops_with_a_clear_error_after_a_checkpoint(heater, tm
                    "agent.n_steps=64", "--set", "agent.batch_size=64", "--set", "agent.n_epochs=1", "--set",
                    "eval.every=0", timeout=120)
     assert proc.returncode == 1, proc.stderr
-    assert "restart budget spent after 3 restart(s)" in proc.stderr and "sensor bus offline" in proc.stderr
+    assert "restart budget spent after 3 restart(s)" in proc.stderr and "sensor bus offline" in proc.stderr, proc.stderr
     assert "exit code 4" in proc.stderr and "Traceback" not in proc.stderr
     from agents import checkpoint
 
