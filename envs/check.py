@@ -109,12 +109,39 @@ def _check_speed(make: Callable[[], gym.Env], steps: int) -> str:
     return f"{steps / total:,.0f} steps/s, step latency p50 {p50:,.0f} µs, p99 {p99:,.0f} µs"
 
 
-def run_checks(name: str, steps: int = 1000, printer: Callable[[str], None] = print) -> bool:
-    """Run every check on ``name``; print a report; return True when all passed."""
-    spec = envs.resolve(name)
+def _bridge_smoke(make: Callable[..., gym.Env], how: str) -> str:
+    """Kill (crash) or SIGSTOP (hang) the program mid-episode; the watchdog must recover."""
+    import os
+    import signal
 
-    def make() -> gym.Env:
-        return gym.make(spec.gym_id)
+    env = make(step_timeout=1.0, term_grace=0.5) if how == "hang" else make()
+    try:
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+        proc = env.unwrapped._proc  # type: ignore[attr-defined]
+        if proc is None:
+            return "skipped: a TCP program is not ours to kill"
+        os.killpg(proc.pid, signal.SIGKILL if how == "crash" else signal.SIGSTOP)
+        t = time.perf_counter()
+        *_, truncated, info = env.step(env.action_space.sample())
+        fault = info.get("nondiff_fault")
+        if not fault or not truncated:
+            raise AssertionError(f"the {how} was not reported as a truncated transition with info['nondiff_fault']")
+        env.reset()
+        env.step(env.action_space.sample())
+        return f"{fault['kind']} detected in {time.perf_counter() - t:.2f}s, program restarted, stepping again"
+    finally:
+        env.close()
+
+
+def run_checks(name: str, steps: int = 1000, printer: Callable[[str], None] = print,
+               kwargs: dict | None = None) -> bool:
+    """Run every check on ``name`` (made with ``kwargs``); print a report; return True when all passed."""
+    spec = envs.resolve(name)
+    base = dict(kwargs or {})
+
+    def make(**extra: object) -> gym.Env:
+        return gym.make(spec.gym_id, **{**base, **extra})
 
     checks: list[tuple[str, Callable[[], str]]] = [
         ("gymnasium check_env", lambda: _check_api(make)),
@@ -122,6 +149,9 @@ def run_checks(name: str, steps: int = 1000, printer: Callable[[str], None] = pr
         ("close() twice", lambda: _check_close(make)),
         (f"random rollout ({steps} steps)", lambda: _check_speed(make, steps)),
     ]
+    if str(spec.entry_point).startswith("envs.process:"):
+        checks += [("watchdog: program crash", lambda: _bridge_smoke(make, "crash")),
+                   ("watchdog: program hang (SIGSTOP)", lambda: _bridge_smoke(make, "hang"))]
     printer(f"checking {name} ({spec.gym_id} → {spec.entry_point})")
     results = []
     for label, fn in checks:
@@ -145,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("name", help="nondiff name, Gymnasium id or module:Class")
     c.add_argument("--steps", type=int, default=1000, help="random-action steps to time (default 1000)")
     c.add_argument("--env-package", action="append", default=[], metavar="MODULE", help="import MODULE first")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="adapter keyword argument, e.g. --set command=./heater (value parsed as YAML)")
     sub.add_parser("list", help="list the registered nondiff envs")
     args = p.parse_args(argv)
     if args.cmd == "list":
@@ -155,7 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for pkg in args.env_package:
             __import__(pkg)
-        return 0 if run_checks(args.name, args.steps) else 1
+        import yaml
+
+        kwargs = {}
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                print(f"error: --set {item!r}: expected KEY=VALUE, e.g. --set command=./heater", file=sys.stderr)
+                return 2
+            kwargs[key.removeprefix("env.")] = yaml.safe_load(value)
+        return 0 if run_checks(args.name, args.steps, kwargs=kwargs) else 1
     except envs.UnknownEnvError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

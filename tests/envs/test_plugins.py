@@ -88,3 +88,16 @@ def test_check_command_fails_readably_on_a_broken_adapter(tmp_path):
                           text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert proc.returncode == 1
     assert "FAIL  gymnasium check_env" in proc.stdout and "check(s) failed" in proc.stdout
+
+
+def test_check_command_passes_on_every_builtin_including_the_watchdog_smoke_tests(heater):
+    import envs
+
+    for name in envs.BUILTIN:
+        extra = ["--set", f"command={heater}"] if name == "process" else []
+        proc = subprocess.run([sys.executable, "-m", "envs", "check", name, "--steps", "200", *extra], cwd=ROOT,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        if name == "process":
+            assert "PASS  watchdog: program crash" in proc.stdout
+            assert "PASS  watchdog: program hang (SIGSTOP)" in proc.stdout
