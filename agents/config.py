@@ -132,6 +132,25 @@ class EvalConfig(_Section):
     """Use the policy's mean/argmax action."""
 
 
+class RLlibSection(_Section):
+    """RLlib-only settings (``--backend rllib``); the shared hyperparameters come from ``agent``."""
+
+    address: str | None = None
+    """Ray cluster address (``--ray-address``); None starts a private local Ray on loopback."""
+    num_env_runners: int = Field(default=1, ge=0)
+    """Remote env-runner actors (``--num-env-runners``); 0 samples in the driver."""
+    envs_per_runner: int | None = Field(default=None, gt=0)
+    """Envs per runner (``--envs-per-runner``); None splits ``train.num_envs`` across the runners."""
+    num_learners: int = Field(default=0, ge=0)
+    """Remote learner actors; 0 learns in the driver. ``--device cuda`` gives each learner a GPU."""
+    num_cpus: int | None = Field(default=None, gt=0)
+    """CPUs a private local Ray may use (None: all)."""
+    dashboard: bool = False
+    """Start the Ray dashboard with a private local Ray (off: it serves code execution on a port)."""
+    extra: dict[str, Any] = Field(default_factory=dict)
+    """Passed to ``AlgorithmConfig.update_from_dict`` as is."""
+
+
 class RunConfig(_Section):
     """A whole run: what ``configs/<env>.yaml`` holds and what the run directory stores resolved."""
 
@@ -139,13 +158,13 @@ class RunConfig(_Section):
     agent: AgentConfig = Field(default_factory=AgentConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    rllib: dict[str, Any] = Field(default_factory=dict)
-    """RLlib-only settings, passed through to its AlgorithmConfig by the rllib backend."""
+    rllib: RLlibSection = Field(default_factory=RLlibSection)
     meta: dict[str, Any] = Field(default_factory=dict)
     """Written by nondiff: versions, command line, the seed that was drawn. Ignored on input."""
 
 
-SECTIONS: dict[str, type[BaseModel]] = {"env": EnvConfig, "agent": AgentConfig, "train": TrainConfig, "eval": EvalConfig}
+SECTIONS: dict[str, type[BaseModel]] = {"env": EnvConfig, "agent": AgentConfig, "train": TrainConfig,
+                                        "eval": EvalConfig, "rllib": RLlibSection}
 
 
 def _suggest(word: str, options: list[str]) -> str:

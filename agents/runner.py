@@ -104,7 +104,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 # --flag -> (section, key); the CLI overrides the YAML.
 CLI_FIELDS = {"backend": ("agent", "backend"), "algo": ("agent", "algo"), "timesteps": ("train", "timesteps"),
-              "seed": ("train", "seed"), "num_envs": ("train", "num_envs"), "device": ("train", "device")}
+              "seed": ("train", "seed"), "num_envs": ("train", "num_envs"), "device": ("train", "device"),
+              "ray_address": ("rllib", "address"), "num_env_runners": ("rllib", "num_env_runners"),
+              "envs_per_runner": ("rllib", "envs_per_runner")}
 
 
 def train(args: argparse.Namespace, argv: list[str]) -> int:

@@ -185,8 +185,11 @@ class Session:
         better = result["mean_reward"] > self.best_reward
         if better:
             self.best_reward = result["mean_reward"]
-        if self.progress._bar is None:
-            succ = "" if result["success_rate"] is None else f", success_rate {result['success_rate']:.2f}"
-            self.printer(f"eval @ {step:,}: mean_reward {result['mean_reward']:.2f} ± {result['std_reward']:.2f}"
-                         f"{succ}{' (new best)' if better else ''}")
+        succ = "" if result["success_rate"] is None else f", success_rate {result['success_rate']:.2f}"
+        line = (f"eval @ {step:,}: mean_reward {result['mean_reward']:.2f} ± {result['std_reward']:.2f}"
+                f"{succ}{' (new best)' if better else ''}")
+        if self.progress._bar is not None:
+            self.progress._bar.console.print(line)
+        else:
+            self.printer(line)
         return better

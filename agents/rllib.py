@@ -1,0 +1,242 @@
+"""The RLlib backend: PPO on a local or remote Ray cluster with the same configs, run dirs and checkpoints.
+
+Ray is imported only here. Envs are registered with ``ray.tune.registry.register_env``; the creator
+re-resolves the nondiff name inside every Ray worker (built-in, plugin or ``--env-package``) and wraps
+the env in the same Guard as the SB3 backend. Checkpoints hold the RLModule weights as tensors plus JSON
+(no pickle), so ``evaluate.py`` loads them without starting Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents import Backend, checkpoint
+from agents.config import RunConfig
+from agents.envfactory import env_factory, probe_spaces
+from agents.errors import CheckpointError, UserError
+from agents.evaluation import run_episodes
+from agents.session import Session
+
+log = logging.getLogger(__name__)
+ENV_NAME = "nondiff-env"
+MODULE = "default_policy"
+
+
+def _create_env(env_config: dict[str, Any]) -> gym.Env:
+    """The Ray env creator: runs inside every env runner, so it rebuilds the env from plain data."""
+    from agents.config import RunConfig as _RunConfig
+
+    cfg = _RunConfig.model_validate(env_config["cfg"])
+    return env_factory(cfg)()
+
+
+def _model_config(cfg: RunConfig) -> dict[str, Any]:
+    return {"fcnet_hiddens": list(cfg.agent.net_arch), "fcnet_activation": cfg.agent.activation,
+            "vf_share_layers": False}
+
+
+def build_algo_config(cfg: RunConfig, seed: int) -> Any:
+    """Map the backend-neutral hyperparameters onto RLlib's PPOConfig."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    a, r = cfg.agent, cfg.rllib
+    if a.algo != "ppo":
+        raise UserError(f"--backend rllib supports --algo ppo, got {a.algo!r}; use --backend sb3 for A2C")
+    runners = r.num_env_runners
+    per_runner = r.envs_per_runner or max(1, cfg.train.num_envs // max(1, runners))
+    n_steps = a.n_steps or 2048
+    lr = a.learning_rate or 3e-4
+    total = cfg.train.timesteps
+    config = (
+        PPOConfig()
+        .environment(ENV_NAME, env_config={"cfg": cfg.model_dump(mode="json")})
+        .env_runners(num_env_runners=runners, num_envs_per_env_runner=per_runner)
+        .learners(num_learners=r.num_learners,
+                  num_gpus_per_learner=1 if cfg.train.device == "cuda" else 0)
+        .training(lr=[[0, lr], [total, 0.0]] if a.lr_schedule == "linear" else lr, gamma=a.gamma,
+                  lambda_=a.gae_lambda, train_batch_size_per_learner=n_steps * cfg.train.num_envs,
+                  minibatch_size=a.batch_size, num_epochs=a.n_epochs, clip_param=a.clip_range,
+                  entropy_coeff=a.ent_coef, vf_loss_coeff=a.vf_coef, grad_clip=a.max_grad_norm)
+        .rl_module(model_config=_model_config(cfg))
+        .fault_tolerance(restart_failed_env_runners=True)
+        .debugging(seed=seed)
+    )
+    if r.extra:
+        config = config.update_from_dict(r.extra)
+    return config
+
+
+class RLlibBackend(Backend):
+    """RLlib PPO behind the nondiff :class:`~agents.Backend` interface."""
+
+    def __init__(self, cfg: RunConfig, seed: int, algo: Any, module: Any,
+                 spaces: tuple[gym.Space, gym.Space], start_step: int = 0) -> None:
+        self.cfg, self.seed, self.algo, self.module = cfg, seed, algo, module
+        self.observation_space, self.action_space = spaces
+        self.num_timesteps = start_step
+        self._offset = start_step  # RLlib's own counter restarts at 0 after a resume
+
+    @classmethod
+    def create(cls, cfg: RunConfig, seed: int) -> RLlibBackend:
+        """Start (or join) Ray, register the env, build the algorithm."""
+        import ray
+        from ray.tune.registry import register_env
+
+        if cfg.agent.normalize_obs or cfg.agent.normalize_reward:
+            log.warning("rllib backend: normalize_obs/normalize_reward are not applied (RLlib connectors are not "
+                        "wired in yet); the policy sees raw observations and rewards")
+        spaces = probe_spaces(cfg)
+        if not ray.is_initialized():
+            if cfg.rllib.address:
+                ray.init(address=cfg.rllib.address, log_to_driver=False)
+            else:  # a private local Ray: loopback only, no dashboard
+                ray.init(_node_ip_address="127.0.0.1", include_dashboard=cfg.rllib.dashboard, log_to_driver=False,
+                         num_cpus=cfg.rllib.num_cpus)
+        register_env(ENV_NAME, _create_env)
+        torch.set_num_threads(cfg.train.threads)
+        algo = build_algo_config(cfg, seed).build_algo()
+        return cls(cfg, seed, algo, algo.get_module(MODULE), spaces)
+
+    # -- training ---------------------------------------------------------------------------------------
+    def learn(self, session: Session) -> int:
+        """``algo.train()`` until the budget or a stop request; logs the same metric names as SB3."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(session.run.tensorboard), purge_step=session.start_step + 1
+                               if session.start_step else None)
+        if session.start_step == 0:
+            writer.add_text("hyperparameters", f"```\n{self.cfg.model_dump_json(indent=1)}\n```", 0)
+        eval_env = None
+        try:
+            while self.num_timesteps < session.total_steps and not session.should_stop:
+                t = time.monotonic()
+                result = self.algo.train()
+                before = self.num_timesteps
+                runners = result.get("env_runners", {})
+                self.num_timesteps = self._offset + int(result.get("num_env_steps_sampled_lifetime",
+                                                                   runners.get("num_env_steps_sampled_lifetime", 0)))
+                step = self.num_timesteps
+                ret = runners.get("episode_return_mean")
+                scalars = {"rollout/ep_rew_mean": ret, "rollout/ep_len_mean": runners.get("episode_len_mean"),
+                           "time/fps": (step - before) / max(time.monotonic() - t, 1e-9)}
+                learner = result.get("learners", {}).get(MODULE, {})
+                for src, dst in (("policy_loss", "train/policy_loss"), ("vf_loss", "train/value_loss"),
+                                 ("entropy", "train/entropy"), ("mean_kl_loss", "train/approx_kl"),
+                                 ("default_optimizer_learning_rate", "train/learning_rate")):
+                    scalars[dst] = learner.get(src)
+                fault = result.get("fault_tolerance", {})
+                scalars["env/runner_restarts"] = fault.get("num_remote_worker_restarts")
+                for key, value in scalars.items():
+                    if value is not None and np.isfinite(value):
+                        writer.add_scalar(key, float(value), step)
+                session.progress.update(step, None if ret is None or not np.isfinite(ret) else float(ret))
+                if session.eval_due(step):
+                    eval_env = eval_env or env_factory(self.cfg, for_eval=True)()
+                    res = run_episodes(eval_env, lambda o: self.predict(o, self.cfg.eval.deterministic),
+                                       self.cfg.eval.episodes, seed=self.seed + 1_000_000)
+                    summary = {k: v for k, v in res.items() if k not in ("returns", "lengths", "successes")}
+                    writer.add_scalar("eval/mean_reward", summary["mean_reward"], step)
+                    writer.add_scalar("eval/mean_ep_length", summary["mean_length"], step)
+                    if summary["success_rate"] is not None:
+                        writer.add_scalar("eval/success_rate", summary["success_rate"], step)
+                    if session.record_eval(step, summary):
+                        self.save(session.run.best, {"eval": summary})
+                if session.checkpoint_due(step):
+                    self.save(session.run.checkpoint_path(step))
+                    session.run.rotate(self.cfg.train.keep_checkpoints)
+        finally:
+            writer.close()
+            if eval_env is not None:
+                eval_env.close()
+        return self.num_timesteps
+
+    def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
+        """Actions for raw observations (single or batched), computed by the RLModule on the CPU."""
+        single = np.asarray(obs).shape == self.observation_space.shape
+        batch = torch.as_tensor(np.asarray(obs)[None] if single else np.asarray(obs), dtype=torch.float32)
+        with torch.no_grad():
+            inputs = self.module.forward_inference({"obs": batch})["action_dist_inputs"]
+        if isinstance(self.action_space, gym.spaces.Discrete):
+            if deterministic:
+                actions = inputs.argmax(-1).numpy()
+            else:
+                actions = torch.distributions.Categorical(logits=inputs).sample().numpy()
+            actions = actions + int(self.action_space.start)
+        elif isinstance(self.action_space, gym.spaces.Box):
+            mean, log_std = inputs.chunk(2, dim=-1)
+            a = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
+            actions = np.clip(a.numpy().reshape(-1, *self.action_space.shape), self.action_space.low,
+                              self.action_space.high).astype(self.action_space.dtype)
+        else:
+            raise UserError(f"rllib backend: action space {self.action_space} is not supported for predict")
+        return actions[0] if single else actions
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def save(self, path: Path, meta: dict[str, Any] | None = None) -> Path:
+        """RLModule weights as tensors plus JSON metadata, written atomically."""
+        weights = self.algo.get_weights()[MODULE] if self.algo is not None else self.module.get_state()
+        tensors = {f"module/{k}": torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
+        body = {"backend": "rllib", "algo": "ppo", "num_timesteps": int(self.num_timesteps), "seed": self.seed,
+                "observation_space": checkpoint.space_to_json(self.observation_space),
+                "action_space": checkpoint.space_to_json(self.action_space),
+                "config": self.cfg.model_dump(mode="json"), "saved_at": time.time(), **(meta or {})}
+        return checkpoint.save(path, tensors, body)
+
+    @classmethod
+    def load(cls, path: Path, cfg: RunConfig, *, trust: bool = False, for_training: bool = False,
+             seed: int = 0) -> RLlibBackend:
+        """Restore weights: into a bare RLModule for evaluation (no Ray), or into a new algorithm to resume."""
+        tensors, meta = checkpoint.load(path, trust=trust)
+        if meta.get("backend") != "rllib":
+            raise CheckpointError(f"checkpoint {str(path)!r} was written by backend {meta.get('backend')!r}")
+        weights = {k[len("module/"):]: v.numpy() for k, v in tensors.items() if k.startswith("module/")}
+        spaces = (checkpoint.space_from_json(meta["observation_space"]),
+                  checkpoint.space_from_json(meta["action_space"]))
+        if for_training:
+            backend = cls.create(cfg, seed)
+            checkpoint.check_spaces(meta, *backend.observation_space_pair(), where=f"resume from {path}")
+            backend._set_weights(weights)
+            backend.num_timesteps = backend._offset = int(meta["num_timesteps"])
+            return backend
+        from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
+        from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+        module = RLModuleSpec(module_class=DefaultPPOTorchRLModule, observation_space=spaces[0],
+                              action_space=spaces[1], model_config=_model_config(cfg), inference_only=False).build()
+        try:
+            module.set_state(weights)
+        except (RuntimeError, KeyError) as e:
+            raise CheckpointError(f"checkpoint {str(path)!r} does not fit this policy ({e})") from e
+        return cls(cfg, meta.get("seed", seed), None, module, spaces, int(meta["num_timesteps"]))
+
+    def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Load weights into the learners, then push them to every env runner."""
+        from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE
+
+        self.algo.set_state({COMPONENT_LEARNER_GROUP: {COMPONENT_LEARNER: {COMPONENT_RL_MODULE: {MODULE: weights}}}})
+        def _load(runner: Any) -> None:
+            own = runner.module.get_state()
+            runner.module.set_state({k: v for k, v in weights.items() if k in own})
+
+        self.algo.env_runner_group.foreach_env_runner(_load, local_env_runner=True)
+
+    def observation_space_pair(self) -> tuple[gym.Space, gym.Space]:
+        """(observation space, action space)."""
+        return self.observation_space, self.action_space
+
+    def close(self) -> None:
+        """Stop the algorithm and the private local Ray."""
+        if self.algo is not None:
+            self.algo.stop()
+            self.algo = None
+            import ray
+
+            if not self.cfg.rllib.address:
+                ray.shutdown()
