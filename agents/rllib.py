@@ -97,7 +97,7 @@ class RLlibBackend(Backend):
             if cfg.rllib.address:
                 ray.init(address=cfg.rllib.address, log_to_driver=False)
             else:  # a private local Ray: loopback only, no dashboard
-                ray.init(_node_ip_address="127.0.0.1", include_dashboard=cfg.rllib.dashboard, log_to_driver=False,
+                ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=cfg.rllib.dashboard, log_to_driver=False,
                          num_cpus=cfg.rllib.num_cpus)
         register_env(ENV_NAME, _create_env)
         torch.set_num_threads(cfg.train.threads)

@@ -101,3 +101,19 @@ def test_check_command_passes_on_every_builtin_including_the_watchdog_smoke_test
         if name == "process":
             assert "PASS  watchdog: program crash" in proc.stdout
             assert "PASS  watchdog: program hang (SIGSTOP)" in proc.stdout
+
+
+@pytest.mark.ray
+def test_plugin_and_env_package_resolve_inside_ray_workers(site, tmp_path):
+    pkg = tmp_path / "raypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "import envs\nenvs.register('ray-heater', 'nondiff_demo_plugin.heater:HeaterEnv')\n")
+    rl = ["--backend", "rllib", "--num-env-runners", "1", "--timesteps", "600", "--quiet", "--set",
+          "agent.n_steps=64", "--set", "agent.batch_size=64", "--set", "agent.n_epochs=1", "--set", "eval.every=0",
+          "--num-envs", "2", "--set", "rllib.num_cpus=2"]
+    proc = run(site, "--env", "demo-heater", "--run-dir", str(tmp_path / "a"), *rl)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run(site, "--env", "ray-heater", "--env-package", "raypkg", "--run-dir", str(tmp_path / "b"), *rl,
+               extra_path=[tmp_path])
+    assert proc.returncode == 0, proc.stderr[-2000:]
