@@ -37,6 +37,30 @@ def _create_env(env_config: dict[str, Any]) -> gym.Env:
     return env_factory(cfg)()
 
 
+def _health_callback_class() -> Any:
+    """An RLlibCallback that turns the watchdog's ``info`` records into metrics inside each env runner."""
+    from ray.rllib.callbacks.callbacks import RLlibCallback
+
+    class HealthCallback(RLlibCallback):  # type: ignore[misc]
+        def on_episode_step(self, *, episode: Any, metrics_logger: Any = None, **kwargs: Any) -> None:
+            info = episode.get_infos(-1) if metrics_logger is not None else None
+            if not info:
+                return
+            faults = list(info.get("nondiff_reset_faults", ()))
+            if info.get("nondiff_fault"):
+                faults.append(info["nondiff_fault"])
+            for fault in faults:
+                metrics_logger.log_value(("nondiff", "faults", fault.get("kind", "unknown")), 1, reduce="sum",
+                                         clear_on_reduce=True)
+                if fault.get("restart"):
+                    metrics_logger.log_value(("nondiff", "restarts"), 1, reduce="sum", clear_on_reduce=True)
+            if "nondiff_step_ms" in info:
+                metrics_logger.log_value(("nondiff", "step_ms"), float(info["nondiff_step_ms"]), reduce="mean",
+                                         window=1000)
+
+    return HealthCallback
+
+
 def _model_config(cfg: RunConfig) -> dict[str, Any]:
     return {"fcnet_hiddens": list(cfg.agent.net_arch), "fcnet_activation": cfg.agent.activation,
             "vf_share_layers": False}
@@ -66,6 +90,7 @@ def build_algo_config(cfg: RunConfig, seed: int) -> Any:
                   entropy_coeff=a.ent_coef, vf_loss_coeff=a.vf_coef, grad_clip=a.max_grad_norm)
         .rl_module(model_config=_model_config(cfg))
         .fault_tolerance(restart_failed_env_runners=True)
+        .callbacks(_health_callback_class())
         .debugging(seed=seed)
     )
     if r.extra:
@@ -82,6 +107,7 @@ class RLlibBackend(Backend):
         self.observation_space, self.action_space = spaces
         self.num_timesteps = start_step
         self._offset = start_step  # RLlib's own counter restarts at 0 after a resume
+        self._health_totals: dict[str, float] = {"env/restarts": 0.0, "env/timeouts": 0.0}
 
     @classmethod
     def create(cls, cfg: RunConfig, seed: int) -> RLlibBackend:
@@ -133,6 +159,7 @@ class RLlibBackend(Backend):
                     scalars[dst] = learner.get(src)
                 fault = result.get("fault_tolerance", {})
                 scalars["env/runner_restarts"] = fault.get("num_remote_worker_restarts")
+                scalars.update(self._health(runners.get("nondiff", {})))
                 for key, value in scalars.items():
                     if value is not None and np.isfinite(value):
                         writer.add_scalar(key, float(value), step)
@@ -215,6 +242,18 @@ class RLlibBackend(Backend):
         except (RuntimeError, KeyError) as e:
             raise CheckpointError(f"checkpoint {str(path)!r} does not fit this policy ({e})") from e
         return cls(cfg, meta.get("seed", seed), None, module, spaces, int(meta["num_timesteps"]))
+
+    def _health(self, nondiff: dict[str, Any]) -> dict[str, float]:
+        """Cumulative ``env/…`` metrics from the per-iteration sums the env runners logged."""
+        h = self._health_totals
+        h["env/restarts"] += float(nondiff.get("restarts", 0) or 0)
+        for kind, n in (nondiff.get("faults") or {}).items():
+            h[f"env/faults_by_kind/{kind}"] = h.get(f"env/faults_by_kind/{kind}", 0.0) + float(n or 0)
+        h["env/timeouts"] = h.get("env/faults_by_kind/timeout", 0.0)
+        out = dict(h)
+        if nondiff.get("step_ms") is not None:
+            out["env/step_latency_ms_mean"] = float(nondiff["step_ms"])
+        return out
 
     def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Load weights into the learners, then push them to every env runner."""

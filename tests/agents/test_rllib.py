@@ -42,3 +42,16 @@ def test_rllib_trains_evaluates_and_resumes(tmp_path):
     acc.Reload()
     steps = [e.step for e in acc.Scalars("time/fps")]
     assert steps == sorted(steps) and len(set(steps)) == len(steps)
+
+
+def test_watchdog_metrics_come_back_from_env_runners(tmp_path, heater):
+    run = tmp_path / "run"
+    run_cli("train.py", "--env", "process", "--set", f"env.command={heater} --crash-after 300", "--timesteps",
+            "2500", "--run-dir", str(run), "--set", "eval.every=0", *SMALL, timeout=600, check=True)
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    crashes = acc.Scalars("env/faults_by_kind/crash")[-1].value
+    restarts = acc.Scalars("env/restarts")[-1].value
+    # 4 envs, each program crashes at its 300th step: at least 4 crashes in 2,500 steps, each one restarted
+    assert crashes >= 4 and restarts == crashes
+    assert "env/step_latency_ms_mean" in acc.Tags()["scalars"]
