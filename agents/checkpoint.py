@@ -13,6 +13,7 @@ import json
 import os
 import random
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,14 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Non
 
 # -- spaces ----------------------------------------------------------------------------------------------
 __all__ = ["space_from_json", "space_to_json"]  # re-exported for the backends
+
+
+def base_meta(backend: str, algo: str, step: int, seed: int, spaces: tuple[spaces.Space, spaces.Space],
+              config: dict[str, Any]) -> dict[str, Any]:
+    """The metadata every backend's checkpoint carries: who wrote it, at which step, for which spaces."""
+    return {"backend": backend, "algo": algo, "num_timesteps": int(step), "seed": seed,
+            "observation_space": space_to_json(spaces[0]), "action_space": space_to_json(spaces[1]),
+            "config": config, "saved_at": time.time()}
 
 
 def check_spaces(meta: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space, where: str) -> None:

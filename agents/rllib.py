@@ -210,10 +210,9 @@ class RLlibBackend(Backend):
         """RLModule weights as tensors plus JSON metadata, written atomically."""
         weights = self.algo.get_weights()[MODULE] if self.algo is not None else self.module.get_state()
         tensors = {f"module/{k}": torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
-        body = {"backend": "rllib", "algo": "ppo", "num_timesteps": int(self.num_timesteps), "seed": self.seed,
-                "observation_space": checkpoint.space_to_json(self.observation_space),
-                "action_space": checkpoint.space_to_json(self.action_space),
-                "config": self.cfg.model_dump(mode="json"), "saved_at": time.time(), **(meta or {})}
+        body = {**checkpoint.base_meta("rllib", "ppo", self.num_timesteps, self.seed,
+                                       (self.observation_space, self.action_space), self.cfg.model_dump(mode="json")),
+                **(meta or {})}
         return checkpoint.save(path, tensors, body)
 
     @classmethod
@@ -228,7 +227,7 @@ class RLlibBackend(Backend):
                   checkpoint.space_from_json(meta["action_space"]))
         if for_training:
             backend = cls.create(cfg, seed)
-            checkpoint.check_spaces(meta, *backend.observation_space_pair(), where=f"resume from {path}")
+            checkpoint.check_spaces(meta, backend.observation_space, backend.action_space, f"resume from {path}")
             backend._set_weights(weights)
             backend.num_timesteps = backend._offset = int(meta["num_timesteps"])
             return backend
@@ -265,10 +264,6 @@ class RLlibBackend(Backend):
             runner.module.set_state({k: v for k, v in weights.items() if k in own})
 
         self.algo.env_runner_group.foreach_env_runner(_load, local_env_runner=True)
-
-    def observation_space_pair(self) -> tuple[gym.Space, gym.Space]:
-        """(observation space, action space)."""
-        return self.observation_space, self.action_space
 
     def close(self) -> None:
         """Stop the algorithm and the private local Ray."""

@@ -13,8 +13,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import envs
 from agents import get_backend
 from agents.config import RunConfig, apply_override, dump, load_yaml, validate
@@ -237,8 +235,3 @@ def _write_video(path: str, frames: list[Any], fps: int) -> None:
     with writer as w:
         for f in frames:
             w.append_data(f)
-
-
-def dump_yaml(data: Any) -> str:
-    """YAML text for printing."""
-    return yaml.safe_dump(data, sort_keys=False)

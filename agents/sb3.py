@@ -215,13 +215,11 @@ class SB3Backend(Backend):
             if isinstance(venv, VecNormalize) and m._last_original_obs is not None:
                 tensors["loop/last_original_obs"] = torch.as_tensor(np.asarray(m._last_original_obs))
         body = {
-            "backend": "sb3", "algo": self.cfg.agent.algo, "num_timesteps": int(m.num_timesteps),
-            "n_updates": int(getattr(m, "_n_updates", 0)), "seed": self.seed,
-            "observation_space": checkpoint.space_to_json(self.observation_space),
-            "action_space": checkpoint.space_to_json(self.action_space),
-            "optimizer": opt_meta, "rng": rng_m, "normalize": norm_meta,
-            "env_states": _env_states(venv), "ep_info_buffer": list(m.ep_info_buffer or []),
-            "config": self.cfg.model_dump(mode="json"), "saved_at": time.time(), **(meta or {}),
+            **checkpoint.base_meta("sb3", self.cfg.agent.algo, m.num_timesteps, self.seed,
+                                   (self.observation_space, self.action_space), self.cfg.model_dump(mode="json")),
+            "n_updates": int(getattr(m, "_n_updates", 0)), "optimizer": opt_meta, "rng": rng_m,
+            "normalize": norm_meta, "env_states": _env_states(venv), "ep_info_buffer": list(m.ep_info_buffer or []),
+            **(meta or {}),
         }
         return checkpoint.save(path, tensors, body)
 

@@ -74,7 +74,6 @@ class EnvHealth:
         self.timeouts = 0
         self.by_kind: dict[str, int] = {}
         self.latencies: list[float] = []
-        self.last_fault: dict[str, Any] | None = None
 
     def observe(self, infos: Any) -> None:
         """Read one vector step's infos."""
@@ -90,7 +89,6 @@ class EnvHealth:
                 self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
                 self.restarts += bool(fault.get("restart"))
                 self.timeouts += kind == "timeout"
-                self.last_fault = fault
 
     def metrics(self) -> dict[str, float]:
         """``env/…`` scalars; latency percentiles cover the steps since the previous call."""

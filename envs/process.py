@@ -183,7 +183,7 @@ class ProcessEnv(gym.Env):
             self._drainer.join(1.0)  # its last stderr lines belong in the fault report
         return code
 
-    def _start_with_budget(self, timeout: float, first: bool = True) -> None:
+    def _start_with_budget(self, timeout: float) -> None:
         while True:
             try:
                 self._launch(timeout)
