@@ -16,6 +16,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the first episode (default 10000)")
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic ones")
     p.add_argument("--video", metavar="PATH.mp4", help="record the episodes to an MP4")
+    p.add_argument("--figure", metavar="PATH.png",
+                   help="save the env's picture of the end of the first episode (render() as a PNG)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--render", action="store_true", help="show the env in a window (needs a display)")
     p.add_argument("--trust-checkpoint", action="store_true", help="allow loading checkpoints that carry pickle")
@@ -31,10 +33,12 @@ def table(res: dict) -> str:
 
     head = f"{'policy':<8} {'mean':>10}   {'std':<8} {'min':>9} {'max':>9} {'length':>8} {'success':>8}"
     r = res["random"]
+    metrics = [f"{k:<22} trained {v:>10.4g}   random {res['random_metrics'].get(k, float('nan')):>10.4g}"
+               for k, v in res["metrics"].items()]
     return "\n".join([head, row("trained", res["mean_return"], res["std_return"], res["min_return"], res["max_return"],
                                 res["mean_length"], res["success_rate"]),
                       row("random", r["mean_reward"], r["std_reward"], r["min_reward"], r["max_reward"],
-                          r["mean_length"], r["success_rate"])])
+                          r["mean_length"], r["success_rate"]), *metrics])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(res))
     if args.video:
         print(f"video: {args.video}")
+    if args.figure:
+        print(f"figure: {args.figure}")
     return 0
 
 

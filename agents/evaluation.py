@@ -26,9 +26,11 @@ def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
     Returns:
         ``mean_reward, std_reward, min_reward, max_reward, mean_length, success_rate, episodes``, plus the
         per-episode lists ``returns``, ``lengths`` and ``successes`` (success is None where the env never
-        reports ``info["is_success"]``).
+        reports ``info["is_success"]``), and ``metrics``: the mean of each scalar an adapter reports in
+        ``info["episode_metrics"]`` on an episode's last step (for example the final IoU of a renderer).
     """
     returns, lengths, successes = [], [], []
+    metrics: dict[str, list[float]] = {}
     for ep in range(episodes):
         obs, info = env.reset(seed=seed + ep)
         if on_frame is not None:
@@ -44,14 +46,31 @@ def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
         returns.append(total)
         lengths.append(length)
         successes.append(bool(info["is_success"]) if "is_success" in info else None)
+        for key, value in (info.get("episode_metrics") or {}).items():
+            metrics.setdefault(str(key), []).append(float(value))
     known = [s for s in successes if s is not None]
     return {
         "mean_reward": float(np.mean(returns)), "std_reward": float(np.std(returns)),
         "min_reward": float(np.min(returns)), "max_reward": float(np.max(returns)),
         "mean_length": float(np.mean(lengths)),
         "success_rate": float(np.mean(known)) if known else None,
+        "metrics": {k: float(np.mean(v)) for k, v in metrics.items()},
         "episodes": episodes, "returns": returns, "lengths": lengths, "successes": successes,
     }
+
+
+def summarise(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` of :func:`run_episodes` without its per-episode lists (what evaluations.jsonl stores)."""
+    return {k: v for k, v in result.items() if k not in ("returns", "lengths", "successes")}
+
+
+def eval_scalars(summary: dict[str, Any]) -> dict[str, float]:
+    """The ``eval/…`` scalars both backends write to TensorBoard for one periodic evaluation."""
+    out = {"eval/mean_reward": summary["mean_reward"], "eval/mean_ep_length": summary["mean_length"]}
+    if summary["success_rate"] is not None:
+        out["eval/success_rate"] = summary["success_rate"]
+    out.update({f"eval/{k}": v for k, v in summary.get("metrics", {}).items()})
+    return out
 
 
 def random_policy(space: gym.Space, seed: int) -> Policy:

@@ -21,7 +21,7 @@ from agents import Backend, checkpoint
 from agents.config import RunConfig
 from agents.envfactory import env_factory, probe_spaces
 from agents.errors import CheckpointError, UserError
-from agents.evaluation import run_episodes
+from agents.evaluation import eval_scalars, run_episodes, summarise
 from agents.session import Session
 
 log = logging.getLogger(__name__)
@@ -168,11 +168,9 @@ class RLlibBackend(Backend):
                     eval_env = eval_env or env_factory(self.cfg, for_eval=True)()
                     res = run_episodes(eval_env, lambda o: self.predict(o, self.cfg.eval.deterministic),
                                        self.cfg.eval.episodes, seed=self.seed + 1_000_000)
-                    summary = {k: v for k, v in res.items() if k not in ("returns", "lengths", "successes")}
-                    writer.add_scalar("eval/mean_reward", summary["mean_reward"], step)
-                    writer.add_scalar("eval/mean_ep_length", summary["mean_length"], step)
-                    if summary["success_rate"] is not None:
-                        writer.add_scalar("eval/success_rate", summary["success_rate"], step)
+                    summary = summarise(res)
+                    for key, value in eval_scalars(summary).items():
+                        writer.add_scalar(key, value, step)
                     if session.record_eval(step, summary):
                         self.save(session.run.best, {"eval": summary})
                 if session.checkpoint_due(step):

@@ -183,7 +183,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     path = run.resolve(args.checkpoint)
     _, meta = load_ckpt(path, trust=args.trust_checkpoint)
     backend = get_backend(meta.get("backend", cfg.agent.backend)).load(path, cfg, trust=args.trust_checkpoint)
-    render_mode = "rgb_array" if args.video else ("human" if args.render else None)
+    figure = getattr(args, "figure", None)
+    render_mode = "rgb_array" if args.video or figure else ("human" if args.render else None)
     try:
         env = env_factory(cfg, render_mode=render_mode, for_eval=True)()
     except (ValueError, TypeError, gym_error()) as e:
@@ -196,7 +197,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     seed = args.seed if args.seed is not None else 10_000
     try:
         result = run_episodes(env, lambda o: backend.predict(o, deterministic=not args.stochastic), args.episodes,
-                              seed, on_frame=frames.append if args.video else None)
+                              seed, on_frame=frames.append if render_mode == "rgb_array" else None)
         baseline = run_episodes(env, random_policy(env.action_space, seed), args.episodes, seed)
     except gym_error() as e:
         if render_mode == "human":
@@ -207,12 +208,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         env.close()
     if args.video:
         _write_video(args.video, frames, env.metadata.get("render_fps", 30))
+    if figure:  # the last frame of the first episode: the adapter's picture of where the policy ended
+        _write_png(figure, frames[result["lengths"][0]] if frames else None)
     out = {"mean_return": result["mean_reward"], "std_return": result["std_reward"],
            "min_return": result["min_reward"], "max_return": result["max_reward"],
            "mean_length": result["mean_length"], "success_rate": result["success_rate"],
            "episodes": args.episodes, "random_mean_return": baseline["mean_reward"], "checkpoint": str(path),
            "random": {k: baseline[k] for k in ("mean_reward", "std_reward", "min_reward", "max_reward",
                                                "mean_length", "success_rate")},
+           "metrics": result["metrics"], "random_metrics": baseline["metrics"],
            "step": meta.get("num_timesteps")}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
@@ -224,6 +228,14 @@ def gym_error() -> type[Exception]:
     import gymnasium as gym
 
     return gym.error.Error
+
+
+def _write_png(path: str, frame: Any) -> None:
+    import imageio.v2 as imageio
+
+    if frame is None:
+        raise UserError("--figure: this env returned no frame from render(); it does not support rgb_array")
+    imageio.imwrite(path, frame)
 
 
 def _write_video(path: str, frames: list[Any], fps: int) -> None:

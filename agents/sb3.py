@@ -21,7 +21,7 @@ from agents import Backend, checkpoint
 from agents.config import RunConfig
 from agents.envfactory import env_factory, is_image_space
 from agents.errors import CheckpointError
-from agents.evaluation import run_episodes
+from agents.evaluation import eval_scalars, run_episodes, summarise
 from agents.session import Session
 from agents.vecenv import ResilientVecEnv
 
@@ -108,11 +108,9 @@ class _Hooks(BaseCallback):
             self._eval_env = env_factory(cfg, for_eval=True)()
         result = run_episodes(self._eval_env, lambda o: self.backend.predict(o, deterministic=cfg.eval.deterministic),
                               cfg.eval.episodes, seed=self.backend.seed + 1_000_000)
-        summary = {k: v for k, v in result.items() if k not in ("returns", "lengths", "successes")}
-        self.logger.record("eval/mean_reward", summary["mean_reward"])
-        self.logger.record("eval/mean_ep_length", summary["mean_length"])
-        if summary["success_rate"] is not None:
-            self.logger.record("eval/success_rate", summary["success_rate"])
+        summary = summarise(result)
+        for key, value in eval_scalars(summary).items():
+            self.logger.record(key, value)
         if self.session.record_eval(step, summary):
             self.backend.save(self.session.run.best, {"eval": summary})
 

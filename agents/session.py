@@ -184,8 +184,9 @@ class Session:
         if better:
             self.best_reward = result["mean_reward"]
         succ = "" if result["success_rate"] is None else f", success_rate {result['success_rate']:.2f}"
+        extra = "".join(f", {k} {v:.3g}" for k, v in result.get("metrics", {}).items())
         line = (f"eval @ {step:,}: mean_reward {result['mean_reward']:.2f} ± {result['std_reward']:.2f}"
-                f"{succ}{' (new best)' if better else ''}")
+                f"{succ}{extra}{' (new best)' if better else ''}")
         if self.progress._bar is not None:
             self.progress._bar.console.print(line)
         else:
