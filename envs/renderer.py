@@ -96,7 +96,10 @@ class RendererEnv(gym.Env):
         self._truth = np.tile(_START, n_shapes)
         self._params = np.tile(_START, n_shapes)
         self._t = 0
-        self._target_rgb = self._target_mask = self._observed = self._rgb = self._mask = None
+        blank, empty = np.zeros((image_size, image_size, 3), np.float32), np.zeros((image_size, image_size), bool)
+        self._target_rgb, self._observed, self._rgb = blank, blank, blank  # until reset() draws a scene
+        self._target_mask, self._mask = empty, empty
+        self._score = 0.0
 
     # --- the black box -------------------------------------------------------------------------
     def _draw(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +131,6 @@ class RendererEnv(gym.Env):
 
     def _similarity(self, rgb: np.ndarray, mask: np.ndarray, target_rgb: np.ndarray) -> tuple[float, float]:
         """IoU of the coverage masks against the target's, and the colour MSE against ``target_rgb``."""
-        assert self._target_mask is not None
         union = np.logical_or(mask, self._target_mask).sum()
         iou = float(np.logical_and(mask, self._target_mask).sum() / union) if union else 1.0
         return iou, float(np.mean((rgb - target_rgb) ** 2))
@@ -139,7 +141,6 @@ class RendererEnv(gym.Env):
         The coverage of the observed target is known to a black-box optimiser only through the image,
         so the IoU here uses the mask of non-black pixels of the observation.
         """
-        assert self._observed is not None
         rgb, mask = self._draw(x)
         seen = self._observed.max(axis=2) > 0.5 * 0.25  # colours are ≥ 0.25 in some channel
         union = np.logical_or(mask, seen).sum()
@@ -151,7 +152,6 @@ class RendererEnv(gym.Env):
         calls = self.forward_calls
         rgb, mask = self._draw(x)
         self.forward_calls = calls  # scoring is bookkeeping, not a query of the black box
-        assert self._target_rgb is not None
         iou, _ = self._similarity(rgb, mask, self._target_rgb)
         return {"iou": iou, "param_error": self._param_error(np.asarray(x, dtype=np.float64))}
 
@@ -165,11 +165,11 @@ class RendererEnv(gym.Env):
 
     # --- the Gymnasium API ---------------------------------------------------------------------
     def _obs(self) -> np.ndarray:
-        assert self._observed is not None and self._rgb is not None
         return np.concatenate([self._observed.transpose(2, 0, 1).ravel(), self._rgb.transpose(2, 0, 1).ravel(),
                                self._params]).astype(np.float32)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         rng = self.np_random
         self._kinds = [str(k) for k in rng.choice(self.shape_kinds, size=self.n_shapes)]
@@ -177,18 +177,17 @@ class RendererEnv(gym.Env):
         self._params = np.tile(_START, self.n_shapes)
         self.forward_calls = 0
         self._target_rgb, self._target_mask = self._draw(self._truth)
-        observed = self._target_rgb
+        self._observed = self._target_rgb
         if self.noise > 0:
-            observed = np.clip(observed + rng.normal(0.0, self.noise, observed.shape), 0.0, 1.0).astype(np.float32)
-        self._observed = observed
+            noisy = self._target_rgb + rng.normal(0.0, self.noise, self._target_rgb.shape)
+            self._observed = np.clip(noisy, 0.0, 1.0).astype(np.float32)
         self._rgb, self._mask = self._draw(self._params)
         self._t = 0
         iou, mse = self._similarity(self._rgb, self._mask, self._target_rgb)
         self._score = iou - mse
         return self._obs(), {"iou": iou, "is_success": iou >= self.success_iou}
 
-    def step(self, action):
-        assert self._target_rgb is not None, "call reset() before step()"
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
         p = (self._params + self.step_size * a).reshape(self.n_shapes, len(PARAMS))
         p[:, 3] %= 1.0  # rotation wraps
@@ -205,9 +204,9 @@ class RendererEnv(gym.Env):
             info["episode_metrics"] = {"iou": iou, "param_error": self._param_error(self._params)}
         return self._obs(), float(reward), False, truncated, info
 
-    def render(self):
+    def render(self) -> np.ndarray | None:  # type: ignore[override]
         """Target (left) and current render (right), 4× enlarged, as ``uint8[H, W, 3]``."""
-        if self.render_mode != "rgb_array" or self._rgb is None or self._observed is None:
+        if self.render_mode != "rgb_array":
             return None
         big = [np.kron(img, np.ones((4, 4, 1))) for img in (self._observed, self._rgb)]
         sep = np.full((big[0].shape[0], 2, 3), 0.5)
@@ -215,7 +214,7 @@ class RendererEnv(gym.Env):
 
     def get_state(self) -> dict[str, Any]:
         """The episode in progress and the RNG, for exact resume."""
-        observed = self._observed.tolist() if self.noise > 0 and self._observed is not None else None
+        observed = self._observed.tolist() if self.noise > 0 else None
         return {"kinds": self._kinds, "truth": self._truth.tolist(), "params": self._params.tolist(), "t": self._t,
                 "observed": observed, "rng": self.np_random.bit_generator.state}
 
