@@ -170,19 +170,32 @@ def _say(args: argparse.Namespace, text: str) -> None:
     print(text, flush=True)
 
 
+def load_policy(run_dir: str | Path, checkpoint: str = "final", *,
+                trust: bool = False) -> tuple[RunConfig, Any, Path, dict[str, Any]]:
+    """Open a run directory and load one of its checkpoints for inference.
+
+    Returns:
+        The run's resolved config, the loaded backend (call ``backend.predict(obs, deterministic=True)``),
+        the checkpoint path and its metadata.
+    """
+    from agents.checkpoint import load as load_ckpt
+
+    run = RunDir.open(run_dir)
+    cfg = validate(load_yaml(run.config), str(run.config))
+    import_packages(cfg.env.packages)
+    path = run.resolve(checkpoint)
+    _, meta = load_ckpt(path, trust=trust)
+    backend = get_backend(meta.get("backend", cfg.agent.backend)).load(path, cfg, trust=trust)
+    return cfg, backend, path, meta
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``evaluate.py``: score a checkpoint and a uniform-random policy on the same seeds."""
     from agents.checkpoint import check_spaces
-    from agents.checkpoint import load as load_ckpt
     from agents.envfactory import env_factory
     from agents.evaluation import random_policy, run_episodes
 
-    run = RunDir.open(args.run_dir)
-    cfg = validate(load_yaml(run.config), str(run.config))
-    import_packages(cfg.env.packages)
-    path = run.resolve(args.checkpoint)
-    _, meta = load_ckpt(path, trust=args.trust_checkpoint)
-    backend = get_backend(meta.get("backend", cfg.agent.backend)).load(path, cfg, trust=args.trust_checkpoint)
+    cfg, backend, path, meta = load_policy(args.run_dir, args.checkpoint, trust=args.trust_checkpoint)
     figure = getattr(args, "figure", None)
     render_mode = "rgb_array" if args.video or figure else ("human" if args.render else None)
     try:

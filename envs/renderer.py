@@ -37,8 +37,10 @@ class RendererEnv(gym.Env):
     mid-sized and grey, and it has ``steps`` refinement steps.
 
     - **Observation** (``float32``, in ``[0, 1]``): the target image and the current render, each
-      ``3 × image_size × image_size`` (channels first), flattened, followed by the current normalised
-      scene parameters (7 per shape: x, y, size, rotation, red, green, blue).
+      ``3 × obs_size × obs_size`` (channels first), flattened, followed by the current normalised
+      scene parameters (7 per shape: x, y, size, rotation, red, green, blue). With ``obs_size`` below
+      ``image_size`` the pictures are area-averaged, which keeps their moments (where the mass is, how
+      much, which colour) and costs the learner far less than full-size pixels.
     - **Action** (``[-1, 1]^(7·n_shapes)``): an update of the normalised parameters, scaled by
       ``step_size``; positions, sizes and colours are clipped to ``[0, 1]``, rotation wraps.
     - **Reward:** the improvement of the image similarity ``IoU − MSE`` after the step. IoU compares
@@ -54,7 +56,8 @@ class RendererEnv(gym.Env):
 
     Args:
         n_shapes: shapes in each scene (≥ 1).
-        image_size: side of the square images in pixels (≥ 8).
+        image_size: side of the square images the rasteriser draws, in pixels (≥ 8).
+        obs_size: side of the observed images (divides ``image_size``; default ``image_size``).
         shape_kinds: kinds the scenes are drawn from, any of ``circle``, ``rectangle``, ``triangle``.
         noise: standard deviation of Gaussian noise on the observed target image (≥ 0).
         steps: refinement steps per episode (≥ 1).
@@ -65,7 +68,7 @@ class RendererEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
-    def __init__(self, *, n_shapes: int = 1, image_size: int = 64, shape_kinds: tuple[str, ...] | list[str] = KINDS,
+    def __init__(self, *, n_shapes: int = 1, image_size: int = 64, obs_size: int | None = None, shape_kinds: tuple[str, ...] | list[str] = KINDS,
                  noise: float = 0.0, steps: int = 10, step_size: float = 0.25, success_iou: float = 0.8,
                  render_mode: str | None = None) -> None:
         from PIL import Image, ImageDraw
@@ -75,6 +78,9 @@ class RendererEnv(gym.Env):
             shape_kinds = [shape_kinds]
         _check(isinstance(n_shapes, int) and n_shapes >= 1, "n_shapes", "an integer ≥ 1", n_shapes)
         _check(isinstance(image_size, int) and image_size >= 8, "image_size", "an integer ≥ 8 (pixels)", image_size)
+        obs_size = image_size if obs_size is None else obs_size
+        _check(isinstance(obs_size, int) and obs_size >= 1 and image_size % obs_size == 0, "obs_size",
+               f"a positive divisor of image_size ({image_size})", obs_size)
         _check(isinstance(steps, int) and steps >= 1, "steps", "an integer ≥ 1", steps)
         _check(noise >= 0, "noise", "a standard deviation ≥ 0", noise)
         _check(step_size > 0, "step_size", "a number > 0", step_size)
@@ -85,10 +91,11 @@ class RendererEnv(gym.Env):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.n_shapes, self.image_size, self.shape_kinds = n_shapes, image_size, tuple(shape_kinds)
+        self.obs_size = obs_size
         self.noise, self.steps, self.step_size, self.success_iou = float(noise), steps, float(step_size), success_iou
         self.render_mode = render_mode
         self.param_dim = len(PARAMS) * n_shapes
-        pixels = 3 * image_size * image_size
+        pixels = 3 * obs_size * obs_size
         self.observation_space = spaces.Box(0.0, 1.0, (2 * pixels + self.param_dim,), np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (self.param_dim,), np.float32)
         self.forward_calls = 0
@@ -165,8 +172,10 @@ class RendererEnv(gym.Env):
 
     # --- the Gymnasium API ---------------------------------------------------------------------
     def _obs(self) -> np.ndarray:
-        return np.concatenate([self._observed.transpose(2, 0, 1).ravel(), self._rgb.transpose(2, 0, 1).ravel(),
-                               self._params]).astype(np.float32)
+        b, n = self.image_size // self.obs_size, self.obs_size
+        small = [img.reshape(n, b, n, b, 3).mean(axis=(1, 3)).transpose(2, 0, 1).ravel()
+                 for img in (self._observed, self._rgb)]
+        return np.concatenate([*small, self._params]).astype(np.float32)
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -205,10 +214,11 @@ class RendererEnv(gym.Env):
         return self._obs(), float(reward), False, truncated, info
 
     def render(self) -> np.ndarray | None:  # type: ignore[override]
-        """Target (left) and current render (right), 4× enlarged, as ``uint8[H, W, 3]``."""
+        """Target (left) and current render (right), enlarged to about 256 px, as ``uint8[H, W, 3]``."""
         if self.render_mode != "rgb_array":
             return None
-        big = [np.kron(img, np.ones((4, 4, 1))) for img in (self._observed, self._rgb)]
+        k = max(1, 256 // self.image_size)
+        big = [np.kron(img, np.ones((k, k, 1))) for img in (self._observed, self._rgb)]
         sep = np.full((big[0].shape[0], 2, 3), 0.5)
         return (np.concatenate([big[0], sep, big[1]], axis=1) * 255).round().astype(np.uint8)
 

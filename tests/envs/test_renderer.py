@@ -84,6 +84,15 @@ def test_episode_reward_telescopes_to_the_final_gain_and_reports_metrics():
     assert set(info["episode_metrics"]) == {"iou", "param_error"}
 
 
+def test_observation_is_the_area_average_of_the_pictures():
+    env = make(image_size=32, obs_size=8)
+    obs, _ = env.reset(seed=4)
+    assert obs.shape == (2 * 3 * 8 * 8 + 7,)
+    target = obs[: 3 * 64].reshape(3, 8, 8)
+    assert target.sum() == pytest.approx(env._observed.sum() / 16, rel=1e-5)  # mass is kept
+    assert target[:, 0, 0].mean() == pytest.approx(env._observed[:4, :4].mean(), abs=1e-6)
+
+
 def test_state_round_trip_is_exact():
     env = make(noise=0.05)
     env.reset(seed=7)
@@ -102,8 +111,8 @@ def test_render_shows_target_and_current_side_by_side():
     env = make(render_mode="rgb_array")
     env.reset(seed=0)
     frame = env.render()
-    assert frame.shape == (128, 258, 3) and frame.dtype == np.uint8
-    left, right = frame[:, :128], frame[:, 130:]
+    assert frame.shape == (256, 514, 3) and frame.dtype == np.uint8  # 32 px enlarged 8×, a 2 px separator
+    left, right = frame[:, :256], frame[:, 258:]
     assert not np.array_equal(left, right)  # the first guess is not the target
 
 
@@ -113,6 +122,7 @@ def test_render_shows_target_and_current_side_by_side():
     ({"shape_kinds": ["hexagon"]}, "shape_kinds must be a non-empty list of circle, rectangle, triangle"),
     ({"noise": -0.1}, "noise must be a standard deviation ≥ 0"),
     ({"steps": 0}, "steps must be an integer ≥ 1"),
+    ({"image_size": 64, "obs_size": 24}, r"obs_size must be a positive divisor of image_size \(64\)"),
 ])
 def test_bad_keyword_arguments_are_one_clear_sentence(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -137,6 +147,14 @@ def test_train_then_evaluate_with_video_figure_and_metrics(tmp_path):
     res = json.loads(out.read_text())
     assert 0.0 <= res["metrics"]["iou"] <= 1.0 and 0.0 <= res["random_metrics"]["iou"] <= 1.0
     frames = imageio.mimread(str(video))
-    assert len(frames) == 3 * 11 and frames[0].shape[:2] == (128, 258)
-    assert imageio.imread(str(fig)).shape[:2] == (128, 258)
+    assert len(frames) == 3 * 11 and frames[0].shape[:2] == (256, 514)
+    assert imageio.imread(str(fig)).shape[:2] == (256, 514)
     assert math.isfinite(res["metrics"]["param_error"])
+    # the black-box baseline runs on the same run directory
+    bench = tmp_path / "bench.json"
+    run_cli("benchmarks/inverse_baseline.py", "--run", f"renderer={run}", "--instances", "2", "--budget", "60",
+            "--json", str(bench), timeout=300, check=True)
+    (row,) = json.loads(bench.read_text())
+    assert row["policy"]["mean_calls"] == 11  # the first guess and one render per refinement step
+    assert 60 <= row["cmaes"]["mean_calls"] <= 60 + 10  # the budget, rounded up to a whole generation
+    assert row["rule"] == "IoU ≥ 0.8" and all(0.0 <= row[m]["mean_iou"] <= 1.0 for m in ("policy", "cmaes"))
