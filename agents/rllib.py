@@ -3,12 +3,16 @@
 Ray is imported only here. Envs are registered with ``ray.tune.registry.register_env``; the creator
 re-resolves the nondiff name inside every Ray worker (built-in, plugin or ``--env-package``) and wraps
 the env in the same Guard as the SB3 backend. Checkpoints hold the RLModule weights as tensors plus JSON
-(no pickle), so ``evaluate.py`` loads them without starting Ray.
+(no pickle), so ``evaluate.py`` loads them without starting Ray. ``agent.normalize_obs`` runs RLlib's
+MeanStdFilter env-to-module connector in every env runner; its merged statistics go into the checkpoint
+as tensors and are applied by :meth:`RLlibBackend.predict`.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ import torch
 
 from agents import Backend, checkpoint
 from agents.config import RunConfig
-from agents.envfactory import env_factory, probe_spaces
+from agents.envfactory import env_factory, is_image_space, probe_spaces
 from agents.errors import CheckpointError, UserError
 from agents.evaluation import eval_scalars, run_episodes, summarise
 from agents.session import Session
@@ -27,6 +31,9 @@ from agents.session import Session
 log = logging.getLogger(__name__)
 ENV_NAME = "nondiff-env"
 MODULE = "default_policy"
+CLIP_OBS = 10.0  # MeanStdFilter's clip_by_value; SB3's VecNormalize clip_obs is 10 too
+OBS_EPS = 1e-6   # RLlib's SMALL_NUMBER, added to the std by MeanStdFilter
+CONNECT_TIMEOUT = 5.0
 
 
 def _create_env(env_config: dict[str, Any]) -> gym.Env:
@@ -61,15 +68,48 @@ def _health_callback_class() -> Any:
     return HealthCallback
 
 
-def _model_config(cfg: RunConfig) -> dict[str, Any]:
+def _obs_filter(env: Any = None, spaces: Any = None, device: Any = None) -> Any:
+    """The env-to-module connector for ``normalize_obs``: running mean/std, clipped to ±CLIP_OBS."""
+    from ray.rllib.connectors.env_to_module import MeanStdFilter
+
+    return MeanStdFilter(clip_by_value=CLIP_OBS)
+
+
+def _normalizes_obs(cfg: RunConfig, obs_space: gym.Space) -> bool:
+    if not cfg.agent.normalize_obs:
+        return False
+    if isinstance(obs_space, gym.spaces.Box) and not is_image_space(obs_space):
+        return True
+    log.warning("normalize_obs ignored on rllib: observation space %s is not a flat Box", obs_space)
+    return False
+
+
+def _check_extra(config: Any, extra: dict[str, Any]) -> None:
+    """``update_from_dict`` silently sets unknown attributes; refuse keys RLlib's PPOConfig does not have."""
+    known = sorted({k for k in (*config.to_dict(), *vars(config)) if not k.startswith("_")})
+    for key in extra:
+        if config._translate_special_keys(str(key), warn_deprecated=False) not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"did you mean 'rllib.extra.{close[0]}'? " if close else ""
+            raise UserError(f"unknown key 'rllib.extra.{key}': RLlib's PPOConfig has no such setting; {hint}use a "
+                            "PPOConfig attribute name (e.g. rllib.extra.vf_clip_param) or drop it")
+
+
+def _model_config(cfg: RunConfig, action_space: gym.Space) -> dict[str, Any]:
+    """SB3's MLP policy: separate pi and vf networks; Gaussian actions with a state-independent log std."""
     return {"fcnet_hiddens": list(cfg.agent.net_arch), "fcnet_activation": cfg.agent.activation,
-            "vf_share_layers": False}
+            "vf_share_layers": False, "free_log_std": isinstance(action_space, gym.spaces.Box)}
 
 
-def build_algo_config(cfg: RunConfig, seed: int) -> Any:
-    """Map the backend-neutral hyperparameters onto RLlib's PPOConfig."""
+def build_algo_config(cfg: RunConfig, seed: int, spaces: tuple[gym.Space, gym.Space] | None = None) -> Any:
+    """Map the backend-neutral hyperparameters onto RLlib's PPOConfig, with SB3's PPO semantics.
+
+    SB3's PPO has no KL penalty and no value-loss clipping, so RLlib's (``use_kl_loss``, ``vf_clip_param``)
+    are off; ``rllib.extra`` can turn them back on. ``spaces`` (observation, action) are probed when absent.
+    """
     from ray.rllib.algorithms.ppo import PPOConfig
 
+    spaces = spaces or probe_spaces(cfg)
     a, r = cfg.agent, cfg.rllib
     if a.algo != "ppo":
         raise UserError(f"--backend rllib supports --algo ppo, got {a.algo!r}; use --backend sb3 for A2C")
@@ -80,6 +120,7 @@ def build_algo_config(cfg: RunConfig, seed: int) -> Any:
     total = cfg.train.timesteps
     config = (
         PPOConfig()
+        .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
         .environment(ENV_NAME, env_config={"cfg": cfg.model_dump(mode="json")})
         .env_runners(num_env_runners=runners, num_envs_per_env_runner=per_runner)
         .learners(num_learners=r.num_learners,
@@ -87,23 +128,74 @@ def build_algo_config(cfg: RunConfig, seed: int) -> Any:
         .training(lr=[[0, lr], [total, 0.0]] if a.lr_schedule == "linear" else lr, gamma=a.gamma,
                   lambda_=a.gae_lambda, train_batch_size_per_learner=n_steps * cfg.train.num_envs,
                   minibatch_size=a.batch_size, num_epochs=a.n_epochs, clip_param=a.clip_range,
-                  entropy_coeff=a.ent_coef, vf_loss_coeff=a.vf_coef, grad_clip=a.max_grad_norm)
-        .rl_module(model_config=_model_config(cfg))
+                  entropy_coeff=a.ent_coef, vf_loss_coeff=a.vf_coef, grad_clip=a.max_grad_norm,
+                  use_kl_loss=False, vf_clip_param=float("inf"))
+        .rl_module(model_config=_model_config(cfg, spaces[1]))
         .fault_tolerance(restart_failed_env_runners=True)
         .callbacks(_health_callback_class())
         .debugging(seed=seed)
     )
+    if _normalizes_obs(cfg, spaces[0]):
+        config = config.env_runners(env_to_module_connector=_obs_filter)
     if r.extra:
+        _check_extra(config, r.extra)
         config = config.update_from_dict(r.extra)
+    from ray.util.debug import log_once
+
+    log_once("PPO_on_new_api_stack")  # RLlib warns on every run that the new API stack is the default
+    try:
+        config.validate()
+    except (ValueError, TypeError) as e:
+        raise UserError(f"RLlib rejected the configuration: {str(e).splitlines()[0]} Fix the agent: or rllib: "
+                        "values (--set SECTION.KEY=VALUE)") from e
     return config
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, with one line, when ``--ray-address`` points at nothing (ray.init retries for minutes)."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    hint = ("start one with `ray start --head` (docs/distributed.md) or drop --ray-address to train on a private "
+            "local Ray")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray-address {address!r}: expected HOST:PORT (GCS, e.g. head:6379) or ray://HOST:PORT "
+                        f"(Ray Client, e.g. ray://head:10001)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise UserError(f"--ray-address {address!r}: no Ray cluster is reachable there ({e.strerror or e}); "
+                        f"{hint}") from e
+
+
+def _connect(cfg: RunConfig) -> None:
+    """Join the cluster at ``rllib.address``, or start a private local Ray: loopback only, no dashboard."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.rllib.address
+    if not address:
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=cfg.rllib.dashboard,
+                 log_to_driver=False, num_cpus=cfg.rllib.num_cpus)
+        return
+    _check_reachable(address)
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ray.exceptions.RayError) as e:
+        raise UserError(f"--ray-address {address!r}: a port is open there but joining the Ray cluster failed "
+                        f"({str(e).splitlines()[0]}); check that it is a Ray head of version {ray.__version__} and "
+                        "that RAY_AUTH_TOKEN holds the cluster's token (docs/distributed.md)") from e
 
 
 class RLlibBackend(Backend):
     """RLlib PPO behind the nondiff :class:`~agents.Backend` interface."""
 
     def __init__(self, cfg: RunConfig, seed: int, algo: Any, module: Any,
-                 spaces: tuple[gym.Space, gym.Space], start_step: int = 0) -> None:
+                 spaces: tuple[gym.Space, gym.Space], start_step: int = 0,
+                 obs_stats: tuple[float, np.ndarray, np.ndarray] | None = None) -> None:
         self.cfg, self.seed, self.algo, self.module = cfg, seed, algo, module
+        self.obs_stats = obs_stats  # (count, mean, sum of squared deviations) of the observation filter
         self.observation_space, self.action_space = spaces
         self.num_timesteps = start_step
         self._offset = start_step  # RLlib's own counter restarts at 0 after a resume
@@ -112,22 +204,17 @@ class RLlibBackend(Backend):
     @classmethod
     def create(cls, cfg: RunConfig, seed: int) -> RLlibBackend:
         """Start (or join) Ray, register the env, build the algorithm."""
-        import ray
         from ray.tune.registry import register_env
 
-        if cfg.agent.normalize_obs or cfg.agent.normalize_reward:
-            log.warning("rllib backend: normalize_obs/normalize_reward are not applied (RLlib connectors are not "
-                        "wired in yet); the policy sees raw observations and rewards")
+        if cfg.agent.normalize_reward:
+            log.warning("rllib backend: normalize_reward is not applied (RLlib has no return-scaling connector); "
+                        "advantages are still standardised per batch")
         spaces = probe_spaces(cfg)
-        if not ray.is_initialized():
-            if cfg.rllib.address:
-                ray.init(address=cfg.rllib.address, log_to_driver=False)
-            else:  # a private local Ray: loopback only, no dashboard
-                ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=cfg.rllib.dashboard, log_to_driver=False,
-                         num_cpus=cfg.rllib.num_cpus)
+        config = build_algo_config(cfg, seed, spaces)  # bad settings fail before Ray starts
+        _connect(cfg)
         register_env(ENV_NAME, _create_env)
         torch.set_num_threads(cfg.train.threads)
-        algo = build_algo_config(cfg, seed).build_algo()
+        algo = config.build_algo()
         return cls(cfg, seed, algo, algo.get_module(MODULE), spaces)
 
     # -- training ---------------------------------------------------------------------------------------
@@ -144,6 +231,7 @@ class RLlibBackend(Backend):
             while self.num_timesteps < session.total_steps and not session.should_stop:
                 t = time.monotonic()
                 result = self.algo.train()
+                self.obs_stats = self._read_obs_filter()
                 before = self.num_timesteps
                 runners = result.get("env_runners", {})
                 self.num_timesteps = self._offset + int(result.get("num_env_steps_sampled_lifetime",
@@ -185,7 +273,12 @@ class RLlibBackend(Backend):
     def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
         """Actions for raw observations (single or batched), computed by the RLModule on the CPU."""
         single = np.asarray(obs).shape == self.observation_space.shape
-        batch = torch.as_tensor(np.asarray(obs)[None] if single else np.asarray(obs), dtype=torch.float32)
+        x = np.asarray(obs, dtype=np.float64)
+        if self.obs_stats is not None:  # exactly MeanStdFilter's transform
+            n, mean, sum_sq = self.obs_stats
+            std = np.sqrt(np.maximum(sum_sq / (n - 1), 0.0)) if n > 1 else np.zeros_like(mean)
+            x = np.clip((x - mean) / (std + OBS_EPS), -CLIP_OBS, CLIP_OBS)
+        batch = torch.as_tensor(x[None] if single else x, dtype=torch.float32)
         with torch.no_grad():
             inputs = self.module.forward_inference({"obs": batch})["action_dist_inputs"]
         if isinstance(self.action_space, gym.spaces.Discrete):
@@ -208,9 +301,15 @@ class RLlibBackend(Backend):
         """RLModule weights as tensors plus JSON metadata, written atomically."""
         weights = self.algo.get_weights()[MODULE] if self.algo is not None else self.module.get_state()
         tensors = {f"module/{k}": torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
+        norm = None
+        if self.obs_stats is not None:
+            n, mean, sum_sq = self.obs_stats
+            tensors["norm/obs_mean"], tensors["norm/obs_sum_sq"] = torch.as_tensor(mean), torch.as_tensor(sum_sq)
+            norm = {"norm_obs": True, "norm_reward": False, "obs_count": n, "clip_obs": CLIP_OBS, "epsilon": OBS_EPS,
+                    "filter": "ray.rllib MeanStdFilter"}
         body = {**checkpoint.base_meta("rllib", "ppo", self.num_timesteps, self.seed,
                                        (self.observation_space, self.action_space), self.cfg.model_dump(mode="json")),
-                **(meta or {})}
+                "normalize": norm, **(meta or {})}
         return checkpoint.save(path, tensors, body)
 
     @classmethod
@@ -223,22 +322,56 @@ class RLlibBackend(Backend):
         weights = {k[len("module/"):]: v.numpy() for k, v in tensors.items() if k.startswith("module/")}
         spaces = (checkpoint.space_from_json(meta["observation_space"]),
                   checkpoint.space_from_json(meta["action_space"]))
+        norm = meta.get("normalize") or {}
+        stats = ((float(norm["obs_count"]), tensors["norm/obs_mean"].double().numpy(),
+                  tensors["norm/obs_sum_sq"].double().numpy()) if norm.get("norm_obs") else None)
         if for_training:
             backend = cls.create(cfg, seed)
             checkpoint.check_spaces(meta, backend.observation_space, backend.action_space, f"resume from {path}")
             backend._set_weights(weights)
+            if stats is not None:
+                backend._write_obs_filter(stats)
             backend.num_timesteps = backend._offset = int(meta["num_timesteps"])
             return backend
         from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
         from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
         module = RLModuleSpec(module_class=DefaultPPOTorchRLModule, observation_space=spaces[0],
-                              action_space=spaces[1], model_config=_model_config(cfg), inference_only=False).build()
+                              action_space=spaces[1], model_config=_model_config(cfg, spaces[1]), inference_only=False).build()
         try:
             module.set_state(weights)
         except (RuntimeError, KeyError) as e:
             raise CheckpointError(f"checkpoint {str(path)!r} does not fit this policy ({e})") from e
-        return cls(cfg, meta.get("seed", seed), None, module, spaces, int(meta["num_timesteps"]))
+        return cls(cfg, meta.get("seed", seed), None, module, spaces, int(meta["num_timesteps"]), stats)
+
+    def _filter_runner(self) -> Any:
+        """The local env runner, which holds the filter state merged from all runners after each iteration."""
+        return self.algo.env_runner_group.local_env_runner if self.algo is not None else None
+
+    def _read_obs_filter(self) -> tuple[float, np.ndarray, np.ndarray] | None:
+        from ray.rllib.connectors.env_to_module import MeanStdFilter
+
+        runner = self._filter_runner()
+        for piece in getattr(getattr(runner, "_env_to_module", None), "connectors", ()):
+            if isinstance(piece, MeanStdFilter) and piece._filters:
+                rs = piece._filters[None].running_stats
+                return float(rs.num_pushes), np.array(rs.mean_array, dtype=np.float64), \
+                    np.array(rs.sum_sq_diff_array, dtype=np.float64)
+        return None
+
+    def _write_obs_filter(self, stats: tuple[float, np.ndarray, np.ndarray]) -> None:
+        """Restore the filter in every env runner (resume); their per-runner delta buffers start empty."""
+        from ray.rllib.core import COMPONENT_ENV_TO_MODULE_CONNECTOR
+        from ray.rllib.utils.filter import RunningStat
+
+        n, mean, sum_sq = stats
+        rs = RunningStat(mean.shape)
+        rs.num_pushes, rs.mean_array, rs.sum_sq_diff_array = int(n), mean.copy(), sum_sq.copy()
+        state = {"MeanStdFilter": {None: {"shape": np.array(mean.shape), "de_mean_to_zero": True, "de_std_to_one": True,
+                                          "clip_by_value": CLIP_OBS, "running_stats": [rs.to_state()]}}}
+        self.algo.env_runner_group.foreach_env_runner(
+            lambda r: r.set_state({COMPONENT_ENV_TO_MODULE_CONNECTOR: state}), local_env_runner=True)
+        self.obs_stats = stats
 
     def _health(self, nondiff: dict[str, Any]) -> dict[str, float]:
         """Cumulative ``env/…`` metrics from the per-iteration sums the env runners logged."""
