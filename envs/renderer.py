@@ -43,9 +43,10 @@ class RendererEnv(gym.Env):
       much, which colour) and costs the learner far less than full-size pixels.
     - **Action** (``[-1, 1]^(7·n_shapes)``): an update of the normalised parameters, scaled by
       ``step_size``; positions, sizes and colours are clipped to ``[0, 1]``, rotation wraps.
-    - **Reward:** the improvement of the image similarity ``IoU − MSE`` after the step. IoU compares
-      the covered pixels of the two renders; MSE the colours (both in ``[0, 1]``). Only images are used,
-      never the hidden parameters.
+    - **Reward:** the improvement of the image similarity to the observed target after the step:
+      ``IoU − MSE``, IoU of the covered pixels, MSE of the colours averaged over an image pyramid (see
+      ``_fit``). Only the observed picture is used, never the hidden parameters; it is the same
+      objective ``misfit`` gives a black-box optimiser.
     - **Success** (``info["is_success"]``): IoU ≥ ``success_iou`` (0.8).
     - On the last step ``info["episode_metrics"]`` holds the final ``iou`` and ``param_error`` (the
       mean absolute error of the normalised parameters, rotation taken modulo the shape's symmetry).
@@ -105,7 +106,8 @@ class RendererEnv(gym.Env):
         self._t = 0
         blank, empty = np.zeros((image_size, image_size, 3), np.float32), np.zeros((image_size, image_size), bool)
         self._target_rgb, self._observed, self._rgb = blank, blank, blank  # until reset() draws a scene
-        self._target_mask, self._mask = empty, empty
+        self._target_mask, self._mask, self._seen = empty, empty, empty
+        self._pyramid: list[tuple[int, np.ndarray]] = []
         self._score = 0.0
 
     # --- the black box -------------------------------------------------------------------------
@@ -136,31 +138,34 @@ class RendererEnv(gym.Env):
         self.forward_calls += 1
         return np.asarray(img, dtype=np.float32) / 255.0, np.asarray(mask, dtype=bool)
 
-    def _similarity(self, rgb: np.ndarray, mask: np.ndarray, target_rgb: np.ndarray) -> tuple[float, float]:
-        """IoU of the coverage masks against the target's, and the colour MSE against ``target_rgb``."""
+    def _iou(self, mask: np.ndarray) -> float:
+        """IoU of a coverage mask against the hidden target's (the success metric)."""
         union = np.logical_or(mask, self._target_mask).sum()
-        iou = float(np.logical_and(mask, self._target_mask).sum() / union) if union else 1.0
-        return iou, float(np.mean((rgb - target_rgb) ** 2))
+        return float(np.logical_and(mask, self._target_mask).sum() / union) if union else 1.0
+
+    def _fit(self, rgb: np.ndarray, mask: np.ndarray) -> float:
+        """Image similarity to the observed target, the quantity the reward improves (1 is a perfect fit).
+
+        ``IoU(coverage, observed coverage) − mean MSE over an image pyramid``: the observed coverage is
+        its non-black pixels (every prior colour has a channel ≥ 0.25); the pyramid (full size, 1/4,
+        1/16, … by area-averaging) makes shapes that do not overlap yet still feel each other, where a
+        full-size comparison is flat.
+        """
+        union = np.logical_or(mask, self._seen).sum()
+        iou = float(np.logical_and(mask, self._seen).sum() / union) if union else 1.0
+        mse = [float(np.mean((_pool(rgb, n) - seen) ** 2)) for n, seen in self._pyramid]
+        return iou - float(np.mean(mse))
 
     def misfit(self, x: np.ndarray) -> float:
-        """One render of ``x`` scored against the observed target: ``1 − IoU + MSE`` (0 is a perfect fit).
-
-        The coverage of the observed target is known to a black-box optimiser only through the image,
-        so the IoU here uses the mask of non-black pixels of the observation.
-        """
-        rgb, mask = self._draw(x)
-        seen = self._observed.max(axis=2) > 0.5 * 0.25  # colours are ≥ 0.25 in some channel
-        union = np.logical_or(mask, seen).sum()
-        iou = float(np.logical_and(mask, seen).sum() / union) if union else 1.0
-        return 1.0 - iou + float(np.mean((rgb - self._observed) ** 2))
+        """One render of ``x`` against the observed target: ``1 − similarity`` (0 is a perfect fit)."""
+        return 1.0 - self._fit(*self._draw(x))
 
     def score(self, x: np.ndarray) -> dict[str, float]:
         """The episode metrics (``iou``, ``param_error``) of an estimate ``x``, using the hidden truth."""
         calls = self.forward_calls
         rgb, mask = self._draw(x)
         self.forward_calls = calls  # scoring is bookkeeping, not a query of the black box
-        iou, _ = self._similarity(rgb, mask, self._target_rgb)
-        return {"iou": iou, "param_error": self._param_error(np.asarray(x, dtype=np.float64))}
+        return {"iou": self._iou(mask), "param_error": self._param_error(np.asarray(x, dtype=np.float64))}
 
     def _param_error(self, x: np.ndarray) -> float:
         err = np.abs(x - self._truth).reshape(self.n_shapes, len(PARAMS))
@@ -172,9 +177,7 @@ class RendererEnv(gym.Env):
 
     # --- the Gymnasium API ---------------------------------------------------------------------
     def _obs(self) -> np.ndarray:
-        b, n = self.image_size // self.obs_size, self.obs_size
-        small = [img.reshape(n, b, n, b, 3).mean(axis=(1, 3)).transpose(2, 0, 1).ravel()
-                 for img in (self._observed, self._rgb)]
+        small = [_pool(img, self.obs_size).transpose(2, 0, 1).ravel() for img in (self._observed, self._rgb)]
         return np.concatenate([*small, self._params]).astype(np.float32)
 
     def reset(self, *, seed: int | None = None,
@@ -186,15 +189,25 @@ class RendererEnv(gym.Env):
         self._params = np.tile(_START, self.n_shapes)
         self.forward_calls = 0
         self._target_rgb, self._target_mask = self._draw(self._truth)
-        self._observed = self._target_rgb
+        observed = self._target_rgb
         if self.noise > 0:
             noisy = self._target_rgb + rng.normal(0.0, self.noise, self._target_rgb.shape)
-            self._observed = np.clip(noisy, 0.0, 1.0).astype(np.float32)
+            observed = np.clip(noisy, 0.0, 1.0).astype(np.float32)
+        self._observe(observed)
         self._rgb, self._mask = self._draw(self._params)
         self._t = 0
-        iou, mse = self._similarity(self._rgb, self._mask, self._target_rgb)
-        self._score = iou - mse
+        self._score = self._fit(self._rgb, self._mask)
+        iou = self._iou(self._mask)
         return self._obs(), {"iou": iou, "is_success": iou >= self.success_iou}
+
+    def _observe(self, observed: np.ndarray) -> None:
+        """Take ``observed`` as the target picture and precompute what the similarity compares with."""
+        self._observed = observed
+        self._seen = observed.max(axis=2) > 0.125
+        n, self._pyramid = self.image_size, []
+        while n >= 2 and self.image_size % n == 0:
+            self._pyramid.append((n, _pool(observed, n)))
+            n //= 4
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
@@ -203,12 +216,11 @@ class RendererEnv(gym.Env):
         p[:, [0, 1, 2, 4, 5, 6]] = np.clip(p[:, [0, 1, 2, 4, 5, 6]], 0.0, 1.0)
         self._params = p.ravel()
         self._rgb, self._mask = self._draw(self._params)
-        iou, mse = self._similarity(self._rgb, self._mask, self._target_rgb)
-        score = iou - mse
+        score, iou = self._fit(self._rgb, self._mask), self._iou(self._mask)
         reward, self._score = score - self._score, score
         self._t += 1
         truncated = self._t >= self.steps
-        info: dict[str, Any] = {"iou": iou, "mse": mse, "is_success": iou >= self.success_iou}
+        info: dict[str, Any] = {"iou": iou, "fit": score, "is_success": iou >= self.success_iou}
         if truncated:
             info["episode_metrics"] = {"iou": iou, "param_error": self._param_error(self._params)}
         return self._obs(), float(reward), False, truncated, info
@@ -236,12 +248,18 @@ class RendererEnv(gym.Env):
         self.np_random.bit_generator.state = state["rng"]
         self._target_rgb, self._target_mask = self._draw(self._truth)
         observed = state.get("observed")
-        self._observed = self._target_rgb if observed is None else np.asarray(observed, dtype=np.float32)
+        self._observe(self._target_rgb if observed is None else np.asarray(observed, dtype=np.float32))
         self._rgb, self._mask = self._draw(self._params)
-        self._score = float(np.subtract(*self._similarity(self._rgb, self._mask, self._target_rgb)))
+        self._score = self._fit(self._rgb, self._mask)
 
     def close(self) -> None:
         """Nothing to release; safe to call twice."""
+
+
+def _pool(img: np.ndarray, n: int) -> np.ndarray:
+    """Area-average an ``[S, S, 3]`` image to ``[n, n, 3]`` (``n`` divides ``S``)."""
+    b = img.shape[0] // n
+    return img.reshape(n, b, n, b, 3).mean(axis=(1, 3)) if b > 1 else img
 
 
 def _check(ok: bool, name: str, expected: str, got: Any) -> None:
