@@ -100,9 +100,11 @@ class TrainConfig(_Section):
     """Seed for Python, NumPy, torch and the envs; drawn and recorded when absent."""
     num_envs: int = Field(default=8, gt=0)
     """Parallel training envs (``--num-envs``)."""
-    vec_env: Literal["dummy", "subproc"] = "dummy"
-    """``dummy`` steps envs in-process; ``subproc`` runs one worker process per env, and a worker that
-    dies or hangs is respawned (agents/vecenv.py) instead of ending training."""
+    vec_env: Literal["dummy", "subproc", "thread"] = "dummy"
+    """``dummy`` steps envs in-process, one after another; ``subproc`` runs one worker process per env, and a
+    worker that dies or hangs is respawned (agents/vecenv.py) instead of ending training; ``thread`` steps
+    in-process envs concurrently, one thread each, for envs whose step mostly waits (a remote robot, a
+    network service): N such envs then take about one wait per step instead of N (docs/benchmarks.md, P4)."""
     worker_timeout: float = Field(default=60.0, gt=0)
     """Seconds a subprocess worker may take for one step before it is replaced as hung."""
     max_worker_restarts: int = Field(default=100, ge=0)

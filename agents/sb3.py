@@ -23,7 +23,7 @@ from agents.envfactory import env_factory, is_image_space
 from agents.errors import CheckpointError
 from agents.evaluation import eval_scalars, run_episodes, summarise
 from agents.session import Session
-from agents.vecenv import ResilientVecEnv
+from agents.vecenv import ResilientVecEnv, ThreadVecEnv
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,12 @@ class SB3Backend(Backend):
         set_random_seed(seed)
         factory = _wrap_monitor(env_factory(cfg))
         fns = [factory for _ in range(cfg.train.num_envs)]
-        venv: VecEnv = (ResilientVecEnv(fns, start_method=cfg.train.start_method, step_timeout=cfg.train.worker_timeout,
-                                        max_restarts=cfg.train.max_worker_restarts)
-                        if cfg.train.vec_env == "subproc" else DummyVecEnv(fns))
+        venv: VecEnv
+        if cfg.train.vec_env == "subproc":
+            venv = ResilientVecEnv(fns, start_method=cfg.train.start_method, step_timeout=cfg.train.worker_timeout,
+                                   max_restarts=cfg.train.max_worker_restarts)
+        else:
+            venv = ThreadVecEnv(fns) if cfg.train.vec_env == "thread" else DummyVecEnv(fns)
         obs_space = venv.observation_space
         if cfg.agent.normalize_obs or cfg.agent.normalize_reward:
             norm_obs = cfg.agent.normalize_obs and not is_image_space(obs_space)

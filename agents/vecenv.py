@@ -1,4 +1,6 @@
-"""A subprocess vector env that survives its workers: a dead or hung worker is replaced, not fatal.
+"""Vector envs beyond SB3's: a subprocess one that survives its workers, and a thread one for waiting envs.
+
+:class:`ResilientVecEnv`: a dead or hung worker is replaced, not fatal.
 
 SB3's SubprocVecEnv ends training when a worker dies (ConnectionResetError/EOFError) and waits forever
 on a hung one. Here each ``step_wait`` polls every worker with a deadline. A worker that died (a segfault
@@ -6,19 +8,25 @@ in an in-process C library, SIGKILL) or missed the deadline is killed and respaw
 that env's transition ends as truncated with ``info["nondiff_fault"]`` and the last good observation as
 ``terminal_observation``. Respawns are budgeted; an exhausted watchdog budget inside a worker
 (``RestartBudgetExhausted``) stops training with :class:`~agents.errors.EnvFailure`.
+
+:class:`ThreadVecEnv`: in-process envs, each stepped by its own thread, for envs whose step mostly waits
+(a remote robot, a network service, a renderer in another process) and releases the GIL while it waits.
 """
 
 from __future__ import annotations
 
 import ctypes
 import multiprocessing as mp
+import queue
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper, VecEnv
 from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs
 
@@ -237,3 +245,95 @@ class ResilientVecEnv(VecEnv):
             if proc.is_alive():
                 proc.kill()
         self.closed = True
+
+
+class ThreadVecEnv(DummyVecEnv):
+    """DummyVecEnv whose envs step concurrently, one long-lived thread per env.
+
+    While one env waits (``time.sleep``, a socket, a pipe, a C call that releases the GIL) the others run,
+    so N envs that each wait L seconds per step take about L per vector step instead of N × L. The Python
+    around each step still runs one thread at a time (the GIL), so CPU-bound envs gain nothing; use
+    ``dummy`` or ``subproc`` for those. The envs live in this process, as with DummyVecEnv, so adapters
+    with ``get_state()`` keep exact resume. An exception raised by an env is re-raised by ``step``.
+
+    Args:
+        env_fns: one zero-argument env constructor per env.
+    """
+
+    def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
+        super().__init__(env_fns)
+        self._jobs: list[queue.SimpleQueue[Callable[[int], None] | None]] = [queue.SimpleQueue() for _ in self.envs]
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._pending = 0
+        self._errors: list[BaseException] = []
+        self._threads = [threading.Thread(target=self._loop, args=(i,), daemon=True, name=f"nondiff-env-{i}")
+                         for i in range(self.num_envs)]
+        for t in self._threads:
+            t.start()
+        self._closed = False
+
+    def _loop(self, i: int) -> None:
+        jobs = self._jobs[i]
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            try:
+                job(i)
+            except BaseException as e:  # handed to the main thread, which re-raises it
+                with self._lock:
+                    self._errors.append(e)
+            with self._lock:
+                self._pending -= 1
+                if self._pending == 0:
+                    self._done.set()
+
+    def _run(self, job: Callable[[int], None]) -> None:
+        """Run ``job(i)`` for every env index concurrently and wait for all of them."""
+        self._done.clear()
+        self._errors = []
+        self._pending = self.num_envs
+        for jobs in self._jobs:
+            jobs.put(job)
+        self._done.wait()
+        if self._errors:
+            raise self._errors[0]
+
+    def _step_one(self, i: int) -> None:
+        obs, self.buf_rews[i], terminated, truncated, info = self.envs[i].step(self.actions[i])
+        self.buf_dones[i] = terminated or truncated
+        info["TimeLimit.truncated"] = truncated and not terminated
+        if self.buf_dones[i]:
+            info["terminal_observation"] = obs
+            obs, self.reset_infos[i] = self.envs[i].reset()
+        self.buf_infos[i] = info
+        self._save_obs(i, obs)
+
+    def _reset_one(self, i: int) -> None:
+        options = {"options": self._options[i]} if self._options[i] else {}
+        obs, self.reset_infos[i] = self.envs[i].reset(seed=self._seeds[i], **options)
+        self._save_obs(i, obs)
+
+    def step_wait(self) -> Any:
+        """Step every env concurrently (auto-resetting finished ones, as DummyVecEnv does)."""
+        self._run(self._step_one)
+        return self._obs_from_buf(), np.copy(self.buf_rews), np.copy(self.buf_dones), list(self.buf_infos)
+
+    def reset(self) -> Any:
+        """Reset every env concurrently (with the seeds and options given beforehand)."""
+        self._run(self._reset_one)
+        self._reset_seeds()
+        self._reset_options()
+        return self._obs_from_buf()
+
+    def close(self) -> None:
+        """Stop the threads and close every env; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        for jobs in self._jobs:
+            jobs.put(None)
+        for t in self._threads:
+            t.join(5)
+        super().close()
