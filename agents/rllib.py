@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents import Backend, checkpoint
+from agents import Backend, checkpoint, rllib_state
 from agents.config import RunConfig
 from agents.envfactory import env_factory, is_image_space, probe_spaces
 from agents.errors import CheckpointError, UserError
@@ -31,8 +31,6 @@ from agents.session import Session
 log = logging.getLogger(__name__)
 ENV_NAME = "nondiff-env"
 MODULE = "default_policy"
-CLIP_OBS = 10.0  # MeanStdFilter's clip_by_value; SB3's VecNormalize clip_obs is 10 too
-OBS_EPS = 1e-6   # RLlib's SMALL_NUMBER, added to the std by MeanStdFilter
 CONNECT_TIMEOUT = 5.0
 
 
@@ -68,13 +66,6 @@ def _health_callback_class() -> Any:
     return HealthCallback
 
 
-def _obs_filter(env: Any = None, spaces: Any = None, device: Any = None) -> Any:
-    """The env-to-module connector for ``normalize_obs``: running mean/std, clipped to ±CLIP_OBS."""
-    from ray.rllib.connectors.env_to_module import MeanStdFilter
-
-    return MeanStdFilter(clip_by_value=CLIP_OBS)
-
-
 def _normalizes_obs(cfg: RunConfig, obs_space: gym.Space) -> bool:
     if not cfg.agent.normalize_obs:
         return False
@@ -101,11 +92,13 @@ def _model_config(cfg: RunConfig, action_space: gym.Space) -> dict[str, Any]:
             "vf_share_layers": False, "free_log_std": isinstance(action_space, gym.spaces.Box)}
 
 
-def build_algo_config(cfg: RunConfig, seed: int, spaces: tuple[gym.Space, gym.Space] | None = None) -> Any:
+def build_algo_config(cfg: RunConfig, seed: int, spaces: tuple[gym.Space, gym.Space] | None = None,
+                      start_step: int = 0) -> Any:
     """Map the backend-neutral hyperparameters onto RLlib's PPOConfig, with SB3's PPO semantics.
 
     SB3's PPO has no KL penalty and no value-loss clipping, so RLlib's (``use_kl_loss``, ``vf_clip_param``)
     are off; ``rllib.extra`` can turn them back on. ``spaces`` (observation, action) are probed when absent.
+    RLlib counts steps from 0 again after a resume, so a linear schedule is shifted by ``start_step``.
     """
     from ray.rllib.algorithms.ppo import PPOConfig
 
@@ -117,7 +110,8 @@ def build_algo_config(cfg: RunConfig, seed: int, spaces: tuple[gym.Space, gym.Sp
     per_runner = r.envs_per_runner or max(1, cfg.train.num_envs // max(1, runners))
     n_steps = a.n_steps or 2048
     lr = a.learning_rate or 3e-4
-    total = cfg.train.timesteps
+    left = max(cfg.train.timesteps - start_step, 1)
+    schedule = [[0, lr * left / (left + start_step)], [left, 0.0]]
     config = (
         PPOConfig()
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
@@ -125,7 +119,7 @@ def build_algo_config(cfg: RunConfig, seed: int, spaces: tuple[gym.Space, gym.Sp
         .env_runners(num_env_runners=runners, num_envs_per_env_runner=per_runner)
         .learners(num_learners=r.num_learners,
                   num_gpus_per_learner=1 if cfg.train.device == "cuda" else 0)
-        .training(lr=[[0, lr], [total, 0.0]] if a.lr_schedule == "linear" else lr, gamma=a.gamma,
+        .training(lr=schedule if a.lr_schedule == "linear" else lr, gamma=a.gamma,
                   lambda_=a.gae_lambda, train_batch_size_per_learner=n_steps * cfg.train.num_envs,
                   minibatch_size=a.batch_size, num_epochs=a.n_epochs, clip_param=a.clip_range,
                   entropy_coeff=a.ent_coef, vf_loss_coeff=a.vf_coef, grad_clip=a.max_grad_norm,
@@ -136,7 +130,7 @@ def build_algo_config(cfg: RunConfig, seed: int, spaces: tuple[gym.Space, gym.Sp
         .debugging(seed=seed)
     )
     if _normalizes_obs(cfg, spaces[0]):
-        config = config.env_runners(env_to_module_connector=_obs_filter)
+        config = config.env_runners(env_to_module_connector=rllib_state.obs_filter)
     if r.extra:
         _check_extra(config, r.extra)
         config = config.update_from_dict(r.extra)
@@ -193,24 +187,24 @@ class RLlibBackend(Backend):
 
     def __init__(self, cfg: RunConfig, seed: int, algo: Any, module: Any,
                  spaces: tuple[gym.Space, gym.Space], start_step: int = 0,
-                 obs_stats: tuple[float, np.ndarray, np.ndarray] | None = None) -> None:
+                 obs_stats: rllib_state.ObsStats | None = None) -> None:
         self.cfg, self.seed, self.algo, self.module = cfg, seed, algo, module
-        self.obs_stats = obs_stats  # (count, mean, sum of squared deviations) of the observation filter
+        self.obs_stats = obs_stats
         self.observation_space, self.action_space = spaces
         self.num_timesteps = start_step
         self._offset = start_step  # RLlib's own counter restarts at 0 after a resume
         self._health_totals: dict[str, float] = {"env/restarts": 0.0, "env/timeouts": 0.0}
 
     @classmethod
-    def create(cls, cfg: RunConfig, seed: int) -> RLlibBackend:
-        """Start (or join) Ray, register the env, build the algorithm."""
+    def create(cls, cfg: RunConfig, seed: int, start_step: int = 0) -> RLlibBackend:
+        """Start (or join) Ray, register the env, build the algorithm (``start_step``: where a resume begins)."""
         from ray.tune.registry import register_env
 
         if cfg.agent.normalize_reward:
             log.warning("rllib backend: normalize_reward is not applied (RLlib has no return-scaling connector); "
                         "advantages are still standardised per batch")
         spaces = probe_spaces(cfg)
-        config = build_algo_config(cfg, seed, spaces)  # bad settings fail before Ray starts
+        config = build_algo_config(cfg, seed, spaces, start_step)  # bad settings fail before Ray starts
         _connect(cfg)
         register_env(ENV_NAME, _create_env)
         torch.set_num_threads(cfg.train.threads)
@@ -231,7 +225,7 @@ class RLlibBackend(Backend):
             while self.num_timesteps < session.total_steps and not session.should_stop:
                 t = time.monotonic()
                 result = self.algo.train()
-                self.obs_stats = self._read_obs_filter()
+                self.obs_stats = rllib_state.read_obs_filter(self.algo)
                 before = self.num_timesteps
                 runners = result.get("env_runners", {})
                 self.num_timesteps = self._offset + int(result.get("num_env_steps_sampled_lifetime",
@@ -274,10 +268,8 @@ class RLlibBackend(Backend):
         """Actions for raw observations (single or batched), computed by the RLModule on the CPU."""
         single = np.asarray(obs).shape == self.observation_space.shape
         x = np.asarray(obs, dtype=np.float64)
-        if self.obs_stats is not None:  # exactly MeanStdFilter's transform
-            n, mean, sum_sq = self.obs_stats
-            std = np.sqrt(np.maximum(sum_sq / (n - 1), 0.0)) if n > 1 else np.zeros_like(mean)
-            x = np.clip((x - mean) / (std + OBS_EPS), -CLIP_OBS, CLIP_OBS)
+        if self.obs_stats is not None:
+            x = rllib_state.normalize(x, self.obs_stats)
         batch = torch.as_tensor(x[None] if single else x, dtype=torch.float32)
         with torch.no_grad():
             inputs = self.module.forward_inference({"obs": batch})["action_dist_inputs"]
@@ -301,15 +293,11 @@ class RLlibBackend(Backend):
         """RLModule weights as tensors plus JSON metadata, written atomically."""
         weights = self.algo.get_weights()[MODULE] if self.algo is not None else self.module.get_state()
         tensors = {f"module/{k}": torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
-        norm = None
-        if self.obs_stats is not None:
-            n, mean, sum_sq = self.obs_stats
-            tensors["norm/obs_mean"], tensors["norm/obs_sum_sq"] = torch.as_tensor(mean), torch.as_tensor(sum_sq)
-            norm = {"norm_obs": True, "norm_reward": False, "obs_count": n, "clip_obs": CLIP_OBS, "epsilon": OBS_EPS,
-                    "filter": "ray.rllib MeanStdFilter"}
+        norm = rllib_state.save_obs_stats(self.obs_stats, tensors) if self.obs_stats is not None else None
+        optimizer = rllib_state.save_optimizer(self.algo, tensors) if self.algo is not None else None
         body = {**checkpoint.base_meta("rllib", "ppo", self.num_timesteps, self.seed,
                                        (self.observation_space, self.action_space), self.cfg.model_dump(mode="json")),
-                "normalize": norm, **(meta or {})}
+                "normalize": norm, "optimizer": optimizer, **(meta or {})}
         return checkpoint.save(path, tensors, body)
 
     @classmethod
@@ -322,15 +310,16 @@ class RLlibBackend(Backend):
         weights = {k[len("module/"):]: v.numpy() for k, v in tensors.items() if k.startswith("module/")}
         spaces = (checkpoint.space_from_json(meta["observation_space"]),
                   checkpoint.space_from_json(meta["action_space"]))
-        norm = meta.get("normalize") or {}
-        stats = ((float(norm["obs_count"]), tensors["norm/obs_mean"].double().numpy(),
-                  tensors["norm/obs_sum_sq"].double().numpy()) if norm.get("norm_obs") else None)
+        stats = rllib_state.load_obs_stats(tensors, meta)
         if for_training:
-            backend = cls.create(cfg, seed)
+            backend = cls.create(cfg, seed, start_step=int(meta["num_timesteps"]))
             checkpoint.check_spaces(meta, backend.observation_space, backend.action_space, f"resume from {path}")
             backend._set_weights(weights)
+            if meta.get("optimizer"):
+                rllib_state.load_optimizer(backend.algo, tensors, meta["optimizer"])
             if stats is not None:
-                backend._write_obs_filter(stats)
+                rllib_state.write_obs_filter(backend.algo, stats)
+                backend.obs_stats = stats
             backend.num_timesteps = backend._offset = int(meta["num_timesteps"])
             return backend
         from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
@@ -343,35 +332,6 @@ class RLlibBackend(Backend):
         except (RuntimeError, KeyError) as e:
             raise CheckpointError(f"checkpoint {str(path)!r} does not fit this policy ({e})") from e
         return cls(cfg, meta.get("seed", seed), None, module, spaces, int(meta["num_timesteps"]), stats)
-
-    def _filter_runner(self) -> Any:
-        """The local env runner, which holds the filter state merged from all runners after each iteration."""
-        return self.algo.env_runner_group.local_env_runner if self.algo is not None else None
-
-    def _read_obs_filter(self) -> tuple[float, np.ndarray, np.ndarray] | None:
-        from ray.rllib.connectors.env_to_module import MeanStdFilter
-
-        runner = self._filter_runner()
-        for piece in getattr(getattr(runner, "_env_to_module", None), "connectors", ()):
-            if isinstance(piece, MeanStdFilter) and piece._filters:
-                rs = piece._filters[None].running_stats
-                return float(rs.num_pushes), np.array(rs.mean_array, dtype=np.float64), \
-                    np.array(rs.sum_sq_diff_array, dtype=np.float64)
-        return None
-
-    def _write_obs_filter(self, stats: tuple[float, np.ndarray, np.ndarray]) -> None:
-        """Restore the filter in every env runner (resume); their per-runner delta buffers start empty."""
-        from ray.rllib.core import COMPONENT_ENV_TO_MODULE_CONNECTOR
-        from ray.rllib.utils.filter import RunningStat
-
-        n, mean, sum_sq = stats
-        rs = RunningStat(mean.shape)
-        rs.num_pushes, rs.mean_array, rs.sum_sq_diff_array = int(n), mean.copy(), sum_sq.copy()
-        state = {"MeanStdFilter": {None: {"shape": np.array(mean.shape), "de_mean_to_zero": True, "de_std_to_one": True,
-                                          "clip_by_value": CLIP_OBS, "running_stats": [rs.to_state()]}}}
-        self.algo.env_runner_group.foreach_env_runner(
-            lambda r: r.set_state({COMPONENT_ENV_TO_MODULE_CONNECTOR: state}), local_env_runner=True)
-        self.obs_stats = stats
 
     def _health(self, nondiff: dict[str, Any]) -> dict[str, float]:
         """Cumulative ``env/…`` metrics from the per-iteration sums the env runners logged."""

@@ -1,0 +1,117 @@
+"""RLlib training state that nondiff checkpoints carry as tensors plus JSON: observation filter and optimiser.
+
+RLlib's own checkpoints pickle this state; here it is split into arrays (saved as safetensors tensors) and
+plain values (saved in the JSON header), and written back into a running algorithm on ``--resume``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+CLIP_OBS = 10.0  # MeanStdFilter's clip_by_value; SB3's VecNormalize clips at 10 too
+OBS_EPS = 1e-6   # RLlib's SMALL_NUMBER, which MeanStdFilter adds to the std
+
+ObsStats = tuple[float, np.ndarray, np.ndarray]
+"""(count, mean, sum of squared deviations) of a running observation filter."""
+
+
+def obs_filter(env: Any = None, spaces: Any = None, device: Any = None) -> Any:
+    """The env-to-module connector for ``normalize_obs``: running mean/std, clipped to ±CLIP_OBS."""
+    from ray.rllib.connectors.env_to_module import MeanStdFilter
+
+    return MeanStdFilter(clip_by_value=CLIP_OBS)
+
+
+def normalize(obs: np.ndarray, stats: ObsStats) -> np.ndarray:
+    """Exactly MeanStdFilter's transform, without Ray (evaluate.py)."""
+    n, mean, sum_sq = stats
+    std = np.sqrt(np.maximum(sum_sq / (n - 1), 0.0)) if n > 1 else np.zeros_like(mean)
+    return np.clip((obs - mean) / (std + OBS_EPS), -CLIP_OBS, CLIP_OBS)
+
+
+def read_obs_filter(algo: Any) -> ObsStats | None:
+    """The filter statistics merged from all env runners, held by the local env runner after each iteration."""
+    from ray.rllib.connectors.env_to_module import MeanStdFilter
+
+    runner = algo.env_runner_group.local_env_runner
+    for piece in getattr(getattr(runner, "_env_to_module", None), "connectors", ()):
+        if isinstance(piece, MeanStdFilter) and piece._filters:
+            rs = piece._filters[None].running_stats
+            return (float(rs.num_pushes), np.array(rs.mean_array, dtype=np.float64),
+                    np.array(rs.sum_sq_diff_array, dtype=np.float64))
+    return None
+
+
+def write_obs_filter(algo: Any, stats: ObsStats) -> None:
+    """Restore the filter in every env runner; their per-runner delta buffers start empty."""
+    from ray.rllib.core import COMPONENT_ENV_TO_MODULE_CONNECTOR
+    from ray.rllib.utils.filter import RunningStat
+
+    n, mean, sum_sq = stats
+    rs = RunningStat(mean.shape)
+    rs.num_pushes, rs.mean_array, rs.sum_sq_diff_array = int(n), mean.copy(), sum_sq.copy()
+    state = {"MeanStdFilter": {None: {"shape": np.array(mean.shape), "de_mean_to_zero": True, "de_std_to_one": True,
+                                      "clip_by_value": CLIP_OBS, "running_stats": [rs.to_state()]}}}
+    algo.env_runner_group.foreach_env_runner(lambda r: r.set_state({COMPONENT_ENV_TO_MODULE_CONNECTOR: state}),
+                                             local_env_runner=True)
+
+
+def save_obs_stats(stats: ObsStats, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Add the filter's arrays to ``tensors``; return its JSON part."""
+    n, mean, sum_sq = stats
+    tensors["norm/obs_mean"], tensors["norm/obs_sum_sq"] = torch.as_tensor(mean), torch.as_tensor(sum_sq)
+    return {"norm_obs": True, "norm_reward": False, "obs_count": n, "clip_obs": CLIP_OBS, "epsilon": OBS_EPS,
+            "filter": "ray.rllib MeanStdFilter"}
+
+
+def load_obs_stats(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> ObsStats | None:
+    """The inverse of :func:`save_obs_stats` (None when the run did not normalise)."""
+    norm = meta.get("normalize") or {}
+    if not norm.get("norm_obs"):
+        return None
+    return (float(norm["obs_count"]), tensors["norm/obs_mean"].double().numpy(),
+            tensors["norm/obs_sum_sq"].double().numpy())
+
+
+# -- optimiser ---------------------------------------------------------------------------------------------
+def _split(tree: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Arrays go to ``tensors`` under their path; what remains is JSON, with {"$tensor": path} where they were."""
+    if isinstance(tree, dict):
+        return {str(k): _split(v, f"{prefix}/{k}", tensors) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_split(v, f"{prefix}/{i}", tensors) for i, v in enumerate(tree)]
+    if isinstance(tree, (np.ndarray, torch.Tensor)):
+        tensors[prefix] = torch.as_tensor(np.asarray(tree) if isinstance(tree, np.ndarray) else tree.cpu())
+        return {"$tensor": prefix}
+    if isinstance(tree, np.generic):
+        return tree.item()
+    return tree
+
+
+def _join(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(tree, dict):
+        if set(tree) == {"$tensor"}:
+            return tensors[tree["$tensor"]].numpy()
+        # torch optimisers key their per-parameter state by integer ids
+        return {int(k) if k.isdigit() else k: _join(v, tensors) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_join(v, tensors) for v in tree]
+    return tree
+
+
+def save_optimizer(algo: Any, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The learner's optimiser state (Adam moments, step counts, param groups): arrays to ``tensors``, rest JSON."""
+    from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_OPTIMIZER
+
+    state = algo.learner_group.get_state(components=f"{COMPONENT_LEARNER}/{COMPONENT_OPTIMIZER}")
+    return _split(state[COMPONENT_LEARNER][COMPONENT_OPTIMIZER], "optim", tensors)
+
+
+def load_optimizer(algo: Any, tensors: dict[str, torch.Tensor], skeleton: dict[str, Any]) -> None:
+    """Write a :func:`save_optimizer` state back into every learner."""
+    from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_OPTIMIZER
+
+    algo.learner_group.set_state({COMPONENT_LEARNER: {COMPONENT_OPTIMIZER: _join(skeleton, tensors)}})
