@@ -1,5 +1,8 @@
 """P3: per-step cost of the bridge (C heater over pipes) against the same dynamics in-process, a raw pipe
-round trip, and gymnasium's AsyncVectorEnv. Prints one JSON object; figures are medians of 5 repeats."""
+round trip, and gymnasium's AsyncVectorEnv. Prints one JSON object; figures are medians of the repeats.
+
+    python benchmarks/bridge.py [STEPS] [REPEATS] [--profile]
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ import gymnasium as gym
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 class PyHeater(gym.Env):
@@ -76,18 +80,25 @@ def pipe_round_trip_us(n: int) -> float:
     return dt
 
 
-def main() -> None:
+def compile_heater(directory: str) -> str:
+    """Build examples/thirdparty/heater.c with the system C compiler (as tests/conftest.py does)."""
+    heater = os.path.join(directory, "heater")
+    subprocess.run(["cc", "-O2", "-o", heater, str(ROOT / "examples/thirdparty/heater.c"), "-lm"], check=True)
+    return heater
+
+
+def measure(n: int, repeats: int = 5) -> dict[str, float]:
+    """Medians over ``repeats`` of µs per step for every path, plus the added costs over in-process."""
     import envs
     from envs.process import ProcessEnv
 
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     tmp = tempfile.mkdtemp()
-    heater = os.path.join(tmp, "heater")
-    subprocess.run(["cc", "-O2", "-o", heater, str(ROOT / "examples/thirdparty/heater.c"), "-lm"], check=True)
-    gym.register("bench/PyHeater-v0", entry_point=PyHeater)
+    heater = compile_heater(tmp)
+    if "bench/PyHeater-v0" not in gym.registry:
+        gym.register("bench/PyHeater-v0", entry_point=PyHeater)
     rows: dict[str, list[float]] = {k: [] for k in ("in_process", "in_process_guarded", "bridge_raw",
                                                      "bridge_guarded", "pipe_round_trip", "async_vector_env")}
-    for _ in range(5):
+    for _ in range(repeats):
         rows["in_process"].append(per_step_us(PyHeater(), n))
         rows["in_process_guarded"].append(per_step_us(envs.make("bench/PyHeater-v0"), n))
         bridge = ProcessEnv(command=heater)
@@ -100,12 +111,46 @@ def main() -> None:
         vec = gym.vector.AsyncVectorEnv([PyHeater])
         rows["async_vector_env"].append(vec_per_step_us(vec, n))
         vec.close()
-    med = {k: round(float(np.median(v)), 1) for k, v in rows.items()}
+    shutil.rmtree(tmp)
+    med: dict[str, float] = {k: round(float(np.median(v)), 1) for k, v in rows.items()}
     med["bridge_added_us"] = round(med["bridge_raw"] - med["in_process"], 1)
+    med["bridge_guarded_added_us"] = round(med["bridge_guarded"] - med["in_process_guarded"], 1)
     med["async_added_us"] = round(med["async_vector_env"] - med["in_process"], 1)
     med["steps_per_measure"] = n
-    shutil.rmtree(tmp)
-    print(json.dumps(med))
+    med["repeats"] = repeats
+    return med
+
+
+def profile_us(n: int) -> dict[str, float]:
+    """Where a bridge step's time goes: cProfile's own time per function, in µs per step (top 8)."""
+    import cProfile
+    import pstats
+
+    from envs.process import ProcessEnv
+
+    tmp = tempfile.mkdtemp()
+    bridge = ProcessEnv(command=compile_heater(tmp))
+    prof = cProfile.Profile()
+    try:
+        prof.enable()
+        per_step_us(bridge, n)
+        prof.disable()
+    finally:
+        bridge.close()
+        shutil.rmtree(tmp)
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    own = sorted(((tt, f"{Path(f).name}:{fn}") for (f, _, fn), (_, _, tt, _, _) in stats.items()), reverse=True)
+    return {name: round(tt / n * 1e6, 1) for tt, name in own[:8]}
+
+
+def main() -> None:
+    """Print one JSON object: ``python benchmarks/bridge.py [STEPS] [REPEATS] [--profile]``."""
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 5000
+    out: dict[str, object] = dict(measure(n, int(args[1]) if len(args) > 1 else 5))
+    if "--profile" in sys.argv:
+        out["profile_us_per_step"] = profile_us(n)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

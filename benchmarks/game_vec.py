@@ -10,20 +10,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
-def raw_steps_per_s(n: int = 5000) -> float:
-    import envs
+def raw_steps_per_s(seconds: float = 5.0) -> float:
+    """One `game` env's steps/s (the harness's shared measurement, benchmarks/adapters.py)."""
+    from benchmarks import adapters
 
-    env = envs.make("game", clip_rewards=True, episodic_life=True)
-    env.reset(seed=0)
-    t = time.perf_counter()
-    for _ in range(n):
-        _, _, term, trunc, _ = env.step(env.action_space.sample())
-        if term or trunc:
-            env.reset()
-    return n / (time.perf_counter() - t)
+    return adapters.raw_steps_per_s("game", seconds=seconds, **adapters.KWARGS["game"])["steps_per_s"]
 
 
 def training_steps_per_s(vec: str, threads: int, steps: int) -> float:

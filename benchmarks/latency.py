@@ -1,0 +1,162 @@
+"""P4: a latency-bound env (every step waits 5 ms, like a remote robot) with 32 envs on 2 cores.
+
+Measures raw vector-env stepping for each ``train.vec_env`` (dummy, subproc, thread) against the physical
+limit num_envs / latency, then a nondiff PPO training run on the thread vec env with its time split into
+rollout collection and learner updates (the envs sit idle during updates). Prints one JSON object.
+
+    python benchmarks/latency.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ENTRY = "benchmarks.latency:SleepEnv"
+
+
+class SleepEnv(gym.Env):
+    """A stand-in for a remote robot or a slow renderer: each step waits ``latency`` seconds, then answers.
+
+    The dynamics are a trivial 4-D point that follows the action, so PPO has something to learn.
+    """
+
+    def __init__(self, *, latency: float = 0.005, episode_steps: int = 100) -> None:
+        self.latency, self.episode_steps = float(latency), int(episode_steps)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self._x = np.zeros(4, dtype=np.float32)
+        self._t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start at a random point."""
+        super().reset(seed=seed)
+        self._x = self.np_random.uniform(-1, 1, 4).astype(np.float32)
+        self._t = 0
+        return self._x.copy(), {}
+
+    def step(self, action):
+        """Wait, then move the first two coordinates towards the last two by the action."""
+        time.sleep(self.latency)
+        self._x[:2] += 0.1 * np.asarray(action, dtype=np.float32)
+        self._t += 1
+        reward = -float(np.linalg.norm(self._x[:2] - self._x[2:]))
+        return self._x.copy(), reward, False, self._t >= self.episode_steps, {}
+
+
+def _cfg(num_envs: int, vec_env: str, n_steps: int, timesteps: int) -> Any:
+    from agents.config import RunConfig
+
+    return RunConfig.model_validate({
+        "env": {"id": ENTRY},
+        "agent": {"n_steps": n_steps, "batch_size": 256, "n_epochs": 10, "learning_rate": 1e-3, "gamma": 0.95,
+                  "normalize_obs": True, "normalize_reward": True},
+        "train": {"num_envs": num_envs, "vec_env": vec_env, "timesteps": timesteps, "threads": 1,
+                  "start_method": "forkserver"},
+        "eval": {"every": 0}})
+
+
+def bare_threads_steps_per_s(num_envs: int, latency: float, seconds: float) -> dict[str, float]:
+    """The floor under the current load: a thread pool doing nothing but the waits, no env, no SB3."""
+    with ThreadPoolExecutor(num_envs) as pool:
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            list(pool.map(time.sleep, [latency] * num_envs))
+            n += 1
+        return {"steps_per_s": n * num_envs / (time.perf_counter() - t0), "vector_steps": n}
+
+
+def vec_steps_per_s(vec_env: str, num_envs: int, seconds: float, wrapped: bool = True) -> dict[str, float]:
+    """Stepping of a vec env with fixed actions: vector steps × envs / s. ``wrapped``: as nondiff trains (envs.make
+    with Guard and Gymnasium's wrappers, SB3's Monitor); otherwise the bare SleepEnv."""
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from agents.envfactory import env_factory
+    from agents.vecenv import ResilientVecEnv, ThreadVecEnv
+
+    factory = env_factory(_cfg(num_envs, vec_env, 64, 1)) if wrapped else SleepEnv
+    fns = [lambda: Monitor(factory()) if wrapped else factory() for _ in range(num_envs)]
+    venv = {"dummy": DummyVecEnv, "thread": ThreadVecEnv}.get(vec_env, ResilientVecEnv)(fns)  # type: ignore[operator]
+    try:
+        venv.reset()
+        actions = np.zeros((num_envs, 2), dtype=np.float32)
+        for _ in range(3):  # warm-up
+            venv.step(actions)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            venv.step(actions)
+            n += 1
+        return {"steps_per_s": n * num_envs / (time.perf_counter() - t0), "vector_steps": n}
+    finally:
+        venv.close()
+
+
+def training(num_envs: int, n_steps: int, timesteps: int) -> dict[str, float]:
+    """nondiff's SB3 backend on the thread vec env, with rollout and update phases timed by a callback."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from agents.sb3 import SB3Backend
+
+    marks: list[tuple[str, float]] = []
+
+    class Phases(BaseCallback):
+        def _on_rollout_start(self) -> None:
+            marks.append(("start", time.perf_counter()))
+
+        def _on_rollout_end(self) -> None:
+            marks.append(("end", time.perf_counter()))
+
+        def _on_step(self) -> bool:
+            return True
+
+    backend = SB3Backend.create(_cfg(num_envs, "thread", n_steps, timesteps), seed=0)
+    assert backend.model is not None
+    try:
+        t0 = time.perf_counter()
+        backend.model.learn(timesteps, callback=Phases())
+        wall = time.perf_counter() - t0
+    finally:
+        backend.close()
+    rollout = sum(e - s for (_, s), (_, e) in zip(marks[0::2], marks[1::2]))
+    steps = backend.model.num_timesteps
+    return {"train_steps_per_s": steps / wall, "rollout_steps_per_s": steps / rollout, "wall_s": wall,
+            "rollout_s": rollout, "update_s": wall - rollout, "env_idle_fraction": (wall - rollout) / wall,
+            "steps": steps}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the P4 measurements as one JSON object."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--num-envs", type=int, default=32)
+    args = p.parse_args(argv)
+    n, latency = args.num_envs, 0.005
+    limit = n / latency
+    out: dict[str, Any] = {"num_envs": n, "latency_ms": latency * 1e3, "limit_steps_per_s": limit}
+    secs = 0.5 if args.quick else 6.0
+    out["vec"] = {"bare_threads": bare_threads_steps_per_s(n, latency, secs),
+                  "thread_bare_env": vec_steps_per_s("thread", n, secs, wrapped=False),
+                  "thread": vec_steps_per_s("thread", n, secs), "dummy": vec_steps_per_s("dummy", n, secs / 2)}
+    if not args.quick:
+        out["vec"]["subproc"] = vec_steps_per_s("subproc", n, secs)
+    n_steps = 16 if args.quick else 64
+    out["train"] = training(n, n_steps, n * n_steps * (1 if args.quick else 8))
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

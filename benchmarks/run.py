@@ -1,0 +1,202 @@
+"""The benchmark harness: ``make bench`` / ``python benchmarks/run.py [--quick] [--only P1,P3] [--out DIR]``.
+
+Runs P1–P5, raw env steps/s of every built-in adapter (ENV) and the peak memory of a `robot` training
+run on each backend (MEM); merges the results into DIR/benchmarks.json by id (a row not re-run keeps its
+old figures) and regenerates DIR/benchmarks.md and the PNG plots from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import overhead, report, solve  # noqa: E402
+from benchmarks.common import PY, Child, machine, run_json, train_cmd, versions  # noqa: E402
+from benchmarks.texts import p1_text, p2_text, p3_text, p4_text, p5_text  # noqa: E402
+
+IDS = ("P1", "P2", "P3", "P4", "P5", "ENV", "MEM")
+CMD = "python benchmarks/run.py --only {}"
+
+
+def bench_p1(quick: bool, shared: dict[str, Any]) -> dict[str, Any]:
+    """Time to solve `robot`: nondiff vs RL Zoo's Reacher-v2 setup vs SB3 defaults; Reacher-v5."""
+    d = solve.run(quick)
+    nd = d["runs"]["nondiff"]
+    return {"title": "time to solve `robot` (eval success ≥ 0.9)", "goal": "≤ 0.5× the RL Zoo setup's wall time",
+            "met": d["ratio_vs_zoo"] is not None and d["ratio_vs_zoo"] <= 0.5,
+            "value": nd["wall_s"] if nd["solved"] else nd["ran_s"], "unit": "s (nondiff; its run time if unsolved)",
+            "data": d, **p1_text(d)}
+
+
+def bench_p2(quick: bool, shared: dict[str, Any]) -> dict[str, Any]:
+    """nondiff's SB3 backend vs plain SB3, alternating."""
+    d = overhead.run(quick)
+    if quick:
+        shared["p2_memory"] = d["pairs"][0]["nondiff"]
+    return {"title": "framework overhead: nondiff SB3 backend vs plain SB3 (steps/s)", "goal": "ratio ≥ 0.95",
+            "met": d["loop_ratio"] >= 0.95, "value": d["loop_ratio"], "unit": "ratio", "data": d, **p2_text(d)}
+
+
+def bench_p3(quick: bool, shared: dict[str, Any]) -> dict[str, Any]:
+    """Bridge cost per step, in a child process (benchmarks/bridge.py)."""
+    args = ["300", "1"] if quick else ["3000", "5"]
+    d = run_json([PY, str(ROOT / "benchmarks" / "bridge.py"), *args, "--profile"], timeout=600)
+    return {"title": "bridge cost per step (C heater over pipes vs the same dynamics in-process)",
+            "goal": "≤ 120 µs added", "met": d["bridge_added_us"] <= 120, "value": d["bridge_added_us"], "unit": "µs",
+            "data": d, **p3_text(d)}
+
+
+def bench_p4(quick: bool, shared: dict[str, Any]) -> dict[str, Any]:
+    """Latency-bound env, 32 envs × 5 ms (benchmarks/latency.py)."""
+    d = run_json([PY, str(ROOT / "benchmarks" / "latency.py"), *(["--quick"] if quick else [])], timeout=900)
+    ratio = d["train"]["rollout_steps_per_s"] / d["limit_steps_per_s"]
+    d["rollout_ratio"] = ratio
+    return {"title": "latency-bound env: 32 envs whose step waits 5 ms, on 2 cores",
+            "goal": "rollout collection ≥ 0.9× the limit (6,400 steps/s)", "met": ratio >= 0.9, "value": ratio,
+            "unit": "ratio", "data": d, **p4_text(d)}
+
+
+def bench_p5(quick: bool, shared: dict[str, Any]) -> dict[str, Any]:
+    """RLlib sample throughput with 1 and 2 env runners (benchmarks/scaleout.py); tree memory sampled."""
+    args = ["--local", "--rounds", "1", "--n-steps", "32"] if quick else ["--runners", "1,2", "--rounds", "5"]
+    child = Child([PY, str(ROOT / "benchmarks" / "scaleout.py"), *args], sample_memory=True).start()
+    if child.wait(1200) != 0 or not child.json_lines():
+        raise RuntimeError(f"scaleout.py exited {child.proc.returncode}: {child.stderr_tail()}")
+    d = child.json_lines()[-1]
+    d["peak_pss_mib"], d["peak_rss_mib"] = child.peak_pss_mib, child.peak_rss_mib
+    shared["p5_memory"] = d
+    rows = d["rows"]
+    return {"title": "scale-out: RLlib sample throughput with 1 and 2 env runners", "goal":
+            "method for a real cluster documented; projection stated", "met": None,
+            "value": rows[-1]["sample_steps_per_s"], "unit": "steps/s", "data": d, **p5_text(d)}
+
+
+def bench_env(quick: bool, shared: dict[str, Any]) -> dict[str, Any]:
+    """Raw steps/s of every built-in adapter (benchmarks/adapters.py)."""
+    d = run_json([PY, str(ROOT / "benchmarks" / "adapters.py"), "--seconds", "0.5" if quick else "5"], timeout=600)
+    ok = {k: v for k, v in d.items() if "steps_per_s" in v}
+    figure = ", ".join(f"`{k}` {v['steps_per_s']:,.0f}" for k, v in ok.items()) + " steps/s"
+    failed = {k: v["error"] for k, v in d.items() if "error" in v}
+    if failed:
+        figure += "; failed: " + ", ".join(f"`{k}` ({e})" for k, e in failed.items())
+    table = ["| adapter | steps/s | µs/step | note |", "|---|---|---|---|"]
+    table += [f"| `{k}` | {v['steps_per_s']:,.0f} | {v['us_per_step']:,.0f} | {v.get('note', '')} |" for k, v in ok.items()]
+    details = ("One env made with `envs.make` (the Guard and Gymnasium's wrappers included, as in training), random "
+               "actions, reset at episode ends, timed for a fixed wall time after 5 warm-up steps.\n\n" + "\n".join(table))
+    return {"title": "raw env steps/s of every built-in adapter", "goal": "— (reported)", "met": None,
+            "value": ok.get("robot", {}).get("steps_per_s"), "unit": "steps/s", "data": d, "figure": figure,
+            "details": details, "command": "python benchmarks/adapters.py --seconds 5"}
+
+
+def bench_mem(quick: bool, shared: dict[str, Any]) -> dict[str, Any]:
+    """Peak memory of the process tree of a `robot` training run on each backend."""
+    tmp = tempfile.mkdtemp(prefix="bench-mem-")
+    runs: dict[str, Any] = {}
+    small = ["--set", "agent.n_steps=64"] if quick else []
+    plans = {"sb3": ("512" if quick else "50000", small),
+             "rllib": ("512" if quick else "20000", ["--backend", "rllib", *small])}
+    for backend, (steps, extra) in plans.items():
+        reuse = {"sb3": ("p2_memory", "quick mode: P2's nondiff run (2,048 steps)"),
+                 "rllib": ("p5_memory", "quick mode: the P5 child (one RLlib env runner, no Ray), not a training run")}
+        key, source = reuse[backend]
+        if quick and key in shared:  # smoke mode: reuse a run that already happened instead of starting another
+            runs[backend] = {"peak_pss_mib": shared[key]["peak_pss_mib"], "peak_rss_mib": shared[key]["peak_rss_mib"],
+                             "source": source}
+            continue
+        cmd = train_cmd("--env", "robot", "--seed", "0", "--timesteps", steps, "--run-dir", f"{tmp}/{backend}",
+                        "--set", "eval.every=0", *extra)
+        child = Child(cmd, sample_memory=True).start()
+        if child.wait(1200) != 0:
+            raise RuntimeError(f"{backend}: train.py exited {child.proc.returncode}: {child.stderr_tail()}")
+        runs[backend] = {"peak_pss_mib": child.peak_pss_mib, "peak_rss_mib": child.peak_rss_mib, "steps": int(steps),
+                         "wall_s": child.elapsed, "command": " ".join(cmd[1:]).replace(str(ROOT) + "/", "")}
+    figure = "; ".join(f"{k.upper() if k == 'sb3' else 'RLlib'} {v['peak_pss_mib']:,.0f} MiB PSS "
+                       f"({v['peak_rss_mib']:,.0f} MiB RSS summed)" for k, v in runs.items())
+    details = ("Peak over the run of the memory of the trainer and all its descendants (env workers, Ray's GCS, raylet "
+               "and workers), sampled every 0.25 s from /proc/PID/smaps_rollup. PSS divides shared pages between the "
+               "processes that map them, so its sum is what the tree really holds; the RSS sum counts shared pages "
+               "(torch, Ray's object store) once per process and overstates it.\n\n| backend | peak PSS (MiB) | "
+               "peak RSS summed (MiB) | run |\n|---|---|---|---|\n" +
+               "\n".join(f"| {k} | {v['peak_pss_mib']:,.0f} | {v['peak_rss_mib']:,.0f} | "
+                         f"`{v.get('command', v.get('source', ''))}` |" for k, v in runs.items()))
+    return {"title": "peak memory of a `robot` training run, per backend", "goal": "— (reported)", "met": None,
+            "value": runs["sb3"]["peak_pss_mib"], "unit": "MiB", "data": runs, "figure": figure, "details": details,
+            "command": "python train.py --env robot --timesteps 50000 [--backend rllib --timesteps 20000]"}
+
+
+BENCHES: dict[str, Callable[[bool, dict[str, Any]], dict[str, Any]]] = {
+    "P1": bench_p1, "P2": bench_p2, "P3": bench_p3, "P4": bench_p4, "P5": bench_p5, "ENV": bench_env,
+    "MEM": bench_mem}
+
+
+def run_one(rid: str, quick: bool, shared: dict[str, Any]) -> dict[str, Any]:
+    """One benchmark row; a failure becomes a row that says so, with the reason."""
+    load, t = os.getloadavg()[0], time.perf_counter()
+    print(f"[bench] {rid} started (load {load:.2f})", flush=True)
+    try:
+        row = BENCHES[rid](quick, shared)
+    except Exception as e:
+        traceback.print_exc()
+        row = {"title": rid, "goal": "", "met": False, "figure": "failed", "command": CMD.format(rid),
+               "error": f"{type(e).__name__}: {e}"}
+    row.setdefault("command", CMD.format(rid))
+    row.update(quick=quick, loadavg_at_start=round(load, 2), duration_s=round(time.perf_counter() - t, 1),
+               measured_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    print(f"[bench] {rid} done in {row['duration_s']:.0f} s: {row['figure']}", flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected benchmarks, merge into benchmarks.json, regenerate benchmarks.md and the plots."""
+    p = argparse.ArgumentParser(description="nondiff benchmarks P1-P5, ENV and MEM (docs/benchmarks.md)")
+    p.add_argument("--quick", action="store_true", help="seconds-long smoke mode (CI); figures are meaningless")
+    p.add_argument("--only", help=f"comma-separated ids out of {','.join(IDS)}")
+    p.add_argument("--out", default=str(ROOT / "docs"), help="where benchmarks.json/.md and the PNGs go")
+    args = p.parse_args(argv)
+    ids = [s.strip().upper() for s in args.only.split(",")] if args.only else list(IDS)
+    unknown = [i for i in ids if i not in BENCHES]
+    if unknown:
+        print(f"error: unknown benchmark id(s) {', '.join(unknown)}; expected some of {', '.join(IDS)}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shared: dict[str, Any] = {}
+    if args.quick:  # smoke mode: three at a time to stay within a minute; MEM last, it reuses P2's and P5's runs
+        with ThreadPoolExecutor(3) as pool:
+            late = [i for i in ids if i == "MEM"]
+            heavy_first = sorted((i for i in ids if i not in late), key=("P5", "P1", "P2", "P4", "ENV", "P3").index)
+            futs = {i: pool.submit(run_one, i, True, shared) for i in heavy_first}
+            for dep in ("P5", "P2"):  # MEM reuses their runs
+                if dep in futs and late:
+                    futs[dep].result()
+            futs.update({i: pool.submit(run_one, i, True, shared) for i in late})
+            new = {i: futs[i].result() for i in ids}
+    else:
+        new = {i: run_one(i, False, shared) for i in ids}
+    path = out / "benchmarks.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
+    doc["rows"].update(new)
+    doc["machine"], doc["versions"] = machine(), versions()
+    report.plots(doc["rows"], out)
+    path.write_text(json.dumps(doc, indent=1, default=float) + "\n")
+    (out / "benchmarks.md").write_text(report.markdown(doc))
+    print(f"wrote {path} and {out / 'benchmarks.md'}")
+    return 1 if any("error" in r for r in new.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
