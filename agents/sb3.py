@@ -62,7 +62,7 @@ def _hyperparameters(cfg: RunConfig) -> dict[str, Any]:
     if a.algo == "ppo":
         hp.update(batch_size=a.batch_size, n_epochs=a.n_epochs, clip_range=a.clip_range)
     hp["policy_kwargs"] = {"net_arch": list(a.net_arch), "activation_fn": ACTIVATIONS[a.activation],
-                           "ortho_init": a.ortho_init}
+                           "ortho_init": a.ortho_init, "log_std_init": a.log_std_init}
     return hp
 
 
