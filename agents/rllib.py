@@ -39,7 +39,8 @@ def _create_env(env_config: dict[str, Any]) -> gym.Env:
     from agents.config import RunConfig as _RunConfig
 
     cfg = _RunConfig.model_validate(env_config["cfg"])
-    return env_factory(cfg)()
+    env = env_factory(cfg)()
+    return rllib_state.ScaleReward(env, cfg.agent.gamma) if cfg.agent.normalize_reward else env
 
 
 def _health_callback_class() -> Any:
@@ -59,6 +60,9 @@ def _health_callback_class() -> Any:
                                          clear_on_reduce=True)
                 if fault.get("restart"):
                     metrics_logger.log_value(("nondiff", "restarts"), 1, reduce="sum", clear_on_reduce=True)
+            if "nondiff_raw_return" in info:  # reward scaling on: the env's own episode return
+                metrics_logger.log_value(("nondiff", "raw_return"), float(info["nondiff_raw_return"]), reduce="mean",
+                                         window=100)
             if "nondiff_step_ms" in info:
                 metrics_logger.log_value(("nondiff", "step_ms"), float(info["nondiff_step_ms"]), reduce="mean",
                                          window=1000)
@@ -200,9 +204,6 @@ class RLlibBackend(Backend):
         """Start (or join) Ray, register the env, build the algorithm (``start_step``: where a resume begins)."""
         from ray.tune.registry import register_env
 
-        if cfg.agent.normalize_reward:
-            log.warning("rllib backend: normalize_reward is not applied (RLlib has no return-scaling connector); "
-                        "advantages are still standardised per batch")
         spaces = probe_spaces(cfg)
         config = build_algo_config(cfg, seed, spaces, start_step)  # bad settings fail before Ray starts
         _connect(cfg)
@@ -231,7 +232,7 @@ class RLlibBackend(Backend):
                 self.num_timesteps = self._offset + int(result.get("num_env_steps_sampled_lifetime",
                                                                    runners.get("num_env_steps_sampled_lifetime", 0)))
                 step = self.num_timesteps
-                ret = runners.get("episode_return_mean")
+                ret = runners.get("nondiff", {}).get("raw_return", runners.get("episode_return_mean"))
                 scalars = {"rollout/ep_rew_mean": ret, "rollout/ep_len_mean": runners.get("episode_len_mean"),
                            "time/fps": (step - before) / max(time.monotonic() - t, 1e-9)}
                 learner = result.get("learners", {}).get(MODULE, {})
@@ -293,7 +294,8 @@ class RLlibBackend(Backend):
         """RLModule weights as tensors plus JSON metadata, written atomically."""
         weights = self.algo.get_weights()[MODULE] if self.algo is not None else self.module.get_state()
         tensors = {f"module/{k}": torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
-        norm = rllib_state.save_obs_stats(self.obs_stats, tensors) if self.obs_stats is not None else None
+        norm = rllib_state.save_obs_stats(self.obs_stats, tensors,
+                                                                      self.cfg.agent.normalize_reward) if self.obs_stats is not None else None
         optimizer = rllib_state.save_optimizer(self.algo, tensors) if self.algo is not None else None
         body = {**checkpoint.base_meta("rllib", "ppo", self.num_timesteps, self.seed,
                                        (self.observation_space, self.action_space), self.cfg.model_dump(mode="json")),

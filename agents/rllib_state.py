@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -59,11 +60,11 @@ def write_obs_filter(algo: Any, stats: ObsStats) -> None:
                                              local_env_runner=True)
 
 
-def save_obs_stats(stats: ObsStats, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+def save_obs_stats(stats: ObsStats, tensors: dict[str, torch.Tensor], norm_reward: bool) -> dict[str, Any]:
     """Add the filter's arrays to ``tensors``; return its JSON part."""
     n, mean, sum_sq = stats
     tensors["norm/obs_mean"], tensors["norm/obs_sum_sq"] = torch.as_tensor(mean), torch.as_tensor(sum_sq)
-    return {"norm_obs": True, "norm_reward": False, "obs_count": n, "clip_obs": CLIP_OBS, "epsilon": OBS_EPS,
+    return {"norm_obs": True, "norm_reward": norm_reward, "obs_count": n, "clip_obs": CLIP_OBS, "epsilon": OBS_EPS,
             "filter": "ray.rllib MeanStdFilter"}
 
 
@@ -115,3 +116,38 @@ def load_optimizer(algo: Any, tensors: dict[str, torch.Tensor], skeleton: dict[s
     from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_OPTIMIZER
 
     algo.learner_group.set_state({COMPONENT_LEARNER: {COMPONENT_OPTIMIZER: _join(skeleton, tensors)}})
+
+
+# -- reward scaling ----------------------------------------------------------------------------------------
+class ScaleReward(gym.Wrapper):  # type: ignore[type-arg]
+    """SB3 VecNormalize's reward scaling for one env inside an RLlib env runner.
+
+    The reward is divided by the running std of the discounted return and clipped to ±``clip``. The raw
+    episode return is reported in ``info["nondiff_raw_return"]`` at the episode's end, so the logged
+    ``rollout/ep_rew_mean`` stays the env's own. Statistics are per env and are not checkpointed: they
+    settle again within a few episodes after a resume.
+    """
+
+    def __init__(self, env: gym.Env, gamma: float, clip: float = 10.0, epsilon: float = 1e-8) -> None:
+        super().__init__(env)
+        self.gamma, self.clip, self.epsilon = gamma, clip, epsilon
+        self.ret, self.raw = 0.0, 0.0
+        self.count, self.mean, self.var = 1e-4, 0.0, 1.0  # SB3's RunningMeanStd start
+
+    def reset(self, **kwargs: Any) -> Any:
+        self.ret, self.raw = 0.0, 0.0
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> Any:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.raw += float(reward)
+        self.ret = self.ret * self.gamma + float(reward)
+        delta, total = self.ret - self.mean, self.count + 1
+        self.mean += delta / total
+        self.var = (self.var * self.count + delta**2 * self.count / total) / total
+        self.count = total
+        scaled = float(np.clip(reward / np.sqrt(self.var + self.epsilon), -self.clip, self.clip))
+        if terminated or truncated:
+            info = {**info, "nondiff_raw_return": self.raw}
+            self.ret = 0.0
+        return obs, scaled, terminated, truncated, info
