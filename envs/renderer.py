@@ -40,7 +40,8 @@ class RendererEnv(gym.Env):
       ``3 × obs_size × obs_size`` (channels first), flattened, followed by the current normalised
       scene parameters (7 per shape: x, y, size, rotation, red, green, blue). With ``obs_size`` below
       ``image_size`` the pictures are area-averaged, which keeps their moments (where the mass is, how
-      much, which colour) and costs the learner far less than full-size pixels.
+      much, which colour) and costs the learner far less than full-size pixels. With ``moments`` (the
+      default) the observation ends with 10 shape descriptors of each picture (see ``_moments``).
     - **Action** (``[-1, 1]^(7·n_shapes)``): an update of the normalised parameters, scaled by
       ``step_size``; positions, sizes and colours are clipped to ``[0, 1]``, rotation wraps.
     - **Reward:** the improvement of the image similarity to the observed target after the step:
@@ -59,6 +60,7 @@ class RendererEnv(gym.Env):
         n_shapes: shapes in each scene (≥ 1).
         image_size: side of the square images the rasteriser draws, in pixels (≥ 8).
         obs_size: side of the observed images (divides ``image_size``; default ``image_size``).
+        moments: append shape descriptors of both pictures to the observation.
         shape_kinds: kinds the scenes are drawn from, any of ``circle``, ``rectangle``, ``triangle``.
         noise: standard deviation of Gaussian noise on the observed target image (≥ 0).
         steps: refinement steps per episode (≥ 1).
@@ -69,8 +71,8 @@ class RendererEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
-    def __init__(self, *, n_shapes: int = 1, image_size: int = 64, obs_size: int | None = None, shape_kinds: tuple[str, ...] | list[str] = KINDS,
-                 noise: float = 0.0, steps: int = 10, step_size: float = 0.25, success_iou: float = 0.8,
+    def __init__(self, *, n_shapes: int = 1, image_size: int = 64, obs_size: int | None = None,
+                 shape_kinds: tuple[str, ...] | list[str] = KINDS, moments: bool = True, noise: float = 0.0, steps: int = 10, step_size: float = 0.25, success_iou: float = 0.8,
                  render_mode: str | None = None) -> None:
         from PIL import Image, ImageDraw
 
@@ -96,8 +98,11 @@ class RendererEnv(gym.Env):
         self.noise, self.steps, self.step_size, self.success_iou = float(noise), steps, float(step_size), success_iou
         self.render_mode = render_mode
         self.param_dim = len(PARAMS) * n_shapes
+        self.moments = bool(moments)
         pixels = 3 * obs_size * obs_size
-        self.observation_space = spaces.Box(0.0, 1.0, (2 * pixels + self.param_dim,), np.float32)
+        low = np.zeros(2 * pixels + self.param_dim + (2 * _N_MOMENTS if self.moments else 0), np.float32)
+        low[2 * pixels + self.param_dim:] = -1.0
+        self.observation_space = spaces.Box(low, np.ones_like(low), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (self.param_dim,), np.float32)
         self.forward_calls = 0
         self._kinds: list[str] = [self.shape_kinds[0]] * n_shapes
@@ -178,7 +183,8 @@ class RendererEnv(gym.Env):
     # --- the Gymnasium API ---------------------------------------------------------------------
     def _obs(self) -> np.ndarray:
         small = [_pool(img, self.obs_size).transpose(2, 0, 1).ravel() for img in (self._observed, self._rgb)]
-        return np.concatenate([*small, self._params]).astype(np.float32)
+        extra = [_moments(self._observed), _moments(self._rgb)] if self.moments else []
+        return np.concatenate([*small, self._params, *extra]).astype(np.float32)
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -254,6 +260,33 @@ class RendererEnv(gym.Env):
 
     def close(self) -> None:
         """Nothing to release; safe to call twice."""
+
+
+_N_MOMENTS = 10
+
+
+def _moments(img: np.ndarray) -> np.ndarray:
+    """Shape descriptors of a picture's covered (non-black) pixels, each in ``[-1, 1]``.
+
+    Area, centroid, orientation from the second central moments (a 2-fold pattern, e.g. a rectangle)
+    and from the third (a 3-fold pattern, a triangle), and the mean colour: the image preprocessing a
+    vision engineer would hand a small policy, computed from the picture alone.
+    """
+    s = img.shape[0]
+    mask = img.max(axis=2) > 0.125
+    n = int(mask.sum())
+    out = np.zeros(_N_MOMENTS)
+    if n == 0:
+        return out
+    ys, xs = np.nonzero(mask)
+    z = ((xs + 0.5) + 1j * (ys + 0.5)) / s
+    c = z.mean()
+    d = z - c
+    r2 = float(np.mean(np.abs(d) ** 2)) or 1.0
+    m2, m3 = np.mean(d**2) / r2, np.mean(d**3) / r2**1.5
+    out[:] = [2 * n / s**2 - 1, 2 * c.real - 1, 2 * c.imag - 1, m2.real, m2.imag,
+              np.clip(m3.real, -1, 1), np.clip(m3.imag, -1, 1), *(2 * img[mask].mean(axis=0) - 1)]
+    return out
 
 
 def _pool(img: np.ndarray, n: int) -> np.ndarray:
