@@ -46,6 +46,8 @@ BUILTIN: dict[str, tuple[str, str, int | None]] = {
     "robot": ("nondiff/Robot-v0", "envs.robot:RobotEnv", 50),
     "process": ("nondiff/Process-v0", "envs.process:ProcessEnv", None),
     "game": ("nondiff/Game-v0", "envs.game:GameEnv", None),
+    "seismic": ("nondiff/Seismic-v0", "envs.seismic:SeismicEnv", None),
+    "renderer": ("nondiff/Renderer-v0", "envs.renderer:RendererEnv", None),
 }
 
 _SPECS: dict[str, EnvSpec] = {}
