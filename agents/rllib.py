@@ -210,7 +210,10 @@ class RLlibBackend(Backend):
         register_env(ENV_NAME, _create_env)
         torch.set_num_threads(cfg.train.threads)
         algo = config.build_algo()
-        return cls(cfg, seed, algo, algo.get_module(MODULE), spaces)
+        backend = cls(cfg, seed, algo, algo.get_module(MODULE), spaces)
+        if cfg.agent.ortho_init and not start_step:  # SB3's initialisation (a resume loads weights instead)
+            backend._set_weights(rllib_state.sb3_init(algo.get_weights()[MODULE], cfg.agent.log_std_init, seed))
+        return backend
 
     # -- training ---------------------------------------------------------------------------------------
     def learn(self, session: Session) -> int:

@@ -77,6 +77,24 @@ def load_obs_stats(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Ob
             tensors["norm/obs_sum_sq"].double().numpy())
 
 
+def sb3_init(weights: dict[str, Any], log_std_init: float, seed: int) -> dict[str, np.ndarray]:
+    """SB3's ``ortho_init`` for a DefaultPPOTorchRLModule state: orthogonal hidden layers (gain √2), policy
+    output 0.01, value output 1, zero biases, and ``log_std_init`` for a free log std."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, value in weights.items():
+        t = torch.as_tensor(np.asarray(value)).clone()
+        if name.endswith(".weight") and t.ndim == 2:
+            gain = 0.01 if name.startswith("pi.") else 1.0 if name.startswith("vf.") else 2**0.5
+            torch.nn.init.orthogonal_(t, gain=gain, generator=gen)
+        elif name.endswith(".bias"):
+            t.zero_()
+        elif name == "pi.log_std":
+            t.fill_(log_std_init)
+        out[name] = t.numpy()
+    return out
+
+
 # -- optimiser ---------------------------------------------------------------------------------------------
 def _split(tree: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     """Arrays go to ``tensors`` under their path; what remains is JSON, with {"$tensor": path} where they were."""
