@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -69,7 +70,7 @@ def _cfg(num_envs: int, vec_env: str, n_steps: int, timesteps: int) -> Any:
 
 
 def bare_threads_steps_per_s(num_envs: int, latency: float, seconds: float) -> dict[str, float]:
-    """The floor under the current load: a thread pool doing nothing but the waits, no env, no SB3."""
+    """A reference under the current load: a thread pool doing nothing but the waits, no env, no SB3."""
     with ThreadPoolExecutor(num_envs) as pool:
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     n, latency = args.num_envs, 0.005
     limit = n / latency
-    out: dict[str, Any] = {"num_envs": n, "latency_ms": latency * 1e3, "limit_steps_per_s": limit}
+    out: dict[str, Any] = {"num_envs": n, "latency_ms": latency * 1e3, "limit_steps_per_s": limit,
+                           "loadavg": round(os.getloadavg()[0], 2)}
     secs = 0.5 if args.quick else 6.0
     out["vec"] = {"bare_threads": bare_threads_steps_per_s(n, latency, secs),
                   "thread_bare_env": vec_steps_per_s("thread", n, secs, wrapped=False),

@@ -34,7 +34,16 @@ def p1_text(d: dict[str, Any]) -> dict[str, str]:
                      f"{'—' if r['wall_s'] is None else format(r['wall_s'], ',.0f') + ' s'} | "
                      f"{'—' if r['steps'] is None else format(r['steps'], ',')} | {r['budget_s']:,.0f} s | "
                      f"{r['ran_s']:,.0f} s ({r['last_step']:,} steps) | {best} | {r['loadavg_at_start']} |")
-    cmds = "\n".join(f"    {r['command']}" for r in runs.values())
+    cmds = "\n".join(f"    {r['command'].replace('.venv/bin/python ', 'python ')}" for r in runs.values())
+    nd = runs["nondiff"]
+    if nd["solved"]:
+        at = {k: next((e["success_rate"] for e in runs[k]["evals"] if e["step"] == nd["steps"]), None)
+              for k in ("zoo", "defaults")}
+        same = ", ".join(f"{'the RL Zoo setup' if k == 'zoo' else 'SB3 defaults'} {v:.2f}" for k, v in at.items()
+                         if v is not None)
+        if same:
+            cmds = (f"At the same step count ({nd['steps']:,} steps, where nondiff reached "
+                    f"{nd['evals'][-1]['success_rate']:.2f}) the eval success rates were: {same}.\n\n" + cmds)
     zoo = runs["zoo"]
     why = ""
     if not zoo["solved"]:
@@ -52,7 +61,7 @@ def p1_text(d: dict[str, Any]) -> dict[str, str]:
         "and no nondiff wrapper. RL Zoo's entry: DLR-RM/rl-baselines3-zoo `hyperparams/ppo.yml`, key "
         "`Reacher-v2` (normalize, n_envs 1, n_steps 512, batch 32, γ 0.9, lr 1.04e-4, ent 7.5e-8, clip 0.3, "
         "5 epochs, λ 1.0, max_grad_norm 0.9, vf_coef 0.95)." + why + "\n\n" + "\n".join(table) +
-        "\n\nCommands (each run is stopped once solved or at its budget):\n\n" + cmds)
+        "\n\n" + cmds.replace("    python", "Commands (each run is stopped once solved or at its budget):\n\n    python", 1))
     return {"figure": figure, "details": details}
 
 
@@ -74,7 +83,9 @@ def p2_text(d: dict[str, Any]) -> dict[str, str]:
                   "env-health counters, checkpoint and eval schedule); per run it adds the TensorBoard writer and "
                   "the hyperparameter text, which the plain script does not log. The steady-state ratio (between "
                   "the first and the last progress report, set-up excluded) separates the two: "
-                  f"{1 - d['steady_ratio']:.1%} per step. The spread between pairs shows the shared machine's noise.")
+                  f"{1 - d['steady_ratio']:.1%} per step. P3 measures the per-step checks directly: `envs.make` "
+                  "(Guard + Gymnasium's wrappers) around the in-process Python heater costs the difference of its "
+                  "first two rows. The spread between pairs shows the shared machine's noise.")
     details = (f"Both sides train PPO on `robot` for {d['steps_per_run']:,} steps with configs/robot.yaml's "
                "hyperparameters (8 envs, DummyVecEnv, VecNormalize, lr 1e-3 linear, n_steps 256, batch 256, 10 epochs, "
                "γ 0.95, [64, 64] tanh), 1 torch thread, no evaluation, no checkpoint, each in its own process, "
@@ -101,11 +112,15 @@ def p3_text(d: dict[str, Any]) -> dict[str, str]:
     table = ["| path | µs/step (median) |", "|---|---|"] + [f"| {a} | {d[k]:,.1f} |" for a, k in rows]
     prof = d.get("profile_us_per_step", {})
     ptable = ["| function (own time) | µs/step |", "|---|---|"] + [f"| `{k}` | {v:,.1f} |" for k, v in prof.items()]
+    top = next(iter(prof.items()), ("?", 0.0))
+    framing = sum(v for k, v in prof.items() if k.startswith(("protocol.py", "encoder.py", "decoder.py")))
     verdict = ("met" if d["bridge_added_us"] <= 120 else
-               "missed: the pipe itself costs about the round trip above; the rest is the two process wake-ups "
-               "per step (`write` wakes the program, `select` waits for its answer) and the Python framing "
-               "(JSON header encode/decode, array views). A binary fast path for step messages and several envs "
-               "per program would cut the framing and the wake-ups per env step; neither exists yet")
+               f"missed. A raw 64-byte pipe round trip through `cat` costs only {d['pipe_round_trip']:.0f} µs, so the "
+               f"pipe is not the cost. The profile below puts the largest share in `{top[0]}` ({top[1]:.0f} µs/step), "
+               f"the call in which the kernel hands the step to the program and wakes it, and ≈ {framing:.0f} µs in "
+               "the Python framing (JSON headers, array views) listed below; how much of the write is the program's "
+               "scheduling on this loaded machine is not separated. A binary fast path for step messages and several "
+               "envs per program would cut the framing and the wake-ups per env step; neither exists yet")
     details = (f"{d['steps_per_measure']:,} steps per measurement, median of {d['repeats']} repeats "
                "(benchmarks/bridge.py). Added cost = bridge − in-process, both without the Guard; with the Guard on "
                f"both sides it is {d['bridge_guarded_added_us']:.0f} µs. Goal {verdict}.\n\n" + "\n".join(table) +
@@ -117,11 +132,12 @@ def p3_text(d: dict[str, Any]) -> dict[str, str]:
 def p4_text(d: dict[str, Any]) -> dict[str, str]:
     """P4's figure and details."""
     lim, tr, vec = d["limit_steps_per_s"], d["train"], d["vec"]
+    ref = vec["bare_threads"]["steps_per_s"]
     figure = (f"rollout collection **{tr['rollout_steps_per_s']:,.0f} steps/s = {d['rollout_ratio']:.2f}×** the "
-              f"{lim:,.0f} limit (`train.vec_env: thread`); end to end {tr['train_steps_per_s']:,.0f} steps/s; envs "
-              f"idle {tr['env_idle_fraction']:.0%} of the wall time; bare thread floor under this load "
-              f"{vec['bare_threads']['steps_per_s'] / lim:.2f}×")
-    names = {"bare_threads": "floor: a thread pool that only sleeps 5 ms × 32 (no env, no SB3)",
+              f"{lim:,.0f} limit (`train.vec_env: thread`); vec env alone {vec['thread']['steps_per_s'] / lim:.2f}×; "
+              f"end to end {tr['train_steps_per_s']:,.0f} steps/s; envs idle {tr['env_idle_fraction']:.0%} of the wall "
+              f"time; a bare thread pool that only sleeps reaches {ref / lim:.2f}× under this load")
+    names = {"bare_threads": "reference: a `ThreadPoolExecutor` that only sleeps 5 ms × 32 (no env, no SB3)",
              "thread_bare_env": "`ThreadVecEnv`, bare SleepEnv (no wrappers)",
              "thread": "`train.vec_env: thread` (ThreadVecEnv + Guard + Monitor, as trained)",
              "subproc": "`train.vec_env: subproc` (32 worker processes)",
@@ -131,14 +147,16 @@ def p4_text(d: dict[str, Any]) -> dict[str, str]:
     table += [f"| training, rollout phase (policy inference included) | {tr['rollout_steps_per_s']:,.0f} | "
               f"{d['rollout_ratio']:.2f} |",
               f"| training, end to end | {tr['train_steps_per_s']:,.0f} | {tr['train_steps_per_s'] / lim:.2f} |"]
-    floor = vec["bare_threads"]["steps_per_s"]
+    bare, thr = vec["thread_bare_env"]["steps_per_s"], vec["thread"]["steps_per_s"]
     verdict = ("Goal met." if d["rollout_ratio"] >= 0.9 else
-               f"Goal missed. The floor row shows the cause: on this shared 2-core machine even a pool of threads "
-               f"that does nothing but wait 5 ms reaches {floor:,.0f} steps/s ({floor / lim:.2f}×), because every "
-               f"vector step needs 32 thread wake-ups and 32 GIL hand-overs, each waiting for a core that other jobs "
-               f"hold. nondiff's thread vec env reaches {vec['thread']['steps_per_s'] / floor:.0%} of that floor; "
-               f"the rest is its per-env Python (Guard, Monitor, TimeLimit) serialised by the GIL, and in training "
-               f"the policy's forward pass between vector steps.")
+               f"Goal missed. The first rows show why: on this shared 2-core machine (load average "
+               f"{d.get('loadavg', '?')}) even a thread pool that does nothing but wait 5 ms reaches {ref:,.0f} "
+               f"steps/s ({ref / lim:.2f}×), because every vector step needs 32 thread wake-ups and 32 GIL "
+               f"hand-overs, each waiting for a core that other jobs hold. With the bare env the thread vec env reaches "
+               f"{bare / lim:.2f}×; nondiff's per-env Python (Guard, Monitor, Gymnasium's wrappers), serialised by the "
+               f"GIL, takes it to {thr / lim:.2f}×, and in training the policy's forward pass and SB3's buffer "
+               f"writes between vector steps take the rollout phase to {d['rollout_ratio']:.2f}×. Threads in several "
+               f"processes (one GIL each) would spread that Python over both cores; not built yet.")
     details = (f"{d['num_envs']} envs whose step sleeps {d['latency_ms']:g} ms (benchmarks/latency.py `SleepEnv`, a "
                "stand-in for a remote robot or a slow renderer) on 2 cores: the limit is num_envs ÷ latency. "
                "DummyVecEnv steps them one after another (≈ 200 steps/s); 32 worker processes cost a process "

@@ -36,7 +36,8 @@ def test_quick_benchmarks_report_every_id_with_a_figure(tmp_path):
 
 
 def test_only_reruns_one_row_and_keeps_the_others(tmp_path):
-    """`--only` merges by id: a row that was not re-run keeps its figures, and a bad id exits 2."""
+    """`--only` merges by id: a row that was not re-run keeps its figures; `--render-only` rebuilds the md from the
+    json; a bad id exits 2."""
     old = {"rows": {"P1": {"title": "kept", "figure": "42 s", "goal": "g", "met": True, "command": "c",
                            "value": 42.0, "details": "d"}}}
     (tmp_path / "benchmarks.json").write_text(json.dumps(old))
@@ -44,6 +45,9 @@ def test_only_reruns_one_row_and_keeps_the_others(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((tmp_path / "benchmarks.json").read_text())
     assert doc["rows"]["P1"]["figure"] == "42 s" and doc["rows"]["P3"]["value"] > 0
+    assert "| P1 | kept | 42 s |" in (tmp_path / "benchmarks.md").read_text()
+    (tmp_path / "benchmarks.md").unlink()
+    assert run_cli("benchmarks/run.py", "--render-only", "--out", str(tmp_path), timeout=60).returncode == 0
     assert "| P1 | kept | 42 s |" in (tmp_path / "benchmarks.md").read_text()
     bad = run_cli("benchmarks/run.py", "--only", "P9", "--out", str(tmp_path), timeout=60)
     assert bad.returncode == 2 and "unknown benchmark id" in bad.stderr
