@@ -3,22 +3,23 @@
 **Earth model.** A known overburden half-space (velocity ``overburden_velocity``) lies above ``N =
 n_layers`` unknown layers; layer ``N`` is a half-space (infinite thickness). Each layer has a P velocity
 ``v`` and a density tied to it by Gardner's relation ``ρ = 0.31·v^0.25`` (v in m/s, ρ in g/cc; Gardner,
-Gardner & Gregory 1974), so the unknowns are the ``N`` velocities and the ``N − 1`` finite thicknesses
-``h``: ``param_dim = 2N − 1``. Density is tied because a normal-incidence trace sees only impedance
+Gardner & Gregory 1974, Geophysics 39), so the unknowns are the ``N`` velocities and the ``N − 1``
+finite thicknesses ``h``: ``param_dim = 2N − 1``. Density is tied because a normal-incidence trace sees only impedance
 contrasts and two-way times: ``v`` and ``ρ`` separately are not identifiable from it, and ``Z = ρv``
 fixes ``v`` once ``ρ = ρ(v)``. The overburden impedance must be known, because reflection coefficients
 are ratios, invariant under scaling every impedance; without an anchor the inversion is non-unique. The
-top of layer 1 is at the known two-way time ``t0 = 1/f`` (the window starts there minus ``t0``), and the
-half-space's thickness is irrelevant, which keeps every parameter identifiable.
+top of layer 1 is at the known two-way time ``t0 = 1/f`` (the trace starts at time 0, ``t0`` above it); the
+last layer is a half-space, so no thickness is asked for that no reflection could reveal: with the
+prior's minimum contrast (below) every unknown is identifiable.
 
 **Forward model** (primaries only, no transmission loss or multiples: the convolutional model of
-Yilmaz 2001, *Seismic Data Analysis*, §2.1; Sheriff & Geldart 1995, *Exploration Seismology*, §3.4 and
-§6.5). Impedance ``Z_i = ρ_i v_i``; the reflection coefficient at the base of medium ``i`` is
+Yilmaz 2001, *Seismic Data Analysis*, SEG, ch. 2; Sheriff & Geldart 1995, *Exploration Seismology*, 2nd
+ed., Cambridge). Impedance ``Z_i = ρ_i v_i``; the reflection coefficient at the base of medium ``i`` is
 ``r_i = (Z_{i+1} − Z_i) / (Z_{i+1} + Z_i)`` (medium 0 is the overburden) and the interface sits at
 two-way time ``τ_i = t0 + Σ_{j<i} 2h_j / v_j``. The trace is ``d(t) = Σ_i r_i · w(t − τ_i)``, i.e. the
 reflectivity spike series convolved with the zero-phase Ricker wavelet ``w(t) = (1 − 2π²f²t²)·exp(−π²f²t²)``
-of peak frequency ``f`` (Ricker 1953), evaluated at the samples ``t_k = k·dt``. Evaluating the wavelet
-analytically at ``t − τ_i`` is the exact continuous-time convolution, so a spike between two samples is
+of peak frequency ``f`` (Ricker 1953, Geophysics 18), evaluated at the samples ``t_k = k·dt``.
+Evaluating the wavelet analytically at ``t − τ_i`` is the exact continuous-time convolution, so a spike between two samples is
 handled without rounding and the trace is a smooth function of the model. The window is just long enough
 for the deepest interface of the prior plus one wavelet length. Optional Gaussian noise of standard
 deviation ``noise × RMS(clean trace)`` is added once per episode to the observed trace.
@@ -38,8 +39,8 @@ difference is linear in the curves rather than oscillatory (Engquist & Froese 20
 
 **Misfit and reward.** The data misfit is ``½ (‖d_syn − d_obs‖ / ‖d_obs‖ + ‖e_syn − e_obs‖ / ‖e_obs‖)``,
 where ``e`` is the trace's Hilbert envelope smoothed by a Gaussian of σ = 1/(4f): the waveform term sees
-polarity and phase, the envelope term keeps decreasing while arrivals are still a cycle or more apart,
-where the waveform term alone is flat (cycle skipping; envelope misfits after Bozdağ, Trampert & Tromp
+polarity and phase; the envelope term decreases smoothly over a wider range of arrival-time errors,
+where the waveform term is flat or oscillates (cycle skipping; envelope misfits after Bozdağ, Trampert & Tromp
 2011). With ``reward="data"`` the reward is the misfit's reduction over the step and uses the data only.
 With ``reward="model"`` it is the reduction of the relative model error (below) instead: supervision
 from the synthetic training instance, whose true model is known by construction. The policy still
@@ -317,17 +318,20 @@ class SeismicEnv(gym.Env):
         if self._fig is None:
             self._fig = Figure(figsize=(8, 4), dpi=80)
             FigureCanvasAgg(self._fig)
+            self._fig.subplots(1, 2)
+            self._fig.subplots_adjust(left=0.1, right=0.98, bottom=0.13, top=0.9, wspace=0.3)
         fig = self._fig
-        fig.clear()
-        left, right = fig.subplots(1, 2)
+        left, right = fig.axes
+        left.cla()
+        right.cla()
         n, est = self.n_layers, self._physical(self._x)
-        bottom = max(float(np.sum(self._true[n:])), float(np.sum(est[n:]))) + self.h_range[1]
+        top, bottom = -0.25 * self.h_range[1], max(float(np.sum(self._true[n:])), float(np.sum(est[n:]))) + 100.0
         for params, style, label in ((self._true, "k-", "true"), (est, "r--", "estimate")):
-            tops = np.concatenate([[-0.25 * self.h_range[1], 0.0], np.cumsum(params[n:]), [bottom]])
+            bounds = np.concatenate([[top, 0.0], np.cumsum(params[n:]), [bottom]])  # overburden, layers
             vel = np.concatenate([[self.v0], params[:n]])
-            left.step(np.append(vel, vel[-1]), tops, style, where="post", label=label)
-        left.set(xlabel="velocity (m/s)", ylabel="depth below layer 1 top (m)", title="velocity profile")
-        left.set_ylim(bottom, -0.25 * self.h_range[1])
+            left.plot(np.repeat(vel, 2), np.column_stack([bounds[:-1], bounds[1:]]).ravel(), style, label=label)
+        left.set(xlabel="velocity (m/s)", ylabel="depth below the top of layer 1 (m)", title="velocity profile")
+        left.set_ylim(bottom, top)
         left.legend(loc="lower left")
         right.plot(self.times * 1000, self._d_obs, "k-", label="observed")
         right.plot(self.times * 1000, self._d_syn, "r--", label="synthetic")
@@ -335,7 +339,6 @@ class SeismicEnv(gym.Env):
         right.set(xlabel="two-way time (ms)", ylabel="amplitude",
                   title=f"step {self._t}/{self.steps}: misfit {self._misfit:.2f}, model error {err:.2f}")
         right.legend(loc="upper right")
-        fig.tight_layout()
         fig.canvas.draw()
         return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
