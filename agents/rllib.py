@@ -150,7 +150,7 @@ def build_algo_config(cfg: RunConfig, seed: int, spaces: tuple[gym.Space, gym.Sp
 
 
 def _check_reachable(address: str) -> None:
-    """Fail in seconds, with one line, when ``--ray-address`` points at nothing (ray.init retries for minutes)."""
+    """Fail in seconds, with one line, when ``--ray-address`` points at nothing (ray.init would retry first)."""
     if address in ("auto", "local"):
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
