@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             out[name]["note"] = "C heater over pipes" if name == "process" else ""
         except Exception as e:  # reported in the table as a failure with its reason
             out[name] = {"error": f"{type(e).__name__}: {e}"}
+    shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(out))
     return 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import statistics
 import tempfile
 from typing import Any
@@ -66,6 +67,22 @@ def run(quick: bool) -> dict[str, Any]:
     steps, pairs = (2048, 1) if quick else (30_720, 4)
     tmp = tempfile.mkdtemp(prefix="bench-p2-")
     rows: list[dict[str, Any]] = []
+    try:
+        _pairs(rows, pairs, steps, tmp, quick)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"steps_per_run": steps, "pairs": rows,
+            "loop_ratio": statistics.median(p["loop_ratio"] for p in rows),
+            "e2e_ratio": statistics.median(p["e2e_ratio"] for p in rows),
+            "steady_ratio": statistics.median(p["steady_ratio"] for p in rows),
+            "nondiff_steady_steps_per_s": statistics.median(p["nondiff"]["steady_steps_per_s"] for p in rows),
+            "plain_steady_steps_per_s": statistics.median(p["plain"]["steady_steps_per_s"] for p in rows),
+            "nondiff_loop_steps_per_s": statistics.median(p["nondiff"]["loop_steps_per_s"] for p in rows),
+            "plain_loop_steps_per_s": statistics.median(p["plain"]["loop_steps_per_s"] for p in rows)}
+
+
+def _pairs(rows: list[dict[str, Any]], pairs: int, steps: int, tmp: str, quick: bool) -> None:
+    """Run the alternating pairs, appending one row per pair."""
     for i in range(pairs):
         order = ("nondiff", "plain") if i % 2 == 0 else ("plain", "nondiff")  # A B, B A: cancels drift too
         pair: dict[str, Any] = {"order": list(order), "loadavg": round(os.getloadavg()[0], 2)}
@@ -75,11 +92,3 @@ def run(quick: bool) -> dict[str, Any]:
         pair["e2e_ratio"] = pair["nondiff"]["e2e_steps_per_s"] / pair["plain"]["e2e_steps_per_s"]
         pair["steady_ratio"] = pair["nondiff"]["steady_steps_per_s"] / pair["plain"]["steady_steps_per_s"]
         rows.append(pair)
-    return {"steps_per_run": steps, "pairs": rows,
-            "loop_ratio": statistics.median(p["loop_ratio"] for p in rows),
-            "e2e_ratio": statistics.median(p["e2e_ratio"] for p in rows),
-            "steady_ratio": statistics.median(p["steady_ratio"] for p in rows),
-            "nondiff_steady_steps_per_s": statistics.median(p["nondiff"]["steady_steps_per_s"] for p in rows),
-            "plain_steady_steps_per_s": statistics.median(p["plain"]["steady_steps_per_s"] for p in rows),
-            "nondiff_loop_steps_per_s": statistics.median(p["nondiff"]["loop_steps_per_s"] for p in rows),
-            "plain_loop_steps_per_s": statistics.median(p["plain"]["loop_steps_per_s"] for p in rows)}

@@ -11,6 +11,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -120,10 +121,12 @@ def bench_mem(quick: bool, shared: dict[str, Any]) -> dict[str, Any]:
         cmd = train_cmd("--env", "robot", "--seed", "0", "--timesteps", steps, "--run-dir", f"{tmp}/{backend}",
                         "--set", "eval.every=0", *extra)
         child = Child(cmd, sample_memory=True).start()
-        if child.wait(1200) != 0:
+        rc = child.wait(1200)
+        if rc != 0:
             raise RuntimeError(f"{backend}: train.py exited {child.proc.returncode}: {child.stderr_tail()}")
         runs[backend] = {"peak_pss_mib": child.peak_pss_mib, "peak_rss_mib": child.peak_rss_mib, "steps": int(steps),
                          "wall_s": child.elapsed, "command": " ".join(cmd[1:]).replace(str(ROOT) + "/", "")}
+    shutil.rmtree(tmp, ignore_errors=True)
     figure = "; ".join(f"{k.upper() if k == 'sb3' else 'RLlib'} {v['peak_pss_mib']:,.0f} MiB PSS "
                        f"({v['peak_rss_mib']:,.0f} MiB RSS summed)" for k, v in runs.items())
     details = ("Peak over the run of the memory of the trainer and all its descendants (env workers, Ray's GCS, raylet "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -86,12 +87,15 @@ def run(quick: bool, budgets: dict[str, float] | None = None) -> dict[str, Any]:
                                  f"eval.every={every}", "--set", f"eval.episodes={episodes}",
                                  *(steps if quick else ["--timesteps", "300000"])), {"ret": -5.0}),
     }
-    if quick:  # smoke test only: run side by side to stay within seconds
-        with ThreadPoolExecutor(len(jobs)) as pool:
-            futs = {k: pool.submit(until_solved, k, cmd, b[k], **kw) for k, (cmd, kw) in jobs.items()}
-            runs = {k: f.result() for k, f in futs.items()}
-    else:
-        runs = {k: until_solved(k, cmd, b[k], **kw) for k, (cmd, kw) in jobs.items()}
+    try:
+        if quick:  # smoke test only: run side by side to stay within seconds
+            with ThreadPoolExecutor(len(jobs)) as pool:
+                futs = {k: pool.submit(until_solved, k, cmd, b[k], **kw) for k, (cmd, kw) in jobs.items()}
+                runs = {k: f.result() for k, f in futs.items()}
+        else:
+            runs = {k: until_solved(k, cmd, b[k], **kw) for k, (cmd, kw) in jobs.items()}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     nd, zoo = runs["nondiff"], runs["zoo"]
     if nd["solved"] and zoo["solved"]:
         ratio, bound = nd["wall_s"] / zoo["wall_s"], "="
