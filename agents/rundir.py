@@ -81,6 +81,19 @@ class RunDir:
             (path / sub).mkdir(exist_ok=True)
         return cls(path)
 
+    def discard_if_empty(self) -> None:
+        """Remove a run directory that :meth:`create` made and nothing has written to yet.
+
+        Used when a run fails before it starts (bad backend settings), so that the same ``--run-dir``
+        can be used again once the input is fixed. Anything holding a file is left in place.
+        """
+        for sub in ("tensorboard", "checkpoints", "best", "final"):
+            d = self.path / sub
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        if self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
         """An existing run directory, or a :class:`UserError` that says why it is not one."""

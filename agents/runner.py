@@ -133,7 +133,11 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
         seed = cfg.train.seed
         run = RunDir.create(cfg.env.id or "env", seed, explicit=args.run_dir)
         start = 0
-        backend = get_backend(cfg.agent.backend).create(cfg, seed)
+        try:
+            backend = get_backend(cfg.agent.backend).create(cfg, seed)
+        except BaseException:
+            run.discard_if_empty()  # nothing ran: the same --run-dir works again once the input is fixed
+            raise
     cfg.meta = {"versions": versions(), "seed": seed, "config_source": str(args.config or ""),
                 "started_from_step": start}
     from agents.checkpoint import atomic_write_bytes

@@ -31,6 +31,7 @@ def test_unreachable_ray_address_fails_fast_with_one_line(tmp_path):
                       "private local Ray"]
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert elapsed < 60, f"took {elapsed:.0f} s; ray.init alone would retry for minutes"
+    assert not (tmp_path / "run").exists()  # nothing ran: the same --run-dir is free for the fixed command
 
 
 BAD = [
