@@ -214,7 +214,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     seed = args.seed if args.seed is not None else 10_000
     try:
         result = run_episodes(env, lambda o: backend.predict(o, deterministic=not args.stochastic), args.episodes,
-                              seed, on_frame=frames.append if render_mode == "rgb_array" else None)
+                              seed, on_frame=frames.append if args.video else None)
+        if figure and not args.video:  # render one episode, not all of them
+            run_episodes(env, lambda o: backend.predict(o, deterministic=not args.stochastic), 1, seed,
+                         on_frame=frames.append)
         baseline = run_episodes(env, random_policy(env.action_space, seed), args.episodes, seed)
     except gym_error() as e:
         if render_mode == "human":
@@ -226,7 +229,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.video:
         _write_video(args.video, frames, env.metadata.get("render_fps", 30))
     if figure:  # the last frame of the first episode: the adapter's picture of where the policy ended
-        _write_png(figure, frames[result["lengths"][0]] if frames else None)
+        last = result["lengths"][0] if args.video else -1
+        _write_png(figure, frames[last] if frames else None)
     out = {"mean_return": result["mean_reward"], "std_return": result["std_reward"],
            "min_return": result["min_reward"], "max_return": result["max_reward"],
            "mean_length": result["mean_length"], "success_rate": result["success_rate"],
