@@ -8,14 +8,18 @@ import pytest
 from conftest import run_cli
 
 
+def train_and_evaluate(tmp_path, *train_args: str, episodes: int, timeout: float = 900) -> dict:
+    """Train with ``train.py --seed 0 ARGS`` into a fresh run directory, then evaluate it; the JSON result."""
+    run, out = tmp_path / "run", tmp_path / "eval.json"
+    run_cli("train.py", *train_args, "--seed", "0", "--run-dir", str(run), "--quiet", timeout=timeout, check=True)
+    run_cli("evaluate.py", str(run), "--episodes", str(episodes), "--json", str(out), timeout=300, check=True)
+    return json.loads(out.read_text())
+
+
 @pytest.mark.slow
 @pytest.mark.ci
 def test_robot_reaches_within_2cm(tmp_path):
-    run = tmp_path / "run"
-    run_cli("train.py", "--env", "robot", "--seed", "0", "--run-dir", str(run), "--quiet", timeout=900, check=True)
-    out = tmp_path / "eval.json"
-    run_cli("evaluate.py", str(run), "--episodes", "100", "--json", str(out), timeout=300, check=True)
-    res = json.loads(out.read_text())
+    res = train_and_evaluate(tmp_path, "--env", "robot", episodes=100)
     # 2 cm is 10% of the arm's reach; plain PPO on Gymnasium's Reacher-v5 reaches it in ~19-31% of episodes.
     assert res["success_rate"] >= 0.6, res
     assert res["random"]["success_rate"] <= 0.1, res
@@ -25,12 +29,7 @@ def test_robot_reaches_within_2cm(tmp_path):
 @pytest.mark.slow
 @pytest.mark.ci
 def test_c_heater_through_the_bridge_is_solved(tmp_path, heater):
-    run = tmp_path / "run"
-    run_cli("train.py", "--env", "process", "--set", f"env.command={heater}", "--seed", "0", "--run-dir", str(run),
-            "--quiet", timeout=600, check=True)
-    out = tmp_path / "eval.json"
-    run_cli("evaluate.py", str(run), "--episodes", "50", "--json", str(out), timeout=300, check=True)
-    res = json.loads(out.read_text())
+    res = train_and_evaluate(tmp_path, "--env", "process", "--set", f"env.command={heater}", episodes=50, timeout=600)
     # solved: the temperature ends within 0.5 °C of the set point
     assert res["success_rate"] >= 0.9, res
     assert res["random"]["success_rate"] <= 0.1, res
@@ -39,13 +38,9 @@ def test_c_heater_through_the_bridge_is_solved(tmp_path, heater):
 @pytest.mark.slow
 @pytest.mark.ci
 def test_seismic_inversion_beats_random_and_prior_mean(tmp_path):
-    run = tmp_path / "run"
-    # ≈ 1/6 of the shipped budget: ≈ 60-120 s here, depending on how busy the 2 cores are
-    run_cli("train.py", "--env", "seismic", "--seed", "0", "--timesteps", "24000", "--set", "eval.every=0",
-            "--run-dir", str(run), "--quiet", timeout=600, check=True)
-    out = tmp_path / "eval.json"
-    run_cli("evaluate.py", str(run), "--episodes", "100", "--json", str(out), timeout=300, check=True)
-    res = json.loads(out.read_text())
+    # ≈ 1/4 of the shipped budget: ≈ 60-120 s here, depending on how busy the 2 cores are
+    res = train_and_evaluate(tmp_path, "--env", "seismic", "--timesteps", "24000", "--set", "eval.every=0",
+                             episodes=100, timeout=600)
     trained, random = res["metrics"]["rel_model_error"], res["random_metrics"]["rel_model_error"]
     # 100 fixed seeds: random ≈ 0.375, the prior mean ≈ 0.275
     assert trained < random - 0.1, res
@@ -55,13 +50,9 @@ def test_seismic_inversion_beats_random_and_prior_mean(tmp_path):
 @pytest.mark.slow
 @pytest.mark.ci
 def test_renderer_policy_beats_random_and_its_first_guess(tmp_path):
-    run = tmp_path / "run"
     # 40k steps of configs/renderer.yaml (≈ 1.5 min here); the full 400k run is in docs/results.md
-    run_cli("train.py", "--env", "renderer", "--seed", "0", "--timesteps", "40000", "--set", "eval.every=0",
-            "--run-dir", str(run), "--quiet", timeout=900, check=True)
-    out = tmp_path / "eval.json"
-    run_cli("evaluate.py", str(run), "--episodes", "50", "--json", str(out), timeout=300, check=True)
-    res = json.loads(out.read_text())
+    res = train_and_evaluate(tmp_path, "--env", "renderer", "--timesteps", "40000", "--set", "eval.every=0",
+                             episodes=50)
     # the first guess (centred, mid-size) overlaps a target with IoU ≈ 0.2 and random refinement drifts to ≈ 0.1
     assert res["random_metrics"]["iou"] <= 0.2, res
     assert res["metrics"]["iou"] >= 0.35, res
