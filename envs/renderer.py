@@ -41,7 +41,8 @@ class RendererEnv(gym.Env):
       scene parameters (7 per shape: x, y, size, rotation, red, green, blue). With ``obs_size`` below
       ``image_size`` the pictures are area-averaged, which keeps their moments (where the mass is, how
       much, which colour) and costs the learner far less than full-size pixels. With ``moments`` (the
-      default) the observation ends with 10 shape descriptors of each picture (see ``_moments``).
+      default) the observation ends with 10 shape descriptors of each picture (see ``_moments``) and
+      their orientation difference (``_turn``).
     - **Action** (``[-1, 1]^(7·n_shapes)``): an update of the normalised parameters, scaled by
       ``step_size``; positions, sizes and colours are clipped to ``[0, 1]``, rotation wraps.
     - **Reward:** the improvement of the image similarity to the observed target after the step:
@@ -100,7 +101,7 @@ class RendererEnv(gym.Env):
         self.param_dim = len(PARAMS) * n_shapes
         self.moments = bool(moments)
         pixels = 3 * obs_size * obs_size
-        low = np.zeros(2 * pixels + self.param_dim + (2 * _N_MOMENTS if self.moments else 0), np.float32)
+        low = np.zeros(2 * pixels + self.param_dim + (2 * _N_MOMENTS + 4 if self.moments else 0), np.float32)
         low[2 * pixels + self.param_dim:] = -1.0
         self.observation_space = spaces.Box(low, np.ones_like(low), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (self.param_dim,), np.float32)
@@ -183,7 +184,10 @@ class RendererEnv(gym.Env):
     # --- the Gymnasium API ---------------------------------------------------------------------
     def _obs(self) -> np.ndarray:
         small = [_pool(img, self.obs_size).transpose(2, 0, 1).ravel() for img in (self._observed, self._rgb)]
-        extra = [_moments(self._observed), _moments(self._rgb)] if self.moments else []
+        extra: list[np.ndarray] = []
+        if self.moments:
+            target, current = _moments(self._observed), _moments(self._rgb)
+            extra = [target, current, _turn(target, current)]
         return np.concatenate([*small, self._params, *extra]).astype(np.float32)
 
     def reset(self, *, seed: int | None = None,
@@ -287,6 +291,16 @@ def _moments(img: np.ndarray) -> np.ndarray:
     out[:] = [2 * n / s**2 - 1, 2 * c.real - 1, 2 * c.imag - 1, m2.real, m2.imag,
               np.clip(m3.real, -1, 1), np.clip(m3.imag, -1, 1), *(2 * img[mask].mean(axis=0) - 1)]
     return out
+
+
+def _turn(target: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """How far the current picture is turned from the target's, as unit vectors of the 2- and 3-fold
+    orientation difference (the angle between two orientations wraps; these do not)."""
+    out = []
+    for i in (3, 5):  # second, third moments
+        z = complex(target[i], target[i + 1]) * complex(current[i], -current[i + 1])
+        out += [z.real / abs(z), z.imag / abs(z)] if abs(z) > 1e-6 else [0.0, 0.0]
+    return np.array(out)
 
 
 def _pool(img: np.ndarray, n: int) -> np.ndarray:

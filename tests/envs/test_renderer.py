@@ -47,7 +47,7 @@ def test_truth_fits_exactly_and_black_box_calls_are_counted():
     assert start["iou"] < 0.8 and start["param_error"] > 0.05
     env.step(np.zeros(env.param_dim, dtype=np.float32))
     assert env.forward_calls == 4
-    assert env.param_dim == 2 * len(PARAMS) and env.observation_space.shape == (2 * 3 * 32 * 32 + 14 + 20,)
+    assert env.param_dim == 2 * len(PARAMS) and env.observation_space.shape == (2 * 3 * 32 * 32 + 14 + 24,)
 
 
 def test_noise_reaches_the_observation_not_the_truth():
@@ -87,7 +87,7 @@ def test_episode_reward_telescopes_to_the_final_gain_and_reports_metrics():
 def test_observation_is_the_area_average_of_the_pictures():
     env = make(image_size=32, obs_size=8)
     obs, _ = env.reset(seed=4)
-    assert obs.shape == (2 * 3 * 8 * 8 + 7 + 20,)
+    assert obs.shape == (2 * 3 * 8 * 8 + 7 + 24,)
     target = obs[: 3 * 64].reshape(3, 8, 8)
     assert target.sum() == pytest.approx(env._observed.sum() / 16, rel=1e-5)  # mass is kept
     assert target[:, 0, 0].mean() == pytest.approx(env._observed[:4, :4].mean(), abs=1e-6)
@@ -109,6 +109,23 @@ def test_moments_describe_where_how_big_and_which_way():
     assert a[0] == pytest.approx(b[0], abs=0.01)  # same area
     assert np.hypot(a[3], a[4]) > 0.3 and np.allclose(a[3:5], -b[3:5], atol=0.15)  # pixels alias
     assert not _moments(np.zeros((16, 16, 3))).any()
+
+
+def test_orientation_difference_says_which_way_to_turn():
+    from envs.renderer import _moments, _turn
+
+    env = make(image_size=64, shape_kinds=["rectangle"])
+    env.reset(seed=3)
+    target = _moments(env._draw(env._truth)[0])
+    signs = []
+    for delta in (0.05, -0.05):
+        x = env._truth.copy()
+        x[3] = (x[3] + delta) % 1.0
+        turn = _turn(target, _moments(env._draw(x)[0]))
+        assert np.hypot(turn[0], turn[1]) == pytest.approx(1.0)
+        signs.append(np.sign(turn[1]))
+    assert signs[0] == -signs[1] != 0
+    assert _turn(target, target)[:2] == pytest.approx([1.0, 0.0])
 
 
 def test_state_round_trip_is_exact():
