@@ -21,13 +21,16 @@ def test_check_env_passes_on_every_builtin(gym_id, heater):
     env.close()  # idempotent
 
 
-def test_same_seed_same_rollout():
+@pytest.mark.parametrize(("gym_id", "kwargs"), [("nondiff/Robot-v0", {}), ("nondiff/Renderer-v0", {"noise": 0.05}),
+                                               ("nondiff/Seismic-v0", {"noise": 0.05})],
+                         ids=["robot", "renderer", "seismic"])
+def test_same_seed_same_rollout(gym_id, kwargs):
     def rollout(seed):
-        env = gym.make("nondiff/Robot-v0")
+        env = gym.make(gym_id, **kwargs)
         obs, _ = env.reset(seed=seed)
         env.action_space.seed(seed)
         out = [obs]
-        for _ in range(20):
+        for _ in range(8):
             obs, r, *_ = env.step(env.action_space.sample())
             out.append(np.append(obs, r))
         env.close()

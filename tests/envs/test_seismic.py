@@ -130,21 +130,6 @@ def test_noise_is_relative_to_the_trace_rms():
     assert 0.02 < u.misfit(truth_x(u)) < 0.5 * u.misfit(np.full(5, 0.5))
 
 
-def test_same_seed_same_episode():
-    def rollout(seed):
-        env = make(noise=0.05)
-        obs, _ = env.reset(seed=seed)
-        env.action_space.seed(seed)
-        out = [obs]
-        for _ in range(8):
-            obs, r, *_ = env.step(env.action_space.sample())
-            out.append(np.append(obs, r))
-        return np.concatenate(out)
-
-    assert np.array_equal(rollout(5), rollout(5))
-    assert not np.array_equal(rollout(5), rollout(6))
-
-
 def test_prior_respects_ranges_and_min_contrast_and_traces_fit_the_window():
     u = make(n_layers=4).unwrapped
     for seed in range(50):
