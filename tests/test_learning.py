@@ -19,7 +19,8 @@ def train_and_evaluate(tmp_path, *train_args: str, episodes: int, timeout: float
 @pytest.mark.slow
 @pytest.mark.ci
 def test_robot_reaches_within_2cm(tmp_path):
-    res = train_and_evaluate(tmp_path, "--env", "robot", episodes=100)
+    # 120k of the config's 300k steps (the linear lr schedule anneals over the 120k): 0.94 success here in 95 s
+    res = train_and_evaluate(tmp_path, "--env", "robot", "--timesteps", "120000", episodes=100)
     # 2 cm is 10% of the arm's reach; plain PPO on Gymnasium's Reacher-v5 reaches it in ~19-31% of episodes.
     assert res["success_rate"] >= 0.6, res
     assert res["random"]["success_rate"] <= 0.1, res
@@ -50,8 +51,8 @@ def test_seismic_inversion_beats_random_and_prior_mean(tmp_path):
 @pytest.mark.slow
 @pytest.mark.ci
 def test_renderer_policy_beats_random_and_its_first_guess(tmp_path):
-    # 40k steps of configs/renderer.yaml (≈ 1.5 min here); the full 400k run is in docs/results.md
-    res = train_and_evaluate(tmp_path, "--env", "renderer", "--timesteps", "40000", "--set", "eval.every=0",
+    # 30k steps of configs/renderer.yaml (IoU 0.58 here in ≈ 1.5 min); the full 400k run is in docs/results.md
+    res = train_and_evaluate(tmp_path, "--env", "renderer", "--timesteps", "30000", "--set", "eval.every=0",
                              episodes=50)
     # the first guess (centred, mid-size) overlaps a target with IoU ≈ 0.2 and random refinement drifts to ≈ 0.1
     assert res["random_metrics"]["iou"] <= 0.2, res
