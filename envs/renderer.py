@@ -114,6 +114,7 @@ class RendererEnv(gym.Env):
         self._target_rgb, self._observed, self._rgb = blank, blank, blank  # until reset() draws a scene
         self._target_mask, self._mask, self._seen = empty, empty, empty
         self._pyramid: list[tuple[int, np.ndarray]] = []
+        self._observe(blank)
         self._score = 0.0
 
     # --- the black box -------------------------------------------------------------------------
@@ -183,12 +184,12 @@ class RendererEnv(gym.Env):
 
     # --- the Gymnasium API ---------------------------------------------------------------------
     def _obs(self) -> np.ndarray:
-        small = [_pool(img, self.obs_size).transpose(2, 0, 1).ravel() for img in (self._observed, self._rgb)]
+        current = _pool(self._rgb, self.obs_size).transpose(2, 0, 1).ravel()
         extra: list[np.ndarray] = []
         if self.moments:
-            target, current = _moments(self._observed), _moments(self._rgb)
-            extra = [target, current, _turn(target, current)]
-        return np.concatenate([*small, self._params, *extra]).astype(np.float32)
+            moments = _moments(self._rgb)
+            extra = [self._target_moments, moments, _turn(self._target_moments, moments)]
+        return np.concatenate([self._target_small, current, self._params, *extra]).astype(np.float32)
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -213,6 +214,9 @@ class RendererEnv(gym.Env):
     def _observe(self, observed: np.ndarray) -> None:
         """Take ``observed`` as the target picture and precompute what the similarity compares with."""
         self._observed = observed
+        # the target does not change within an episode: its observation parts are computed once, not per step
+        self._target_small = _pool(observed, self.obs_size).transpose(2, 0, 1).ravel()
+        self._target_moments = _moments(observed)
         self._seen = observed.max(axis=2) > 0.125
         n, self._pyramid = self.image_size, []
         while n >= 2 and self.image_size % n == 0:
