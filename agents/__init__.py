@@ -43,7 +43,7 @@ class Backend(ABC):
 
     @abstractmethod
     def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
-        """Actions for a batch of raw (unnormalised) observations."""
+        """The action for one raw (unnormalised) observation; a stacked batch gives a batch of actions."""
 
     @abstractmethod
     def save(self, path: Path, meta: dict[str, Any] | None = None) -> Path:

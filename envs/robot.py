@@ -13,7 +13,8 @@ from gymnasium import spaces
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSETS / "arm2.xml"
 
-# Headless rendering: EGL when a GPU driver is there, OSMesa otherwise. The user's choice wins.
+# Headless rendering through EGL: a GPU driver's where there is one, Mesa's software EGL otherwise (no OSMesa
+# fallback is attempted). A MUJOCO_GL the user set wins.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 

@@ -290,7 +290,8 @@ class SeismicEnv(gym.Env):
         return self._model_error(self._physical(self._x)) <= self.success_tolerance
 
     def step(self, action):
-        """Move the estimate by ``step_size · action``; the reward is the reduction in data misfit."""
+        """Move the estimate by ``step_size · action``; the reward is the reduction of the data misfit
+        (``reward="data"``) or of the relative model error (``reward="model"``, as configs/seismic.yaml ships)."""
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(self.param_dim), -1.0, 1.0)
         self._x = np.clip(self._x + self.step_size * self.step_decay**self._t * a, 0.0, 1.0)
         self._d_syn = self._forward(self._physical(self._x))
