@@ -21,6 +21,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--render", action="store_true", help="show the env in a window (needs a display)")
     p.add_argument("--trust-checkpoint", action="store_true", help="allow loading checkpoints that carry pickle")
+    p.add_argument("--trust-run-dir", action="store_true",
+                   help="load a run dir that would run code (env.command, env.packages, module:Class) although you "
+                        "did not sign it (edited, copied from elsewhere, or written before signing)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -58,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - one line, not a traceback (--debug shows it)
+        if args.debug:
+            raise
+        from agents.failure import describe
+
+        print(f"error: {describe(e)}", file=sys.stderr)
+        return 1
     print(f"{res['checkpoint']} (step {res['step']:,}), {res['episodes']} episodes")
     print(table(res))
     if args.video:

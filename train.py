@@ -26,6 +26,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     p.add_argument("--env-package", action="append", metavar="MODULE", help="import MODULE to register adapters")
     p.add_argument("--trust-checkpoint", action="store_true", help="allow loading checkpoints that carry pickle")
+    p.add_argument("--trust-run-dir", action="store_true",
+                   help="load a run dir that would run code (env.command, env.packages, module:Class) although you "
+                        "did not sign it (edited, copied from elsewhere, or written before signing)")
     p.add_argument("--quiet", action="store_true", help="no progress bar; periodic log lines only")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return p
@@ -49,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - one line, not a traceback (--debug shows it)
+        if args.debug:
+            raise
+        from agents.failure import describe
+
+        print(f"error: {describe(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@ normalisation statistics and RNG states; its header metadata holds one JSON docu
 spaces, config, RNG states that are not tensors). Nothing in it is ever unpickled. Files that carry
 pickle (SB3 ``.zip``, ``.pkl``, ``.pt``) are refused unless the user passes ``--trust-checkpoint``.
 A readable ``.json`` copy of the metadata sits beside each file; loading never needs it.
+
+The metadata is one typed record, :class:`CheckpointHeader`, parsed by :func:`parse_header` only: a missing
+or wrongly typed field is a :class:`~agents.errors.CheckpointError` ("checkpoint X is corrupted: field
+'num_timesteps' ..."), never a ``KeyError``. :func:`read_header` reads only the header of a file (8 bytes
+plus at most :data:`MAX_HEADER` bytes), so finding the step of a huge checkpoint does not read its tensors.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,10 @@ from envs.spaces import space_from_json, space_to_json
 
 FORMAT = "nondiff-checkpoint/1"
 PICKLE_SUFFIXES = (".zip", ".pkl", ".pickle", ".pt", ".pth", ".ckpt")
+MAX_HEADER = 100 * 2**20
+"""The largest safetensors header nondiff reads (bytes); a larger length field means a corrupted file."""
+TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")
+"""Names of the temp files :func:`atomic_write_bytes` writes (``.<name>.<random>.tmp``)."""
 
 
 def fsync_dir(path: Path) -> None:
@@ -38,19 +49,34 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via temp file in the same dir, fsync, ``os.replace``, fsync of the dir."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``data`` to ``path`` via temp file in the same dir, fsync, ``os.replace``, fsync of the dir.
+
+    Raises:
+        OSError: with ``filename`` set to ``path`` (a full disk, a file-size limit, a read-only file system),
+            so that the message can name the file; the previous content of ``path`` is left intact.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     fsync_dir(path.parent)
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the name of a temp file that :func:`atomic_write_bytes` left behind (killed mid-write)."""
+    return TEMP_RE.match(name) is not None
 
 
 def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
@@ -74,26 +100,25 @@ def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> 
     return path
 
 
+def _head(path: Path, n: int) -> tuple[bytes, int]:
+    """The first ``n`` bytes of a file and its size, read without reading the rest."""
+    with open(path, "rb") as f:
+        return f.read(n), os.fstat(f.fileno()).st_size
+
+
 def _looks_pickled(path: Path) -> bool:
     """Pickle-carrying by suffix, or by content: a pickle opcode stream or a zip (torch.save, SB3 .zip)."""
     if path.suffix in PICKLE_SUFFIXES:
         return True
-    head = path.read_bytes()[:9]
+    head, size = _head(path, 9)
     header_len = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
-    if head[8:9] == b"{" and 0 < header_len < path.stat().st_size:
+    if head[8:9] == b"{" and 0 < header_len < size:
         return False  # a safetensors header
     return (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or head[:2] == b"PK"
 
 
-def load(path: Path, *, trust: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint, refusing anything that could execute code on load.
-
-    Raises:
-        CheckpointError: missing, corrupted, pickle-carrying (without ``trust``) or of another format.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load as st_load
-
+def _check_readable(path: Path, trust: bool) -> None:
+    """Refuse a missing file and anything that carries pickle, before any of it is parsed."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; choose --checkpoint final, best, latest "
                               "or a path to a .safetensors file")
@@ -103,22 +128,192 @@ def load(path: Path, *, trust: bool = False) -> tuple[dict[str, torch.Tensor], d
                                   "when loaded; refused. Pass --trust-checkpoint only if you trust its origin")
         raise CheckpointError(f"checkpoint {str(path)!r} is a pickle file; nondiff reads only its own .safetensors "
                               "checkpoints (convert it by loading it in SB3 and saving with nondiff)")
-    data = path.read_bytes()
+
+
+def _corrupted(path: Path | str, what: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {str(path)!r} is corrupted: {what}; use another one "
+                           "(--checkpoint best|latest) or retrain")
+
+
+def _meta_from_header(raw: bytes, path: Path) -> Any:
+    """The nondiff metadata document inside a safetensors JSON header."""
+    try:
+        header = json.loads(raw)
+        return json.loads(header["__metadata__"]["nondiff"])
+    except RecursionError as e:
+        raise _corrupted(path, "its header is nested too deeply") from e
+    except (ValueError, KeyError, TypeError) as e:
+        raise _corrupted(path, f"no nondiff metadata in its header ({type(e).__name__}: {e})") from e
+
+
+def read_header(path: Path, *, trust: bool = False) -> CheckpointHeader:
+    """The validated header of a checkpoint file, reading at most 8 + :data:`MAX_HEADER` bytes.
+
+    Raises:
+        CheckpointError: missing, pickle-carrying, corrupted, or a header field missing or of the wrong type.
+    """
+    _check_readable(path, trust)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < n <= min(MAX_HEADER, size - 8):
+            raise _corrupted(path, f"header length {n} does not fit a file of {size} bytes (limit {MAX_HEADER})")
+        raw = f.read(n)
+    return parse_header(_meta_from_header(raw, path), path)
+
+
+def load(path: Path, *, trust: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint, refusing anything that could execute code on load.
+
+    Returns:
+        The tensors (aliases resolved) and the metadata, validated by :func:`parse_header`.
+
+    Raises:
+        CheckpointError: missing, corrupted, pickle-carrying (without ``trust``), of another format, or with
+            a header field missing or of the wrong type.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
+    _check_readable(path, trust)
+    data = path.read_bytes()  # once: the header and the tensors come from the same bytes
+    n = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    if not 0 < n <= min(MAX_HEADER, len(data) - 8):
+        raise _corrupted(path, f"header length {n} does not fit a file of {len(data)} bytes")
+    header = parse_header(_meta_from_header(data[8:8 + n], path), path)
     try:
         tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8:8 + header_len])
-        meta = json.loads(header["__metadata__"]["nondiff"])
-    except (SafetensorError, ValueError, KeyError, TypeError, json.JSONDecodeError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupted or not a nondiff checkpoint ({e}); "
-                              "use another one (--checkpoint best|latest) or retrain") from e
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {str(path)!r} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    for alias, name in meta.get("tensor_aliases", {}).items():
+    except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise _corrupted(path, f"its tensors cannot be read ({e})") from e
+    for alias, name in header.tensor_aliases.items():
         if name not in tensors:
-            raise CheckpointError(f"checkpoint {str(path)!r} is corrupted: tensor {alias!r} refers to missing {name!r}")
+            raise _corrupted(path, f"tensor {alias!r} refers to missing {name!r}")
         tensors[alias] = tensors[name]
-    return tensors, meta
+    return tensors, header.to_json()
+
+
+# -- the header ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckpointHeader:
+    """The metadata every nondiff checkpoint carries, typed; written by :func:`save`, read by :func:`parse_header`.
+
+    Attributes:
+        format: :data:`FORMAT`.
+        backend: the backend that wrote it (``sb3``, ``rllib``).
+        algo: the algorithm (``ppo``, ``a2c``).
+        num_timesteps: the global env step it was written at.
+        seed: the run's seed.
+        observation_space: the observation space as :func:`space_to_json` writes it.
+        action_space: the action space, likewise.
+        config: the resolved run config.
+        saved_at: Unix time of writing.
+        tensor_aliases: tensors stored once under another name (tied weights).
+        extra: backend-specific fields (optimizer, RNG, normalisation, env states ...), type-checked where known.
+    """
+
+    format: str
+    backend: str
+    algo: str
+    num_timesteps: int
+    seed: int | None
+    observation_space: dict[str, Any]
+    action_space: dict[str, Any]
+    config: dict[str, Any]
+    saved_at: float | None = None
+    tensor_aliases: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, meta: Any, where: Path | str) -> CheckpointHeader:
+        """Validate a decoded metadata document; see :func:`parse_header`."""
+        return parse_header(meta, where)
+
+    def to_json(self) -> dict[str, Any]:
+        """The metadata document, as :func:`save` writes it."""
+        core = {k: getattr(self, k) for k in _FIELDS if k != "extra"}
+        return {**self.extra, **core}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_CHECKS: dict[str, tuple[str, Any]] = {  # field -> (expected, predicate); None allowed where noted below
+    "format": ("a string", lambda v: isinstance(v, str)),
+    "backend": ("a string", lambda v: isinstance(v, str)),
+    "algo": ("a string", lambda v: isinstance(v, str)),
+    "num_timesteps": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
+    "seed": ("an integer or null", lambda v: v is None or _is_int(v)),
+    "observation_space": ("a space description (an object)", lambda v: isinstance(v, dict)),
+    "action_space": ("a space description (an object)", lambda v: isinstance(v, dict)),
+    "config": ("an object", lambda v: isinstance(v, dict)),
+    "saved_at": ("a number or null", lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool))),
+    "tensor_aliases": ("an object of names", lambda v: isinstance(v, dict)
+                       and all(isinstance(a, str) and isinstance(b, str) for a, b in v.items())),
+}
+_FIELDS = ("format", "backend", "algo", "num_timesteps", "seed", "observation_space", "action_space", "config",
+           "saved_at", "tensor_aliases", "extra")
+_OPTIONAL: dict[str, Any] = {"saved_at": None, "tensor_aliases": {}}
+_EXTRA: dict[str, tuple[str, Any]] = {  # backend-specific fields, checked when present
+    "n_updates": ("an integer", _is_int),
+    "optimizer": ("an object with 'param_groups' (list) and 'state' (object), or null",
+                  lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("param_groups"), list)
+                                          and isinstance(v.get("state"), dict))),
+    "rng": ("an object with 'python' and 'numpy' lists",
+            lambda v: isinstance(v, dict) and isinstance(v.get("python"), list) and len(v["python"]) == 3
+            and isinstance(v.get("numpy"), list) and len(v["numpy"]) == 4),
+    "normalize": ("an object or null", lambda v: v is None or isinstance(v, dict)),
+    "env_states": ("a list or null", lambda v: v is None or isinstance(v, list)),
+    "ep_info_buffer": ("a list", lambda v: isinstance(v, list)),
+}
+_REQUIRED_EXTRA = {"sb3": ("n_updates", "optimizer", "rng")}
+
+
+def parse_header(meta: Any, where: Path | str) -> CheckpointHeader:
+    """The one parser of checkpoint metadata: a :class:`CheckpointHeader`, or a one-line error.
+
+    Used by :func:`load`, :func:`read_header` (runner, ``RunDir.latest``) and so by every backend.
+
+    Raises:
+        CheckpointError: "checkpoint X is corrupted: field 'num_timesteps' ..." for a missing or mistyped
+            field, or "has format ..." for another format.
+    """
+    if not isinstance(meta, dict):
+        raise _corrupted(where, f"its metadata is {type(meta).__name__}, expected an object")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {str(where)!r} has format {meta.get('format')!r}, expected {FORMAT!r}; "
+                              "it was not written by this version of nondiff")
+    values: dict[str, Any] = {}
+    for name, (expected, ok) in _CHECKS.items():
+        if name not in meta:
+            if name in _OPTIONAL:
+                values[name] = _OPTIONAL[name]
+                continue
+            raise _corrupted(where, f"field {name!r} is missing (expected {expected})")
+        if not ok(meta[name]):
+            raise _corrupted(where, f"field {name!r} should be {expected}, got {type(meta[name]).__name__} "
+                                    f"{_short(meta[name])}")
+        values[name] = meta[name]
+    for name in ("observation_space", "action_space"):
+        try:
+            space_from_json(values[name])
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as e:
+            raise _corrupted(where, f"field {name!r} is not a space description ({type(e).__name__}: {e})") from e
+    extra = {k: v for k, v in meta.items() if k not in _CHECKS}
+    for name in _REQUIRED_EXTRA.get(values["backend"], ()):
+        if name not in extra:
+            raise _corrupted(where, f"field {name!r} is missing (expected {_EXTRA[name][0]})")
+    for name, (expected, ok) in _EXTRA.items():
+        if name in extra and not ok(extra[name]):
+            raise _corrupted(where, f"field {name!r} should be {expected}, got {type(extra[name]).__name__} "
+                                    f"{_short(extra[name])}")
+    return CheckpointHeader(**values, extra=extra)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # -- RNG state ----------------------------------------------------------------------------------------

@@ -108,59 +108,79 @@ CLI_FIELDS = {"backend": ("agent", "backend"), "algo": ("agent", "algo"), "times
 
 
 def train(args: argparse.Namespace, argv: list[str]) -> int:
-    """Run ``train.py``: a new run, or ``--resume``. Returns the process exit code."""
+    """Run ``train.py``: a new run, or ``--resume``. Returns the process exit code.
+
+    The run directory is locked (flock) for the whole run, so a second trainer exits 2. Any exception out of
+    training writes ``crash/`` first (see :mod:`agents.failure`), then one line, then exit 1 (2 for bad input).
+    """
+    from agents.checkpoint import read_header
+    from agents.trust import load_run_config
+
     if args.resume:
         run = RunDir.open(args.resume)
-        cfg = validate(load_yaml(run.config), str(run.config))
-        import_packages(cfg.env.packages)
-        ckpt = run.latest()
-        if ckpt is None:
-            raise UserError(f"run {str(run.path)!r} has no checkpoint to resume from; start a new run instead")
-        from agents.checkpoint import load as load_ckpt
-
-        _, meta = load_ckpt(ckpt, trust=args.trust_checkpoint)
-        start = int(meta["num_timesteps"])
-        if args.timesteps is not None:
-            cfg.train.timesteps = start + args.timesteps
-        seed = int(cfg.train.seed if cfg.train.seed is not None else 0)
-        backend = get_backend(cfg.agent.backend).load(ckpt, cfg, trust=args.trust_checkpoint, for_training=True,
-                                                     seed=seed)
-        _say(args, f"resuming {run.path} from {ckpt.name} at step {start:,}")
-    else:
-        cfg = build_config(args)
-        if cfg.train.seed is None:
-            cfg.train.seed = random.SystemRandom().randrange(2**31)
-        seed = cfg.train.seed
-        run = RunDir.create(cfg.env.id or "env", seed, explicit=args.run_dir)
-        start = 0
+        with run.lock():
+            run.remove_stale_temps()
+            cfg, _ = load_run_config(run, trust=getattr(args, "trust_run_dir", False), action="resume")
+            import_packages(cfg.env.packages)
+            ckpt = run.latest()
+            if ckpt is None:
+                raise UserError(f"run {str(run.path)!r} has no checkpoint to resume from; start a new run instead")
+            start = read_header(ckpt, trust=args.trust_checkpoint).num_timesteps
+            if args.timesteps is not None:
+                cfg.train.timesteps = start + args.timesteps
+            seed = int(cfg.train.seed if cfg.train.seed is not None else 0)
+            backend = get_backend(cfg.agent.backend).load(ckpt, cfg, trust=args.trust_checkpoint, for_training=True,
+                                                         seed=seed)
+            _say(args, f"resuming {run.path} from {ckpt.name} at step {start:,}")
+            return _run(args, argv, run, cfg, backend, start, seed)
+    cfg = build_config(args)
+    if cfg.train.seed is None:
+        cfg.train.seed = random.SystemRandom().randrange(2**31)
+    seed = cfg.train.seed
+    run = RunDir.create(cfg.env.id or "env", seed, explicit=args.run_dir)
+    with run.lock():
         try:
             backend = get_backend(cfg.agent.backend).create(cfg, seed)
         except BaseException:
             run.discard_if_empty()  # nothing ran: the same --run-dir works again once the input is fixed
             raise
-    cfg.meta = {"versions": versions(), "seed": seed, "config_source": str(args.config or ""),
-                "started_from_step": start}
-    from agents.checkpoint import atomic_write_bytes
+        return _run(args, argv, run, cfg, backend, 0, seed)
 
-    atomic_write_bytes(run.config, dump(cfg).encode())
-    run.write_command(argv)
-    logdir = run.path.parent.parent if (not args.resume and not args.run_dir) else run.path
-    _say(args, f"run directory: {run.path}\nwatch it with:  tensorboard --logdir {logdir}")
+
+def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig, backend: Any, start: int,
+         seed: int) -> int:
+    """Write config, signature and command line, train, checkpoint, and return the exit code."""
+    from agents import failure, trust
+    from agents.checkpoint import atomic_write_bytes
     from envs.protocol import BridgeError
 
     try:
+        cfg.meta = {"versions": versions(), "seed": seed, "config_source": str(args.config or ""),
+                    "started_from_step": start}
+        data = dump(cfg).encode()
+        atomic_write_bytes(run.config, data)
+        trust.sign(run, data)
+        run.write_command(argv)
+        logdir = run.path.parent.parent if (not args.resume and not args.run_dir) else run.path
+        _say(args, f"run directory: {run.path}\nwatch it with:  tensorboard --logdir {logdir}")
+        step, interrupted = start, None
         with Session(cfg, run, start_step=start, total_steps=cfg.train.timesteps, quiet=args.quiet) as session:
             try:
                 step = backend.learn(session)
             except (EnvFailure, BridgeError) as e:
+                return _report(args, *_env_failed(e, run, backend))
+            except Exception as e:  # noqa: BLE001 - any error out of training: checkpoint first, then one line
+                return _report(args, *failure.stop_on_error(e, run, backend))
+            try:
                 backend.save(run.final)
-                print(f"error: the env failed and training stopped: {e}\ncheckpoint written to {run.final}; "
-                      f"fix the program, then resume with:  python train.py --resume {run.path}", file=sys.stderr)
-                return 1
-        backend.save(run.final)
-        interrupted = session.stop_signal
+            except Exception as e:  # noqa: BLE001 - e.g. a full disk; the earlier checkpoints are intact
+                return _report(args, 1, failure.save_failed(e, run, run.final))
+            interrupted = session.stop_signal
     finally:
-        backend.close()
+        try:
+            backend.close()
+        except Exception as e:  # noqa: BLE001 - closing envs must not hide the outcome of the run
+            log.warning("closing the envs failed: %s: %s", type(e).__name__, e)
     if interrupted:
         print(f"{interrupted}: stopped at step {step:,}; checkpoint written to {run.final}\n"
               f"resume with:  python train.py --resume {run.path}")
@@ -170,25 +190,55 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _env_failed(e: BaseException, run: RunDir, backend: Any) -> tuple[int, str]:
+    """The env spent its restart budget: ``final/`` (a sound model), then one line."""
+    from agents import failure
+
+    try:
+        backend.save(run.final)
+    except Exception as save_exc:  # noqa: BLE001 - reported in the line
+        return 1, failure.save_failed(save_exc, run, run.final) + f" (the env failed first: {e})"
+    return 1, (f"error: the env failed and training stopped: {e}; checkpoint written to {run.final}; fix the program, "
+               f"then resume with:  python train.py --resume {run.path}")
+
+
+def _report(args: argparse.Namespace, code: int, line: str) -> int:
+    """Print the one line of a failed run (and, with --debug, the traceback being handled)."""
+    if getattr(args, "debug", False):
+        import traceback
+
+        traceback.print_exc()
+    print(line, file=sys.stderr, flush=True)
+    return code
+
+
 def _say(args: argparse.Namespace, text: str) -> None:
     print(text, flush=True)
 
 
-def load_policy(run_dir: str | Path, checkpoint: str = "final", *,
-                trust: bool = False) -> tuple[RunConfig, Any, Path, dict[str, Any]]:
+def load_policy(run_dir: str | Path, checkpoint: str = "final", *, trust: bool = False,
+                trust_run_dir: bool = False) -> tuple[RunConfig, Any, Path, dict[str, Any]]:
     """Open a run directory and load one of its checkpoints for inference.
+
+    Args:
+        run_dir: a directory written by train.py.
+        checkpoint: ``final``, ``best``, ``latest``, ``crash`` or a path.
+        trust: allow pickle-carrying checkpoints (``--trust-checkpoint``).
+        trust_run_dir: load a config that would run code although this user did not sign it
+            (``--trust-run-dir``, see :mod:`agents.trust`).
 
     Returns:
         The run's resolved config, the loaded backend (call ``backend.predict(obs, deterministic=True)``),
         the checkpoint path and its metadata.
     """
-    from agents.checkpoint import load as load_ckpt
+    from agents.checkpoint import read_header
+    from agents.trust import load_run_config
 
     run = RunDir.open(run_dir)
-    cfg = validate(load_yaml(run.config), str(run.config))
+    cfg, _ = load_run_config(run, trust=trust_run_dir, action="evaluate")
     import_packages(cfg.env.packages)
     path = run.resolve(checkpoint)
-    _, meta = load_ckpt(path, trust=trust)
+    meta = read_header(path, trust=trust).to_json()  # the header only; the backend reads the tensors
     backend = get_backend(meta.get("backend", cfg.agent.backend)).load(path, cfg, trust=trust)
     return cfg, backend, path, meta
 
@@ -199,7 +249,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from agents.envfactory import env_factory
     from agents.evaluation import random_policy, run_episodes
 
-    cfg, backend, path, meta = load_policy(args.run_dir, args.checkpoint, trust=args.trust_checkpoint)
+    cfg, backend, path, meta = load_policy(args.run_dir, args.checkpoint, trust=args.trust_checkpoint,
+                                           trust_run_dir=getattr(args, "trust_run_dir", False))
     figure = getattr(args, "figure", None)
     render_mode = "rgb_array" if args.video or figure else ("human" if args.render else None)
     try:

@@ -13,9 +13,13 @@ from agents import checkpoint
 from agents.errors import CheckpointError
 
 
+def _meta(step=7):
+    return checkpoint.base_meta("test", "ppo", step, 0, (spaces.Box(-1, 1, (3,)), spaces.Discrete(2)), {})
+
+
 def test_round_trip(tmp_path):
     path = tmp_path / "c.safetensors"
-    checkpoint.save(path, {"w": torch.arange(4.0)}, {"num_timesteps": 7})
+    checkpoint.save(path, {"w": torch.arange(4.0)}, _meta(7))
     tensors, meta = checkpoint.load(path)
     assert torch.equal(tensors["w"], torch.arange(4.0)) and meta["num_timesteps"] == 7
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
