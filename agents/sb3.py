@@ -20,7 +20,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 from agents import Backend, checkpoint
 from agents.config import RunConfig
 from agents.envfactory import env_factory, is_image_space
-from agents.errors import CheckpointError
+from agents.errors import CheckpointError, EnvFailure
 from agents.evaluation import eval_scalars, run_episodes, summarise
 from agents.session import Session
 from agents.vecenv import ResilientVecEnv, ThreadVecEnv
@@ -91,7 +91,12 @@ class _Hooks(BaseCallback):
             self.logger.record(key, value)
 
     def _on_step(self) -> bool:
-        self.session.health.observe(self.locals.get("infos", ()))
+        try:
+            self.session.health.observe(self.locals.get("infos", ()))
+        except EnvFailure:  # the run-wide restart budget is spent: record the final counts, then stop
+            self._on_rollout_end()
+            self.logger.dump(self.model.num_timesteps)
+            raise
         step = self.model.num_timesteps
         now = time.monotonic()
         if now - self._last_progress > 0.25:

@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 
 from agents.config import RunConfig
+from agents.errors import EnvFailure
 from agents.rundir import RunDir
+from envs.faults import LATENCY_KEY, Fault, FaultKind, faults_in
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,6 @@ class Progress:
                                      TimeRemainingColumn(), TextColumn("return {task.fields[ret]}"), transient=False)
             self._task = self._bar.add_task("train", total=total, completed=start, sps="-", ret="-")
             self._bar.start()
-        self.quiet = quiet
 
     def update(self, step: int, reward: float | None) -> None:
         """Report the global step and the latest mean episode return."""
@@ -66,29 +67,117 @@ class Progress:
             self._bar = None
 
 
-class EnvHealth:
-    """Counts the faults the watchdog reports in ``info`` and the step latencies, for ``env/…`` metrics."""
+class FaultReporter:
+    """Console lines about env faults, rate-limited per kind.
 
-    def __init__(self) -> None:
+    The first fault of each kind is printed at once; after that, at most one summary line per kind per
+    ``window`` seconds, e.g. ``env: 12 nonfinite faults in the last 30 s (total 40): observation contains NaN;
+    see env/faults_by_kind in TensorBoard``. :meth:`flush` prints what is still untold.
+
+    Args:
+        say: prints one line (the session's printer, which cooperates with the progress bar).
+        window: seconds between two summary lines of one kind.
+        clock: the time source (``time.monotonic``).
+    """
+
+    def __init__(self, say: Callable[[str], None], window: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.say, self.window, self.clock = say, window, clock
+        self.total: dict[str, int] = {}
+        self._untold: dict[str, int] = {}
+        self._last_line: dict[str, float] = {}
+        self._latest: dict[str, Fault] = {}
+
+    def note(self, fault: Fault) -> None:
+        """Count one fault; print when its kind is new or its window has passed."""
+        kind = fault.kind.value
+        self.total[kind] = self.total.get(kind, 0) + 1
+        self._latest[kind] = fault
+        if kind not in self._last_line:
+            self._last_line[kind] = self.clock()
+            where = f" ({fault.program})" if fault.program else ""
+            self.say(f"env: {kind} fault{where}: {fault.detail}; further {kind} faults are summarised every "
+                     f"{self.window:g} s; see env/faults_by_kind in TensorBoard")
+            return
+        self._untold[kind] = self._untold.get(kind, 0) + 1
+        self.tick()
+
+    def tick(self) -> None:
+        """Print the summary of every kind whose window has passed."""
+        now = self.clock()
+        for kind, n in list(self._untold.items()):
+            if n and now - self._last_line[kind] >= self.window:
+                self._summary(kind, n, f"in the last {now - self._last_line[kind]:.0f} s")
+                self._last_line[kind] = now
+
+    def flush(self) -> None:
+        """Print the summary of every kind with faults not yet reported."""
+        for kind, n in list(self._untold.items()):
+            if n:
+                self._summary(kind, n, "since the last report")
+
+    def _summary(self, kind: str, n: int, when: str) -> None:
+        self._untold[kind] = 0
+        self.say(f"env: {n} {kind} fault{'s' if n > 1 else ''} {when} (total {self.total[kind]}): "
+                 f"{self._latest[kind].detail}; see env/faults_by_kind in TensorBoard")
+
+
+class EnvHealth:
+    """Counts the faults the envs report in ``info`` and the step latencies, for ``env/…`` metrics.
+
+    Restart faults that carry a ``budget`` (the bridge's ``max_restarts``) are counted across every env
+    instance of the run: the first one beyond the smallest budget seen raises
+    :class:`~agents.errors.EnvFailure`. Faults of the same vector step after that one are not counted.
+
+    Args:
+        say: prints one console line (see :class:`FaultReporter`); None: silent.
+    """
+
+    def __init__(self, say: Callable[[str], None] | None = None) -> None:
         self.restarts = 0
+        self.budgeted_restarts = 0
+        self.budget: int | None = None
         self.timeouts = 0
         self.by_kind: dict[str, int] = {}
         self.latencies: list[float] = []
+        self.reporter = FaultReporter(say) if say is not None else None
 
     def observe(self, infos: Any) -> None:
-        """Read one vector step's infos."""
-        for info in infos:
-            ms = info.get("nondiff_step_ms")
-            if ms is not None:
-                self.latencies.append(ms)
-            faults = list(info.get("nondiff_reset_faults", ()))
-            if info.get("nondiff_fault"):
-                faults.append(info["nondiff_fault"])
-            for fault in faults:
-                kind = fault.get("kind", "unknown")
-                self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
-                self.restarts += bool(fault.get("restart"))
-                self.timeouts += kind == "timeout"
+        """Read one vector step's infos; never raises on malformed entries, only :class:`EnvFailure`."""
+        try:
+            items = list(infos) if isinstance(infos, (list, tuple)) else []
+        except Exception:
+            items = []
+        for info in items:
+            if not isinstance(info, dict):
+                continue
+            ms = info.get(LATENCY_KEY)
+            if isinstance(ms, (int, float, np.number)) and not isinstance(ms, bool) and np.isfinite(ms):
+                self.latencies.append(float(ms))
+            for fault in faults_in(info):
+                self._count(fault)
+        if self.reporter is not None:
+            self.reporter.tick()
+
+    def _count(self, fault: Fault) -> None:
+        kind = fault.kind.value
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        self.timeouts += fault.kind is FaultKind.TIMEOUT
+        if self.reporter is not None:
+            self.reporter.note(fault)
+        if not fault.restart:
+            return
+        self.restarts += 1
+        if fault.budget is None:
+            return
+        self.budget = fault.budget if self.budget is None else min(self.budget, fault.budget)
+        self.budgeted_restarts += 1
+        if self.budgeted_restarts > self.budget:
+            tail = " | ".join(fault.stderr[-5:]) or "(no stderr)"
+            raise EnvFailure(f"program {fault.program or '(unknown)'!r}: {fault.detail}; restart budget of "
+                             f"{self.budget} for the whole run spent after {self.budgeted_restarts} restarts "
+                             f"({self.budget} allowed, counted over all env instances); exit code "
+                             f"{fault.exit_code}; last stderr: {tail}")
 
     def metrics(self) -> dict[str, float]:
         """``env/…`` scalars; latency percentiles cover the steps since the previous call."""
@@ -125,7 +214,7 @@ class Session:
         ev = cfg.eval.every
         self._next_eval = (start_step // ev + 1) * ev if ev > 0 else None
         self.best_reward = self._best_so_far()
-        self.health = EnvHealth()
+        self.health = EnvHealth(self.say)
         self._old_handlers: dict[int, Any] = {}
 
     def _best_so_far(self) -> float:
@@ -144,7 +233,16 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)
+        if self.health.reporter is not None:
+            self.health.reporter.flush()
         self.progress.close()
+
+    def say(self, line: str) -> None:
+        """Print one line above the progress bar (or through the printer when there is none)."""
+        if self.progress._bar is not None:
+            self.progress._bar.console.print(line, markup=False, highlight=False)
+        else:
+            self.printer(line)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
@@ -187,8 +285,5 @@ class Session:
         extra = "".join(f", {k} {v:.3g}" for k, v in result.get("metrics", {}).items())
         line = (f"eval @ {step:,}: mean_reward {result['mean_reward']:.2f} ± {result['std_reward']:.2f}"
                 f"{succ}{extra}{' (new best)' if better else ''}")
-        if self.progress._bar is not None:
-            self.progress._bar.console.print(line)
-        else:
-            self.printer(line)
+        self.say(line)
         return better

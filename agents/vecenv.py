@@ -5,9 +5,10 @@
 SB3's SubprocVecEnv ends training when a worker dies (ConnectionResetError/EOFError) and waits forever
 on a hung one. Here each ``step_wait`` polls every worker with a deadline. A worker that died (a segfault
 in an in-process C library, SIGKILL) or missed the deadline is killed and respawned with a fresh env;
-that env's transition ends as truncated with ``info["nondiff_fault"]`` and the last good observation as
-``terminal_observation``. Respawns are budgeted; an exhausted watchdog budget inside a worker
-(``RestartBudgetExhausted``) stops training with :class:`~agents.errors.EnvFailure`.
+that env's transition ends as truncated with a ``worker`` :class:`~envs.faults.Fault` under
+``info[FAULT_KEY]`` and the last good observation as ``terminal_observation``. Respawns are budgeted; an
+env that gave up inside a worker (the bridge's ``RestartBudgetExhausted``, the Guard's
+:class:`~envs.faults.EnvGaveUp`) stops training with :class:`~agents.errors.EnvFailure`.
 
 :class:`ThreadVecEnv`: in-process envs, each stepped by its own thread, for envs whose step mostly waits
 (a remote robot, a network service, a renderer in another process) and releases the GIL while it waits.
@@ -31,6 +32,7 @@ from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper, Ve
 from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs
 
 from agents.errors import EnvFailure
+from envs.faults import FAULT_KEY, EnvGaveUp, Fault, FaultKind
 
 
 def _worker(remote: Any, fn_wrapper: CloudpickleWrapper) -> None:
@@ -77,7 +79,9 @@ def _worker(remote: Any, fn_wrapper: CloudpickleWrapper) -> None:
                 env.close()
                 remote.send(("ok", None))
                 break
-        except RestartBudgetExhausted as e:
+            else:  # answer at once: the parent would otherwise wait out its deadline
+                remote.send(("error", f"unknown command {cmd!r}"))
+        except (RestartBudgetExhausted, EnvGaveUp) as e:
             remote.send(("fatal", str(e)))
         except Exception as e:  # the adapter itself failed: the parent replaces this worker
             remote.send(("error", f"{type(e).__name__}: {e}"))
@@ -103,7 +107,6 @@ class ResilientVecEnv(VecEnv):
         spaces = [self._started(i) for i in range(len(self.workers))]
         super().__init__(len(self.env_fns), *spaces[0])
         self._last_obs: list[Any] = [None] * self.num_envs
-        self._actions: np.ndarray | None = None
         self.closed = False
 
     def _spawn(self, i: int) -> tuple[Any, Any]:
@@ -141,18 +144,19 @@ class ResilientVecEnv(VecEnv):
             raise RuntimeError(data)
         return data
 
-    def _replace(self, i: int, kind: str, detail: str) -> dict[str, Any]:
+    def _replace(self, i: int, why: str, detail: str) -> Fault:
         proc, remote = self.workers[i]
         proc.kill()
         proc.join(5)
         remote.close()
         if self.restarts >= self.max_restarts:
-            raise EnvFailure(f"env worker {i} {kind} ({detail}); worker restart budget of {self.max_restarts} spent")
+            raise EnvFailure(f"env worker {i} {why} ({detail}); worker restart budget of {self.max_restarts} spent")
         self.restarts += 1
         self.workers[i] = self._spawn(i)
         self._started(i)
-        return {"kind": kind, "detail": detail, "exit_code": proc.exitcode, "restart": True,
-                "restarts": self.restarts, "program": f"env worker {i}"}
+        # no budget on the fault: worker respawns have their own (max_restarts), apart from the programs' one
+        return Fault(FaultKind.WORKER, f"env worker {i} {why}: {detail}", restart=True, program=f"env worker {i}",
+                     exit_code=proc.exitcode, restarts=self.restarts)
 
     def _fresh_obs(self, i: int) -> Any:
         self.workers[i][1].send(("reset", (None, None)))
@@ -175,7 +179,6 @@ class ResilientVecEnv(VecEnv):
 
     def step_async(self, actions: np.ndarray) -> None:
         """Send one action to each worker."""
-        self._actions = actions
         for i, (_, remote) in enumerate(self.workers):
             try:
                 remote.send(("step", actions[i]))
@@ -190,10 +193,8 @@ class ResilientVecEnv(VecEnv):
             try:
                 o, r, d, info, self.reset_infos[i] = self._answer(i, deadline)
             except (EOFError, ConnectionResetError, BrokenPipeError, OSError, TimeoutError, RuntimeError) as e:
-                kind = ("timeout" if isinstance(e, TimeoutError) else "exception" if isinstance(e, RuntimeError)
-                        else "worker_died")
-                fault = self._replace(i, kind, str(e) or type(e).__name__)
-                info = {"nondiff_fault": fault, "TimeLimit.truncated": True,
+                why = "hung" if isinstance(e, TimeoutError) else "raised" if isinstance(e, RuntimeError) else "died"
+                info = {FAULT_KEY: self._replace(i, why, str(e) or type(e).__name__), "TimeLimit.truncated": True,
                         "terminal_observation": self._last_obs[i]}
                 o, r, d = self._fresh_obs(i), 0.0, True
                 deadline = time.monotonic() + self.step_timeout

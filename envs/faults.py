@@ -1,8 +1,10 @@
 """Typed fault records: what every producer (bridge, Guard, vec envs) writes into ``info`` and one parser reads.
 
 A fault is one bad transition or failed program call that the framework survived. Producers put a
-:class:`Fault` under ``info[FAULT_KEY]`` (and faults that happened during a reset, which vector envs drop,
-under ``info[RESET_FAULTS_KEY]`` of the next step). Consumers call :func:`faults_in` and nothing else.
+:class:`Fault` under ``info[FAULT_KEY]`` with :func:`add_fault` (a second fault of the same transition, such
+as the Guard's repair of an adapter's crash, goes beside the first), and faults that happened during a
+reset, whose info vector envs drop, under ``info[RESET_FAULTS_KEY]`` of the next step. Counters read step
+infos only, so a reset fault is counted once. Consumers call :func:`faults_in` and nothing else.
 """
 
 from __future__ import annotations
@@ -71,24 +73,72 @@ class Fault:
         return Fault(**{**asdict(self), "stderr": self.stderr, **changes})
 
 
+class EnvGaveUp(RuntimeError):
+    """An env failed beyond what its fault boundary may repair (e.g. ``reset`` raised again and again).
+
+    Training cannot go on with this instance: the trainer writes a checkpoint and exits 1. Raised by
+    :class:`envs.guard.Guard`; envs/ does not import agents/, so the trainer maps it onto its own
+    ``EnvFailure``.
+    """
+
+
+def _text(value: Any, limit: int = 500) -> str:
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except Exception:  # a __str__ that raises, an int too long to print
+        text = f"<unprintable {type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return int(value)
+    except (OverflowError, ValueError):
+        return None
+
+
 def _coerce(obj: Any) -> Fault | None:
     if isinstance(obj, Fault):
         return obj
-    if isinstance(obj, dict) and "kind" in obj:  # a record that crossed a JSON boundary
-        try:
-            kind = FaultKind(obj["kind"])
-        except ValueError:
-            kind = FaultKind.PROTOCOL
-        return Fault(kind, str(obj.get("detail", "")), bool(obj.get("restart", False)), obj.get("program"),
-                     obj.get("exit_code"), tuple(str(s) for s in obj.get("stderr") or ()), int(obj.get("restarts") or 0),
-                     obj.get("budget"))
-    return None
+    if not isinstance(obj, dict) or "kind" not in obj:
+        return None
+    try:  # a record that crossed a JSON boundary, or an older producer's dict: any field may be of any type
+        kind = FaultKind(obj["kind"])
+    except (ValueError, TypeError):
+        kind = FaultKind.PROTOCOL
+    stderr = obj.get("stderr")
+    lines = tuple(_text(s) for s in stderr[-20:]) if isinstance(stderr, (list, tuple)) else ()
+    budget = _int_or_none(obj.get("budget"))
+    return Fault(kind, _text(obj.get("detail", "")), obj.get("restart") is True,
+                 None if obj.get("program") is None else _text(obj.get("program")), _int_or_none(obj.get("exit_code")),
+                 lines, _int_or_none(obj.get("restarts")) or 0, None if budget is None or budget < 0 else budget)
+
+
+def _many(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [] if value is None else [value]
 
 
 def faults_in(info: Any) -> list[Fault]:
-    """Every fault recorded in one step's ``info``: reset faults first, then the step's own."""
+    """Every fault recorded in one step's ``info``: reset faults first, then the step's own.
+
+    ``info[FAULT_KEY]`` holds one :class:`Fault` or a tuple of them (an adapter's fault and the Guard's
+    repair of the same transition); dicts with a ``kind`` are read too. Never raises: entries of any other
+    type are ignored.
+    """
     if not isinstance(info, dict):
         return []
-    found = [_coerce(f) for f in info.get(RESET_FAULTS_KEY) or ()]
-    found.append(_coerce(info.get(FAULT_KEY)))
+    found = [_coerce(f) for f in [*_many(info.get(RESET_FAULTS_KEY)), *_many(info.get(FAULT_KEY))]]
     return [f for f in found if f is not None]
+
+
+def add_fault(info: dict[str, Any], fault: Fault, key: str = FAULT_KEY) -> None:
+    """Record ``fault`` in ``info`` beside any fault already there (under ``key``)."""
+    if key == RESET_FAULTS_KEY:
+        info[key] = [*_many(info.get(key)), fault]
+        return
+    before = _many(info.get(key))
+    info[key] = fault if not before else (*before, fault)

@@ -91,7 +91,7 @@ def test_sigkilled_worker_process_is_respawned(tmp_path):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert "done: 20,096 steps" in out  # 157 rollouts of 2 x 64 steps
-    assert last_scalar(run, "env/faults_by_kind/worker_died") == 1
+    assert last_scalar(run, "env/faults_by_kind/worker") == 1  # FaultKind.WORKER (was "worker_died")
     assert last_scalar(run, "env/restarts") == 1
 
 
