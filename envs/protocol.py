@@ -1,14 +1,18 @@
-"""The nondiff bridge protocol (docs/protocol.md): framing, messages with binary arrays, spaces, HMAC.
+"""The nondiff bridge protocol (docs/protocol.md): framing, messages with binary arrays, HMAC, stop requests.
 
 Errors::
 
     BridgeError                 anything that went wrong talking to a third-party program
-    ├── ProtocolError           malformed, truncated or oversized frames; unexpected messages
-    │   └── VersionError        incompatible protocol major version
-    ├── AuthError               wrong or missing token
+    ├── ProtocolError           malformed, truncated or oversized frames; unexpected or invalid messages
+    │   ├── VersionError        incompatible protocol major version            (also a StartupError)
+    │   └── SpecError           a malformed or oversized space description     (also a StartupError)
+    ├── StartupError            the program cannot start as configured; retrying cannot help (a ValueError)
+    │   ├── AuthError           wrong or missing token
+    │   └── LaunchError         the program does not exist, is not executable, or its cwd is missing
     ├── PeerClosed              the program closed the connection or exited
     ├── BridgeTimeout           no complete reply before the deadline
     └── RemoteError             the program answered with an ``error`` message
+    StopRequested               a KeyboardInterrupt: the trainer asked every wait to end (:func:`request_stop`)
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import select
 import socket
 import struct
+import threading
 import time
 from typing import Any
 
@@ -28,6 +33,18 @@ import numpy as np
 
 VERSION = "1.0"
 MAX_MESSAGE = 64 * 1024 * 1024
+"""Default limit on a frame's length, in bytes."""
+MAX_HEADER = 1024 * 1024
+"""The largest JSON header accepted, in bytes."""
+MAX_DEPTH = 64
+"""The deepest nesting of JSON objects and lists accepted in a header."""
+MAX_ARRAYS = 1024
+"""The most arrays one message may carry."""
+MAX_RANK = 32
+"""The most dimensions an array may have."""
+STOP_GRACE = 1.0
+"""Seconds a wait may still last after :func:`request_stop`: a reply already on its way is still read."""
+_SLICE = 0.25
 _LEN = struct.Struct(">I")
 
 
@@ -39,12 +56,24 @@ class ProtocolError(BridgeError):
     """The peer broke the framing or the message grammar."""
 
 
-class VersionError(ProtocolError):
+class StartupError(BridgeError, ValueError):
+    """The program cannot be started as configured; retrying cannot heal it (bad input: exit code 2)."""
+
+
+class VersionError(ProtocolError, StartupError):
     """The peer speaks an incompatible major version."""
 
 
-class AuthError(BridgeError):
+class SpecError(ProtocolError, StartupError):
+    """A space description that is malformed or larger than allowed; the message names the field."""
+
+
+class AuthError(StartupError):
     """The shared token did not match."""
+
+
+class LaunchError(StartupError):
+    """The program does not exist or is not executable, or its working directory is missing."""
 
 
 class PeerClosed(BridgeError):
@@ -57,6 +86,51 @@ class BridgeTimeout(BridgeError):
 
 class RemoteError(BridgeError):
     """The peer reported an error of its own."""
+
+
+class StopRequested(KeyboardInterrupt):
+    """The trainer asked to stop (:func:`request_stop`); raised out of any bridge wait within about a second."""
+
+
+# -- stop requests -----------------------------------------------------------------------------------------
+_stop = threading.Event()
+_stop_at = [math.inf]
+
+
+def request_stop() -> None:
+    """Make every bridge wait in this process end within :data:`STOP_GRACE` + 0.25 s with :class:`StopRequested`.
+
+    Safe to call from a signal handler. The trainer calls it on SIGINT/SIGTERM.
+    """
+    if not _stop.is_set():
+        _stop_at[0] = time.monotonic()
+        _stop.set()
+
+
+def clear_stop() -> None:
+    """Undo :func:`request_stop` (for a process that goes on using the bridge, e.g. tests)."""
+    _stop.clear()
+    _stop_at[0] = math.inf
+
+
+def check_stop() -> None:
+    """Raise :class:`StopRequested` when a stop was requested more than :data:`STOP_GRACE` seconds ago."""
+    if _stop.is_set() and time.monotonic() - _stop_at[0] >= STOP_GRACE:
+        raise StopRequested("stop requested: the bridge stopped waiting")
+
+
+def stop_requested() -> bool:
+    """True once :func:`request_stop` was called."""
+    return _stop.is_set()
+
+
+def _wait(rfds: list[int], wfds: list[int], deadline: float, timeout_error: BridgeError) -> None:
+    """Wait for a descriptor in slices of at most 0.25 s, so that a stop request is seen promptly."""
+    check_stop()
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise timeout_error
+    select.select(rfds, wfds, [], min(remaining, _SLICE))
 
 
 # -- byte channels -------------------------------------------------------------------------------------
@@ -87,13 +161,10 @@ class Channel:
         buf = self._buf
         while len(buf) < n:
             try:
-                chunk = os.read(self.rfd, max(1 << 16, n - len(buf)))
+                chunk = os.read(self.rfd, max(1 << 16, min(n - len(buf), 1 << 24)))
             except BlockingIOError:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BridgeTimeout(f"no complete message within the deadline ({len(buf)}/{n} bytes "
-                                        "arrived)") from None
-                select.select([self.rfd], [], [], remaining)
+                _wait([self.rfd], [], deadline, BridgeTimeout(
+                    f"no complete message within the deadline ({len(buf)}/{n} bytes arrived)"))
                 continue
             except OSError as e:
                 raise PeerClosed(f"read failed: {e}") from e
@@ -112,12 +183,9 @@ class Channel:
             try:
                 sent = os.write(self.wfd, view)
             except BlockingIOError:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BridgeTimeout("the peer stopped reading (write deadline passed)") from None
-                select.select([], [self.wfd], [], remaining)
+                _wait([], [self.wfd], deadline, BridgeTimeout("the peer stopped reading (write deadline passed)"))
                 continue
-            except (BrokenPipeError, ConnectionResetError) as e:
+            except OSError as e:  # EPIPE, ECONNRESET, EBADF after a close
                 raise PeerClosed(f"the peer closed the stream ({e})") from e
             view = view[sent:]
 
@@ -159,50 +227,72 @@ def encode(message: dict[str, Any]) -> bytes:
     return _LEN.pack(len(payload)) + payload
 
 
-def _unpack_value(value: Any, arrays: list[np.ndarray]) -> Any:
+def _unpack_value(value: Any, arrays: list[np.ndarray], depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise ProtocolError(f"header nests deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
         if set(value) == {"$array"}:
             idx = value["$array"]
-            if not isinstance(idx, int) or not 0 <= idx < len(arrays):
-                raise ProtocolError(f"array reference {idx!r} out of range")
+            if type(idx) is not int or not 0 <= idx < len(arrays):
+                raise ProtocolError(f"array reference {idx!r} out of range (the message carries {len(arrays)})")
             return arrays[idx]
-        return {k: _unpack_value(v, arrays) for k, v in value.items()}
+        return {k: _unpack_value(v, arrays, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_unpack_value(v, arrays) for v in value]
+        return [_unpack_value(v, arrays, depth + 1) for v in value]
     return value
 
 
+def _array_layout(spec: Any, i: int) -> tuple[np.dtype, tuple[int, ...]]:
+    """Check one ``arrays`` descriptor: a numeric dtype with itemsize > 0 and a shape of rank <= MAX_RANK."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("dtype"), str) or not isinstance(spec.get("shape"), list):
+        raise ProtocolError(f"arrays[{i}] must be an object with a string 'dtype' and a list 'shape', got "
+                            f"{str(spec)[:80]}")
+    try:
+        dtype = np.dtype(spec["dtype"])
+    except Exception as e:  # numpy raises TypeError, ValueError or SyntaxError on odd strings
+        raise ProtocolError(f"arrays[{i}].dtype {spec['dtype'][:40]!r} is not a NumPy type string") from e
+    if dtype.kind not in "biuf" or dtype.itemsize <= 0 or dtype.fields is not None or dtype.shape != ():
+        raise ProtocolError(f"arrays[{i}].dtype {spec['dtype'][:40]!r} is not allowed: only bool, integer and "
+                            "float types with a non-zero itemsize")
+    shape = spec["shape"]
+    if len(shape) > MAX_RANK or not all(type(s) is int and s >= 0 for s in shape):
+        raise ProtocolError(f"arrays[{i}].shape must be at most {MAX_RANK} non-negative integers, got "
+                            f"{str(shape)[:80]}")
+    return dtype, tuple(shape)
+
+
 def decode(payload: bytes) -> dict[str, Any]:
-    """Parse a frame's payload (without its length prefix)."""
+    """Parse a frame's payload (without its length prefix); every violation is a :class:`ProtocolError`."""
     if len(payload) < 4:
         raise ProtocolError(f"frame of {len(payload)} bytes is shorter than its header length field")
     (hlen,) = _LEN.unpack_from(payload)
     if hlen > len(payload) - 4:
         raise ProtocolError(f"header length {hlen} exceeds the frame ({len(payload) - 4} bytes)")
+    if hlen > MAX_HEADER:
+        raise ProtocolError(f"header of {hlen} bytes is over the {MAX_HEADER}-byte limit")
     try:
         body = json.loads(payload[4:4 + hlen])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ProtocolError(f"header is not JSON: {e}") from e
+    except RecursionError as e:
+        raise ProtocolError(f"header nests deeper than {MAX_DEPTH} levels") from e
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, integers over Python's digit limit
+        raise ProtocolError(f"header is not valid JSON: {e}") from e
     if not isinstance(body, dict) or not isinstance(body.get("type"), str):
         raise ProtocolError("header must be a JSON object with a string 'type'")
+    specs = body.pop("arrays", [])
+    if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:
+        raise ProtocolError(f"'arrays' must be a list of at most {MAX_ARRAYS} descriptors, got "
+                            f"{type(specs).__name__}{f' of {len(specs)}' if isinstance(specs, list) else ''}")
     arrays, offset = [], 4 + hlen
-    for spec in body.pop("arrays", []):
-        try:
-            dtype = np.dtype(spec["dtype"])
-            shape = tuple(int(s) for s in spec["shape"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ProtocolError(f"bad array descriptor {spec!r}: {e}") from e
-        if dtype.hasobject or any(s < 0 for s in shape):
-            raise ProtocolError(f"array descriptor {spec!r} is not allowed")
-        count = math.prod(shape)
-        nbytes = dtype.itemsize * count
+    for i, spec in enumerate(specs):
+        dtype, shape = _array_layout(spec, i)
+        nbytes = dtype.itemsize * math.prod(shape)
         if offset + nbytes > len(payload):
-            raise ProtocolError(f"array {spec!r} needs {nbytes} bytes, only {len(payload) - offset} remain")
-        arrays.append(np.frombuffer(payload, dtype=dtype, count=count, offset=offset).reshape(shape))
+            raise ProtocolError(f"arrays[{i}] {spec!r} needs {nbytes} bytes, only {len(payload) - offset} remain")
+        arrays.append(np.frombuffer(payload, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape))
         offset += nbytes
     if offset != len(payload):
         raise ProtocolError(f"{len(payload) - offset} trailing bytes after the arrays")
-    return _unpack_value(body, arrays)
+    return _unpack_value(body, arrays, 0)
 
 
 def send(chan: Channel, message: dict[str, Any], timeout: float, max_size: int = MAX_MESSAGE) -> None:
@@ -224,14 +314,14 @@ def recv(chan: Channel, timeout: float, max_size: int = MAX_MESSAGE) -> dict[str
     msg = decode(chan.read_exact(length, deadline))
     chan._mid_frame = False
     if msg["type"] == "error":
-        raise RemoteError(str(msg.get("message", "unspecified error")))
+        raise RemoteError(str(msg.get("message", "unspecified error"))[:2000])
     return msg
 
 
 def expect(msg: dict[str, Any], kind: str) -> dict[str, Any]:
     """Check a message's type."""
     if msg["type"] != kind:
-        raise ProtocolError(f"expected a {kind!r} message, got {msg['type']!r}")
+        raise ProtocolError(f"expected a {kind!r} message, got {msg['type'][:40]!r}")
     return msg
 
 
@@ -239,9 +329,10 @@ def expect(msg: dict[str, Any], kind: str) -> dict[str, Any]:
 def check_version(theirs: Any, who: str) -> str | None:
     """Raise on a major mismatch; return a warning text on a minor one."""
     try:
-        major, minor = (int(x) for x in str(theirs).split(".")[:2])
+        major, minor = (int(x) for x in str(theirs)[:20].split(".")[:2])
     except ValueError as e:
-        raise VersionError(f"{who} sent an unreadable protocol version {theirs!r}; this side speaks {VERSION}") from e
+        raise VersionError(f"{who} sent an unreadable protocol version {str(theirs)[:20]!r}; this side speaks "
+                           f"{VERSION}") from e
     my_major, my_minor = (int(x) for x in VERSION.split("."))
     if major != my_major:
         raise VersionError(f"protocol version mismatch: {who} speaks {theirs}, this side speaks {VERSION}")
@@ -251,7 +342,10 @@ def check_version(theirs: Any, who: str) -> str | None:
 
 
 def mac(token: str, role: str, nonce: str) -> str:
-    """HMAC-SHA256 of ``role:nonce`` under the shared token (empty string when there is no token)."""
+    """HMAC-SHA256 of the UTF-8 bytes of ``role:nonce`` keyed with the token's UTF-8 bytes, as lowercase hex.
+
+    Returns the empty string when there is no token.
+    """
     if not token:
         return ""
     return hmac.new(token.encode(), f"{role}:{nonce}".encode(), hashlib.sha256).hexdigest()
@@ -259,7 +353,7 @@ def mac(token: str, role: str, nonce: str) -> str:
 
 def verify(token: str, role: str, nonce: str, got: Any) -> bool:
     """Constant-time check of a MAC."""
-    return hmac.compare_digest(mac(token, role, nonce), str(got or ""))
+    return hmac.compare_digest(mac(token, role, nonce).encode(), str(got or "").encode())
 
 
 def nonce() -> str:
