@@ -49,6 +49,10 @@ def describe(exc: BaseException) -> str:
     """One line for an exception: the message for nondiff's own errors, type and first line otherwise."""
     if isinstance(exc, UserError | EnvFailure):
         return str(exc)
+    from envs.protocol import BridgeError  # the bridge's own errors already say what the program did
+
+    if isinstance(exc, BridgeError):
+        return f"the env failed: {exc}"
     if is_disk_error(exc):
         assert isinstance(exc, OSError)
         return f"cannot write {exc.filename or 'a file'}: {exc.strerror} ({_free_space(exc.filename)} there)"
