@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 import envs
+from envs.faults import faults_in
 from envs.guard import obs_problem, reward_problem
 
 
@@ -124,12 +125,12 @@ def _bridge_smoke(make: Callable[..., gym.Env], how: str) -> str:
         os.killpg(proc.pid, signal.SIGKILL if how == "crash" else signal.SIGSTOP)
         t = time.perf_counter()
         *_, truncated, info = env.step(env.action_space.sample())
-        fault = info.get("nondiff_fault")
-        if not fault or not truncated:
+        found = faults_in(info)
+        if not found or not truncated:
             raise AssertionError(f"the {how} was not reported as a truncated transition with info['nondiff_fault']")
         env.reset()
         env.step(env.action_space.sample())
-        return f"{fault['kind']} detected in {time.perf_counter() - t:.2f}s, program restarted, stepping again"
+        return f"{found[-1].kind.value} detected in {time.perf_counter() - t:.2f}s, program restarted, stepping again"
     finally:
         env.close()
 

@@ -196,7 +196,7 @@ class ProcessEnv(gym.Env):
         if proc.poll() is None:
             try:
                 proc.send_signal(signal.SIGTERM)
-                proc.wait(self.term_grace + 2.0)  # the supervisor SIGKILLs everything after term_grace
+                proc.wait(self.term_grace + 1.0)  # the supervisor SIGKILLs everything after term_grace
             except subprocess.TimeoutExpired:  # the supervisor itself is stopped or stuck: do its job
                 for pid in [*reaper.descendants(proc.pid), proc.pid]:
                     try:

@@ -144,7 +144,7 @@ def _box(d: dict[str, Any], where: str, budget: _Budget) -> spaces.Box:
         low, high = np.clip(low, lo_min, hi_max), np.clip(high, lo_min, hi_max)
         if np.any(low != np.floor(low)) or np.any(high != np.floor(high)):
             raise SpecError(f"{where}: an integer Box needs integer bounds")
-    return spaces.Box(low.astype(dtype), high.astype(dtype), shape=shape, dtype=dtype)
+    return spaces.Box(low.astype(dtype), high.astype(dtype), shape=shape, dtype=dtype.type)  # type: ignore[arg-type]
 
 
 def space_from_json(d: Any, max_elements: int = MAX_SPACE_ELEMENTS, *, where: str = "space",

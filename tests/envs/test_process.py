@@ -17,6 +17,7 @@ import pytest
 
 import envs
 from envs import protocol as P
+from envs.faults import Fault, faults_in
 from envs.guard import InvalidOutputError
 from envs.process import ProcessEnv, RestartBudgetExhausted
 
@@ -24,6 +25,11 @@ from envs.process import ProcessEnv, RestartBudgetExhausted
 def make(heater, *flags, nan_policy="truncate", **kwargs):
     command = " ".join([heater, *flags])
     return envs.make("process", command=command, nan_policy=nan_policy, **kwargs)
+
+
+def fault_of(info) -> Fault:
+    """The step's own fault, through the one parser."""
+    return faults_in(info)[-1]
 
 
 def steps_until_fault(env, n=50):
@@ -52,9 +58,10 @@ def test_crash_is_truncated_recorded_and_restarted(heater):
     env.reset(seed=0)
     obs, reward, term, trunc, info = steps_until_fault(env)
     fault = info["nondiff_fault"]
+    assert isinstance(fault, Fault) and fault.budget == 10 and fault.restart
     assert trunc and not term and reward == 0.0 and np.all(np.isfinite(obs))
-    assert fault["kind"] == "crash" and fault["exit_code"] == -signal.SIGABRT
-    assert any("segfault in solver" in line for line in fault["stderr"])
+    assert fault.kind == "crash" and fault.exit_code == -signal.SIGABRT
+    assert any("segfault in solver" in line for line in fault.stderr)
     env.reset()  # a fresh program
     assert env.unwrapped.restarts == 1
     env.close()
@@ -65,8 +72,8 @@ def test_hang_times_out_even_when_sigterm_is_ignored(heater):
     env.reset(seed=0)
     t = time.monotonic()
     *_, info = steps_until_fault(env)
-    assert info["nondiff_fault"]["kind"] == "timeout" and time.monotonic() - t < 5
-    assert info["nondiff_fault"]["exit_code"] == -signal.SIGKILL  # SIGTERM ignored → escalated
+    assert fault_of(info).kind == "timeout" and time.monotonic() - t < 5
+    assert fault_of(info).exit_code == -signal.SIGKILL  # SIGTERM ignored → escalated
     env.reset()
     env.step(np.array([0.1], dtype=np.float32))
     env.close()
@@ -75,12 +82,12 @@ def test_hang_times_out_even_when_sigterm_is_ignored(heater):
 def test_sigstop_is_a_hang_and_the_program_is_replaced(heater):
     env = make(heater, step_timeout=0.5, term_grace=0.3)
     env.reset(seed=0)
-    pid = env.unwrapped._proc.pid
+    pid = env.unwrapped.program_pid
     os.kill(pid, signal.SIGSTOP)
     *_, info = steps_until_fault(env)
-    assert info["nondiff_fault"]["kind"] == "timeout"
+    assert fault_of(info).kind == "timeout"
     env.reset()
-    assert env.unwrapped._proc.pid != pid
+    assert env.unwrapped.program_pid != pid
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     env.close()
@@ -90,7 +97,7 @@ def test_garbage_bytes_are_a_protocol_fault(heater):
     env = make(heater, "--garbage-after", "4")
     env.reset(seed=0)
     *_, info = steps_until_fault(env)
-    assert info["nondiff_fault"]["kind"] == "protocol" and "limit" in info["nondiff_fault"]["detail"]
+    assert fault_of(info).kind == "protocol" and "limit" in fault_of(info).detail
     env.reset()
     env.close()
 
@@ -100,7 +107,7 @@ def test_non_finite_values_follow_the_policy(heater, flag, value):
     env = make(heater, flag, "3")
     env.reset(seed=0)
     obs, reward, term, trunc, info = steps_until_fault(env)
-    assert trunc and info["nondiff_fault"]["kind"] == "nonfinite" and value in info["nondiff_fault"]["detail"]
+    assert trunc and fault_of(info).kind == "nonfinite" and value in fault_of(info).detail
     assert np.all(np.isfinite(obs)) and reward == 0.0
     env.close()
 
@@ -192,7 +199,7 @@ SERVER = textwrap.dedent("""
     import sys
     import gymnasium as gym
     from envs.sdk import serve
-    serve(gym.make("Pendulum-v1"), name="pendulum", listen=("127.0.0.1", 0), token=sys.argv[1], once=False)
+    serve(lambda: gym.make("Pendulum-v1"), name="pendulum", listen=("127.0.0.1", 0), token=sys.argv[1])
 """)
 
 
