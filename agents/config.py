@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import difflib
+import logging
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from agents.errors import UserError
+from agents.tokens import DEFAULT_ENV_VAR, REDACTED, TokenSource
+
+log = logging.getLogger(__name__)
 
 
 class _Section(BaseModel):
@@ -33,10 +46,49 @@ class EnvConfig(BaseModel):
     nan_policy: Literal["truncate", "clip", "raise"] = "truncate"
     """What to do with an invalid observation or reward (NaN, inf, wrong dtype/shape, out of bounds):
     end the episode, repair the values, or stop. Every case is recorded as ``env/faults_by_kind``."""
+    token: str | None = None
+    """The bridge token as a literal (``--set env.token=…``). Discouraged: ``ps`` shows command lines. It is
+    written everywhere as ``'***'``; a config holding ``'***'`` takes the token from ``NONDIFF_TOKEN`` (or
+    ``token_env``) again."""
+    token_file: str | None = None
+    """Path of a file holding the bridge token, readable by its owner only (``chmod 600``); read where the env
+    is built, so it must exist on every machine that runs env workers. The path is kept, the token is not."""
+    token_env: str | None = None
+    """Name of the env var holding the bridge token; unset: ``NONDIFF_TOKEN``, passed to any adapter that
+    takes a ``token`` when it is set. Workers inherit it."""
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _token_text(cls, v: Any) -> Any:
+        return None if v is None or v == "" else str(v)  # a number given with --set is a token too
+
+    @field_validator("eval_kwargs")
+    @classmethod
+    def _no_token_in_eval_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "token" in v:
+            raise ValueError("the bridge token is not an eval_kwargs key: env.token_env or env.token_file applies "
+                             "to evaluation envs too")
+        return v
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> EnvConfig:
+        given = [n for n in ("token", "token_file", "token_env") if getattr(self, n)]
+        if len(given) > 1:
+            raise ValueError(f"give the bridge token one way, not {' and '.join('env.' + n for n in given)}: "
+                             f"an env var (env.token_env, default {DEFAULT_ENV_VAR}) or env.token_file")
+        return self
+
+    @field_serializer("token")
+    def _redact(self, v: str | None) -> str | None:
+        return REDACTED if v else None
 
     def adapter_kwargs(self) -> dict[str, Any]:
-        """Every key that is not a framework field: the adapter's keyword arguments."""
+        """Every key that is not a framework field: the adapter's keyword arguments (never the token)."""
         return dict(self.model_extra or {})
+
+    def token_source(self) -> TokenSource:
+        """Where this env's bridge token comes from; :func:`agents.tokens.resolve` reads it."""
+        return TokenSource(literal=self.token, file=self.token_file, env_var=self.token_env)
 
 
 class AgentConfig(_Section):
@@ -200,9 +252,17 @@ def validate(raw: dict[str, Any], source: str) -> RunConfig:
     except ValidationError as e:
         err = e.errors()[0]
         path = ".".join(str(p) for p in err["loc"])
-        got = err.get("input")
-        raise UserError(f"{source}: '{path}' {err['msg'].lower()} (got {got!r}); fix the value in the YAML "
+        got = REDACTED if path.endswith("token") else _redact_input(err.get("input"))
+        msg = err["msg"][:1].lower() + err["msg"][1:]
+        raise UserError(f"{source}: '{path}' {msg} (got {got!r}); fix the value in the YAML "
                         f"or with --set {path}=VALUE") from e
+
+
+def _redact_input(value: Any) -> Any:
+    """A copy of an invalid input for an error message, with any ``token`` value replaced by ``***``."""
+    if isinstance(value, dict):
+        return {k: REDACTED if k == "token" and v else _redact_input(v) for k, v in value.items()}
+    return value
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -227,24 +287,40 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
     """Apply one ``--set section.key=value`` in place; the value is parsed as YAML and typed by the schema."""
+    shown = redact_argv([assignment])[0]  # error messages never echo a token
     key, sep, text = assignment.partition("=")
     parts = key.strip().split(".")
     if not sep or len(parts) != 2 or not all(parts):
-        raise UserError(f"--set {assignment!r}: expected SECTION.KEY=VALUE, e.g. --set agent.learning_rate=1e-3")
+        raise UserError(f"--set {shown!r}: expected SECTION.KEY=VALUE, e.g. --set agent.learning_rate=1e-3")
     section, field = parts
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
+    try:  # a token is taken as typed: YAML would turn 0x1f or 1e10 into numbers
+        value = text.strip() if (section, field) == ("env", "token") else yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError as e:
-        raise UserError(f"--set {assignment!r}: the value is not valid YAML; quote it") from e
+        raise UserError(f"--set {shown!r}: the value is not valid YAML; quote it") from e
     if section in SECTIONS and SECTIONS[section] is not EnvConfig:
         fields = SECTIONS[section].model_fields
         if field not in fields:
-            raise UserError(f"--set {assignment!r}: unknown key '{section}.{field}'; "
+            raise UserError(f"--set {shown!r}: unknown key '{section}.{field}'; "
                             f"{_suggest(field, list(fields))}valid keys in {section!r}: {', '.join(fields)}")
     raw.setdefault(section, {})
     if not isinstance(raw[section], dict):
-        raise UserError(f"--set {assignment!r}: section {section!r} is not a mapping")
+        raise UserError(f"--set {section}.{field}=…: section {section!r} is not a mapping")
+    if (section, field) == ("env", "token") and value not in (None, "", REDACTED):
+        log.warning("--set env.token=… shows the token to every user of this machine in `ps`; export "
+                    "%s=… instead, or set env.token_file: PATH (chmod 600)", DEFAULT_ENV_VAR)
     raw[section][field] = value
+
+
+_TOKEN_ARG = re.compile(r"^(?P<keep>(?:-[\w-]*=)?\s*env\s*\.\s*token\s*=).*$", re.DOTALL)
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """The command line with every bridge token replaced by ``***``, for command.txt and logs.
+
+    ``--set env.token=X`` and ``--set=env.token=X`` (and argparse's abbreviations such as ``--se=``) become
+    ``env.token=***``; ``env.token_file`` and ``env.token_env`` are kept, they hold no secret.
+    """
+    return [_TOKEN_ARG.sub(lambda m: m.group("keep") + REDACTED, arg) for arg in argv]
 
 
 def dump(cfg: RunConfig) -> str:

@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents import Backend, checkpoint, rllib_state
+from agents import Backend, checkpoint, rllib_local, rllib_state, tokens
 from agents.config import RunConfig
 from agents.envfactory import env_factory, is_image_space, probe_spaces
 from agents.errors import CheckpointError, UserError
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 ENV_NAME = "nondiff-env"
 MODULE = "default_policy"
 CONNECT_TIMEOUT = 5.0
+LATENCY_WINDOW = 1000
+"""Step latencies each env runner keeps for ``env/step_latency_ms_p50``/``_p99``."""
 
 
 def _create_env(env_config: dict[str, Any]) -> gym.Env:
@@ -47,25 +49,24 @@ def _health_callback_class() -> Any:
     """An RLlibCallback that turns the watchdog's ``info`` records into metrics inside each env runner."""
     from ray.rllib.callbacks.callbacks import RLlibCallback
 
+    from envs.faults import LATENCY_KEY, faults_in
+
     class HealthCallback(RLlibCallback):  # type: ignore[misc]
         def on_episode_step(self, *, episode: Any, metrics_logger: Any = None, **kwargs: Any) -> None:
             info = episode.get_infos(-1) if metrics_logger is not None else None
             if not info:
                 return
-            faults = list(info.get("nondiff_reset_faults", ()))
-            if info.get("nondiff_fault"):
-                faults.append(info["nondiff_fault"])
-            for fault in faults:
-                metrics_logger.log_value(("nondiff", "faults", fault.get("kind", "unknown")), 1, reduce="sum",
-                                         clear_on_reduce=True)
-                if fault.get("restart"):
-                    metrics_logger.log_value(("nondiff", "restarts"), 1, reduce="sum", clear_on_reduce=True)
+            for fault in faults_in(info):
+                metrics_logger.log_value(("nondiff", "faults", fault.kind.value), 1, reduce="sum")
+                if fault.restart:
+                    metrics_logger.log_value(("nondiff", "restarts"), 1, reduce="sum")
             if "nondiff_raw_return" in info:  # reward scaling on: the env's own episode return
                 metrics_logger.log_value(("nondiff", "raw_return"), float(info["nondiff_raw_return"]), reduce="mean",
                                          window=100)
-            if "nondiff_step_ms" in info:
-                metrics_logger.log_value(("nondiff", "step_ms"), float(info["nondiff_step_ms"]), reduce="mean",
-                                         window=1000)
+            ms = info.get(LATENCY_KEY)
+            if isinstance(ms, (int, float, np.number)) and not isinstance(ms, bool) and np.isfinite(ms):
+                metrics_logger.log_value(("nondiff", "step_ms"), float(ms), reduce="percentiles",
+                                         percentiles=[50, 99], window=LATENCY_WINDOW)
 
     return HealthCallback
 
@@ -167,16 +168,21 @@ def _check_reachable(address: str) -> None:
 
 
 def _connect(cfg: RunConfig) -> None:
-    """Join the cluster at ``rllib.address``, or start a private local Ray: loopback only, no dashboard."""
+    """Join the cluster at ``rllib.address``, or start a private local Ray (agents/rllib_local.py)."""
     import ray
 
     if ray.is_initialized():
         return
     address = cfg.rllib.address
+    token = cfg.env.token_source()
     if not address:
-        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=cfg.rllib.dashboard,
-                 log_to_driver=False, num_cpus=cfg.rllib.num_cpus)
+        tokens.export_literal(token)  # env runners rebuild the env from the redacted config: give them the token
+        rllib_local.start(cfg.rllib.num_cpus, cfg.rllib.dashboard)
         return
+    if token.literal and token.literal != tokens.REDACTED:
+        raise UserError(f"--ray-address with env.token: env runners on other machines cannot get a token from this "
+                        f"command line; export {token.env_var or tokens.DEFAULT_ENV_VAR}=… on every node before "
+                        "`ray start`, or use env.token_file with the file on every node")
     _check_reachable(address)
     try:
         ray.init(address=address, log_to_driver=False)
@@ -346,8 +352,12 @@ class RLlibBackend(Backend):
             h[f"env/faults_by_kind/{kind}"] = h.get(f"env/faults_by_kind/{kind}", 0.0) + float(n or 0)
         h["env/timeouts"] = h.get("env/faults_by_kind/timeout", 0.0)
         out = dict(h)
-        if nondiff.get("step_ms") is not None:
-            out["env/step_latency_ms_mean"] = float(nondiff["step_ms"])
+        latency = nondiff.get("step_ms")
+        if isinstance(latency, dict):  # {50: ms, 99: ms} over the last LATENCY_WINDOW steps of every runner
+            for q in (50, 99):
+                value = latency.get(q, latency.get(str(q)))
+                if value is not None:
+                    out[f"env/step_latency_ms_p{q}"] = float(value)
         return out
 
     def _set_weights(self, weights: dict[str, np.ndarray]) -> None:

@@ -103,7 +103,7 @@ def test_watchdog_metrics_come_back_from_env_runners(tmp_path, heater):
     restarts = acc.Scalars("env/restarts")[-1].value
     # 4 envs, each program crashes at its 300th step: at least 4 crashes in 2,500 steps, each one restarted
     assert crashes >= 4 and restarts == crashes
-    assert "env/step_latency_ms_mean" in acc.Tags()["scalars"]
+    assert {"env/step_latency_ms_p50", "env/step_latency_ms_p99"} <= set(acc.Tags()["scalars"])  # as on SB3
 
 
 def test_ctrl_c_writes_a_loadable_checkpoint(tmp_path):
