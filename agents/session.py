@@ -126,8 +126,10 @@ class EnvHealth:
     """Counts the faults the envs report in ``info`` and the step latencies, for ``env/…`` metrics.
 
     Restart faults that carry a ``budget`` (the bridge's ``max_restarts``) are counted across every env
-    instance of the run: the first one beyond the smallest budget seen raises
-    :class:`~agents.errors.EnvFailure`. Faults of the same vector step after that one are not counted.
+    instance of the run: with a smallest budget of N seen, failure N + 1 raises
+    :class:`~agents.errors.EnvFailure` ("restart budget of N for the whole run spent after N restarts").
+    Faults of the same vector step after that one are not counted. Restart faults without a budget (vector-env
+    workers, which have their own, and in-process crashes) count in ``env/restarts`` only.
 
     Args:
         say: prints one console line (see :class:`FaultReporter`); None: silent.
@@ -175,8 +177,8 @@ class EnvHealth:
         if self.budgeted_restarts > self.budget:
             tail = " | ".join(fault.stderr[-5:]) or "(no stderr)"
             raise EnvFailure(f"program {fault.program or '(unknown)'!r}: {fault.detail}; restart budget of "
-                             f"{self.budget} for the whole run spent after {self.budgeted_restarts} restarts "
-                             f"({self.budget} allowed, counted over all env instances); exit code "
+                             f"{self.budget} for the whole run spent after {self.budget} restarts (this is failure "
+                             f"{self.budgeted_restarts}, counted over all env instances); exit code "
                              f"{fault.exit_code}; last stderr: {tail}")
 
     def metrics(self) -> dict[str, float]:

@@ -246,7 +246,7 @@ class Guard(gym.Wrapper):
             if self.nan_policy == "raise":
                 raise InvalidOutputError(f"reset: {problem}")
             obs = sanitize(self.observation_space, obs, self._last_obs)
-            faults.append(Fault(problem.kind, f"reset: {problem}"))
+            faults.append(Fault(problem.kind, f"reset: {problem}", program=self._who()))
         for fault in faults:
             add_fault(info, fault)
         self._pending.extend(faults)
@@ -277,7 +277,7 @@ class Guard(gym.Wrapper):
             return obs, float(reward), terminated, truncated, info
         if self.nan_policy == "raise":
             raise InvalidOutputError(f"step: {problem}")
-        add_fault(info, Fault(problem.kind, str(problem)))
+        add_fault(info, Fault(problem.kind, str(problem), program=self._who()))
         if self.nan_policy == "clip":
             self._last_obs = sanitize(self.observation_space, obs, self._last_obs)
             return self._last_obs, _repair_reward(reward), terminated, truncated, info
