@@ -209,7 +209,15 @@ class ResilientVecEnv(VecEnv):
         idx = self._get_indices(indices)
         for i in idx:
             self.workers[i][1].send((cmd, data))
-        return [self._answer(i, time.monotonic() + self.step_timeout) for i in idx]
+        out, error = [], None
+        for i in idx:  # read every answer, so that none is left in a pipe for the next command
+            try:
+                out.append(self._answer(i, time.monotonic() + self.step_timeout))
+            except RuntimeError as e:
+                error = error or e
+        if error is not None:
+            raise error
+        return out
 
     def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
         """An attribute of each env."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import gymnasium as gym
@@ -35,19 +36,36 @@ class WaitingEnv(gym.Env):
         return np.array([self.x, self.t], np.float32), -abs(self.x), self.x > 3, self.t >= 7, {"t": self.t}
 
 
+class RendezvousEnv(WaitingEnv):
+    """A step that returns only once every env of the vector env is inside its own step (a barrier)."""
+
+    def __init__(self, barrier: threading.Barrier, timeout: float = 30.0) -> None:
+        super().__init__()
+        self.barrier, self.timeout = barrier, timeout
+
+    def step(self, action):
+        self.barrier.wait(self.timeout)  # serial stepping never fills it: BrokenBarrierError
+        return super().step(action)
+
+
 def test_waiting_envs_step_concurrently():
-    n, latency, steps = 16, 0.02, 10
-    venv = ThreadVecEnv([lambda: WaitingEnv(latency) for _ in range(n)])
+    # Concurrency shown by a rendezvous, not by wall time, so a loaded machine slows it but cannot fail it:
+    # each vector step completes only if all n envs are waiting inside step() at the same moment.
+    n, steps = 16, 10
+    barrier = threading.Barrier(n)
+    venv = ThreadVecEnv([lambda: RendezvousEnv(barrier) for _ in range(n)])
     try:
         venv.reset()
-        t = time.perf_counter()
         for _ in range(steps):
             venv.step(np.zeros((n, 1), np.float32))
-        elapsed = time.perf_counter() - t
     finally:
         venv.close()
-    sequential = n * latency * steps  # 3.2 s: what DummyVecEnv needs at the least
-    assert elapsed < 0.4 * sequential, f"{elapsed:.2f} s for {steps} vector steps; sequential bound {sequential:.2f} s"
+    assert not barrier.broken
+    serial_barrier = threading.Barrier(2)
+    serial = DummyVecEnv([lambda: RendezvousEnv(serial_barrier, timeout=0.3) for _ in range(2)])
+    serial.reset()
+    with pytest.raises(threading.BrokenBarrierError):  # the same check fails for a serial vector env
+        serial.step(np.zeros((2, 1), np.float32))
 
 
 def test_same_transitions_as_dummy_vec_env_including_auto_reset():
