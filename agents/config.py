@@ -287,8 +287,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
     """Apply one ``--set section.key=value`` in place; the value is parsed as YAML and typed by the schema."""
-    shown = redact_argv([assignment])[0]  # error messages never echo a token
     key, sep, text = assignment.partition("=")
+    shown = f"{key}=…" if "token" in text.lower() or "token" in key.lower() else assignment  # never echo a token
     parts = key.strip().split(".")
     if not sep or len(parts) != 2 or not all(parts):
         raise UserError(f"--set {shown!r}: expected SECTION.KEY=VALUE, e.g. --set agent.learning_rate=1e-3")
