@@ -134,3 +134,25 @@ def test_programs_that_keep_crashing_stop_the_run_at_the_run_wide_budget(heater,
     assert acc.Scalars("env/restarts")[-1].value == 4  # failures counted by the trainer: budget + 1
     # each env crashes at its 2nd step, all in the same vector step, so all restarted before the count
     assert n_starts == 1 + num_envs + -(-4 // num_envs) * num_envs
+
+
+def test_an_in_process_adapter_that_raises_in_step_does_not_stop_training(tmp_path):
+    run = tmp_path / "run"
+    proc = _train("--env", "tests.agents.faulty_env:FlakyCartPole", "--set", "env.raise_every=40", "--timesteps",
+                  "256", "--num-envs", "2", "--run-dir", str(run), *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert "env: crash fault (FlakyCartPole): step raised FloatingPointError: 'solver diverged'" in proc.stdout
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert acc.Scalars("env/faults_by_kind/crash")[-1].value >= 4  # 2 envs x 256 steps / 40, up to the last rollout
+
+
+def test_an_adapter_whose_reset_keeps_raising_stops_with_exit_1_and_a_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    proc = _train("--env", "tests.agents.faulty_env:FlakyCartPole", "--set", "env.raise_every=30", "--set",
+                  "env.reset_fails_after=1", "--timesteps", "2000", "--num-envs", "1", "--run-dir", str(run), *FAST)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert ("env FlakyCartPole: reset failed 3 times in a row; last: reset raised ConnectionError: 'motor controller "
+            "unreachable'") in proc.stderr, proc.stderr
+    assert list(run.rglob("*.safetensors")), sorted(p.name for p in run.rglob("*"))
