@@ -214,3 +214,16 @@ def test_resume_and_evaluate_need_the_token_again(tmp_path, program):
         assert again.returncode == 0, again.stderr[-3000:]
     assert _files_holding(run, TOKEN.encode()) == []
     assert (run / "command.txt").read_text().count("\n") == 2  # the resume appended its (token-free) line
+
+
+@pytest.mark.ray
+def test_command_line_token_reaches_rllib_env_runners_and_no_file(tmp_path, program):
+    command, _ = program
+    run = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "NONDIFF_TOKEN"}
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *FAST, "--run-dir", str(run), "--backend", "rllib",
+                           "--num-env-runners", "1", "--set", "rllib.num_cpus=2", "--set", f"env.command={command}",
+                           "--set", f"env.token={TOKEN}"], cwd=ROOT, env=env, text=True, capture_output=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _files_holding(run, TOKEN.encode()) == [] and "token: '***'" in (run / "config.yaml").read_text()
