@@ -88,18 +88,21 @@ class FaultReporter:
         self._last_line: dict[str, float] = {}
         self._latest: dict[str, Fault] = {}
 
-    def note(self, fault: Fault) -> None:
-        """Count one fault; print when its kind is new or its window has passed."""
+    def note(self, fault: Fault, count: int = 1) -> None:
+        """Count ``count`` faults like ``fault``; print when its kind is new or its window has passed."""
+        if count < 1:
+            return
         kind = fault.kind.value
-        self.total[kind] = self.total.get(kind, 0) + 1
+        self.total[kind] = self.total.get(kind, 0) + count
         self._latest[kind] = fault
         if kind not in self._last_line:
             self._last_line[kind] = self.clock()
             where = f" ({fault.program})" if fault.program else ""
-            self.say(f"env: {kind} fault{where}: {fault.detail}; further {kind} faults are summarised every "
+            more = f" (and {count - 1} more)" if count > 1 else ""
+            self.say(f"env: {kind} fault{where}: {fault.detail}{more}; further {kind} faults are summarised every "
                      f"{self.window:g} s; see env/faults_by_kind in TensorBoard")
             return
-        self._untold[kind] = self._untold.get(kind, 0) + 1
+        self._untold[kind] = self._untold.get(kind, 0) + count
         self.tick()
 
     def tick(self) -> None:
@@ -170,16 +173,46 @@ class EnvHealth:
         if not fault.restart:
             return
         self.restarts += 1
-        if fault.budget is None:
-            return
-        self.budget = fault.budget if self.budget is None else min(self.budget, fault.budget)
-        self.budgeted_restarts += 1
+        if fault.budget is not None:
+            self._spend(1, fault.budget, fault)
+
+    def _spend(self, n: int, budget: int, fault: Fault | None) -> None:
+        self.budget = budget if self.budget is None else min(self.budget, budget)
+        self.budgeted_restarts += n
         if self.budgeted_restarts > self.budget:
-            tail = " | ".join(fault.stderr[-5:]) or "(no stderr)"
-            raise EnvFailure(f"program {fault.program or '(unknown)'!r}: {fault.detail}; restart budget of "
-                             f"{self.budget} for the whole run spent after {self.budget} restarts (this is failure "
-                             f"{self.budgeted_restarts}, counted over all env instances); exit code "
-                             f"{fault.exit_code}; last stderr: {tail}")
+            what = "(unknown program)" if fault is None else f"program {fault.program or '(unknown)'!r}: {fault.detail}"
+            tail = (" | ".join(fault.stderr[-5:]) if fault is not None else "") or "(no stderr)"
+            raise EnvFailure(f"{what}; restart budget of {self.budget} for the whole run spent after {self.budget} "
+                             f"restarts (this is failure {self.budgeted_restarts}, counted over all env instances); "
+                             f"exit code {None if fault is None else fault.exit_code}; last stderr: {tail}")
+
+    def observe_counts(self, by_kind: dict[str, int], *, restarts: int = 0, budgeted_restarts: int = 0,
+                       budget: int | None = None, last: Fault | None = None) -> None:
+        """Add counts aggregated elsewhere (RLlib's env runners, once per training iteration).
+
+        Same counters, console lines and run-wide budget as :meth:`observe`, at the granularity of the
+        aggregation: failure N + 1 is noticed at the end of the iteration that held it.
+
+        Args:
+            by_kind: faults per kind value since the previous call.
+            restarts: restart faults among them.
+            budgeted_restarts: restart faults among them that carried a budget.
+            budget: the smallest budget those faults carried.
+            last: one of the faults (the latest), for the console line and the failure message.
+        """
+        for kind, n in by_kind.items():
+            try:
+                fault_kind = FaultKind(kind)
+            except ValueError:
+                continue
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + n
+            self.timeouts += n if fault_kind is FaultKind.TIMEOUT else 0
+            if self.reporter is not None:
+                example = last if last is not None and last.kind is fault_kind else Fault(fault_kind, "(no detail)")
+                self.reporter.note(example, n)
+        self.restarts += restarts
+        if budget is not None and budgeted_restarts > 0:
+            self._spend(budgeted_restarts, budget, last)
 
     def metrics(self) -> dict[str, float]:
         """``env/…`` scalars; latency percentiles cover the steps since the previous call."""

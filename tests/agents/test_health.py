@@ -64,6 +64,19 @@ def test_the_smallest_budget_wins_and_faults_without_one_do_not_spend_it():
         health.observe([{FAULT_KEY: crash(budget=1)}])
 
 
+def test_counts_aggregated_by_rllib_share_the_counters_lines_and_budget():
+    lines: list[str] = []
+    health = EnvHealth(lines.append)
+    health.observe_counts({"crash": 2, "nonfinite": 5, "bogus": 9}, restarts=2, budgeted_restarts=2, budget=3,
+                          last=crash())
+    assert health.by_kind == {"crash": 2, "nonfinite": 5} and health.restarts == 2
+    assert lines[0].startswith("env: crash fault (./sim): the stream closed (and 1 more)")
+    assert lines[1].startswith("env: nonfinite fault: (no detail) (and 4 more)")
+    with pytest.raises(EnvFailure, match=r"restart budget of 3 for the whole run spent after 3 restarts \(this is "
+                                         r"failure 5, counted over all env instances\)"):
+        health.observe_counts({"crash": 3}, restarts=3, budgeted_restarts=3, budget=3, last=crash())
+
+
 def test_fault_lines_are_rate_limited_per_kind():
     lines: list[str] = []
     now = [0.0]
