@@ -45,8 +45,13 @@ def _free_space(path: str | None) -> str:
     return "free space unknown"
 
 
-def describe(exc: BaseException) -> str:
-    """One line for an exception: the message for nondiff's own errors, type and first line otherwise."""
+def describe(exc: BaseException, *, hint: bool = True) -> str:
+    """One line for an exception: the message for nondiff's own errors, type and first line otherwise.
+
+    Args:
+        exc: the exception.
+        hint: add "rerun with --debug for the traceback" to an unexpected exception.
+    """
     if isinstance(exc, UserError | EnvFailure):
         return str(exc)
     from envs.protocol import BridgeError  # the bridge's own errors already say what the program did
@@ -57,8 +62,8 @@ def describe(exc: BaseException) -> str:
         assert isinstance(exc, OSError)
         return f"cannot write {exc.filename or 'a file'}: {exc.strerror} ({_free_space(exc.filename)} there)"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return (f"unexpected {type(exc).__name__}{': ' + text[:300] if text else ''} "
-            "(rerun with --debug for the traceback)")
+    where = " (rerun with --debug for the traceback)" if hint else ""
+    return f"unexpected {type(exc).__name__}{': ' + text[:300] if text else ''}{where}"
 
 
 def last_good(run: RunDir) -> str:
@@ -94,12 +99,12 @@ def stop_on_error(exc: BaseException, run: RunDir, backend: Backend) -> tuple[in
         path = backend.save(run.crash, {"env_states": None, "stopped_by": what})
     except Exception as save_exc:  # noqa: BLE001 - reported in the line, with the last good checkpoint
         log.debug("writing the crash checkpoint failed", exc_info=True)
-        return code, (f"error: {what}; writing a checkpoint failed too ({describe(save_exc)}); last good checkpoint: "
+        return code, (f"error: {what}; writing a checkpoint failed too ({describe(save_exc, hint=False)}); last good checkpoint: "
                       f"{last_good(run)}; {resume_hint(run)}")
     return code, f"error: {what}; checkpoint written to {path}; {resume_hint(run)}"
 
 
 def save_failed(exc: BaseException, run: RunDir, target: Path) -> str:
     """The line for a checkpoint (``target``) that could not be written after training itself went well."""
-    return (f"error: writing the checkpoint {target} failed: {describe(exc)}; last good checkpoint: {last_good(run)}; "
+    return (f"error: writing the checkpoint {target} failed: {describe(exc, hint=False)}; last good checkpoint: {last_good(run)}; "
             f"{'free some space, then ' if is_disk_error(exc) else ''}{resume_hint(run)}")

@@ -1,0 +1,234 @@
+"""train.py and evaluate.py against hostile run dirs and failures: one line, the right exit code, nothing lost.
+
+Real subprocesses, real files, real locks and a real file-size limit (issue 12 §5 and "checkpoint before
+any exit").
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, run_cli
+
+from agents import checkpoint
+
+FAST = ["--set", "agent.n_steps=64", "--set", "agent.batch_size=64", "--set", "agent.n_epochs=1",
+        "--num-envs", "2", "--quiet", "--set", "eval.every=0", "--set", "train.checkpoint_every=64"]
+
+# Imported by training through --env-package. It makes stable-baselines3's rollout buffer raise at its Nth
+# add() when CRASH_AT is set: an exception from the learner's own code path, mid-rollout, which no env
+# Guard can see or absorb (the Guard wraps env step/reset only). Without CRASH_AT it does nothing, so the
+# same run resumes cleanly.
+CRASH_PLUGIN = '''
+from stable_baselines3.common.buffers import RolloutBuffer
+
+if os.environ.get("CRASH_AT"):
+    _at, _orig, _calls = int(os.environ["CRASH_AT"]), RolloutBuffer.add, [0]
+    _kind = {"RuntimeError": RuntimeError, "MemoryError": MemoryError}[os.environ.get("CRASH_KIND", "RuntimeError")]
+
+    def add(self, *args, **kwargs):
+        _calls[0] += 1
+        if _calls[0] == _at:
+            raise _kind("rollout buffer exploded")
+        return _orig(self, *args, **kwargs)
+
+    RolloutBuffer.add = add
+'''
+
+
+@pytest.fixture(autouse=True)
+def _own_key(tmp_path, monkeypatch):
+    """A signing key of this test's own user, so that tests never touch ~/.config."""
+    monkeypatch.setenv("NONDIFF_KEY_FILE", str(tmp_path / "key" / "nondiff.key"))
+
+
+def one_line(proc):
+    """The one error line (log warnings such as SB3's "resuming from fresh episodes" aside)."""
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("WARNING ")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def train_cartpole(run, *extra, timesteps="256"):
+    return run_cli("train.py", "--env", "CartPole-v1", "--timesteps", timesteps, "--seed", "0", "--run-dir", str(run),
+                   *FAST, *extra, check=True)
+
+
+# -- 1 and 8: checkpoint before any exit; the crash checkpoint resumes -------------------------------------
+@pytest.mark.parametrize("kind", ["RuntimeError", "MemoryError"])
+def test_unexpected_error_mid_rollout_writes_crash_checkpoint_then_resumes(tmp_path, monkeypatch, kind):
+    (tmp_path / "crash_plugin.py").write_text(CRASH_PLUGIN)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("CRASH_KIND", kind)
+    monkeypatch.setenv("CRASH_AT", "80")  # vector step 80 of 2 envs: step 160, mid-rollout
+    run = tmp_path / "run"
+    proc = run_cli("train.py", "--env", "CartPole-v1", "--timesteps", "512", "--seed", "0", "--run-dir", str(run),
+                   "--env-package", "crash_plugin", *FAST)
+    assert proc.returncode == 1, proc.stderr
+    line = one_line(proc)
+    crash = run / "crash" / "model.safetensors"
+    assert line.startswith(f"error: training stopped: unexpected {kind}: rollout buffer exploded")
+    assert f"checkpoint written to {crash}; resume with:  python train.py --resume {run}" in line
+    header = checkpoint.read_header(crash)
+    assert header.num_timesteps == 160 and header.extra["stopped_by"].startswith("training stopped")
+    monkeypatch.delenv("CRASH_AT")
+    done = run_cli("train.py", "--resume", str(run), "--quiet", check=True)  # signed, so its package may load
+    assert f"resuming {run} from model.safetensors at step 160" in done.stdout
+    assert checkpoint.read_header(run / "final" / "model.safetensors").num_timesteps >= 512  # whole rollouts
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    (tmp_path / "crash_plugin.py").write_text(CRASH_PLUGIN)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("CRASH_AT", "3")
+    proc = run_cli("train.py", "--env", "CartPole-v1", "--timesteps", "256", "--run-dir", str(tmp_path / "run"),
+                   "--env-package", "crash_plugin", "--debug", *FAST)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "rollout buffer exploded" in proc.stderr
+    assert "checkpoint written to" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_failed_crash_save_names_the_last_good_checkpoint(tmp_path, monkeypatch):
+    (tmp_path / "crash_plugin.py").write_text(CRASH_PLUGIN)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    run = tmp_path / "run"
+    train_cartpole(run, "--env-package", "crash_plugin")
+    (run / "crash").write_text("a file where crash/ should be: the crash checkpoint cannot be written")
+    monkeypatch.setenv("CRASH_AT", "5")
+    proc = run_cli("train.py", "--resume", str(run), "--timesteps", "256", "--quiet")
+    assert proc.returncode == 1
+    line = one_line(proc)
+    assert "writing a checkpoint failed too" in line
+    assert f"last good checkpoint: {run / 'final' / 'model.safetensors'} (step 256)" in line
+    assert checkpoint.read_header(run / "final" / "model.safetensors").num_timesteps == 256
+
+
+# -- 5: a full disk (a real file-size limit: EFBIG) -------------------------------------------------------
+def _limit_file_size():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead of killing the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
+
+
+def test_checkpoint_write_hitting_a_file_size_limit_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    train_cartpole(run, "--set", "agent.net_arch=[256,256]")  # checkpoints of about 1.6 MB
+    final = run / "final" / "model.safetensors"
+    before = final.read_bytes()
+    assert len(before) > 400_000
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(run), "--timesteps", "256",
+                           "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          preexec_fn=_limit_file_size)
+    assert proc.returncode == 1, proc.stderr
+    line = one_line(proc)
+    assert line.startswith(f"error: training stopped: cannot write {run / 'checkpoints'}/step_0000000384.safetensors: "
+                           "File too large (")
+    assert " free there); last good checkpoint: " + f"{final} (step 256); free some space, then resume with:" in line
+    assert final.read_bytes() == before
+    assert not [p for p in run.rglob("*.tmp")], "the failed write left a temp file"
+
+
+# -- 2: the lock ------------------------------------------------------------------------------------------
+def test_second_trainer_is_refused_and_a_killed_run_resumes(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--env", "CartPole-v1", "--timesteps",
+                             "10000000", "--run-dir", str(run), *FAST], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not list((run / "checkpoints").glob("step_*.safetensors")):
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.05)
+        config = (run / "config.yaml").read_bytes()
+        second = run_cli("train.py", "--resume", str(run), "--timesteps", "64", "--quiet")
+        assert second.returncode == 2
+        assert f"is being trained right now by pid {proc.pid} on host" in one_line(second)
+        assert (run / "config.yaml").read_bytes() == config
+        assert len((run / "command.txt").read_text().splitlines()) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+    json.loads((run / "lock").read_text())  # the dead holder's record stays; its flock is gone
+    done = run_cli("train.py", "--resume", str(run), "--timesteps", "64", "--quiet", check=True)
+    assert "done:" in done.stdout
+    run_cli("evaluate.py", str(run), "--episodes", "1", check=True)  # reading needs no lock
+
+
+# -- 3 and 4: links and stale temps -----------------------------------------------------------------------
+def test_resume_through_a_linked_checkpoints_dir_is_refused_and_the_other_run_is_intact(tmp_path):
+    other = tmp_path / "other"
+    train_cartpole(other)
+    files = {p: p.read_bytes() for p in other.rglob("*") if p.is_file() and p.name != "lock"}
+    run = tmp_path / "run"
+    shutil.copytree(other, run)
+    shutil.rmtree(run / "checkpoints")
+    (run / "checkpoints").symlink_to(other / "checkpoints")
+    for script, args in (("train.py", ["--resume", str(run), "--timesteps", "512", "--quiet"]),
+                         ("evaluate.py", [str(run), "--episodes", "1"])):
+        proc = run_cli(script, *args)
+        assert proc.returncode == 2
+        assert f"'checkpoints' is a symbolic link to '{other / 'checkpoints'}'" in one_line(proc)
+    assert {p: p.read_bytes() for p in other.rglob("*") if p.is_file() and p.name != "lock"} == files
+
+
+def test_resume_removes_stale_temp_files(tmp_path):
+    run = tmp_path / "run"
+    train_cartpole(run)
+    stale = [run / "final" / ".model.safetensors.a1b2c3d4.tmp", run / "checkpoints" / ".step_1.safetensors.x9y8z7w6.tmp"]
+    for p in stale:
+        p.write_bytes(b"\0" * 100_000)
+    run_cli("train.py", "--resume", str(run), "--timesteps", "64", "--quiet", check=True)
+    assert not any(p.exists() for p in stale)
+
+
+# -- 6: corrupted metadata --------------------------------------------------------------------------------
+def test_mistyped_checkpoint_field_is_exit_2_for_evaluate_and_resume(tmp_path):
+    from safetensors.torch import load, save_file
+
+    run = tmp_path / "run"
+    train_cartpole(run)
+    final = run / "final" / "model.safetensors"
+    data = final.read_bytes()
+    meta = json.loads(json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]["nondiff"])
+    meta["num_timesteps"] = "256"
+    save_file(load(data), str(final), metadata={"nondiff": json.dumps(meta)})
+    for script, args in (("evaluate.py", [str(run)]), ("train.py", ["--resume", str(run), "--quiet"])):
+        proc = run_cli(script, *args)
+        assert proc.returncode == 2
+        assert (f"checkpoint '{final}' is corrupted: field 'num_timesteps' should be a non-negative integer, got str"
+                in one_line(proc))
+
+
+# -- 7: a run dir from elsewhere runs no code silently ----------------------------------------------------
+def test_edited_config_command_is_refused_without_trust_run_dir(tmp_path):
+    run = tmp_path / "run"
+    train_cartpole(run)
+    marker = tmp_path / "MARKER"
+    cfg = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(cfg.replace("id: CartPole-v1", f"id: process\n  command: sh -c 'touch {marker}'",
+                                                 1))
+    for script, args in (("evaluate.py", [str(run), "--episodes", "1"]),
+                         ("train.py", ["--resume", str(run), "--timesteps", "64", "--quiet"])):
+        proc = run_cli(script, *args)
+        assert proc.returncode == 2
+        line = one_line(proc)
+        assert "does not match its signature" in line and f"env.command=\"sh -c 'touch {marker}'\"" in line
+        assert "--trust-run-dir" in line
+    assert not marker.exists()
+    proc = run_cli("evaluate.py", str(run), "--episodes", "1", "--trust-run-dir", timeout=120)
+    assert marker.exists(), proc.stderr  # trusted: the program was started (it is no env, so evaluate then fails)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+
+
+def test_unsigned_run_dirs_load_when_they_run_no_code(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train_cartpole(run)
+    (run / "config.sig").unlink()  # as written before signing existed
+    run_cli("evaluate.py", str(run), "--episodes", "1", check=True)
+    monkeypatch.setenv("NONDIFF_KEY_FILE", str(tmp_path / "another_user.key"))
+    run_cli("evaluate.py", str(run), "--episodes", "1", check=True)  # nothing foreign to run: no key needed
