@@ -40,7 +40,27 @@ class Scripted(gym.Env):
         return obs, reward, False, False, {"t": 1}
 
 
-GARBAGE = [object(), "abc", b"\x00", 10**100, 10**5000, -(10**400), [[1.0, 2.0], [3.0]], None, [1.0, 2.0, 3.0],
+class Hostile:
+    """An object whose every conversion raises."""
+
+    def __array__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("no array")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __float__(self) -> float:
+        raise RuntimeError("no float")
+
+
+def _deep(depth: int) -> list[Any]:
+    out: list[Any] = []
+    for _ in range(depth):
+        out = [out]
+    return out
+
+
+GARBAGE = [Hostile(), _deep(100_000), object(), "abc", b"\x00", 10**100, 10**5000, -(10**400), [[1.0, 2.0], [3.0]], None, [1.0, 2.0, 3.0],
            {"a": 1}, np.array(["x", "y"]), np.array([1 + 2j, 3j]), np.full((2,), 1e300), float("nan"),
            np.array([np.nan, 1.0], np.float32), np.array([1.0, 2.0]), (1.0, 2.0), np.zeros((2, 2), np.float32)]
 
