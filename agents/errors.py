@@ -5,6 +5,10 @@ Tree::
     UserError                 bad input from the user: CLI flag, config, run directory
     └── CheckpointError       a checkpoint that is missing, corrupted, incompatible or untrusted
     EnvFailure                the env failed past its restart budget: training stops after a checkpoint
+
+Exit codes: a :class:`UserError` is 2; :class:`EnvFailure`, a full disk and any other exception out of
+training are 1, each after a checkpoint attempt (``final/`` or ``crash/``) and one line
+(:mod:`agents.failure`).
 """
 
 from __future__ import annotations
