@@ -182,6 +182,8 @@ class EnvHealth:
         if self.budgeted_restarts > self.budget:
             what = "(unknown program)" if fault is None else f"program {fault.program or '(unknown)'!r}: {fault.detail}"
             tail = (" | ".join(fault.stderr[-5:]) if fault is not None else "") or "(no stderr)"
+            if self.reporter is not None:
+                self.reporter.flush()  # the fault counts before the error line, not after it
             raise EnvFailure(f"{what}; restart budget of {self.budget} for the whole run spent after {self.budget} "
                              f"restarts (this is failure {self.budgeted_restarts}, counted over all env instances); "
                              f"exit code {None if fault is None else fault.exit_code}; last stderr: {tail}")
