@@ -270,9 +270,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             run_episodes(env, lambda o: backend.predict(o, deterministic=not args.stochastic), 1, seed,
                          on_frame=frames.append)
         baseline = run_episodes(env, random_policy(env.action_space, seed), args.episodes, seed)
-    except gym_error() as e:
-        if render_mode == "human":
-            raise UserError(f"--render: env {cfg.env.id!r} cannot open a window ({e}); record it with --video "
+    except Exception as e:
+        cause = _caused_by(e, gym_error())  # the Guard may wrap the window's error in its own
+        if render_mode == "human" and cause is not None:
+            raise UserError(f"--render: env {cfg.env.id!r} cannot open a window ({cause}); record it with --video "
                             "PATH.mp4 instead") from e
         raise
     finally:
@@ -293,6 +294,18 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return out
+
+
+def _caused_by(exc: BaseException, kind: type[Exception]) -> BaseException | None:
+    """``exc`` or the first exception in its ``__cause__``/``__context__`` chain that is a ``kind``."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, kind):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 def gym_error() -> type[Exception]:
