@@ -139,7 +139,6 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     seed = cfg.train.seed
     run = RunDir.create(cfg.env.id or "env", seed, explicit=args.run_dir)
     with run.lock():
-        run.remove_stale_temps()  # an empty --run-dir may still hold a killed writer's temp files
         try:
             backend = get_backend(cfg.agent.backend).create(cfg, seed)
         except BaseException:
