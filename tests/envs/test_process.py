@@ -231,3 +231,31 @@ def test_tcp_wrong_token_is_refused_before_any_step(tcp_server):
 def test_non_loopback_needs_explicit_option_and_token():
     with pytest.raises(ValueError, match="allow_remote=True and a shared token"):
         ProcessEnv(address="10.1.2.3:5555")
+
+
+def test_tcp_serves_eight_connections_at_once(tcp_server):
+    """The trainer opens a probe, then 8 envs at once, then an eval env: all live together."""
+    probe = ProcessEnv(address=f"127.0.0.1:{tcp_server}", token="s3cret", reset_timeout=5)
+    made: list[ProcessEnv] = []
+    errors: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            made.append(ProcessEnv(address=f"127.0.0.1:{tcp_server}", token="s3cret", reset_timeout=5))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=connect) for _ in range(8)]
+    t = time.monotonic()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors and len(made) == 8 and time.monotonic() - t < 5
+    for i, env in enumerate([probe, *made]):
+        env.reset(seed=i)
+    for env in [probe, *made]:
+        *_, trunc, info = env.step(np.array([0.0], dtype=np.float32))
+        assert not trunc and "nondiff_fault" not in info
+    for env in [probe, *made]:
+        env.close()
