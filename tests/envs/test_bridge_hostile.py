@@ -204,3 +204,8 @@ def test_no_bridge_wait_outlives_a_stop_request():
         assert time.monotonic() - t < 2
     finally:
         P.clear_stop()
+
+
+def test_the_documented_hmac_example_holds():
+    doc = (ROOT / "docs" / "protocol.md").read_text()
+    assert P.mac("s3cret", "server", "00") in doc
