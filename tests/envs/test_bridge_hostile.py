@@ -209,3 +209,43 @@ def test_no_bridge_wait_outlives_a_stop_request():
 def test_the_documented_hmac_example_holds():
     doc = (ROOT / "docs" / "protocol.md").read_text()
     assert P.mac("s3cret", "server", "00") in doc
+
+
+def test_sigterm_while_programs_hang_in_their_handshake(tmp_path):
+    """train.py acts on SIGTERM within seconds although reset_timeout is 60 s, and leaves no program behind."""
+    import os
+    import signal
+    import subprocess
+
+    marker = tmp_path / "first-launch-done"
+    command = hostile("hang_handshake", "--after", str(marker))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--env", "process", "--set",
+                             f"env.command={command}", "--set", "env.reset_timeout=60", "--num-envs", "2",
+                             "--timesteps", "256", "--run-dir", str(tmp_path / "run"), "--quiet"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def programs() -> list[int]:
+        out = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and str(marker).encode() in (entry / "cmdline").read_bytes():
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+        return out
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (marker.exists() and len(programs()) >= 2):
+        time.sleep(0.1)  # the probe is done; the training envs' programs (and supervisors) hang
+    assert marker.exists() and proc.poll() is None
+    time.sleep(0.5)
+    t = time.monotonic()
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=30)
+    took = time.monotonic() - t
+    print(f"acted on SIGTERM after {took:.2f}s, exit code {proc.returncode}")
+    assert took < 3, f"acted on SIGTERM after {took:.1f}s"
+    gone = time.monotonic() + 5
+    while programs() and time.monotonic() < gone:
+        time.sleep(0.05)
+    assert not programs()
