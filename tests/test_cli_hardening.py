@@ -27,6 +27,7 @@ FAST = ["--set", "agent.n_steps=64", "--set", "agent.batch_size=64", "--set", "a
 # Guard can see or absorb (the Guard wraps env step/reset only). Without CRASH_AT it does nothing, so the
 # same run resumes cleanly.
 CRASH_PLUGIN = '''
+import os
 from stable_baselines3.common.buffers import RolloutBuffer
 
 if os.environ.get("CRASH_AT"):
