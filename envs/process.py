@@ -217,12 +217,13 @@ class ProcessEnv(gym.Env):
             except (P.StartupError, StopRequested):
                 self._kill()
                 raise
-            except Exception as e:  # one failed start of any other kind: counted against the budget
-                code = self._kill()
+            except Exception as e:  # one failed start of any other kind: a fault, counted against the budget
+                fault = self._fault(e)
                 tag = next((line for line in self._stderr.lines() if line.startswith(reaper.REAPER_TAG)), None)
-                if tag and code in (126, 127):
+                if tag and fault.exit_code in (126, 127):
                     raise P.LaunchError(f"program {self.who!r}: {tag.removeprefix(reaper.REAPER_TAG).strip()}") from e
-                self._spend_restart(f"failed to start ({type(e).__name__}: {e})", code)
+                self._spend_restart(f"failed to start ({fault.kind.value}: {fault.detail})", fault.exit_code)
+                self._reset_faults.append(fault.merged(restarts=self.restarts))  # every restart is on record
 
     def _spend_restart(self, why: str, code: int | None) -> None:
         now = time.monotonic()

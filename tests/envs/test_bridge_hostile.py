@@ -249,3 +249,14 @@ def test_sigterm_while_programs_hang_in_their_handshake(tmp_path):
     while programs() and time.monotonic() < gone:
         time.sleep(0.05)
     assert not programs()
+
+
+def test_every_restart_spent_on_a_failed_start_is_on_record(tmp_path):
+    """The run-wide budget sums restart faults, so a start that fails must leave a fault too."""
+    env = ProcessEnv(command=hostile("crash_handshake", "--once", str(tmp_path / "once")))
+    env.reset(seed=0)
+    *_, info = env.step(ACT)
+    faults = info[RESET_FAULTS_KEY]
+    assert env.restarts == 1 and [(f.kind, f.restart, f.exit_code) for f in faults] == [(FaultKind.CRASH, True, 5)]
+    assert "crashed in the handshake" in faults[0].stderr[-1]
+    env.close()
