@@ -267,6 +267,9 @@ _EXTRA: dict[str, tuple[str, Any]] = {  # backend-specific fields, checked when 
     "env_states": ("a list or null", lambda v: v is None or isinstance(v, list)),
     "ep_info_buffer": ("a list", lambda v: isinstance(v, list)),
 }
+_EXTRA_OVERRIDES: dict[str, dict[str, tuple[str, Any]]] = {  # RLlib keys its optimiser state by optimiser name
+    "rllib": {"optimizer": ("an object (optimiser name -> state) or null", lambda v: v is None or isinstance(v, dict))},
+}
 _REQUIRED_EXTRA = {"sb3": ("n_updates", "optimizer", "rng")}
 
 
@@ -304,7 +307,7 @@ def parse_header(meta: Any, where: Path | str) -> CheckpointHeader:
     for name in _REQUIRED_EXTRA.get(values["backend"], ()):
         if name not in extra:
             raise _corrupted(where, f"field {name!r} is missing (expected {_EXTRA[name][0]})")
-    for name, (expected, ok) in _EXTRA.items():
+    for name, (expected, ok) in {**_EXTRA, **_EXTRA_OVERRIDES.get(values["backend"], {})}.items():
         if name in extra and not ok(extra[name]):
             raise _corrupted(where, f"field {name!r} should be {expected}, got {type(extra[name]).__name__} "
                                     f"{_short(extra[name])}")

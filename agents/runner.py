@@ -152,7 +152,8 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
     """Write config, signature and command line, train, checkpoint, and return the exit code."""
     from agents import failure, trust
     from agents.checkpoint import atomic_write_bytes
-    from envs.protocol import BridgeError
+    from envs.faults import EnvGaveUp
+    from envs.protocol import BridgeError, StopRequested
 
     try:
         cfg.meta = {"versions": versions(), "seed": seed, "config_source": str(args.config or ""),
@@ -167,7 +168,9 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
         with Session(cfg, run, start_step=start, total_steps=cfg.train.timesteps, quiet=args.quiet) as session:
             try:
                 step = backend.learn(session)
-            except (EnvFailure, BridgeError) as e:
+            except StopRequested:  # a signal ended a bridge or worker wait: the same as a clean stop
+                step = int(getattr(getattr(backend, "model", None), "num_timesteps", getattr(backend, "num_timesteps", 0)))
+            except (EnvFailure, BridgeError, EnvGaveUp) as e:
                 return _report(args, *_env_failed(e, run, backend))
             except Exception as e:  # noqa: BLE001 - any error out of training: checkpoint first, then one line
                 return _report(args, *failure.stop_on_error(e, run, backend))

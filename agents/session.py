@@ -16,6 +16,7 @@ from agents.config import RunConfig
 from agents.errors import EnvFailure
 from agents.rundir import RunDir
 from envs.faults import LATENCY_KEY, Fault, FaultKind, faults_in
+from envs.protocol import clear_stop, request_stop
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,7 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)
+        clear_stop()
         if self.health.reporter is not None:
             self.health.reporter.flush()
         self.progress.close()
@@ -286,6 +288,7 @@ class Session:
         if self.stop_signal is not None:  # a second Ctrl-C: stop now, without the checkpoint
             raise KeyboardInterrupt
         self.stop_signal = name
+        request_stop()  # bridge and worker waits end within ~1 s instead of their full deadlines
         log.warning("%s received: finishing the current step and writing a checkpoint", name)
 
     @property

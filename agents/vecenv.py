@@ -33,6 +33,7 @@ from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs
 
 from agents.errors import EnvFailure
 from envs.faults import FAULT_KEY, EnvGaveUp, Fault, FaultKind
+from envs.protocol import check_stop
 
 
 def _worker(remote: Any, fn_wrapper: CloudpickleWrapper) -> None:
@@ -135,8 +136,10 @@ class ResilientVecEnv(VecEnv):
     def _answer(self, i: int, deadline: float) -> Any:
         """The next reply of worker ``i``; raises TimeoutError or EOFError when it is hung or gone."""
         proc, remote = self.workers[i]
-        if not remote.poll(max(0.0, deadline - time.monotonic())):
-            raise TimeoutError(f"worker {i} gave no answer within {self.step_timeout:g}s")
+        while not remote.poll(min(0.25, max(0.0, deadline - time.monotonic()))):  # slices: a stop acts in < 2 s
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"worker {i} gave no answer within {self.step_timeout:g}s")
+            check_stop()
         kind, data = remote.recv()
         if kind == "fatal":
             raise EnvFailure(data)

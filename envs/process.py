@@ -50,6 +50,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+PRIVATE_VARIABLES = ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")
+"""Variables a program never inherits: the private Ray's credentials (a program inside an env runner would
+otherwise hold the key to the cluster). ``NONDIFF_TOKEN`` is kept: pipe programs check the bridge token with it."""
+
+
+def child_environment() -> dict[str, str]:
+    """The trainer's environment minus :data:`PRIVATE_VARIABLES` (docs/protocol.md, "Environment")."""
+    return {k: v for k, v in os.environ.items() if k not in PRIVATE_VARIABLES}
+
+
 class ProcessEnv(gym.Env):
     """A third-party program behind the nondiff bridge protocol, guarded by a watchdog.
 
@@ -141,7 +151,7 @@ class ProcessEnv(gym.Env):
             try:
                 self._proc = subprocess.Popen(reaper.command(self._argv, self.term_grace, life), stdin=subprocess.PIPE,
                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.cwd,
-                                              start_new_session=True, pass_fds=(life,))
+                                              start_new_session=True, pass_fds=(life,), env=child_environment())
             except OSError as e:
                 raise P.LaunchError(f"cannot start program {self.who!r}: {e}") from e
             assert self._proc.stdin and self._proc.stdout and self._proc.stderr

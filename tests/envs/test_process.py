@@ -259,3 +259,31 @@ def test_tcp_serves_eight_connections_at_once(tcp_server):
         assert not trunc and "nondiff_fault" not in info
     for env in [probe, *made]:
         env.close()
+
+
+def test_program_inherits_the_environment_but_not_the_private_ray_credentials(tmp_path, monkeypatch):
+    program = tmp_path / "envprobe.py"
+    program.write_text(textwrap.dedent("""
+        import os
+        import numpy as np
+        from gymnasium import spaces
+        from envs.sdk import serve
+
+        class Probe:
+            observation_space = spaces.Box(-1, 1, (1,), np.float32)
+            action_space = spaces.Box(-1, 1, (1,), np.float32)
+            def reset(self, seed=None, options=None):
+                seen = {k: os.environ.get(k, "<unset>") for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "NONDIFF_PROBE")}
+                return np.zeros(1, np.float32), seen
+            def step(self, action):
+                return np.zeros(1, np.float32), 0.0, True, False, {}
+
+        serve(Probe())
+    """))
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "ray-secret")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("NONDIFF_PROBE", "kept")
+    env = ProcessEnv(command=f"{sys.executable} {program}", cwd=os.getcwd())
+    _, info = env.reset(seed=0)
+    env.close()
+    assert info == {"RAY_AUTH_TOKEN": "<unset>", "RAY_AUTH_MODE": "<unset>", "NONDIFF_PROBE": "kept"}

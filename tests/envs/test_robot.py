@@ -11,6 +11,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs
 
+
 def strict_check_env(env):
     """Gymnasium's checker only warns about many problems: every warning fails here, except the advice
     that unbounded Box limits are "probably too low/high" (velocities are unbounded by nature)."""
