@@ -8,24 +8,10 @@ import sys
 
 
 def parser() -> argparse.ArgumentParser:
-    """The evaluate.py command line."""
-    p = argparse.ArgumentParser(description="Evaluate a trained policy against a uniform-random baseline.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train.py")
-    p.add_argument("--checkpoint", default="final", help="final, best, latest or a path (default final)")
-    p.add_argument("--episodes", type=int, default=20, help="episodes to play (default 20)")
-    p.add_argument("--seed", type=int, help="seed of the first episode (default 10000)")
-    p.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic ones")
-    p.add_argument("--video", metavar="PATH.mp4", help="record the episodes to an MP4")
-    p.add_argument("--figure", metavar="PATH.png",
-                   help="save the env's picture of the end of the first episode (render() as a PNG)")
-    p.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    p.add_argument("--render", action="store_true", help="show the env in a window (needs a display)")
-    p.add_argument("--trust-checkpoint", action="store_true", help="allow loading checkpoints that carry pickle")
-    p.add_argument("--trust-run-dir", action="store_true",
-                   help="load a run dir that would run code (env.command, env.packages, module:Class) although you "
-                        "did not sign it (edited, copied from elsewhere, or written before signing)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
+    """The evaluate.py command line (declared in agents/run/cli.py)."""
+    from agents.run.cli import evaluate_parser
+
+    return evaluate_parser()
 
 
 def table(res: dict) -> str:
@@ -49,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     from agents.errors import UserError
-    from agents.runner import evaluate
+    from agents.run.runner import evaluate
 
     if args.episodes <= 0:
         print(f"error: --episodes must be positive, got {args.episodes}", file=sys.stderr)
@@ -64,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - one line, not a traceback (--debug shows it)
         if args.debug:
             raise
-        from agents.failure import describe
+        from agents.run.failure import describe
 
         print(f"error: {describe(e)}", file=sys.stderr)
         return 1

@@ -18,28 +18,48 @@ if TYPE_CHECKING:
     import numpy as np
 
     from agents.config import RunConfig
-    from agents.session import Session
+    from agents.run.loop import Iteration
+    from agents.run.session import Session
 
 __all__ = ["BACKENDS", "Backend", "CheckpointError", "UserError", "get_backend"]
 
 # Backend name -> "module:Class"; RL Zoo's ALGOS, one level up.
 BACKENDS: dict[str, str] = {
-    "sb3": "agents.sb3:SB3Backend",
-    "rllib": "agents.rllib:RLlibBackend",
+    "sb3": "agents.sb3.backend:SB3Backend",
+    "rllib": "agents.rllib.backend:RLlibBackend",
 }
 
 
 class Backend(ABC):
-    """What train.py and evaluate.py need from a backend (signatures modelled on SB3)."""
+    """What the training loop (:mod:`agents.run.loop`), train.py and evaluate.py need from a backend.
+
+    Signatures are modelled on SB3. A backend collects and updates (:meth:`advance`), saves and predicts;
+    the loop owns the schedule (evaluation, checkpoints, metrics, signals, budget).
+
+    Attributes:
+        seed: the run's seed.
+        num_timesteps: global env steps trained so far (the resumed step included).
+    """
+
+    seed: int
+    num_timesteps: int
 
     @classmethod
     @abstractmethod
     def create(cls, cfg: RunConfig, seed: int) -> Self:
         """Build envs and a fresh model for training."""
 
+    def attach(self, session: Session) -> None:  # noqa: B027 - optional hook
+        """Called once before the first :meth:`advance`, with ``session.writer`` open."""
+
     @abstractmethod
-    def learn(self, session: Session) -> int:
-        """Train until ``session.total_steps`` or a stop request; return the global step reached."""
+    def advance(self, until: int, session: Session) -> Iteration:
+        """Collect and update: at least one iteration, stopping at or after global step ``until``.
+
+        A backend returns after one iteration when it can (so the loop logs each one), calls
+        ``session.tick`` on the vector steps it sees (health, progress, stop requests) and stops early
+        when that returns False.
+        """
 
     @abstractmethod
     def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:

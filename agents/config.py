@@ -20,7 +20,8 @@ from pydantic import (
 )
 
 from agents.errors import UserError
-from agents.tokens import DEFAULT_ENV_VAR, REDACTED, TokenSource
+from agents.run.tokens import DEFAULT_ENV_VAR, REDACTED, TokenSource
+from envs.registry import parse_assignment
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class EnvConfig(BaseModel):
         return dict(self.model_extra or {})
 
     def token_source(self) -> TokenSource:
-        """Where this env's bridge token comes from; :func:`agents.tokens.resolve` reads it."""
+        """Where this env's bridge token comes from; :func:`agents.run.tokens.resolve` reads it."""
         return TokenSource(literal=self.token, file=self.token_file, env_var=self.token_env)
 
 
@@ -154,7 +155,7 @@ class TrainConfig(_Section):
     """Parallel training envs (``--num-envs``)."""
     vec_env: Literal["dummy", "subproc", "thread"] = "dummy"
     """``dummy`` steps envs in-process, one after another; ``subproc`` runs one worker process per env, and a
-    worker that dies or hangs is respawned (agents/vecenv.py) instead of ending training; ``thread`` steps
+    worker that dies or hangs is respawned (agents/sb3/vecenv.py) instead of ending training; ``thread`` steps
     in-process envs concurrently, one thread each, for envs whose step mostly waits (a remote robot, a
     network service): N such envs then take about one wait per step instead of N (docs/benchmarks.md, P4)."""
     worker_timeout: float = Field(default=60.0, gt=0)
@@ -287,16 +288,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
     """Apply one ``--set section.key=value`` in place; the value is parsed as YAML and typed by the schema."""
-    key, sep, text = assignment.partition("=")
+    key, _, text = assignment.partition("=")
     shown = f"{key}=…" if "token" in text.lower() or "token" in key.lower() else assignment  # never echo a token
-    parts = key.strip().split(".")
-    if not sep or len(parts) != 2 or not all(parts):
+    try:  # the one --set parser (envs.registry); a token is taken as typed
+        key, value = parse_assignment(assignment)
+    except ValueError as e:
+        if "=" not in assignment:
+            raise UserError(f"--set {shown!r}: expected SECTION.KEY=VALUE, e.g. --set agent.learning_rate=1e-3") from e
+        raise UserError(f"--set {shown!r}: {e}") from e
+    parts = key.split(".")
+    if len(parts) != 2 or not all(parts):
         raise UserError(f"--set {shown!r}: expected SECTION.KEY=VALUE, e.g. --set agent.learning_rate=1e-3")
     section, field = parts
-    try:  # a token is taken as typed: YAML would turn 0x1f or 1e10 into numbers
-        value = text.strip() if (section, field) == ("env", "token") else yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as e:
-        raise UserError(f"--set {shown!r}: the value is not valid YAML; quote it") from e
     if section in SECTIONS and SECTIONS[section] is not EnvConfig:
         fields = SECTIONS[section].model_fields
         if field not in fields:

@@ -8,7 +8,7 @@ Tree::
 
 Exit codes: a :class:`UserError` is 2; :class:`EnvFailure`, a full disk and any other exception out of
 training are 1, each after a checkpoint attempt (``final/`` or ``crash/``) and one line
-(:mod:`agents.failure`).
+(:mod:`agents.run.failure`).
 """
 
 from __future__ import annotations

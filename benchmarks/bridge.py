@@ -90,7 +90,7 @@ def compile_heater(directory: str) -> str:
 def measure(n: int, repeats: int = 5) -> dict[str, float]:
     """Medians over ``repeats`` of µs per step for every path, plus the added costs over in-process."""
     import envs
-    from envs.process import ProcessEnv
+    from envs.bridge.process import ProcessEnv
 
     tmp = tempfile.mkdtemp()
     heater = compile_heater(tmp)
@@ -126,7 +126,7 @@ def profile_us(n: int) -> dict[str, float]:
     import cProfile
     import pstats
 
-    from envs.process import ProcessEnv
+    from envs.bridge.process import ProcessEnv
 
     tmp = tempfile.mkdtemp()
     bridge = ProcessEnv(command=compile_heater(tmp))

@@ -78,8 +78,8 @@ def run_cmaes(env: Any, name: str, seed: int, budget: int, sigma0: float) -> dic
 
 def compare(name: str, run_dir: str, instances: int, budget: int, sigma0: float) -> dict[str, Any]:
     """Policy and CMA-ES on ``instances`` held-out instances of one adapter."""
-    from agents.envfactory import env_factory
-    from agents.runner import load_policy
+    from agents.run.envfactory import env_factory
+    from agents.run.runner import load_policy
 
     cfg, backend, path, _ = load_policy(run_dir)
     env = env_factory(cfg, for_eval=True)()

@@ -85,8 +85,8 @@ def vec_steps_per_s(vec_env: str, num_envs: int, seconds: float, wrapped: bool =
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from agents.envfactory import env_factory
-    from agents.vecenv import ResilientVecEnv, ThreadVecEnv
+    from agents.run.envfactory import env_factory
+    from agents.sb3.vecenv import ResilientVecEnv, ThreadVecEnv
 
     factory = env_factory(_cfg(num_envs, vec_env, 64, 1)) if wrapped else SleepEnv
     fns = [lambda: Monitor(factory()) if wrapped else factory() for _ in range(num_envs)]
@@ -109,7 +109,7 @@ def training(num_envs: int, n_steps: int, timesteps: int) -> dict[str, float]:
     """nondiff's SB3 backend on the thread vec env, with rollout and update phases timed by a callback."""
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from agents.sb3 import SB3Backend
+    from agents.sb3.backend import SB3Backend
 
     marks: list[tuple[str, float]] = []
 

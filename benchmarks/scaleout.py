@@ -31,7 +31,7 @@ def measure(runners: int, rounds: int, n_steps: int) -> dict[str, Any]:
     from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 
     from agents.config import validate
-    from agents.rllib import build_algo_config
+    from agents.rllib.backend import build_algo_config
 
     raw = yaml.safe_load((ROOT / "configs" / "robot.yaml").read_text())
     raw["agent"]["n_steps"] = n_steps
@@ -68,7 +68,7 @@ def measure_local(n_steps: int, rounds: int) -> dict[str, Any]:
     from ray.tune.registry import register_env
 
     from agents.config import validate
-    from agents.rllib import ENV_NAME, _create_env, build_algo_config
+    from agents.rllib.backend import ENV_NAME, _create_env, build_algo_config
 
     raw = yaml.safe_load((ROOT / "configs" / "robot.yaml").read_text())
     raw["agent"]["n_steps"] = n_steps
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray.tune.registry import register_env
 
-    from agents.rllib import ENV_NAME, _create_env
+    from agents.rllib.backend import ENV_NAME, _create_env
 
     if args.address:
         ray.init(address=args.address, log_to_driver=False)

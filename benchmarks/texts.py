@@ -161,7 +161,7 @@ def p4_text(d: dict[str, Any]) -> dict[str, str]:
                "stand-in for a remote robot or a slow renderer) on 2 cores: the limit is num_envs ÷ latency. "
                "DummyVecEnv steps them one after another (≈ 200 steps/s); 32 worker processes cost a process "
                "wake-up and a pickled pipe round trip per env step; `train.vec_env: thread` (new, "
-               "agents/vecenv.py `ThreadVecEnv`) steps each env in its own thread, which runs while the others "
+               "agents/sb3/vecenv.py `ThreadVecEnv`) steps each env in its own thread, which runs while the others "
                "wait. The training run is nondiff's SB3 backend (`SB3Backend.create`) with PPO, "
                f"{tr['steps']:,} steps, its time split by a callback into rollout collection and learner updates; "
                "the envs sit idle during the updates (synchronous PPO).\n\n" + "\n".join(table) + "\n\n" + verdict)

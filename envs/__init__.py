@@ -1,224 +1,58 @@
-"""nondiff env adapters: the short-name table, registration and name resolution.
+"""nondiff envs: the registry of adapters, the Guard, typed faults, spaces, ``python -m envs check``.
 
-Importing this package registers every built-in adapter with Gymnasium under ``nondiff/<Name>-v0``
-using string entry points, so heavy imports (MuJoCo, ALE) happen only at ``gymnasium.make``.
-Spawned worker processes re-import this module when they unpickle an env factory that refers to it,
-which is how registrations survive ``SubprocVecEnv`` with ``spawn``/``forkserver``.
+Layout: ``registry`` (names, plugins, :func:`make`), ``guard`` and ``faults`` (validation and fault
+records), ``spaces`` (spaces as JSON), ``check``; ``adapters/`` holds one file per built-in adapter and
+``bridge/`` the any-language bridge. This package never imports an RL library.
+
+``import envs`` registers the built-in adapters with Gymnasium. A bridge program that has NumPy but not
+Gymnasium can still ``from envs.bridge.sdk import serve``: the registry is then absent.
+Modules that moved into ``adapters/`` and ``bridge/`` keep their old names (``envs.robot:RobotEnv``,
+``envs.sdk``) for configs, plugins and programs written before the move.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
-from dataclasses import dataclass, field
+import importlib.abc
+import importlib.util
+import sys
 from typing import Any
 
-import gymnasium as gym
-
-__all__ = ["BUILTIN", "EnvSpec", "PluginError", "UnknownEnvError", "known_names", "make", "register", "resolve"]
-
-
-@dataclass(frozen=True)
-class EnvSpec:
-    """One adapter known to nondiff.
-
-    Attributes:
-        name: the short name used with ``--env``.
-        gym_id: the Gymnasium id it is registered under.
-        entry_point: ``"module:Class"``.
-        kwargs: default keyword arguments for the adapter.
-        max_episode_steps: the time limit Gymnasium wraps the env in.
-        config: an optional default run config (a mapping shaped like ``configs/*.yaml``).
-    """
-
-    name: str
-    gym_id: str
-    entry_point: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    max_episode_steps: int | None = None
-    config: dict[str, Any] | None = None
-    source: str = "nondiff"
-    """Where it came from: ``nondiff``, ``plugin <distribution>``, ``register()`` or ``gymnasium``."""
+MOVED = {f"envs.{name}": f"envs.adapters.{name}" for name in ("robot", "game", "renderer", "seismic")} | {
+    f"envs.{name}": f"envs.bridge.{name}" for name in ("protocol", "messages", "process", "sdk", "reaper", "spawn")}
+"""Old module name -> its home since the layout change (docs/architecture.md)."""
 
 
-# The one visible table of built-in adapters: short name -> (Gymnasium id, entry point, episode limit).
-BUILTIN: dict[str, tuple[str, str, int | None]] = {
-    "robot": ("nondiff/Robot-v0", "envs.robot:RobotEnv", 50),
-    "process": ("nondiff/Process-v0", "envs.process:ProcessEnv", None),
-    "game": ("nondiff/Game-v0", "envs.game:GameEnv", None),
-    "seismic": ("nondiff/Seismic-v0", "envs.seismic:SeismicEnv", None),
-    "renderer": ("nondiff/Renderer-v0", "envs.renderer:RendererEnv", None),
-}
+class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports an old module name as the module at its new home (the same module object)."""
 
-_SPECS: dict[str, EnvSpec] = {}
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        return importlib.util.spec_from_loader(fullname, self) if fullname in MOVED else None
 
+    def create_module(self, spec: Any) -> Any:
+        return importlib.import_module(MOVED[spec.name])
 
-class UnknownEnvError(ValueError):
-    """Raised when ``--env`` names nothing nondiff or Gymnasium knows."""
+    def exec_module(self, module: Any) -> None:
+        """Nothing to run: the new module already ran."""
 
 
-class PluginError(ValueError):
-    """A plugin that cannot be used: it clashes with another, or it fails to import."""
+if not any(isinstance(f, _Alias) for f in sys.meta_path):
+    sys.meta_path.insert(0, _Alias())
 
+try:
+    import gymnasium  # noqa: F401
+except ImportError:  # a bridge program with NumPy alone: the SDK works, the registry does not
+    pass
+else:
+    from envs.registry import (
+        BUILTIN,
+        EnvSpec,
+        PluginError,
+        UnknownEnvError,
+        known_names,
+        make,
+        register,
+        resolve,
+    )
 
-PLUGIN_GROUP = "nondiff.envs"
-_PLUGINS: dict[str, list[tuple[str, str]]] = {}  # env name -> [(distribution, entry-point value)]
-_plugins_scanned = False
-
-
-def _scan_plugins() -> None:
-    """Read the ``nondiff.envs`` entry points of every installed distribution (nothing is imported)."""
-    global _plugins_scanned
-    if _plugins_scanned:
-        return
-    _plugins_scanned = True
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=PLUGIN_GROUP):
-        dist = ep.dist.name if ep.dist is not None else "<unknown distribution>"
-        owners = _PLUGINS.setdefault(ep.name, [])
-        if (dist, ep.value) not in owners:
-            owners.append((dist, ep.value))
-
-
-def _plugin_spec(name: str) -> EnvSpec | None:
-    """Register and return the plugin adapter called ``name``, or None when no plugin declares it."""
-    _scan_plugins()
-    owners = _PLUGINS.get(name)
-    if not owners:
-        return None
-    if len({d for d, _ in owners}) > 1:
-        who = " and ".join(f"{d!r} ({v})" for d, v in owners)
-        raise PluginError(f"env name {name!r} is claimed by two plugins: {who}; uninstall one of them, or "
-                          "register one under another name")
-    dist, value = owners[0]
-    if ":" not in value:  # a module whose import calls envs.register(name, ...)
-        try:
-            importlib.import_module(value)
-        except Exception as e:
-            raise PluginError(f"plugin {dist!r} (env {name!r}) failed to import {value!r}: "
-                              f"{type(e).__name__}: {e}") from e
-        if name not in _SPECS:
-            raise PluginError(f"plugin {dist!r} declares env {name!r}, but importing {value!r} did not register it; "
-                              f"call envs.register({name!r}, ...) in that module")
-        return _SPECS[name]
-    spec = register(name, value)
-    _SPECS[name] = spec = EnvSpec(spec.name, spec.gym_id, value, source=f"plugin {dist}")
-    return spec
-
-
-def register(
-    name: str,
-    entry_point: str,
-    *,
-    kwargs: dict[str, Any] | None = None,
-    config: dict[str, Any] | None = None,
-    max_episode_steps: int | None = None,
-) -> EnvSpec:
-    """Register an adapter under a short name usable as ``--env NAME``.
-
-    Args:
-        name: short name, e.g. ``"heater"``.
-        entry_point: ``"package.module:EnvClass"``; imported only when the env is made.
-        kwargs: default keyword arguments passed to the adapter.
-        config: optional default run config for this env (same shape as ``configs/*.yaml``).
-        max_episode_steps: optional time limit.
-
-    Returns:
-        The stored :class:`EnvSpec`.
-    """
-    if ":" not in entry_point:
-        raise ValueError(f"entry_point must look like 'module:Class', got {entry_point!r}")
-    gym_id = name if "/" in name or name.endswith(("-v0", "-v1")) else f"nondiff/{name}-v0"
-    if name in BUILTIN:
-        raise ValueError(f"env name {name!r} is a built-in nondiff adapter; register yours under another name")
-    spec = EnvSpec(name, gym_id, entry_point, dict(kwargs or {}), max_episode_steps, config, "register()")
-    _SPECS[name] = spec
-    if gym_id not in gym.registry:
-        gym.register(id=gym_id, entry_point=entry_point, kwargs=dict(kwargs or {}),
-                     max_episode_steps=max_episode_steps)
-    return spec
-
-
-for _name, (_gym_id, _entry, _limit) in BUILTIN.items():
-    _SPECS[_name] = EnvSpec(_name, _gym_id, _entry, {}, _limit)
-    if _gym_id not in gym.registry:
-        gym.register(id=_gym_id, entry_point=_entry, max_episode_steps=_limit)
-
-
-def known_names() -> list[str]:
-    """Short names of every nondiff adapter registered in this process."""
-    return sorted(_SPECS)
-
-
-def resolve(name: str) -> EnvSpec:
-    """Turn ``--env`` into an :class:`EnvSpec`.
-
-    Accepts a nondiff short name (``robot``), any Gymnasium id (``CartPole-v1``) or ``module:Class``.
-
-    Raises:
-        UnknownEnvError: with close matches when nothing fits.
-    """
-    if name in _SPECS:
-        return _SPECS[name]
-    plugin = _plugin_spec(name)
-    if plugin is not None:
-        return plugin
-    for spec in _SPECS.values():
-        if name == spec.gym_id:
-            return spec
-    if ":" in name:
-        module, _, cls = name.partition(":")
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as e:
-            raise UnknownEnvError(f"--env {name!r}: cannot import module {module!r} ({e}); "
-                                  "check the module path or pass --env-package") from e
-        if not hasattr(mod, cls):
-            raise UnknownEnvError(f"--env {name!r}: module {module!r} has no attribute {cls!r}")
-        return EnvSpec(name, _gym_id_for(name), name)
-    if name in gym.registry:
-        env_spec = gym.registry[name]
-        return EnvSpec(name, name, str(env_spec.entry_point), {}, env_spec.max_episode_steps)
-    candidates = known_names() + sorted(_PLUGINS) + [k for k in gym.registry if not k.startswith("nondiff/")]
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
-    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-    raise UnknownEnvError(f"unknown env {name!r}: {hint}expected a nondiff name ({', '.join(known_names())}), "
-                          "a Gymnasium id such as 'CartPole-v1', or 'module:Class'")
-
-
-def _gym_id_for(entry_point: str) -> str:
-    """Register a ``module:Class`` entry point under a derived Gymnasium id and return the id."""
-    gym_id = "nondiff/" + entry_point.replace(":", ".").replace("/", ".") + "-v0"
-    if gym_id not in gym.registry:
-        gym.register(id=gym_id, entry_point=entry_point)
-    return gym_id
-
-
-def make(name: str, *, packages: tuple[str, ...] = (), nan_policy: str | None = "truncate", **kwargs: Any) -> gym.Env:
-    """Create an env by any ``--env`` form through ``gymnasium.make`` (so the env checker applies).
-
-    Module-level and keyword-only, so ``functools.partial(envs.make, name, ...)`` pickles by
-    reference and works unchanged inside spawned or forkserver workers and Ray workers.
-
-    Args:
-        name: short name, Gymnasium id or ``module:Class``.
-        packages: modules to import first (``--env-package``); their import registers adapters.
-        nan_policy: wrap the env in :class:`envs.guard.Guard` with this policy (None: no guard).
-        **kwargs: keyword arguments for the adapter (``render_mode`` included).
-    """
-    for pkg in packages:
-        importlib.import_module(pkg)
-    spec = resolve(name)
-    try:
-        env = gym.make(spec.gym_id, **kwargs)
-    except (ImportError, AttributeError) as e:
-        if spec.source.startswith("plugin"):
-            raise PluginError(f"{spec.source} (env {name!r}) failed to load {spec.entry_point!r}: "
-                              f"{type(e).__name__}: {e}") from e
-        raise
-    if nan_policy is None:
-        return env
-    from envs.guard import Guard
-
-    return Guard(env, nan_policy)
+    __all__ = ["BUILTIN", "EnvSpec", "PluginError", "UnknownEnvError", "known_names", "make", "register", "resolve"]

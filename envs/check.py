@@ -16,6 +16,7 @@ import numpy as np
 import envs
 from envs.faults import faults_in
 from envs.guard import obs_problem, reward_problem
+from envs.registry import parse_assignment
 
 
 @dataclass
@@ -150,7 +151,7 @@ def run_checks(name: str, steps: int = 1000, printer: Callable[[str], None] = pr
         ("close() twice", lambda: _check_close(make)),
         (f"random rollout ({steps} steps)", lambda: _check_speed(make, steps)),
     ]
-    if str(spec.entry_point).startswith("envs.process:"):
+    if str(spec.entry_point).startswith("envs.bridge.process:"):
         checks += [("watchdog: program crash", lambda: _bridge_smoke(make, "crash")),
                    ("watchdog: program hang (SIGSTOP)", lambda: _bridge_smoke(make, "hang"))]
     printer(f"checking {name} ({spec.gym_id} → {spec.entry_point})")
@@ -188,15 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for pkg in args.env_package:
             __import__(pkg)
-        import yaml
-
         kwargs = {}
         for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                print(f"error: --set {item!r}: expected KEY=VALUE, e.g. --set command=./heater", file=sys.stderr)
+            try:
+                key, value = parse_assignment(item)
+            except ValueError as e:
+                print(f"error: --set {item.partition('=')[0]}=…: {e}, e.g. --set command=./heater", file=sys.stderr)
                 return 2
-            kwargs[key.removeprefix("env.")] = yaml.safe_load(value)
+            kwargs[key.removeprefix("env.")] = value
         return 0 if run_checks(args.name, args.steps, kwargs=kwargs) else 1
     except envs.UnknownEnvError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,8 +15,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.bridge.protocol import BridgeError
 from envs.faults import LATENCY_KEY, RESET_FAULTS_KEY, EnvGaveUp, Fault, FaultKind, add_fault
-from envs.protocol import BridgeError
 
 NAN_POLICIES = ("truncate", "clip", "raise")
 _repr = reprlib.Repr()

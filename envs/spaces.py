@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from gymnasium import spaces
 
-from envs.protocol import MAX_RANK, SpecError
+from envs.bridge.protocol import MAX_RANK, SpecError
+
+if TYPE_CHECKING:  # the writer runs with NumPy alone (the SDK); only the parser needs Gymnasium
+    from gymnasium import spaces
 
 MAX_SPACE_ELEMENTS = 2**24
 """Default cap on the number of scalar elements a declared space may have (all Box/Multi* parts together)."""
@@ -16,28 +18,33 @@ _MAX_NESTING = 16
 _INT64_MAX = 2**63 - 1
 
 
+_KINDS = ("Box", "Discrete", "MultiDiscrete", "MultiBinary", "Dict", "Tuple")
+
+
 def _bound_to_json(x: float) -> float | None:
     return None if math.isinf(x) else x
 
 
-def space_to_json(space: spaces.Space) -> dict[str, Any]:
+def space_to_json(space: Any) -> dict[str, Any]:
     """Describe a Gymnasium space in JSON (Box, Discrete, MultiDiscrete, MultiBinary, Dict, Tuple).
 
-    Infinite Box bounds are written as ``null``, so the result is standard JSON.
+    Infinite Box bounds are written as ``null``, so the result is standard JSON. The space is recognised
+    by its class name (its own or a base class's), so this runs without importing Gymnasium.
     """
-    if isinstance(space, spaces.Box):
+    kind = next((c.__name__ for c in type(space).__mro__ if c.__name__ in _KINDS), None)
+    if kind == "Box":
         low = np.vectorize(_bound_to_json, otypes=[object])(space.low).tolist() if space.low.size else []
         high = np.vectorize(_bound_to_json, otypes=[object])(space.high).tolist() if space.high.size else []
         return {"type": "Box", "low": low, "high": high, "shape": list(space.shape), "dtype": str(space.dtype)}
-    if isinstance(space, spaces.Discrete):
+    if kind == "Discrete":
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
-    if isinstance(space, spaces.MultiDiscrete):
+    if kind == "MultiDiscrete":
         return {"type": "MultiDiscrete", "nvec": space.nvec.tolist()}
-    if isinstance(space, spaces.MultiBinary):
+    if kind == "MultiBinary":
         return {"type": "MultiBinary", "n": np.asarray(space.n).tolist()}
-    if isinstance(space, spaces.Dict):
+    if kind == "Dict":
         return {"type": "Dict", "spaces": {k: space_to_json(s) for k, s in space.spaces.items()}}
-    if isinstance(space, spaces.Tuple):
+    if kind == "Tuple":
         return {"type": "Tuple", "spaces": [space_to_json(s) for s in space.spaces]}
     raise TypeError(f"cannot describe space {space!r}")
 
@@ -112,6 +119,8 @@ def _bounds(x: Any, shape: tuple[int, ...], infinite: float, where: str) -> np.n
 
 
 def _box(d: dict[str, Any], where: str, budget: _Budget) -> spaces.Box:
+    from gymnasium import spaces
+
     dtype_name = d.get("dtype", "float32")
     try:
         dtype = np.dtype(dtype_name) if isinstance(dtype_name, str) else None
@@ -156,6 +165,8 @@ def space_from_json(d: Any, max_elements: int = MAX_SPACE_ELEMENTS, *, where: st
         max_elements: refuse spaces with more scalar elements than this, before allocating anything.
         where: the field's name in error messages.
     """
+    from gymnasium import spaces
+
     budget = _budget or _Budget(max_elements)
     if _depth > _MAX_NESTING:
         raise SpecError(f"{where}: Dict/Tuple spaces nested deeper than {_MAX_NESTING} levels")

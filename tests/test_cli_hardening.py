@@ -17,7 +17,7 @@ import time
 import pytest
 from conftest import ROOT, run_cli
 
-from agents import checkpoint
+from agents.run import checkpoint
 
 FAST = ["--set", "agent.n_steps=64", "--set", "agent.batch_size=64", "--set", "agent.n_epochs=1",
         "--num-envs", "2", "--quiet", "--set", "eval.every=0", "--set", "train.checkpoint_every=64"]

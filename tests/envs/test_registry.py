@@ -18,7 +18,7 @@ def test_short_name_resolves_to_gym_id():
 
 def test_gymnasium_id_and_module_class_forms():
     assert envs.resolve("CartPole-v1").gym_id == "CartPole-v1"
-    spec = envs.resolve("envs.robot:RobotEnv")
+    spec = envs.resolve("envs.adapters.robot:RobotEnv")
     env = gym.make(spec.gym_id, max_episode_steps=5)
     assert env.observation_space.shape == (14,)
     env.close()
@@ -30,7 +30,7 @@ def test_unknown_name_suggests_close_match():
 
 
 def test_register_public_api():
-    spec = envs.register("tiny-reach", "envs.robot:RobotEnv", kwargs={"frame_skip": 1}, max_episode_steps=7)
+    spec = envs.register("tiny-reach", "envs.adapters.robot:RobotEnv", kwargs={"frame_skip": 1}, max_episode_steps=7)
     env = envs.make("tiny-reach")
     env.reset(seed=0)
     steps = 0

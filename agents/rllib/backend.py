@@ -1,0 +1,361 @@
+"""The RLlib backend: PPO on a local or remote Ray cluster with the same configs, run dirs and checkpoints.
+
+Ray is imported only here. Envs are registered with ``ray.tune.registry.register_env``; the creator
+re-resolves the nondiff name inside every Ray worker (built-in, plugin or ``--env-package``) and wraps
+the env in the same Guard as the SB3 backend. Checkpoints hold the RLModule weights as tensors plus JSON
+(no pickle), so ``evaluate.py`` loads them without starting Ray. ``agent.normalize_obs`` runs RLlib's
+MeanStdFilter env-to-module connector in every env runner; its merged statistics go into the checkpoint
+as tensors and are applied by :meth:`RLlibBackend.predict`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents import Backend
+from agents.config import RunConfig
+from agents.errors import CheckpointError, UserError
+from agents.rllib import local as rllib_local
+from agents.rllib import state as rllib_state
+from agents.run import checkpoint, tokens
+from agents.run.envfactory import env_factory, is_image_space, probe_spaces
+from agents.run.loop import Iteration
+from agents.run.session import Session
+
+log = logging.getLogger(__name__)
+ENV_NAME = "nondiff-env"
+MODULE = "default_policy"
+CONNECT_TIMEOUT = 5.0
+LATENCY_WINDOW = 1000
+"""Step latencies each env runner keeps for ``env/step_latency_ms_p50``/``_p99``."""
+
+
+def _create_env(env_config: dict[str, Any]) -> gym.Env:
+    """The Ray env creator: runs inside every env runner, so it rebuilds the env from plain data."""
+    from agents.config import RunConfig as _RunConfig
+
+    cfg = _RunConfig.model_validate(env_config["cfg"])
+    return env_factory(cfg, scale_reward=cfg.agent.normalize_reward)()
+
+
+def _health_callback_class() -> Any:
+    """An RLlibCallback that turns the watchdog's ``info`` records into metrics inside each env runner."""
+    from ray.rllib.callbacks.callbacks import RLlibCallback
+
+    from envs.faults import LATENCY_KEY, faults_in
+
+    class HealthCallback(RLlibCallback):  # type: ignore[misc]
+        def on_episode_step(self, *, episode: Any, metrics_logger: Any = None, **kwargs: Any) -> None:
+            info = episode.get_infos(-1) if metrics_logger is not None else None
+            if not info:
+                return
+            for fault in faults_in(info):
+                metrics_logger.log_value(("nondiff", "faults", fault.kind.value), 1, reduce="sum")
+                if fault.restart:
+                    metrics_logger.log_value(("nondiff", "restarts"), 1, reduce="sum")
+                if fault.restart and fault.budget is not None:  # the run-wide budget, enforced by the driver
+                    metrics_logger.log_value(("nondiff", "budgeted_restarts"), 1, reduce="sum")
+                    metrics_logger.log_value(("nondiff", "budget"), fault.budget, reduce="min")
+            if "nondiff_raw_return" in info:  # reward scaling on: the env's own episode return
+                metrics_logger.log_value(("nondiff", "raw_return"), float(info["nondiff_raw_return"]), reduce="mean",
+                                         window=100)
+            ms = info.get(LATENCY_KEY)
+            if isinstance(ms, (int, float, np.number)) and not isinstance(ms, bool) and np.isfinite(ms):
+                metrics_logger.log_value(("nondiff", "step_ms"), float(ms), reduce="percentiles",
+                                         percentiles=[50, 99], window=LATENCY_WINDOW)
+
+    return HealthCallback
+
+
+def _normalizes_obs(cfg: RunConfig, obs_space: gym.Space) -> bool:
+    if not cfg.agent.normalize_obs:
+        return False
+    if isinstance(obs_space, gym.spaces.Box) and not is_image_space(obs_space):
+        return True
+    log.warning("normalize_obs ignored on rllib: observation space %s is not a flat Box", obs_space)
+    return False
+
+
+def _check_extra(config: Any, extra: dict[str, Any]) -> None:
+    """``update_from_dict`` silently sets unknown attributes; refuse keys RLlib's PPOConfig does not have."""
+    known = sorted({k for k in (*config.to_dict(), *vars(config)) if not k.startswith("_")})
+    for key in extra:
+        if config._translate_special_keys(str(key), warn_deprecated=False) not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"did you mean 'rllib.extra.{close[0]}'? " if close else ""
+            raise UserError(f"unknown key 'rllib.extra.{key}': RLlib's PPOConfig has no such setting; {hint}use a "
+                            "PPOConfig attribute name (e.g. rllib.extra.vf_clip_param) or drop it")
+
+
+def _model_config(cfg: RunConfig, action_space: gym.Space) -> dict[str, Any]:
+    """SB3's MLP policy: separate pi and vf networks; Gaussian actions with a state-independent log std."""
+    return {"fcnet_hiddens": list(cfg.agent.net_arch), "fcnet_activation": cfg.agent.activation,
+            "vf_share_layers": False, "free_log_std": isinstance(action_space, gym.spaces.Box)}
+
+
+def build_algo_config(cfg: RunConfig, seed: int, spaces: tuple[gym.Space, gym.Space] | None = None,
+                      start_step: int = 0) -> Any:
+    """Map the backend-neutral hyperparameters onto RLlib's PPOConfig, with SB3's PPO semantics.
+
+    SB3's PPO has no KL penalty and no value-loss clipping, so RLlib's (``use_kl_loss``, ``vf_clip_param``)
+    are off; ``rllib.extra`` can turn them back on. ``spaces`` (observation, action) are probed when absent.
+    RLlib counts steps from 0 again after a resume, so a linear schedule is shifted by ``start_step``.
+    """
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    spaces = spaces or probe_spaces(cfg)
+    a, r = cfg.agent, cfg.rllib
+    if a.algo != "ppo":
+        raise UserError(f"--backend rllib supports --algo ppo, got {a.algo!r}; use --backend sb3 for A2C")
+    runners = r.num_env_runners
+    per_runner = r.envs_per_runner or max(1, cfg.train.num_envs // max(1, runners))
+    n_steps = a.n_steps or 2048
+    lr = a.learning_rate or 3e-4
+    left = max(cfg.train.timesteps - start_step, 1)
+    schedule = [[0, lr * left / (left + start_step)], [left, 0.0]]
+    config = (
+        PPOConfig()
+        .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
+        .environment(ENV_NAME, env_config={"cfg": cfg.model_dump(mode="json")})
+        .env_runners(num_env_runners=runners, num_envs_per_env_runner=per_runner)
+        .learners(num_learners=r.num_learners,
+                  num_gpus_per_learner=1 if cfg.train.device == "cuda" else 0)
+        .training(lr=schedule if a.lr_schedule == "linear" else lr, gamma=a.gamma,
+                  lambda_=a.gae_lambda, train_batch_size_per_learner=n_steps * cfg.train.num_envs,
+                  minibatch_size=a.batch_size, num_epochs=a.n_epochs, clip_param=a.clip_range,
+                  entropy_coeff=a.ent_coef, vf_loss_coeff=a.vf_coef, grad_clip=a.max_grad_norm,
+                  use_kl_loss=False, vf_clip_param=float("inf"))
+        .rl_module(model_config=_model_config(cfg, spaces[1]))
+        .fault_tolerance(restart_failed_env_runners=True)
+        .callbacks(_health_callback_class())
+        .debugging(seed=seed)
+    )
+    if _normalizes_obs(cfg, spaces[0]):
+        config = config.env_runners(env_to_module_connector=rllib_state.obs_filter)
+    if r.extra:
+        _check_extra(config, r.extra)
+        config = config.update_from_dict(r.extra)
+    from ray.util.debug import log_once
+
+    log_once("PPO_on_new_api_stack")  # RLlib warns on every run that the new API stack is the default
+    try:
+        config.validate()
+    except (ValueError, TypeError) as e:
+        raise UserError(f"RLlib rejected the configuration: {str(e).splitlines()[0]} Fix the agent: or rllib: "
+                        "values (--set SECTION.KEY=VALUE)") from e
+    return config
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, with one line, when ``--ray-address`` points at nothing (ray.init would retry first)."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    hint = ("start one with `ray start --head` (docs/distributed.md) or drop --ray-address to train on a private "
+            "local Ray")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray-address {address!r}: expected HOST:PORT (GCS, e.g. head:6379) or ray://HOST:PORT "
+                        f"(Ray Client, e.g. ray://head:10001)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise UserError(f"--ray-address {address!r}: no Ray cluster is reachable there ({e.strerror or e}); "
+                        f"{hint}") from e
+
+
+def _connect(cfg: RunConfig) -> None:
+    """Join the cluster at ``rllib.address``, or start a private local Ray (agents/rllib/local.py)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.rllib.address
+    token = cfg.env.token_source()
+    if not address:
+        tokens.export_literal(token)  # env runners rebuild the env from the redacted config: give them the token
+        rllib_local.start(cfg.rllib.num_cpus, cfg.rllib.dashboard)
+        return
+    if token.literal and token.literal != tokens.REDACTED:
+        raise UserError(f"--ray-address with env.token: env runners on other machines cannot get a token from this "
+                        f"command line; export {token.env_var or tokens.DEFAULT_ENV_VAR}=… on every node before "
+                        "`ray start`, or use env.token_file with the file on every node")
+    _check_reachable(address)
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ray.exceptions.RayError) as e:
+        raise UserError(f"--ray-address {address!r}: a port is open there but joining the Ray cluster failed "
+                        f"({str(e).splitlines()[0]}); check that it is a Ray head of version {ray.__version__} and "
+                        "that RAY_AUTH_TOKEN holds the cluster's token (docs/distributed.md)") from e
+
+
+class RLlibBackend(Backend):
+    """RLlib PPO behind the nondiff :class:`~agents.Backend` interface."""
+
+    def __init__(self, cfg: RunConfig, seed: int, algo: Any, module: Any,
+                 spaces: tuple[gym.Space, gym.Space], start_step: int = 0,
+                 obs_stats: rllib_state.ObsStats | None = None) -> None:
+        self.cfg, self.seed, self.algo, self.module = cfg, seed, algo, module
+        self.obs_stats = obs_stats
+        self.observation_space, self.action_space = spaces
+        self.num_timesteps = start_step
+        self._offset = start_step  # RLlib's own counter restarts at 0 after a resume
+
+    @classmethod
+    def create(cls, cfg: RunConfig, seed: int, start_step: int = 0) -> RLlibBackend:
+        """Start (or join) Ray, register the env, build the algorithm (``start_step``: where a resume begins)."""
+        from ray.tune.registry import register_env
+
+        spaces = probe_spaces(cfg)
+        config = build_algo_config(cfg, seed, spaces, start_step)  # bad settings fail before Ray starts
+        _connect(cfg)
+        register_env(ENV_NAME, _create_env)
+        torch.set_num_threads(cfg.train.threads)
+        algo = config.build_algo()
+        backend = cls(cfg, seed, algo, algo.get_module(MODULE), spaces)
+        if cfg.agent.ortho_init and not start_step:  # SB3's initialisation (a resume loads weights instead)
+            backend._set_weights(rllib_state.sb3_init(algo.get_weights()[MODULE], cfg.agent.log_std_init, seed))
+        return backend
+
+    # -- training ---------------------------------------------------------------------------------------
+    def advance(self, until: int, session: Session) -> Iteration:
+        """One ``algo.train()``: sampling on the env runners, then the update; the same metric names as SB3."""
+        t = time.monotonic()
+        result = self.algo.train()
+        self.obs_stats = rllib_state.read_obs_filter(self.algo)
+        before = self.num_timesteps
+        runners = result.get("env_runners", {})
+        self.num_timesteps = self._offset + int(result.get("num_env_steps_sampled_lifetime",
+                                                           runners.get("num_env_steps_sampled_lifetime", 0)))
+        ret = runners.get("nondiff", {}).get("raw_return", runners.get("episode_return_mean"))
+        scalars = {"rollout/ep_rew_mean": ret, "rollout/ep_len_mean": runners.get("episode_len_mean"),
+                   "time/fps": (self.num_timesteps - before) / max(time.monotonic() - t, 1e-9)}
+        learner = result.get("learners", {}).get(MODULE, {})
+        for src, dst in (("policy_loss", "train/policy_loss"), ("vf_loss", "train/value_loss"),
+                         ("entropy", "train/entropy"), ("mean_kl_loss", "train/approx_kl"),
+                         ("default_optimizer_learning_rate", "train/learning_rate")):
+            scalars[dst] = learner.get(src)
+        scalars["env/runner_restarts"] = result.get("fault_tolerance", {}).get("num_remote_worker_restarts")
+        scalars.update(_health(runners.get("nondiff", {}), session))
+        ok = ret is not None and np.isfinite(ret)
+        return Iteration(self.num_timesteps, float(ret) if ok else None, scalars)
+
+    def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
+        """Actions for raw observations (single or batched), computed by the RLModule on the CPU."""
+        single = np.asarray(obs).shape == self.observation_space.shape
+        x = np.asarray(obs, dtype=np.float64)
+        if self.obs_stats is not None:
+            x = rllib_state.normalize(x, self.obs_stats)
+        batch = torch.as_tensor(x[None] if single else x, dtype=torch.float32)
+        with torch.no_grad():
+            inputs = self.module.forward_inference({"obs": batch})["action_dist_inputs"]
+        if isinstance(self.action_space, gym.spaces.Discrete):
+            if deterministic:
+                actions = inputs.argmax(-1).numpy()
+            else:
+                actions = torch.distributions.Categorical(logits=inputs).sample().numpy()
+            actions = actions + int(self.action_space.start)
+        elif isinstance(self.action_space, gym.spaces.Box):
+            mean, log_std = inputs.chunk(2, dim=-1)
+            a = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
+            actions = np.clip(a.numpy().reshape(-1, *self.action_space.shape), self.action_space.low,
+                              self.action_space.high).astype(self.action_space.dtype)
+        else:
+            raise UserError(f"rllib backend: action space {self.action_space} is not supported for predict")
+        return actions[0] if single else actions
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def save(self, path: Path, meta: dict[str, Any] | None = None) -> Path:
+        """RLModule weights as tensors plus JSON metadata, written atomically."""
+        weights = self.algo.get_weights()[MODULE] if self.algo is not None else self.module.get_state()
+        tensors = {f"module/{k}": torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
+        norm = rllib_state.save_obs_stats(self.obs_stats, tensors,
+                                                                      self.cfg.agent.normalize_reward) if self.obs_stats is not None else None
+        optimizer = rllib_state.save_optimizer(self.algo, tensors) if self.algo is not None else None
+        body = {**checkpoint.base_meta("rllib", "ppo", self.num_timesteps, self.seed,
+                                       (self.observation_space, self.action_space), self.cfg.model_dump(mode="json")),
+                "normalize": norm, "optimizer": optimizer, **(meta or {})}
+        return checkpoint.save(path, tensors, body)
+
+    @classmethod
+    def load(cls, path: Path, cfg: RunConfig, *, trust: bool = False, for_training: bool = False,
+             seed: int = 0) -> RLlibBackend:
+        """Restore weights: into a bare RLModule for evaluation (no Ray), or into a new algorithm to resume."""
+        tensors, meta = checkpoint.load(path, trust=trust)
+        if meta.get("backend") != "rllib":
+            raise CheckpointError(f"checkpoint {str(path)!r} was written by backend {meta.get('backend')!r}")
+        weights = {k[len("module/"):]: v.numpy() for k, v in tensors.items() if k.startswith("module/")}
+        spaces = (checkpoint.space_from_json(meta["observation_space"]),
+                  checkpoint.space_from_json(meta["action_space"]))
+        stats = rllib_state.load_obs_stats(tensors, meta)
+        if for_training:
+            backend = cls.create(cfg, seed, start_step=int(meta["num_timesteps"]))
+            checkpoint.check_spaces(meta, backend.observation_space, backend.action_space, f"resume from {path}")
+            backend._set_weights(weights)
+            if meta.get("optimizer"):
+                rllib_state.load_optimizer(backend.algo, tensors, meta["optimizer"])
+            if stats is not None:
+                rllib_state.write_obs_filter(backend.algo, stats)
+                backend.obs_stats = stats
+            backend.num_timesteps = backend._offset = int(meta["num_timesteps"])
+            return backend
+        from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
+        from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+        module = RLModuleSpec(module_class=DefaultPPOTorchRLModule, observation_space=spaces[0],
+                              action_space=spaces[1], model_config=_model_config(cfg, spaces[1]), inference_only=False).build()
+        try:
+            module.set_state(weights)
+        except (RuntimeError, KeyError) as e:
+            raise CheckpointError(f"checkpoint {str(path)!r} does not fit this policy ({e})") from e
+        return cls(cfg, meta.get("seed", seed), None, module, spaces, int(meta["num_timesteps"]), stats)
+
+    def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Load weights into the learners, then push them to every env runner."""
+        from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE
+
+        self.algo.set_state({COMPONENT_LEARNER_GROUP: {COMPONENT_LEARNER: {COMPONENT_RL_MODULE: {MODULE: weights}}}})
+        def _load(runner: Any) -> None:
+            own = runner.module.get_state()
+            runner.module.set_state({k: v for k, v in weights.items() if k in own})
+
+        self.algo.env_runner_group.foreach_env_runner(_load, local_env_runner=True)
+
+    def close(self) -> None:
+        """Stop the algorithm and the private local Ray."""
+        if self.algo is not None:
+            self.algo.stop()
+            self.algo = None
+            import ray
+
+            if not self.cfg.rllib.address:
+                ray.shutdown()
+
+
+def _health(nondiff: dict[str, Any], session: Session) -> dict[str, float]:
+    """Feed one iteration's fault sums from the env runners to the session's health (console lines, the
+    run-wide restart budget) and return the runners' step-latency percentiles."""
+    def count(value: Any) -> int:  # RLlib reports a sum that saw no value in this iteration as NaN
+        return int(value) if isinstance(value, int | float | np.number) and np.isfinite(value) else 0
+
+    by_kind = {str(k): count(v) for k, v in (nondiff.get("faults") or {}).items()}
+    budget = nondiff.get("budget")
+    session.health.observe_counts(by_kind, restarts=count(nondiff.get("restarts")),
+                                  budgeted_restarts=count(nondiff.get("budgeted_restarts")),
+                                  budget=count(budget) if count(budget) > 0 else None)
+    out: dict[str, float] = {}
+    latency = nondiff.get("step_ms")
+    if isinstance(latency, dict):  # {50: ms, 99: ms} over the last LATENCY_WINDOW steps of every runner
+        for q in (50, 99):
+            value = latency.get(q, latency.get(str(q)))
+            if value is not None:
+                out[f"env/step_latency_ms_p{q}"] = float(value)
+    return out

@@ -1,0 +1,193 @@
+"""The one place that builds an env, for every backend: the whole stack on one screen.
+
+One env, bottom up (:func:`_build`, behind the picklable :func:`env_factory`):
+
+1. ``--env-package`` imports, registry resolution and ``gymnasium.make`` (``envs.make``): the adapter, its
+   time limit (``env.max_episode_steps``), Gymnasium's order enforcement and env checker;
+2. the bridge token, resolved in the process that builds the env;
+3. the Guard (``env.nan_policy``): every transition validated, faults recorded;
+4. the backend's episode statistics: SB3's ``Monitor``, or RLlib's per-env reward scaling.
+
+Many envs (:func:`make_vec_env`, SB3): ``train.num_envs`` copies in a ``DummyVecEnv`` (in-process), a
+``ThreadVecEnv`` (threads, for envs that wait on I/O) or a ``ResilientVecEnv`` (worker processes with a
+watchdog), then ``VecNormalize`` when the agent normalises observations or rewards. RLlib vectorises
+inside its env runners, each calling :func:`env_factory`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import inspect
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import envs
+from agents.config import RunConfig
+from agents.errors import UserError
+from agents.run import tokens
+
+log = logging.getLogger(__name__)
+
+
+def _build(name: str, packages: tuple[str, ...], max_episode_steps: int | None, kwargs: dict[str, Any],
+           render_mode: str | None, nan_policy: str = "truncate",
+           token: tokens.TokenSource | None = None, monitor: bool = False,
+           scale_reward_gamma: float | None = None) -> gym.Env:
+    """Create one env; module-level so that it pickles by reference into any worker process.
+
+    The bridge token is resolved here, the one place, in whichever process builds the env: an env var is
+    inherited, a token file is read locally. Without an explicit source, ``NONDIFF_TOKEN`` goes only to an
+    adapter that has a ``token`` keyword.
+    """
+    if multiprocessing.parent_process() is not None:
+        # Ctrl-C reaches the whole process group; the main process decides when workers stop.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    extra: dict[str, Any] = dict(kwargs)
+    if max_episode_steps is not None:
+        extra["max_episode_steps"] = max_episode_steps
+    if render_mode is not None:
+        extra["render_mode"] = render_mode
+    if token is not None:
+        for pkg in packages:
+            importlib.import_module(pkg)
+        if token.explicit or "token" in (_adapter_params(name) or ()):
+            value = tokens.resolve(token)
+            if value is not None:
+                extra["token"] = value
+    env = envs.make(name, packages=packages, nan_policy=nan_policy, **extra)
+    if monitor:
+        from stable_baselines3.common.monitor import Monitor
+
+        env = Monitor(env)
+    if scale_reward_gamma is not None:
+        from agents.rllib.state import ScaleReward
+
+        env = ScaleReward(env, scale_reward_gamma)
+    return env
+
+
+def env_factory(cfg: RunConfig, render_mode: str | None = None, for_eval: bool = False, *, monitor: bool = False,
+                scale_reward: bool = False) -> functools.partial[gym.Env]:
+    """A picklable zero-argument callable that builds the configured env (``for_eval``: with ``eval_kwargs``).
+
+    It carries where the token comes from, not the token (a literal one excepted, which stays in memory).
+    ``monitor`` adds SB3's episode statistics; ``scale_reward`` RLlib's reward scaling (``agent.gamma``).
+    """
+    assert cfg.env.id is not None
+    kwargs = {**cfg.env.adapter_kwargs(), **(cfg.env.eval_kwargs if for_eval else {})}
+    return functools.partial(_build, cfg.env.id, tuple(cfg.env.packages), cfg.env.max_episode_steps,
+                             kwargs, render_mode, cfg.env.nan_policy, cfg.env.token_source(), monitor,
+                             cfg.agent.gamma if scale_reward else None)
+
+
+def make_vec_env(cfg: RunConfig) -> Any:
+    """SB3's vectorised training envs: ``train.num_envs`` monitored envs, then ``VecNormalize`` if asked."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from agents.sb3.vecenv import ResilientVecEnv, ThreadVecEnv
+
+    fns: list[Callable[[], gym.Env]] = [env_factory(cfg, monitor=True) for _ in range(cfg.train.num_envs)]
+    venv: Any
+    if cfg.train.vec_env == "subproc":
+        venv = ResilientVecEnv(fns, start_method=cfg.train.start_method, step_timeout=cfg.train.worker_timeout,
+                               max_restarts=cfg.train.max_worker_restarts)
+    else:
+        venv = ThreadVecEnv(fns) if cfg.train.vec_env == "thread" else DummyVecEnv(fns)
+    if not (cfg.agent.normalize_obs or cfg.agent.normalize_reward):
+        return venv
+    norm_obs = cfg.agent.normalize_obs and not is_image_space(venv.observation_space)
+    if cfg.agent.normalize_obs and not norm_obs:
+        log.warning("normalize_obs ignored: image observations are scaled to [0, 1] by the CNN policy")
+    return VecNormalize(venv, norm_obs=norm_obs, norm_reward=cfg.agent.normalize_reward, gamma=cfg.agent.gamma)
+
+
+def import_packages(packages: list[str]) -> None:
+    """Import ``--env-package`` modules, turning failures into a :class:`UserError`."""
+    for pkg in packages:
+        try:
+            importlib.import_module(pkg)
+        except Exception as e:
+            raise UserError(f"--env-package {pkg!r} failed to import ({type(e).__name__}: {e}); fix the module or "
+                            "drop the flag") from e
+
+
+def _adapter_params(name: str) -> list[str] | None:
+    """The keyword arguments the adapter's entry point takes; None when it takes ``**kwargs`` or is opaque.
+
+    Raises:
+        UserError: the env is unknown or its entry point does not import.
+    """
+    try:
+        spec = envs.resolve(name)
+    except (envs.UnknownEnvError, envs.PluginError) as e:
+        raise UserError(str(e)) from e
+    entry = spec.entry_point
+    if not isinstance(entry, str) or ":" not in entry:
+        return None
+    module, _, attr = entry.partition(":")
+    try:
+        target = getattr(importlib.import_module(module), attr)
+    except Exception as e:
+        raise UserError(f"env {name!r} ({spec.source}): cannot import its entry point {entry!r} "
+                        f"({type(e).__name__}: {e}); fix or uninstall it") from e
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"]
+
+
+def check_env_kwargs(cfg: RunConfig) -> None:
+    """Reject adapter keyword arguments the adapter does not accept, with a did-you-mean.
+
+    A configured bridge token (``env.token``, ``token_file`` or ``token_env``) counts as the keyword ``token``.
+    When ``NONDIFF_TOKEN`` supplies the token of an adapter that takes one, ``env.token_env`` is set to it, so
+    that the run directory records that a token was used, and where from, without the token.
+    """
+    assert cfg.env.id is not None
+    names = _adapter_params(cfg.env.id)
+    source = cfg.env.token_source()
+    given = {**cfg.env.adapter_kwargs(), **cfg.env.eval_kwargs, **({"token": None} if source.explicit else {})}
+    if names is None:
+        return
+    if not source.explicit and "token" in names and os.environ.get(tokens.DEFAULT_ENV_VAR, "").strip():
+        cfg.env.token_env = tokens.DEFAULT_ENV_VAR
+    for key in given:
+        if key == "token" and key not in names:
+            raise UserError(f"env {cfg.env.id!r} takes no bridge token, but env.token, env.token_file or "
+                            "env.token_env is set; drop it")
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+            hint = f"did you mean 'env.{close[0]}'? " if close else ""
+            raise UserError(f"unknown key 'env.{key}' for env {cfg.env.id!r}; {hint}its keyword arguments are: "
+                            f"{', '.join(names) or '(none)'}")
+
+
+def is_image_space(space: gym.Space) -> bool:
+    """A uint8 Box of rank 3: what CNN policies expect."""
+    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+
+
+def probe_spaces(cfg: RunConfig) -> tuple[gym.Space, gym.Space]:
+    """Make the env once and return its observation and action spaces, with friendly errors."""
+    try:
+        env = env_factory(cfg)()
+    except (envs.UnknownEnvError, envs.PluginError) as e:
+        raise UserError(str(e)) from e
+    except (ValueError, TypeError) as e:
+        raise UserError(f"env {cfg.env.id!r} rejected its settings: {e}") from e
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()

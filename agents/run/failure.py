@@ -1,0 +1,110 @@
+"""How training ends on an error: a checkpoint first where one can be written, then one line and an exit code.
+
+Exit codes: 1 when the env, the disk or the code failed; 2 for bad input (:class:`~agents.errors.UserError`).
+The line says what happened, where the checkpoint is (or why none could be written and which earlier one
+is the last good one) and the command that resumes. Tracebacks are for ``--debug`` only.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agents.errors import EnvFailure, UserError
+
+if TYPE_CHECKING:
+    from agents import Backend
+    from agents.run.rundir import RunDir
+
+log = logging.getLogger(__name__)
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+"""A full disk, a spent quota, a read-only file system, a file-size limit (RLIMIT_FSIZE)."""
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """True for an OSError that more disk space (or a writable disk) would have avoided."""
+    return isinstance(exc, OSError) and exc.errno in DISK_ERRNOS
+
+
+def _free_space(path: str | None) -> str:
+    """Free space on the file system holding ``path`` (its nearest existing ancestor), human-readable."""
+    p = Path(path or ".").absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        free = float(shutil.disk_usage(p).free)
+    except OSError:
+        return "free space unknown"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if free < 1024 or unit == "TiB":
+            return f"{free:.0f} {unit} free" if unit == "B" else f"{free:.1f} {unit} free"
+        free /= 1024
+    return "free space unknown"
+
+
+def describe(exc: BaseException, *, hint: bool = True) -> str:
+    """One line for an exception: the message for nondiff's own errors, type and first line otherwise.
+
+    Args:
+        exc: the exception.
+        hint: add "rerun with --debug for the traceback" to an unexpected exception.
+    """
+    if isinstance(exc, UserError | EnvFailure):
+        return str(exc)
+    from envs.bridge.protocol import BridgeError  # the bridge's own errors already say what the program did
+
+    if isinstance(exc, BridgeError):
+        return f"the env failed: {exc}"
+    if is_disk_error(exc):
+        assert isinstance(exc, OSError)
+        return f"cannot write {exc.filename or 'a file'}: {exc.strerror} ({_free_space(exc.filename)} there)"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    where = " (rerun with --debug for the traceback)" if hint else ""
+    return f"unexpected {type(exc).__name__}{': ' + text[:300] if text else ''}{where}"
+
+
+def last_good(run: RunDir) -> str:
+    """The newest readable checkpoint of ``run`` as ``PATH (step N)``, or a phrase saying there is none."""
+    from agents.run.checkpoint import read_header
+
+    try:
+        latest = run.latest()
+        if latest is None:
+            return "none yet (the run has to start over)"
+        return f"{latest} (step {read_header(latest).num_timesteps:,})"
+    except (UserError, OSError) as e:
+        return f"unknown ({e})"
+
+
+def resume_hint(run: RunDir) -> str:
+    """The command that continues ``run``."""
+    return f"resume with:  python train.py --resume {run.path}"
+
+
+def stop_on_error(exc: BaseException, run: RunDir, backend: Backend) -> tuple[int, str]:
+    """Write ``crash/`` for an exception out of training, and return the exit code and the one line.
+
+    A disk error is not answered with another write to the same disk: the line names the file, the free
+    space and the last good checkpoint instead.
+    """
+    code = 2 if isinstance(exc, UserError) else 1
+    what = "training stopped: " + describe(exc)
+    if is_disk_error(exc):
+        return 1, f"error: {what}; last good checkpoint: {last_good(run)}; free some space, then {resume_hint(run)}"
+    try:
+        # env_states: None, because the envs may be in the state that raised; the resume starts fresh episodes
+        path = backend.save(run.crash, {"env_states": None, "stopped_by": what})
+    except Exception as save_exc:  # noqa: BLE001 - reported in the line, with the last good checkpoint
+        log.debug("writing the crash checkpoint failed", exc_info=True)
+        return code, (f"error: {what}; writing a checkpoint failed too ({describe(save_exc, hint=False)}); last good checkpoint: "
+                      f"{last_good(run)}; {resume_hint(run)}")
+    return code, f"error: {what}; checkpoint written to {path}; {resume_hint(run)}"
+
+
+def save_failed(exc: BaseException, run: RunDir, target: Path) -> str:
+    """The line for a checkpoint (``target``) that could not be written after training itself went well."""
+    return (f"error: writing the checkpoint {target} failed: {describe(exc, hint=False)}; last good checkpoint: {last_good(run)}; "
+            f"{'free some space, then ' if is_disk_error(exc) else ''}{resume_hint(run)}")

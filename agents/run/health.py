@@ -1,0 +1,173 @@
+"""Env health: fault counters, the run-wide restart budget, step latency and rate-limited console lines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from agents.errors import EnvFailure
+from envs.faults import LATENCY_KEY, Fault, FaultKind, faults_in
+
+
+class FaultReporter:
+    """Console lines about env faults, rate-limited per kind.
+
+    The first fault of each kind is printed at once; after that, at most one summary line per kind per
+    ``window`` seconds, e.g. ``env: 12 nonfinite faults in the last 30 s (total 40): observation contains NaN;
+    see env/faults_by_kind in TensorBoard``. :meth:`flush` prints what is still untold.
+
+    Args:
+        say: prints one line (the session's printer, which cooperates with the progress bar).
+        window: seconds between two summary lines of one kind.
+        clock: the time source (``time.monotonic``).
+    """
+
+    def __init__(self, say: Callable[[str], None], window: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.say, self.window, self.clock = say, window, clock
+        self.total: dict[str, int] = {}
+        self._untold: dict[str, int] = {}
+        self._last_line: dict[str, float] = {}
+        self._latest: dict[str, Fault] = {}
+
+    def note(self, fault: Fault, count: int = 1) -> None:
+        """Count ``count`` faults like ``fault``; print when its kind is new or its window has passed."""
+        if count < 1:
+            return
+        kind = fault.kind.value
+        self.total[kind] = self.total.get(kind, 0) + count
+        self._latest[kind] = fault
+        if kind not in self._last_line:
+            self._last_line[kind] = self.clock()
+            where = f" ({fault.program})" if fault.program else ""
+            more = f" (and {count - 1} more)" if count > 1 else ""
+            self.say(f"env: {kind} fault{where}: {fault.detail}{more}; further {kind} faults are summarised every "
+                     f"{self.window:g} s; see env/faults_by_kind in TensorBoard")
+            return
+        self._untold[kind] = self._untold.get(kind, 0) + count
+        self.tick()
+
+    def tick(self) -> None:
+        """Print the summary of every kind whose window has passed."""
+        now = self.clock()
+        for kind, n in list(self._untold.items()):
+            if n and now - self._last_line[kind] >= self.window:
+                self._summary(kind, n, f"in the last {now - self._last_line[kind]:.0f} s")
+                self._last_line[kind] = now
+
+    def flush(self) -> None:
+        """Print the summary of every kind with faults not yet reported."""
+        for kind, n in list(self._untold.items()):
+            if n:
+                self._summary(kind, n, "since the last report")
+
+    def _summary(self, kind: str, n: int, when: str) -> None:
+        self._untold[kind] = 0
+        self.say(f"env: {n} {kind} fault{'s' if n > 1 else ''} {when} (total {self.total[kind]}): "
+                 f"{self._latest[kind].detail}; see env/faults_by_kind in TensorBoard")
+
+
+class EnvHealth:
+    """Counts the faults the envs report in ``info`` and the step latencies, for ``env/…`` metrics.
+
+    Restart faults that carry a ``budget`` (the bridge's ``max_restarts``) are counted across every env
+    instance of the run: with a smallest budget of N seen, failure N + 1 raises
+    :class:`~agents.errors.EnvFailure` ("restart budget of N for the whole run spent after N restarts").
+    Faults of the same vector step after that one are not counted. Restart faults without a budget (vector-env
+    workers, which have their own, and in-process crashes) count in ``env/restarts`` only.
+
+    Args:
+        say: prints one console line (see :class:`FaultReporter`); None: silent.
+    """
+
+    def __init__(self, say: Callable[[str], None] | None = None) -> None:
+        self.restarts = 0
+        self.budgeted_restarts = 0
+        self.budget: int | None = None
+        self.timeouts = 0
+        self.by_kind: dict[str, int] = {}
+        self.latencies: list[float] = []
+        self.reporter = FaultReporter(say) if say is not None else None
+
+    def observe(self, infos: Any) -> None:
+        """Read one vector step's infos; never raises on malformed entries, only :class:`EnvFailure`."""
+        try:
+            items = list(infos) if isinstance(infos, (list, tuple)) else []
+        except Exception:
+            items = []
+        for info in items:
+            if not isinstance(info, dict):
+                continue
+            ms = info.get(LATENCY_KEY)
+            if isinstance(ms, (int, float, np.number)) and not isinstance(ms, bool) and np.isfinite(ms):
+                self.latencies.append(float(ms))
+            for fault in faults_in(info):
+                self._count(fault)
+        if self.reporter is not None:
+            self.reporter.tick()
+
+    def _count(self, fault: Fault) -> None:
+        kind = fault.kind.value
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        self.timeouts += fault.kind is FaultKind.TIMEOUT
+        if self.reporter is not None:
+            self.reporter.note(fault)
+        if not fault.restart:
+            return
+        self.restarts += 1
+        if fault.budget is not None:
+            self._spend(1, fault.budget, fault)
+
+    def _spend(self, n: int, budget: int, fault: Fault | None) -> None:
+        self.budget = budget if self.budget is None else min(self.budget, budget)
+        self.budgeted_restarts += n
+        if self.budgeted_restarts > self.budget:
+            what = "(unknown program)" if fault is None else f"program {fault.program or '(unknown)'!r}: {fault.detail}"
+            tail = (" | ".join(fault.stderr[-5:]) if fault is not None else "") or "(no stderr)"
+            if self.reporter is not None:
+                self.reporter.flush()  # the fault counts before the error line, not after it
+            raise EnvFailure(f"{what}; restart budget of {self.budget} for the whole run spent after {self.budget} "
+                             f"restarts (this is failure {self.budgeted_restarts}, counted over all env instances); "
+                             f"exit code {None if fault is None else fault.exit_code}; last stderr: {tail}")
+
+    def observe_counts(self, by_kind: dict[str, int], *, restarts: int = 0, budgeted_restarts: int = 0,
+                       budget: int | None = None, last: Fault | None = None) -> None:
+        """Add counts aggregated elsewhere (RLlib's env runners, once per training iteration).
+
+        Same counters, console lines and run-wide budget as :meth:`observe`, at the granularity of the
+        aggregation: failure N + 1 is noticed at the end of the iteration that held it.
+
+        Args:
+            by_kind: faults per kind value since the previous call.
+            restarts: restart faults among them.
+            budgeted_restarts: restart faults among them that carried a budget.
+            budget: the smallest budget those faults carried.
+            last: one of the faults (the latest), for the console line and the failure message.
+        """
+        for kind, n in by_kind.items():
+            try:
+                fault_kind = FaultKind(kind)
+            except ValueError:
+                continue
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + n
+            self.timeouts += n if fault_kind is FaultKind.TIMEOUT else 0
+            if self.reporter is not None:
+                example = last if last is not None and last.kind is fault_kind else Fault(fault_kind, "(no detail)")
+                self.reporter.note(example, n)
+        self.restarts += restarts
+        if budget is not None and budgeted_restarts > 0:
+            self._spend(budgeted_restarts, budget, last)
+
+    def metrics(self) -> dict[str, float]:
+        """``env/…`` scalars; latency percentiles cover the steps since the previous call."""
+        out: dict[str, float] = {"env/restarts": self.restarts, "env/timeouts": self.timeouts}
+        for kind, n in self.by_kind.items():
+            out[f"env/faults_by_kind/{kind}"] = n
+        if self.latencies:
+            p50, p99 = np.percentile(self.latencies, [50, 99])
+            out["env/step_latency_ms_p50"], out["env/step_latency_ms_p99"] = float(p50), float(p99)
+            self.latencies.clear()
+        return out

@@ -1,0 +1,82 @@
+"""The one training loop: the schedule every backend and algorithm runs under.
+
+A backend supplies :meth:`~agents.Backend.advance` (collect and update, at least one iteration, towards a
+step), :meth:`~agents.Backend.save` and :meth:`~agents.Backend.predict`. This loop owns the rest, once:
+TensorBoard, env-health metrics, the progress display, periodic evaluation (and ``best/``), periodic
+checkpoints and their rotation, the budget and the stop signals. Checkpoints are taken between an
+update and the next collection, which is what makes an exact resume possible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agents.errors import EnvFailure
+from agents.run.envfactory import env_factory
+from agents.run.evaluation import eval_scalars, run_episodes, summarise
+
+if TYPE_CHECKING:
+    from agents import Backend
+    from agents.run.session import Session
+
+EVAL_SEED_OFFSET = 1_000_000
+"""Periodic evaluations play episodes seeded ``seed + EVAL_SEED_OFFSET, …``, apart from training's seeds."""
+
+
+@dataclass
+class Iteration:
+    """What one :meth:`~agents.Backend.advance` did.
+
+    Attributes:
+        step: the global env step reached.
+        ep_rew_mean: the latest mean raw episode return, when an episode has ended.
+        scalars: metrics to log at ``step`` that the backend did not log itself (``rollout/…``, ``train/…``).
+    """
+
+    step: int
+    ep_rew_mean: float | None = None
+    scalars: dict[str, Any] = field(default_factory=dict)
+
+
+def train(backend: Backend, session: Session) -> int:
+    """Advance ``backend`` until the budget or a stop request; return the global step reached."""
+    session.open_writer()
+    backend.attach(session)
+    step = backend.num_timesteps
+    eval_env: Any = None
+    try:
+        while step < session.total_steps and not session.should_stop:
+            try:
+                it = backend.advance(session.next_boundary(step), session)
+            except EnvFailure:  # the run-wide restart budget is spent: record the final counts, then stop
+                session.log(session.health.metrics(), backend.num_timesteps)
+                raise
+            step = it.step
+            session.log({**it.scalars, **session.health.metrics()}, step)
+            session.progress.update(step, it.ep_rew_mean)
+            if session.should_stop:  # mid-collection: final/ is written by the caller, nothing else
+                break
+            if session.eval_due(step):
+                eval_env = eval_env or env_factory(session.cfg, for_eval=True)()
+                _evaluate(backend, session, eval_env, step)
+            if step < session.total_steps and session.checkpoint_due(step):  # the last step goes to final/
+                backend.save(session.run.checkpoint_path(step))
+                session.run.rotate(session.cfg.train.keep_checkpoints)
+    finally:
+        if eval_env is not None:
+            eval_env.close()
+        session.writer.flush()
+    session.progress.update(step, None)
+    return step
+
+
+def _evaluate(backend: Backend, session: Session, env: Any, step: int) -> None:
+    """One periodic evaluation: ``eval/…`` scalars, evaluations.jsonl and ``best/`` when it is the best."""
+    cfg = session.cfg
+    result = run_episodes(env, lambda o: backend.predict(o, deterministic=cfg.eval.deterministic),
+                          cfg.eval.episodes, seed=backend.seed + EVAL_SEED_OFFSET)
+    summary = summarise(result)
+    session.log(eval_scalars(summary), step)
+    if session.record_eval(step, summary):
+        backend.save(session.run.best, {"eval": summary})

@@ -1,0 +1,329 @@
+"""What train.py and evaluate.py do, as importable functions: resolve configs, train, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import logging
+import random
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import envs
+from agents import get_backend
+from agents.config import RunConfig, apply_override, dump, load_yaml, validate
+from agents.errors import EnvFailure, UserError
+from agents.run import cli
+from agents.run.envfactory import check_env_kwargs, import_packages, is_image_space, probe_spaces
+from agents.run.rundir import RunDir
+from agents.run.session import Session
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+VERSIONED = ("nondiff", "gymnasium", "stable-baselines3", "torch", "numpy", "mujoco", "ale-py", "ray", "pydantic")
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the packages that decide a run's behaviour."""
+    out = {"python": sys.version.split()[0]}
+    for name in VERSIONED:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def space_defaults(obs_space: Any, act_space: Any) -> dict[str, Any]:
+    """Hyperparameters that suit the spaces, for envs without a config file."""
+    import gymnasium as gym
+
+    if is_image_space(obs_space):
+        return {"agent": {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "learning_rate": 2.5e-4,
+                          "ent_coef": 0.01, "clip_range": 0.1}}
+    if isinstance(act_space, gym.spaces.Box):
+        return {"agent": {"n_steps": 256, "batch_size": 256, "n_epochs": 10, "learning_rate": 1e-3,
+                          "gamma": 0.95, "normalize_obs": True, "normalize_reward": True}}
+    return {"agent": {"n_steps": 128, "batch_size": 256, "n_epochs": 10, "learning_rate": 3e-4,
+                      "gae_lambda": 0.9, "gamma": 0.98}}
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    """Merge defaults, the YAML file and the CLI (CLI wins) into a validated :class:`RunConfig`."""
+    import_packages(args.env_package or [])
+    raw: dict[str, Any] = {}
+    source = "command line"
+    if args.config:
+        raw = load_yaml(args.config)
+        source = args.config
+    env_name = args.env or (raw.get("env") or {}).get("id")
+    if not env_name:
+        raise UserError("no env given: pass --env NAME (a nondiff name such as 'robot', a Gymnasium id such as "
+                        "'CartPole-v1', or module:Class)")
+    try:
+        spec = envs.resolve(env_name)
+    except (envs.UnknownEnvError, envs.PluginError) as e:
+        raise UserError(str(e)) from e
+    if not args.config:
+        default = CONFIG_DIR / f"{spec.name}.yaml"
+        if default.is_file():
+            raw, source = load_yaml(default), str(default)
+        elif spec.config is not None:
+            raw, source = copy.deepcopy(spec.config), f"the config registered with {spec.name!r}"
+    raw.setdefault("env", {})
+    if not isinstance(raw["env"], dict):
+        raise UserError(f"{source}: section 'env' must be a mapping, got {type(raw['env']).__name__}")
+    raw["env"]["id"] = env_name
+    if args.env_package:
+        raw["env"]["packages"] = list(dict.fromkeys([*raw["env"].get("packages", []), *args.env_package]))
+    for section, values in cli.overrides(args).items():
+        raw.setdefault(section, {}).update(values)
+    for assignment in args.set or []:
+        apply_override(raw, assignment)
+    raw.pop("meta", None)
+    cfg = validate(raw, source)
+    check_env_kwargs(cfg)
+    obs_space, act_space = probe_spaces(cfg)  # bad adapter arguments fail here, as one line
+    if source == "command line":  # no config file: choose hyperparameters from the spaces
+        merged = _deep_merge(space_defaults(obs_space, act_space), raw)
+        cfg = validate(merged, source)
+    return cfg
+
+
+def train(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run ``train.py``: a new run, or ``--resume``. Returns the process exit code.
+
+    The run directory is locked (flock) for the whole run, so a second trainer exits 2. Any exception out of
+    training writes ``crash/`` first (see :mod:`agents.run.failure`), then one line, then exit 1 (2 for bad input).
+    """
+    from agents.run.checkpoint import read_header
+    from agents.run.trust import load_run_config
+
+    if args.resume:
+        run = RunDir.open(args.resume)
+        with run.lock():
+            run.remove_stale_temps()
+            cfg, _ = load_run_config(run, trust=getattr(args, "trust_run_dir", False), action="resume")
+            import_packages(cfg.env.packages)
+            ckpt = run.latest()
+            if ckpt is None:
+                raise UserError(f"run {str(run.path)!r} has no checkpoint to resume from; start a new run instead")
+            start = read_header(ckpt, trust=args.trust_checkpoint).num_timesteps
+            if args.timesteps is not None:
+                cfg.train.timesteps = start + args.timesteps
+            seed = int(cfg.train.seed if cfg.train.seed is not None else 0)
+            backend = get_backend(cfg.agent.backend).load(ckpt, cfg, trust=args.trust_checkpoint, for_training=True,
+                                                         seed=seed)
+            _say(args, f"resuming {run.path} from {ckpt.name} at step {start:,}")
+            return _run(args, argv, run, cfg, backend, start, seed)
+    cfg = build_config(args)
+    if cfg.train.seed is None:
+        cfg.train.seed = random.SystemRandom().randrange(2**31)
+    seed = cfg.train.seed
+    run = RunDir.create(cfg.env.id or "env", seed, explicit=args.run_dir)
+    with run.lock():
+        try:
+            backend = get_backend(cfg.agent.backend).create(cfg, seed)
+        except BaseException:
+            run.discard_if_empty()  # nothing ran: the same --run-dir works again once the input is fixed
+            raise
+        return _run(args, argv, run, cfg, backend, 0, seed)
+
+
+def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig, backend: Any, start: int,
+         seed: int) -> int:
+    """Write config, signature and command line, train, checkpoint, and return the exit code."""
+    from agents.run import failure, loop, trust
+    from agents.run.checkpoint import atomic_write_bytes
+    from envs.bridge.protocol import BridgeError, StopRequested
+    from envs.faults import EnvGaveUp
+
+    try:
+        cfg.meta = {"versions": versions(), "seed": seed, "config_source": str(args.config or ""),
+                    "started_from_step": start}
+        data = dump(cfg).encode()
+        atomic_write_bytes(run.config, data)
+        trust.sign(run, data)
+        run.write_command(argv)
+        logdir = run.path.parent.parent if (not args.resume and not args.run_dir) else run.path
+        _say(args, f"run directory: {run.path}\nwatch it with:  tensorboard --logdir {logdir}")
+        step, interrupted = start, None
+        with Session(cfg, run, start_step=start, total_steps=cfg.train.timesteps, quiet=args.quiet) as session:
+            try:
+                step = loop.train(backend, session)
+            except StopRequested:  # a signal ended a bridge or worker wait: the same as a clean stop
+                step = backend.num_timesteps
+            except (EnvFailure, BridgeError, EnvGaveUp) as e:
+                return _report(args, *_env_failed(e, run, backend))
+            except Exception as e:  # noqa: BLE001 - any error out of training: checkpoint first, then one line
+                return _report(args, *failure.stop_on_error(e, run, backend))
+            try:
+                backend.save(run.final)
+            except Exception as e:  # noqa: BLE001 - e.g. a full disk; the earlier checkpoints are intact
+                return _report(args, 1, failure.save_failed(e, run, run.final))
+            interrupted = session.stop_signal
+    finally:
+        try:
+            backend.close()
+        except Exception as e:  # noqa: BLE001 - closing envs must not hide the outcome of the run
+            log.warning("closing the envs failed: %s: %s", type(e).__name__, e)
+    if interrupted:
+        print(f"{interrupted}: stopped at step {step:,}; checkpoint written to {run.final}\n"
+              f"resume with:  python train.py --resume {run.path}")
+        return 0
+    best = f"; best eval mean_reward {session.best_reward:.2f}" if session.best_reward > float("-inf") else ""
+    _say(args, f"done: {step:,} steps{best}\nevaluate with:  python evaluate.py {run.path}")
+    return 0
+
+
+def _env_failed(e: BaseException, run: RunDir, backend: Any) -> tuple[int, str]:
+    """The env spent its restart budget: ``final/`` (a sound model), then one line."""
+    from agents.run import failure
+
+    try:
+        backend.save(run.final)
+    except Exception as save_exc:  # noqa: BLE001 - reported in the line
+        return 1, failure.save_failed(save_exc, run, run.final) + f" (the env failed first: {e})"
+    return 1, (f"error: the env failed and training stopped: {e}; checkpoint written to {run.final}; fix the program, "
+               f"then resume with:  python train.py --resume {run.path}")
+
+
+def _report(args: argparse.Namespace, code: int, line: str) -> int:
+    """Print the one line of a failed run (and, with --debug, the traceback being handled)."""
+    if getattr(args, "debug", False):
+        import traceback
+
+        traceback.print_exc()
+    print(line, file=sys.stderr, flush=True)
+    return code
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    print(text, flush=True)
+
+
+def load_policy(run_dir: str | Path, checkpoint: str = "final", *, trust: bool = False,
+                trust_run_dir: bool = False) -> tuple[RunConfig, Any, Path, dict[str, Any]]:
+    """Open a run directory and load one of its checkpoints for inference.
+
+    Args:
+        run_dir: a directory written by train.py.
+        checkpoint: ``final``, ``best``, ``latest``, ``crash`` or a path.
+        trust: allow pickle-carrying checkpoints (``--trust-checkpoint``).
+        trust_run_dir: load a config that would run code although this user did not sign it
+            (``--trust-run-dir``, see :mod:`agents.run.trust`).
+
+    Returns:
+        The run's resolved config, the loaded backend (call ``backend.predict(obs, deterministic=True)``),
+        the checkpoint path and its metadata.
+    """
+    from agents.run.checkpoint import read_header
+    from agents.run.trust import load_run_config
+
+    run = RunDir.open(run_dir)
+    cfg, _ = load_run_config(run, trust=trust_run_dir, action="evaluate")
+    import_packages(cfg.env.packages)
+    path = run.resolve(checkpoint)
+    meta = read_header(path, trust=trust).to_json()  # the header only; the backend reads the tensors
+    backend = get_backend(meta.get("backend", cfg.agent.backend)).load(path, cfg, trust=trust)
+    return cfg, backend, path, meta
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Run ``evaluate.py``: score a checkpoint and a uniform-random policy on the same seeds."""
+    from agents.run.checkpoint import check_spaces
+    from agents.run.envfactory import env_factory
+    from agents.run.evaluation import random_policy, run_episodes
+
+    cfg, backend, path, meta = load_policy(args.run_dir, args.checkpoint, trust=args.trust_checkpoint,
+                                           trust_run_dir=getattr(args, "trust_run_dir", False))
+    figure = getattr(args, "figure", None)
+    render_mode = "rgb_array" if args.video or figure else ("human" if args.render else None)
+    try:
+        env = env_factory(cfg, render_mode=render_mode, for_eval=True)()
+    except (ValueError, TypeError, gym_error()) as e:
+        if render_mode == "human":
+            raise UserError(f"--render: env {cfg.env.id!r} cannot open a window ({e}); record it with --video "
+                            "PATH.mp4 instead") from e
+        raise UserError(f"env {cfg.env.id!r} could not be created: {e}") from e
+    check_spaces(meta, env.observation_space, env.action_space, f"evaluate {path}")
+    frames: list[Any] = []
+    seed = args.seed if args.seed is not None else 10_000
+    try:
+        result = run_episodes(env, lambda o: backend.predict(o, deterministic=not args.stochastic), args.episodes,
+                              seed, on_frame=frames.append if args.video else None)
+        if figure and not args.video:  # render one episode, not all of them
+            run_episodes(env, lambda o: backend.predict(o, deterministic=not args.stochastic), 1, seed,
+                         on_frame=frames.append)
+        baseline = run_episodes(env, random_policy(env.action_space, seed), args.episodes, seed)
+    except Exception as e:
+        cause = _caused_by(e, gym_error())  # the Guard may wrap the window's error in its own
+        if render_mode == "human" and cause is not None:
+            raise UserError(f"--render: env {cfg.env.id!r} cannot open a window ({cause}); record it with --video "
+                            "PATH.mp4 instead") from e
+        raise
+    finally:
+        env.close()
+    if args.video:
+        _write_video(args.video, frames, env.metadata.get("render_fps", 30))
+    if figure:  # the last frame of the first episode: the adapter's picture of where the policy ended
+        last = result["lengths"][0] if args.video else -1
+        _write_png(figure, frames[last] if frames else None)
+    out = {"mean_return": result["mean_reward"], "std_return": result["std_reward"],
+           "min_return": result["min_reward"], "max_return": result["max_reward"],
+           "mean_length": result["mean_length"], "success_rate": result["success_rate"],
+           "episodes": args.episodes, "random_mean_return": baseline["mean_reward"], "checkpoint": str(path),
+           "random": {k: baseline[k] for k in ("mean_reward", "std_reward", "min_reward", "max_reward",
+                                               "mean_length", "success_rate")},
+           "metrics": result["metrics"], "random_metrics": baseline["metrics"],
+           "step": meta.get("num_timesteps")}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return out
+
+
+def _caused_by(exc: BaseException, kind: type[Exception]) -> BaseException | None:
+    """``exc`` or the first exception in its ``__cause__``/``__context__`` chain that is a ``kind``."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, kind):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def gym_error() -> type[Exception]:
+    """Gymnasium's base error class."""
+    import gymnasium as gym
+
+    return gym.error.Error
+
+
+def _write_png(path: str, frame: Any) -> None:
+    import imageio.v2 as imageio
+
+    if frame is None:
+        raise UserError("--figure: this env returned no frame from render(); it does not support rgb_array")
+    imageio.imwrite(path, frame)
+
+
+def _write_video(path: str, frames: list[Any], fps: int) -> None:
+    import imageio.v2 as imageio
+
+    if not frames or frames[0] is None:
+        raise UserError("--video: this env returned no frames from render(); it does not support rgb_array")
+    writer: Any = imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1)
+    with writer as w:
+        for f in frames:
+            w.append_data(f)

@@ -1,0 +1,168 @@
+"""Signed run directories: a config.yaml that would run code loads only when this user signed it.
+
+A run directory is code: its ``config.yaml`` names the program to start (``env.command``), the modules to
+import (``env.packages``, an ``env.id`` of the form ``module:Class``) and settings handed to Ray
+(``rllib.extra``). train.py therefore signs every config.yaml it writes with an HMAC-SHA256 under a
+per-user key kept outside any run directory, and evaluate.py and ``train.py --resume`` refuse a config that
+would run code unless the signature verifies or the user passes ``--trust-run-dir``.
+
+The key is ``$NONDIFF_KEY_FILE``, else ``$XDG_CONFIG_HOME/nondiff/key``, else ``~/.config/nondiff/key``:
+32 random bytes as hex, mode 0600, created on first use. The signature, in ``<run>/config.sig``, is
+``hmac-sha256:<hex>`` over ``b"nondiff-run-config/1\\0"`` followed by the exact bytes of config.yaml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from agents.config import RunConfig, validate
+from agents.errors import UserError
+
+if TYPE_CHECKING:
+    from agents.run.rundir import RunDir
+
+log = logging.getLogger(__name__)
+KEY_ENV = "NONDIFF_KEY_FILE"
+SIG_PREFIX = "hmac-sha256:"
+DOMAIN = b"nondiff-run-config/1\0"
+
+
+def key_path() -> Path:
+    """Where this user's signing key lives (never inside a run directory)."""
+    if os.environ.get(KEY_ENV):
+        return Path(os.environ[KEY_ENV])
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "nondiff" / "key"
+
+
+def _key(create: bool) -> bytes | None:
+    """This user's key; created (mode 0600) when ``create`` and absent; None when absent and not created.
+
+    Raises:
+        UserError: the key file is readable by other users, or is not a key.
+    """
+    path = key_path()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if not create:
+            return None
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:  # another nondiff process created it just now
+            return _key(create=False)
+        key = secrets.token_hex(32).encode()
+        with os.fdopen(fd, "wb") as f:
+            f.write(key + b"\n")
+        log.info("created the run-directory signing key %s", path)
+        return key
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        data = f.read(4096).strip()
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise UserError(f"the nondiff signing key {str(path)!r} is accessible to other users (mode "
+                        f"{stat.filemode(mode)}); anyone who reads it can make run directories you trust. Fix it "
+                        f"with: chmod 600 {path}")
+    if len(data) < 32:
+        raise UserError(f"the nondiff signing key {str(path)!r} holds {len(data)} bytes, expected 64 hex digits; "
+                        "delete it and nondiff makes a new one (run dirs signed with the old key then need "
+                        "--trust-run-dir once)")
+    return data
+
+
+def signature(data: bytes, key: bytes) -> str:
+    """The ``config.sig`` content for config.yaml bytes ``data``."""
+    return SIG_PREFIX + hmac.new(key, DOMAIN + data, hashlib.sha256).hexdigest()
+
+
+def sign(run: RunDir, data: bytes) -> None:
+    """Record this user's signature of config.yaml (``data``, the bytes just written) in the run directory.
+
+    A key that cannot be created (read-only home) leaves the run unsigned, with a warning: training goes on,
+    and loading it later asks for ``--trust-run-dir`` if it would run code.
+    """
+    from agents.run.checkpoint import atomic_write_bytes
+
+    try:
+        key = _key(create=True)
+    except OSError as e:
+        log.warning("run not signed: cannot create the signing key %s (%s)", key_path(), e.strerror)
+        return
+    assert key is not None
+    atomic_write_bytes(run._inside("config.sig"), (signature(data, key) + "\n").encode())
+
+
+def verify(run: RunDir, data: bytes) -> str | None:
+    """None when this user signed exactly ``data``; otherwise why not, as a phrase for a message."""
+    sig_path = run._inside("config.sig")
+    if not sig_path.is_file():
+        return "is not signed (no config.sig: written by a nondiff older than signing, or copied from elsewhere)"
+    try:
+        key = _key(create=False)
+    except OSError:
+        key = None
+    if key is None:
+        return f"is signed, but not with your key ({key_path()} does not exist)"
+    if not hmac.compare_digest(sig_path.read_text(errors="replace").strip(), signature(data, key)):
+        return ("does not match its signature (config.sig): it was edited after train.py wrote it, or it was signed "
+                "by another user")
+    return None
+
+
+def runs_code(cfg: RunConfig) -> list[str]:
+    """What loading this config would run or import beyond installed packages (empty for a plain env)."""
+    out = []
+    command: Any = cfg.env.adapter_kwargs().get("command")
+    if command:
+        out.append(f"start the program env.command={command!r}")
+    if cfg.env.packages:
+        out.append(f"import env.packages {cfg.env.packages!r}")
+    if cfg.env.id and ":" in cfg.env.id:
+        out.append(f"import module {cfg.env.id.partition(':')[0]!r} (env.id={cfg.env.id!r})")
+    if cfg.rllib.extra:
+        out.append(f"hand rllib.extra {sorted(cfg.rllib.extra)} to Ray")
+    return out
+
+
+def load_run_config(run: RunDir, *, trust: bool, action: str) -> tuple[RunConfig, bytes]:
+    """Read, validate and check a run directory's config.yaml before anything in it runs.
+
+    Args:
+        run: the run directory.
+        trust: ``--trust-run-dir`` was given.
+        action: what the caller is about to do, for the message (``evaluate``, ``resume``).
+
+    Returns:
+        The config and the exact bytes it was parsed from.
+
+    Raises:
+        UserError: invalid YAML or schema, or a config that would run code and is not signed by this user.
+    """
+    path = run.config
+    data = path.read_bytes()
+    try:
+        raw = yaml.safe_load(data)
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {str(path)!r} is not valid YAML ({getattr(e, 'problem', e)}); fix the "
+                        "syntax") from e
+    if not isinstance(raw, dict):
+        raise UserError(f"config file {str(path)!r} must hold a mapping (env:, agent:, ...), got {type(raw).__name__}")
+    cfg = validate(raw, str(path))
+    code = runs_code(cfg)
+    if code and not trust:
+        why = verify(run, data)
+        if why is not None:
+            raise UserError(f"{action} {str(run.path)!r}: its config.yaml {why}, and loading it would "
+                            f"{'; '.join(code)}. Refused; pass --trust-run-dir only if you trust where this run "
+                            "directory came from")
+    return cfg, data

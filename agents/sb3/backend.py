@@ -1,0 +1,333 @@
+"""The stable-baselines3 backend: PPO and A2C on one machine, with exact checkpoints and resume."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
+
+from agents import Backend
+from agents.config import RunConfig
+from agents.errors import CheckpointError
+from agents.run import checkpoint
+from agents.run.envfactory import is_image_space, make_vec_env
+from agents.run.loop import Iteration
+from agents.run.session import Session
+
+log = logging.getLogger(__name__)
+
+ALGOS: dict[str, type[PPO] | type[A2C]] = {"ppo": PPO, "a2c": A2C}
+ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → cuda when available, else cpu."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        from agents.errors import UserError
+
+        raise UserError("--device cuda: this torch build sees no CUDA device; use --device cpu, or install a CUDA "
+                        "torch (make TORCH=torch)")
+    return device
+
+
+def _policy_name(cfg: RunConfig, obs_space: gym.Space) -> str:
+    kind = cfg.agent.policy
+    if kind == "auto":
+        kind = "multi" if isinstance(obs_space, gym.spaces.Dict) else "cnn" if is_image_space(obs_space) else "mlp"
+    return {"mlp": "MlpPolicy", "cnn": "CnnPolicy", "multi": "MultiInputPolicy"}[kind]
+
+
+def _hyperparameters(cfg: RunConfig) -> dict[str, Any]:
+    a = cfg.agent
+    hp: dict[str, Any] = {"gamma": a.gamma, "gae_lambda": a.gae_lambda, "ent_coef": a.ent_coef, "vf_coef": a.vf_coef,
+                          "max_grad_norm": a.max_grad_norm}
+    if a.learning_rate is not None:
+        lr = a.learning_rate
+        hp["learning_rate"] = _LinearLR(lr) if a.lr_schedule == "linear" else lr
+    if a.n_steps is not None:
+        hp["n_steps"] = a.n_steps
+    if a.algo == "ppo":
+        hp.update(batch_size=a.batch_size, n_epochs=a.n_epochs, clip_range=a.clip_range)
+    hp["policy_kwargs"] = {"net_arch": list(a.net_arch), "activation_fn": ACTIVATIONS[a.activation],
+                           "ortho_init": a.ortho_init, "log_std_init": a.log_std_init}
+    return hp
+
+
+class _LinearLR:
+    """A learning rate annealed linearly to 0 over the run's whole budget.
+
+    SB3 measures progress against the ``total_timesteps`` of each ``learn`` call, and the loop calls
+    ``learn`` once per iteration, so the backend sets :attr:`remaining` itself (same values as one long call).
+    """
+
+    def __init__(self, lr: float) -> None:
+        self.lr, self.remaining = lr, 1.0
+
+    def __call__(self, _progress: float) -> float:
+        return self.lr * self.remaining
+
+
+class _Tick(BaseCallback):
+    """Inside SB3's collection: each vector step goes to ``session.tick`` (health, progress, stop requests)."""
+
+    def __init__(self, backend: SB3Backend, session: Session) -> None:
+        super().__init__()
+        self.backend, self.session = backend, session
+
+    def _on_step(self) -> bool:
+        buf = self.model.ep_info_buffer
+        ret = float(np.mean([e["r"] for e in buf])) if buf else None
+        return self.session.tick(self.model.num_timesteps, self.locals.get("infos", ()), ret)
+
+    def _on_rollout_end(self) -> None:  # the update that follows sees the whole run's progress
+        lr = self.model.lr_schedule
+        if isinstance(lr, _LinearLR):
+            lr.remaining = max(0.0, 1.0 - self.model.num_timesteps / max(self.session.total_steps, 1))
+
+
+class SB3Backend(Backend):
+    """PPO or A2C from stable-baselines3 behind the nondiff :class:`~agents.Backend` interface."""
+
+    def __init__(self, cfg: RunConfig, seed: int, model: PPO | A2C | None, policy: Any, norm: dict[str, Any] | None,
+                 spaces: tuple[gym.Space, gym.Space]) -> None:
+        self.cfg, self.seed, self.model, self.policy = cfg, seed, model, policy
+        self._step = 0  # the checkpoint's step when there is no model (evaluation)
+        self._norm = norm  # saved observation statistics, used when there is no live VecNormalize
+        self.observation_space, self.action_space = spaces
+
+    # -- construction -----------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, cfg: RunConfig, seed: int) -> SB3Backend:
+        """Build the vectorised envs and a fresh model."""
+        torch.set_num_threads(cfg.train.threads)
+        set_random_seed(seed)
+        venv = make_vec_env(cfg)
+        obs_space = venv.observation_space
+        device = resolve_device(cfg.train.device)
+        model = ALGOS[cfg.agent.algo](_policy_name(cfg, obs_space), venv, seed=seed, device=device, verbose=0,
+                                      **_hyperparameters(cfg))
+        return cls(cfg, seed, model, model.policy, None, (venv.observation_space, venv.action_space))
+
+    # -- training ---------------------------------------------------------------------------------------
+    @property
+    def num_timesteps(self) -> int:  # type: ignore[override]
+        """Global env steps so far (SB3's own counter, restored on resume)."""
+        return int(self.model.num_timesteps) if self.model is not None else self._step
+
+    def attach(self, session: Session) -> None:
+        """Route SB3's logger (``rollout/``, ``train/``, ``time/``) into the run's TensorBoard writer."""
+        assert self.model is not None
+        fmt = TensorBoardOutputFormat(str(session.run.tensorboard))
+        fmt.writer.close()
+        fmt.writer = session.writer
+        self.model.set_logger(Logger(str(session.run.tensorboard), [fmt]))
+        self._tick = _Tick(self, session)
+
+    def advance(self, until: int, session: Session) -> Iteration:
+        """One rollout and one update (PPO, A2C); the callback stops the rollout early on a stop request."""
+        assert self.model is not None
+        self.model.learn(1, callback=self._tick, reset_num_timesteps=False, log_interval=1, progress_bar=False)
+        buf = self.model.ep_info_buffer
+        return Iteration(self.num_timesteps, float(np.mean([e["r"] for e in buf])) if buf else None)
+
+    def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
+        """Actions for raw observations (single or batched); normalisation is applied here."""
+        venv = self.model.get_env() if self.model is not None else None
+        if isinstance(venv, VecNormalize):
+            obs = venv.normalize_obs(obs)
+        elif self._norm is not None:
+            obs = np.clip((obs - self._norm["mean"]) / np.sqrt(self._norm["var"] + self._norm["epsilon"]),
+                          -self._norm["clip_obs"], self._norm["clip_obs"])
+        action, _ = self.policy.predict(obs, deterministic=deterministic)
+        return action
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def save(self, path: Path, meta: dict[str, Any] | None = None) -> Path:
+        """Policy, optimiser, normaliser, counters, RNG and (where possible) env states, atomically."""
+        assert self.model is not None
+        m = self.model
+        tensors: dict[str, torch.Tensor] = {f"policy/{k}": v for k, v in m.policy.state_dict().items()}
+        opt = m.policy.optimizer.state_dict()
+        opt_meta: dict[str, Any] = {"param_groups": opt["param_groups"], "state": {}}
+        for idx, st in opt["state"].items():
+            opt_meta["state"][str(idx)] = {}
+            for key, val in st.items():
+                if torch.is_tensor(val):
+                    tensors[f"optim/{idx}/{key}"] = val
+                else:
+                    opt_meta["state"][str(idx)][key] = val
+        rng_t, rng_m = checkpoint.rng_state()
+        tensors.update(rng_t)
+        venv = m.get_env()
+        assert venv is not None
+        norm_meta = None
+        if isinstance(venv, VecNormalize):
+            norm_meta = _save_vecnormalize(venv, tensors)
+        if m._last_obs is not None and not isinstance(m._last_obs, dict):
+            tensors["loop/last_obs"] = torch.as_tensor(np.asarray(m._last_obs))
+            tensors["loop/last_episode_starts"] = torch.as_tensor(np.asarray(m._last_episode_starts))
+            if isinstance(venv, VecNormalize) and m._last_original_obs is not None:
+                tensors["loop/last_original_obs"] = torch.as_tensor(np.asarray(m._last_original_obs))
+        body = {
+            **checkpoint.base_meta("sb3", self.cfg.agent.algo, m.num_timesteps, self.seed,
+                                   (self.observation_space, self.action_space), self.cfg.model_dump(mode="json")),
+            "n_updates": int(getattr(m, "_n_updates", 0)), "optimizer": opt_meta, "rng": rng_m,
+            "normalize": norm_meta, "env_states": _env_states(venv), "ep_info_buffer": list(m.ep_info_buffer or []),
+            **(meta or {}),
+        }
+        return checkpoint.save(path, tensors, body)
+
+    @classmethod
+    def load(cls, path: Path, cfg: RunConfig, *, trust: bool = False, for_training: bool = False,
+             seed: int = 0) -> SB3Backend:
+        """Restore a checkpoint: the policy alone for evaluation, or the whole training state."""
+        tensors, meta = checkpoint.load(path, trust=trust)
+        if meta.get("backend") != "sb3":
+            raise CheckpointError(f"checkpoint {str(path)!r} was written by backend {meta.get('backend')!r}; "
+                                  "evaluate it with that backend")
+        spaces = (checkpoint.space_from_json(meta["observation_space"]), checkpoint.space_from_json(meta["action_space"]))
+        policy_state = {k[len("policy/"):]: v for k, v in tensors.items() if k.startswith("policy/")}
+        if not for_training:
+            torch.set_num_threads(cfg.train.threads)
+            algo = ALGOS[meta["algo"]]
+            policy_cls = algo.policy_aliases[_policy_name(cfg, spaces[0])]
+            kwargs = _hyperparameters(cfg)["policy_kwargs"]
+            if meta["algo"] == "a2c":
+                kwargs.update(optimizer_class=torch.optim.RMSprop, optimizer_kwargs={"alpha": 0.99, "eps": 1e-5,
+                                                                                      "weight_decay": 0})
+            policy = policy_cls(spaces[0], spaces[1], lambda _: 0.0, **kwargs)
+            _load_state(policy, policy_state, path)
+            norm = None
+            if meta.get("normalize") and meta["normalize"]["norm_obs"]:
+                norm = {**meta["normalize"], "mean": tensors["norm/obs_mean"].numpy(),
+                        "var": tensors["norm/obs_var"].numpy()}
+            backend = cls(cfg, meta.get("seed", seed), None, policy.eval(), norm, spaces)
+            backend._step = int(meta["num_timesteps"])
+            return backend
+        backend = cls.create(cfg, seed)
+        checkpoint.check_spaces(meta, backend.observation_space, backend.action_space, f"resume from {path}")
+        backend._restore(tensors, meta, policy_state, path)
+        return backend
+
+    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], policy_state: dict[str, Any],
+                 path: Path) -> None:
+        m = self.model
+        assert m is not None
+        _load_state(m.policy, policy_state, path)
+        opt_state: dict[str, Any] = {"param_groups": meta["optimizer"]["param_groups"], "state": {}}
+        for idx, st in meta["optimizer"]["state"].items():
+            opt_state["state"][int(idx)] = dict(st)
+        for key, val in tensors.items():
+            if key.startswith("optim/"):
+                _, idx, name = key.split("/", 2)
+                opt_state["state"].setdefault(int(idx), {})[name] = val
+        m.policy.optimizer.load_state_dict(opt_state)
+        m.num_timesteps = meta["num_timesteps"]
+        m._n_updates = meta["n_updates"]
+        venv = m.get_env()
+        assert venv is not None
+        if isinstance(venv, VecNormalize) and meta.get("normalize"):
+            _load_vecnormalize(venv, tensors, meta["normalize"])
+        from collections import deque
+
+        m.ep_info_buffer = deque(meta.get("ep_info_buffer", []), maxlen=m._stats_window_size)
+        m.ep_success_buffer = deque(maxlen=m._stats_window_size)
+        if meta.get("env_states") and _set_env_states(venv, meta["env_states"]) and "loop/last_obs" in tensors:
+            m._last_obs = tensors["loop/last_obs"].numpy()
+            m._last_episode_starts = tensors["loop/last_episode_starts"].numpy()
+            if "loop/last_original_obs" in tensors:
+                m._last_original_obs = tensors["loop/last_original_obs"].numpy()
+        else:
+            log.warning("the envs cannot restore their mid-episode state; resuming from fresh episodes")
+        checkpoint.set_rng_state(tensors, meta["rng"])
+
+    def close(self) -> None:
+        """Close the training envs."""
+        venv = self.model.get_env() if self.model is not None else None
+        if venv is not None:
+            venv.close()
+
+
+def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this policy ({first}); evaluate it with the "
+                              "config it was trained with") from e
+
+
+def _save_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"norm_obs": bool(venv.norm_obs), "norm_reward": bool(venv.norm_reward),
+                            "clip_obs": float(venv.clip_obs), "clip_reward": float(venv.clip_reward),
+                            "epsilon": float(venv.epsilon), "gamma": float(venv.gamma)}
+    if venv.norm_obs and not isinstance(venv.obs_rms, dict):
+        tensors["norm/obs_mean"] = torch.as_tensor(venv.obs_rms.mean)
+        tensors["norm/obs_var"] = torch.as_tensor(venv.obs_rms.var)
+        meta["obs_count"] = float(venv.obs_rms.count)
+    tensors["norm/ret_mean"] = torch.as_tensor(venv.ret_rms.mean)
+    tensors["norm/ret_var"] = torch.as_tensor(venv.ret_rms.var)
+    tensors["norm/returns"] = torch.as_tensor(venv.returns)
+    meta["ret_count"] = float(venv.ret_rms.count)
+    return meta
+
+
+def _load_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    if "norm/obs_mean" in tensors and not isinstance(venv.obs_rms, dict):
+        venv.obs_rms.mean = tensors["norm/obs_mean"].numpy().copy()
+        venv.obs_rms.var = tensors["norm/obs_var"].numpy().copy()
+        venv.obs_rms.count = meta["obs_count"]
+    venv.ret_rms.mean = tensors["norm/ret_mean"].numpy().copy()
+    venv.ret_rms.var = tensors["norm/ret_var"].numpy().copy()
+    venv.ret_rms.count = meta["ret_count"]
+    venv.returns = tensors["norm/returns"].numpy().copy()
+
+
+def _env_states(venv: VecEnv) -> list[dict[str, Any]] | None:
+    """Mid-episode state of every in-process env whose adapter offers ``get_state()``; None otherwise."""
+    inner = venv.venv if isinstance(venv, VecNormalize) else venv
+    if not isinstance(inner, DummyVecEnv):
+        return None
+    states = []
+    for env in inner.envs:
+        if not hasattr(env.unwrapped, "get_state"):
+            return None
+        state: dict[str, Any] = {"env": env.unwrapped.get_state()}
+        e: Any = env
+        while isinstance(e, gym.Wrapper):
+            if isinstance(e, gym.wrappers.TimeLimit):
+                state["elapsed"] = e._elapsed_steps
+            if isinstance(e, Monitor):
+                state["monitor"] = {"rewards": list(e.rewards), "needs_reset": e.needs_reset}
+            e = e.env
+        states.append(state)
+    return states
+
+
+def _set_env_states(venv: VecEnv, states: list[dict[str, Any]]) -> bool:
+    inner = venv.venv if isinstance(venv, VecNormalize) else venv
+    if not isinstance(inner, DummyVecEnv) or len(inner.envs) != len(states):
+        return False
+    for env, state in zip(inner.envs, states):
+        env.reset()  # the wrappers' order enforcement and checkers expect a reset before a step
+        env.unwrapped.set_state(state["env"])  # type: ignore[attr-defined]
+        e: Any = env
+        while isinstance(e, gym.Wrapper):
+            if isinstance(e, gym.wrappers.TimeLimit):
+                e._elapsed_steps = state.get("elapsed", 0)
+            if isinstance(e, Monitor) and "monitor" in state:
+                e.rewards, e.needs_reset = list(state["monitor"]["rewards"]), state["monitor"]["needs_reset"]
+            e = e.env
+    return True

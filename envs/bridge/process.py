@@ -1,0 +1,342 @@
+"""Bridge adapter: any program that speaks docs/protocol.md, spawned (pipes) or running elsewhere (TCP).
+
+The watchdog lives here. Every reply passes one fault boundary: a crash, a hang past the deadline, or any
+exception while decoding, validating or applying a reply ends the current transition as truncated with a
+:class:`~envs.faults.Fault` in ``info["nondiff_fault"]``; the program is stopped and respawned, or
+reconnected, at the next reset. Restarts are budgeted for the whole run (the trainer sums them over all
+env instances); each instance also stops by itself at the same cap, and at a rate limit, raising
+:class:`RestartBudgetExhausted` with the program, its exit code and its last stderr lines. Spawned
+programs run under :mod:`envs.bridge.reaper`, so no descendant survives the env or a killed trainer. Errors that
+cannot heal (:class:`~envs.bridge.protocol.StartupError`) are raised at once, without retries.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.bridge import messages as M
+from envs.bridge import protocol as P
+from envs.bridge import reaper
+from envs.bridge.protocol import StopRequested, request_stop
+from envs.bridge.spawn import StderrTail, check_program, drain
+from envs.faults import FAULT_KEY, RESET_FAULTS_KEY, Fault, FaultKind
+from envs.spaces import MAX_SPACE_ELEMENTS
+
+__all__ = ["ProcessEnv", "RestartBudgetExhausted", "StopRequested", "request_stop"]
+log = logging.getLogger(__name__)
+
+
+class RestartBudgetExhausted(P.BridgeError):
+    """The program failed more often than the restart budget allows."""
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+PRIVATE_VARIABLES = ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")
+"""Variables a program never inherits: the private Ray's credentials (a program inside an env runner would
+otherwise hold the key to the cluster). ``NONDIFF_TOKEN`` is kept: pipe programs check the bridge token with it."""
+
+
+def child_environment() -> dict[str, str]:
+    """The trainer's environment minus :data:`PRIVATE_VARIABLES` (docs/protocol.md, "Environment")."""
+    return {k: v for k, v in os.environ.items() if k not in PRIVATE_VARIABLES}
+
+
+class ProcessEnv(gym.Env):
+    """A third-party program behind the nondiff bridge protocol, guarded by a watchdog.
+
+    Args:
+        command: program to spawn, e.g. ``"./heater --fast"``; it speaks on stdin/stdout.
+        address: ``host:port`` of a program that already runs and listens.
+        token: shared secret for the HMAC handshake; required for any non-loopback address.
+        allow_remote: must be True to connect to a non-loopback address.
+        step_timeout: seconds a step may take before the program counts as hung.
+        reset_timeout: seconds a reset (and the start-up handshake) may take.
+        max_restarts: the run's restart budget; this instance also stops by itself past it.
+        restart_rate: at most this many restarts within ``restart_period`` seconds.
+        restart_period: the rate-limit window in seconds.
+        term_grace: seconds between SIGTERM and SIGKILL when stopping a program.
+        max_message: the largest message accepted, in bytes.
+        max_space_elements: the largest declared space accepted, in scalar elements.
+        cwd: working directory for ``command``.
+        render_mode: ``"rgb_array"`` to request frames with the ``render`` message.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, *, command: str | None = None, address: str | None = None, token: str = "",
+                 allow_remote: bool = False, step_timeout: float = 5.0, reset_timeout: float = 30.0,
+                 max_restarts: int = 10, restart_rate: int = 10, restart_period: float = 60.0,
+                 term_grace: float = 2.0, max_message: int = P.MAX_MESSAGE,
+                 max_space_elements: int = MAX_SPACE_ELEMENTS, cwd: str | None = None,
+                 render_mode: str | None = None) -> None:
+        if (command is None) == (address is None):
+            raise ValueError("process: pass exactly one of command='./program args' or address='host:port'")
+        if step_timeout <= 0 or reset_timeout <= 0 or term_grace < 0:
+            raise ValueError(f"process: timeouts must be > 0, got step {step_timeout}, reset {reset_timeout}, "
+                             f"term_grace {term_grace}")
+        if max_restarts < 0 or restart_rate < 1 or restart_period <= 0:
+            raise ValueError("process: max_restarts must be >= 0, restart_rate >= 1 and restart_period > 0")
+        if max_message < 1024 or max_space_elements < 1:
+            raise ValueError("process: max_message must be >= 1024 bytes and max_space_elements >= 1")
+        self._argv: list[str] = []
+        if address is not None:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"process: address must look like host:port, got {address!r}")
+            if not _is_loopback(host) and not (allow_remote and token):
+                raise ValueError(f"process: {address} is not a loopback address; connecting to it needs "
+                                 "allow_remote=True and a shared token (token=...) checked by the handshake")
+            self._addr: tuple[str, int] | None = (host, int(port))
+        else:
+            assert command is not None
+            try:
+                self._argv = shlex.split(command)
+            except ValueError as e:
+                raise ValueError(f"process: env.command {command!r} cannot be split into arguments: {e}") from e
+            self._addr = None
+        self.command, self.token, self.render_mode = command, token, render_mode
+        self.step_timeout, self.reset_timeout, self.term_grace = step_timeout, reset_timeout, term_grace
+        self.max_restarts, self.restart_rate, self.restart_period = max_restarts, restart_rate, restart_period
+        self.max_message, self.max_space_elements, self.cwd = max_message, max_space_elements, cwd
+        self.who = command if command is not None else f"tcp://{address}"
+        self.restarts = 0
+        self._restart_times: collections.deque[float] = collections.deque()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._drainer: threading.Thread | None = None
+        self._chan: P.Channel | None = None
+        self._stderr = StderrTail()
+        self._alive = False
+        self._last_obs: Any = None
+        self._reset_faults: list[Fault] = []
+        self._last_failure: tuple[str, int | None] = ("was restarted", None)
+        self.spec_reply: M.SpecReply | None = None
+        self._start_with_budget(self.reset_timeout)
+        assert self.spec_reply is not None
+        self.observation_space = self.spec_reply.observation_space
+        self.action_space = self.spec_reply.action_space
+        self.metadata = {**self.metadata, **self.spec_reply.metadata}
+
+    # -- process and connection ---------------------------------------------------------------------------
+    @property
+    def program_pid(self) -> int | None:
+        """The pid of the program itself (its supervisor's child), when it is spawned and running."""
+        if self._proc is None:
+            return None
+        kids = [p for p in reaper.descendants(self._proc.pid)]
+        return kids[0] if kids else None
+
+    def _launch(self, timeout: float) -> None:
+        if self._addr is None:
+            check_program(self._argv, self.cwd)
+            life = reaper.lifeline()
+            try:
+                self._proc = subprocess.Popen(reaper.command(self._argv, self.term_grace, life), stdin=subprocess.PIPE,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.cwd,
+                                              start_new_session=True, pass_fds=(life,), env=child_environment())
+            except OSError as e:
+                raise P.LaunchError(f"cannot start program {self.who!r}: {e}") from e
+            assert self._proc.stdin and self._proc.stdout and self._proc.stderr
+            self._stderr.clear()
+            self._drainer = threading.Thread(target=drain, args=(os.dup(self._proc.stderr.fileno()), self._stderr),
+                                             daemon=True, name="nondiff-stderr")
+            self._drainer.start()
+            self._chan = P.Channel(os.dup(self._proc.stdout.fileno()), os.dup(self._proc.stdin.fileno()))
+            for stream in (self._proc.stdout, self._proc.stdin, self._proc.stderr):
+                stream.close()
+        else:
+            self._chan = P.Channel.from_socket(socket.create_connection(self._addr, timeout=min(timeout, 10.0)))
+        self._handshake(timeout)
+        self._alive = True
+
+    def _handshake(self, timeout: float) -> None:
+        assert self._chan is not None
+        mine = P.nonce()
+        P.send(self._chan, {"type": "hello", "version": P.VERSION, "nonce": mine}, timeout)
+        try:
+            challenge = P.expect(P.recv(self._chan, timeout, self.max_message), "challenge")
+        except P.RemoteError as e:
+            if "version" in str(e):
+                raise P.VersionError(f"program {self.who!r} refused the handshake: {e}") from e
+            raise P.StartupError(f"program {self.who!r} refused the handshake: {e}") from e
+        warning = P.check_version(challenge.get("version"), f"program {self.who!r}")
+        if warning:
+            log.warning(warning)
+        if self.token and not P.verify(self.token, "server", mine, challenge.get("mac")):
+            raise P.AuthError(f"program {self.who!r} failed the token check: wrong or missing token; nothing was "
+                              "stepped")
+        P.send(self._chan, {"type": "auth", "mac": P.mac(self.token, "client", str(challenge.get("nonce", "")))},
+               timeout)
+        try:
+            msg = P.recv(self._chan, timeout, self.max_message)
+        except P.RemoteError as e:
+            raise P.AuthError(f"program {self.who!r} refused the handshake: {e}") from e
+        try:
+            self.spec_reply = M.parse_spec(msg, self.max_space_elements)
+        except P.SpecError as e:
+            raise P.SpecError(f"program {self.who!r} sent a bad spec: {e}") from e
+
+    def _kill(self) -> int | None:
+        """Stop the program: SIGTERM to its supervisor, which escalates to SIGKILL. Returns its exit code."""
+        self._alive = False
+        if self._chan is not None:
+            self._chan.close()
+            self._chan = None
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(self.term_grace + 1.0)  # the supervisor SIGKILLs everything after term_grace
+            except subprocess.TimeoutExpired:  # the supervisor itself is stopped or stuck: do its job
+                for pid in [*reaper.descendants(proc.pid), proc.pid]:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        code = proc.wait()
+        if self._drainer is not None:
+            self._drainer.join(1.0)  # its last stderr lines belong in the fault report
+        return code
+
+    def _start_with_budget(self, timeout: float) -> None:
+        while True:
+            P.check_stop()
+            try:
+                self._launch(timeout)
+                return
+            except (P.StartupError, StopRequested):
+                self._kill()
+                raise
+            except Exception as e:  # one failed start of any other kind: a fault, counted against the budget
+                fault = self._fault(e)
+                tag = next((line for line in self._stderr.lines() if line.startswith(reaper.REAPER_TAG)), None)
+                if tag and fault.exit_code in (126, 127):
+                    raise P.LaunchError(f"program {self.who!r}: {tag.removeprefix(reaper.REAPER_TAG).strip()}") from e
+                self._spend_restart(f"failed to start ({fault.kind.value}: {fault.detail})", fault.exit_code)
+                self._reset_faults.append(fault.merged(restarts=self.restarts))  # every restart is on record
+
+    def _spend_restart(self, why: str, code: int | None) -> None:
+        now = time.monotonic()
+        while self._restart_times and now - self._restart_times[0] > self.restart_period:
+            self._restart_times.popleft()
+        if self.restarts >= self.max_restarts or len(self._restart_times) >= self.restart_rate:
+            budget = (f"the run's restart budget of {self.max_restarts} (env.max_restarts, shared by all envs) "
+                      "reached by this env alone" if self.restarts >= self.max_restarts
+                      else f"rate limit {self.restart_rate} per {self.restart_period:g}s")
+            tail = " | ".join(self._stderr.lines()[-5:])[-2000:] or "(no stderr)"
+            raise RestartBudgetExhausted(f"program {self.who!r} {why}; exit code {code}; restart budget spent after "
+                                         f"{self.restarts} restart(s) ({budget}); last stderr: {tail}")
+        self.restarts += 1
+        self._restart_times.append(now)
+
+    def _fault(self, err: Exception) -> Fault:
+        kind = (FaultKind.TIMEOUT if isinstance(err, P.BridgeTimeout) else FaultKind.CRASH
+                if isinstance(err, P.PeerClosed) else FaultKind.REMOTE_ERROR if isinstance(err, P.RemoteError)
+                else FaultKind.PROTOCOL)
+        if not isinstance(err, P.BridgeError):  # anything else that a reply provoked is a protocol fault
+            err = P.ProtocolError(f"{type(err).__name__} while reading the reply: {str(err)[:300]}")
+        code = self._kill()
+        self._last_failure = (f"failed ({kind.value}: {err})", code)
+        log.warning("program %r: %s (%s); it will be restarted", self.who, kind.value, err)
+        return Fault(kind, str(err), restart=True, program=self.who, exit_code=code,
+                     stderr=tuple(line[-500:] for line in self._stderr.lines()[-5:]), restarts=self.restarts,
+                     budget=self.max_restarts)
+
+    # -- gymnasium API ------------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset the program, restarting it first when it is dead; faults here are retried within budget."""
+        if seed is not None and not 0 <= seed < 2**63:
+            raise ValueError(f"process: seed must be in [0, 2**63) or None, got {seed}")
+        super().reset(seed=seed)
+        info: dict[str, Any] = {}
+        while True:
+            if not self._alive:
+                self._spend_restart(*self._last_failure)
+                self._start_with_budget(self.reset_timeout)
+            try:
+                assert self._chan is not None
+                P.send(self._chan, {"type": "reset", "seed": seed, "options": options or {}}, self.reset_timeout)
+                reply = M.parse_reset_result(P.recv(self._chan, self.reset_timeout, self.max_message),
+                                             self.observation_space)
+                self._last_obs = reply.obs
+                return reply.obs, {**reply.info, **info}
+            except StopRequested:
+                self._kill()
+                raise
+            except Exception as e:  # the fault boundary: whatever the reply provoked is this program's fault
+                info[FAULT_KEY] = fault = self._fault(e)
+                self._reset_faults.append(fault)
+
+    def step(self, action):
+        """Step the program; on a fault return a truncated transition with ``info["nondiff_fault"]``."""
+        if not self._alive:
+            raise RuntimeError("process: step() after a fault; call reset() (the vector env does this)")
+        message = {"type": "step", "action": np.asarray(action)}
+        try:
+            assert self._chan is not None
+            P.send(self._chan, message, self.step_timeout)
+            reply = M.parse_step_result(P.recv(self._chan, self.step_timeout, self.max_message), self.observation_space)
+        except StopRequested:
+            self._kill()
+            raise
+        except Exception as e:  # the fault boundary
+            return self._last_obs, 0.0, False, True, {FAULT_KEY: self._fault(e), **self._pop_reset_faults()}
+        self._last_obs = reply.obs
+        return reply.obs, reply.reward, reply.terminated, reply.truncated, {**reply.info, **self._pop_reset_faults()}
+
+    def _pop_reset_faults(self) -> dict[str, Any]:
+        """Vector envs drop reset infos: faults of resets (and renders) travel with the next step."""
+        if not self._reset_faults:
+            return {}
+        faults, self._reset_faults = self._reset_faults, []
+        return {RESET_FAULTS_KEY: faults}
+
+    def render(self):
+        """Ask the program for an RGB frame; an ``error`` reply or a bad frame makes the program faulty.
+
+        Raises:
+            BridgeError: the fault (also reported with the next step; the program restarts at the next reset).
+        """
+        if self.render_mode != "rgb_array" or not self._alive or self._chan is None:
+            return None
+        try:
+            P.send(self._chan, {"type": "render"}, self.step_timeout)
+            return M.parse_render_result(P.recv(self._chan, self.step_timeout, self.max_message)).frame
+        except StopRequested:
+            self._kill()
+            raise
+        except Exception as e:
+            fault = self._fault(e)
+            self._reset_faults.append(fault)
+            raise P.BridgeError(f"program {self.who!r} failed to render ({fault.kind.value}: {fault.detail}); it "
+                                "restarts at the next reset") from e
+
+    def close(self) -> None:
+        """Say goodbye, then stop the program; safe to call twice."""
+        if self._alive and self._chan is not None:
+            try:
+                P.send(self._chan, {"type": "close"}, 1.0)
+                P.recv(self._chan, 1.0, self.max_message)
+            except (P.BridgeError, StopRequested):
+                pass
+        self._kill()

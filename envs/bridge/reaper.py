@@ -1,0 +1,162 @@
+"""Supervisor of one bridge program: runs it as its child and leaves no descendant of it alive.
+
+``envs.bridge.process`` starts every program as ``python -I -S envs/bridge/reaper.py GRACE LIFELINE_FD -- ARGV...``. The
+supervisor (standard library only, so it starts in a few milliseconds):
+
+- becomes a child subreaper (``PR_SET_CHILD_SUBREAPER``): every orphaned descendant of the program,
+  ``setsid()`` or double-forked ones included, is re-parented to it, so it can always find them in /proc;
+- runs the program with its own stdin, stdout and stderr (the trainer's pipes), in its process group,
+  then points its own stdin/stdout at /dev/null so that the program's exit is seen as end of stream;
+- watches the *lifeline*, the read end of a pipe whose write end only the trainer process holds: when
+  the trainer dies, even by SIGKILL, the pipe reads end-of-file (``PR_SET_PDEATHSIG`` is not used: it
+  follows the spawning *thread*, not the process);
+- on SIGTERM/SIGHUP/SIGINT or a dead trainer: SIGTERM to every descendant, up to GRACE seconds for the
+  program to exit, then SIGKILL to every descendant; when the program exits by itself: SIGKILL to any
+  descendant it left. Then it exits the way the program did (same code, or killed by the same signal).
+
+If the program cannot be executed it prints one line starting ``nondiff reaper:`` and exits 127
+(not found) or 126 (not executable).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import sys
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+REAPER_TAG = "nondiff reaper:"
+_lifeline: tuple[int, int, int] | None = None  # (pid that made it, read fd, write fd)
+
+
+# -- trainer side -------------------------------------------------------------------------------------------
+def lifeline() -> int:
+    """The read end of this process's lifeline pipe, to pass to every supervisor it starts."""
+    global _lifeline
+    if _lifeline is None or _lifeline[0] != os.getpid():  # a forked child needs its own
+        r, w = os.pipe()
+        _lifeline = (os.getpid(), r, w)
+    return _lifeline[1]
+
+
+def command(argv: list[str], grace: float, lifeline_fd: int) -> list[str]:
+    """The command line that runs ``argv`` under a supervisor."""
+    return [sys.executable, "-I", "-S", os.path.abspath(__file__), repr(float(grace)), str(lifeline_fd), "--", *argv]
+
+
+def descendants(root: int) -> list[int]:
+    """Every live (non-zombie) descendant of ``root``, read from /proc."""
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != b"Z":
+            kids.setdefault(int(fields[1]), []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        for child in kids.get(todo.pop(), ()):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+# -- supervisor side ----------------------------------------------------------------------------------------
+def _signal_all(sig: int) -> int:
+    pids = descendants(os.getpid())
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    return len(pids)
+
+
+def _reap(main: int, status: list[int]) -> bool:
+    """Reap every exited child; record the program's status; True when no child is left."""
+    while True:
+        try:
+            pid, st = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if pid == 0:
+            return False
+        if pid == main:
+            status.append(st)
+
+
+def _exit_like(status: int) -> None:
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        os._exit(code)
+    sig = -code
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # die by the same signal without a core file
+    signal.set_wakeup_fd(-1)
+    if sig not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+    os._exit(128 + sig)
+
+
+def main(argv: list[str]) -> None:
+    """Run the program in ``argv`` (``GRACE LIFELINE_FD -- PROGRAM ARGS...``) as described above."""
+    grace, life, prog = float(argv[0]), int(argv[1]), argv[3:]
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    stop = []
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, lambda s, f: stop.append(s))
+    signal.signal(signal.SIGCHLD, lambda s, f: None)  # only to wake the select
+    defaults = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ)
+    try:
+        main_pid = os.posix_spawnp(prog[0], prog, os.environ, setsigdef=defaults)
+    except OSError as e:
+        print(f"{REAPER_TAG} cannot run {prog[0]!r}: {e.strerror}", file=sys.stderr, flush=True)
+        os._exit(127 if e.errno == errno.ENOENT else 126)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    status: list[int] = []
+    watched = [wake_r] + ([life] if life >= 0 else [])
+    while not status and not stop:
+        ready = select.select(watched, [], [], 5.0)[0]
+        if wake_r in ready:
+            while True:
+                try:
+                    if not os.read(wake_r, 512):
+                        break
+                except BlockingIOError:
+                    break
+        if life in ready and not os.read(life, 1):
+            break  # the trainer is gone
+        _reap(main_pid, status)
+    if not status:  # asked to stop, or orphaned: ask nicely first
+        _signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while not status and time.monotonic() < deadline:
+            select.select([wake_r], [], [], 0.05)
+            _reap(main_pid, status)
+    for _ in range(1000):
+        alive = _signal_all(signal.SIGKILL)
+        if _reap(main_pid, status) and not alive:
+            break
+        time.sleep(0.002)
+    _exit_like(status[0] if status else 9)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,175 @@
+"""Python SDK for third-party programs: serve any Gymnasium-style env over the nondiff bridge protocol.
+
+A program needs only this module, ``envs.bridge.protocol`` and NumPy (no torch, no RL library)::
+
+    from envs.bridge.sdk import serve
+    serve(MySimulator)                        # spawned by nondiff: speaks on stdin/stdout
+    serve(MySimulator, listen=("127.0.0.1", 5555), token=os.environ["NONDIFF_TOKEN"])  # a server: one
+                                              # env per connection, connections served concurrently
+
+Anything the program wants to print must go to stderr: stdout carries the protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from typing import Any
+
+import numpy as np
+
+from envs.bridge import protocol as P
+from envs.spaces import space_to_json
+
+FOREVER = 10 * 365 * 24 * 3600.0
+HANDSHAKE_TIMEOUT = 60.0
+"""Seconds a TCP client has to send its ``hello`` before the connection is dropped."""
+
+
+def _handshake(chan: P.Channel, env: Any, name: str, token: str, timeout: float) -> None:
+    hello = P.expect(P.recv(chan, timeout), "hello")
+    try:
+        warning = P.check_version(hello.get("version"), "nondiff")
+    except P.VersionError as e:
+        P.send(chan, {"type": "error", "message": str(e)}, 10)
+        raise
+    if warning:
+        print(f"nondiff sdk: {warning}", file=sys.stderr)
+    challenge = P.nonce()
+    P.send(chan, {"type": "challenge", "version": P.VERSION, "nonce": challenge,
+                  "mac": P.mac(token, "server", hello.get("nonce", ""))}, 10)
+    auth = P.expect(P.recv(chan, 30), "auth")
+    if not P.verify(token, "client", challenge, auth.get("mac")):
+        P.send(chan, {"type": "error", "message": "authentication failed: wrong token"}, 10)
+        raise P.AuthError("a client presented a wrong token")
+    P.send(chan, {"type": "spec", "env": name, "version": P.VERSION,
+                  "observation_space": space_to_json(env.observation_space),
+                  "action_space": space_to_json(env.action_space),
+                  "metadata": {"render_fps": getattr(env, "metadata", {}).get("render_fps", 30)}}, 10)
+
+
+def _loop(chan: P.Channel, env: Any, max_size: int) -> None:
+    while True:
+        try:
+            msg = P.recv(chan, FOREVER, max_size)
+        except P.PeerClosed:
+            return
+        kind = msg["type"]
+        try:
+            if kind == "reset":
+                obs, info = env.reset(seed=msg.get("seed"), options=msg.get("options") or None)
+                reply = {"type": "reset_result", "obs": obs, "info": _jsonable(info)}
+            elif kind == "step":
+                action = msg["action"]
+                obs, reward, terminated, truncated, info = env.step(action)
+                reply = {"type": "step_result", "obs": obs, "reward": float(reward), "terminated": bool(terminated),
+                         "truncated": bool(truncated), "info": _jsonable(info)}
+            elif kind == "render":
+                reply = {"type": "render_result", "frame": np.asarray(env.render(), dtype=np.uint8)}
+            elif kind == "close":
+                P.send(chan, {"type": "bye"}, 10)
+                return
+            else:
+                reply = {"type": "error", "message": f"unknown message type {kind!r}"}
+        except Exception as e:  # report to nondiff, which decides; keep serving
+            reply = {"type": "error", "message": f"{type(e).__name__}: {e}"}
+        P.send(chan, reply, 60, max_size)
+
+
+def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in (info or {}).items():
+        if isinstance(v, np.ndarray | np.generic):
+            v = v.tolist()
+        if isinstance(v, str | int | float | bool | list | dict) or v is None:
+            out[str(k)] = v
+    return out
+
+
+def _is_factory(env: Any) -> bool:
+    return isinstance(env, type) or not hasattr(env, "step")
+
+
+def _make(env: Any) -> Any:
+    """An env from ``env``: a zero-argument factory (or class) is called, an env object is used as it is."""
+    return env() if _is_factory(env) else env
+
+
+def _serve_connection(conn: socket.socket, env: Any, name: str, token: str, max_size: int,
+                      lock: threading.Lock | None) -> None:
+    chan = P.Channel.from_socket(conn)
+    try:
+        if lock is None:
+            _handshake(chan, env, name, token, HANDSHAKE_TIMEOUT)
+            _loop(chan, env, max_size)
+        else:  # one shared env instance: one connection at a time uses it
+            with lock:
+                _handshake(chan, env, name, token, HANDSHAKE_TIMEOUT)
+                _loop(chan, env, max_size)
+    except (P.BridgeError, OSError) as e:
+        print(f"nondiff sdk: connection ended: {e}", file=sys.stderr, flush=True)
+    finally:
+        chan.close()
+        if lock is None and hasattr(env, "close"):
+            env.close()
+
+
+def serve(env: Any, *, name: str | None = None, listen: tuple[str, int] | None = None, token: str = "",
+          max_size: int = P.MAX_MESSAGE, once: bool = False, max_connections: int = 64) -> None:
+    """Serve an env until nondiff closes it (pipes) or forever (TCP).
+
+    Args:
+        env: a zero-argument factory that makes an env (one per TCP connection; the recommended form), or
+            one env object with ``observation_space``, ``action_space``, ``reset(seed=, options=)`` and
+            ``step``. A single object is shared: concurrent TCP connections then take turns using it (one
+            connection from handshake to close at a time), which stalls a trainer with several envs.
+        name: the env name announced in the handshake.
+        listen: ``(host, port)`` to accept TCP connections on; default: stdin/stdout.
+        token: shared secret; required by nondiff for any non-loopback address.
+        max_size: the largest message accepted.
+        once: with ``listen``, serve one connection and return.
+        max_connections: with ``listen``, connections served at once (each in its own thread); more are
+            refused with an ``error`` message.
+    """
+    if listen is None:
+        instance = _make(env)
+        out_fd = os.dup(1)
+        os.dup2(2, 1)  # stray prints go to stderr instead of corrupting the protocol stream
+        chan = P.Channel(0, out_fd)
+        _handshake(chan, instance, name or type(instance).__name__, token, FOREVER)
+        _loop(chan, instance, max_size)
+        return
+    shared = None if _is_factory(env) else env
+    lock = threading.Lock() if shared is not None else None
+    label = str(name or (type(shared).__name__ if shared is not None else getattr(env, "__name__", "env")))
+    server = socket.create_server(listen)
+    print(f"nondiff sdk: listening on {server.getsockname()[0]}:{server.getsockname()[1]}", file=sys.stderr,
+          flush=True)
+    slots = threading.BoundedSemaphore(max_connections)
+    while True:
+        conn, _ = server.accept()
+        if once:
+            _serve_connection(conn, _make(env), label, token, max_size, None if shared is None else lock)
+            server.close()
+            return
+        if not slots.acquire(blocking=False):
+            chan = P.Channel.from_socket(conn)
+            try:
+                P.send(chan, {"type": "error", "message": f"busy: {max_connections} connections already"}, 1)
+            except P.BridgeError:
+                pass
+            chan.close()
+            continue
+
+        def run(conn: socket.socket = conn) -> None:
+            try:
+                _serve_connection(conn, shared if shared is not None else _make(env), label, token, max_size, lock)
+            except Exception as e:  # a factory that raised: this connection ends, the server goes on
+                print(f"nondiff sdk: connection failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                conn.close()
+            finally:
+                slots.release()
+
+        threading.Thread(target=run, daemon=True, name="nondiff-sdk-conn").start()

@@ -1,0 +1,89 @@
+"""Trainer-side helpers for spawned programs: a pre-flight check and a stderr tail bounded in bytes."""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import threading
+
+from envs.bridge import protocol as P
+
+STDERR_LINES = 20
+"""Lines of a program's stderr kept for fault reports."""
+STDERR_BYTES = 64 * 1024
+"""Bytes of a program's stderr kept for fault reports, whatever its lines' lengths."""
+
+
+class StderrTail:
+    """The last lines a program wrote to stderr, bounded in lines and in bytes, fed in chunks."""
+
+    def __init__(self, max_lines: int = STDERR_LINES, max_bytes: int = STDERR_BYTES) -> None:
+        self.max_lines, self.max_bytes = max_lines, max_bytes
+        self._lines: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._partial = bytearray()
+        self._lock = threading.Lock()
+
+    def feed(self, chunk: bytes) -> None:
+        """Add raw bytes; only the newest ``max_bytes`` are ever kept."""
+        with self._lock:
+            *done, rest = chunk.split(b"\n")
+            for piece in done:
+                self._partial += piece
+                self._push(bytes(self._partial))
+                self._partial.clear()
+            self._partial += rest
+            if len(self._partial) > self.max_bytes:  # a flood without newlines: keep its newest bytes
+                del self._partial[:len(self._partial) - self.max_bytes]
+
+    def _push(self, line: bytes) -> None:
+        line = line[-self.max_bytes:]
+        self._lines.append(line)
+        self._size += len(line)
+        while len(self._lines) > self.max_lines or self._size + len(self._partial) > self.max_bytes:
+            self._size -= len(self._lines.popleft())
+            if not self._lines:
+                break
+
+    def lines(self) -> list[str]:
+        """The kept lines, the unfinished one last, decoded with replacement."""
+        with self._lock:
+            raw = [*self._lines, *([bytes(self._partial)] if self._partial else [])]
+        return [b.decode(errors="replace").rstrip() for b in raw]
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._lines.clear()
+            self._partial.clear()
+            self._size = 0
+
+
+def drain(fd: int, tail: StderrTail) -> None:
+    """Read a program's stderr in chunks until end of stream (never line by line)."""
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            tail.feed(chunk)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_program(argv: list[str], cwd: str | None) -> None:
+    """Raise :class:`~envs.bridge.protocol.LaunchError` when the program or its cwd is missing or not executable."""
+    if not argv:
+        raise P.LaunchError("env.command is empty; give the program to run, e.g. env.command='./my_sim --fast'")
+    if cwd is not None and not os.path.isdir(cwd):
+        raise P.LaunchError(f"env.cwd {cwd!r} is not a directory")
+    prog = argv[0]
+    if "/" not in prog:
+        if shutil.which(prog) is None:
+            raise P.LaunchError(f"program {prog!r} was not found on PATH; give its path, e.g. ./{prog}")
+        return
+    path = os.path.join(cwd or ".", prog)
+    if not os.path.isfile(path):
+        raise P.LaunchError(f"program {prog!r} does not exist (looked at {os.path.abspath(path)})")
+    if not os.access(path, os.X_OK):
+        raise P.LaunchError(f"program {prog!r} is not executable; run: chmod +x {path}")

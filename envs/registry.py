@@ -1,0 +1,250 @@
+"""The env registry: the short-name table, plugins, registration and name resolution.
+
+Importing this module (``import envs`` does) registers every built-in adapter with Gymnasium under ``nondiff/<Name>-v0``
+using string entry points, so heavy imports (MuJoCo, ALE) happen only at ``gymnasium.make``.
+Spawned worker processes re-import ``envs`` when they unpickle an env factory that refers to it,
+which is how registrations survive ``SubprocVecEnv`` with ``spawn``/``forkserver``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+__all__ = ["BUILTIN", "EnvSpec", "PluginError", "UnknownEnvError", "known_names", "make", "register", "resolve"]
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """One adapter known to nondiff.
+
+    Attributes:
+        name: the short name used with ``--env``.
+        gym_id: the Gymnasium id it is registered under.
+        entry_point: ``"module:Class"``.
+        kwargs: default keyword arguments for the adapter.
+        max_episode_steps: the time limit Gymnasium wraps the env in.
+        config: an optional default run config (a mapping shaped like ``configs/*.yaml``).
+    """
+
+    name: str
+    gym_id: str
+    entry_point: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    max_episode_steps: int | None = None
+    config: dict[str, Any] | None = None
+    source: str = "nondiff"
+    """Where it came from: ``nondiff``, ``plugin <distribution>``, ``register()`` or ``gymnasium``."""
+
+
+# The one visible table of built-in adapters: short name -> (Gymnasium id, entry point, episode limit).
+BUILTIN: dict[str, tuple[str, str, int | None]] = {
+    "robot": ("nondiff/Robot-v0", "envs.adapters.robot:RobotEnv", 50),
+    "process": ("nondiff/Process-v0", "envs.bridge.process:ProcessEnv", None),
+    "game": ("nondiff/Game-v0", "envs.adapters.game:GameEnv", None),
+    "seismic": ("nondiff/Seismic-v0", "envs.adapters.seismic:SeismicEnv", None),
+    "renderer": ("nondiff/Renderer-v0", "envs.adapters.renderer:RendererEnv", None),
+}
+
+_SPECS: dict[str, EnvSpec] = {}
+
+
+class UnknownEnvError(ValueError):
+    """Raised when ``--env`` names nothing nondiff or Gymnasium knows."""
+
+
+class PluginError(ValueError):
+    """A plugin that cannot be used: it clashes with another, or it fails to import."""
+
+
+PLUGIN_GROUP = "nondiff.envs"
+_PLUGINS: dict[str, list[tuple[str, str]]] = {}  # env name -> [(distribution, entry-point value)]
+_plugins_scanned = False
+
+
+def _scan_plugins() -> None:
+    """Read the ``nondiff.envs`` entry points of every installed distribution (nothing is imported)."""
+    global _plugins_scanned
+    if _plugins_scanned:
+        return
+    _plugins_scanned = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "<unknown distribution>"
+        owners = _PLUGINS.setdefault(ep.name, [])
+        if (dist, ep.value) not in owners:
+            owners.append((dist, ep.value))
+
+
+def _plugin_spec(name: str) -> EnvSpec | None:
+    """Register and return the plugin adapter called ``name``, or None when no plugin declares it."""
+    _scan_plugins()
+    owners = _PLUGINS.get(name)
+    if not owners:
+        return None
+    if len({d for d, _ in owners}) > 1:
+        who = " and ".join(f"{d!r} ({v})" for d, v in owners)
+        raise PluginError(f"env name {name!r} is claimed by two plugins: {who}; uninstall one of them, or "
+                          "register one under another name")
+    dist, value = owners[0]
+    if ":" not in value:  # a module whose import calls envs.register(name, ...)
+        try:
+            importlib.import_module(value)
+        except Exception as e:
+            raise PluginError(f"plugin {dist!r} (env {name!r}) failed to import {value!r}: "
+                              f"{type(e).__name__}: {e}") from e
+        if name not in _SPECS:
+            raise PluginError(f"plugin {dist!r} declares env {name!r}, but importing {value!r} did not register it; "
+                              f"call envs.register({name!r}, ...) in that module")
+        return _SPECS[name]
+    spec = register(name, value)
+    _SPECS[name] = spec = EnvSpec(spec.name, spec.gym_id, value, source=f"plugin {dist}")
+    return spec
+
+
+def register(
+    name: str,
+    entry_point: str,
+    *,
+    kwargs: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    max_episode_steps: int | None = None,
+) -> EnvSpec:
+    """Register an adapter under a short name usable as ``--env NAME``.
+
+    Args:
+        name: short name, e.g. ``"heater"``.
+        entry_point: ``"package.module:EnvClass"``; imported only when the env is made.
+        kwargs: default keyword arguments passed to the adapter.
+        config: optional default run config for this env (same shape as ``configs/*.yaml``).
+        max_episode_steps: optional time limit.
+
+    Returns:
+        The stored :class:`EnvSpec`.
+    """
+    if ":" not in entry_point:
+        raise ValueError(f"entry_point must look like 'module:Class', got {entry_point!r}")
+    gym_id = name if "/" in name or name.endswith(("-v0", "-v1")) else f"nondiff/{name}-v0"
+    if name in BUILTIN:
+        raise ValueError(f"env name {name!r} is a built-in nondiff adapter; register yours under another name")
+    spec = EnvSpec(name, gym_id, entry_point, dict(kwargs or {}), max_episode_steps, config, "register()")
+    _SPECS[name] = spec
+    if gym_id not in gym.registry:
+        gym.register(id=gym_id, entry_point=entry_point, kwargs=dict(kwargs or {}),
+                     max_episode_steps=max_episode_steps)
+    return spec
+
+
+for _name, (_gym_id, _entry, _limit) in BUILTIN.items():
+    _SPECS[_name] = EnvSpec(_name, _gym_id, _entry, {}, _limit)
+    if _gym_id not in gym.registry:
+        gym.register(id=_gym_id, entry_point=_entry, max_episode_steps=_limit)
+
+
+def known_names() -> list[str]:
+    """Short names of every nondiff adapter registered in this process."""
+    return sorted(_SPECS)
+
+
+def resolve(name: str) -> EnvSpec:
+    """Turn ``--env`` into an :class:`EnvSpec`.
+
+    Accepts a nondiff short name (``robot``), any Gymnasium id (``CartPole-v1``) or ``module:Class``.
+
+    Raises:
+        UnknownEnvError: with close matches when nothing fits.
+    """
+    if name in _SPECS:
+        return _SPECS[name]
+    plugin = _plugin_spec(name)
+    if plugin is not None:
+        return plugin
+    for spec in _SPECS.values():
+        if name == spec.gym_id:
+            return spec
+    if ":" in name:
+        module, _, cls = name.partition(":")
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:
+            raise UnknownEnvError(f"--env {name!r}: cannot import module {module!r} ({e}); "
+                                  "check the module path or pass --env-package") from e
+        if not hasattr(mod, cls):
+            raise UnknownEnvError(f"--env {name!r}: module {module!r} has no attribute {cls!r}")
+        return EnvSpec(name, _gym_id_for(name), name)
+    if name in gym.registry:
+        env_spec = gym.registry[name]
+        return EnvSpec(name, name, str(env_spec.entry_point), {}, env_spec.max_episode_steps)
+    candidates = known_names() + sorted(_PLUGINS) + [k for k in gym.registry if not k.startswith("nondiff/")]
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    raise UnknownEnvError(f"unknown env {name!r}: {hint}expected a nondiff name ({', '.join(known_names())}), "
+                          "a Gymnasium id such as 'CartPole-v1', or 'module:Class'")
+
+
+def _gym_id_for(entry_point: str) -> str:
+    """Register a ``module:Class`` entry point under a derived Gymnasium id and return the id."""
+    gym_id = "nondiff/" + entry_point.replace(":", ".").replace("/", ".") + "-v0"
+    if gym_id not in gym.registry:
+        gym.register(id=gym_id, entry_point=entry_point)
+    return gym_id
+
+
+def make(name: str, *, packages: tuple[str, ...] = (), nan_policy: str | None = "truncate", **kwargs: Any) -> gym.Env:
+    """Create an env by any ``--env`` form through ``gymnasium.make`` (so the env checker applies).
+
+    Module-level and keyword-only, so ``functools.partial(envs.make, name, ...)`` pickles by
+    reference and works unchanged inside spawned or forkserver workers and Ray workers.
+
+    Args:
+        name: short name, Gymnasium id or ``module:Class``.
+        packages: modules to import first (``--env-package``); their import registers adapters.
+        nan_policy: wrap the env in :class:`envs.guard.Guard` with this policy (None: no guard).
+        **kwargs: keyword arguments for the adapter (``render_mode`` included).
+    """
+    for pkg in packages:
+        importlib.import_module(pkg)
+    spec = resolve(name)
+    try:
+        env = gym.make(spec.gym_id, **kwargs)
+    except (ImportError, AttributeError) as e:
+        if spec.source.startswith("plugin"):
+            raise PluginError(f"{spec.source} (env {name!r}) failed to load {spec.entry_point!r}: "
+                              f"{type(e).__name__}: {e}") from e
+        raise
+    if nan_policy is None:
+        return env
+    from envs.guard import Guard
+
+    return Guard(env, nan_policy)
+
+
+RAW_KEYS = ("token",)
+"""Keys whose ``--set`` value is taken exactly as typed (YAML would turn a token such as 0x1f into a number)."""
+
+
+def parse_assignment(item: str) -> tuple[str, Any]:
+    """Split one ``--set KEY=VALUE`` into the key and its value, parsed as YAML (the one ``--set`` parser).
+
+    Used by train.py's ``--set SECTION.KEY=VALUE`` (agents/config.py) and ``python -m envs check --set``.
+
+    Raises:
+        ValueError: no ``=``, or a value that is not YAML; the message never echoes a token.
+    """
+    import yaml
+
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError("expected KEY=VALUE")
+    if key.rpartition(".")[2] in RAW_KEYS:
+        return key, text.strip()
+    try:
+        return key, yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as e:
+        raise ValueError("the value is not valid YAML; quote it") from e

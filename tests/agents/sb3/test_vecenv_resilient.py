@@ -1,0 +1,37 @@
+"""ResilientVecEnv: its workers answer every command, and a dead worker is a typed ``worker`` fault."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from agents.sb3.vecenv import ResilientVecEnv
+from envs.faults import FAULT_KEY, Fault, FaultKind, faults_in
+
+
+@pytest.fixture
+def venv():
+    v = ResilientVecEnv([lambda: gym.make("CartPole-v1") for _ in range(2)], start_method="fork", step_timeout=60)
+    yield v
+    v.close()
+
+
+def test_an_unknown_command_is_answered_at_once(venv):
+    # Before, the worker stayed silent and the parent waited out its 60 s deadline (TimeoutError).
+    with pytest.raises(RuntimeError, match="unknown command 'teleport'"):
+        venv._call("teleport", None, None)
+    assert [s.id for s in venv.get_attr("spec")] == ["CartPole-v1", "CartPole-v1"]  # and keeps serving
+
+
+def test_a_killed_worker_is_a_typed_worker_fault(venv):
+    venv.reset()
+    venv.workers[1][0].kill()
+    venv.workers[1][0].join(5)
+    obs, rewards, dones, infos = venv.step(np.array([0, 1]))
+    assert not faults_in(infos[0]) and dones[1] and rewards[1] == 0.0
+    fault = infos[1][FAULT_KEY]
+    assert isinstance(fault, Fault) and fault.kind is FaultKind.WORKER and fault.restart and fault.budget is None
+    assert fault.detail.startswith("env worker 1 died") and fault.exit_code == -9 and venv.restarts == 1
+    assert venv.observation_space.contains(obs[1])
+    venv.step(np.array([0, 1]))  # the respawned worker steps

@@ -1,0 +1,102 @@
+"""No descendant of a bridge program survives: not after close(), not after SIGKILL of the trainer."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from envs.bridge import reaper
+from envs.bridge.process import ProcessEnv
+
+HOSTILE = ROOT / "tests" / "fixtures" / "bridge" / "hostile.py"
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_gone(pids: list[int], within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not any(alive(p) for p in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_setsid_grandchild_that_ignores_sigterm_dies_with_close(tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    env = ProcessEnv(command=f"{sys.executable} {HOSTILE} grandchild {pidfile}", term_grace=0.5)
+    env.reset(seed=0)
+    grandchild, program, supervisor = int(pidfile.read_text()), env.program_pid, env._proc.pid
+    assert alive(grandchild) and os.getsid(grandchild) != os.getsid(program)  # a new session: killpg misses it
+    assert grandchild in reaper.descendants(supervisor)  # re-parented to the subreaper
+    env.close()
+    assert wait_gone([grandchild, program, supervisor], 3.0)
+
+
+def test_nothing_survives_sigkill_of_the_trainer(tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    trainer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from envs.bridge.process import ProcessEnv
+        env = ProcessEnv(command="{sys.executable} {HOSTILE} grandchild {pidfile}")
+        env.reset(seed=0)
+        print(env.program_pid, env._proc.pid, flush=True)
+        time.sleep(600)
+    """)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    program, supervisor = (int(x) for x in trainer.stdout.readline().split())
+    grandchild = int(pidfile.read_text())
+    assert all(alive(p) for p in (grandchild, program, supervisor))
+    trainer.kill()
+    trainer.wait()
+    assert wait_gone([grandchild, program, supervisor], 5.0)
+
+
+def test_env_made_in_a_thread_that_ends_keeps_its_program():
+    """PR_SET_PDEATHSIG would kill the program when the spawning *thread* exits; the lifeline does not."""
+    box = []
+    t = threading.Thread(target=lambda: box.append(ProcessEnv(command=f"{sys.executable} {HOSTILE} normal")))
+    t.start()
+    t.join()
+    time.sleep(0.3)
+    env = box[0]
+    env.reset(seed=0)
+    *_, trunc, info = env.step(np.array([0.5], dtype=np.float32))
+    assert not trunc and "nondiff_fault" not in info
+    env.close()
+
+
+@pytest.mark.parametrize("how, code", [("exit 3", 3), ("kill -ABRT $$", -signal.SIGABRT)])
+def test_supervisor_exits_the_way_its_program_did(how, code):
+    proc = subprocess.run(reaper.command(["sh", "-c", how], 1.0, -1), capture_output=True, timeout=10)
+    assert proc.returncode == code
+
+
+def test_supervisor_start_up_cost_is_small():
+    def best(argv: list[str]) -> float:
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            subprocess.run(argv, check=True)
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    bare = best(["true"])
+    supervised = best(reaper.command(["true"], 1.0, -1))
+    print(f"supervisor start-up cost: {(supervised - bare) * 1e3:.1f} ms")
+    assert supervised - bare < 0.25
