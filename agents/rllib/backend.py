@@ -289,9 +289,7 @@ class RLlibBackend(Backend):
     def load(cls, path: Path, cfg: RunConfig, *, trust: bool = False, for_training: bool = False,
              seed: int = 0) -> RLlibBackend:
         """Restore weights: into a bare RLModule for evaluation (no Ray), or into a new algorithm to resume."""
-        tensors, meta = checkpoint.load(path, trust=trust)
-        if meta.get("backend") != "rllib":
-            raise CheckpointError(f"checkpoint {str(path)!r} was written by backend {meta.get('backend')!r}")
+        tensors, meta = checkpoint.load(path, trust=trust, backend="rllib")
         weights = {k[len("module/"):]: v.numpy() for k, v in tensors.items() if k.startswith("module/")}
         spaces = (checkpoint.space_from_json(meta["observation_space"]),
                   checkpoint.space_from_json(meta["action_space"]))

@@ -163,8 +163,14 @@ def read_header(path: Path, *, trust: bool = False) -> CheckpointHeader:
     return parse_header(_meta_from_header(raw, path), path)
 
 
-def load(path: Path, *, trust: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load(path: Path, *, trust: bool = False,
+         backend: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint, refusing anything that could execute code on load.
+
+    Args:
+        path: the ``.safetensors`` file.
+        trust: allow what ``--trust-checkpoint`` allows.
+        backend: refuse a checkpoint that another backend wrote.
 
     Returns:
         The tensors (aliases resolved) and the metadata, validated by :func:`parse_header`.
@@ -182,6 +188,9 @@ def load(path: Path, *, trust: bool = False) -> tuple[dict[str, torch.Tensor], d
     if not 0 < n <= min(MAX_HEADER, len(data) - 8):
         raise _corrupted(path, f"header length {n} does not fit a file of {len(data)} bytes")
     header = parse_header(_meta_from_header(data[8:8 + n], path), path)
+    if backend is not None and header.backend != backend:
+        raise CheckpointError(f"checkpoint {str(path)!r} was written by backend {header.backend!r}, not {backend!r}; "
+                              f"evaluate or resume it with --backend {header.backend}")
     try:
         tensors = st_load(data)
     except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError) as e:

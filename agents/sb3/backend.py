@@ -193,10 +193,7 @@ class SB3Backend(Backend):
     def load(cls, path: Path, cfg: RunConfig, *, trust: bool = False, for_training: bool = False,
              seed: int = 0) -> SB3Backend:
         """Restore a checkpoint: the policy alone for evaluation, or the whole training state."""
-        tensors, meta = checkpoint.load(path, trust=trust)
-        if meta.get("backend") != "sb3":
-            raise CheckpointError(f"checkpoint {str(path)!r} was written by backend {meta.get('backend')!r}; "
-                                  "evaluate it with that backend")
+        tensors, meta = checkpoint.load(path, trust=trust, backend="sb3")
         spaces = (checkpoint.space_from_json(meta["observation_space"]), checkpoint.space_from_json(meta["action_space"]))
         policy_state = {k[len("policy/"):]: v for k, v in tensors.items() if k.startswith("policy/")}
         if not for_training:
