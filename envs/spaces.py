@@ -29,8 +29,11 @@ def space_to_json(space: Any) -> dict[str, Any]:
     """Describe a Gymnasium space in JSON (Box, Discrete, MultiDiscrete, MultiBinary, Dict, Tuple).
 
     Infinite Box bounds are written as ``null``, so the result is standard JSON. The space is recognised
-    by its class name (its own or a base class's), so this runs without importing Gymnasium.
+    by its class name (its own or a base class's), so this runs without importing Gymnasium; a program
+    with NumPy alone may also give the JSON description itself (a dict), which is returned as it is.
     """
+    if isinstance(space, dict):
+        return space
     kind = next((c.__name__ for c in type(space).__mro__ if c.__name__ in _KINDS), None)
     if kind == "Box":
         low = np.vectorize(_bound_to_json, otypes=[object])(space.low).tolist() if space.low.size else []
