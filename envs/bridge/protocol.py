@@ -206,7 +206,7 @@ class Channel:
 # -- messages ------------------------------------------------------------------------------------------
 def _pack_value(value: Any, arrays: list[np.ndarray]) -> Any:
     if isinstance(value, np.ndarray):
-        arrays.append(np.ascontiguousarray(value))
+        arrays.append(np.ascontiguousarray(value).reshape(value.shape))  # ascontiguousarray makes 0-d 1-d
         return {"$array": len(arrays) - 1}
     if isinstance(value, dict):
         return {str(k): _pack_value(v, arrays) for k, v in value.items()}

@@ -288,3 +288,8 @@ def test_program_inherits_the_environment_but_not_the_private_ray_credentials(tm
     _, info = env.reset(seed=0)
     env.close()
     assert info == {"RAY_AUTH_TOKEN": "<unset>", "RAY_AUTH_MODE": "<unset>", "NONDIFF_PROBE": "kept"}
+
+
+def test_a_discrete_action_travels_as_a_0d_array_as_documented():
+    msg = P.decode(P.encode({"type": "step", "action": np.asarray(2)})[4:])
+    assert msg["action"].shape == () and msg["action"].dtype == np.int64 and int(msg["action"]) == 2
