@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 import traceback
@@ -33,7 +34,12 @@ def _flat(x: object) -> np.ndarray:
         return np.concatenate([_flat(v) for _, v in sorted(x.items())]) if x else np.zeros(0)
     if isinstance(x, tuple):
         return np.concatenate([_flat(v) for v in x]) if x else np.zeros(0)
-    return np.asarray(x, dtype=np.float64).ravel()
+    if isinstance(x, str):  # a Text subspace (MiniGrid's mission): compared through a stable digest
+        return np.frombuffer(hashlib.sha256(x.encode()).digest()[:8], dtype=np.uint8).astype(np.float64)
+    try:
+        return np.asarray(x, dtype=np.float64).ravel()
+    except (TypeError, ValueError):  # Graph, Sequence or another non-numeric value: compare its repr
+        return _flat(repr(x))
 
 
 def _check_api(make: Callable[[], gym.Env]) -> str:
