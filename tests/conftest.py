@@ -35,3 +35,11 @@ def heater(tmp_path_factory) -> str:
     subprocess.run(["cc", "-O2", "-o", str(out), str(ROOT / "examples" / "thirdparty" / "heater.c"), "-lm"],
                    check=True)
     return str(out)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``make test`` runs two workers), the tests that start Ray run one at a time on one
+    worker (``--dist loadgroup``): two private Rays at once would share two cores between a dozen processes."""
+    for item in items:
+        if item.get_closest_marker("ray") or "rllib" in item.nodeid:
+            item.add_marker(pytest.mark.xdist_group("serial"))
