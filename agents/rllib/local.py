@@ -1,6 +1,6 @@
 """The private local Ray that ``train.py --backend rllib`` starts: loopback only, token-authenticated.
 
-What binds where (Ray 2.60, measured by tests/agents/test_ray_exposure.py):
+What binds where (Ray 2.60, measured by tests/agents/rllib/test_ray_exposure.py):
 
 - gcs_server, raylet (node manager and object manager), the driver's and every worker's core-worker gRPC
   server, and the runtime-env agent bind to the node IP address. ``ray.init(_node_ip_address="127.0.0.1")``
