@@ -17,6 +17,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.inverse import Instance, InverseProblem
+
 KINDS = ("circle", "rectangle", "triangle")
 # Rotational symmetry of each kind: rotations that differ by this angle draw the same shape.
 _PERIOD = {"circle": 2 * math.pi, "rectangle": math.pi, "triangle": 2 * math.pi / 3}
@@ -26,6 +28,129 @@ _PRIOR_LOW = np.array([0.2, 0.2, 0.35, 0.0, 0.25, 0.25, 0.25])
 _PRIOR_HIGH = np.array([0.8, 0.8, 0.75, 1.0, 1.0, 1.0, 1.0])
 _START = np.array([0.5, 0.5, 0.55, 0.0, 0.6, 0.6, 0.6])  # the agent's first guess: centred, mid-size, grey
 _SIZE_RANGE = (0.05, 0.40)  # size 0..1 maps to a circumradius of 5%..40% of the image width
+
+
+class RendererProblem(InverseProblem):
+    """The rasteriser as an inverse problem: which scene of ``n_shapes`` shapes drew this picture?
+
+    Data (``forward``): ``float32[S, S, 4]``, the RGB render and its coverage mask; an instance's observed data
+    hold the (noisy) target picture and its covered pixels (any channel > 0.125). The context is the tuple
+    of shape kinds, known to the solver. Score: ``iou`` (≥ ``success_iou`` solves) and ``param_error``.
+    """
+
+    score_key, higher_is_better = "iou", True
+
+    def __init__(self, *, n_shapes: int, image_size: int, shape_kinds: tuple[str, ...], noise: float,
+                 success_iou: float) -> None:
+        from PIL import Image, ImageDraw
+
+        super().__init__()
+        self._Image, self._ImageDraw = Image, ImageDraw
+        self.n_shapes, self.image_size, self.shape_kinds, self.noise = n_shapes, image_size, shape_kinds, noise
+        self.param_dim, self.success_threshold = len(PARAMS) * n_shapes, success_iou
+
+    def start(self) -> np.ndarray:
+        """Centred, mid-size and grey: the RL env's first guess too."""
+        return np.tile(_START, self.n_shapes)
+
+    def draw(self, x: np.ndarray, kinds: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Rasterise normalised parameters ``x``: an RGB float image in [0, 1] and a coverage mask (not counted)."""
+        s = self.image_size
+        img = self._Image.new("RGB", (s, s), (0, 0, 0))
+        mask = self._Image.new("1", (s, s), 0)
+        draw, mdraw = self._ImageDraw.Draw(img), self._ImageDraw.Draw(mask)
+        for kind, p in zip(kinds, np.asarray(x, dtype=np.float64).reshape(self.n_shapes, len(PARAMS))):
+            cx, cy = p[0] * s, p[1] * s
+            r = (_SIZE_RANGE[0] + p[2] * (_SIZE_RANGE[1] - _SIZE_RANGE[0])) * s
+            colour = tuple(int(round(255 * c)) for c in np.clip(p[4:7], 0, 1))
+            if kind == "circle":
+                box = [cx - r, cy - r, cx + r, cy + r]
+                draw.ellipse(box, fill=colour)
+                mdraw.ellipse(box, fill=1)
+                continue
+            angle = 2 * math.pi * p[3]
+            if kind == "rectangle":  # a 2:1 rectangle inscribed in the circle of radius r
+                corners = [(-0.894, -0.447), (0.894, -0.447), (0.894, 0.447), (-0.894, 0.447)]
+            else:  # an equilateral triangle
+                corners = [(math.cos(a), math.sin(a)) for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]
+            ca, sa = math.cos(angle), math.sin(angle)
+            poly = [(cx + r * (u * ca - v * sa), cy + r * (u * sa + v * ca)) for u, v in corners]
+            draw.polygon(poly, fill=colour)
+            mdraw.polygon(poly, fill=1)
+        return np.asarray(img, dtype=np.float32) / 255.0, np.asarray(mask, dtype=bool)
+
+    def simulate(self, x: np.ndarray, context: Any = None) -> np.ndarray:
+        rgb, mask = self.draw(x, context or (self.shape_kinds[0],) * self.n_shapes)
+        return np.concatenate([rgb, mask[..., None].astype(np.float32)], axis=2)
+
+    def make_instance(self, truth: np.ndarray, kinds: Any, observed: np.ndarray | None = None) -> Instance:
+        """The instance of a known scene; ``observed`` defaults to its clean render (drawn, not counted)."""
+        target_rgb, target_mask = self.draw(truth, kinds)
+        observed = target_rgb if observed is None else observed
+        seen = observed.max(axis=2) > 0.125
+        n, pyramid = self.image_size, []
+        while n >= 2 and self.image_size % n == 0:  # see fit()
+            pyramid.append((n, _pool(observed, n)))
+            n //= 4
+        return Instance(np.concatenate([observed, seen[..., None].astype(np.float32)], axis=2), np.asarray(truth),
+                        tuple(kinds), {"target": (target_rgb, target_mask), "seen": seen, "pyramid": pyramid})
+
+    def sample_instance(self, rng: np.random.Generator) -> Instance:
+        kinds = [str(k) for k in rng.choice(self.shape_kinds, size=self.n_shapes)]
+        truth = rng.uniform(np.tile(_PRIOR_LOW, self.n_shapes), np.tile(_PRIOR_HIGH, self.n_shapes))
+        self.forward_calls += 1
+        target_rgb, _ = self.draw(truth, kinds)
+        if self.noise <= 0:
+            return self.make_instance(truth, kinds)
+        noisy = target_rgb + rng.normal(0.0, self.noise, target_rgb.shape)
+        return self.make_instance(truth, kinds, np.clip(noisy, 0.0, 1.0).astype(np.float32))
+
+    def fit(self, rgb: np.ndarray, mask: np.ndarray, instance: Instance) -> float:
+        """Image similarity to the observed target (1 is a perfect fit).
+
+        ``IoU(coverage, observed coverage) − mean MSE over an image pyramid``: the observed coverage is
+        its non-black pixels (every prior colour has a channel ≥ 0.25); the pyramid (full size, 1/4,
+        1/16, … by area-averaging) makes shapes that do not overlap yet still feel each other, where a
+        full-size comparison is flat.
+        """
+        seen = instance.cache["seen"]
+        union = np.logical_or(mask, seen).sum()
+        iou = float(np.logical_and(mask, seen).sum() / union) if union else 1.0
+        mse = [float(np.mean((_pool(rgb, n) - target) ** 2)) for n, target in instance.cache["pyramid"]]
+        return iou - float(np.mean(mse))
+
+    def data_misfit(self, data: np.ndarray, instance: Instance) -> float:
+        """``1 − fit``: 0 is a perfect fit."""
+        return 1.0 - self.fit(data[..., :3], data[..., 3] > 0.5, instance)
+
+    def iou(self, mask: np.ndarray, instance: Instance) -> float:
+        """IoU of a coverage mask against the hidden target's (the success metric)."""
+        target = instance.cache["target"][1]
+        union = np.logical_or(mask, target).sum()
+        return float(np.logical_and(mask, target).sum() / union) if union else 1.0
+
+    def param_error(self, x: np.ndarray, instance: Instance) -> float:
+        """Mean absolute error of normalised parameters, rotation taken modulo the shape's symmetry."""
+        err = np.abs(np.asarray(x, dtype=np.float64) - instance.known_truth()).reshape(self.n_shapes, len(PARAMS))
+        for i, kind in enumerate(instance.context):
+            period = _PERIOD[kind] / (2 * math.pi)  # in normalised units
+            d = err[i, 3] % period
+            err[i, 3] = 0.0 if kind == "circle" else min(d, period - d) / (period / 2)
+        return float(err.mean())
+
+    def score(self, x: np.ndarray, instance: Instance) -> dict[str, float]:
+        _, mask = self.draw(x, instance.context)
+        return {"iou": self.iou(mask, instance), "param_error": self.param_error(x, instance)}
+
+    def features(self, data: np.ndarray) -> np.ndarray:
+        """The picture and its coverage area-averaged to at most 16 × 16, and its shape descriptors."""
+        n = math.gcd(self.image_size, 16)
+        pooled = data.reshape(n, self.image_size // n, n, self.image_size // n, 4).mean(axis=(1, 3))
+        return np.concatenate([pooled.ravel(), _moments(data[..., :3])]).astype(np.float32)
+
+    def context_features(self, context: Any) -> np.ndarray:
+        """One-hot shape kinds."""
+        return np.array([k == kind for k in context for kind in KINDS], dtype=np.float32)
 
 
 class RendererEnv(gym.Env):
@@ -53,9 +178,11 @@ class RendererEnv(gym.Env):
     - On the last step ``info["episode_metrics"]`` holds the final ``iou`` and ``param_error`` (the
       mean absolute error of the normalised parameters, rotation taken modulo the shape's symmetry).
 
-    For black-box optimisers (benchmarks/inverse_baseline.py) the unwrapped env exposes ``param_dim``,
-    ``misfit(x)`` (one render of parameters ``x``, scored against the observed target), ``score(x)`` and
-    ``forward_calls`` (renders since the last reset, ``step`` included).
+    The env is built on :class:`RendererProblem` (``env.unwrapped.problem``, an
+    :class:`~envs.inverse.InverseProblem`; the episode's instance is ``env.unwrapped.instance``). For
+    black-box optimisers the unwrapped env also exposes ``param_dim``, ``misfit(x)`` (one render of
+    parameters ``x``, scored against the observed target), ``score(x)`` and ``forward_calls`` (renders since
+    the last reset, the target's and ``step``'s included).
 
     Args:
         n_shapes: shapes in each scene (≥ 1).
@@ -71,13 +198,12 @@ class RendererEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+    inverse_problem = True
+    """Built on an :class:`~envs.inverse.InverseProblem` (``self.problem``)."""
 
     def __init__(self, *, n_shapes: int = 1, image_size: int = 64, obs_size: int | None = None,
                  shape_kinds: tuple[str, ...] | list[str] = KINDS, moments: bool = True, noise: float = 0.0, steps: int = 10, step_size: float = 0.25, success_iou: float = 0.8,
                  render_mode: str | None = None) -> None:
-        from PIL import Image, ImageDraw
-
-        self._Image, self._ImageDraw = Image, ImageDraw
         if isinstance(shape_kinds, str):
             shape_kinds = [shape_kinds]
         _check(isinstance(n_shapes, int) and n_shapes >= 1, "n_shapes", "an integer ≥ 1", n_shapes)
@@ -105,82 +231,48 @@ class RendererEnv(gym.Env):
         low[2 * pixels + self.param_dim:] = -1.0
         self.observation_space = spaces.Box(low, np.ones_like(low), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (self.param_dim,), np.float32)
-        self.forward_calls = 0
+        self.problem = RendererProblem(n_shapes=n_shapes, image_size=image_size, shape_kinds=self.shape_kinds,
+                                       noise=self.noise, success_iou=success_iou)
+        self._calls_at_reset = 0
         self._kinds: list[str] = [self.shape_kinds[0]] * n_shapes
         self._truth = np.tile(_START, n_shapes)
         self._params = np.tile(_START, n_shapes)
         self._t = 0
         blank, empty = np.zeros((image_size, image_size, 3), np.float32), np.zeros((image_size, image_size), bool)
         self._target_rgb, self._observed, self._rgb = blank, blank, blank  # until reset() draws a scene
-        self._target_mask, self._mask, self._seen = empty, empty, empty
-        self._pyramid: list[tuple[int, np.ndarray]] = []
+        self._target_mask, self._mask = empty, empty
+        self.instance = self.problem.make_instance(self._truth, self._kinds, blank)
         self._observe(blank)
         self._score = 0.0
 
-    # --- the black box -------------------------------------------------------------------------
+    # --- the black box (RendererProblem) -------------------------------------------------------
+    @property
+    def forward_calls(self) -> int:
+        """Renders since the last reset (the target's, the first guess's, every step's and misfit()'s)."""
+        return self.problem.forward_calls - self._calls_at_reset
+
     def _draw(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rasterise normalised parameters ``x``: an RGB float image in [0, 1] and a coverage mask."""
-        s = self.image_size
-        img = self._Image.new("RGB", (s, s), (0, 0, 0))
-        mask = self._Image.new("1", (s, s), 0)
-        draw, mdraw = self._ImageDraw.Draw(img), self._ImageDraw.Draw(mask)
-        for kind, p in zip(self._kinds, np.asarray(x, dtype=np.float64).reshape(self.n_shapes, len(PARAMS))):
-            cx, cy = p[0] * s, p[1] * s
-            r = (_SIZE_RANGE[0] + p[2] * (_SIZE_RANGE[1] - _SIZE_RANGE[0])) * s
-            colour = tuple(int(round(255 * c)) for c in np.clip(p[4:7], 0, 1))
-            if kind == "circle":
-                box = [cx - r, cy - r, cx + r, cy + r]
-                draw.ellipse(box, fill=colour)
-                mdraw.ellipse(box, fill=1)
-                continue
-            angle = 2 * math.pi * p[3]
-            if kind == "rectangle":  # a 2:1 rectangle inscribed in the circle of radius r
-                corners = [(-0.894, -0.447), (0.894, -0.447), (0.894, 0.447), (-0.894, 0.447)]
-            else:  # an equilateral triangle
-                corners = [(math.cos(a), math.sin(a)) for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]
-            ca, sa = math.cos(angle), math.sin(angle)
-            poly = [(cx + r * (u * ca - v * sa), cy + r * (u * sa + v * ca)) for u, v in corners]
-            draw.polygon(poly, fill=colour)
-            mdraw.polygon(poly, fill=1)
-        self.forward_calls += 1
-        return np.asarray(img, dtype=np.float32) / 255.0, np.asarray(mask, dtype=bool)
+        """One counted render of normalised parameters ``x``: an RGB image in [0, 1] and a coverage mask."""
+        self.problem.forward_calls += 1
+        return self.problem.draw(x, self._kinds)
 
     def _iou(self, mask: np.ndarray) -> float:
-        """IoU of a coverage mask against the hidden target's (the success metric)."""
-        union = np.logical_or(mask, self._target_mask).sum()
-        return float(np.logical_and(mask, self._target_mask).sum() / union) if union else 1.0
+        return self.problem.iou(mask, self.instance)
 
     def _fit(self, rgb: np.ndarray, mask: np.ndarray) -> float:
-        """Image similarity to the observed target, the quantity the reward improves (1 is a perfect fit).
-
-        ``IoU(coverage, observed coverage) − mean MSE over an image pyramid``: the observed coverage is
-        its non-black pixels (every prior colour has a channel ≥ 0.25); the pyramid (full size, 1/4,
-        1/16, … by area-averaging) makes shapes that do not overlap yet still feel each other, where a
-        full-size comparison is flat.
-        """
-        union = np.logical_or(mask, self._seen).sum()
-        iou = float(np.logical_and(mask, self._seen).sum() / union) if union else 1.0
-        mse = [float(np.mean((_pool(rgb, n) - seen) ** 2)) for n, seen in self._pyramid]
-        return iou - float(np.mean(mse))
+        """Image similarity to the observed target, the quantity the reward improves (see RendererProblem.fit)."""
+        return self.problem.fit(rgb, mask, self.instance)
 
     def misfit(self, x: np.ndarray) -> float:
         """One render of ``x`` against the observed target: ``1 − similarity`` (0 is a perfect fit)."""
-        return 1.0 - self._fit(*self._draw(x))
+        return self.problem.misfit(x, self.instance)
 
     def score(self, x: np.ndarray) -> dict[str, float]:
         """The episode metrics (``iou``, ``param_error``) of an estimate ``x``, using the hidden truth."""
-        calls = self.forward_calls
-        rgb, mask = self._draw(x)
-        self.forward_calls = calls  # scoring is bookkeeping, not a query of the black box
-        return {"iou": self._iou(mask), "param_error": self._param_error(np.asarray(x, dtype=np.float64))}
+        return self.problem.score(x, self.instance)
 
     def _param_error(self, x: np.ndarray) -> float:
-        err = np.abs(x - self._truth).reshape(self.n_shapes, len(PARAMS))
-        for i, kind in enumerate(self._kinds):
-            period = _PERIOD[kind] / (2 * math.pi)  # in normalised units
-            d = err[i, 3] % period
-            err[i, 3] = 0.0 if kind == "circle" else min(d, period - d) / (period / 2)
-        return float(err.mean())
+        return self.problem.param_error(x, self.instance)
 
     # --- the Gymnasium API ---------------------------------------------------------------------
     def _obs(self) -> np.ndarray:
@@ -194,17 +286,12 @@ class RendererEnv(gym.Env):
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        rng = self.np_random
-        self._kinds = [str(k) for k in rng.choice(self.shape_kinds, size=self.n_shapes)]
-        self._truth = rng.uniform(np.tile(_PRIOR_LOW, self.n_shapes), np.tile(_PRIOR_HIGH, self.n_shapes))
-        self._params = np.tile(_START, self.n_shapes)
-        self.forward_calls = 0
-        self._target_rgb, self._target_mask = self._draw(self._truth)
-        observed = self._target_rgb
-        if self.noise > 0:
-            noisy = self._target_rgb + rng.normal(0.0, self.noise, self._target_rgb.shape)
-            observed = np.clip(noisy, 0.0, 1.0).astype(np.float32)
-        self._observe(observed)
+        self._calls_at_reset = self.problem.forward_calls  # the target's render counts
+        self.instance = self.problem.sample_instance(self.np_random)
+        self._kinds, self._truth = list(self.instance.context), self.instance.known_truth()
+        self._params = self.problem.start()
+        self._target_rgb, self._target_mask = self.instance.cache["target"]
+        self._observe(self.instance.data[..., :3])
         self._rgb, self._mask = self._draw(self._params)
         self._t = 0
         self._score = self._fit(self._rgb, self._mask)
@@ -217,11 +304,6 @@ class RendererEnv(gym.Env):
         # the target does not change within an episode: its observation parts are computed once, not per step
         self._target_small = _pool(observed, self.obs_size).transpose(2, 0, 1).ravel()
         self._target_moments = _moments(observed)
-        self._seen = observed.max(axis=2) > 0.125
-        n, self._pyramid = self.image_size, []
-        while n >= 2 and self.image_size % n == 0:
-            self._pyramid.append((n, _pool(observed, n)))
-            n //= 4
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
@@ -260,9 +342,11 @@ class RendererEnv(gym.Env):
         self._truth, self._params = np.asarray(state["truth"]), np.asarray(state["params"])
         self._t = int(state["t"])
         self.np_random.bit_generator.state = state["rng"]
-        self._target_rgb, self._target_mask = self._draw(self._truth)
         observed = state.get("observed")
-        self._observe(self._target_rgb if observed is None else np.asarray(observed, dtype=np.float32))
+        self.instance = self.problem.make_instance(
+            self._truth, self._kinds, None if observed is None else np.asarray(observed, dtype=np.float32))
+        self._target_rgb, self._target_mask = self.instance.cache["target"]
+        self._observe(self.instance.data[..., :3])
         self._rgb, self._mask = self._draw(self._params)
         self._score = self._fit(self._rgb, self._mask)
 

@@ -62,6 +62,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.inverse import Instance, InverseProblem
+
 TRACE_SCALE = 0.2
 """Traces are divided by this in the observation (a typical large reflection coefficient)."""
 
@@ -122,11 +124,94 @@ def _pair(value: Any, name: str) -> tuple[float, float]:
     return lo, hi
 
 
+class SeismicProblem(InverseProblem):
+    """The convolutional seismogram as an inverse problem (physics, prior and misfit: the module docstring).
+
+    Data: the trace, ``float64[n_samples]``. Parameters: the normalised ``[v_1…v_N, h_1…h_{N−1}]``. Score:
+    ``rel_model_error`` (≤ ``success_tolerance`` solves), ``prior_mean_error`` and ``data_misfit``.
+    """
+
+    score_key, higher_is_better = "rel_model_error", False
+
+    def __init__(self, *, n_layers: int, noise: float, f: float, dt: float, v_range: tuple[float, float],
+                 h_range: tuple[float, float], v0: float, min_contrast: float, success_tolerance: float) -> None:
+        super().__init__()
+        n = self.n_layers = n_layers
+        self.noise, self.f, self.dt, self.v_range, self.h_range = noise, f, dt, v_range, h_range
+        self.v0, self.min_contrast, self.success_threshold = v0, min_contrast, success_tolerance
+        self.param_dim = 2 * n - 1
+        self.lo = np.array([v_range[0]] * n + [h_range[0]] * (n - 1))
+        self.hi = np.array([v_range[1]] * n + [h_range[1]] * (n - 1))
+        self.mid = 0.5 * (self.lo + self.hi)
+        self.t0 = 1.0 / f
+        t_max = 2 * self.t0 + (n - 1) * 2 * h_range[1] / v_range[0]
+        self.times = np.arange(int(math.ceil(t_max / dt)) + 1) * dt
+        sigma = 0.25 / f
+        k = np.arange(-math.ceil(3 * sigma / dt), math.ceil(3 * sigma / dt) + 1) * dt
+        self.kernel = np.exp(-0.5 * (k / sigma) ** 2) / np.sum(np.exp(-0.5 * (k / sigma) ** 2))
+
+    def physical(self, x: np.ndarray) -> np.ndarray:
+        """Normalised ``x`` (clipped to [0, 1]) in m/s and m."""
+        return self.lo + np.clip(np.asarray(x, dtype=np.float64).reshape(self.param_dim), 0.0, 1.0) * (
+            self.hi - self.lo)
+
+    def trace(self, params: np.ndarray) -> np.ndarray:
+        """The synthetic trace of a physical model (not counted)."""
+        n = self.n_layers
+        return synthetic(np.concatenate([[self.v0], params[:n]]), params[n:], self.times, self.f, self.t0)
+
+    def simulate(self, x: np.ndarray, context: Any = None) -> np.ndarray:
+        return self.trace(self.physical(x))
+
+    def sample_instance(self, rng: np.random.Generator) -> Instance:
+        n = self.n_layers
+        for _ in range(10_000):
+            v = rng.uniform(*self.v_range, size=n)
+            if np.all(np.abs(reflectivity(np.concatenate([[self.v0], v]))) >= self.min_contrast):
+                true = np.concatenate([v, rng.uniform(*self.h_range, size=n - 1)])
+                break
+        else:
+            raise ValueError(f"seismic: no model in the prior has every |r| >= min_contrast={self.min_contrast}; "
+                             "lower min_contrast or widen velocity_range")
+        clean = self.trace(true)
+        self.forward_calls += 1
+        rms = float(np.sqrt(np.mean(clean**2)))
+        return self.make_instance(true, clean + (self.noise * rms * rng.standard_normal(len(clean)) if self.noise
+                                                 else 0.0))
+
+    def make_instance(self, true: np.ndarray, d_obs: np.ndarray) -> Instance:
+        """The instance of a physical model ``true`` observed as ``d_obs``."""
+        return Instance(np.asarray(d_obs, dtype=np.float64), (true - self.lo) / (self.hi - self.lo), None,
+                        {"true": true, "envelope": envelope(d_obs, self.kernel)})
+
+    def data_misfit(self, data: np.ndarray, instance: Instance) -> float:
+        d_obs, e_obs = instance.data, instance.cache["envelope"]
+        waveform = float(np.linalg.norm(data - d_obs)) / max(float(np.linalg.norm(d_obs)), 1e-12)
+        env = float(np.linalg.norm(envelope(data, self.kernel) - e_obs)) / max(float(np.linalg.norm(e_obs)), 1e-12)
+        return 0.5 * (waveform + env)
+
+    def model_error(self, params: np.ndarray, instance: Instance) -> float:
+        """Relative model error of a physical model, each parameter scaled by its prior midpoint."""
+        true = instance.cache["true"]
+        return float(np.linalg.norm((params - true) / self.mid) / np.linalg.norm(true / self.mid))
+
+    def score(self, x: np.ndarray, instance: Instance) -> dict[str, float]:
+        params = self.physical(x)
+        return {"rel_model_error": self.model_error(params, instance),
+                "prior_mean_error": self.model_error(self.mid, instance),
+                "data_misfit": self.data_misfit(self.trace(params), instance)}
+
+    def features(self, data: np.ndarray) -> np.ndarray:
+        """The trace and its smoothed envelope, divided by :data:`TRACE_SCALE`."""
+        return (np.concatenate([data, envelope(data, self.kernel)]) / TRACE_SCALE).astype(np.float32)
+
+
 class SeismicEnv(gym.Env):
     """Iterative 1-D seismic inversion: refine an earth model from a normal-incidence trace.
 
-    The physics, prior, observation, reward and success are described in the module docstring. For
-    black-box optimisers (benchmarks/inverse_baseline.py) the unwrapped env offers, after ``reset``:
+    The physics, prior, observation, reward and success are described in the module docstring. The env is
+    built on :class:`SeismicProblem` (``env.unwrapped.problem``, an :class:`~envs.inverse.InverseProblem`;
+    the episode's instance is ``env.unwrapped.instance``). For black-box optimisers the unwrapped env offers, after ``reset``:
     :attr:`param_dim`, :meth:`misfit` (one forward call), :meth:`score` (uses the hidden truth, for
     reporting) and :attr:`forward_calls`.
 
@@ -148,6 +233,8 @@ class SeismicEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+    inverse_problem = True
+    """Built on an :class:`~envs.inverse.InverseProblem` (``self.problem``)."""
 
     def __init__(
         self,
@@ -196,49 +283,44 @@ class SeismicEnv(gym.Env):
         n = n_layers
         self.param_dim: int = 2 * n - 1
         """Length of the normalised parameter vector ``x`` (each entry in [0, 1])."""
-        self._lo = np.array([self.v_range[0]] * n + [self.h_range[0]] * (n - 1))
-        self._hi = np.array([self.v_range[1]] * n + [self.h_range[1]] * (n - 1))
-        self._mid = 0.5 * (self._lo + self._hi)
-        self.t0 = 1.0 / self.f
-        t_max = 2 * self.t0 + (n - 1) * 2 * self.h_range[1] / self.v_range[0]
-        self.times = np.arange(int(math.ceil(t_max / self.dt)) + 1) * self.dt
+        self.problem = SeismicProblem(n_layers=n, noise=self.noise, f=self.f, dt=self.dt, v_range=self.v_range,
+                                      h_range=self.h_range, v0=self.v0, min_contrast=self.min_contrast,
+                                      success_tolerance=self.success_tolerance)
+        pb = self.problem
+        self._lo, self._hi, self._mid, self.t0, self.times, self._kernel = pb.lo, pb.hi, pb.mid, pb.t0, pb.times, pb.kernel
         self.n_samples = len(self.times)
-        sigma = 0.25 / self.f
-        k = np.arange(-math.ceil(3 * sigma / self.dt), math.ceil(3 * sigma / self.dt) + 1) * self.dt
-        self._kernel = np.exp(-0.5 * (k / sigma) ** 2) / np.sum(np.exp(-0.5 * (k / sigma) ** 2))
         obs_dim = 2 * self.n_samples + 2 * len(self.times[::4]) + self.param_dim + 2
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(self.param_dim,), dtype=np.float32)
-        self.forward_calls: int = 0
-        """Forward-model calls since the last reset (the initial estimate, every step and every misfit())."""
+        self._calls_at_reset = 0
         self._true = self._mid.copy()
         self._x = np.full(self.param_dim, 0.5)
         self._d_obs = np.zeros(self.n_samples)
         self._e_obs = np.zeros(self.n_samples)
         self._d_syn = np.zeros(self.n_samples)
+        self.instance = pb.make_instance(self._true, self._d_obs)
         self._misfit = 1.0
         self._t = 0
         self._fig: Any = None
 
-    # -- the black box ------------------------------------------------------------------------
+    # -- the black box (SeismicProblem) -------------------------------------------------------
+    @property
+    def forward_calls(self) -> int:
+        """Forward-model calls since the last reset (the initial estimate, every step and every misfit())."""
+        return self.problem.forward_calls - self._calls_at_reset
+
     def _physical(self, x: np.ndarray) -> np.ndarray:
-        return self._lo + np.clip(np.asarray(x, dtype=np.float64).reshape(self.param_dim), 0.0, 1.0) * (
-            self._hi - self._lo)
+        return self.problem.physical(x)
 
     def _forward(self, params: np.ndarray) -> np.ndarray:
-        n = self.n_layers
-        return synthetic(np.concatenate([[self.v0], params[:n]]), params[n:], self.times, self.f, self.t0)
+        return self.problem.trace(params)
 
     def _data_misfit(self, d_syn: np.ndarray) -> float:
-        waveform = float(np.linalg.norm(d_syn - self._d_obs)) / max(float(np.linalg.norm(self._d_obs)), 1e-12)
-        env = float(np.linalg.norm(envelope(d_syn, self._kernel) - self._e_obs)) / max(
-            float(np.linalg.norm(self._e_obs)), 1e-12)
-        return 0.5 * (waveform + env)
+        return self.problem.data_misfit(d_syn, self.instance)
 
     def misfit(self, x: np.ndarray) -> float:
         """One forward-model call: the data misfit (module docstring) of the normalised model ``x``."""
-        self.forward_calls += 1
-        return self._data_misfit(self._forward(self._physical(x)))
+        return self.problem.misfit(x, self.instance)
 
     def score(self, x: np.ndarray) -> dict[str, float]:
         """Report an estimate against the hidden truth (not counted as a forward call; not for inversion).
@@ -246,23 +328,12 @@ class SeismicEnv(gym.Env):
         Returns:
             ``rel_model_error`` of x, ``prior_mean_error`` (that of the prior mean) and x's ``data_misfit``.
         """
-        params = self._physical(x)
-        return {"rel_model_error": self._model_error(params), "prior_mean_error": self._model_error(self._mid),
-                "data_misfit": self._data_misfit(self._forward(params))}
+        return self.problem.score(x, self.instance)
 
     def _model_error(self, params: np.ndarray) -> float:
-        return float(np.linalg.norm((params - self._true) / self._mid) / np.linalg.norm(self._true / self._mid))
+        return self.problem.model_error(params, self.instance)
 
     # -- gymnasium API ------------------------------------------------------------------------
-    def _sample_truth(self) -> np.ndarray:
-        n = self.n_layers
-        for _ in range(10_000):
-            v = self.np_random.uniform(*self.v_range, size=n)
-            if np.all(np.abs(reflectivity(np.concatenate([[self.v0], v]))) >= self.min_contrast):
-                return np.concatenate([v, self.np_random.uniform(*self.h_range, size=n - 1)])
-        raise ValueError(f"seismic: no model in the prior has every |r| >= min_contrast={self.min_contrast}; "
-                         "lower min_contrast or widen velocity_range")
-
     def _obs(self) -> np.ndarray:
         c_obs, c_syn = (np.cumsum(d**2)[::4] / max(float(np.sum(d**2)), 1e-12) for d in (self._d_obs, self._d_syn))
         return np.concatenate([self._d_obs / TRACE_SCALE, (self._d_obs - self._d_syn) / TRACE_SCALE, c_obs,
@@ -272,15 +343,11 @@ class SeismicEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Draw a hidden model and its observed trace; the estimate starts at the prior mean."""
         super().reset(seed=seed)
-        self._true = self._sample_truth()
-        clean = self._forward(self._true)
-        rms = float(np.sqrt(np.mean(clean**2)))
-        self._d_obs = clean + (self.noise * rms * self.np_random.standard_normal(self.n_samples) if self.noise else 0.0)
-        self._e_obs = envelope(self._d_obs, self._kernel)
-        self.forward_calls = 0
-        self._x = np.full(self.param_dim, 0.5)
-        self._d_syn = self._forward(self._physical(self._x))
-        self.forward_calls = 1
+        self.instance = self.problem.sample_instance(self.np_random)
+        self._true, self._d_obs, self._e_obs = self.instance.cache["true"], self.instance.data, self.instance.cache["envelope"]
+        self._calls_at_reset = self.problem.forward_calls  # the observed trace stands in for field data: not counted
+        self._x = self.problem.start()
+        self._d_syn = self.problem.forward(self._x)
         self._misfit = self._data_misfit(self._d_syn)
         self._t = 0
         self._err = self._model_error(self._physical(self._x))
@@ -294,8 +361,7 @@ class SeismicEnv(gym.Env):
         (``reward="data"``) or of the relative model error (``reward="model"``, as configs/seismic.yaml ships)."""
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(self.param_dim), -1.0, 1.0)
         self._x = np.clip(self._x + self.step_size * self.step_decay**self._t * a, 0.0, 1.0)
-        self._d_syn = self._forward(self._physical(self._x))
-        self.forward_calls += 1
+        self._d_syn = self.problem.forward(self._x)
         previous, self._misfit = self._misfit, self._data_misfit(self._d_syn)
         self._t += 1
         truncated = self._t >= self.steps

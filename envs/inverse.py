@@ -1,0 +1,150 @@
+"""The inverse-problem interface: a black-box forward model, a prior, a misfit and a score (NumPy only).
+
+An inverse problem asks for the parameters ``x`` whose forward model ``forward(x)`` reproduces observed
+data. nondiff's inverse adapters (``renderer``, ``seismic``) are built on :class:`InverseProblem`: their RL
+env refines ``x`` step by step, and the black-box strategies of ``train.py --backend blackbox`` (CMA-ES,
+amortised inversion, a differentiable surrogate) use the same object directly. A user's own simulator
+plugs in with one small subclass (docs/adapters.md, "An inverse problem").
+
+Conventions:
+
+- Parameters are **normalised**: a vector of :attr:`InverseProblem.param_dim` floats in ``[0, 1]`` (the
+  box :meth:`InverseProblem.bounds`), mapped by the problem onto its physical units.
+- :meth:`InverseProblem.forward` is the black box. Every call is counted in
+  :attr:`InverseProblem.forward_calls`, and so is the simulation that makes a synthetic instance's data.
+- :meth:`InverseProblem.score` compares an estimate with the known truth. It is bookkeeping for
+  synthetic instances, never a query of the black box, and is not counted.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = ["Instance", "InverseProblem", "inverse_adapters", "problem_of"]
+
+
+@dataclass
+class Instance:
+    """One inverse problem to solve: observed data and, for synthetic instances, the truth behind them.
+
+    Attributes:
+        data: the observed data, in the shape :meth:`InverseProblem.forward` returns.
+        truth: the normalised parameters that made ``data`` (None for field data).
+        context: what is known besides the data and fixed for the instance (e.g. which kinds of shape a
+            scene holds); passed to every :meth:`InverseProblem.forward` call for this instance.
+        cache: per-instance values a problem precomputes from ``data`` (misfit terms); not part of equality.
+    """
+
+    data: np.ndarray
+    truth: np.ndarray | None = None
+    context: Any = None
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def known_truth(self) -> np.ndarray:
+        """The truth, or a ValueError for an instance without one (field data cannot be scored)."""
+        if self.truth is None:
+            raise ValueError("this instance has no known truth (field data); score() needs a synthetic instance")
+        return self.truth
+
+
+class InverseProblem(ABC):
+    """A black-box forward model with a prior, a data misfit and a score against a known truth.
+
+    Subclasses implement :meth:`simulate`, :meth:`data_misfit`, :meth:`sample_instance` and
+    :meth:`score`, and set :attr:`param_dim`, :attr:`score_key` and :attr:`success_rule`.
+
+    Attributes:
+        param_dim: length of the normalised parameter vector.
+        forward_calls: black-box calls so far (every :meth:`forward`, every synthetic instance's data).
+        score_key: the key of :meth:`score` that measures success (e.g. ``iou``, ``rel_model_error``).
+        higher_is_better: whether a larger ``score_key`` is better.
+        success_threshold: the ``score_key`` value that counts as solved.
+    """
+
+    param_dim: int
+    score_key: ClassVar[str] = "param_error"
+    higher_is_better: ClassVar[bool] = False
+    success_threshold: float = 0.1
+
+    def __init__(self) -> None:
+        self.forward_calls = 0
+
+    # -- what a subclass provides ----------------------------------------------------------------
+    @abstractmethod
+    def simulate(self, x: np.ndarray, context: Any = None) -> np.ndarray:
+        """The forward model at normalised parameters ``x``, not counted (use :meth:`forward`)."""
+
+    @abstractmethod
+    def data_misfit(self, data: np.ndarray, instance: Instance) -> float:
+        """How far predicted ``data`` are from ``instance.data`` (0 is a perfect fit)."""
+
+    @abstractmethod
+    def sample_instance(self, rng: np.random.Generator) -> Instance:
+        """A synthetic instance: truth drawn from the prior, its data simulated (one counted call)."""
+
+    @abstractmethod
+    def score(self, x: np.ndarray, instance: Instance) -> dict[str, float]:
+        """Metrics of an estimate ``x`` against ``instance.truth``; it includes :attr:`score_key`."""
+
+    # -- shared ----------------------------------------------------------------------------------
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The box of valid normalised parameters, ``([0]*param_dim, [1]*param_dim)``."""
+        return np.zeros(self.param_dim), np.ones(self.param_dim)
+
+    def start(self) -> np.ndarray:
+        """The first guess of an estimate (default: the centre of the box)."""
+        return np.full(self.param_dim, 0.5)
+
+    def forward(self, x: np.ndarray, context: Any = None) -> np.ndarray:
+        """The black box: the data the parameters ``x`` produce. Counted in :attr:`forward_calls`."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape != (self.param_dim,) or not np.all(np.isfinite(x)):
+            raise ValueError(f"{type(self).__name__}.forward: x must be {self.param_dim} finite numbers, "
+                             f"got shape {x.shape}")
+        self.forward_calls += 1
+        return self.simulate(x, context)
+
+    def misfit(self, x: np.ndarray, instance: Instance) -> float:
+        """One counted forward call at ``x``, compared with the instance's data."""
+        return self.data_misfit(self.forward(x, instance.context), instance)
+
+    def solved(self, metrics: dict[str, float]) -> bool:
+        """Whether :meth:`score`'s metrics meet :attr:`success_threshold`."""
+        value = metrics[self.score_key]
+        return value >= self.success_threshold if self.higher_is_better else value <= self.success_threshold
+
+    def features(self, data: np.ndarray) -> np.ndarray:
+        """A fixed-length float32 vector of ``data`` for learned strategies (default: the data flattened)."""
+        return np.asarray(data, dtype=np.float32).ravel()
+
+    def context_features(self, context: Any) -> np.ndarray:
+        """A fixed-length float32 vector of an instance's context (default: empty)."""
+        return np.zeros(0, dtype=np.float32)
+
+
+def problem_of(env: Any) -> InverseProblem | None:
+    """The :class:`InverseProblem` behind a Gymnasium env (wrappers looked through), or None."""
+    problem = getattr(getattr(env, "unwrapped", env), "problem", None)
+    return problem if isinstance(problem, InverseProblem) else None
+
+
+def inverse_adapters() -> list[str]:
+    """Names of the built-in adapters whose env is built on an :class:`InverseProblem`."""
+    import importlib
+
+    from envs.registry import BUILTIN
+
+    names = []
+    for name, (_, entry, _) in BUILTIN.items():
+        module, _, attr = entry.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except Exception:  # noqa: BLE001 - an adapter whose dependency is missing is not listed
+            continue
+        if getattr(cls, "inverse_problem", False):
+            names.append(name)
+    return names
