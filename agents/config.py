@@ -47,6 +47,14 @@ class EnvConfig(BaseModel):
     nan_policy: Literal["truncate", "clip", "raise"] = "truncate"
     """What to do with an invalid observation or reward (NaN, inf, wrong dtype/shape, out of bounds):
     end the episode, repair the values, or stop. Every case is recorded as ``env/faults_by_kind``."""
+    wrappers: list[Any] = Field(default_factory=list)
+    """Gymnasium wrappers applied in order around the env in every worker, on both backends: a built-in name
+    (``resize``, ``grayscale``, ``frame_stack``, ``frame_skip``) or an import path (``module:Class``), alone
+    or as ``{name: {kwarg: value}}``, e.g. ``[{resize: {shape: [84, 84]}}, grayscale]``. The image
+    built-ins also transform every image inside a Dict observation."""
+    drop_keys: list[str] = Field(default_factory=list)
+    """Observation keys left out of a Dict (or Tuple, by index) observation. Non-numeric ones (``Text``) are
+    dropped anyway, with one line saying so; list them here to silence it."""
     token: str | None = None
     """The bridge token as a literal (``--set env.token=…``). Discouraged: ``ps`` shows command lines. It is
     written everywhere as ``'***'``; a config holding ``'***'`` takes the token from ``NONDIFF_TOKEN`` (or
@@ -62,6 +70,14 @@ class EnvConfig(BaseModel):
     @classmethod
     def _token_text(cls, v: Any) -> Any:
         return None if v is None or v == "" else str(v)  # a number given with --set is a token too
+
+    @field_validator("wrappers")
+    @classmethod
+    def _wrapper_items(cls, v: list[Any]) -> list[Any]:
+        from envs.wrappers import parse_wrappers
+
+        parse_wrappers(v)  # the shape of each item; imports happen where the env is built
+        return v
 
     @field_validator("eval_kwargs")
     @classmethod

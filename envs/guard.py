@@ -61,11 +61,40 @@ def _box_problem(space: spaces.Box, obs: Any, path: str) -> Problem | None:
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         return Problem(FaultKind.NONFINITE, f"{path} contains {'NaN' if np.isnan(arr).any() else 'inf'}")
     outside = (arr < space.low) | (arr > space.high)
+    if outside.any() and arr.dtype.kind == "f":  # rounding noise (1 + 1e-16 against a bound of 1) is no fault
+        tol = tolerance(space)
+        outside = (arr < space.low - tol) | (arr > space.high + tol)
     if outside.any():
         idx = int(np.argmax(outside))
         return _invalid(f"{path} is out of bounds at flat index {idx}: {arr.ravel()[idx]!r} not in "
                         f"[{space.low.ravel()[idx]!r}, {space.high.ravel()[idx]!r}]")
     return None
+
+
+ROUNDING_ULPS = 16
+"""How many units in the last place past a float bound still count as on it (see :func:`tolerance`)."""
+
+
+def tolerance(space: spaces.Box) -> np.ndarray:
+    """The float slack allowed past ``space``'s bounds: ``ROUNDING_ULPS`` × the dtype's epsilon × max(1, |bound|).
+
+    For float64 and bounds of magnitude ≤ 1 that is 3.6e-15; for float32, 1.9e-6. A value past it is a fault.
+    """
+    eps = np.finfo(space.dtype).eps
+    bound = np.maximum(np.abs(np.where(np.isfinite(space.low), space.low, 0)),
+                       np.abs(np.where(np.isfinite(space.high), space.high, 0)))
+    return ROUNDING_ULPS * eps * np.maximum(1.0, bound)
+
+
+def snap(space: spaces.Space, obs: Any) -> Any:
+    """``obs`` (already valid within :func:`tolerance`) with float values clipped onto ``space``'s bounds."""
+    if isinstance(space, spaces.Box) and space.dtype is not None and space.dtype.kind == "f":
+        arr = np.asarray(obs)
+        if ((arr < space.low) | (arr > space.high)).any():
+            return np.clip(arr, space.low, space.high).astype(space.dtype)
+    elif isinstance(space, spaces.Dict) and isinstance(obs, dict):
+        return {k: snap(space.spaces[k], v) for k, v in obs.items()}
+    return obs
 
 
 def obs_problem(space: spaces.Space, obs: Any, path: str = "observation") -> Problem | None:
@@ -247,6 +276,8 @@ class Guard(gym.Wrapper):
                 raise InvalidOutputError(f"reset: {problem}")
             obs = sanitize(self.observation_space, obs, self._last_obs)
             faults.append(Fault(problem.kind, f"reset: {problem}", program=self._who()))
+        else:
+            obs = snap(self.observation_space, obs)
         for fault in faults:
             add_fault(info, fault)
         self._pending.extend(faults)
@@ -273,7 +304,7 @@ class Guard(gym.Wrapper):
         self._report_pending(info)
         problem = obs_problem(self.observation_space, obs) or reward_problem(reward)
         if problem is None:
-            self._last_obs = obs
+            self._last_obs = obs = snap(self.observation_space, obs)
             return obs, float(reward), terminated, truncated, info
         if self.nan_policy == "raise":
             raise InvalidOutputError(f"step: {problem}")

@@ -176,6 +176,10 @@ def resolve(name: str) -> EnvSpec:
                                   "check the module path or pass --env-package") from e
         if not hasattr(mod, cls):
             raise UnknownEnvError(f"--env {name!r}: module {module!r} has no attribute {cls!r}")
+        target = getattr(mod, cls)
+        if isinstance(target, type) and issubclass(target, gym.Wrapper):
+            raise UnknownEnvError(f"--env {name!r} is a gymnasium.Wrapper, not an env: give the env it wraps as "
+                                  f"--env and list {name!r} under env.wrappers in the config")
         return EnvSpec(name, _gym_id_for(name), name)
     if name in gym.registry:
         env_spec = gym.registry[name]
@@ -184,7 +188,9 @@ def resolve(name: str) -> EnvSpec:
     close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
     raise UnknownEnvError(f"unknown env {name!r}: {hint}expected a nondiff name ({', '.join(known_names())}), "
-                          "a Gymnasium id such as 'CartPole-v1', or 'module:Class'")
+                          "a Gymnasium id such as 'CartPole-v1', or 'module:Class'; an id from an installed package "
+                          f"is found after --env-package PACKAGE (the module that registers it, such as "
+                          "minigrid or gymnasium_robotics)")
 
 
 def _gym_id_for(entry_point: str) -> str:

@@ -6,7 +6,9 @@ One env, bottom up (:func:`_build`, behind the picklable :func:`env_factory`):
    time limit (``env.max_episode_steps``), Gymnasium's order enforcement and env checker;
 2. the bridge token, resolved in the process that builds the env;
 3. the Guard (``env.nan_policy``): every transition validated, faults recorded;
-4. the backend's episode statistics: SB3's ``Monitor``, or RLlib's per-env reward scaling.
+4. ``env.wrappers`` in order, then the observation adapter (envs/wrappers.py): Dict/Tuple flattened into one
+   Dict of numeric keys (``Text`` and ``env.drop_keys`` left out), channel-last images transposed for SB3;
+5. the backend's episode statistics: SB3's ``Monitor``, or RLlib's per-env reward scaling.
 
 Many envs (:func:`make_vec_env`, SB3): ``train.num_envs`` copies in a ``DummyVecEnv`` (in-process), a
 ``ThreadVecEnv`` (threads, for envs that wait on I/O) or a ``ResilientVecEnv`` (worker processes with a
@@ -34,6 +36,7 @@ import envs
 from agents.config import RunConfig
 from agents.errors import UserError
 from agents.run import tokens
+from envs.wrappers import WrapperSpec, adapt_observations, apply_wrappers, is_image, parse_wrappers
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,8 @@ log = logging.getLogger(__name__)
 def _build(name: str, packages: tuple[str, ...], max_episode_steps: int | None, kwargs: dict[str, Any],
            render_mode: str | None, nan_policy: str = "truncate",
            token: tokens.TokenSource | None = None, monitor: bool = False,
-           scale_reward_gamma: float | None = None) -> gym.Env:
+           scale_reward_gamma: float | None = None, wrappers: tuple[WrapperSpec, ...] = (),
+           drop_keys: tuple[str, ...] = (), channels_first: bool = True) -> gym.Env:
     """Create one env; module-level so that it pickles by reference into any worker process.
 
     The bridge token is resolved here, the one place, in whichever process builds the env: an env var is
@@ -64,6 +68,8 @@ def _build(name: str, packages: tuple[str, ...], max_episode_steps: int | None, 
             if value is not None:
                 extra["token"] = value
     env = envs.make(name, packages=packages, nan_policy=nan_policy, **extra)
+    env = apply_wrappers(env, list(wrappers))
+    env = adapt_observations(env, channels_first=channels_first, drop_keys=drop_keys)
     if monitor:
         from stable_baselines3.common.monitor import Monitor
 
@@ -86,7 +92,8 @@ def env_factory(cfg: RunConfig, render_mode: str | None = None, for_eval: bool =
     kwargs = {**cfg.env.adapter_kwargs(), **(cfg.env.eval_kwargs if for_eval else {})}
     return functools.partial(_build, cfg.env.id, tuple(cfg.env.packages), cfg.env.max_episode_steps,
                              kwargs, render_mode, cfg.env.nan_policy, cfg.env.token_source(), monitor,
-                             cfg.agent.gamma if scale_reward else None)
+                             cfg.agent.gamma if scale_reward else None, tuple(parse_wrappers(cfg.env.wrappers)),
+                             tuple(cfg.env.drop_keys), cfg.agent.backend == "sb3")
 
 
 def make_vec_env(cfg: RunConfig) -> Any:
@@ -104,10 +111,24 @@ def make_vec_env(cfg: RunConfig) -> Any:
         venv = ThreadVecEnv(fns) if cfg.train.vec_env == "thread" else DummyVecEnv(fns)
     if not (cfg.agent.normalize_obs or cfg.agent.normalize_reward):
         return venv
-    norm_obs = cfg.agent.normalize_obs and not is_image_space(venv.observation_space)
+    keys = normalized_keys(venv.observation_space)
+    norm_obs = cfg.agent.normalize_obs and keys != []
     if cfg.agent.normalize_obs and not norm_obs:
-        log.warning("normalize_obs ignored: image observations are scaled to [0, 1] by the CNN policy")
-    return VecNormalize(venv, norm_obs=norm_obs, norm_reward=cfg.agent.normalize_reward, gamma=cfg.agent.gamma)
+        log.warning("normalize_obs ignored: nothing to normalise (images are scaled to [0, 1] by the policy, "
+                    "discrete observations are one-hot)")
+    elif norm_obs and keys:
+        log.info("normalize_obs: per-key statistics for %s (images and discrete keys excluded)", ", ".join(keys))
+    return VecNormalize(venv, norm_obs=norm_obs, norm_reward=cfg.agent.normalize_reward, gamma=cfg.agent.gamma,
+                        norm_obs_keys=keys or None)
+
+
+def normalized_keys(space: gym.Space) -> list[str] | None:
+    """What ``normalize_obs`` normalises: None for the whole (non-image) Box, the float keys of a Dict, or
+    ``[]`` for nothing (an image, or a Dict without float keys)."""
+    if isinstance(space, gym.spaces.Dict):
+        return [k for k, s in space.spaces.items() if isinstance(s, gym.spaces.Box) and not is_image(s)
+                and not is_image_space(s)]
+    return [] if is_image_space(space) or not isinstance(space, gym.spaces.Box) else None
 
 
 def import_packages(packages: list[str]) -> None:
@@ -186,8 +207,22 @@ def probe_spaces(cfg: RunConfig) -> tuple[gym.Space, gym.Space]:
     except (envs.UnknownEnvError, envs.PluginError) as e:
         raise UserError(str(e)) from e
     except (ValueError, TypeError) as e:
-        raise UserError(f"env {cfg.env.id!r} rejected its settings: {e}") from e
+        raise UserError(f"env {cfg.env.id!r} rejected its settings: {_one_line(e)}") from e
+    except Exception as e:  # a third-party constructor: a missing dependency, a bare assert, ...
+        raise UserError(f"env {cfg.env.id!r} failed to start: {_one_line(e)}; run with --debug for the "
+                        "traceback") from e
     try:
         return env.observation_space, env.action_space
     finally:
         env.close()
+
+
+def _one_line(err: BaseException) -> str:
+    """``Type: first line of the message``, or where it was raised when the message is empty (a bare assert)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if not text:
+        import traceback
+
+        frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+        text = f"raised at {frame.filename}:{frame.lineno} ({frame.line})" if frame else "(no message)"
+    return f"{type(err).__name__}: {text}"

@@ -25,8 +25,8 @@ def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
 
     Returns:
         ``mean_reward, std_reward, min_reward, max_reward, mean_length, success_rate, episodes``, plus the
-        per-episode lists ``returns``, ``lengths`` and ``successes`` (success is None where the env never
-        reports ``info["is_success"]``), and ``metrics``: the mean of each scalar an adapter reports in
+        per-episode lists ``returns``, ``lengths`` and ``successes`` (from the last step's
+        ``info["is_success"]``, or ``info["success"]`` as gymnasium-robotics reports it; None where neither is), and ``metrics``: the mean of each scalar an adapter reports in
         ``info["episode_metrics"]`` on an episode's last step (for example the final IoU of a renderer).
     """
     returns, lengths, successes = [], [], []
@@ -45,7 +45,7 @@ def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
                 on_frame(env.render())
         returns.append(total)
         lengths.append(length)
-        successes.append(bool(info["is_success"]) if "is_success" in info else None)
+        successes.append(success_of(info))
         for key, value in (info.get("episode_metrics") or {}).items():
             metrics.setdefault(str(key), []).append(float(value))
     known = [s for s in successes if s is not None]
@@ -57,6 +57,14 @@ def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
         "metrics": {k: float(np.mean(v)) for k, v in metrics.items()},
         "episodes": episodes, "returns": returns, "lengths": lengths, "successes": successes,
     }
+
+
+def success_of(info: dict[str, Any]) -> bool | None:
+    """An episode's success from its last ``info``: ``is_success`` (SB3, nondiff) or ``success``; else None."""
+    for key in ("is_success", "success"):
+        if key in info and info[key] is not None:
+            return bool(np.asarray(info[key]).any())
+    return None
 
 
 def summarise(result: dict[str, Any]) -> dict[str, Any]:

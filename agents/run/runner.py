@@ -66,6 +66,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         raw = load_yaml(args.config)
         source = args.config
     env_name = args.env or (raw.get("env") or {}).get("id")
+    if isinstance(raw.get("env"), dict) and isinstance(raw["env"].get("packages"), list):
+        import_packages([str(p) for p in raw["env"]["packages"]])  # env.packages register the id resolved next
     if not env_name:
         raise UserError("no env given: pass --env NAME (a nondiff name such as 'robot', a Gymnasium id such as "
                         "'CartPole-v1', or module:Class)")

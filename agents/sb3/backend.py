@@ -1,4 +1,8 @@
-"""The stable-baselines3 backend: PPO and A2C on one machine, with exact checkpoints and resume."""
+"""The stable-baselines3 backend: PPO, A2C, SAC and TD3 on one machine, with exact checkpoints and resume.
+
+The off-policy parts (SAC/TD3 hyperparameters, chunked advance, replay buffer and optimisers as tensors)
+live in :mod:`agents.sb3.offpolicy`.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
@@ -20,13 +26,15 @@ from agents import Backend
 from agents.config import RunConfig
 from agents.errors import CheckpointError
 from agents.run import checkpoint
-from agents.run.envfactory import is_image_space, make_vec_env
+from agents.run.envfactory import make_vec_env
 from agents.run.loop import Iteration
 from agents.run.session import Session
+from agents.sb3 import offpolicy
+from agents.sb3.policies import load_obs_stats, normalize, save_obs_stats, select_policy
 
 log = logging.getLogger(__name__)
 
-ALGOS: dict[str, type[PPO] | type[A2C]] = {"ppo": PPO, "a2c": A2C}
+ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, **offpolicy.ALGOS}
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 
 
@@ -42,24 +50,23 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _policy_name(cfg: RunConfig, obs_space: gym.Space) -> str:
-    kind = cfg.agent.policy
-    if kind == "auto":
-        kind = "multi" if isinstance(obs_space, gym.spaces.Dict) else "cnn" if is_image_space(obs_space) else "mlp"
-    return {"mlp": "MlpPolicy", "cnn": "CnnPolicy", "multi": "MultiInputPolicy"}[kind]
-
-
-def _hyperparameters(cfg: RunConfig) -> dict[str, Any]:
+def _hyperparameters(cfg: RunConfig, action_space: gym.Space | None = None) -> dict[str, Any]:
     a = cfg.agent
-    hp: dict[str, Any] = {"gamma": a.gamma, "gae_lambda": a.gae_lambda, "ent_coef": a.ent_coef, "vf_coef": a.vf_coef,
-                          "max_grad_norm": a.max_grad_norm}
-    if a.learning_rate is not None:
-        lr = a.learning_rate
-        hp["learning_rate"] = _LinearLR(lr) if a.lr_schedule == "linear" else lr
+    lr: Any = a.learning_rate
+    if lr is not None and a.lr_schedule == "linear":
+        lr = _LinearLR(lr)
+    if a.algo in offpolicy.ALGOS:
+        return offpolicy.hyperparameters(cfg, action_space, ACTIVATIONS[a.activation], lr)
+    hp: dict[str, Any] = {"gamma": a.gamma, "gae_lambda": a.gae_lambda, "ent_coef": float(a.ent_coef or 0.0),
+                          "vf_coef": a.vf_coef, "max_grad_norm": a.max_grad_norm}
+    if lr is not None:
+        hp["learning_rate"] = lr
     if a.n_steps is not None:
         hp["n_steps"] = a.n_steps
     if a.algo == "ppo":
-        hp.update(batch_size=a.batch_size, n_epochs=a.n_epochs, clip_range=a.clip_range)
+        hp.update(n_epochs=a.n_epochs, clip_range=a.clip_range)
+        if a.batch_size is not None:
+            hp["batch_size"] = a.batch_size
     hp["policy_kwargs"] = {"net_arch": list(a.net_arch), "activation_fn": ACTIVATIONS[a.activation],
                            "ortho_init": a.ortho_init, "log_std_init": a.log_std_init}
     return hp
@@ -116,8 +123,13 @@ class SB3Backend(Backend):
         venv = make_vec_env(cfg)
         obs_space = venv.observation_space
         device = resolve_device(cfg.train.device)
-        model = ALGOS[cfg.agent.algo](_policy_name(cfg, obs_space), venv, seed=seed, device=device, verbose=0,
-                                      **_hyperparameters(cfg))
+        name, extra = select_policy(cfg, obs_space)
+        hp = _hyperparameters(cfg, venv.action_space)
+        hp["policy_kwargs"].update(extra)
+        if cfg.agent.algo in offpolicy.ALGOS and not cfg.train.checkpoint_replay:
+            log.warning("train.checkpoint_replay is false: checkpoints leave out the replay buffer, so a resumed run "
+                        "will not be exact")
+        model = ALGOS[cfg.agent.algo](name, venv, seed=seed, device=device, verbose=0, **hp)
         return cls(cfg, seed, model, model.policy, None, (venv.observation_space, venv.action_space))
 
     # -- training ---------------------------------------------------------------------------------------
@@ -136,9 +148,15 @@ class SB3Backend(Backend):
         self._tick = _Tick(self, session)
 
     def advance(self, until: int, session: Session) -> Iteration:
-        """One rollout and one update (PPO, A2C); the callback stops the rollout early on a stop request."""
+        """One rollout and one update (PPO, A2C), or SAC/TD3 up to ``until`` (:func:`offpolicy.advance`).
+
+        The callback stops the collection early on a stop request.
+        """
         assert self.model is not None
-        self.model.learn(1, callback=self._tick, reset_num_timesteps=False, log_interval=1, progress_bar=False)
+        if isinstance(self.model, OffPolicyAlgorithm):
+            offpolicy.advance(self.model, until, self._tick)
+        else:
+            self.model.learn(1, callback=self._tick, reset_num_timesteps=False, log_interval=1, progress_bar=False)
         buf = self.model.ep_info_buffer
         return Iteration(self.num_timesteps, float(np.mean([e["r"] for e in buf])) if buf else None)
 
@@ -148,8 +166,7 @@ class SB3Backend(Backend):
         if isinstance(venv, VecNormalize):
             obs = venv.normalize_obs(obs)
         elif self._norm is not None:
-            obs = np.clip((obs - self._norm["mean"]) / np.sqrt(self._norm["var"] + self._norm["epsilon"]),
-                          -self._norm["clip_obs"], self._norm["clip_obs"])
+            obs = normalize(obs, self._norm["stats"], self._norm)
         action, _ = self.policy.predict(obs, deterministic=deterministic)
         return action
 
@@ -159,15 +176,10 @@ class SB3Backend(Backend):
         assert self.model is not None
         m = self.model
         tensors: dict[str, torch.Tensor] = {f"policy/{k}": v for k, v in m.policy.state_dict().items()}
-        opt = m.policy.optimizer.state_dict()
-        opt_meta: dict[str, Any] = {"param_groups": opt["param_groups"], "state": {}}
-        for idx, st in opt["state"].items():
-            opt_meta["state"][str(idx)] = {}
-            for key, val in st.items():
-                if torch.is_tensor(val):
-                    tensors[f"optim/{idx}/{key}"] = val
-                else:
-                    opt_meta["state"][str(idx)][key] = val
+        if isinstance(m, OffPolicyAlgorithm):  # actor, critic and entropy optimisers, replay buffer
+            off = offpolicy.save_state(m, tensors, replay=self.cfg.train.checkpoint_replay)
+        else:
+            off = {"optimizer": offpolicy.save_optimizer(m.policy.optimizer, "optim/", tensors)}
         rng_t, rng_m = checkpoint.rng_state()
         tensors.update(rng_t)
         venv = m.get_env()
@@ -183,7 +195,7 @@ class SB3Backend(Backend):
         body = {
             **checkpoint.base_meta("sb3", self.cfg.agent.algo, m.num_timesteps, self.seed,
                                    (self.observation_space, self.action_space), self.cfg.model_dump(mode="json")),
-            "n_updates": int(getattr(m, "_n_updates", 0)), "optimizer": opt_meta, "rng": rng_m,
+            "n_updates": int(getattr(m, "_n_updates", 0)), **off, "rng": rng_m,
             "normalize": norm_meta, "env_states": _env_states(venv), "ep_info_buffer": list(m.ep_info_buffer or []),
             **(meta or {}),
         }
@@ -199,8 +211,9 @@ class SB3Backend(Backend):
         if not for_training:
             torch.set_num_threads(cfg.train.threads)
             algo = ALGOS[meta["algo"]]
-            policy_cls = algo.policy_aliases[_policy_name(cfg, spaces[0])]
-            kwargs = _hyperparameters(cfg)["policy_kwargs"]
+            name, extra = select_policy(cfg, spaces[0])
+            policy_cls = algo.policy_aliases[name]
+            kwargs = {**_hyperparameters(cfg)["policy_kwargs"], **extra}
             if meta["algo"] == "a2c":
                 kwargs.update(optimizer_class=torch.optim.RMSprop, optimizer_kwargs={"alpha": 0.99, "eps": 1e-5,
                                                                                       "weight_decay": 0})
@@ -208,8 +221,11 @@ class SB3Backend(Backend):
             _load_state(policy, policy_state, path)
             norm = None
             if meta.get("normalize") and meta["normalize"]["norm_obs"]:
-                norm = {**meta["normalize"], "mean": tensors["norm/obs_mean"].numpy(),
-                        "var": tensors["norm/obs_var"].numpy()}
+                stats = load_obs_stats(tensors, meta["normalize"])
+                if stats is None:
+                    raise CheckpointError(f"checkpoint {str(path)!r} normalised observations but holds no statistics "
+                                          "(written before they were saved for Dict observations); retrain it")
+                norm = {**meta["normalize"], "stats": stats}
             backend = cls(cfg, meta.get("seed", seed), None, policy.eval(), norm, spaces)
             backend._step = int(meta["num_timesteps"])
             return backend
@@ -223,14 +239,10 @@ class SB3Backend(Backend):
         m = self.model
         assert m is not None
         _load_state(m.policy, policy_state, path)
-        opt_state: dict[str, Any] = {"param_groups": meta["optimizer"]["param_groups"], "state": {}}
-        for idx, st in meta["optimizer"]["state"].items():
-            opt_state["state"][int(idx)] = dict(st)
-        for key, val in tensors.items():
-            if key.startswith("optim/"):
-                _, idx, name = key.split("/", 2)
-                opt_state["state"].setdefault(int(idx), {})[name] = val
-        m.policy.optimizer.load_state_dict(opt_state)
+        if isinstance(m, OffPolicyAlgorithm):
+            offpolicy.load_state(m, tensors, meta, path)
+        else:
+            offpolicy.load_optimizer(m.policy.optimizer, "optim/", tensors, meta["optimizer"])
         m.num_timesteps = meta["num_timesteps"]
         m._n_updates = meta["n_updates"]
         venv = m.get_env()
@@ -270,10 +282,7 @@ def _save_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor]) -> 
     meta: dict[str, Any] = {"norm_obs": bool(venv.norm_obs), "norm_reward": bool(venv.norm_reward),
                             "clip_obs": float(venv.clip_obs), "clip_reward": float(venv.clip_reward),
                             "epsilon": float(venv.epsilon), "gamma": float(venv.gamma)}
-    if venv.norm_obs and not isinstance(venv.obs_rms, dict):
-        tensors["norm/obs_mean"] = torch.as_tensor(venv.obs_rms.mean)
-        tensors["norm/obs_var"] = torch.as_tensor(venv.obs_rms.var)
-        meta["obs_count"] = float(venv.obs_rms.count)
+    save_obs_stats(venv, tensors, meta)
     tensors["norm/ret_mean"] = torch.as_tensor(venv.ret_rms.mean)
     tensors["norm/ret_var"] = torch.as_tensor(venv.ret_rms.var)
     tensors["norm/returns"] = torch.as_tensor(venv.returns)
@@ -282,10 +291,9 @@ def _save_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor]) -> 
 
 
 def _load_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    if "norm/obs_mean" in tensors and not isinstance(venv.obs_rms, dict):
-        venv.obs_rms.mean = tensors["norm/obs_mean"].numpy().copy()
-        venv.obs_rms.var = tensors["norm/obs_var"].numpy().copy()
-        venv.obs_rms.count = meta["obs_count"]
+    stats = load_obs_stats(tensors, meta) if venv.norm_obs else None
+    if stats is not None:
+        venv.obs_rms = stats  # type: ignore[assignment]
     venv.ret_rms.mean = tensors["norm/ret_mean"].numpy().copy()
     venv.ret_rms.var = tensors["norm/ret_var"].numpy().copy()
     venv.ret_rms.count = meta["ret_count"]

@@ -1,0 +1,137 @@
+"""Which SB3 policy follows from the observation space, and observation statistics in checkpoints.
+
+The same functions serve training, ``--resume`` and ``evaluate.py``, so the three build the same network
+and normalise observations the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.running_mean_std import RunningMeanStd
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
+from stable_baselines3.common.vec_env import VecNormalize
+
+from agents.config import RunConfig
+from agents.errors import UserError
+from envs.wrappers import is_image
+
+log = logging.getLogger(__name__)
+
+MIN_CNN_SIDE = 36
+"""The smallest image side SB3's NatureCNN takes (8×8 stride 4, 4×4 stride 2, 3×3 stride 1)."""
+
+_noted: set[str] = set()
+
+
+def _note(text: str) -> None:
+    if text not in _noted:
+        _noted.add(text)
+        log.warning(text)
+
+
+def _small(space: gym.Space) -> bool:
+    return is_image(space) and min((space.shape or (0, 0, 0))[1:]) < MIN_CNN_SIDE  # channel-first by now (envs/wrappers.py)
+
+
+def select_policy(cfg: RunConfig, obs_space: gym.Space) -> tuple[str, dict[str, Any]]:
+    """The SB3 policy name and the ``policy_kwargs`` it adds, chosen from ``agent.policy`` and the space.
+
+    ``auto``: ``MultiInputPolicy`` for a Dict, ``CnnPolicy`` for an image of at least 36×36, else
+    ``MlpPolicy``. An image smaller than that goes to an MLP (pixels scaled to [0, 1]) with a note.
+
+    Raises:
+        UserError: ``agent.policy: cnn`` with an image too small for the CNN, or with no image at all.
+    """
+    kind, extra = cfg.agent.policy, {}
+    if isinstance(obs_space, gym.spaces.Dict):
+        small = [k for k, s in obs_space.spaces.items() if _small(s)]
+        if small:
+            _note(f"observation image(s) {', '.join(small)} smaller than {MIN_CNN_SIDE}x{MIN_CNN_SIDE}: "
+                  "flattened into the MLP instead of a CNN")
+            extra["features_extractor_class"] = SmallImageExtractor
+        if kind == "auto":
+            kind = "multi"
+    elif kind in ("auto", "cnn") and is_image(obs_space) and _small(obs_space):
+        if kind == "cnn":
+            raise UserError(f"agent.policy cnn: the image {obs_space.shape} is smaller than {MIN_CNN_SIDE}x"
+                            f"{MIN_CNN_SIDE}, too small for the CNN; use agent.policy auto or mlp, or a resize "
+                            "under env.wrappers")
+        _note(f"observation image {obs_space.shape} smaller than {MIN_CNN_SIDE}x{MIN_CNN_SIDE}: an MLP on its "
+              "pixels (scaled to [0, 1]) instead of a CNN")
+        kind = "mlp"
+    elif kind == "auto":
+        kind = "cnn" if is_image(obs_space) else "mlp"
+    return {"mlp": "MlpPolicy", "cnn": "CnnPolicy", "multi": "MultiInputPolicy"}[kind], extra
+
+
+class SmallImageExtractor(BaseFeaturesExtractor):
+    """SB3's ``CombinedExtractor`` for Dict observations, except that an image smaller than the CNN takes
+    is flattened (its pixels already scaled to [0, 1] by SB3's preprocessing) instead of convolved.
+
+    Args:
+        observation_space: the Dict space.
+        cnn_output_dim: features of each large image's NatureCNN.
+    """
+
+    def __init__(self, observation_space: gym.spaces.Dict, cnn_output_dim: int = 256) -> None:
+        from stable_baselines3.common.preprocessing import get_flattened_obs_dim
+
+        super().__init__(observation_space, features_dim=1)
+        extractors: dict[str, torch.nn.Module] = {}
+        total = 0
+        for key, sub in observation_space.spaces.items():
+            if is_image(sub) and not _small(sub):
+                extractors[key] = NatureCNN(sub, features_dim=cnn_output_dim)
+                total += cnn_output_dim
+            else:
+                extractors[key] = torch.nn.Flatten()
+                total += get_flattened_obs_dim(sub)
+        self.extractors = torch.nn.ModuleDict(extractors)
+        self._features_dim = total
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+        """Each key's features, concatenated."""
+        return torch.cat([ex(observations[k]) for k, ex in self.extractors.items()], dim=1)
+
+
+def save_obs_stats(venv: VecNormalize, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Observation statistics into ``tensors``: ``norm/obs_mean`` for a Box, ``norm/obs/KEY/mean`` per Dict key."""
+    if not venv.norm_obs:
+        return
+    if isinstance(venv.obs_rms, dict):
+        for key, rms in venv.obs_rms.items():
+            tensors[f"norm/obs/{key}/mean"] = torch.as_tensor(rms.mean)
+            tensors[f"norm/obs/{key}/var"] = torch.as_tensor(rms.var)
+        meta["obs_count"] = {k: float(r.count) for k, r in venv.obs_rms.items()}
+    else:
+        tensors["norm/obs_mean"] = torch.as_tensor(venv.obs_rms.mean)
+        tensors["norm/obs_var"] = torch.as_tensor(venv.obs_rms.var)
+        meta["obs_count"] = float(venv.obs_rms.count)
+
+
+def load_obs_stats(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> RunningMeanStd | dict[str, RunningMeanStd] | None:
+    """The statistics :func:`save_obs_stats` wrote; None when none were saved."""
+    def rms(prefix: str, count: float) -> RunningMeanStd:
+        r = RunningMeanStd(shape=tuple(tensors[prefix + "mean"].shape))
+        r.mean, r.var, r.count = tensors[prefix + "mean"].numpy().copy(), tensors[prefix + "var"].numpy().copy(), count
+        return r
+    if "norm/obs_mean" in tensors:
+        return rms("norm/obs_", float(meta["obs_count"]))
+    counts = meta.get("obs_count")
+    if isinstance(counts, dict):
+        return {k: rms(f"norm/obs/{k}/", c) for k, c in counts.items()}
+    return None
+
+
+def normalize(obs: Any, stats: RunningMeanStd | dict[str, RunningMeanStd], norm: dict[str, Any]) -> Any:
+    """``VecNormalize.normalize_obs`` without a vec env (evaluation): the same clip and epsilon."""
+    def one(x: Any, r: RunningMeanStd) -> np.ndarray:
+        return np.clip((x - r.mean) / np.sqrt(r.var + norm["epsilon"]), -norm["clip_obs"], norm["clip_obs"]).astype(np.float32)
+    if isinstance(stats, dict):
+        return {k: one(v, stats[k]) if k in stats else v for k, v in obs.items()}
+    return one(obs, stats)
