@@ -6,7 +6,7 @@ import difflib
 import logging
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -109,14 +109,19 @@ class EnvConfig(BaseModel):
 
 
 class AgentConfig(_Section):
-    """Backend-neutral hyperparameters; both backends map these names onto their own."""
+    """Backend-neutral hyperparameters; both backends map these names onto their own.
+
+    Each algorithm accepts the shared keys plus its own (:data:`ALGO_KEYS`); :func:`check_algorithm` refuses
+    another algorithm's key given for a new run, and an algorithm that does not fit the action space.
+    """
 
     backend: Literal["sb3", "rllib"] = "sb3"
     """Which backend trains: ``sb3`` on one machine, ``rllib`` on a Ray cluster."""
-    algo: Literal["ppo", "a2c"] = "ppo"
-    """Policy-gradient algorithm."""
+    algo: Literal["ppo", "a2c", "sac", "td3"] = "ppo"
+    """Algorithm: on-policy ``ppo``, ``a2c`` (any action space); off-policy ``sac``, ``td3`` (Box actions only,
+    SB3 backend). A config's ``algos:`` map gives each algorithm its own hyperparameters."""
     learning_rate: float | None = Field(default=None, gt=0)
-    """Optimiser step size; None takes the algorithm's default (PPO 3e-4, A2C 7e-4)."""
+    """Optimiser step size; None takes the algorithm's default (PPO 3e-4, A2C 7e-4, SAC 3e-4, TD3 1e-3)."""
     lr_schedule: Literal["constant", "linear"] = "constant"
     """``linear`` anneals the learning rate to 0 over the run."""
     gamma: float = Field(default=0.99, gt=0, le=1)
@@ -125,14 +130,15 @@ class AgentConfig(_Section):
     """GAE λ."""
     n_steps: int | None = Field(default=None, gt=0)
     """Steps collected per env before each update; None takes the algorithm's default (PPO 2048, A2C 5)."""
-    batch_size: int = Field(default=64, gt=0)
-    """Minibatch size for PPO updates."""
+    batch_size: int | None = Field(default=None, gt=0)
+    """Minibatch size of PPO, SAC and TD3 updates; None takes the algorithm's default (PPO 64, SAC/TD3 256)."""
     n_epochs: int = Field(default=10, gt=0)
     """PPO epochs over each rollout."""
     clip_range: float = Field(default=0.2, gt=0)
     """PPO clipping range."""
-    ent_coef: float = Field(default=0.0, ge=0)
-    """Entropy bonus weight."""
+    ent_coef: float | Literal["auto"] | None = None
+    """PPO/A2C: entropy bonus weight (None: 0). SAC: entropy coefficient α, or ``auto`` to learn it towards
+    ``target_entropy`` (None: ``auto``, starting at 1.0)."""
     vf_coef: float = Field(default=0.5, ge=0)
     """Value-loss weight."""
     max_grad_norm: float = Field(default=0.5, gt=0)
@@ -151,6 +157,30 @@ class AgentConfig(_Section):
     """Scale rewards by a running estimate of the return's std."""
     policy: Literal["auto", "mlp", "cnn", "multi"] = "auto"
     """Network family; ``auto`` picks cnn for images, multi for Dict spaces, mlp otherwise."""
+    buffer_size: int = Field(default=1_000_000, gt=0)
+    """SAC/TD3: replay buffer capacity in transitions (memory: capacity × (2 × observation + action) floats)."""
+    learning_starts: int = Field(default=100, ge=0)
+    """SAC/TD3: env steps of uniform-random actions before the first update."""
+    train_freq: int = Field(default=1, gt=0)
+    """SAC/TD3: vector-env steps between updates (each one is ``train.num_envs`` env steps)."""
+    gradient_steps: int = Field(default=1, ge=-1)
+    """SAC/TD3: gradient steps per update; -1 takes one per env step collected (``train_freq × num_envs``)."""
+    tau: float = Field(default=0.005, gt=0, le=1)
+    """SAC/TD3: Polyak coefficient of the target networks' soft update."""
+    target_update_interval: int = Field(default=1, gt=0)
+    """SAC: gradient steps between target-network updates."""
+    target_entropy: float | Literal["auto"] = "auto"
+    """SAC: the entropy ``ent_coef: auto`` aims for; ``auto`` is −(action dimensions)."""
+    action_noise: Literal["none", "normal", "ornstein_uhlenbeck"] | None = None
+    """SAC/TD3: exploration noise added to actions; None takes ``normal`` for TD3 and ``none`` for SAC."""
+    action_noise_std: float = Field(default=0.1, gt=0)
+    """SAC/TD3: standard deviation of ``action_noise``, in units of the [-1, 1]-scaled action."""
+    policy_delay: int = Field(default=2, gt=0)
+    """TD3: critic updates per actor (and target) update."""
+    target_policy_noise: float = Field(default=0.2, ge=0)
+    """TD3: std of the smoothing noise added to target actions."""
+    target_noise_clip: float = Field(default=0.5, ge=0)
+    """TD3: clip of the target smoothing noise."""
 
     @field_validator("net_arch")
     @classmethod
@@ -190,6 +220,9 @@ class TrainConfig(_Section):
     """How many periodic checkpoints to keep."""
     log_every: int = Field(default=10_000, gt=0)
     """Steps between log lines when the progress bar is off."""
+    checkpoint_replay: bool = True
+    """SAC/TD3: store the replay buffer in every checkpoint (as tensors), so a resume is exact. ``false`` keeps
+    checkpoints small for very large buffers; a resume then starts with an empty buffer and is not exact."""
 
 
 class EvalConfig(_Section):
@@ -236,6 +269,83 @@ class RunConfig(_Section):
 
 SECTIONS: dict[str, type[BaseModel]] = {"env": EnvConfig, "agent": AgentConfig, "train": TrainConfig,
                                         "eval": EvalConfig, "rllib": RLlibSection}
+
+
+SHARED_AGENT_KEYS = ("backend", "algo", "learning_rate", "lr_schedule", "gamma", "net_arch", "activation",
+                     "normalize_obs", "normalize_reward", "policy")
+"""``agent:`` keys every algorithm accepts."""
+_ON_POLICY = ("n_steps", "batch_size", "n_epochs", "clip_range", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm",
+              "log_std_init", "ortho_init")
+_OFF_POLICY = ("batch_size", "buffer_size", "learning_starts", "train_freq", "gradient_steps", "tau", "action_noise",
+               "action_noise_std")
+ALGO_KEYS: dict[str, tuple[str, ...]] = {
+    "ppo": _ON_POLICY,
+    "a2c": _ON_POLICY,  # A2C ignores batch_size, n_epochs and clip_range, as it always has
+    "sac": (*_OFF_POLICY, "ent_coef", "target_update_interval", "target_entropy"),
+    "td3": (*_OFF_POLICY, "policy_delay", "target_policy_noise", "target_noise_clip"),
+}
+"""The ``agent:`` keys each algorithm accepts beyond :data:`SHARED_AGENT_KEYS`."""
+CONTINUOUS_ONLY = ("sac", "td3")
+"""Algorithms that need a Box action space."""
+
+
+def select_algo(raw: dict[str, Any], algo: str | None, source: str) -> None:
+    """Merge the chosen algorithm's entry of a config's ``algos:`` map over its sections, in place.
+
+    ``algos: {sac: {agent: {...}, train: {...}}}`` gives each algorithm its own tuned settings in one file;
+    the entry of ``algo`` (the ``--algo`` flag, else ``agent.algo``, else ppo) wins over the file's sections,
+    and the command line wins over both. The map itself is removed: a resolved config holds no ``algos``.
+    """
+    algos = raw.pop("algos", None)
+    if algos is None:
+        return
+    if not isinstance(algos, dict):
+        raise UserError(f"{source}: 'algos' must map an algorithm to its sections, e.g. algos: {{sac: {{agent: "
+                        f"{{tau: 0.01}}}}}}, got {type(algos).__name__}")
+    names = list(get_args(AgentConfig.model_fields["algo"].annotation))
+    for name, entry in algos.items():
+        if name not in names:
+            raise UserError(f"{source}: unknown algorithm 'algos.{name}'; {_suggest(str(name), names)}"
+                            f"expected one of {', '.join(names)}")
+        if not isinstance(entry, dict) or not all(isinstance(v, dict) for v in entry.values()):
+            raise UserError(f"{source}: 'algos.{name}' must map sections to settings, e.g. {{agent: {{tau: 0.01}}}}")
+    agent: dict[str, Any] = raw["agent"] if isinstance(raw.get("agent"), dict) else {}
+    chosen = algos.get(algo or agent.get("algo") or "ppo") or {}
+    for section, values in chosen.items():
+        if not isinstance(raw.get(section, {}), dict):
+            raise UserError(f"{source}: section {section!r} must be a mapping of settings")
+        raw.setdefault(section, {}).update(values)
+
+
+def check_algorithm(cfg: RunConfig, action_space: Any) -> None:
+    """Refuse, for a new run, an algorithm that does not fit the action space or a key it does not take.
+
+    Only keys that were given (YAML, ``algos:`` entry, command line) count; defaults never do.
+
+    Raises:
+        UserError: one line that names the algorithm and the keys it accepts, or the fix for the action space.
+    """
+    import gymnasium as gym
+
+    a = cfg.agent
+    name = a.algo.upper()
+    if a.algo in CONTINUOUS_ONLY and not isinstance(action_space, gym.spaces.Box):
+        raise UserError(f"{name} needs a continuous (Box) action space; `--env {cfg.env.id}` has {action_space}: "
+                        "use `--algo ppo`")
+    if a.ent_coef == "auto" and a.algo != "sac":
+        raise UserError(f"agent.ent_coef: auto is SAC's learned entropy coefficient; {name} takes a number "
+                        "(the entropy bonus weight, e.g. 0.01)")
+    if a.backend != "sb3" or a.algo not in ALGO_KEYS:
+        return  # the other backends refuse what they cannot map themselves
+    accepted = ALGO_KEYS[a.algo]
+    foreign = sorted(k for k in a.model_fields_set if k not in SHARED_AGENT_KEYS and k not in accepted)
+    if foreign:
+        owners = sorted({o.upper() for o, keys in ALGO_KEYS.items() for k in foreign if k in keys})
+        raise UserError(f"--algo {a.algo} does not take {', '.join('agent.' + k for k in foreign)} "
+                        f"(a key of {'/'.join(owners)}); remove it or use that algorithm. {name} accepts: "
+                        f"{', '.join(SHARED_AGENT_KEYS + accepted)}")
+    if "target_entropy" in a.model_fields_set and isinstance(a.ent_coef, float):
+        raise UserError("agent.target_entropy applies only with agent.ent_coef: auto (a learned α); remove one")
 
 
 def _suggest(word: str, options: list[str]) -> str:

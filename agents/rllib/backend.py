@@ -115,7 +115,7 @@ def build_algo_config(cfg: RunConfig, seed: int, spaces: tuple[gym.Space, gym.Sp
     spaces = spaces or probe_spaces(cfg)
     a, r = cfg.agent, cfg.rllib
     if a.algo != "ppo":
-        raise UserError(f"--backend rllib supports --algo ppo, got {a.algo!r}; use --backend sb3 for A2C")
+        raise UserError(f"--backend rllib supports --algo ppo, got {a.algo!r}; use --backend sb3 for A2C, SAC or TD3")
     runners = r.num_env_runners
     per_runner = r.envs_per_runner or max(1, cfg.train.num_envs // max(1, runners))
     n_steps = a.n_steps or 2048
@@ -131,8 +131,8 @@ def build_algo_config(cfg: RunConfig, seed: int, spaces: tuple[gym.Space, gym.Sp
                   num_gpus_per_learner=1 if cfg.train.device == "cuda" else 0)
         .training(lr=schedule if a.lr_schedule == "linear" else lr, gamma=a.gamma,
                   lambda_=a.gae_lambda, train_batch_size_per_learner=n_steps * cfg.train.num_envs,
-                  minibatch_size=a.batch_size, num_epochs=a.n_epochs, clip_param=a.clip_range,
-                  entropy_coeff=a.ent_coef, vf_loss_coeff=a.vf_coef, grad_clip=a.max_grad_norm,
+                  minibatch_size=a.batch_size or 64, num_epochs=a.n_epochs, clip_param=a.clip_range,
+                  entropy_coeff=float(a.ent_coef or 0.0), vf_loss_coeff=a.vf_coef, grad_clip=a.max_grad_norm,
                   use_kl_loss=False, vf_clip_param=float("inf"))
         .rl_module(model_config=_model_config(cfg, spaces[1]))
         .fault_tolerance(restart_failed_env_runners=True)

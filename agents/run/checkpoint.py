@@ -210,7 +210,7 @@ class CheckpointHeader:
     Attributes:
         format: :data:`FORMAT`.
         backend: the backend that wrote it (``sb3``, ``rllib``).
-        algo: the algorithm (``ppo``, ``a2c``).
+        algo: the algorithm (``ppo``, ``a2c``, ``sac``, ``td3``).
         num_timesteps: the global env step it was written at.
         seed: the run's seed.
         observation_space: the observation space as :func:`space_to_json` writes it.
@@ -275,11 +275,27 @@ _EXTRA: dict[str, tuple[str, Any]] = {  # backend-specific fields, checked when 
     "normalize": ("an object or null", lambda v: v is None or isinstance(v, dict)),
     "env_states": ("a list or null", lambda v: v is None or isinstance(v, list)),
     "ep_info_buffer": ("a list", lambda v: isinstance(v, list)),
+    "optimizers": ("an object (optimiser name -> {'param_groups': list, 'state': object})",
+                   lambda v: isinstance(v, dict) and all(isinstance(o, dict) and isinstance(o.get("param_groups"), list)
+                                                         and isinstance(o.get("state"), dict) for o in v.values())),
+    "off_policy": ("an object with 'episode_num' (integer), 'action_space_rng' (object) and 'replay' (object with "
+                   "integer 'pos', 'n', 'buffer_size', 'n_envs' and boolean 'full', or null)", lambda v: _off_policy(v)),
 }
 _EXTRA_OVERRIDES: dict[str, dict[str, tuple[str, Any]]] = {  # RLlib keys its optimiser state by optimiser name
     "rllib": {"optimizer": ("an object (optimiser name -> state) or null", lambda v: v is None or isinstance(v, dict))},
 }
 _REQUIRED_EXTRA = {"sb3": ("n_updates", "optimizer", "rng")}
+_REQUIRED_ALGO_EXTRA = {("sb3", "sac"): ("optimizers", "off_policy"), ("sb3", "td3"): ("optimizers", "off_policy")}
+"""Fields an algorithm's checkpoint must carry beyond its backend's (SAC/TD3: every optimiser, the replay state)."""
+
+
+def _off_policy(v: Any) -> bool:
+    if not (isinstance(v, dict) and _is_int(v.get("episode_num")) and isinstance(v.get("action_space_rng"), dict)):
+        return False
+    r = v.get("replay")
+    return r is None or (isinstance(r, dict) and all(_is_int(r.get(k)) and r[k] >= 0
+                                                     for k in ("pos", "n", "buffer_size", "n_envs"))
+                         and isinstance(r.get("full"), bool) and r["n"] <= r["buffer_size"])
 
 
 def parse_header(meta: Any, where: Path | str) -> CheckpointHeader:
@@ -313,7 +329,8 @@ def parse_header(meta: Any, where: Path | str) -> CheckpointHeader:
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as e:
             raise _corrupted(where, f"field {name!r} is not a space description ({type(e).__name__}: {e})") from e
     extra = {k: v for k, v in meta.items() if k not in _CHECKS}
-    for name in _REQUIRED_EXTRA.get(values["backend"], ()):
+    for name in (*_REQUIRED_EXTRA.get(values["backend"], ()),
+                 *_REQUIRED_ALGO_EXTRA.get((values["backend"], values["algo"]), ())):
         if name not in extra:
             raise _corrupted(where, f"field {name!r} is missing (expected {_EXTRA[name][0]})")
     for name, (expected, ok) in {**_EXTRA, **_EXTRA_OVERRIDES.get(values["backend"], {})}.items():

@@ -15,7 +15,16 @@ from typing import Any
 
 import envs
 from agents import get_backend
-from agents.config import RunConfig, apply_override, dump, load_yaml, validate
+from agents.config import (
+    CONTINUOUS_ONLY,
+    RunConfig,
+    apply_override,
+    check_algorithm,
+    dump,
+    load_yaml,
+    select_algo,
+    validate,
+)
 from agents.errors import EnvFailure, UserError
 from agents.run import cli
 from agents.run.envfactory import check_env_kwargs, import_packages, is_image_space, probe_spaces
@@ -36,10 +45,12 @@ def versions() -> dict[str, str]:
     return out
 
 
-def space_defaults(obs_space: Any, act_space: Any) -> dict[str, Any]:
-    """Hyperparameters that suit the spaces, for envs without a config file."""
+def space_defaults(obs_space: Any, act_space: Any, algo: str = "ppo") -> dict[str, Any]:
+    """Hyperparameters that suit the spaces and the algorithm, for envs without a config file."""
     import gymnasium as gym
 
+    if algo in CONTINUOUS_ONLY:  # SB3's own SAC/TD3 networks
+        return {"agent": {"net_arch": [256, 256] if algo == "sac" else [400, 300], "activation": "relu"}}
     if is_image_space(obs_space):
         return {"agent": {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "learning_rate": 2.5e-4,
                           "ent_coef": 0.01, "clip_range": 0.1}}
@@ -81,6 +92,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             raw, source = load_yaml(default), str(default)
         elif spec.config is not None:
             raw, source = copy.deepcopy(spec.config), f"the config registered with {spec.name!r}"
+    select_algo(raw, args.algo, source)
     raw.setdefault("env", {})
     if not isinstance(raw["env"], dict):
         raise UserError(f"{source}: section 'env' must be a mapping, got {type(raw['env']).__name__}")
@@ -96,8 +108,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     check_env_kwargs(cfg)
     obs_space, act_space = probe_spaces(cfg)  # bad adapter arguments fail here, as one line
     if source == "command line":  # no config file: choose hyperparameters from the spaces
-        merged = _deep_merge(space_defaults(obs_space, act_space), raw)
+        merged = _deep_merge(space_defaults(obs_space, act_space, cfg.agent.algo), raw)
         cfg = validate(merged, source)
+    check_algorithm(cfg, act_space)
     return cfg
 
 

@@ -107,7 +107,7 @@ class _Tick(BaseCallback):
 class SB3Backend(Backend):
     """PPO or A2C from stable-baselines3 behind the nondiff :class:`~agents.Backend` interface."""
 
-    def __init__(self, cfg: RunConfig, seed: int, model: PPO | A2C | None, policy: Any, norm: dict[str, Any] | None,
+    def __init__(self, cfg: RunConfig, seed: int, model: BaseAlgorithm | None, policy: Any, norm: dict[str, Any] | None,
                  spaces: tuple[gym.Space, gym.Space]) -> None:
         self.cfg, self.seed, self.model, self.policy = cfg, seed, model, policy
         self._step = 0  # the checkpoint's step when there is no model (evaluation)
