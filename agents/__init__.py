@@ -27,6 +27,7 @@ __all__ = ["BACKENDS", "Backend", "CheckpointError", "UserError", "get_backend"]
 BACKENDS: dict[str, str] = {
     "sb3": "agents.sb3.backend:SB3Backend",
     "rllib": "agents.rllib.backend:RLlibBackend",
+    "blackbox": "agents.blackbox.backend:BlackBoxBackend",
 }
 
 
@@ -74,6 +75,14 @@ class Backend(ABC):
     def load(cls, path: Path, cfg: RunConfig, *, trust: bool = False, for_training: bool = False,
              seed: int = 0) -> Self:
         """Restore from a checkpoint: policy only for evaluation, everything for training."""
+
+    def bind_env(self, env: Any) -> None:  # noqa: B027 - optional hook
+        """Called with the env :meth:`predict` will act in (evaluation); a backend that answers from the env's
+        state rather than the observation alone (``blackbox``) keeps it."""
+
+    def eval_report(self) -> dict[str, float]:
+        """Extra scalars of the evaluation since :meth:`bind_env` (``blackbox``: forward calls per instance)."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release envs and workers."""

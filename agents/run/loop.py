@@ -74,9 +74,10 @@ def train(backend: Backend, session: Session) -> int:
 def _evaluate(backend: Backend, session: Session, env: Any, step: int) -> None:
     """One periodic evaluation: ``eval/…`` scalars, evaluations.jsonl and ``best/`` when it is the best."""
     cfg = session.cfg
+    backend.bind_env(env)
     result = run_episodes(env, lambda o: backend.predict(o, deterministic=cfg.eval.deterministic),
                           cfg.eval.episodes, seed=backend.seed + EVAL_SEED_OFFSET)
     summary = summarise(result)
-    session.log(eval_scalars(summary), step)
+    session.log({**eval_scalars(summary), **{f"eval/{k}": v for k, v in backend.eval_report().items()}}, step)
     if session.record_eval(step, summary):
         backend.save(session.run.best, {"eval": summary})

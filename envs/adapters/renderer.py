@@ -321,6 +321,12 @@ class RendererEnv(gym.Env):
             info["episode_metrics"] = {"iou": iou, "param_error": self._param_error(self._params)}
         return self._obs(), float(reward), False, truncated, info
 
+    def action_towards(self, x: np.ndarray) -> np.ndarray:
+        """The action that moves the estimate towards normalised ``x`` (rotation the short way round)."""
+        d = (np.asarray(x, dtype=np.float64) - self._params).reshape(self.n_shapes, len(PARAMS))
+        d[:, 3] = (d[:, 3] + 0.5) % 1.0 - 0.5
+        return np.clip(d.ravel() / self.step_size, -1.0, 1.0).astype(np.float32)
+
     def render(self) -> np.ndarray | None:  # type: ignore[override]
         """Target (left) and current render (right), enlarged to about 256 px, as ``uint8[H, W, 3]``."""
         if self.render_mode != "rgb_array":

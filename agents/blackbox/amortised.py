@@ -1,0 +1,65 @@
+"""``--algo amortised``: a network trained on synthetic (data → params) pairs from the prior, one pass per answer.
+
+Supervised amortised inversion: each training round draws ``blackbox.batch`` instances from the prior (one
+counted forward call each), adds them to the bank, and fits an MLP from the data's features (and the
+instance's context) to the normalised parameters for ``blackbox.epochs`` epochs. An answer costs no forward
+call, plus ``blackbox.refine_calls`` CMA-ES calls when refinement is on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents.blackbox.common import PairBank, Standardiser, Strategy, fit, mlp, refine
+
+if TYPE_CHECKING:
+    from agents.config import BlackBoxSection
+    from envs.inverse import Instance, InverseProblem
+
+
+class AmortisedStrategy(Strategy):
+    """An inverse network ``features(data), context → params`` (sigmoid output, in the unit box)."""
+
+    def __init__(self, problem: InverseProblem, cfg: BlackBoxSection, seed: int) -> None:
+        super().__init__(problem, cfg, seed)
+        probe = problem.sample_instance(np.random.default_rng(seed))  # sizes; one counted call
+        self.n_feat = len(problem.features(probe.data)) + len(problem.context_features(probe.context))
+        torch.manual_seed(seed)
+        self.norm = Standardiser(self.n_feat)
+        self.net = nn.Sequential(self.norm, mlp(self.n_feat, cfg.hidden, problem.param_dim), nn.Sigmoid())
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
+        self.bank = PairBank()
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def _inputs(self, c: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        return torch.cat([f, c], dim=1)
+
+    def train_round(self, rng: np.random.Generator) -> dict[str, float]:
+        """Draw ``batch`` prior pairs, refit the standardiser, train ``epochs`` epochs."""
+        self.bank.draw(self.problem, self.cfg.batch, rng)
+        x, c, f = self.bank.tensors()
+        inputs = self._inputs(c, f)
+        self.norm.fit(inputs)
+        loss = fit(self.net, inputs, x, self.opt, self.cfg.epochs, self.cfg.minibatch, self.gen)
+        return {"train/loss": loss, "train/pairs": float(len(x))}
+
+    def predict_params(self, instance: Instance) -> np.ndarray:
+        """The network's answer (no forward call)."""
+        feats = np.concatenate([self.problem.features(instance.data), self.problem.context_features(instance.context)])
+        with torch.no_grad():
+            return self.net(torch.as_tensor(feats[None], dtype=torch.float32))[0].double().numpy()
+
+    def solve(self, instance: Instance, rng: np.random.Generator) -> np.ndarray:
+        """The network's answer, refined by CMA-ES when ``refine_calls`` > 0."""
+        return refine(self.problem, instance, self.predict_params(instance), self.cfg, int(rng.integers(2**31)))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {**{f"net/{k}": v for k, v in self.net.state_dict().items()}, **self.bank.state("bank")}
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net/")})
+        self.bank.load(tensors, "bank")
