@@ -115,9 +115,10 @@ class AgentConfig(_Section):
     another algorithm's key given for a new run, and an algorithm that does not fit the action space.
     """
 
-    backend: Literal["sb3", "rllib"] = "sb3"
-    """Which backend trains: ``sb3`` on one machine, ``rllib`` on a Ray cluster."""
-    algo: Literal["ppo", "a2c", "sac", "td3"] = "ppo"
+    backend: Literal["sb3", "rllib", "blackbox"] = "sb3"
+    """Which backend trains: ``sb3`` on one machine, ``rllib`` on a Ray cluster, ``blackbox`` the inverse-problem
+    strategies (``--algo cma|amortised|surrogate``, settings in ``blackbox:``)."""
+    algo: Literal["ppo", "a2c", "sac", "td3", "cma", "amortised", "surrogate"] = "ppo"
     """Algorithm: on-policy ``ppo``, ``a2c`` (any action space); off-policy ``sac``, ``td3`` (Box actions only,
     SB3 backend). A config's ``algos:`` map gives each algorithm its own hyperparameters."""
     learning_rate: float | None = Field(default=None, gt=0)
@@ -181,6 +182,14 @@ class AgentConfig(_Section):
     """TD3: std of the smoothing noise added to target actions."""
     target_noise_clip: float = Field(default=0.5, ge=0)
     """TD3: clip of the target smoothing noise."""
+
+    @model_validator(mode="after")
+    def _blackbox_algo(self) -> AgentConfig:
+        strategies = ("cma", "amortised", "surrogate")
+        if (self.backend == "blackbox") != (self.algo in strategies):
+            raise ValueError(f"--backend blackbox runs --algo {'|'.join(strategies)}, and only it does; got backend "
+                             f"{self.backend!r} with algo {self.algo!r}")
+        return self
 
     @field_validator("net_arch")
     @classmethod
@@ -255,6 +264,47 @@ class RLlibSection(_Section):
     """Passed to ``AlgorithmConfig.update_from_dict`` as is."""
 
 
+class BlackBoxSection(_Section):
+    """Settings of the black-box strategies (``--backend blackbox``); ``train.timesteps`` counts forward calls."""
+
+    calls_per_instance: int = Field(default=200, gt=0)
+    """``cma``: forward-call budget of CMA-ES per instance."""
+    sigma0: float = Field(default=0.2, gt=0)
+    """``cma``: initial CMA-ES step size, in normalised parameter units."""
+    popsize: int | None = Field(default=None, gt=1)
+    """``cma``: CMA-ES population size; None takes the ``cma`` package's default (4 + 3 ln n)."""
+    refine_calls: int = Field(default=0, ge=0)
+    """``amortised``/``surrogate``: CMA-ES calls that refine the answer on the real black box (0: none)."""
+    refine_sigma: float = Field(default=0.05, gt=0)
+    """Initial step size of that refinement."""
+    batch: int = Field(default=256, gt=0)
+    """``amortised``/``surrogate``: prior draws (one forward call each) added per training round."""
+    epochs: int = Field(default=20, gt=0)
+    """``amortised``/``surrogate``: epochs over the whole bank of pairs per training round."""
+    minibatch: int = Field(default=128, gt=0)
+    """Minibatch size of the network updates."""
+    hidden: list[int] = Field(default_factory=lambda: [256, 256])
+    """Hidden layer sizes of the inverse network or the surrogate."""
+    learning_rate: float = Field(default=1e-3, gt=0)
+    """Adam step size of the network updates."""
+    starts: int = Field(default=8, gt=0)
+    """``surrogate``: starting points of the descent (the first guess and prior draws); one real call each."""
+    gd_steps: int = Field(default=200, ge=0)
+    """``surrogate``: Adam steps on the misfit through the frozen surrogate (0 disables the gradient step)."""
+    gd_lr: float = Field(default=0.02, gt=0)
+    """``surrogate``: step size of that descent, in normalised parameter units."""
+    grad_checks: int = Field(default=4, ge=0)
+    """``surrogate``: prior points per round where the surrogate's gradient is checked against finite
+    differences of the real black box (3 calls each)."""
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_hidden(cls, v: list[int]) -> list[int]:
+        if not v or any(n <= 0 for n in v):
+            raise ValueError("blackbox.hidden must be a non-empty list of positive layer sizes, e.g. [256, 256]")
+        return v
+
+
 class RunConfig(_Section):
     """A whole run: what ``configs/<env>.yaml`` holds and what the run directory stores resolved."""
 
@@ -263,12 +313,14 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     rllib: RLlibSection = Field(default_factory=RLlibSection)
+    blackbox: BlackBoxSection = Field(default_factory=BlackBoxSection)
     meta: dict[str, Any] = Field(default_factory=dict)
-    """Written by nondiff: versions, command line, the seed that was drawn. Ignored on input."""
+    """Written by nondiff: package versions, the seed (drawn when none was given), the config file and the step
+    the run started from; the command lines are in command.txt. Ignored on input."""
 
 
 SECTIONS: dict[str, type[BaseModel]] = {"env": EnvConfig, "agent": AgentConfig, "train": TrainConfig,
-                                        "eval": EvalConfig, "rllib": RLlibSection}
+                                        "eval": EvalConfig, "rllib": RLlibSection, "blackbox": BlackBoxSection}
 
 
 SHARED_AGENT_KEYS = ("backend", "algo", "learning_rate", "lr_schedule", "gamma", "net_arch", "activation",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -26,7 +26,6 @@ class EnvSpec:
         name: the short name used with ``--env``.
         gym_id: the Gymnasium id it is registered under.
         entry_point: ``"module:Class"``.
-        kwargs: default keyword arguments for the adapter.
         max_episode_steps: the time limit Gymnasium wraps the env in.
         config: an optional default run config (a mapping shaped like ``configs/*.yaml``).
     """
@@ -34,7 +33,6 @@ class EnvSpec:
     name: str
     gym_id: str
     entry_point: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
     max_episode_steps: int | None = None
     config: dict[str, Any] | None = None
     source: str = "nondiff"
@@ -132,7 +130,7 @@ def register(
     gym_id = name if "/" in name or name.endswith(("-v0", "-v1")) else f"nondiff/{name}-v0"
     if name in BUILTIN:
         raise ValueError(f"env name {name!r} is a built-in nondiff adapter; register yours under another name")
-    spec = EnvSpec(name, gym_id, entry_point, dict(kwargs or {}), max_episode_steps, config, "register()")
+    spec = EnvSpec(name, gym_id, entry_point, max_episode_steps, config, "register()")
     _SPECS[name] = spec
     if gym_id not in gym.registry:
         gym.register(id=gym_id, entry_point=entry_point, kwargs=dict(kwargs or {}),
@@ -141,7 +139,7 @@ def register(
 
 
 for _name, (_gym_id, _entry, _limit) in BUILTIN.items():
-    _SPECS[_name] = EnvSpec(_name, _gym_id, _entry, {}, _limit)
+    _SPECS[_name] = EnvSpec(_name, _gym_id, _entry, _limit)
     if _gym_id not in gym.registry:
         gym.register(id=_gym_id, entry_point=_entry, max_episode_steps=_limit)
 
@@ -183,7 +181,7 @@ def resolve(name: str) -> EnvSpec:
         return EnvSpec(name, _gym_id_for(name), name)
     if name in gym.registry:
         env_spec = gym.registry[name]
-        return EnvSpec(name, name, str(env_spec.entry_point), {}, env_spec.max_episode_steps)
+        return EnvSpec(name, name, str(env_spec.entry_point), env_spec.max_episode_steps)
     candidates = known_names() + sorted(_PLUGINS) + [k for k in gym.registry if not k.startswith("nondiff/")]
     close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""

@@ -138,7 +138,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
             seed = int(cfg.train.seed if cfg.train.seed is not None else 0)
             backend = get_backend(cfg.agent.backend).load(ckpt, cfg, trust=args.trust_checkpoint, for_training=True,
                                                          seed=seed)
-            _say(args, f"resuming {run.path} from {ckpt.name} at step {start:,}")
+            _say(f"resuming {run.path} from {ckpt.name} at step {start:,}")
             return _run(args, argv, run, cfg, backend, start, seed)
     cfg = build_config(args)
     if cfg.train.seed is None:
@@ -170,7 +170,7 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
         trust.sign(run, data)
         run.write_command(argv)
         logdir = run.path.parent.parent if (not args.resume and not args.run_dir) else run.path
-        _say(args, f"run directory: {run.path}\nwatch it with:  tensorboard --logdir {logdir}")
+        _say(f"run directory: {run.path}\nwatch it with:  tensorboard --logdir {logdir}")
         step, interrupted = start, None
         with Session(cfg, run, start_step=start, total_steps=cfg.train.timesteps, quiet=args.quiet) as session:
             try:
@@ -196,7 +196,7 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
               f"resume with:  python train.py --resume {run.path}")
         return 0
     best = f"; best eval mean_reward {session.best_reward:.2f}" if session.best_reward > float("-inf") else ""
-    _say(args, f"done: {step:,} steps{best}\nevaluate with:  python evaluate.py {run.path}")
+    _say(f"done: {step:,} steps{best}\nevaluate with:  python evaluate.py {run.path}")
     return 0
 
 
@@ -222,7 +222,7 @@ def _report(args: argparse.Namespace, code: int, line: str) -> int:
     return code
 
 
-def _say(args: argparse.Namespace, text: str) -> None:
+def _say(text: str) -> None:
     print(text, flush=True)
 
 
@@ -271,6 +271,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                             "PATH.mp4 instead") from e
         raise UserError(f"env {cfg.env.id!r} could not be created: {e}") from e
     check_spaces(meta, env.observation_space, env.action_space, f"evaluate {path}")
+    backend.bind_env(env)
     frames: list[Any] = []
     seed = args.seed if args.seed is not None else 10_000
     try:
@@ -279,6 +280,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         if figure and not args.video:  # render one episode, not all of them
             run_episodes(env, lambda o: backend.predict(o, deterministic=not args.stochastic), 1, seed,
                          on_frame=frames.append)
+        report = backend.eval_report()  # before the baseline: e.g. forward calls per instance of the policy
         baseline = run_episodes(env, random_policy(env.action_space, seed), args.episodes, seed)
     except Exception as e:
         cause = _caused_by(e, gym_error())  # the Guard may wrap the window's error in its own
@@ -300,7 +302,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
            "random": {k: baseline[k] for k in ("mean_reward", "std_reward", "min_reward", "max_reward",
                                                "mean_length", "success_rate")},
            "metrics": result["metrics"], "random_metrics": baseline["metrics"],
-           "step": meta.get("num_timesteps")}
+           "step": meta.get("num_timesteps"), **report}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return out

@@ -59,3 +59,16 @@ def test_registration_holds_in_fresh_worker_processes(method):
     shape = queue.get(timeout=60)
     proc.join(60)
     assert proc.exitcode == 0 and shape == (14,)
+
+
+def test_module_names_from_before_the_layout_change_still_load():
+    import importlib
+
+    import envs.adapters.robot
+    import envs.bridge.sdk
+
+    assert importlib.import_module("envs.robot") is envs.adapters.robot
+    assert importlib.import_module("envs.sdk") is envs.bridge.sdk
+    env = envs.make("envs.robot:RobotEnv", max_episode_steps=5)  # a module:Class name written in an old config
+    assert type(env.unwrapped) is envs.adapters.robot.RobotEnv
+    env.close()
