@@ -167,8 +167,8 @@ def test_huge_declared_length_is_refused_without_allocating():
     peer.sendall(b"\xff\xff\xff\xff")
     t = time.monotonic()
     with pytest.raises(P.ProtocolError, match="over the"):
-        P.recv(chan, timeout=1.0)
-    assert time.monotonic() - t < 1.0
+        P.recv(chan, timeout=30.0)
+    assert time.monotonic() - t < 10.0  # refused on the length field, not after waiting out the 30 s deadline
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024  # KiB
 
 
