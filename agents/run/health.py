@@ -83,7 +83,16 @@ class EnvHealth:
         say: prints one console line (see :class:`FaultReporter`); None: silent.
     """
 
+    RATE = 0.01
+    """A fault kind on more than this share of the steps of one period gets a console warning (once)."""
+    PERIOD = 1000
+    """Steps (summed over the vector envs) per rate period."""
+
     def __init__(self, say: Callable[[str], None] | None = None) -> None:
+        self.say = say
+        self._period_steps = 0
+        self._period: dict[str, int] = {}
+        self._warned: set[str] = set()
         self.restarts = 0
         self.budgeted_restarts = 0
         self.budget: int | None = None
@@ -98,6 +107,7 @@ class EnvHealth:
             items = list(infos) if isinstance(infos, (list, tuple)) else []
         except Exception:
             items = []
+        self._period_steps += len(items)
         for info in items:
             if not isinstance(info, dict):
                 continue
@@ -108,10 +118,26 @@ class EnvHealth:
                 self._count(fault)
         if self.reporter is not None:
             self.reporter.tick()
+        if self._period_steps >= self.PERIOD:
+            self._check_rates()
+
+    def _check_rates(self) -> None:
+        """Warn once per kind whose faults exceeded :attr:`RATE` of the period's steps, then start a new period."""
+        for kind, n in self._period.items():
+            if n > self.RATE * self._period_steps and kind not in self._warned and self.say is not None:
+                self._warned.add(kind)
+                fault = self.reporter._latest.get(kind) if self.reporter is not None else None
+                env = f"env {fault.program}" if fault is not None and fault.program else "the env"
+                example = fault.detail if fault is not None else "(no detail)"
+                self.say(f"warning: {env} gave {kind} faults on {n / self._period_steps:.0%} of the last "
+                         f"{self._period_steps:,} steps, e.g. {example}; each one is handled by env.nan_policy "
+                         "(truncate ends the episode): fix the env, or set env.nan_policy: clip to repair the values")
+        self._period_steps, self._period = 0, {}
 
     def _count(self, fault: Fault) -> None:
         kind = fault.kind.value
         self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        self._period[kind] = self._period.get(kind, 0) + 1
         self.timeouts += fault.kind is FaultKind.TIMEOUT
         if self.reporter is not None:
             self.reporter.note(fault)

@@ -1,0 +1,127 @@
+"""Other people's Gymnasium packages, installed from PyPI (the dev extra), trained and evaluated (issue 18).
+
+Each test runs the real ``train.py`` / ``evaluate.py`` in a temporary working directory (VizDoom writes
+``_vizdoom.ini`` into it). Budgets are small: these tests prove that the pipeline fits the spaces, not
+that the policies learn. The README's "Using an existing Gymnasium package" table has the longer runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = "agent: {n_steps: 128, batch_size: 64, n_epochs: 2, net_arch: [32], ent_coef: 0.01}\ntrain: {num_envs: 2}\n"
+
+
+def run(tmp: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python script args`` with ``tmp`` as the working directory."""
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=tmp, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    """Both streams of a run that must have succeeded."""
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def config(tmp: Path, env: str) -> str:
+    """A run config: the ``env`` section given (YAML), tiny PPO settings."""
+    path = tmp / "run.yaml"
+    path.write_text(f"env: {env}\n{TINY}")
+    return str(path)
+
+
+def header(run: Path) -> dict:
+    """The readable header of the run's final checkpoint."""
+    return json.loads((run / "final" / "model.json").read_text())
+
+
+def test_minigrid_dict_with_text_trains_and_evaluates(tmp_path):
+    """MiniGrid's Dict (7×7 image, direction, Text mission) trains with no wrapper; the mission is dropped."""
+    out = ok(run(tmp_path, "train.py", "--config", config(tmp_path, "{id: MiniGrid-Empty-5x5-v0, packages: [minigrid]}"),
+                 "--timesteps", "512", "--run-dir", str(tmp_path / "run")))
+    assert "observation key 'mission' dropped" in out and "env.drop_keys" in out
+    assert "smaller than 36x36" in out
+    spaces = header(tmp_path / "run")["observation_space"]["spaces"]
+    assert sorted(spaces) == ["direction", "image"] and spaces["image"]["shape"] == [3, 7, 7]
+    ev = ok(run(tmp_path, "evaluate.py", str(tmp_path / "run"), "--episodes", "2"))
+    assert "trained" in ev and "random" in ev
+
+
+def test_minigrid_7x7_image_via_wrapper(tmp_path):
+    """A bare 7×7×3 image (``ImgObsWrapper`` from env.wrappers) gets an MLP, not the 8×8-kernel CNN."""
+    env = '{id: MiniGrid-Empty-5x5-v0, packages: [minigrid], wrappers: ["minigrid.wrappers:ImgObsWrapper"]}'
+    out = ok(run(tmp_path, "train.py", "--config", config(tmp_path, env), "--timesteps", "512",
+                 "--run-dir", str(tmp_path / "run")))
+    assert "an MLP on its pixels" in out
+    assert header(tmp_path / "run")["observation_space"]["shape"] == [3, 7, 7]
+    ok(run(tmp_path, "evaluate.py", str(tmp_path / "run"), "--episodes", "2"))
+
+
+def test_pointmaze_dict_statistics_evaluate_and_resume(tmp_path):
+    """Per-key statistics of a Dict observation are saved, used by evaluate.py and carried on by --resume."""
+    env = "{id: PointMaze_UMaze-v3, packages: [gymnasium_robotics], max_episode_steps: 50}"
+    cfg = config(tmp_path, env)
+    run_dir = tmp_path / "run"
+    ok(run(tmp_path, "train.py", "--config", cfg, "--timesteps", "512", "--set", "agent.normalize_obs=true",
+           "--run-dir", str(run_dir)))
+    first = header(run_dir)["normalize"]["obs_count"]
+    assert sorted(first) == ["achieved_goal", "desired_goal", "observation"] and first["observation"] >= 512
+    ev = ok(run(tmp_path, "evaluate.py", str(run_dir), "--episodes", "2"))
+    assert "success" in ev and "0.00" in ev  # gymnasium-robotics reports info["success"]: a number, not "-"
+    ok(run(tmp_path, "train.py", "--resume", str(run_dir), "--timesteps", "256"))
+    after = header(run_dir)["normalize"]["obs_count"]
+    assert after["observation"] >= first["observation"] + 256  # continued, not restarted from zero
+
+
+def test_vizdoom_resize_grayscale_trains_evaluates_and_records(tmp_path):
+    """VizDoom at 84×84 grayscale through env.wrappers; evaluate.py records a video of the full frames."""
+    env = ("{id: VizdoomBasic-v1, packages: [vizdoom.gymnasium_wrapper], "
+           "wrappers: [{resize: {shape: [84, 84]}}, grayscale]}")
+    ok(run(tmp_path, "train.py", "--config", config(tmp_path, env), "--timesteps", "256",
+           "--run-dir", str(tmp_path / "run")))
+    spaces = header(tmp_path / "run")["observation_space"]["spaces"]
+    assert spaces["screen"]["shape"] == [1, 84, 84]
+    video = tmp_path / "doom.mp4"
+    ok(run(tmp_path, "evaluate.py", str(tmp_path / "run"), "--episodes", "1", "--video", str(video)))
+    assert video.stat().st_size > 10_000
+
+
+def test_flappy_bird_rounding_noise_is_no_fault_and_real_violations_are_named(tmp_path):
+    """FlappyBird's lidar exceeds 1.0 by ~1e-16 on most steps (not faults) and by 0.0021 on some (faults,
+    with one warning naming env.nan_policy, which ``clip`` repairs)."""
+    env = "{id: FlappyBird-v0, packages: [flappy_bird_gymnasium]}"
+    out = ok(run(tmp_path, "train.py", "--config", config(tmp_path, env), "--timesteps", "1024",
+                 "--run-dir", str(tmp_path / "run")))
+    assert "warning: env FlappyBirdEnv gave invalid_output faults" in out and "env.nan_policy" in out
+    assert "1.0021" in out and "e-16" not in out  # every fault is a real violation, none is rounding noise
+
+
+@pytest.mark.parametrize(("args", "expect"), [
+    (["--env", "MiniGrid-Empty-5x5-v0"], "--env-package PACKAGE"),
+    (["--env", "minigrid.wrappers:ImgObsWrapper", "--env-package", "minigrid"], "is a gymnasium.Wrapper"),
+    (["--env", "FetchReach-v4", "--env-package", "gymnasium_robotics"], "env 'FetchReach-v4' failed to start"),
+    (["--env", "MiniGrid-Empty-5x5-v0", "--env-package", "minigrid", "--set", "env.wrappers=[nosuch]"],
+     "unknown wrapper 'nosuch'"),
+], ids=["unknown-id", "wrapper-as-env", "constructor-error", "unknown-wrapper"])
+def test_third_party_errors_are_one_line(tmp_path, args, expect):
+    """Bad input about third-party envs: exit 2, one line that names the fix, no traceback."""
+    proc = run(tmp_path, "train.py", *args, "--timesteps", "64", "--run-dir", str(tmp_path / "run"))
+    assert proc.returncode == 2, proc.stderr
+    assert expect in proc.stderr and "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("error")]) == 1
+
+
+def test_envs_check_minigrid_text_mission(tmp_path):
+    """``python -m envs check`` passes MiniGrid, whose observation holds a Text mission."""
+    proc = subprocess.run([sys.executable, "-m", "envs", "check", "MiniGrid-Empty-5x5-v0", "--env-package", "minigrid",
+                           "--steps", "200"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASS  seeded determinism" in proc.stdout
