@@ -32,3 +32,34 @@ def test_kill_and_resume_reproduces_the_straight_run(tmp_path):
     assert len(params) > 10 and set(params) <= set(b)
     mismatched = [k for k in params if not torch.equal(a[k], b[k])]
     assert not mismatched, f"resumed run diverged in {mismatched[:5]}"
+
+
+def test_sac_kill_and_resume_reproduces_the_straight_run(tmp_path):
+    # SAC: actor, critics, targets, three optimisers, log_ent_coef and the replay buffer must all come back
+    common = ["--env", "robot", "--algo", "sac", "--timesteps", "1600", "--seed", "7", "--num-envs", "4", "--quiet",
+              "--set", "train.checkpoint_every=800", "--set", "eval.every=400", "--set", "eval.episodes=1",
+              "--set", "agent.learning_starts=200", "--set", "agent.buffer_size=1000", "--set", "agent.net_arch=[32, 32]",
+              "--set", "agent.gradient_steps=1", "--set", "agent.batch_size=32"]
+    straight = tmp_path / "straight"
+    run_cli("train.py", *common, "--run-dir", str(straight), check=True)
+
+    broken = tmp_path / "broken"
+    proc = _start([*common, "--run-dir", str(broken)])
+    _wait_for((broken / "checkpoints" / "step_0000000800.safetensors").is_file, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (broken / "final" / "model.safetensors").exists(), "the run finished before it was killed"
+    resumed = run_cli("train.py", "--resume", str(broken), "--quiet", check=True)
+    assert "at step 800" in resumed.stdout
+
+    a = load_file(straight / "final" / "model.safetensors")
+    b = load_file(broken / "final" / "model.safetensors")
+    groups = ("policy/actor.", "policy/critic.", "policy/critic_target.", "optim_actor/", "optim_critic/",
+              "optim_ent_coef/", "offpolicy/log_ent_coef", "replay/", "norm/")
+    for group in groups:
+        assert any(k.startswith(group) for k in a), f"no {group} tensors in the checkpoint"
+    params = [k for k in a if k.startswith(groups)]
+    assert set(params) <= set(b)
+    assert a["replay/observations"].shape[0] == 1000 // 4  # 1600 transitions wrapped the 1000-row buffer
+    mismatched = [k for k in params if not torch.equal(a[k], b[k])]
+    assert not mismatched, f"resumed SAC run diverged in {mismatched[:5]}"
