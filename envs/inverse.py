@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["Instance", "InverseProblem", "inverse_adapters", "problem_of"]
+__all__ = ["Instance", "InverseEnvMixin", "InverseProblem", "inverse_adapters", "problem_of"]
 
 
 @dataclass
@@ -124,6 +124,33 @@ class InverseProblem(ABC):
     def context_features(self, context: Any) -> np.ndarray:
         """A fixed-length float32 vector of an instance's context (default: empty)."""
         return np.zeros(0, dtype=np.float32)
+
+
+class InverseEnvMixin:
+    """What an RL env built on an :class:`InverseProblem` offers black-box optimisers (mix in before ``gym.Env``).
+
+    The env sets ``self.problem``, ``self.instance`` (the episode's) and ``self._calls_at_reset`` (the
+    problem's :attr:`~InverseProblem.forward_calls` when the episode began).
+    """
+
+    inverse_problem: ClassVar[bool] = True
+    """Built on an :class:`InverseProblem` (``self.problem``); :func:`inverse_adapters` lists such envs."""
+    problem: InverseProblem
+    instance: Instance
+    _calls_at_reset: int
+
+    @property
+    def forward_calls(self) -> int:
+        """Forward calls since the episode began (the adapter's docstring says whether its target's counts)."""
+        return self.problem.forward_calls - self._calls_at_reset
+
+    def misfit(self, x: np.ndarray) -> float:
+        """One counted forward call at normalised ``x``: the data misfit against the episode's data."""
+        return self.problem.misfit(x, self.instance)
+
+    def score(self, x: np.ndarray) -> dict[str, float]:
+        """An estimate's metrics against the episode's hidden truth (not counted; for reporting, not inversion)."""
+        return self.problem.score(x, self.instance)
 
 
 def problem_of(env: Any) -> InverseProblem | None:

@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.inverse import Instance, InverseProblem
+from envs.inverse import Instance, InverseEnvMixin, InverseProblem
 
 KINDS = ("circle", "rectangle", "triangle")
 # Rotational symmetry of each kind: rotations that differ by this angle draw the same shape.
@@ -153,7 +153,7 @@ class RendererProblem(InverseProblem):
         return np.array([k == kind for k in context for kind in KINDS], dtype=np.float32)
 
 
-class RendererEnv(gym.Env):
+class RendererEnv(InverseEnvMixin, gym.Env):
     """Refine a scene of coloured shapes until its rendering matches a target picture.
 
     Each episode draws a hidden target scene of ``n_shapes`` shapes (their kinds drawn from
@@ -198,8 +198,7 @@ class RendererEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
-    inverse_problem = True
-    """Built on an :class:`~envs.inverse.InverseProblem` (``self.problem``)."""
+    problem: RendererProblem
 
     def __init__(self, *, n_shapes: int = 1, image_size: int = 64, obs_size: int | None = None,
                  shape_kinds: tuple[str, ...] | list[str] = KINDS, moments: bool = True, noise: float = 0.0, steps: int = 10, step_size: float = 0.25, success_iou: float = 0.8,
@@ -245,12 +244,7 @@ class RendererEnv(gym.Env):
         self._observe(blank)
         self._score = 0.0
 
-    # --- the black box (RendererProblem) -------------------------------------------------------
-    @property
-    def forward_calls(self) -> int:
-        """Renders since the last reset (the target's, the first guess's, every step's and misfit()'s)."""
-        return self.problem.forward_calls - self._calls_at_reset
-
+    # --- the black box (RendererProblem; forward_calls, misfit and score from InverseEnvMixin) ----------
     def _draw(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One counted render of normalised parameters ``x``: an RGB image in [0, 1] and a coverage mask."""
         self.problem.forward_calls += 1
@@ -262,14 +256,6 @@ class RendererEnv(gym.Env):
     def _fit(self, rgb: np.ndarray, mask: np.ndarray) -> float:
         """Image similarity to the observed target, the quantity the reward improves (see RendererProblem.fit)."""
         return self.problem.fit(rgb, mask, self.instance)
-
-    def misfit(self, x: np.ndarray) -> float:
-        """One render of ``x`` against the observed target: ``1 − similarity`` (0 is a perfect fit)."""
-        return self.problem.misfit(x, self.instance)
-
-    def score(self, x: np.ndarray) -> dict[str, float]:
-        """The episode metrics (``iou``, ``param_error``) of an estimate ``x``, using the hidden truth."""
-        return self.problem.score(x, self.instance)
 
     def _param_error(self, x: np.ndarray) -> float:
         return self.problem.param_error(x, self.instance)

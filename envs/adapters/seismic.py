@@ -62,7 +62,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.inverse import Instance, InverseProblem
+from envs.inverse import Instance, InverseEnvMixin, InverseProblem
 
 TRACE_SCALE = 0.2
 """Traces are divided by this in the observation (a typical large reflection coefficient)."""
@@ -206,7 +206,7 @@ class SeismicProblem(InverseProblem):
         return (np.concatenate([data, envelope(data, self.kernel)]) / TRACE_SCALE).astype(np.float32)
 
 
-class SeismicEnv(gym.Env):
+class SeismicEnv(InverseEnvMixin, gym.Env):
     """Iterative 1-D seismic inversion: refine an earth model from a normal-incidence trace.
 
     The physics, prior, observation, reward and success are described in the module docstring. The env is
@@ -233,8 +233,7 @@ class SeismicEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
-    inverse_problem = True
-    """Built on an :class:`~envs.inverse.InverseProblem` (``self.problem``)."""
+    problem: SeismicProblem
 
     def __init__(
         self,
@@ -295,20 +294,13 @@ class SeismicEnv(gym.Env):
         self._calls_at_reset = 0
         self._true = self._mid.copy()
         self._x = np.full(self.param_dim, 0.5)
-        self._d_obs = np.zeros(self.n_samples)
-        self._e_obs = np.zeros(self.n_samples)
-        self._d_syn = np.zeros(self.n_samples)
+        self._d_obs, self._e_obs, self._d_syn = (np.zeros(self.n_samples) for _ in range(3))
         self.instance = pb.make_instance(self._true, self._d_obs)
         self._misfit = 1.0
         self._t = 0
         self._fig: Any = None
 
-    # -- the black box (SeismicProblem) -------------------------------------------------------
-    @property
-    def forward_calls(self) -> int:
-        """Forward-model calls since the last reset (the initial estimate, every step and every misfit())."""
-        return self.problem.forward_calls - self._calls_at_reset
-
+    # -- the black box (SeismicProblem; forward_calls, misfit and score from InverseEnvMixin) ----------
     def _physical(self, x: np.ndarray) -> np.ndarray:
         return self.problem.physical(x)
 
@@ -317,18 +309,6 @@ class SeismicEnv(gym.Env):
 
     def _data_misfit(self, d_syn: np.ndarray) -> float:
         return self.problem.data_misfit(d_syn, self.instance)
-
-    def misfit(self, x: np.ndarray) -> float:
-        """One forward-model call: the data misfit (module docstring) of the normalised model ``x``."""
-        return self.problem.misfit(x, self.instance)
-
-    def score(self, x: np.ndarray) -> dict[str, float]:
-        """Report an estimate against the hidden truth (not counted as a forward call; not for inversion).
-
-        Returns:
-            ``rel_model_error`` of x, ``prior_mean_error`` (that of the prior mean) and x's ``data_misfit``.
-        """
-        return self.problem.score(x, self.instance)
 
     def _model_error(self, params: np.ndarray) -> float:
         return self.problem.model_error(params, self.instance)
