@@ -100,7 +100,7 @@ def test_flappy_bird_rounding_noise_is_no_fault_and_real_violations_are_named(tm
     env = "{id: FlappyBird-v0, packages: [flappy_bird_gymnasium]}"
     out = ok(run(tmp_path, "train.py", "--config", config(tmp_path, env), "--timesteps", "1024",
                  "--run-dir", str(tmp_path / "run")))
-    assert "warning: env FlappyBirdEnv gave invalid_output faults" in out and "env.nan_policy" in out
+    assert "warning: env FlappyBirdEnv gave faults of kind invalid_output" in out and "env.nan_policy" in out
     assert "1.0021" in out and "e-16" not in out  # every fault is a real violation, none is rounding noise
 
 
