@@ -1,10 +1,11 @@
-"""The inverse-problem interface: a black-box forward model, a prior, a misfit and a score (NumPy only).
+"""The inverse-problem interface: a black-box forward model, a prior, a misfit and a score (NumPy, Gymnasium).
 
 An inverse problem asks for the parameters ``x`` whose forward model ``forward(x)`` reproduces observed
 data. nondiff's inverse adapters (``renderer``, ``seismic``) are built on :class:`InverseProblem`: their RL
 env refines ``x`` step by step, and the black-box strategies of ``train.py --backend blackbox`` (CMA-ES,
 amortised inversion, a differentiable surrogate) use the same object directly. A user's own simulator
-plugs in with one small subclass (docs/adapters.md, "An inverse problem").
+plugs in with one small subclass, and :class:`InverseEnv` turns it into the RL env the CLI trains on
+(docs/adapters.md, "An inverse problem").
 
 Conventions:
 
@@ -22,9 +23,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import gymnasium as gym
 import numpy as np
 
-__all__ = ["Instance", "InverseEnvMixin", "InverseProblem", "inverse_adapters", "problem_of"]
+__all__ = ["Instance", "InverseEnv", "InverseEnvMixin", "InverseProblem", "inverse_adapters", "problem_of"]
 
 
 @dataclass
@@ -151,6 +153,70 @@ class InverseEnvMixin:
     def score(self, x: np.ndarray) -> dict[str, float]:
         """An estimate's metrics against the episode's hidden truth (not counted; for reporting, not inversion)."""
         return self.problem.score(x, self.instance)
+
+
+class InverseEnv(InverseEnvMixin, gym.Env):
+    """A generic RL env on any :class:`InverseProblem`: refine the estimate ``x`` step by step.
+
+    Each episode draws a synthetic instance (``problem.sample_instance(self.np_random)``; its simulation is
+    not counted) and starts from ``problem.start()``. A step applies ``x ← clip(x + step_size · a, 0, 1)``
+    and makes one counted forward call; the reward is the data misfit's reduction. The observation is
+    ``features(d_obs)``, ``features(d_obs) − features(forward(x))``, ``2x − 1`` and the fraction of steps used.
+    ``info["is_success"]`` applies :meth:`InverseProblem.solved` to the score (truth known by construction).
+
+    Args:
+        problem: the inverse problem.
+        steps: refinement steps per episode (≥ 1).
+        step_size: the largest change of a normalised parameter in one step (> 0).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, problem: InverseProblem, *, steps: int = 8, step_size: float = 0.25) -> None:
+        if not (isinstance(steps, int) and steps >= 1) or not step_size > 0:
+            raise ValueError(f"InverseEnv: steps must be an integer >= 1 and step_size > 0, got {steps!r} and "
+                             f"{step_size!r}; pass e.g. --set env.steps=8 --set env.step_size=0.25")
+        self.problem, self.steps, self.step_size = problem, steps, float(step_size)
+        self.instance = problem.sample_instance(np.random.default_rng(0))  # a placeholder until reset()
+        n_feat = len(problem.features(self.instance.data))
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2 * n_feat + problem.param_dim + 1,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (problem.param_dim,), np.float32)
+        self._calls_at_reset, self._t, self._x = problem.forward_calls, 0, problem.start()
+        self._f_obs = self._f_syn = problem.features(self.instance.data)
+        self._misfit = 0.0
+
+    def _obs(self) -> np.ndarray:
+        return np.concatenate([self._f_obs, self._f_obs - self._f_syn, 2.0 * self._x - 1.0,
+                               [self._t / self.steps]]).astype(np.float32)
+
+    def _evaluate(self) -> dict[str, Any]:
+        data = self.problem.forward(self._x, self.instance.context)
+        self._f_syn, self._misfit = self.problem.features(data), self.problem.data_misfit(data, self.instance)
+        return {"data_misfit": self._misfit, "is_success": self.problem.solved(self.score(self._x))}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Draw an instance; the estimate starts at ``problem.start()`` (one counted call)."""
+        super().reset(seed=seed)
+        self.instance = self.problem.sample_instance(self.np_random)
+        self._f_obs = self.problem.features(self.instance.data)
+        self._calls_at_reset, self._t, self._x = self.problem.forward_calls, 0, self.problem.start()
+        return self._obs(), self._evaluate()
+
+    def step(self, action):
+        """Move the estimate by ``step_size · action``; the reward is the misfit's reduction."""
+        a = np.clip(np.asarray(action, dtype=np.float64).reshape(self.problem.param_dim), -1.0, 1.0)
+        self._x = np.clip(self._x + self.step_size * a, 0.0, 1.0)
+        previous = self._misfit
+        info = self._evaluate()
+        self._t += 1
+        truncated = self._t >= self.steps
+        if truncated:
+            info["episode_metrics"] = self.score(self._x)
+        return self._obs(), float(previous - self._misfit), False, truncated, info
+
+    def action_towards(self, x: np.ndarray) -> np.ndarray:
+        """The action that moves the estimate towards normalised ``x`` (as far as one step allows)."""
+        return np.clip((np.asarray(x, dtype=np.float64) - self._x) / self.step_size, -1.0, 1.0).astype(np.float32)
 
 
 def problem_of(env: Any) -> InverseProblem | None:

@@ -32,7 +32,7 @@ def run(workdir, *args):
 
 
 def test_doc_has_the_adapter_and_the_registration():
-    assert set(files_from_doc()) == {"tank_env.py", "tank_plugin.py"}
+    assert set(files_from_doc()) == {"tank_env.py", "tank_plugin.py", "decay_problem.py", "decay_plugin.py"}
 
 
 def test_tutorial_check_passes(workdir):
@@ -81,3 +81,26 @@ def test_common_mistakes_give_the_documented_message(workdir, mistake):
     proc = run(workdir, "-m", "envs", "check", "tank", "--env-package", "tank_plugin", "--steps", "100")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert message in proc.stdout, proc.stdout
+
+
+def test_inverse_problem_example_trains_with_the_blackbox_backend(workdir, tmp_path, monkeypatch):
+    """The DecayProblem of "An inverse problem", in-process (two subprocesses would cost ~30 s under load)."""
+    import json
+
+    import evaluate
+    import train
+
+    monkeypatch.syspath_prepend(str(workdir))
+    run_dir, out = tmp_path / "run", tmp_path / "e.json"
+    try:
+        code = train.main(["--env", "decay", "--env-package", "decay_plugin", "--backend", "blackbox", "--algo", "cma",
+                           "--timesteps", "100", "--set", "blackbox.calls_per_instance=50", "--seed", "0", "--quiet",
+                           "--run-dir", str(run_dir)])
+        assert code == 0
+        assert evaluate.main([str(run_dir), "--episodes", "5", "--json", str(out)]) == 0
+    finally:
+        for name in ("decay_plugin", "decay_problem"):
+            sys.modules.pop(name, None)
+    res = json.loads(out.read_text())
+    assert res["forward_calls_per_instance"] == 50
+    assert res["success_rate"] >= 0.8 and res["metrics"]["param_error"] < res["random_metrics"]["param_error"], res
