@@ -7,6 +7,7 @@ import contextlib
 import copy
 import json
 import logging
+import os
 import random
 import sys
 from importlib import metadata
@@ -263,6 +264,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                                            trust_run_dir=getattr(args, "trust_run_dir", False))
     figure = getattr(args, "figure", None)
     render_mode = "rgb_array" if args.video or figure else ("human" if args.render else None)
+    if render_mode == "human" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UserError("--render needs a display to open a window, and neither DISPLAY nor WAYLAND_DISPLAY is set; "
+                        "record the episodes with --video PATH.mp4 instead")
     try:
         env = env_factory(cfg, render_mode=render_mode, for_eval=True)()
     except (ValueError, TypeError, gym_error()) as e:
