@@ -158,8 +158,8 @@ class InverseEnvMixin:
 class InverseEnv(InverseEnvMixin, gym.Env):
     """A generic RL env on any :class:`InverseProblem`: refine the estimate ``x`` step by step.
 
-    Each episode draws a synthetic instance (``problem.sample_instance(self.np_random)``; its simulation is
-    not counted) and starts from ``problem.start()``. A step applies ``x ← clip(x + step_size · a, 0, 1)``
+    Each episode draws a synthetic instance (``problem.sample_instance(self.np_random)``; its simulation
+    stands in for field data and is not in the env's :attr:`forward_calls`) and starts from ``problem.start()``. A step applies ``x ← clip(x + step_size · a, 0, 1)``
     and makes one counted forward call; the reward is the data misfit's reduction. The observation is
     ``features(d_obs)``, ``features(d_obs) − features(forward(x))``, ``2x − 1`` and the fraction of steps used.
     ``info["is_success"]`` applies :meth:`InverseProblem.solved` to the score (truth known by construction).
