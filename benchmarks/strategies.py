@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     strategy = getattr(importlib.import_module(module), name)(problem, cfg, 0)
     rng = np.random.default_rng(0)
+    last: dict[str, float] = {}  # the last training round's scalars (e.g. the surrogate's train/grad_cosine)
     while problem.forward_calls < args.train_calls:
-        strategy.train_round(rng)
+        last = strategy.train_round(rng)
     train_calls, train_s = problem.forward_calls, time.perf_counter() - t0
     rows = []
     for i in range(args.instances):
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     out = {"adapter": args.adapter, "algo": args.algo, "settings": settings, "train_calls": train_calls,
            "train_s": train_s, "instances": args.instances, "mean_calls": float(np.mean([r["calls"] for r in rows])),
            "mean_wall_s": float(np.mean([r["wall_s"] for r in rows])), f"mean_{key}": float(np.mean([r[key] for r in rows])),
-           "success_rate": float(np.mean([problem.solved(r) for r in rows])), "loadavg": os.getloadavg()}
+           "success_rate": float(np.mean([problem.solved(r) for r in rows])), "last_round": last,
+           "loadavg": os.getloadavg()}
     print(json.dumps(out))
     if args.json:
         Path(args.json).write_text(json.dumps({**out, "rows": rows}, indent=1))
