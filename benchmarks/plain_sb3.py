@@ -46,7 +46,10 @@ def hyperparameters(kind: str) -> dict[str, Any]:
     if kind == "defaults":
         return {"n_envs": 1, "normalize": False}
     if kind == "robot-yaml":
+        from agents.config import select_algo
+
         cfg = yaml.safe_load((ROOT / "configs" / "robot.yaml").read_text())
+        select_algo(cfg, "ppo", "configs/robot.yaml")  # the file's PPO entry of its algos: map
         a, t = cfg["agent"], cfg["train"]
         lr = float(a["learning_rate"])
         return {"n_envs": t["num_envs"], "normalize": a["normalize_obs"], "n_steps": a["n_steps"],

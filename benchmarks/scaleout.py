@@ -30,10 +30,11 @@ def measure(runners: int, rounds: int, n_steps: int) -> dict[str, Any]:
     """Sample and iteration throughput with ``runners`` env-runner actors."""
     from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 
-    from agents.config import validate
+    from agents.config import select_algo, validate
     from agents.rllib.backend import build_algo_config
 
     raw = yaml.safe_load((ROOT / "configs" / "robot.yaml").read_text())
+    select_algo(raw, "ppo", "configs/robot.yaml")
     raw["agent"]["n_steps"] = n_steps
     raw["rllib"] = {"num_env_runners": runners}
     cfg = validate(raw, "configs/robot.yaml")
@@ -67,10 +68,11 @@ def measure_local(n_steps: int, rounds: int) -> dict[str, Any]:
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
     from ray.tune.registry import register_env
 
-    from agents.config import validate
+    from agents.config import select_algo, validate
     from agents.rllib.backend import ENV_NAME, _create_env, build_algo_config
 
     raw = yaml.safe_load((ROOT / "configs" / "robot.yaml").read_text())
+    select_algo(raw, "ppo", "configs/robot.yaml")
     raw["agent"]["n_steps"] = n_steps
     raw["rllib"] = {"num_env_runners": 0}
     cfg = validate(raw, "configs/robot.yaml")

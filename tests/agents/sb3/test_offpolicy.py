@@ -127,3 +127,13 @@ def test_sac_learns_pendulum(tmp_path):
     res = json.loads(out.read_text())
     assert res["mean_return"] >= -400, res
     assert res["random"]["mean_reward"] <= -900, res
+
+
+@pytest.mark.parametrize("name", ["process", "renderer", "seismic", "game"])
+def test_shipped_configs_keep_ppo_keys_to_ppo(name):
+    # --env seismic --algo sac must not inherit PPO's n_steps from the file (it would be refused)
+    for algo in ("ppo", "sac", "td3") if name != "game" else ("ppo", "a2c"):
+        raw = load_yaml(ROOT / "configs" / f"{name}.yaml")
+        select_algo(raw, algo, name)
+        raw["agent"]["algo"] = algo
+        check_algorithm(validate(raw, name), BOX if name != "game" else gym.spaces.Discrete(6))
