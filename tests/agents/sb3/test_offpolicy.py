@@ -115,6 +115,7 @@ def test_robot_config_gives_each_algorithm_its_own_settings(algo):
         assert cfg.agent.n_steps == 256 and cfg.agent.lr_schedule == "linear" and cfg.train.timesteps == 300_000
 
 
+@pytest.mark.slow
 @pytest.mark.ci
 def test_sac_learns_pendulum(tmp_path):
     # ~5k steps of SAC (lr 1e-3 as RL Zoo's Pendulum-v1 entry, one gradient step per env step) swing it up;
