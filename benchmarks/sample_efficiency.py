@@ -1,6 +1,8 @@
 """P6: env steps (and wall time) until periodic eval success ≥ 0.9 on `robot`, SAC against PPO, shipped configs.
 
-``python benchmarks/sample_efficiency.py [--seeds 0 1 2] [--out docs/p6.json]``
+``python benchmarks/sample_efficiency.py [--seeds 0 1 2] [--out docs/p6.json]``; P6b, the C heater through the bridge:
+``python benchmarks/sample_efficiency.py --env process --set env.command=./heater --out docs/p6b.json``
+(there env steps are program calls).
 
 Each seed trains SAC and then PPO with ``configs/robot.yaml`` as shipped (``--algo sac`` takes its ``algos.sac``
 entry), evaluating every ``--sac-every``/``--ppo-every`` steps on 20 deterministic episodes; a run stops at the
@@ -26,15 +28,17 @@ from benchmarks.common import machine, train_cmd  # noqa: E402
 from benchmarks.solve import until_solved  # noqa: E402
 
 
-def run(seeds: list[int], every: dict[str, int], budget_s: dict[str, float], episodes: int = 20) -> dict[str, Any]:
-    """SAC and PPO on `robot` for each seed, one run at a time; per-seed rows and the medians."""
+def run(seeds: list[int], every: dict[str, int], budget_s: dict[str, float], episodes: int = 20, env: str = "robot",
+        sets: list[str] | None = None) -> dict[str, Any]:
+    """SAC and PPO on ``env`` for each seed, one run at a time; per-seed rows and the medians."""
     tmp = tempfile.mkdtemp(prefix="bench-p6-")
     rows: list[dict[str, Any]] = []
     try:
         for seed in seeds:
             row: dict[str, Any] = {"seed": seed}
             for algo in ("sac", "ppo"):
-                cmd = train_cmd("--env", "robot", "--algo", algo, "--seed", str(seed), "--run-dir",
+                extra = [a for kv in sets or [] for a in ("--set", kv)]
+                cmd = train_cmd("--env", env, *extra, "--algo", algo, "--seed", str(seed), "--run-dir",
                                 f"{tmp}/{algo}{seed}", "--set", f"eval.every={every[algo]}", "--set",
                                 f"eval.episodes={episodes}")
                 r = until_solved(f"{algo}-s{seed}", cmd, budget_s[algo], success=0.9)
@@ -56,7 +60,7 @@ def run(seeds: list[int], every: dict[str, int], budget_s: dict[str, float], epi
 
     med = {a: {"steps": median(a, "steps"), "wall_s": median(a, "wall_s")} for a in ("sac", "ppo")}
     ratio = (med["sac"]["steps"] / med["ppo"]["steps"]) if med["sac"]["steps"] and med["ppo"]["steps"] else None
-    return {"rows": rows, "median": med, "step_ratio_of_medians": ratio, "goal": "SAC ≤ 0.3× PPO's env steps",
+    return {"env": env, "rows": rows, "median": med, "step_ratio_of_medians": ratio, "goal": "SAC ≤ 0.3× PPO's env steps",
             "eval_every": every, "eval_episodes": episodes, "machine": machine(), "loadavg_end": os.getloadavg()}
 
 
@@ -68,10 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ppo-every", type=int, default=5000, help="PPO's evaluation interval in env steps")
     p.add_argument("--sac-budget", type=float, default=1200.0, help="wall seconds a SAC run may take")
     p.add_argument("--ppo-budget", type=float, default=900.0, help="wall seconds a PPO run may take")
+    p.add_argument("--env", default="robot", help="the env, trained with its shipped configs/<env>.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to train.py for both")
     p.add_argument("--out", default="docs/p6.json")
     args = p.parse_args(argv)
     res = run(args.seeds, {"sac": args.sac_every, "ppo": args.ppo_every},
-              {"sac": args.sac_budget, "ppo": args.ppo_budget})
+              {"sac": args.sac_budget, "ppo": args.ppo_budget}, env=args.env, sets=args.set)
     Path(args.out).write_text(json.dumps(res, indent=1))
     print(json.dumps({"median": res["median"], "step_ratio_of_medians": res["step_ratio_of_medians"]}))
     return 0
