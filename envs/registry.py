@@ -235,7 +235,7 @@ RAW_KEYS = ("token",)
 def parse_assignment(item: str) -> tuple[str, Any]:
     """Split one ``--set KEY=VALUE`` into the key and its value, parsed as YAML (the one ``--set`` parser).
 
-    Used by train.py's ``--set SECTION.KEY=VALUE`` (agents/config.py) and ``python -m envs check --set``.
+    Used by train.py's ``--set SECTION.KEY=VALUE`` (agents/config/loading.py) and ``python -m envs check --set``.
 
     Raises:
         ValueError: no ``=``, or a value that is not YAML; the message never echoes a token.

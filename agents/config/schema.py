@@ -1,27 +1,21 @@
-"""The run-config schema (YAML → pydantic), dotted ``--set`` overrides and friendly validation errors."""
+"""The run-config schema: one pydantic model per section, every field documented under it."""
 
 from __future__ import annotations
 
 import difflib
 import logging
-import re
-from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_serializer,
     field_validator,
     model_validator,
 )
 
-from agents.errors import UserError
 from agents.run.tokens import DEFAULT_ENV_VAR, REDACTED, TokenSource
-from envs.registry import parse_assignment
 
 log = logging.getLogger(__name__)
 
@@ -323,187 +317,7 @@ SECTIONS: dict[str, type[BaseModel]] = {"env": EnvConfig, "agent": AgentConfig, 
                                         "eval": EvalConfig, "rllib": RLlibSection, "blackbox": BlackBoxSection}
 
 
-SHARED_AGENT_KEYS = ("backend", "algo", "learning_rate", "lr_schedule", "gamma", "net_arch", "activation",
-                     "normalize_obs", "normalize_reward", "policy")
-"""``agent:`` keys every algorithm accepts."""
-_ON_POLICY = ("n_steps", "batch_size", "n_epochs", "clip_range", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm",
-              "log_std_init", "ortho_init")
-_OFF_POLICY = ("batch_size", "buffer_size", "learning_starts", "train_freq", "gradient_steps", "tau", "action_noise",
-               "action_noise_std")
-ALGO_KEYS: dict[str, tuple[str, ...]] = {
-    "ppo": _ON_POLICY,
-    "a2c": _ON_POLICY,  # A2C ignores batch_size, n_epochs and clip_range, as it always has
-    "sac": (*_OFF_POLICY, "ent_coef", "target_update_interval", "target_entropy"),
-    "td3": (*_OFF_POLICY, "policy_delay", "target_policy_noise", "target_noise_clip"),
-}
-"""The ``agent:`` keys each algorithm accepts beyond :data:`SHARED_AGENT_KEYS`."""
-CONTINUOUS_ONLY = ("sac", "td3")
-"""Algorithms that need a Box action space."""
-
-
-def select_algo(raw: dict[str, Any], algo: str | None, source: str) -> None:
-    """Merge the chosen algorithm's entry of a config's ``algos:`` map over its sections, in place.
-
-    ``algos: {sac: {agent: {...}, train: {...}}}`` gives each algorithm its own tuned settings in one file;
-    the entry of ``algo`` (the ``--algo`` flag, else ``agent.algo``, else ppo) wins over the file's sections,
-    and the command line wins over both. The map itself is removed: a resolved config holds no ``algos``.
-    """
-    algos = raw.pop("algos", None)
-    if algos is None:
-        return
-    if not isinstance(algos, dict):
-        raise UserError(f"{source}: 'algos' must map an algorithm to its sections, e.g. algos: {{sac: {{agent: "
-                        f"{{tau: 0.01}}}}}}, got {type(algos).__name__}")
-    names = list(get_args(AgentConfig.model_fields["algo"].annotation))
-    for name, entry in algos.items():
-        if name not in names:
-            raise UserError(f"{source}: unknown algorithm 'algos.{name}'; {_suggest(str(name), names)}"
-                            f"expected one of {', '.join(names)}")
-        if not isinstance(entry, dict) or not all(isinstance(v, dict) for v in entry.values()):
-            raise UserError(f"{source}: 'algos.{name}' must map sections to settings, e.g. {{agent: {{tau: 0.01}}}}")
-    agent: dict[str, Any] = raw["agent"] if isinstance(raw.get("agent"), dict) else {}
-    chosen = algos.get(algo or agent.get("algo") or "ppo") or {}
-    for section, values in chosen.items():
-        if not isinstance(raw.get(section, {}), dict):
-            raise UserError(f"{source}: section {section!r} must be a mapping of settings")
-        raw.setdefault(section, {}).update(values)
-
-
-def check_algorithm(cfg: RunConfig, action_space: Any) -> None:
-    """Refuse, for a new run, an algorithm that does not fit the action space or a key it does not take.
-
-    Only keys that were given (YAML, ``algos:`` entry, command line) count; defaults never do.
-
-    Raises:
-        UserError: one line that names the algorithm and the keys it accepts, or the fix for the action space.
-    """
-    import gymnasium as gym
-
-    a = cfg.agent
-    name = a.algo.upper()
-    if a.algo in CONTINUOUS_ONLY and not isinstance(action_space, gym.spaces.Box):
-        raise UserError(f"{name} needs a continuous (Box) action space; `--env {cfg.env.id}` has {action_space}: "
-                        "use `--algo ppo`")
-    if a.ent_coef == "auto" and a.algo != "sac":
-        raise UserError(f"agent.ent_coef: auto is SAC's learned entropy coefficient; {name} takes a number "
-                        "(the entropy bonus weight, e.g. 0.01)")
-    if a.backend != "sb3" or a.algo not in ALGO_KEYS:
-        return  # the other backends refuse what they cannot map themselves
-    accepted = ALGO_KEYS[a.algo]
-    foreign = sorted(k for k in a.model_fields_set if k not in SHARED_AGENT_KEYS and k not in accepted)
-    if foreign:
-        owners = sorted({o.upper() for o, keys in ALGO_KEYS.items() for k in foreign if k in keys})
-        raise UserError(f"--algo {a.algo} does not take {', '.join('agent.' + k for k in foreign)} "
-                        f"(a key of {'/'.join(owners)}); remove it or use that algorithm. {name} accepts: "
-                        f"{', '.join(SHARED_AGENT_KEYS + accepted)}")
-    if "target_entropy" in a.model_fields_set and isinstance(a.ent_coef, float):
-        raise UserError("agent.target_entropy applies only with agent.ent_coef: auto (a learned α); remove one")
-
-
-def _suggest(word: str, options: list[str]) -> str:
+def suggest(word: str, options: list[str]) -> str:
+    """``did you mean 'x'? `` for the closest option, or nothing."""
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
     return f"did you mean {close[0]!r}? " if close else ""
-
-
-def _check_keys(raw: dict[str, Any], source: str) -> None:
-    """Reject unknown section and field names with a did-you-mean before pydantic sees them."""
-    top = list(RunConfig.model_fields)
-    for key, value in raw.items():
-        if key not in top:
-            raise UserError(f"{source}: unknown section {key!r}; {_suggest(key, top)}expected one of {', '.join(top)}")
-        model = SECTIONS.get(key)
-        if model is None or model is EnvConfig:
-            continue
-        if not isinstance(value, dict):
-            raise UserError(f"{source}: section {key!r} must be a mapping of settings, got {type(value).__name__}")
-        fields = list(model.model_fields)
-        for sub in value:
-            if sub not in fields:
-                raise UserError(f"{source}: unknown key '{key}.{sub}'; {_suggest(str(sub), fields)}"
-                                f"valid keys in {key!r}: {', '.join(fields)}")
-
-
-def validate(raw: dict[str, Any], source: str) -> RunConfig:
-    """Build a :class:`RunConfig` from a plain mapping, turning errors into one-line :class:`UserError`."""
-    _check_keys(raw, source)
-    try:
-        return RunConfig.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        path = ".".join(str(p) for p in err["loc"])
-        got = REDACTED if path.endswith("token") else _redact_input(err.get("input"))
-        msg = err["msg"][:1].lower() + err["msg"][1:]
-        raise UserError(f"{source}: '{path}' {msg} (got {got!r}); fix the value in the YAML "
-                        f"or with --set {path}=VALUE") from e
-
-
-def _redact_input(value: Any) -> Any:
-    """A copy of an invalid input for an error message, with any ``token`` value replaced by ``***``."""
-    if isinstance(value, dict):
-        return {k: REDACTED if k == "token" and v else _redact_input(v) for k, v in value.items()}
-    return value
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping safely, or raise a one-line :class:`UserError`."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file {str(p)!r} does not exist; pass --config PATH to a YAML file")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"config file {str(p)!r} is not valid YAML{where}: {getattr(e, 'problem', e)}; "
-                        "fix the syntax") from e
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"config file {str(p)!r} must hold a mapping (env:, agent:, train:, eval:), "
-                        f"got {type(data).__name__}")
-    return data
-
-
-def apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """Apply one ``--set section.key=value`` in place; the value is parsed as YAML and typed by the schema."""
-    key, _, text = assignment.partition("=")
-    shown = f"{key}=…" if "token" in text.lower() or "token" in key.lower() else assignment  # never echo a token
-    try:  # the one --set parser (envs.registry); a token is taken as typed
-        key, value = parse_assignment(assignment)
-    except ValueError as e:
-        if "=" not in assignment:
-            raise UserError(f"--set {shown!r}: expected SECTION.KEY=VALUE, e.g. --set agent.learning_rate=1e-3") from e
-        raise UserError(f"--set {shown!r}: {e}") from e
-    parts = key.split(".")
-    if len(parts) != 2 or not all(parts):
-        raise UserError(f"--set {shown!r}: expected SECTION.KEY=VALUE, e.g. --set agent.learning_rate=1e-3")
-    section, field = parts
-    if section in SECTIONS and SECTIONS[section] is not EnvConfig:
-        fields = SECTIONS[section].model_fields
-        if field not in fields:
-            raise UserError(f"--set {shown!r}: unknown key '{section}.{field}'; "
-                            f"{_suggest(field, list(fields))}valid keys in {section!r}: {', '.join(fields)}")
-    raw.setdefault(section, {})
-    if not isinstance(raw[section], dict):
-        raise UserError(f"--set {section}.{field}=…: section {section!r} is not a mapping")
-    if (section, field) == ("env", "token") and value not in (None, "", REDACTED):
-        log.warning("--set env.token=… shows the token to every user of this machine in `ps`; export "
-                    "%s=… instead, or set env.token_file: PATH (chmod 600)", DEFAULT_ENV_VAR)
-    raw[section][field] = value
-
-
-_TOKEN_ARG = re.compile(r"^(?P<keep>(?:-[\w-]*=)?\s*env\s*\.\s*token\s*=).*$", re.DOTALL)
-
-
-def redact_argv(argv: list[str]) -> list[str]:
-    """The command line with every bridge token replaced by ``***``, for command.txt and logs.
-
-    ``--set env.token=X`` and ``--set=env.token=X`` (and argparse's abbreviations such as ``--se=``) become
-    ``env.token=***``; ``env.token_file`` and ``env.token_env`` are kept, they hold no secret.
-    """
-    return [_TOKEN_ARG.sub(lambda m: m.group("keep") + REDACTED, arg) for arg in argv]
-
-
-def dump(cfg: RunConfig) -> str:
-    """The resolved config as YAML, in schema order."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

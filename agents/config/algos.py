@@ -1,0 +1,84 @@
+"""Which ``agent:`` keys each algorithm takes, and the per-algorithm entries (``algos:``) of a config file."""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+from agents.config.schema import AgentConfig, RunConfig, suggest
+from agents.errors import UserError
+
+SHARED_AGENT_KEYS = ("backend", "algo", "learning_rate", "lr_schedule", "gamma", "net_arch", "activation",
+                     "normalize_obs", "normalize_reward", "policy")
+"""``agent:`` keys every algorithm accepts."""
+_ON_POLICY = ("n_steps", "batch_size", "n_epochs", "clip_range", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm",
+              "log_std_init", "ortho_init")
+_OFF_POLICY = ("batch_size", "buffer_size", "learning_starts", "train_freq", "gradient_steps", "tau", "action_noise",
+               "action_noise_std")
+ALGO_KEYS: dict[str, tuple[str, ...]] = {
+    "ppo": _ON_POLICY,
+    "a2c": _ON_POLICY,  # A2C ignores batch_size, n_epochs and clip_range, as it always has
+    "sac": (*_OFF_POLICY, "ent_coef", "target_update_interval", "target_entropy"),
+    "td3": (*_OFF_POLICY, "policy_delay", "target_policy_noise", "target_noise_clip"),
+}
+"""The ``agent:`` keys each algorithm accepts beyond :data:`SHARED_AGENT_KEYS`."""
+CONTINUOUS_ONLY = ("sac", "td3")
+"""Algorithms that need a Box action space."""
+
+
+def select_algo(raw: dict[str, Any], algo: str | None, source: str) -> None:
+    """Merge the chosen algorithm's entry of a config's ``algos:`` map over its sections, in place.
+
+    ``algos: {sac: {agent: {...}, train: {...}}}`` gives each algorithm its own tuned settings in one file;
+    the entry of ``algo`` (the ``--algo`` flag, else ``agent.algo``, else ppo) wins over the file's sections,
+    and the command line wins over both. The map itself is removed: a resolved config holds no ``algos``.
+    """
+    algos = raw.pop("algos", None)
+    if algos is None:
+        return
+    if not isinstance(algos, dict):
+        raise UserError(f"{source}: 'algos' must map an algorithm to its sections, e.g. algos: {{sac: {{agent: "
+                        f"{{tau: 0.01}}}}}}, got {type(algos).__name__}")
+    names = list(get_args(AgentConfig.model_fields["algo"].annotation))
+    for name, entry in algos.items():
+        if name not in names:
+            raise UserError(f"{source}: unknown algorithm 'algos.{name}'; {suggest(str(name), names)}"
+                            f"expected one of {', '.join(names)}")
+        if not isinstance(entry, dict) or not all(isinstance(v, dict) for v in entry.values()):
+            raise UserError(f"{source}: 'algos.{name}' must map sections to settings, e.g. {{agent: {{tau: 0.01}}}}")
+    agent: dict[str, Any] = raw["agent"] if isinstance(raw.get("agent"), dict) else {}
+    chosen = algos.get(algo or agent.get("algo") or "ppo") or {}
+    for section, values in chosen.items():
+        if not isinstance(raw.get(section, {}), dict):
+            raise UserError(f"{source}: section {section!r} must be a mapping of settings")
+        raw.setdefault(section, {}).update(values)
+
+
+def check_algorithm(cfg: RunConfig, action_space: Any) -> None:
+    """Refuse, for a new run, an algorithm that does not fit the action space or a key it does not take.
+
+    Only keys that were given (YAML, ``algos:`` entry, command line) count; defaults never do.
+
+    Raises:
+        UserError: one line that names the algorithm and the keys it accepts, or the fix for the action space.
+    """
+    import gymnasium as gym
+
+    a = cfg.agent
+    name = a.algo.upper()
+    if a.algo in CONTINUOUS_ONLY and not isinstance(action_space, gym.spaces.Box):
+        raise UserError(f"{name} needs a continuous (Box) action space; `--env {cfg.env.id}` has {action_space}: "
+                        "use `--algo ppo`")
+    if a.ent_coef == "auto" and a.algo != "sac":
+        raise UserError(f"agent.ent_coef: auto is SAC's learned entropy coefficient; {name} takes a number "
+                        "(the entropy bonus weight, e.g. 0.01)")
+    if a.backend != "sb3" or a.algo not in ALGO_KEYS:
+        return  # the other backends refuse what they cannot map themselves
+    accepted = ALGO_KEYS[a.algo]
+    foreign = sorted(k for k in a.model_fields_set if k not in SHARED_AGENT_KEYS and k not in accepted)
+    if foreign:
+        owners = sorted({o.upper() for o, keys in ALGO_KEYS.items() for k in foreign if k in keys})
+        raise UserError(f"--algo {a.algo} does not take {', '.join('agent.' + k for k in foreign)} "
+                        f"(a key of {'/'.join(owners)}); remove it or use that algorithm. {name} accepts: "
+                        f"{', '.join(SHARED_AGENT_KEYS + accepted)}")
+    if "target_entropy" in a.model_fields_set and isinstance(a.ent_coef, float):
+        raise UserError("agent.target_entropy applies only with agent.ent_coef: auto (a learned α); remove one")

@@ -1,0 +1,122 @@
+"""Reading configs: YAML files, validation into one-line errors, ``--set`` overrides, dumps and redaction."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from agents.config.schema import SECTIONS, EnvConfig, RunConfig, suggest
+from agents.errors import UserError
+from agents.run.tokens import DEFAULT_ENV_VAR, REDACTED
+from envs.registry import parse_assignment
+
+log = logging.getLogger(__name__)
+
+
+def _check_keys(raw: dict[str, Any], source: str) -> None:
+    """Reject unknown section and field names with a did-you-mean before pydantic sees them."""
+    top = list(RunConfig.model_fields)
+    for key, value in raw.items():
+        if key not in top:
+            raise UserError(f"{source}: unknown section {key!r}; {suggest(key, top)}expected one of {', '.join(top)}")
+        model = SECTIONS.get(key)
+        if model is None or model is EnvConfig:
+            continue
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: section {key!r} must be a mapping of settings, got {type(value).__name__}")
+        fields = list(model.model_fields)
+        for sub in value:
+            if sub not in fields:
+                raise UserError(f"{source}: unknown key '{key}.{sub}'; {suggest(str(sub), fields)}"
+                                f"valid keys in {key!r}: {', '.join(fields)}")
+
+
+def validate(raw: dict[str, Any], source: str) -> RunConfig:
+    """Build a :class:`RunConfig` from a plain mapping, turning errors into one-line :class:`UserError`."""
+    _check_keys(raw, source)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        path = ".".join(str(p) for p in err["loc"])
+        got = REDACTED if path.endswith("token") else _redact_input(err.get("input"))
+        msg = err["msg"][:1].lower() + err["msg"][1:]
+        raise UserError(f"{source}: '{path}' {msg} (got {got!r}); fix the value in the YAML "
+                        f"or with --set {path}=VALUE") from e
+
+
+def _redact_input(value: Any) -> Any:
+    """A copy of an invalid input for an error message, with any ``token`` value replaced by ``***``."""
+    if isinstance(value, dict):
+        return {k: REDACTED if k == "token" and v else _redact_input(v) for k, v in value.items()}
+    return value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping safely, or raise a one-line :class:`UserError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {str(p)!r} does not exist; pass --config PATH to a YAML file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"config file {str(p)!r} is not valid YAML{where}: {getattr(e, 'problem', e)}; "
+                        "fix the syntax") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {str(p)!r} must hold a mapping (env:, agent:, train:, eval:), "
+                        f"got {type(data).__name__}")
+    return data
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``--set section.key=value`` in place; the value is parsed as YAML and typed by the schema."""
+    key, _, text = assignment.partition("=")
+    shown = f"{key}=…" if "token" in text.lower() or "token" in key.lower() else assignment  # never echo a token
+    try:  # the one --set parser (envs.registry); a token is taken as typed
+        key, value = parse_assignment(assignment)
+    except ValueError as e:
+        if "=" not in assignment:
+            raise UserError(f"--set {shown!r}: expected SECTION.KEY=VALUE, e.g. --set agent.learning_rate=1e-3") from e
+        raise UserError(f"--set {shown!r}: {e}") from e
+    parts = key.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise UserError(f"--set {shown!r}: expected SECTION.KEY=VALUE, e.g. --set agent.learning_rate=1e-3")
+    section, field = parts
+    if section in SECTIONS and SECTIONS[section] is not EnvConfig:
+        fields = SECTIONS[section].model_fields
+        if field not in fields:
+            raise UserError(f"--set {shown!r}: unknown key '{section}.{field}'; "
+                            f"{suggest(field, list(fields))}valid keys in {section!r}: {', '.join(fields)}")
+    raw.setdefault(section, {})
+    if not isinstance(raw[section], dict):
+        raise UserError(f"--set {section}.{field}=…: section {section!r} is not a mapping")
+    if (section, field) == ("env", "token") and value not in (None, "", REDACTED):
+        log.warning("--set env.token=… shows the token to every user of this machine in `ps`; export "
+                    "%s=… instead, or set env.token_file: PATH (chmod 600)", DEFAULT_ENV_VAR)
+    raw[section][field] = value
+
+
+_TOKEN_ARG = re.compile(r"^(?P<keep>(?:-[\w-]*=)?\s*env\s*\.\s*token\s*=).*$", re.DOTALL)
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """The command line with every bridge token replaced by ``***``, for command.txt and logs.
+
+    ``--set env.token=X`` and ``--set=env.token=X`` (and argparse's abbreviations such as ``--se=``) become
+    ``env.token=***``; ``env.token_file`` and ``env.token_env`` are kept, they hold no secret.
+    """
+    return [_TOKEN_ARG.sub(lambda m: m.group("keep") + REDACTED, arg) for arg in argv]
+
+
+def dump(cfg: RunConfig) -> str:
+    """The resolved config as YAML, in schema order."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
