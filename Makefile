@@ -20,11 +20,12 @@ install: $(STAMP)
 train: $(STAMP)
 	$(PY) train.py --env robot $(ARGS)
 
-# The fast suite plus the chosen slow tests that CI runs (see README "Tests").
+# The fast suite plus the chosen slow tests that CI runs (see README "Tests"), on two pytest-xdist workers;
+# tests that start Ray share one worker (tests/conftest.py).
 test: $(STAMP)
 	$(PY) -m ruff check envs agents tests benchmarks examples train.py evaluate.py
 	$(PY) -m mypy envs agents
-	$(PY) -m pytest -m "not slow or ci" $(ARGS); rc=$$?; \
+	$(PY) -m pytest -m "not slow or ci" -n 2 --dist loadgroup $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): failing" >&2; exit 1; fi; exit $$rc
 
 test-all: $(STAMP)
