@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ from agents.errors import UserError
 from agents.run import tokens
 from agents.run.envfactory import check_env_kwargs, env_factory
 
-TOKEN = "tok-5a1f9c0e7d3b42e8a6c1f0b9d2e4a7c3"
+TOKEN = f"tok-{secrets.token_hex(16)}"  # per process: a test running beside this one (xdist) holds another token
 
 # A third-party program over pipes that insists on the token: nondiff's SDK, Pendulum inside. It reads the
 # token from the file named on its command line (a path is no secret), so the trainer's copy must match.
