@@ -20,6 +20,12 @@ from agents.run.tokens import DEFAULT_ENV_VAR, REDACTED, TokenSource
 log = logging.getLogger(__name__)
 
 
+def _layer_sizes(v: list[int], name: str, example: str) -> list[int]:
+    if not v or any(n <= 0 for n in v):
+        raise ValueError(f"{name} must be a non-empty list of positive layer sizes, e.g. {example}")
+    return v
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -188,9 +194,7 @@ class AgentConfig(_Section):
     @field_validator("net_arch")
     @classmethod
     def _positive_layers(cls, v: list[int]) -> list[int]:
-        if not v or any(n <= 0 for n in v):
-            raise ValueError("net_arch must be a non-empty list of positive layer sizes, e.g. [64, 64]")
-        return v
+        return _layer_sizes(v, "net_arch", "[64, 64]")
 
 
 class TrainConfig(_Section):
@@ -294,9 +298,7 @@ class BlackBoxSection(_Section):
     @field_validator("hidden")
     @classmethod
     def _positive_hidden(cls, v: list[int]) -> list[int]:
-        if not v or any(n <= 0 for n in v):
-            raise ValueError("blackbox.hidden must be a non-empty list of positive layer sizes, e.g. [256, 256]")
-        return v
+        return _layer_sizes(v, "blackbox.hidden", "[256, 256]")
 
 
 class RunConfig(_Section):
