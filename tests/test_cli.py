@@ -199,3 +199,14 @@ def test_cuda_without_gpu_and_unsupported_render_are_clear_errors(tmp_path):
             *FAST, check=True)
     proc = run_cli("evaluate.py", str(run), "--render", "--episodes", "1")
     assert proc.returncode == 2 and "--video" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_linear_learning_rate_anneals_over_the_whole_budget(tmp_path):
+    # the loop calls SB3's learn once per iteration; the schedule must still span the run's budget
+    run = tmp_path / "run"
+    run_cli("train.py", "--env", "CartPole-v1", "--timesteps", "1024", "--seed", "0", "--run-dir", str(run),
+            "--set", "agent.lr_schedule=linear", "--set", "agent.learning_rate=1e-3", "--set", "eval.every=0",
+            *FAST, check=True)
+    lrs = [v for _, v in scalars(run, "train/learning_rate")]
+    assert len(lrs) >= 5 and all(a > b for a, b in zip(lrs, lrs[1:])), lrs
+    assert lrs[0] < 1e-3 and lrs[-1] < 0.3e-3, lrs  # 1e-3 × (1 − step/1024) after each 128-step rollout

@@ -99,7 +99,7 @@ class _Tick(BaseCallback):
         return self.session.tick(self.model.num_timesteps, self.locals.get("infos", ()), ret)
 
     def _on_rollout_end(self) -> None:  # the update that follows sees the whole run's progress
-        lr = self.model.lr_schedule
+        lr = self.model.learning_rate  # what nondiff passed; SB3 wraps it into lr_schedule
         if isinstance(lr, _LinearLR):
             lr.remaining = max(0.0, 1.0 - self.model.num_timesteps / max(self.session.total_steps, 1))
 
