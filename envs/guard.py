@@ -52,23 +52,30 @@ def _invalid(text: str) -> Problem:
 
 
 def _box_problem(space: spaces.Box, obs: Any, path: str) -> Problem | None:
+    return _box_check(space, obs, path)[0]
+
+
+def _box_check(space: spaces.Box, obs: Any, path: str) -> tuple[Problem | None, Any]:
+    """The Box check, and ``obs`` clipped onto the bounds when it strays past them by rounding noise only."""
     arr = np.asarray(obs)
     if arr.shape != space.shape:
-        return _invalid(f"{path} has shape {arr.shape}, the space declares {space.shape}")
+        return _invalid(f"{path} has shape {arr.shape}, the space declares {space.shape}"), obs
     if arr.dtype != space.dtype:
         return _invalid(f"{path} has dtype {arr.dtype}, the space declares {space.dtype}; "
-                        f"return np.asarray(obs, dtype=np.{space.dtype})")
+                        f"return np.asarray(obs, dtype=np.{space.dtype})"), obs
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        return Problem(FaultKind.NONFINITE, f"{path} contains {'NaN' if np.isnan(arr).any() else 'inf'}")
+        return Problem(FaultKind.NONFINITE, f"{path} contains {'NaN' if np.isnan(arr).any() else 'inf'}"), obs
     outside = (arr < space.low) | (arr > space.high)
-    if outside.any() and arr.dtype.kind == "f":  # rounding noise (1 + 1e-16 against a bound of 1) is no fault
+    if not outside.any():
+        return None, obs
+    if arr.dtype.kind == "f":  # rounding noise (1 + 1e-16 against a bound of 1) is no fault: snap it on
         tol = tolerance(space)
         outside = (arr < space.low - tol) | (arr > space.high + tol)
-    if outside.any():
-        idx = int(np.argmax(outside))
-        return _invalid(f"{path} is out of bounds at flat index {idx}: {arr.ravel()[idx]!r} not in "
-                        f"[{space.low.ravel()[idx]!r}, {space.high.ravel()[idx]!r}]")
-    return None
+        if not outside.any():
+            return None, np.clip(arr, space.low, space.high).astype(space.dtype)
+    idx = int(np.argmax(outside))
+    return _invalid(f"{path} is out of bounds at flat index {idx}: {arr.ravel()[idx]!r} not in "
+                    f"[{space.low.ravel()[idx]!r}, {space.high.ravel()[idx]!r}]"), obs
 
 
 ROUNDING_ULPS = 16
@@ -86,15 +93,22 @@ def tolerance(space: spaces.Box) -> np.ndarray:
     return ROUNDING_ULPS * eps * np.maximum(1.0, bound)
 
 
-def snap(space: spaces.Space, obs: Any) -> Any:
-    """``obs`` (already valid within :func:`tolerance`) with float values clipped onto ``space``'s bounds."""
-    if isinstance(space, spaces.Box) and space.dtype is not None and space.dtype.kind == "f":
-        arr = np.asarray(obs)
-        if ((arr < space.low) | (arr > space.high)).any():
-            return np.clip(arr, space.low, space.high).astype(space.dtype)
-    elif isinstance(space, spaces.Dict) and isinstance(obs, dict):
-        return {k: snap(space.spaces[k], v) for k, v in obs.items()}
-    return obs
+def check(space: spaces.Space, obs: Any, path: str = "observation") -> tuple[Problem | None, Any]:
+    """:func:`obs_problem` and, when it finds none, ``obs`` with float rounding noise clipped onto the bounds,
+    in one pass over the values (the Guard calls it on every step). Never raises."""
+    try:
+        if isinstance(space, spaces.Box):
+            return _box_check(space, obs, path)
+        if isinstance(space, spaces.Dict) and isinstance(obs, dict) and set(obs) == set(space.spaces):
+            out = {}
+            for key, value in obs.items():
+                problem, out[key] = check(space.spaces[key], value, f"{path}[{key!r}]")
+                if problem:
+                    return problem, obs
+            return None, out
+    except Exception:  # noqa: BLE001 - obs_problem names what cannot be checked
+        pass
+    return obs_problem(space, obs, path), obs
 
 
 def obs_problem(space: spaces.Space, obs: Any, path: str = "observation") -> Problem | None:
@@ -270,14 +284,14 @@ class Guard(gym.Wrapper):
                     raise EnvGaveUp(f"env {self._who()}: reset failed {attempt} times in a row; last: "
                                     f"{faults[-1].detail}") from e
         info = dict(info) if isinstance(info, dict) else {}
-        problem = obs_problem(self.observation_space, obs)
+        problem, checked = check(self.observation_space, obs)
         if problem:
             if self.nan_policy == "raise":
                 raise InvalidOutputError(f"reset: {problem}")
             obs = sanitize(self.observation_space, obs, self._last_obs)
             faults.append(Fault(problem.kind, f"reset: {problem}", program=self._who()))
         else:
-            obs = snap(self.observation_space, obs)
+            obs = checked
         for fault in faults:
             add_fault(info, fault)
         self._pending.extend(faults)
@@ -302,9 +316,10 @@ class Guard(gym.Wrapper):
         info = dict(info) if isinstance(info, dict) else {}
         info[LATENCY_KEY] = (time.perf_counter() - t) * 1e3
         self._report_pending(info)
-        problem = obs_problem(self.observation_space, obs) or reward_problem(reward)
+        problem, checked = check(self.observation_space, obs)
+        problem = problem or reward_problem(reward)
         if problem is None:
-            self._last_obs = obs = snap(self.observation_space, obs)
+            self._last_obs = obs = checked
             return obs, float(reward), terminated, truncated, info
         if self.nan_policy == "raise":
             raise InvalidOutputError(f"step: {problem}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -112,7 +113,7 @@ class EnvHealth:
             if not isinstance(info, dict):
                 continue
             ms = info.get(LATENCY_KEY)
-            if isinstance(ms, (int, float, np.number)) and not isinstance(ms, bool) and np.isfinite(ms):
+            if isinstance(ms, (int, float, np.number)) and not isinstance(ms, bool) and math.isfinite(ms):
                 self.latencies.append(float(ms))
             for fault in faults_in(info):
                 self._count(fault)
