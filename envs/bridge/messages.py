@@ -29,6 +29,10 @@ class SpecReply:
     observation_space: spaces.Space
     action_space: spaces.Space
     metadata: dict[str, Any] = field(default_factory=dict)
+    num_instances: int = 1
+    """Env instances behind the connection (protocol 1.1); 1 for a 1.0 program."""
+    batched: bool = False
+    """True when the spec declared ``num_instances``: requests and replies then use the batched form."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,16 @@ def parse_spec(msg: dict[str, Any], max_elements: int = MAX_SPACE_ELEMENTS) -> S
     if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps < 1e4:
         raise P.SpecError(f"spec.metadata.render_fps: expected a positive number of frames per second, got "
                           f"{str(fps)[:40]}")
+    batched = "num_instances" in msg
+    k = msg.get("num_instances", 1)
+    if type(k) is not int or not 1 <= k <= P.MAX_INSTANCES:
+        raise P.SpecError(f"spec.num_instances: expected an integer from 1 to {P.MAX_INSTANCES} (env instances "
+                          f"this program hosts), got {str(k)[:40]}")
+    if batched and not isinstance(act_space, spaces.Box | spaces.Discrete | spaces.MultiDiscrete | spaces.MultiBinary):
+        raise P.SpecError(f"spec.action_space: a program with num_instances needs a Box, Discrete, MultiDiscrete or "
+                          f"MultiBinary action space (actions travel stacked), got {type(act_space).__name__}")
     return SpecReply(str(msg.get("env", ""))[:200], str(msg.get("version", ""))[:20], obs_space, act_space,
-                     {"render_fps": fps})
+                     {"render_fps": fps}, k, batched)
 
 
 def _info(msg: dict[str, Any], kind: str) -> dict[str, Any]:

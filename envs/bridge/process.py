@@ -13,7 +13,6 @@ cannot heal (:class:`~envs.bridge.protocol.StartupError`) are raised at once, wi
 from __future__ import annotations
 
 import collections
-import ipaddress
 import logging
 import os
 import shlex
@@ -27,6 +26,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.bridge import batchmsg as B
+from envs.bridge import listen as L
 from envs.bridge import messages as M
 from envs.bridge import protocol as P
 from envs.bridge import reaper
@@ -43,11 +44,7 @@ class RestartBudgetExhausted(P.BridgeError):
     """The program failed more often than the restart budget allows."""
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
-    except (OSError, ValueError):
-        return False
+_is_loopback = L.is_loopback
 
 
 PRIVATE_VARIABLES = ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")
@@ -66,6 +63,9 @@ class ProcessEnv(gym.Env):
     Args:
         command: program to spawn, e.g. ``"./heater --fast"``; it speaks on stdin/stdout.
         address: ``host:port`` of a program that already runs and listens.
+        listen: ``host:port`` on which nondiff listens; a program that connects there becomes this env
+            (connect mode, :mod:`envs.bridge.listen`; port 0 picks a free port).
+        connect_timeout: seconds to wait for a program to connect (listen mode).
         token: shared secret for the HMAC handshake; required for any non-loopback address.
         allow_remote: must be True to connect to a non-loopback address.
         step_timeout: seconds a step may take before the program counts as hung.
@@ -82,14 +82,18 @@ class ProcessEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
-    def __init__(self, *, command: str | None = None, address: str | None = None, token: str = "",
+    def __init__(self, *, command: str | None = None, address: str | None = None, listen: str | None = None,
+                 connect_timeout: float = 60.0, token: str = "",
                  allow_remote: bool = False, step_timeout: float = 5.0, reset_timeout: float = 30.0,
                  max_restarts: int = 10, restart_rate: int = 10, restart_period: float = 60.0,
                  term_grace: float = 2.0, max_message: int = P.MAX_MESSAGE,
                  max_space_elements: int = MAX_SPACE_ELEMENTS, cwd: str | None = None,
                  render_mode: str | None = None) -> None:
-        if (command is None) == (address is None):
-            raise ValueError("process: pass exactly one of command='./program args' or address='host:port'")
+        if sum(x is not None for x in (command, address, listen)) != 1:
+            raise ValueError("process: pass exactly one of command='./program args', address='host:port' (a program "
+                             "that listens) or listen='host:port' (programs that connect to nondiff)")
+        if connect_timeout <= 0:
+            raise ValueError(f"process: connect_timeout must be > 0 seconds, got {connect_timeout}")
         if step_timeout <= 0 or reset_timeout <= 0 or term_grace < 0:
             raise ValueError(f"process: timeouts must be > 0, got step {step_timeout}, reset {reset_timeout}, "
                              f"term_grace {term_grace}")
@@ -98,7 +102,11 @@ class ProcessEnv(gym.Env):
         if max_message < 1024 or max_space_elements < 1:
             raise ValueError("process: max_message must be >= 1024 bytes and max_space_elements >= 1")
         self._argv: list[str] = []
-        if address is not None:
+        self.listen, self.connect_timeout = listen, connect_timeout
+        if listen is not None:
+            L.parse_address(listen)
+            self._addr = None
+        elif address is not None:
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"process: address must look like host:port, got {address!r}")
@@ -117,7 +125,8 @@ class ProcessEnv(gym.Env):
         self.step_timeout, self.reset_timeout, self.term_grace = step_timeout, reset_timeout, term_grace
         self.max_restarts, self.restart_rate, self.restart_period = max_restarts, restart_rate, restart_period
         self.max_message, self.max_space_elements, self.cwd = max_message, max_space_elements, cwd
-        self.who = command if command is not None else f"tcp://{address}"
+        self.who = command if command is not None else f"tcp://{address}" if address is not None else (
+            f"a program connected to {listen}")
         self.restarts = 0
         self._restart_times: collections.deque[float] = collections.deque()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -134,6 +143,8 @@ class ProcessEnv(gym.Env):
         self.observation_space = self.spec_reply.observation_space
         self.action_space = self.spec_reply.action_space
         self.metadata = {**self.metadata, **self.spec_reply.metadata}
+        self.num_instances = self.spec_reply.num_instances
+        """Instances the program hosts (protocol 1.1); this env drives instance 0, the batch API all of them."""
 
     # -- process and connection ---------------------------------------------------------------------------
     @property
@@ -145,7 +156,11 @@ class ProcessEnv(gym.Env):
         return kids[0] if kids else None
 
     def _launch(self, timeout: float) -> None:
-        if self._addr is None:
+        if self.listen is not None:
+            lst = L.listener(self.listen, self.token)
+            self.who = f"a program connected to {lst.address}"
+            self._chan = P.Channel.from_socket(lst.accept(self.connect_timeout))
+        elif self._addr is None:
             check_program(self._argv, self.cwd)
             life = reaper.lifeline()
             try:
@@ -190,9 +205,15 @@ class ProcessEnv(gym.Env):
         except P.RemoteError as e:
             raise P.AuthError(f"program {self.who!r} refused the handshake: {e}") from e
         try:
-            self.spec_reply = M.parse_spec(msg, self.max_space_elements)
+            spec = M.parse_spec(msg, self.max_space_elements)
         except P.SpecError as e:
             raise P.SpecError(f"program {self.who!r} sent a bad spec: {e}") from e
+        old = self.spec_reply
+        if old is not None and (old.observation_space != spec.observation_space or old.action_space !=
+                                spec.action_space or old.num_instances != spec.num_instances):
+            raise P.ProtocolError(f"program {self.who!r} came back with other spaces or num_instances than it "
+                                  "started with; every program of a run must declare the same spec")
+        self.spec_reply = spec
 
     def _kill(self) -> int | None:
         """Stop the program: SIGTERM to its supervisor, which escalates to SIGKILL. Returns its exit code."""
@@ -274,10 +295,17 @@ class ProcessEnv(gym.Env):
                 self._spend_restart(*self._last_failure)
                 self._start_with_budget(self.reset_timeout)
             try:
-                assert self._chan is not None
-                P.send(self._chan, {"type": "reset", "seed": seed, "options": options or {}}, self.reset_timeout)
-                reply = M.parse_reset_result(P.recv(self._chan, self.reset_timeout, self.max_message),
-                                             self.observation_space)
+                assert self._chan is not None and self.spec_reply is not None
+                if self.spec_reply.batched:  # protocol 1.1: this env is instance 0
+                    P.send(self._chan, {"type": "reset", "instances": [0], "seeds": [seed], "options": options or {}},
+                           self.reset_timeout)
+                    batch = B.parse_batch_reset(P.recv(self._chan, self.reset_timeout, self.max_message),
+                                                self.observation_space, 1)
+                    reply = M.ResetReply(B.unstack(self.observation_space, batch.obs, 0), batch.infos[0])
+                else:
+                    P.send(self._chan, {"type": "reset", "seed": seed, "options": options or {}}, self.reset_timeout)
+                    reply = M.parse_reset_result(P.recv(self._chan, self.reset_timeout, self.max_message),
+                                                 self.observation_space)
                 self._last_obs = reply.obs
                 return reply.obs, {**reply.info, **info}
             except StopRequested:
@@ -291,11 +319,19 @@ class ProcessEnv(gym.Env):
         """Step the program; on a fault return a truncated transition with ``info["nondiff_fault"]``."""
         if not self._alive:
             raise RuntimeError("process: step() after a fault; call reset() (the vector env does this)")
-        message = {"type": "step", "action": np.asarray(action)}
         try:
-            assert self._chan is not None
-            P.send(self._chan, message, self.step_timeout)
-            reply = M.parse_step_result(P.recv(self._chan, self.step_timeout, self.max_message), self.observation_space)
+            assert self._chan is not None and self.spec_reply is not None
+            if self.spec_reply.batched:  # protocol 1.1: this env is instance 0
+                P.send(self._chan, {"type": "step", "instances": [0],
+                                    "actions": B.stack_actions(self.action_space, [action])}, self.step_timeout)
+                batch = B.parse_batch_step(P.recv(self._chan, self.step_timeout, self.max_message),
+                                           self.observation_space, 1)
+                reply = M.StepReply(B.unstack(self.observation_space, batch.obs, 0), float(batch.rewards[0]),
+                                    bool(batch.terminated[0]), bool(batch.truncated[0]), batch.infos[0])
+            else:
+                P.send(self._chan, {"type": "step", "action": np.asarray(action)}, self.step_timeout)
+                reply = M.parse_step_result(P.recv(self._chan, self.step_timeout, self.max_message),
+                                            self.observation_space)
         except StopRequested:
             self._kill()
             raise

@@ -31,7 +31,10 @@ from typing import Any
 
 import numpy as np
 
-VERSION = "1.0"
+VERSION = "1.1"
+"""This side's protocol version; 1.1 added ``num_instances`` (several env instances behind one connection)."""
+MAX_INSTANCES = 4096
+"""The most env instances one program may declare (``spec.num_instances``)."""
 MAX_MESSAGE = 64 * 1024 * 1024
 """Default limit on a frame's length, in bytes."""
 MAX_HEADER = 1024 * 1024
@@ -336,9 +339,17 @@ def check_version(theirs: Any, who: str) -> str | None:
     my_major, my_minor = (int(x) for x in VERSION.split("."))
     if major != my_major:
         raise VersionError(f"protocol version mismatch: {who} speaks {theirs}, this side speaks {VERSION}")
-    if minor != my_minor:
+    if minor > my_minor:  # an older peer is served as it is: every 1.x side speaks every older 1.y
         return f"{who} speaks protocol {theirs}, this side {VERSION}; continuing (minor versions differ)"
     return None
+
+
+def minor_of(version: Any) -> int:
+    """The MINOR number of a ``MAJOR.MINOR`` string (0 when unreadable; :func:`check_version` refuses those)."""
+    try:
+        return int(str(version)[:20].split(".")[1])
+    except (IndexError, ValueError):
+        return 0
 
 
 def mac(token: str, role: str, nonce: str) -> str:

@@ -6,6 +6,9 @@ A program needs only this module, ``envs.bridge.protocol`` and NumPy (no torch, 
     serve(MySimulator)                        # spawned by nondiff: speaks on stdin/stdout
     serve(MySimulator, listen=("127.0.0.1", 5555), token=os.environ["NONDIFF_TOKEN"])  # a server: one
                                               # env per connection, connections served concurrently
+    serve(MySimulator, instances=16)          # protocol 1.1: 16 instances behind one connection
+    serve(MySimulator, connect=("127.0.0.1", 5555))  # connect to a listening nondiff (env.listen), and
+                                              # again after each session; NONDIFF_CONNECT=HOST:PORT does the same
 
 Anything the program wants to print must go to stderr: stdout carries the protocol.
 """
@@ -16,6 +19,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -28,10 +32,13 @@ HANDSHAKE_TIMEOUT = 60.0
 """Seconds a TCP client has to send its ``hello`` before the connection is dropped."""
 
 
-def _handshake(chan: P.Channel, env: Any, name: str, token: str, timeout: float) -> None:
+def _handshake(chan: P.Channel, env: Any, name: str, token: str, timeout: float, instances: int | None = None) -> None:
     hello = P.expect(P.recv(chan, timeout), "hello")
     try:
         warning = P.check_version(hello.get("version"), "nondiff")
+        if instances is not None and P.minor_of(hello.get("version")) < 1:
+            raise P.VersionError(f"protocol version mismatch: this program hosts {instances} instances, which needs "
+                                 f"protocol 1.1; nondiff speaks {str(hello.get('version'))[:20]}")
     except P.VersionError as e:
         P.send(chan, {"type": "error", "message": str(e)}, 10)
         raise
@@ -44,10 +51,109 @@ def _handshake(chan: P.Channel, env: Any, name: str, token: str, timeout: float)
     if not P.verify(token, "client", challenge, auth.get("mac")):
         P.send(chan, {"type": "error", "message": "authentication failed: wrong token"}, 10)
         raise P.AuthError("a client presented a wrong token")
-    P.send(chan, {"type": "spec", "env": name, "version": P.VERSION,
-                  "observation_space": space_to_json(env.observation_space),
-                  "action_space": space_to_json(env.action_space),
-                  "metadata": {"render_fps": getattr(env, "metadata", {}).get("render_fps", 30)}}, 10)
+    spec = {"type": "spec", "env": name, "version": P.VERSION,
+            "observation_space": space_to_json(env.observation_space),
+            "action_space": space_to_json(env.action_space),
+            "metadata": {"render_fps": getattr(env, "metadata", {}).get("render_fps", 30)}}
+    if instances is not None:
+        spec["num_instances"] = instances
+    P.send(chan, spec, 10)
+
+
+def _stack(values: list[Any]) -> Any:
+    """Per-instance observations stacked along a new leading axis (Dict and Tuple observations key by key)."""
+    first = values[0]
+    if isinstance(first, dict):
+        return {k: _stack([v[k] for v in values]) for k in first}
+    if isinstance(first, tuple):
+        return [_stack([v[i] for v in values]) for i in range(len(first))]
+    return np.stack([np.asarray(v) for v in values])
+
+
+def _loop_batch(chan: P.Channel, envs: list[Any], max_size: int) -> None:
+    """Serve the batched requests of protocol 1.1 for ``len(envs)`` instances."""
+    while True:
+        try:
+            msg = P.recv(chan, FOREVER, max_size)
+        except P.PeerClosed:
+            return
+        kind = msg["type"]
+        try:
+            idx = msg.get("instances", list(range(len(envs))))
+            if not isinstance(idx, list) or not all(type(i) is int and 0 <= i < len(envs) for i in idx):
+                raise ValueError(f"instances must be a list of indices below {len(envs)}")
+            if kind == "reset":
+                seeds = msg.get("seeds") or [None] * len(idx)
+                out = [envs[i].reset(seed=s, options=msg.get("options") or None) for i, s in zip(idx, seeds)]
+                reply = {"type": "reset_result", "obs": _stack([o for o, _ in out]),
+                         "infos": [_jsonable(info) for _, info in out]}
+            elif kind == "step":
+                actions = msg["actions"]
+                res = [envs[i].step(actions[j]) for j, i in enumerate(idx)]
+                reply = {"type": "step_result", "obs": _stack([r[0] for r in res]),
+                         "rewards": np.array([float(r[1]) for r in res]),
+                         "terminated": np.array([bool(r[2]) for r in res]),
+                         "truncated": np.array([bool(r[3]) for r in res]), "infos": [_jsonable(r[4]) for r in res]}
+            elif kind == "close":
+                P.send(chan, {"type": "bye"}, 10)
+                return
+            else:
+                reply = {"type": "error", "message": f"unknown message type {kind!r}"}
+        except Exception as e:  # report to nondiff, which decides; keep serving
+            reply = {"type": "error", "message": f"{type(e).__name__}: {e}"}
+        P.send(chan, reply, 60, max_size)
+
+
+def _session(chan: P.Channel, env: Any, name: str, token: str, max_size: int, instances: int | None,
+             timeout: float) -> None:
+    """One connection from handshake to close: one env, or ``instances`` envs made by the factory ``env``."""
+    if instances is None:
+        instance = _make(env)
+        _handshake(chan, instance, name or type(instance).__name__, token, timeout)
+        _loop(chan, instance, max_size)
+        return
+    envs = [_make(env) for _ in range(instances)]
+    try:
+        _handshake(chan, envs[0], name or type(envs[0]).__name__, token, timeout, instances)
+        _loop_batch(chan, envs, max_size)
+    finally:
+        for e in envs:
+            if hasattr(e, "close"):
+                e.close()
+
+
+def _connect(address: tuple[str, int], wait: float) -> socket.socket | None:
+    """Connect to a listening nondiff, retrying for ``wait`` seconds; None when it never answered."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return socket.create_connection(address, timeout=10)
+        except OSError:
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.2)
+
+
+def _serve_connecting(env: Any, address: tuple[str, int], name: str, token: str, max_size: int,
+                      instances: int | None, once: bool, wait: float) -> None:
+    """Connect mode: connect, serve one session, and connect again, until nondiff stops listening."""
+    while True:
+        sock = _connect(address, wait)
+        if sock is None:
+            print(f"nondiff sdk: nobody listens on {address[0]}:{address[1]} (waited {wait:g} s); exiting",
+                  file=sys.stderr, flush=True)
+            return
+        chan = P.Channel.from_socket(sock)
+        try:
+            _session(chan, env, name, token, max_size, instances, HANDSHAKE_TIMEOUT)
+        except (P.BridgeError, OSError) as e:
+            print(f"nondiff sdk: connection ended: {e}", file=sys.stderr, flush=True)
+            if isinstance(e, P.StartupError):
+                return
+        finally:
+            chan.close()
+        if once:
+            return
 
 
 def _loop(chan: P.Channel, env: Any, max_size: int) -> None:
@@ -117,7 +223,8 @@ def _serve_connection(conn: socket.socket, env: Any, name: str, token: str, max_
 
 
 def serve(env: Any, *, name: str | None = None, listen: tuple[str, int] | None = None, token: str = "",
-          max_size: int = P.MAX_MESSAGE, once: bool = False, max_connections: int = 64) -> None:
+          max_size: int = P.MAX_MESSAGE, once: bool = False, max_connections: int = 64, instances: int | None = None,
+          connect: tuple[str, int] | None = None, connect_wait: float = 30.0) -> None:
     """Serve an env until nondiff closes it (pipes) or forever (TCP).
 
     Args:
@@ -132,14 +239,27 @@ def serve(env: Any, *, name: str | None = None, listen: tuple[str, int] | None =
         once: with ``listen``, serve one connection and return.
         max_connections: with ``listen``, connections served at once (each in its own thread); more are
             refused with an ``error`` message.
+        instances: host this many env instances behind each connection (protocol 1.1, ``num_instances``);
+            ``env`` must then be a factory. None: one instance, the 1.0 messages.
+        connect: ``(host, port)`` of a nondiff that listens (``env.listen``): connect to it instead of
+            waiting to be spawned or connected to; after each session, connect again. Default: the
+            ``NONDIFF_CONNECT=HOST:PORT`` environment variable, when set.
+        connect_wait: with ``connect``, seconds to keep retrying a refused connection before returning.
     """
+    if instances is not None and (type(instances) is not int or not 1 <= instances <= P.MAX_INSTANCES
+                                  or not _is_factory(env)):
+        raise ValueError(f"instances must be an integer from 1 to {P.MAX_INSTANCES} and env a factory, got "
+                         f"{instances!r}")
+    if connect is None and listen is None and os.environ.get("NONDIFF_CONNECT"):
+        host, _, port = os.environ["NONDIFF_CONNECT"].rpartition(":")
+        connect = (host.strip("[]"), int(port))
+    if connect is not None:
+        _serve_connecting(env, connect, name or "", token, max_size, instances, once, connect_wait)
+        return
     if listen is None:
-        instance = _make(env)
         out_fd = os.dup(1)
         os.dup2(2, 1)  # stray prints go to stderr instead of corrupting the protocol stream
-        chan = P.Channel(0, out_fd)
-        _handshake(chan, instance, name or type(instance).__name__, token, FOREVER)
-        _loop(chan, instance, max_size)
+        _session(P.Channel(0, out_fd), env, name or "", token, max_size, instances, FOREVER)
         return
     shared = None if _is_factory(env) else env
     lock = threading.Lock() if shared is not None else None
