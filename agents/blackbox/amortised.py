@@ -32,15 +32,19 @@ class AmortisedStrategy(Strategy):
         self.norm = Standardiser(self.n_feat)
         self.net = nn.Sequential(self.norm, mlp(self.n_feat, cfg.hidden, problem.param_dim), nn.Sigmoid())
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
-        self.bank = PairBank()
+        self.bank: PairBank = PairBank()
         self.gen = torch.Generator().manual_seed(seed)
 
     def _inputs(self, c: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         return torch.cat([f, c], dim=1)
 
     def train_round(self, rng: np.random.Generator) -> dict[str, float]:
-        """Draw ``batch`` prior pairs, refit the standardiser, train ``epochs`` epochs."""
+        """Draw ``batch`` prior pairs, then :meth:`learn`."""
         self.bank.draw(self.problem, self.cfg.batch, rng)
+        return self.learn(rng)
+
+    def learn(self, rng: np.random.Generator) -> dict[str, float]:
+        """Refit the standardiser and train ``epochs`` epochs on the whole bank."""
         x, c, f = self.bank.tensors()
         inputs = self._inputs(c, f)
         self.norm.fit(inputs)
@@ -53,9 +57,12 @@ class AmortisedStrategy(Strategy):
         with torch.no_grad():
             return self.net(torch.as_tensor(feats[None], dtype=torch.float32))[0].double().numpy()
 
-    def solve(self, instance: Instance, rng: np.random.Generator) -> np.ndarray:
-        """The network's answer, refined by CMA-ES when ``refine_calls`` > 0."""
-        return refine(self.problem, instance, self.predict_params(instance), self.cfg, int(rng.integers(2**31)))
+    def solve(self, instance: Instance, rng: np.random.Generator, x0: np.ndarray | None = None,
+              f0: float | None = None) -> np.ndarray:
+        """The network's answer (a seed ``x0`` is ignored), refined by CMA-ES when ``refine_calls`` > 0."""
+        x, self.last_misfit = refine(self.problem, instance, self.predict_params(instance), self.cfg,
+                                     int(rng.integers(2**31)))
+        return x
 
     def state(self) -> dict[str, torch.Tensor]:
         return {**{f"net/{k}": v for k, v in self.net.state_dict().items()}, **self.bank.state("bank")}

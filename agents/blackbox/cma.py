@@ -26,8 +26,21 @@ class CMAStrategy(Strategy):
         metrics = self.problem.score(x, inst)
         return {f"train/{self.problem.score_key}": metrics[self.problem.score_key]}
 
-    def solve(self, instance: Instance, rng: np.random.Generator) -> np.ndarray:
-        """CMA-ES from ``problem.start()``."""
-        x, _ = cma_search(self.problem, instance, self.problem.start(), self.cfg.sigma0, self.cfg.calls_per_instance,
-                          int(rng.integers(2**31)), self.cfg.popsize)
+    def solve(self, instance: Instance, rng: np.random.Generator, x0: np.ndarray | None = None,
+              f0: float | None = None) -> np.ndarray:
+        """CMA-ES from ``problem.start()``, or from a seed ``x0`` with step ``refine_sigma`` (kept if better).
+
+        From a seed the budget ``calls_per_instance`` includes the one call that measures the seed's misfit
+        when ``f0`` is not given.
+        """
+        seed = int(rng.integers(2**31))
+        if x0 is None:
+            x, self.last_misfit = cma_search(self.problem, instance, self.problem.start(), self.cfg.sigma0,
+                                             self.cfg.calls_per_instance, seed, self.cfg.popsize)
+            return x
+        budget = self.cfg.calls_per_instance
+        if f0 is None:
+            f0, budget = self.problem.misfit(x0, instance), budget - 1
+        x, f = cma_search(self.problem, instance, x0, self.cfg.refine_sigma, budget, seed, self.cfg.popsize)
+        x, self.last_misfit = (x, f) if f < f0 else (np.asarray(x0, dtype=np.float64), f0)
         return x

@@ -25,16 +25,30 @@ class Strategy(ABC):
         seed: the run's seed.
     """
 
+    bank: PairBank | None = None
+    """The prior pairs a learning strategy trains on (None: it learns nothing); a chain shares one."""
+
     def __init__(self, problem: InverseProblem, cfg: BlackBoxSection, seed: int) -> None:
         self.problem, self.cfg, self.seed = problem, cfg, seed
+        self.last_misfit: float | None = None
 
     @abstractmethod
     def train_round(self, rng: np.random.Generator) -> dict[str, float]:
         """One generation or epoch of training; returns ``train/…`` scalars."""
 
+    def learn(self, rng: np.random.Generator) -> dict[str, float]:
+        """Fit on :attr:`bank` as it stands (learning strategies; a chain draws the pairs once for all)."""
+        return {}
+
     @abstractmethod
-    def solve(self, instance: Instance, rng: np.random.Generator) -> np.ndarray:
-        """Normalised parameters for ``instance`` (its forward calls are counted by the problem)."""
+    def solve(self, instance: Instance, rng: np.random.Generator, x0: np.ndarray | None = None,
+              f0: float | None = None) -> np.ndarray:
+        """Normalised parameters for ``instance`` (its forward calls are counted by the problem).
+
+        ``x0`` is a previous strategy's answer (a chain's seed) and ``f0`` its real misfit when known. A
+        strategy sets :attr:`last_misfit` to the real misfit of its answer when it measured it (else None),
+        so that the next stage need not re-measure.
+        """
 
     def state(self) -> dict[str, torch.Tensor]:
         """The tensors a checkpoint stores (networks, data sets); none by default."""
@@ -72,13 +86,17 @@ def cma_search(problem: InverseProblem, instance: Instance, x0: np.ndarray, sigm
 
 
 def refine(problem: InverseProblem, instance: Instance, x0: np.ndarray, cfg: BlackBoxSection,
-           seed: int, f0: float | None = None) -> np.ndarray:
-    """``x0`` improved by ``cfg.refine_calls`` CMA-ES calls with step ``cfg.refine_sigma``, kept if better."""
+           seed: int, f0: float | None = None) -> tuple[np.ndarray, float | None]:
+    """``x0`` improved by ``cfg.refine_calls`` CMA-ES calls with step ``cfg.refine_sigma``, kept if better.
+
+    Returns:
+        The answer and its real misfit (None when ``refine_calls`` is 0 and ``f0`` was not given).
+    """
     if cfg.refine_calls <= 0:
-        return x0
+        return x0, f0
     f0 = problem.misfit(x0, instance) if f0 is None else f0
     x, f = cma_search(problem, instance, x0, cfg.refine_sigma, cfg.refine_calls, seed)
-    return x if f < f0 else x0
+    return (x, f) if f < f0 else (x0, f0)
 
 
 def mlp(n_in: int, hidden: list[int], n_out: int) -> nn.Sequential:
@@ -117,9 +135,11 @@ class PairBank:
         self.x: list[np.ndarray] = []
         self.c: list[np.ndarray] = []
         self.f: list[np.ndarray] = []
+        self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def draw(self, problem: InverseProblem, n: int, rng: np.random.Generator) -> None:
         """Add ``n`` instances of the prior (``problem.sample_instance``)."""
+        self._cache = None
         for _ in range(n):
             inst = problem.sample_instance(rng)
             self.x.append(inst.known_truth().astype(np.float32))
@@ -127,9 +147,11 @@ class PairBank:
             self.f.append(problem.features(inst.data))
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The bank as three float32 tensors (rows aligned)."""
-        return (torch.as_tensor(np.stack(self.x)), torch.as_tensor(np.stack(self.c)),
-                torch.as_tensor(np.stack(self.f)))
+        """The bank as three float32 tensors (rows aligned; cached until the next draw or load)."""
+        if self._cache is None:
+            self._cache = (torch.as_tensor(np.stack(self.x)), torch.as_tensor(np.stack(self.c)),
+                           torch.as_tensor(np.stack(self.f)))
+        return self._cache
 
     def state(self, prefix: str) -> dict[str, torch.Tensor]:
         """The bank as checkpoint tensors."""
@@ -141,6 +163,7 @@ class PairBank:
     def load(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
         """Restore :meth:`state`."""
         if f"{prefix}/x" in tensors:
+            self._cache = None
             self.x = list(tensors[f"{prefix}/x"].numpy())
             self.c = list(tensors[f"{prefix}/c"].numpy())
             self.f = list(tensors[f"{prefix}/f"].numpy())

@@ -117,8 +117,8 @@ class AgentConfig(_Section):
 
     backend: Literal["sb3", "rllib", "blackbox"] = "sb3"
     """Which backend trains: ``sb3`` on one machine, ``rllib`` on a Ray cluster, ``blackbox`` the inverse-problem
-    strategies (``--algo cma|amortised|surrogate``, settings in ``blackbox:``)."""
-    algo: Literal["ppo", "a2c", "sac", "td3", "cma", "amortised", "surrogate"] = "ppo"
+    strategies (``--algo cma|amortised|surrogate|chain``, settings in ``blackbox:``)."""
+    algo: Literal["ppo", "a2c", "sac", "td3", "cma", "amortised", "surrogate", "chain"] = "ppo"
     """Algorithm: on-policy ``ppo``, ``a2c`` (any action space); off-policy ``sac``, ``td3`` (Box actions only,
     SB3 backend). A config's ``algos:`` map gives each algorithm its own hyperparameters."""
     learning_rate: float | None = Field(default=None, gt=0)
@@ -185,7 +185,7 @@ class AgentConfig(_Section):
 
     @model_validator(mode="after")
     def _blackbox_algo(self) -> AgentConfig:
-        strategies = ("cma", "amortised", "surrogate")
+        strategies = ("cma", "amortised", "surrogate", "chain")
         if (self.backend == "blackbox") != (self.algo in strategies):
             raise ValueError(f"--backend blackbox runs --algo {'|'.join(strategies)}, and only it does; got backend "
                              f"{self.backend!r} with algo {self.algo!r}")
@@ -295,10 +295,34 @@ class BlackBoxSection(_Section):
     """``surrogate``: prior points per round where the surrogate's gradient is checked against finite
     differences of the real black box (3 calls each)."""
 
+    inverse_epochs: int = Field(default=0, ge=0)
+    """``surrogate`` (a): epochs per round that train an inverse network data → params by backprop through the
+    frozen surrogate on the data-consistency loss ‖f̂(g(d)) − d‖² (no truth used); answers then start from
+    g(d) instead of the ``starts`` descent. 0: off."""
+    trust_calls: int = Field(default=0, ge=0)
+    """``surrogate`` (b): real calls of the trust-region descent per instance (0: off). Each step descends
+    through f̂ inside the radius, checks the candidate with one real call, refits f̂ locally on the calls so
+    far, and grows or shrinks the radius with the agreement of predicted and real misfit reduction."""
+    trust_radius: float = Field(default=0.1, gt=0, le=1)
+    """``surrogate`` (b): initial trust radius (max-norm, normalised parameter units)."""
+    local_steps: int = Field(default=20, ge=0)
+    """``surrogate`` (b): Adam steps of the local refit of f̂ after each real call (0: no refit)."""
+    chain: list[Literal["amortised", "surrogate", "cma"]] = Field(default_factory=list)
+    """``--algo chain``: the stages in order; each answer seeds the next (``cma`` from the seed with step
+    ``refine_sigma`` and ``calls_per_instance`` calls), e.g. ``[amortised, surrogate, cma]``."""
+
     @field_validator("hidden")
     @classmethod
     def _positive_hidden(cls, v: list[int]) -> list[int]:
         return _layer_sizes(v, "blackbox.hidden", "[256, 256]")
+
+    @field_validator("chain")
+    @classmethod
+    def _chain_order(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v) or ("amortised" in v and v[0] != "amortised"):
+            raise ValueError(f"blackbox.chain lists each stage once, amortised only first (it takes no seed); got "
+                             f"{v}, e.g. [amortised, surrogate, cma]")
+        return v
 
 
 class RunConfig(_Section):
