@@ -50,6 +50,8 @@ class Fault:
         stderr: its last stderr lines.
         restarts: restarts spent so far by this instance.
         budget: the run-wide restart budget the producer was configured with (None: no budget of its own).
+        clipped: True when finite values past the declared bounds were clipped onto them and the transition
+            went on (``env.bounds_policy: clip``), rather than being cut short or repaired by ``env.nan_policy``.
     """
 
     kind: FaultKind
@@ -60,6 +62,7 @@ class Fault:
     stderr: tuple[str, ...] = field(default_factory=tuple)
     restarts: int = 0
     budget: int | None = None
+    clipped: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (for logs and evaluation files)."""

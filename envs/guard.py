@@ -19,6 +19,7 @@ from envs.bridge.protocol import BridgeError
 from envs.faults import LATENCY_KEY, RESET_FAULTS_KEY, EnvGaveUp, Fault, FaultKind, add_fault
 
 NAN_POLICIES = ("truncate", "clip", "raise")
+BOUNDS_POLICIES = ("clip", "truncate", "raise")
 _repr = reprlib.Repr()
 _repr.maxstring, _repr.maxother, _repr.maxlong, _repr.maxlevel = 60, 60, 40, 3
 
@@ -38,10 +39,13 @@ class Problem:
     Attributes:
         kind: ``NONFINITE`` (NaN or ±inf) or ``INVALID_OUTPUT`` (type, shape, dtype, bounds).
         text: one line naming the place, the cause and the value.
+        bounds: True when the value has the right type, shape and dtype and is finite, but lies past the
+            declared bounds (by more than rounding noise): :func:`clip_to_bounds` repairs it.
     """
 
     kind: FaultKind
     text: str
+    bounds: bool = False
 
     def __str__(self) -> str:
         return self.text
@@ -74,8 +78,8 @@ def _box_check(space: spaces.Box, obs: Any, path: str) -> tuple[Problem | None, 
         if not outside.any():
             return None, np.clip(arr, space.low, space.high).astype(space.dtype)
     idx = int(np.argmax(outside))
-    return _invalid(f"{path} is out of bounds at flat index {idx}: {arr.ravel()[idx]!r} not in "
-                    f"[{space.low.ravel()[idx]!r}, {space.high.ravel()[idx]!r}]"), obs
+    return Problem(FaultKind.INVALID_OUTPUT, f"{path} is out of bounds at flat index {idx}: {arr.ravel()[idx]!r} "
+                   f"not in [{space.low.ravel()[idx]!r}, {space.high.ravel()[idx]!r}]", bounds=True), obs
 
 
 ROUNDING_ULPS = 16
@@ -209,6 +213,21 @@ def sanitize(space: spaces.Space, obs: Any, fallback: Any = None) -> Any:
     return fallback if fallback is not None and obs_problem(space, fallback) is None else placeholder(space)
 
 
+def clip_to_bounds(space: spaces.Space, obs: Any) -> Any:
+    """``obs`` with every Box value of the right shape clipped onto its bounds (nothing else changed). Never raises."""
+    try:
+        if isinstance(space, spaces.Box):
+            arr = np.asarray(obs)
+            return np.clip(arr, space.low, space.high).astype(space.dtype) if arr.shape == space.shape else obs
+        if isinstance(space, spaces.Dict) and isinstance(obs, dict):
+            return {k: clip_to_bounds(space.spaces[k], v) if k in space.spaces else v for k, v in obs.items()}
+        if isinstance(space, spaces.Tuple) and isinstance(obs, tuple) and len(obs) == len(space.spaces):
+            return tuple(clip_to_bounds(s, o) for s, o in zip(space.spaces, obs))
+    except Exception:
+        pass
+    return obs
+
+
 def _repair_reward(reward: Any) -> float:
     try:
         arr = np.asarray(reward)
@@ -225,10 +244,13 @@ _PASS_THROUGH = (EnvGaveUp, InvalidOutputError, BridgeError)
 class Guard(gym.Wrapper):
     """Checks every transition of any adapter and applies the NaN/garbage policy; times every step.
 
-    Policies for an invalid observation or reward (wrong shape, dtype, out of bounds, NaN or inf):
-    ``truncate`` (default) ends the episode with the last valid observation and reward 0; ``clip``
-    repairs the values and goes on; ``raise`` stops with :class:`InvalidOutputError`. Either way
-    ``info[FAULT_KEY]`` records a :class:`~envs.faults.Fault`, and no invalid value reaches the learner.
+    Policies for an invalid observation or reward (wrong shape, dtype, NaN or inf): ``truncate`` (default)
+    ends the episode with the last valid observation and reward 0; ``clip`` repairs the values and goes on;
+    ``raise`` stops with :class:`InvalidOutputError`. Finite values past the declared bounds (by more than
+    rounding noise, which is snapped on silently) follow ``bounds_policy`` instead: ``clip`` (default) clips
+    them onto the bounds and goes on, as Gymnasium's checker only warns and third-party envs often declare
+    bounds a little too tight; ``truncate`` and ``raise`` act as above. Either way ``info[FAULT_KEY]``
+    records a :class:`~envs.faults.Fault`, and no invalid value reaches the learner.
     ``info[LATENCY_KEY]`` carries the step latency in milliseconds.
 
     An exception from the adapter's ``step`` is a ``crash`` fault (``restart=True``: the next reset starts
@@ -242,15 +264,19 @@ class Guard(gym.Wrapper):
         env: the adapter (usually already wrapped by ``gymnasium.make``).
         nan_policy: ``truncate``, ``clip`` or ``raise``.
         max_reset_failures: failed ``reset`` calls in a row before giving up.
+        bounds_policy: ``clip``, ``truncate`` or ``raise``, for finite values past the bounds.
     """
 
-    def __init__(self, env: gym.Env, nan_policy: str = "truncate", max_reset_failures: int = 3) -> None:
+    def __init__(self, env: gym.Env, nan_policy: str = "truncate", max_reset_failures: int = 3,
+                 bounds_policy: str = "clip") -> None:
         if nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+        if bounds_policy not in BOUNDS_POLICIES:
+            raise ValueError(f"bounds_policy must be one of {BOUNDS_POLICIES}, got {bounds_policy!r}")
         if max_reset_failures < 1:
             raise ValueError(f"max_reset_failures must be >= 1, got {max_reset_failures}")
         super().__init__(env)
-        self.nan_policy, self.max_reset_failures = nan_policy, max_reset_failures
+        self.nan_policy, self.bounds_policy, self.max_reset_failures = nan_policy, bounds_policy, max_reset_failures
         self._last_obs: Any = None
         self._pending: list[Fault] = []  # reset faults, reported with the next step (vector envs drop reset infos)
 
@@ -263,6 +289,22 @@ class Guard(gym.Wrapper):
     def _crash(self, where: str, err: Exception) -> Fault:
         return Fault(FaultKind.CRASH, f"{where} raised {type(err).__name__}: {_short(str(err))}", restart=True,
                      program=self._who())
+
+    def _judge(self, obs: Any) -> tuple[Problem | None, Any, Fault | None, str]:
+        """Check ``obs`` and apply ``bounds_policy``: a problem of finite values past the bounds is clipped away
+        (a ``clipped`` fault) when the policy is ``clip``. Returns what problem is left, the observation
+        (snapped or clipped when valid), that fault, and the policy that applies to the problem left."""
+        problem, checked = check(self.observation_space, obs)
+        if problem is None or not problem.bounds:
+            return problem, checked, None, self.nan_policy
+        if self.bounds_policy != "clip":
+            return problem, obs, None, self.bounds_policy
+        again, checked = check(self.observation_space, clip_to_bounds(self.observation_space, obs))
+        if again is not None:  # something else is wrong too (another key, a NaN): nan_policy decides
+            return again, obs, None, self.nan_policy
+        fault = Fault(problem.kind, f"{problem}; clipped onto the bounds (env.bounds_policy)", program=self._who(),
+                      clipped=True)
+        return None, checked, fault, self.nan_policy
 
     def _fallback(self) -> Any:
         return self._last_obs if self._last_obs is not None else placeholder(self.observation_space)
@@ -284,9 +326,11 @@ class Guard(gym.Wrapper):
                     raise EnvGaveUp(f"env {self._who()}: reset failed {attempt} times in a row; last: "
                                     f"{faults[-1].detail}") from e
         info = dict(info) if isinstance(info, dict) else {}
-        problem, checked = check(self.observation_space, obs)
+        problem, checked, clipped, policy = self._judge(obs)
+        if clipped is not None:
+            faults.append(clipped.merged(detail=f"reset: {clipped.detail}"))
         if problem:
-            if self.nan_policy == "raise":
+            if policy == "raise":
                 raise InvalidOutputError(f"reset: {problem}")
             obs = sanitize(self.observation_space, obs, self._last_obs)
             faults.append(Fault(problem.kind, f"reset: {problem}", program=self._who()))
@@ -316,15 +360,16 @@ class Guard(gym.Wrapper):
         info = dict(info) if isinstance(info, dict) else {}
         info[LATENCY_KEY] = (time.perf_counter() - t) * 1e3
         self._report_pending(info)
-        problem, checked = check(self.observation_space, obs)
-        problem = problem or reward_problem(reward)
-        if problem is None:
+        problem, checked, clipped, policy = self._judge(obs)
+        if clipped is not None:
+            add_fault(info, clipped)
+        if problem is None and (problem := reward_problem(reward)) is None:
             self._last_obs = obs = checked
             return obs, float(reward), terminated, truncated, info
-        if self.nan_policy == "raise":
+        if policy == "raise":
             raise InvalidOutputError(f"step: {problem}")
         add_fault(info, Fault(problem.kind, str(problem), program=self._who()))
-        if self.nan_policy == "clip":
+        if policy == "clip":
             self._last_obs = sanitize(self.observation_space, obs, self._last_obs)
             return self._last_obs, _repair_reward(reward), terminated, truncated, info
         # truncate: end the episode on the last valid observation; nothing invalid reaches the learner

@@ -199,7 +199,8 @@ def _gym_id_for(entry_point: str) -> str:
     return gym_id
 
 
-def make(name: str, *, packages: tuple[str, ...] = (), nan_policy: str | None = "truncate", **kwargs: Any) -> gym.Env:
+def make(name: str, *, packages: tuple[str, ...] = (), nan_policy: str | None = "truncate",
+         bounds_policy: str = "clip", **kwargs: Any) -> gym.Env:
     """Create an env by any ``--env`` form through ``gymnasium.make`` (so the env checker applies).
 
     Module-level and keyword-only, so ``functools.partial(envs.make, name, ...)`` pickles by
@@ -209,6 +210,7 @@ def make(name: str, *, packages: tuple[str, ...] = (), nan_policy: str | None = 
         name: short name, Gymnasium id or ``module:Class``.
         packages: modules to import first (``--env-package``); their import registers adapters.
         nan_policy: wrap the env in :class:`envs.guard.Guard` with this policy (None: no guard).
+        bounds_policy: the Guard's policy for finite observations past the declared bounds.
         **kwargs: keyword arguments for the adapter (``render_mode`` included).
     """
     for pkg in packages:
@@ -225,7 +227,7 @@ def make(name: str, *, packages: tuple[str, ...] = (), nan_policy: str | None = 
         return env
     from envs.guard import Guard
 
-    return Guard(env, nan_policy)
+    return Guard(env, nan_policy, bounds_policy=bounds_policy)
 
 
 RAW_KEYS = ("token",)

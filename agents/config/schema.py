@@ -45,8 +45,13 @@ class EnvConfig(BaseModel):
     """Adapter keyword arguments that replace the training ones in evaluation envs (periodic eval and
     evaluate.py), e.g. ``{clip_rewards: false}`` so that reported returns are the raw score."""
     nan_policy: Literal["truncate", "clip", "raise"] = "truncate"
-    """What to do with an invalid observation or reward (NaN, inf, wrong dtype/shape, out of bounds):
+    """What to do with an invalid observation or reward (NaN, inf, wrong dtype/shape):
     end the episode, repair the values, or stop. Every case is recorded as ``env/faults_by_kind``."""
+    bounds_policy: Literal["clip", "truncate", "raise"] = "clip"
+    """What to do with finite observation values past the declared Box bounds (by more than float rounding
+    noise, which is snapped on silently): clip them onto the bounds and go on (default: third-party envs
+    often declare bounds a little too tight), end the episode, or stop. Recorded as an ``invalid_output``
+    fault either way, with a console warning when such faults pass 1% of steps."""
     wrappers: list[Any] = Field(default_factory=list)
     """Gymnasium wrappers applied in order around the env in every worker, on both backends: a built-in name
     (``resize``, ``grayscale``, ``frame_stack``, ``frame_skip``) or an import path (``module:Class``), alone
@@ -118,9 +123,10 @@ class AgentConfig(_Section):
     backend: Literal["sb3", "rllib", "blackbox"] = "sb3"
     """Which backend trains: ``sb3`` on one machine, ``rllib`` on a Ray cluster, ``blackbox`` the inverse-problem
     strategies (``--algo cma|amortised|surrogate|chain``, settings in ``blackbox:``)."""
-    algo: Literal["ppo", "a2c", "sac", "td3", "cma", "amortised", "surrogate", "chain"] = "ppo"
-    """Algorithm: on-policy ``ppo``, ``a2c`` (any action space); off-policy ``sac``, ``td3`` (Box actions only,
-    SB3 backend). A config's ``algos:`` map gives each algorithm its own hyperparameters."""
+    algo: Literal["ppo", "a2c", "appo", "sac", "td3", "cma", "amortised", "surrogate", "chain"] = "ppo"
+    """Algorithm: on-policy ``ppo``, ``a2c`` (any action space); asynchronous ``appo`` (RLlib backend);
+    off-policy ``sac`` (both backends), ``td3`` (SB3) for Box actions only. A config's ``algos:`` map gives
+    each algorithm its own hyperparameters."""
     learning_rate: float | None = Field(default=None, gt=0)
     """Optimiser step size; None takes the algorithm's default (PPO 3e-4, A2C 7e-4, SAC 3e-4, TD3 1e-3)."""
     lr_schedule: Literal["constant", "linear"] = "constant"
@@ -158,6 +164,13 @@ class AgentConfig(_Section):
     """Scale rewards by a running estimate of the return's std."""
     policy: Literal["auto", "mlp", "cnn", "multi"] = "auto"
     """Network family; ``auto`` picks cnn for images, multi for Dict spaces, mlp otherwise."""
+    cnn: Literal["nature", "small"] = "nature"
+    """The CNN of an image policy: ``nature`` (Mnih et al. 2015, 3 conv layers and 512 features, for 84×84) or
+    ``small`` (2 conv layers and 256 features, for 42×42 frames; about 1/14 of the Nature CNN's FLOPs on
+    42×42, docs/results.md)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """The CNN's forward and backward passes in fp32 or under bf16 autocast (a CPU with AVX-512 bf16, or a GPU);
+    heads, losses and weights stay fp32."""
     buffer_size: int = Field(default=1_000_000, gt=0)
     """SAC/TD3: replay buffer capacity in transitions (memory: capacity × (2 × observation + action) floats)."""
     learning_starts: int = Field(default=100, ge=0)

@@ -45,7 +45,7 @@ def _build(name: str, packages: tuple[str, ...], max_episode_steps: int | None, 
            render_mode: str | None, nan_policy: str = "truncate",
            token: tokens.TokenSource | None = None, monitor: bool = False,
            scale_reward_gamma: float | None = None, wrappers: tuple[WrapperSpec, ...] = (),
-           drop_keys: tuple[str, ...] = (), channels_first: bool = True) -> gym.Env:
+           drop_keys: tuple[str, ...] = (), channels_first: bool = True, bounds_policy: str = "clip") -> gym.Env:
     """Create one env; module-level so that it pickles by reference into any worker process.
 
     The bridge token is resolved here, the one place, in whichever process builds the env: an env var is
@@ -67,7 +67,7 @@ def _build(name: str, packages: tuple[str, ...], max_episode_steps: int | None, 
             value = tokens.resolve(token)
             if value is not None:
                 extra["token"] = value
-    env = envs.make(name, packages=packages, nan_policy=nan_policy, **extra)
+    env = envs.make(name, packages=packages, nan_policy=nan_policy, bounds_policy=bounds_policy, **extra)
     env = apply_wrappers(env, list(wrappers))
     env = adapt_observations(env, channels_first=channels_first, drop_keys=drop_keys)
     if monitor:
@@ -93,7 +93,8 @@ def env_factory(cfg: RunConfig, render_mode: str | None = None, for_eval: bool =
     return functools.partial(_build, cfg.env.id, tuple(cfg.env.packages), cfg.env.max_episode_steps,
                              kwargs, render_mode, cfg.env.nan_policy, cfg.env.token_source(), monitor,
                              cfg.agent.gamma if scale_reward else None, tuple(parse_wrappers(cfg.env.wrappers)),
-                             tuple(cfg.env.drop_keys), cfg.agent.backend == "sb3")
+                             tuple(cfg.env.drop_keys), cfg.agent.backend == "sb3",
+                             bounds_policy=cfg.env.bounds_policy)
 
 
 def make_vec_env(cfg: RunConfig) -> Any:

@@ -130,9 +130,14 @@ class EnvHealth:
                 fault = self.reporter._latest.get(kind) if self.reporter is not None else None
                 env = f"env {fault.program}" if fault is not None and fault.program else "the env"
                 example = fault.detail if fault is not None else "(no detail)"
+                if fault is not None and fault.clipped:
+                    how = ("each one was clipped onto the bounds by env.bounds_policy: clip (env.nan_policy handles "
+                           "NaN and garbage): fix the env's declared bounds, or set env.bounds_policy: truncate")
+                else:
+                    how = ("each one is handled by env.nan_policy (truncate ends the episode): fix the env, or set "
+                           "env.nan_policy: clip to repair the values")
                 self.say(f"warning: {env} gave faults of kind {kind} on {n / self._period_steps:.0%} of the last "
-                         f"{self._period_steps:,} steps, e.g. {example}; each one is handled by env.nan_policy "
-                         "(truncate ends the episode): fix the env, or set env.nan_policy: clip to repair the values")
+                         f"{self._period_steps:,} steps, e.g. {example}; {how}")
         self._period_steps, self._period = 0, {}
 
     def _count(self, fault: Fault) -> None:

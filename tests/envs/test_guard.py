@@ -70,12 +70,46 @@ def test_out_of_bounds_in_an_infinite_box_is_invalid_output_not_nonfinite():
     problem = obs_problem(space, np.array([-1.0, 1.0], np.float32))
     assert problem is not None and problem.kind is FaultKind.INVALID_OUTPUT and "out of bounds" in str(problem)
     assert "inf" in str(problem)  # the text names the bound, and that no longer decides the kind
+    env = Guard(Scripted([(np.array([-1.0, 1.0], np.float32), 0.5)]), bounds_policy="truncate")
+    env.reset(seed=0)
+    obs, reward, term, trunc, info = env.step(0)
+    (fault,) = faults_in(info)
+    assert isinstance(info[FAULT_KEY], Fault) and fault.kind is FaultKind.INVALID_OUTPUT and not fault.clipped
+    assert trunc and not term and reward == 0.0 and np.array_equal(obs, GOOD)
+
+
+def test_finite_values_past_the_bounds_are_clipped_by_default_and_the_episode_goes_on():
     env = Guard(Scripted([(np.array([-1.0, 1.0], np.float32), 0.5)]))
     env.reset(seed=0)
     obs, reward, term, trunc, info = env.step(0)
     (fault,) = faults_in(info)
-    assert isinstance(info[FAULT_KEY], Fault) and fault.kind is FaultKind.INVALID_OUTPUT
-    assert trunc and not term and reward == 0.0 and np.array_equal(obs, GOOD)
+    assert fault.kind is FaultKind.INVALID_OUTPUT and fault.clipped and "clipped onto the bounds" in fault.detail
+    assert not trunc and not term and reward == 0.5 and np.array_equal(obs, np.array([0.0, 1.0], np.float32))
+    assert obs.dtype == np.float32
+    with pytest.raises(InvalidOutputError, match="out of bounds"):
+        strict = Guard(Scripted([(np.array([-1.0, 1.0], np.float32), 0.5)]), bounds_policy="raise")
+        strict.reset(seed=0)
+        strict.step(0)
+
+
+def test_a_bounds_problem_beside_a_nan_follows_nan_policy_not_bounds_policy():
+    space = gym.spaces.Dict({"a": gym.spaces.Box(0, 1, (2,), np.float32), "b": gym.spaces.Box(0, 1, (2,), np.float32)})
+
+    class TwoKeys(gym.Env):
+        observation_space, action_space = space, gym.spaces.Discrete(2)
+
+        def reset(self, *, seed=None, options=None):
+            return {"a": np.zeros(2, np.float32), "b": np.zeros(2, np.float32)}, {}
+
+        def step(self, action):
+            return {"a": np.full(2, 5.0, np.float32), "b": np.array([np.nan, 0], np.float32)}, 1.0, False, False, {}
+
+    env = Guard(TwoKeys())
+    env.reset(seed=0)
+    obs, reward, term, trunc, info = env.step(0)
+    (fault,) = faults_in(info)
+    assert fault.kind is FaultKind.NONFINITE and not fault.clipped
+    assert trunc and reward == 0.0 and np.all(obs["a"] == 0.0) and np.all(np.isfinite(obs["b"]))
 
 
 @pytest.mark.parametrize("value, kind", [(np.array([np.nan, 1.0], np.float32), FaultKind.NONFINITE),

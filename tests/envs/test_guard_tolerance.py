@@ -34,8 +34,9 @@ class Lidar(gym.Env):
     (-1e-17, np.float64, False), (-1e-3, np.float64, True),
 ], ids=["f64-1e-16", "f64-next", "f64-1e-9", "f64-flappy", "f32-1ulp", "f32-1e-3", "f64-neg-noise", "f64-neg"])
 def test_rounding_noise_is_not_a_fault(value, dtype, fault):
-    """Within 16 ulps of a bound: snapped into it silently; past it: a fault that truncates (default policy)."""
-    env = Guard(Lidar(value, dtype))
+    """Within 16 ulps of a bound: snapped into it silently; past it: a fault that truncates (bounds_policy
+    truncate; the default, clip, is tested below)."""
+    env = Guard(Lidar(value, dtype), bounds_policy="truncate")
     obs, _ = env.reset(seed=0)
     obs, _, _, truncated, info = env.step(0)
     assert (obs_problem(env.observation_space, np.full(4, value, dtype)) is not None) is fault
@@ -55,7 +56,28 @@ def test_fault_rate_warning_names_env_kind_example_and_nan_policy():
     warnings = [line for line in lines if line.startswith("warning:")]
     assert len(warnings) == 1
     assert "env Lidar" in warnings[0] and "invalid_output" in warnings[0] and "1.0021" in warnings[0]
-    assert "env.nan_policy" in warnings[0]
+    assert "env.bounds_policy: clip" in warnings[0]  # clipped by default, and the line says how to refuse it
+
+
+def test_the_rate_warning_names_nan_policy_for_faults_it_handles():
+    lines: list[str] = []
+    health = EnvHealth(lines.append)
+    env = Guard(Lidar(float("nan")))
+    env.reset(seed=0)
+    for _ in range(2 * EnvHealth.PERIOD):
+        health.observe([env.step(0)[4]])
+    (warning,) = [line for line in lines if line.startswith("warning:")]
+    assert "nonfinite" in warning and "env.nan_policy" in warning and "bounds_policy" not in warning
+
+
+def test_flappy_sized_violations_are_clipped_and_never_truncate_by_default():
+    env = Guard(Lidar(1.0021))
+    obs, _ = env.reset(seed=0)
+    for _ in range(50):
+        obs, _, terminated, truncated, info = env.step(0)
+        assert not truncated and not terminated and env.observation_space.contains(obs)
+        faults = faults_in(info)  # the first step also reports the reset's fault
+        assert faults and all(f.clipped and "1.0021" in f.detail for f in faults)
 
 
 def test_no_rate_warning_below_one_percent():
