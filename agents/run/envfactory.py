@@ -101,11 +101,15 @@ def make_vec_env(cfg: RunConfig) -> Any:
     """SB3's vectorised training envs: ``train.num_envs`` monitored envs, then ``VecNormalize`` if asked."""
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+    from agents.sb3.bridgevec import is_bridge, make_bridge_vec_env
     from agents.sb3.vecenv import ResilientVecEnv, ThreadVecEnv
 
     fns: list[Callable[[], gym.Env]] = [env_factory(cfg, monitor=True) for _ in range(cfg.train.num_envs)]
-    venv: Any
-    if cfg.train.vec_env == "subproc":
+    # bridge programs with K > 1 instances each, or connecting to env.listen: programs x K envs, batched
+    venv: Any = make_bridge_vec_env(cfg, tokens.resolve(cfg.env.token_source())) if is_bridge(cfg.env.id) else None
+    if venv is not None:
+        pass
+    elif cfg.train.vec_env == "subproc":
         venv = ResilientVecEnv(fns, start_method=cfg.train.start_method, step_timeout=cfg.train.worker_timeout,
                                max_restarts=cfg.train.max_worker_restarts)
     else:
@@ -203,6 +207,8 @@ def is_image_space(space: gym.Space) -> bool:
 
 def probe_spaces(cfg: RunConfig) -> tuple[gym.Space, gym.Space]:
     """Make the env once and return its observation and action spaces, with friendly errors."""
+    if cfg.agent.backend != "sb3" and cfg.env.adapter_kwargs().get("listen"):
+        raise UserError("env.listen (programs that connect to nondiff) needs --backend sb3")
     try:
         env = env_factory(cfg)()
     except (envs.UnknownEnvError, envs.PluginError) as e:
@@ -213,6 +219,10 @@ def probe_spaces(cfg: RunConfig) -> tuple[gym.Space, gym.Space]:
         raise UserError(f"env {cfg.env.id!r} failed to start: {_one_line(e)}; run with --debug for the "
                         "traceback") from e
     try:
+        k = getattr(env.unwrapped, "num_instances", 1)
+        if k > 1 and cfg.agent.backend != "sb3":
+            raise UserError(f"env {cfg.env.id!r} hosts {k} instances per program (num_instances); the "
+                            f"{cfg.agent.backend} backend drives one instance per program: use --backend sb3")
         return env.observation_space, env.action_space
     finally:
         env.close()

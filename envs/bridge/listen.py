@@ -81,6 +81,10 @@ class Listener:
         self.lock = threading.Lock()
         self.connected = 0
         """Connections handed out so far."""
+        self.held = 0
+        """Connections handed out and not yet closed (:meth:`release`)."""
+        self.expected = 1
+        """Programs the run waits for (shown in the waiting line)."""
         if port == 0:
             say(f"listening for programs on {self.address} (port 0: this port was chosen)")
 
@@ -89,7 +93,12 @@ class Listener:
         return (f"start one with: ./heater --connect {self.address} (examples/thirdparty/heater.c), or "
                 f"NONDIFF_CONNECT={self.address} python your_program.py (envs.bridge.sdk.serve)")
 
-    def accept(self, timeout: float, waiting_for: int = 1, have: int = 0) -> socket.socket:
+    def release(self) -> None:
+        """One connection handed out by :meth:`accept` was closed."""
+        with self.lock:
+            self.held = max(0, self.held - 1)
+
+    def accept(self, timeout: float) -> socket.socket:
         """The next program that connects, within ``timeout`` seconds; says every few seconds how long it waits.
 
         Raises:
@@ -109,9 +118,11 @@ class Listener:
                     raise P.StartupError(f"env.listen={self.address}: accept failed ({e})") from e
                 if conn is not None:
                     self.connected += 1
+                    self.held += 1
                     conn.setblocking(True)
                     return conn
             now = time.monotonic()
+            waiting_for, have = max(self.expected, self.held + 1), self.held
             if now >= deadline:
                 raise ConnectTimeout(f"no program connected to {self.address} within {timeout:g} s "
                                      f"(env.connect_timeout; {have} of {waiting_for} connected); {self.hint()}")

@@ -103,9 +103,9 @@ class ProcessEnv(gym.Env):
             raise ValueError("process: max_message must be >= 1024 bytes and max_space_elements >= 1")
         self._argv: list[str] = []
         self.listen, self.connect_timeout = listen, connect_timeout
+        self._addr: tuple[str, int] | None = None
         if listen is not None:
             L.parse_address(listen)
-            self._addr = None
         elif address is not None:
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit():
@@ -113,7 +113,7 @@ class ProcessEnv(gym.Env):
             if not _is_loopback(host) and not (allow_remote and token):
                 raise ValueError(f"process: {address} is not a loopback address; connecting to it needs "
                                  "allow_remote=True and a shared token (token=...) checked by the handshake")
-            self._addr: tuple[str, int] | None = (host, int(port))
+            self._addr = (host, int(port))
         else:
             assert command is not None
             try:
@@ -130,6 +130,7 @@ class ProcessEnv(gym.Env):
         self.restarts = 0
         self._restart_times: collections.deque[float] = collections.deque()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._held: L.Listener | None = None
         self._drainer: threading.Thread | None = None
         self._chan: P.Channel | None = None
         self._stderr = StderrTail()
@@ -143,7 +144,7 @@ class ProcessEnv(gym.Env):
         self.observation_space = self.spec_reply.observation_space
         self.action_space = self.spec_reply.action_space
         self.metadata = {**self.metadata, **self.spec_reply.metadata}
-        self.num_instances = self.spec_reply.num_instances
+        self.num_instances: int = self.spec_reply.num_instances
         """Instances the program hosts (protocol 1.1); this env drives instance 0, the batch API all of them."""
 
     # -- process and connection ---------------------------------------------------------------------------
@@ -160,6 +161,7 @@ class ProcessEnv(gym.Env):
             lst = L.listener(self.listen, self.token)
             self.who = f"a program connected to {lst.address}"
             self._chan = P.Channel.from_socket(lst.accept(self.connect_timeout))
+            self._held = lst
         elif self._addr is None:
             check_program(self._argv, self.cwd)
             life = reaper.lifeline()
@@ -221,6 +223,9 @@ class ProcessEnv(gym.Env):
         if self._chan is not None:
             self._chan.close()
             self._chan = None
+        if self._held is not None:  # connect mode: the slot is free for the next program that connects
+            self._held.release()
+            self._held = None
         proc, self._proc = self._proc, None
         if proc is None:
             return None

@@ -51,7 +51,7 @@ def _handshake(chan: P.Channel, env: Any, name: str, token: str, timeout: float,
     if not P.verify(token, "client", challenge, auth.get("mac")):
         P.send(chan, {"type": "error", "message": "authentication failed: wrong token"}, 10)
         raise P.AuthError("a client presented a wrong token")
-    spec = {"type": "spec", "env": name, "version": P.VERSION,
+    spec: dict[str, Any] = {"type": "spec", "env": name, "version": P.VERSION,
             "observation_space": space_to_json(env.observation_space),
             "action_space": space_to_json(env.action_space),
             "metadata": {"render_fps": getattr(env, "metadata", {}).get("render_fps", 30)}}
