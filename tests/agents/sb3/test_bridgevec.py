@@ -1,0 +1,64 @@
+"""BridgeVecEnv: K-instance programs as K envs of one SB3 vector env, with real programs."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from conftest import ROOT, run_cli
+
+from agents.run.health import EnvHealth
+from agents.sb3.bridgevec import BridgeVecEnv
+from envs.bridge.batch import BatchProgram
+from envs.faults import FAULT_KEY, LATENCY_KEY, FaultKind, faults_in
+
+FAST = ["--quiet", "--set", "agent.n_steps=32", "--set", "agent.batch_size=64", "--set", "agent.n_epochs=1",
+        "--set", "eval.every=0"]
+
+
+def test_a_crash_truncates_the_k_envs_of_that_program_and_costs_one_restart(heater):
+    crashing = BatchProgram(command=f"{heater} --instances 4 --crash-after 3", term_grace=0.5)
+    venv = BridgeVecEnv([crashing, BatchProgram(command=f"{heater} --instances 4")])
+    assert venv.num_envs == 8
+    venv.seed(0)
+    venv.reset()
+    health = EnvHealth()
+    for _ in range(2):
+        _, _, dones, infos = venv.step(np.full((8, 1), 0.5, np.float32))
+        health.observe(infos)
+        assert not dones.any() and all(info[LATENCY_KEY] > 0 for info in infos)
+    obs, rewards, dones, infos = venv.step(np.full((8, 1), 0.5, np.float32))  # the 3rd step: abort()
+    health.observe(infos)
+    assert dones.tolist() == [True] * 4 + [False] * 4
+    assert all(FAULT_KEY not in info for info in infos[4:]) and (rewards[:4] == 0).all()
+    faults = [info[FAULT_KEY] for info in infos[:4]]
+    assert all(f.kind is FaultKind.CRASH for f in faults) and [f.restart for f in faults] == [True, False, False, False]
+    assert all(info["TimeLimit.truncated"] and "terminal_observation" in info for info in infos[:4])
+    assert crashing.restarts == 1 and health.restarts == 1 and health.by_kind == {"crash": 4}
+    assert np.isfinite(obs).all() and obs.shape == (8, 3)  # the restarted program's fresh observations
+    _, _, dones, infos = venv.step(np.full((8, 1), 0.5, np.float32))  # it runs again
+    assert not dones.any() and not any(faults_in(info) for info in infos)
+    venv.close()
+
+
+def test_a_bad_value_of_one_instance_faults_that_env_only(heater):
+    venv = BridgeVecEnv([BatchProgram(command=f"{heater} --instances 3 --nan-after 2")])  # instance 0's obs: NaN
+    venv.reset()
+    venv.step(np.zeros((3, 1), np.float32))
+    obs, rewards, dones, infos = venv.step(np.zeros((3, 1), np.float32))
+    assert dones.tolist() == [True, False, False] and np.isfinite(obs).all()
+    assert infos[0][FAULT_KEY].kind is FaultKind.NONFINITE and not infos[0][FAULT_KEY].restart
+    assert FAULT_KEY not in infos[1] and FAULT_KEY not in infos[2]
+    assert venv.programs[0].restarts == 0
+    venv.close()
+
+
+def test_c_and_python_k_instance_programs_train(heater, tmp_path):
+    python_heater = f"{sys.executable} {ROOT / 'examples' / 'thirdparty' / 'heater.py'} --instances 4"
+    for name, command, envs in (("c", f"{heater} --instances 4", 8), ("py", python_heater, 4)):
+        run = tmp_path / name
+        out = run_cli("train.py", "--env", "process", "--set", f"env.command={command}", "--num-envs", str(envs),
+                      "--timesteps", "256", "--run-dir", str(run), *FAST, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "done: 256 steps" in out.stdout, out.stdout
+        assert list((run / "final").iterdir())
