@@ -8,7 +8,7 @@ from agents.config.schema import AgentConfig, RunConfig, suggest
 from agents.errors import UserError
 
 SHARED_AGENT_KEYS = ("backend", "algo", "learning_rate", "lr_schedule", "gamma", "net_arch", "activation",
-                     "normalize_obs", "normalize_reward", "policy")
+                     "normalize_obs", "normalize_reward", "policy", "cnn", "precision")
 """``agent:`` keys every algorithm accepts."""
 _ON_POLICY = ("n_steps", "batch_size", "n_epochs", "clip_range", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm",
               "log_std_init", "ortho_init")
@@ -21,8 +21,25 @@ ALGO_KEYS: dict[str, tuple[str, ...]] = {
     "td3": (*_OFF_POLICY, "policy_delay", "target_policy_noise", "target_noise_clip"),
 }
 """The ``agent:`` keys each algorithm accepts beyond :data:`SHARED_AGENT_KEYS`."""
+RLLIB_ALGO_KEYS: dict[str, tuple[str, ...]] = {
+    "ppo": _ON_POLICY,
+    "appo": ("n_steps", "batch_size", "n_epochs", "clip_range", "ent_coef", "vf_coef", "max_grad_norm",
+             "log_std_init", "ortho_init"),  # V-trace, not GAE: no gae_lambda
+    "sac": ("batch_size", "buffer_size", "learning_starts", "train_freq", "gradient_steps", "tau", "ent_coef",
+            "target_entropy"),  # no action noise, targets updated every step (docs/distributed.md)
+}
+"""The ``agent:`` keys each ``--backend rllib`` algorithm honours beyond :data:`SHARED_AGENT_KEYS`
+(agents/rllib/algos.py maps them; docs/distributed.md has the table)."""
+ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "appo": {"n_steps": 50, "batch_size": 500, "n_epochs": 2, "clip_range": 0.4, "max_grad_norm": 40.0,
+             "ent_coef": 0.01, "learning_rate": 5e-4},
+}
+"""RLlib's own defaults for an algorithm whose shared ``agent:`` defaults (PPO's) would not suit it; a new run
+starts from them, below its config file and command line, and stores them in its resolved config."""
 CONTINUOUS_ONLY = ("sac", "td3")
 """Algorithms that need a Box action space."""
+BACKEND_ALGOS = {"sb3": tuple(ALGO_KEYS), "rllib": tuple(RLLIB_ALGO_KEYS)}
+"""The algorithms each learning backend runs."""
 
 
 def select_algo(raw: dict[str, Any], algo: str | None, source: str) -> None:
@@ -31,10 +48,17 @@ def select_algo(raw: dict[str, Any], algo: str | None, source: str) -> None:
     ``algos: {sac: {agent: {...}, train: {...}}}`` gives each algorithm its own tuned settings in one file;
     the entry of ``algo`` (the ``--algo`` flag, else ``agent.algo``, else ppo) wins over the file's sections,
     and the command line wins over both. The map itself is removed: a resolved config holds no ``algos``.
+    Keys of :data:`ALGO_DEFAULTS` that neither gives are then filled in.
     """
-    algos = raw.pop("algos", None)
-    if algos is None:
-        return
+    algos = raw.pop("algos", None) or {}
+    _select(raw, algos, algo, source)
+    agent = raw.setdefault("agent", {})
+    if isinstance(agent, dict):
+        for key, value in ALGO_DEFAULTS.get(str(algo or agent.get("algo") or "ppo"), {}).items():
+            agent.setdefault(key, value)
+
+
+def _select(raw: dict[str, Any], algos: Any, algo: str | None, source: str) -> None:
     if not isinstance(algos, dict):
         raise UserError(f"{source}: 'algos' must map an algorithm to its sections, e.g. algos: {{sac: {{agent: "
                         f"{{tau: 0.01}}}}}}, got {type(algos).__name__}")
@@ -71,14 +95,22 @@ def check_algorithm(cfg: RunConfig, action_space: Any) -> None:
     if a.ent_coef == "auto" and a.algo != "sac":
         raise UserError(f"agent.ent_coef: auto is SAC's learned entropy coefficient; {name} takes a number "
                         "(the entropy bonus weight, e.g. 0.01)")
-    if a.backend != "sb3" or a.algo not in ALGO_KEYS:
-        return  # the other backends refuse what they cannot map themselves
-    accepted = ALGO_KEYS[a.algo]
+    if a.backend not in BACKEND_ALGOS:
+        return  # the black-box backend refuses what it cannot map itself
+    if a.algo not in BACKEND_ALGOS[a.backend]:
+        other = next(b for b, algos in BACKEND_ALGOS.items() if b != a.backend)
+        fix = f"use `--backend {other}`" if a.algo in BACKEND_ALGOS[other] else "choose another --algo"
+        raise UserError(f"--backend {a.backend} runs --algo {'|'.join(BACKEND_ALGOS[a.backend])}, got {a.algo!r}; "
+                        f"{fix}")
+    table = ALGO_KEYS if a.backend == "sb3" else RLLIB_ALGO_KEYS
+    accepted = table[a.algo]
     foreign = sorted(k for k in a.model_fields_set if k not in SHARED_AGENT_KEYS and k not in accepted)
     if foreign:
-        owners = sorted({o.upper() for o, keys in ALGO_KEYS.items() for k in foreign if k in keys})
-        raise UserError(f"--algo {a.algo} does not take {', '.join('agent.' + k for k in foreign)} "
-                        f"(a key of {'/'.join(owners)}); remove it or use that algorithm. {name} accepts: "
+        owners = sorted({o.upper() for o, keys in table.items() for k in foreign if k in keys})
+        whose = f"a key of {'/'.join(owners)}" if owners else f"no --backend {a.backend} algorithm honours it"
+        where = "" if a.backend == "sb3" else f" on --backend {a.backend}"
+        raise UserError(f"--algo {a.algo} does not take {', '.join('agent.' + k for k in foreign)}{where} "
+                        f"({whose}); remove it or use that algorithm. {name} accepts: "
                         f"{', '.join(SHARED_AGENT_KEYS + accepted)}")
     if "target_entropy" in a.model_fields_set and isinstance(a.ent_coef, float):
         raise UserError("agent.target_entropy applies only with agent.ent_coef: auto (a learned α); remove one")

@@ -1,4 +1,4 @@
-"""The RLlib backend: PPO on a local or remote Ray cluster with the same configs, run dirs and checkpoints.
+"""The RLlib backend: PPO, APPO and SAC on a local or remote Ray cluster with the same configs, run dirs and checkpoints.
 
 Ray is imported only here. Envs are registered with ``ray.tune.registry.register_env``; the creator
 re-resolves the nondiff name inside every Ray worker (built-in, plugin or ``--env-package``) and wraps
@@ -10,7 +10,6 @@ as tensors and are applied by :meth:`RLlibBackend.predict`.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import socket
 import time
@@ -24,15 +23,16 @@ import torch
 from agents import Backend
 from agents.config import RunConfig
 from agents.errors import CheckpointError, UserError
+from agents.rllib import algos as rllib_algos
 from agents.rllib import local as rllib_local
 from agents.rllib import state as rllib_state
+from agents.rllib.algos import ENV_NAME
 from agents.run import checkpoint, tokens
-from agents.run.envfactory import env_factory, is_image_space, probe_spaces
+from agents.run.envfactory import env_factory, probe_spaces
 from agents.run.loop import Iteration
 from agents.run.session import Session
 
 log = logging.getLogger(__name__)
-ENV_NAME = "nondiff-env"
 MODULE = "default_policy"
 CONNECT_TIMEOUT = 5.0
 LATENCY_WINDOW = 1000
@@ -76,83 +76,10 @@ def _health_callback_class() -> Any:
     return HealthCallback
 
 
-def _normalizes_obs(cfg: RunConfig, obs_space: gym.Space) -> bool:
-    if not cfg.agent.normalize_obs:
-        return False
-    if isinstance(obs_space, gym.spaces.Box) and not is_image_space(obs_space):
-        return True
-    log.warning("normalize_obs ignored on rllib: observation space %s is not a flat Box", obs_space)
-    return False
-
-
-def _check_extra(config: Any, extra: dict[str, Any]) -> None:
-    """``update_from_dict`` silently sets unknown attributes; refuse keys RLlib's PPOConfig does not have."""
-    known = sorted({k for k in (*config.to_dict(), *vars(config)) if not k.startswith("_")})
-    for key in extra:
-        if config._translate_special_keys(str(key), warn_deprecated=False) not in known:
-            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-            hint = f"did you mean 'rllib.extra.{close[0]}'? " if close else ""
-            raise UserError(f"unknown key 'rllib.extra.{key}': RLlib's PPOConfig has no such setting; {hint}use a "
-                            "PPOConfig attribute name (e.g. rllib.extra.vf_clip_param) or drop it")
-
-
-def _model_config(cfg: RunConfig, action_space: gym.Space) -> dict[str, Any]:
-    """SB3's MLP policy: separate pi and vf networks; Gaussian actions with a state-independent log std."""
-    return {"fcnet_hiddens": list(cfg.agent.net_arch), "fcnet_activation": cfg.agent.activation,
-            "vf_share_layers": False, "free_log_std": isinstance(action_space, gym.spaces.Box)}
-
-
 def build_algo_config(cfg: RunConfig, seed: int, spaces: tuple[gym.Space, gym.Space] | None = None,
                       start_step: int = 0) -> Any:
-    """Map the backend-neutral hyperparameters onto RLlib's PPOConfig, with SB3's PPO semantics.
-
-    SB3's PPO has no KL penalty and no value-loss clipping, so RLlib's (``use_kl_loss``, ``vf_clip_param``)
-    are off; ``rllib.extra`` can turn them back on. ``spaces`` (observation, action) are probed when absent.
-    RLlib counts steps from 0 again after a resume, so a linear schedule is shifted by ``start_step``.
-    """
-    from ray.rllib.algorithms.ppo import PPOConfig
-
-    spaces = spaces or probe_spaces(cfg)
-    a, r = cfg.agent, cfg.rllib
-    if a.algo != "ppo":
-        raise UserError(f"--backend rllib supports --algo ppo, got {a.algo!r}; use --backend sb3 for A2C, SAC or TD3")
-    runners = r.num_env_runners
-    per_runner = r.envs_per_runner or max(1, cfg.train.num_envs // max(1, runners))
-    n_steps = a.n_steps or 2048
-    lr = a.learning_rate or 3e-4
-    left = max(cfg.train.timesteps - start_step, 1)
-    schedule = [[0, lr * left / (left + start_step)], [left, 0.0]]
-    config = (
-        PPOConfig()
-        .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
-        .environment(ENV_NAME, env_config={"cfg": cfg.model_dump(mode="json")})
-        .env_runners(num_env_runners=runners, num_envs_per_env_runner=per_runner)
-        .learners(num_learners=r.num_learners,
-                  num_gpus_per_learner=1 if cfg.train.device == "cuda" else 0)
-        .training(lr=schedule if a.lr_schedule == "linear" else lr, gamma=a.gamma,
-                  lambda_=a.gae_lambda, train_batch_size_per_learner=n_steps * cfg.train.num_envs,
-                  minibatch_size=a.batch_size or 64, num_epochs=a.n_epochs, clip_param=a.clip_range,
-                  entropy_coeff=float(a.ent_coef or 0.0), vf_loss_coeff=a.vf_coef, grad_clip=a.max_grad_norm,
-                  use_kl_loss=False, vf_clip_param=float("inf"))
-        .rl_module(model_config=_model_config(cfg, spaces[1]))
-        .fault_tolerance(restart_failed_env_runners=True)
-        .callbacks(_health_callback_class())
-        .debugging(seed=seed)
-    )
-    if _normalizes_obs(cfg, spaces[0]):
-        config = config.env_runners(env_to_module_connector=rllib_state.obs_filter)
-    if r.extra:
-        _check_extra(config, r.extra)
-        config = config.update_from_dict(r.extra)
-    from ray.util.debug import log_once
-
-    log_once("PPO_on_new_api_stack")  # RLlib warns on every run that the new API stack is the default
-    try:
-        config.validate()
-    except (ValueError, TypeError) as e:
-        raise UserError(f"RLlib rejected the configuration: {str(e).splitlines()[0]} Fix the agent: or rllib: "
-                        "values (--set SECTION.KEY=VALUE)") from e
-    return config
+    """The algorithm's RLlib config (agents/rllib/algos.py) with the health callback of this backend."""
+    return rllib_algos.build_algo_config(cfg, seed, spaces, start_step, callbacks=_health_callback_class())
 
 
 def _check_reachable(address: str) -> None:
@@ -198,12 +125,13 @@ def _connect(cfg: RunConfig) -> None:
 
 
 class RLlibBackend(Backend):
-    """RLlib PPO behind the nondiff :class:`~agents.Backend` interface."""
+    """RLlib PPO, APPO or SAC (agents/rllib/algos.py) behind the nondiff :class:`~agents.Backend` interface."""
 
     def __init__(self, cfg: RunConfig, seed: int, algo: Any, module: Any,
                  spaces: tuple[gym.Space, gym.Space], start_step: int = 0,
                  obs_stats: rllib_state.ObsStats | None = None) -> None:
         self.cfg, self.seed, self.algo, self.module = cfg, seed, algo, module
+        self.spec = rllib_algos.spec(cfg)
         self.obs_stats = obs_stats
         self.observation_space, self.action_space = spaces
         self.num_timesteps = start_step
@@ -221,13 +149,13 @@ class RLlibBackend(Backend):
         torch.set_num_threads(cfg.train.threads)
         algo = config.build_algo()
         backend = cls(cfg, seed, algo, algo.get_module(MODULE), spaces)
-        if cfg.agent.ortho_init and not start_step:  # SB3's initialisation (a resume loads weights instead)
+        if backend.spec.sb3_init and cfg.agent.ortho_init and not start_step:  # a resume loads weights instead
             backend._set_weights(rllib_state.sb3_init(algo.get_weights()[MODULE], cfg.agent.log_std_init, seed))
         return backend
 
     # -- training ---------------------------------------------------------------------------------------
     def advance(self, until: int, session: Session) -> Iteration:
-        """One ``algo.train()``: sampling on the env runners, then the update; the same metric names as SB3."""
+        """One ``algo.train()``: sampling on the env runners and the updates; the same metric names as SB3."""
         t = time.monotonic()
         result = self.algo.train()
         self.obs_stats = rllib_state.read_obs_filter(self.algo)
@@ -239,14 +167,19 @@ class RLlibBackend(Backend):
         scalars = {"rollout/ep_rew_mean": ret, "rollout/ep_len_mean": runners.get("episode_len_mean"),
                    "time/fps": (self.num_timesteps - before) / max(time.monotonic() - t, 1e-9)}
         learner = result.get("learners", {}).get(MODULE, {})
-        for src, dst in (("policy_loss", "train/policy_loss"), ("vf_loss", "train/value_loss"),
-                         ("entropy", "train/entropy"), ("mean_kl_loss", "train/approx_kl"),
-                         ("default_optimizer_learning_rate", "train/learning_rate")):
+        for src, dst in self.spec.metrics:
             scalars[dst] = learner.get(src)
         scalars["env/runner_restarts"] = result.get("fault_tolerance", {}).get("num_remote_worker_restarts")
         scalars.update(_health(runners.get("nondiff", {}), session))
         ok = ret is not None and np.isfinite(ret)
         return Iteration(self.num_timesteps, float(ret) if ok else None, scalars)
+
+    def bind_env(self, env: Any) -> None:
+        """Before an evaluation: bring the driver's module up to the learner's weights (APPO broadcasts them to
+        the remote env runners only)."""
+        if self.algo is not None:
+            weights, own = self.algo.get_weights()[MODULE], self.module.get_state()
+            self.module.set_state({k: v for k, v in weights.items() if k in own})
 
     def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
         """Actions for raw observations (single or batched), computed by the RLModule on the CPU."""
@@ -257,32 +190,40 @@ class RLlibBackend(Backend):
         batch = torch.as_tensor(x[None] if single else x, dtype=torch.float32)
         with torch.no_grad():
             inputs = self.module.forward_inference({"obs": batch})["action_dist_inputs"]
-        if isinstance(self.action_space, gym.spaces.Discrete):
+        space = self.action_space
+        if isinstance(space, gym.spaces.Discrete):
             if deterministic:
                 actions = inputs.argmax(-1).numpy()
             else:
                 actions = torch.distributions.Categorical(logits=inputs).sample().numpy()
-            actions = actions + int(self.action_space.start)
-        elif isinstance(self.action_space, gym.spaces.Box):
+            actions = actions + int(space.start)
+        elif isinstance(space, gym.spaces.Box):
             mean, log_std = inputs.chunk(2, dim=-1)
             a = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
-            actions = np.clip(a.numpy().reshape(-1, *self.action_space.shape), self.action_space.low,
-                              self.action_space.high).astype(self.action_space.dtype)
+            out = a.numpy().reshape(-1, *space.shape)
+            if self.spec.squashed:  # SAC's tanh-squashed Gaussian, unsquashed onto the bounds as RLlib does
+                out = space.low + (np.tanh(out) + 1.0) * (space.high - space.low) / 2.0
+            actions = np.clip(out, space.low, space.high).astype(space.dtype)
         else:
-            raise UserError(f"rllib backend: action space {self.action_space} is not supported for predict")
+            raise UserError(f"rllib backend: action space {space} is not supported for predict")
         return actions[0] if single else actions
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def save(self, path: Path, meta: dict[str, Any] | None = None) -> Path:
-        """RLModule weights as tensors plus JSON metadata, written atomically."""
+        """RLModule weights, optimiser state, obs filter (and SAC's α) as tensors plus JSON, written atomically.
+
+        SAC's replay buffer is not saved: a resume refills it (``agent.learning_starts``) and is not exact.
+        """
         weights = self.algo.get_weights()[MODULE] if self.algo is not None else self.module.get_state()
         tensors = {f"module/{k}": torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
-        norm = rllib_state.save_obs_stats(self.obs_stats, tensors,
-                                                                      self.cfg.agent.normalize_reward) if self.obs_stats is not None else None
+        norm = (rllib_state.save_obs_stats(self.obs_stats, tensors, self.cfg.agent.normalize_reward)
+                if self.obs_stats is not None else None)
         optimizer = rllib_state.save_optimizer(self.algo, tensors) if self.algo is not None else None
-        body = {**checkpoint.base_meta("rllib", "ppo", self.num_timesteps, self.seed,
+        if self.algo is not None and self.spec.squashed:
+            tensors["sac/log_alpha"] = rllib_state.read_log_alpha(self.algo)
+        body = {**checkpoint.base_meta("rllib", self.cfg.agent.algo, self.num_timesteps, self.seed,
                                        (self.observation_space, self.action_space), self.cfg.model_dump(mode="json")),
-                "normalize": norm, "optimizer": optimizer, **(meta or {})}
+                "normalize": norm, "optimizer": optimizer, "replay_buffer": False, **(meta or {})}
         return checkpoint.save(path, tensors, body)
 
     @classmethod
@@ -294,22 +235,27 @@ class RLlibBackend(Backend):
         spaces = (checkpoint.space_from_json(meta["observation_space"]),
                   checkpoint.space_from_json(meta["action_space"]))
         stats = rllib_state.load_obs_stats(tensors, meta)
+        algo = str(meta.get("algo", "ppo"))
+        if algo != cfg.agent.algo:
+            raise CheckpointError(f"checkpoint {str(path)!r} holds an RLlib {algo.upper()} policy, but the config asks "
+                                  f"for --algo {cfg.agent.algo}; use the run's own config.yaml")
         if for_training:
             backend = cls.create(cfg, seed, start_step=int(meta["num_timesteps"]))
             checkpoint.check_spaces(meta, backend.observation_space, backend.action_space, f"resume from {path}")
             backend._set_weights(weights)
             if meta.get("optimizer"):
                 rllib_state.load_optimizer(backend.algo, tensors, meta["optimizer"])
+            if "sac/log_alpha" in tensors:
+                rllib_state.write_log_alpha(backend.algo, tensors["sac/log_alpha"])
             if stats is not None:
                 rllib_state.write_obs_filter(backend.algo, stats)
                 backend.obs_stats = stats
+            if backend.spec.squashed:
+                print(f"note: RLlib {algo.upper()} checkpoints hold no replay buffer; the resumed run refills it "
+                      f"({cfg.agent.learning_starts:,} steps before updates), so the resume is not exact", flush=True)
             backend.num_timesteps = backend._offset = int(meta["num_timesteps"])
             return backend
-        from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
-        from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-
-        module = RLModuleSpec(module_class=DefaultPPOTorchRLModule, observation_space=spaces[0],
-                              action_space=spaces[1], model_config=_model_config(cfg, spaces[1]), inference_only=False).build()
+        module = rllib_algos.build_module(cfg, algo, spaces)
         try:
             module.set_state(weights)
         except (RuntimeError, KeyError) as e:

@@ -78,7 +78,7 @@ def load_obs_stats(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Ob
 
 
 def sb3_init(weights: dict[str, Any], log_std_init: float, seed: int) -> dict[str, np.ndarray]:
-    """SB3's ``ortho_init`` for a DefaultPPOTorchRLModule state: orthogonal hidden layers (gain √2), policy
+    """SB3's ``ortho_init`` for a PPO or APPO RLModule state: orthogonal hidden layers (gain √2), policy
     output 0.01, value output 1, zero biases, and ``log_std_init`` for a free log std."""
     gen = torch.Generator().manual_seed(seed)
     out = {}
@@ -92,7 +92,27 @@ def sb3_init(weights: dict[str, Any], log_std_init: float, seed: int) -> dict[st
         elif name == "pi.log_std":
             t.fill_(log_std_init)
         out[name] = t.numpy()
+    for name in out:  # APPO's target policy (``_old_encoder``, ``_old_pi``) starts as a copy of the policy
+        if name.startswith("_old_") and name[len("_old_"):] in out:
+            out[name] = out[name[len("_old_"):]].copy()
     return out
+
+
+# -- SAC's entropy coefficient -----------------------------------------------------------------------------
+def read_log_alpha(algo: Any, module: str = "default_policy") -> torch.Tensor:
+    """SAC's learned log α: a learner attribute that RLlib keeps outside the module and optimiser states."""
+    results = algo.learner_group.foreach_learner(lambda learner: learner.curr_log_alpha[module].detach().cpu().clone())
+    return torch.as_tensor(next(iter(results)).get())
+
+
+def write_log_alpha(algo: Any, value: torch.Tensor, module: str = "default_policy") -> None:
+    """Set SAC's log α in every learner (the alpha optimiser's Adam moments come with the optimiser state)."""
+    def _set(learner: Any) -> None:
+        with torch.no_grad():
+            learner.curr_log_alpha[module].copy_(value.to(learner.curr_log_alpha[module].device))
+
+    for result in algo.learner_group.foreach_learner(_set):
+        result.get()
 
 
 # -- optimiser ---------------------------------------------------------------------------------------------

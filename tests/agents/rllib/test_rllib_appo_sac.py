@@ -1,0 +1,177 @@
+"""RLlib APPO and SAC on a real local Ray: train, checkpoint, evaluate.py without Ray, resume; a bridge
+program SIGKILLed inside an env runner; bad input refused with one line before Ray starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import train
+from agents.run import checkpoint
+
+pytestmark = pytest.mark.ray
+
+COMMON = ["--backend", "rllib", "--num-env-runners", "1", "--quiet", "--set", "rllib.num_cpus=2"]
+
+
+def _scalars(run: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    return acc
+
+
+def _adam_steps(meta: dict) -> float:
+    found: list[float] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                found.append(v) if k == "step" and isinstance(v, (int, float)) else walk(v)
+
+    walk(meta["optimizer"])
+    return max(found)
+
+
+def _programs(binary: str) -> list[int]:
+    """PIDs of running copies of ``binary`` (this test's own copy of the heater)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
+            except OSError:
+                continue
+            if argv0 == binary:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _ancestors(pid: int) -> list[str]:
+    """The command lines of ``pid``'s parent, grandparent, … (a bridge program runs under its reaper)."""
+    names = []
+    while pid > 1:
+        pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        names.append((Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+    return names
+
+
+def test_appo_survives_a_bridge_program_killed_inside_an_env_runner(tmp_path, heater):
+    binary = str(tmp_path / "heater_appo")  # our own copy: no other test's heater is ever killed
+    shutil.copy(heater, binary)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "--env", "process", "--algo", "appo", "--set", f"env.command={binary}",
+         "--timesteps", "4000", "--seed", "0", "--num-envs", "2", "--run-dir", str(run), "--set", "eval.every=0",
+         "--set", "train.checkpoint_every=2000", *COMMON],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while len(_programs(binary)) < 2:  # both envs of the env runner are up and stepping
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        time.sleep(2.0)
+        victim = _programs(binary)[0]
+        assert any(name.startswith("ray::") for name in _ancestors(victim)), _ancestors(victim)  # in an env runner
+        os.kill(victim, signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    acc = _scalars(run)
+    assert acc.Scalars("env/faults_by_kind/crash")[-1].value >= 1  # the kill, counted by the env runner's watchdog
+    assert acc.Scalars("env/restarts")[-1].value >= 1
+    for tag in ("train/policy_loss", "train/value_loss", "train/entropy", "rollout/ep_rew_mean", "time/fps"):
+        assert tag in acc.Tags()["scalars"], tag
+    tensors, meta = checkpoint.load(run / "final" / "model.safetensors")
+    assert meta["algo"] == "appo" and meta["num_timesteps"] >= 4000  # it kept training after the kill
+    assert any(k.startswith("module/_old_pi.") for k in tensors) and meta["normalize"]["norm_obs"]
+
+    res_path = tmp_path / "e.json"  # evaluate.py: a bare APPO RLModule, no Ray
+    run_cli("evaluate.py", str(run), "--episodes", "2", "--json", str(res_path), check=True)
+    assert json.loads(res_path.read_text())["episodes"] == 2
+
+    step = meta["num_timesteps"]
+    resumed = run_cli("train.py", "--resume", str(run), "--timesteps", "1000", "--quiet", timeout=300, check=True)
+    assert f"at step {step:,}" in resumed.stdout
+    _, meta2 = checkpoint.load(run / "final" / "model.safetensors")
+    assert meta2["num_timesteps"] >= step + 1000 and _adam_steps(meta2) > _adam_steps(meta) > 0
+    assert meta2["normalize"]["obs_count"] > meta["normalize"]["obs_count"]
+
+
+def test_sac_trains_evaluates_and_resumes(tmp_path):
+    run = tmp_path / "run"
+    run_cli("train.py", "--env", "Pendulum-v1", "--algo", "sac", "--timesteps", "800", "--seed", "0", "--num-envs", "2",
+            "--run-dir", str(run), "--set", "agent.learning_starts=200", "--set", "agent.train_freq=4",
+            "--set", "agent.net_arch=[32,32]", "--set", "agent.ent_coef=auto", "--set", "eval.every=400",
+            "--set", "eval.episodes=1", "--set", "train.checkpoint_every=400", *COMMON, timeout=300, check=True)
+    acc = _scalars(run)
+    for tag in ("train/actor_loss", "train/critic_loss", "train/ent_coef", "train/learning_rate", "eval/mean_reward"):
+        assert tag in acc.Tags()["scalars"], tag
+    alpha = acc.Scalars("train/ent_coef")[-1].value
+    assert 0 < alpha < 1.0  # learned down from SB3's start of 1.0
+    tensors, meta = checkpoint.load(run / "final" / "model.safetensors")
+    assert meta["algo"] == "sac" and meta["num_timesteps"] >= 800 and meta["replay_buffer"] is False
+    assert float(tensors["sac/log_alpha"].exp()) == pytest.approx(alpha, rel=0.05)
+    assert any(k.startswith("optim/") and "alpha" in k for k in tensors)  # all four optimisers are in the file
+
+    out = tmp_path / "e.json"
+    run_cli("evaluate.py", str(run), "--episodes", "2", "--json", str(out), check=True)
+    res = json.loads(out.read_text())
+    assert res["episodes"] == 2 and np.isfinite(res["mean_return"])
+
+    step = meta["num_timesteps"]
+    resumed = run_cli("train.py", "--resume", str(run), "--timesteps", "400", "--quiet", timeout=300, check=True)
+    assert f"at step {step:,}" in resumed.stdout
+    assert "checkpoints hold no replay buffer" in resumed.stdout and "not exact" in resumed.stdout
+    tensors2, meta2 = checkpoint.load(run / "final" / "model.safetensors")
+    assert meta2["num_timesteps"] >= step + 400
+    # α was restored, not restarted at 1.0 (a fresh one would be log α = 0 until learning starts again)
+    assert float(tensors2["sac/log_alpha"]) == pytest.approx(float(tensors["sac/log_alpha"]), abs=0.2)
+    assert float(tensors2["sac/log_alpha"]) < -0.01
+
+
+BAD = [
+    (["--env", "CartPole-v1", "--algo", "sac"],
+     r"SAC needs a continuous \(Box\) action space; `--env CartPole-v1` has Discrete\(2\): use `--algo ppo`"),
+    (["--env", "Pendulum-v1", "--algo", "appo", "--set", "agent.tau=0.01"],
+     r"--algo appo does not take agent\.tau on --backend rllib \(a key of SAC\); .*APPO accepts: .*clip_range"),
+    (["--env", "Pendulum-v1", "--algo", "appo", "--set", "agent.gae_lambda=0.9"],
+     r"--algo appo does not take agent\.gae_lambda on --backend rllib \(a key of PPO\)"),
+    (["--env", "Pendulum-v1", "--algo", "sac", "--set", "agent.n_epochs=3"],
+     r"--algo sac does not take agent\.n_epochs on --backend rllib \(a key of APPO/PPO\); .*SAC accepts: .*tau"),
+    (["--env", "Pendulum-v1", "--algo", "sac", "--set", "agent.action_noise=normal"],
+     r"agent\.action_noise on --backend rllib \(no --backend rllib algorithm honours it\)"),
+    (["--env", "Pendulum-v1", "--algo", "td3"], r"--backend rllib runs --algo ppo\|appo\|sac, got 'td3'; use `--backend sb3`"),
+]
+
+
+@pytest.mark.parametrize(("flags", "message"), BAD, ids=["sac-discrete", "appo-sac-key", "appo-gae", "sac-ppo-key",
+                                                          "sac-noise", "td3-on-rllib"])
+def test_bad_algorithm_input_is_one_line_and_exit_2(tmp_path, capsys, flags, message):
+    code = train.main(["--backend", "rllib", "--quiet", "--run-dir", str(tmp_path / "run"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and re.search(message, err), err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    import ray
+
+    assert not ray.is_initialized(), "bad input must be refused before Ray starts"
+
+
+def test_appo_on_the_sb3_backend_names_the_fix(tmp_path, capsys):
+    code = train.main(["--env", "Pendulum-v1", "--algo", "appo", "--quiet", "--run-dir", str(tmp_path / "run")])
+    assert code == 2
+    assert "--backend sb3 runs --algo ppo|a2c|sac|td3, got 'appo'; use `--backend rllib`" in capsys.readouterr().err
