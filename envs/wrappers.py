@@ -190,6 +190,10 @@ def _tell(key: str, text: str) -> None:
         log.warning(text)
 
 
+def _flat(env: gym.Env) -> gym.Env:
+    return gym.wrappers.DtypeObservation(gym.wrappers.FlattenObservation(env), np.float32)
+
+
 def _flatten(space: spaces.Space, prefix: str, drop: set[str], out: dict[str, spaces.Space]) -> None:
     items = space.spaces.items() if isinstance(space, spaces.Dict) else enumerate(space.spaces)  # type: ignore[attr-defined]
     for k, sub in items:
@@ -258,14 +262,31 @@ def _transposed(space: spaces.Space) -> spaces.Box:
     return spaces.Box(np.moveaxis(space.low, -1, 0), np.moveaxis(space.high, -1, 0), dtype=space.dtype)  # type: ignore[arg-type]
 
 
-def adapt_observations(env: gym.Env, *, channels_first: bool, drop_keys: tuple[str, ...] = ()) -> gym.Env:
+def adapt_observations(env: gym.Env, *, channels_first: bool, drop_keys: tuple[str, ...] = (),
+                       flat: bool = False, cnn_sizes: tuple[tuple[int, int], ...] = ()) -> gym.Env:
     """``env`` unchanged when its observations are already a numeric Box without a channel-last image; else
     wrapped in :class:`ObservationAdapter`.
+
+    With ``flat`` (RLlib, whose default models take one tensor) a Dict or Tuple observation becomes one
+    float32 vector (Boxes flattened, Discrete parts one-hot), and so does an image whose height × width is
+    not in ``cnn_sizes`` (the sizes the learner has a default CNN for), each with one line saying so.
 
     Raises:
         ValueError: a top-level space that is not numeric (``Text``, ``Graph``, ...), in one line naming the fix.
     """
     space = env.observation_space
+    if flat and isinstance(space, spaces.Dict | spaces.Tuple):
+        adapted = ObservationAdapter(env, channels_first, drop_keys)
+        keys = ", ".join(adapted.observation_space.spaces)  # type: ignore[attr-defined]
+        _tell("flat", f"observation keys {keys} flattened into one float32 vector for the rllib backend (Discrete "
+                      "parts one-hot); images among them go to the MLP as pixels: --backend sb3 gives them a CNN")
+        return _flat(adapted)
+    if flat and is_image(space) and tuple(space.shape[:2]) not in cnn_sizes:  # type: ignore[index]
+        sizes = ", ".join(f"{h}×{w}" for h, w in cnn_sizes)
+        _tell("flat-image", f"image observation {space.shape} flattened into the MLP: the rllib backend has a "
+                            f"default CNN for {sizes} only; add {{resize: {{shape: [84, 84]}}}} under env.wrappers "
+                            "for a CNN")
+        return _flat(env)
     if isinstance(space, spaces.Dict | spaces.Tuple) or (channels_first and _channel_last(space)):
         return ObservationAdapter(env, channels_first, drop_keys)
     if not isinstance(space, NUMERIC):

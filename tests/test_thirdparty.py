@@ -34,10 +34,13 @@ def ok(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stdout + proc.stderr
 
 
-def config(tmp: Path, env: str) -> str:
-    """A run config: the ``env`` section given (YAML), tiny PPO settings."""
+RLLIB = "agent: {backend: rllib, n_steps: 256, batch_size: 64, n_epochs: 2, net_arch: [32]}\ntrain: {num_envs: 2}\n"
+
+
+def config(tmp: Path, env: str, rest: str = TINY) -> str:
+    """A run config: the ``env`` section given (YAML), tiny PPO settings (or ``rest``)."""
     path = tmp / "run.yaml"
-    path.write_text(f"env: {env}\n{TINY}")
+    path.write_text(f"env: {env}\n{rest}")
     return str(path)
 
 
@@ -82,6 +85,50 @@ def test_pointmaze_dict_statistics_evaluate_and_resume(tmp_path):
     ok(run(tmp_path, "train.py", "--resume", str(run_dir), "--timesteps", "256"))
     after = header(run_dir)["normalize"]["obs_count"]
     assert after["observation"] >= first["observation"] + 256  # continued, not restarted from zero
+
+
+def test_rllib_flattens_dict_observations_and_evaluates(tmp_path):
+    """RLlib's catalog has no encoder for a Dict: the env stack flattens it (Discrete one-hot, Text dropped),
+    says so, and evaluate.py (no Ray) builds the same stack."""
+    cfg = config(tmp_path, "{id: MiniGrid-Empty-5x5-v0, packages: [minigrid]}", RLLIB)
+    out = ok(run(tmp_path, "train.py", "--config", cfg, "--timesteps", "512", "--run-dir", str(tmp_path / "run")))
+    assert "keys direction, image flattened" in out
+    obs = header(tmp_path / "run")["observation_space"]
+    assert obs["type"] == "Box" and obs["shape"] == [7 * 7 * 3 + 4] and obs["dtype"] == "float32"
+    ev = ok(run(tmp_path, "evaluate.py", str(tmp_path / "run"), "--episodes", "2"))
+    assert "trained" in ev
+
+
+@pytest.mark.parametrize(("wrappers", "shape"), [
+    (["minigrid.wrappers:ImgObsWrapper"], (7 * 7 * 3,)),
+    (["minigrid.wrappers:RGBImgObsWrapper", "minigrid.wrappers:ImgObsWrapper", {"resize": {"shape": [42, 42]}}],
+     (42, 42, 3)),
+], ids=["7x7-flattened", "42x42-kept"])
+def test_rllib_env_stack_flattens_images_without_a_default_cnn(wrappers, shape):
+    """The RLlib env stack (channel-last) keeps an image that RLlib has a default CNN for and flattens others."""
+    from agents.run.envfactory import _build
+    from envs.wrappers import parse_wrappers
+
+    env = _build("MiniGrid-Empty-5x5-v0", ("minigrid",), None, {}, None, wrappers=tuple(parse_wrappers(wrappers)),
+                 channels_first=False)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.shape == shape and obs.shape == shape and env.observation_space.contains(obs)
+    env.close()
+
+
+def test_rllib_pointmaze_dict_statistics_evaluate_and_resume(tmp_path):
+    """A goal-conditioned Dict on RLlib: flattened, normalised by the MeanStdFilter, whose statistics are saved,
+    used by evaluate.py and carried on by --resume."""
+    cfg = config(tmp_path, "{id: PointMaze_UMaze-v3, packages: [gymnasium_robotics], max_episode_steps: 50}",
+                 RLLIB.replace("net_arch: [32]", "net_arch: [32], normalize_obs: true"))
+    run_dir = tmp_path / "run"
+    ok(run(tmp_path, "train.py", "--config", cfg, "--timesteps", "512", "--run-dir", str(run_dir)))
+    first = header(run_dir)
+    assert first["observation_space"]["shape"] == [8] and first["normalize"]["obs_count"] >= 512
+    ev = ok(run(tmp_path, "evaluate.py", str(run_dir), "--episodes", "2"))
+    assert "success" in ev and "0.00" in ev
+    ok(run(tmp_path, "train.py", "--resume", str(run_dir), "--timesteps", "256"))
+    assert header(run_dir)["normalize"]["obs_count"] >= first["normalize"]["obs_count"] + 256
 
 
 def test_vizdoom_resize_grayscale_trains_evaluates_and_records(tmp_path):

@@ -40,6 +40,9 @@ from envs.wrappers import WrapperSpec, adapt_observations, apply_wrappers, is_im
 
 log = logging.getLogger(__name__)
 
+RLLIB_CNN_SIZES = ((84, 84), (64, 64), (42, 42), (10, 10))
+"""Image sizes (H, W, any channels) for which RLlib's model catalog has a default CNN; others are flattened."""
+
 
 def _build(name: str, packages: tuple[str, ...], max_episode_steps: int | None, kwargs: dict[str, Any],
            render_mode: str | None, nan_policy: str = "truncate",
@@ -69,7 +72,8 @@ def _build(name: str, packages: tuple[str, ...], max_episode_steps: int | None, 
                 extra["token"] = value
     env = envs.make(name, packages=packages, nan_policy=nan_policy, bounds_policy=bounds_policy, **extra)
     env = apply_wrappers(env, list(wrappers))
-    env = adapt_observations(env, channels_first=channels_first, drop_keys=drop_keys)
+    env = adapt_observations(env, channels_first=channels_first, drop_keys=drop_keys, flat=not channels_first,
+                             cnn_sizes=RLLIB_CNN_SIZES)
     if monitor:
         from stable_baselines3.common.monitor import Monitor
 
