@@ -1,0 +1,79 @@
+"""Connect mode (env.listen): programs started after the trainer, late, killed and reconnecting; bad input exits 2."""
+
+from __future__ import annotations
+
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import ROOT, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+FAST = ["--quiet", "--set", "agent.n_steps=32", "--set", "agent.batch_size=64", "--set", "agent.n_epochs=1",
+        "--set", "eval.every=0"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def last_scalar(run: Path, tag: str) -> float:
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return acc.Scalars(tag)[-1].value if tag in acc.Tags()["scalars"] else 0.0
+
+
+def test_late_killed_and_reconnecting_programs(heater, tmp_path):
+    port, run = free_port(), tmp_path / "run"
+    trainer = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--env", "process", "--set",
+                                f"env.listen=127.0.0.1:{port}", "--set", "env.connect_timeout=60", "--num-envs", "3",
+                                "--timesteps", "12000", "--run-dir", str(run), "--seed", "0", *FAST],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rng = random.Random(0)
+    python_heater = [sys.executable, str(ROOT / "examples" / "thirdparty" / "heater.py")]
+    programs = []
+    for cmd in ([heater], python_heater, [heater]):  # started after the trainer, with random delays
+        time.sleep(rng.uniform(0.2, 1.5))
+        programs.append(subprocess.Popen([*cmd, "--connect", f"127.0.0.1:{port}", "--connect-wait", "30"], cwd=ROOT,
+                                         stderr=subprocess.DEVNULL))
+    deadline = time.time() + 120
+    while not list((run / "tensorboard").glob("events.*")) and time.time() < deadline and trainer.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    programs[0].send_signal(signal.SIGKILL)  # mid-run: its slot waits for the next program that connects
+    time.sleep(0.5)
+    programs.append(subprocess.Popen([heater, "--connect", f"127.0.0.1:{port}", "--connect-wait", "1"]))
+    out, err = trainer.communicate(timeout=240)
+    assert trainer.returncode == 0, err
+    assert "done: 12,000 steps" in out or "done: 12,0" in out, out
+    assert last_scalar(run, "env/restarts") == 1 and last_scalar(run, "env/faults_by_kind/crash") == 1
+    assert programs[3].wait(30) == 0  # the trainer stopped listening: the program gives up after --connect-wait
+    for p in programs[1:3]:
+        p.kill()
+        p.wait()
+
+
+def test_bad_input_exits_2_in_seconds(heater, tmp_path):
+    taken = socket.create_server(("127.0.0.1", 0))
+    cases = {
+        "in use": (["--set", f"env.listen=127.0.0.1:{taken.getsockname()[1]}"], "already in use"),
+        "timeout": (["--set", "env.listen=127.0.0.1:0", "--set", "env.connect_timeout=2"],
+                    "no program connected to 127.0.0.1:"),
+        "k = 0": (["--set", f"env.command={heater} --instances 0"], "spec.num_instances: expected an integer"),
+    }
+    for name, (args, text) in cases.items():
+        t = time.monotonic()
+        out = run_cli("train.py", "--env", "process", *args, "--timesteps", "64", "--run-dir", str(tmp_path / name),
+                      timeout=60)
+        lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+        assert out.returncode == 2 and len(lines) == 1 and text in lines[0], (name, out.stderr)
+        assert "Traceback" not in out.stderr and time.monotonic() - t < 15, name
+        if name == "timeout":  # the wait is visible, and the line says how to start a program
+            assert "waiting for 1 program on 127.0.0.1:" in out.stderr and "--connect 127.0.0.1:" in lines[0]
+    taken.close()
