@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import yaml
-from stable_baselines3 import PPO
+from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
@@ -33,16 +33,31 @@ if str(ROOT) not in sys.path:
 # RL Zoo's tuned PPO entry for MuJoCo Reacher-v2: DLR-RM/rl-baselines3-zoo, hyperparams/ppo.yml, key
 # "Reacher-v2" (read at commit 00128b5d46d497b772f3bd891ae9f520919e8971). "normalize: true" is
 # VecNormalize on observations and rewards; n_envs 1; n_timesteps 1e6.
-ZOO_REACHER = {"n_envs": 1, "normalize": True, "batch_size": 32, "n_steps": 512, "gamma": 0.9,
+ZOO_REACHER: dict[str, Any] = {"n_envs": 1, "normalize": True, "batch_size": 32, "n_steps": 512, "gamma": 0.9,
                "learning_rate": 0.000104019, "ent_coef": 7.52585e-08, "clip_range": 0.3, "n_epochs": 5,
                "gae_lambda": 1.0, "max_grad_norm": 0.9, "vf_coef": 0.950368}
 
 
+# RL Zoo's SAC entries (DLR-RM/rl-baselines3-zoo, hyperparams/sac.yml, same commit): "ReacherBulletEnv-v0", the
+# arm-reaching task, takes the tuned "&pybullet-defaults" block; the MuJoCo envs ("HalfCheetah-v3: &mujoco-defaults")
+# take SAC's defaults with learning_starts 10000. Both: one env, no normalisation.
+ZOO_SAC_REACHER: dict[str, Any] = {"algo": "sac", "n_envs": 1, "normalize": False, "learning_rate": 7.3e-4, "buffer_size": 300_000,
+                   "batch_size": 256, "ent_coef": "auto", "gamma": 0.98, "tau": 0.02, "train_freq": 8,
+                   "gradient_steps": 8, "learning_starts": 10_000, "use_sde": True,
+                   "policy_kwargs": {"log_std_init": -3, "net_arch": [400, 300]}}
+ZOO_SAC_MUJOCO: dict[str, Any] = {"algo": "sac", "n_envs": 1, "normalize": False, "learning_starts": 10_000}
+
+
 def hyperparameters(kind: str) -> dict[str, Any]:
-    """``zoo``: RL Zoo's Reacher-v2; ``defaults``: PPO() defaults, one env (SB3's quick start);
-    ``robot-yaml``: configs/robot.yaml translated by hand into plain SB3 arguments."""
+    """``zoo``: RL Zoo's PPO Reacher-v2; ``zoo-sac``: RL Zoo's SAC ReacherBulletEnv-v0; ``zoo-sac-mujoco``: RL
+    Zoo's SAC MuJoCo defaults; ``defaults``: PPO() defaults, one env (SB3's quick start); ``robot-yaml``:
+    configs/robot.yaml translated by hand into plain SB3 arguments."""
     if kind == "zoo":
         return dict(ZOO_REACHER)
+    if kind == "zoo-sac":
+        return {**ZOO_SAC_REACHER, "policy_kwargs": dict(ZOO_SAC_REACHER["policy_kwargs"])}
+    if kind == "zoo-sac-mujoco":
+        return dict(ZOO_SAC_MUJOCO)
     if kind == "defaults":
         return {"n_envs": 1, "normalize": False}
     if kind == "robot-yaml":
@@ -56,7 +71,7 @@ def hyperparameters(kind: str) -> dict[str, Any]:
                 "batch_size": a["batch_size"], "n_epochs": a["n_epochs"], "gamma": a["gamma"],
                 "gae_lambda": a["gae_lambda"], "learning_rate": (lambda p: p * lr) if a["lr_schedule"] == "linear"
                 else lr, "policy_kwargs": {"net_arch": a["net_arch"]}}
-    raise SystemExit(f"--hp must be zoo, defaults or robot-yaml, got {kind!r}")
+    raise SystemExit(f"--hp must be zoo, zoo-sac, zoo-sac-mujoco, defaults or robot-yaml, got {kind!r}")
 
 
 class PeriodicEval(BaseCallback):
@@ -85,7 +100,7 @@ class PeriodicEval(BaseCallback):
                 done = term or trunc
             returns.append(total)
             successes.append(float(info.get("is_success", False)))
-        row = {"event": "eval", "step": self.num_timesteps, "mean_reward": float(np.mean(returns)),
+        row: dict[str, Any] = {"event": "eval", "step": self.num_timesteps, "mean_reward": float(np.mean(returns)),
                "success_rate": float(np.mean(successes))}
         print(json.dumps(row), flush=True)
         solved = (self.success is not None and row["success_rate"] >= self.success) or \
@@ -104,7 +119,7 @@ class Progress(BaseCallback):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Train plain SB3 PPO and print JSON lines."""
+    """Train plain SB3 PPO (or SAC, for the zoo-sac entries) and print JSON lines."""
     p = argparse.ArgumentParser()
     p.add_argument("--hp", required=True)
     p.add_argument("--env", default="nondiff/Robot-v0")
@@ -121,13 +136,13 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     hp = hyperparameters(args.hp)
-    n_envs, normalize = hp.pop("n_envs"), hp.pop("normalize")
+    n_envs, normalize, algo = hp.pop("n_envs"), hp.pop("normalize"), hp.pop("algo", "ppo")
     if args.n_steps:
         hp["n_steps"], hp["batch_size"] = args.n_steps, min(hp.get("batch_size", 64), args.n_steps * n_envs)
     venv = make_vec_env(args.env, n_envs=n_envs, seed=args.seed, vec_env_cls=DummyVecEnv)
     if normalize:
         venv = VecNormalize(venv, gamma=hp.get("gamma", 0.99))
-    model = PPO("MlpPolicy", venv, seed=args.seed, device="cpu", verbose=0, **hp)
+    model = (SAC if algo == "sac" else PPO)("MlpPolicy", venv, seed=args.seed, device="cpu", verbose=0, **hp)
     callback = (PeriodicEval(args.env, args.eval_every, args.eval_episodes, args.threshold_success,
                              args.threshold_return) if args.eval_every else Progress())
     t = time.perf_counter()
