@@ -25,8 +25,10 @@ def game_names() -> list[str]:
 class GameEnv(gym.Env):
     """An ALE game with the standard Atari preprocessing (Mnih et al. 2015; Machado et al. 2018).
 
-    No-op reset (up to 30), frame skip 4 with max-pooling of the last two frames, 84×84 grayscale, a
-    stack of 4 frames (observation ``uint8[4, 84, 84]``), optional sticky actions. ``clip_rewards`` and
+    No-op reset (up to 30), frame skip 4 with max-pooling of the last two frames, grayscale frames of
+    ``frame_size``×``frame_size`` (84 as in the Nature DQN; 42 as in the universe-starter-agent and RLlib's
+    ``dim: 42``, a quarter of the pixels), a stack of 4 frames (observation ``uint8[4, S, S]``), optional
+    sticky actions. ``clip_rewards`` and
     ``episodic_life`` are training aids and are switched off for evaluation (``env.eval_kwargs`` in
     configs/game.yaml), so reported returns are the raw game score. ``render()`` returns the full-colour
     210×160 frame.
@@ -39,6 +41,7 @@ class GameEnv(gym.Env):
         noop_max: at most this many no-op actions at reset.
         frame_skip: frames per action.
         frame_stack: frames in one observation.
+        frame_size: side of the square grayscale frame (pixels), at least 8.
         render_mode: ``"rgb_array"`` for full-colour frames.
     """
 
@@ -46,7 +49,7 @@ class GameEnv(gym.Env):
 
     def __init__(self, *, game: str = "Pong", sticky_actions: bool = False, clip_rewards: bool = False,
                  episodic_life: bool = False, noop_max: int = 30, frame_skip: int = 4, frame_stack: int = 4,
-                 render_mode: str | None = None) -> None:
+                 frame_size: int = 84, render_mode: str | None = None) -> None:
         try:
             import ale_py
         except ImportError as e:  # pragma: no cover - ale-py is a core dependency
@@ -62,11 +65,14 @@ class GameEnv(gym.Env):
                              "games ALE ships (python -c 'import envs.adapters.game as g; print(g.game_names())')")
         if frame_skip < 1 or frame_stack < 1 or noop_max < 0:
             raise ValueError("game: frame_skip and frame_stack must be >= 1 and noop_max >= 0")
+        if not isinstance(frame_size, int) or isinstance(frame_size, bool) or frame_size < 8:
+            raise ValueError(f"game: frame_size must be an integer >= 8 (84 Nature DQN, 42 the small CNN), got "
+                             f"{frame_size!r}; set env.frame_size")
         gym.register_envs(ale_py)
         ale_id = "ALE/" + "".join(p.capitalize() for p in rom.split("_")) + "-v5"
         env = gym.make(ale_id, frameskip=1, repeat_action_probability=0.25 if sticky_actions else 0.0,
                        full_action_space=False, render_mode=render_mode, max_num_frames_per_episode=108_000)
-        env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=frame_skip, screen_size=84,
+        env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=frame_skip, screen_size=frame_size,
                                               terminal_on_life_loss=episodic_life, grayscale_obs=True)
         if clip_rewards:
             env = gym.wrappers.TransformReward(env, lambda r: float(np.sign(float(r))))

@@ -1,0 +1,73 @@
+"""Pong training steps/s, one change at a time, side by side in one run (docs/results.md, issue 17).
+
+Each variant is one ``train.py --env game`` run of a fixed number of steps (no periodic eval) with the
+shipped config plus ``--set`` overrides; steps/s is the run's own figure (from its first step, startup
+excluded). The 1-minute load average is printed before each run: on a shared machine it decides the
+absolute figures, so compare rows of one invocation only.
+
+    python benchmarks/pong_steps.py [STEPS] [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+OLD = ["env.frame_size=84", "agent.cnn=nature", "agent.precision=fp32", "agent.n_epochs=4", "agent.batch_size=256"]
+"""The issue-3 setup (configs/game84.yaml) expressed over the shipped config."""
+VARIANTS: dict[str, list[str]] = {
+    "84 Nature fp32, 2 threads (issue 3)": [*OLD, "train.threads=2"],
+    "84 Nature fp32, 1 thread": [*OLD, "train.threads=1"],
+    "84 Nature bf16, 1 thread": [*OLD, "train.threads=1", "agent.precision=bf16"],
+    "42 Nature fp32": ["agent.cnn=nature", "agent.precision=fp32"],
+    "42 small fp32": ["agent.cnn=small", "agent.precision=fp32"],
+    "42 small bf16": ["agent.cnn=small", "agent.precision=bf16"],
+    "42 small fp32, 2 epochs x 512": ["agent.cnn=small", "agent.precision=fp32", "agent.n_epochs=2",
+                                      "agent.batch_size=512"],
+    "42 small fp32, 16 envs x 64 steps": ["agent.cnn=small", "agent.precision=fp32", "train.num_envs=16",
+                                          "agent.n_steps=64"],
+}
+
+
+def run(sets: list[str], steps: int) -> float:
+    """One training run's steps/s."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, str(ROOT / "train.py"), "--env", "game", "--timesteps", str(steps), "--seed", "0",
+               "--quiet", "--run-dir", f"{tmp}/r", "--set", "eval.every=0"]
+        for s in sets:
+            cmd += ["--set", s]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+        out = proc.stdout
+    found = re.findall(r"\| ([\d,]+) steps/s", out)
+    if not found:
+        raise RuntimeError(f"no steps/s line in the output of {' '.join(cmd)}:\n{out}")
+    return float(found[-1].replace(",", ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("steps", type=int, nargs="?", default=4096)
+    p.add_argument("--only", nargs="+", default=None, help="variant names (substrings)")
+    args = p.parse_args(argv)
+    for name, sets in VARIANTS.items():
+        if args.only and not any(o in name for o in args.only):
+            continue
+        load = os.getloadavg()[0]
+        steps = args.steps // 2 if name.startswith("84") else args.steps
+        print(json.dumps({"variant": name, "steps": steps, "steps_per_s": round(run(sets, steps)),
+                          "load_1min_before": round(load, 2)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
