@@ -1,57 +1,94 @@
-"""Black-box strategies (CMA-ES, amortised, surrogate) on held-out inverse problems: calls per instance and score.
+"""Black-box strategies on held-out inverse problems: calls per instance, wall time, score, error-vs-calls curves.
 
-Each strategy is trained with a forward-call budget (none for CMA-ES), then answers the same held-out
-instances as benchmarks/inverse_baseline.py (the env's instances of seeds 50000…). Forward calls are exact
-counts of the problem's black box and do not depend on the machine's load.
+Two modes. One strategy, trained with a forward-call budget (none for CMA-ES), answering the same held-out
+instances as benchmarks/inverse_baseline.py (the env's instances of seeds 50000…):
 
     python benchmarks/strategies.py --adapter seismic --algo amortised --train-calls 4096 [--instances 20]
+
+The comparison (``make bench-strategies``): per adapter, one shared training run (one bank of prior pairs
+that the amortised network, the surrogate f̂ and the surrogate's inverse network (a) all fit), then every
+row of :data:`ROWS` on the same held-out instances side by side, sbi's NPE on the same pairs (seismic), a
+JSON per adapter and the plot docs/strategies_<adapter>.png (mean error against forward calls per instance):
+
+    python benchmarks/strategies.py --suite [--adapters renderer,seismic] [--instances 20] [--train-calls 4096]
+
+Forward calls are exact counts of the problem's black box and do not depend on the machine's load.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SEED0 = 50_000
+# row name -> the stages (strategy, blackbox: overrides) solved in series, per adapter call budget
+Stages = list[tuple[str, dict[str, Any]]]
+TR = {"gd_steps": 50}  # the trust region's descent per step: 50 Adam steps of 0.02 cross any radius
+ROWS: dict[str, Stages] = {
+    "cma (20 calls)": [("cma", {"calls_per_instance": 20})],
+    "cma (200 calls)": [("cma", {"calls_per_instance": 200})],
+    "amortised": [("amortised", {})],
+    "amortised → cma": [("amortised", {}), ("cma", {"calls_per_instance": 19})],
+    "surrogate, 8 checked starts + 5 cma (before)": [("surrogate", {"inverse_epochs": 0, "refine_calls": 5})],
+    "surrogate (a) inverse net": [("surrogate", {"gd_steps": 0})],
+    "surrogate (b) trust region from the first guess": [("surrogate", {"inverse_epochs": 0, "starts": 1,
+                                                                       "trust_calls": "B", **TR})],
+    "surrogate (a) → (b)": [("surrogate", {"trust_calls": "B", **TR})],
+    "surrogate (a) → (b), no local refit": [("surrogate", {"trust_calls": "B", **TR, "local_steps": 0})],
+    "amortised → surrogate (b)": [("amortised", {}), ("surrogate", {"trust_calls": "B", **TR})],
+    "amortised → surrogate (b) → cma": [("amortised", {}), ("surrogate", {"trust_calls": "B/2", **TR}),
+                                        ("cma", {"calls_per_instance": "B/2"})],
+}
+BUDGET = {"renderer": 20, "seismic": 10}
+"""Calls per instance of the learned rows: the issue's goal (≤ 10% of CMA-ES's calls)."""
+PPO = {"renderer": {"train_calls": 400_000, "mean_calls": 11, "score": 0.761, "success_rate": 0.45},
+       "seismic": {"train_calls": 100_000, "mean_calls": 5, "score": 0.147, "success_rate": 0.20}}
+"""The shipped configs' PPO policies on the same 20 instances (docs/results.md, inverse_baseline.py), quoted."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
+def make_problem(adapter: str) -> Any:
     import gymnasium as gym
-    import torch
+    import yaml
 
     import envs  # noqa: F401
+
+    kwargs = yaml.safe_load((ROOT / "configs" / f"{adapter}.yaml").read_text())["env"]
+    kwargs.pop("id")
+    return gym.make(f"nondiff/{adapter.capitalize()}-v0", **kwargs)
+
+
+def held_out(env: Any, n: int) -> list[Any]:
+    out = []
+    for i in range(n):
+        env.reset(seed=SEED0 + i)
+        out.append(env.unwrapped.instance)
+    return out
+
+
+def single(args: argparse.Namespace) -> int:
+    """One strategy, trained to ``--train-calls``, on ``--instances`` held-out instances."""
+    import torch
+    import yaml
+
     from agents.blackbox import STRATEGIES
     from agents.config import validate
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--adapter", choices=["renderer", "seismic"], required=True)
-    p.add_argument("--algo", choices=list(STRATEGIES), required=True)
-    p.add_argument("--train-calls", type=int, default=0, help="training forward-call budget (amortised, surrogate)")
-    p.add_argument("--instances", type=int, default=20)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a blackbox: setting")
-    p.add_argument("--json", metavar="PATH")
-    args = p.parse_args(argv)
     torch.set_num_threads(1)
-    import yaml
-
     settings = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     cfg = validate({"blackbox": settings}, "--set").blackbox
-    kwargs = yaml.safe_load((ROOT / "configs" / f"{args.adapter}.yaml").read_text())["env"]
-    kwargs.pop("id")
-    env = gym.make(f"nondiff/{args.adapter.capitalize()}-v0", **kwargs)
+    env = make_problem(args.adapter)
     problem = env.unwrapped.problem
     module, _, name = STRATEGIES[args.algo].partition(":")
-    import importlib
-
     t0 = time.perf_counter()
     strategy = getattr(importlib.import_module(module), name)(problem, cfg, 0)
     rng = np.random.default_rng(0)
@@ -60,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         last = strategy.train_round(rng)
     train_calls, train_s = problem.forward_calls, time.perf_counter() - t0
     rows = []
-    for i in range(args.instances):
-        env.reset(seed=SEED0 + i)
-        inst = env.unwrapped.instance
+    for inst in held_out(env, args.instances):
         c0, t1 = problem.forward_calls, time.perf_counter()
         x = strategy.solve(inst, rng)
         rows.append({"calls": problem.forward_calls - c0, "wall_s": time.perf_counter() - t1, **problem.score(x, inst)})
@@ -76,6 +111,224 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({**out, "rows": rows}, indent=1))
     return 0
+
+
+# -- the comparison ------------------------------------------------------------------------------------------
+def _resolve(v: Any, budget: int) -> Any:
+    return {"B": budget, "B/2": budget // 2}.get(v, v) if isinstance(v, str) else v
+
+
+def _curve(problem: Any, inst: Any, log: list[tuple[np.ndarray, np.ndarray]], x0_score: float | None,
+           final: float, horizon: int) -> list[float]:
+    """Score of the best-misfit point among the first k calls, k = 0…horizon (then the answer's, held)."""
+    key = problem.score_key
+    out, best_m, best_s = [], np.inf, x0_score
+    for k in range(horizon + 1):
+        if 0 < k <= len(log):
+            m = problem.data_misfit(log[k - 1][1], inst)
+            if m < best_m:
+                best_m, best_s = m, problem.score(log[k - 1][0], inst)[key]
+        out.append(final if k >= len(log) else (best_s if best_s is not None else np.nan))
+    return out
+
+
+def run_row(problem: Any, learned: dict[str, Any], stages: Stages, insts: list[Any], budget: int,
+            horizon: int) -> dict[str, Any]:
+    """Solve every instance with the stages in series; calls, wall time, score and its curve per instance."""
+    from agents.blackbox.cma import CMAStrategy
+
+    solvers = []
+    for name, over in stages:
+        over = {k: _resolve(v, budget) for k, v in over.items()}
+        base = learned["cfg"].model_copy(update={"refine_calls": 0})
+        cfg = base.model_copy(update=over)
+        strat = CMAStrategy(problem, cfg, 0) if name == "cma" else learned[name]
+        solvers.append((strat, cfg))
+    key, rng, per = problem.score_key, np.random.default_rng(1), []
+    for inst in insts:
+        problem.call_log, c0, t0 = [], problem.forward_calls, time.perf_counter()
+        x, f = None, None
+        for strat, cfg in solvers:
+            strat.cfg = cfg
+            x = strat.solve(inst, rng, x, f)
+            f = strat.last_misfit
+        wall, calls, log = time.perf_counter() - t0, problem.forward_calls - c0, problem.call_log
+        problem.call_log = None
+        first = solvers[0][0]
+        zero = (first.predict_params(inst) if hasattr(first, "predict_params") else
+                first.inverse_params(inst) if stages[0][0] == "surrogate" and solvers[0][1].inverse_epochs else
+                problem.start())
+        final = problem.score(x, inst)
+        per.append({"calls": calls, "wall_s": wall, **final,
+                    "curve": _curve(problem, inst, log, problem.score(zero, inst)[key], final[key], horizon)})
+    for strat, _ in solvers:
+        strat.cfg = learned["cfg"]
+    return {"mean_calls": float(np.mean([r["calls"] for r in per])),
+            "mean_wall_s": float(np.mean([r["wall_s"] for r in per])),
+            "score": float(np.mean([r[key] for r in per])),
+            "success_rate": float(np.mean([problem.solved(r) for r in per])),
+            "curve": np.nanmean([r["curve"] for r in per], axis=0).tolist(), "instances": per}
+
+
+def train_shared(problem: Any, train_calls: int) -> dict[str, Any]:
+    """One bank of prior pairs; the amortised network, f̂ and the inverse network (a) fitted on it."""
+    from agents.blackbox.chain import ChainStrategy
+    from agents.config import validate
+
+    cfg = validate({"blackbox": {"chain": ["amortised", "surrogate"], "inverse_epochs": 20}}, "suite").blackbox
+    c0, t0 = problem.forward_calls, time.perf_counter()
+    chain = ChainStrategy(problem, cfg, 0)
+    rng, last, checks = np.random.default_rng(0), {}, 0
+    bank_calls = 0
+    while len(chain.bank.x) < train_calls:
+        c1 = problem.forward_calls
+        last = chain.train_round(rng)
+        bank_calls += cfg.batch
+        checks += problem.forward_calls - c1 - cfg.batch
+    stages = dict(chain.stages)
+    return {"cfg": cfg, **stages, "train_calls_all": problem.forward_calls - c0, "bank_calls": bank_calls,
+            "grad_check_calls": checks, "train_s": time.perf_counter() - t0, "last_round": last}
+
+
+def grad_quality(problem: Any, learned: dict[str, Any], insts: list[Any], budget: int) -> dict[str, float]:
+    """Cosine of f̂'s (global, and locally refitted by the trust region) directional derivative with a real
+    finite difference at each instance's answer of ``surrogate (a) → (b)``; 4 extra calls per instance."""
+    from agents.blackbox.surrogate import directional_cosine
+
+    sur = learned["surrogate"]
+    sur.cfg = learned["cfg"].model_copy(update={"refine_calls": 0, "trust_calls": budget})
+    rng, glob, loc = np.random.default_rng(2), [], []
+    for inst in insts:
+        x = np.clip(sur.solve(inst, rng), 0.01, 0.99)
+        glob.append(directional_cosine(problem, sur.net, x, inst, np.random.default_rng(len(glob))))
+        loc.append(directional_cosine(problem, sur.last_local_net, x, inst, np.random.default_rng(len(loc))))
+    sur.cfg = learned["cfg"]
+    return {"global": float(np.mean(glob)), "local": float(np.mean(loc))}
+
+
+def run_sbi(problem: Any, learned: dict[str, Any], insts: list[Any], samples: int = 1000) -> dict[str, Any]:
+    """sbi's NPE on the shared bank's pairs (the same simulations); the posterior mean scored like the rest."""
+    import torch
+    from sbi.inference import NPE
+    from sbi.utils import BoxUniform
+
+    x, c, f = learned["amortised"].bank.tensors()
+    data = torch.cat([f, c], dim=1)
+    keep = data.std(0) > 0  # constant features (e.g. a trace's silent start) carry nothing; sbi warns on them
+    prior = BoxUniform(torch.zeros(x.shape[1]), torch.ones(x.shape[1]))
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    npe = NPE(prior=prior, show_progress_bars=False)
+    npe.append_simulations(x, data[:, keep]).train()
+    posterior = npe.build_posterior()
+    train_s, key, per = time.perf_counter() - t0, problem.score_key, []
+    for inst in insts:
+        t1 = time.perf_counter()
+        obs = torch.as_tensor(np.concatenate([problem.features(inst.data), problem.context_features(inst.context)]))
+        # samples outside the prior box are clipped onto it rather than rejected (rejection stalls on leakage)
+        draws = posterior.sample((samples,), x=obs[keep], show_progress_bars=False, reject_outside_prior=False)
+        mean = draws.clamp(0.0, 1.0).mean(0).double().numpy()
+        per.append({"calls": 0, "wall_s": time.perf_counter() - t1, **problem.score(mean, inst)})
+    return {"mean_calls": 0.0, "mean_wall_s": float(np.mean([r["wall_s"] for r in per])), "train_s": train_s,
+            "score": float(np.mean([r[key] for r in per])),
+            "success_rate": float(np.mean([problem.solved(r) for r in per])), "instances": per}
+
+
+def plot(adapter: str, res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, row in res["rows"].items():
+        curve = np.asarray(row["curve"])
+        ax.plot(np.arange(len(curve)), curve, label=name, lw=1.4)
+    ppo = PPO[adapter]
+    ax.plot([ppo["mean_calls"]], [ppo["score"]], "k*", ms=12, label="PPO policy (quoted)")
+    if "sbi NPE" in res:
+        ax.plot([0], [res["sbi NPE"]["score"]], "rs", ms=8, label="sbi NPE posterior mean")
+    ax.axvline(BUDGET[adapter], color="grey", ls=":", lw=1)
+    ax.set_xscale("symlog", linthresh=20)
+    ax.set_xlabel("forward calls per instance (best checked point so far; 0 = the strategy's no-call answer)")
+    ax.set_ylabel(f"mean {res['key']} over {res['instances']} held-out instances")
+    ax.set_title(f"{adapter}: error against forward calls per instance ({res['train_calls_all']:,} training calls)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def suite(args: argparse.Namespace) -> int:
+    """The comparison, adapter by adapter."""
+    import torch
+
+    torch.set_num_threads(1)
+    for adapter in args.adapters.split(","):
+        env = make_problem(adapter)
+        problem = env.unwrapped.problem
+        insts = held_out(env, args.instances)
+        learned = train_shared(problem, args.train_calls)
+        budget = BUDGET[adapter]
+        res: dict[str, Any] = {"adapter": adapter, "key": problem.score_key, "instances": args.instances,
+                               "budget": budget, "train_calls_all": learned["train_calls_all"],
+                               "bank_calls": learned["bank_calls"], "grad_check_calls": learned["grad_check_calls"],
+                               "train_s": learned["train_s"], "last_round": learned["last_round"],
+                               "ppo_quoted": PPO[adapter], "loadavg_start": os.getloadavg(), "rows": {}}
+        print(json.dumps({k: v for k, v in res.items() if k != "rows"}), flush=True)
+        for name, stages in ROWS.items():
+            if args.rows and not any(r in name for r in args.rows.split(",")):
+                continue
+            row = run_row(problem, learned, stages, insts, budget, 200 if "200" in name else 2 * budget)
+            res["rows"][name] = row
+            print(json.dumps({"row": name, **{k: v for k, v in row.items() if k not in ("instances", "curve")},
+                              "loadavg": os.getloadavg()}), flush=True)
+        res["grad_cosine_at_answers"] = grad_quality(problem, learned, insts[:10], budget)
+        print(json.dumps({"grad_cosine_at_answers": res["grad_cosine_at_answers"], "loadavg": os.getloadavg()}),
+              flush=True)
+        save(adapter, res, Path(args.out))
+        if adapter == "seismic" and not args.no_sbi:
+            res["sbi NPE"] = run_sbi(problem, learned, insts)
+            print(json.dumps({"row": "sbi NPE", **{k: v for k, v in res["sbi NPE"].items() if k != "instances"},
+                              "loadavg": os.getloadavg()}), flush=True)
+            save(adapter, res, Path(args.out))
+    return 0
+
+
+def save(adapter: str, res: dict[str, Any], out: Path) -> None:
+    """The adapter's JSON and plot (rewritten as rows are added)."""
+    res["loadavg_end"] = os.getloadavg()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"strategies_{adapter}.json").write_text(json.dumps(res, indent=1, default=float))
+    plot(adapter, res, out / f"strategies_{adapter}.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    from agents.blackbox import STRATEGIES
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--suite", action="store_true", help="the side-by-side comparison and its plots")
+    p.add_argument("--adapters", default="renderer,seismic", help="--suite: adapters, comma-separated")
+    p.add_argument("--rows", default="", help="--suite: only rows whose name contains one of these (comma-separated)")
+    p.add_argument("--no-sbi", action="store_true", help="--suite: leave out sbi's NPE (the bench extra)")
+    p.add_argument("--out", default=str(ROOT / "docs"), help="--suite: folder of the JSON and PNG files")
+    p.add_argument("--adapter", choices=["renderer", "seismic"])
+    p.add_argument("--algo", choices=list(STRATEGIES))
+    p.add_argument("--train-calls", type=int, default=None,
+                   help="training forward-call budget (single: default 0; --suite: prior pairs, default 4096)")
+    p.add_argument("--instances", type=int, default=20)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a blackbox: setting")
+    p.add_argument("--json", metavar="PATH")
+    args = p.parse_args(argv)
+    if args.suite:
+        args.train_calls = 4096 if args.train_calls is None else args.train_calls
+        return suite(args)
+    if not (args.adapter and args.algo):
+        p.error("give --adapter and --algo (one strategy) or --suite (the comparison)")
+    args.train_calls = args.train_calls or 0
+    return single(args)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,8 @@ class InverseProblem(ABC):
 
     def __init__(self) -> None:
         self.forward_calls = 0
+        self.call_log: list[tuple[np.ndarray, np.ndarray]] | None = None
+        """When a list, :meth:`forward` appends ``(x, data)`` of every call (benchmarks trace a search with it)."""
 
     # -- what a subclass provides ----------------------------------------------------------------
     @abstractmethod
@@ -108,7 +110,10 @@ class InverseProblem(ABC):
             raise ValueError(f"{type(self).__name__}.forward: x must be {self.param_dim} finite numbers, "
                              f"got shape {x.shape}")
         self.forward_calls += 1
-        return self.simulate(x, context)
+        data = self.simulate(x, context)
+        if getattr(self, "call_log", None) is not None:
+            self.call_log.append((x.copy(), data))  # type: ignore[union-attr]
+        return data
 
     def misfit(self, x: np.ndarray, instance: Instance) -> float:
         """One counted forward call at ``x``, compared with the instance's data."""
