@@ -34,6 +34,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from agents.errors import EnvFailure, UserError
+from envs import guard
 from envs.bridge import listen as L
 from envs.bridge import protocol as P
 from envs.bridge.batch import BatchProgram
@@ -75,6 +76,8 @@ class BridgeVecEnv(VecEnv):
         self._ep_len = np.zeros(n, dtype=np.int64)
         self._t0 = time.time()
         self._actions: np.ndarray = np.zeros(0)
+        check_rows = getattr(guard, "RowCheck", None)  # the batched checks, where envs/guard.py has them
+        self._rows = check_rows(space) if check_rows is not None and isinstance(space, spaces.Box) else None
         self._pool = ThreadPoolExecutor(len(self.programs), "nondiff-program") if len(self.programs) > 1 else None
         self._closed = False
 
@@ -139,42 +142,56 @@ class BridgeVecEnv(VecEnv):
             self._reset_program(j, list(range(k)), None, infos)
             return infos, rews, dones
         r = res.result
-        finished = []
-        for i in range(k):
+        # the batched Guard check: one pass over the stacked observations and rewards; only the rows it does not
+        # vouch for go through the per-env check (the same policies and fault texts as the Guard's)
+        ok = (self._rows.valid(r.obs) if self._rows is not None else np.zeros(k, dtype=bool)) & np.isfinite(r.rewards)
+        term, trunc = r.terminated.copy(), r.truncated.copy()
+        rews[:] = np.where(ok, r.rewards, 0.0)
+        if ok.all():
+            self._obs[lo:lo + k] = r.obs
+        for row in np.flatnonzero(~ok):
+            i = int(row)
             e = lo + i
-            info = r.infos[i]
-            info[LATENCY_KEY] = ms
-            reward, term, trunc = r.rewards[i], bool(r.terminated[i]), bool(r.truncated[i])
             obs, fault = self._checked(e, unstack(self.observation_space, r.obs, i), p.who, "step")
-            problem = None if fault is not None else reward_problem(float(reward))
+            reward = float(r.rewards[i])
+            problem = None if fault is not None else reward_problem(reward)
             if problem is not None:
                 if self.nan_policy == "raise":
                     raise InvalidOutputError(f"step: {problem}")
                 fault = Fault(problem.kind, str(problem), program=p.who)
             if fault is not None:
-                add_fault(info, fault)
+                add_fault(infos[i], fault)
                 if self.nan_policy == "clip":
                     reward = 0.0 if math.isnan(reward) else float(np.clip(reward, -1e6, 1e6))
                 else:  # truncate: the last valid observation, reward 0
-                    obs, reward, term, trunc = self._last_obs[e], 0.0, False, True
-            self._ep_ret[e] += reward
-            self._ep_len[e] += 1
-            if self.max_episode_steps is not None and self._ep_len[e] >= self.max_episode_steps:
-                trunc = True
-            rews[i], dones[i] = reward, term or trunc
-            info["TimeLimit.truncated"] = trunc and not term
-            self._last_obs[e] = obs
+                    obs, reward, term[i], trunc[i] = self._obs[e].copy(), 0.0, False, True
+            rews[i] = reward
             self._obs[e] = obs
-            if dones[i]:
-                info["terminal_observation"] = obs
-                info["episode"] = self._episode(e)
-                finished.append(i)
+        if not ok.all():
+            self._obs[lo:lo + k][ok] = r.obs[ok]
+        self._ep_ret[lo:lo + k] += rews
+        self._ep_len[lo:lo + k] += 1
+        if self.max_episode_steps is not None:
+            trunc |= self._ep_len[lo:lo + k] >= self.max_episode_steps
+        dones[:] = term | trunc
+        for i in range(k):
+            info = r.infos[i]
+            if infos[i]:  # faults found above
+                info.update(infos[i])
+            info[LATENCY_KEY] = ms
+            info["TimeLimit.truncated"] = bool(trunc[i] and not term[i])
             infos[i] = info
+        finished = [int(i) for i in np.flatnonzero(dones)]
+        for i in finished:
+            infos[i]["terminal_observation"] = self._obs[lo + i].copy()
+            infos[i]["episode"] = self._episode(lo + i)
         if finished:
             reset = self._reset_program(j, finished, None, infos)
             for i in set(reset) - set(finished):  # a restart during the reset ended these episodes too
                 infos[i].update({"TimeLimit.truncated": True, "terminal_observation": self._last_obs[lo + i]})
                 dones[i] = True
+        for i in range(k):
+            self._last_obs[lo + i] = self._obs[lo + i]
         return infos, rews, dones
 
     def _episode(self, e: int) -> dict[str, Any]:
