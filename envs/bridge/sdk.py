@@ -204,10 +204,12 @@ def _make(env: Any) -> Any:
 
 
 def _serve_connection(conn: socket.socket, env: Any, name: str, token: str, max_size: int,
-                      lock: threading.Lock | None) -> None:
+                      lock: threading.Lock | None, instances: int | None = None) -> None:
     chan = P.Channel.from_socket(conn)
     try:
-        if lock is None:
+        if instances is not None:  # env is the factory: K fresh instances for this connection
+            _session(chan, env, name, token, max_size, instances, HANDSHAKE_TIMEOUT)
+        elif lock is None:
             _handshake(chan, env, name, token, HANDSHAKE_TIMEOUT)
             _loop(chan, env, max_size)
         else:  # one shared env instance: one connection at a time uses it
@@ -218,7 +220,7 @@ def _serve_connection(conn: socket.socket, env: Any, name: str, token: str, max_
         print(f"nondiff sdk: connection ended: {e}", file=sys.stderr, flush=True)
     finally:
         chan.close()
-        if lock is None and hasattr(env, "close"):
+        if instances is None and lock is None and hasattr(env, "close"):
             env.close()
 
 
@@ -271,7 +273,8 @@ def serve(env: Any, *, name: str | None = None, listen: tuple[str, int] | None =
     while True:
         conn, _ = server.accept()
         if once:
-            _serve_connection(conn, _make(env), label, token, max_size, None if shared is None else lock)
+            _serve_connection(conn, env if instances is not None else _make(env), label, token, max_size,
+                              None if shared is None else lock, instances)
             server.close()
             return
         if not slots.acquire(blocking=False):
@@ -285,7 +288,8 @@ def serve(env: Any, *, name: str | None = None, listen: tuple[str, int] | None =
 
         def run(conn: socket.socket = conn) -> None:
             try:
-                _serve_connection(conn, shared if shared is not None else _make(env), label, token, max_size, lock)
+                target = env if instances is not None else shared if shared is not None else _make(env)
+                _serve_connection(conn, target, label, token, max_size, lock, instances)
             except Exception as e:  # a factory that raised: this connection ends, the server goes on
                 print(f"nondiff sdk: connection failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
                 conn.close()
