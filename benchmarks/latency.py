@@ -79,18 +79,27 @@ def bare_threads_steps_per_s(num_envs: int, latency: float, seconds: float) -> d
         return {"steps_per_s": n * num_envs / (time.perf_counter() - t0), "vector_steps": n}
 
 
-def vec_steps_per_s(vec_env: str, num_envs: int, seconds: float, wrapped: bool = True) -> dict[str, float]:
+def vec_steps_per_s(vec_env: str, num_envs: int, seconds: float, wrapped: bool = True, workers: int = 2,
+                    batch_guard: bool = True) -> dict[str, float]:
     """Stepping of a vec env with fixed actions: vector steps × envs / s. ``wrapped``: as nondiff trains (envs.make
-    with Guard and Gymnasium's wrappers, SB3's Monitor); otherwise the bare SleepEnv."""
-    from stable_baselines3.common.monitor import Monitor
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
+    with Guard and Gymnasium's wrappers, SB3's Monitor); otherwise the bare SleepEnv. ``workers``: processes of
+    ``threadproc``."""
     from agents.run.envfactory import env_factory
+    from agents.sb3.batchguard import GuardedDummyVecEnv
+    from agents.sb3.threadproc import ThreadProcVecEnv
     from agents.sb3.vecenv import ResilientVecEnv, ThreadVecEnv
 
-    factory = env_factory(_cfg(num_envs, vec_env, 64, 1)) if wrapped else SleepEnv
-    fns = [lambda: Monitor(factory()) if wrapped else factory() for _ in range(num_envs)]
-    venv = {"dummy": DummyVecEnv, "thread": ThreadVecEnv}.get(vec_env, ResilientVecEnv)(fns)  # type: ignore[operator]
+    cfg = _cfg(num_envs, vec_env, 64, 1)
+    fns = [env_factory(cfg, monitor=True) if wrapped else SleepEnv for _ in range(num_envs)]
+    venv: Any
+    if vec_env == "threadproc":
+        venv = ThreadProcVecEnv(fns, workers=workers, batch_guard=batch_guard)
+    elif vec_env == "thread":
+        venv = ThreadVecEnv(fns, batch_guard=batch_guard)
+    elif vec_env == "dummy":
+        venv = GuardedDummyVecEnv(fns, batch_guard=batch_guard)
+    else:
+        venv = ResilientVecEnv(fns)
     try:
         venv.reset()
         actions = np.zeros((num_envs, 2), dtype=np.float32)

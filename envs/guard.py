@@ -1,241 +1,56 @@
 """The fault boundary around every adapter: each transition validated, repaired or cut short, and timed.
 
 Checks (shape, dtype, bounds, finiteness) never raise, whatever an adapter returns. An exception from an
-adapter's ``step`` or ``reset`` is a ``crash`` fault of that instance, not the end of training.
+adapter's ``step`` or ``reset`` is a ``crash`` fault of that instance, not the end of training. The checks
+themselves live in envs/checks.py (re-exported here); a vector env may run them once for all its envs
+(:meth:`Guard.prefetch`, :meth:`Guard.vouch`) instead of once per env.
 """
 
 from __future__ import annotations
 
-import reprlib
+import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
 from envs.bridge.protocol import BridgeError
+from envs.checks import (
+    BOUNDS_POLICIES,
+    NAN_POLICIES,
+    ROUNDING_ULPS,
+    Problem,
+    RowCheck,
+    _repair_reward,
+    _short,
+    check,
+    clip_to_bounds,
+    obs_problem,
+    placeholder,
+    reward_problem,
+    sanitize,
+    tolerance,
+    valid_rewards,
+    valid_rows,
+)
 from envs.faults import LATENCY_KEY, RESET_FAULTS_KEY, EnvGaveUp, Fault, FaultKind, add_fault
 
-NAN_POLICIES = ("truncate", "clip", "raise")
-BOUNDS_POLICIES = ("clip", "truncate", "raise")
-_repr = reprlib.Repr()
-_repr.maxstring, _repr.maxother, _repr.maxlong, _repr.maxlevel = 60, 60, 40, 3
-
-
-def _short(value: Any) -> str:
-    """A bounded repr of anything an adapter may return (huge ints and raising ``__repr__`` included)."""
-    try:
-        return _repr.repr(value)
-    except Exception:
-        return f"<{type(value).__name__}>"
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Why a value does not belong where it was returned.
-
-    Attributes:
-        kind: ``NONFINITE`` (NaN or ±inf) or ``INVALID_OUTPUT`` (type, shape, dtype, bounds).
-        text: one line naming the place, the cause and the value.
-        bounds: True when the value has the right type, shape and dtype and is finite, but lies past the
-            declared bounds (by more than rounding noise): :func:`clip_to_bounds` repairs it.
-    """
-
-    kind: FaultKind
-    text: str
-    bounds: bool = False
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def _invalid(text: str) -> Problem:
-    return Problem(FaultKind.INVALID_OUTPUT, text)
-
-
-def _box_problem(space: spaces.Box, obs: Any, path: str) -> Problem | None:
-    return _box_check(space, obs, path)[0]
-
-
-def _box_check(space: spaces.Box, obs: Any, path: str) -> tuple[Problem | None, Any]:
-    """The Box check, and ``obs`` clipped onto the bounds when it strays past them by rounding noise only."""
-    arr = np.asarray(obs)
-    if arr.shape != space.shape:
-        return _invalid(f"{path} has shape {arr.shape}, the space declares {space.shape}"), obs
-    if arr.dtype != space.dtype:
-        return _invalid(f"{path} has dtype {arr.dtype}, the space declares {space.dtype}; "
-                        f"return np.asarray(obs, dtype=np.{space.dtype})"), obs
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        return Problem(FaultKind.NONFINITE, f"{path} contains {'NaN' if np.isnan(arr).any() else 'inf'}"), obs
-    outside = (arr < space.low) | (arr > space.high)
-    if not outside.any():
-        return None, obs
-    if arr.dtype.kind == "f":  # rounding noise (1 + 1e-16 against a bound of 1) is no fault: snap it on
-        tol = tolerance(space)
-        outside = (arr < space.low - tol) | (arr > space.high + tol)
-        if not outside.any():
-            return None, np.clip(arr, space.low, space.high).astype(space.dtype)
-    idx = int(np.argmax(outside))
-    return Problem(FaultKind.INVALID_OUTPUT, f"{path} is out of bounds at flat index {idx}: {arr.ravel()[idx]!r} "
-                   f"not in [{space.low.ravel()[idx]!r}, {space.high.ravel()[idx]!r}]", bounds=True), obs
-
-
-ROUNDING_ULPS = 16
-"""How many units in the last place past a float bound still count as on it (see :func:`tolerance`)."""
-
-
-def tolerance(space: spaces.Box) -> np.ndarray:
-    """The float slack allowed past ``space``'s bounds: ``ROUNDING_ULPS`` × the dtype's epsilon × max(1, |bound|).
-
-    For float64 and bounds of magnitude ≤ 1 that is 3.6e-15; for float32, 1.9e-6. A value past it is a fault.
-    """
-    eps = np.finfo(space.dtype).eps
-    bound = np.maximum(np.abs(np.where(np.isfinite(space.low), space.low, 0)),
-                       np.abs(np.where(np.isfinite(space.high), space.high, 0)))
-    return ROUNDING_ULPS * eps * np.maximum(1.0, bound)
-
-
-def check(space: spaces.Space, obs: Any, path: str = "observation") -> tuple[Problem | None, Any]:
-    """:func:`obs_problem` and, when it finds none, ``obs`` with float rounding noise clipped onto the bounds,
-    in one pass over the values (the Guard calls it on every step). Never raises."""
-    try:
-        if isinstance(space, spaces.Box):
-            return _box_check(space, obs, path)
-        if isinstance(space, spaces.Dict) and isinstance(obs, dict) and set(obs) == set(space.spaces):
-            out = {}
-            for key, value in obs.items():
-                problem, out[key] = check(space.spaces[key], value, f"{path}[{key!r}]")
-                if problem:
-                    return problem, obs
-            return None, out
-    except Exception:  # noqa: BLE001 - obs_problem names what cannot be checked
-        pass
-    return obs_problem(space, obs, path), obs
-
-
-def obs_problem(space: spaces.Space, obs: Any, path: str = "observation") -> Problem | None:
-    """Why ``obs`` does not belong to ``space``; None when it does. Never raises.
-
-    Unlike ``space.contains`` it names the cause (dtype, shape, bounds, NaN/inf) and its kind, and unlike
-    Gymnasium's checker it is cheap enough to run on every step.
-    """
-    try:
-        if isinstance(space, spaces.Box):
-            return _box_problem(space, obs, path)
-        if isinstance(space, spaces.Dict):
-            if not isinstance(obs, dict) or set(obs) != set(space.spaces):
-                got = sorted(map(str, obs)) if isinstance(obs, dict) else type(obs).__name__
-                return _invalid(f"{path} must be a dict with keys {sorted(space.spaces)}, got {_short(got)}")
-            for key, sub in space.spaces.items():
-                problem = obs_problem(sub, obs[key], f"{path}[{key!r}]")
-                if problem:
-                    return problem
-            return None
-        if isinstance(space, spaces.Tuple):
-            if not isinstance(obs, tuple) or len(obs) != len(space.spaces):
-                return _invalid(f"{path} must be a tuple of {len(space.spaces)} elements, got {_short(obs)}")
-            for i, sub in enumerate(space.spaces):
-                problem = obs_problem(sub, obs[i], f"{path}[{i}]")
-                if problem:
-                    return problem
-            return None
-        return None if space.contains(obs) else _invalid(f"{path} {_short(obs)} is not in {space}")
-    except Exception as e:  # garbage that even the checks cannot digest: ragged lists, raising __array__, ...
-        return _invalid(f"{path} {_short(obs)} cannot be checked against {space} ({type(e).__name__})")
-
-
-def reward_problem(reward: Any) -> Problem | None:
-    """Why ``reward`` is not a finite real scalar; None when it is. Never raises."""
-    try:
-        if isinstance(reward, (bool, np.bool_)):
-            return None
-        arr = np.asarray(reward) if isinstance(reward, (int, float, np.number, np.ndarray)) else None
-        if arr is None or arr.dtype.kind not in "iuf":
-            return _invalid(f"reward {_short(reward)} is not a number")
-        if arr.ndim != 0:
-            return _invalid(f"reward has shape {arr.shape}, expected a scalar")
-        value = float(arr)
-    except Exception:  # an int beyond float range, a subclass with a raising __float__
-        return _invalid(f"reward {_short(reward)} is not a real number within float range")
-    if not np.isfinite(value):
-        return Problem(FaultKind.NONFINITE, f"reward is {value}")
-    return None
+__all__ = ["BOUNDS_POLICIES", "NAN_POLICIES", "ROUNDING_ULPS", "Guard", "InvalidOutputError", "Problem", "RowCheck",
+           "check", "clip_to_bounds", "obs_problem", "placeholder", "reward_problem", "sanitize", "tolerance",
+           "valid_rewards", "valid_rows"]
 
 
 class InvalidOutputError(RuntimeError):
     """An adapter returned an invalid observation or reward and the policy is ``raise``."""
 
 
-def placeholder(space: spaces.Space) -> Any:
-    """A valid element of ``space`` without sampling: zeros clipped into the bounds, the first action, …"""
-    if isinstance(space, spaces.Box):
-        return np.clip(np.zeros(space.shape), space.low, space.high).astype(space.dtype)
-    if isinstance(space, spaces.Discrete):
-        return np.int64(space.start)
-    if isinstance(space, spaces.MultiDiscrete):
-        return np.asarray(getattr(space, "start", np.zeros(space.shape)), dtype=space.dtype).copy()
-    if isinstance(space, spaces.MultiBinary):
-        return np.zeros(space.shape, dtype=space.dtype)
-    if isinstance(space, spaces.Dict):
-        return {k: placeholder(s) for k, s in space.spaces.items()}
-    if isinstance(space, spaces.Tuple):
-        return tuple(placeholder(s) for s in space.spaces)
-    return space.sample()  # Text, Graph, Sequence: no canonical element
+def _finite_float(reward: Any) -> bool:
+    """True for a finite Python or NumPy float (the common case, tested without NumPy); others go to the full check."""
+    return type(reward) in _FLOATS and math.isfinite(reward)
 
 
-def sanitize(space: spaces.Space, obs: Any, fallback: Any = None) -> Any:
-    """Force ``obs`` into ``space``: NaN → 0, ±inf and out-of-bounds values clipped, dtype cast. Never raises.
-
-    What cannot be repaired (a wrong shape, a string, a missing key) becomes ``fallback`` when that belongs
-    to ``space`` (the last valid observation), else :func:`placeholder`.
-    """
-    try:
-        if isinstance(space, spaces.Box):
-            arr = np.asarray(obs)
-            if arr.shape == space.shape and arr.dtype.kind in "biuf":
-                out = np.clip(np.nan_to_num(arr.astype(np.float64), nan=0.0), space.low, space.high).astype(space.dtype)
-                if obs_problem(space, out) is None:
-                    return out
-        elif isinstance(space, spaces.Dict):
-            if isinstance(obs, dict):
-                fbd = fallback if isinstance(fallback, dict) else {}
-                return {k: sanitize(s, obs.get(k), fbd.get(k)) for k, s in space.spaces.items()}
-        elif isinstance(space, spaces.Tuple):
-            if isinstance(obs, tuple) and len(obs) == len(space.spaces):
-                fbt = fallback if isinstance(fallback, tuple) else (None,) * len(obs)
-                return tuple(sanitize(s, o, f) for s, o, f in zip(space.spaces, obs, fbt))
-        elif obs_problem(space, obs) is None:
-            return obs
-    except Exception:
-        pass
-    return fallback if fallback is not None and obs_problem(space, fallback) is None else placeholder(space)
-
-
-def clip_to_bounds(space: spaces.Space, obs: Any) -> Any:
-    """``obs`` with every Box value of the right shape clipped onto its bounds (nothing else changed). Never raises."""
-    try:
-        if isinstance(space, spaces.Box):
-            arr = np.asarray(obs)
-            return np.clip(arr, space.low, space.high).astype(space.dtype) if arr.shape == space.shape else obs
-        if isinstance(space, spaces.Dict) and isinstance(obs, dict):
-            return {k: clip_to_bounds(space.spaces[k], v) if k in space.spaces else v for k, v in obs.items()}
-        if isinstance(space, spaces.Tuple) and isinstance(obs, tuple) and len(obs) == len(space.spaces):
-            return tuple(clip_to_bounds(s, o) for s, o in zip(space.spaces, obs))
-    except Exception:
-        pass
-    return obs
-
-
-def _repair_reward(reward: Any) -> float:
-    try:
-        arr = np.asarray(reward)
-        value = float(arr.astype(np.float64).reshape(-1)[0]) if arr.dtype.kind in "biuf" else 0.0
-    except Exception:
-        return 0.0
-    return 0.0 if np.isnan(value) else float(np.clip(value, -1e6, 1e6))
-
+_FLOATS = (float, np.float64, np.float32)
 
 # The bridge turns its own faults into info; what it raises (a spent restart budget, a refused handshake) is final.
 _PASS_THROUGH = (EnvGaveUp, InvalidOutputError, BridgeError)
@@ -279,6 +94,9 @@ class Guard(gym.Wrapper):
         self.nan_policy, self.bounds_policy, self.max_reset_failures = nan_policy, bounds_policy, max_reset_failures
         self._last_obs: Any = None
         self._pending: list[Fault] = []  # reset faults, reported with the next step (vector envs drop reset infos)
+        self._rows = RowCheck(self.observation_space)  # the one-pass check of an observation that is valid as is
+        self._held: tuple[Any, Any, float] | None = None  # a prefetched transition: action, result, latency (ms)
+        self._vouched = False
 
     def _who(self) -> str:
         try:
@@ -342,24 +160,65 @@ class Guard(gym.Wrapper):
         self._last_obs = obs
         return obs, info
 
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        """Step the adapter and apply the policy; never lets an invalid value or an adapter error through."""
+    def prefetch(self, action: Any) -> tuple[Any, Any] | None:
+        """Step the adapter now, ahead of :meth:`step`, which then returns this transition (for ``action``, the
+        same object). A vector env prefetches every env, checks the observations and rewards of all of them at
+        once (:class:`~envs.checks.RowCheck`, :func:`~envs.checks.valid_rewards`) and vouches (:meth:`vouch`) for the
+        valid ones; the wrappers above the Guard then step as usual and see exactly what :meth:`step` would
+        give them. Returns the raw observation and reward, or None when the adapter raised (a crash fault)."""
+        if self._held is not None:
+            raise RuntimeError("Guard.prefetch called twice without a step in between")
         t = time.perf_counter()
         try:
             obs, reward, terminated, truncated, info = self.env.step(action)
-            terminated, truncated = bool(terminated), bool(truncated)
+            out: tuple[Any, ...] | BaseException = (obs, reward, bool(terminated), bool(truncated), info)
         except _PASS_THROUGH:
             raise
         except Exception as e:
             if self.nan_policy == "raise":
                 raise
-            out: dict[str, Any] = {LATENCY_KEY: (time.perf_counter() - t) * 1e3}
-            self._report_pending(out)
-            add_fault(out, self._crash("step", e))
-            return self._fallback(), 0.0, False, True, out
+            out = e
+        self._held = (action, out, (time.perf_counter() - t) * 1e3)
+        self._vouched = False
+        return None if isinstance(out, BaseException) else (out[0], out[1])
+
+    def vouch(self) -> None:
+        """Mark the prefetched transition as checked and valid (its observation and reward passed the batch check)."""
+        self._vouched = self._held is not None
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """Step the adapter and apply the policy; never lets an invalid value or an adapter error through."""
+        if self._held is not None:
+            held_action, out, ms = self._held
+            vouched, self._held, self._vouched = self._vouched, None, False
+            if held_action is not action:
+                raise RuntimeError("Guard.step got another action than the one prefetched; a wrapper between the "
+                                   "vector env and the Guard changed it")
+        else:
+            t, vouched = time.perf_counter(), False
+            try:
+                obs, reward, terminated, truncated, info = self.env.step(action)
+                out = (obs, reward, bool(terminated), bool(truncated), info)
+            except _PASS_THROUGH:
+                raise
+            except Exception as e:
+                if self.nan_policy == "raise":
+                    raise
+                out = e
+            ms = (time.perf_counter() - t) * 1e3
+        if isinstance(out, BaseException):
+            crashed: dict[str, Any] = {LATENCY_KEY: ms}
+            self._report_pending(crashed)
+            add_fault(crashed, self._crash("step", out))  # type: ignore[arg-type]
+            return self._fallback(), 0.0, False, True, crashed
+        obs, reward, terminated, truncated, info = out
         info = dict(info) if isinstance(info, dict) else {}
-        info[LATENCY_KEY] = (time.perf_counter() - t) * 1e3
-        self._report_pending(info)
+        info[LATENCY_KEY] = ms
+        if self._pending:
+            self._report_pending(info)
+        if vouched or (self._rows.valid_one(obs) and _finite_float(reward)):
+            self._last_obs = obs
+            return obs, float(reward), terminated, truncated, info
         problem, checked, clipped, policy = self._judge(obs)
         if clipped is not None:
             add_fault(info, clipped)

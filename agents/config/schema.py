@@ -219,11 +219,18 @@ class TrainConfig(_Section):
     """Seed for Python, NumPy, torch and the envs; drawn and recorded when absent."""
     num_envs: int = Field(default=8, gt=0)
     """Parallel training envs (``--num-envs``)."""
-    vec_env: Literal["dummy", "subproc", "thread"] = "dummy"
+    vec_env: Literal["dummy", "subproc", "thread", "threadproc"] = "dummy"
     """``dummy`` steps envs in-process, one after another; ``subproc`` runs one worker process per env, and a
     worker that dies or hangs is respawned (agents/sb3/vecenv.py) instead of ending training; ``thread`` steps
     in-process envs concurrently, one thread each, for envs whose step mostly waits (a remote robot, a
-    network service): N such envs then take about one wait per step instead of N (docs/benchmarks.md, P4)."""
+    network service): N such envs then take about one wait per step instead of N (docs/benchmarks.md, P4);
+    ``threadproc`` spreads such envs over ``train.env_workers`` worker processes (one GIL each), each stepping
+    its envs with threads, with the ``subproc`` watchdog (agents/sb3/threadproc.py)."""
+    env_workers: int = Field(default=2, gt=0)
+    """Worker processes of ``vec_env: threadproc`` (at most ``num_envs``); the envs are split evenly."""
+    batch_guard: bool = True
+    """Validate each vector step's observations and rewards in one batched pass (agents/sb3/batchguard.py)
+    instead of once per env; the faults and policies are the same. False: the per-env checks (for comparison)."""
     worker_timeout: float = Field(default=60.0, gt=0)
     """Seconds a subprocess worker may take for one step before it is replaced as hung."""
     max_worker_restarts: int = Field(default=100, ge=0)

@@ -103,9 +103,11 @@ def env_factory(cfg: RunConfig, render_mode: str | None = None, for_eval: bool =
 
 def make_vec_env(cfg: RunConfig) -> Any:
     """SB3's vectorised training envs: ``train.num_envs`` monitored envs, then ``VecNormalize`` if asked."""
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    from stable_baselines3.common.vec_env import VecNormalize
 
+    from agents.sb3.batchguard import GuardedDummyVecEnv
     from agents.sb3.bridgevec import is_bridge, make_bridge_vec_env
+    from agents.sb3.threadproc import ThreadProcVecEnv
     from agents.sb3.vecenv import ResilientVecEnv, ThreadVecEnv
 
     fns: list[Callable[[], gym.Env]] = [env_factory(cfg, monitor=True) for _ in range(cfg.train.num_envs)]
@@ -116,8 +118,14 @@ def make_vec_env(cfg: RunConfig) -> Any:
     elif cfg.train.vec_env == "subproc":
         venv = ResilientVecEnv(fns, start_method=cfg.train.start_method, step_timeout=cfg.train.worker_timeout,
                                max_restarts=cfg.train.max_worker_restarts)
+    elif cfg.train.vec_env == "threadproc":
+        venv = ThreadProcVecEnv(fns, workers=cfg.train.env_workers, start_method=cfg.train.start_method,
+                                step_timeout=cfg.train.worker_timeout, max_restarts=cfg.train.max_worker_restarts,
+                                batch_guard=cfg.train.batch_guard)
+    elif cfg.train.vec_env == "thread":
+        venv = ThreadVecEnv(fns, batch_guard=cfg.train.batch_guard)
     else:
-        venv = ThreadVecEnv(fns) if cfg.train.vec_env == "thread" else DummyVecEnv(fns)
+        venv = GuardedDummyVecEnv(fns, batch_guard=cfg.train.batch_guard)
     if not (cfg.agent.normalize_obs or cfg.agent.normalize_reward):
         return venv
     keys = normalized_keys(venv.observation_space)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from agents.errors import EnvFailure
-from envs.faults import LATENCY_KEY, Fault, FaultKind, faults_in
+from envs.faults import FAULT_KEY, LATENCY_KEY, RESET_FAULTS_KEY, Fault, FaultKind, faults_in
 
 
 class FaultReporter:
@@ -113,10 +113,14 @@ class EnvHealth:
             if not isinstance(info, dict):
                 continue
             ms = info.get(LATENCY_KEY)
-            if isinstance(ms, (int, float, np.number)) and not isinstance(ms, bool) and math.isfinite(ms):
+            if type(ms) is float:  # what the Guard writes: no NumPy, no isinstance chain on the common path
+                if math.isfinite(ms):
+                    self.latencies.append(ms)
+            elif isinstance(ms, (int, float, np.number)) and not isinstance(ms, bool) and math.isfinite(ms):
                 self.latencies.append(float(ms))
-            for fault in faults_in(info):
-                self._count(fault)
+            if FAULT_KEY in info or RESET_FAULTS_KEY in info:
+                for fault in faults_in(info):
+                    self._count(fault)
         if self.reporter is not None:
             self.reporter.tick()
         if self._period_steps >= self.PERIOD:

@@ -32,6 +32,7 @@ from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper, Ve
 from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs
 
 from agents.errors import EnvFailure
+from agents.sb3.batchguard import BatchGuard
 from envs.bridge.protocol import check_stop
 from envs.faults import FAULT_KEY, EnvGaveUp, Fault, FaultKind
 
@@ -266,14 +267,20 @@ class ThreadVecEnv(DummyVecEnv):
     so N envs that each wait L seconds per step take about L per vector step instead of N × L. The Python
     around each step still runs one thread at a time (the GIL), so CPU-bound envs gain nothing; use
     ``dummy`` or ``subproc`` for those. The envs live in this process, as with DummyVecEnv, so adapters
-    with ``get_state()`` keep exact resume. An exception raised by an env is re-raised by ``step``.
+    with ``get_state()`` keep exact resume. An exception raised by an env is re-raised by ``step``. With a
+    :class:`~agents.sb3.batchguard.BatchGuard` the threads only step the adapters; the checks run once over
+    the batch and the cheap wrappers above the Guards in this thread; only resets go back to the threads.
 
     Args:
         env_fns: one zero-argument env constructor per env.
+        batch_guard: False keeps the per-env checks.
     """
 
-    def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
+    def __init__(self, env_fns: list[Callable[[], gym.Env]], batch_guard: bool = True) -> None:
         super().__init__(env_fns)
+        self.batch = BatchGuard(self.envs, batch_guard)
+        self._raw: list[Any] = [None] * self.num_envs
+        self._acts: list[Any] = []
         self._jobs: list[queue.SimpleQueue[Callable[[int], None] | None]] = [queue.SimpleQueue() for _ in self.envs]
         self._lock = threading.Lock()
         self._done = threading.Event()
@@ -301,13 +308,16 @@ class ThreadVecEnv(DummyVecEnv):
                 if self._pending == 0:
                     self._done.set()
 
-    def _run(self, job: Callable[[int], None]) -> None:
-        """Run ``job(i)`` for every env index concurrently and wait for all of them."""
+    def _run(self, job: Callable[[int], None], indices: Sequence[int] | None = None) -> None:
+        """Run ``job(i)`` for every env index (or those in ``indices``) concurrently and wait for all of them."""
+        idx = range(self.num_envs) if indices is None else indices
+        if not idx:
+            return
         self._done.clear()
         self._errors = []
-        self._pending = self.num_envs
-        for jobs in self._jobs:
-            jobs.put(job)
+        self._pending = len(idx)
+        for i in idx:
+            self._jobs[i].put(job)
         self._done.wait()
         if self._errors:
             raise self._errors[0]
@@ -327,9 +337,33 @@ class ThreadVecEnv(DummyVecEnv):
         obs, self.reset_infos[i] = self.envs[i].reset(seed=self._seeds[i], **options)
         self._save_obs(i, obs)
 
+    def _prefetch_one(self, i: int) -> None:
+        self._raw[i] = self.batch.prefetch_one(i, self._acts[i])
+
+    def _reset_after(self, i: int) -> None:
+        obs, self.reset_infos[i] = self.envs[i].reset()
+        self._save_obs(i, obs)
+
     def step_wait(self) -> Any:
         """Step every env concurrently (auto-resetting finished ones, as DummyVecEnv does)."""
-        self._run(self._step_one)
+        if not self.batch.active:
+            self._run(self._step_one)
+            return self._obs_from_buf(), np.copy(self.buf_rews), np.copy(self.buf_dones), list(self.buf_infos)
+        self._acts = [self.actions[i] for i in range(self.num_envs)]
+        self._run(self._prefetch_one)
+        self.batch.judge(self._raw)
+        finished = []
+        for i, env in enumerate(self.envs):
+            obs, self.buf_rews[i], terminated, truncated, info = env.step(self._acts[i])
+            self.buf_dones[i] = done = terminated or truncated
+            info["TimeLimit.truncated"] = truncated and not terminated
+            self.buf_infos[i] = info
+            if done:
+                info["terminal_observation"] = obs
+                finished.append(i)
+            else:
+                self._save_obs(i, obs)
+        self._run(self._reset_after, finished)
         return self._obs_from_buf(), np.copy(self.buf_rews), np.copy(self.buf_dones), list(self.buf_infos)
 
     def reset(self) -> Any:
