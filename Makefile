@@ -6,7 +6,7 @@ ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-all lint bench clean
+.PHONY: install train test test-all lint bench clean gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(ARGS)
+
+# The wheels benchmarks/gpu_check.sh installs on the GPU machine (no network there): .gpu-wheels/, < 64 MiB.
+gpu-wheels: $(STAMP)
+	PYTHON=$(PY) bash benchmarks/gpu_wheels.sh .gpu-wheels
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
