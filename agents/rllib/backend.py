@@ -39,12 +39,17 @@ LATENCY_WINDOW = 1000
 """Step latencies each env runner keeps for ``env/step_latency_ms_p50``/``_p99``."""
 
 
-def _create_env(env_config: dict[str, Any]) -> gym.Env:
+def _create_env(env_config: dict[str, Any]) -> gym.Env | gym.vector.VectorEnv:
     """The Ray env creator: runs inside every env runner, so it rebuilds the env from plain data."""
     from agents.config import RunConfig as _RunConfig
 
     cfg = _RunConfig.model_validate(env_config["cfg"])
-    return env_factory(cfg, scale_reward=cfg.agent.normalize_reward)()
+    make = env_factory(cfg, scale_reward=cfg.agent.normalize_reward)
+    if "num_envs" in env_config:  # train.vec_env: thread (gymnasium's vector_entry_point asks for all envs at once)
+        from agents.rllib.vecenv import ThreadVectorEnv
+
+        return ThreadVectorEnv([make] * int(env_config["num_envs"]))
+    return make()
 
 
 def _health_callback_class() -> Any:
