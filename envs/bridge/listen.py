@@ -12,6 +12,7 @@ the address is malformed, taken (``EADDRINUSE``), or not loopback without a toke
 
 from __future__ import annotations
 
+import atexit
 import errno
 import ipaddress
 import select
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from envs.bridge import protocol as P
 
@@ -85,6 +87,8 @@ class Listener:
         """Connections handed out and not yet closed (:meth:`release`)."""
         self.expected = 1
         """Programs the run waits for (shown in the waiting line)."""
+        self.parked: list[tuple[P.Channel, Any]] = []
+        """Handshaken connections an env gave back (:meth:`park`), taken before any new one."""
         if port == 0:
             say(f"listening for programs on {self.address} (port 0: this port was chosen)")
 
@@ -92,6 +96,24 @@ class Listener:
         """How to start a program for this address."""
         return (f"start one with: ./heater --connect {self.address} (examples/thirdparty/heater.c), or "
                 f"NONDIFF_CONNECT={self.address} python your_program.py (envs.bridge.sdk.serve)")
+
+    def park(self, chan: P.Channel, spec: Any) -> None:
+        """Keep a healthy, handshaken connection for the next env that needs a program (the start-up probe's
+        connection goes on to serve a training env, so a program need not connect twice)."""
+        with self.lock:
+            self.held = max(0, self.held - 1)
+            if self.sock.fileno() >= 0:
+                self.parked.append((chan, spec))
+                return
+        _goodbye(chan)
+
+    def take_parked(self) -> tuple[P.Channel, Any] | None:
+        """A parked connection and its spec, or None."""
+        with self.lock:
+            if not self.parked:
+                return None
+            self.held += 1
+            return self.parked.pop(0)
 
     def release(self) -> None:
         """One connection handed out by :meth:`accept` was closed."""
@@ -133,8 +155,22 @@ class Listener:
             select.select([self.sock], [], [], min(0.25, max(0.0, deadline - now)))
 
     def close(self) -> None:
-        """Stop listening; idempotent."""
-        self.sock.close()
+        """Stop listening and end the parked sessions (``close``); idempotent."""
+        with self.lock:
+            self.sock.close()
+            parked, self.parked = self.parked, []
+        for chan, _ in parked:
+            _goodbye(chan)
+
+
+def _goodbye(chan: P.Channel) -> None:
+    """End a session politely: ``close``, wait briefly for ``bye``, close the stream."""
+    try:
+        P.send(chan, {"type": "close"}, 1.0)
+        P.recv(chan, 1.0)
+    except (P.BridgeError, OSError):
+        pass
+    chan.close()
 
 
 _listeners: dict[str, Listener] = {}
@@ -156,3 +192,6 @@ def close_all() -> None:
         for lst in _listeners.values():
             lst.close()
         _listeners.clear()
+
+
+atexit.register(close_all)

@@ -160,8 +160,14 @@ class ProcessEnv(gym.Env):
         if self.listen is not None:
             lst = L.listener(self.listen, self.token)
             self.who = f"a program connected to {lst.address}"
-            self._chan = P.Channel.from_socket(lst.accept(self.connect_timeout))
+            parked = lst.take_parked()
             self._held = lst
+            if parked is not None:  # a program another env (the start-up probe) already shook hands with
+                self._chan, spec = parked
+                self._check_same_spec(spec)
+                self.spec_reply, self._alive = spec, True
+                return
+            self._chan = P.Channel.from_socket(lst.accept(self.connect_timeout))
         elif self._addr is None:
             check_program(self._argv, self.cwd)
             life = reaper.lifeline()
@@ -210,12 +216,15 @@ class ProcessEnv(gym.Env):
             spec = M.parse_spec(msg, self.max_space_elements)
         except P.SpecError as e:
             raise P.SpecError(f"program {self.who!r} sent a bad spec: {e}") from e
+        self._check_same_spec(spec)
+        self.spec_reply = spec
+
+    def _check_same_spec(self, spec: M.SpecReply) -> None:
         old = self.spec_reply
         if old is not None and (old.observation_space != spec.observation_space or old.action_space !=
                                 spec.action_space or old.num_instances != spec.num_instances):
             raise P.ProtocolError(f"program {self.who!r} came back with other spaces or num_instances than it "
                                   "started with; every program of a run must declare the same spec")
-        self.spec_reply = spec
 
     def _kill(self) -> int | None:
         """Stop the program: SIGTERM to its supervisor, which escalates to SIGKILL. Returns its exit code."""
@@ -373,7 +382,12 @@ class ProcessEnv(gym.Env):
                                 "restarts at the next reset") from e
 
     def close(self) -> None:
-        """Say goodbye, then stop the program; safe to call twice."""
+        """Say goodbye, then stop the program; safe to call twice. In connect mode a healthy connection is
+        parked with the listener for the next env instead (the program is not made to connect again)."""
+        if self._alive and self._chan is not None and self._held is not None and self.spec_reply is not None:
+            self._held.park(self._chan, self.spec_reply)
+            self._chan, self._held, self._alive = None, None, False
+            return
         if self._alive and self._chan is not None:
             try:
                 P.send(self._chan, {"type": "close"}, 1.0)

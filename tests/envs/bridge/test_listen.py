@@ -1,0 +1,72 @@
+"""Connect mode's listener with real sockets and the C heater connecting to it."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from envs.bridge import listen as L
+from envs.bridge import protocol as P
+from envs.bridge.batch import BatchProgram
+from envs.bridge.process import ProcessEnv
+
+
+@pytest.fixture(autouse=True)
+def _fresh_listeners():
+    yield
+    L.close_all()
+
+
+def test_the_probe_connection_is_kept_for_the_next_env(heater):
+    lst = L.listener("127.0.0.1:0")
+    prog = subprocess.Popen([heater, "--instances", "2", "--connect", lst.address, "--connect-wait", "1"])
+    probe = ProcessEnv(listen="127.0.0.1:0", connect_timeout=20)
+    assert probe.num_instances == 2
+    probe.close()  # parked, not closed: the program connects once
+    batch = BatchProgram(listen="127.0.0.1:0", connect_timeout=1)
+    obs, _ = batch.reset_instances(range(2), [0, 1])
+    assert lst.connected == 1 and lst.held == 1 and obs.shape == (2, 3)
+    assert batch.step_all(np.zeros((2, 1), np.float32)).fault is None
+    batch.close()
+    L.close_all()  # the parked session gets `close`; the heater finds nobody listening and exits
+    assert prog.wait(10) == 0
+
+
+def test_a_dropped_program_is_replaced_by_the_next_one_that_connects(heater):
+    lst = L.listener("127.0.0.1:0")
+    first = subprocess.Popen([heater, "--connect", lst.address, "--crash-after", "2"], stderr=subprocess.DEVNULL)
+    prog = BatchProgram(listen="127.0.0.1:0", connect_timeout=20)
+    prog.reset_instances([0])
+    prog.step_all(np.zeros((1, 1), np.float32))
+    res = prog.step_all(np.zeros((1, 1), np.float32))
+    assert res.fault is not None and res.fault.kind.value == "crash" and lst.held == 0
+    second = subprocess.Popen([heater, "--connect", lst.address, "--connect-wait", "1"])
+    obs, _ = prog.reset_instances([0])
+    assert prog.restarts == 1 and lst.connected == 2 and obs.shape == (1, 3)
+    prog.close()
+    L.close_all()
+    first.wait(10)
+    assert second.wait(10) == 0
+
+
+def test_non_loopback_needs_a_token_and_a_taken_port_is_refused():
+    with pytest.raises(P.StartupError, match="not a loopback address"):
+        L.Listener("0.0.0.0:0")
+    taken = L.Listener("127.0.0.1:0", say=lambda line: None)
+    with pytest.raises(P.StartupError, match="already in use"):
+        L.Listener(taken.address)
+    with pytest.raises(P.StartupError, match="HOST:PORT"):
+        L.parse_address("5555")
+    taken.close()
+
+
+def test_the_wait_is_visible_and_bounded():
+    lines: list[str] = []
+    lst = L.Listener("127.0.0.1:0", say=lines.append)
+    lst.expected = 8
+    with pytest.raises(L.ConnectTimeout, match=rf"no program connected to {lst.address} within 1.5 s.*--connect"):
+        lst.accept(1.5)
+    assert any(f"waiting for 8 programs on {lst.address} (0 connected, " in line for line in lines)
+    lst.close()
