@@ -6,7 +6,7 @@ ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-all lint bench clean gpu-wheels
+.PHONY: install train test test-all lint bench bench-strategies clean gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(ARGS)
+
+# Issue 16's comparison of the black-box strategies (docs/results.md, docs/strategies_*.png); sbi from the bench extra.
+bench-strategies: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/strategies.py --suite $(ARGS)
 
 # The wheels benchmarks/gpu_check.sh installs on the GPU machine (no network there): .gpu-wheels/, < 64 MiB.
 gpu-wheels: $(STAMP)
