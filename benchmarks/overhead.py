@@ -1,8 +1,9 @@
 """P2: nondiff's SB3 backend against a plain SB3 script with the same hyperparameters, env, envs and threads.
 
 Both train PPO on `robot` with configs/robot.yaml's hyperparameters (8 envs, DummyVecEnv, VecNormalize,
-1 torch thread), no evaluation, as child processes run alternately (A B A B ...) so that the machine's
-load drifts over both alike. The training-loop figure is steps / duration of ``learn`` (nondiff: its final
+1 torch thread), no evaluation, as child processes run in rotating order so that the machine's load
+drifts over all alike. A third arm runs nondiff with ``train.batch_guard=false`` (each env's Guard checks
+its own transitions, as before the batched check), so the batched check's share is measured side by side. The training-loop figure is steps / duration of ``learn`` (nondiff: its final
 progress line, which times from the session start; plain: around ``model.learn``); the end-to-end
 figure is steps / wall time of the whole process, start-up included.
 """
@@ -30,10 +31,11 @@ def _steady(points: list[tuple[float, int]]) -> float:
     return (s1 - s0) / (t1 - t0)
 
 
-def _nondiff(steps: int, tmp: str, i: int, memory: bool = False) -> dict[str, float]:
-    child = Child(train_cmd("--env", "robot", "--seed", "0", "--timesteps", str(steps), "--run-dir", f"{tmp}/r{i}",
-                            "--set", "eval.every=0", "--set", "train.checkpoint_every=100000000",
-                            "--set", f"train.log_every={ROLLOUT}"),
+def _nondiff(steps: int, tmp: str, i: int, memory: bool = False, batch_guard: bool = True) -> dict[str, float]:
+    child = Child(train_cmd("--env", "robot", "--seed", "0", "--timesteps", str(steps), "--run-dir",
+                            f"{tmp}/r{i}{'' if batch_guard else 'p'}", "--set", "eval.every=0",
+                            "--set", "train.checkpoint_every=100000000", "--set", f"train.log_every={ROLLOUT}",
+                            "--set", f"train.batch_guard={str(batch_guard).lower()}"),
                   sample_memory=memory).start()
     if child.wait(900) != 0:
         raise RuntimeError(f"train.py exited {child.proc.returncode}: {child.stderr_tail()}")
@@ -61,34 +63,42 @@ def _plain(steps: int) -> dict[str, float]:
             "steady_steps_per_s": _steady(points) if len(points) >= 2 else float("nan")}
 
 
+ARMS = ("nondiff", "plain", "nondiff_per_env")
+"""nondiff (batched checks), plain SB3, nondiff with ``train.batch_guard=false``."""
+
+
 def run(quick: bool) -> dict[str, Any]:
-    """``pairs`` alternating pairs; ratios are nondiff / plain per pair, reported as the median. In quick mode
-    the nondiff run's process-tree memory is sampled too (the MEM row reuses it instead of another run)."""
-    steps, pairs = (2048, 1) if quick else (30_720, 4)
+    """``rounds`` rounds of the three arms in rotating order; ratios are nondiff / plain per round, reported as
+    the median. In quick mode the nondiff run's process-tree memory is sampled too (the MEM row reuses it)."""
+    steps, rounds = (2048, 1) if quick else (30_720, 4)
     tmp = tempfile.mkdtemp(prefix="bench-p2-")
     rows: list[dict[str, Any]] = []
     try:
-        _pairs(rows, pairs, steps, tmp, quick)
+        _pairs(rows, rounds, steps, tmp, quick)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"steps_per_run": steps, "pairs": rows,
-            "loop_ratio": statistics.median(p["loop_ratio"] for p in rows),
-            "e2e_ratio": statistics.median(p["e2e_ratio"] for p in rows),
-            "steady_ratio": statistics.median(p["steady_ratio"] for p in rows),
-            "nondiff_steady_steps_per_s": statistics.median(p["nondiff"]["steady_steps_per_s"] for p in rows),
-            "plain_steady_steps_per_s": statistics.median(p["plain"]["steady_steps_per_s"] for p in rows),
-            "nondiff_loop_steps_per_s": statistics.median(p["nondiff"]["loop_steps_per_s"] for p in rows),
-            "plain_loop_steps_per_s": statistics.median(p["plain"]["loop_steps_per_s"] for p in rows)}
+    med = statistics.median
+    out: dict[str, Any] = {"steps_per_run": steps, "pairs": rows}
+    for key in ("loop", "e2e", "steady"):
+        out[f"{key}_ratio"] = med(p[f"{key}_ratio"] for p in rows)
+        out[f"per_env_{key}_ratio"] = med(p[f"per_env_{key}_ratio"] for p in rows)
+    for arm in ARMS:
+        for key in ("steady", "loop"):
+            out[f"{arm}_{key}_steps_per_s"] = med(p[arm][f"{key}_steps_per_s"] for p in rows)
+    out["loadavg"] = [p["loadavg"] for p in rows]
+    return out
 
 
-def _pairs(rows: list[dict[str, Any]], pairs: int, steps: int, tmp: str, quick: bool) -> None:
-    """Run the alternating pairs, appending one row per pair."""
-    for i in range(pairs):
-        order = ("nondiff", "plain") if i % 2 == 0 else ("plain", "nondiff")  # A B, B A: cancels drift too
+def _pairs(rows: list[dict[str, Any]], rounds: int, steps: int, tmp: str, quick: bool) -> None:
+    """Run the rounds, appending one row per round (each arm once, the order rotated every round)."""
+    for i in range(rounds):
+        order = ARMS[i % 3:] + ARMS[:i % 3]  # each arm first, second and third in turn: cancels drift too
         pair: dict[str, Any] = {"order": list(order), "loadavg": round(os.getloadavg()[0], 2)}
         for who in order:
-            pair[who] = _nondiff(steps, tmp, i, memory=quick) if who == "nondiff" else _plain(steps)
-        pair["loop_ratio"] = pair["nondiff"]["loop_steps_per_s"] / pair["plain"]["loop_steps_per_s"]
-        pair["e2e_ratio"] = pair["nondiff"]["e2e_steps_per_s"] / pair["plain"]["e2e_steps_per_s"]
-        pair["steady_ratio"] = pair["nondiff"]["steady_steps_per_s"] / pair["plain"]["steady_steps_per_s"]
+            pair[who] = (_plain(steps) if who == "plain" else
+                         _nondiff(steps, tmp, i, memory=quick and who == "nondiff", batch_guard=who == "nondiff"))
+            pair[who]["loadavg"] = round(os.getloadavg()[0], 2)
+        for prefix, arm in (("", "nondiff"), ("per_env_", "nondiff_per_env")):
+            for key in ("loop", "e2e", "steady"):
+                pair[f"{prefix}{key}_ratio"] = pair[arm][f"{key}_steps_per_s"] / pair["plain"][f"{key}_steps_per_s"]
         rows.append(pair)

@@ -92,11 +92,14 @@ class _Tick(BaseCallback):
     def __init__(self, backend: SB3Backend, session: Session) -> None:
         super().__init__()
         self.backend, self.session = backend, session
+        self._newest: Any = None  # the newest episode in SB3's buffer when the mean return was last taken
+        self._ret: float | None = None
 
     def _on_step(self) -> bool:
         buf = self.model.ep_info_buffer
-        ret = float(np.mean([e["r"] for e in buf])) if buf else None
-        return self.session.tick(self.model.num_timesteps, self.locals.get("infos", ()), ret)
+        if buf and buf[-1] is not self._newest:  # the mean changes only when an episode ends
+            self._newest, self._ret = buf[-1], float(np.mean([e["r"] for e in buf]))
+        return self.session.tick(self.model.num_timesteps, self.locals.get("infos", ()), self._ret)
 
     def _on_rollout_end(self) -> None:  # the update that follows sees the whole run's progress
         lr = self.model.learning_rate  # what nondiff passed; SB3 wraps it into lr_schedule
