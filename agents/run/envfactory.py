@@ -112,7 +112,8 @@ def make_vec_env(cfg: RunConfig) -> Any:
 
     fns: list[Callable[[], gym.Env]] = [env_factory(cfg, monitor=True) for _ in range(cfg.train.num_envs)]
     # bridge programs with K > 1 instances each, or connecting to env.listen: programs x K envs, batched
-    venv: Any = make_bridge_vec_env(cfg, tokens.resolve(cfg.env.token_source())) if is_bridge(cfg.env.id) else None
+    venv: Any = make_bridge_vec_env(cfg, tokens.resolve(cfg.env.token_source()),
+                                    _DECLARED_INSTANCES.get(_instances_key(cfg))) if is_bridge(cfg.env.id) else None
     if venv is not None:
         pass
     elif cfg.train.vec_env == "subproc":
@@ -217,6 +218,15 @@ def is_image_space(space: gym.Space) -> bool:
     return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
 
 
+_DECLARED_INSTANCES: dict[str, int] = {}
+"""``num_instances`` each probed env config declared (bridge programs), so that make_vec_env need not start a
+program again to learn it."""
+
+
+def _instances_key(cfg: RunConfig) -> str:
+    return repr((cfg.env.id, sorted(cfg.env.adapter_kwargs().items())))
+
+
 def probe_spaces(cfg: RunConfig) -> tuple[gym.Space, gym.Space]:
     """Make the env once and return its observation and action spaces, with friendly errors."""
     if cfg.agent.backend != "sb3" and cfg.env.adapter_kwargs().get("listen"):
@@ -232,6 +242,7 @@ def probe_spaces(cfg: RunConfig) -> tuple[gym.Space, gym.Space]:
                         "traceback") from e
     try:
         k = getattr(env.unwrapped, "num_instances", 1)
+        _DECLARED_INSTANCES[_instances_key(cfg)] = k
         if k > 1 and cfg.agent.backend != "sb3":
             raise UserError(f"env {cfg.env.id!r} hosts {k} instances per program (num_instances); the "
                             f"{cfg.agent.backend} backend drives one instance per program: use --backend sb3")

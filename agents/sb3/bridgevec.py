@@ -271,11 +271,12 @@ def is_bridge(env_id: str | None) -> bool:
         return False
 
 
-def make_bridge_vec_env(cfg: Any, token: str | None) -> BridgeVecEnv | None:
+def make_bridge_vec_env(cfg: Any, token: str | None, instances: int | None = None) -> BridgeVecEnv | None:
     """The vector env for K-instance programs (K > 1) or connect mode (``env.listen``); None otherwise.
 
-    Spawn mode starts one program to read its ``num_instances``; with K = 1 and no ``env.listen`` it is
-    closed again and the caller builds its usual vector env. ``train.num_envs`` envs need
+    ``instances``: the ``num_instances`` the start-up probe read, if it ran in this process. Otherwise spawn
+    mode starts one program to read it; with K = 1 and no ``env.listen`` it is closed again and the caller
+    builds its usual vector env. ``train.num_envs`` envs need
     ``ceil(num_envs / K)`` programs (rounded up: the vector env has programs × K envs).
 
     Raises:
@@ -283,6 +284,8 @@ def make_bridge_vec_env(cfg: Any, token: str | None) -> BridgeVecEnv | None:
     """
     kwargs = {k: v for k, v in cfg.env.adapter_kwargs().items() if k not in ("render_mode",)}
     listen = kwargs.get("listen")
+    if instances == 1 and listen is None:
+        return None
     if token:
         kwargs["token"] = token
     timeout = float(kwargs.get("connect_timeout", 60.0))
