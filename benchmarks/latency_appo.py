@@ -29,6 +29,21 @@ from benchmarks.latency import ENTRY, training  # noqa: E402
 LATENCY = 0.005
 
 
+def tree_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by this process and every process under it (Ray's included)."""
+    import psutil
+
+    total = 0.0
+    me = psutil.Process()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
 def appo_cfg(num_envs: int, runners: int, per_runner: int, fragment: int, batch: int, epochs: int,
              timesteps: int) -> Any:
     """The run config: latency.py's PPO settings where APPO has them, APPO's own fragment/batch/passes."""
@@ -54,20 +69,21 @@ def appo_training(cfg: Any, timesteps: int) -> dict[str, float]:
     sampled = trained = 0
     iterations: list[tuple[float, int]] = []
     try:
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), tree_cpu_s()
         while sampled < timesteps:
             result = backend.algo.train()
             sampled = int(result.get("num_env_steps_sampled_lifetime", 0))
             learner = result.get("learners", {}).get(MODULE, {})
             trained = int(learner.get("num_module_steps_trained_lifetime", trained))
             iterations.append((time.perf_counter(), sampled))
-        wall = time.perf_counter() - t1
+        wall, cpu = time.perf_counter() - t1, tree_cpu_s() - c1
     finally:
         backend.close()
     (t_first, s_first), (t_last, s_last) = iterations[0], iterations[-1]
     steady = (s_last - s_first) / max(t_last - t_first, 1e-9)  # after the first iteration (runners warming up)
     return {"train_steps_per_s": sampled / wall, "steady_steps_per_s": steady, "wall_s": wall, "setup_s": setup,
-            "steps": sampled, "trained_steps": trained, "iterations": len(iterations)}
+            "steps": sampled, "trained_steps": trained, "iterations": len(iterations),
+            "cpu_ms_per_step": 1e3 * cpu / max(sampled, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     out["appo"] = appo
     out["loadavg_after_appo"] = [round(x, 2) for x in os.getloadavg()]
     if not args.skip_sb3:
+        c0 = tree_cpu_s()
         ppo = training(n, 64, args.timesteps // 2)  # latency.py's own SB3 PPO run (64-step rollouts, 10 epochs)
+        ppo["cpu_ms_per_step"] = 1e3 * (tree_cpu_s() - c0) / ppo["steps"]  # set-up included: an upper bound
         ppo["x_limit"] = ppo["train_steps_per_s"] / limit
         out["sb3_ppo"] = ppo
         out["appo_over_sb3_ppo"] = appo["train_steps_per_s"] / ppo["train_steps_per_s"]

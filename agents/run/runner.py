@@ -50,7 +50,7 @@ def space_defaults(obs_space: Any, act_space: Any, algo: str = "ppo") -> dict[st
     """Hyperparameters that suit the spaces and the algorithm, for envs without a config file."""
     import gymnasium as gym
 
-    if algo == "appo":  # RLlib's own APPO defaults (agents/rllib/algos.py); PPO's would set gae_lambda
+    if algo == "appo":  # APPO starts from ALGO_DEFAULTS (agents/config/algos.py); PPO's would set gae_lambda
         return {}
     if algo in CONTINUOUS_ONLY:  # SB3's own SAC/TD3 networks
         return {"agent": {"net_arch": [256, 256] if algo == "sac" else [400, 300], "activation": "relu"}}

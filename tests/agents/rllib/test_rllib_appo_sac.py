@@ -177,3 +177,29 @@ def test_appo_on_the_sb3_backend_names_the_fix(tmp_path, capsys):
     code = train.main(["--env", "Pendulum-v1", "--algo", "appo", "--quiet", "--run-dir", str(tmp_path / "run")])
     assert code == 2
     assert "--backend sb3 runs --algo ppo|a2c|sac|td3, got 'appo'; use `--backend rllib`" in capsys.readouterr().err
+
+
+def test_appo_target_policy_starts_as_a_copy_of_the_sb3_initialised_policy():
+    from agents.rllib.state import sb3_init
+
+    rng = np.random.default_rng(0)
+    names = ["encoder.actor_encoder.net.mlp.0.weight", "pi.net.mlp.0.weight", "pi.net.mlp.0.bias", "pi.log_std"]
+    weights = {n: rng.normal(size=(3, 4) if n.endswith("weight") else (3,)) for n in names}
+    weights |= {"_old_" + n: rng.normal(size=v.shape) for n, v in weights.items() if n != "pi.log_std"}
+    out = sb3_init(weights, log_std_init=-0.5, seed=0)
+    for n in names[:3]:
+        np.testing.assert_array_equal(out["_old_" + n], out[n])
+        assert not np.array_equal(out[n], weights[n])
+    assert np.allclose(out["pi.log_std"], -0.5) and np.allclose(out["pi.net.mlp.0.bias"], 0)
+
+
+def test_a_new_appo_run_starts_from_rllib_appo_defaults_below_the_file_and_the_command_line():
+    from agents.config.algos import select_algo
+
+    raw = {"agent": {"n_epochs": 10}, "algos": {"appo": {"agent": {"batch_size": 256}}}}
+    select_algo(raw, "appo", "test")
+    assert raw["agent"]["n_epochs"] == 10 and raw["agent"]["batch_size"] == 256  # the file wins over the defaults
+    assert raw["agent"]["clip_range"] == 0.4 and raw["agent"]["n_steps"] == 50 and raw["agent"]["ent_coef"] == 0.01
+    ppo = {"agent": {}}
+    select_algo(ppo, "ppo", "test")
+    assert ppo == {"agent": {}}
