@@ -6,6 +6,7 @@ import json
 
 import gymnasium as gym
 import numpy as np
+import torch
 from conftest import run_cli
 from gymnasium.utils.env_checker import check_env
 
@@ -56,6 +57,14 @@ def test_smoke_training_then_evaluate_with_video(tmp_path):
     run = tmp_path / "run"
     run_cli("train.py", "--env", "game", "--timesteps", "2048", "--seed", "0", "--run-dir", str(run), "--quiet",
             "--num-envs", "4", "--set", "eval.every=0", "--set", "train.vec_env=dummy", timeout=600, check=True)
+    # the shipped config is the fast path of issue 17: 42x42 frames into the small CNN, stored as CPU fp32
+    from safetensors import safe_open
+
+    (ckpt,) = (run / "final").glob("*.safetensors")
+    with safe_open(str(ckpt), "pt", device="cpu") as f:
+        w = f.get_tensor("policy/features_extractor.cnn.0.weight")
+    assert tuple(w.shape) == (16, 4, 8, 8) and w.dtype == torch.float32
+    assert json.loads(ckpt.with_suffix(".json").read_text())["observation_space"]["shape"] == [4, 42, 42]
     video, out = tmp_path / "pong.mp4", tmp_path / "e.json"
     run_cli("evaluate.py", str(run), "--episodes", "1", "--video", str(video), "--json", str(out), timeout=600,
             check=True)
