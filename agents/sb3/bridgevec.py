@@ -76,6 +76,8 @@ class BridgeVecEnv(VecEnv):
         self._ep_len = np.zeros(n, dtype=np.int64)
         self._t0 = time.time()
         self._actions: np.ndarray = np.zeros(0)
+        self._pending: list[list[Fault]] = [[] for _ in range(n)]
+        """Faults of the last :meth:`reset` per env, reported with the next step (as the Guard does)."""
         check_rows = getattr(guard, "RowCheck", None)  # the batched checks, where envs/guard.py has them
         self._rows = check_rows(space) if check_rows is not None and isinstance(space, spaces.Box) else None
         self._pool = ThreadPoolExecutor(len(self.programs), "nondiff-program") if len(self.programs) > 1 else None
@@ -126,6 +128,11 @@ class BridgeVecEnv(VecEnv):
         res = p.step_all(self._actions[lo:lo + k])
         infos: list[dict[str, Any]] = [{} for _ in range(k)]
         rews, dones = np.zeros(k, dtype=np.float32), np.zeros(k, dtype=bool)
+        for i in range(k):
+            if self._pending[lo + i]:
+                for earlier in self._pending[lo + i]:
+                    add_fault(infos[i], earlier, RESET_FAULTS_KEY)
+                self._pending[lo + i] = []
         for earlier in res.reset_faults:
             add_fault(infos[0], earlier, RESET_FAULTS_KEY)
         ms = res.seconds * 1e3
@@ -204,8 +211,9 @@ class BridgeVecEnv(VecEnv):
             lo, k = self.offsets[j], self.sizes[j]
             infos: list[dict[str, Any]] = [{} for _ in range(k)]
             self._reset_program(j, list(range(k)), self._seeds[lo:lo + k], infos)
-            for i, info in enumerate(infos):
-                self.reset_infos[lo + i].update(info)
+            for i, info in enumerate(infos):  # vector envs drop reset infos: the faults go with the next step
+                self._pending[lo + i] = info.pop(RESET_FAULTS_KEY, [])
+                self.reset_infos[lo + i] = info
 
         self._each(one)
         self._reset_seeds()

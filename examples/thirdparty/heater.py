@@ -5,7 +5,8 @@
     python examples/thirdparty/heater.py --connect 127.0.0.1:5555   # connect to a listening nondiff (env.listen)
 
 Test hooks: ``--bad MODE`` makes instance replies hostile from the 5th step on (``nan``: a NaN reward
-for instance 0; ``shape``: an observation of the wrong shape; ``crash``: exit(3)).
+for instance 0; ``shape``: an observation of the wrong shape; ``crash``: exit(3)); ``reset_nan``: the first
+reset's observation holds a NaN.
 """
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ class Heater:
             self.rng = np.random.default_rng(seed)
         self.ambient, self.S = 10 * self.rng.random(), 15 + 10 * self.rng.random()
         self.T, self.t = self.ambient + 5 * self.rng.random(), 0
-        return self._obs(), {}
+        obs = self._obs()
+        if Heater.bad == "reset_nan":
+            Heater.bad, obs[0] = None, np.nan
+        return obs, {}
 
     def step(self, action):
         Heater.steps += 1
@@ -63,7 +67,7 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=None)
     ap.add_argument("--connect", default=None, help="HOST:PORT of a nondiff that listens")
     ap.add_argument("--connect-wait", type=float, default=30.0)
-    ap.add_argument("--bad", choices=["nan", "shape", "crash"], default=None)
+    ap.add_argument("--bad", choices=["nan", "shape", "crash", "reset_nan"], default=None)
     args = ap.parse_args()
     Heater.bad = args.bad
     connect = None

@@ -53,6 +53,22 @@ def test_a_bad_value_of_one_instance_faults_that_env_only(heater):
     venv.close()
 
 
+def test_a_reset_fault_is_reported_with_the_next_step_once():
+    heater_py = f"{sys.executable} {ROOT / 'examples' / 'thirdparty' / 'heater.py'} --instances 2 --bad reset_nan"
+    venv = BridgeVecEnv([BatchProgram(command=heater_py, cwd=str(ROOT))])
+    obs = venv.reset()
+    assert np.isfinite(obs).all()  # repaired, as the Guard does
+    health = EnvHealth()
+    _, _, _, infos = venv.step(np.zeros((2, 1), np.float32))
+    health.observe(infos)
+    faults = faults_in(infos[0])
+    assert [f.kind for f in faults] == [FaultKind.NONFINITE] and "reset" in faults[0].detail
+    assert not faults_in(infos[1]) and health.by_kind == {"nonfinite": 1}
+    _, _, _, infos = venv.step(np.zeros((2, 1), np.float32))
+    assert not any(faults_in(info) for info in infos)
+    venv.close()
+
+
 def test_c_and_python_k_instance_programs_train(heater, tmp_path):
     python_heater = f"{sys.executable} {ROOT / 'examples' / 'thirdparty' / 'heater.py'} --instances 4"
     for name, command, envs in (("c", f"{heater} --instances 4", 8), ("py", python_heater, 4)):
