@@ -171,11 +171,13 @@ def run_row(problem: Any, learned: dict[str, Any], stages: Stages, insts: list[A
 
 
 def train_shared(problem: Any, train_calls: int) -> dict[str, Any]:
-    """One bank of prior pairs; the amortised network, f̂ and the inverse network (a) fitted on it."""
+    """One bank of prior pairs; the amortised network, f̂ and the inverse network (a) fitted on it (rounds of
+    1,024 draws: 4 rounds for 4,096, as each round refits on the whole bank)."""
     from agents.blackbox.chain import ChainStrategy
     from agents.config import validate
 
-    cfg = validate({"blackbox": {"chain": ["amortised", "surrogate"], "inverse_epochs": 20}}, "suite").blackbox
+    cfg = validate({"blackbox": {"chain": ["amortised", "surrogate"], "inverse_epochs": 20, "batch": 1024}},
+                   "suite").blackbox
     c0, t0 = problem.forward_calls, time.perf_counter()
     chain = ChainStrategy(problem, cfg, 0)
     rng, last, checks = np.random.default_rng(0), {}, 0
@@ -284,6 +286,9 @@ def suite(args: argparse.Namespace) -> int:
             res["rows"][name] = row
             print(json.dumps({"row": name, **{k: v for k, v in row.items() if k not in ("instances", "curve")},
                               "loadavg": os.getloadavg()}), flush=True)
+            save(adapter, res, Path(args.out))
+        if args.no_grad_check:
+            continue
         res["grad_cosine_at_answers"] = grad_quality(problem, learned, insts[:10], budget)
         print(json.dumps({"grad_cosine_at_answers": res["grad_cosine_at_answers"], "loadavg": os.getloadavg()}),
               flush=True)
@@ -313,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adapters", default="renderer,seismic", help="--suite: adapters, comma-separated")
     p.add_argument("--rows", default="", help="--suite: only rows whose name contains one of these (comma-separated)")
     p.add_argument("--no-sbi", action="store_true", help="--suite: leave out sbi's NPE (the bench extra)")
+    p.add_argument("--no-grad-check", action="store_true", help="--suite: leave out the gradient check and sbi")
+    p.add_argument("--merge", metavar="JSON", nargs="+", help="merge the rows of --suite JSON files of one adapter "
+                   "(rows run in parallel processes, same seeds) into --out, and plot them")
     p.add_argument("--out", default=str(ROOT / "docs"), help="--suite: folder of the JSON and PNG files")
     p.add_argument("--adapter", choices=["renderer", "seismic"])
     p.add_argument("--algo", choices=list(STRATEGIES))
@@ -322,6 +330,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a blackbox: setting")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
+    if args.merge:
+        res = json.loads(Path(args.merge[0]).read_text())
+        for other in args.merge[1:]:
+            more = json.loads(Path(other).read_text())
+            if more["train_calls_all"] != res["train_calls_all"] or more["last_round"] != res["last_round"]:
+                raise SystemExit(f"{other}: another training than {args.merge[0]}'s; merge only runs of one seed")
+            res["rows"].update(more["rows"])
+            res.update({k: v for k, v in more.items() if k not in res})
+        res["rows"] = {k: res["rows"][k] for k in ROWS if k in res["rows"]}
+        save(res["adapter"], res, Path(args.out))
+        return 0
     if args.suite:
         args.train_calls = 4096 if args.train_calls is None else args.train_calls
         return suite(args)
