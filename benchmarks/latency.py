@@ -1,8 +1,9 @@
 """P4: a latency-bound env (every step waits 5 ms, like a remote robot) with 32 envs on 2 cores.
 
-Measures raw vector-env stepping for each ``train.vec_env`` (dummy, subproc, thread) against the physical
-limit num_envs / latency, then a nondiff PPO training run on the thread vec env with its time split into
-rollout collection and learner updates (the envs sit idle during updates). Prints one JSON object.
+Measures raw vector-env stepping for each ``train.vec_env`` (dummy, subproc, thread, threadproc) against the
+physical limit num_envs / latency, then nondiff PPO training runs on the threadproc and thread vec envs with
+their time split into rollout collection and learner updates (the envs sit idle during updates). Prints one
+JSON object.
 
     python benchmarks/latency.py [--quick]
 """
@@ -57,7 +58,7 @@ class SleepEnv(gym.Env):
         return self._x.copy(), reward, False, self._t >= self.episode_steps, {}
 
 
-def _cfg(num_envs: int, vec_env: str, n_steps: int, timesteps: int) -> Any:
+def _cfg(num_envs: int, vec_env: str, n_steps: int, timesteps: int, workers: int = 2) -> Any:
     from agents.config import RunConfig
 
     return RunConfig.model_validate({
@@ -65,7 +66,7 @@ def _cfg(num_envs: int, vec_env: str, n_steps: int, timesteps: int) -> Any:
         "agent": {"n_steps": n_steps, "batch_size": 256, "n_epochs": 10, "learning_rate": 1e-3, "gamma": 0.95,
                   "normalize_obs": True, "normalize_reward": True},
         "train": {"num_envs": num_envs, "vec_env": vec_env, "timesteps": timesteps, "threads": 1,
-                  "start_method": "forkserver"},
+                  "start_method": "forkserver", "env_workers": workers},
         "eval": {"every": 0}})
 
 
@@ -114,8 +115,8 @@ def vec_steps_per_s(vec_env: str, num_envs: int, seconds: float, wrapped: bool =
         venv.close()
 
 
-def training(num_envs: int, n_steps: int, timesteps: int) -> dict[str, float]:
-    """nondiff's SB3 backend on the thread vec env, with rollout and update phases timed by a callback."""
+def training(num_envs: int, n_steps: int, timesteps: int, vec_env: str = "threadproc") -> dict[str, float]:
+    """nondiff's SB3 backend on ``vec_env``, with rollout and update phases timed by a callback."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     from agents.sb3.backend import SB3Backend
@@ -132,7 +133,7 @@ def training(num_envs: int, n_steps: int, timesteps: int) -> dict[str, float]:
         def _on_step(self) -> bool:
             return True
 
-    backend = SB3Backend.create(_cfg(num_envs, "thread", n_steps, timesteps), seed=0)
+    backend = SB3Backend.create(_cfg(num_envs, vec_env, n_steps, timesteps), seed=0)
     assert backend.model is not None
     try:
         t0 = time.perf_counter()
@@ -144,11 +145,11 @@ def training(num_envs: int, n_steps: int, timesteps: int) -> dict[str, float]:
     steps = backend.model.num_timesteps
     return {"train_steps_per_s": steps / wall, "rollout_steps_per_s": steps / rollout, "wall_s": wall,
             "rollout_s": rollout, "update_s": wall - rollout, "env_idle_fraction": (wall - rollout) / wall,
-            "steps": steps}
+            "steps": steps, "vec_env": vec_env}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the P4 measurements as one JSON object."""
+    """Print the P4 measurements as one JSON object (``vec`` rows: steps/s of each vector env alone)."""
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--num-envs", type=int, default=32)
@@ -158,13 +159,20 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"num_envs": n, "latency_ms": latency * 1e3, "limit_steps_per_s": limit,
                            "loadavg": round(os.getloadavg()[0], 2)}
     secs = 0.5 if args.quick else 6.0
-    out["vec"] = {"bare_threads": bare_threads_steps_per_s(n, latency, secs),
-                  "thread_bare_env": vec_steps_per_s("thread", n, secs, wrapped=False),
-                  "thread": vec_steps_per_s("thread", n, secs), "dummy": vec_steps_per_s("dummy", n, secs / 2)}
+    vec = out["vec"] = {"bare_threads": bare_threads_steps_per_s(n, latency, secs)}
+    vec["threadproc"] = vec_steps_per_s("threadproc", n, secs, workers=2)
+    vec["threadproc_bare_env"] = vec_steps_per_s("threadproc", n, secs, wrapped=False, workers=2)
+    vec["thread"] = vec_steps_per_s("thread", n, secs)
+    vec["thread_per_env_checks"] = vec_steps_per_s("thread", n, secs, batch_guard=False)
+    vec["thread_bare_env"] = vec_steps_per_s("thread", n, secs, wrapped=False)
     if not args.quick:
-        out["vec"]["subproc"] = vec_steps_per_s("subproc", n, secs)
+        vec["threadproc_4"] = vec_steps_per_s("threadproc", n, secs, workers=4)
+        vec["dummy"] = vec_steps_per_s("dummy", n, secs / 2)
+        vec["subproc"] = vec_steps_per_s("subproc", n, secs)
     n_steps = 16 if args.quick else 64
-    out["train"] = training(n, n_steps, n * n_steps * (1 if args.quick else 8))
+    out["train"] = training(n, n_steps, n * n_steps * (1 if args.quick else 8), "threadproc")
+    out["train_thread"] = training(n, n_steps, n * n_steps * (1 if args.quick else 8), "thread")
+    out["loadavg_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out))
     return 0
 

@@ -3,9 +3,12 @@
 Both train PPO on `robot` with configs/robot.yaml's hyperparameters (8 envs, DummyVecEnv, VecNormalize,
 1 torch thread), no evaluation, as child processes run in rotating order so that the machine's load
 drifts over all alike. A third arm runs nondiff with ``train.batch_guard=false`` (each env's Guard checks
-its own transitions, as before the batched check), so the batched check's share is measured side by side. The training-loop figure is steps / duration of ``learn`` (nondiff: its final
-progress line, which times from the session start; plain: around ``model.learn``); the end-to-end
-figure is steps / wall time of the whole process, start-up included.
+its own transitions, as before the batched check), so the batched check's share is measured side by side.
+The training-loop figure is steps / duration of ``learn`` (nondiff: its final progress line, which times
+from the session start; plain: around ``model.learn``); the end-to-end figure is steps / wall time of the
+whole process, start-up included; the CPU figure is steps per CPU-second of the child between its first and
+last progress line (read from /proc as each line arrives), which a busy machine disturbs far less than
+wall time.
 """
 
 from __future__ import annotations
@@ -16,9 +19,39 @@ import re
 import shutil
 import statistics
 import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from benchmarks.common import PY, ROOT, Child, train_cmd
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuChild(Child):
+    """A :class:`Child` that also reads the process's CPU time (user + system) as each stdout line arrives."""
+
+    cpu_at: dict[float, float] = field(default_factory=dict)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            t = time.perf_counter() - self.t0
+            try:
+                fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                self.cpu_at[t] = (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+            except (OSError, IndexError, ValueError):
+                pass
+            self.lines.append((t, line.rstrip("\n")))
+
+    def steady_cpu(self, points: list[tuple[float, int]]) -> float:
+        """Steps per CPU-second of the child between the first and the last of ``points`` (nan if unknown)."""
+        (t0, s0), (t1, s1) = points[0], points[-1]
+        if t0 not in self.cpu_at or t1 not in self.cpu_at or self.cpu_at[t1] <= self.cpu_at[t0]:
+            return float("nan")
+        return (s1 - s0) / (self.cpu_at[t1] - self.cpu_at[t0])
 
 PROGRESS = re.compile(r"step ([\d,]+)/[\d,]+ \| ([\d,]+) steps/s")
 ROLLOUT = 2048  # configs/robot.yaml: 8 envs × 256 steps
@@ -32,11 +65,12 @@ def _steady(points: list[tuple[float, int]]) -> float:
 
 
 def _nondiff(steps: int, tmp: str, i: int, memory: bool = False, batch_guard: bool = True) -> dict[str, float]:
-    child = Child(train_cmd("--env", "robot", "--seed", "0", "--timesteps", str(steps), "--run-dir",
+    child = CpuChild(train_cmd("--env", "robot", "--seed", "0", "--timesteps", str(steps), "--run-dir",
                             f"{tmp}/r{i}{'' if batch_guard else 'p'}", "--set", "eval.every=0",
                             "--set", "train.checkpoint_every=100000000", "--set", f"train.log_every={ROLLOUT}",
-                            "--set", f"train.batch_guard={str(batch_guard).lower()}"),
-                  sample_memory=memory).start()
+                               "--set", f"train.batch_guard={str(batch_guard).lower()}"),
+                     sample_memory=memory)
+    child.start()
     if child.wait(900) != 0:
         raise RuntimeError(f"train.py exited {child.proc.returncode}: {child.stderr_tail()}")
     wall = child.elapsed
@@ -45,24 +79,30 @@ def _nondiff(steps: int, tmp: str, i: int, memory: bool = False, batch_guard: bo
     done = int(m.group(1).replace(",", ""))
     points = [(t, int(x.group(1).replace(",", ""))) for t, x in marks[:-1]]  # the last one is printed after training
     out = {"loop_steps_per_s": float(m.group(2).replace(",", "")), "e2e_steps_per_s": done / wall, "steps": done,
-           "steady_steps_per_s": _steady(points) if len(points) >= 2 else float("nan")}
+           "steady_steps_per_s": _steady(points) if len(points) >= 2 else float("nan"),
+           "steady_steps_per_cpu_s": child.steady_cpu(points) if len(points) >= 2 else float("nan")}
     if memory:
         out.update(peak_pss_mib=child.peak_pss_mib, peak_rss_mib=child.peak_rss_mib)
     return out
 
 
 def _plain(steps: int) -> dict[str, float]:
-    child = Child([PY, str(ROOT / "benchmarks" / "plain_sb3.py"), "--hp", "robot-yaml", "--seed", "0",
-                   "--timesteps", str(steps)]).start()
+    child = CpuChild([PY, str(ROOT / "benchmarks" / "plain_sb3.py"), "--hp", "robot-yaml", "--seed", "0",
+                      "--timesteps", str(steps)])
+    child.start()
     if child.wait(900) != 0:
         raise RuntimeError(f"plain_sb3.py exited {child.proc.returncode}: {child.stderr_tail()}")
     wall = child.elapsed
     done = child.json_lines()[-1]
     points = [(t, json.loads(line)["step"]) for t, line in child.lines if '"progress"' in line][1:]  # from step 2048
     return {"loop_steps_per_s": done["steps_per_s"], "e2e_steps_per_s": done["steps"] / wall, "steps": done["steps"],
-            "steady_steps_per_s": _steady(points) if len(points) >= 2 else float("nan")}
+            "steady_steps_per_s": _steady(points) if len(points) >= 2 else float("nan"),
+            "steady_steps_per_cpu_s": child.steady_cpu(points) if len(points) >= 2 else float("nan")}
 
 
+KEYS = ("loop", "e2e", "steady", "cpu")
+_FIELD = {"loop": "loop_steps_per_s", "e2e": "e2e_steps_per_s", "steady": "steady_steps_per_s",
+          "cpu": "steady_steps_per_cpu_s"}
 ARMS = ("nondiff", "plain", "nondiff_per_env")
 """nondiff (batched checks), plain SB3, nondiff with ``train.batch_guard=false``."""
 
@@ -79,12 +119,12 @@ def run(quick: bool) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
     med = statistics.median
     out: dict[str, Any] = {"steps_per_run": steps, "pairs": rows}
-    for key in ("loop", "e2e", "steady"):
+    for key in KEYS:
         out[f"{key}_ratio"] = med(p[f"{key}_ratio"] for p in rows)
         out[f"per_env_{key}_ratio"] = med(p[f"per_env_{key}_ratio"] for p in rows)
     for arm in ARMS:
-        for key in ("steady", "loop"):
-            out[f"{arm}_{key}_steps_per_s"] = med(p[arm][f"{key}_steps_per_s"] for p in rows)
+        for key in ("steady", "loop", "cpu"):
+            out[f"{arm}_{key}_steps_per_s"] = med(p[arm][_FIELD[key]] for p in rows)
     out["loadavg"] = [p["loadavg"] for p in rows]
     return out
 
@@ -99,6 +139,6 @@ def _pairs(rows: list[dict[str, Any]], rounds: int, steps: int, tmp: str, quick:
                          _nondiff(steps, tmp, i, memory=quick and who == "nondiff", batch_guard=who == "nondiff"))
             pair[who]["loadavg"] = round(os.getloadavg()[0], 2)
         for prefix, arm in (("", "nondiff"), ("per_env_", "nondiff_per_env")):
-            for key in ("loop", "e2e", "steady"):
-                pair[f"{prefix}{key}_ratio"] = pair[arm][f"{key}_steps_per_s"] / pair["plain"][f"{key}_steps_per_s"]
+            for key in KEYS:
+                pair[f"{prefix}{key}_ratio"] = pair[arm][_FIELD[key]] / pair["plain"][_FIELD[key]]
         rows.append(pair)

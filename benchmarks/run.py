@@ -48,8 +48,9 @@ def bench_p2(quick: bool, shared: dict[str, Any]) -> dict[str, Any]:
     d = overhead.run(quick)
     if quick:
         shared["p2_memory"] = d["pairs"][0]["nondiff"]
-    return {"title": "framework overhead: nondiff SB3 backend vs plain SB3 (steps/s)", "goal": "ratio ≥ 0.95",
-            "met": d["loop_ratio"] >= 0.95, "value": d["loop_ratio"], "unit": "ratio", "data": d, **p2_text(d)}
+    return {"title": "framework overhead: nondiff SB3 backend vs plain SB3 (steps/s)",
+            "goal": "ratio ≥ 0.97 (moonshot 0.99)", "met": d["loop_ratio"] >= 0.97, "value": d["loop_ratio"],
+            "unit": "ratio", "data": d, **p2_text(d)}
 
 
 def bench_p3(quick: bool, shared: dict[str, Any]) -> dict[str, Any]:
@@ -66,9 +67,10 @@ def bench_p4(quick: bool, shared: dict[str, Any]) -> dict[str, Any]:
     d = run_json([PY, str(ROOT / "benchmarks" / "latency.py"), *(["--quick"] if quick else [])], timeout=900)
     ratio = d["train"]["rollout_steps_per_s"] / d["limit_steps_per_s"]
     d["rollout_ratio"] = ratio
+    vec_ratio = d["vec"]["threadproc"]["steps_per_s"] / d["limit_steps_per_s"]
     return {"title": "latency-bound env: 32 envs whose step waits 5 ms, on 2 cores",
-            "goal": "rollout collection ≥ 0.9× the limit (6,400 steps/s)", "met": ratio >= 0.9, "value": ratio,
-            "unit": "ratio", "data": d, **p4_text(d)}
+            "goal": "vec env alone ≥ 0.95×, PPO's rollout collection ≥ 0.9× the limit (6,400 steps/s)",
+            "met": ratio >= 0.9 and vec_ratio >= 0.95, "value": ratio, "unit": "ratio", "data": d, **p4_text(d)}
 
 
 def bench_p5(quick: bool, shared: dict[str, Any]) -> dict[str, Any]:

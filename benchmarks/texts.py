@@ -67,33 +67,46 @@ def p1_text(d: dict[str, Any]) -> dict[str, str]:
 
 def p2_text(d: dict[str, Any]) -> dict[str, str]:
     """P2's figure and details."""
-    figure = (f"**{d['loop_ratio']:.3f}** (training loop, median of {len(d['pairs'])} alternating pairs: "
+    per_env = "per_env_loop_ratio" in d
+    figure = (f"**{d['loop_ratio']:.3f}** (training loop, median of {len(d['pairs'])} rounds side by side: "
               f"{d['nondiff_loop_steps_per_s']:,.0f} vs {d['plain_loop_steps_per_s']:,.0f} steps/s); steady state "
               f"{d['steady_ratio']:.3f}; end to end, start-up included: {d['e2e_ratio']:.3f}")
-    table = ["| pair | order | load | nondiff loop steps/s | plain loop steps/s | loop ratio | steady-state ratio | "
-             "end-to-end ratio |", "|---|---|---|---|---|---|---|---|"]
-    for i, p in enumerate(d["pairs"]):
-        table.append(f"| {i + 1} | {' → '.join(p['order'])} | {p['loadavg']} | {p['nondiff']['loop_steps_per_s']:,.0f} | "
-                     f"{p['plain']['loop_steps_per_s']:,.0f} | {p['loop_ratio']:.3f} | {p['steady_ratio']:.3f} | "
-                     f"{p['e2e_ratio']:.3f} |")
-    missed = ""
-    if d["loop_ratio"] < 0.95:
-        missed = ("\n\nMissed. Per env step nondiff adds the Guard (shape, dtype, bounds and finiteness checks of every "
-                  "observation and reward, and a latency timer) and one callback call per vector step (progress, "
-                  "env-health counters, checkpoint and eval schedule); per run it adds the TensorBoard writer and "
-                  "the hyperparameter text, which the plain script does not log. The steady-state ratio (between "
-                  "the first and the last progress report, set-up excluded) separates the two: "
-                  f"{1 - d['steady_ratio']:.1%} per step. P3 measures the per-step checks directly: `envs.make` "
-                  "(Guard + Gymnasium's wrappers) around the in-process Python heater costs the difference of its "
-                  "first two rows. The spread between pairs shows the shared machine's noise.")
-    details = (f"Both sides train PPO on `robot` for {d['steps_per_run']:,} steps with configs/robot.yaml's "
+    if per_env:
+        figure += (f"; with the per-env checks (`train.batch_guard=false`) {d['per_env_loop_ratio']:.3f} "
+                   f"(steady {d['per_env_steady_ratio']:.3f}); load {min(d['loadavg']):.1f}–{max(d['loadavg']):.1f}")
+    if per_env:
+        table = ["| round | order | load (start of each run) | nondiff loop steps/s | per-env checks loop steps/s | "
+                 "plain loop steps/s | loop ratio | per-env loop ratio | steady ratio | per-env steady ratio | "
+                 "end-to-end ratio |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for i, p in enumerate(d["pairs"]):
+            loads = " / ".join(str(p[a].get("loadavg", "?")) for a in p["order"])
+            table.append(f"| {i + 1} | {' → '.join(p['order'])} | {loads} | {p['nondiff']['loop_steps_per_s']:,.0f} | "
+                         f"{p['nondiff_per_env']['loop_steps_per_s']:,.0f} | {p['plain']['loop_steps_per_s']:,.0f} | "
+                         f"{p['loop_ratio']:.3f} | {p['per_env_loop_ratio']:.3f} | {p['steady_ratio']:.3f} | "
+                         f"{p['per_env_steady_ratio']:.3f} | {p['e2e_ratio']:.3f} |")
+    else:  # rows measured before the third arm existed
+        table = ["| pair | order | load | nondiff loop steps/s | plain loop steps/s | loop ratio | steady-state ratio | "
+                 "end-to-end ratio |", "|---|---|---|---|---|---|---|---|"]
+        for i, p in enumerate(d["pairs"]):
+            table.append(f"| {i + 1} | {' → '.join(p['order'])} | {p['loadavg']} | "
+                         f"{p['nondiff']['loop_steps_per_s']:,.0f} | {p['plain']['loop_steps_per_s']:,.0f} | "
+                         f"{p['loop_ratio']:.3f} | {p['steady_ratio']:.3f} | {p['e2e_ratio']:.3f} |")
+    verdict = ("Goal met." if d["loop_ratio"] >= 0.97 else "Goal (≥ 0.97) missed.")
+    details = (f"Three arms train PPO on `robot` for {d['steps_per_run']:,} steps each with configs/robot.yaml's "
                "hyperparameters (8 envs, DummyVecEnv, VecNormalize, lr 1e-3 linear, n_steps 256, batch 256, 10 epochs, "
-               "γ 0.95, [64, 64] tanh), 1 torch thread, no evaluation, no checkpoint, each in its own process, "
-               "alternating A B, B A so that load drift hits both. The loop figure (the goal's) is steps over the "
-               "duration of training (nondiff: its final progress line, timed from the session start, TensorBoard "
-               "set-up included; plain: around `model.learn`); the steady-state figure is steps over time between "
-               "the first and the last progress report, both taken after an update on the parent's clock.\n\n" + "\n".join(table) + missed +
-               "\n\n    python train.py --env robot --seed 0 --timesteps N --set eval.every=0 --quiet\n"
+               "γ 0.95, [64, 64] tanh), 1 torch thread, no evaluation, no checkpoint, each in its own process, in an "
+               "order rotated every round so that load drift hits all alike: nondiff (the Guard's checks batched "
+               "once per vector step, agents/sb3/batchguard.py), nondiff with `train.batch_guard=false` (each env's "
+               "Guard checks its own transition), and plain SB3 (benchmarks/plain_sb3.py, no nondiff layer). The "
+               "loop figure (the goal's) is steps over the duration of training (nondiff: its final progress line, "
+               "timed from the session start, TensorBoard set-up included; plain: around `model.learn`); the "
+               "steady-state figure is steps over time between the first and the last progress report, both taken "
+               "after an update on the parent's clock. Per env step nondiff adds the Guard (crash containment, "
+               "the checks, a latency timer) and per vector step one callback (progress, env-health counters); "
+               "per run the TensorBoard writer and the hyperparameter text, which the plain script does not log. "
+               f"{verdict} The spread between rounds shows the shared machine's noise.\n\n" + "\n".join(table) +
+               "\n\n    python train.py --env robot --seed 0 --timesteps N --set eval.every=0 "
+               "[--set train.batch_guard=false] --quiet\n"
                "    python benchmarks/plain_sb3.py --hp robot-yaml --seed 0 --timesteps N")
     return {"figure": figure, "details": details}
 
@@ -133,38 +146,48 @@ def p4_text(d: dict[str, Any]) -> dict[str, str]:
     """P4's figure and details."""
     lim, tr, vec = d["limit_steps_per_s"], d["train"], d["vec"]
     ref = vec["bare_threads"]["steps_per_s"]
+    best = vec.get("threadproc", vec["thread"])
+    which = tr.get("vec_env", "thread")
+    load = f"load {d.get('loadavg', '?')}" + (f"–{d['loadavg_end']}" if "loadavg_end" in d else "")
     figure = (f"rollout collection **{tr['rollout_steps_per_s']:,.0f} steps/s = {d['rollout_ratio']:.2f}×** the "
-              f"{lim:,.0f} limit (`train.vec_env: thread`); vec env alone {vec['thread']['steps_per_s'] / lim:.2f}×; "
+              f"{lim:,.0f} limit (`train.vec_env: {which}`); vec env alone {best['steps_per_s'] / lim:.2f}×; "
               f"end to end {tr['train_steps_per_s']:,.0f} steps/s; envs idle {tr['env_idle_fraction']:.0%} of the wall "
-              f"time; a bare thread pool that only sleeps reaches {ref / lim:.2f}× under this load")
+              f"time; a bare thread pool that only sleeps reaches {ref / lim:.2f}× ({load})")
     names = {"bare_threads": "reference: a `ThreadPoolExecutor` that only sleeps 5 ms × 32 (no env, no SB3)",
+             "threadproc": "`train.vec_env: threadproc`, 2 worker processes × 16 threads (Guard + Monitor, as trained)",
+             "threadproc_bare_env": "`threadproc`, 2 workers, bare SleepEnv (no wrappers)",
+             "threadproc_4": "`threadproc`, 4 worker processes × 8 threads (as trained)",
              "thread_bare_env": "`ThreadVecEnv`, bare SleepEnv (no wrappers)",
-             "thread": "`train.vec_env: thread` (ThreadVecEnv + Guard + Monitor, as trained)",
+             "thread": "`train.vec_env: thread` (ThreadVecEnv + Guard + Monitor, batched checks, as trained)",
+             "thread_per_env_checks": "`thread` with `train.batch_guard=false` (each env's Guard checks alone)",
              "subproc": "`train.vec_env: subproc` (32 worker processes)",
              "dummy": "`train.vec_env: dummy` (sequential)"}
     table = ["| vectorisation | steps/s | × limit |", "|---|---|---|"]
-    table += [f"| {names[k]} | {v['steps_per_s']:,.0f} | {v['steps_per_s'] / lim:.2f} |" for k, v in vec.items()]
-    table += [f"| training, rollout phase (policy inference included) | {tr['rollout_steps_per_s']:,.0f} | "
-              f"{d['rollout_ratio']:.2f} |",
-              f"| training, end to end | {tr['train_steps_per_s']:,.0f} | {tr['train_steps_per_s'] / lim:.2f} |"]
-    bare, thr = vec["thread_bare_env"]["steps_per_s"], vec["thread"]["steps_per_s"]
-    verdict = ("Goal met." if d["rollout_ratio"] >= 0.9 else
-               f"Goal missed. The first rows show why: on this shared 2-core machine (load average "
-               f"{d.get('loadavg', '?')}) even a thread pool that does nothing but wait 5 ms reaches {ref:,.0f} "
-               f"steps/s ({ref / lim:.2f}×), because every vector step needs 32 thread wake-ups and 32 GIL "
-               f"hand-overs, each waiting for a core that other jobs hold. With the bare env the thread vec env reaches "
-               f"{bare / lim:.2f}×; nondiff's per-env Python (Guard, Monitor, Gymnasium's wrappers), serialised by the "
-               f"GIL, takes it to {thr / lim:.2f}×, and in training the policy's forward pass and SB3's buffer "
-               f"writes between vector steps take the rollout phase to {d['rollout_ratio']:.2f}×. Threads in several "
-               f"processes (one GIL each) would spread that Python over both cores; not built yet.")
+    table += [f"| {names.get(k, k)} | {v['steps_per_s']:,.0f} | {v['steps_per_s'] / lim:.2f} |" for k, v in vec.items()]
+    for label, run in ((f"`{which}`", tr), ("`thread`", d.get("train_thread"))):
+        if run:
+            table += [f"| training on {label}, rollout phase (policy inference included) | "
+                      f"{run['rollout_steps_per_s']:,.0f} | {run['rollout_steps_per_s'] / lim:.2f} |",
+                      f"| training on {label}, end to end | {run['train_steps_per_s']:,.0f} | "
+                      f"{run['train_steps_per_s'] / lim:.2f} |"]
+    met = d["rollout_ratio"] >= 0.9 and best["steps_per_s"] / lim >= 0.95
+    verdict = ("Goals met." if met else
+               f"Goals (vec env ≥ 0.95×, rollout ≥ 0.9×) missed at {load}: on this shared 2-core machine even a "
+               f"thread pool that does nothing but wait 5 ms reaches {ref:,.0f} steps/s ({ref / lim:.2f}×), because "
+               "every vector step needs 32 thread wake-ups, each waiting for a core that other jobs hold; the rows "
+               "are only comparable with each other, side by side in this run.")
     details = (f"{d['num_envs']} envs whose step sleeps {d['latency_ms']:g} ms (benchmarks/latency.py `SleepEnv`, a "
                "stand-in for a remote robot or a slow renderer) on 2 cores: the limit is num_envs ÷ latency. "
                "DummyVecEnv steps them one after another (≈ 200 steps/s); 32 worker processes cost a process "
-               "wake-up and a pickled pipe round trip per env step; `train.vec_env: thread` (new, "
-               "agents/sb3/vecenv.py `ThreadVecEnv`) steps each env in its own thread, which runs while the others "
-               "wait. The training run is nondiff's SB3 backend (`SB3Backend.create`) with PPO, "
-               f"{tr['steps']:,} steps, its time split by a callback into rollout collection and learner updates; "
-               "the envs sit idle during the updates (synchronous PPO).\n\n" + "\n".join(table) + "\n\n" + verdict)
+               "wake-up and a pickled pipe round trip per env step; `thread` (agents/sb3/vecenv.py `ThreadVecEnv`) "
+               "steps each env in its own thread, which runs while the others wait, but all the Python around the "
+               "steps shares one GIL; `threadproc` (agents/sb3/threadproc.py) runs a ThreadVecEnv in each of "
+               "`train.env_workers` processes, one GIL each, with the subproc watchdog. In both, the threads only "
+               "step the adapters; the Guard's checks run once per vector step over the batch. The training runs "
+               "are nondiff's SB3 backend (`SB3Backend.create`) with PPO, "
+               f"{tr['steps']:,} steps each, their time split by a callback into rollout collection and learner "
+               "updates; the envs sit idle during the updates (synchronous PPO; the asynchronous agents of the "
+               "algorithms issue are the lever for end to end).\n\n" + "\n".join(table) + "\n\n" + verdict)
     return {"figure": figure, "details": details, "command": "python benchmarks/latency.py"}
 
 
