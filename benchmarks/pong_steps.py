@@ -6,6 +6,11 @@ excluded). The 1-minute load average is printed before each run: on a shared mac
 absolute figures, so compare rows of one invocation only.
 
     python benchmarks/pong_steps.py [STEPS] [--only NAME ...]
+    python benchmarks/pong_steps.py --cpu [STEPS] [--only NAME ...]
+
+``--cpu`` measures what the load does not change: the CPU time each training step costs, as the difference of
+the child's CPU time (user + system, all threads) between a run of STEPS/2 and one of 3·STEPS/2 steps, so
+that startup cancels out; ``1000 / cpu_ms_per_step`` is the steps/s one free core would give.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -37,6 +43,22 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
+def child_cpu_s() -> float:
+    """User + system CPU seconds of every finished child process so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def cpu_ms_per_step(sets: list[str], steps: int) -> float:
+    """CPU milliseconds per training step: (CPU of a 3·steps/2 run − CPU of a steps/2 run) / steps."""
+    spent = []
+    for n in (steps // 2, steps // 2 * 3):
+        before = child_cpu_s()
+        run(sets, n)
+        spent.append(child_cpu_s() - before)
+    return (spent[1] - spent[0]) / (steps // 2 * 2) * 1000
+
+
 def run(sets: list[str], steps: int) -> float:
     """One training run's steps/s."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,12 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("steps", type=int, nargs="?", default=4096)
     p.add_argument("--only", nargs="+", default=None, help="variant names (substrings)")
+    p.add_argument("--cpu", action="store_true", help="CPU ms per step instead of steps/s (load-independent)")
     args = p.parse_args(argv)
     for name, sets in VARIANTS.items():
         if args.only and not any(o in name for o in args.only):
             continue
         load = os.getloadavg()[0]
         steps = args.steps // 2 if name.startswith("84") else args.steps
+        if args.cpu:
+            ms = cpu_ms_per_step(sets, steps)
+            print(json.dumps({"variant": name, "steps": steps, "cpu_ms_per_step": round(ms, 3),
+                              "one_core_steps_per_s": round(1000 / ms), "load_1min_before": round(load, 2)}), flush=True)
+            continue
         print(json.dumps({"variant": name, "steps": steps, "steps_per_s": round(run(sets, steps)),
                           "load_1min_before": round(load, 2)}), flush=True)
     return 0
