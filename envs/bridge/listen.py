@@ -120,7 +120,31 @@ class Listener:
         with self.lock:
             self.held = max(0, self.held - 1)
 
-    def accept(self, timeout: float) -> socket.socket:
+    def take(self, timeout: float, handshake: Callable[[P.Channel], None]) -> P.Channel:
+        """The next program that connects and passes ``handshake``, within ``timeout`` seconds.
+
+        A program that fails the handshake (a wrong token, another major version, a bad spec, silence) is
+        refused with one console line and the wait goes on: a stranger on the port cannot stop the run. When
+        the time is up, :class:`ConnectTimeout` names the last refusal.
+        """
+        deadline = time.monotonic() + timeout
+        refused: str | None = None
+        while True:
+            chan = P.Channel.from_socket(self.accept(max(0.05, deadline - time.monotonic()), refused, timeout))
+            try:
+                handshake(chan)
+                return chan
+            except (P.BridgeError, OSError) as e:
+                chan.close()
+                self.release()
+                refused = f"{type(e).__name__}: {e}"
+                self.say(f"refused a program that connected to {self.address}: {e}")
+            except BaseException:
+                chan.close()
+                self.release()
+                raise
+
+    def accept(self, timeout: float, refused: str | None = None, total: float | None = None) -> socket.socket:
         """The next program that connects, within ``timeout`` seconds; says every few seconds how long it waits.
 
         Raises:
@@ -146,8 +170,9 @@ class Listener:
             now = time.monotonic()
             waiting_for, have = max(self.expected, self.held + 1), self.held
             if now >= deadline:
-                raise ConnectTimeout(f"no program connected to {self.address} within {timeout:g} s "
-                                     f"(env.connect_timeout; {have} of {waiting_for} connected); {self.hint()}")
+                why = f"; the last one was refused ({refused[:300]})" if refused else ""
+                raise ConnectTimeout(f"no program connected to {self.address} within {total or timeout:g} s "
+                                     f"(env.connect_timeout; {have} of {waiting_for} connected){why}; {self.hint()}")
             if now >= next_report:
                 self.say(f"waiting for {waiting_for} program{'s' if waiting_for != 1 else ''} on {self.address} "
                          f"({have} connected, {deadline - now:.0f} s left)")

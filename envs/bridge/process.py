@@ -44,9 +44,6 @@ class RestartBudgetExhausted(P.BridgeError):
     """The program failed more often than the restart budget allows."""
 
 
-_is_loopback = L.is_loopback
-
-
 PRIVATE_VARIABLES = ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")
 """Variables a program never inherits: the private Ray's credentials (a program inside an env runner would
 otherwise hold the key to the cluster). ``NONDIFF_TOKEN`` is kept: pipe programs check the bridge token with it."""
@@ -110,7 +107,7 @@ class ProcessEnv(gym.Env):
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"process: address must look like host:port, got {address!r}")
-            if not _is_loopback(host) and not (allow_remote and token):
+            if not L.is_loopback(host) and not (allow_remote and token):
                 raise ValueError(f"process: {address} is not a loopback address; connecting to it needs "
                                  "allow_remote=True and a shared token (token=...) checked by the handshake")
             self._addr = (host, int(port))
@@ -167,7 +164,9 @@ class ProcessEnv(gym.Env):
                 self._check_same_spec(spec)
                 self.spec_reply, self._alive = spec, True
                 return
-            self._chan = P.Channel.from_socket(lst.accept(self.connect_timeout))
+            self._chan = lst.take(self.connect_timeout, lambda chan: self._handshake(timeout, chan))
+            self._alive = True
+            return
         elif self._addr is None:
             check_program(self._argv, self.cwd)
             life = reaper.lifeline()
@@ -190,7 +189,9 @@ class ProcessEnv(gym.Env):
         self._handshake(timeout)
         self._alive = True
 
-    def _handshake(self, timeout: float) -> None:
+    def _handshake(self, timeout: float, chan: P.Channel | None = None) -> None:
+        if chan is not None:
+            self._chan = chan
         assert self._chan is not None
         mine = P.nonce()
         P.send(self._chan, {"type": "hello", "version": P.VERSION, "nonce": mine}, timeout)

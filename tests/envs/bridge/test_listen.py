@@ -70,3 +70,15 @@ def test_the_wait_is_visible_and_bounded():
         lst.accept(1.5)
     assert any(f"waiting for 8 programs on {lst.address} (0 connected, " in line for line in lines)
     lst.close()
+
+
+def test_a_stranger_with_a_wrong_token_is_refused_and_the_wait_goes_on(heater):
+    lines: list[str] = []
+    lst = L.listener("127.0.0.1:0", "s3cret")
+    lst.say = lines.append
+    stranger = subprocess.Popen([heater, "--connect", lst.address, "--connect-wait", "1"])  # no HMAC: refused
+    with pytest.raises(L.ConnectTimeout, match="the last one was refused .*wrong or missing token"):
+        BatchProgram(listen="127.0.0.1:0", token="s3cret", connect_timeout=3)
+    assert any("refused a program that connected to" in line for line in lines)
+    stranger.kill()
+    stranger.wait()
