@@ -320,7 +320,7 @@ def make_bridge_vec_env(cfg: Any, token: str | None, instances: int | None = Non
         while len(programs) < n:
             if listen is not None:
                 kwargs["connect_timeout"] = max(0.1, deadline - time.monotonic())
-            programs.append(BatchProgram(**kwargs))
+            programs.append(BatchProgram(expect=programs[0].spec_reply, **kwargs))
         return BridgeVecEnv(programs, cfg.env.nan_policy, cfg.env.max_episode_steps)
     except P.StartupError as e:
         for p in programs:

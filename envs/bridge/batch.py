@@ -39,7 +39,16 @@ class ProgramStep:
 
 
 class BatchProgram(ProcessEnv):
-    """A program and its K instances; keyword arguments as :class:`~envs.bridge.process.ProcessEnv`."""
+    """A program and its K instances; keyword arguments as :class:`~envs.bridge.process.ProcessEnv`.
+
+    Args:
+        expect: the spec every program of the run declared; a program that declares other spaces or another
+            K is a fault (in connect mode: refused, and the wait goes on).
+    """
+
+    def __init__(self, *, expect: M.SpecReply | None = None, **kwargs: Any) -> None:
+        self.expect = expect
+        super().__init__(**kwargs)
 
     @property
     def batched(self) -> bool:

@@ -221,7 +221,7 @@ class ProcessEnv(gym.Env):
         self.spec_reply = spec
 
     def _check_same_spec(self, spec: M.SpecReply) -> None:
-        old = self.spec_reply
+        old = self.spec_reply or getattr(self, "expect", None)  # BatchProgram: the spec of the run's programs
         if old is not None and (old.observation_space != spec.observation_space or old.action_space !=
                                 spec.action_space or old.num_instances != spec.num_instances):
             raise P.ProtocolError(f"program {self.who!r} came back with other spaces or num_instances than it "

@@ -82,3 +82,23 @@ def test_a_stranger_with_a_wrong_token_is_refused_and_the_wait_goes_on(heater):
     assert any("refused a program that connected to" in line for line in lines)
     stranger.kill()
     stranger.wait()
+
+
+def test_a_program_with_another_k_is_refused_for_the_slot(heater):
+    lines: list[str] = []
+    lst = L.listener("127.0.0.1:0")
+    lst.say = lines.append
+    progs = [subprocess.Popen([heater, "--instances", "2", "--connect", lst.address, "--connect-wait", "1"])]
+    first = BatchProgram(listen="127.0.0.1:0", connect_timeout=20)
+    progs.append(subprocess.Popen([heater, "--instances", "3", "--connect", lst.address, "--connect-wait", "1"]))
+    with pytest.raises(L.ConnectTimeout, match="other spaces or num_instances"):
+        BatchProgram(listen="127.0.0.1:0", connect_timeout=2, expect=first.spec_reply)
+    progs.append(subprocess.Popen([heater, "--instances", "2", "--connect", lst.address, "--connect-wait", "1"]))
+    second = BatchProgram(listen="127.0.0.1:0", connect_timeout=20, expect=first.spec_reply)
+    assert second.num_instances == 2
+    for p in (first, second):
+        p.close()
+    L.close_all()
+    for proc in progs:
+        proc.kill()
+        proc.wait()
