@@ -46,8 +46,7 @@ def test_trust_region_converges_from_the_first_guess_and_counts_its_calls(gd_ste
 @pytest.mark.parametrize("inverse_epochs", [150, 0], ids=["trained", "untrained"])
 def test_inverse_network_through_the_frozen_surrogate_answers_without_a_call(inverse_epochs):
     pb, strat, insts = trained(inverse_epochs=inverse_epochs or 1, gd_steps=0)
-    if not inverse_epochs:  # the same network before its data-consistency training
-        strat.inv = type(strat.inv)(*[m for m in strat.inv])  # same modules: re-initialise the MLP's weights
+    if not inverse_epochs:  # the same network without its data-consistency training: fresh weights
         for m in strat.inv.modules():
             if isinstance(m, torch.nn.Linear):
                 m.reset_parameters()
