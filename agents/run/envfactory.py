@@ -232,6 +232,11 @@ def probe_spaces(cfg: RunConfig) -> tuple[gym.Space, gym.Space]:
     if cfg.agent.backend != "sb3" and cfg.env.adapter_kwargs().get("listen"):
         raise UserError("env.listen (programs that connect to nondiff) needs --backend sb3")
     try:
+        if cfg.env.adapter_kwargs().get("listen"):  # connect mode: the waiting line counts the programs the run needs
+            from envs.bridge import listen
+
+            listen.listener(str(cfg.env.adapter_kwargs()["listen"]),
+                            tokens.resolve(cfg.env.token_source()) or "").expected = cfg.train.num_envs
         env = env_factory(cfg)()
     except (envs.UnknownEnvError, envs.PluginError) as e:
         raise UserError(str(e)) from e
