@@ -54,7 +54,8 @@ def _group_worker(remote: Any, fns: CloudpickleWrapper, batch_guard: bool) -> No
             if cmd == "step":
                 venv.step_async(data)
                 obs, rews, dones, infos = venv.step_wait()
-                remote.send(("ok", (obs, rews, dones, infos, list(venv.reset_infos))))
+                fresh = {int(j): venv.reset_infos[j] for j in np.flatnonzero(dones)}  # the others did not change
+                remote.send(("ok", (obs, rews, dones, infos, fresh)))
             elif cmd == "reset":
                 venv._seeds, venv._options = list(data[0]), list(data[1])
                 remote.send(("ok", (venv.reset(), list(venv.reset_infos))))
@@ -116,7 +117,7 @@ class ThreadProcVecEnv(VecEnv):
             self._spawn(w)
         spaces = [self._started(w) for w in range(workers)]
         super().__init__(n, *spaces[0])
-        self._last_obs: list[Any] = [None] * n
+        self._last_parts: list[Any] = [None] * workers  # each worker's latest stacked observations
         self.closed = False
 
     # -- workers ---------------------------------------------------------------------------------------------
@@ -175,8 +176,9 @@ class ThreadProcVecEnv(VecEnv):
         obs, _ = self._answer(w, time.monotonic() + self.step_timeout)
         fault = Fault(FaultKind.WORKER, f"env worker {w} ({len(self.slices[w])} envs) {why}: {detail}", restart=True,
                       program=f"env worker {w}", exit_code=exit_code, restarts=self.restarts)
+        last = self._last_parts[w]
         infos = [{FAULT_KEY: fault if j == 0 else fault.merged(restart=False), "TimeLimit.truncated": True,
-                  "terminal_observation": self._last_obs[i]} for j, i in enumerate(self.slices[w])]
+                  "terminal_observation": None if last is None else _row(last, j)} for j in range(len(self.slices[w]))]
         k = len(self.slices[w])
         return obs, np.zeros(k, dtype=np.float32), np.ones(k, dtype=bool), infos
 
@@ -189,9 +191,9 @@ class ThreadProcVecEnv(VecEnv):
         for w, sl in enumerate(self.slices):
             obs, infos = self._answer(w, time.monotonic() + self.step_timeout)
             parts.append(obs)
+            self._last_parts[w] = obs
             for j, i in enumerate(sl):
                 self.reset_infos[i] = infos[j]
-                self._last_obs[i] = _row(obs, j)
         self._reset_seeds()
         self._reset_options()
         return _concat(parts, self.observation_space)
@@ -210,9 +212,9 @@ class ThreadProcVecEnv(VecEnv):
         parts, rews, dones, infos = [], [], [], []
         for w, sl in enumerate(self.slices):
             try:
-                obs, r, d, info, reset_infos = self._answer(w, deadline)
-                for j, i in enumerate(sl):
-                    self.reset_infos[i] = reset_infos[j]
+                obs, r, d, info, fresh = self._answer(w, deadline)
+                for j, reset_info in fresh.items():
+                    self.reset_infos[sl.start + j] = reset_info
             except _DEAD as e:
                 obs, r, d, info = self._replace(w, e)
                 deadline = time.monotonic() + self.step_timeout
@@ -220,8 +222,7 @@ class ThreadProcVecEnv(VecEnv):
             rews.append(r)
             dones.append(d)
             infos.extend(info)
-            for j, i in enumerate(sl):
-                self._last_obs[i] = _row(obs, j)
+            self._last_parts[w] = obs
         return (_concat(parts, self.observation_space), np.concatenate(rews).astype(np.float32),
                 np.concatenate(dones), infos)
 
