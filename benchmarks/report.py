@@ -73,8 +73,11 @@ def plots(rows: dict[str, dict[str, Any]], out: Path) -> None:
                                       {k: d[k] for k in keys}, out, "bench_p3.png")]
         elif rid == "P4":
             bars = {f"vec {k}": v["steps_per_s"] for k, v in d["vec"].items()}
-            bars["training: rollout phase"] = d["train"]["rollout_steps_per_s"]
-            bars["training: end to end"] = d["train"]["train_steps_per_s"]
+            for run in (d["train"], d.get("train_thread")):
+                if run:
+                    which = run.get("vec_env", "thread")
+                    bars[f"training ({which}): rollout phase"] = run["rollout_steps_per_s"]
+                    bars[f"training ({which}): end to end"] = run["train_steps_per_s"]
             row["plots"] = [plot_bars(f"P4: {d['num_envs']} envs × {d['latency_ms']:g} ms (steps/s)", "steps / s",
                                       bars, out, "bench_p4.png", (d["limit_steps_per_s"], "physical limit"))]
         elif rid == "P5":
