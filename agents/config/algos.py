@@ -112,5 +112,8 @@ def check_algorithm(cfg: RunConfig, action_space: Any) -> None:
         raise UserError(f"--algo {a.algo} does not take {', '.join('agent.' + k for k in foreign)}{where} "
                         f"({whose}); remove it or use that algorithm. {name} accepts: "
                         f"{', '.join(SHARED_AGENT_KEYS + accepted)}")
+    if a.backend == "rllib" and a.algo == "appo" and a.lr_schedule == "linear":
+        raise UserError("agent.lr_schedule: linear is not honoured by RLlib's APPO (its learner thread keeps the "
+                        "initial rate: train/learning_rate stays constant); use lr_schedule: constant with --algo appo")
     if "target_entropy" in a.model_fields_set and isinstance(a.ent_coef, float):
         raise UserError("agent.target_entropy applies only with agent.ent_coef: auto (a learned α); remove one")
