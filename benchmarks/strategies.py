@@ -243,9 +243,11 @@ def plot(adapter: str, res: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for name, row in res["rows"].items():
+    colours = plt.get_cmap("tab20").colors
+    for i, (name, row) in enumerate(res["rows"].items()):
         curve = np.asarray(row["curve"])
-        ax.plot(np.arange(len(curve)), curve, label=name, lw=1.4)
+        ax.plot(np.arange(len(curve)), curve, label=name, lw=1.6, color=colours[(2 * i) % 20 + (2 * i) // 20],
+                ls="-" if i < 10 else "--")
     ppo = PPO[adapter]
     ax.plot([ppo["mean_calls"]], [ppo["score"]], "k*", ms=12, label="PPO policy (quoted)")
     if "sbi NPE" in res:
