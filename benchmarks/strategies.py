@@ -208,13 +208,13 @@ def grad_quality(problem: Any, learned: dict[str, Any], insts: list[Any], budget
     return {"global": float(np.mean(glob)), "local": float(np.mean(loc))}
 
 
-def run_sbi(problem: Any, learned: dict[str, Any], insts: list[Any], samples: int = 1000) -> dict[str, Any]:
-    """sbi's NPE on the shared bank's pairs (the same simulations); the posterior mean scored like the rest."""
+def run_sbi(problem: Any, bank: Any, insts: list[Any], samples: int = 1000) -> dict[str, Any]:
+    """sbi's NPE on a bank's prior pairs (the same simulation budget); the posterior mean scored like the rest."""
     import torch
     from sbi.inference import NPE
     from sbi.utils import BoxUniform
 
-    x, c, f = learned["amortised"].bank.tensors()
+    x, c, f = bank.tensors()
     data = torch.cat([f, c], dim=1)
     keep = data.std(0) > 0  # constant features (e.g. a trace's silent start) carry nothing; sbi warns on them
     prior = BoxUniform(torch.zeros(x.shape[1]), torch.ones(x.shape[1]))
@@ -229,7 +229,7 @@ def run_sbi(problem: Any, learned: dict[str, Any], insts: list[Any], samples: in
         obs = torch.as_tensor(np.concatenate([problem.features(inst.data), problem.context_features(inst.context)]))
         # samples outside the prior box are clipped onto it rather than rejected (rejection stalls on leakage)
         draws = posterior.sample((samples,), x=obs[keep], show_progress_bars=False, reject_outside_prior=False)
-        mean = draws.clamp(0.0, 1.0).mean(0).double().numpy()
+        mean = draws.detach().clamp(0.0, 1.0).mean(0).double().numpy()
         per.append({"calls": 0, "wall_s": time.perf_counter() - t1, **problem.score(mean, inst)})
     return {"mean_calls": 0.0, "mean_wall_s": float(np.mean([r["wall_s"] for r in per])), "train_s": train_s,
             "score": float(np.mean([r[key] for r in per])),
@@ -296,7 +296,7 @@ def suite(args: argparse.Namespace) -> int:
               flush=True)
         save(adapter, res, Path(args.out))
         if adapter == "seismic" and not args.no_sbi:
-            res["sbi NPE"] = run_sbi(problem, learned, insts)
+            res["sbi NPE"] = run_sbi(problem, learned["amortised"].bank, insts)
             print(json.dumps({"row": "sbi NPE", **{k: v for k, v in res["sbi NPE"].items() if k != "instances"},
                               "loadavg": os.getloadavg()}), flush=True)
             save(adapter, res, Path(args.out))
@@ -321,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default="", help="--suite: only rows whose name contains one of these (comma-separated)")
     p.add_argument("--no-sbi", action="store_true", help="--suite: leave out sbi's NPE (the bench extra)")
     p.add_argument("--no-grad-check", action="store_true", help="--suite: leave out the gradient check and sbi")
+    p.add_argument("--sbi-into", metavar="JSON", help="add sbi's NPE (fresh prior draws, as many as the bank) to a "
+                   "--suite JSON, written to --out")
     p.add_argument("--merge", metavar="JSON", nargs="+", help="merge the rows of --suite JSON files of one adapter "
                    "(rows run in parallel processes, same seeds) into --out, and plot them")
     p.add_argument("--out", default=str(ROOT / "docs"), help="--suite: folder of the JSON and PNG files")
@@ -332,6 +334,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a blackbox: setting")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
+    if args.sbi_into:  # sbi's NPE added to a --suite JSON, on a fresh bank of as many prior draws
+        import torch
+
+        from agents.blackbox.common import PairBank
+
+        torch.set_num_threads(1)
+        res = json.loads(Path(args.sbi_into).read_text())
+        env = make_problem(res["adapter"])
+        insts = held_out(env, res["instances"])
+        bank = PairBank()
+        bank.draw(env.unwrapped.problem, res["bank_calls"], np.random.default_rng(0))
+        res["sbi NPE"] = {**run_sbi(env.unwrapped.problem, bank, insts), "bank": "fresh prior draws, seed 0",
+                          "loadavg": os.getloadavg()}
+        print(json.dumps({k: v for k, v in res["sbi NPE"].items() if k != "instances"}))
+        save(res["adapter"], res, Path(args.out))
+        return 0
     if args.merge:
         res = json.loads(Path(args.merge[0]).read_text())
         for other in args.merge[1:]:
