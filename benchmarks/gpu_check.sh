@@ -160,5 +160,9 @@ print(f"ok: {ok}; exit codes {rc}; JSON: {out}")
 sys.exit(0 if ok else 1)
 PY
 RC=$?
+if [ -n "${OUT:-}" ]; then  # the device tool brings back at most 8 files from $OUT: the JSON plus these 6
+  cp "$RUNS"/robot_train.log "$RUNS"/robot_eval.log "$RUNS"/pong_train.log "$RUNS"/pong_eval.log \
+     "$RUNS"/smi_robot.csv "$RUNS"/smi_pong.csv "$OUT"/ 2>/dev/null
+fi
 say "done"
 exit $RC
