@@ -130,6 +130,8 @@ class Listener:
         deadline = time.monotonic() + timeout
         refused: str | None = None
         while True:
+            if time.monotonic() >= deadline:  # a refused program that reconnects at once must not extend the wait
+                raise self._timeout(timeout, refused)
             chan = P.Channel.from_socket(self.accept(max(0.05, deadline - time.monotonic()), refused, timeout))
             try:
                 handshake(chan)
@@ -170,14 +172,18 @@ class Listener:
             now = time.monotonic()
             waiting_for, have = max(self.expected, self.held + 1), self.held
             if now >= deadline:
-                why = f"; the last one was refused ({refused[:300]})" if refused else ""
-                raise ConnectTimeout(f"no program connected to {self.address} within {total or timeout:g} s "
-                                     f"(env.connect_timeout; {have} of {waiting_for} connected){why}; {self.hint()}")
+                raise self._timeout(total or timeout, refused)
             if now >= next_report:
                 self.say(f"waiting for {waiting_for} program{'s' if waiting_for != 1 else ''} on {self.address} "
                          f"({have} connected, {deadline - now:.0f} s left)")
                 next_report = now + REPORT_EVERY
             select.select([self.sock], [], [], min(0.25, max(0.0, deadline - now)))
+
+    def _timeout(self, timeout: float, refused: str | None) -> ConnectTimeout:
+        waiting_for, have = max(self.expected, self.held + 1), self.held
+        why = f"; the last one was refused ({refused[:300]})" if refused else ""
+        return ConnectTimeout(f"no program connected to {self.address} within {timeout:g} s (env.connect_timeout; "
+                              f"{have} of {waiting_for} connected){why}; {self.hint()}")
 
     def close(self) -> None:
         """Stop listening and end the parked sessions (``close``); idempotent."""

@@ -73,7 +73,7 @@ def test_bad_input_exits_2_in_seconds(heater, tmp_path):
                       timeout=60)
         lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
         assert out.returncode == 2 and len(lines) == 1 and text in lines[0], (name, out.stderr)
-        assert "Traceback" not in out.stderr and time.monotonic() - t < 15, name
+        assert "Traceback" not in out.stderr and time.monotonic() - t < 25, name  # seconds, even at load 10+
         if name == "timeout":  # the wait is visible, and the line says how to start a program
             assert "waiting for 8 programs on 127.0.0.1:" in out.stderr and "--connect 127.0.0.1:" in lines[0]
     taken.close()

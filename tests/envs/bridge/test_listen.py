@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -77,8 +78,10 @@ def test_a_stranger_with_a_wrong_token_is_refused_and_the_wait_goes_on(heater):
     lst = L.listener("127.0.0.1:0", "s3cret")
     lst.say = lines.append
     stranger = subprocess.Popen([heater, "--connect", lst.address, "--connect-wait", "1"])  # no HMAC: refused
+    t = time.monotonic()
     with pytest.raises(L.ConnectTimeout, match="the last one was refused .*wrong or missing token"):
         BatchProgram(listen="127.0.0.1:0", token="s3cret", connect_timeout=3)
+    assert time.monotonic() - t < 10  # a stranger that reconnects at once does not extend the wait
     assert any("refused a program that connected to" in line for line in lines)
     stranger.kill()
     stranger.wait()
