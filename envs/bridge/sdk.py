@@ -154,6 +154,7 @@ def _serve_connecting(env: Any, address: tuple[str, int], name: str, token: str,
             chan.close()
         if once:
             return
+        time.sleep(0.2)  # no tight loop against a trainer that refuses this program
 
 
 def _loop(chan: P.Channel, env: Any, max_size: int) -> None:

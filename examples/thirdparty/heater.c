@@ -289,5 +289,7 @@ int main(int argc, char **argv) {
     int code = session();
     close(fd);
     if (code) return code;
+    struct timespec pause_between = {0, 200000000};   /* no tight loop against a trainer that refuses us */
+    nanosleep(&pause_between, NULL);
   }
 }
