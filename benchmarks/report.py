@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 STATUS = {True: "**met**", False: "**missed**", None: "— (no numeric goal)"}
+QUIET_LOAD = 1.5
+"""Rows that started at a higher 1-minute load average are marked in the summary (issue 15, item 5)."""
 
 
 def plot_p1(row: dict[str, Any], out: Path) -> str:
@@ -92,8 +94,9 @@ def plots(rows: dict[str, dict[str, Any]], out: Path) -> None:
                                       "bench_env.png")]
 
 
-def markdown(doc: dict[str, Any]) -> str:
-    """The whole docs/benchmarks.md."""
+def markdown(doc: dict[str, Any], old: str | None = None) -> str:
+    """The whole docs/benchmarks.md; with ``old`` (the file as it was), its hand-added summary rows and sections
+    (ids with no row in benchmarks.json, such as P3b) are kept in place (:func:`carry_over`)."""
     rows, m, v = doc["rows"], doc.get("machine", {}), doc.get("versions", {})
     lines = [
         "# Benchmarks",
@@ -114,6 +117,9 @@ def markdown(doc: dict[str, Any]) -> str:
         r = rows[rid]
         status = STATUS[r.get("met")] if "error" not in r else "**failed to run**"
         quick = " *(quick)*" if r.get("quick") else ""
+        load = r.get("loadavg_at_start")
+        if isinstance(load, int | float) and load > QUIET_LOAD:
+            quick += f" *(taken at load {load:.1f} > {QUIET_LOAD}: to be re-run on a quiet machine)*"
         lines.append(f"| {rid} | {r['title']} | {r['figure']}{quick} | {r['goal']} | {status} | `{r['command']}` |")
     lines.append("")
     for rid in sorted(rows, key=_order):
@@ -128,7 +134,52 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += [r.get("details", ""), ""]
         for png in r.get("plots", []):
             lines += [f"![{rid}]({png})", ""]
-    return "\n".join(lines).rstrip() + "\n"
+    text = "\n".join(lines).rstrip() + "\n"
+    return carry_over(text, old, set(rows)) if old else text
+
+
+def _blocks(lines: list[str]) -> list[tuple[str | None, list[str]]]:
+    """``lines`` cut at each ``## `` heading: (heading, its lines); the part before the first has heading None."""
+    out: list[tuple[str | None, list[str]]] = [(None, [])]
+    for line in lines:
+        if line.startswith("## "):
+            out.append((line, []))
+        out[-1][1].append(line)
+    return out
+
+
+def carry_over(new: str, old: str, ids: set[str]) -> str:
+    """``new`` plus the summary rows and ``## `` sections of ``old`` that belong to no id in ``ids``, each put
+    after the row or section it followed in ``old``."""
+    def row_id(line: str) -> str | None:
+        cells = line.split("|")
+        return cells[1].strip() if line.startswith("| ") and len(cells) > 2 else None
+
+    def own(heading: str) -> bool:
+        return any(heading.startswith(f"## {rid}: ") for rid in ids)
+
+    old_lines, new_lines = old.rstrip("\n").split("\n"), new.rstrip("\n").split("\n")
+    prev: str | None = None
+    head_end = next((i for i, x in enumerate(new_lines) if x.startswith("## ")), len(new_lines))
+    for line in _blocks(old_lines)[0][1]:  # the summary table's rows (before the first section)
+        rid = row_id(line)
+        if rid is None or rid in ("id", "---"):
+            continue
+        if rid not in ids and line not in new_lines:
+            at = next((i for i, x in enumerate(new_lines[:head_end]) if prev is not None and row_id(x) == prev), None)
+            if at is None:
+                at = max((i for i, x in enumerate(new_lines[:head_end]) if row_id(x) in ids), default=head_end - 1)
+            new_lines.insert(at + 1, line)
+            head_end += 1
+        prev = rid
+    blocks = _blocks(new_lines)
+    prev_heading: str | None = None
+    for heading, body in _blocks(old_lines)[1:]:  # sections
+        if heading is not None and not own(heading) and all(h != heading for h, _ in blocks):
+            at = next((i for i, (h, _) in enumerate(blocks) if h == prev_heading), len(blocks) - 1)
+            blocks.insert(at + 1, (heading, body if body[-1] == "" else [*body, ""]))
+        prev_heading = heading
+    return "\n".join(line for _, body in blocks for line in body).rstrip() + "\n"
 
 
 def _order(rid: str) -> tuple[int, str]:

@@ -178,8 +178,9 @@ def render(out: Path) -> int:
             row.update(TEXTS[rid](row["data"]))
     report.plots(doc["rows"], out)
     path.write_text(json.dumps(doc, indent=1, default=float) + "\n")
-    (out / "benchmarks.md").write_text(report.markdown(doc))
-    print(f"rewrote {out / 'benchmarks.md'} from {path}")
+    md = out / "benchmarks.md"
+    md.write_text(report.markdown(doc, md.read_text() if md.is_file() else None))
+    print(f"rewrote {md} from {path}")
     return 0
 
 
@@ -219,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     doc["machine"], doc["versions"] = machine(), versions()
     report.plots(doc["rows"], out)
     path.write_text(json.dumps(doc, indent=1, default=float) + "\n")
-    (out / "benchmarks.md").write_text(report.markdown(doc))
-    print(f"wrote {path} and {out / 'benchmarks.md'}")
+    md = out / "benchmarks.md"  # hand-added rows and sections (ids not in the json) are kept
+    md.write_text(report.markdown(doc, md.read_text() if md.is_file() else None))
+    print(f"wrote {path} and {md}")
     return 1 if any("error" in r for r in new.values()) else 0
 
 

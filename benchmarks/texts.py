@@ -71,19 +71,24 @@ def p2_text(d: dict[str, Any]) -> dict[str, str]:
     figure = (f"**{d['loop_ratio']:.3f}** (training loop, median of {len(d['pairs'])} rounds side by side: "
               f"{d['nondiff_loop_steps_per_s']:,.0f} vs {d['plain_loop_steps_per_s']:,.0f} steps/s); steady state "
               f"{d['steady_ratio']:.3f}; end to end, start-up included: {d['e2e_ratio']:.3f}")
+    if "cpu_ratio" in d:
+        figure += f"; per CPU-second (steady, the least load-sensitive) **{d['cpu_ratio']:.3f}**"
     if per_env:
         figure += (f"; with the per-env checks (`train.batch_guard=false`) {d['per_env_loop_ratio']:.3f} "
-                   f"(steady {d['per_env_steady_ratio']:.3f}); load {min(d['loadavg']):.1f}–{max(d['loadavg']):.1f}")
+                   f"(steady {d['per_env_steady_ratio']:.3f}"
+                   + (f", per CPU-second {d['per_env_cpu_ratio']:.3f}" if "per_env_cpu_ratio" in d else "")
+                   + f"); load {min(d['loadavg']):.1f}–{max(d['loadavg']):.1f}")
     if per_env:
-        table = ["| round | order | load (start of each run) | nondiff loop steps/s | per-env checks loop steps/s | "
+        table = ["| round | order | load (end of each run) | nondiff loop steps/s | per-env checks loop steps/s | "
                  "plain loop steps/s | loop ratio | per-env loop ratio | steady ratio | per-env steady ratio | "
-                 "end-to-end ratio |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                 "CPU ratio | per-env CPU ratio | end-to-end ratio |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for i, p in enumerate(d["pairs"]):
             loads = " / ".join(str(p[a].get("loadavg", "?")) for a in p["order"])
             table.append(f"| {i + 1} | {' → '.join(p['order'])} | {loads} | {p['nondiff']['loop_steps_per_s']:,.0f} | "
                          f"{p['nondiff_per_env']['loop_steps_per_s']:,.0f} | {p['plain']['loop_steps_per_s']:,.0f} | "
                          f"{p['loop_ratio']:.3f} | {p['per_env_loop_ratio']:.3f} | {p['steady_ratio']:.3f} | "
-                         f"{p['per_env_steady_ratio']:.3f} | {p['e2e_ratio']:.3f} |")
+                         f"{p['per_env_steady_ratio']:.3f} | {p.get('cpu_ratio', float('nan')):.3f} | "
+                         f"{p.get('per_env_cpu_ratio', float('nan')):.3f} | {p['e2e_ratio']:.3f} |")
     else:  # rows measured before the third arm existed
         table = ["| pair | order | load | nondiff loop steps/s | plain loop steps/s | loop ratio | steady-state ratio | "
                  "end-to-end ratio |", "|---|---|---|---|---|---|---|---|"]
@@ -101,7 +106,9 @@ def p2_text(d: dict[str, Any]) -> dict[str, str]:
                "loop figure (the goal's) is steps over the duration of training (nondiff: its final progress line, "
                "timed from the session start, TensorBoard set-up included; plain: around `model.learn`); the "
                "steady-state figure is steps over time between the first and the last progress report, both taken "
-               "after an update on the parent's clock. Per env step nondiff adds the Guard (crash containment, "
+               "after an update on the parent's clock; the CPU figure is steps per CPU-second of each child over "
+               "that same span (utime + stime from /proc as each progress line arrives), which a busy machine "
+               "disturbs far less than wall time. Per env step nondiff adds the Guard (crash containment, "
                "the checks, a latency timer) and per vector step one callback (progress, env-health counters); "
                "per run the TensorBoard writer and the hyperparameter text, which the plain script does not log. "
                f"{verdict} The spread between rounds shows the shared machine's noise.\n\n" + "\n".join(table) +
