@@ -46,6 +46,8 @@ def validate(raw: dict[str, Any], source: str) -> RunConfig:
         path = ".".join(str(p) for p in err["loc"])
         got = REDACTED if path.endswith("token") else _redact_input(err.get("input"))
         msg = err["msg"][:1].lower() + err["msg"][1:]
+        if not path:  # a check across sections (RunConfig's own validator): its message names the keys
+            raise UserError(f"{source}: {msg.removeprefix('value error, ')}") from e
         raise UserError(f"{source}: '{path}' {msg} (got {got!r}); fix the value in the YAML "
                         f"or with --set {path}=VALUE") from e
 

@@ -358,6 +358,14 @@ class RunConfig(_Section):
     """Written by nondiff: package versions, the seed (drawn when none was given), the config file and the step
     the run started from; the command lines are in command.txt. Ignored on input."""
 
+    @model_validator(mode="after")
+    def _threadproc_is_sb3(self) -> RunConfig:
+        if self.train.vec_env == "threadproc" and self.agent.backend != "sb3":
+            raise ValueError(f"train.vec_env: threadproc is for the sb3 backend, got agent.backend: "
+                             f"{self.agent.backend}; on rllib the env runners are the processes: use "
+                             "train.vec_env: thread with rllib.num_env_runners")
+        return self
+
 
 SECTIONS: dict[str, type[BaseModel]] = {"env": EnvConfig, "agent": AgentConfig, "train": TrainConfig,
                                         "eval": EvalConfig, "rllib": RLlibSection, "blackbox": BlackBoxSection}

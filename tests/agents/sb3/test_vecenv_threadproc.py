@@ -11,6 +11,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import pytest
 from conftest import ROOT
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
@@ -159,3 +160,13 @@ def _children(pid: int) -> list[int]:
         return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
     except OSError:
         return []
+
+
+def test_threadproc_on_rllib_is_refused_in_one_line():
+    from agents.config.loading import validate
+    from agents.errors import UserError
+
+    with pytest.raises(UserError, match=r"^x.yaml: train.vec_env: threadproc is for the sb3 backend, got "
+                                        r"agent.backend: rllib; .* use train.vec_env: thread"):
+        validate({"env": {"id": "robot"}, "agent": {"backend": "rllib"}, "train": {"vec_env": "threadproc"}}, "x.yaml")
+    assert validate({"env": {"id": "robot"}, "train": {"vec_env": "threadproc", "env_workers": 3}}, "x.yaml")
