@@ -256,7 +256,7 @@ def plot(adapter: str, res: dict[str, Any], path: Path) -> None:
     ax.set_xscale("symlog", linthresh=20)
     ax.set_xlabel("forward calls per instance (best checked point so far; 0 = the strategy's no-call answer)")
     ax.set_ylabel(f"mean {res['key']} over {res['instances']} held-out instances")
-    ax.set_title(f"{adapter}: error against forward calls per instance ({res['train_calls_all']:,} training calls)")
+    ax.set_title(f"{adapter}: {res['key']} against forward calls per instance ({res['train_calls_all']:,} training calls)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -303,9 +303,10 @@ def suite(args: argparse.Namespace) -> int:
     return 0
 
 
-def save(adapter: str, res: dict[str, Any], out: Path) -> None:
-    """The adapter's JSON and plot (rewritten as rows are added)."""
-    res["loadavg_end"] = os.getloadavg()
+def save(adapter: str, res: dict[str, Any], out: Path, stamp: bool = True) -> None:
+    """The adapter's JSON and plot (rewritten as rows are added; ``stamp``: record the load average now)."""
+    if stamp or "loadavg_end" not in res:
+        res["loadavg_end"] = os.getloadavg()
     out.mkdir(parents=True, exist_ok=True)
     (out / f"strategies_{adapter}.json").write_text(json.dumps(res, indent=1, default=float))
     plot(adapter, res, out / f"strategies_{adapter}.png")
@@ -359,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             res["rows"].update(more["rows"])
             res.update({k: v for k, v in more.items() if k not in res})
         res["rows"] = {k: res["rows"][k] for k in ROWS if k in res["rows"]}
-        save(res["adapter"], res, Path(args.out))
+        save(res["adapter"], res, Path(args.out), stamp=False)
         return 0
     if args.suite:
         args.train_calls = 4096 if args.train_calls is None else args.train_calls
