@@ -18,10 +18,12 @@ Forward calls are exact counts of the problem's black box and do not depend on t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -220,9 +222,10 @@ def run_sbi(problem: Any, bank: Any, insts: list[Any], samples: int = 1000) -> d
     prior = BoxUniform(torch.zeros(x.shape[1]), torch.ones(x.shape[1]))
     t0 = time.perf_counter()
     torch.manual_seed(0)
-    npe = NPE(prior=prior, show_progress_bars=False)
-    npe.append_simulations(x, data[:, keep]).train()
-    posterior = npe.build_posterior()
+    with tempfile.TemporaryDirectory() as logs, contextlib.chdir(logs):  # sbi's TensorBoard logs: ./sbi-logs
+        npe = NPE(prior=prior, show_progress_bars=False)
+        npe.append_simulations(x, data[:, keep]).train()
+        posterior = npe.build_posterior()
     train_s, key, per = time.perf_counter() - t0, problem.score_key, []
     for inst in insts:
         t1 = time.perf_counter()
