@@ -24,11 +24,8 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper, VecEnv
 
-from agents.errors import EnvFailure
-from envs.bridge.protocol import check_stop
+from agents.sb3.workers import DEAD, WorkerPool, why
 from envs.faults import FAULT_KEY, EnvGaveUp, Fault, FaultKind
-
-_DEAD = (EOFError, ConnectionResetError, BrokenPipeError, OSError, TimeoutError, RuntimeError)
 
 
 def _group_worker(remote: Any, fns: CloudpickleWrapper, batch_guard: bool) -> None:
@@ -87,7 +84,7 @@ def _row(obs: Any, j: int) -> Any:
     return {k: v[j] for k, v in obs.items()} if isinstance(obs, dict) else obs[j]
 
 
-class ThreadProcVecEnv(VecEnv):
+class ThreadProcVecEnv(WorkerPool, VecEnv):
     """Worker processes, each stepping its slice of the envs with threads; a dead or hung worker is replaced.
 
     Args:
@@ -129,53 +126,14 @@ class ThreadProcVecEnv(VecEnv):
         child.close()
         self.procs[w], self.remotes[w] = proc, parent
 
-    def _kill(self, w: int) -> None:
-        self.procs[w].kill()
-        self.procs[w].join(5)
-        self.remotes[w].close()
-
-    def _started(self, w: int) -> Any:
-        """The spaces worker ``w`` reports once its envs are built; a worker that dies meanwhile is replaced."""
-        while True:
-            try:
-                return self._answer(w, time.monotonic() + self.step_timeout)
-            except _DEAD as e:
-                self._kill(w)
-                if self.restarts >= self.max_restarts:
-                    raise EnvFailure(f"env worker {w} failed to start ({type(e).__name__}: {e}); worker restart "
-                                     f"budget of {self.max_restarts} spent") from e
-                self.restarts += 1
-                self._spawn(w)
-
-    def _answer(self, w: int, deadline: float) -> Any:
-        """The next reply of worker ``w``; raises TimeoutError or EOFError when it is hung or gone."""
-        remote = self.remotes[w]
-        while not remote.poll(min(0.25, max(0.0, deadline - time.monotonic()))):  # slices: a stop acts in < 2 s
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"worker {w} gave no answer within {self.step_timeout:g}s")
-            check_stop()
-        kind, data = remote.recv()
-        if kind == "fatal":
-            raise EnvFailure(data)
-        if kind == "error":
-            raise RuntimeError(data)
-        return data
-
     def _replace(self, w: int, error: BaseException) -> tuple[Any, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         """Respawn worker ``w``; its envs' transitions end truncated with a ``worker`` fault, on fresh observations."""
-        why = "hung" if isinstance(error, TimeoutError) else "raised" if isinstance(error, RuntimeError) else "died"
-        self._kill(w)
-        exit_code = self.procs[w].exitcode
+        exit_code = self._respawn(w, error)
         detail = str(error) or type(error).__name__
-        if self.restarts >= self.max_restarts:
-            raise EnvFailure(f"env worker {w} {why} ({detail}); worker restart budget of {self.max_restarts} spent")
-        self.restarts += 1
-        self._spawn(w)
-        self._started(w)
         self.remotes[w].send(("reset", ([None] * len(self.slices[w]), [{}] * len(self.slices[w]))))
         obs, _ = self._answer(w, time.monotonic() + self.step_timeout)
-        fault = Fault(FaultKind.WORKER, f"env worker {w} ({len(self.slices[w])} envs) {why}: {detail}", restart=True,
-                      program=f"env worker {w}", exit_code=exit_code, restarts=self.restarts)
+        fault = Fault(FaultKind.WORKER, f"env worker {w} ({len(self.slices[w])} envs) {why(error)}: {detail}",
+                      restart=True, program=f"env worker {w}", exit_code=exit_code, restarts=self.restarts)
         last = self._last_parts[w]
         infos = [{FAULT_KEY: fault if j == 0 else fault.merged(restart=False), "TimeLimit.truncated": True,
                   "terminal_observation": None if last is None else _row(last, j)} for j in range(len(self.slices[w]))]
@@ -215,7 +173,7 @@ class ThreadProcVecEnv(VecEnv):
                 obs, r, d, info, fresh = self._answer(w, deadline)
                 for j, reset_info in fresh.items():
                     self.reset_infos[sl.start + j] = reset_info
-            except _DEAD as e:
+            except DEAD as e:
                 obs, r, d, info = self._replace(w, e)
                 deadline = time.monotonic() + self.step_timeout
             parts.append(obs)
@@ -272,15 +230,6 @@ class ThreadProcVecEnv(VecEnv):
         """Close every env and stop the workers."""
         if self.closed:
             return
-        for w in range(len(self.slices)):
-            try:
-                self.remotes[w].send(("close", None))
-                if self.remotes[w].poll(5):
-                    self.remotes[w].recv()
-            except (OSError, EOFError):
-                pass
-            self.procs[w].join(5)
-            if self.procs[w].is_alive():
-                self.procs[w].kill()
+        self._close_workers()
         self.closed = True
 

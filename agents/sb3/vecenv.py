@@ -31,9 +31,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper, VecEnv
 from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs
 
-from agents.errors import EnvFailure
 from agents.sb3.batchguard import BatchGuard
-from envs.bridge.protocol import check_stop
+from agents.sb3.workers import DEAD, WorkerPool, why
 from envs.faults import FAULT_KEY, EnvGaveUp, Fault, FaultKind
 
 
@@ -89,7 +88,7 @@ def _worker(remote: Any, fn_wrapper: CloudpickleWrapper) -> None:
             remote.send(("error", f"{type(e).__name__}: {e}"))
 
 
-class ResilientVecEnv(VecEnv):
+class ResilientVecEnv(WorkerPool, VecEnv):
     """Subprocess vector env with per-step deadlines and worker respawn.
 
     Args:
@@ -105,72 +104,37 @@ class ResilientVecEnv(VecEnv):
         self.ctx: Any = mp.get_context(start_method)
         self.step_timeout, self.max_restarts = step_timeout, max_restarts
         self.restarts = 0
-        self.workers: list[tuple[Any, Any]] = [self._spawn(i) for i in range(len(self.env_fns))]
-        spaces = [self._started(i) for i in range(len(self.workers))]
+        self.procs: list[Any] = [None] * len(self.env_fns)
+        self.remotes: list[Any] = [None] * len(self.env_fns)
+        for i in range(len(self.env_fns)):
+            self._spawn(i)
+        spaces = [self._started(i) for i in range(len(self.env_fns))]
         super().__init__(len(self.env_fns), *spaces[0])
         self._last_obs: list[Any] = [None] * self.num_envs
         self.closed = False
 
-    def _spawn(self, i: int) -> tuple[Any, Any]:
+    def _spawn(self, i: int) -> None:
         parent, child = self.ctx.Pipe()
         proc = self.ctx.Process(target=_worker, args=(child, CloudpickleWrapper(self.env_fns[i])), daemon=True)
         proc.start()
         child.close()
-        return proc, parent
+        self.procs[i], self.remotes[i] = proc, parent
 
-    def _started(self, i: int) -> Any:
-        """The spaces worker ``i`` reports once its env is built; a worker that dies meanwhile is replaced."""
-        while True:
-            try:
-                return self._answer(i, time.monotonic() + self.step_timeout)
-            except (EOFError, ConnectionResetError, OSError, TimeoutError, RuntimeError) as e:
-                proc, remote = self.workers[i]
-                proc.kill()
-                proc.join(5)
-                remote.close()
-                if self.restarts >= self.max_restarts:
-                    raise EnvFailure(f"env worker {i} failed to start ({type(e).__name__}: {e}); worker restart "
-                                     f"budget of {self.max_restarts} spent") from e
-                self.restarts += 1
-                self.workers[i] = self._spawn(i)
-
-    def _answer(self, i: int, deadline: float) -> Any:
-        """The next reply of worker ``i``; raises TimeoutError or EOFError when it is hung or gone."""
-        proc, remote = self.workers[i]
-        while not remote.poll(min(0.25, max(0.0, deadline - time.monotonic()))):  # slices: a stop acts in < 2 s
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"worker {i} gave no answer within {self.step_timeout:g}s")
-            check_stop()
-        kind, data = remote.recv()
-        if kind == "fatal":
-            raise EnvFailure(data)
-        if kind == "error":
-            raise RuntimeError(data)
-        return data
-
-    def _replace(self, i: int, why: str, detail: str) -> Fault:
-        proc, remote = self.workers[i]
-        proc.kill()
-        proc.join(5)
-        remote.close()
-        if self.restarts >= self.max_restarts:
-            raise EnvFailure(f"env worker {i} {why} ({detail}); worker restart budget of {self.max_restarts} spent")
-        self.restarts += 1
-        self.workers[i] = self._spawn(i)
-        self._started(i)
+    def _replace(self, i: int, error: BaseException) -> Fault:
+        exit_code = self._respawn(i, error)
         # no budget on the fault: worker respawns have their own (max_restarts), apart from the programs' one
-        return Fault(FaultKind.WORKER, f"env worker {i} {why}: {detail}", restart=True, program=f"env worker {i}",
-                     exit_code=proc.exitcode, restarts=self.restarts)
+        return Fault(FaultKind.WORKER, f"env worker {i} {why(error)}: {str(error) or type(error).__name__}",
+                     restart=True, program=f"env worker {i}", exit_code=exit_code, restarts=self.restarts)
 
     def _fresh_obs(self, i: int) -> Any:
-        self.workers[i][1].send(("reset", (None, None)))
+        self.remotes[i].send(("reset", (None, None)))
         obs, _ = self._answer(i, time.monotonic() + self.step_timeout)
         return obs
 
     # -- VecEnv API -------------------------------------------------------------------------------------
     def reset(self) -> Any:
         """Reset every env (with the seeds given to :meth:`seed`)."""
-        for i, (_, remote) in enumerate(self.workers):
+        for i, remote in enumerate(self.remotes):
             remote.send(("reset", (self._seeds[i], self._options[i])))
         obs = []
         for i in range(self.num_envs):
@@ -183,7 +147,7 @@ class ResilientVecEnv(VecEnv):
 
     def step_async(self, actions: np.ndarray) -> None:
         """Send one action to each worker."""
-        for i, (_, remote) in enumerate(self.workers):
+        for i, remote in enumerate(self.remotes):
             try:
                 remote.send(("step", actions[i]))
             except (BrokenPipeError, ConnectionResetError, OSError):
@@ -196,9 +160,8 @@ class ResilientVecEnv(VecEnv):
         for i in range(self.num_envs):
             try:
                 o, r, d, info, self.reset_infos[i] = self._answer(i, deadline)
-            except (EOFError, ConnectionResetError, BrokenPipeError, OSError, TimeoutError, RuntimeError) as e:
-                why = "hung" if isinstance(e, TimeoutError) else "raised" if isinstance(e, RuntimeError) else "died"
-                info = {FAULT_KEY: self._replace(i, why, str(e) or type(e).__name__), "TimeLimit.truncated": True,
+            except DEAD as e:
+                info = {FAULT_KEY: self._replace(i, e), "TimeLimit.truncated": True,
                         "terminal_observation": self._last_obs[i]}
                 o, r, d = self._fresh_obs(i), 0.0, True
                 deadline = time.monotonic() + self.step_timeout
@@ -212,7 +175,7 @@ class ResilientVecEnv(VecEnv):
     def _call(self, cmd: str, data: Any, indices: Any) -> list[Any]:
         idx = self._get_indices(indices)
         for i in idx:
-            self.workers[i][1].send((cmd, data))
+            self.remotes[i].send((cmd, data))
         out, error = [], None
         for i in idx:  # read every answer, so that none is left in a pipe for the next command
             try:
@@ -247,16 +210,7 @@ class ResilientVecEnv(VecEnv):
         """Close every env and stop the workers."""
         if self.closed:
             return
-        for proc, remote in self.workers:
-            try:
-                remote.send(("close", None))
-                if remote.poll(5):
-                    remote.recv()
-            except (OSError, EOFError):
-                pass
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
+        self._close_workers()
         self.closed = True
 
 

@@ -26,8 +26,8 @@ def test_an_unknown_command_is_answered_at_once(venv):
 
 def test_a_killed_worker_is_a_typed_worker_fault(venv):
     venv.reset()
-    venv.workers[1][0].kill()
-    venv.workers[1][0].join(5)
+    venv.procs[1].kill()
+    venv.procs[1].join(5)
     obs, rewards, dones, infos = venv.step(np.array([0, 1]))
     assert not faults_in(infos[0]) and dones[1] and rewards[1] == 0.0
     fault = infos[1][FAULT_KEY]

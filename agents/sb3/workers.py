@@ -1,0 +1,93 @@
+"""Worker processes that answer over pipes, supervised: a deadline on every answer, respawn under a budget.
+
+Shared by :class:`~agents.sb3.vecenv.ResilientVecEnv` (one env per worker) and
+:class:`~agents.sb3.threadproc.ThreadProcVecEnv` (a group of threaded envs per worker). A worker answers
+``(kind, data)``: ``ok`` with its data, ``error`` for an exception of its env (``RuntimeError`` here), or
+``fatal`` for one that ends training (:class:`~agents.errors.EnvFailure`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from agents.errors import EnvFailure
+from envs.bridge.protocol import check_stop
+
+DEAD = (EOFError, ConnectionResetError, BrokenPipeError, OSError, TimeoutError, RuntimeError)
+"""What a dead, hung or raising worker gives :meth:`WorkerPool._answer`'s caller."""
+
+
+def why(error: BaseException) -> str:
+    """``hung``, ``raised`` or ``died``: what became of a worker that gave ``error``."""
+    return "hung" if isinstance(error, TimeoutError) else "raised" if isinstance(error, RuntimeError) else "died"
+
+
+class WorkerPool:
+    """Mixin: ``procs[w]``/``remotes[w]`` of each worker, set by the subclass's :meth:`_spawn`."""
+
+    procs: list[Any]
+    remotes: list[Any]
+    step_timeout: float
+    max_restarts: int
+    restarts: int
+
+    def _spawn(self, w: int) -> None:
+        """Start worker ``w`` and set ``procs[w]`` and ``remotes[w]``."""
+        raise NotImplementedError
+
+    def _kill(self, w: int) -> None:
+        self.procs[w].kill()
+        self.procs[w].join(5)
+        self.remotes[w].close()
+
+    def _started(self, w: int) -> Any:
+        """The spaces worker ``w`` reports once its envs are built; a worker that dies meanwhile is replaced."""
+        while True:
+            try:
+                return self._answer(w, time.monotonic() + self.step_timeout)
+            except DEAD as e:
+                self._kill(w)
+                if self.restarts >= self.max_restarts:
+                    raise EnvFailure(f"env worker {w} failed to start ({type(e).__name__}: {e}); worker restart "
+                                     f"budget of {self.max_restarts} spent") from e
+                self.restarts += 1
+                self._spawn(w)
+
+    def _answer(self, w: int, deadline: float) -> Any:
+        """The next reply of worker ``w``; raises TimeoutError or EOFError when it is hung or gone."""
+        remote = self.remotes[w]
+        while not remote.poll(min(0.25, max(0.0, deadline - time.monotonic()))):  # slices: a stop acts in < 2 s
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"worker {w} gave no answer within {self.step_timeout:g}s")
+            check_stop()
+        kind, data = remote.recv()
+        if kind == "fatal":
+            raise EnvFailure(data)
+        if kind == "error":
+            raise RuntimeError(data)
+        return data
+
+    def _respawn(self, w: int, error: BaseException) -> int | None:
+        """Kill worker ``w`` after ``error`` and start a fresh one within the budget; the old one's exit code."""
+        self._kill(w)
+        exit_code = self.procs[w].exitcode
+        if self.restarts >= self.max_restarts:
+            raise EnvFailure(f"env worker {w} {why(error)} ({str(error) or type(error).__name__}); worker restart "
+                             f"budget of {self.max_restarts} spent")
+        self.restarts += 1
+        self._spawn(w)
+        self._started(w)
+        return exit_code  # type: ignore[no-any-return]
+
+    def _close_workers(self) -> None:
+        for proc, remote in zip(self.procs, self.remotes):
+            try:
+                remote.send(("close", None))
+                if remote.poll(5):
+                    remote.recv()
+            except (OSError, EOFError):
+                pass
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
