@@ -15,7 +15,6 @@ come back per env, as from the other vector envs, so health metrics stay exact.
 from __future__ import annotations
 
 import multiprocessing as mp
-import signal
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,53 +23,39 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper, VecEnv
 
-from agents.sb3.workers import DEAD, WorkerPool, why
-from envs.faults import FAULT_KEY, EnvGaveUp, Fault, FaultKind
+from agents.sb3.workers import DEAD, UnknownCommand, WorkerPool, serve, why
+from envs.faults import FAULT_KEY, Fault, FaultKind
 
 
 def _group_worker(remote: Any, fns: CloudpickleWrapper, batch_guard: bool) -> None:
     """A worker process: one ThreadVecEnv over its slice of envs, driven by (command, data) messages."""
-    import ctypes
 
-    try:  # die with the trainer, so that nothing outlives a SIGKILLed run
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)
-    except OSError:
-        pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from agents.sb3.vecenv import ThreadVecEnv
-    from envs.bridge.process import RestartBudgetExhausted
+    def build() -> tuple[Any, Callable[[str, Any], Any]]:
+        from agents.sb3.vecenv import ThreadVecEnv
 
-    venv = ThreadVecEnv(fns.var, batch_guard=batch_guard)
-    remote.send(("ok", (venv.observation_space, venv.action_space)))
-    while True:
-        try:
-            cmd, data = remote.recv()
-        except (EOFError, KeyboardInterrupt):
-            break
-        try:
+        venv = ThreadVecEnv(fns.var, batch_guard=batch_guard)
+
+        def handle(cmd: str, data: Any) -> Any:
             if cmd == "step":
                 venv.step_async(data)
                 obs, rews, dones, infos = venv.step_wait()
                 fresh = {int(j): venv.reset_infos[j] for j in np.flatnonzero(dones)}  # the others did not change
-                remote.send(("ok", (obs, rews, dones, infos, fresh)))
-            elif cmd == "reset":
+                return obs, rews, dones, infos, fresh
+            if cmd == "reset":
                 venv._seeds, venv._options = list(data[0]), list(data[1])
-                remote.send(("ok", (venv.reset(), list(venv.reset_infos))))
-            elif cmd in ("get_attr", "set_attr", "env_method", "env_is_wrapped"):
+                return venv.reset(), list(venv.reset_infos)
+            if cmd in ("get_attr", "set_attr", "env_method", "env_is_wrapped"):
                 name, args, kwargs = data
-                remote.send(("ok", getattr(venv, cmd)(name, *args, **kwargs)))
-            elif cmd == "render":
-                remote.send(("ok", venv.get_images()))
-            elif cmd == "close":
-                venv.close()
-                remote.send(("ok", None))
-                break
-            else:  # answer at once: the parent would otherwise wait out its deadline
-                remote.send(("error", f"unknown command {cmd!r}"))
-        except (RestartBudgetExhausted, EnvGaveUp) as e:
-            remote.send(("fatal", str(e)))
-        except Exception as e:  # an env failed beyond its Guard: the parent replaces this worker
-            remote.send(("error", f"{type(e).__name__}: {e}"))
+                return getattr(venv, cmd)(name, *args, **kwargs)
+            if cmd == "render":
+                return venv.get_images()
+            if cmd == "close":
+                return venv.close()
+            raise UnknownCommand(cmd)
+
+        return (venv.observation_space, venv.action_space), handle
+
+    serve(remote, build)
 
 
 def _concat(parts: Sequence[Any], space: gym.Space) -> Any:

@@ -16,10 +16,8 @@ env that gave up inside a worker (the bridge's ``RestartBudgetExhausted``, the G
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing as mp
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,26 +30,17 @@ from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper, Ve
 from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs
 
 from agents.sb3.batchguard import BatchGuard
-from agents.sb3.workers import DEAD, WorkerPool, why
-from envs.faults import FAULT_KEY, EnvGaveUp, Fault, FaultKind
+from agents.sb3.workers import DEAD, UnknownCommand, WorkerPool, serve, why
+from envs.faults import FAULT_KEY, Fault, FaultKind
 
 
 def _worker(remote: Any, fn_wrapper: CloudpickleWrapper) -> None:
-    try:  # die with the trainer, so that nothing outlives a SIGKILLed run
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)
-    except OSError:
-        pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from envs.bridge.process import RestartBudgetExhausted
+    """A worker process of :class:`ResilientVecEnv`: one env, driven by (command, data) messages."""
 
-    env = fn_wrapper.var()
-    remote.send(("ok", (env.observation_space, env.action_space)))
-    while True:
-        try:
-            cmd, data = remote.recv()
-        except (EOFError, KeyboardInterrupt):
-            break
-        try:
+    def build() -> tuple[Any, Callable[[str, Any], Any]]:
+        env = fn_wrapper.var()
+
+        def handle(cmd: str, data: Any) -> Any:
             if cmd == "step":
                 obs, reward, terminated, truncated, info = env.step(data)
                 done = terminated or truncated
@@ -60,32 +49,29 @@ def _worker(remote: Any, fn_wrapper: CloudpickleWrapper) -> None:
                 if done:
                     info["terminal_observation"] = obs
                     obs, reset_info = env.reset()
-                remote.send(("ok", (obs, reward, done, info, reset_info)))
-            elif cmd == "reset":
-                remote.send(("ok", env.reset(seed=data[0], **({"options": data[1]} if data[1] else {}))))
-            elif cmd == "render":
-                remote.send(("ok", env.render()))
-            elif cmd == "get_attr":
-                remote.send(("ok", env.get_wrapper_attr(data)))
-            elif cmd == "set_attr":
+                return obs, reward, done, info, reset_info
+            if cmd == "reset":
+                return env.reset(seed=data[0], **({"options": data[1]} if data[1] else {}))
+            if cmd == "render":
+                return env.render()
+            if cmd == "get_attr":
+                return env.get_wrapper_attr(data)
+            if cmd == "set_attr":
                 setattr(env.unwrapped, data[0], data[1])
-                remote.send(("ok", None))
-            elif cmd == "env_method":
-                remote.send(("ok", env.get_wrapper_attr(data[0])(*data[1], **data[2])))
-            elif cmd == "is_wrapped":
+                return None
+            if cmd == "env_method":
+                return env.get_wrapper_attr(data[0])(*data[1], **data[2])
+            if cmd == "is_wrapped":
                 from stable_baselines3.common.env_util import is_wrapped
 
-                remote.send(("ok", is_wrapped(env, data)))
-            elif cmd == "close":
-                env.close()
-                remote.send(("ok", None))
-                break
-            else:  # answer at once: the parent would otherwise wait out its deadline
-                remote.send(("error", f"unknown command {cmd!r}"))
-        except (RestartBudgetExhausted, EnvGaveUp) as e:
-            remote.send(("fatal", str(e)))
-        except Exception as e:  # the adapter itself failed: the parent replaces this worker
-            remote.send(("error", f"{type(e).__name__}: {e}"))
+                return is_wrapped(env, data)
+            if cmd == "close":
+                return env.close()
+            raise UnknownCommand(cmd)
+
+        return (env.observation_space, env.action_space), handle
+
+    serve(remote, build)
 
 
 class ResilientVecEnv(WorkerPool, VecEnv):

@@ -8,11 +8,15 @@ Shared by :class:`~agents.sb3.vecenv.ResilientVecEnv` (one env per worker) and
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agents.errors import EnvFailure
 from envs.bridge.protocol import check_stop
+from envs.faults import EnvGaveUp
 
 DEAD = (EOFError, ConnectionResetError, BrokenPipeError, OSError, TimeoutError, RuntimeError)
 """What a dead, hung or raising worker gives :meth:`WorkerPool._answer`'s caller."""
@@ -91,3 +95,41 @@ class WorkerPool:
             proc.join(5)
             if proc.is_alive():
                 proc.kill()
+
+
+class UnknownCommand(Exception):
+    """A command a worker does not know: answered at once, or the parent would wait out its deadline."""
+
+
+def serve(remote: Any, build: Callable[[], tuple[Any, Callable[[str, Any], Any]]]) -> None:
+    """A worker process's main loop: build its envs, report their spaces, then answer ``(command, data)``
+    messages with ``handle(command, data)`` until ``close`` (whose handler runs too) or a closed pipe.
+
+    ``build`` returns the spaces to report and the handler. What the handler raises is answered, never
+    fatal to the loop: a spent restart budget or an env that gave up as ``fatal``, anything else as ``error``
+    (the parent then replaces this worker).
+    """
+    try:  # die with the trainer, so that nothing outlives a SIGKILLed run
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)
+    except OSError:
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from envs.bridge.process import RestartBudgetExhausted
+
+    spaces, handle = build()
+    remote.send(("ok", spaces))
+    while True:
+        try:
+            cmd, data = remote.recv()
+        except (EOFError, KeyboardInterrupt):
+            break
+        try:
+            remote.send(("ok", handle(cmd, data)))
+            if cmd == "close":
+                break
+        except UnknownCommand:
+            remote.send(("error", f"unknown command {cmd!r}"))
+        except (RestartBudgetExhausted, EnvGaveUp) as e:
+            remote.send(("fatal", str(e)))
+        except Exception as e:  # an env failed beyond its Guard
+            remote.send(("error", f"{type(e).__name__}: {e}"))
