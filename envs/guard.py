@@ -168,6 +168,14 @@ class Guard(gym.Wrapper):
         give them. Returns the raw observation and reward, or None when the adapter raised (a crash fault)."""
         if self._held is not None:
             raise RuntimeError("Guard.prefetch called twice without a step in between")
+        out, ms = self._step_adapter(action)
+        self._held = (action, out, ms)
+        self._vouched = False
+        return None if isinstance(out, BaseException) else (out[0], out[1])
+
+    def _step_adapter(self, action: Any) -> tuple[tuple[Any, ...] | BaseException, float]:
+        """The adapter's transition (or the exception it raised, unless the policy is ``raise``) and its latency
+        in milliseconds."""
         t = time.perf_counter()
         try:
             obs, reward, terminated, truncated, info = self.env.step(action)
@@ -178,9 +186,7 @@ class Guard(gym.Wrapper):
             if self.nan_policy == "raise":
                 raise
             out = e
-        self._held = (action, out, (time.perf_counter() - t) * 1e3)
-        self._vouched = False
-        return None if isinstance(out, BaseException) else (out[0], out[1])
+        return out, (time.perf_counter() - t) * 1e3
 
     def vouch(self) -> None:
         """Mark the prefetched transition as checked and valid (its observation and reward passed the batch check)."""
@@ -195,17 +201,8 @@ class Guard(gym.Wrapper):
                 raise RuntimeError("Guard.step got another action than the one prefetched; a wrapper between the "
                                    "vector env and the Guard changed it")
         else:
-            t, vouched = time.perf_counter(), False
-            try:
-                obs, reward, terminated, truncated, info = self.env.step(action)
-                out = (obs, reward, bool(terminated), bool(truncated), info)
-            except _PASS_THROUGH:
-                raise
-            except Exception as e:
-                if self.nan_policy == "raise":
-                    raise
-                out = e
-            ms = (time.perf_counter() - t) * 1e3
+            vouched = False
+            out, ms = self._step_adapter(action)
         if isinstance(out, BaseException):
             crashed: dict[str, Any] = {LATENCY_KEY: ms}
             self._report_pending(crashed)
