@@ -52,6 +52,26 @@ def _finite_float(reward: Any) -> bool:
 
 _FLOATS = (float, np.float64, np.float32)
 
+
+def judge(space: gym.Space, obs: Any, nan_policy: str, bounds_policy: str,
+          program: str | None) -> tuple[Problem | None, Any, Fault | None, str]:
+    """Check ``obs`` and apply ``bounds_policy``: a problem of finite values past the bounds is clipped away (a
+    ``clipped`` fault of ``program``) when that policy is ``clip``. Returns what problem is left, the observation
+    (snapped or clipped when valid), that fault, and the policy that applies to the problem left. The Guard and
+    the K-instance bridge vector env decide through this one function."""
+    problem, checked = check(space, obs)
+    if problem is None or not problem.bounds:
+        return problem, checked, None, nan_policy
+    if bounds_policy != "clip":
+        return problem, obs, None, bounds_policy
+    again, checked = check(space, clip_to_bounds(space, obs))
+    if again is not None:  # something else is wrong too (another key, a NaN): nan_policy decides
+        return again, obs, None, nan_policy
+    fault = Fault(problem.kind, f"{problem}; clipped onto the bounds (env.bounds_policy)", program=program,
+                  clipped=True)
+    return None, checked, fault, nan_policy
+
+
 # The bridge turns its own faults into info; what it raises (a spent restart budget, a refused handshake) is final.
 _PASS_THROUGH = (EnvGaveUp, InvalidOutputError, BridgeError)
 
@@ -109,20 +129,7 @@ class Guard(gym.Wrapper):
                      program=self._who())
 
     def _judge(self, obs: Any) -> tuple[Problem | None, Any, Fault | None, str]:
-        """Check ``obs`` and apply ``bounds_policy``: a problem of finite values past the bounds is clipped away
-        (a ``clipped`` fault) when the policy is ``clip``. Returns what problem is left, the observation
-        (snapped or clipped when valid), that fault, and the policy that applies to the problem left."""
-        problem, checked = check(self.observation_space, obs)
-        if problem is None or not problem.bounds:
-            return problem, checked, None, self.nan_policy
-        if self.bounds_policy != "clip":
-            return problem, obs, None, self.bounds_policy
-        again, checked = check(self.observation_space, clip_to_bounds(self.observation_space, obs))
-        if again is not None:  # something else is wrong too (another key, a NaN): nan_policy decides
-            return again, obs, None, self.nan_policy
-        fault = Fault(problem.kind, f"{problem}; clipped onto the bounds (env.bounds_policy)", program=self._who(),
-                      clipped=True)
-        return None, checked, fault, self.nan_policy
+        return judge(self.observation_space, obs, self.nan_policy, self.bounds_policy, self._who())
 
     def _fallback(self) -> Any:
         return self._last_obs if self._last_obs is not None else placeholder(self.observation_space)

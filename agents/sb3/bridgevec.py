@@ -8,8 +8,8 @@ finished instances.
 
 What the per-env wrappers do for other envs is done here, per env, over the batched replies:
 
-- the Guard's checks (:func:`envs.guard.check`, :func:`envs.guard.reward_problem`) and ``env.nan_policy``
-  (``truncate``/``clip``/``raise``), faults under ``info["nondiff_fault"]`` of the offending env only;
+- the Guard's checks and policies (:func:`envs.guard.judge`, :func:`envs.guard.reward_problem`):
+  ``env.nan_policy`` and ``env.bounds_policy`` (``truncate``/``clip``/``raise``), faults under ``info["nondiff_fault"]`` of the offending env only;
 - ``info["nondiff_step_ms"]``: the program's round trip for the vector step, on each of its envs;
 - SB3 ``Monitor``'s ``info["episode"]`` and ``env.max_episode_steps``.
 
@@ -34,14 +34,14 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from agents.errors import EnvFailure, UserError
-from envs import guard
 from envs.bridge import listen as L
 from envs.bridge import protocol as P
 from envs.bridge.batch import BatchProgram
 from envs.bridge.batchmsg import unstack
 from envs.bridge.process import RestartBudgetExhausted
+from envs.checks import RowCheck
 from envs.faults import FAULT_KEY, LATENCY_KEY, RESET_FAULTS_KEY, Fault, add_fault
-from envs.guard import InvalidOutputError, check, placeholder, reward_problem, sanitize
+from envs.guard import InvalidOutputError, judge, placeholder, reward_problem, sanitize
 
 FLAT_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
@@ -53,10 +53,11 @@ class BridgeVecEnv(VecEnv):
         programs: started programs, all with the same spaces.
         nan_policy: ``truncate``, ``clip`` or ``raise`` (as the Guard's).
         max_episode_steps: truncate an episode after this many steps (None: the program decides).
+        bounds_policy: ``clip``, ``truncate`` or ``raise`` for finite values past the bounds (as the Guard's).
     """
 
     def __init__(self, programs: Sequence[BatchProgram], nan_policy: str = "truncate",
-                 max_episode_steps: int | None = None) -> None:
+                 max_episode_steps: int | None = None, bounds_policy: str = "clip") -> None:
         self.programs = list(programs)
         first = self.programs[0]
         for p in self.programs[1:]:
@@ -65,7 +66,7 @@ class BridgeVecEnv(VecEnv):
                                 "must declare the same observation and action spaces")
         self.sizes = [p.num_instances for p in self.programs]
         self.offsets = [int(x) for x in np.cumsum([0, *self.sizes])]
-        self.nan_policy, self.max_episode_steps = nan_policy, max_episode_steps
+        self.nan_policy, self.bounds_policy, self.max_episode_steps = nan_policy, bounds_policy, max_episode_steps
         n = self.offsets[-1]
         self.render_mode = None
         super().__init__(n, first.observation_space, first.action_space)
@@ -78,8 +79,7 @@ class BridgeVecEnv(VecEnv):
         self._actions: np.ndarray = np.zeros(0)
         self._pending: list[list[Fault]] = [[] for _ in range(n)]
         """Faults of the last :meth:`reset` per env, reported with the next step (as the Guard does)."""
-        check_rows = getattr(guard, "RowCheck", None)  # the batched checks, where envs/guard.py has them
-        self._rows = check_rows(space) if check_rows is not None and isinstance(space, spaces.Box) else None
+        self._rows = RowCheck(space) if isinstance(space, spaces.Box) else None
         self._pool = ThreadPoolExecutor(len(self.programs), "nondiff-program") if len(self.programs) > 1 else None
         self._closed = False
 
@@ -93,15 +93,20 @@ class BridgeVecEnv(VecEnv):
         except RestartBudgetExhausted as e:
             raise EnvFailure(str(e)) from e
 
-    def _checked(self, e: int, obs: Any, who: str, where: str) -> tuple[Any, Fault | None]:
-        """The Guard's check of one env's observation: ``(obs to use, fault or None)``."""
-        problem, checked = check(self.observation_space, obs)
+    def _checked(self, e: int, obs: Any, who: str, where: str) -> tuple[Any, Fault | None, str | None]:
+        """The Guard's check and policies for one env's observation: ``(obs to use, fault or None, the policy
+        that handles the fault)``; the policy is None when the observation goes on (valid, or clipped onto its
+        bounds by ``env.bounds_policy``, which still records a fault)."""
+        problem, checked, clipped, policy = judge(self.observation_space, obs, self.nan_policy, self.bounds_policy,
+                                                  who)
         if problem is None:
-            return checked, None
-        if self.nan_policy == "raise":
+            if clipped is not None and where == "reset":
+                clipped = clipped.merged(detail=f"reset: {clipped.detail}")
+            return checked, clipped, None
+        if policy == "raise":
             raise InvalidOutputError(f"{where}: {problem}")
         return (sanitize(self.observation_space, obs, self._last_obs[e]),
-                Fault(problem.kind, f"{where}: {problem}" if where == "reset" else str(problem), program=who))
+                Fault(problem.kind, f"{where}: {problem}" if where == "reset" else str(problem), program=who), policy)
 
     def _reset_program(self, j: int, local: list[int], seeds: list[int | None] | None,
                        infos: list[dict[str, Any]]) -> list[int]:
@@ -114,7 +119,7 @@ class BridgeVecEnv(VecEnv):
             add_fault(infos[0], earlier, RESET_FAULTS_KEY)
         for pos, i in enumerate(local):
             e = lo + i
-            o, fault = self._checked(e, unstack(self.observation_space, obs, pos), p.who, "reset")
+            o, fault, _ = self._checked(e, unstack(self.observation_space, obs, pos), p.who, "reset")
             if fault is not None:
                 add_fault(infos[i], fault, RESET_FAULTS_KEY)
             self.reset_infos[e] = rinfos[pos]
@@ -159,16 +164,19 @@ class BridgeVecEnv(VecEnv):
         for row in np.flatnonzero(~ok):
             i = int(row)
             e = lo + i
-            obs, fault = self._checked(e, unstack(self.observation_space, r.obs, i), p.who, "step")
+            obs, fault, policy = self._checked(e, unstack(self.observation_space, r.obs, i), p.who, "step")
+            if fault is not None and policy is None:  # clipped onto the bounds: recorded, and the step goes on
+                add_fault(infos[i], fault)
+                fault = None
             reward = float(r.rewards[i])
             problem = None if fault is not None else reward_problem(reward)
             if problem is not None:
                 if self.nan_policy == "raise":
                     raise InvalidOutputError(f"step: {problem}")
-                fault = Fault(problem.kind, str(problem), program=p.who)
+                fault, policy = Fault(problem.kind, str(problem), program=p.who), self.nan_policy
             if fault is not None:
                 add_fault(infos[i], fault)
-                if self.nan_policy == "clip":
+                if policy == "clip":
                     reward = 0.0 if math.isnan(reward) else float(np.clip(reward, -1e6, 1e6))
                 else:  # truncate: the last valid observation, reward 0
                     obs, reward, term[i], trunc[i] = self._obs[e].copy(), 0.0, False, True
@@ -321,7 +329,7 @@ def make_bridge_vec_env(cfg: Any, token: str | None, instances: int | None = Non
             if listen is not None:
                 kwargs["connect_timeout"] = max(0.1, deadline - time.monotonic())
             programs.append(BatchProgram(expect=programs[0].spec_reply, **kwargs))
-        return BridgeVecEnv(programs, cfg.env.nan_policy, cfg.env.max_episode_steps)
+        return BridgeVecEnv(programs, cfg.env.nan_policy, cfg.env.max_episode_steps, cfg.env.bounds_policy)
     except P.StartupError as e:
         for p in programs:
             p.close()

@@ -5,7 +5,7 @@
     python examples/thirdparty/heater.py --connect 127.0.0.1:5555   # connect to a listening nondiff (env.listen)
 
 Test hooks: ``--bad MODE`` makes instance replies hostile from the 5th step on (``nan``: a NaN reward
-for instance 0; ``shape``: an observation of the wrong shape; ``crash``: exit(3)); ``reset_nan``: the first
+for instance 0; ``shape``: an observation of the wrong shape; ``bounds``: 10.5 against the high bound of 10; ``crash``: exit(3)); ``reset_nan``: the first
 reset's observation holds a NaN.
 """
 
@@ -59,6 +59,8 @@ class Heater:
                 reward = float("nan")
             if Heater.bad == "shape":
                 obs = np.zeros(4, np.float32)
+            if Heater.bad == "bounds":
+                obs[0] = 10.5  # finite, past the declared high of 10
         return obs, reward, False, self.t >= 100, {"is_success": abs(self.S - self.T) < 0.5}
 
 
@@ -67,7 +69,7 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=None)
     ap.add_argument("--connect", default=None, help="HOST:PORT of a nondiff that listens")
     ap.add_argument("--connect-wait", type=float, default=30.0)
-    ap.add_argument("--bad", choices=["nan", "shape", "crash", "reset_nan"], default=None)
+    ap.add_argument("--bad", choices=["nan", "shape", "crash", "bounds", "reset_nan"], default=None)
     args = ap.parse_args()
     Heater.bad = args.bad
     connect = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import pytest
 from conftest import ROOT, run_cli
 
 from agents.run.health import EnvHealth
@@ -50,6 +51,25 @@ def test_a_bad_value_of_one_instance_faults_that_env_only(heater):
     assert infos[0][FAULT_KEY].kind is FaultKind.NONFINITE and not infos[0][FAULT_KEY].restart
     assert FAULT_KEY not in infos[1] and FAULT_KEY not in infos[2]
     assert venv.programs[0].restarts == 0
+    venv.close()
+
+
+@pytest.mark.parametrize("bounds_policy", ["clip", "truncate"])
+def test_finite_values_past_the_bounds_follow_bounds_policy_as_in_the_guard(bounds_policy):
+    """A K-instance program's observation 10.5 against a high of 10: clipped and the episodes go on (the
+    default), or cut short with ``truncate``; a fault either way, as the Guard does for one env."""
+    heater_py = f"{sys.executable} {ROOT / 'examples' / 'thirdparty' / 'heater.py'} --instances 2 --bad bounds"
+    venv = BridgeVecEnv([BatchProgram(command=heater_py, cwd=str(ROOT))], bounds_policy=bounds_policy)
+    venv.reset()
+    for _ in range(3):  # the program turns hostile from its 5th room step on
+        obs, _, dones, infos = venv.step(np.zeros((2, 1), np.float32))
+    faults = [f for info in infos for f in faults_in(info)]
+    assert len(faults) == 2 and all(f.kind is FaultKind.INVALID_OUTPUT for f in faults)
+    assert venv.observation_space.contains(obs[0]) and venv.observation_space.contains(obs[1])
+    if bounds_policy == "clip":
+        assert not dones.any() and np.all(obs[:, 0] == 10.0) and all(f.clipped for f in faults)
+    else:
+        assert dones.all() and not any(f.clipped for f in faults)
     venv.close()
 
 
