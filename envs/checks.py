@@ -79,8 +79,9 @@ def _box_check(space: spaces.Box, obs: Any, path: str) -> tuple[Problem | None, 
         if not outside.any():
             return None, np.clip(arr, space.low, space.high).astype(space.dtype)
     idx = int(np.argmax(outside))
-    return Problem(FaultKind.INVALID_OUTPUT, f"{path} is out of bounds at flat index {idx}: {arr.ravel()[idx]!r} "
-                   f"not in [{space.low.ravel()[idx]!r}, {space.high.ravel()[idx]!r}]", bounds=True), obs
+    value, low, high = (a.ravel()[idx].item() for a in (arr, space.low, space.high))
+    return Problem(FaultKind.INVALID_OUTPUT, f"{path} is out of bounds at flat index {idx}: {value!r} "
+                   f"not in [{low!r}, {high!r}]", bounds=True), obs
 
 
 ROUNDING_ULPS = 16

@@ -135,8 +135,8 @@ class EnvHealth:
                 env = f"env {fault.program}" if fault is not None and fault.program else "the env"
                 example = fault.detail if fault is not None else "(no detail)"
                 if fault is not None and fault.clipped:
-                    how = ("each one was clipped onto the bounds by env.bounds_policy: clip (env.nan_policy handles "
-                           "NaN and garbage): fix the env's declared bounds, or set env.bounds_policy: truncate")
+                    how = ("each was clipped and its episode went on (env.bounds_policy: clip; env.nan_policy handles NaN and "
+                           "garbage): fix the env's declared bounds, or set env.bounds_policy: truncate")
                 else:
                     how = ("each one is handled by env.nan_policy (truncate ends the episode): fix the env, or set "
                            "env.nan_policy: clip to repair the values")
