@@ -219,13 +219,15 @@ class TrainConfig(_Section):
     """Seed for Python, NumPy, torch and the envs; drawn and recorded when absent."""
     num_envs: int = Field(default=8, gt=0)
     """Parallel training envs (``--num-envs``)."""
-    vec_env: Literal["dummy", "subproc", "thread", "threadproc"] = "dummy"
+    vec_env: Literal["dummy", "subproc", "thread", "threadproc", "ale"] = "dummy"
     """``dummy`` steps envs in-process, one after another; ``subproc`` runs one worker process per env, and a
     worker that dies or hangs is respawned (agents/sb3/vecenv.py) instead of ending training; ``thread`` steps
     in-process envs concurrently, one thread each, for envs whose step mostly waits (a remote robot, a
     network service): N such envs then take about one wait per step instead of N (docs/benchmarks.md, P4);
     ``threadproc`` spreads such envs over ``train.env_workers`` worker processes (one GIL each), each stepping
-    its envs with threads, with the ``subproc`` watchdog (agents/sb3/threadproc.py)."""
+    its envs with threads, with the ``subproc`` watchdog (agents/sb3/threadproc.py); ``ale`` (``--env game`` on
+    sb3 only) steps the games in ALE's own C++ vector env, preprocessing included, with ``train.env_workers``
+    threads: the same observations at less CPU per step (agents/sb3/alevec.py, docs/results.md)."""
     env_workers: int = Field(default=2, gt=0)
     """Worker processes of ``vec_env: threadproc`` (at most ``num_envs``); the envs are split evenly."""
     batch_guard: bool = True
@@ -345,6 +347,10 @@ class BlackBoxSection(_Section):
         return v
 
 
+ALE_ENV_IDS = ("game", "nondiff/Game-v0")
+"""The env ids ``train.vec_env: ale`` serves (the ``game`` adapter)."""
+
+
 class RunConfig(_Section):
     """A whole run: what ``configs/<env>.yaml`` holds and what the run directory stores resolved."""
 
@@ -364,6 +370,13 @@ class RunConfig(_Section):
             raise ValueError(f"train.vec_env: threadproc is for the sb3 backend, got agent.backend: "
                              f"{self.agent.backend}; on rllib the env runners are the processes: use "
                              "train.vec_env: thread with rllib.num_env_runners")
+        if self.train.vec_env == "ale" and (self.env.id not in ALE_ENV_IDS or self.agent.backend != "sb3"):
+            raise ValueError(f"train.vec_env: ale is ALE's own vector env, for --env game on the sb3 backend; got env "
+                             f"{self.env.id!r} on {self.agent.backend}: use train.vec_env: dummy (or another choice) "
+                             "for this run")
+        if self.train.vec_env == "ale" and (self.env.wrappers or self.env.drop_keys):
+            raise ValueError("train.vec_env: ale preprocesses inside ALE and applies no env.wrappers or env.drop_keys; "
+                             "drop them or use train.vec_env: dummy")
         return self
 
 

@@ -123,6 +123,10 @@ def make_vec_env(cfg: RunConfig) -> Any:
         venv = ThreadProcVecEnv(fns, workers=cfg.train.env_workers, start_method=cfg.train.start_method,
                                 step_timeout=cfg.train.worker_timeout, max_restarts=cfg.train.max_worker_restarts,
                                 batch_guard=cfg.train.batch_guard)
+    elif cfg.train.vec_env == "ale":  # ALE's C++ vector env: no per-env wrapper stack (agents/sb3/alevec.py)
+        from agents.sb3.alevec import make_ale_vec_env
+
+        venv = make_ale_vec_env(cfg)
     elif cfg.train.vec_env == "thread":
         venv = ThreadVecEnv(fns, batch_guard=cfg.train.batch_guard)
     else:
