@@ -24,7 +24,6 @@ starts a new game, as Gymnasium's ``AtariPreprocessing`` does)); no FIRE at rese
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +33,7 @@ import numpy as np
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
+from envs.adapters.game import rom_id
 from envs.checks import RowCheck, valid_rewards
 from envs.faults import LATENCY_KEY, Fault, add_fault
 from envs.guard import InvalidOutputError, judge, reward_problem, sanitize
@@ -44,11 +44,6 @@ ALE_KEYS = ("game", "frame_size", "frame_stack", "frame_skip", "noop_max", "stic
 
 PROGRAM = "ale-vector"
 """The ``program`` named in this vector env's faults."""
-
-
-def rom_id(game: str) -> str:
-    """``Pong`` / ``SpaceInvaders`` / ``space_invaders`` → ALE's ROM id, as the ``game`` adapter resolves it."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", game.strip()).lower().replace("-", "_").replace("__", "_")
 
 
 class AleVecEnv(VecEnv):

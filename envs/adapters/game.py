@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 
 
-def _rom_id(name: str) -> str:
+def rom_id(name: str) -> str:
     """``Breakout`` / ``MontezumaRevenge`` / ``space_invaders`` → ALE's ROM id (``space_invaders``)."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name.strip()).lower().replace("-", "_").replace("__", "_")
 
@@ -56,7 +56,7 @@ class GameEnv(gym.Env):
             raise gym.error.DependencyNotInstalled("ale-py is not installed: pip install 'nondiff'") from e
         from ale_py import roms
 
-        rom = _rom_id(game)
+        rom = rom_id(game)
         if rom not in roms.get_all_rom_ids():
             names = game_names()
             close = difflib.get_close_matches(game, names, n=3, cutoff=0.5)
