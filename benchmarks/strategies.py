@@ -172,13 +172,13 @@ def run_row(problem: Any, learned: dict[str, Any], stages: Stages, insts: list[A
             "curve": np.nanmean([r["curve"] for r in per], axis=0).tolist(), "instances": per}
 
 
-def train_shared(problem: Any, train_calls: int) -> dict[str, Any]:
+def train_shared(problem: Any, train_calls: int, round_calls: int = 1024) -> dict[str, Any]:
     """One bank of prior pairs; the amortised network, f̂ and the inverse network (a) fitted on it (rounds of
-    1,024 draws: 4 rounds for 4,096, as each round refits on the whole bank)."""
+    ``round_calls`` draws: 4 rounds for 4,096, as each round refits on the whole bank)."""
     from agents.blackbox.chain import ChainStrategy
     from agents.config import validate
 
-    cfg = validate({"blackbox": {"chain": ["amortised", "surrogate"], "inverse_epochs": 20, "batch": 1024}},
+    cfg = validate({"blackbox": {"chain": ["amortised", "surrogate"], "inverse_epochs": 20, "batch": round_calls}},
                    "suite").blackbox
     c0, t0 = problem.forward_calls, time.perf_counter()
     chain = ChainStrategy(problem, cfg, 0)
@@ -276,7 +276,7 @@ def suite(args: argparse.Namespace) -> int:
         env = make_problem(adapter)
         problem = env.unwrapped.problem
         insts = held_out(env, args.instances)
-        learned = train_shared(problem, args.train_calls)
+        learned = train_shared(problem, args.train_calls, args.round_calls)
         budget = BUDGET[adapter]
         res: dict[str, Any] = {"adapter": adapter, "key": problem.score_key, "instances": args.instances,
                                "budget": budget, "train_calls_all": learned["train_calls_all"],
@@ -334,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--algo", choices=list(STRATEGIES))
     p.add_argument("--train-calls", type=int, default=None,
                    help="training forward-call budget (single: default 0; --suite: prior pairs, default 4096)")
+    p.add_argument("--round-calls", type=int, default=1024,
+                   help="--suite: prior draws per training round (each round refits on the whole bank)")
     p.add_argument("--instances", type=int, default=20)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a blackbox: setting")
     p.add_argument("--json", metavar="PATH")
