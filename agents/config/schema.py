@@ -229,7 +229,8 @@ class TrainConfig(_Section):
     sb3 only) steps the games in ALE's own C++ vector env, preprocessing included, with ``train.env_workers``
     threads: the same observations at less CPU per step (agents/sb3/alevec.py, docs/results.md)."""
     env_workers: int = Field(default=2, gt=0)
-    """Worker processes of ``vec_env: threadproc`` (at most ``num_envs``); the envs are split evenly."""
+    """Worker processes of ``vec_env: threadproc`` (at most ``num_envs``; the envs are split evenly), or ALE's
+    C++ threads with ``vec_env: ale``."""
     batch_guard: bool = True
     """Validate each vector step's observations and rewards in one batched pass (agents/sb3/batchguard.py)
     instead of once per env; the faults and policies are the same. False: the per-env checks (for comparison)."""
