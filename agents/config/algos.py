@@ -16,7 +16,7 @@ _OFF_POLICY = ("batch_size", "buffer_size", "learning_starts", "train_freq", "gr
                "action_noise_std")
 ALGO_KEYS: dict[str, tuple[str, ...]] = {
     "ppo": _ON_POLICY,
-    "a2c": _ON_POLICY,  # A2C ignores batch_size, n_epochs and clip_range, as it always has
+    "a2c": tuple(k for k in _ON_POLICY if k not in ("batch_size", "n_epochs", "clip_range")),  # one pass, no clip
     "sac": (*_OFF_POLICY, "ent_coef", "target_update_interval", "target_entropy"),
     "td3": (*_OFF_POLICY, "policy_delay", "target_policy_noise", "target_noise_clip"),
 }

@@ -77,7 +77,7 @@ def test_wrong_action_space_is_one_line_exit_2(tmp_path):
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--env", "robot", "--algo", "td3", "--set", "agent.n_epochs=3"],
-     r"^--algo td3 does not take agent.n_epochs \(a key of A2C/PPO\).*TD3 accepts: .*policy_delay"),
+     r"^--algo td3 does not take agent.n_epochs \(a key of PPO\).*TD3 accepts: .*policy_delay"),
     (["--env", "robot", "--algo", "ppo", "--set", "agent.tau=0.01"],
      r"^--algo ppo does not take agent.tau \(a key of SAC/TD3\).*PPO accepts: .*clip_range"),
     (["--env", "Pendulum-v1", "--algo", "sac", "--set", "agent.n_steps=64"],
@@ -94,6 +94,8 @@ def test_algorithm_keys_are_checked_per_algorithm():
         check_algorithm(validate({"agent": {"algo": "ppo", "ent_coef": "auto"}}, "x"), BOX)
     with pytest.raises(UserError, match="target_entropy applies only with agent.ent_coef: auto"):
         check_algorithm(validate({"agent": {"algo": "sac", "ent_coef": 0.1, "target_entropy": -2}}, "x"), BOX)
+    with pytest.raises(UserError, match=r"--algo a2c does not take agent.clip_range, agent.n_epochs \(a key of PPO\)"):
+        check_algorithm(validate({"agent": {"algo": "a2c", "n_epochs": 3, "clip_range": 0.1}}, "x"), BOX)
     with pytest.raises(UserError, match=r"--algo sac does not take agent.policy_delay \(a key of TD3\)"):
         check_algorithm(validate({"agent": {"algo": "sac", "policy_delay": 3}}, "x"), BOX)
     check_algorithm(validate({"agent": {"algo": "sac", "ent_coef": "auto", "tau": 0.02}}, "x"), BOX)
