@@ -69,10 +69,10 @@ def make_problem(adapter: str) -> Any:
     return gym.make(f"nondiff/{adapter.capitalize()}-v0", **kwargs)
 
 
-def held_out(env: Any, n: int) -> list[Any]:
+def held_out(env: Any, n: int, first: int = SEED0) -> list[Any]:
     out = []
     for i in range(n):
-        env.reset(seed=SEED0 + i)
+        env.reset(seed=first + i)
         out.append(env.unwrapped.instance)
     return out
 
@@ -275,7 +275,7 @@ def suite(args: argparse.Namespace) -> int:
     for adapter in args.adapters.split(","):
         env = make_problem(adapter)
         problem = env.unwrapped.problem
-        insts = held_out(env, args.instances)
+        insts = held_out(env, args.instances, args.first_seed)
         learned = train_shared(problem, args.train_calls, args.round_calls)
         budget = BUDGET[adapter]
         res: dict[str, Any] = {"adapter": adapter, "key": problem.score_key, "instances": args.instances,
@@ -284,9 +284,7 @@ def suite(args: argparse.Namespace) -> int:
                                "train_s": learned["train_s"], "last_round": learned["last_round"],
                                "ppo_quoted": PPO[adapter], "loadavg_start": os.getloadavg(), "rows": {}}
         print(json.dumps({k: v for k, v in res.items() if k != "rows"}), flush=True)
-        for name, stages in ROWS.items():
-            if args.rows and not any(r in name for r in args.rows.split(",")):
-                continue
+        for name, stages in variants(args.rows, json.loads(args.variants)):
             row = run_row(problem, learned, stages, insts, budget, 200 if "200" in name else 2 * budget)
             res["rows"][name] = row
             print(json.dumps({"row": name, **{k: v for k, v in row.items() if k not in ("instances", "curve")},
@@ -304,6 +302,19 @@ def suite(args: argparse.Namespace) -> int:
                               "loadavg": os.getloadavg()}), flush=True)
             save(adapter, res, Path(args.out))
     return 0
+
+
+def variants(rows: str, overrides: list[dict[str, Any]]) -> list[tuple[str, Stages]]:
+    """The rows named in ``rows`` (all when empty), each once per override of its surrogate stages (``[{}]``:
+    as defined), named ``row {override}``: one training serves every variant."""
+    out = []
+    for name, stages in ROWS.items():
+        if rows and not any(r in name for r in rows.split(",")):
+            continue
+        for over in overrides:
+            new = [(s, {**o, **over} if s == "surrogate" else o) for s, o in stages]
+            out.append((f"{name} {json.dumps(over)}" if over else name, new))
+    return out
 
 
 def save(adapter: str, res: dict[str, Any], out: Path, stamp: bool = True) -> None:
@@ -337,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--round-calls", type=int, default=1024,
                    help="--suite: prior draws per training round (each round refits on the whole bank)")
     p.add_argument("--instances", type=int, default=20)
+    p.add_argument("--first-seed", type=int, default=SEED0,
+                   help="--suite: env seed of the first instance (50000: the held-out set; another: for tuning)")
+    p.add_argument("--variants", default="[{}]", help="--suite: JSON list of blackbox overrides of the rows' "
+                   "surrogate stages, e.g. '[{}, {\"trust_radius\": 0.05}]'; one training serves them all")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a blackbox: setting")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
