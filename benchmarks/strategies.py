@@ -285,7 +285,7 @@ def suite(args: argparse.Namespace) -> int:
                                "ppo_quoted": PPO[adapter], "loadavg_start": os.getloadavg(), "rows": {}}
         print(json.dumps({k: v for k, v in res.items() if k != "rows"}), flush=True)
         for name, stages in variants(args.rows, json.loads(args.variants)):
-            row = run_row(problem, learned, stages, insts, budget, 200 if "200" in name else 2 * budget)
+            row = run_row(problem, learned, stages, insts, budget, 200 if name.startswith("cma (200") else 2 * budget)
             res["rows"][name] = row
             print(json.dumps({"row": name, **{k: v for k, v in row.items() if k not in ("instances", "curve")},
                               "loadavg": os.getloadavg()}), flush=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -37,8 +38,8 @@ from envs.checks import (
 from envs.faults import LATENCY_KEY, RESET_FAULTS_KEY, EnvGaveUp, Fault, FaultKind, add_fault
 
 __all__ = ["BOUNDS_POLICIES", "NAN_POLICIES", "ROUNDING_ULPS", "Guard", "InvalidOutputError", "Problem", "RowCheck",
-           "check", "clip_to_bounds", "obs_problem", "placeholder", "reward_problem", "sanitize", "tolerance",
-           "valid_rewards", "valid_rows"]
+           "Verdict", "check", "clip_to_bounds", "judge", "judge_reset", "judge_step", "obs_problem", "placeholder",
+           "reward_problem", "sanitize", "tolerance", "valid_rewards", "valid_rows"]
 
 
 class InvalidOutputError(RuntimeError):
@@ -70,6 +71,51 @@ def judge(space: gym.Space, obs: Any, nan_policy: str, bounds_policy: str,
     fault = Fault(problem.kind, f"{problem}; clipped onto the bounds (env.bounds_policy)", program=program,
                   clipped=True)
     return None, checked, fault, nan_policy
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One transition of a batched vector env after the Guard's checks and policies (:func:`judge_step`)."""
+
+    obs: Any
+    reward: float
+    faults: list[Fault]
+    """What to record in the env's info, in order (a ``clipped`` fault first)."""
+    cut: bool
+    """``truncate`` applied: the episode ends here with the fallback observation and reward 0."""
+
+
+def judge_step(space: gym.Space, obs: Any, reward: float, fallback: Any, nan_policy: str, bounds_policy: str,
+               program: str | None) -> Verdict:
+    """The Guard's decision on one transition that a batched vector env's check did not vouch for (BridgeVecEnv,
+    AleVecEnv): the observation and ``bounds_policy`` (:func:`judge`), then the reward, then the policy that
+    applies: ``raise`` raises :class:`InvalidOutputError`, ``clip`` repairs (``fallback`` fills what cannot be
+    repaired), ``truncate`` cuts the episode with ``fallback`` and reward 0."""
+    problem, checked, clipped, policy = judge(space, obs, nan_policy, bounds_policy, program)
+    faults = [clipped] if clipped is not None else []
+    if problem is None:
+        obs = checked
+        problem, policy = reward_problem(reward), nan_policy
+        if problem is None:
+            return Verdict(obs, reward, faults, False)
+    if policy == "raise":
+        raise InvalidOutputError(f"step: {problem}")
+    faults.append(Fault(problem.kind, str(problem), program=program))
+    if policy == "clip":
+        return Verdict(sanitize(space, obs, fallback), _repair_reward(reward), faults, False)
+    return Verdict(np.copy(fallback), 0.0, faults, True)
+
+
+def judge_reset(space: gym.Space, obs: Any, fallback: Any, nan_policy: str, bounds_policy: str,
+                program: str | None) -> tuple[Any, Fault | None]:
+    """:func:`judge_step` for a reset observation: the observation to use and the fault to record (its detail
+    starts with ``reset:``); ``raise`` raises, any other policy repairs the observation (a reset cannot be cut)."""
+    problem, checked, clipped, policy = judge(space, obs, nan_policy, bounds_policy, program)
+    if problem is None:
+        return checked, None if clipped is None else clipped.merged(detail=f"reset: {clipped.detail}")
+    if policy == "raise":
+        raise InvalidOutputError(f"reset: {problem}")
+    return sanitize(space, obs, fallback), Fault(problem.kind, f"reset: {problem}", program=program)
 
 
 # The bridge turns its own faults into info; what it raises (a spent restart budget, a refused handshake) is final.

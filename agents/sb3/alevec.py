@@ -10,7 +10,7 @@ step (docs/results.md, "ALE's vector env"):
   ``Monitor``'s ``info["episode"]`` and ``env.max_episode_steps``;
 - the Guard's checks, once per vector step over the stacked arrays (:class:`~envs.checks.RowCheck`,
   :func:`~envs.checks.valid_rewards`); a row they do not vouch for goes through the Guard's own decision
-  (:func:`envs.guard.judge`, :func:`~envs.guard.reward_problem`) with ``env.nan_policy`` and
+  (:func:`envs.guard.judge_step`, :func:`~envs.guard.judge_reset`) with ``env.nan_policy`` and
   ``env.bounds_policy``, its fault under ``info["nondiff_fault"]`` of that env only;
 - ``info["nondiff_step_ms"]``: the vector step's round trip (all envs at once), on each env, as the
   K-instance bridge vector env reports it.
@@ -23,7 +23,6 @@ starts a new game, as Gymnasium's ``AtariPreprocessing`` does)); no FIRE at rese
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -35,8 +34,8 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from envs.adapters.game import rom_id
 from envs.checks import RowCheck, valid_rewards
-from envs.faults import LATENCY_KEY, Fault, add_fault
-from envs.guard import InvalidOutputError, judge, reward_problem, sanitize
+from envs.faults import LATENCY_KEY, add_fault
+from envs.guard import judge_reset, judge_step
 
 ALE_KEYS = ("game", "frame_size", "frame_stack", "frame_skip", "noop_max", "sticky_actions", "clip_rewards",
             "episodic_life")
@@ -106,24 +105,13 @@ class AleVecEnv(VecEnv):
             return cut
         for row in np.flatnonzero(~ok):
             i = int(row)
-            problem, checked, clipped, policy = judge(self.observation_space, obs[i], self.nan_policy,
-                                                      self.bounds_policy, PROGRAM)
-            if clipped is not None:
-                add_fault(infos[i], clipped)
-            if problem is None:
-                obs[i] = checked
-                problem, policy = reward_problem(float(rewards[i])), self.nan_policy
-                if problem is None:
-                    continue
-            if policy == "raise":
-                raise InvalidOutputError(f"step: {problem}")
-            add_fault(infos[i], Fault(problem.kind, str(problem), program=PROGRAM))
-            if policy == "clip":
-                obs[i] = sanitize(self.observation_space, obs[i], self._obs[i])
-                r = float(rewards[i])
-                rewards[i] = 0.0 if math.isnan(r) else float(np.clip(r, -1e6, 1e6))
-            else:  # truncate: the last valid observation, reward 0; ALE's env is reset below
-                obs[i], rewards[i], truncated[i], cut[i] = self._obs[i], 0.0, True, True
+            v = judge_step(self.observation_space, obs[i], float(rewards[i]), self._obs[i], self.nan_policy,
+                           self.bounds_policy, PROGRAM)
+            for fault in v.faults:
+                add_fault(infos[i], fault)
+            obs[i], rewards[i] = v.obs, v.reward
+            if v.cut:  # truncate: the last valid observation, reward 0; ALE's env is reset below
+                truncated[i] = cut[i] = True
         return cut
 
     # -- VecEnv API ---------------------------------------------------------------------------------------
@@ -187,17 +175,10 @@ class AleVecEnv(VecEnv):
         """The reset observations of the finished envs, checked as the Guard checks a reset."""
         ok = self._rows.valid(obs)
         for i in np.flatnonzero(dones & ~ok):
-            problem, checked, clipped, policy = judge(self.observation_space, obs[i], self.nan_policy,
-                                                      self.bounds_policy, PROGRAM)
-            if clipped is not None:
-                add_fault(infos[i], clipped.merged(detail=f"reset: {clipped.detail}"))
-            if problem is None:
-                obs[i] = checked
-                continue
-            if policy == "raise":
-                raise InvalidOutputError(f"reset: {problem}")
-            add_fault(infos[i], Fault(problem.kind, f"reset: {problem}", program=PROGRAM))
-            obs[i] = sanitize(self.observation_space, obs[i], self._obs[i])
+            obs[i], fault = judge_reset(self.observation_space, obs[i], self._obs[i], self.nan_policy,
+                                        self.bounds_policy, PROGRAM)
+            if fault is not None:
+                add_fault(infos[i], fault)
 
     def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
         """``render_mode`` (None) or an attribute of this vector env, once per env."""

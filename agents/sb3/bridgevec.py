@@ -8,8 +8,9 @@ finished instances.
 
 What the per-env wrappers do for other envs is done here, per env, over the batched replies:
 
-- the Guard's checks and policies (:func:`envs.guard.judge`, :func:`envs.guard.reward_problem`):
-  ``env.nan_policy`` and ``env.bounds_policy`` (``truncate``/``clip``/``raise``), faults under ``info["nondiff_fault"]`` of the offending env only;
+- the Guard's checks and policies (:func:`envs.guard.judge_step`, :func:`envs.guard.judge_reset`):
+  ``env.nan_policy`` and ``env.bounds_policy`` (``truncate``/``clip``/``raise``), faults under
+  ``info["nondiff_fault"]`` of the offending env only;
 - ``info["nondiff_step_ms"]``: the program's round trip for the vector step, on each of its envs;
 - SB3 ``Monitor``'s ``info["episode"]`` and ``env.max_episode_steps``.
 
@@ -41,7 +42,7 @@ from envs.bridge.batchmsg import unstack
 from envs.bridge.process import RestartBudgetExhausted
 from envs.checks import RowCheck
 from envs.faults import FAULT_KEY, LATENCY_KEY, RESET_FAULTS_KEY, Fault, add_fault
-from envs.guard import InvalidOutputError, judge, placeholder, reward_problem, sanitize
+from envs.guard import judge_reset, judge_step, placeholder
 
 FLAT_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
@@ -93,21 +94,6 @@ class BridgeVecEnv(VecEnv):
         except RestartBudgetExhausted as e:
             raise EnvFailure(str(e)) from e
 
-    def _checked(self, e: int, obs: Any, who: str, where: str) -> tuple[Any, Fault | None, str | None]:
-        """The Guard's check and policies for one env's observation: ``(obs to use, fault or None, the policy
-        that handles the fault)``; the policy is None when the observation goes on (valid, or clipped onto its
-        bounds by ``env.bounds_policy``, which still records a fault)."""
-        problem, checked, clipped, policy = judge(self.observation_space, obs, self.nan_policy, self.bounds_policy,
-                                                  who)
-        if problem is None:
-            if clipped is not None and where == "reset":
-                clipped = clipped.merged(detail=f"reset: {clipped.detail}")
-            return checked, clipped, None
-        if policy == "raise":
-            raise InvalidOutputError(f"{where}: {problem}")
-        return (sanitize(self.observation_space, obs, self._last_obs[e]),
-                Fault(problem.kind, f"{where}: {problem}" if where == "reset" else str(problem), program=who), policy)
-
     def _reset_program(self, j: int, local: list[int], seeds: list[int | None] | None,
                        infos: list[dict[str, Any]]) -> list[int]:
         """Reset instances ``local`` of program j into the buffers; returns the instances actually reset."""
@@ -119,7 +105,8 @@ class BridgeVecEnv(VecEnv):
             add_fault(infos[0], earlier, RESET_FAULTS_KEY)
         for pos, i in enumerate(local):
             e = lo + i
-            o, fault, _ = self._checked(e, unstack(self.observation_space, obs, pos), p.who, "reset")
+            o, fault = judge_reset(self.observation_space, unstack(self.observation_space, obs, pos), self._last_obs[e],
+                                   self.nan_policy, self.bounds_policy, p.who)
             if fault is not None:
                 add_fault(infos[i], fault, RESET_FAULTS_KEY)
             self.reset_infos[e] = rinfos[pos]
@@ -164,24 +151,13 @@ class BridgeVecEnv(VecEnv):
         for row in np.flatnonzero(~ok):
             i = int(row)
             e = lo + i
-            obs, fault, policy = self._checked(e, unstack(self.observation_space, r.obs, i), p.who, "step")
-            if fault is not None and policy is None:  # clipped onto the bounds: recorded, and the step goes on
+            v = judge_step(self.observation_space, unstack(self.observation_space, r.obs, i), float(r.rewards[i]),
+                           self._obs[e], self.nan_policy, self.bounds_policy, p.who)
+            for fault in v.faults:
                 add_fault(infos[i], fault)
-                fault = None
-            reward = float(r.rewards[i])
-            problem = None if fault is not None else reward_problem(reward)
-            if problem is not None:
-                if self.nan_policy == "raise":
-                    raise InvalidOutputError(f"step: {problem}")
-                fault, policy = Fault(problem.kind, str(problem), program=p.who), self.nan_policy
-            if fault is not None:
-                add_fault(infos[i], fault)
-                if policy == "clip":
-                    reward = 0.0 if math.isnan(reward) else float(np.clip(reward, -1e6, 1e6))
-                else:  # truncate: the last valid observation, reward 0
-                    obs, reward, term[i], trunc[i] = self._obs[e].copy(), 0.0, False, True
-            rews[i] = reward
-            self._obs[e] = obs
+            if v.cut:  # truncate: the last valid observation, reward 0
+                term[i], trunc[i] = False, True
+            rews[i], self._obs[e] = v.reward, v.obs
         if not ok.all():
             self._obs[lo:lo + k][ok] = r.obs[ok]
         self._ep_ret[lo:lo + k] += rews
