@@ -78,16 +78,17 @@ class Verdict:
     """One transition of a batched vector env after the Guard's checks and policies (:func:`judge_step`)."""
 
     obs: Any
-    reward: float
+    reward: Any
+    """The reward as given when valid, else the repaired float."""
     faults: list[Fault]
     """What to record in the env's info, in order (a ``clipped`` fault first)."""
     cut: bool
     """``truncate`` applied: the episode ends here with the fallback observation and reward 0."""
 
 
-def judge_step(space: gym.Space, obs: Any, reward: float, fallback: Any, nan_policy: str, bounds_policy: str,
+def judge_step(space: gym.Space, obs: Any, reward: Any, fallback: Any, nan_policy: str, bounds_policy: str,
                program: str | None) -> Verdict:
-    """The Guard's decision on one transition that a batched vector env's check did not vouch for (BridgeVecEnv,
+    """The Guard's decision on one transition that no batched check vouched for (the Guard itself, BridgeVecEnv,
     AleVecEnv): the observation and ``bounds_policy`` (:func:`judge`), then the reward, then the policy that
     applies: ``raise`` raises :class:`InvalidOutputError`, ``clip`` repairs (``fallback`` fills what cannot be
     repaired), ``truncate`` cuts the episode with ``fallback`` and reward 0."""
@@ -103,7 +104,7 @@ def judge_step(space: gym.Space, obs: Any, reward: float, fallback: Any, nan_pol
     faults.append(Fault(problem.kind, str(problem), program=program))
     if policy == "clip":
         return Verdict(sanitize(space, obs, fallback), _repair_reward(reward), faults, False)
-    return Verdict(np.copy(fallback), 0.0, faults, True)
+    return Verdict(fallback, 0.0, faults, True)
 
 
 def judge_reset(space: gym.Space, obs: Any, fallback: Any, nan_policy: str, bounds_policy: str,
@@ -174,9 +175,6 @@ class Guard(gym.Wrapper):
         return Fault(FaultKind.CRASH, f"{where} raised {type(err).__name__}: {_short(str(err))}", restart=True,
                      program=self._who())
 
-    def _judge(self, obs: Any) -> tuple[Problem | None, Any, Fault | None, str]:
-        return judge(self.observation_space, obs, self.nan_policy, self.bounds_policy, self._who())
-
     def _fallback(self) -> Any:
         return self._last_obs if self._last_obs is not None else placeholder(self.observation_space)
 
@@ -197,16 +195,10 @@ class Guard(gym.Wrapper):
                     raise EnvGaveUp(f"env {self._who()}: reset failed {attempt} times in a row; last: "
                                     f"{faults[-1].detail}") from e
         info = dict(info) if isinstance(info, dict) else {}
-        problem, checked, clipped, policy = self._judge(obs)
-        if clipped is not None:
-            faults.append(clipped.merged(detail=f"reset: {clipped.detail}"))
-        if problem:
-            if policy == "raise":
-                raise InvalidOutputError(f"reset: {problem}")
-            obs = sanitize(self.observation_space, obs, self._last_obs)
-            faults.append(Fault(problem.kind, f"reset: {problem}", program=self._who()))
-        else:
-            obs = checked
+        obs, fault = judge_reset(self.observation_space, obs, self._last_obs, self.nan_policy, self.bounds_policy,
+                                 self._who())
+        if fault is not None:
+            faults.append(fault)
         for fault in faults:
             add_fault(info, fault)
         self._pending.extend(faults)
@@ -269,20 +261,14 @@ class Guard(gym.Wrapper):
         if vouched or (self._rows.valid_one(obs) and _finite_float(reward)):
             self._last_obs = obs
             return obs, float(reward), terminated, truncated, info
-        problem, checked, clipped, policy = self._judge(obs)
-        if clipped is not None:
-            add_fault(info, clipped)
-        if problem is None and (problem := reward_problem(reward)) is None:
-            self._last_obs = obs = checked
-            return obs, float(reward), terminated, truncated, info
-        if policy == "raise":
-            raise InvalidOutputError(f"step: {problem}")
-        add_fault(info, Fault(problem.kind, str(problem), program=self._who()))
-        if policy == "clip":
-            self._last_obs = sanitize(self.observation_space, obs, self._last_obs)
-            return self._last_obs, _repair_reward(reward), terminated, truncated, info
-        # truncate: end the episode on the last valid observation; nothing invalid reaches the learner
-        return self._fallback(), 0.0, False, True, info
+        v = judge_step(self.observation_space, obs, reward, self._fallback(), self.nan_policy, self.bounds_policy,
+                       self._who())
+        for fault in v.faults:
+            add_fault(info, fault)
+        if v.cut:  # truncate: end the episode on the last valid observation; nothing invalid reaches the learner
+            return v.obs, 0.0, False, True, info
+        self._last_obs = v.obs
+        return v.obs, float(v.reward), terminated, truncated, info
 
     def _report_pending(self, info: dict[str, Any]) -> None:
         for fault in self._pending:
