@@ -29,6 +29,14 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def read_pid(path: Path, within: float = 10.0) -> int:
+    """The pid the hostile program's grandchild writes; it may still be writing it when the reset returns."""
+    deadline = time.monotonic() + within
+    while not (text := path.read_text().strip() if path.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return int(text)
+
+
 def wait_gone(pids: list[int], within: float = 5.0) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -42,7 +50,7 @@ def test_setsid_grandchild_that_ignores_sigterm_dies_with_close(tmp_path):
     pidfile = tmp_path / "grandchild.pid"
     env = ProcessEnv(command=f"{sys.executable} {HOSTILE} grandchild {pidfile}", term_grace=0.5)
     env.reset(seed=0)
-    grandchild, program, supervisor = int(pidfile.read_text()), env.program_pid, env._proc.pid
+    grandchild, program, supervisor = read_pid(pidfile), env.program_pid, env._proc.pid
     assert alive(grandchild) and os.getsid(grandchild) != os.getsid(program)  # a new session: killpg misses it
     assert grandchild in reaper.descendants(supervisor)  # re-parented to the subreaper
     env.close()
@@ -60,7 +68,7 @@ def test_nothing_survives_sigkill_of_the_trainer(tmp_path):
         time.sleep(600)
     """)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     program, supervisor = (int(x) for x in trainer.stdout.readline().split())
-    grandchild = int(pidfile.read_text())
+    grandchild = read_pid(pidfile)
     assert all(alive(p) for p in (grandchild, program, supervisor))
     trainer.kill()
     trainer.wait()
