@@ -172,14 +172,16 @@ def run_row(problem: Any, learned: dict[str, Any], stages: Stages, insts: list[A
             "curve": np.nanmean([r["curve"] for r in per], axis=0).tolist(), "instances": per}
 
 
-def train_shared(problem: Any, train_calls: int, round_calls: int = 1024) -> dict[str, Any]:
+def train_shared(problem: Any, train_calls: int, round_calls: int = 1024,
+                 settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """One bank of prior pairs; the amortised network, f̂ and the inverse network (a) fitted on it (rounds of
-    ``round_calls`` draws: 4 rounds for 4,096, as each round refits on the whole bank)."""
+    ``round_calls`` draws: 4 rounds for 4,096, as each round refits on the whole bank); ``settings``: other
+    ``blackbox:`` training settings (``--train-set``, e.g. ``epochs``, ``hidden``)."""
     from agents.blackbox.chain import ChainStrategy
     from agents.config import validate
 
-    cfg = validate({"blackbox": {"chain": ["amortised", "surrogate"], "inverse_epochs": 20, "batch": round_calls}},
-                   "suite").blackbox
+    cfg = validate({"blackbox": {"chain": ["amortised", "surrogate"], "inverse_epochs": 20, "batch": round_calls,
+                                 **(settings or {})}}, "suite").blackbox
     c0, t0 = problem.forward_calls, time.perf_counter()
     chain = ChainStrategy(problem, cfg, 0)
     rng, last, checks = np.random.default_rng(0), {}, 0
@@ -270,19 +272,21 @@ def plot(adapter: str, res: dict[str, Any], path: Path) -> None:
 def suite(args: argparse.Namespace) -> int:
     """The comparison, adapter by adapter."""
     import torch
+    import yaml
 
     torch.set_num_threads(1)
     for adapter in args.adapters.split(","):
         env = make_problem(adapter)
         problem = env.unwrapped.problem
         insts = held_out(env, args.instances, args.first_seed)
-        learned = train_shared(problem, args.train_calls, args.round_calls)
+        learned = train_shared(problem, args.train_calls, args.round_calls,
+                               {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.train_set)})
         budget = BUDGET[adapter]
         res: dict[str, Any] = {"adapter": adapter, "key": problem.score_key, "instances": args.instances,
                                "budget": budget, "train_calls_all": learned["train_calls_all"],
                                "bank_calls": learned["bank_calls"], "grad_check_calls": learned["grad_check_calls"],
                                "train_s": learned["train_s"], "last_round": learned["last_round"],
-                               "ppo_quoted": PPO[adapter], "loadavg_start": os.getloadavg(), "rows": {}}
+                               "train_settings": args.train_set, "ppo_quoted": PPO[adapter], "loadavg_start": os.getloadavg(), "rows": {}}
         print(json.dumps({k: v for k, v in res.items() if k != "rows"}), flush=True)
         for name, stages in variants(args.rows, json.loads(args.variants)):
             row = run_row(problem, learned, stages, insts, budget, 200 if name.startswith("cma (200") else 2 * budget)
@@ -353,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="[{}]", help="--suite: JSON list of blackbox overrides of the rows' "
                    "surrogate stages, e.g. '[{}, {\"trust_radius\": 0.05}]'; one training serves them all")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a blackbox: setting")
+    p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="--suite: a blackbox: setting of the shared training (e.g. epochs=40, 'hidden=[512, 512]')")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
     if args.sbi_into:  # sbi's NPE added to a --suite JSON, on a fresh bank of as many prior draws
