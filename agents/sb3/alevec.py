@@ -92,12 +92,13 @@ class AleVecEnv(VecEnv):
             first = self.stack - 1 - int(since[i])
             obs[i, :first] = obs[i, first]
 
-    def _validate(self, obs: np.ndarray, rewards: np.ndarray, truncated: np.ndarray,
+    def _validate(self, obs: np.ndarray, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
                   infos: list[dict[str, Any]]) -> np.ndarray:
         """The Guard's checks over the whole step at once; rows not vouched for get the Guard's decision.
 
         Repairs ``obs`` and ``rewards`` in place and returns the envs cut short by ``truncate`` (their
-        observation is the last valid one, their reward 0, ``truncated`` set).
+        observation is the last valid one, their reward 0, ``truncated`` set and ``terminated`` cleared, as the
+        Guard returns them).
         """
         ok = self._rows.valid(obs) & valid_rewards(rewards)
         cut = np.zeros(len(ok), dtype=bool)
@@ -111,7 +112,7 @@ class AleVecEnv(VecEnv):
                 add_fault(infos[i], fault)
             obs[i], rewards[i] = v.obs, v.reward
             if v.cut:  # truncate: the last valid observation, reward 0; ALE's env is reset below
-                truncated[i] = cut[i] = True
+                terminated[i], truncated[i], cut[i] = False, True, True
         return cut
 
     # -- VecEnv API ---------------------------------------------------------------------------------------
@@ -146,7 +147,7 @@ class AleVecEnv(VecEnv):
         final = ale_info.get("final_obs")
         last = obs.copy() if final is None else np.where(ended[:, None, None, None], final, obs)
         self._fill(last, since)
-        self._validate(last, rewards, trunc, infos)  # sets trunc for the rows cut short: reset below
+        self._validate(last, rewards, term, trunc, infos)  # the rows cut short: truncated, reset below
         self._ep_ret += rewards
         self._ep_len += 1
         if self.max_episode_steps is not None:

@@ -106,15 +106,17 @@ def test_bad_rows_get_the_guards_decision():
     vec._rows = RowCheck(vec.observation_space)
     obs = np.full((2, 4, 42, 42), 100, dtype=np.uint8)
     obs[1, 0, 0, 0] = 255
-    rewards, trunc = np.array([0.0, 1.0], dtype=np.float32), np.zeros(2, dtype=bool)
+    rewards, term, trunc = np.array([0.0, 1.0], dtype=np.float32), np.zeros(2, dtype=bool), np.zeros(2, dtype=bool)
     infos: list[dict] = [{}, {}]
-    cut = vec._validate(obs, rewards, trunc, infos)
+    cut = vec._validate(obs, rewards, term, trunc, infos)
     assert not cut.any() and obs[1, 0, 0, 0] == 200  # bounds_policy clip: clipped, recorded, the step goes on
     assert faults_in(infos[0]) == [] and faults_in(infos[1])[0].clipped
     rewards[0] = np.nan
+    term[:] = True  # the game also ended on both rows: the cut row becomes a truncation, as the Guard returns it
     infos = [{}, {}]
-    cut = vec._validate(np.full((2, 4, 42, 42), 9, dtype=np.uint8), rewards, trunc, infos)
+    cut = vec._validate(np.full((2, 4, 42, 42), 9, dtype=np.uint8), rewards, term, trunc, infos)
     assert cut.tolist() == [True, False] and trunc.tolist() == [True, False] and rewards[0] == 0.0
+    assert term.tolist() == [False, True]
     assert faults_in(infos[0])[0].kind.value == "nonfinite" and faults_in(infos[1]) == []
     vec.close()
 
