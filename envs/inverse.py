@@ -103,6 +103,14 @@ class InverseProblem(ABC):
         """The first guess of an estimate (default: the centre of the box)."""
         return np.full(self.param_dim, 0.5)
 
+    def periodic(self) -> np.ndarray:
+        """Which normalised parameters are angles over their whole range, 0 ≡ 1 (default: none).
+
+        Learned strategies feed such a parameter to their networks as (sin, cos) of its angle and let a
+        descent wrap around instead of stopping at 0 or 1.
+        """
+        return np.zeros(self.param_dim, dtype=bool)
+
     def forward(self, x: np.ndarray, context: Any = None) -> np.ndarray:
         """The black box: the data the parameters ``x`` produce. Counted in :attr:`forward_calls`."""
         x = np.asarray(x, dtype=np.float64)

@@ -36,16 +36,30 @@ if TYPE_CHECKING:
 
 
 class Surrogate(nn.Module):
-    """``f̂(x, c)`` in standardised feature units (``out_norm`` maps raw features there)."""
+    """``f̂(x, c)`` in standardised feature units (``out_norm`` maps raw features there).
 
-    def __init__(self, n_params: int, n_ctx: int, n_feat: int, hidden: list[int]) -> None:
+    ``periodic`` (the problem's :meth:`~envs.inverse.InverseProblem.periodic` mask): those parameters enter
+    as the sine and cosine of their angle, so that f̂ is the same at 0 and 1 and smooth across.
+    """
+
+    def __init__(self, n_params: int, n_ctx: int, n_feat: int, hidden: list[int],
+                 periodic: np.ndarray | None = None) -> None:
         super().__init__()
-        self.body = mlp(n_params + n_ctx, hidden, n_feat)
+        mask = np.zeros(n_params, dtype=bool) if periodic is None else np.asarray(periodic, dtype=bool)
+        self.angles, self.plain = torch.as_tensor(np.flatnonzero(mask)), torch.as_tensor(np.flatnonzero(~mask))
+        self.body = mlp(n_params + len(self.angles) + n_ctx, hidden, n_feat)
         self.out_norm = Standardiser(n_feat)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as the network sees it: plain parameters, then (sin, cos) of each periodic one's angle."""
+        if not len(self.angles):
+            return x
+        a = 2 * torch.pi * x[:, self.angles]
+        return torch.cat([x[:, self.plain], torch.sin(a), torch.cos(a)], dim=1)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Predicted standardised features."""
-        return self.body(torch.cat([x, c], dim=1))
+        return self.body(torch.cat([self.encode(x), c], dim=1))
 
 
 class SurrogateStrategy(Strategy):
@@ -57,7 +71,8 @@ class SurrogateStrategy(Strategy):
         self.n_ctx = len(problem.context_features(probe.context))
         self.n_feat = len(problem.features(probe.data))
         torch.manual_seed(seed)
-        self.net = Surrogate(problem.param_dim, self.n_ctx, self.n_feat, cfg.hidden)
+        self.periodic = problem.periodic()
+        self.net = Surrogate(problem.param_dim, self.n_ctx, self.n_feat, cfg.hidden, self.periodic)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
         # (a): g(features, context) -> params in the unit box, trained through the frozen f̂
         self.inv_norm = Standardiser(self.n_feat + self.n_ctx)
@@ -78,7 +93,7 @@ class SurrogateStrategy(Strategy):
         """Refit f̂ on the bank, train the inverse network (a) through it, measure f̂'s gradients."""
         x, c, f = self.bank.tensors()
         self.net.out_norm.fit(f)
-        inputs = torch.cat([x, c], dim=1)
+        inputs = torch.cat([self.net.encode(x), c], dim=1)
         loss = fit(self.net.body, inputs, self.net.out_norm(f), self.opt, self.cfg.epochs, self.cfg.minibatch,
                    self.gen)
         out = {"train/loss": loss, "train/pairs": float(len(x))}
@@ -128,8 +143,10 @@ class SurrogateStrategy(Strategy):
         """Adam on ``‖f̂(x) − features(d_obs)‖²`` through the frozen f̂, from each row of ``starts``; no real call."""
         target = self.net.out_norm(torch.as_tensor(self.problem.features(instance.data))[None])
         c = torch.as_tensor(self.problem.context_features(instance.context))[None].expand(len(starts), -1)
-        return descend_box(self.net, c, target, starts, 0.0, 1.0, self.cfg.gd_steps if steps is None else steps,
+        lo, hi = box(np.zeros(len(self.periodic)), np.ones(len(self.periodic)), self.periodic)
+        ends = descend_box(self.net, c, target, starts, lo, hi, self.cfg.gd_steps if steps is None else steps,
                            self.cfg.gd_lr)
+        return wrap(ends, self.periodic)
 
     def solve(self, instance: Instance, rng: np.random.Generator, x0: np.ndarray | None = None,
               f0: float | None = None) -> np.ndarray:
@@ -161,6 +178,16 @@ class SurrogateStrategy(Strategy):
         if inv:
             self.inv.load_state_dict(inv)
         self.bank.load(tensors, "bank")
+
+
+def box(lo: np.ndarray, hi: np.ndarray, periodic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bounds ``lo``/``hi`` with the periodic parameters unbounded (a descent wraps them afterwards)."""
+    return np.where(periodic, -np.inf, lo), np.where(periodic, np.inf, hi)
+
+
+def wrap(x: np.ndarray, periodic: np.ndarray) -> np.ndarray:
+    """``x`` with its periodic parameters brought back into [0, 1)."""
+    return np.where(periodic, np.mod(x, 1.0), x) if periodic.any() else x
 
 
 def descend_box(net: nn.Module, c: torch.Tensor, target: torch.Tensor, starts: np.ndarray, lo: np.ndarray | float,

@@ -5,7 +5,7 @@ From a centre ``x_c`` (one real call measures its data), each step:
 1. corrects the local model additively so that it matches the real data at the centre,
    ``m(x) = f̂_loc(x) + (F(x_c) − f̂_loc(x_c))`` (standardised features);
 2. descends ``‖m(x) − features(d_obs)‖²`` by Adam (``gd_steps``, ``gd_lr``) inside the box
-   ``|x − x_c|_∞ ≤ r`` ∩ [0, 1];
+   ``|x − x_c|_∞ ≤ r`` ∩ [0, 1] (a periodic parameter, an angle, is not cut by [0, 1]: it wraps around);
 3. calls the black box once at the candidate; ``ρ = actual / predicted`` reduction of that loss;
 4. accepts the candidate as the new centre when its real loss is lower; shrinks ``r`` by half when
    ``ρ < 0.25`` and doubles it (up to 1) when ``ρ > 0.75`` and the step reached the boundary;
@@ -62,20 +62,23 @@ def trust_region(strat: SurrogateStrategy, instance: Instance, x: np.ndarray, f0
     best_x, best_m = (x_c, m_c) if f0 is None or m_c <= f0 else (x_c, f0)
     radius = cfg.trust_radius
     bank = strat.bank.tensors() if strat.bank is not None and len(strat.bank.x) else None
-    from agents.blackbox.surrogate import descend_box
+    from agents.blackbox.surrogate import descend_box, wrap
 
     while len(xs) < cfg.trust_calls:
         with torch.no_grad():
             delta = f_c - net(torch.as_tensor(x_c[None], dtype=torch.float32), c)
-        cand = descend_box(net, c, target - delta, x_c[None], np.maximum(x_c - radius, 0.0),
-                           np.minimum(x_c + radius, 1.0), cfg.gd_steps, cfg.gd_lr)[0]
+        per = strat.periodic  # the radius box, cut by [0, 1] except for periodic parameters
+        lo = np.where(per, x_c - radius, np.maximum(x_c - radius, 0.0))
+        hi = np.where(per, x_c + radius, np.minimum(x_c + radius, 1.0))
+        step_to = descend_box(net, c, target - delta, x_c[None], lo, hi, cfg.gd_steps, cfg.gd_lr)[0]
+        step = float(np.max(np.abs(step_to - x_c)))
+        cand = wrap(step_to, strat.periodic)  # a periodic parameter may cross 0 ≡ 1
         with torch.no_grad():
             pred = float(((net(torch.as_tensor(cand[None], dtype=torch.float32), c) + delta - target) ** 2).mean())
         m_n, loss_n = real(cand)
         rho = (loss_c - loss_n) / max(loss_c - pred, 1e-12)
         if m_n < best_m:
             best_x, best_m = cand, m_n
-        step = float(np.max(np.abs(cand - x_c)))
         if loss_n < loss_c:
             x_c, loss_c, f_c = cand, loss_n, fs[-1]
         if rho < SHRINK:

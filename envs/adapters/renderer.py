@@ -53,6 +53,10 @@ class RendererProblem(InverseProblem):
         """Centred, mid-size and grey: the RL env's first guess too."""
         return np.tile(_START, self.n_shapes)
 
+    def periodic(self) -> np.ndarray:
+        """Each shape's rotation: 0 and 1 are the same full turn."""
+        return np.tile(np.array([name == "rotation" for name in PARAMS]), self.n_shapes)
+
     def draw(self, x: np.ndarray, kinds: Any) -> tuple[np.ndarray, np.ndarray]:
         """Rasterise normalised parameters ``x``: an RGB float image in [0, 1] and a coverage mask (not counted)."""
         s = self.image_size

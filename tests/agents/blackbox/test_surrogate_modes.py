@@ -15,6 +15,7 @@ from test_strategies import Quadratic, settings
 from agents.blackbox.chain import ChainStrategy
 from agents.blackbox.surrogate import SurrogateStrategy
 from agents.errors import UserError
+from envs.inverse import Instance
 
 
 def trained(**kw):
@@ -111,3 +112,47 @@ def test_chain_refuses_a_bad_order_and_an_empty_chain():
         settings(chain=["cma", "amortised"])
     with pytest.raises(UserError, match=r"needs its stages in blackbox.chain.*--set"):
         ChainStrategy(Quadratic(), settings(), 0)
+
+
+class Dial(Quadratic):
+    """An analytic black box with an angle: data = (x₀, cos 2πx₁, sin 2πx₁); x₁ = 0 and 1 are one angle."""
+
+    def __init__(self, periodic: bool) -> None:
+        super().__init__()
+        self.param_dim, self.wraps = 2, periodic
+
+    def periodic(self):
+        return np.array([False, self.wraps])
+
+    def simulate(self, x, context=None):
+        return np.array([x[0], np.cos(2 * np.pi * x[1]), np.sin(2 * np.pi * x[1])])
+
+    def sample_instance(self, rng):
+        x = np.array([rng.uniform(0.2, 0.8), rng.uniform(0.0, 1.0)])
+        self.forward_calls += 1
+        return Instance(self.simulate(x), x)
+
+    def score(self, x, instance):
+        d = abs(x[1] - instance.known_truth()[1]) % 1.0
+        return {"param_error": float(abs(x[0] - instance.known_truth()[0]) + min(d, 1 - d))}
+
+
+@pytest.mark.parametrize("periodic", [True, False], ids=["wraps", "clamped"])
+def test_trust_region_crosses_the_seam_of_a_periodic_parameter(periodic):
+    """The truth's angle lies just below 1, the seed's just above 0: a periodic parameter (fed to f̂ as sin/cos,
+    not cut by [0, 1]) reaches it across the seam; clamped to [0, 1] it stops at 0."""
+    torch.set_num_threads(1)
+    pb = Dial(periodic)
+    strat = SurrogateStrategy(pb, settings(batch=256, epochs=150, hidden=[64], starts=1, gd_lr=0.02, grad_checks=0,
+                                           trust_calls=8, trust_radius=0.2, local_steps=10, gd_steps=50), 0)
+    strat.train_round(np.random.default_rng(0))
+    errs = []
+    for truth in (0.93, 0.95, 0.97):
+        inst = Instance(pb.simulate(np.array([0.5, truth])), np.array([0.5, truth]))
+        x = strat.solve(inst, np.random.default_rng(1), np.array([0.5, 0.06]))
+        assert 0.0 <= x[1] < 1.0
+        errs.append(pb.score(x, inst)["param_error"])
+    if periodic:
+        assert max(errs) < 0.02, errs
+    else:  # from 0.06 the nearest way to the truth is down through 0, which the box does not allow
+        assert min(errs) > 0.02, errs
