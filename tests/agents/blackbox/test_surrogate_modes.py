@@ -106,6 +106,16 @@ def test_cli_chain_trains_checkpoints_and_evaluates(tmp_path):
     res = json.loads(out.read_text())
     assert 1 <= res["forward_calls_per_instance"] <= 8  # the amortised answer is measured once, then CMA-ES
 
+    # a checkpoint whose tensors do not fit the strategy this config builds: one line naming the mismatch
+    from agents.blackbox.backend import BlackBoxBackend
+    from agents.config import load_yaml, validate
+    from agents.errors import CheckpointError
+
+    raw = load_yaml(run / "config.yaml")
+    raw["blackbox"]["hidden"] = [32]
+    with pytest.raises(CheckpointError, match=r"does not fit this strategy \(size mismatch for .*; use the config"):
+        BlackBoxBackend.load(model, validate(raw, "test"))
+
 
 def test_chain_refuses_a_bad_order_and_an_empty_chain():
     with pytest.raises(UserError, match="amortised only first.*--set blackbox.chain"):  # one line, exit 2
