@@ -69,6 +69,13 @@ def make_problem(adapter: str) -> Any:
     return gym.make(f"nondiff/{adapter.capitalize()}-v0", **kwargs)
 
 
+def parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` options (``--set``, ``--train-set``) as ``blackbox:`` settings, each value read as YAML."""
+    import yaml
+
+    return {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
+
+
 def held_out(env: Any, n: int, first: int = SEED0) -> list[Any]:
     out = []
     for i in range(n):
@@ -80,13 +87,12 @@ def held_out(env: Any, n: int, first: int = SEED0) -> list[Any]:
 def single(args: argparse.Namespace) -> int:
     """One strategy, trained to ``--train-calls``, on ``--instances`` held-out instances."""
     import torch
-    import yaml
 
     from agents.blackbox import STRATEGIES
     from agents.config import validate
 
     torch.set_num_threads(1)
-    settings = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    settings = parse_settings(args.set)
     cfg = validate({"blackbox": settings}, "--set").blackbox
     env = make_problem(args.adapter)
     problem = env.unwrapped.problem
@@ -272,15 +278,13 @@ def plot(adapter: str, res: dict[str, Any], path: Path) -> None:
 def suite(args: argparse.Namespace) -> int:
     """The comparison, adapter by adapter."""
     import torch
-    import yaml
 
     torch.set_num_threads(1)
     for adapter in args.adapters.split(","):
         env = make_problem(adapter)
         problem = env.unwrapped.problem
         insts = held_out(env, args.instances, args.first_seed)
-        learned = train_shared(problem, args.train_calls, args.round_calls,
-                               {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.train_set)})
+        learned = train_shared(problem, args.train_calls, args.round_calls, parse_settings(args.train_set))
         budget = BUDGET[adapter]
         res: dict[str, Any] = {"adapter": adapter, "key": problem.score_key, "instances": args.instances,
                                "budget": budget, "train_calls_all": learned["train_calls_all"],

@@ -130,8 +130,7 @@ class BlackBoxBackend(Backend):
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
             detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
             raise CheckpointError(f"checkpoint {str(path)!r} does not fit this strategy ({detail[:240]}); use the "
-                                  "config it was trained with, or train it again with this version of nondiff "
-                                  "(the surrogate's inputs changed when periodic parameters became sin/cos)") from e
+                                  "config it was trained with, or train it again with this version of nondiff") from e
         backend._offset = int(meta["num_timesteps"])
         backend._calls0 = backend.problem.forward_calls
         if for_training:
