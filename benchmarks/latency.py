@@ -3,8 +3,8 @@
 Measures raw vector-env stepping for each ``train.vec_env`` (dummy, subproc, thread, threadproc) against the
 physical limit num_envs / latency, then nondiff PPO training runs on the threadproc and thread vec envs with
 their time split into rollout collection and learner updates (the envs sit idle during updates), and the
-ceiling of an asynchronous (EnvPool-style) pool on this machine, with and without the cost of the policy's
-forward pass. Prints one JSON object.
+ceiling of an asynchronous (EnvPool-style) pool on this machine, with and without the policy's forward pass
+in its loop. Prints one JSON object.
 
     python benchmarks/latency.py [--quick]
 """
@@ -83,36 +83,36 @@ def bare_threads_steps_per_s(num_envs: int, latency: float, seconds: float) -> d
         return {"steps_per_s": n * num_envs / (time.perf_counter() - t0), "vector_steps": n}
 
 
-def policy_call_s(calls: int = 2000) -> float:
-    """Seconds per forward pass of the policy these runs train (SB3 PPO's [64, 64] MLP, 1 torch thread) for a
-    batch of 2 observations, as an asynchronous pool would call it for whichever envs are ready."""
+def _policy() -> Any:
+    """The policy these runs train (SB3 PPO's [64, 64] MLP, 1 torch thread), freshly initialised."""
     import torch
     from stable_baselines3 import PPO
 
     torch.set_num_threads(1)
-    env = SleepEnv(latency=0.0)
-    policy = PPO("MlpPolicy", env, device="cpu").policy
-    obs = np.zeros((2, 4), dtype=np.float32)
+    return PPO("MlpPolicy", SleepEnv(latency=0.0), device="cpu").policy
+
+
+def _act(policy: Any, obs: np.ndarray) -> np.ndarray:
+    """One forward pass, as a collector calls it: observations in, actions (and values) out as NumPy."""
+    import torch
+
     with torch.no_grad():
-        for _ in range(100):
-            policy(torch.as_tensor(obs))
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            actions, values, _ = policy(torch.as_tensor(obs))
-            actions.numpy(), values.numpy()
-    return (time.perf_counter() - t0) / calls
+        actions, values, _ = policy(torch.as_tensor(obs))
+    values.numpy()
+    return actions.numpy()
 
 
-def async_pool_steps_per_s(num_envs: int, latency: float, seconds: float, policy_s: float) -> dict[str, float]:
-    """The ceiling of an EnvPool-style asynchronous pool on this machine, no env and no SB3: one thread per env
-    waits ``latency`` per step; the main thread takes whichever envs are ready (at least one), holds the GIL for
-    ``policy_s`` (a stand-in for the policy's forward pass on them) and hands each a new action. Unlike a vector
-    step, no env waits for the slowest of the others, only for the main thread."""
+def async_pool_steps_per_s(num_envs: int, latency: float, seconds: float, policy: Any = None) -> dict[str, float]:
+    """The ceiling of an EnvPool-style asynchronous pool on this machine, with no env and no SB3 collector: one
+    thread per env waits ``latency`` per step; the main thread takes whichever envs are ready (at least one),
+    runs ``policy``'s forward pass on their observations (none: no policy) and hands each its new action. Unlike
+    a vector step, no env waits for the slowest of the others, only for the main thread."""
     ready: queue.SimpleQueue[int] = queue.SimpleQueue()
     go = [queue.SimpleQueue() for _ in range(num_envs)]  # type: ignore[var-annotated]
+    obs = np.zeros((num_envs, 4), dtype=np.float32)
 
     def env_thread(i: int) -> None:
-        while go[i].get():
+        while go[i].get() is not None:
             time.sleep(latency)
             ready.put(i)
 
@@ -120,9 +120,9 @@ def async_pool_steps_per_s(num_envs: int, latency: float, seconds: float, policy
     for t in threads:
         t.start()
     for q in go:
-        q.put(True)
+        q.put(0)
     n = calls = 0
-    t0 = time.perf_counter()
+    t_policy, t0 = 0.0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         ids = [ready.get()]
         while True:
@@ -130,16 +130,19 @@ def async_pool_steps_per_s(num_envs: int, latency: float, seconds: float, policy
                 ids.append(ready.get_nowait())
             except queue.Empty:
                 break
-        end = time.perf_counter() + policy_s
-        while time.perf_counter() < end:  # busy, holding the GIL, as the forward pass mostly does
-            pass
-        for i in ids:
-            go[i].put(True)
+        if policy is not None:
+            t = time.perf_counter()
+            actions = _act(policy, obs[ids])
+            t_policy += time.perf_counter() - t
+        else:
+            actions = np.zeros((len(ids), 2), dtype=np.float32)
+        for i, a in zip(ids, actions):
+            go[i].put(a)
         n, calls = n + len(ids), calls + 1
     elapsed = time.perf_counter() - t0
     for q in go:
-        q.put(False)
-    return {"steps_per_s": n / elapsed, "mean_batch": n / max(calls, 1), "policy_us": policy_s * 1e6}
+        q.put(None)
+    return {"steps_per_s": n / elapsed, "mean_batch": n / max(calls, 1), "policy_us": t_policy / max(calls, 1) * 1e6}
 
 
 def vec_steps_per_s(vec_env: str, num_envs: int, seconds: float, wrapped: bool = True, workers: int = 2,
@@ -222,9 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                            "loadavg": round(os.getloadavg()[0], 2)}
     secs = 0.5 if args.quick else 6.0
     vec = out["vec"] = {"bare_threads": bare_threads_steps_per_s(n, latency, secs)}
-    policy_s = policy_call_s(200 if args.quick else 2000)
-    out["async_ceiling"] = {"no_policy": async_pool_steps_per_s(n, latency, secs, 0.0),
-                            "with_policy": async_pool_steps_per_s(n, latency, secs, policy_s)}
+    out["async_ceiling"] = {"no_policy": async_pool_steps_per_s(n, latency, secs),
+                            "with_policy": async_pool_steps_per_s(n, latency, secs, _policy())}
     vec["threadproc"] = vec_steps_per_s("threadproc", n, secs, workers=2)
     vec["threadproc_bare_env"] = vec_steps_per_s("threadproc", n, secs, wrapped=False, workers=2)
     vec["thread"] = vec_steps_per_s("thread", n, secs)

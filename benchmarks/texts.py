@@ -182,8 +182,8 @@ def p4_text(d: dict[str, Any]) -> dict[str, str]:
         free, pol = ceiling["no_policy"], ceiling["with_policy"]
         table += [f"| ceiling: an asynchronous pool (EnvPool style: whichever envs are ready get new actions), no "
                   f"policy | {free['steps_per_s']:,.0f} | {free['steps_per_s'] / lim:.2f} |",
-                  f"| ceiling: the same pool holding the GIL {pol['policy_us']:.0f} µs per batch (the measured "
-                  f"forward pass of this policy; mean batch {pol['mean_batch']:.1f}) | {pol['steps_per_s']:,.0f} | "
+                  f"| ceiling: the same pool running this PPO policy's forward pass on each batch of ready envs "
+                  f"({pol['policy_us']:.0f} µs per call, mean batch {pol['mean_batch']:.1f}) | {pol['steps_per_s']:,.0f} | "
                   f"{pol['steps_per_s'] / lim:.2f} |"]
     met = d["rollout_ratio"] >= 0.9 and best["steps_per_s"] / lim >= 0.95
     verdict = ("Goals met." if met else
@@ -192,8 +192,8 @@ def p4_text(d: dict[str, Any]) -> dict[str, str]:
                "thread wake-ups and waits for the slowest.")
     if ceiling and not met:
         verdict += (f" An asynchronous pool removes that wait ({free['steps_per_s'] / lim:.2f}× with no policy), but "
-                    f"once the main thread spends the policy's {pol['policy_us']:.0f} µs forward pass per batch "
-                    f"it falls to {pol['steps_per_s'] / lim:.2f}×, with no env, wrapper or check in it (one GIL "
+                    f"once the main thread runs the policy's forward pass ({pol['policy_us']:.0f} µs a call) on "
+                    f"each batch it falls to {pol['steps_per_s'] / lim:.2f}×, with no env, wrapper or check in it (one GIL "
                     "serves 32 env threads and the policy on 2 cores)" +
                     (": the 0.9× rollout goal is out of reach here by that design too." if pol["steps_per_s"] < 0.9 * lim
                      else "; an asynchronous collector would have no margin left for them here (not built)."))
