@@ -32,6 +32,9 @@ def main() -> None:
     if len(args.paths) < 2:
         p.error("expected one or more run directories, then the output PNG")
     *runs, out = args.paths
+    for run in runs:
+        if not (Path(run) / "tensorboard").is_dir():
+            p.error(f"{run!r} has no tensorboard/ folder: expected a run directory written by train.py")
     fig, ax = plt.subplots(figsize=(7, 4))
     for k, run in enumerate(runs):
         acc = EventAccumulator(str(Path(run) / "tensorboard"), size_guidance={"scalars": 0})
