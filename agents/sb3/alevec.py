@@ -211,6 +211,6 @@ class AleVecEnv(VecEnv):
 def make_ale_vec_env(cfg: Any) -> AleVecEnv:
     """``train.vec_env: ale`` from a run config: the ``game`` adapter's ``env:`` keys, ``train.num_envs`` envs,
     ``train.env_workers`` threads (at most ``num_envs``)."""
-    kwargs = {k: v for k, v in cfg.env.adapter_kwargs().items() if k in ALE_KEYS}
+    kwargs = {k: v for k, v in cfg.env.adapter_kwargs().items() if k in ALE_KEYS}  # env.crop: refused by the schema
     return AleVecEnv(cfg.train.num_envs, cfg.train.env_workers, nan_policy=cfg.env.nan_policy,
                      bounds_policy=cfg.env.bounds_policy, max_episode_steps=cfg.env.max_episode_steps, **kwargs)

@@ -22,6 +22,25 @@ def game_names() -> list[str]:
     return sorted("".join(p.capitalize() for p in rom.split("_")) for rom in roms.get_all_rom_ids())
 
 
+SCREEN_ROWS, SCREEN_COLUMNS = 210, 160
+"""The ALE screen's size (every game)."""
+
+
+class CropResize(gym.ObservationWrapper):
+    """Keep rows ``top:bottom`` of a grayscale frame and resize them to ``size``×``size`` (area interpolation,
+    as AtariPreprocessing resizes)."""
+
+    def __init__(self, env: gym.Env, top: int, bottom: int, size: int) -> None:
+        super().__init__(env)
+        self.top, self.bottom, self.size = top, bottom, size
+        self.observation_space = gym.spaces.Box(0, 255, (size, size), np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        import cv2
+
+        return cv2.resize(observation[self.top:self.bottom], (self.size, self.size), interpolation=cv2.INTER_AREA)
+
+
 class GameEnv(gym.Env):
     """An ALE game with the standard Atari preprocessing (Mnih et al. 2015; Machado et al. 2018).
 
@@ -42,6 +61,9 @@ class GameEnv(gym.Env):
         frame_skip: frames per action.
         frame_stack: frames in one observation.
         frame_size: side of the square grayscale frame (pixels), at least 8.
+        crop: ``[top, bottom]``: keep only these rows of the 210-row screen before resizing (the play field:
+            Pong's is ``[34, 194]``, as the universe-starter-agent crops it), so the ball and paddles keep
+            more of their pixels in a small frame; ``None`` resizes the whole screen.
         render_mode: ``"rgb_array"`` for full-colour frames.
     """
 
@@ -49,7 +71,8 @@ class GameEnv(gym.Env):
 
     def __init__(self, *, game: str = "Pong", sticky_actions: bool = False, clip_rewards: bool = False,
                  episodic_life: bool = False, noop_max: int = 30, frame_skip: int = 4, frame_stack: int = 4,
-                 frame_size: int = 84, render_mode: str | None = None) -> None:
+                 frame_size: int = 84, crop: list[int] | tuple[int, int] | None = None,
+                 render_mode: str | None = None) -> None:
         try:
             import ale_py
         except ImportError as e:  # pragma: no cover - ale-py is a core dependency
@@ -68,12 +91,21 @@ class GameEnv(gym.Env):
         if not isinstance(frame_size, int) or isinstance(frame_size, bool) or frame_size < 8:
             raise ValueError(f"game: frame_size must be an integer >= 8 (84 Nature DQN, 42 the small CNN), got "
                              f"{frame_size!r}; set env.frame_size")
+        if crop is not None and not (isinstance(crop, (list, tuple)) and len(crop) == 2
+                                     and all(isinstance(r, int) and not isinstance(r, bool) for r in crop)
+                                     and 0 <= crop[0] < crop[1] <= SCREEN_ROWS and crop[1] - crop[0] >= 8):
+            raise ValueError(f"game: crop must be two row numbers [top, bottom] with 0 <= top < bottom <= "
+                             f"{SCREEN_ROWS} and at least 8 rows between them (Pong's play field: [34, 194]), got "
+                             f"{crop!r}; set env.crop, or leave it out to resize the whole screen")
         gym.register_envs(ale_py)
         ale_id = "ALE/" + "".join(p.capitalize() for p in rom.split("_")) + "-v5"
         env = gym.make(ale_id, frameskip=1, repeat_action_probability=0.25 if sticky_actions else 0.0,
                        full_action_space=False, render_mode=render_mode, max_num_frames_per_episode=108_000)
-        env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=frame_skip, screen_size=frame_size,
+        screen = frame_size if crop is None else (SCREEN_COLUMNS, SCREEN_ROWS)  # cropped: resized below
+        env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=frame_skip, screen_size=screen,
                                               terminal_on_life_loss=episodic_life, grayscale_obs=True)
+        if crop is not None:
+            env = CropResize(env, int(crop[0]), int(crop[1]), frame_size)
         if clip_rewards:
             env = gym.wrappers.TransformReward(env, lambda r: float(np.sign(float(r))))
         self._env: gym.Env = gym.wrappers.FrameStackObservation(env, stack_size=frame_stack)

@@ -145,10 +145,11 @@ def test_train_with_ale_vec_env_then_evaluate(tmp_path):
     (("--env", "robot"), "train.vec_env: ale is ALE's own vector env, for --env game on the sb3 backend; got env "
                          "'robot'"),
     (("--env", "game", "--backend", "rllib"), "for --env game on the sb3 backend; got env 'game' on rllib"),
-], ids=["not-game", "rllib"])
+    (("--env", "game", "--set", "env.crop=[34,194]"), "train.vec_env: ale cannot crop frames (env.crop is [34, 194])"),
+], ids=["not-game", "rllib", "crop"])
 def test_ale_vec_env_elsewhere_exits_2(tmp_path, args, expected):
     proc = run_cli("train.py", *args, "--set", "train.vec_env=ale", "--timesteps", "64", "--run-dir",
                    str(tmp_path / "r"))
     assert proc.returncode == 2, proc.stderr
-    assert expected in proc.stderr and "use train.vec_env: dummy" in proc.stderr
+    assert expected in proc.stderr and "train.vec_env: dummy" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -42,6 +42,30 @@ def test_frame_size_42_observation_and_bad_size():
         envs.make("game", frame_size=4)
 
 
+def test_crop_keeps_the_play_field_rows_then_resizes():
+    """env.crop: rows top:bottom of the grayscale screen, area-resized, equal what cv2 gives from the full frame."""
+    import cv2
+
+    full = envs.make("game", frame_size=42, noop_max=0)
+    crop = envs.make("game", frame_size=42, noop_max=0, crop=[34, 194], render_mode="rgb_array")
+    a, _ = crop.reset(seed=0)
+    b, _ = full.reset(seed=0)
+    assert a.shape == b.shape == (4, 42, 42) and crop.observation_space == full.observation_space
+    for _ in range(40):  # the ball is in play: the cropped frame differs from the whole-screen resize
+        a, *_ = crop.step(2)
+        b, *_ = full.step(2)
+    assert not np.array_equal(a, b)
+    screen = cv2.cvtColor(crop.render(), cv2.COLOR_RGB2GRAY)  # the last emulator frame (before max-pooling)
+    want = cv2.resize(screen[34:194], (42, 42), interpolation=cv2.INTER_AREA)
+    assert np.abs(a[-1].astype(int) - want.astype(int)).max() <= 40  # max-pool of the last two frames may differ
+    assert np.abs(a[-1].astype(int) - want.astype(int)).mean() < 1
+    crop.close()
+    full.close()
+    for bad in ([194, 34], [0, 211], [10, 12], "34,194", [34.0, 194]):
+        with pytest.raises(ValueError, match="crop must be two row numbers"):
+            envs.make("game", crop=bad)
+
+
 def test_small_cnn_costs_a_twentieth_of_the_nature_cnn():
     """The FLOP figures docs/results.md quotes: 0.96 MFLOP (small, 42×42) vs 18.7 (Nature, 84×84)."""
     small = SmallCNN(gym.spaces.Box(0, 255, (4, 42, 42), np.uint8))
