@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-OLD = ["env.frame_size=84", "agent.cnn=nature", "agent.precision=fp32", "agent.n_epochs=4", "agent.batch_size=256"]
+OLD = ["env.frame_size=84", "env.crop=null", "agent.cnn=nature", "agent.precision=fp32", "agent.n_epochs=4", "agent.batch_size=256"]
 """The issue-3 setup (configs/game84.yaml) expressed over the shipped config."""
 VARIANTS: dict[str, list[str]] = {
     "84 Nature fp32, 2 threads (issue 3)": [*OLD, "train.threads=2"],
@@ -36,14 +36,15 @@ VARIANTS: dict[str, list[str]] = {
     "84 Nature bf16, 1 thread": [*OLD, "train.threads=1", "agent.precision=bf16"],
     "42 Nature fp32": ["agent.cnn=nature", "agent.precision=fp32"],
     "42 small fp32": ["agent.cnn=small", "agent.precision=fp32"],
+    "42 small fp32, whole screen (no crop)": ["agent.cnn=small", "agent.precision=fp32", "env.crop=null"],
     "42 small bf16": ["agent.cnn=small", "agent.precision=bf16"],
     "42 small fp32, 2 epochs x 512": ["agent.cnn=small", "agent.precision=fp32", "agent.n_epochs=2",
                                       "agent.batch_size=512"],
     "42 small fp32, 16 envs x 64 steps": ["agent.cnn=small", "agent.precision=fp32", "train.num_envs=16",
                                           "agent.n_steps=64"],
-    "shipped config, vec_env dummy": ["train.vec_env=dummy"],
-    "shipped config, vec_env ale, 1 thread": ["train.vec_env=ale", "train.env_workers=1"],
-    "shipped config, vec_env ale, 2 threads": ["train.vec_env=ale", "train.env_workers=2"],
+    "shipped config, vec_env dummy": ["train.vec_env=dummy", "env.crop=null"],
+    "shipped config, vec_env ale, 1 thread": ["train.vec_env=ale", "train.env_workers=1", "env.crop=null"],
+    "shipped config, vec_env ale, 2 threads": ["train.vec_env=ale", "train.env_workers=2", "env.crop=null"],
 }
 
 

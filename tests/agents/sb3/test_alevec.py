@@ -35,7 +35,7 @@ def _lockstep(game: str, steps: int, actions: int, **kw):
 
 
 def test_observations_equal_the_eval_paths_pong_42():
-    """Pong at 42×42 (configs/game.yaml): 400 steps of the same actions give the same frames, stack and rewards
+    """Pong at 42×42 (the shipped frame size): 400 steps of the same actions give the same frames, stack and rewards
     as the game adapter through envs.make (ALE's resize equals Gymnasium's cv2 INTER_AREA: max diff 0)."""
     it = _lockstep("Pong", 400, 6, frame_size=42, clip_rewards=True)
     obs, o, _, _ = next(it)
