@@ -81,7 +81,7 @@ CUDA_VISIBLE_DEVICES="" "$PY" evaluate.py "$RUNS/robot" --episodes "$([ $DRY = 1
   --json "$RUNS/robot_eval.json" > "$RUNS/robot_eval.log" 2>&1; RC_ROBOT_EVAL=$?
 tail -2 "$RUNS/robot_eval.log"
 
-# 3. Pong (configs/game.yaml: 42x42, small CNN) for PONG_SECONDS with PONG_ENVS envs, stopped by SIGINT
+# 3. Pong (configs/game.yaml: play field cropped, 42x42, small CNN) for PONG_SECONDS with PONG_ENVS envs, stopped by SIGINT
 # (which writes the final checkpoint), then its checkpoint evaluated on the CPU.
 VEC=$([ "$PONG_ENVS" -ge 8 ] && echo subproc || echo dummy)
 BATCH=$(( PONG_ENVS * 128 / 4 ))
