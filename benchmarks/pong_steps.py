@@ -2,8 +2,8 @@
 
 Each variant is one ``train.py --env game`` run of a fixed number of steps (no periodic eval) with the
 shipped config plus ``--set`` overrides; steps/s is the run's own figure (from its first step, startup
-excluded). The ``shipped config, vec_env …`` rows compare ``train.vec_env: dummy`` with ALE's own vector
-env (``ale``, agents/sb3/alevec.py; ``--only vec_env``). The 1-minute load average is printed before each
+excluded). The ``whole screen, vec_env …`` rows (the shipped config without its crop, which ALE cannot do)
+compare ``train.vec_env: dummy`` with ALE's own vector env (``ale``, agents/sb3/alevec.py; ``--only vec_env``). The 1-minute load average is printed before each
 run: on a shared machine it decides the absolute figures, so compare rows of one invocation only.
 
     python benchmarks/pong_steps.py [STEPS] [--only NAME ...]
@@ -42,9 +42,9 @@ VARIANTS: dict[str, list[str]] = {
                                       "agent.batch_size=512"],
     "42 small fp32, 16 envs x 64 steps": ["agent.cnn=small", "agent.precision=fp32", "train.num_envs=16",
                                           "agent.n_steps=64"],
-    "shipped config, vec_env dummy": ["train.vec_env=dummy", "env.crop=null"],
-    "shipped config, vec_env ale, 1 thread": ["train.vec_env=ale", "train.env_workers=1", "env.crop=null"],
-    "shipped config, vec_env ale, 2 threads": ["train.vec_env=ale", "train.env_workers=2", "env.crop=null"],
+    "whole screen, vec_env dummy": ["train.vec_env=dummy", "env.crop=null"],
+    "whole screen, vec_env ale, 1 thread": ["train.vec_env=ale", "train.env_workers=1", "env.crop=null"],
+    "whole screen, vec_env ale, 2 threads": ["train.vec_env=ale", "train.env_workers=2", "env.crop=null"],
 }
 
 
