@@ -379,8 +379,8 @@ class RunConfig(_Section):
         if self.train.vec_env == "ale" and (self.env.wrappers or self.env.drop_keys):
             raise ValueError("train.vec_env: ale preprocesses inside ALE and applies no env.wrappers or env.drop_keys; "
                              "drop them or use train.vec_env: dummy")
-        if self.train.vec_env == "ale" and self.env.adapter_kwargs().get("crop") is not None:
-            raise ValueError(f"train.vec_env: ale cannot crop frames (env.crop is {self.env.adapter_kwargs()['crop']!r}):"
+        if self.train.vec_env == "ale" and (crop := self.env.adapter_kwargs().get("crop")) is not None:
+            raise ValueError(f"train.vec_env: ale cannot crop frames (env.crop is {crop!r}):"
                              " ALE's vector env resizes the whole screen; set train.vec_env: dummy, or leave env.crop "
                              "out")
         return self

@@ -26,21 +26,6 @@ SCREEN_ROWS, SCREEN_COLUMNS = 210, 160
 """The ALE screen's size (every game)."""
 
 
-class CropResize(gym.ObservationWrapper):
-    """Keep rows ``top:bottom`` of a grayscale frame and resize them to ``size``×``size`` (area interpolation,
-    as AtariPreprocessing resizes)."""
-
-    def __init__(self, env: gym.Env, top: int, bottom: int, size: int) -> None:
-        super().__init__(env)
-        self.top, self.bottom, self.size = top, bottom, size
-        self.observation_space = gym.spaces.Box(0, 255, (size, size), np.uint8)
-
-    def observation(self, observation: np.ndarray) -> np.ndarray:
-        import cv2
-
-        return cv2.resize(observation[self.top:self.bottom], (self.size, self.size), interpolation=cv2.INTER_AREA)
-
-
 class GameEnv(gym.Env):
     """An ALE game with the standard Atari preprocessing (Mnih et al. 2015; Machado et al. 2018).
 
@@ -104,8 +89,11 @@ class GameEnv(gym.Env):
         screen = frame_size if crop is None else (SCREEN_COLUMNS, SCREEN_ROWS)  # cropped: resized below
         env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=frame_skip, screen_size=screen,
                                               terminal_on_life_loss=episodic_life, grayscale_obs=True)
-        if crop is not None:
-            env = CropResize(env, int(crop[0]), int(crop[1]), frame_size)
+        if crop is not None:  # keep rows top:bottom, then Gymnasium's area resize (as AtariPreprocessing's)
+            top, bottom = crop
+            env = gym.wrappers.TransformObservation(env, lambda o: o[top:bottom],
+                                                    gym.spaces.Box(0, 255, (bottom - top, SCREEN_COLUMNS), np.uint8))
+            env = gym.wrappers.ResizeObservation(env, (frame_size, frame_size))
         if clip_rewards:
             env = gym.wrappers.TransformReward(env, lambda r: float(np.sign(float(r))))
         self._env: gym.Env = gym.wrappers.FrameStackObservation(env, stack_size=frame_stack)
