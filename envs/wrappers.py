@@ -150,6 +150,14 @@ def parse_wrappers(items: list[Any]) -> list[WrapperSpec]:
     return out
 
 
+def names_code(items: Any) -> bool:
+    """True when ``env.wrappers`` names a wrapper by import path (the built-ins import nothing)."""
+    try:
+        return any(w.name not in BUILTIN_WRAPPERS for w in parse_wrappers(list(items or [])))
+    except ValueError:
+        return True
+
+
 def _resolve(name: str) -> Callable[..., gym.Env]:
     if name in BUILTIN_WRAPPERS:
         return BUILTIN_WRAPPERS[name]

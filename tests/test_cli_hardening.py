@@ -226,6 +226,69 @@ def test_edited_config_command_is_refused_without_trust_run_dir(tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
 
 
+@pytest.fixture(scope="module")
+def signed_run(tmp_path_factory):
+    """A run signed with a key of its own; the tests that copy it use the same key (the same user)."""
+    base = tmp_path_factory.mktemp("signed")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NONDIFF_KEY_FILE", str(base / "nondiff.key"))
+        train_cartpole(base / "run")
+    return base
+
+
+MODULE = "import pathlib, os\npathlib.Path(os.environ['MARKER']).touch()\nEnv = None\n"
+ID = "  id: CartPole-v1"
+EDITS = {  # issue 25 §1: each edit of config.yaml (old line -> new lines), and the phrase that names it
+    "wrapper": ({"  wrappers: []": "  wrappers: [{'pydoc:pipepager': {'cmd': 'touch $MARKER'}}]"},
+                "import and call env.wrappers="),
+    "packages": ({"  packages: []": "  packages: [marker_mod]"}, "import env.packages=['marker_mod']"),
+    "id": ({ID: "  id: 'marker_mod:Env'"}, "import the module of env.id='marker_mod:Env'"),
+    "eval_kwargs": ({ID: "  id: process\n  listen: 127.0.0.1:0", "  eval_kwargs: {}": "  eval_kwargs: {command: "
+                     "'touch $MARKER'}"}, "start the program env.eval_kwargs.command='touch $MARKER'"),
+    "address": ({ID: "  id: process\n  address: 10.255.255.1:9\n  allow_remote: true"},
+                "connect to env.address='10.255.255.1:9'"),
+    "listen": ({ID: "  id: process\n  listen: 0.0.0.0:0"}, "listen for programs on env.listen='0.0.0.0:0'"),
+    "rllib.address": ({"  address: null": "  address: 10.255.255.1:6379"},
+                      "join the Ray cluster at rllib.address='10.255.255.1:6379'"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_every_setting_that_reaches_out_is_refused_before_anything_runs(signed_run, tmp_path, monkeypatch, edit):
+    run, marker = tmp_path / "run", tmp_path / "MARKER"
+    shutil.copytree(signed_run / "run", run)
+    monkeypatch.setenv("NONDIFF_KEY_FILE", str(signed_run / "nondiff.key"))
+    (tmp_path / "marker_mod.py").write_text(MODULE)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("MARKER", str(marker))
+    lines, phrase = EDITS[edit]
+    phrase = phrase.replace("$MARKER", str(marker))
+    cfg = (run / "config.yaml").read_text()
+    for old, new in lines.items():
+        assert cfg.count(old) == 1, old
+        cfg = cfg.replace(old, new.replace("$MARKER", str(marker)))
+    (run / "config.yaml").write_text(cfg)
+    for script, args in (("evaluate.py", [str(run), "--episodes", "1"]),
+                         ("train.py", ["--resume", str(run), "--timesteps", "64", "--quiet"])):
+        proc = run_cli(script, *args, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        text = one_line(proc)
+        assert "does not match its signature" in text and phrase in text and "--trust-run-dir" in text, text
+    assert not marker.exists()
+
+
+def test_a_trusted_wrapper_that_fails_is_exit_2_on_resume(signed_run, tmp_path, monkeypatch):
+    run, marker = tmp_path / "run", tmp_path / "MARKER"
+    shutil.copytree(signed_run / "run", run)
+    monkeypatch.setenv("NONDIFF_KEY_FILE", str(signed_run / "nondiff.key"))
+    cfg = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(cfg.replace("  wrappers: []", f"  wrappers: [{{'pydoc:pipepager': {{'cmd': "
+                                                                    f"'touch {marker}'}}}}]", 1))
+    proc = run_cli("train.py", "--resume", str(run), "--timesteps", "64", "--quiet", "--trust-run-dir", timeout=60)
+    assert marker.exists()  # trusted: the wrapper ran
+    assert proc.returncode == 2 and "env 'CartPole-v1' rejected its settings" in one_line(proc)
+
+
 def test_unsigned_run_dirs_load_when_they_run_no_code(tmp_path, monkeypatch):
     run = tmp_path / "run"
     train_cartpole(run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -16,6 +16,8 @@ from pydantic import (
 )
 
 from agents.run.tokens import DEFAULT_ENV_VAR, REDACTED, TokenSource
+from envs.reach import Reach
+from envs.wrappers import names_code
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,13 @@ class EnvConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    id: str | None = None
+    id: Annotated[str | None, Reach.IMPORT.mark("import the module of", lambda v: ":" in str(v or ""))] = None
     """Short name, Gymnasium id or ``module:Class``; ``--env`` overrides it."""
-    packages: list[str] = Field(default_factory=list)
+    packages: Annotated[list[str], Reach.IMPORT.mark("import")] = Field(default_factory=list)
     """Modules imported before the env is made (``--env-package``); their import registers adapters."""
     max_episode_steps: int | None = Field(default=None, gt=0)
     """Override the env's time limit."""
-    eval_kwargs: dict[str, Any] = Field(default_factory=dict)
+    eval_kwargs: Annotated[dict[str, Any], Reach.ADAPTER.mark("pass the adapter")] = Field(default_factory=dict)
     """Adapter keyword arguments that replace the training ones in evaluation envs (periodic eval and
     evaluate.py), e.g. ``{clip_rewards: false}`` so that reported returns are the raw score."""
     nan_policy: Literal["truncate", "clip", "raise"] = "truncate"
@@ -52,7 +54,8 @@ class EnvConfig(BaseModel):
     noise, which is snapped on silently): clip them onto the bounds and go on (default: third-party envs
     often declare bounds a little too tight), end the episode, or stop. Recorded as an ``invalid_output``
     fault either way, with a console warning when such faults pass 1% of steps."""
-    wrappers: list[Any] = Field(default_factory=list)
+    wrappers: Annotated[list[Any], Reach.IMPORT.mark("import and call", names_code)] = Field(
+        default_factory=list)
     """Gymnasium wrappers applied in order around the env in every worker, on both backends: a built-in name
     (``resize``, ``grayscale``, ``frame_stack``, ``frame_skip``) or an import path (``module:Class``), alone
     or as ``{name: {kwarg: value}}``, e.g. ``[{resize: {shape: [84, 84]}}, grayscale]``. The image
@@ -270,7 +273,7 @@ class EvalConfig(_Section):
 class RLlibSection(_Section):
     """RLlib-only settings (``--backend rllib``); the shared hyperparameters come from ``agent``."""
 
-    address: str | None = None
+    address: Annotated[str | None, Reach.CONTACT.mark("join the Ray cluster at")] = None
     """Ray cluster address (``--ray-address``); None starts a private local Ray on loopback."""
     num_env_runners: int = Field(default=1, ge=0)
     """Remote env-runner actors (``--num-env-runners``); 0 samples in the driver."""
@@ -282,7 +285,8 @@ class RLlibSection(_Section):
     """CPUs a private local Ray may use (None: all)."""
     dashboard: bool = False
     """Start the Ray dashboard with a private local Ray (off: it serves code execution on a port)."""
-    extra: dict[str, Any] = Field(default_factory=dict)
+    extra: Annotated[dict[str, Any], Reach.RUN.mark("hand Ray, as they are, the settings")] = Field(
+        default_factory=dict)
     """Passed to ``AlgorithmConfig.update_from_dict`` as is."""
 
 

@@ -18,6 +18,7 @@ inside its env runners, each calling :func:`env_factory`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import importlib
@@ -26,7 +27,7 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -105,32 +106,15 @@ def make_vec_env(cfg: RunConfig) -> Any:
     """SB3's vectorised training envs: ``train.num_envs`` monitored envs, then ``VecNormalize`` if asked."""
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from agents.sb3.batchguard import GuardedDummyVecEnv
     from agents.sb3.bridgevec import is_bridge, make_bridge_vec_env
-    from agents.sb3.threadproc import ThreadProcVecEnv
-    from agents.sb3.vecenv import ResilientVecEnv, ThreadVecEnv
 
     fns: list[Callable[[], gym.Env]] = [env_factory(cfg, monitor=True) for _ in range(cfg.train.num_envs)]
     # bridge programs with K > 1 instances each, or connecting to env.listen: programs x K envs, batched
     venv: Any = make_bridge_vec_env(cfg, tokens.resolve(cfg.env.token_source()),
                                     _DECLARED_INSTANCES.get(_instances_key(cfg))) if is_bridge(cfg.env.id) else None
-    if venv is not None:
-        pass
-    elif cfg.train.vec_env == "subproc":
-        venv = ResilientVecEnv(fns, start_method=cfg.train.start_method, step_timeout=cfg.train.worker_timeout,
-                               max_restarts=cfg.train.max_worker_restarts)
-    elif cfg.train.vec_env == "threadproc":
-        venv = ThreadProcVecEnv(fns, workers=cfg.train.env_workers, start_method=cfg.train.start_method,
-                                step_timeout=cfg.train.worker_timeout, max_restarts=cfg.train.max_worker_restarts,
-                                batch_guard=cfg.train.batch_guard)
-    elif cfg.train.vec_env == "ale":  # ALE's C++ vector env: no per-env wrapper stack (agents/sb3/alevec.py)
-        from agents.sb3.alevec import make_ale_vec_env
-
-        venv = make_ale_vec_env(cfg)
-    elif cfg.train.vec_env == "thread":
-        venv = ThreadVecEnv(fns, batch_guard=cfg.train.batch_guard)
-    else:
-        venv = GuardedDummyVecEnv(fns, batch_guard=cfg.train.batch_guard)
+    if venv is None:
+        with build_errors(cfg):  # a resumed run builds its envs here first (no probe)
+            venv = _plain_vec_env(cfg, fns)
     if not (cfg.agent.normalize_obs or cfg.agent.normalize_reward):
         return venv
     keys = normalized_keys(venv.observation_space)
@@ -142,6 +126,28 @@ def make_vec_env(cfg: RunConfig) -> Any:
         log.info("normalize_obs: per-key statistics for %s (images and discrete keys excluded)", ", ".join(keys))
     return VecNormalize(venv, norm_obs=norm_obs, norm_reward=cfg.agent.normalize_reward, gamma=cfg.agent.gamma,
                         norm_obs_keys=keys or None)
+
+
+def _plain_vec_env(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> Any:
+    """The ``train.vec_env`` choice over in-process or worker-process envs (not bridge programs)."""
+    from agents.sb3.batchguard import GuardedDummyVecEnv
+    from agents.sb3.threadproc import ThreadProcVecEnv
+    from agents.sb3.vecenv import ResilientVecEnv, ThreadVecEnv
+
+    if cfg.train.vec_env == "subproc":
+        return ResilientVecEnv(fns, start_method=cfg.train.start_method, step_timeout=cfg.train.worker_timeout,
+                               max_restarts=cfg.train.max_worker_restarts)
+    if cfg.train.vec_env == "threadproc":
+        return ThreadProcVecEnv(fns, workers=cfg.train.env_workers, start_method=cfg.train.start_method,
+                                step_timeout=cfg.train.worker_timeout, max_restarts=cfg.train.max_worker_restarts,
+                                batch_guard=cfg.train.batch_guard)
+    if cfg.train.vec_env == "ale":  # ALE's C++ vector env: no per-env wrapper stack (agents/sb3/alevec.py)
+        from agents.sb3.alevec import make_ale_vec_env
+
+        return make_ale_vec_env(cfg)
+    if cfg.train.vec_env == "thread":
+        return ThreadVecEnv(fns, batch_guard=cfg.train.batch_guard)
+    return GuardedDummyVecEnv(fns, batch_guard=cfg.train.batch_guard)
 
 
 def normalized_keys(space: gym.Space) -> list[str] | None:
@@ -231,17 +237,16 @@ def _instances_key(cfg: RunConfig) -> str:
     return repr((cfg.env.id, sorted(cfg.env.adapter_kwargs().items())))
 
 
-def probe_spaces(cfg: RunConfig) -> tuple[gym.Space, gym.Space]:
-    """Make the env once and return its observation and action spaces, with friendly errors."""
-    if cfg.agent.backend != "sb3" and cfg.env.adapter_kwargs().get("listen"):
-        raise UserError("env.listen (programs that connect to nondiff) needs --backend sb3")
-    try:
-        if cfg.env.adapter_kwargs().get("listen"):  # connect mode: the waiting line counts the programs the run needs
-            from envs.bridge import listen
+@contextlib.contextmanager
+def build_errors(cfg: RunConfig) -> Iterator[None]:
+    """Errors raised while the configured env is built, as one-line :class:`UserError`s (bad input, exit 2).
 
-            listen.listener(str(cfg.env.adapter_kwargs()["listen"]),
-                            tokens.resolve(cfg.env.token_source()) or "").expected = cfg.train.num_envs
-        env = env_factory(cfg)()
+    The same for a new run's probe and for the envs of a resumed run (which has no probe).
+    """
+    try:
+        yield
+    except UserError:
+        raise
     except (envs.UnknownEnvError, envs.PluginError) as e:
         raise UserError(str(e)) from e
     except (ValueError, TypeError) as e:
@@ -249,6 +254,19 @@ def probe_spaces(cfg: RunConfig) -> tuple[gym.Space, gym.Space]:
     except Exception as e:  # a third-party constructor: a missing dependency, a bare assert, ...
         raise UserError(f"env {cfg.env.id!r} failed to start: {_one_line(e)}; run with --debug for the "
                         "traceback") from e
+
+
+def probe_spaces(cfg: RunConfig) -> tuple[gym.Space, gym.Space]:
+    """Make the env once and return its observation and action spaces, with friendly errors."""
+    if cfg.agent.backend != "sb3" and cfg.env.adapter_kwargs().get("listen"):
+        raise UserError("env.listen (programs that connect to nondiff) needs --backend sb3")
+    with build_errors(cfg):
+        if cfg.env.adapter_kwargs().get("listen"):  # connect mode: the waiting line counts the programs the run needs
+            from envs.bridge import listen
+
+            listen.listener(str(cfg.env.adapter_kwargs()["listen"]),
+                            tokens.resolve(cfg.env.token_source()) or "").expected = cfg.train.num_envs
+        env = env_factory(cfg)()
     try:
         k = getattr(env.unwrapped, "num_instances", 1)
         _DECLARED_INSTANCES[_instances_key(cfg)] = k

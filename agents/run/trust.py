@@ -1,8 +1,10 @@
 """Signed run directories: a config.yaml that would run code loads only when this user signed it.
 
-A run directory is code: its ``config.yaml`` names the program to start (``env.command``), the modules to
-import (``env.packages``, an ``env.id`` of the form ``module:Class``) and settings handed to Ray
-(``rllib.extra``). train.py therefore signs every config.yaml it writes with an HMAC-SHA256 under a
+A run directory is code: its ``config.yaml`` can name a program to start (``env.command``), modules to
+import (``env.packages``, ``env.wrappers`` by import path, an ``env.id`` of the form ``module:Class``), hosts
+to contact (``env.address``/``env.listen`` beyond loopback, ``rllib.address``) and settings handed to Ray
+(``rllib.extra``). Which settings do is not listed here: they carry a mark (:mod:`envs.reach`) in the schema
+or in the adapter's signature, and :func:`runs_code` reads the marks. train.py therefore signs every config.yaml it writes with an HMAC-SHA256 under a
 per-user key kept outside any run directory, and evaluate.py and ``train.py --resume`` refuse a config that
 would run code unless the signature verifies or the user passes ``--trust-run-dir``.
 
@@ -15,17 +17,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import logging
 import os
 import secrets
 import stat
+import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import yaml
+from pydantic import BaseModel
 
+import envs
 from agents.config import RunConfig, validate
 from agents.errors import UserError
+from envs.reach import Mark, Reach
 
 if TYPE_CHECKING:
     from agents.run.rundir import RunDir
@@ -119,18 +126,50 @@ def verify(run: RunDir, data: bytes) -> str | None:
     return None
 
 
-def runs_code(cfg: RunConfig) -> list[str]:
-    """What loading this config would run or import beyond installed packages (empty for a plain env)."""
+def adapter_marks(env_id: str | None) -> dict[str, Mark]:
+    """The marked keyword arguments of the adapter ``env_id`` names (:mod:`envs.reach`), by name.
+
+    Only what is installed is imported to find them: a nondiff adapter, a plugin, a Gymnasium entry point. An
+    id of the form ``module:Class`` is not imported (it is marked code itself), and an id that only resolves
+    after ``env.packages`` are imported has no marks known here (``env.packages`` is marked code itself).
+    """
+    if not env_id or ":" in env_id:
+        return {}
+    try:
+        entry = envs.resolve(env_id).entry_point
+        module, _, attr = str(entry).partition(":")
+        target = getattr(importlib.import_module(module), attr)
+        init = target.__init__ if isinstance(target, type) else target  # type: ignore[misc]
+        hints = typing.get_type_hints(init, include_extras=True)
+    except Exception:  # an id that does not resolve or import fails later, in one line, where the env is built
+        return {}
+    return {name: m for name, hint in hints.items() for m in getattr(hint, "__metadata__", ()) if isinstance(m, Mark)}
+
+
+def _phrases(model: BaseModel, prefix: str, adapter: dict[str, Mark]) -> list[str]:
     out = []
-    command: Any = cfg.env.adapter_kwargs().get("command")
-    if command:
-        out.append(f"start the program env.command={command!r}")
-    if cfg.env.packages:
-        out.append(f"import env.packages {cfg.env.packages!r}")
-    if cfg.env.id and ":" in cfg.env.id:
-        out.append(f"import module {cfg.env.id.partition(':')[0]!r} (env.id={cfg.env.id!r})")
-    if cfg.rllib.extra:
-        out.append(f"hand rllib.extra {sorted(cfg.rllib.extra)} to Ray")
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        for mark in (m for m in info.metadata if isinstance(m, Mark)):
+            if mark.reach is Reach.ADAPTER:
+                out += [p for k, v in dict(value or {}).items() if k in adapter
+                        and (p := adapter[k].phrase(f"{prefix}{name}.{k}", v))]
+            elif phrase := mark.phrase(prefix + name, value):
+                out.append(phrase)
+        if isinstance(value, BaseModel):
+            out += _phrases(value, f"{prefix}{name}.", adapter)
+    return out
+
+
+def runs_code(cfg: RunConfig) -> list[str]:
+    """What loading this config would import, run or contact beyond installed packages and loopback.
+
+    Derived from the marks (:mod:`envs.reach`) on the schema's fields and on the adapter's keyword arguments:
+    one phrase per marked setting whose value reaches out, e.g. ``start the program env.command='./x'``.
+    """
+    adapter = adapter_marks(cfg.env.id)
+    out = _phrases(cfg, "", adapter)
+    out += [p for k, v in cfg.env.adapter_kwargs().items() if k in adapter and (p := adapter[k].phrase(f"env.{k}", v))]
     return out
 
 

@@ -21,7 +21,7 @@ import socket
 import subprocess
 import threading
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import gymnasium as gym
 import numpy as np
@@ -34,6 +34,7 @@ from envs.bridge import reaper
 from envs.bridge.protocol import StopRequested, request_stop
 from envs.bridge.spawn import StderrTail, check_program, drain
 from envs.faults import FAULT_KEY, RESET_FAULTS_KEY, Fault, FaultKind
+from envs.reach import Reach, beyond_loopback
 from envs.spaces import MAX_SPACE_ELEMENTS
 
 __all__ = ["ProcessEnv", "RestartBudgetExhausted", "StopRequested", "request_stop"]
@@ -79,7 +80,9 @@ class ProcessEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
-    def __init__(self, *, command: str | None = None, address: str | None = None, listen: str | None = None,
+    def __init__(self, *, command: Annotated[str | None, Reach.RUN.mark("start the program")] = None,
+                 address: Annotated[str | None, Reach.CONTACT.mark("connect to", beyond_loopback)] = None,
+                 listen: Annotated[str | None, Reach.CONTACT.mark("listen for programs on", beyond_loopback)] = None,
                  connect_timeout: float = 60.0, token: str = "",
                  allow_remote: bool = False, step_timeout: float = 5.0, reset_timeout: float = 30.0,
                  max_restarts: int = 10, restart_rate: int = 10, restart_period: float = 60.0,

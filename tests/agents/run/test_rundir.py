@@ -219,9 +219,9 @@ def test_signature_gates_only_configs_that_run_code(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="does not match its signature"):
         trust.load_run_config(run, trust=False, action="resume")
     trust.load_run_config(run, trust=True, action="resume")
-    for text, what in ((b"env: {id: 'evil_mod:Env'}\n", "import module 'evil_mod'"),
+    for text, what in ((b"env: {id: 'evil_mod:Env'}\n", "import the module of env.id='evil_mod:Env'"),
                        (b"env: {id: CartPole-v1, packages: [evil]}\n", "import env.packages"),
-                       (b"env: {id: CartPole-v1}\nrllib: {extra: {callbacks: x}}\n", "hand rllib.extra")):
+                       (b"env: {id: CartPole-v1}\nrllib: {extra: {callbacks: x}}\n", "hand Ray, as they are, the settings rllib.extra")):
         run.config.write_bytes(text)
         with pytest.raises(UserError, match=what):
             trust.load_run_config(run, trust=False, action="evaluate")
