@@ -52,6 +52,9 @@ class Fault:
         budget: the run-wide restart budget the producer was configured with (None: no budget of its own).
         clipped: True when finite values past the declared bounds were clipped onto them and the transition
             went on (``env.bounds_policy: clip``), rather than being cut short or repaired by ``env.nan_policy``.
+        shared: True on the copies a program with K instances puts on its other K - 1 envs: the same fault,
+            counted once (``env/faults_by_kind`` counts faults; the copies count in
+            ``env/envs_cut_by_program_faults``).
     """
 
     kind: FaultKind
@@ -63,6 +66,7 @@ class Fault:
     restarts: int = 0
     budget: int | None = None
     clipped: bool = False
+    shared: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (for logs and evaluation files)."""
@@ -116,7 +120,8 @@ def _coerce(obj: Any) -> Fault | None:
     budget = _int_or_none(obj.get("budget"))
     return Fault(kind, _text(obj.get("detail", "")), obj.get("restart") is True,
                  None if obj.get("program") is None else _text(obj.get("program")), _int_or_none(obj.get("exit_code")),
-                 lines, _int_or_none(obj.get("restarts")) or 0, None if budget is None or budget < 0 else budget)
+                 lines, _int_or_none(obj.get("restarts")) or 0, None if budget is None or budget < 0 else budget,
+                 obj.get("clipped") is True, obj.get("shared") is True)
 
 
 def _many(value: Any) -> list[Any]:

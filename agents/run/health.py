@@ -71,8 +71,31 @@ class FaultReporter:
                  f"{self._latest[kind].detail}; see env/faults_by_kind in TensorBoard")
 
 
+GOVERNED_BY = {
+    "crash": "each one restarts the program and spends the run's restart budget (env.max_restarts; at most "
+             "env.restart_rate per env.restart_period): fix the program, or raise env.max_restarts",
+    "protocol": "each one restarts the program and spends the run's restart budget (env.max_restarts): fix what "
+                "the program sends (docs/protocol.md), or raise env.max_message if its replies are merely large",
+    "remote_error": "each one restarts the program and spends the run's restart budget (env.max_restarts): "
+                    "see the program's error text and stderr",
+    "timeout": "a step may take env.step_timeout seconds and a reset env.reset_timeout; each timeout restarts the "
+               "program and spends env.max_restarts: raise env.step_timeout if the program is merely slow",
+    "nonfinite": "each one is handled by env.nan_policy (truncate ends the episode): fix the env, or set "
+                 "env.nan_policy: clip to repair the values",
+    "invalid_output": "each one is handled by env.nan_policy (wrong dtype or shape; truncate ends the episode) or "
+                      "env.bounds_policy (values past the declared bounds): fix the env",
+    "worker": "each dead or hung worker is replaced, within train.max_worker_restarts; a worker hangs after "
+              "train.worker_timeout seconds",
+}
+"""The settings that govern each fault kind, for the console warning."""
+
+
 class EnvHealth:
     """Counts the faults the envs report in ``info`` and the step latencies, for ``env/…`` metrics.
+
+    ``env/faults_by_kind/<kind>`` counts faults: a program's fault once, whatever its number of instances K
+    (crash, timeout, protocol, remote_error), the Guard's per env (nonfinite, invalid_output), a worker's per
+    env it served. ``env/envs_cut_by_program_faults`` counts the other K - 1 envs a program fault truncated.
 
     Restart faults that carry a ``budget`` (the bridge's ``max_restarts``) are counted across every env
     instance of the run: with a smallest budget of N seen, failure N + 1 raises
@@ -98,6 +121,8 @@ class EnvHealth:
         self.budgeted_restarts = 0
         self.budget: int | None = None
         self.timeouts = 0
+        self.shared = 0
+        """Envs truncated by a fault of their program that another of its envs reports (the K - 1 copies)."""
         self.by_kind: dict[str, int] = {}
         self.latencies: list[float] = []
         self.reporter = FaultReporter(say) if say is not None else None
@@ -138,13 +163,15 @@ class EnvHealth:
                     how = ("each was clipped and its episode went on (env.bounds_policy: clip; env.nan_policy handles NaN and "
                            "garbage): fix the env's declared bounds, or set env.bounds_policy: truncate")
                 else:
-                    how = ("each one is handled by env.nan_policy (truncate ends the episode): fix the env, or set "
-                           "env.nan_policy: clip to repair the values")
+                    how = GOVERNED_BY.get(kind, GOVERNED_BY["nonfinite"])
                 self.say(f"warning: {env} gave faults of kind {kind} on {n / self._period_steps:.0%} of the last "
                          f"{self._period_steps:,} steps, e.g. {example}; {how}")
         self._period_steps, self._period = 0, {}
 
     def _count(self, fault: Fault) -> None:
+        if fault.shared:  # the same program fault, reported once by the program's first env
+            self.shared += 1
+            return
         kind = fault.kind.value
         self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
         self._period[kind] = self._period.get(kind, 0) + 1
@@ -200,6 +227,8 @@ class EnvHealth:
     def metrics(self) -> dict[str, float]:
         """``env/…`` scalars; latency percentiles cover the steps since the previous call."""
         out: dict[str, float] = {"env/restarts": self.restarts, "env/timeouts": self.timeouts}
+        if self.shared:
+            out["env/envs_cut_by_program_faults"] = self.shared
         for kind, n in self.by_kind.items():
             out[f"env/faults_by_kind/{kind}"] = n
         if self.latencies:

@@ -16,7 +16,8 @@ What the per-env wrappers do for other envs is done here, per env, over the batc
 
 A fault of a program (crash, hang, protocol breach, wrong K or shapes, ``error`` reply) truncates all its
 K envs: the first carries the :class:`~envs.faults.Fault` (``restart=True``, the run-wide budget), the
-others a copy with ``restart=False``, so the run's restart budget is spent once. The program is restarted
+others a copy with ``restart=False`` and ``shared=True``, so the run's restart budget is spent once and
+``env/faults_by_kind`` counts the fault once (the copies count in ``env/envs_cut_by_program_faults``). The program is restarted
 (spawned again, or, in connect mode, the next program that connects takes the slot) and all its
 instances reset before the step returns.
 """
@@ -133,7 +134,7 @@ class BridgeVecEnv(VecEnv):
             for i in range(k):
                 e = lo + i
                 infos[i][LATENCY_KEY] = ms
-                infos[i][FAULT_KEY] = res.fault if i == 0 else res.fault.merged(restart=False, budget=None)
+                infos[i][FAULT_KEY] = res.fault if i == 0 else res.fault.merged(restart=False, budget=None, shared=True)
                 infos[i]["TimeLimit.truncated"] = True
                 infos[i]["terminal_observation"] = self._last_obs[e]
                 infos[i]["episode"] = self._episode(e)
@@ -284,7 +285,7 @@ def make_bridge_vec_env(cfg: Any, token: str | None, instances: int | None = Non
     deadline = time.monotonic() + timeout
     programs: list[BatchProgram] = []
     try:
-        if listen is not None:
+        if listen is not None:  # envs, not programs: the listener turns them into ceil(num_envs / K) programs
             L.listener(listen, token or "").expected = cfg.train.num_envs
         programs.append(BatchProgram(**kwargs))
         k = programs[0].num_instances
@@ -299,8 +300,6 @@ def make_bridge_vec_env(cfg: Any, token: str | None, instances: int | None = Non
         if n * k != cfg.train.num_envs:
             print(f"nondiff: train.num_envs={cfg.train.num_envs} with {k} instances per program: {n} program(s), "
                   f"{n * k} envs", flush=True)
-        if listen is not None:
-            L.listener(listen, token or "").expected = n
         while len(programs) < n:
             if listen is not None:
                 kwargs["connect_timeout"] = max(0.1, deadline - time.monotonic())

@@ -2,19 +2,26 @@
 
 One :class:`Listener` per address and process, shared by every env that takes its programs from it (the
 probe, the training envs, the evaluation env): :func:`listener` returns the same one for the same address.
-The socket is bound once; a program that connects waits in the backlog until an env takes it, and the
-handshake then runs exactly as in the other transports (the trainer sends ``hello`` first).
+While an env waits for a program, every connection that comes is handshaken in its own thread with its own
+short deadline (``env.handshake_timeout``), at most :data:`MAX_PENDING` at once (more are closed at once):
+a silent or hostile connection costs a socket, never the wait. Programs that complete a handshake wait in a
+pool until an env takes them. Which spec (spaces and K) the run trains on is decided on purpose: the K
+given in the config (``env.num_instances``) and the spec of the run's first program once the run has one;
+before that, the first spec that enough programs declare to fill ``train.num_envs``. Programs that do not
+fit are refused with an ``error`` frame that says why; refusal lines are rate-limited.
 
 Errors (all :class:`~envs.bridge.protocol.StartupError`, bad input: one line, exit code 2):
-the address is malformed, taken (``EADDRINUSE``), or not loopback without a token; nobody connected within
-``connect_timeout`` (:class:`ConnectTimeout`).
+the address is malformed, taken (``EADDRINUSE``), or not loopback without a token; the programs the run
+needs did not complete a handshake within ``connect_timeout`` (:class:`ConnectTimeout`).
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import errno
 import ipaddress
+import math
 import select
 import socket
 import sys
@@ -27,10 +34,19 @@ from envs.bridge import protocol as P
 
 REPORT_EVERY = 5.0
 """Seconds between two "waiting for N programs" lines."""
+REFUSAL_EVERY = 5.0
+"""Seconds between two console lines about refused programs (the ones between are counted)."""
+MAX_PENDING = 32
+"""Handshakes in progress at once; a connection past it is closed at once."""
+SPARE = 8
+"""Handshaken programs kept waiting beyond the ones the run needs; more are sent away with an ``error``."""
+
+Handshake = Callable[[P.Channel, float], Any]
+"""Runs the trainer's side of a handshake on a channel within a deadline; returns the program's SpecReply."""
 
 
 class ConnectTimeout(P.StartupError):
-    """No program connected before ``env.connect_timeout`` passed."""
+    """The programs the run needs did not complete a handshake before ``env.connect_timeout`` passed."""
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -55,22 +71,36 @@ def _say(line: str) -> None:
     print(f"nondiff: {line}", file=sys.stderr, flush=True)
 
 
+def describe(spec: Any) -> str:
+    """A spec's spaces and K in a few words, for refusal messages."""
+    return (f"observation {spec.observation_space}, action {spec.action_space}, num_instances "
+            f"{spec.num_instances}")
+
+
+def same_spec(a: Any, b: Any) -> bool:
+    """True when two specs declare the same spaces and the same K."""
+    return (a.observation_space == b.observation_space and a.action_space == b.action_space
+            and a.num_instances == b.num_instances)
+
+
 class Listener:
-    """A bound, listening socket that hands out connected programs one at a time.
+    """A bound, listening socket that hands out handshaken programs.
 
     Args:
         address: ``host:port``; port 0 picks a free port (printed).
         token: the bridge token; required when ``host`` is not loopback.
         say: prints one console line.
+        max_pending: handshakes in progress at once (:data:`MAX_PENDING`).
     """
 
-    def __init__(self, address: str, token: str = "", say: Callable[[str], None] = _say) -> None:
+    def __init__(self, address: str, token: str = "", say: Callable[[str], None] = _say,
+                 max_pending: int = MAX_PENDING) -> None:
         host, port = parse_address(address)
         if not is_loopback(host) and not token:
             raise P.StartupError(f"env.listen={address} is not a loopback address: programs connecting from elsewhere "
                                  "must prove the bridge token; set NONDIFF_TOKEN (or env.token_file) and give "
                                  "programs the same token")
-        self.say = say
+        self.say, self.max_pending = say, max_pending
         try:
             self.sock = socket.create_server((host, port), backlog=128)
         except OSError as e:
@@ -82,13 +112,27 @@ class Listener:
         self.address = f"{host}:{self.sock.getsockname()[1]}"
         self.lock = threading.Lock()
         self.connected = 0
-        """Connections handed out so far."""
+        """Connections that came (accepted), refused ones included."""
+        self.handshaken = 0
+        """Connections that completed a handshake."""
         self.held = 0
-        """Connections handed out and not yet closed (:meth:`release`)."""
+        """Programs handed to an env and not yet given back (:meth:`release`, :meth:`park`)."""
+        self.pending = 0
+        """Handshakes in progress."""
         self.expected = 1
-        """Programs the run waits for (shown in the waiting line)."""
-        self.parked: list[tuple[P.Channel, Any]] = []
-        """Handshaken connections an env gave back (:meth:`park`), taken before any new one."""
+        """Envs the run needs (``train.num_envs``); with K instances per program, ``ceil(expected / K)`` programs."""
+        self.instances: int | None = None
+        """The K the config asks for (``env.num_instances``); None: any K, decided with the spec."""
+        self.want: Any = None
+        """The spec the run trains on, once decided; programs that declare another are refused."""
+        self.ready: list[tuple[P.Channel, Any]] = []
+        """Handshaken programs no env has taken yet (an env's healthy program given back goes here too)."""
+        self.refused: collections.Counter[str] = collections.Counter()
+        """Refused connections by reason (``silent``, ``token``, ``spec``, ``version``, ``closed``, ``busy``, …)."""
+        self.reasons: dict[str, str] = {}
+        """The latest refusal text of each reason."""
+        self._unsaid = 0
+        self._said_at = -math.inf
         if port == 0:
             say(f"listening for programs on {self.address} (port 0: this port was chosen)")
 
@@ -97,100 +141,235 @@ class Listener:
         return (f"start one with: ./heater --connect {self.address} (examples/thirdparty/heater.c), or "
                 f"NONDIFF_CONNECT={self.address} python your_program.py (envs.bridge.sdk.serve)")
 
+    def programs_needed(self) -> int | None:
+        """Programs the run needs for :attr:`expected` envs, or None while K is unknown."""
+        k = self.want.num_instances if self.want is not None else self.instances
+        return None if k is None else math.ceil(max(1, self.expected) / k)
+
+    # -- handing programs out ------------------------------------------------------------------------------
     def park(self, chan: P.Channel, spec: Any) -> None:
-        """Keep a healthy, handshaken connection for the next env that needs a program (the start-up probe's
-        connection goes on to serve a training env, so a program need not connect twice)."""
+        """Give back a healthy, handshaken program for the next env that needs one (the start-up probe's program
+        goes on to serve a training env, so a program need not connect twice)."""
         with self.lock:
             self.held = max(0, self.held - 1)
             if self.sock.fileno() >= 0:
-                self.parked.append((chan, spec))
+                self.ready.insert(0, (chan, spec))
                 return
         _goodbye(chan)
 
-    def take_parked(self) -> tuple[P.Channel, Any] | None:
-        """A parked connection and its spec, or None."""
-        with self.lock:
-            if not self.parked:
-                return None
-            self.held += 1
-            return self.parked.pop(0)
-
     def release(self) -> None:
-        """One connection handed out by :meth:`accept` was closed."""
+        """One program handed out was closed."""
         with self.lock:
             self.held = max(0, self.held - 1)
 
-    def take(self, timeout: float, handshake: Callable[[P.Channel], None]) -> P.Channel:
-        """The next program that connects and passes ``handshake``, within ``timeout`` seconds.
+    def take(self, timeout: float, handshake: Handshake, handshake_timeout: float = 5.0, expect: Any = None,
+             instances: int | None = None) -> tuple[P.Channel, Any]:
+        """A handshaken program that fits the run, and its spec, within ``timeout`` seconds.
 
-        A program that fails the handshake (a wrong token, another major version, a bad spec, silence) is
-        refused with one console line and the wait goes on: a stranger on the port cannot stop the run. When
-        the time is up, :class:`ConnectTimeout` names the last refusal.
-        """
-        deadline = time.monotonic() + timeout
-        refused: str | None = None
-        while True:
-            if time.monotonic() >= deadline:  # a refused program that reconnects at once must not extend the wait
-                raise self._timeout(timeout, refused)
-            chan = P.Channel.from_socket(self.accept(max(0.05, deadline - time.monotonic()), refused, timeout))
-            try:
-                handshake(chan)
-                return chan
-            except (P.BridgeError, OSError) as e:
-                chan.close()
-                self.release()
-                refused = f"{type(e).__name__}: {e}"
-                self.say(f"refused a program that connected to {self.address}: {e}")
-            except BaseException:
-                chan.close()
-                self.release()
-                raise
-
-    def accept(self, timeout: float, refused: str | None = None, total: float | None = None) -> socket.socket:
-        """The next program that connects, within ``timeout`` seconds; says every few seconds how long it waits.
+        Args:
+            timeout: ``env.connect_timeout``; it runs only while no fitting program has completed a handshake.
+            handshake: the trainer's side of the handshake (run in a thread per connection).
+            handshake_timeout: each connection's own deadline for its handshake.
+            expect: the spec the run's programs declared (a restart, a second program): decides the spec.
+            instances: the K the config asks for (``env.num_instances``).
 
         Raises:
-            ConnectTimeout: nobody connected in time (names the address and how to start a program).
+            ConnectTimeout: says how many connections came, how many completed a handshake, why others were
+                refused, and how to start a program.
             StopRequested: the trainer is stopping.
         """
+        with self.lock:
+            if expect is not None and self.want is None:
+                self.want = expect
+            if instances is not None:
+                self.instances = instances
         deadline = time.monotonic() + timeout
         next_report = time.monotonic() + min(REPORT_EVERY, 1.0)
         while True:
             P.check_stop()
+            found = self._choose()
+            if found is not None:
+                return found
+            now = time.monotonic()
+            if now >= deadline:
+                raise self._timeout(timeout)
+            if now >= next_report:
+                self.say(self._waiting(deadline - now))
+                next_report = now + REPORT_EVERY
+            ready, _, _ = select.select([self.sock], [], [], min(0.05, max(0.0, deadline - now)))
+            if ready:
+                self._accept_all(handshake, handshake_timeout)
+
+    def _accept_all(self, handshake: Handshake, handshake_timeout: float) -> None:
+        """Accept every waiting connection; each gets a handshake thread, or is closed at once past the bound."""
+        while True:
             with self.lock:
                 try:
                     conn, _ = self.sock.accept()
                 except BlockingIOError:
-                    conn = None
+                    return
                 except OSError as e:
                     raise P.StartupError(f"env.listen={self.address}: accept failed ({e})") from e
-                if conn is not None:
-                    self.connected += 1
-                    self.held += 1
-                    conn.setblocking(True)
-                    return conn
-            now = time.monotonic()
-            waiting_for, have = max(self.expected, self.held + 1), self.held
-            if now >= deadline:
-                raise self._timeout(total or timeout, refused)
-            if now >= next_report:
-                self.say(f"waiting for {waiting_for} program{'s' if waiting_for != 1 else ''} on {self.address} "
-                         f"({have} connected, {deadline - now:.0f} s left)")
-                next_report = now + REPORT_EVERY
-            select.select([self.sock], [], [], min(0.25, max(0.0, deadline - now)))
+                self.connected += 1
+                busy = self.pending >= self.max_pending
+                if not busy:
+                    self.pending += 1
+            if busy:
+                conn.close()
+                self._note("busy", f"{self.max_pending} handshakes were already in progress; closed at once")
+                continue
+            threading.Thread(target=self._shake, args=(conn, handshake, handshake_timeout), daemon=True,
+                             name="nondiff-handshake").start()
 
-    def _timeout(self, timeout: float, refused: str | None) -> ConnectTimeout:
-        waiting_for, have = max(self.expected, self.held + 1), self.held
-        why = f"; the last one was refused ({refused[:300]})" if refused else ""
-        return ConnectTimeout(f"no program connected to {self.address} within {timeout:g} s (env.connect_timeout; "
-                              f"{have} of {waiting_for} connected){why}; {self.hint()}")
+    def _shake(self, conn: socket.socket, handshake: Handshake, timeout: float) -> None:
+        """One connection's handshake (its own thread); the program joins the pool or is refused."""
+        chan = P.Channel.from_socket(conn)
+        try:
+            spec = handshake(chan, timeout)
+        except P.BridgeTimeout:
+            self._refuse(chan, "silent", f"no complete handshake within {timeout:g} s (env.handshake_timeout)", True)
+        except P.AuthError as e:  # a token refusal stays silent: a stranger learns nothing
+            self._refuse(chan, "token", str(e), False)
+        except P.VersionError as e:
+            self._refuse(chan, "version", str(e), True)
+        except P.SpecError as e:
+            self._refuse(chan, "spec", str(e), True)
+        except P.RemoteError as e:
+            self._refuse(chan, "refused us", str(e), False)
+        except P.PeerClosed as e:
+            self._refuse(chan, "closed", str(e), False)
+        except P.StartupError as e:
+            self._refuse(chan, "refused us", str(e), False)
+        except (P.BridgeError, OSError, ValueError) as e:
+            self._refuse(chan, "protocol", f"{type(e).__name__}: {e}", True)
+        except BaseException:
+            chan.close()
+            raise
+        else:
+            with self.lock:
+                self.handshaken += 1
+                open_ = self.sock.fileno() >= 0
+                if open_:
+                    self.ready.append((chan, spec))
+            if not open_:
+                _goodbye(chan)
+        finally:
+            with self.lock:
+                self.pending -= 1
+
+    def _choose(self) -> tuple[P.Channel, Any] | None:
+        """The first ready program that fits the run (deciding the spec if needed); refuses the ones that do not."""
+        refuse: list[tuple[P.Channel, str]] = []
+        found = None
+        with self.lock:
+            if self.want is None:
+                self._decide()
+            keep: list[tuple[P.Channel, Any]] = []
+            for chan, spec in self.ready:
+                why = self._misfit(spec)
+                if why is not None:
+                    refuse.append((chan, why))
+                elif found is None and self.want is not None:
+                    found = (chan, spec)
+                else:
+                    keep.append((chan, spec))
+            need = self.programs_needed() or max(1, self.expected)
+            spare, self.ready = keep[need + SPARE:], keep[:need + SPARE]
+            if found is not None:
+                self.held += 1
+        for chan, why in refuse:
+            self._refuse(chan, "spec", why, True)
+        for chan, _ in spare:
+            self._refuse(chan, "spare", f"the run has all the programs it needs on {self.address}", True)
+        return found
+
+    def _misfit(self, spec: Any) -> str | None:
+        if self.instances is not None and spec.num_instances != self.instances:
+            return (f"it declares num_instances {spec.num_instances}; this run wants {self.instances} "
+                    "(env.num_instances)")
+        if self.want is not None and not same_spec(spec, self.want):
+            return f"it declares {describe(spec)}; this run trains on {describe(self.want)}"
+        return None
+
+    def _decide(self) -> None:
+        """Fix the run's spec: the first one that enough ready programs declare to fill :attr:`expected` envs."""
+        groups: list[list[Any]] = []
+        for _, spec in self.ready:
+            if self.instances is not None and spec.num_instances != self.instances:
+                continue
+            group = next((g for g in groups if same_spec(g[0], spec)), None)
+            if group is None:
+                group = [spec]
+                groups.append(group)
+            else:
+                group.append(spec)
+            if len(group) >= math.ceil(max(1, self.expected) / spec.num_instances):
+                self.want = spec
+                return
+
+    # -- refusals and messages -----------------------------------------------------------------------------
+    def _refuse(self, chan: P.Channel, reason: str, text: str, tell: bool) -> None:
+        """Close a connection (after an ``error`` frame naming ``text`` when ``tell``); a rate-limited line."""
+        if tell:
+            try:
+                P.send(chan, {"type": "error", "message": f"nondiff refused this program: {text}"}, 0.5)
+            except (P.BridgeError, OSError):
+                pass
+        chan.close()
+        self._note(reason, text)
+
+    def _note(self, reason: str, text: str) -> None:
+        with self.lock:
+            self.refused[reason] += 1
+            self.reasons[reason] = text[:300]
+            now = time.monotonic()
+            if now - self._said_at < REFUSAL_EVERY:
+                self._unsaid += 1
+                return
+            more, self._unsaid, self._said_at = self._unsaid, 0, now
+        extra = f" ({more} more refused since the last such line)" if more else ""
+        self.say(f"refused a program that connected to {self.address}: {text[:300]}{extra}; refusal lines are "
+                 f"limited to one per {REFUSAL_EVERY:g} s")
+
+    def _counts(self) -> str:
+        with self.lock:
+            refused = ", ".join(f"{n} {why}" for why, n in self.refused.most_common())
+            return (f"{self.connected} connection{'s' if self.connected != 1 else ''} came, {self.handshaken} "
+                    f"completed a handshake, {sum(self.refused.values())} refused"
+                    + (f" ({refused})" if refused else ""))
+
+    def _needs(self) -> tuple[str, str]:
+        """How many programs the run needs, and for what (envs and K)."""
+        need, envs = self.programs_needed(), f"{self.expected} env{'s' if self.expected != 1 else ''}"
+        if need is None:
+            return (f"{self.expected} program{'s' if self.expected != 1 else ''}",
+                    f"for {envs}, one each unless they declare num_instances")
+        k = self.want.num_instances if self.want is not None else self.instances
+        return f"{need} program{'s' if need != 1 else ''}", f"for {envs} at {k} instance{'s' if k != 1 else ''} each"
+
+    def _waiting(self, left: float) -> str:
+        count, detail = self._needs()
+        return (f"waiting for {count} on {self.address} ({detail}; {self.held} taken, {len(self.ready)} ready; "
+                f"{self._counts()}; {left:.0f} s left)")
+
+    def _timeout(self, timeout: float) -> ConnectTimeout:
+        head = (f"no program connected to {self.address} within {timeout:g} s" if self.connected == 0 else
+                f"no program that fits the run completed a handshake on {self.address} within {timeout:g} s")
+        last = "; ".join(f"{why}: {text}" for why, text in self.reasons.items())
+        if self.want is None and self.ready:
+            last = (f"{len(self.ready)} handshaken program(s) wait, but no spec is declared by enough of them to "
+                    f"fill {self.expected} envs" + (f"; {last}" if last else ""))
+        count, detail = self._needs()
+        return ConnectTimeout(f"{head} (env.connect_timeout; the run needs {count}, {detail}; {self.held} taken): "
+                              f"{self._counts()}" + (f"; last refusals: {last[:600]}" if last else "")
+                              + f"; {self.hint()}")
 
     def close(self) -> None:
-        """Stop listening and end the parked sessions (``close``); idempotent."""
+        """Stop listening and end the sessions of programs no env took (``close``); idempotent."""
         with self.lock:
             self.sock.close()
-            parked, self.parked = self.parked, []
-        for chan, _ in parked:
+            ready, self.ready = self.ready, []
+        for chan, _ in ready:
             _goodbye(chan)
 
 

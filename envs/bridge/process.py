@@ -41,6 +41,11 @@ __all__ = ["ProcessEnv", "RestartBudgetExhausted", "StopRequested", "request_sto
 log = logging.getLogger(__name__)
 
 
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline``; a tiny positive number once it passed (the next wait then times out)."""
+    return max(1e-3, deadline - time.monotonic())
+
+
 class RestartBudgetExhausted(P.BridgeError):
     """The program failed more often than the restart budget allows."""
 
@@ -63,11 +68,15 @@ class ProcessEnv(gym.Env):
         address: ``host:port`` of a program that already runs and listens.
         listen: ``host:port`` on which nondiff listens; a program that connects there becomes this env
             (connect mode, :mod:`envs.bridge.listen`; port 0 picks a free port).
-        connect_timeout: seconds to wait for a program to connect (listen mode).
+        connect_timeout: seconds to wait, in connect mode, until a program that fits has completed a handshake.
+        handshake_timeout: connect mode: each connection's own deadline for its handshake (spawned and TCP
+            programs have ``reset_timeout``).
+        num_instances: the K each program must declare (``spec.num_instances``); None: any. In connect mode a
+            program that declares another K is refused and the wait goes on; otherwise it stops the run.
         token: shared secret for the HMAC handshake; required for any non-loopback address.
         allow_remote: must be True to connect to a non-loopback address.
         step_timeout: seconds a step may take before the program counts as hung.
-        reset_timeout: seconds a reset (and the start-up handshake) may take.
+        reset_timeout: seconds a reset (and the start-up handshake of a spawned or TCP program) may take.
         max_restarts: the run's restart budget; this instance also stops by itself past it.
         restart_rate: at most this many restarts within ``restart_period`` seconds.
         restart_period: the rate-limit window in seconds.
@@ -83,7 +92,8 @@ class ProcessEnv(gym.Env):
     def __init__(self, *, command: Annotated[str | None, Reach.RUN.mark("start the program")] = None,
                  address: Annotated[str | None, Reach.CONTACT.mark("connect to", beyond_loopback)] = None,
                  listen: Annotated[str | None, Reach.CONTACT.mark("listen for programs on", beyond_loopback)] = None,
-                 connect_timeout: float = 60.0, token: str = "",
+                 connect_timeout: float = 60.0, handshake_timeout: float = 5.0, num_instances: int | None = None,
+                 token: str = "",
                  allow_remote: bool = False, step_timeout: float = 5.0, reset_timeout: float = 30.0,
                  max_restarts: int = 10, restart_rate: int = 10, restart_period: float = 60.0,
                  term_grace: float = 2.0, max_message: int = P.MAX_MESSAGE,
@@ -92,8 +102,12 @@ class ProcessEnv(gym.Env):
         if sum(x is not None for x in (command, address, listen)) != 1:
             raise ValueError("process: pass exactly one of command='./program args', address='host:port' (a program "
                              "that listens) or listen='host:port' (programs that connect to nondiff)")
-        if connect_timeout <= 0:
-            raise ValueError(f"process: connect_timeout must be > 0 seconds, got {connect_timeout}")
+        if connect_timeout <= 0 or handshake_timeout <= 0:
+            raise ValueError(f"process: connect_timeout and handshake_timeout must be > 0 seconds, got "
+                             f"{connect_timeout} and {handshake_timeout}")
+        if num_instances is not None and (type(num_instances) is not int or not 1 <= num_instances <= P.MAX_INSTANCES):
+            raise ValueError(f"process: num_instances must be an integer from 1 to {P.MAX_INSTANCES} (the K each "
+                             f"program declares) or None, got {num_instances!r}")
         if step_timeout <= 0 or reset_timeout <= 0 or term_grace < 0:
             raise ValueError(f"process: timeouts must be > 0, got step {step_timeout}, reset {reset_timeout}, "
                              f"term_grace {term_grace}")
@@ -102,7 +116,8 @@ class ProcessEnv(gym.Env):
         if max_message < 1024 or max_space_elements < 1:
             raise ValueError("process: max_message must be >= 1024 bytes and max_space_elements >= 1")
         self._argv: list[str] = []
-        self.listen, self.connect_timeout = listen, connect_timeout
+        self.listen, self.connect_timeout, self.handshake_timeout = listen, connect_timeout, handshake_timeout
+        self.want_instances = num_instances
         self._addr: tuple[str, int] | None = None
         if listen is not None:
             L.parse_address(listen)
@@ -160,14 +175,10 @@ class ProcessEnv(gym.Env):
         if self.listen is not None:
             lst = L.listener(self.listen, self.token)
             self.who = f"a program connected to {lst.address}"
-            parked = lst.take_parked()
-            self._held = lst
-            if parked is not None:  # a program another env (the start-up probe) already shook hands with
-                self._chan, spec = parked
-                self._check_same_spec(spec)
-                self.spec_reply, self._alive = spec, True
-                return
-            self._chan = lst.take(self.connect_timeout, lambda chan: self._handshake(timeout, chan))
+            self._held = lst  # the listener decides which spec fits the run (its own, or this env's expectation)
+            self._chan, self.spec_reply = lst.take(self.connect_timeout, self._shake, self.handshake_timeout,
+                                                   self.spec_reply or getattr(self, "expect", None),
+                                                   self.want_instances)
             self._alive = True
             return
         elif self._addr is None:
@@ -192,14 +203,25 @@ class ProcessEnv(gym.Env):
         self._handshake(timeout)
         self._alive = True
 
-    def _handshake(self, timeout: float, chan: P.Channel | None = None) -> None:
-        if chan is not None:
-            self._chan = chan
+    def _handshake(self, timeout: float) -> None:
         assert self._chan is not None
+        spec = self._shake(self._chan, timeout)
+        if self.want_instances is not None and spec.num_instances != self.want_instances:
+            raise P.SpecError(f"program {self.who!r} declares num_instances {spec.num_instances}; env.num_instances "
+                              f"asks for {self.want_instances}")
+        self._check_same_spec(spec)
+        self.spec_reply = spec
+
+    def _shake(self, chan: P.Channel, timeout: float) -> M.SpecReply:
+        """The trainer's side of the handshake on ``chan``, all of it within ``timeout``; returns the spec.
+
+        Touches nothing of this env, so that connect mode runs it in a thread per connection.
+        """
+        deadline = time.monotonic() + timeout
         mine = P.nonce()
-        P.send(self._chan, {"type": "hello", "version": P.VERSION, "nonce": mine}, timeout)
+        P.send(chan, {"type": "hello", "version": P.VERSION, "nonce": mine}, timeout)
         try:
-            challenge = P.expect(P.recv(self._chan, timeout, self.max_message), "challenge")
+            challenge = P.expect(P.recv(chan, _left(deadline), self.max_message), "challenge")
         except P.RemoteError as e:
             if "version" in str(e):
                 raise P.VersionError(f"program {self.who!r} refused the handshake: {e}") from e
@@ -210,18 +232,16 @@ class ProcessEnv(gym.Env):
         if self.token and not P.verify(self.token, "server", mine, challenge.get("mac")):
             raise P.AuthError(f"program {self.who!r} failed the token check: wrong or missing token; nothing was "
                               "stepped")
-        P.send(self._chan, {"type": "auth", "mac": P.mac(self.token, "client", str(challenge.get("nonce", "")))},
-               timeout)
+        P.send(chan, {"type": "auth", "mac": P.mac(self.token, "client", str(challenge.get("nonce", "")))},
+               _left(deadline))
         try:
-            msg = P.recv(self._chan, timeout, self.max_message)
+            msg = P.recv(chan, _left(deadline), self.max_message)
         except P.RemoteError as e:
             raise P.AuthError(f"program {self.who!r} refused the handshake: {e}") from e
         try:
-            spec = M.parse_spec(msg, self.max_space_elements)
+            return M.parse_spec(msg, self.max_space_elements)
         except P.SpecError as e:
             raise P.SpecError(f"program {self.who!r} sent a bad spec: {e}") from e
-        self._check_same_spec(spec)
-        self.spec_reply = spec
 
     def _check_same_spec(self, spec: M.SpecReply) -> None:
         old = self.spec_reply or getattr(self, "expect", None)  # BatchProgram: the spec of the run's programs
@@ -296,7 +316,7 @@ class ProcessEnv(gym.Env):
             err = P.ProtocolError(f"{type(err).__name__} while reading the reply: {str(err)[:300]}")
         code = self._kill()
         self._last_failure = (f"failed ({kind.value}: {err})", code)
-        log.warning("program %r: %s (%s); it will be restarted", self.who, kind.value, err)
+        log.info("program %r: %s (%s); it will be restarted", self.who, kind.value, err)  # the trainer reports faults
         return Fault(kind, str(err), restart=True, program=self.who, exit_code=code,
                      stderr=tuple(line[-500:] for line in self._stderr.lines()[-5:]), restarts=self.restarts,
                      budget=self.max_restarts)

@@ -30,6 +30,13 @@ from envs.spaces import space_to_json
 FOREVER = 10 * 365 * 24 * 3600.0
 HANDSHAKE_TIMEOUT = 60.0
 """Seconds a TCP client has to send its ``hello`` before the connection is dropped."""
+MAX_REFUSALS = 5
+"""Connect mode: sessions refused in a row (ended before the first request) before the program gives up."""
+BACKOFF = (0.5, 8.0)
+"""Connect mode: the first pause after a refusal and the longest one, in seconds; the pause doubles each time."""
+BUSY_GRACE = 2.0
+"""Seconds a second connection waits for a single shared env object before it is refused (a trainer that
+closed its previous connection may still be ending it)."""
 
 
 def _handshake(chan: P.Channel, env: Any, name: str, token: str, timeout: float, instances: int | None = None) -> None:
@@ -70,13 +77,14 @@ def _stack(values: list[Any]) -> Any:
     return np.stack([np.asarray(v) for v in values])
 
 
-def _loop_batch(chan: P.Channel, envs: list[Any], max_size: int) -> None:
-    """Serve the batched requests of protocol 1.1 for ``len(envs)`` instances."""
+def _loop_batch(chan: P.Channel, envs: list[Any], max_size: int, served: list[int]) -> None:
+    """Serve the batched requests of protocol 1.1 for ``len(envs)`` instances; counts them in ``served[0]``."""
     while True:
         try:
             msg = P.recv(chan, FOREVER, max_size)
         except P.PeerClosed:
             return
+        served[0] += 1
         kind = msg["type"]
         try:
             idx = msg.get("instances", list(range(len(envs))))
@@ -105,18 +113,32 @@ def _loop_batch(chan: P.Channel, envs: list[Any], max_size: int) -> None:
 
 
 def _session(chan: P.Channel, env: Any, name: str, token: str, max_size: int, instances: int | None,
-             timeout: float) -> None:
-    """One connection from handshake to close: one env, or ``instances`` envs made by the factory ``env``."""
-    if instances is None:
-        instance = _make(env)
-        _handshake(chan, instance, name or type(instance).__name__, token, timeout)
-        _loop(chan, instance, max_size)
-        return
-    envs = [_make(env) for _ in range(instances)]
+             timeout: float, made: list[Any] | None = None, served: list[int] | None = None) -> None:
+    """One connection from handshake to close: one env, or ``instances`` envs made by the factory ``env``.
+
+    ``made``: the envs, already made (connect mode makes them before it connects, so that the handshake is
+    answered at once); they are closed here when ``env`` is a factory. ``served[0]`` counts the requests.
+    """
+    served = served if served is not None else [0]
+    envs = made if made is not None else _make_all(env, instances)
     try:
         _handshake(chan, envs[0], name or type(envs[0]).__name__, token, timeout, instances)
-        _loop_batch(chan, envs, max_size)
+        if instances is None:
+            _loop(chan, envs[0], max_size, served)
+        else:
+            _loop_batch(chan, envs, max_size, served)
     finally:
+        if instances is not None or made is not None:
+            _close_made(env, envs)
+
+
+def _make_all(env: Any, instances: int | None) -> list[Any]:
+    return [_make(env) for _ in range(instances or 1)]
+
+
+def _close_made(env: Any, envs: list[Any]) -> None:
+    """Close envs a factory made (a shared env object stays open)."""
+    if _is_factory(env):
         for e in envs:
             if hasattr(e, "close"):
                 e.close()
@@ -135,18 +157,26 @@ def _connect(address: tuple[str, int], wait: float) -> socket.socket | None:
 
 
 def _serve_connecting(env: Any, address: tuple[str, int], name: str, token: str, max_size: int,
-                      instances: int | None, once: bool, wait: float) -> None:
-    """Connect mode: connect, serve one session, and connect again, until nondiff stops listening."""
+                      instances: int | None, once: bool, wait: float, max_refusals: int = MAX_REFUSALS) -> None:
+    """Connect mode: connect, serve one session, and connect again, until nondiff stops listening.
+
+    A session that ends before its first request (nondiff refused the program, usually with an ``error``
+    that says why) is a refusal: the pause before the next try doubles from ``BACKOFF[0]`` up to
+    ``BACKOFF[1]`` seconds, and after ``max_refusals`` refusals in a row the program gives up.
+    """
+    where, refusals = f"{address[0]}:{address[1]}", 0
     while True:
+        made = _make_all(env, instances)  # before connecting: the handshake is answered at once
         sock = _connect(address, wait)
         if sock is None:
-            print(f"nondiff sdk: nobody listens on {address[0]}:{address[1]} (waited {wait:g} s); exiting",
-                  file=sys.stderr, flush=True)
+            _close_made(env, made)
+            print(f"nondiff sdk: nobody listens on {where} (waited {wait:g} s); exiting", file=sys.stderr, flush=True)
             return
-        chan = P.Channel.from_socket(sock)
+        chan, served, why = P.Channel.from_socket(sock), [0], "nondiff closed the connection before any request"
         try:
-            _session(chan, env, name, token, max_size, instances, HANDSHAKE_TIMEOUT)
+            _session(chan, env, name, token, max_size, instances, HANDSHAKE_TIMEOUT, made, served)
         except (P.BridgeError, OSError) as e:
+            why = str(e)
             print(f"nondiff sdk: connection ended: {e}", file=sys.stderr, flush=True)
             if isinstance(e, P.StartupError):
                 return
@@ -154,15 +184,29 @@ def _serve_connecting(env: Any, address: tuple[str, int], name: str, token: str,
             chan.close()
         if once:
             return
-        time.sleep(0.2)  # no tight loop against a trainer that refuses this program
+        if served[0]:
+            refusals = 0
+            time.sleep(0.2)
+            continue
+        refusals += 1
+        if refusals >= max_refusals:
+            print(f"nondiff sdk: {where} refused this program {refusals} times in a row (last: {why}); giving up",
+                  file=sys.stderr, flush=True)
+            return
+        pause = min(BACKOFF[1], BACKOFF[0] * 2 ** (refusals - 1))
+        print(f"nondiff sdk: refused by {where} ({refusals} of {max_refusals}); trying again in {pause:g} s",
+              file=sys.stderr, flush=True)
+        time.sleep(pause)
 
 
-def _loop(chan: P.Channel, env: Any, max_size: int) -> None:
+def _loop(chan: P.Channel, env: Any, max_size: int, served: list[int] | None = None) -> None:
     while True:
         try:
             msg = P.recv(chan, FOREVER, max_size)
         except P.PeerClosed:
             return
+        if served is not None:
+            served[0] += 1
         kind = msg["type"]
         try:
             if kind == "reset":
@@ -213,10 +257,20 @@ def _serve_connection(conn: socket.socket, env: Any, name: str, token: str, max_
         elif lock is None:
             _handshake(chan, env, name, token, HANDSHAKE_TIMEOUT)
             _loop(chan, env, max_size)
-        else:  # one shared env instance: one connection at a time uses it
-            with lock:
+        elif not lock.acquire(timeout=BUSY_GRACE):  # one shared env object, busy: refuse instead of stalling
+            P.expect(P.recv(chan, 10), "hello")
+            what = type(env).__name__
+            P.send(chan, {"type": "error", "message": f"this program serves one env object ({what}), which another "
+                          f"connection is using; pass a factory so that each connection gets its own env: "
+                          f"serve({what}, listen=...) instead of serve({what}(), listen=...)"}, 10)
+            print(f"nondiff sdk: refused a second connection: the one {what} object is in use; pass a factory",
+                  file=sys.stderr, flush=True)
+        else:  # one shared env object: one connection at a time uses it
+            try:
                 _handshake(chan, env, name, token, HANDSHAKE_TIMEOUT)
                 _loop(chan, env, max_size)
+            finally:
+                lock.release()
     except (P.BridgeError, OSError) as e:
         print(f"nondiff sdk: connection ended: {e}", file=sys.stderr, flush=True)
     finally:
@@ -227,14 +281,15 @@ def _serve_connection(conn: socket.socket, env: Any, name: str, token: str, max_
 
 def serve(env: Any, *, name: str | None = None, listen: tuple[str, int] | None = None, token: str = "",
           max_size: int = P.MAX_MESSAGE, once: bool = False, max_connections: int = 64, instances: int | None = None,
-          connect: tuple[str, int] | None = None, connect_wait: float = 30.0) -> None:
+          connect: tuple[str, int] | None = None, connect_wait: float = 30.0,
+          max_refusals: int = MAX_REFUSALS) -> None:
     """Serve an env until nondiff closes it (pipes) or forever (TCP).
 
     Args:
         env: a zero-argument factory that makes an env (one per TCP connection; the recommended form), or
             one env object with ``observation_space``, ``action_space``, ``reset(seed=, options=)`` and
-            ``step``. A single object is shared: concurrent TCP connections then take turns using it (one
-            connection from handshake to close at a time), which stalls a trainer with several envs.
+            ``step``. A single object serves one TCP connection at a time: a second concurrent connection
+            is answered with an ``error`` that says to pass a factory (the trainer stops with that line).
         name: the env name announced in the handshake.
         listen: ``(host, port)`` to accept TCP connections on; default: stdin/stdout.
         token: shared secret; required by nondiff for any non-loopback address.
@@ -248,6 +303,8 @@ def serve(env: Any, *, name: str | None = None, listen: tuple[str, int] | None =
             waiting to be spawned or connected to; after each session, connect again. Default: the
             ``NONDIFF_CONNECT=HOST:PORT`` environment variable, when set.
         connect_wait: with ``connect``, seconds to keep retrying a refused connection before returning.
+        max_refusals: with ``connect``, sessions refused in a row (ended by nondiff before the first request)
+            before giving up; the pause between tries doubles from 0.5 s to at most 8 s.
     """
     if instances is not None and (type(instances) is not int or not 1 <= instances <= P.MAX_INSTANCES
                                   or not _is_factory(env)):
@@ -257,7 +314,7 @@ def serve(env: Any, *, name: str | None = None, listen: tuple[str, int] | None =
         host, _, port = os.environ["NONDIFF_CONNECT"].rpartition(":")
         connect = (host.strip("[]"), int(port))
     if connect is not None:
-        _serve_connecting(env, connect, name or "", token, max_size, instances, once, connect_wait)
+        _serve_connecting(env, connect, name or "", token, max_size, instances, once, connect_wait, max_refusals)
         return
     if listen is None:
         out_fd = os.dup(1)

@@ -4,7 +4,10 @@
  *   --instances K       host K rooms behind one connection (protocol 1.1, num_instances: K); batched messages
  *   --connect HOST:PORT connect to a nondiff that listens (env.listen=HOST:PORT) instead of using stdin/stdout;
  *                       after each session connect again; give up after --connect-wait S seconds (default 30)
- *                       of refused connections. HOST is an IPv4 address or "localhost".
+ *                       of refused connections. HOST is an IPv4 address or "localhost". A session that nondiff
+ *                       ends before the first request (it refused this program, with an "error" saying why,
+ *                       printed to stderr) is a refusal: the pause before the next try doubles from 0.5 s to
+ *                       at most 8 s, and after --max-refusals N (default 5) refusals in a row the heater exits 0.
  *
  * Task: keep the room temperature T at a set point S (drawn per episode) with heater power u in [0, 1].
  *   T' = T + dt * (HEAT * u - LOSS * (T - ambient))
@@ -35,6 +38,7 @@ static long crash_after = -1, hang_after = -1, garbage_after = -1, nan_after = -
 static int crash_in_reset = 0;
 static const char *version = "1.0";
 static long K = -1;                       /* --instances: -1 = protocol 1.0, one room */
+static long served = 0;                   /* requests served in the current session (0: it was refused) */
 static int in_fd = 0, out_fd = 1;
 static unsigned char buf[MAX_FRAME];
 static unsigned char out[MAX_FRAME];
@@ -189,6 +193,14 @@ static int session(void) {
   static unsigned char trunc[65536];
   for (;;) {
     if (!(msg = recv_msg(&blob))) return 0;
+    if (strstr(msg, "\"type\":\"error\"")) {   /* nondiff refused this program and says why */
+      const char *why = field(msg, "message");
+      if (why && *why == '"') why++;
+      int len = why ? (int)strcspn(why, "\"") : 0;
+      fprintf(stderr, "heater: nondiff ended the session: %.*s\n", len > 300 ? 300 : len, why ? why : "");
+      return 0;
+    }
+    served++;
     if (strstr(msg, "\"type\":\"reset\"")) {
       if (crash_in_reset) { fprintf(stderr, "heater: reset failed: sensor bus offline\n"); return 4; }
       if (K < 0) {
@@ -263,6 +275,7 @@ static int connect_to(const char *addr, double wait) {
 int main(int argc, char **argv) {
   const char *connect_addr = NULL;
   double connect_wait = 30;
+  long max_refusals = 5, refusals = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--crash-after") && i + 1 < argc) crash_after = atol(argv[++i]);
     else if (!strcmp(argv[i], "--hang-after") && i + 1 < argc) hang_after = atol(argv[++i]);
@@ -273,6 +286,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--instances") && i + 1 < argc) K = atol(argv[++i]);
     else if (!strcmp(argv[i], "--connect") && i + 1 < argc) connect_addr = argv[++i];
     else if (!strcmp(argv[i], "--connect-wait") && i + 1 < argc) connect_wait = atof(argv[++i]);
+    else if (!strcmp(argv[i], "--max-refusals") && i + 1 < argc) max_refusals = atol(argv[++i]);
     else if (!strcmp(argv[i], "--crash-in-reset")) crash_in_reset = 1;
     else if (!strcmp(argv[i], "--ignore-sigterm")) signal(SIGTERM, SIG_IGN);
   }
@@ -286,10 +300,23 @@ int main(int argc, char **argv) {
     int fd = connect_to(connect_addr, connect_wait);
     if (fd < 0) { fprintf(stderr, "heater: nobody listens on %s; exiting\n", connect_addr); return 0; }
     in_fd = out_fd = fd;
+    served = 0;
     int code = session();
     close(fd);
     if (code) return code;
-    struct timespec pause_between = {0, 200000000};   /* no tight loop against a trainer that refuses us */
-    nanosleep(&pause_between, NULL);
+    double pause = 0.2;
+    if (served) refusals = 0;
+    else {   /* refused: back off, and give up after a few refusals in a row */
+      if (++refusals >= max_refusals) {
+        fprintf(stderr, "heater: %s refused this program %ld times in a row; giving up\n", connect_addr, refusals);
+        return 0;
+      }
+      pause = 0.5 * (double)(1L << (refusals - 1));
+      if (pause > 8) pause = 8;
+      fprintf(stderr, "heater: refused by %s (%ld of %ld); trying again in %g s\n", connect_addr, refusals,
+              max_refusals, pause);
+    }
+    struct timespec nap = {(time_t)pause, (long)((pause - (double)(time_t)pause) * 1e9)};
+    nanosleep(&nap, NULL);
   }
 }

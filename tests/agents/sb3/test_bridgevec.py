@@ -35,7 +35,8 @@ def test_a_crash_truncates_the_k_envs_of_that_program_and_costs_one_restart(heat
     faults = [info[FAULT_KEY] for info in infos[:4]]
     assert all(f.kind is FaultKind.CRASH for f in faults) and [f.restart for f in faults] == [True, False, False, False]
     assert all(info["TimeLimit.truncated"] and "terminal_observation" in info for info in infos[:4])
-    assert crashing.restarts == 1 and health.restarts == 1 and health.by_kind == {"crash": 4}
+    assert crashing.restarts == 1 and health.restarts == 1 and health.by_kind == {"crash": 1}  # one program fault
+    assert health.metrics()["env/envs_cut_by_program_faults"] == 3  # ... that cut its 3 other envs short too
     assert np.isfinite(obs).all() and obs.shape == (8, 3)  # the restarted program's fresh observations
     _, _, dones, infos = venv.step(np.full((8, 1), 0.5, np.float32))  # it runs again
     assert not dones.any() and not any(faults_in(info) for info in infos)
