@@ -46,6 +46,27 @@ class InvalidOutputError(RuntimeError):
     """An adapter returned an invalid observation or reward and the policy is ``raise``."""
 
 
+def vector_reward_shape(env: gym.Env) -> tuple[int, ...] | None:
+    """The shape of a declared vector reward (mo-gymnasium's ``reward_space``), else None (one number).
+
+    Such an env's rewards pass the Guard as finite vectors of that shape, for a scalarising wrapper listed
+    in ``env.wrappers`` to turn into one number; without one, the run is refused at its start."""
+    try:
+        space = getattr(env.unwrapped, "reward_space", None)
+    except Exception:
+        return None
+    shape = getattr(space, "shape", None)
+    return tuple(shape) if shape is not None and int(np.prod(shape)) > 1 else None
+
+
+def _valid_vector(reward: Any, shape: tuple[int, ...]) -> bool:
+    try:
+        a = np.asarray(reward, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return a.shape == shape and bool(np.isfinite(a).all())
+
+
 def _finite_float(reward: Any) -> bool:
     """True for a finite Python or NumPy float (the common case, tested without NumPy); others go to the full check."""
     return type(reward) in _FLOATS and math.isfinite(reward)
@@ -164,6 +185,7 @@ class Guard(gym.Wrapper):
         self._rows = RowCheck(self.observation_space)  # the one-pass check of an observation that is valid as is
         self._held: tuple[Any, Any, float] | None = None  # a prefetched transition: action, result, latency (ms)
         self._vouched = False
+        self._reward_shape = vector_reward_shape(env)
 
     def _who(self) -> str:
         try:
@@ -258,17 +280,27 @@ class Guard(gym.Wrapper):
         info[LATENCY_KEY] = ms
         if self._pending:
             self._report_pending(info)
+        vector = None
+        if self._reward_shape is not None:  # judged as one number: 0 when the vector is valid, NaN when not
+            vector, reward = reward, 0.0 if _valid_vector(reward, self._reward_shape) else math.nan
         if vouched or (self._rows.valid_one(obs) and _finite_float(reward)):
             self._last_obs = obs
-            return obs, float(reward), terminated, truncated, info
+            return obs, self._reward(float(reward), vector), terminated, truncated, info
         v = judge_step(self.observation_space, obs, reward, self._fallback(), self.nan_policy, self.bounds_policy,
                        self._who())
         for fault in v.faults:
             add_fault(info, fault)
         if v.cut:  # truncate: end the episode on the last valid observation; nothing invalid reaches the learner
-            return v.obs, 0.0, False, True, info
+            return v.obs, self._reward(0.0, None), False, True, info
         self._last_obs = v.obs
-        return v.obs, float(v.reward), terminated, truncated, info
+        kept = vector if _finite_float(reward) else None
+        return v.obs, self._reward(float(v.reward), kept), terminated, truncated, info
+
+    def _reward(self, scalar: float, vector: Any) -> Any:
+        """``scalar``; for an env with a vector reward, ``vector`` when it was valid, else zeros of its shape."""
+        if self._reward_shape is None:
+            return scalar
+        return np.asarray(vector, np.float32) if vector is not None else np.zeros(self._reward_shape, np.float32)
 
     def _report_pending(self, info: dict[str, Any]) -> None:
         for fault in self._pending:

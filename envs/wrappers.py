@@ -179,17 +179,35 @@ def _resolve(name: str) -> Callable[..., gym.Env]:
 def apply_wrappers(env: gym.Env, specs: list[WrapperSpec]) -> gym.Env:
     """Wrap ``env`` with each spec in order.
 
+    A wrapper that rejects a list argument is tried once more with it as a NumPy array (YAML has no arrays;
+    ``mo_gymnasium.wrappers:LinearReward: {weight: [1, 0]}`` needs one).
+
     Raises:
         ValueError: a wrapper that cannot be imported or rejects its arguments, in one line naming it.
     """
     for spec in specs:
         make = _resolve(spec.name)
         try:
-            env = make(env, **spec.kwargs)
-        except (TypeError, ValueError, AssertionError, gym.error.Error) as e:
+            try:
+                env = make(env, **spec.kwargs)
+            except (TypeError, ValueError, AttributeError, AssertionError) as first:
+                arrays = _as_arrays(spec.kwargs)
+                if arrays is None:
+                    raise first
+                env = make(env, **arrays)  # YAML has lists, not arrays: the same numbers as NumPy arrays
+        except (TypeError, ValueError, AttributeError, AssertionError, gym.error.Error) as e:
             raise ValueError(f"env.wrappers: {spec.name} {spec.kwargs or ''} failed on observation space "
                              f"{env.observation_space} ({type(e).__name__}: {e})") from e
     return env
+
+
+def _as_arrays(kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """``kwargs`` with every list of numbers as a NumPy array; None when there is none (nothing to retry)."""
+    def numeric(v: Any) -> bool:
+        return isinstance(v, list) and bool(v) and all(isinstance(x, int | float) or numeric(x) for x in v)
+    if not any(numeric(v) for v in kwargs.values()):
+        return None
+    return {k: np.asarray(v, dtype=np.float32) if numeric(v) else v for k, v in kwargs.items()}
 
 
 def _tell(key: str, text: str) -> None:

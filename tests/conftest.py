@@ -12,9 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(script: str, *args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run ``python <script> args...`` from the repository root and capture its output."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_cli(script: str, *args: str, timeout: float = 300, check: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python <script> args...`` from the repository root and capture its output (``env``: variables
+    set on top of this process's)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
     if check and proc.returncode != 0:

@@ -268,6 +268,9 @@ class EvalConfig(_Section):
     """Episodes per evaluation."""
     deterministic: bool = True
     """Use the policy's mean/argmax action."""
+    max_episode_steps: int | None = Field(default=None, gt=0)
+    """Cut an evaluation episode after this many steps (None: the env's time limit, else 27,000), with a line
+    saying so: a policy stuck in an env without a time limit must not hang evaluation."""
 
 
 class RLlibSection(_Section):

@@ -37,6 +37,7 @@ import envs
 from agents.config import RunConfig
 from agents.errors import UserError
 from agents.run import tokens
+from envs.guard import vector_reward_shape
 from envs.wrappers import WrapperSpec, adapt_observations, apply_wrappers, is_image, parse_wrappers
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ def _build(name: str, packages: tuple[str, ...], max_episode_steps: int | None, 
         extra["max_episode_steps"] = max_episode_steps
     if render_mode is not None:
         extra["render_mode"] = render_mode
+    elif _renders_by_default(name):  # e.g. stable-retro's render_mode='human' would need a display
+        extra["render_mode"] = None
     if token is not None:
         for pkg in packages:
             importlib.import_module(pkg)
@@ -145,9 +148,38 @@ def _plain_vec_env(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> Any:
         from agents.sb3.alevec import make_ale_vec_env
 
         return make_ale_vec_env(cfg)
+    built = _in_process(cfg, fns)
+    if built is None:  # one instance per process: a worker process each
+        return ResilientVecEnv(fns, start_method=cfg.train.start_method, step_timeout=cfg.train.worker_timeout,
+                               max_restarts=cfg.train.max_worker_restarts)
+    made: list[Callable[[], gym.Env]] = [functools.partial(_given, env) for env in built]
     if cfg.train.vec_env == "thread":
-        return ThreadVecEnv(fns, batch_guard=cfg.train.batch_guard)
-    return GuardedDummyVecEnv(fns, batch_guard=cfg.train.batch_guard)
+        return ThreadVecEnv(made, batch_guard=cfg.train.batch_guard)
+    return GuardedDummyVecEnv(made, batch_guard=cfg.train.batch_guard)
+
+
+def _given(env: gym.Env) -> gym.Env:
+    return env
+
+
+def _in_process(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> list[gym.Env] | None:
+    """The envs built one after another in this process; None when the first builds and a later one fails,
+    which is how an env that allows one instance per process (stable-retro's emulator) shows itself.
+    """
+    built: list[gym.Env] = []
+    try:
+        for fn in fns:
+            built.append(fn())
+    except Exception as e:
+        for env in built:
+            env.close()
+        if not built:
+            raise
+        log.warning("env %r could not be built a second time in this process (%s); it allows one instance "
+                    "per process, so its %d training envs run in a worker process each (train.vec_env: subproc; "
+                    "set that in the config to skip this try)", cfg.env.id, _one_line(e), len(fns))
+        return None
+    return built
 
 
 def normalized_keys(space: gym.Space) -> list[str] | None:
@@ -195,6 +227,18 @@ def _adapter_params(name: str) -> list[str] | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return None
     return [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"]
+
+
+def _renders_by_default(name: str) -> bool:
+    """Whether the env's constructor takes a ``render_mode`` that defaults to something (rendering nobody
+    asked for); such an env is given ``render_mode=None`` unless a render mode is asked for."""
+    try:
+        entry = envs.resolve(name).entry_point
+        module, _, attr = str(entry).partition(":")
+        param = inspect.signature(getattr(importlib.import_module(module), attr)).parameters.get("render_mode")
+    except Exception:
+        return False
+    return param is not None and param.default not in (None, inspect.Parameter.empty)
 
 
 def check_env_kwargs(cfg: RunConfig) -> None:
@@ -268,6 +312,7 @@ def probe_spaces(cfg: RunConfig) -> tuple[gym.Space, gym.Space]:
                             tokens.resolve(cfg.env.token_source()) or "").expected = cfg.train.num_envs
         env = env_factory(cfg)()
     try:
+        _check_scalar_reward(cfg, env)
         k = getattr(env.unwrapped, "num_instances", 1)
         _DECLARED_INSTANCES[_instances_key(cfg)] = k
         if k > 1 and cfg.agent.backend != "sb3":
@@ -276,6 +321,23 @@ def probe_spaces(cfg: RunConfig) -> tuple[gym.Space, gym.Space]:
         return env.observation_space, env.action_space
     finally:
         env.close()
+
+
+def _check_scalar_reward(cfg: RunConfig, env: gym.Env) -> None:
+    """An env that declares a vector reward (mo-gymnasium's ``reward_space``) takes one step in the probe:
+    the learner needs one number, so without a scalarising wrapper the run is refused here, not faulted on
+    every step."""
+    shape = vector_reward_shape(env)
+    if shape is None:
+        return
+    with build_errors(cfg):
+        env.reset(seed=0)
+        reward: Any = env.step(env.action_space.sample())[1]
+    if np.ndim(reward) != 0:
+        weights = [1.0] + [0.0] * (int(np.prod(shape)) - 1)
+        raise UserError(f"env {cfg.env.id!r} returns a vector reward of shape {shape} (its reward_space), and a "
+                        "learner needs one number per step; list a scalarising wrapper under env.wrappers, e.g. "
+                        f"[{{'mo_gymnasium.wrappers:LinearReward': {{weight: {weights}}}}}]")
 
 
 def _one_line(err: BaseException) -> str:

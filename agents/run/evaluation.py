@@ -10,10 +10,24 @@ import gymnasium as gym
 import numpy as np
 
 Policy = Callable[[Any], np.ndarray]
+DEFAULT_CAP = 27_000
+"""Steps after which an evaluation episode of an env without a time limit is cut (ALE's 108,000 frames at
+frame skip 4): a policy that repeats an illegal move in an env that never ends must not hang evaluation."""
+HEARTBEAT = 10_000
+"""Steps of one evaluation episode between two "still running" lines."""
+
+
+def episode_cap(env: gym.Env, configured: int | None) -> int:
+    """``eval.max_episode_steps`` when set, else the env's own time limit, else :data:`DEFAULT_CAP`."""
+    if configured is not None:
+        return configured
+    limit = getattr(env.spec, "max_episode_steps", None) if env.spec is not None else None
+    return int(limit) if limit else DEFAULT_CAP
 
 
 def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
-                 on_frame: Callable[[Any], None] | None = None) -> dict[str, Any]:
+                 on_frame: Callable[[Any], None] | None = None, *, max_steps: int = DEFAULT_CAP,
+                 say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Play ``episodes`` episodes with seeds ``seed, seed+1, …`` and summarise them.
 
     Args:
@@ -22,14 +36,17 @@ def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
         episodes: how many episodes.
         seed: seed of the first episode.
         on_frame: called with ``env.render()`` after reset and every step (for video).
+        max_steps: an episode still running after this many steps is cut there (:func:`episode_cap`).
+        say: prints a console line: every :data:`HEARTBEAT` steps of a long episode, and once for the cut.
 
     Returns:
         ``mean_reward, std_reward, min_reward, max_reward, mean_length, success_rate, episodes``, plus the
-        per-episode lists ``returns``, ``lengths`` and ``successes`` (from the last step's
+        ``capped`` (episodes cut at ``max_steps``), per-episode lists ``returns``, ``lengths`` and ``successes`` (from the last step's
         ``info["is_success"]``, or ``info["success"]`` as gymnasium-robotics reports it; None where neither is), and ``metrics``: the mean of each scalar an adapter reports in
         ``info["episode_metrics"]`` on an episode's last step (for example the final IoU of a renderer).
     """
     returns, lengths, successes = [], [], []
+    capped = 0
     metrics: dict[str, list[float]] = {}
     for ep in range(episodes):
         obs, info = env.reset(seed=seed + ep)
@@ -43,19 +60,28 @@ def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
             done = terminated or truncated
             if on_frame is not None:
                 on_frame(env.render())
+            if not done and length >= max_steps:
+                done, capped = True, capped + 1
+            elif say is not None and not done and length % HEARTBEAT == 0:
+                say(f"evaluation episode {ep + 1}/{episodes}: {length:,} steps so far, no end yet (cut at "
+                    f"{max_steps:,})")
         returns.append(total)
         lengths.append(length)
         successes.append(success_of(info))
         for key, value in (info.get("episode_metrics") or {}).items():
             metrics.setdefault(str(key), []).append(float(value))
     known = [s for s in successes if s is not None]
+    if capped and say is not None:
+        say(f"{capped} of {episodes} evaluation episodes were cut at {max_steps:,} steps (the env did not end "
+            "them); their returns are partial. Set eval.max_episode_steps, or env.max_episode_steps for a "
+            "time limit in training too")
     return {
         "mean_reward": float(np.mean(returns)), "std_reward": float(np.std(returns)),
         "min_reward": float(np.min(returns)), "max_reward": float(np.max(returns)),
         "mean_length": float(np.mean(lengths)),
         "success_rate": float(np.mean(known)) if known else None,
         "metrics": {k: float(np.mean(v)) for k, v in metrics.items()},
-        "episodes": episodes, "returns": returns, "lengths": lengths, "successes": successes,
+        "episodes": episodes, "capped": capped, "returns": returns, "lengths": lengths, "successes": successes,
     }
 
 

@@ -260,7 +260,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``evaluate.py``: score a checkpoint and a uniform-random policy on the same seeds."""
     from agents.run.checkpoint import check_spaces
     from agents.run.envfactory import env_factory
-    from agents.run.evaluation import random_policy, run_episodes
+    from agents.run.evaluation import episode_cap, random_policy, run_episodes
 
     cfg, backend, path, meta = load_policy(args.run_dir, args.checkpoint, trust=args.trust_checkpoint,
                                            trust_run_dir=getattr(args, "trust_run_dir", False))
@@ -280,14 +280,16 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     backend.bind_env(env)
     frames: list[Any] = []
     seed = args.seed if args.seed is not None else 10_000
+    cap = episode_cap(env, cfg.eval.max_episode_steps)
     try:
         result = run_episodes(env, lambda o: backend.predict(o, deterministic=not args.stochastic), args.episodes,
-                              seed, on_frame=frames.append if args.video else None)
+                              seed, on_frame=frames.append if args.video else None, max_steps=cap, say=_say)
         if figure and not args.video:  # render one episode, not all of them
             run_episodes(env, lambda o: backend.predict(o, deterministic=not args.stochastic), 1, seed,
-                         on_frame=frames.append)
+                         on_frame=frames.append, max_steps=cap, say=_say)
         report = backend.eval_report()  # before the baseline: e.g. forward calls per instance of the policy
-        baseline = run_episodes(env, random_policy(env.action_space, seed), args.episodes, seed)
+        baseline = run_episodes(env, random_policy(env.action_space, seed), args.episodes, seed,
+                                max_steps=cap, say=_say)
     except Exception as e:
         cause = _caused_by(e, gym_error())  # the Guard may wrap the window's error in its own
         if render_mode == "human" and cause is not None:
@@ -304,7 +306,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     out = {"mean_return": result["mean_reward"], "std_return": result["std_reward"],
            "min_return": result["min_reward"], "max_return": result["max_reward"],
            "mean_length": result["mean_length"], "success_rate": result["success_rate"],
-           "episodes": args.episodes, "random_mean_return": baseline["mean_reward"], "checkpoint": str(path),
+           "episodes": args.episodes, "capped_episodes": result["capped"],
+           "random_mean_return": baseline["mean_reward"], "checkpoint": str(path),
            "random": {k: baseline[k] for k in ("mean_reward", "std_reward", "min_reward", "max_reward",
                                                "mean_length", "success_rate")},
            "metrics": result["metrics"], "random_metrics": baseline["metrics"],

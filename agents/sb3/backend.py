@@ -6,6 +6,7 @@ live in :mod:`agents.sb3.offpolicy`.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from agents.sb3 import offpolicy
 from agents.sb3.policies import load_obs_stats, normalize, save_obs_stats, select_policy
 
 log = logging.getLogger(__name__)
+_TOLD: dict[str, bool] = {}  # warnings given once per process
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, **offpolicy.ALGOS}
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
@@ -308,11 +310,21 @@ def _env_states(venv: VecEnv) -> list[dict[str, Any]] | None:
     inner = venv.venv if isinstance(venv, VecNormalize) else venv
     if not isinstance(inner, DummyVecEnv):
         return None
-    states = []
+    states: list[dict[str, Any]] = []
     for env in inner.envs:
         if not hasattr(env.unwrapped, "get_state"):
             return None
-        state: dict[str, Any] = {"env": env.unwrapped.get_state()}
+        try:  # an env's private state must never cost the checkpoint: it is left out when it is not JSON
+            state: dict[str, Any] = {"env": env.unwrapped.get_state()}
+            json.dumps(state["env"])
+        except Exception as err:
+            if not _TOLD.get("env_state"):
+                _TOLD["env_state"] = True
+                log.warning("env state left out of checkpoints: %s.get_state() gave no JSON (%s: %s); the weights, "
+                            "optimiser and counters are saved, and a resume starts the envs' episodes afresh "
+                            "(not an exact resume)", type(env.unwrapped).__name__, type(err).__name__,
+                            str(err).splitlines()[0][:200] if str(err) else "")
+            return None
         e: Any = env
         while isinstance(e, gym.Wrapper):
             if isinstance(e, gym.wrappers.TimeLimit):
