@@ -102,6 +102,8 @@ def _loop_batch(chan: P.Channel, envs: list[Any], max_size: int, served: list[in
                          "rewards": np.array([float(r[1]) for r in res]),
                          "terminated": np.array([bool(r[2]) for r in res]),
                          "truncated": np.array([bool(r[3]) for r in res]), "infos": [_jsonable(r[4]) for r in res]}
+            elif kind == "render":  # the instance evaluation drives: 0
+                reply = {"type": "render_result", "frame": np.asarray(envs[0].render(), dtype=np.uint8)}
             elif kind == "close":
                 P.send(chan, {"type": "bye"}, 10)
                 return
