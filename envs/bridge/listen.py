@@ -242,6 +242,8 @@ class Listener:
             self._refuse(chan, "refused us", str(e), False)
         except (P.BridgeError, OSError, ValueError) as e:
             self._refuse(chan, "protocol", f"{type(e).__name__}: {e}", True)
+        except P.StopRequested:  # the trainer is stopping: this connection just ends
+            chan.close()
         except BaseException:
             chan.close()
             raise

@@ -118,7 +118,7 @@ def test_a_single_sdk_env_object_refuses_a_second_connection_and_the_trainer_exi
         t = time.monotonic()
         out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--env", "process", "--set",
                               f"env.address=127.0.0.1:{port}", "--num-envs", "2", "--timesteps", "256", "--run-dir",
-                              str(tmp_path / "run"), *FAST], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                              str(tmp_path / "run"), *FAST], cwd=ROOT, capture_output=True, text=True, timeout=60)
         lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
         assert out.returncode == 2 and len(lines) == 1, out.stderr
         assert "another connection is using; pass a factory" in lines[0] and "serve(Heater, listen=...)" in lines[0]
