@@ -173,7 +173,7 @@ def _in_process(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> list[gym.En
     except Exception as e:
         for env in built:
             env.close()
-        if not built:
+        if not built or isinstance(e, ValueError | TypeError | UserError):  # bad input (a bridge refusal too)
             raise
         log.warning("env %r could not be built a second time in this process (%s); it allows one instance "
                     "per process, so its %d training envs run in a worker process each (train.vec_env: subproc; "
