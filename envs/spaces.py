@@ -53,16 +53,24 @@ def space_to_json(space: Any) -> dict[str, Any]:
 
 
 class _Budget:
-    """Counts declared elements across a composite space against the cap."""
+    """Counts declared elements across a composite space against the cap, for ``copies`` instances at once."""
 
-    def __init__(self, cap: int) -> None:
-        self.cap, self.used = cap, 0
+    def __init__(self, cap: int, copies: int = 1) -> None:
+        self.cap, self.copies, self.used = cap, copies, 0
+
+    def room(self) -> int:
+        """Elements one instance may still declare."""
+        return max(0, self.cap // self.copies - self.used)
 
     def take(self, n: int, where: str) -> None:
         self.used += n
-        if self.used > self.cap:
-            raise SpecError(f"{where}: the space declares {self.used:,} or more elements, over the limit of "
-                            f"{self.cap:,} (max_space_elements)")
+        if self.used * self.copies > self.cap:
+            if self.copies == 1:
+                raise SpecError(f"{where}: the space declares {self.used:,} or more elements, over the limit of "
+                                f"{self.cap:,} (env.max_space_elements); declare a smaller space")
+            raise SpecError(f"{where}: {self.copies:,} instances × {self.used:,} or more elements each = "
+                            f"{self.used * self.copies:,}, over the limit of {self.cap:,} (env.max_space_elements); "
+                            "declare fewer num_instances or a smaller space")
 
 
 def _int(value: Any, where: str, lo: int, hi: int = _INT64_MAX) -> int:
@@ -136,8 +144,8 @@ def _box(d: dict[str, Any], where: str, budget: _Budget) -> spaces.Box:
         shape = _shape(d["shape"], f"{where}.shape")
     elif isinstance(d.get("low"), list):
         shape = tuple(np.shape(np.asarray(d["low"], dtype=object)))[:MAX_RANK]
-        if math.prod(shape) > budget.cap:
-            raise SpecError(f"{where}.low: over the limit of {budget.cap:,} elements (max_space_elements)")
+        if math.prod(shape) > budget.room():
+            budget.take(math.prod(shape), f"{where}.low")
         shape = _shape(list(shape), f"{where}.low (shape)")
     else:
         raise SpecError(f"{where}.shape: missing (a Box needs 'shape', or nested 'low'/'high' lists that give it)")
@@ -159,7 +167,7 @@ def _box(d: dict[str, Any], where: str, budget: _Budget) -> spaces.Box:
     return spaces.Box(low.astype(dtype), high.astype(dtype), shape=shape, dtype=dtype.type)  # type: ignore[arg-type]
 
 
-def space_from_json(d: Any, max_elements: int = MAX_SPACE_ELEMENTS, *, where: str = "space",
+def space_from_json(d: Any, max_elements: int = MAX_SPACE_ELEMENTS, *, where: str = "space", instances: int = 1,
                     _budget: _Budget | None = None, _depth: int = 0) -> spaces.Space:
     """Inverse of :func:`space_to_json`, strict: every malformed field raises :class:`SpecError` naming it.
 
@@ -167,10 +175,12 @@ def space_from_json(d: Any, max_elements: int = MAX_SPACE_ELEMENTS, *, where: st
         d: the JSON description.
         max_elements: refuse spaces with more scalar elements than this, before allocating anything.
         where: the field's name in error messages.
+        instances: the instances that declare this space together (a program's ``num_instances``, K): the
+            cap holds for K × the elements of one instance, of every space type.
     """
     from gymnasium import spaces
 
-    budget = _budget or _Budget(max_elements)
+    budget = _budget or _Budget(max_elements, instances)
     if _depth > _MAX_NESTING:
         raise SpecError(f"{where}: Dict/Tuple spaces nested deeper than {_MAX_NESTING} levels")
     if not isinstance(d, dict) or not isinstance(d.get("type"), str):
@@ -183,22 +193,24 @@ def space_from_json(d: Any, max_elements: int = MAX_SPACE_ELEMENTS, *, where: st
         start = _int(d.get("start", 0), f"{where}.start", -_INT64_MAX, _INT64_MAX - n)
         budget.take(1, where)
         return spaces.Discrete(n, start=start)
-    if kind in ("MultiDiscrete", "MultiBinary"):
-        field = "nvec" if kind == "MultiDiscrete" else "n"
-        raw = d.get(field)
+    if kind == "MultiBinary":  # ``n`` is a shape: its elements are the product, not the length
+        raw = d.get("n")
+        shape = _shape(raw, f"{where}.n") if isinstance(raw, list) else (_int(raw, f"{where}.n", 1),)
+        budget.take(math.prod(shape), where)
+        return spaces.MultiBinary(list(shape) if isinstance(raw, list) else shape[0])
+    if kind == "MultiDiscrete":
+        raw = d.get("nvec")
         flat: list[Any] = []
-        if kind == "MultiBinary" and not isinstance(raw, list):
-            shape = (_int(raw, f"{where}.n", 1),)
-            budget.take(shape[0], where)
-            return spaces.MultiBinary(shape[0])
         if not isinstance(raw, list):
-            raise SpecError(f"{where}.{field}: expected a list of positive integers, got {str(raw)[:60]}")
-        _flatten(raw, f"{where}.{field}", flat, budget.cap - budget.used)
+            raise SpecError(f"{where}.nvec: expected a list of positive integers, got {str(raw)[:60]}")
+        try:
+            _flatten(raw, f"{where}.nvec", flat, budget.room())
+        except SpecError:
+            budget.take(len(flat), where)  # over the cap: the budget's message says so
+            raise
         budget.take(len(flat), where)
         for i, v in enumerate(flat):
-            _int(v, f"{where}.{field}[{i}]", 1)
-        if kind == "MultiBinary":
-            return spaces.MultiBinary(list(_shape(raw, f"{where}.n")))
+            _int(v, f"{where}.nvec[{i}]", 1)
         try:
             return spaces.MultiDiscrete(np.array(raw, dtype=np.int64))
         except ValueError as e:

@@ -61,11 +61,29 @@ class RenderReply:
     frame: np.ndarray
 
 
-def parse_spec(msg: dict[str, Any], max_elements: int = MAX_SPACE_ELEMENTS) -> SpecReply:
-    """Check a ``spec`` message and parse its spaces (refusing any over ``max_elements``)."""
+def parse_spec(msg: dict[str, Any], max_elements: int = MAX_SPACE_ELEMENTS,
+               max_message: int | None = None) -> SpecReply:
+    """Check a ``spec`` message and parse its spaces, bounding every size before anything is allocated.
+
+    Args:
+        msg: the message.
+        max_elements: the most scalar elements a space may declare for all of the program's instances
+            together: ``num_instances`` × the elements of one instance (``env.max_space_elements``).
+        max_message: the trainer's frame limit (``env.max_message``); a spec whose smallest ``step_result``
+            or ``step`` would be over it is refused (:func:`check_message_size`). None: not checked.
+
+    Raises:
+        SpecError: naming the first bad field, or the size over its limit and how to fix it.
+    """
     P.expect(msg, "spec")
-    obs_space = space_from_json(msg.get("observation_space"), max_elements, where="spec.observation_space")
-    act_space = space_from_json(msg.get("action_space"), max_elements, where="spec.action_space")
+    batched = "num_instances" in msg
+    k = msg.get("num_instances", 1)
+    if type(k) is not int or not 1 <= k <= P.MAX_INSTANCES:
+        raise P.SpecError(f"spec.num_instances: expected an integer from 1 to {P.MAX_INSTANCES} (env instances "
+                          f"this program hosts), got {str(k)[:40]}")
+    obs_space = space_from_json(msg.get("observation_space"), max_elements, where="spec.observation_space",
+                                instances=k)
+    act_space = space_from_json(msg.get("action_space"), max_elements, where="spec.action_space", instances=k)
     metadata = msg.get("metadata", {})
     if not isinstance(metadata, dict):
         raise P.SpecError(f"spec.metadata: expected an object, got {type(metadata).__name__}")
@@ -73,16 +91,45 @@ def parse_spec(msg: dict[str, Any], max_elements: int = MAX_SPACE_ELEMENTS) -> S
     if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps < 1e4:
         raise P.SpecError(f"spec.metadata.render_fps: expected a positive number of frames per second, got "
                           f"{str(fps)[:40]}")
-    batched = "num_instances" in msg
-    k = msg.get("num_instances", 1)
-    if type(k) is not int or not 1 <= k <= P.MAX_INSTANCES:
-        raise P.SpecError(f"spec.num_instances: expected an integer from 1 to {P.MAX_INSTANCES} (env instances "
-                          f"this program hosts), got {str(k)[:40]}")
     if batched and not isinstance(act_space, spaces.Box | spaces.Discrete | spaces.MultiDiscrete | spaces.MultiBinary):
         raise P.SpecError(f"spec.action_space: a program with num_instances needs a Box, Discrete, MultiDiscrete or "
                           f"MultiBinary action space (actions travel stacked), got {type(act_space).__name__}")
+    if max_message is not None:
+        check_message_size(obs_space, act_space, k, batched, max_message)
     return SpecReply(str(msg.get("env", ""))[:200], str(msg.get("version", ""))[:20], obs_space, act_space,
                      {"render_fps": fps}, k, batched)
+
+
+def wire_bytes(space: spaces.Space) -> int:
+    """The fewest bytes one value of ``space`` takes in a frame's arrays: its elements × its dtype's size
+    (a Discrete value travels as an int64, a MultiBinary one as int8), summed over a Dict's or Tuple's parts."""
+    if isinstance(space, spaces.Dict):
+        return sum(wire_bytes(s) for s in space.spaces.values())
+    if isinstance(space, spaces.Tuple):
+        return sum(wire_bytes(s) for s in space.spaces)
+    if isinstance(space, spaces.Discrete):
+        return 8
+    return math.prod(space.shape or ()) * np.dtype(space.dtype).itemsize
+
+
+def check_message_size(obs_space: spaces.Space, act_space: spaces.Space, instances: int, batched: bool,
+                       max_message: int) -> None:
+    """Refuse a spec whose smallest ``step_result`` or ``step`` frame is over ``max_message`` bytes.
+
+    A batched reply carries ``instances`` stacked observations, a float64 reward and two flags each; a
+    request carries ``instances`` actions. Refused at the handshake, before any reply is read or allocated.
+
+    Raises:
+        SpecError: with the size, the limit and the fix.
+    """
+    per = wire_bytes(obs_space) + (10 if batched else 0)
+    act = wire_bytes(act_space)
+    for what, each, space in (("step_result", per, "observation"), ("step request", act, "action")):
+        if instances * each > max_message:
+            raise P.SpecError(f"spec: every {what} of this program would carry at least {instances * each:,} "
+                              f"bytes ({instances:,} instance(s) × {each:,}), over the {max_message:,}-byte "
+                              f"limit (env.max_message); declare fewer num_instances or a smaller {space} space, "
+                              "or raise env.max_message")
 
 
 def _info(msg: dict[str, Any], kind: str) -> dict[str, Any]:
