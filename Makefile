@@ -27,7 +27,7 @@ train: $(STAMP)
 # tests that start Ray share one worker (tests/conftest.py).
 test: $(STAMP)
 	$(PY) -m ruff check envs agents tests benchmarks examples train.py evaluate.py
-	$(PY) -m mypy envs agents
+	$(PY) -m mypy envs agents benchmarks
 	$(PY) -m pytest -m "not slow or ci" -n 2 --dist loadgroup $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): failing" >&2; exit 1; fi; exit $$rc
 
@@ -36,19 +36,19 @@ test-all: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m mypy envs agents
+	$(PY) -m mypy envs agents benchmarks
 
 bench: $(STAMP)
-	$(PY) benchmarks/run.py $(ARGS)
+	$(PY) -m benchmarks $(ARGS)
 
 # Issue 16's comparison of the black-box strategies (docs/results.md, docs/strategies_*.png); sbi from the bench extra.
 bench-strategies: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
-	$(PY) benchmarks/strategies.py --suite $(ARGS)
+	$(PY) benchmarks/experiments/strategies.py --suite $(ARGS)
 
-# The wheels benchmarks/gpu_check.sh installs on the GPU machine (no network there): .gpu-wheels/, < 64 MiB.
+# The wheels benchmarks/experiments/gpu_check.sh installs on the GPU machine (no network there): .gpu-wheels/, < 64 MiB.
 gpu-wheels: $(STAMP)
-	PYTHON=$(PY) bash benchmarks/gpu_wheels.sh .gpu-wheels
+	PYTHON=$(PY) bash benchmarks/experiments/gpu_wheels.sh .gpu-wheels
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -77,12 +77,15 @@ def vec_per_step_us(env, n: int) -> float:
 def pipe_round_trip_us(n: int) -> float:
     proc = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
     msg = b"x" * 64
+    if proc.stdin is None or proc.stdout is None:
+        raise RuntimeError("`cat` started without pipes")
+    w, r = proc.stdin.fileno(), proc.stdout.fileno()
     t = time.perf_counter()
     for _ in range(n):
-        os.write(proc.stdin.fileno(), msg)
+        os.write(w, msg)
         got = 0
         while got < len(msg):
-            got += len(os.read(proc.stdout.fileno(), 4096))
+            got += len(os.read(r, 4096))
     dt = (time.perf_counter() - t) / n * 1e6
     proc.kill()
     return dt
@@ -103,7 +106,7 @@ def measure(n: int, repeats: int = 5) -> dict[str, float]:
     tmp = tempfile.mkdtemp()
     heater = compile_heater(tmp)
     if "bench/PyHeater-v0" not in gym.registry:
-        gym.register("bench/PyHeater-v0", entry_point=PyHeater)
+        gym.register("bench/PyHeater-v0", entry_point="benchmarks.bridge:PyHeater")
     rows: dict[str, list[float]] = {k: [] for k in ("in_process", "in_process_guarded", "bridge_raw",
                                                      "bridge_guarded", "pipe_round_trip", "async_vector_env")}
     for _ in range(repeats):
@@ -146,8 +149,8 @@ def profile_us(n: int) -> dict[str, float]:
     finally:
         bridge.close()
         shutil.rmtree(tmp)
-    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
-    own = sorted(((tt, f"{Path(f).name}:{fn}") for (f, _, fn), (_, _, tt, _, _) in stats.items()), reverse=True)
+    funcs = pstats.Stats(prof).get_stats_profile().func_profiles
+    own = sorted(((fp.tottime, f"{Path(fp.file_name).name}:{fn}") for fn, fp in funcs.items()), reverse=True)
     return {name: round(tt / n * 1e6, 1) for tt, name in own[:8]}
 
 
@@ -218,14 +221,14 @@ def measure_batch(n: int, repeats: int) -> dict[str, object]:
     shutil.rmtree(tmp)
     med: dict[str, object] = {k: round(float(np.median(v)), 2) for k, v in rows.items()}
     for mode in ("spawn", "connect"):
-        for k in ("k4", "k16"):
-            med[f"{mode}_{k}_over_k1"] = round(float(np.median(rows[f"{mode}_{k}"])) /
+        for many in ("k4", "k16"):
+            med[f"{mode}_{many}_over_k1"] = round(float(np.median(rows[f"{mode}_{many}"])) /
                                                float(np.median(rows[f"{mode}_k1_v10"])), 3)
     med["spawn_k16_vec_over_k1_vec"] = round(float(np.median(rows["spawn_k16_vec"])) /
                                              float(np.median(rows["spawn_k1_v10_vec"])), 3)
-    for k in ("k1_v10", "k16"):
-        med[f"connect_over_spawn_{k}"] = round(float(np.median(rows[f"connect_{k}"])) /
-                                               float(np.median(rows[f"spawn_{k}"])), 3)
+    for case in ("k1_v10", "k16"):
+        med[f"connect_over_spawn_{case}"] = round(float(np.median(rows[f"connect_{case}"])) /
+                                                  float(np.median(rows[f"spawn_{case}"])), 3)
     med.update({"env_steps_per_measure": n, "repeats": repeats, "load_at_start": load, "load_at_end": _load()})
     return med
 

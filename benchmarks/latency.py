@@ -18,6 +18,7 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ def async_pool_steps_per_s(num_envs: int, latency: float, seconds: float, policy
     runs ``policy``'s forward pass on their observations (none: no policy) and hands each its new action. Unlike
     a vector step, no env waits for the slowest of the others, only for the main thread."""
     ready: queue.SimpleQueue[int] = queue.SimpleQueue()
-    go = [queue.SimpleQueue() for _ in range(num_envs)]  # type: ignore[var-annotated]
+    go: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(num_envs)]
     obs = np.zeros((num_envs, 4), dtype=np.float32)
 
     def env_thread(i: int) -> None:
@@ -131,9 +132,9 @@ def async_pool_steps_per_s(num_envs: int, latency: float, seconds: float, policy
             except queue.Empty:
                 break
         if policy is not None:
-            t = time.perf_counter()
+            t_act = time.perf_counter()
             actions = _act(policy, obs[ids])
-            t_policy += time.perf_counter() - t
+            t_policy += time.perf_counter() - t_act
         else:
             actions = np.zeros((len(ids), 2), dtype=np.float32)
         for i, a in zip(ids, actions):
@@ -156,7 +157,8 @@ def vec_steps_per_s(vec_env: str, num_envs: int, seconds: float, wrapped: bool =
     from agents.sb3.vecenv import ResilientVecEnv, ThreadVecEnv
 
     cfg = _cfg(num_envs, vec_env, 64, 1)
-    fns = [env_factory(cfg, monitor=True) if wrapped else SleepEnv for _ in range(num_envs)]
+    fns: list[Callable[[], gym.Env]] = [env_factory(cfg, monitor=True) if wrapped else SleepEnv
+                                        for _ in range(num_envs)]
     venv: Any
     if vec_env == "threadproc":
         venv = ThreadProcVecEnv(fns, workers=workers, batch_guard=batch_guard)
@@ -180,7 +182,7 @@ def vec_steps_per_s(vec_env: str, num_envs: int, seconds: float, wrapped: bool =
         venv.close()
 
 
-def training(num_envs: int, n_steps: int, timesteps: int, vec_env: str = "threadproc") -> dict[str, float]:
+def training(num_envs: int, n_steps: int, timesteps: int, vec_env: str = "threadproc") -> dict[str, Any]:
     """nondiff's SB3 backend on ``vec_env``, with rollout and update phases timed by a callback."""
     from stable_baselines3.common.callbacks import BaseCallback
 

@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     n = args.num_envs
     limit = n / LATENCY
     out: dict[str, Any] = {"num_envs": n, "latency_ms": LATENCY * 1e3, "limit_steps_per_s": limit,
-                           "loadavg_start": [round(x, 2) for x in os.getloadavg()], "config": vars(args)}
+                           "loadavg_start": [round(x, 2) for x in os.getloadavg()], "config": vars(args),
+                           "cpu_count": os.cpu_count()}
     cfg = appo_cfg(n, args.runners, args.envs_per_runner, args.fragment, args.batch, args.epochs, args.timesteps)
     appo = appo_training(cfg, args.timesteps)
     appo["x_limit"] = appo["train_steps_per_s"] / limit

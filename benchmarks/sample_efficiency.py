@@ -29,8 +29,9 @@ from benchmarks.solve import until_solved  # noqa: E402
 
 
 def run(seeds: list[int], every: dict[str, int], budget_s: dict[str, float], episodes: int = 20, env: str = "robot",
-        sets: list[str] | None = None) -> dict[str, Any]:
-    """SAC and PPO on ``env`` for each seed, one run at a time; per-seed rows and the medians."""
+        sets: list[str] | None = None, success: float = 0.9) -> dict[str, Any]:
+    """SAC and PPO on ``env`` for each seed, one run at a time, each until eval success ≥ ``success``; per-seed
+    rows and the medians."""
     tmp = tempfile.mkdtemp(prefix="bench-p6-")
     rows: list[dict[str, Any]] = []
     try:
@@ -41,7 +42,7 @@ def run(seeds: list[int], every: dict[str, int], budget_s: dict[str, float], epi
                 cmd = train_cmd("--env", env, *extra, "--algo", algo, "--seed", str(seed), "--run-dir",
                                 f"{tmp}/{algo}{seed}", "--set", f"eval.every={every[algo]}", "--set",
                                 f"eval.episodes={episodes}")
-                r = until_solved(f"{algo}-s{seed}", cmd, budget_s[algo], success=0.9)
+                r = until_solved(f"{algo}-s{seed}", cmd, budget_s[algo], success=success)
                 r.pop("evals")
                 row[algo] = r
                 print(json.dumps({algo: {k: r[k] for k in ("steps", "wall_s", "ended", "loadavg_at_start")},
@@ -61,6 +62,7 @@ def run(seeds: list[int], every: dict[str, int], budget_s: dict[str, float], epi
     med = {a: {"steps": median(a, "steps"), "wall_s": median(a, "wall_s")} for a in ("sac", "ppo")}
     ratio = (med["sac"]["steps"] / med["ppo"]["steps"]) if med["sac"]["steps"] and med["ppo"]["steps"] else None
     return {"env": env, "rows": rows, "median": med, "step_ratio_of_medians": ratio, "goal": "SAC ≤ 0.3× PPO's env steps",
+            "success": success,
             "eval_every": every, "eval_episodes": episodes, "machine": machine(), "loadavg_end": os.getloadavg()}
 
 

@@ -46,6 +46,8 @@ def measure(runners: int, rounds: int, n_steps: int) -> dict[str, Any]:
         def sample() -> int:
             episodes = synchronous_parallel_sample(worker_set=algo.env_runner_group, max_env_steps=batch,
                                                    _uses_new_env_runners=True)
+            if not isinstance(episodes, list):
+                raise TypeError(f"expected a list of episodes from the env runners, got {type(episodes).__name__}")
             return sum(len(e) for e in episodes)
 
         sample()  # warm-up: first connector and module calls

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.row import Text
+
 
 def _run(r: dict[str, Any], what: str) -> str:
     if r["solved"]:
@@ -14,7 +16,7 @@ def _run(r: dict[str, Any], what: str) -> str:
     return f"not solved within {r['budget_s']:,.0f} s ({r['last_step']:,} steps, best {what} {best})"
 
 
-def p1_text(d: dict[str, Any]) -> dict[str, str]:
+def p1_text(d: dict[str, Any]) -> Text:
     """P1's figure and details."""
     runs = d["runs"]
     ratio = d["ratio_vs_zoo"]
@@ -65,7 +67,7 @@ def p1_text(d: dict[str, Any]) -> dict[str, str]:
     return {"figure": figure, "details": details}
 
 
-def p2_text(d: dict[str, Any]) -> dict[str, str]:
+def p2_text(d: dict[str, Any]) -> Text:
     """P2's figure and details."""
     per_env = "per_env_loop_ratio" in d
     figure = (f"**{d['loop_ratio']:.3f}** (training loop, median of {len(d['pairs'])} rounds side by side: "
@@ -118,7 +120,7 @@ def p2_text(d: dict[str, Any]) -> dict[str, str]:
     return {"figure": figure, "details": details}
 
 
-def p3_text(d: dict[str, Any]) -> dict[str, str]:
+def p3_text(d: dict[str, Any]) -> Text:
     """P3's figure and details."""
     figure = (f"**{d['bridge_added_us']:.0f} µs** added (bridge {d['bridge_raw']:.0f} vs in-process "
               f"{d['in_process']:.0f} µs/step; raw pipe round trip {d['pipe_round_trip']:.0f} µs; AsyncVectorEnv adds "
@@ -149,7 +151,7 @@ def p3_text(d: dict[str, Any]) -> dict[str, str]:
     return {"figure": figure, "details": details, "command": "python benchmarks/bridge.py 3000 5 --profile"}
 
 
-def p4_text(d: dict[str, Any]) -> dict[str, str]:
+def p4_text(d: dict[str, Any]) -> Text:
     """P4's figure and details."""
     lim, tr, vec = d["limit_steps_per_s"], d["train"], d["vec"]
     ref = vec["bare_threads"]["steps_per_s"]
@@ -213,7 +215,7 @@ def p4_text(d: dict[str, Any]) -> dict[str, str]:
     return {"figure": figure, "details": details, "command": "python benchmarks/latency.py"}
 
 
-def p5_text(d: dict[str, Any]) -> dict[str, str]:
+def p5_text(d: dict[str, Any]) -> Text:
     """P5's figure, method and projection."""
     rows = d["rows"]
     base = rows[0]["sample_steps_per_s"]

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Build the wheel set that benchmarks/gpu_check.sh installs on the GPU machine (Python 3.12, torch present,
+# Build the wheel set that benchmarks/experiments/gpu_check.sh installs on the GPU machine (Python 3.12, torch present,
 # no network): the nondiff dependencies that machine's image lacks, at the versions this venv runs.
 #
-#   bash benchmarks/gpu_wheels.sh [DIR]        # default .gpu-wheels (gitignored); `make gpu-wheels` runs it
+#   bash benchmarks/experiments/gpu_wheels.sh [DIR]        # default .gpu-wheels (gitignored); `make gpu-wheels` runs it
 #
 # Packages already in that image (docs: numpy, torch, pyyaml, rich, tqdm, safetensors, imageio, pillow,
 # matplotlib, tensorboard, opencv-python-headless, cloudpickle, psutil, absl-py, etils, typing-extensions)

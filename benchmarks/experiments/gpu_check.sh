@@ -3,9 +3,9 @@
 # --device cuda for 100k steps, trains Pong with 32 envs for 5 minutes, prints steps/s, the score curve and
 # the GPU utilisation, evaluates both CUDA-trained checkpoints on the CPU, and writes a JSON summary.
 #
-#   bash benchmarks/gpu_wheels.sh                      # here, once: the wheels into .gpu-wheels (gitignored)
-#   bash benchmarks/gpu_check.sh                       # on the GPU machine (device tool: carry [".gpu-wheels"])
-#   bash benchmarks/gpu_check.sh --device cpu          # the CPU dry run: same steps, tiny budgets (~1 min)
+#   bash benchmarks/experiments/gpu_wheels.sh                      # here, once: the wheels into .gpu-wheels (gitignored)
+#   bash benchmarks/experiments/gpu_check.sh                       # on the GPU machine (device tool: carry [".gpu-wheels"])
+#   bash benchmarks/experiments/gpu_check.sh --device cpu          # the CPU dry run: same steps, tiny budgets (~1 min)
 #
 # Budgets (env vars): ROBOT_STEPS (100000; dry run 2048), PONG_SECONDS (300, startup included; dry run 180 at
 # most), PONG_STEPS (no limit; dry run 2048), PONG_ENVS (32; dry run 4). The JSON goes to
@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$DEVICE" in cuda|cpu) ;; *) echo "gpu_check.sh: --device must be cuda or cpu, got '$DEVICE'" >&2; exit 2 ;; esac
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROOT=$PWD
 if [ "$DEVICE" = cpu ]; then DRY=1; else DRY=0; fi
 ROBOT_STEPS=${ROBOT_STEPS:-$([ $DRY = 1 ] && echo 2048 || echo 100000)}
@@ -41,7 +41,7 @@ say() { echo "[gpu_check $(( $(date +%s) - T0 ))s] $*"; }
 if ! "$PY" -c "import gymnasium, stable_baselines3, ale_py, mujoco, pydantic" 2>/dev/null; then
   if ! ls .gpu-wheels/*.whl >/dev/null 2>&1; then
     echo "gpu_check.sh: gymnasium/SB3/ale-py/mujoco/pydantic are missing and .gpu-wheels/ holds no wheels; build" \
-         "them here with 'bash benchmarks/gpu_wheels.sh' and carry .gpu-wheels" >&2; exit 2
+         "them here with 'bash benchmarks/experiments/gpu_wheels.sh' and carry .gpu-wheels" >&2; exit 2
   fi
   say "installing $(ls .gpu-wheels/*.whl | wc -l) wheels offline into /tmp/site"
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \

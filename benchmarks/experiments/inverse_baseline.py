@@ -5,7 +5,7 @@ CMA-ES (the ``cma`` package) optimises each instance on its own from the same fi
 only the data misfit that the adapter's black box returns. Both are scored with the adapter's own
 success metric against the hidden truth; that score is bookkeeping and is not a forward call.
 
-    python benchmarks/inverse_baseline.py --run renderer=runs/renderer-… --run seismic=runs/seismic-… \\
+    python benchmarks/experiments/inverse_baseline.py --run renderer=runs/renderer-… --run seismic=runs/seismic-… \\
         [--instances 20] [--budget 3000] [--json out.json]
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 # adapter -> (metric in score(), success test, pretty success rule)

@@ -1,6 +1,6 @@
 """Export learning curves from runs' TensorBoard event files to a PNG.
 
-    python benchmarks/plot_curve.py RUN_DIR [RUN_DIR ...] OUT.png [--tags rollout/ep_rew_mean eval/mean_reward]
+    python benchmarks/experiments/plot_curve.py RUN_DIR [RUN_DIR ...] OUT.png [--tags rollout/ep_rew_mean eval/mean_reward]
         [--minutes] [--mark 60]
 
 With several runs, each run's tags share its colour (the rollout curve solid, the evaluation dashed with
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -44,7 +45,7 @@ def main() -> None:
         for tag, events in scalars.items():
             xs = [(e.wall_time - t0) / 60 if args.minutes else e.step for e in events]
             label = tag if len(runs) == 1 else f"{Path(run).name}: {tag}"
-            style = {"linestyle": "--", "marker": "."} if "eval" in tag else {}
+            style: dict[str, Any] = {"linestyle": "--", "marker": "."} if "eval" in tag else {}
             ax.plot(xs, [e.value for e in events], label=label, color=f"C{k}" if len(runs) > 1 else None, **style)
     if args.mark is not None:
         ax.axvline(args.mark, color="grey", linewidth=1)

@@ -6,8 +6,8 @@ excluded). The ``whole screen, vec_env …`` rows (the shipped config without it
 compare ``train.vec_env: dummy`` with ALE's own vector env (``ale``, agents/sb3/alevec.py; ``--only vec_env``). The 1-minute load average is printed before each
 run: on a shared machine it decides the absolute figures, so compare rows of one invocation only.
 
-    python benchmarks/pong_steps.py [STEPS] [--only NAME ...]
-    python benchmarks/pong_steps.py --cpu [STEPS] [--only NAME ...]
+    python benchmarks/experiments/pong_steps.py [STEPS] [--only NAME ...]
+    python benchmarks/experiments/pong_steps.py --cpu [STEPS] [--only NAME ...]
 
 ``--cpu`` measures what the load does not change: the CPU time each training step costs, as the difference of
 the child's CPU time (user + system, all threads) between a run of STEPS/2 and one of 3·STEPS/2 steps, so
@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 OLD = ["env.frame_size=84", "env.crop=null", "agent.cnn=nature", "agent.precision=fp32", "agent.n_epochs=4", "agent.batch_size=256"]
 """The issue-3 setup (configs/game84.yaml) expressed over the shipped config."""

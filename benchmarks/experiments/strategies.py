@@ -1,16 +1,16 @@
 """Black-box strategies on held-out inverse problems: calls per instance, wall time, score, error-vs-calls curves.
 
 Two modes. One strategy, trained with a forward-call budget (none for CMA-ES), answering the same held-out
-instances as benchmarks/inverse_baseline.py (the env's instances of seeds 50000…):
+instances as benchmarks/experiments/inverse_baseline.py (the env's instances of seeds 50000…):
 
-    python benchmarks/strategies.py --adapter seismic --algo amortised --train-calls 4096 [--instances 20]
+    python benchmarks/experiments/strategies.py --adapter seismic --algo amortised --train-calls 4096 [--instances 20]
 
 The comparison (``make bench-strategies``): per adapter, one shared training run (one bank of prior pairs
 that the amortised network, the surrogate f̂ and the surrogate's inverse network (a) all fit), then every
 row of :data:`ROWS` on the same held-out instances side by side, sbi's NPE on the same pairs (seismic), a
 JSON per adapter and the plot docs/strategies_<adapter>.png (mean error against forward calls per instance):
 
-    python benchmarks/strategies.py --suite [--adapters renderer,seismic] [--instances 20] [--train-calls 4096]
+    python benchmarks/experiments/strategies.py --suite [--adapters renderer,seismic] [--instances 20] [--train-calls 4096]
 
 Forward calls are exact counts of the problem's black box and do not depend on the machine's load.
 """
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 SEED0 = 50_000
 # row name -> the stages (strategy, blackbox: overrides) solved in series, per adapter call budget
@@ -162,7 +162,7 @@ def run_row(problem: Any, learned: dict[str, Any], stages: Stages, insts: list[A
             f = strat.last_misfit
         wall, calls, log = time.perf_counter() - t0, problem.forward_calls - c0, problem.call_log
         problem.call_log = None
-        first = solvers[0][0]
+        first: Any = solvers[0][0]  # a learned strategy (typed Any in ``learned``) or CMA-ES
         zero = (first.predict_params(inst) if hasattr(first, "predict_params") else
                 first.inverse_params(inst) if stages[0][0] == "surrogate" and solvers[0][1].inverse_epochs else
                 problem.start())
@@ -209,7 +209,9 @@ def grad_quality(problem: Any, learned: dict[str, Any], insts: list[Any], budget
 
     sur = learned["surrogate"]
     sur.cfg = learned["cfg"].model_copy(update={"refine_calls": 0, "trust_calls": budget})
-    rng, glob, loc = np.random.default_rng(2), [], []
+    rng = np.random.default_rng(2)
+    glob: list[float] = []
+    loc: list[float] = []
     for inst in insts:
         x = np.clip(sur.solve(inst, rng), 0.01, 0.99)
         glob.append(directional_cosine(problem, sur.net, x, inst, np.random.default_rng(len(glob))))
@@ -254,7 +256,8 @@ def plot(adapter: str, res: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    colours = plt.get_cmap("tab20").colors
+    tab20 = plt.get_cmap("tab20")
+    colours = [tab20(i) for i in range(20)]
     for i, (name, row) in enumerate(res["rows"].items()):
         curve = np.asarray(row["curve"])
         ax.plot(np.arange(len(curve)), curve, label=name, lw=1.6, color=colours[(2 * i) % 20 + (2 * i) // 20],

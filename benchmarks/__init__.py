@@ -1,0 +1,1 @@
+"""The benchmark harness (`python -m benchmarks`, docs/benchmarks.md) and its measurement modules."""
