@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 import envs
+from envs.errors import UnknownEnvError
 from envs.faults import faults_in
 from envs.guard import obs_problem, reward_problem
 from envs.registry import parse_assignment
@@ -204,6 +205,6 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             kwargs[key.removeprefix("env.")] = value
         return 0 if run_checks(args.name, args.steps, kwargs=kwargs) else 1
-    except envs.UnknownEnvError as e:
+    except UnknownEnvError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -80,13 +80,6 @@ class Fault:
         return Fault(**{**asdict(self), "stderr": self.stderr, **changes})
 
 
-class EnvGaveUp(RuntimeError):
-    """An env failed beyond what its fault boundary may repair (e.g. ``reset`` raised again and again).
-
-    Training cannot go on with this instance: the trainer writes a checkpoint and exits 1. Raised by
-    :class:`envs.guard.Guard`; envs/ does not import agents/, so the trainer maps it onto its own
-    ``EnvFailure``.
-    """
 
 
 def _text(value: Any, limit: int = 500) -> str:

@@ -16,7 +16,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.bridge.protocol import BridgeError
 from envs.checks import (
     BOUNDS_POLICIES,
     NAN_POLICIES,
@@ -35,15 +34,14 @@ from envs.checks import (
     valid_rewards,
     valid_rows,
 )
-from envs.faults import LATENCY_KEY, RESET_FAULTS_KEY, EnvGaveUp, Fault, FaultKind, add_fault
+from envs.errors import BridgeError, EnvFailure, EnvGaveUp, InvalidOutputError
+from envs.faults import LATENCY_KEY, RESET_FAULTS_KEY, Fault, FaultKind, add_fault
 
-__all__ = ["BOUNDS_POLICIES", "NAN_POLICIES", "ROUNDING_ULPS", "Guard", "InvalidOutputError", "Problem", "RowCheck",
+__all__ = ["BOUNDS_POLICIES", "NAN_POLICIES", "ROUNDING_ULPS", "Guard", "Problem", "RowCheck",
            "Verdict", "check", "clip_to_bounds", "judge", "judge_reset", "judge_step", "obs_problem", "placeholder",
            "reward_problem", "sanitize", "tolerance", "valid_rewards", "valid_rows"]
 
 
-class InvalidOutputError(RuntimeError):
-    """An adapter returned an invalid observation or reward and the policy is ``raise``."""
 
 
 def vector_reward_shape(env: gym.Env) -> tuple[int, ...] | None:
@@ -141,7 +139,7 @@ def judge_reset(space: gym.Space, obs: Any, fallback: Any, nan_policy: str, boun
 
 
 # The bridge turns its own faults into info; what it raises (a spent restart budget, a refused handshake) is final.
-_PASS_THROUGH = (EnvGaveUp, InvalidOutputError, BridgeError)
+_PASS_THROUGH = (EnvFailure, BridgeError)
 
 
 class Guard(gym.Wrapper):

@@ -15,7 +15,9 @@ from typing import Any
 
 import gymnasium as gym
 
-__all__ = ["BUILTIN", "EnvSpec", "PluginError", "UnknownEnvError", "known_names", "make", "register", "resolve"]
+from envs.errors import PluginError, UnknownEnvError
+
+__all__ = ["BUILTIN", "EnvSpec", "known_names", "make", "register", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -51,12 +53,8 @@ BUILTIN: dict[str, tuple[str, str, int | None]] = {
 _SPECS: dict[str, EnvSpec] = {}
 
 
-class UnknownEnvError(ValueError):
-    """Raised when ``--env`` names nothing nondiff or Gymnasium knows."""
 
 
-class PluginError(ValueError):
-    """A plugin that cannot be used: it clashes with another, or it fails to import."""
 
 
 PLUGIN_GROUP = "nondiff.envs"

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from envs.bridge.protocol import MAX_RANK, SpecError
+from envs.bridge.protocol import MAX_RANK
+from envs.errors import SpecError
 
 if TYPE_CHECKING:  # the writer runs with NumPy alone (the SDK); only the parser needs Gymnasium
     from gymnasium import spaces

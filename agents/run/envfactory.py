@@ -37,6 +37,7 @@ import envs
 from agents.config import RunConfig
 from agents.errors import UserError
 from agents.run import tokens
+from envs import errors as E
 from envs.guard import vector_reward_shape
 from envs.wrappers import WrapperSpec, adapt_observations, apply_wrappers, is_image, parse_wrappers
 
@@ -207,10 +208,7 @@ def _adapter_params(name: str) -> list[str] | None:
     Raises:
         UserError: the env is unknown or its entry point does not import.
     """
-    try:
-        spec = envs.resolve(name)
-    except (envs.UnknownEnvError, envs.PluginError) as e:
-        raise UserError(str(e)) from e
+    spec = envs.resolve(name)  # an UnknownEnvError or PluginError is a UserError
     entry = spec.entry_point
     if not isinstance(entry, str) or ":" not in entry:
         return None
@@ -289,10 +287,10 @@ def build_errors(cfg: RunConfig) -> Iterator[None]:
     """
     try:
         yield
+    except E.StartupError as e:  # the bridge: its own line names the program, and says it is the settings
+        raise UserError(f"env {cfg.env.id!r} rejected its settings: {_one_line(e)}") from e
     except UserError:
         raise
-    except (envs.UnknownEnvError, envs.PluginError) as e:
-        raise UserError(str(e)) from e
     except (ValueError, TypeError) as e:
         raise UserError(f"env {cfg.env.id!r} rejected its settings: {_one_line(e)}") from e
     except Exception as e:  # a third-party constructor: a missing dependency, a bare assert, ...

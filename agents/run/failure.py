@@ -54,7 +54,7 @@ def describe(exc: BaseException, *, hint: bool = True) -> str:
     """
     if isinstance(exc, UserError | EnvFailure):
         return str(exc)
-    from envs.bridge.protocol import BridgeError  # the bridge's own errors already say what the program did
+    from envs.errors import BridgeError  # the bridge's own errors already say what the program did
 
     if isinstance(exc, BridgeError):
         return f"the env failed: {exc}"

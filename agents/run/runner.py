@@ -85,10 +85,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     if not env_name:
         raise UserError("no env given: pass --env NAME (a nondiff name such as 'robot', a Gymnasium id such as "
                         "'CartPole-v1', or module:Class)")
-    try:
-        spec = envs.resolve(env_name)
-    except (envs.UnknownEnvError, envs.PluginError) as e:
-        raise UserError(str(e)) from e
+    spec = envs.resolve(env_name)  # an UnknownEnvError or PluginError is a UserError
     if not args.config:
         default = CONFIG_DIR / f"{spec.name}.yaml"
         if default.is_file():
@@ -162,8 +159,7 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
     """Write config, signature and command line, train, checkpoint, and return the exit code."""
     from agents.run import failure, loop, trust
     from agents.run.checkpoint import atomic_write_bytes
-    from envs.bridge.protocol import BridgeError, StopRequested
-    from envs.faults import EnvGaveUp
+    from envs.errors import BridgeError, StopRequested
 
     try:
         cfg.meta = {"versions": versions(), "seed": seed, "config_source": str(args.config or ""),
@@ -180,7 +176,7 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
                 step = loop.train(backend, session)
             except StopRequested:  # a signal ended a bridge or worker wait: the same as a clean stop
                 step = backend.num_timesteps
-            except (EnvFailure, BridgeError, EnvGaveUp) as e:
+            except (EnvFailure, BridgeError) as e:  # EnvGaveUp, RestartBudgetExhausted are EnvFailures
                 return _report(args, *_env_failed(e, run, backend))
             except Exception as e:  # noqa: BLE001 - any error out of training: checkpoint first, then one line
                 return _report(args, *failure.stop_on_error(e, run, backend))

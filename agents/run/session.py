@@ -15,7 +15,7 @@ import numpy as np
 from agents.config import RunConfig
 from agents.run.health import EnvHealth
 from agents.run.rundir import RunDir
-from envs.bridge.protocol import clear_stop, request_stop
+from envs.stop import clear_stop, request_stop
 
 log = logging.getLogger(__name__)
 

@@ -37,11 +37,10 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from agents.errors import EnvFailure, UserError
 from envs.bridge import listen as L
-from envs.bridge import protocol as P
 from envs.bridge.batch import BatchProgram
 from envs.bridge.batchmsg import unstack
-from envs.bridge.process import RestartBudgetExhausted
 from envs.checks import RowCheck
+from envs.errors import RestartBudgetExhausted, StartupError
 from envs.faults import FAULT_KEY, LATENCY_KEY, RESET_FAULTS_KEY, Fault, add_fault
 from envs.guard import judge_reset, judge_step, placeholder
 
@@ -305,7 +304,7 @@ def make_bridge_vec_env(cfg: Any, token: str | None, instances: int | None = Non
                 kwargs["connect_timeout"] = max(0.1, deadline - time.monotonic())
             programs.append(BatchProgram(expect=programs[0].spec_reply, **kwargs))
         return BridgeVecEnv(programs, cfg.env.nan_policy, cfg.env.max_episode_steps, cfg.env.bounds_policy)
-    except P.StartupError as e:
+    except StartupError as e:
         for p in programs:
             p.close()
         raise UserError(str(e)) from e

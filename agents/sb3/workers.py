@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from agents.errors import EnvFailure
-from envs.bridge.protocol import check_stop
-from envs.faults import EnvGaveUp
+from envs.errors import EnvGaveUp
+from envs.stop import check_stop
 
 DEAD = (EOFError, ConnectionResetError, BrokenPipeError, OSError, TimeoutError, RuntimeError)
 """What a dead, hung or raising worker gives :meth:`WorkerPool._answer`'s caller."""
@@ -114,7 +114,7 @@ def serve(remote: Any, build: Callable[[], tuple[Any, Callable[[str, Any], Any]]
     except OSError:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from envs.bridge.process import RestartBudgetExhausted
+    from envs.errors import RestartBudgetExhausted
 
     spaces, handle = build()
     remote.send(("ok", spaces))

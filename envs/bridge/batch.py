@@ -22,7 +22,8 @@ import numpy as np
 from envs.bridge import batchmsg as B
 from envs.bridge import messages as M
 from envs.bridge import protocol as P
-from envs.bridge.process import ProcessEnv, StopRequested
+from envs.bridge.process import ProcessEnv
+from envs.errors import StopRequested
 from envs.faults import Fault
 
 

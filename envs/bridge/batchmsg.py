@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from envs import errors as E
 from envs.bridge import protocol as P
 from envs.bridge.messages import RESERVED_INFO_PREFIX
 
@@ -45,22 +46,22 @@ def conform_batch(space: spaces.Space, value: Any, n: int, where: str) -> Any:
     if isinstance(space, spaces.Dict):
         if not isinstance(value, dict) or set(value) != set(space.spaces):
             got = sorted(value)[:10] if isinstance(value, dict) else type(value).__name__
-            raise P.ProtocolError(f"{where}: expected an object with keys {sorted(space.spaces)}, got {got}")
+            raise E.ProtocolError(f"{where}: expected an object with keys {sorted(space.spaces)}, got {got}")
         return {k: conform_batch(s, value[k], n, f"{where}[{k!r}]") for k, s in space.spaces.items()}
     if isinstance(space, spaces.Tuple):
         if not isinstance(value, list | tuple) or len(value) != len(space.spaces):
-            raise P.ProtocolError(f"{where}: expected a list of {len(space.spaces)} stacked arrays")
+            raise E.ProtocolError(f"{where}: expected a list of {len(space.spaces)} stacked arrays")
         return tuple(conform_batch(s, v, n, f"{where}[{i}]") for i, (s, v) in enumerate(zip(space.spaces, value)))
     if not isinstance(value, np.ndarray):
-        raise P.ProtocolError(f"{where}: expected a stacked array ({{\"$array\": i}}) for {n} instance(s), got "
+        raise E.ProtocolError(f"{where}: expected a stacked array ({{\"$array\": i}}) for {n} instance(s), got "
                               f"{type(value).__name__}")
     if value.dtype.kind not in "biuf":
-        raise P.ProtocolError(f"{where}: expected numbers, got an array of dtype {value.dtype}")
+        raise E.ProtocolError(f"{where}: expected numbers, got an array of dtype {value.dtype}")
     if isinstance(space, spaces.Discrete) and value.dtype.kind not in "iu":
-        raise P.ProtocolError(f"{where}: expected integers for {space}, got dtype {value.dtype}")
+        raise E.ProtocolError(f"{where}: expected integers for {space}, got dtype {value.dtype}")
     want = (n, *(space.shape or ()))
     if value.shape != want:
-        raise P.ProtocolError(f"{where}: shape {list(value.shape)}, expected {list(want)} ({n} instance(s) of the "
+        raise E.ProtocolError(f"{where}: shape {list(value.shape)}, expected {list(want)} ({n} instance(s) of the "
                               f"declared shape {list(space.shape or ())})")
     return value
 
@@ -89,7 +90,7 @@ def _infos(msg: dict[str, Any], n: int, kind: str) -> list[dict[str, Any]]:
         return [{} for _ in range(n)]
     if not isinstance(infos, list) or len(infos) != n or not all(isinstance(x, dict) for x in infos):
         got = f"a list of {len(infos)}" if isinstance(infos, list) else type(infos).__name__
-        raise P.ProtocolError(f"{kind}.infos: expected a list of {n} objects, got {got}")
+        raise E.ProtocolError(f"{kind}.infos: expected a list of {n} objects, got {got}")
     return [{k: v for k, v in x.items() if not k.startswith(RESERVED_INFO_PREFIX)} for x in infos]
 
 
@@ -98,26 +99,26 @@ def _vector(msg: dict[str, Any], key: str, n: int, kind: str, flags: bool) -> np
     if raw is None:
         if flags:
             return np.zeros(n, dtype=bool)
-        raise P.ProtocolError(f"{kind}.{key}: missing")
+        raise E.ProtocolError(f"{kind}.{key}: missing")
     if isinstance(raw, list):  # a JSON list is accepted as well as an array
         ok = all(isinstance(x, bool) for x in raw) if flags else all(
             isinstance(x, int | float) and not isinstance(x, bool) for x in raw)
         if not ok:
-            raise P.ProtocolError(f"{kind}.{key}: expected a list of {'booleans' if flags else 'numbers'}")
+            raise E.ProtocolError(f"{kind}.{key}: expected a list of {'booleans' if flags else 'numbers'}")
         try:
             raw = np.asarray(raw, dtype=bool if flags else np.float64)
         except OverflowError as e:
-            raise P.ProtocolError(f"{kind}.{key}: an integer too large for a float") from e
+            raise E.ProtocolError(f"{kind}.{key}: an integer too large for a float") from e
     if not isinstance(raw, np.ndarray):
-        raise P.ProtocolError(f"{kind}.{key}: expected an array of {n}, got {type(raw).__name__}")
+        raise E.ProtocolError(f"{kind}.{key}: expected an array of {n}, got {type(raw).__name__}")
     if raw.shape != (n,):
-        raise P.ProtocolError(f"{kind}.{key}: shape {list(raw.shape)}, expected [{n}] (one per instance)")
+        raise E.ProtocolError(f"{kind}.{key}: shape {list(raw.shape)}, expected [{n}] (one per instance)")
     if flags:
         if raw.dtype != np.bool_:
-            raise P.ProtocolError(f"{kind}.{key}: expected a bool array (\"|b1\"), got dtype {raw.dtype}")
+            raise E.ProtocolError(f"{kind}.{key}: expected a bool array (\"|b1\"), got dtype {raw.dtype}")
         return raw
     if raw.dtype.kind not in "iuf":
-        raise P.ProtocolError(f"{kind}.{key}: expected numbers, got dtype {raw.dtype}")
+        raise E.ProtocolError(f"{kind}.{key}: expected numbers, got dtype {raw.dtype}")
     return raw.astype(np.float64)
 
 
@@ -125,7 +126,7 @@ def parse_batch_reset(msg: dict[str, Any], space: spaces.Space, n: int) -> Batch
     """Check a batched ``reset_result`` for ``n`` instances."""
     P.expect(msg, "reset_result")
     if "obs" not in msg:
-        raise P.ProtocolError("reset_result.obs: missing")
+        raise E.ProtocolError("reset_result.obs: missing")
     return BatchReset(conform_batch(space, msg["obs"], n, "reset_result.obs"), _infos(msg, n, "reset_result"))
 
 
@@ -133,7 +134,7 @@ def parse_batch_step(msg: dict[str, Any], space: spaces.Space, n: int) -> BatchS
     """Check a batched ``step_result`` for ``n`` instances."""
     P.expect(msg, "step_result")
     if "obs" not in msg:
-        raise P.ProtocolError("step_result.obs: missing")
+        raise E.ProtocolError("step_result.obs: missing")
     obs = conform_batch(space, msg["obs"], n, "step_result.obs")
     return BatchStep(obs, _vector(msg, "rewards", n, "step_result", False),
                      _vector(msg, "terminated", n, "step_result", True),

@@ -30,7 +30,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from envs import errors as E
+from envs import stop as S
 from envs.bridge import protocol as P
+from envs.errors import ConnectTimeout
 
 REPORT_EVERY = 5.0
 """Seconds between two "waiting for N programs" lines."""
@@ -45,8 +48,6 @@ Handshake = Callable[[P.Channel, float], Any]
 """Runs the trainer's side of a handshake on a channel within a deadline; returns the program's SpecReply."""
 
 
-class ConnectTimeout(P.StartupError):
-    """The programs the run needs did not complete a handshake before ``env.connect_timeout`` passed."""
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -54,7 +55,7 @@ def parse_address(address: str) -> tuple[str, int]:
     host, _, port = str(address).rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise P.StartupError(f"env.listen must look like HOST:PORT (port 0: any free port), got {address!r}; "
+        raise E.StartupError(f"env.listen must look like HOST:PORT (port 0: any free port), got {address!r}; "
                              "e.g. env.listen=127.0.0.1:5555")
     return host, int(port)
 
@@ -97,7 +98,7 @@ class Listener:
                  max_pending: int = MAX_PENDING) -> None:
         host, port = parse_address(address)
         if not is_loopback(host) and not token:
-            raise P.StartupError(f"env.listen={address} is not a loopback address: programs connecting from elsewhere "
+            raise E.StartupError(f"env.listen={address} is not a loopback address: programs connecting from elsewhere "
                                  "must prove the bridge token; set NONDIFF_TOKEN (or env.token_file) and give "
                                  "programs the same token")
         self.say, self.max_pending = say, max_pending
@@ -105,9 +106,9 @@ class Listener:
             self.sock = socket.create_server((host, port), backlog=128)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise P.StartupError(f"env.listen={address}: the address is already in use (another trainer or "
+                raise E.StartupError(f"env.listen={address}: the address is already in use (another trainer or "
                                      "program holds it); pick another port, or port 0 for any free one") from e
-            raise P.StartupError(f"env.listen={address}: cannot listen there ({e.strerror or e})") from e
+            raise E.StartupError(f"env.listen={address}: cannot listen there ({e.strerror or e})") from e
         self.sock.setblocking(False)
         self.address = f"{host}:{self.sock.getsockname()[1]}"
         self.lock = threading.Lock()
@@ -186,7 +187,7 @@ class Listener:
         deadline = time.monotonic() + timeout
         next_report = time.monotonic() + min(REPORT_EVERY, 1.0)
         while True:
-            P.check_stop()
+            S.check_stop()
             found = self._choose()
             if found is not None:
                 return found
@@ -209,7 +210,7 @@ class Listener:
                 except BlockingIOError:
                     return
                 except OSError as e:
-                    raise P.StartupError(f"env.listen={self.address}: accept failed ({e})") from e
+                    raise E.StartupError(f"env.listen={self.address}: accept failed ({e})") from e
                 self.connected += 1
                 busy = self.pending >= self.max_pending
                 if not busy:
@@ -226,23 +227,23 @@ class Listener:
         chan = P.Channel.from_socket(conn)
         try:
             spec = handshake(chan, timeout)
-        except P.BridgeTimeout:
+        except E.BridgeTimeout:
             self._refuse(chan, "silent", f"no complete handshake within {timeout:g} s (env.handshake_timeout)", True)
-        except P.AuthError as e:  # a token refusal stays silent: a stranger learns nothing
+        except E.AuthError as e:  # a token refusal stays silent: a stranger learns nothing
             self._refuse(chan, "token", str(e), False)
-        except P.VersionError as e:
+        except E.VersionError as e:
             self._refuse(chan, "version", str(e), True)
-        except P.SpecError as e:
+        except E.SpecError as e:
             self._refuse(chan, "spec", str(e), True)
-        except P.RemoteError as e:
+        except E.RemoteError as e:
             self._refuse(chan, "refused us", str(e), False)
-        except P.PeerClosed as e:
+        except E.PeerClosed as e:
             self._refuse(chan, "closed", str(e), False)
-        except P.StartupError as e:
+        except E.StartupError as e:
             self._refuse(chan, "refused us", str(e), False)
-        except (P.BridgeError, OSError, ValueError) as e:
+        except (E.BridgeError, OSError, ValueError) as e:
             self._refuse(chan, "protocol", f"{type(e).__name__}: {e}", True)
-        except P.StopRequested:  # the trainer is stopping: this connection just ends
+        except E.StopRequested:  # the trainer is stopping: this connection just ends
             chan.close()
         except BaseException:
             chan.close()
@@ -315,7 +316,7 @@ class Listener:
         if tell:
             try:
                 P.send(chan, {"type": "error", "message": f"nondiff refused this program: {text}"}, 0.5)
-            except (P.BridgeError, OSError):
+            except (E.BridgeError, OSError):
                 pass
         chan.close()
         self._note(reason, text)
@@ -380,7 +381,7 @@ def _goodbye(chan: P.Channel) -> None:
     try:
         P.send(chan, {"type": "close"}, 1.0)
         P.recv(chan, 1.0)
-    except (P.BridgeError, OSError):
+    except (E.BridgeError, OSError):
         pass
     chan.close()
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from envs import errors as E
 from envs.bridge import protocol as P
 from envs.spaces import MAX_SPACE_ELEMENTS, space_from_json
 
@@ -79,20 +80,20 @@ def parse_spec(msg: dict[str, Any], max_elements: int = MAX_SPACE_ELEMENTS,
     batched = "num_instances" in msg
     k = msg.get("num_instances", 1)
     if type(k) is not int or not 1 <= k <= P.MAX_INSTANCES:
-        raise P.SpecError(f"spec.num_instances: expected an integer from 1 to {P.MAX_INSTANCES} (env instances "
+        raise E.SpecError(f"spec.num_instances: expected an integer from 1 to {P.MAX_INSTANCES} (env instances "
                           f"this program hosts), got {str(k)[:40]}")
     obs_space = space_from_json(msg.get("observation_space"), max_elements, where="spec.observation_space",
                                 instances=k)
     act_space = space_from_json(msg.get("action_space"), max_elements, where="spec.action_space", instances=k)
     metadata = msg.get("metadata", {})
     if not isinstance(metadata, dict):
-        raise P.SpecError(f"spec.metadata: expected an object, got {type(metadata).__name__}")
+        raise E.SpecError(f"spec.metadata: expected an object, got {type(metadata).__name__}")
     fps = metadata.get("render_fps", 30)
     if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps < 1e4:
-        raise P.SpecError(f"spec.metadata.render_fps: expected a positive number of frames per second, got "
+        raise E.SpecError(f"spec.metadata.render_fps: expected a positive number of frames per second, got "
                           f"{str(fps)[:40]}")
     if batched and not isinstance(act_space, spaces.Box | spaces.Discrete | spaces.MultiDiscrete | spaces.MultiBinary):
-        raise P.SpecError(f"spec.action_space: a program with num_instances needs a Box, Discrete, MultiDiscrete or "
+        raise E.SpecError(f"spec.action_space: a program with num_instances needs a Box, Discrete, MultiDiscrete or "
                           f"MultiBinary action space (actions travel stacked), got {type(act_space).__name__}")
     if max_message is not None:
         check_message_size(obs_space, act_space, k, batched, max_message)
@@ -126,7 +127,7 @@ def check_message_size(obs_space: spaces.Space, act_space: spaces.Space, instanc
     act = wire_bytes(act_space)
     for what, each, space in (("step_result", per, "observation"), ("step request", act, "action")):
         if instances * each > max_message:
-            raise P.SpecError(f"spec: every {what} of this program would carry at least {instances * each:,} "
+            raise E.SpecError(f"spec: every {what} of this program would carry at least {instances * each:,} "
                               f"bytes ({instances:,} instance(s) × {each:,}), over the {max_message:,}-byte "
                               f"limit (env.max_message); declare fewer num_instances or a smaller {space} space, "
                               "or raise env.max_message")
@@ -135,14 +136,14 @@ def check_message_size(obs_space: spaces.Space, act_space: spaces.Space, instanc
 def _info(msg: dict[str, Any], kind: str) -> dict[str, Any]:
     info = msg.get("info", {})
     if not isinstance(info, dict):
-        raise P.ProtocolError(f"{kind}.info: expected an object, got {type(info).__name__}")
+        raise E.ProtocolError(f"{kind}.info: expected an object, got {type(info).__name__}")
     return {k: v for k, v in info.items() if not k.startswith(RESERVED_INFO_PREFIX)}
 
 
 def _bool(msg: dict[str, Any], key: str, kind: str) -> bool:
     value = msg.get(key, False)
     if not isinstance(value, bool):
-        raise P.ProtocolError(f"{kind}.{key}: expected true or false, got {str(value)[:40]}")
+        raise E.ProtocolError(f"{kind}.{key}: expected true or false, got {str(value)[:40]}")
     return value
 
 
@@ -154,29 +155,29 @@ def conform(space: spaces.Space, value: Any, where: str) -> Any:
     if isinstance(space, spaces.Dict):
         if not isinstance(value, dict) or set(value) != set(space.spaces):
             got = sorted(value)[:10] if isinstance(value, dict) else type(value).__name__
-            raise P.ProtocolError(f"{where}: expected an object with keys {sorted(space.spaces)}, got {got}")
+            raise E.ProtocolError(f"{where}: expected an object with keys {sorted(space.spaces)}, got {got}")
         return {k: conform(s, value[k], f"{where}[{k!r}]") for k, s in space.spaces.items()}
     if isinstance(space, spaces.Tuple):
         if not isinstance(value, list | tuple) or len(value) != len(space.spaces):
-            raise P.ProtocolError(f"{where}: expected a list of {len(space.spaces)} values")
+            raise E.ProtocolError(f"{where}: expected a list of {len(space.spaces)} values")
         return tuple(conform(s, v, f"{where}[{i}]") for i, (s, v) in enumerate(zip(space.spaces, value)))
     if isinstance(space, spaces.Discrete):
         if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "iu":
             value = value.item()
         if type(value) is not int:
-            raise P.ProtocolError(f"{where}: expected an integer for {space}, got {str(value)[:40]}")
+            raise E.ProtocolError(f"{where}: expected an integer for {space}, got {str(value)[:40]}")
         if not -(2**63) <= value < 2**63:
-            raise P.ProtocolError(f"{where}: integer {str(value)[:40]} does not fit in 64 bits")
+            raise E.ProtocolError(f"{where}: integer {str(value)[:40]} does not fit in 64 bits")
         return np.int64(value)
     if isinstance(space, spaces.Box | spaces.MultiDiscrete | spaces.MultiBinary):
         try:
             arr = value if isinstance(value, np.ndarray) else np.asarray(value)
         except (ValueError, OverflowError, TypeError) as e:
-            raise P.ProtocolError(f"{where}: not a numeric array ({e})") from e
+            raise E.ProtocolError(f"{where}: not a numeric array ({e})") from e
         if arr.dtype.kind not in "biuf":
-            raise P.ProtocolError(f"{where}: expected numbers, got an array of dtype {arr.dtype}")
+            raise E.ProtocolError(f"{where}: expected numbers, got an array of dtype {arr.dtype}")
         if arr.shape != space.shape:
-            raise P.ProtocolError(f"{where}: shape {list(arr.shape)}, the declared space has shape "
+            raise E.ProtocolError(f"{where}: shape {list(arr.shape)}, the declared space has shape "
                                   f"{list(space.shape or ())}")
         return arr
     return value
@@ -184,7 +185,7 @@ def conform(space: spaces.Space, value: Any, where: str) -> Any:
 
 def _obs(msg: dict[str, Any], space: spaces.Space, kind: str) -> Any:
     if "obs" not in msg:
-        raise P.ProtocolError(f"{kind}.obs: missing")
+        raise E.ProtocolError(f"{kind}.obs: missing")
     return conform(space, msg["obs"], f"{kind}.obs")
 
 
@@ -199,18 +200,18 @@ def parse_step_result(msg: dict[str, Any], space: spaces.Space) -> StepReply:
     P.expect(msg, "step_result")
     obs = _obs(msg, space, "step_result")
     if "reward" not in msg:
-        raise P.ProtocolError("step_result.reward: missing")
+        raise E.ProtocolError("step_result.reward: missing")
     raw = msg["reward"]
     if isinstance(raw, np.ndarray) and raw.shape == () and raw.dtype.kind in "iuf":
         raw = raw.item()
     if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise P.ProtocolError(f"step_result.reward: expected a number, got {type(raw).__name__}")
+        raise E.ProtocolError(f"step_result.reward: expected a number, got {type(raw).__name__}")
     try:
         reward = float(raw)
     except OverflowError as e:
-        raise P.ProtocolError("step_result.reward: an integer too large for a float") from e
+        raise E.ProtocolError("step_result.reward: an integer too large for a float") from e
     if isinstance(raw, int) and math.isinf(reward):
-        raise P.ProtocolError("step_result.reward: an integer too large for a float")
+        raise E.ProtocolError("step_result.reward: an integer too large for a float")
     return StepReply(obs, reward, _bool(msg, "terminated", "step_result"), _bool(msg, "truncated", "step_result"),
                      _info(msg, "step_result"))
 
@@ -221,5 +222,5 @@ def parse_render_result(msg: dict[str, Any]) -> RenderReply:
     frame = msg.get("frame")
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         got = f"{frame.dtype} {list(frame.shape)}" if isinstance(frame, np.ndarray) else type(frame).__name__
-        raise P.ProtocolError(f"render_result.frame: expected a uint8 array of shape [H, W, 3], got {got}")
+        raise E.ProtocolError(f"render_result.frame: expected a uint8 array of shape [H, W, 3], got {got}")
     return RenderReply(frame)

@@ -26,18 +26,20 @@ from typing import Annotated, Any
 import gymnasium as gym
 import numpy as np
 
+from envs import errors as E
+from envs import stop as S
 from envs.bridge import batchmsg as B
 from envs.bridge import listen as L
 from envs.bridge import messages as M
 from envs.bridge import protocol as P
 from envs.bridge import reaper
-from envs.bridge.protocol import StopRequested, request_stop
 from envs.bridge.spawn import StderrTail, check_program, drain
+from envs.errors import RestartBudgetExhausted, StopRequested
 from envs.faults import FAULT_KEY, RESET_FAULTS_KEY, Fault, FaultKind
 from envs.reach import Reach, beyond_loopback
 from envs.spaces import MAX_SPACE_ELEMENTS
 
-__all__ = ["ProcessEnv", "RestartBudgetExhausted", "StopRequested", "request_stop"]
+__all__ = ["ProcessEnv"]
 log = logging.getLogger(__name__)
 
 
@@ -46,8 +48,6 @@ def _left(deadline: float) -> float:
     return max(1e-3, deadline - time.monotonic())
 
 
-class RestartBudgetExhausted(P.BridgeError):
-    """The program failed more often than the restart budget allows."""
 
 
 PRIVATE_VARIABLES = ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")
@@ -189,7 +189,7 @@ class ProcessEnv(gym.Env):
                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.cwd,
                                               start_new_session=True, pass_fds=(life,), env=child_environment())
             except OSError as e:
-                raise P.LaunchError(f"cannot start program {self.who!r}: {e}") from e
+                raise E.LaunchError(f"cannot start program {self.who!r}: {e}") from e
             assert self._proc.stdin and self._proc.stdout and self._proc.stderr
             self._stderr.clear()
             self._drainer = threading.Thread(target=drain, args=(os.dup(self._proc.stderr.fileno()), self._stderr),
@@ -207,7 +207,7 @@ class ProcessEnv(gym.Env):
         assert self._chan is not None
         spec = self._shake(self._chan, timeout)
         if self.want_instances is not None and spec.num_instances != self.want_instances:
-            raise P.SpecError(f"program {self.who!r} declares num_instances {spec.num_instances}; env.num_instances "
+            raise E.SpecError(f"program {self.who!r} declares num_instances {spec.num_instances}; env.num_instances "
                               f"asks for {self.want_instances}")
         self._check_same_spec(spec)
         self.spec_reply = spec
@@ -222,32 +222,32 @@ class ProcessEnv(gym.Env):
         P.send(chan, {"type": "hello", "version": P.VERSION, "nonce": mine}, timeout)
         try:
             challenge = P.expect(P.recv(chan, _left(deadline), self.max_message), "challenge")
-        except P.RemoteError as e:
+        except E.RemoteError as e:
             if "version" in str(e):
-                raise P.VersionError(f"program {self.who!r} refused the handshake: {e}") from e
-            raise P.StartupError(f"program {self.who!r} refused the handshake: {e}") from e
+                raise E.VersionError(f"program {self.who!r} refused the handshake: {e}") from e
+            raise E.StartupError(f"program {self.who!r} refused the handshake: {e}") from e
         warning = P.check_version(challenge.get("version"), f"program {self.who!r}")
         if warning:
             log.warning(warning)
         if self.token and not P.verify(self.token, "server", mine, challenge.get("mac")):
-            raise P.AuthError(f"program {self.who!r} failed the token check: wrong or missing token; nothing was "
+            raise E.AuthError(f"program {self.who!r} failed the token check: wrong or missing token; nothing was "
                               "stepped")
         P.send(chan, {"type": "auth", "mac": P.mac(self.token, "client", str(challenge.get("nonce", "")))},
                _left(deadline))
         try:
             msg = P.recv(chan, _left(deadline), self.max_message)
-        except P.RemoteError as e:
-            raise P.AuthError(f"program {self.who!r} refused the handshake: {e}") from e
+        except E.RemoteError as e:
+            raise E.AuthError(f"program {self.who!r} refused the handshake: {e}") from e
         try:
             return M.parse_spec(msg, self.max_space_elements)
-        except P.SpecError as e:
-            raise P.SpecError(f"program {self.who!r} sent a bad spec: {e}") from e
+        except E.SpecError as e:
+            raise E.SpecError(f"program {self.who!r} sent a bad spec: {e}") from e
 
     def _check_same_spec(self, spec: M.SpecReply) -> None:
         old = self.spec_reply or getattr(self, "expect", None)  # BatchProgram: the spec of the run's programs
         if old is not None and (old.observation_space != spec.observation_space or old.action_space !=
                                 spec.action_space or old.num_instances != spec.num_instances):
-            raise P.ProtocolError(f"program {self.who!r} came back with other spaces or num_instances than it "
+            raise E.ProtocolError(f"program {self.who!r} came back with other spaces or num_instances than it "
                                   "started with; every program of a run must declare the same spec")
 
     def _kill(self) -> int | None:
@@ -279,18 +279,18 @@ class ProcessEnv(gym.Env):
 
     def _start_with_budget(self, timeout: float) -> None:
         while True:
-            P.check_stop()
+            S.check_stop()
             try:
                 self._launch(timeout)
                 return
-            except (P.StartupError, StopRequested):
+            except (E.StartupError, StopRequested):
                 self._kill()
                 raise
             except Exception as e:  # one failed start of any other kind: a fault, counted against the budget
                 fault = self._fault(e)
                 tag = next((line for line in self._stderr.lines() if line.startswith(reaper.REAPER_TAG)), None)
                 if tag and fault.exit_code in (126, 127):
-                    raise P.LaunchError(f"program {self.who!r}: {tag.removeprefix(reaper.REAPER_TAG).strip()}") from e
+                    raise E.LaunchError(f"program {self.who!r}: {tag.removeprefix(reaper.REAPER_TAG).strip()}") from e
                 self._spend_restart(f"failed to start ({fault.kind.value}: {fault.detail})", fault.exit_code)
                 self._reset_faults.append(fault.merged(restarts=self.restarts))  # every restart is on record
 
@@ -309,11 +309,11 @@ class ProcessEnv(gym.Env):
         self._restart_times.append(now)
 
     def _fault(self, err: Exception) -> Fault:
-        kind = (FaultKind.TIMEOUT if isinstance(err, P.BridgeTimeout) else FaultKind.CRASH
-                if isinstance(err, P.PeerClosed) else FaultKind.REMOTE_ERROR if isinstance(err, P.RemoteError)
+        kind = (FaultKind.TIMEOUT if isinstance(err, E.BridgeTimeout) else FaultKind.CRASH
+                if isinstance(err, E.PeerClosed) else FaultKind.REMOTE_ERROR if isinstance(err, E.RemoteError)
                 else FaultKind.PROTOCOL)
-        if not isinstance(err, P.BridgeError):  # anything else that a reply provoked is a protocol fault
-            err = P.ProtocolError(f"{type(err).__name__} while reading the reply: {str(err)[:300]}")
+        if not isinstance(err, E.BridgeError):  # anything else that a reply provoked is a protocol fault
+            err = E.ProtocolError(f"{type(err).__name__} while reading the reply: {str(err)[:300]}")
         code = self._kill()
         self._last_failure = (f"failed ({kind.value}: {err})", code)
         log.info("program %r: %s (%s); it will be restarted", self.who, kind.value, err)  # the trainer reports faults
@@ -402,7 +402,7 @@ class ProcessEnv(gym.Env):
         except Exception as e:
             fault = self._fault(e)
             self._reset_faults.append(fault)
-            raise P.BridgeError(f"program {self.who!r} failed to render ({fault.kind.value}: {fault.detail}); it "
+            raise E.BridgeError(f"program {self.who!r} failed to render ({fault.kind.value}: {fault.detail}); it "
                                 "restarts at the next reset") from e
 
     def close(self) -> None:
@@ -416,6 +416,6 @@ class ProcessEnv(gym.Env):
             try:
                 P.send(self._chan, {"type": "close"}, 1.0)
                 P.recv(self._chan, 1.0, self.max_message)
-            except (P.BridgeError, StopRequested):
+            except (E.BridgeError, StopRequested):
                 pass
         self._kill()

@@ -1,18 +1,7 @@
-"""The nondiff bridge protocol (docs/protocol.md): framing, messages with binary arrays, HMAC, stop requests.
+"""The nondiff bridge protocol (docs/protocol.md): framing, messages with binary arrays, HMAC.
 
-Errors::
-
-    BridgeError                 anything that went wrong talking to a third-party program
-    ├── ProtocolError           malformed, truncated or oversized frames; unexpected or invalid messages
-    │   ├── VersionError        incompatible protocol major version            (also a StartupError)
-    │   └── SpecError           a malformed or oversized space description     (also a StartupError)
-    ├── StartupError            the program cannot start as configured; retrying cannot help (a ValueError)
-    │   ├── AuthError           wrong or missing token
-    │   └── LaunchError         the program does not exist, is not executable, or its cwd is missing
-    ├── PeerClosed              the program closed the connection or exited
-    ├── BridgeTimeout           no complete reply before the deadline
-    └── RemoteError             the program answered with an ``error`` message
-    StopRequested               a KeyboardInterrupt: the trainer asked every wait to end (:func:`request_stop`)
+Its errors (``BridgeError`` and below, ``StartupError`` for what retrying cannot heal) are part of the one
+tree in :mod:`envs.errors`; its waits end early on the process-wide stop switch (:mod:`envs.stop`).
 """
 
 from __future__ import annotations
@@ -25,11 +14,20 @@ import os
 import select
 import socket
 import struct
-import threading
 import time
 from typing import Any
 
 import numpy as np
+
+from envs.errors import (
+    BridgeError,
+    BridgeTimeout,
+    PeerClosed,
+    ProtocolError,
+    RemoteError,
+    VersionError,
+)
+from envs.stop import check_stop
 
 VERSION = "1.1"
 """This side's protocol version; 1.1 added ``num_instances`` (several env instances behind one connection)."""
@@ -45,86 +43,8 @@ MAX_ARRAYS = 1024
 """The most arrays one message may carry."""
 MAX_RANK = 32
 """The most dimensions an array may have."""
-STOP_GRACE = 1.0
-"""Seconds a wait may still last after :func:`request_stop`: a reply already on its way is still read."""
 _SLICE = 0.25
 _LEN = struct.Struct(">I")
-
-
-class BridgeError(Exception):
-    """Base of every bridge failure."""
-
-
-class ProtocolError(BridgeError):
-    """The peer broke the framing or the message grammar."""
-
-
-class StartupError(BridgeError, ValueError):
-    """The program cannot be started as configured; retrying cannot heal it (bad input: exit code 2)."""
-
-
-class VersionError(ProtocolError, StartupError):
-    """The peer speaks an incompatible major version."""
-
-
-class SpecError(ProtocolError, StartupError):
-    """A space description that is malformed or larger than allowed; the message names the field."""
-
-
-class AuthError(StartupError):
-    """The shared token did not match."""
-
-
-class LaunchError(StartupError):
-    """The program does not exist or is not executable, or its working directory is missing."""
-
-
-class PeerClosed(BridgeError):
-    """End of stream: the peer closed the connection or its process exited."""
-
-
-class BridgeTimeout(BridgeError):
-    """The deadline passed before a complete message arrived."""
-
-
-class RemoteError(BridgeError):
-    """The peer reported an error of its own."""
-
-
-class StopRequested(KeyboardInterrupt):
-    """The trainer asked to stop (:func:`request_stop`); raised out of any bridge wait within about a second."""
-
-
-# -- stop requests -----------------------------------------------------------------------------------------
-_stop = threading.Event()
-_stop_at = [math.inf]
-
-
-def request_stop() -> None:
-    """Make every bridge wait in this process end within :data:`STOP_GRACE` + 0.25 s with :class:`StopRequested`.
-
-    Safe to call from a signal handler. The trainer calls it on SIGINT/SIGTERM.
-    """
-    if not _stop.is_set():
-        _stop_at[0] = time.monotonic()
-        _stop.set()
-
-
-def clear_stop() -> None:
-    """Undo :func:`request_stop` (for a process that goes on using the bridge, e.g. tests)."""
-    _stop.clear()
-    _stop_at[0] = math.inf
-
-
-def check_stop() -> None:
-    """Raise :class:`StopRequested` when a stop was requested more than :data:`STOP_GRACE` seconds ago."""
-    if _stop.is_set() and time.monotonic() - _stop_at[0] >= STOP_GRACE:
-        raise StopRequested("stop requested: the bridge stopped waiting")
-
-
-def stop_requested() -> bool:
-    """True once :func:`request_stop` was called."""
-    return _stop.is_set()
 
 
 def _wait(rfds: list[int], wfds: list[int], deadline: float, timeout_error: BridgeError) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from envs import errors as E
 from envs.bridge import protocol as P
 from envs.spaces import space_to_json
 
@@ -44,9 +45,9 @@ def _handshake(chan: P.Channel, env: Any, name: str, token: str, timeout: float,
     try:
         warning = P.check_version(hello.get("version"), "nondiff")
         if instances is not None and P.minor_of(hello.get("version")) < 1:
-            raise P.VersionError(f"protocol version mismatch: this program hosts {instances} instances, which needs "
+            raise E.VersionError(f"protocol version mismatch: this program hosts {instances} instances, which needs "
                                  f"protocol 1.1; nondiff speaks {str(hello.get('version'))[:20]}")
-    except P.VersionError as e:
+    except E.VersionError as e:
         P.send(chan, {"type": "error", "message": str(e)}, 10)
         raise
     if warning:
@@ -57,7 +58,7 @@ def _handshake(chan: P.Channel, env: Any, name: str, token: str, timeout: float,
     auth = P.expect(P.recv(chan, 30), "auth")
     if not P.verify(token, "client", challenge, auth.get("mac")):
         P.send(chan, {"type": "error", "message": "authentication failed: wrong token"}, 10)
-        raise P.AuthError("a client presented a wrong token")
+        raise E.AuthError("a client presented a wrong token")
     spec: dict[str, Any] = {"type": "spec", "env": name, "version": P.VERSION,
             "observation_space": space_to_json(env.observation_space),
             "action_space": space_to_json(env.action_space),
@@ -82,7 +83,7 @@ def _loop_batch(chan: P.Channel, envs: list[Any], max_size: int, served: list[in
     while True:
         try:
             msg = P.recv(chan, FOREVER, max_size)
-        except P.PeerClosed:
+        except E.PeerClosed:
             return
         served[0] += 1
         kind = msg["type"]
@@ -177,10 +178,10 @@ def _serve_connecting(env: Any, address: tuple[str, int], name: str, token: str,
         chan, served, why = P.Channel.from_socket(sock), [0], "nondiff closed the connection before any request"
         try:
             _session(chan, env, name, token, max_size, instances, HANDSHAKE_TIMEOUT, made, served)
-        except (P.BridgeError, OSError) as e:
+        except (E.BridgeError, OSError) as e:
             why = str(e)
             print(f"nondiff sdk: connection ended: {e}", file=sys.stderr, flush=True)
-            if isinstance(e, P.StartupError):
+            if isinstance(e, E.StartupError):
                 return
         finally:
             chan.close()
@@ -205,7 +206,7 @@ def _loop(chan: P.Channel, env: Any, max_size: int, served: list[int] | None = N
     while True:
         try:
             msg = P.recv(chan, FOREVER, max_size)
-        except P.PeerClosed:
+        except E.PeerClosed:
             return
         if served is not None:
             served[0] += 1
@@ -273,7 +274,7 @@ def _serve_connection(conn: socket.socket, env: Any, name: str, token: str, max_
                 _loop(chan, env, max_size)
             finally:
                 lock.release()
-    except (P.BridgeError, OSError) as e:
+    except (E.BridgeError, OSError) as e:
         print(f"nondiff sdk: connection ended: {e}", file=sys.stderr, flush=True)
     finally:
         chan.close()
@@ -341,7 +342,7 @@ def serve(env: Any, *, name: str | None = None, listen: tuple[str, int] | None =
             chan = P.Channel.from_socket(conn)
             try:
                 P.send(chan, {"type": "error", "message": f"busy: {max_connections} connections already"}, 1)
-            except P.BridgeError:
+            except E.BridgeError:
                 pass
             chan.close()
             continue

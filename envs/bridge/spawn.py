@@ -7,7 +7,7 @@ import os
 import shutil
 import threading
 
-from envs.bridge import protocol as P
+from envs import errors as E
 
 STDERR_LINES = 20
 """Lines of a program's stderr kept for fault reports."""
@@ -74,16 +74,16 @@ def drain(fd: int, tail: StderrTail) -> None:
 def check_program(argv: list[str], cwd: str | None) -> None:
     """Raise :class:`~envs.bridge.protocol.LaunchError` when the program or its cwd is missing or not executable."""
     if not argv:
-        raise P.LaunchError("env.command is empty; give the program to run, e.g. env.command='./my_sim --fast'")
+        raise E.LaunchError("env.command is empty; give the program to run, e.g. env.command='./my_sim --fast'")
     if cwd is not None and not os.path.isdir(cwd):
-        raise P.LaunchError(f"env.cwd {cwd!r} is not a directory")
+        raise E.LaunchError(f"env.cwd {cwd!r} is not a directory")
     prog = argv[0]
     if "/" not in prog:
         if shutil.which(prog) is None:
-            raise P.LaunchError(f"program {prog!r} was not found on PATH; give its path, e.g. ./{prog}")
+            raise E.LaunchError(f"program {prog!r} was not found on PATH; give its path, e.g. ./{prog}")
         return
     path = os.path.join(cwd or ".", prog)
     if not os.path.isfile(path):
-        raise P.LaunchError(f"program {prog!r} does not exist (looked at {os.path.abspath(path)})")
+        raise E.LaunchError(f"program {prog!r} does not exist (looked at {os.path.abspath(path)})")
     if not os.access(path, os.X_OK):
-        raise P.LaunchError(f"program {prog!r} is not executable; run: chmod +x {path}")
+        raise E.LaunchError(f"program {prog!r} is not executable; run: chmod +x {path}")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import envs
-from envs.bridge.protocol import BridgeError
-from envs.faults import FAULT_KEY, RESET_FAULTS_KEY, EnvGaveUp, Fault, FaultKind, faults_in
-from envs.guard import Guard, InvalidOutputError, obs_problem, placeholder, reward_problem, sanitize
+from envs.errors import BridgeError, EnvGaveUp, InvalidOutputError
+from envs.faults import FAULT_KEY, RESET_FAULTS_KEY, Fault, FaultKind, faults_in
+from envs.guard import Guard, obs_problem, placeholder, reward_problem, sanitize
 
 GOOD = np.array([1.0, 2.0], np.float32)
 

@@ -8,6 +8,7 @@ import gymnasium as gym
 import pytest
 
 import envs
+from envs.errors import UnknownEnvError
 
 
 def test_short_name_resolves_to_gym_id():
@@ -25,7 +26,7 @@ def test_gymnasium_id_and_module_class_forms():
 
 
 def test_unknown_name_suggests_close_match():
-    with pytest.raises(envs.UnknownEnvError, match="did you mean 'robot'"):
+    with pytest.raises(UnknownEnvError, match="did you mean 'robot'"):
         envs.resolve("robto")
 
 
@@ -59,16 +60,3 @@ def test_registration_holds_in_fresh_worker_processes(method):
     shape = queue.get(timeout=60)
     proc.join(60)
     assert proc.exitcode == 0 and shape == (14,)
-
-
-def test_module_names_from_before_the_layout_change_still_load():
-    import importlib
-
-    import envs.adapters.robot
-    import envs.bridge.sdk
-
-    assert importlib.import_module("envs.robot") is envs.adapters.robot
-    assert importlib.import_module("envs.sdk") is envs.bridge.sdk
-    env = envs.make("envs.robot:RobotEnv", max_episode_steps=5)  # a module:Class name written in an old config
-    assert type(env.unwrapped) is envs.adapters.robot.RobotEnv
-    env.close()

@@ -9,8 +9,9 @@ from stable_baselines3.common.monitor import Monitor
 
 from agents.sb3.batchguard import GuardedDummyVecEnv, guard_below
 from agents.sb3.vecenv import ThreadVecEnv
+from envs.errors import InvalidOutputError
 from envs.faults import FaultKind, faults_in
-from envs.guard import Guard, InvalidOutputError
+from envs.guard import Guard
 
 BOX = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
 DICT = gym.spaces.Dict({"pos": gym.spaces.Box(-1.0, 1.0, (2,), np.float32),

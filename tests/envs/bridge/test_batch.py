@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+from envs import errors as E
 from envs.bridge import protocol as P
 from envs.bridge.batch import BatchProgram
 from envs.bridge.process import ProcessEnv
@@ -124,7 +125,7 @@ def test_bad_batched_replies_are_protocol_faults_of_the_program(tmp_path, mode, 
 
 @pytest.mark.parametrize("k", ["0", "100000", "two"])
 def test_absurd_num_instances_is_a_spec_error(heater, k):
-    with pytest.raises(P.SpecError, match="spec.num_instances: expected an integer from 1 to 4096"):
+    with pytest.raises(E.SpecError, match="spec.num_instances: expected an integer from 1 to 4096"):
         BatchProgram(command=f"{heater} --instances {k}")
 
 
@@ -137,7 +138,7 @@ def test_sdk_refuses_k_instances_to_a_1_0_trainer():
     conn, _ = server.accept()
     chan = P.Channel.from_socket(conn)
     P.send(chan, {"type": "hello", "version": "1.0", "nonce": "00"}, 5)
-    with pytest.raises(P.RemoteError, match=r"needs protocol 1\.1; nondiff speaks 1\.0"):
+    with pytest.raises(E.RemoteError, match=r"needs protocol 1\.1; nondiff speaks 1\.0"):
         P.recv(chan, 10)
     chan.close()
     server.close()

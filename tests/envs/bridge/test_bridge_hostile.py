@@ -13,6 +13,8 @@ import pytest
 from conftest import ROOT, run_cli
 
 import envs
+from envs import errors as E
+from envs import stop as S
 from envs.bridge import protocol as P
 from envs.bridge.process import ProcessEnv
 from envs.faults import FAULT_KEY, RESET_FAULTS_KEY, Fault, FaultKind, faults_in
@@ -62,7 +64,7 @@ def test_bad_reset_observation_is_a_fault_through_the_guard(tmp_path):
 
 def test_bad_reset_every_time_spends_the_budget_in_one_line():
     env = ProcessEnv(command=hostile("wrong_shape_reset"), max_restarts=2)
-    with pytest.raises(P.BridgeError, match=r"after 2 restart\(s\).*restart budget of 2 \(env.max_restarts, "
+    with pytest.raises(E.BridgeError, match=r"after 2 restart\(s\).*restart budget of 2 \(env.max_restarts, "
                                             r"shared by all envs\)"):
         env.reset(seed=0)
     env.close()
@@ -80,7 +82,7 @@ def test_program_cannot_forge_trainer_records():
 def test_error_in_reply_to_render_makes_the_program_faulty():
     env = ProcessEnv(command=hostile("render_error"), render_mode="rgb_array")
     env.reset(seed=0)
-    with pytest.raises(P.BridgeError, match="failed to render.*no display"):
+    with pytest.raises(E.BridgeError, match="failed to render.*no display"):
         env.render()
     env.reset()
     assert env.restarts == 1
@@ -127,7 +129,7 @@ def spec(obs: dict) -> str:
 ], ids=["huge", "discrete0", "missing-low", "short-low", "void-dtype", "unknown-type"])
 def test_malformed_spec_is_one_fast_error_naming_the_field(obs, field):
     t = time.monotonic()
-    with pytest.raises(P.SpecError, match=field.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")) as err:
+    with pytest.raises(E.SpecError, match=field.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")) as err:
         ProcessEnv(command=spec(obs))
     assert time.monotonic() - t < 5 and "\n" not in str(err.value) and isinstance(err.value, ValueError)
 
@@ -148,12 +150,12 @@ def test_start_up_errors_are_fast_specific_and_not_retried(tmp_path, heater):
     script = tmp_path / "prog"
     script.write_text("#!/bin/sh\nexit 0\n")
     cases = [
-        (dict(command=str(tmp_path / "missing")), P.LaunchError, "does not exist"),
-        (dict(command="no-such-program-xyz"), P.LaunchError, "not found on PATH"),
-        (dict(command=str(script)), P.LaunchError, "not executable"),
-        (dict(command=heater, token="s3cret"), P.AuthError, "failed the token check"),
-        (dict(command=f"{heater} --version 2.0"), P.VersionError, r"speaks 2\.0"),
-        (dict(command=heater, cwd=str(tmp_path / "nowhere")), P.LaunchError, "env.cwd"),
+        (dict(command=str(tmp_path / "missing")), E.LaunchError, "does not exist"),
+        (dict(command="no-such-program-xyz"), E.LaunchError, "not found on PATH"),
+        (dict(command=str(script)), E.LaunchError, "not executable"),
+        (dict(command=heater, token="s3cret"), E.AuthError, "failed the token check"),
+        (dict(command=f"{heater} --version 2.0"), E.VersionError, r"speaks 2\.0"),
+        (dict(command=heater, cwd=str(tmp_path / "nowhere")), E.LaunchError, "env.cwd"),
     ]
     for kwargs, cls, match in cases:
         t = time.monotonic()
@@ -168,7 +170,7 @@ def test_a_script_whose_interpreter_is_missing_is_not_retried(tmp_path):
     script.write_text("#!/no/such/interpreter\n")
     script.chmod(0o755)
     t = time.monotonic()
-    with pytest.raises(P.LaunchError, match="cannot run"):
+    with pytest.raises(E.LaunchError, match="cannot run"):
         ProcessEnv(command=str(script), max_restarts=10)
     assert time.monotonic() - t < 3
 
@@ -197,15 +199,15 @@ def test_train_exits_2_in_one_line(case, tmp_path, heater):
 
 def test_no_bridge_wait_outlives_a_stop_request():
     """The hook a trainer's signal handler calls: envs.bridge.protocol.request_stop()."""
-    P.clear_stop()
+    S.clear_stop()
     try:
-        threading.Timer(0.3, P.request_stop).start()
+        threading.Timer(0.3, S.request_stop).start()
         t = time.monotonic()
-        with pytest.raises(P.StopRequested):
+        with pytest.raises(E.StopRequested):
             ProcessEnv(command=hostile("hang_handshake"), reset_timeout=60)
         assert time.monotonic() - t < 2
     finally:
-        P.clear_stop()
+        S.clear_stop()
 
 
 def test_the_documented_hmac_example_holds():

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+from envs import errors as E
 from envs.bridge import listen as L
 from envs.bridge import protocol as P
 from envs.bridge.batch import BatchProgram
@@ -134,7 +135,7 @@ def test_pending_handshakes_are_bounded_and_the_timeout_says_what_came(heater):
     lst.say, lst.max_pending = (lambda line: None), 4
     silent = [socket.create_connection(address(lst)) for _ in range(10)]
     prog = subprocess.Popen([heater, "--connect", lst.address, "--connect-wait", "1"], stderr=subprocess.DEVNULL)
-    with pytest.raises(L.ConnectTimeout) as err:  # the heater's K is not the one asked for: nothing fits
+    with pytest.raises(E.ConnectTimeout) as err:  # the heater's K is not the one asked for: nothing fits
         BatchProgram(listen="127.0.0.1:0", connect_timeout=0.5, handshake_timeout=30.0, num_instances=2)
     text = str(err.value)
     assert f"on {lst.address} within 0.5 s" in text and "busy" in text, text
@@ -159,7 +160,7 @@ def test_connect_timeout_counts_only_until_the_handshakes_are_done_and_names_why
     t = time.monotonic()
     first = BatchProgram(listen="127.0.0.1:0", connect_timeout=10, handshake_timeout=1.0)
     assert time.monotonic() - t < 3  # served beside the silent ones, not after them
-    with pytest.raises(L.ConnectTimeout) as err:
+    with pytest.raises(E.ConnectTimeout) as err:
         BatchProgram(listen="127.0.0.1:0", connect_timeout=2, handshake_timeout=1.0, expect=first.spec_reply)
     text = str(err.value)
     assert "6 connections came, 1 completed a handshake, 5 refused (5 silent)" in text, text
@@ -185,7 +186,7 @@ def test_refusal_lines_are_rate_limited(heater):
 
     flooder = threading.Thread(target=flood, daemon=True)
     flooder.start()
-    with pytest.raises(L.ConnectTimeout):
+    with pytest.raises(E.ConnectTimeout):
         lst.take(3.0, lambda chan, timeout: P.recv(chan, timeout))
     stop.set()
     flooder.join(5)
@@ -204,7 +205,7 @@ def test_a_refused_client_backs_off_and_gives_up(client, heater, tmp_path):
                                                                   "--max-refusals", "3"]
     t = time.monotonic()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    with pytest.raises(L.ConnectTimeout):
+    with pytest.raises(E.ConnectTimeout):
         BatchProgram(listen="127.0.0.1:0", token="s3cret", connect_timeout=3.5)
     _, err = proc.communicate(timeout=20)
     took = time.monotonic() - t

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
+from envs import errors as E
 from envs.bridge import listen as L
-from envs.bridge import protocol as P
 from envs.bridge.batch import BatchProgram
 from envs.bridge.process import ProcessEnv
 
@@ -53,12 +53,12 @@ def test_a_dropped_program_is_replaced_by_the_next_one_that_connects(heater):
 
 
 def test_non_loopback_needs_a_token_and_a_taken_port_is_refused():
-    with pytest.raises(P.StartupError, match="not a loopback address"):
+    with pytest.raises(E.StartupError, match="not a loopback address"):
         L.Listener("0.0.0.0:0")
     taken = L.Listener("127.0.0.1:0", say=lambda line: None)
-    with pytest.raises(P.StartupError, match="already in use"):
+    with pytest.raises(E.StartupError, match="already in use"):
         L.Listener(taken.address)
-    with pytest.raises(P.StartupError, match="HOST:PORT"):
+    with pytest.raises(E.StartupError, match="HOST:PORT"):
         L.parse_address("5555")
     taken.close()
 
@@ -67,7 +67,7 @@ def test_the_wait_is_visible_and_bounded():
     lines: list[str] = []
     lst = L.Listener("127.0.0.1:0", say=lines.append)
     lst.expected = 8
-    with pytest.raises(L.ConnectTimeout, match=rf"no program connected to {lst.address} within 1.5 s.*--connect"):
+    with pytest.raises(E.ConnectTimeout, match=rf"no program connected to {lst.address} within 1.5 s.*--connect"):
         lst.take(1.5, lambda chan, timeout: None)
     assert any(f"waiting for 8 programs on {lst.address} (for 8 envs, one each unless they declare num_instances; "
                "0 taken, 0 ready; 0 connections came" in line for line in lines)
@@ -80,7 +80,7 @@ def test_a_stranger_with_a_wrong_token_is_refused_and_the_wait_goes_on(heater):
     lst.say = lines.append
     stranger = subprocess.Popen([heater, "--connect", lst.address, "--connect-wait", "1"])  # no HMAC: refused
     t = time.monotonic()
-    with pytest.raises(L.ConnectTimeout, match="refused .*token: .*wrong or missing token"):
+    with pytest.raises(E.ConnectTimeout, match="refused .*token: .*wrong or missing token"):
         BatchProgram(listen="127.0.0.1:0", token="s3cret", connect_timeout=3)
     assert time.monotonic() - t < 10  # a stranger that reconnects at once does not extend the wait
     assert any("refused a program that connected to" in line for line in lines)
@@ -95,7 +95,7 @@ def test_a_program_with_another_k_is_refused_for_the_slot(heater):
     progs = [subprocess.Popen([heater, "--instances", "2", "--connect", lst.address, "--connect-wait", "1"])]
     first = BatchProgram(listen="127.0.0.1:0", connect_timeout=20)
     progs.append(subprocess.Popen([heater, "--instances", "3", "--connect", lst.address, "--connect-wait", "1"]))
-    with pytest.raises(L.ConnectTimeout, match="declares .*num_instances 3; this run trains on .*num_instances 2"):
+    with pytest.raises(E.ConnectTimeout, match="declares .*num_instances 3; this run trains on .*num_instances 2"):
         BatchProgram(listen="127.0.0.1:0", connect_timeout=2, expect=first.spec_reply)
     progs.append(subprocess.Popen([heater, "--instances", "2", "--connect", lst.address, "--connect-wait", "1"]))
     second = BatchProgram(listen="127.0.0.1:0", connect_timeout=20, expect=first.spec_reply)

@@ -17,10 +17,11 @@ import pytest
 from conftest import ROOT
 
 import envs
+from envs import errors as E
 from envs.bridge import protocol as P
-from envs.bridge.process import ProcessEnv, RestartBudgetExhausted
+from envs.bridge.process import ProcessEnv
+from envs.errors import InvalidOutputError, RestartBudgetExhausted
 from envs.faults import Fault, faults_in
-from envs.guard import InvalidOutputError
 
 
 def make(heater, *flags, nan_policy="truncate", **kwargs):
@@ -127,7 +128,7 @@ def test_non_finite_values_follow_the_policy(heater, flag, value):
 
 
 def test_major_version_mismatch_fails_naming_both(heater):
-    with pytest.raises(P.VersionError, match=r"speaks 2\.0.*speaks 1\.1"):
+    with pytest.raises(E.VersionError, match=r"speaks 2\.0.*speaks 1\.1"):
         make(heater, "--version", "2.0")
 
 
@@ -166,7 +167,7 @@ def test_huge_declared_length_is_refused_without_allocating():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     peer.sendall(b"\xff\xff\xff\xff")
     t = time.monotonic()
-    with pytest.raises(P.ProtocolError, match="over the"):
+    with pytest.raises(E.ProtocolError, match="over the"):
         P.recv(chan, timeout=30.0)
     assert time.monotonic() - t < 10.0  # refused on the length field, not after waiting out the 30 s deadline
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024  # KiB
@@ -175,13 +176,13 @@ def test_huge_declared_length_is_refused_without_allocating():
 def test_truncated_frame_and_eof_mid_frame():
     chan, peer = _pair()
     peer.sendall(P.encode({"type": "step", "x": np.zeros(10)})[:-5])
-    with pytest.raises(P.BridgeTimeout):
+    with pytest.raises(E.BridgeTimeout):
         P.recv(chan, timeout=0.3)
     chan, peer = _pair()
     peer.sendall(P.encode({"type": "step"})[:-3])
     peer.close()
     t = time.process_time()
-    with pytest.raises(P.PeerClosed, match="mid-frame"):
+    with pytest.raises(E.PeerClosed, match="mid-frame"):
         P.recv(chan, timeout=1.0)
     assert time.process_time() - t < 0.5  # no busy loop
 
@@ -225,7 +226,7 @@ def test_tcp_with_token(tcp_server):
 
 
 def test_tcp_wrong_token_is_refused_before_any_step(tcp_server):
-    with pytest.raises(P.AuthError, match="token"):
+    with pytest.raises(E.AuthError, match="token"):
         ProcessEnv(address=f"127.0.0.1:{tcp_server}", token="wrong")
 
 
