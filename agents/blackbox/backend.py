@@ -21,7 +21,7 @@ import torch
 from agents import Backend
 from agents.blackbox import STRATEGIES
 from agents.errors import CheckpointError, UserError
-from agents.run import checkpoint
+from agents.run import checkpoint, tensorcheck
 from agents.run.envfactory import env_factory
 from agents.run.loop import Iteration
 from envs.inverse import inverse_adapters, problem_of
@@ -121,6 +121,7 @@ class BlackBoxBackend(Backend):
              seed: int = 0) -> BlackBoxBackend:
         """Restore the strategy (and, for training, the counters and RNG)."""
         tensors, meta = checkpoint.load(path, trust=trust, backend="blackbox")
+        tensorcheck.check_blackbox(tensors, meta, path)  # every tensor, before anything is built from them
         saved = meta.get("seed")
         backend = cls.create(cfg, int(saved) if saved is not None else seed)
         checkpoint.check_spaces(meta, backend.observation_space, backend.action_space, f"load {path}")

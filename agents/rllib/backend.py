@@ -27,9 +27,10 @@ from agents.rllib import algos as rllib_algos
 from agents.rllib import local as rllib_local
 from agents.rllib import state as rllib_state
 from agents.rllib.algos import ENV_NAME
-from agents.run import checkpoint, tokens
+from agents.run import checkpoint, tensorcheck, tokens
 from agents.run.envfactory import env_factory, probe_spaces
 from agents.run.loop import Iteration
+from agents.run.memory import check_replay
 from agents.run.session import Session
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,8 @@ class RLlibBackend(Backend):
         from ray.tune.registry import register_env
 
         spaces = probe_spaces(cfg)
+        if cfg.agent.algo == "sac":  # RLlib's episode buffer grows to agent.buffer_size steps: bound it now
+            check_replay(spaces[0], spaces[1], cfg.agent.buffer_size, 1, next_observations=False)
         config = build_algo_config(cfg, seed, spaces, start_step)  # bad settings fail before Ray starts
         _connect(cfg)
         register_env(ENV_NAME, _create_env)
@@ -236,6 +239,7 @@ class RLlibBackend(Backend):
              seed: int = 0) -> RLlibBackend:
         """Restore weights: into a bare RLModule for evaluation (no Ray), or into a new algorithm to resume."""
         tensors, meta = checkpoint.load(path, trust=trust, backend="rllib")
+        tensorcheck.check_rllib(tensors, meta, path)  # every tensor, before anything is built from them
         weights = {k[len("module/"):]: v.numpy() for k, v in tensors.items() if k.startswith("module/")}
         spaces = (checkpoint.space_from_json(meta["observation_space"]),
                   checkpoint.space_from_json(meta["action_space"]))

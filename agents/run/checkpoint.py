@@ -130,7 +130,8 @@ def _check_readable(path: Path, trust: bool) -> None:
                               "checkpoints (convert it by loading it in SB3 and saving with nondiff)")
 
 
-def _corrupted(path: Path | str, what: str) -> CheckpointError:
+def corrupted(path: Path | str, what: str) -> CheckpointError:
+    """The one-line error for a damaged checkpoint: "checkpoint X is corrupted: WHAT; use another one ..."."""
     return CheckpointError(f"checkpoint {str(path)!r} is corrupted: {what}; use another one "
                            "(--checkpoint best|latest) or retrain")
 
@@ -141,9 +142,9 @@ def _meta_from_header(raw: bytes, path: Path) -> Any:
         header = json.loads(raw)
         return json.loads(header["__metadata__"]["nondiff"])
     except RecursionError as e:
-        raise _corrupted(path, "its header is nested too deeply") from e
+        raise corrupted(path, "its header is nested too deeply") from e
     except (ValueError, KeyError, TypeError) as e:
-        raise _corrupted(path, f"no nondiff metadata in its header ({type(e).__name__}: {e})") from e
+        raise corrupted(path, f"no nondiff metadata in its header ({type(e).__name__}: {e})") from e
 
 
 def read_header(path: Path, *, trust: bool = False) -> CheckpointHeader:
@@ -158,7 +159,7 @@ def read_header(path: Path, *, trust: bool = False) -> CheckpointHeader:
         head = f.read(8)
         n = int.from_bytes(head, "little") if len(head) == 8 else -1
         if not 0 < n <= min(MAX_HEADER, size - 8):
-            raise _corrupted(path, f"header length {n} does not fit a file of {size} bytes (limit {MAX_HEADER})")
+            raise corrupted(path, f"header length {n} does not fit a file of {size} bytes (limit {MAX_HEADER})")
         raw = f.read(n)
     return parse_header(_meta_from_header(raw, path), path)
 
@@ -186,7 +187,7 @@ def load(path: Path, *, trust: bool = False,
     data = path.read_bytes()  # once: the header and the tensors come from the same bytes
     n = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
     if not 0 < n <= min(MAX_HEADER, len(data) - 8):
-        raise _corrupted(path, f"header length {n} does not fit a file of {len(data)} bytes")
+        raise corrupted(path, f"header length {n} does not fit a file of {len(data)} bytes")
     header = parse_header(_meta_from_header(data[8:8 + n], path), path)
     if backend is not None and header.backend != backend:
         raise CheckpointError(f"checkpoint {str(path)!r} was written by backend {header.backend!r}, not {backend!r}; "
@@ -194,10 +195,10 @@ def load(path: Path, *, trust: bool = False,
     try:
         tensors = st_load(data)
     except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise _corrupted(path, f"its tensors cannot be read ({e})") from e
+        raise corrupted(path, f"its tensors cannot be read ({e})") from e
     for alias, name in header.tensor_aliases.items():
         if name not in tensors:
-            raise _corrupted(path, f"tensor {alias!r} refers to missing {name!r}")
+            raise corrupted(path, f"tensor {alias!r} refers to missing {name!r}")
         tensors[alias] = tensors[name]
     return tensors, header.to_json()
 
@@ -308,7 +309,7 @@ def parse_header(meta: Any, where: Path | str) -> CheckpointHeader:
             field, or "has format ..." for another format.
     """
     if not isinstance(meta, dict):
-        raise _corrupted(where, f"its metadata is {type(meta).__name__}, expected an object")
+        raise corrupted(where, f"its metadata is {type(meta).__name__}, expected an object")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(where)!r} has format {meta.get('format')!r}, expected {FORMAT!r}; "
                               "it was not written by this version of nondiff")
@@ -318,24 +319,24 @@ def parse_header(meta: Any, where: Path | str) -> CheckpointHeader:
             if name in _OPTIONAL:
                 values[name] = _OPTIONAL[name]
                 continue
-            raise _corrupted(where, f"field {name!r} is missing (expected {expected})")
+            raise corrupted(where, f"field {name!r} is missing (expected {expected})")
         if not ok(meta[name]):
-            raise _corrupted(where, f"field {name!r} should be {expected}, got {type(meta[name]).__name__} "
+            raise corrupted(where, f"field {name!r} should be {expected}, got {type(meta[name]).__name__} "
                                     f"{_short(meta[name])}")
         values[name] = meta[name]
     for name in ("observation_space", "action_space"):
         try:
             space_from_json(values[name])
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as e:
-            raise _corrupted(where, f"field {name!r} is not a space description ({type(e).__name__}: {e})") from e
+            raise corrupted(where, f"field {name!r} is not a space description ({type(e).__name__}: {e})") from e
     extra = {k: v for k, v in meta.items() if k not in _CHECKS}
     for name in (*_REQUIRED_EXTRA.get(values["backend"], ()),
                  *_REQUIRED_ALGO_EXTRA.get((values["backend"], values["algo"]), ())):
         if name not in extra:
-            raise _corrupted(where, f"field {name!r} is missing (expected {_EXTRA[name][0]})")
+            raise corrupted(where, f"field {name!r} is missing (expected {_EXTRA[name][0]})")
     for name, (expected, ok) in {**_EXTRA, **_EXTRA_OVERRIDES.get(values["backend"], {})}.items():
         if name in extra and not ok(extra[name]):
-            raise _corrupted(where, f"field {name!r} should be {expected}, got {type(extra[name]).__name__} "
+            raise corrupted(where, f"field {name!r} should be {expected}, got {type(extra[name]).__name__} "
                                     f"{_short(extra[name])}")
     return CheckpointHeader(**values, extra=extra)
 

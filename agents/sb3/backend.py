@@ -26,7 +26,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 from agents import Backend
 from agents.config import RunConfig
 from agents.errors import CheckpointError
-from agents.run import checkpoint
+from agents.run import checkpoint, tensorcheck
 from agents.run.envfactory import make_vec_env
 from agents.run.loop import Iteration
 from agents.run.session import Session
@@ -131,6 +131,13 @@ class SB3Backend(Backend):
         name, extra = select_policy(cfg, obs_space)
         hp = _hyperparameters(cfg, venv.action_space)
         hp["policy_kwargs"].update(extra)
+        if cfg.agent.algo in offpolicy.ALGOS:  # the replay buffer is allocated whole: bound it first
+            try:
+                offpolicy.check_memory(cfg, venv.observation_space, venv.action_space, venv.num_envs,
+                                       optimize_memory_usage=bool(hp.get("optimize_memory_usage", False)))
+            except BaseException:
+                venv.close()
+                raise
         if cfg.agent.algo in offpolicy.ALGOS and not cfg.train.checkpoint_replay:
             log.warning("train.checkpoint_replay is false: checkpoints leave out the replay buffer, so a resumed run "
                         "will not be exact")
@@ -211,6 +218,7 @@ class SB3Backend(Backend):
              seed: int = 0) -> SB3Backend:
         """Restore a checkpoint: the policy alone for evaluation, or the whole training state."""
         tensors, meta = checkpoint.load(path, trust=trust, backend="sb3")
+        tensorcheck.check_sb3(tensors, meta, path)  # every tensor, before anything is built from them
         spaces = (checkpoint.space_from_json(meta["observation_space"]), checkpoint.space_from_json(meta["action_space"]))
         policy_state = {k[len("policy/"):]: v for k, v in tensors.items() if k.startswith("policy/")}
         if not for_training:
@@ -247,7 +255,7 @@ class SB3Backend(Backend):
         if isinstance(m, OffPolicyAlgorithm):
             offpolicy.load_state(m, tensors, meta, path)
         else:
-            offpolicy.load_optimizer(m.policy.optimizer, "optim/", tensors, meta["optimizer"])
+            offpolicy.load_optimizer(m.policy.optimizer, "optim/", tensors, meta["optimizer"], path)
         m.num_timesteps = meta["num_timesteps"]
         m._n_updates = meta["n_updates"]
         venv = m.get_env()
@@ -275,6 +283,11 @@ class SB3Backend(Backend):
 
 
 def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    own = module.state_dict()
+    for name, value in state.items():  # load_state_dict would cast another dtype silently
+        if name in own and value.dtype != own[name].dtype:
+            raise checkpoint.corrupted(path, f"tensor 'policy/{name}' has dtype {str(value.dtype)[6:]}, this "
+                                             f"policy's is {str(own[name].dtype)[6:]} (it is refused, not cast)")
     try:
         module.load_state_dict(state)
     except RuntimeError as e:

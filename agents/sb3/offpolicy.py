@@ -26,6 +26,8 @@ from stable_baselines3.common.noise import (
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from agents.errors import CheckpointError
+from agents.run.checkpoint import corrupted
+from agents.run.memory import check_replay
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -75,6 +77,18 @@ def hyperparameters(cfg: RunConfig, action_space: gym.Space | None, activation_f
     return hp
 
 
+def check_memory(cfg: RunConfig, observation_space: gym.Space, action_space: gym.Space, n_envs: int, *,
+                 optimize_memory_usage: bool = False) -> None:
+    """Refuse a replay buffer over a share of the machine's memory before SB3 allocates it (one line, exit 2).
+
+    SB3 keeps ``max(buffer_size // n_envs, 1)`` rows of ``n_envs`` transitions; with ``optimize_memory_usage``
+    it stores each observation once. Checkpoints that hold the buffer serialise it into memory again.
+    """
+    rows = max(cfg.agent.buffer_size // n_envs, 1)
+    check_replay(observation_space, action_space, cfg.agent.buffer_size, n_envs, rows=rows,
+                 next_observations=not optimize_memory_usage, checkpointed=cfg.train.checkpoint_replay)
+
+
 def policy_kwargs(cfg: RunConfig, activation_fn: type[torch.nn.Module]) -> dict[str, Any]:
     """The network shape shared by actor and critics (SB3's ``net_arch`` list form)."""
     return {"net_arch": list(cfg.agent.net_arch), "activation_fn": activation_fn}
@@ -117,15 +131,28 @@ def save_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, t
 
 
 def load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor],
-                   meta: dict[str, Any]) -> None:
-    """Restore what :func:`save_optimizer` wrote."""
-    state: dict[str, Any] = {"param_groups": meta["param_groups"],
-                             "state": {int(idx): dict(st) for idx, st in meta["state"].items()}}
-    for key, val in tensors.items():
-        if key.startswith(prefix):
-            idx, name = key[len(prefix):].split("/", 1)
-            state["state"].setdefault(int(idx), {})[name] = val
-    opt.load_state_dict(state)
+                   meta: dict[str, Any], path: Path | str = "checkpoint") -> None:
+    """Restore what :func:`save_optimizer` wrote; a state tensor must have its parameter's shape and dtype.
+
+    Raises:
+        CheckpointError: a state that does not fit the optimiser (torch would load it and fail at a step).
+    """
+    params = [p for group in opt.param_groups for p in group["params"]]
+    try:
+        state: dict[str, Any] = {"param_groups": meta["param_groups"],
+                                 "state": {int(idx): dict(st) for idx, st in meta["state"].items()}}
+        for key, val in tensors.items():
+            if key.startswith(prefix):
+                idx, name = key[len(prefix):].split("/", 1)
+                param = params[int(idx)]
+                if val.ndim and (val.shape != param.shape or val.dtype != param.dtype):
+                    raise corrupted(path, f"tensor {key!r} is {str(val.dtype)[6:]} {list(val.shape)}, its parameter "
+                                          f"is {str(param.dtype)[6:]} {list(param.shape)}")
+                state["state"].setdefault(int(idx), {})[name] = val
+        opt.load_state_dict(state)
+    except (ValueError, KeyError, IndexError, TypeError, RuntimeError) as e:
+        raise corrupted(path, f"its optimiser state under {prefix!r} does not fit this model "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from e
 
 
 def save_state(model: OffPolicyAlgorithm, tensors: dict[str, torch.Tensor], *, replay: bool) -> dict[str, Any]:
@@ -152,7 +179,7 @@ def load_state(model: OffPolicyAlgorithm, tensors: dict[str, torch.Tensor], meta
                               f"builds {sorted(opts)} (agent.ent_coef changed?); resume with the config it was "
                               "trained with")
     for name, opt in opts.items():
-        load_optimizer(opt, f"optim_{name}/", tensors, meta["optimizers"][name])
+        load_optimizer(opt, f"optim_{name}/", tensors, meta["optimizers"][name], path)
     log_ent = getattr(model, "log_ent_coef", None)
     if log_ent is not None and "offpolicy/log_ent_coef" in tensors:
         with torch.no_grad():
