@@ -1,11 +1,16 @@
-"""Shared test helpers: run the real CLIs as subprocesses."""
+"""Shared test helpers: run the real CLIs as subprocesses, read what a run wrote, share one private Ray."""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +35,56 @@ def cli():
     return run_cli
 
 
+def free_port() -> int:
+    """An ephemeral loopback port that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scalars(run: Path) -> Any:
+    """The TensorBoard scalars of a run directory (an ``EventAccumulator``, every point kept)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return acc
+
+
+def last_scalar(run: Path, tag: str) -> float:
+    """The last value of a run's TensorBoard scalar ``tag``; 0.0 when the run never wrote it."""
+    acc = scalars(run)
+    return acc.Scalars(tag)[-1].value if tag in acc.Tags()["scalars"] else 0.0
+
+
+def adam_steps(meta: dict[str, Any]) -> float:
+    """The largest Adam step count in a checkpoint header's optimiser state (a fresh optimiser has fewer)."""
+    found: list[float] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                found.append(v) if k == "step" and isinstance(v, (int, float)) else walk(v)
+
+    walk(meta["optimizer"])
+    return max(found)
+
+
+def pids_of(path: str) -> list[int]:
+    """PIDs of the live (not zombie) processes whose ``argv[0]`` is ``path``, read from /proc."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
+                state = (entry / "stat").read_text().rsplit(") ", 1)[1][0]
+            except (OSError, IndexError):
+                continue
+            if cmd == path and state != "Z":
+                out.append(int(entry.name))
+    return out
+
+
 @pytest.fixture(scope="session")
 def heater(tmp_path_factory) -> str:
     """The C example (examples/thirdparty/heater.c), compiled with the system C compiler."""
@@ -37,6 +92,61 @@ def heater(tmp_path_factory) -> str:
     subprocess.run(["cc", "-O2", "-o", str(out), str(ROOT / "examples" / "thirdparty" / "heater.c"), "-lm"],
                    check=True)
     return str(out)
+
+
+@dataclass(frozen=True)
+class SharedRay:
+    """The session's private local Ray, for ``train.py --backend rllib`` subprocesses to join.
+
+    Attributes:
+        address: its GCS address on loopback (``127.0.0.1:PORT``).
+        flags: ``["--ray-address", address]``, for the train.py command line.
+        env: the variables a joining process needs, on top of ``os.environ``: the token, and Ray's switch that
+            keeps the joiner's own node address on loopback (as ``agents.rllib.local.start`` does for the head).
+    """
+
+    address: str
+    flags: list[str]
+    env: dict[str, str]
+
+
+_RAY_HEAD = """
+import os, sys
+import ray
+from agents.rllib import local
+local.start(num_cpus=int(sys.argv[1]), dashboard=False)
+port = ray.get_runtime_context().gcs_address.rpartition(":")[2]  # Ray reports the routable IP; it listens on loopback
+print(f"{local.LOOPBACK}:{port}", os.environ[local.AUTH_TOKEN_VAR], flush=True)
+sys.stdin.read()  # until the test session closes our stdin (or dies)
+ray.shutdown()
+"""
+
+
+@pytest.fixture(scope="session")
+def shared_ray() -> Iterator[SharedRay]:
+    """One private local Ray for the whole session (loopback, token-authenticated: agents/rllib/local.py).
+
+    It runs in a helper process, so that this process never initialises Ray (tests assert that bad input and
+    evaluate.py leave Ray alone); the trainers join it with ``--ray-address`` instead of starting their own. Tests
+    that check the private Ray itself (its listeners, Ctrl-C reaching its processes) still start their own.
+    """
+    head = subprocess.Popen([sys.executable, "-c", _RAY_HEAD, "2"], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = head.stdout.readline().split() if head.stdout else []
+        if len(line) != 2:
+            raise RuntimeError(f"the shared Ray did not start (exit {head.poll()})")
+        address, token = line
+        yield SharedRay(address, ["--ray-address", address], {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+                                                                    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    finally:
+        if head.stdin:
+            head.stdin.close()
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -15,6 +15,7 @@ from agents.blackbox.amortised import AmortisedStrategy
 from agents.blackbox.cma import CMAStrategy
 from agents.blackbox.surrogate import SurrogateStrategy
 from agents.config import validate
+from agents.run.checkpoint import read_header
 from envs.inverse import Instance, InverseProblem
 
 
@@ -113,7 +114,9 @@ def cma_run(tmp_path_factory):
 
 
 def test_cli_trains_checkpoints_and_evaluates_against_random(cma_run, tmp_path):
-    assert (cma_run / "final" / "model.safetensors").is_file() or list(cma_run.rglob("*.safetensors"))
+    # the final checkpoint itself, with the whole budget in it; a step checkpoint alone is not enough
+    assert read_header(cma_run / "final" / "model.safetensors").num_timesteps >= 120
+    assert list((cma_run / "checkpoints").glob("step_*.safetensors"))  # train.checkpoint_every=60
     out = tmp_path / "e.json"
     proc = run_cli("evaluate.py", str(cma_run), "--episodes", "4", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -123,9 +126,12 @@ def test_cli_trains_checkpoints_and_evaluates_against_random(cma_run, tmp_path):
 
 
 def test_cli_resumes_the_run(cma_run):
+    final = cma_run / "final" / "model.safetensors"
+    before = read_header(final).num_timesteps
     proc = run_cli("train.py", "--resume", str(cma_run), "--timesteps", "60", "--quiet")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "resuming" in proc.stdout
+    assert f"at step {before:,}" in proc.stdout, proc.stdout  # from where the run stopped, not from 0
+    assert read_header(final).num_timesteps >= before + 60  # and it went on for the 60 steps asked
 
 
 def test_cli_refuses_an_env_that_is_not_an_inverse_problem(tmp_path):

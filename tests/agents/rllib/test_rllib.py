@@ -1,4 +1,7 @@
-"""The RLlib backend on a real local Ray: same CLI, run directory, metric names, checkpoints and evaluate.py."""
+"""The RLlib backend on a real local Ray: same CLI, run directory, metric names, checkpoints and evaluate.py.
+
+The trainers join the session's shared private Ray (``shared_ray`` in tests/conftest.py); the Ctrl-C test starts
+its own, since Ctrl-C must reach Ray's processes as well as the trainer."""
 
 from __future__ import annotations
 
@@ -12,8 +15,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_cli
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import ROOT, adam_steps, run_cli, scalars
 
 import envs
 from agents.config import load_yaml, validate
@@ -26,26 +28,12 @@ SMALL = ["--backend", "rllib", "--num-env-runners", "1", "--quiet", "--num-envs"
          "--set", "agent.batch_size=128", "--set", "agent.n_epochs=4", "--set", "rllib.num_cpus=2"]
 
 
-def _adam_steps(meta):
-    """The largest Adam step count in a checkpoint's optimiser state."""
-    found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                found.append(v) if k == "step" and isinstance(v, (int, float)) else walk(v)
-
-    walk(meta["optimizer"])
-    return max(found)
-
-
-def test_robot_trains_evaluates_and_resumes_with_normalised_observations(tmp_path):
+def test_robot_trains_evaluates_and_resumes_with_normalised_observations(tmp_path, shared_ray):
     run = tmp_path / "run"
     run_cli("train.py", "--env", "robot", "--timesteps", "3000", "--seed", "0", "--run-dir", str(run),
             "--set", "eval.every=1500", "--set", "eval.episodes=3", "--set", "train.checkpoint_every=1500", *SMALL,
-            timeout=600, check=True)
-    acc = EventAccumulator(str(run / "tensorboard"))
-    acc.Reload()
+            *shared_ray.flags, timeout=600, check=True, env=shared_ray.env)
+    acc = scalars(run)
     for tag in ("rollout/ep_rew_mean", "eval/mean_reward", "eval/success_rate", "time/fps", "train/policy_loss"):
         assert tag in acc.Tags()["scalars"], tag
     tensors, meta = checkpoint.load(run / "final" / "model.safetensors")
@@ -79,26 +67,25 @@ def test_robot_trains_evaluates_and_resumes_with_normalised_observations(tmp_pat
 
     # resume: the filter continues from the saved statistics instead of starting again from zero
     step = meta["num_timesteps"]
-    resumed = run_cli("train.py", "--resume", str(run), "--timesteps", "1000", "--quiet", timeout=600, check=True)
+    resumed = run_cli("train.py", "--resume", str(run), "--timesteps", "1000", "--quiet", timeout=600, check=True,
+                      env=shared_ray.env)
     assert f"at step {step:,}" in resumed.stdout
     tensors2, meta2 = checkpoint.load(run / "final" / "model.safetensors")
     assert meta2["num_timesteps"] >= step + 1000
     assert meta2["normalize"]["obs_count"] >= norm["obs_count"] + 1000
     # ... and Adam continues too: its step counts go on from the saved ones (a fresh optimiser would be lower)
-    assert _adam_steps(meta2) > _adam_steps(meta) > 0
+    assert adam_steps(meta2) > adam_steps(meta) > 0
     assert any(k.startswith("optim/") and "exp_avg_sq" in k for k in tensors2)
-    acc = EventAccumulator(str(run / "tensorboard"))
-    acc.Reload()
-    steps = [e.step for e in acc.Scalars("time/fps")]
+    steps = [e.step for e in scalars(run).Scalars("time/fps")]
     assert steps == sorted(steps) and len(set(steps)) == len(steps)
 
 
-def test_watchdog_metrics_come_back_from_env_runners(tmp_path, heater):
+def test_watchdog_metrics_come_back_from_env_runners(tmp_path, heater, shared_ray):
     run = tmp_path / "run"
     run_cli("train.py", "--env", "process", "--set", f"env.command={heater} --crash-after 300", "--timesteps",
-            "2500", "--run-dir", str(run), "--set", "eval.every=0", *SMALL, timeout=600, check=True)
-    acc = EventAccumulator(str(run / "tensorboard"))
-    acc.Reload()
+            "2500", "--run-dir", str(run), "--set", "eval.every=0", *SMALL, *shared_ray.flags, timeout=600, check=True,
+            env=shared_ray.env)
+    acc = scalars(run)
     crashes = acc.Scalars("env/faults_by_kind/crash")[-1].value
     restarts = acc.Scalars("env/restarts")[-1].value
     # 4 envs, each program crashes at its 300th step: at least 4 crashes in 2,500 steps, each one restarted

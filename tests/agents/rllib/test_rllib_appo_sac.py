@@ -1,5 +1,6 @@
 """RLlib APPO and SAC on a real local Ray: train, checkpoint, evaluate.py without Ray, resume; a bridge
-program SIGKILLed inside an env runner; bad input refused with one line before Ray starts."""
+program SIGKILLed inside an env runner; bad input refused with one line before Ray starts. The trainers join the
+session's shared private Ray (``shared_ray`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import ROOT, adam_steps, pids_of, run_cli, scalars
 
 import train
 from agents.run import checkpoint
@@ -24,38 +24,6 @@ from agents.run import checkpoint
 pytestmark = pytest.mark.ray
 
 COMMON = ["--backend", "rllib", "--quiet", "--set", "rllib.num_cpus=2"]
-
-
-def _scalars(run: Path) -> EventAccumulator:
-    acc = EventAccumulator(str(run / "tensorboard"))
-    acc.Reload()
-    return acc
-
-
-def _adam_steps(meta: dict) -> float:
-    found: list[float] = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                found.append(v) if k == "step" and isinstance(v, (int, float)) else walk(v)
-
-    walk(meta["optimizer"])
-    return max(found)
-
-
-def _programs(binary: str) -> list[int]:
-    """PIDs of running copies of ``binary`` (this test's own copy of the heater)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
-            except OSError:
-                continue
-            if argv0 == binary:
-                pids.append(int(entry.name))
-    return pids
 
 
 def _ancestors(pid: int) -> list[str]:
@@ -67,7 +35,7 @@ def _ancestors(pid: int) -> list[str]:
     return names
 
 
-def test_appo_survives_a_bridge_program_killed_inside_an_env_runner(tmp_path, heater):
+def test_appo_survives_a_bridge_program_killed_inside_an_env_runner(tmp_path, heater, shared_ray):
     binary = str(tmp_path / "heater_appo")  # our own copy: no other test's heater is ever killed
     shutil.copy(heater, binary)
     run = tmp_path / "run"
@@ -75,14 +43,15 @@ def test_appo_survives_a_bridge_program_killed_inside_an_env_runner(tmp_path, he
         [sys.executable, str(ROOT / "train.py"), "--env", "process", "--algo", "appo", "--set", f"env.command={binary}",
          "--timesteps", "2000", "--seed", "0", "--num-envs", "2", "--num-env-runners", "1", "--run-dir", str(run),
          "--set", "eval.every=0", "--set", "train.checkpoint_every=1000", "--set", "agent.batch_size=200",
-         "--set", "rllib.extra={min_sample_timesteps_per_iteration: 400}", *COMMON],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+         "--set", "rllib.extra={min_sample_timesteps_per_iteration: 400}", *COMMON, *shared_ray.flags],
+        cwd=ROOT, env={**os.environ, **shared_ray.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
     try:
         deadline = time.monotonic() + 180
         while not list((run / "checkpoints").glob("step_*.safetensors")):  # training is under way (1,000 steps)
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.1)
-        victim = _programs(binary)[0]
+        victim = pids_of(binary)[0]
         assert any(name.startswith("ray::") for name in _ancestors(victim)), _ancestors(victim)  # in an env runner
         os.kill(victim, signal.SIGKILL)
         out, err = proc.communicate(timeout=300)
@@ -91,7 +60,7 @@ def test_appo_survives_a_bridge_program_killed_inside_an_env_runner(tmp_path, he
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, err[-3000:]
-    acc = _scalars(run)
+    acc = scalars(run)
     assert acc.Scalars("env/faults_by_kind/crash")[-1].value >= 1  # the kill, counted by the env runner's watchdog
     assert acc.Scalars("env/restarts")[-1].value >= 1
     for tag in ("train/policy_loss", "train/value_loss", "train/entropy", "rollout/ep_rew_mean", "time/fps"):
@@ -105,14 +74,15 @@ def test_appo_survives_a_bridge_program_killed_inside_an_env_runner(tmp_path, he
     assert json.loads(res_path.read_text())["episodes"] == 2
 
     step = meta["num_timesteps"]
-    resumed = run_cli("train.py", "--resume", str(run), "--timesteps", "400", "--quiet", timeout=300, check=True)
+    resumed = run_cli("train.py", "--resume", str(run), "--timesteps", "400", "--quiet", timeout=300, check=True,
+                      env=shared_ray.env)
     assert f"at step {step:,}" in resumed.stdout
     _, meta2 = checkpoint.load(run / "final" / "model.safetensors")
-    assert meta2["num_timesteps"] >= step + 400 and _adam_steps(meta2) > _adam_steps(meta) > 0
+    assert meta2["num_timesteps"] >= step + 400 and adam_steps(meta2) > adam_steps(meta) > 0
     assert meta2["normalize"]["obs_count"] > meta["normalize"]["obs_count"]
 
 
-def test_sac_trains_evaluates_and_resumes(tmp_path):
+def test_sac_trains_evaluates_and_resumes(tmp_path, shared_ray):
     run = tmp_path / "run"
     # the env runner in the driver (0 remote runners): SAC samples 16 steps between updates, a remote call each
     run_cli("train.py", "--env", "Pendulum-v1", "--algo", "sac", "--timesteps", "800", "--seed", "0", "--num-envs", "2",
@@ -121,8 +91,9 @@ def test_sac_trains_evaluates_and_resumes(tmp_path):
             "--set", "agent.lr_schedule=linear",
             "--set", "agent.net_arch=[32,32]", "--set", "agent.ent_coef=auto", "--set", "eval.every=400",
             "--set", "eval.episodes=1", "--set", "train.checkpoint_every=400",
-            "--set", "rllib.extra={min_sample_timesteps_per_iteration: 200}", *COMMON, timeout=300, check=True)
-    acc = _scalars(run)
+            "--set", "rllib.extra={min_sample_timesteps_per_iteration: 200}", *COMMON, *shared_ray.flags, timeout=300,
+            check=True, env=shared_ray.env)
+    acc = scalars(run)
     for tag in ("train/actor_loss", "train/critic_loss", "train/ent_coef", "train/learning_rate", "eval/mean_reward"):
         assert tag in acc.Tags()["scalars"], tag
     rates = [e.value for e in acc.Scalars("train/learning_rate")]
@@ -140,7 +111,8 @@ def test_sac_trains_evaluates_and_resumes(tmp_path):
     assert res["episodes"] == 2 and np.isfinite(res["mean_return"])
 
     step = meta["num_timesteps"]
-    resumed = run_cli("train.py", "--resume", str(run), "--timesteps", "400", "--quiet", timeout=300, check=True)
+    resumed = run_cli("train.py", "--resume", str(run), "--timesteps", "400", "--quiet", timeout=300, check=True,
+                      env=shared_ray.env)
     assert f"at step {step:,}" in resumed.stdout
     assert "checkpoints hold no replay buffer" in resumed.stdout and "not exact" in resumed.stdout
     tensors2, meta2 = checkpoint.load(run / "final" / "model.safetensors")

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
-from conftest import run_cli
+from conftest import free_port, run_cli
 
 import train
 
 
-def _closed_port() -> int:
-    """A loopback port that nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_ray_address_fails_fast_with_one_line(tmp_path):
-    address = f"127.0.0.1:{_closed_port()}"
+    address = f"127.0.0.1:{free_port()}"
     t = time.monotonic()
     proc = run_cli("train.py", "--env", "CartPole-v1", "--backend", "rllib", "--ray-address", address, "--quiet",
                    "--run-dir", str(tmp_path / "run"), timeout=120)
@@ -51,7 +43,7 @@ BAD = [
 def test_bad_rllib_input_is_one_line_and_exit_2(tmp_path, capsys, flags, message):
     import re
 
-    flags = [f.replace("{port}", str(_closed_port())) for f in flags]
+    flags = [f.replace("{port}", str(free_port())) for f in flags]
     t = time.monotonic()
     code = train.main(["--env", "CartPole-v1", "--backend", "rllib", "--quiet", "--run-dir", str(tmp_path / "run"),
                        *flags])

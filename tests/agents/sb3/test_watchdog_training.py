@@ -9,26 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT, run_cli
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import ROOT, last_scalar, pids_of, run_cli
 
 FAST = ["--num-envs", "2", "--quiet", "--set", "agent.n_steps=64", "--set", "agent.batch_size=64",
         "--set", "agent.n_epochs=1", "--set", "eval.every=0"]
-
-
-def pids_of(path: str) -> list[int]:
-    """PIDs whose command line starts with ``path`` (read from /proc, no extra tools)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
-                state = (entry / "stat").read_text().split(") ")[1][0]
-            except (OSError, IndexError):
-                continue
-            if cmd == path and state != "Z":
-                out.append(int(entry.name))
-    return out
 
 
 def children(pid: int) -> list[int]:
@@ -36,12 +20,6 @@ def children(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         out += [int(c) for c in (task / "children").read_text().split()]
     return out
-
-
-def last_scalar(run: Path, tag: str) -> float:
-    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
-    acc.Reload()
-    return acc.Scalars(tag)[-1].value if tag in acc.Tags()["scalars"] else 0.0
 
 
 def start(args):
