@@ -2,7 +2,7 @@
 round trip, and gymnasium's AsyncVectorEnv. Prints one JSON object; figures are medians of the repeats.
 
     python benchmarks/bridge.py [STEPS] [REPEATS] [--profile]
-    python benchmarks/bridge.py [STEPS] [REPEATS] --batch [--train]   # P3b and P3c (protocol 1.1, connect mode)
+    python benchmarks/bridge.py [STEPS] [REPEATS] --batch [--train]   # P3b and P3c (protocol 1.1, connect)
 
 ``--batch``: P3b, the bridge's cost per env step with K = 1, 4 and 16 instances behind one program (the
 batch API, envs/bridge/batch.py, and the SB3 vector env over it, agents/sb3/bridgevec.py, whose per-env
@@ -159,7 +159,7 @@ def _load() -> float:
 
 
 def _batch_us(prog, n: int, vec: bool) -> float:
-    """µs per env step of ``n`` batched steps (vector steps × K env steps) through the batch API or the vec env."""
+    """µs per env step of ``n`` vector steps (× K env steps) through the batch API or the vec env."""
     k = prog.num_instances
     actions = np.full((k, 1), 0.5, np.float32)
     if vec:
@@ -192,7 +192,8 @@ def _connected(heater: str, flags: list[str]):
 
     lst = L.listener("127.0.0.1:0")
     lst.say = lambda line: None
-    proc = subprocess.Popen([heater, *flags, "--connect", lst.address, "--connect-wait", "1"], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([heater, *flags, "--connect", lst.address, "--connect-wait", "1"],
+                            stderr=subprocess.DEVNULL)
     return BatchProgram(listen="127.0.0.1:0", connect_timeout=10), proc
 
 
@@ -203,15 +204,16 @@ def measure_batch(n: int, repeats: int) -> dict[str, object]:
 
     tmp = tempfile.mkdtemp()
     heater = compile_heater(tmp)
-    cases = {"k1_v10": [], "k1": ["--instances", "1"], "k4": ["--instances", "4"], "k16": ["--instances", "16"]}
+    cases = {"k1_v10": [], "k1": ["--instances", "1"], "k4": ["--instances", "4"],
+             "k16": ["--instances", "16"]}
     rows: dict[str, list[float]] = {}
     load = _load()
     for _ in range(repeats):
         for name, flags in cases.items():
             k = int(flags[1]) if flags else 1
             steps = max(200, n // k)
-            rows.setdefault(f"spawn_{name}", []).append(_batch_us(BatchProgram(command=" ".join([heater, *flags])),
-                                                                  steps, False))
+            rows.setdefault(f"spawn_{name}", []).append(
+                _batch_us(BatchProgram(command=" ".join([heater, *flags])), steps, False))
             rows.setdefault(f"spawn_{name}_vec", []).append(_batch_us(
                 BatchProgram(command=" ".join([heater, *flags])), steps, True))
             prog, proc = _connected(heater, flags)
@@ -229,7 +231,8 @@ def measure_batch(n: int, repeats: int) -> dict[str, object]:
     for case in ("k1_v10", "k16"):
         med[f"connect_over_spawn_{case}"] = round(float(np.median(rows[f"connect_{case}"])) /
                                                   float(np.median(rows[f"spawn_{case}"])), 3)
-    med.update({"env_steps_per_measure": n, "repeats": repeats, "load_at_start": load, "load_at_end": _load()})
+    med.update({"env_steps_per_measure": n, "repeats": repeats, "load_at_start": load,
+                "load_at_end": _load()})
     return med
 
 
@@ -238,8 +241,10 @@ def _train_steps_per_s(command: str, envs: int, steps: int) -> float:
     import re
 
     run = tempfile.mkdtemp()
-    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--env", "process", "--set", f"env.command={command}",
-                          "--num-envs", str(envs), "--timesteps", str(steps), "--set", "eval.every=0", "--seed", "0",
+    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--env", "process", "--set",
+                          f"env.command={command}",
+                          "--num-envs", str(envs), "--timesteps", str(steps), "--set", "eval.every=0",
+                          "--seed", "0",
                           "--run-dir", os.path.join(run, "r"), "--set", "train.checkpoint_every=1000000"],
                          cwd=ROOT, capture_output=True, text=True, timeout=1800)
     shutil.rmtree(run)
@@ -250,7 +255,7 @@ def _train_steps_per_s(command: str, envs: int, steps: int) -> float:
 
 
 def measure_training(steps: int, pairs: int) -> dict[str, object]:
-    """The heater's training steps/s through one program: K = 16 (16 envs) vs K = 1 (1 env), alternating pairs."""
+    """The heater's training steps/s through one program: K = 16 (16 envs) vs K = 1 (1 env), in pairs."""
     tmp = tempfile.mkdtemp()
     heater = compile_heater(tmp)
     load = _load()
@@ -265,7 +270,7 @@ def measure_training(steps: int, pairs: int) -> dict[str, object]:
 
 
 def main() -> None:
-    """Print one JSON object: ``python benchmarks/bridge.py [STEPS] [REPEATS] [--profile | --batch [--train]]``."""
+    """Print one JSON object (the module docstring has the command line)."""
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     n = int(args[0]) if args else 5000
     if "--batch" in sys.argv:

@@ -91,12 +91,14 @@ class Child:
     def start(self) -> Child:
         """Launch; ``t0`` is the launch time every arrival is measured from."""
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})},
                                      start_new_session=True)
         self._stderr: list[str] = []
         self._threads = [threading.Thread(target=self._read, daemon=True),
-                         threading.Thread(target=lambda: self._stderr.extend(self.proc.stderr or ()), daemon=True)]
+                         threading.Thread(target=lambda: self._stderr.extend(self.proc.stderr or ()),
+                                          daemon=True)]
         if self.sample_memory:
             self._threads.append(threading.Thread(target=self._sample, daemon=True))
         for t in self._threads:

@@ -103,11 +103,12 @@ def _act(policy: Any, obs: np.ndarray) -> np.ndarray:
     return actions.numpy()
 
 
-def async_pool_steps_per_s(num_envs: int, latency: float, seconds: float, policy: Any = None) -> dict[str, float]:
-    """The ceiling of an EnvPool-style asynchronous pool on this machine, with no env and no SB3 collector: one
-    thread per env waits ``latency`` per step; the main thread takes whichever envs are ready (at least one),
-    runs ``policy``'s forward pass on their observations (none: no policy) and hands each its new action. Unlike
-    a vector step, no env waits for the slowest of the others, only for the main thread."""
+def async_pool_steps_per_s(num_envs: int, latency: float, seconds: float,
+                           policy: Any = None) -> dict[str, float]:
+    """The ceiling of an EnvPool-style asynchronous pool on this machine, with no env and no SB3 collector:
+    one thread per env waits ``latency`` per step; the main thread takes whichever envs are ready (at least
+    one), runs ``policy``'s forward pass on their observations (none: no policy) and hands each its new
+    action. Unlike a vector step, no env waits for the slowest of the others, only for the main thread."""
     ready: queue.SimpleQueue[int] = queue.SimpleQueue()
     go: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(num_envs)]
     obs = np.zeros((num_envs, 4), dtype=np.float32)
@@ -143,14 +144,15 @@ def async_pool_steps_per_s(num_envs: int, latency: float, seconds: float, policy
     elapsed = time.perf_counter() - t0
     for q in go:
         q.put(None)
-    return {"steps_per_s": n / elapsed, "mean_batch": n / max(calls, 1), "policy_us": t_policy / max(calls, 1) * 1e6}
+    return {"steps_per_s": n / elapsed, "mean_batch": n / max(calls, 1),
+            "policy_us": t_policy / max(calls, 1) * 1e6}
 
 
 def vec_steps_per_s(vec_env: str, num_envs: int, seconds: float, wrapped: bool = True, workers: int = 2,
                     batch_guard: bool = True) -> dict[str, float]:
-    """Stepping of a vec env with fixed actions: vector steps × envs / s. ``wrapped``: as nondiff trains (envs.make
-    with Guard and Gymnasium's wrappers, SB3's Monitor); otherwise the bare SleepEnv. ``workers``: processes of
-    ``threadproc``."""
+    """Stepping of a vec env with fixed actions: vector steps × envs / s. ``wrapped``: as nondiff trains
+    (envs.make with Guard and Gymnasium's wrappers, SB3's Monitor); otherwise the bare SleepEnv. ``workers``:
+    processes of ``threadproc``."""
     from agents.run.envfactory import env_factory
     from agents.sb3.batchguard import GuardedDummyVecEnv
     from agents.sb3.threadproc import ThreadProcVecEnv

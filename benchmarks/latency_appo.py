@@ -51,7 +51,8 @@ def appo_cfg(num_envs: int, runners: int, per_runner: int, fragment: int, batch:
 
     return RunConfig.model_validate({
         "env": {"id": ENTRY},
-        "agent": {"backend": "rllib", "algo": "appo", "n_steps": fragment, "batch_size": batch, "n_epochs": epochs,
+        "agent": {"backend": "rllib", "algo": "appo", "n_steps": fragment, "batch_size": batch,
+                  "n_epochs": epochs,
                   "learning_rate": 1e-3, "gamma": 0.95, "normalize_obs": True, "normalize_reward": True,
                   "clip_range": 0.4, "max_grad_norm": 40.0, "ent_coef": 0.0},
         "train": {"num_envs": num_envs, "vec_env": "thread", "timesteps": timesteps, "threads": 1},
@@ -80,8 +81,10 @@ def appo_training(cfg: Any, timesteps: int) -> dict[str, float]:
     finally:
         backend.close()
     (t_first, s_first), (t_last, s_last) = iterations[0], iterations[-1]
-    steady = (s_last - s_first) / max(t_last - t_first, 1e-9)  # after the first iteration (runners warming up)
-    return {"train_steps_per_s": sampled / wall, "steady_steps_per_s": steady, "wall_s": wall, "setup_s": setup,
+    # after the first iteration (runners warming up)
+    steady = (s_last - s_first) / max(t_last - t_first, 1e-9)
+    return {"train_steps_per_s": sampled / wall, "steady_steps_per_s": steady, "wall_s": wall,
+            "setup_s": setup,
             "steps": sampled, "trained_steps": trained, "iterations": len(iterations),
             "cpu_ms_per_step": 1e3 * cpu / max(sampled, 1)}
 
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"num_envs": n, "latency_ms": LATENCY * 1e3, "limit_steps_per_s": limit,
                            "loadavg_start": [round(x, 2) for x in os.getloadavg()], "config": vars(args),
                            "cpu_count": os.cpu_count()}
-    cfg = appo_cfg(n, args.runners, args.envs_per_runner, args.fragment, args.batch, args.epochs, args.timesteps)
+    cfg = appo_cfg(n, args.runners, args.envs_per_runner, args.fragment, args.batch, args.epochs,
+                   args.timesteps)
     appo = appo_training(cfg, args.timesteps)
     appo["x_limit"] = appo["train_steps_per_s"] / limit
     appo["steady_x_limit"] = appo["steady_steps_per_s"] / limit
@@ -111,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     out["loadavg_after_appo"] = [round(x, 2) for x in os.getloadavg()]
     if not args.skip_sb3:
         c0 = tree_cpu_s()
-        ppo = training(n, 64, args.timesteps // 2)  # latency.py's own SB3 PPO run (64-step rollouts, 10 epochs)
+        # latency.py's own SB3 PPO run (64-step rollouts, 10 epochs)
+        ppo = training(n, 64, args.timesteps // 2)
         ppo["cpu_ms_per_step"] = 1e3 * (tree_cpu_s() - c0) / ppo["steps"]  # set-up included: an upper bound
         ppo["x_limit"] = ppo["train_steps_per_s"] / limit
         out["sb3_ppo"] = ppo

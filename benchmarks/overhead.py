@@ -64,12 +64,13 @@ def _steady(points: list[tuple[float, int]]) -> float:
     return (s1 - s0) / (t1 - t0)
 
 
-def _nondiff(steps: int, tmp: str, i: int, memory: bool = False, batch_guard: bool = True) -> dict[str, float]:
-    child = CpuChild(train_cmd("--env", "robot", "--seed", "0", "--timesteps", str(steps), "--run-dir",
-                            f"{tmp}/r{i}{'' if batch_guard else 'p'}", "--set", "eval.every=0",
-                            "--set", "train.checkpoint_every=100000000", "--set", f"train.log_every={ROLLOUT}",
-                               "--set", f"train.batch_guard={str(batch_guard).lower()}"),
-                     sample_memory=memory)
+def _nondiff(steps: int, tmp: str, i: int, memory: bool = False,
+             batch_guard: bool = True) -> dict[str, float]:
+    cmd = train_cmd("--env", "robot", "--seed", "0", "--timesteps", str(steps), "--run-dir",
+                    f"{tmp}/r{i}{'' if batch_guard else 'p'}", "--set", "eval.every=0",
+                    "--set", "train.checkpoint_every=100000000", "--set", f"train.log_every={ROLLOUT}",
+                    "--set", f"train.batch_guard={str(batch_guard).lower()}")
+    child = CpuChild(cmd, sample_memory=memory)
     child.start()
     if child.wait(900) != 0:
         raise RuntimeError(f"train.py exited {child.proc.returncode}: {child.stderr_tail()}")
@@ -77,8 +78,10 @@ def _nondiff(steps: int, tmp: str, i: int, memory: bool = False, batch_guard: bo
     marks = [(t, m) for t, m in ((t, PROGRESS.search(line)) for t, line in child.lines) if m]
     m = marks[-1][1]
     done = int(m.group(1).replace(",", ""))
-    points = [(t, int(x.group(1).replace(",", ""))) for t, x in marks[:-1]]  # the last one is printed after training
-    out = {"loop_steps_per_s": float(m.group(2).replace(",", "")), "e2e_steps_per_s": done / wall, "steps": done,
+    # the last one is printed after training
+    points = [(t, int(x.group(1).replace(",", ""))) for t, x in marks[:-1]]
+    out = {"loop_steps_per_s": float(m.group(2).replace(",", "")), "e2e_steps_per_s": done / wall,
+           "steps": done,
            "steady_steps_per_s": _steady(points) if len(points) >= 2 else float("nan"),
            "steady_steps_per_cpu_s": child.steady_cpu(points) if len(points) >= 2 else float("nan")}
     if memory:
@@ -94,8 +97,10 @@ def _plain(steps: int) -> dict[str, float]:
         raise RuntimeError(f"plain_sb3.py exited {child.proc.returncode}: {child.stderr_tail()}")
     wall = child.elapsed
     done = child.json_lines()[-1]
-    points = [(t, json.loads(line)["step"]) for t, line in child.lines if '"progress"' in line][1:]  # from step 2048
-    return {"loop_steps_per_s": done["steps_per_s"], "e2e_steps_per_s": done["steps"] / wall, "steps": done["steps"],
+    # from step 2048
+    points = [(t, json.loads(line)["step"]) for t, line in child.lines if '"progress"' in line][1:]
+    return {"loop_steps_per_s": done["steps_per_s"], "e2e_steps_per_s": done["steps"] / wall,
+            "steps": done["steps"],
             "steady_steps_per_s": _steady(points) if len(points) >= 2 else float("nan"),
             "steady_steps_per_cpu_s": child.steady_cpu(points) if len(points) >= 2 else float("nan")}
 
@@ -108,8 +113,8 @@ ARMS = ("nondiff", "plain", "nondiff_per_env")
 
 
 def run(quick: bool) -> dict[str, Any]:
-    """``rounds`` rounds of the three arms in rotating order; ratios are nondiff / plain per round, reported as
-    the median. In quick mode the nondiff run's process-tree memory is sampled too (the MEM row reuses it)."""
+    """``rounds`` rounds of the three arms in rotating order; ratios are nondiff / plain per round, reported
+    as the median. In quick mode the nondiff run's process-tree memory is sampled too (MEM reuses it)."""
     steps, rounds = (2048, 1) if quick else (30_720, 4)
     tmp = tempfile.mkdtemp(prefix="bench-p2-")
     rows: list[dict[str, Any]] = []
@@ -136,7 +141,8 @@ def _pairs(rows: list[dict[str, Any]], rounds: int, steps: int, tmp: str, quick:
         pair: dict[str, Any] = {"order": list(order), "loadavg": round(os.getloadavg()[0], 2)}
         for who in order:
             pair[who] = (_plain(steps) if who == "plain" else
-                         _nondiff(steps, tmp, i, memory=quick and who == "nondiff", batch_guard=who == "nondiff"))
+                         _nondiff(steps, tmp, i, memory=quick and who == "nondiff",
+                                  batch_guard=who == "nondiff"))
             pair[who]["loadavg"] = round(os.getloadavg()[0], 2)
         for prefix, arm in (("", "nondiff"), ("per_env_", "nondiff_per_env")):
             for key in KEYS:

@@ -38,13 +38,14 @@ ZOO_REACHER: dict[str, Any] = {"n_envs": 1, "normalize": True, "batch_size": 32,
                "gae_lambda": 1.0, "max_grad_norm": 0.9, "vf_coef": 0.950368}
 
 
-# RL Zoo's SAC entries (DLR-RM/rl-baselines3-zoo, hyperparams/sac.yml, same commit): "ReacherBulletEnv-v0", the
-# arm-reaching task, takes the tuned "&pybullet-defaults" block; the MuJoCo envs ("HalfCheetah-v3: &mujoco-defaults")
-# take SAC's defaults with learning_starts 10000. Both: one env, no normalisation.
-ZOO_SAC_REACHER: dict[str, Any] = {"algo": "sac", "n_envs": 1, "normalize": False, "learning_rate": 7.3e-4, "buffer_size": 300_000,
-                   "batch_size": 256, "ent_coef": "auto", "gamma": 0.98, "tau": 0.02, "train_freq": 8,
-                   "gradient_steps": 8, "learning_starts": 10_000, "use_sde": True,
-                   "policy_kwargs": {"log_std_init": -3, "net_arch": [400, 300]}}
+# RL Zoo's SAC entries (DLR-RM/rl-baselines3-zoo, hyperparams/sac.yml, same commit): "ReacherBulletEnv-v0",
+# the arm-reaching task, takes the tuned "&pybullet-defaults" block; the MuJoCo envs
+# ("HalfCheetah-v3: &mujoco-defaults") take SAC's defaults with learning_starts 10000. Both: one env, no
+# normalisation.
+ZOO_SAC_REACHER: dict[str, Any] = {
+    "algo": "sac", "n_envs": 1, "normalize": False, "learning_rate": 7.3e-4, "buffer_size": 300_000,
+    "batch_size": 256, "ent_coef": "auto", "gamma": 0.98, "tau": 0.02, "train_freq": 8, "gradient_steps": 8,
+    "learning_starts": 10_000, "use_sde": True, "policy_kwargs": {"log_std_init": -3, "net_arch": [400, 300]}}
 ZOO_SAC_MUJOCO: dict[str, Any] = {"algo": "sac", "n_envs": 1, "normalize": False, "learning_starts": 10_000}
 
 
@@ -69,15 +70,17 @@ def hyperparameters(kind: str) -> dict[str, Any]:
         lr = float(a["learning_rate"])
         return {"n_envs": t["num_envs"], "normalize": a["normalize_obs"], "n_steps": a["n_steps"],
                 "batch_size": a["batch_size"], "n_epochs": a["n_epochs"], "gamma": a["gamma"],
-                "gae_lambda": a["gae_lambda"], "learning_rate": (lambda p: p * lr) if a["lr_schedule"] == "linear"
+                "gae_lambda": a["gae_lambda"],
+                "learning_rate": (lambda p: p * lr) if a["lr_schedule"] == "linear"
                 else lr, "policy_kwargs": {"net_arch": a["net_arch"]}}
     raise SystemExit(f"--hp must be zoo, zoo-sac, zoo-sac-mujoco, defaults or robot-yaml, got {kind!r}")
 
 
 class PeriodicEval(BaseCallback):
-    """Every ``every`` steps: ``episodes`` deterministic episodes on a separate env; stops at the threshold."""
+    """Every ``every`` steps, ``episodes`` deterministic episodes on another env; stops at the threshold."""
 
-    def __init__(self, env_id: str, every: int, episodes: int, success: float | None, ret: float | None) -> None:
+    def __init__(self, env_id: str, every: int, episodes: int, success: float | None,
+                 ret: float | None) -> None:
         super().__init__()
         self.env = gym.make(env_id)
         self.every, self.episodes, self.success, self.ret = every, episodes, success, ret
@@ -100,8 +103,9 @@ class PeriodicEval(BaseCallback):
                 done = term or trunc
             returns.append(total)
             successes.append(float(info.get("is_success", False)))
-        row: dict[str, Any] = {"event": "eval", "step": self.num_timesteps, "mean_reward": float(np.mean(returns)),
-               "success_rate": float(np.mean(successes))}
+        row: dict[str, Any] = {"event": "eval", "step": self.num_timesteps,
+                               "mean_reward": float(np.mean(returns)),
+                               "success_rate": float(np.mean(successes))}
         print(json.dumps(row), flush=True)
         solved = (self.success is not None and row["success_rate"] >= self.success) or \
                  (self.ret is not None and row["mean_reward"] >= self.ret)

@@ -76,7 +76,7 @@ class Row:
 
 
 Shared = dict[str, dict[str, Any]]
-"""Measurements one row leaves for another in the same run (``--quick`` reuses runs instead of repeating them)."""
+"""Measurements one row leaves for another in the same run (``--quick`` reuses runs, not repeats them)."""
 
 Bench = Callable[[bool, Shared], Row]
 """A row's measurement: ``(quick, shared) -> Row``."""

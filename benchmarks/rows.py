@@ -18,8 +18,8 @@ def bench_p1(quick: bool, shared: Shared) -> Row:
     nd = d["runs"]["nondiff"]
     return Row(title="time to solve `robot` (eval success ≥ 0.9)", goal="≤ 0.5× the RL Zoo setup's wall time",
                met=d["ratio_vs_zoo"] is not None and d["ratio_vs_zoo"] <= 0.5,
-               value=nd["wall_s"] if nd["solved"] else nd["ran_s"], unit="s (nondiff; its run time if unsolved)",
-               data=d, **p1_text(d))
+               value=nd["wall_s"] if nd["solved"] else nd["ran_s"],
+               unit="s (nondiff; its run time if unsolved)", data=d, **p1_text(d))
 
 
 def bench_p2(quick: bool, shared: Shared) -> Row:
@@ -69,7 +69,8 @@ def bench_p5(quick: bool, shared: Shared) -> Row:
 
 def bench_env(quick: bool, shared: Shared) -> Row:
     """Raw steps/s of every built-in adapter (benchmarks/adapters.py)."""
-    d = run_json([PY, str(ROOT / "benchmarks" / "adapters.py"), "--seconds", "0.5" if quick else "5"], timeout=600)
+    d = run_json([PY, str(ROOT / "benchmarks" / "adapters.py"), "--seconds", "0.5" if quick else "5"],
+                 timeout=600)
     ok = {k: v for k, v in d.items() if "steps_per_s" in v}
     figure = ", ".join(f"`{k}` {v['steps_per_s']:,.0f}" for k, v in ok.items()) + " steps/s"
     failed = {k: v["error"] for k, v in d.items() if "error" in v}
@@ -94,14 +95,17 @@ def bench_mem(quick: bool, shared: Shared) -> Row:
     plans = {"sb3": ("512" if quick else "50000", small),
              "rllib": ("512" if quick else "20000", ["--backend", "rllib", *small])}
     reuse = {"sb3": ("p2_memory", "quick mode: P2's nondiff run (2,048 steps)"),
-             "rllib": ("p5_memory", "quick mode: the P5 child (one RLlib env runner, no Ray), not a training run")}
+             "rllib": ("p5_memory", "quick mode: the P5 child (one RLlib env runner, no Ray), not a "
+                                    "training run")}
     for backend, (steps, extra) in plans.items():
         key, source = reuse[backend]
-        if quick and key in shared:  # smoke mode: reuse a run that already happened instead of starting another
+        # smoke mode: reuse a run that already happened instead of starting another
+        if quick and key in shared:
             runs[backend] = {"peak_pss_mib": shared[key]["peak_pss_mib"],
                              "peak_rss_mib": shared[key]["peak_rss_mib"], "source": source}
             continue
-        cmd = train_cmd("--env", "robot", "--seed", "0", "--timesteps", steps, "--run-dir", f"{tmp}/{backend}",
+        cmd = train_cmd("--env", "robot", "--seed", "0", "--timesteps", steps, "--run-dir",
+                        f"{tmp}/{backend}",
                         "--set", "eval.every=0", *extra)
         child = Child(cmd, sample_memory=True).start()
         if child.wait(1200) != 0:
@@ -112,11 +116,11 @@ def bench_mem(quick: bool, shared: Shared) -> Row:
     shutil.rmtree(tmp, ignore_errors=True)
     figure = "; ".join(f"{k.upper() if k == 'sb3' else 'RLlib'} {v['peak_pss_mib']:,.0f} MiB PSS "
                        f"({v['peak_rss_mib']:,.0f} MiB RSS summed)" for k, v in runs.items())
-    details = ("Peak over the run of the memory of the trainer and all its descendants (env workers, Ray's GCS, "
-               "raylet and workers), sampled every 0.25 s from /proc/PID/smaps_rollup. PSS divides shared pages "
-               "between the processes that map them, so its sum is what the tree really holds; the RSS sum counts "
-               "shared pages (torch, Ray's object store) once per process and overstates it.\n\n| backend | peak "
-               "PSS (MiB) | peak RSS summed (MiB) | run |\n|---|---|---|---|\n" +
+    details = ("Peak over the run of the memory of the trainer and all its descendants (env workers, Ray's "
+               "GCS, raylet and workers), sampled every 0.25 s from /proc/PID/smaps_rollup. PSS divides "
+               "shared pages between the processes that map them, so its sum is what the tree really holds; "
+               "the RSS sum counts shared pages (torch, Ray's object store) once per process and overstates "
+               "it.\n\n| backend | peak PSS (MiB) | peak RSS summed (MiB) | run |\n|---|---|---|---|\n" +
                "\n".join(f"| {k} | {v['peak_pss_mib']:,.0f} | {v['peak_rss_mib']:,.0f} | "
                          f"`{v.get('command', v.get('source', ''))}` |" for k, v in runs.items()))
     return Row(title="peak memory of a `robot` training run, per backend", goal="— (reported)", met=None,

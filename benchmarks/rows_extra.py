@@ -43,11 +43,12 @@ def bench_p3c(quick: bool, shared: Shared) -> Row:
 
 
 def _sample_efficiency(quick: bool, env: str, sets: list[str]) -> dict[str, Any]:
-    """SAC then PPO per seed until eval success ≥ 0.9 (quick: one seed, a threshold of 0, tiny evaluations)."""
+    """SAC then PPO per seed until eval success ≥ 0.9 (quick: one seed, threshold 0, tiny evaluations)."""
     if quick:
         return sample_efficiency.run([0], {"sac": 500, "ppo": 2048}, {"sac": 120.0, "ppo": 120.0}, episodes=2,
                                      env=env, sets=sets, success=0.0)
-    return sample_efficiency.run([0, 1, 2], {"sac": 2000, "ppo": 5000}, {"sac": 1200.0, "ppo": 900.0}, env=env,
+    return sample_efficiency.run([0, 1, 2], {"sac": 2000, "ppo": 5000}, {"sac": 1200.0, "ppo": 900.0},
+                                 env=env,
                                  sets=sets)
 
 
@@ -75,10 +76,12 @@ def bench_p6b(quick: bool, shared: Shared) -> Row:
 
 def bench_p7(quick: bool, shared: Shared) -> Row:
     """RLlib APPO end to end on P4's latency env, side by side with SB3 PPO (benchmarks/latency_appo.py)."""
-    args = (["--num-envs", "4", "--runners", "1", "--envs-per-runner", "4", "--fragment", "16", "--batch", "64",
+    args = (["--num-envs", "4", "--runners", "1", "--envs-per-runner", "4", "--fragment", "16", "--batch",
+             "64",
              "--timesteps", "128"] if quick else ["--timesteps", "40000"])
     d = run_json([PY, str(ROOT / "benchmarks" / "latency_appo.py"), *args], timeout=1800)
     x = d["appo"]["x_limit"]
-    return Row(title="RLlib APPO end to end on the latency env (32 envs × 5 ms), against SB3 PPO and the limit",
+    return Row(title="RLlib APPO end to end on the latency env (32 envs × 5 ms), against SB3 PPO and the "
+                     "limit",
                goal="APPO ≥ 0.8× the 6,400 steps/s limit end to end (moonshot 0.9×)", met=x >= 0.8, value=x,
                unit="ratio (× the limit)", data=d, **p7_text(d))

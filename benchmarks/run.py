@@ -1,7 +1,7 @@
 """The benchmark harness: ``make bench`` = ``python -m benchmarks [--quick] [--only P1,P3b] [--out DIR]``.
 
-Runs every goal row, P1–P7 (P3b, P3c and P6b included), the raw env steps/s of every built-in adapter (ENV) and
-the peak memory of a `robot` training run on each backend (MEM). Each row records the load average when it
+Runs every goal row, P1–P7 (P3b, P3c and P6b included), the raw env steps/s of every built-in adapter (ENV)
+and the peak memory of a `robot` training run on each backend (MEM). Each row records the load average when it
 started. The rows are merged into DIR/benchmarks.json by id (a row not re-run keeps its figures), and
 DIR/benchmarks.md and the PNG plots are regenerated from that file alone (``--render-only`` does only that).
 """
@@ -23,22 +23,20 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python benchmarks/run.py` as well as `python -m benchmarks`
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import report  # noqa: E402
+from benchmarks import report, rows, rows_extra, texts, texts_extra  # noqa: E402
 from benchmarks.common import machine, versions  # noqa: E402
 from benchmarks.row import Bench, Row, Shared, Text, load1  # noqa: E402
-from benchmarks.rows import bench_env, bench_mem, bench_p1, bench_p2, bench_p3, bench_p4, bench_p5  # noqa: E402
-from benchmarks.rows_extra import bench_p3b, bench_p3c, bench_p6, bench_p6b, bench_p7  # noqa: E402
-from benchmarks.texts import p1_text, p2_text, p3_text, p4_text, p5_text  # noqa: E402
-from benchmarks.texts_extra import p3b_text, p3c_text, p6_text, p7_text  # noqa: E402
 
 BENCHES: dict[str, Bench] = {
-    "P1": bench_p1, "P2": bench_p2, "P3": bench_p3, "P3b": bench_p3b, "P3c": bench_p3c, "P4": bench_p4,
-    "P5": bench_p5, "P6": bench_p6, "P6b": bench_p6b, "P7": bench_p7, "ENV": bench_env, "MEM": bench_mem}
+    "P1": rows.bench_p1, "P2": rows.bench_p2, "P3": rows.bench_p3, "P3b": rows_extra.bench_p3b,
+    "P3c": rows_extra.bench_p3c, "P4": rows.bench_p4, "P5": rows.bench_p5, "P6": rows_extra.bench_p6,
+    "P6b": rows_extra.bench_p6b, "P7": rows_extra.bench_p7, "ENV": rows.bench_env, "MEM": rows.bench_mem}
 """Every row ``make bench`` produces, in the order a full run takes them."""
 IDS = tuple(BENCHES)
 TEXTS: dict[str, Callable[[dict[str, Any]], Text]] = {
-    "P1": p1_text, "P2": p2_text, "P3": p3_text, "P3b": p3b_text, "P3c": p3c_text, "P4": p4_text, "P5": p5_text,
-    "P6": p6_text, "P6b": p6_text, "P7": p7_text}
+    "P1": texts.p1_text, "P2": texts.p2_text, "P3": texts.p3_text, "P3b": texts_extra.p3b_text,
+    "P3c": texts_extra.p3c_text, "P4": texts.p4_text, "P5": texts.p5_text, "P6": texts_extra.p6_text,
+    "P6b": texts_extra.p6_text, "P7": texts_extra.p7_text}
 """The rows whose figure and details ``--render-only`` rewrites from their stored data."""
 AFTER = {"MEM": ("P2", "P5"), "P3c": ("P3b",)}
 """Rows that reuse others' runs (through ``shared``), so start after them."""
@@ -102,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the selected benchmarks, merge into benchmarks.json, regenerate benchmarks.md and the plots."""
     p = argparse.ArgumentParser(prog="python -m benchmarks",
                                 description=f"nondiff benchmarks {', '.join(IDS)} (docs/benchmarks.md)")
-    p.add_argument("--quick", action="store_true", help="minutes-long smoke mode (CI); figures are meaningless")
+    p.add_argument("--quick", action="store_true", help="minutes-long smoke mode (CI); figures mean nothing")
     p.add_argument("--only", help=f"comma-separated ids out of {','.join(IDS)} (any case)")
     p.add_argument("--out", default=str(ROOT / "docs"), help="where benchmarks.json/.md and the PNGs go")
-    p.add_argument("--render-only", action="store_true", help="run nothing: rewrite the md and plots from the json")
+    p.add_argument("--render-only", action="store_true",
+                   help="run nothing: rewrite the md and plots from the json")
     args = p.parse_args(argv)
     out = Path(args.out)
     if args.render_only:

@@ -1,13 +1,15 @@
-"""P6: env steps (and wall time) until periodic eval success ≥ 0.9 on `robot`, SAC against PPO, shipped configs.
+"""P6: env steps (and wall time) until periodic eval success ≥ 0.9 on `robot`, SAC against PPO, shipped
+configs.
 
-``python benchmarks/sample_efficiency.py [--seeds 0 1 2] [--out docs/p6.json]``; P6b, the C heater through the bridge:
-``python benchmarks/sample_efficiency.py --env process --set env.command=./heater --out docs/p6b.json``
-(there env steps are program calls).
+``python benchmarks/sample_efficiency.py [--seeds 0 1 2] [--out docs/p6.json]``; P6b, the C heater through the
+bridge: ``python benchmarks/sample_efficiency.py --env process --set env.command=./heater --out
+docs/p6b.json`` (there env steps are program calls).
 
-Each seed trains SAC and then PPO with ``configs/robot.yaml`` as shipped (``--algo sac`` takes its ``algos.sac``
-entry), evaluating every ``--sac-every``/``--ppo-every`` steps on 20 deterministic episodes; a run stops at the
-first evaluation with success ≥ 0.9 (or its wall budget). Env steps do not depend on the machine's load; wall
-times do, so they are reported as per-seed ratios of runs taken one after the other, with the load average.
+Each seed trains SAC and then PPO with ``configs/robot.yaml`` as shipped (``--algo sac`` takes its
+``algos.sac`` entry), evaluating every ``--sac-every``/``--ppo-every`` steps on 20 deterministic episodes; a
+run stops at the first evaluation with success ≥ 0.9 (or its wall budget). Env steps do not depend on the
+machine's load; wall times do, so they are reported as per-seed ratios of runs taken one after the other, with
+the load average.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from benchmarks.common import machine, train_cmd  # noqa: E402
 from benchmarks.solve import until_solved  # noqa: E402
 
 
-def run(seeds: list[int], every: dict[str, int], budget_s: dict[str, float], episodes: int = 20, env: str = "robot",
+def run(seeds: list[int], every: dict[str, int], budget_s: dict[str, float], episodes: int = 20,
+        env: str = "robot",
         sets: list[str] | None = None, success: float = 0.9) -> dict[str, Any]:
-    """SAC and PPO on ``env`` for each seed, one run at a time, each until eval success ≥ ``success``; per-seed
-    rows and the medians."""
+    """SAC and PPO on ``env`` for each seed, one run at a time, each until eval success ≥ ``success``;
+    per-seed rows and the medians."""
     tmp = tempfile.mkdtemp(prefix="bench-p6-")
     rows: list[dict[str, Any]] = []
     try:
@@ -60,10 +63,13 @@ def run(seeds: list[int], every: dict[str, int], budget_s: dict[str, float], epi
         return statistics.median(vals) if len(vals) == len(rows) else None
 
     med = {a: {"steps": median(a, "steps"), "wall_s": median(a, "wall_s")} for a in ("sac", "ppo")}
-    ratio = (med["sac"]["steps"] / med["ppo"]["steps"]) if med["sac"]["steps"] and med["ppo"]["steps"] else None
-    return {"env": env, "rows": rows, "median": med, "step_ratio_of_medians": ratio, "goal": "SAC ≤ 0.3× PPO's env steps",
+    sac, ppo = med["sac"]["steps"], med["ppo"]["steps"]
+    ratio = sac / ppo if sac and ppo else None
+    return {"env": env, "rows": rows, "median": med, "step_ratio_of_medians": ratio,
+            "goal": "SAC ≤ 0.3× PPO's env steps",
             "success": success,
-            "eval_every": every, "eval_episodes": episodes, "machine": machine(), "loadavg_end": os.getloadavg()}
+            "eval_every": every, "eval_episodes": episodes, "machine": machine(),
+            "loadavg_end": os.getloadavg()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sac-budget", type=float, default=1200.0, help="wall seconds a SAC run may take")
     p.add_argument("--ppo-budget", type=float, default=900.0, help="wall seconds a PPO run may take")
     p.add_argument("--env", default="robot", help="the env, trained with its shipped configs/<env>.yaml")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to train.py for both")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to train.py for both")
     p.add_argument("--out", default="docs/p6.json")
     args = p.parse_args(argv)
     res = run(args.seeds, {"sac": args.sac_every, "ppo": args.ppo_every},

@@ -47,7 +47,8 @@ def measure(runners: int, rounds: int, n_steps: int) -> dict[str, Any]:
             episodes = synchronous_parallel_sample(worker_set=algo.env_runner_group, max_env_steps=batch,
                                                    _uses_new_env_runners=True)
             if not isinstance(episodes, list):
-                raise TypeError(f"expected a list of episodes from the env runners, got {type(episodes).__name__}")
+                raise TypeError("expected a list of episodes from the env runners, got "
+                                f"{type(episodes).__name__}")
             return sum(len(e) for e in episodes)
 
         sample()  # warm-up: first connector and module calls
@@ -101,10 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--n-steps", type=int, default=256)
     p.add_argument("--address", help="a running Ray cluster; default: a private local Ray on loopback")
-    p.add_argument("--local", action="store_true", help="smoke test: one env runner in-process, no Ray cluster")
+    p.add_argument("--local", action="store_true",
+                   help="smoke test: one env runner in-process, no Ray cluster")
     args = p.parse_args(argv)
     if args.local:
-        print(json.dumps({"rows": [measure_local(args.n_steps, args.rounds)], "cluster_cpus": None, "local": True}))
+        print(json.dumps({"rows": [measure_local(args.n_steps, args.rounds)], "cluster_cpus": None,
+                          "local": True}))
         return 0
     import ray
     from ray.tune.registry import register_env

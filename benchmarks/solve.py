@@ -26,7 +26,8 @@ def _evals(child: Child) -> list[dict[str, Any]]:
     for t, line in child.lines:
         m = EVAL_LINE.search(line)
         if m:
-            out.append({"t": round(t, 2), "step": int(m.group(1).replace(",", "")), "mean_reward": float(m.group(2)),
+            out.append({"t": round(t, 2), "step": int(m.group(1).replace(",", "")),
+                        "mean_reward": float(m.group(2)),
                         "success_rate": None if m.group(3) is None else float(m.group(3))})
         elif line.startswith('{"event": "eval"'):
             import json
@@ -45,7 +46,7 @@ def _solved(ev: dict[str, Any], success: float | None, ret: float | None) -> boo
 
 def until_solved(name: str, cmd: list[str], budget_s: float, success: float | None = None,
                  ret: float | None = None) -> dict[str, Any]:
-    """Run ``cmd`` until an evaluation reaches the threshold, the process ends, or the wall budget is spent."""
+    """Run ``cmd`` until an evaluation reaches the threshold, the process ends, or the budget is spent."""
     load = os.getloadavg()[0]
     child = Child(cmd).start()
     hit: dict[str, Any] | None = None
@@ -58,9 +59,11 @@ def until_solved(name: str, cmd: list[str], budget_s: float, success: float | No
     evals = _evals(child)
     hit = hit or next((e for e in evals if _solved(e, success, ret)), None)
     if hit is None and child.proc.returncode not in (0, -15) and not evals:
-        raise RuntimeError(f"{name}: {' '.join(cmd[1:])} exited {child.proc.returncode}: {child.stderr_tail()}")
+        raise RuntimeError(f"{name}: {' '.join(cmd[1:])} exited {child.proc.returncode}: "
+                           f"{child.stderr_tail()}")
     best = max((e["success_rate"] if success is not None else e["mean_reward"] for e in evals), default=None)
-    return {"name": name, "command": " ".join(c.replace(str(ROOT) + "/", "") for c in cmd), "solved": hit is not None,
+    return {"name": name, "command": " ".join(c.replace(str(ROOT) + "/", "") for c in cmd),
+            "solved": hit is not None,
             "wall_s": hit["t"] if hit else None, "steps": hit["step"] if hit else None, "budget_s": budget_s,
             "ran_s": round(child.elapsed, 1), "last_step": evals[-1]["step"] if evals else 0, "best": best,
             "evals": evals, "loadavg_at_start": round(load, 2),
@@ -79,7 +82,8 @@ def run(quick: bool, budgets: dict[str, float] | None = None) -> dict[str, Any]:
              "--eval-every", str(every), "--eval-episodes", str(episodes), "--threshold-success", "0.9",
              *(["--timesteps", "512", "--n-steps", "64"] if quick else ["--timesteps", "1000000"])]
     jobs = {
-        "nondiff": (train_cmd("--env", "robot", "--seed", "0", "--run-dir", f"{tmp}/nd", "--set", f"eval.every={every}",
+        "nondiff": (train_cmd("--env", "robot", "--seed", "0", "--run-dir", f"{tmp}/nd", "--set",
+                              f"eval.every={every}",
                               "--set", f"eval.episodes={episodes}", *steps), {"success": 0.9}),
         "zoo": ([*plain, "--hp", "zoo"], {"success": 0.9}),
         "defaults": ([*plain, "--hp", "defaults"], {"success": 0.9}),
@@ -103,4 +107,5 @@ def run(quick: bool, budgets: dict[str, float] | None = None) -> dict[str, Any]:
         ratio, bound = nd["wall_s"] / zoo["ran_s"], "<"
     else:
         ratio, bound = None, "n/a"
-    return {"runs": runs, "eval_every": every, "eval_episodes": episodes, "ratio_vs_zoo": ratio, "ratio_bound": bound}
+    return {"runs": runs, "eval_every": every, "eval_episodes": episodes, "ratio_vs_zoo": ratio,
+            "ratio_bound": bound}

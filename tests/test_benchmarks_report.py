@@ -50,13 +50,16 @@ def test_hand_added_rows_and_sections_survive_a_rewrite_in_place():
     doc = {"rows": {"P2": _row("P2", 0.5), "P3": _row("P3", 0.7), "P4": _row("P4", 11.7)}}
     md = markdown(doc, OLD)
     lines = md.splitlines()
-    table = [ln.split("|")[1].strip() for ln in lines[: lines.index("## P2: P2 title")] if ln.startswith("| ")]
+    head = lines[: lines.index("## P2: P2 title")]
+    table = [ln.split("|")[1].strip() for ln in head if ln.startswith("| ")]
     assert table == ["id", "P2", "P3", "P3b", "P4"]  # P3b after P3, where it was; regenerated rows new
     assert "old P2 text" not in md and "P2 details" in md
     assert md.index("## P4: P4 title") < md.index("## P3b and P3c: by hand") and "| spawn | 18.6 |" in md
-    assert md.count("| P3 raw | 5 |") == 0 and md.count("| spawn | 18.6 |") == 1  # a section's table is no summary row
+    # a section's table is no summary row
+    assert md.count("| P3 raw | 5 |") == 0 and md.count("| spawn | 18.6 |") == 1
     p4 = next(ln for ln in lines if ln.startswith("| P4 |"))
-    assert "taken at load 11.7 > 1.5" in p4 and "taken at load" not in next(ln for ln in lines if ln.startswith("| P2 |"))
+    p2 = next(ln for ln in lines if ln.startswith("| P2 |"))
+    assert "taken at load 11.7 > 1.5" in p4 and "taken at load" not in p2
     assert markdown(doc, md) == md  # idempotent
 
 

@@ -30,9 +30,10 @@ def raw_steps_per_s(seconds: float = 5.0) -> float:
 def training_steps_per_s(vec: str, threads: int, steps: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        subprocess.run([sys.executable, str(ROOT / "train.py"), "--env", "game", "--timesteps", str(steps), "--seed",
-                        "0", "--quiet", "--run-dir", f"{tmp}/r", "--set", f"train.vec_env={vec}", "--set",
-                        f"train.threads={threads}", "--set", "eval.every=0"], check=True, capture_output=True, cwd=ROOT)
+        cmd = [sys.executable, str(ROOT / "train.py"), "--env", "game", "--timesteps", str(steps), "--seed",
+               "0", "--quiet", "--run-dir", f"{tmp}/r", "--set", f"train.vec_env={vec}", "--set",
+               f"train.threads={threads}", "--set", "eval.every=0"]
+        subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
         return steps / (time.perf_counter() - t)
 
 
@@ -59,8 +60,10 @@ def gym_path_steps_per_s(n: int = 8, size: int = 42, seconds: float = 3.0) -> tu
     return rate, cpu
 
 
-def ale_vector_steps_per_s(n: int = 8, size: int = 42, threads: int = 1, seconds: float = 3.0) -> tuple[float, float]:
-    """Agent steps/s and CPU µs per agent step of ALE's ``AtariVectorEnv`` (same preprocessing), random actions."""
+def ale_vector_steps_per_s(n: int = 8, size: int = 42, threads: int = 1,
+                           seconds: float = 3.0) -> tuple[float, float]:
+    """Agent steps/s and CPU µs per agent step of ALE's ``AtariVectorEnv`` (same preprocessing, random
+    actions)."""
     import numpy as np
     from ale_py.vector_env import AtariVectorEnv
 
@@ -86,7 +89,8 @@ def ale_comparison(rounds: int = 3) -> None:
                          ("AtariVectorEnv, 8 envs, 2 threads", lambda: ale_vector_steps_per_s(threads=2))):
             load = os.getloadavg()[0]
             rate, cpu = fn()
-            print(json.dumps({"round": r, "path": name, "env_steps_per_s": round(rate), "cpu_us_per_step": round(cpu),
+            print(json.dumps({"round": r, "path": name, "env_steps_per_s": round(rate),
+                              "cpu_us_per_step": round(cpu),
                               "load_1min": round(load, 2)}), flush=True)
 
 
@@ -99,4 +103,5 @@ if __name__ == "__main__":
     for vec in ("dummy", "subproc"):
         for threads in (1, 2):
             sps = training_steps_per_s(vec, threads, steps)
-            print(json.dumps({"vec_env": vec, "threads": threads, "train_steps_per_s": round(sps)}), flush=True)
+            print(json.dumps({"vec_env": vec, "threads": threads, "train_steps_per_s": round(sps)}),
+                  flush=True)

@@ -5,8 +5,8 @@ CMA-ES (the ``cma`` package) optimises each instance on its own from the same fi
 only the data misfit that the adapter's black box returns. Both are scored with the adapter's own
 success metric against the hidden truth; that score is bookkeeping and is not a forward call.
 
-    python benchmarks/experiments/inverse_baseline.py --run renderer=runs/renderer-… --run seismic=runs/seismic-… \\
-        [--instances 20] [--budget 3000] [--json out.json]
+    python benchmarks/experiments/inverse_baseline.py --run renderer=runs/renderer-… \\
+        --run seismic=runs/seismic-… [--instances 20] [--budget 3000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def run_cmaes(env: Any, name: str, seed: int, budget: int, sigma0: float) -> dic
     u = env.unwrapped
     env.reset(seed=seed)
     x0 = _start_guess(u)
-    es = cma.CMAEvolutionStrategy(x0, sigma0, {"bounds": [0.0, 1.0], "maxfevals": budget, "seed": seed % 2**31 + 1,
+    es = cma.CMAEvolutionStrategy(x0, sigma0,
+                                  {"bounds": [0.0, 1.0], "maxfevals": budget, "seed": seed % 2**31 + 1,
                                                "verbose": -9})
     calls, solved_at, t0 = 0, None, time.perf_counter()
     while not es.stop():
@@ -73,7 +74,8 @@ def run_cmaes(env: Any, name: str, seed: int, budget: int, sigma0: float) -> dic
         if solved_at is None and ok(u.score(np.asarray(es.result.xbest))[metric]):
             solved_at = calls
     wall = time.perf_counter() - t0
-    return {"calls": calls, "calls_to_success": solved_at, "wall_s": wall, **u.score(np.asarray(es.result.xbest))}
+    return {"calls": calls, "calls_to_success": solved_at, "wall_s": wall,
+            **u.score(np.asarray(es.result.xbest))}
 
 
 def compare(name: str, run_dir: str, instances: int, budget: int, sigma0: float) -> dict[str, Any]:
@@ -112,8 +114,8 @@ def table(results: list[dict[str, Any]]) -> str:
             calls = f"{s['mean_calls']:.0f}"
             if method == "cmaes" and s["median_calls_to_success"] is not None:
                 calls += f" (median {s['median_calls_to_success']:.0f} to success)"
-            lines.append(f"| {r['adapter']} | {'trained policy' if method == 'policy' else 'CMA-ES'} | {calls} | "
-                         f"{1000 * s['mean_wall_s']:.1f} ms | {metric} {s[f'mean_{metric}']:.3f} | "
+            lines.append(f"| {r['adapter']} | {'trained policy' if method == 'policy' else 'CMA-ES'} | "
+                         f"{calls} | {1000 * s['mean_wall_s']:.1f} ms | {metric} {s[f'mean_{metric}']:.3f} | "
                          f"{s['success_rate']:.2f} ({r['rule']}) |")
     return "\n".join(lines)
 

@@ -1,11 +1,11 @@
 """Export learning curves from runs' TensorBoard event files to a PNG.
 
-    python benchmarks/experiments/plot_curve.py RUN_DIR [RUN_DIR ...] OUT.png [--tags rollout/ep_rew_mean eval/mean_reward]
-        [--minutes] [--mark 60]
+    python benchmarks/experiments/plot_curve.py RUN_DIR [RUN_DIR ...] OUT.png
+        [--tags rollout/ep_rew_mean eval/mean_reward] [--minutes] [--mark 60]
 
 With several runs, each run's tags share its colour (the rollout curve solid, the evaluation dashed with
-markers). ``--minutes`` puts wall-clock minutes since each run's first event on the x axis instead of env steps;
-``--mark`` draws a vertical line there (e.g. a time budget).
+markers). ``--minutes`` puts wall-clock minutes since each run's first event on the x axis instead of env
+steps; ``--mark`` draws a vertical line there (e.g. a time budget).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def main() -> None:
     p.add_argument("paths", nargs="+", metavar="RUN_DIR... OUT.png")
     p.add_argument("--tags", nargs="+", default=["rollout/ep_rew_mean", "eval/mean_reward"])
     p.add_argument("--title", default=None)
-    p.add_argument("--minutes", action="store_true", help="x axis: wall-clock minutes since the run's first event")
+    p.add_argument("--minutes", action="store_true",
+                   help="x axis: wall-clock minutes since the run's first event")
     p.add_argument("--mark", type=float, default=None, help="a vertical line at this x value")
     args = p.parse_args()
     if len(args.paths) < 2:
@@ -46,7 +47,8 @@ def main() -> None:
             xs = [(e.wall_time - t0) / 60 if args.minutes else e.step for e in events]
             label = tag if len(runs) == 1 else f"{Path(run).name}: {tag}"
             style: dict[str, Any] = {"linestyle": "--", "marker": "."} if "eval" in tag else {}
-            ax.plot(xs, [e.value for e in events], label=label, color=f"C{k}" if len(runs) > 1 else None, **style)
+            ax.plot(xs, [e.value for e in events], label=label, color=f"C{k}" if len(runs) > 1 else None,
+                    **style)
     if args.mark is not None:
         ax.axvline(args.mark, color="grey", linewidth=1)
     ax.set_xlabel("wall-clock minutes" if args.minutes else "env steps")

@@ -1,10 +1,11 @@
 """Pong training steps/s, one change at a time, side by side in one run (docs/results.md, issue 17).
 
-Each variant is one ``train.py --env game`` run of a fixed number of steps (no periodic eval) with the
-shipped config plus ``--set`` overrides; steps/s is the run's own figure (from its first step, startup
-excluded). The ``whole screen, vec_env …`` rows (the shipped config without its crop, which ALE cannot do)
-compare ``train.vec_env: dummy`` with ALE's own vector env (``ale``, agents/sb3/alevec.py; ``--only vec_env``). The 1-minute load average is printed before each
-run: on a shared machine it decides the absolute figures, so compare rows of one invocation only.
+Each variant is one ``train.py --env game`` run of a fixed number of steps (no periodic eval) with the shipped
+config plus ``--set`` overrides; steps/s is the run's own figure (from its first step, startup excluded). The
+``whole screen, vec_env …`` rows (the shipped config without its crop, which ALE cannot do) compare
+``train.vec_env: dummy`` with ALE's own vector env (``ale``, agents/sb3/alevec.py; ``--only vec_env``). The
+1-minute load average is printed before each run: on a shared machine it decides the absolute figures, so
+compare rows of one invocation only.
 
     python benchmarks/experiments/pong_steps.py [STEPS] [--only NAME ...]
     python benchmarks/experiments/pong_steps.py --cpu [STEPS] [--only NAME ...]
@@ -28,7 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-OLD = ["env.frame_size=84", "env.crop=null", "agent.cnn=nature", "agent.precision=fp32", "agent.n_epochs=4", "agent.batch_size=256"]
+OLD = ["env.frame_size=84", "env.crop=null", "agent.cnn=nature", "agent.precision=fp32", "agent.n_epochs=4",
+       "agent.batch_size=256"]
 """The issue-3 setup (configs/game84.yaml) expressed over the shipped config."""
 VARIANTS: dict[str, list[str]] = {
     "84 Nature fp32, 2 threads (issue 3)": [*OLD, "train.threads=2"],
@@ -67,7 +69,8 @@ def cpu_ms_per_step(sets: list[str], steps: int) -> float:
 def run(sets: list[str], steps: int) -> float:
     """One training run's steps/s."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, str(ROOT / "train.py"), "--env", "game", "--timesteps", str(steps), "--seed", "0",
+        cmd = [sys.executable, str(ROOT / "train.py"), "--env", "game", "--timesteps", str(steps), "--seed",
+               "0",
                "--quiet", "--run-dir", f"{tmp}/r", "--set", "eval.every=0"]
         for s in sets:
             cmd += ["--set", s]
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cpu:
             ms = cpu_ms_per_step(sets, steps)
             print(json.dumps({"variant": name, "steps": steps, "cpu_ms_per_step": round(ms, 3),
-                              "one_core_steps_per_s": round(1000 / ms), "load_1min_before": round(load, 2)}), flush=True)
+                              "one_core_steps_per_s": round(1000 / ms), "load_1min_before": round(load, 2)}),
+                  flush=True)
             continue
         print(json.dumps({"variant": name, "steps": steps, "steps_per_s": round(run(sets, steps)),
                           "load_1min_before": round(load, 2)}), flush=True)

@@ -1,16 +1,18 @@
-"""Black-box strategies on held-out inverse problems: calls per instance, wall time, score, error-vs-calls curves.
+"""Black-box strategies on held-out inverse problems: calls per instance, wall time, score, error curves.
 
 Two modes. One strategy, trained with a forward-call budget (none for CMA-ES), answering the same held-out
 instances as benchmarks/experiments/inverse_baseline.py (the env's instances of seeds 50000…):
 
-    python benchmarks/experiments/strategies.py --adapter seismic --algo amortised --train-calls 4096 [--instances 20]
+    python benchmarks/experiments/strategies.py --adapter seismic --algo amortised --train-calls 4096 \\
+        [--instances 20]
 
 The comparison (``make bench-strategies``): per adapter, one shared training run (one bank of prior pairs
 that the amortised network, the surrogate f̂ and the surrogate's inverse network (a) all fit), then every
 row of :data:`ROWS` on the same held-out instances side by side, sbi's NPE on the same pairs (seismic), a
 JSON per adapter and the plot docs/strategies_<adapter>.png (mean error against forward calls per instance):
 
-    python benchmarks/experiments/strategies.py --suite [--adapters renderer,seismic] [--instances 20] [--train-calls 4096]
+    python benchmarks/experiments/strategies.py --suite [--adapters renderer,seismic] [--instances 20] \\
+        [--train-calls 4096]
 
 Forward calls are exact counts of the problem's black box and do not depend on the machine's load.
 """
@@ -55,7 +57,7 @@ BUDGET = {"renderer": 20, "seismic": 10}
 """Calls per instance of the learned rows: the issue's goal (≤ 10% of CMA-ES's calls)."""
 PPO = {"renderer": {"train_calls": 400_000, "mean_calls": 11, "score": 0.761, "success_rate": 0.45},
        "seismic": {"train_calls": 100_000, "mean_calls": 5, "score": 0.147, "success_rate": 0.20}}
-"""The shipped configs' PPO policies on the same 20 instances (docs/results.md, inverse_baseline.py), quoted."""
+"""The shipped configs' PPO policies on the same 20 instances, quoted (docs/results.md)."""
 
 
 def make_problem(adapter: str) -> Any:
@@ -70,7 +72,7 @@ def make_problem(adapter: str) -> Any:
 
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` options (``--set``, ``--train-set``) as ``blackbox:`` settings, each value read as YAML."""
+    """``KEY=VALUE`` options (``--set``, ``--train-set``) as ``blackbox:`` settings, values read as YAML."""
     import yaml
 
     return {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
@@ -108,11 +110,14 @@ def single(args: argparse.Namespace) -> int:
     for inst in held_out(env, args.instances):
         c0, t1 = problem.forward_calls, time.perf_counter()
         x = strategy.solve(inst, rng)
-        rows.append({"calls": problem.forward_calls - c0, "wall_s": time.perf_counter() - t1, **problem.score(x, inst)})
+        rows.append({"calls": problem.forward_calls - c0, "wall_s": time.perf_counter() - t1,
+                     **problem.score(x, inst)})
     key = problem.score_key
     out = {"adapter": args.adapter, "algo": args.algo, "settings": settings, "train_calls": train_calls,
-           "train_s": train_s, "instances": args.instances, "mean_calls": float(np.mean([r["calls"] for r in rows])),
-           "mean_wall_s": float(np.mean([r["wall_s"] for r in rows])), f"mean_{key}": float(np.mean([r[key] for r in rows])),
+           "train_s": train_s, "instances": args.instances,
+           "mean_calls": float(np.mean([r["calls"] for r in rows])),
+           "mean_wall_s": float(np.mean([r["wall_s"] for r in rows])),
+           f"mean_{key}": float(np.mean([r[key] for r in rows])),
            "success_rate": float(np.mean([problem.solved(r) for r in rows])), "last_round": last,
            "loadavg": os.getloadavg()}
     print(json.dumps(out))
@@ -163,9 +168,9 @@ def run_row(problem: Any, learned: dict[str, Any], stages: Stages, insts: list[A
         wall, calls, log = time.perf_counter() - t0, problem.forward_calls - c0, problem.call_log
         problem.call_log = None
         first: Any = solvers[0][0]  # a learned strategy (typed Any in ``learned``) or CMA-ES
+        inverse = stages[0][0] == "surrogate" and solvers[0][1].inverse_epochs
         zero = (first.predict_params(inst) if hasattr(first, "predict_params") else
-                first.inverse_params(inst) if stages[0][0] == "surrogate" and solvers[0][1].inverse_epochs else
-                problem.start())
+                first.inverse_params(inst) if inverse else problem.start())
         final = problem.score(x, inst)
         per.append({"calls": calls, "wall_s": wall, **final,
                     "curve": _curve(problem, inst, log, problem.score(zero, inst)[key], final[key], horizon)})
@@ -186,7 +191,8 @@ def train_shared(problem: Any, train_calls: int, round_calls: int = 1024,
     from agents.blackbox.chain import ChainStrategy
     from agents.config import validate
 
-    cfg = validate({"blackbox": {"chain": ["amortised", "surrogate"], "inverse_epochs": 20, "batch": round_calls,
+    cfg = validate({"blackbox": {"chain": ["amortised", "surrogate"], "inverse_epochs": 20,
+                                 "batch": round_calls,
                                  **(settings or {})}}, "suite").blackbox
     c0, t0 = problem.forward_calls, time.perf_counter()
     chain = ChainStrategy(problem, cfg, 0)
@@ -221,7 +227,7 @@ def grad_quality(problem: Any, learned: dict[str, Any], insts: list[Any], budget
 
 
 def run_sbi(problem: Any, bank: Any, insts: list[Any], samples: int = 1000) -> dict[str, Any]:
-    """sbi's NPE on a bank's prior pairs (the same simulation budget); the posterior mean scored like the rest."""
+    """sbi's NPE on a bank's prior pairs (same simulation budget); the posterior mean scored as the rest."""
     import torch
     from sbi.inference import NPE
     from sbi.utils import BoxUniform
@@ -239,9 +245,11 @@ def run_sbi(problem: Any, bank: Any, insts: list[Any], samples: int = 1000) -> d
     train_s, key, per = time.perf_counter() - t0, problem.score_key, []
     for inst in insts:
         t1 = time.perf_counter()
-        obs = torch.as_tensor(np.concatenate([problem.features(inst.data), problem.context_features(inst.context)]))
+        obs = torch.as_tensor(np.concatenate([problem.features(inst.data),
+                                              problem.context_features(inst.context)]))
         # samples outside the prior box are clipped onto it rather than rejected (rejection stalls on leakage)
-        draws = posterior.sample((samples,), x=obs[keep], show_progress_bars=False, reject_outside_prior=False)
+        draws = posterior.sample((samples,), x=obs[keep], show_progress_bars=False,
+                                 reject_outside_prior=False)
         mean = draws.detach().clamp(0.0, 1.0).mean(0).double().numpy()
         per.append({"calls": 0, "wall_s": time.perf_counter() - t1, **problem.score(mean, inst)})
     return {"mean_calls": 0.0, "mean_wall_s": float(np.mean([r["wall_s"] for r in per])), "train_s": train_s,
@@ -270,7 +278,8 @@ def plot(adapter: str, res: dict[str, Any], path: Path) -> None:
     ax.set_xscale("symlog", linthresh=20)
     ax.set_xlabel("forward calls per instance (best checked point so far; 0 = the strategy's no-call answer)")
     ax.set_ylabel(f"mean {res['key']} over {res['instances']} held-out instances")
-    ax.set_title(f"{adapter}: {res['key']} against forward calls per instance ({res['train_calls_all']:,} training calls)")
+    ax.set_title(f"{adapter}: {res['key']} against forward calls per instance ({res['train_calls_all']:,} "
+                 "training calls)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -291,25 +300,31 @@ def suite(args: argparse.Namespace) -> int:
         budget = BUDGET[adapter]
         res: dict[str, Any] = {"adapter": adapter, "key": problem.score_key, "instances": args.instances,
                                "budget": budget, "train_calls_all": learned["train_calls_all"],
-                               "bank_calls": learned["bank_calls"], "grad_check_calls": learned["grad_check_calls"],
+                               "bank_calls": learned["bank_calls"],
+                               "grad_check_calls": learned["grad_check_calls"],
                                "train_s": learned["train_s"], "last_round": learned["last_round"],
-                               "train_settings": args.train_set, "ppo_quoted": PPO[adapter], "loadavg_start": os.getloadavg(), "rows": {}}
+                               "train_settings": args.train_set, "ppo_quoted": PPO[adapter],
+                               "loadavg_start": os.getloadavg(), "rows": {}}
         print(json.dumps({k: v for k, v in res.items() if k != "rows"}), flush=True)
         for name, stages in variants(args.rows, json.loads(args.variants)):
-            row = run_row(problem, learned, stages, insts, budget, 200 if name.startswith("cma (200") else 2 * budget)
+            row = run_row(problem, learned, stages, insts, budget,
+                          200 if name.startswith("cma (200") else 2 * budget)
             res["rows"][name] = row
-            print(json.dumps({"row": name, **{k: v for k, v in row.items() if k not in ("instances", "curve")},
+            print(json.dumps({"row": name,
+                              **{k: v for k, v in row.items() if k not in ("instances", "curve")},
                               "loadavg": os.getloadavg()}), flush=True)
             save(adapter, res, Path(args.out))
         if args.no_grad_check:
             continue
         res["grad_cosine_at_answers"] = grad_quality(problem, learned, insts[:10], budget)
-        print(json.dumps({"grad_cosine_at_answers": res["grad_cosine_at_answers"], "loadavg": os.getloadavg()}),
+        print(json.dumps({"grad_cosine_at_answers": res["grad_cosine_at_answers"],
+                          "loadavg": os.getloadavg()}),
               flush=True)
         save(adapter, res, Path(args.out))
         if adapter == "seismic" and not args.no_sbi:
             res["sbi NPE"] = run_sbi(problem, learned["amortised"].bank, insts)
-            print(json.dumps({"row": "sbi NPE", **{k: v for k, v in res["sbi NPE"].items() if k != "instances"},
+            print(json.dumps({"row": "sbi NPE",
+                              **{k: v for k, v in res["sbi NPE"].items() if k != "instances"},
                               "loadavg": os.getloadavg()}), flush=True)
             save(adapter, res, Path(args.out))
     return 0
@@ -344,28 +359,35 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--suite", action="store_true", help="the side-by-side comparison and its plots")
     p.add_argument("--adapters", default="renderer,seismic", help="--suite: adapters, comma-separated")
-    p.add_argument("--rows", default="", help="--suite: only rows whose name contains one of these (comma-separated)")
+    p.add_argument("--rows", default="",
+                   help="--suite: only rows whose name contains one of these (comma-separated)")
     p.add_argument("--no-sbi", action="store_true", help="--suite: leave out sbi's NPE (the bench extra)")
-    p.add_argument("--no-grad-check", action="store_true", help="--suite: leave out the gradient check and sbi")
-    p.add_argument("--sbi-into", metavar="JSON", help="add sbi's NPE (fresh prior draws, as many as the bank) to a "
-                   "--suite JSON, written to --out")
-    p.add_argument("--merge", metavar="JSON", nargs="+", help="merge the rows of --suite JSON files of one adapter "
-                   "(rows run in parallel processes, same seeds) into --out, and plot them")
+    p.add_argument("--no-grad-check", action="store_true",
+                   help="--suite: leave out the gradient check and sbi")
+    p.add_argument("--sbi-into", metavar="JSON",
+                   help="add sbi's NPE (fresh prior draws, as many as the bank) to a --suite JSON, written "
+                   "to --out")
+    p.add_argument("--merge", metavar="JSON", nargs="+",
+                   help="merge the rows of --suite JSON files of one adapter (rows run in parallel "
+                   "processes, same seeds) into --out, and plot them")
     p.add_argument("--out", default=str(ROOT / "docs"), help="--suite: folder of the JSON and PNG files")
     p.add_argument("--adapter", choices=["renderer", "seismic"])
     p.add_argument("--algo", choices=list(STRATEGIES))
     p.add_argument("--train-calls", type=int, default=None,
-                   help="training forward-call budget (single: default 0; --suite: prior pairs, default 4096)")
+                   help="training forward-call budget (single: default 0; --suite: prior pairs, default "
+                        "4096)")
     p.add_argument("--round-calls", type=int, default=1024,
                    help="--suite: prior draws per training round (each round refits on the whole bank)")
     p.add_argument("--instances", type=int, default=20)
     p.add_argument("--first-seed", type=int, default=SEED0,
-                   help="--suite: env seed of the first instance (50000: the held-out set; another: for tuning)")
+                   help="--suite: env seed of the first instance (50000: the held-out set; another: for "
+                        "tuning)")
     p.add_argument("--variants", default="[{}]", help="--suite: JSON list of blackbox overrides of the rows' "
                    "surrogate stages, e.g. '[{}, {\"trust_radius\": 0.05}]'; one training serves them all")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a blackbox: setting")
     p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="--suite: a blackbox: setting of the shared training (e.g. epochs=40, 'hidden=[512, 512]')")
+                   help="--suite: a blackbox: setting of the shared training (e.g. epochs=40, 'hidden=[512, "
+                        "512]')")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
     if args.sbi_into:  # sbi's NPE added to a --suite JSON, on a fresh bank of as many prior draws
@@ -389,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         for other in args.merge[1:]:
             more = json.loads(Path(other).read_text())
             if more["train_calls_all"] != res["train_calls_all"] or more["last_round"] != res["last_round"]:
-                raise SystemExit(f"{other}: another training than {args.merge[0]}'s; merge only runs of one seed")
+                raise SystemExit(f"{other}: another training than {args.merge[0]}'s; merge only runs of one "
+                                 "seed")
             res["rows"].update(more["rows"])
             res.update({k: v for k, v in more.items() if k not in res})
         res["rows"] = {k: res["rows"][k] for k in ROWS if k in res["rows"]}

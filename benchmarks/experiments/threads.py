@@ -19,9 +19,10 @@ def measure(threads: int, steps: int, busy: bool) -> float:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            subprocess.run([sys.executable, str(ROOT / "train.py"), "--env", "robot", "--timesteps", str(steps),
-                            "--seed", "0", "--quiet", "--run-dir", f"{tmp}/r", "--set", f"train.threads={threads}",
-                            "--set", "eval.every=0"], check=True, capture_output=True, cwd=ROOT)
+            cmd = [sys.executable, str(ROOT / "train.py"), "--env", "robot", "--timesteps", str(steps),
+                   "--seed", "0", "--quiet", "--run-dir", f"{tmp}/r", "--set", f"train.threads={threads}",
+                   "--set", "eval.every=0"]
+            subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
             return steps / (time.perf_counter() - t)
     finally:
         if hog is not None:
@@ -36,7 +37,8 @@ def main() -> None:
     for busy in (False, True):
         for threads in (1, 2):
             sps = measure(threads, args.steps, busy)
-            print(json.dumps({"threads": threads, "other_core_busy": busy, "steps_per_s": round(sps)}), flush=True)
+            print(json.dumps({"threads": threads, "other_core_busy": busy, "steps_per_s": round(sps)}),
+                  flush=True)
 
 
 if __name__ == "__main__":
