@@ -18,8 +18,8 @@ IDS = ("P1", "P2", "P3", "P3b", "P3c", "P4", "P5", "P6", "P6b", "P7", "ENV", "ME
 
 
 def _bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def test_quick_benchmarks_report_every_id_with_a_figure_and_its_load(tmp_path):
