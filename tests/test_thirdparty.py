@@ -133,7 +133,9 @@ def test_rllib_pointmaze_dict_statistics_evaluate_and_resume(tmp_path):
 
 
 def test_vizdoom_resize_grayscale_trains_evaluates_and_records(tmp_path):
-    """VizDoom at 84×84 grayscale through env.wrappers; evaluate.py records a video of the full frames."""
+    """VizDoom at 84×84 grayscale through env.wrappers; evaluate.py records a video of the full frames. VizDoom
+    writes ``_vizdoom.ini`` and ``_vizdoom/`` into its working directory: this test's, never the repository."""
+    strays = [p for p in (ROOT / "_vizdoom.ini", ROOT / "_vizdoom") if not p.exists()]  # none a user made before
     env = ("{id: VizdoomBasic-v1, packages: [vizdoom.gymnasium_wrapper], "
            "wrappers: [{resize: {shape: [84, 84]}}, grayscale]}")
     ok(run(tmp_path, "train.py", "--config", config(tmp_path, env), "--timesteps", "256",
@@ -143,6 +145,7 @@ def test_vizdoom_resize_grayscale_trains_evaluates_and_records(tmp_path):
     video = tmp_path / "doom.mp4"
     ok(run(tmp_path, "evaluate.py", str(tmp_path / "run"), "--episodes", "1", "--video", str(video)))
     assert video.stat().st_size > 10_000
+    assert (tmp_path / "_vizdoom.ini").is_file() and not any(p.exists() for p in strays)
 
 
 def test_flappy_bird_trains_with_the_default_policies_and_no_truncation_storm(tmp_path):
