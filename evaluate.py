@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agents.run.evaluation import EvalSummary, EvaluationReport
 
 
 def parser() -> argparse.ArgumentParser:
@@ -14,20 +18,17 @@ def parser() -> argparse.ArgumentParser:
     return evaluate_parser()
 
 
-def table(res: dict) -> str:
+def table(res: EvaluationReport) -> str:
     """The results and the random baseline as a small text table."""
-    def row(name: str, mean: float, std: float, lo: float, hi: float, length: float, succ: float | None) -> str:
-        s = "-" if succ is None else f"{succ:.2f}"
-        return f"{name:<8} {mean:>10.2f} ± {std:<8.2f} {lo:>9.2f} {hi:>9.2f} {length:>8.1f} {s:>8}"
+    def row(name: str, r: EvalSummary) -> str:
+        s = "-" if r.success_rate is None else f"{r.success_rate:.2f}"
+        return (f"{name:<8} {r.mean_reward:>10.2f} ± {r.std_reward:<8.2f} {r.min_reward:>9.2f} {r.max_reward:>9.2f} "
+                f"{r.mean_length:>8.1f} {s:>8}")
 
     head = f"{'policy':<8} {'mean':>10}   {'std':<8} {'min':>9} {'max':>9} {'length':>8} {'success':>8}"
-    r = res["random"]
-    metrics = [f"{k:<22} trained {v:>10.4g}   random {res['random_metrics'].get(k, float('nan')):>10.4g}"
-               for k, v in res["metrics"].items()]
-    return "\n".join([head, row("trained", res["mean_return"], res["std_return"], res["min_return"], res["max_return"],
-                                res["mean_length"], res["success_rate"]),
-                      row("random", r["mean_reward"], r["std_reward"], r["min_reward"], r["max_reward"],
-                          r["mean_length"], r["success_rate"]), *metrics])
+    metrics = [f"{k:<22} trained {v:>10.4g}   random {res.random.metrics.get(k, float('nan')):>10.4g}"
+               for k, v in res.trained.metrics.items()]
+    return "\n".join([head, row("trained", res.trained), row("random", res.random), *metrics])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"error: {describe(e)}", file=sys.stderr)
         return 1
-    print(f"{res['checkpoint']} (step {res['step']:,}), {res['episodes']} episodes")
+    print(f"{res.checkpoint} (step {res.step:,}), {res.trained.episodes} episodes")
     print(table(res))
     if args.video:
         print(f"video: {args.video}")

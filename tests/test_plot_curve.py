@@ -1,4 +1,4 @@
-"""benchmarks/plot_curve.py on real run directories (the v0 fixture runs' TensorBoard event files)."""
+"""benchmarks/experiments/plot_curve.py on real run directories (the v0 fixture runs' TensorBoard event files)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "tests" / "fixtures" / "runs_v0"
-SCRIPT = str(ROOT / "benchmarks" / "plot_curve.py")
+SCRIPT = str(ROOT / "benchmarks" / "experiments" / "plot_curve.py")
 
 
 def _plot(*args: str) -> subprocess.CompletedProcess[str]:

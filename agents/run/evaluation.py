@@ -1,9 +1,15 @@
-"""Backend-neutral policy evaluation: run N seeded episodes and summarise them."""
+"""Backend-neutral policy evaluation: run N seeded episodes and summarise them, as typed records.
+
+:func:`run_episodes` returns :class:`Episodes` (the per-episode lists and their :class:`EvalSummary`); the
+periodic evaluation writes the summary to ``evaluations.jsonl`` and TensorBoard, and ``evaluate.py`` builds
+an :class:`EvaluationReport` (trained and random), which becomes a dict only when written as JSON.
+"""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -17,6 +23,61 @@ HEARTBEAT = 10_000
 """Steps of one evaluation episode between two "still running" lines."""
 
 
+@dataclass(frozen=True)
+class EvalSummary:
+    """What N episodes of one policy scored (a line of ``evaluations.jsonl``)."""
+
+    mean_reward: float
+    std_reward: float
+    min_reward: float
+    max_reward: float
+    mean_length: float
+    success_rate: float | None
+    """From the last step's ``info["is_success"]`` (or ``info["success"]``); None where no episode had one."""
+    metrics: dict[str, float]
+    """The mean of each scalar an adapter reports in ``info["episode_metrics"]`` on an episode's last step."""
+    episodes: int
+    capped: int = 0
+    """Episodes cut at the step cap (:func:`episode_cap`); their returns are partial."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as a JSON-ready dict (the keys of ``evaluations.jsonl``)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """The episodes :func:`run_episodes` played: per-episode lists and their summary."""
+
+    returns: list[float]
+    lengths: list[int]
+    successes: list[bool | None]
+    summary: EvalSummary
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """What ``evaluate.py`` found: the trained policy and a uniform-random one on the same seeds."""
+
+    checkpoint: str
+    step: int | None
+    trained: EvalSummary
+    random: EvalSummary
+    extra: dict[str, Any] = field(default_factory=dict)
+    """The backend's own figures (e.g. forward calls per instance of a black-box strategy)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON ``evaluate.py --json`` writes (its keys are a published format: keep them)."""
+        t, r = self.trained, self.random
+        return {"mean_return": t.mean_reward, "std_return": t.std_reward, "min_return": t.min_reward,
+                "max_return": t.max_reward, "mean_length": t.mean_length, "success_rate": t.success_rate,
+                "episodes": t.episodes, "capped_episodes": t.capped, "random_mean_return": r.mean_reward,
+                "checkpoint": self.checkpoint,
+                "random": {k: getattr(r, k) for k in ("mean_reward", "std_reward", "min_reward", "max_reward",
+                                                      "mean_length", "success_rate")},
+                "metrics": t.metrics, "random_metrics": r.metrics, "step": self.step, **self.extra}
+
+
 def episode_cap(env: gym.Env, configured: int | None) -> int:
     """``eval.max_episode_steps`` when set, else the env's own time limit, else :data:`DEFAULT_CAP`."""
     if configured is not None:
@@ -27,7 +88,7 @@ def episode_cap(env: gym.Env, configured: int | None) -> int:
 
 def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
                  on_frame: Callable[[Any], None] | None = None, *, max_steps: int = DEFAULT_CAP,
-                 say: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 say: Callable[[str], None] | None = None) -> Episodes:
     """Play ``episodes`` episodes with seeds ``seed, seed+1, …`` and summarise them.
 
     Args:
@@ -40,12 +101,11 @@ def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
         say: prints a console line: every :data:`HEARTBEAT` steps of a long episode, and once for the cut.
 
     Returns:
-        ``mean_reward, std_reward, min_reward, max_reward, mean_length, success_rate, episodes``, plus the
-        ``capped`` (episodes cut at ``max_steps``), per-episode lists ``returns``, ``lengths`` and ``successes`` (from the last step's
-        ``info["is_success"]``, or ``info["success"]`` as gymnasium-robotics reports it; None where neither is), and ``metrics``: the mean of each scalar an adapter reports in
-        ``info["episode_metrics"]`` on an episode's last step (for example the final IoU of a renderer).
+        The per-episode returns, lengths and successes, and their :class:`EvalSummary`.
     """
-    returns, lengths, successes = [], [], []
+    returns: list[float] = []
+    lengths: list[int] = []
+    successes: list[bool | None] = []
     capped = 0
     metrics: dict[str, list[float]] = {}
     for ep in range(episodes):
@@ -75,14 +135,12 @@ def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
         say(f"{capped} of {episodes} evaluation episodes were cut at {max_steps:,} steps (the env did not end "
             "them); their returns are partial. Set eval.max_episode_steps, or env.max_episode_steps for a "
             "time limit in training too")
-    return {
-        "mean_reward": float(np.mean(returns)), "std_reward": float(np.std(returns)),
-        "min_reward": float(np.min(returns)), "max_reward": float(np.max(returns)),
-        "mean_length": float(np.mean(lengths)),
-        "success_rate": float(np.mean(known)) if known else None,
-        "metrics": {k: float(np.mean(v)) for k, v in metrics.items()},
-        "episodes": episodes, "capped": capped, "returns": returns, "lengths": lengths, "successes": successes,
-    }
+    summary = EvalSummary(
+        mean_reward=float(np.mean(returns)), std_reward=float(np.std(returns)), min_reward=float(np.min(returns)),
+        max_reward=float(np.max(returns)), mean_length=float(np.mean(lengths)),
+        success_rate=float(np.mean(known)) if known else None,
+        metrics={k: float(np.mean(v)) for k, v in metrics.items()}, episodes=episodes, capped=capped)
+    return Episodes(returns, lengths, successes, summary)
 
 
 def success_of(info: dict[str, Any]) -> bool | None:
@@ -93,17 +151,12 @@ def success_of(info: dict[str, Any]) -> bool | None:
     return None
 
 
-def summarise(result: dict[str, Any]) -> dict[str, Any]:
-    """``result`` of :func:`run_episodes` without its per-episode lists (what evaluations.jsonl stores)."""
-    return {k: v for k, v in result.items() if k not in ("returns", "lengths", "successes")}
-
-
-def eval_scalars(summary: dict[str, Any]) -> dict[str, float]:
+def eval_scalars(summary: EvalSummary) -> dict[str, float]:
     """The ``eval/…`` scalars both backends write to TensorBoard for one periodic evaluation."""
-    out = {"eval/mean_reward": summary["mean_reward"], "eval/mean_ep_length": summary["mean_length"]}
-    if summary["success_rate"] is not None:
-        out["eval/success_rate"] = summary["success_rate"]
-    out.update({f"eval/{k}": v for k, v in summary.get("metrics", {}).items()})
+    out = {"eval/mean_reward": summary.mean_reward, "eval/mean_ep_length": summary.mean_length}
+    if summary.success_rate is not None:
+        out["eval/success_rate"] = summary.success_rate
+    out.update({f"eval/{k}": v for k, v in summary.metrics.items()})
     return out
 
 

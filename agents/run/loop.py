@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.errors import EnvFailure
 from agents.run.envfactory import env_factory
-from agents.run.evaluation import episode_cap, eval_scalars, run_episodes, summarise
+from agents.run.evaluation import episode_cap, eval_scalars, run_episodes
 
 if TYPE_CHECKING:
     from agents import Backend
@@ -78,7 +78,7 @@ def _evaluate(backend: Backend, session: Session, env: Any, step: int) -> None:
     result = run_episodes(env, lambda o: backend.predict(o, deterministic=cfg.eval.deterministic),
                           cfg.eval.episodes, seed=backend.seed + EVAL_SEED_OFFSET,
                           max_steps=episode_cap(env, cfg.eval.max_episode_steps), say=session.say)
-    summary = summarise(result)
+    summary = result.summary
     session.log({**eval_scalars(summary), **{f"eval/{k}": v for k, v in backend.eval_report().items()}}, step)
     if session.record_eval(step, summary):
-        backend.save(session.run.best, {"eval": summary})
+        backend.save(session.run.best, {"eval": summary.to_json()})

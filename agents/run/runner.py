@@ -12,7 +12,7 @@ import random
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import envs
 from agents import get_backend
@@ -31,6 +31,9 @@ from agents.run import cli
 from agents.run.envfactory import check_env_kwargs, import_packages, is_image_space, probe_spaces
 from agents.run.rundir import RunDir
 from agents.run.session import Session
+
+if TYPE_CHECKING:
+    from agents.run.evaluation import EvaluationReport
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -252,11 +255,11 @@ def load_policy(run_dir: str | Path, checkpoint: str = "final", *, trust: bool =
     return cfg, backend, path, meta
 
 
-def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+def evaluate(args: argparse.Namespace) -> EvaluationReport:
     """Run ``evaluate.py``: score a checkpoint and a uniform-random policy on the same seeds."""
     from agents.run.checkpoint import check_spaces
     from agents.run.envfactory import env_factory
-    from agents.run.evaluation import episode_cap, random_policy, run_episodes
+    from agents.run.evaluation import EvaluationReport, episode_cap, random_policy, run_episodes
 
     cfg, backend, path, meta = load_policy(args.run_dir, args.checkpoint, trust=args.trust_checkpoint,
                                            trust_run_dir=getattr(args, "trust_run_dir", False))
@@ -297,19 +300,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.video:
         _write_video(args.video, frames, env.metadata.get("render_fps", 30))
     if figure:  # the last frame of the first episode: the adapter's picture of where the policy ended
-        last = result["lengths"][0] if args.video else -1
+        last = result.lengths[0] if args.video else -1
         _write_png(figure, frames[last] if frames else None)
-    out = {"mean_return": result["mean_reward"], "std_return": result["std_reward"],
-           "min_return": result["min_reward"], "max_return": result["max_reward"],
-           "mean_length": result["mean_length"], "success_rate": result["success_rate"],
-           "episodes": args.episodes, "capped_episodes": result["capped"],
-           "random_mean_return": baseline["mean_reward"], "checkpoint": str(path),
-           "random": {k: baseline[k] for k in ("mean_reward", "std_reward", "min_reward", "max_reward",
-                                               "mean_length", "success_rate")},
-           "metrics": result["metrics"], "random_metrics": baseline["metrics"],
-           "step": meta.get("num_timesteps"), **report}
+    out = EvaluationReport(str(path), meta.get("num_timesteps"), result.summary, baseline.summary, report)
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        Path(args.json).write_text(json.dumps(out.to_json(), indent=1))
     return out
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from agents.config import RunConfig
+from agents.run.evaluation import EvalSummary
 from agents.run.health import EnvHealth
 from agents.run.rundir import RunDir
 from envs.stop import clear_stop, request_stop
@@ -206,17 +207,17 @@ class Session:
         self._next_eval = (step // every + 1) * every
         return True
 
-    def record_eval(self, step: int, result: dict[str, Any]) -> bool:
+    def record_eval(self, step: int, result: EvalSummary) -> bool:
         """Append an evaluation to ``evaluations.jsonl``; return True when it is the best so far."""
-        line = json.dumps({"step": step, **result})
+        line = json.dumps({"step": step, **result.to_json()})
         with open(self.run.path / "evaluations.jsonl", "a") as f:
             f.write(line + "\n")
-        better = result["mean_reward"] > self.best_reward
+        better = result.mean_reward > self.best_reward
         if better:
-            self.best_reward = result["mean_reward"]
-        succ = "" if result["success_rate"] is None else f", success_rate {result['success_rate']:.2f}"
-        extra = "".join(f", {k} {v:.3g}" for k, v in result.get("metrics", {}).items())
-        line = (f"eval @ {step:,}: mean_reward {result['mean_reward']:.2f} ± {result['std_reward']:.2f}"
+            self.best_reward = result.mean_reward
+        succ = "" if result.success_rate is None else f", success_rate {result.success_rate:.2f}"
+        extra = "".join(f", {k} {v:.3g}" for k, v in result.metrics.items())
+        line = (f"eval @ {step:,}: mean_reward {result.mean_reward:.2f} ± {result.std_reward:.2f}"
                 f"{succ}{extra}{' (new best)' if better else ''}")
         self.say(line)
         return better

@@ -239,7 +239,7 @@ class ProcessEnv(gym.Env):
         except E.RemoteError as e:
             raise E.AuthError(f"program {self.who!r} refused the handshake: {e}") from e
         try:
-            return M.parse_spec(msg, self.max_space_elements)
+            return M.parse_spec(msg, self.max_space_elements, self.max_message)
         except E.SpecError as e:
             raise E.SpecError(f"program {self.who!r} sent a bad spec: {e}") from e
 

@@ -189,7 +189,7 @@ def test_train_then_evaluate_with_video_figure_and_metrics(tmp_path):
     env = env_factory(cfg, for_eval=True)()
     again = run_episodes(env, random_policy(env.action_space, 10_000), 3, 10_000)
     env.close()
-    assert res["random_metrics"]["iou"] == pytest.approx(again["metrics"]["iou"], abs=1e-12)
+    assert res["random_metrics"]["iou"] == pytest.approx(again.summary.metrics["iou"], abs=1e-12)
     assert res["metrics"]["iou"] != res["random_metrics"]["iou"]
     frames = imageio.mimread(str(video))
     assert len(frames) == 3 * 11 and frames[0].shape[:2] == (256, 514)
@@ -197,7 +197,7 @@ def test_train_then_evaluate_with_video_figure_and_metrics(tmp_path):
     assert math.isfinite(res["metrics"]["param_error"])
     # the black-box baseline runs on the same run directory
     bench = tmp_path / "bench.json"
-    run_cli("benchmarks/inverse_baseline.py", "--run", f"renderer={run}", "--instances", "2", "--budget", "60",
+    run_cli("benchmarks/experiments/inverse_baseline.py", "--run", f"renderer={run}", "--instances", "2", "--budget", "60",
             "--json", str(bench), timeout=300, check=True)
     (row,) = json.loads(bench.read_text())
     assert row["policy"]["mean_calls"] == 11  # the first guess and one render per refinement step
