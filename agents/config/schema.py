@@ -224,11 +224,11 @@ class TrainConfig(_Section):
     """Parallel training envs (``--num-envs``)."""
     vec_env: Literal["dummy", "subproc", "thread", "threadproc", "ale"] = "dummy"
     """``dummy`` steps envs in-process, one after another; ``subproc`` runs one worker process per env, and a
-    worker that dies or hangs is respawned (agents/sb3/vecenv.py) instead of ending training; ``thread`` steps
+    worker that dies or hangs is respawned (envs/vector/subproc.py) instead of ending training; ``thread`` steps
     in-process envs concurrently, one thread each, for envs whose step mostly waits (a remote robot, a
     network service): N such envs then take about one wait per step instead of N (docs/benchmarks.md, P4);
     ``threadproc`` spreads such envs over ``train.env_workers`` worker processes (one GIL each), each stepping
-    its envs with threads, with the ``subproc`` watchdog (agents/sb3/threadproc.py); ``ale`` (``--env game`` on
+    its envs with threads, with the ``subproc`` watchdog (envs/vector/threadproc.py); ``ale`` (``--env game`` on
     sb3 only) steps the games in ALE's own C++ vector env, preprocessing included, with ``train.env_workers``
     threads: the same observations at less CPU per step (agents/sb3/alevec.py, docs/results.md); it resizes the
     whole screen, so it refuses ``env.crop`` (``--set env.crop=null``)."""
@@ -236,7 +236,7 @@ class TrainConfig(_Section):
     """Worker processes of ``vec_env: threadproc`` (at most ``num_envs``; the envs are split evenly), or ALE's
     C++ threads with ``vec_env: ale``."""
     batch_guard: bool = True
-    """Validate each vector step's observations and rewards in one batched pass (agents/sb3/batchguard.py)
+    """Validate each vector step's observations and rewards in one batched pass (envs/vector/batch_guard.py)
     instead of once per env; the faults and policies are the same. False: the per-env checks (for comparison)."""
     worker_timeout: float = Field(default=60.0, gt=0)
     """Seconds a subprocess worker may take for one step before it is replaced as hung."""

@@ -10,6 +10,7 @@ as tensors and are applied by :meth:`RLlibBackend.predict`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import time
@@ -45,7 +46,8 @@ def _create_env(env_config: dict[str, Any]) -> gym.Env | gym.vector.VectorEnv:
     from agents.config import RunConfig as _RunConfig
 
     cfg = _RunConfig.model_validate(env_config["cfg"])
-    make = env_factory(cfg, scale_reward=cfg.agent.normalize_reward)
+    scale = functools.partial(rllib_state.ScaleReward, gamma=cfg.agent.gamma) if cfg.agent.normalize_reward else None
+    make = env_factory(cfg, outer=scale)
     if "num_envs" in env_config:  # train.vec_env: thread (gymnasium's vector_entry_point asks for all envs at once)
         from agents.rllib.vecenv import ThreadVectorEnv
 

@@ -8,12 +8,12 @@ One env, bottom up (:func:`_build`, behind the picklable :func:`env_factory`):
 3. the Guard (``env.nan_policy``): every transition validated, faults recorded;
 4. ``env.wrappers`` in order, then the observation adapter (envs/wrappers.py): Dict/Tuple flattened into one
    Dict of numeric keys (``Text`` and ``env.drop_keys`` left out), channel-last images transposed for SB3;
-5. the backend's episode statistics: SB3's ``Monitor``, or RLlib's per-env reward scaling.
+5. a backend's own per-env wrapper, if it passes one (RLlib's reward scaling).
 
-Many envs (:func:`make_vec_env`, SB3): ``train.num_envs`` copies in a ``DummyVecEnv`` (in-process), a
-``ThreadVecEnv`` (threads, for envs that wait on I/O) or a ``ResilientVecEnv`` (worker processes with a
-watchdog), then ``VecNormalize`` when the agent normalises observations or rewards. RLlib vectorises
-inside its env runners, each calling :func:`env_factory`.
+Many envs (:func:`make_vector_env`): ``train.num_envs`` copies in a Gymnasium vector env from envs/vector/
+(``train.vec_env``: ``dummy`` in-process, ``thread`` a thread each, ``subproc`` worker processes with a
+watchdog, ``threadproc`` threads in several worker processes), then the vector wrappers: the Guard's batched
+check and the episode statistics. A backend adapts the result in one file (agents/sb3/vector.py for SB3).
 """
 
 from __future__ import annotations
@@ -39,7 +39,13 @@ from agents.errors import UserError
 from agents.run import tokens
 from envs import errors as E
 from envs.guard import vector_reward_shape
-from envs.wrappers import WrapperSpec, adapt_observations, apply_wrappers, is_image, parse_wrappers
+from envs.vector.batch_guard import BatchGuard
+from envs.vector.episode_stats import EpisodeStatistics
+from envs.vector.subproc import SubprocVectorEnv
+from envs.vector.sync import SyncVectorEnv
+from envs.vector.threadproc import ThreadProcVectorEnv
+from envs.vector.threads import ThreadVectorEnv
+from envs.wrappers import WrapperSpec, adapt_observations, apply_wrappers, parse_wrappers
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +55,8 @@ RLLIB_CNN_SIZES = ((84, 84), (64, 64), (42, 42), (10, 10))
 
 def _build(name: str, packages: tuple[str, ...], max_episode_steps: int | None, kwargs: dict[str, Any],
            render_mode: str | None, nan_policy: str = "truncate",
-           token: tokens.TokenSource | None = None, monitor: bool = False,
-           scale_reward_gamma: float | None = None, wrappers: tuple[WrapperSpec, ...] = (),
+           token: tokens.TokenSource | None = None, outer: Callable[[gym.Env], gym.Env] | None = None,
+           wrappers: tuple[WrapperSpec, ...] = (),
            drop_keys: tuple[str, ...] = (), channels_first: bool = True, bounds_policy: str = "clip") -> gym.Env:
     """Create one env; module-level so that it pickles by reference into any worker process.
 
@@ -79,84 +85,47 @@ def _build(name: str, packages: tuple[str, ...], max_episode_steps: int | None, 
     env = apply_wrappers(env, list(wrappers))
     env = adapt_observations(env, channels_first=channels_first, drop_keys=drop_keys, flat=not channels_first,
                              cnn_sizes=RLLIB_CNN_SIZES)
-    if monitor:
-        from stable_baselines3.common.monitor import Monitor
-
-        env = Monitor(env)
-    if scale_reward_gamma is not None:
-        from agents.rllib.state import ScaleReward
-
-        env = ScaleReward(env, scale_reward_gamma)
-    return env
+    return outer(env) if outer is not None else env
 
 
-def env_factory(cfg: RunConfig, render_mode: str | None = None, for_eval: bool = False, *, monitor: bool = False,
-                scale_reward: bool = False) -> functools.partial[gym.Env]:
+def env_factory(cfg: RunConfig, render_mode: str | None = None, for_eval: bool = False, *,
+                outer: Callable[[gym.Env], gym.Env] | None = None) -> functools.partial[gym.Env]:
     """A picklable zero-argument callable that builds the configured env (``for_eval``: with ``eval_kwargs``).
 
     It carries where the token comes from, not the token (a literal one excepted, which stays in memory).
-    ``monitor`` adds SB3's episode statistics; ``scale_reward`` RLlib's reward scaling (``agent.gamma``).
+    ``outer`` (picklable) wraps the finished env: a backend's own per-env wrapper.
     """
     assert cfg.env.id is not None
     kwargs = {**cfg.env.adapter_kwargs(), **(cfg.env.eval_kwargs if for_eval else {})}
     return functools.partial(_build, cfg.env.id, tuple(cfg.env.packages), cfg.env.max_episode_steps,
-                             kwargs, render_mode, cfg.env.nan_policy, cfg.env.token_source(), monitor,
-                             cfg.agent.gamma if scale_reward else None, tuple(parse_wrappers(cfg.env.wrappers)),
+                             kwargs, render_mode, cfg.env.nan_policy, cfg.env.token_source(), outer,
+                             tuple(parse_wrappers(cfg.env.wrappers)),
                              tuple(cfg.env.drop_keys), cfg.agent.backend == "sb3",
                              bounds_policy=cfg.env.bounds_policy)
 
 
-def make_vec_env(cfg: RunConfig) -> Any:
-    """SB3's vectorised training envs: ``train.num_envs`` monitored envs, then ``VecNormalize`` if asked."""
-    from stable_baselines3.common.vec_env import VecNormalize
+def make_vector_env(cfg: RunConfig, fns: list[Callable[[], gym.Env]] | None = None) -> gym.vector.VectorEnv:
+    """``train.num_envs`` envs in the ``train.vec_env`` vector env (``dummy``, ``thread``, ``subproc`` or
+    ``threadproc``), under the batched Guard (``train.batch_guard``) and the episode statistics.
 
-    from agents.sb3.bridgevec import is_bridge, make_bridge_vec_env
-
-    fns: list[Callable[[], gym.Env]] = [env_factory(cfg, monitor=True) for _ in range(cfg.train.num_envs)]
-    # bridge programs with K > 1 instances each, or connecting to env.listen: programs x K envs, batched
-    venv: Any = make_bridge_vec_env(cfg, tokens.resolve(cfg.env.token_source()),
-                                    _DECLARED_INSTANCES.get(_instances_key(cfg))) if is_bridge(cfg.env.id) else None
-    if venv is None:
-        with build_errors(cfg):  # a resumed run builds its envs here first (no probe)
-            venv = _plain_vec_env(cfg, fns)
-    if not (cfg.agent.normalize_obs or cfg.agent.normalize_reward):
-        return venv
-    keys = normalized_keys(venv.observation_space)
-    norm_obs = cfg.agent.normalize_obs and keys != []
-    if cfg.agent.normalize_obs and not norm_obs:
-        log.warning("normalize_obs ignored: nothing to normalise (images are scaled to [0, 1] by the policy, "
-                    "discrete observations are one-hot)")
-    elif norm_obs and keys:
-        log.info("normalize_obs: per-key statistics for %s (images and discrete keys excluded)", ", ".join(keys))
-    return VecNormalize(venv, norm_obs=norm_obs, norm_reward=cfg.agent.normalize_reward, gamma=cfg.agent.gamma,
-                        norm_obs_keys=keys or None)
-
-
-def _plain_vec_env(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> Any:
-    """The ``train.vec_env`` choice over in-process or worker-process envs (not bridge programs)."""
-    from agents.sb3.batchguard import GuardedDummyVecEnv
-    from agents.sb3.threadproc import ThreadProcVecEnv
-    from agents.sb3.vecenv import ResilientVecEnv, ThreadVecEnv
-
-    if cfg.train.vec_env == "subproc":
-        return ResilientVecEnv(fns, start_method=cfg.train.start_method, step_timeout=cfg.train.worker_timeout,
-                               max_restarts=cfg.train.max_worker_restarts)
-    if cfg.train.vec_env == "threadproc":
-        return ThreadProcVecEnv(fns, workers=cfg.train.env_workers, start_method=cfg.train.start_method,
-                                step_timeout=cfg.train.worker_timeout, max_restarts=cfg.train.max_worker_restarts,
-                                batch_guard=cfg.train.batch_guard)
-    if cfg.train.vec_env == "ale":  # ALE's C++ vector env: no per-env wrapper stack (agents/sb3/alevec.py)
-        from agents.sb3.alevec import make_ale_vec_env
-
-        return make_ale_vec_env(cfg)
-    built = _in_process(cfg, fns)
-    if built is None:  # one instance per process: a worker process each
-        return ResilientVecEnv(fns, start_method=cfg.train.start_method, step_timeout=cfg.train.worker_timeout,
-                               max_restarts=cfg.train.max_worker_restarts)
-    made: list[Callable[[], gym.Env]] = [functools.partial(_given, env) for env in built]
-    if cfg.train.vec_env == "thread":
-        return ThreadVecEnv(made, batch_guard=cfg.train.batch_guard)
-    return GuardedDummyVecEnv(made, batch_guard=cfg.train.batch_guard)
+    ``fns`` (default: ``train.num_envs`` times :func:`env_factory`) builds the envs.
+    """
+    fns = fns if fns is not None else [env_factory(cfg) for _ in range(cfg.train.num_envs)]
+    venv: gym.vector.VectorEnv
+    with build_errors(cfg):  # a resumed run builds its envs here first (no probe)
+        if cfg.train.vec_env == "threadproc":
+            return EpisodeStatistics(ThreadProcVectorEnv(
+                fns, workers=cfg.train.env_workers, start_method=cfg.train.start_method,
+                step_timeout=cfg.train.worker_timeout, max_restarts=cfg.train.max_worker_restarts,
+                batch_guard=cfg.train.batch_guard))  # each worker checks its envs in one batch
+        built = None if cfg.train.vec_env == "subproc" else _in_process(cfg, fns)
+        if built is None:  # subproc, or one instance per process: a worker process each
+            venv = SubprocVectorEnv(fns, start_method=cfg.train.start_method, step_timeout=cfg.train.worker_timeout,
+                                    max_restarts=cfg.train.max_worker_restarts)
+        else:
+            made: list[Callable[[], gym.Env]] = [functools.partial(_given, env) for env in built]
+            venv = ThreadVectorEnv(made) if cfg.train.vec_env == "thread" else SyncVectorEnv(made)
+    return EpisodeStatistics(BatchGuard(venv, cfg.train.batch_guard))
 
 
 def _given(env: gym.Env) -> gym.Env:
@@ -181,15 +150,6 @@ def _in_process(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> list[gym.En
                     "set that in the config to skip this try)", cfg.env.id, _one_line(e), len(fns))
         return None
     return built
-
-
-def normalized_keys(space: gym.Space) -> list[str] | None:
-    """What ``normalize_obs`` normalises: None for the whole (non-image) Box, the float keys of a Dict, or
-    ``[]`` for nothing (an image, or a Dict without float keys)."""
-    if isinstance(space, gym.spaces.Dict):
-        return [k for k, s in space.spaces.items() if isinstance(s, gym.spaces.Box) and not is_image(s)
-                and not is_image_space(s)]
-    return [] if is_image_space(space) or not isinstance(space, gym.spaces.Box) else None
 
 
 def import_packages(packages: list[str]) -> None:
@@ -271,8 +231,13 @@ def is_image_space(space: gym.Space) -> bool:
 
 
 _DECLARED_INSTANCES: dict[str, int] = {}
-"""``num_instances`` each probed env config declared (bridge programs), so that make_vec_env need not start a
+"""``num_instances`` each probed env config declared (bridge programs), so that the vector env need not start a
 program again to learn it."""
+
+
+def declared_instances(cfg: RunConfig) -> int | None:
+    """The ``num_instances`` the probe found for this env config (None: not probed in this process)."""
+    return _DECLARED_INSTANCES.get(_instances_key(cfg))
 
 
 def _instances_key(cfg: RunConfig) -> str:

@@ -18,20 +18,19 @@ from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
-from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents import Backend
 from agents.config import RunConfig
 from agents.errors import CheckpointError
 from agents.run import checkpoint, tensorcheck
-from agents.run.envfactory import make_vec_env
 from agents.run.loop import Iteration
 from agents.run.session import Session
 from agents.sb3 import offpolicy
 from agents.sb3.policies import load_obs_stats, normalize, save_obs_stats, select_policy
+from agents.sb3.vector import SB3VecEnv, make_vec_env
 
 log = logging.getLogger(__name__)
 _TOLD: dict[str, bool] = {}  # warnings given once per process
@@ -321,10 +320,11 @@ def _load_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor], met
 def _env_states(venv: VecEnv) -> list[dict[str, Any]] | None:
     """Mid-episode state of every in-process env whose adapter offers ``get_state()``; None otherwise."""
     inner = venv.venv if isinstance(venv, VecNormalize) else venv
-    if not isinstance(inner, DummyVecEnv):
+    if not isinstance(inner, SB3VecEnv) or inner.envs is None:
         return None
+    stats = inner.episode_stats
     states: list[dict[str, Any]] = []
-    for env in inner.envs:
+    for i, env in enumerate(inner.envs):
         if not hasattr(env.unwrapped, "get_state"):
             return None
         try:  # an env's private state must never cost the checkpoint: it is left out when it is not JSON
@@ -342,25 +342,26 @@ def _env_states(venv: VecEnv) -> list[dict[str, Any]] | None:
         while isinstance(e, gym.Wrapper):
             if isinstance(e, gym.wrappers.TimeLimit):
                 state["elapsed"] = e._elapsed_steps
-            if isinstance(e, Monitor):
-                state["monitor"] = {"rewards": list(e.rewards), "needs_reset": e.needs_reset}
             e = e.env
+        if stats is not None:
+            state["monitor"] = stats.get_state(i)
         states.append(state)
     return states
 
 
 def _set_env_states(venv: VecEnv, states: list[dict[str, Any]]) -> bool:
     inner = venv.venv if isinstance(venv, VecNormalize) else venv
-    if not isinstance(inner, DummyVecEnv) or len(inner.envs) != len(states):
+    if not isinstance(inner, SB3VecEnv) or inner.envs is None or len(inner.envs) != len(states):
         return False
-    for env, state in zip(inner.envs, states):
+    stats = inner.episode_stats
+    for i, (env, state) in enumerate(zip(inner.envs, states)):
         env.reset()  # the wrappers' order enforcement and checkers expect a reset before a step
         env.unwrapped.set_state(state["env"])  # type: ignore[attr-defined]
         e: Any = env
         while isinstance(e, gym.Wrapper):
             if isinstance(e, gym.wrappers.TimeLimit):
                 e._elapsed_steps = state.get("elapsed", 0)
-            if isinstance(e, Monitor) and "monitor" in state:
-                e.rewards, e.needs_reset = list(state["monitor"]["rewards"]), state["monitor"]["needs_reset"]
             e = e.env
+        if stats is not None and "monitor" in state:
+            stats.set_state(i, state["monitor"])
     return True

@@ -1,4 +1,5 @@
-"""`train.vec_env: threadproc`: threads in several worker processes, DummyVecEnv's transitions, the watchdog."""
+"""`train.vec_env: threadproc` (envs/vector/threadproc.py): threads in several worker processes, DummyVecEnv's
+transitions, the watchdog."""
 
 from __future__ import annotations
 
@@ -18,9 +19,22 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.run.health import EnvHealth
-from agents.sb3.threadproc import ThreadProcVecEnv
+from agents.sb3.vector import SB3VecEnv
 from envs.faults import FAULT_KEY, LATENCY_KEY, Fault, FaultKind, faults_in
 from envs.guard import Guard
+from envs.vector.threadproc import ThreadProcVectorEnv
+
+
+class ThreadProcVecEnv(SB3VecEnv):
+    """The threadproc vector env as SB3 sees it, with the worker pool's attributes at hand."""
+
+    def __init__(self, env_fns, **kwargs):
+        super().__init__(ThreadProcVectorEnv(env_fns, **kwargs))
+        self.slices, self.procs = self.base.slices, self.base.procs
+
+    @property
+    def restarts(self):
+        return self.base.restarts
 
 
 class Walk(gym.Env):

@@ -1,4 +1,5 @@
-"""ResilientVecEnv: its workers answer every command, and a dead worker is a typed ``worker`` fault."""
+"""SubprocVectorEnv (the watchdog's): its workers answer every command, and a dead worker is a typed ``worker``
+fault."""
 
 from __future__ import annotations
 
@@ -6,8 +7,24 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from agents.sb3.vecenv import ResilientVecEnv
+from agents.sb3.vector import SB3VecEnv
 from envs.faults import FAULT_KEY, Fault, FaultKind, faults_in
+from envs.vector.subproc import SubprocVectorEnv
+
+
+class ResilientVecEnv(SB3VecEnv):
+    """The subprocess vector env as SB3 sees it, with the worker pool's attributes at hand."""
+
+    def __init__(self, env_fns, **kwargs):
+        super().__init__(SubprocVectorEnv(env_fns, **kwargs))
+        self.procs = self.base.procs
+
+    @property
+    def restarts(self):
+        return self.base.restarts
+
+    def _call(self, cmd, data, indices):
+        return self.base._call(cmd, data, indices)
 
 
 @pytest.fixture

@@ -1,17 +1,20 @@
-"""Batched validation: one check per vector step, and a fault still hits only the env that returned it."""
+"""The batched Guard (envs/vector/batch_guard.py): one check per vector step, and a fault still hits only the env
+that returned it."""
 
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from stable_baselines3.common.monitor import Monitor
 
-from agents.sb3.batchguard import GuardedDummyVecEnv, guard_below
-from agents.sb3.vecenv import ThreadVecEnv
+from agents.sb3.vector import SB3VecEnv
 from envs.errors import InvalidOutputError
 from envs.faults import FaultKind, faults_in
 from envs.guard import Guard
+from envs.vector.batch_guard import BatchGuard, guard_below
+from envs.vector.episode_stats import EpisodeStatistics
+from envs.vector.sync import SyncVectorEnv
+from envs.vector.threads import ThreadVectorEnv
 
 BOX = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
 DICT = gym.spaces.Dict({"pos": gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
@@ -54,8 +57,25 @@ class FaultyEnv(gym.Env):
 def make(space, bad, policy, bounds_policy="clip", wrap=None):
     def fn():
         env: gym.Env = Guard(FaultyEnv(space, bad), policy, bounds_policy=bounds_policy)
-        return Monitor(wrap(env) if wrap else env)
+        return wrap(env) if wrap else env
     return fn
+
+
+class Guarded(SB3VecEnv):
+    """``cls`` under the batched Guard and the episode statistics, as SB3 sees it; ``batch``: the Guard wrapper."""
+
+    def __init__(self, cls, env_fns, batch_guard=True):
+        self.inner = cls(env_fns)
+        self.batch = BatchGuard(self.inner, batch_guard)
+        super().__init__(EpisodeStatistics(self.batch))
+
+
+def GuardedDummyVecEnv(env_fns, batch_guard=True):  # noqa: N802 - the vector env the test names
+    return Guarded(SyncVectorEnv, env_fns, batch_guard)
+
+
+def ThreadVecEnv(env_fns, batch_guard=True):  # noqa: N802
+    return Guarded(ThreadVectorEnv, env_fns, batch_guard)
 
 
 def run(venv_cls, space, bad, policy, bounds_policy="clip", steps=10, batch=True):

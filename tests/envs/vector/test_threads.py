@@ -1,4 +1,5 @@
-"""`train.vec_env: thread`: envs whose step waits run concurrently, with DummyVecEnv's exact semantics."""
+"""`train.vec_env: thread` (envs/vector/threads.py): envs whose step waits run concurrently, with DummyVecEnv's
+exact semantics."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ import numpy as np
 import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agents.sb3.vecenv import ThreadVecEnv
+from agents.sb3.vector import SB3VecEnv
+from envs.vector.threads import ThreadVectorEnv
+
+
+def ThreadVecEnv(env_fns):  # noqa: N802 - the thread vector env as SB3 sees it
+    return SB3VecEnv(ThreadVectorEnv(env_fns))
 
 
 class WaitingEnv(gym.Env):
@@ -101,7 +107,7 @@ def test_an_env_error_reaches_the_caller_and_the_vec_env_still_closes():
     with pytest.raises(RuntimeError, match="remote end went away"):
         venv.step(np.zeros((2, 1), np.float32))
     venv.close()
-    assert not any(t.is_alive() for t in venv._threads)
+    assert not any(t.is_alive() for t in venv.base._threads)
 
 
 def test_train_cli_accepts_thread_vec_env(tmp_path, cli):

@@ -1,9 +1,9 @@
 """Worker processes that answer over pipes, supervised: a deadline on every answer, respawn under a budget.
 
-Shared by :class:`~agents.sb3.vecenv.ResilientVecEnv` (one env per worker) and
-:class:`~agents.sb3.threadproc.ThreadProcVecEnv` (a group of threaded envs per worker). A worker answers
+Shared by :class:`~envs.vector.subproc.SubprocVectorEnv` (one env per worker) and
+:class:`~envs.vector.threadproc.ThreadProcVectorEnv` (a group of threaded envs per worker). A worker answers
 ``(kind, data)``: ``ok`` with its data, ``error`` for an exception of its env (``RuntimeError`` here), or
-``fatal`` for one that ends training (:class:`~agents.errors.EnvFailure`).
+``fatal`` for one that ends training (:class:`~envs.errors.EnvFailure`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agents.errors import EnvFailure
-from envs.errors import EnvGaveUp
+from envs.errors import EnvFailure, EnvGaveUp, RestartBudgetExhausted
 from envs.stop import check_stop
 
 DEAD = (EOFError, ConnectionResetError, BrokenPipeError, OSError, TimeoutError, RuntimeError)
@@ -114,8 +113,6 @@ def serve(remote: Any, build: Callable[[], tuple[Any, Callable[[str, Any], Any]]
     except OSError:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from envs.errors import RestartBudgetExhausted
-
     spaces, handle = build()
     remote.send(("ok", spaces))
     while True:

@@ -1,0 +1,160 @@
+"""SB3's side of the vector layer: a Gymnasium vector env from envs/vector/ as an SB3 ``VecEnv``, and the
+run's training envs (:func:`make_vec_env`).
+
+:class:`SB3VecEnv` keeps SB3's contract: same-step auto-reset, one info dict per env with
+``info["terminal_observation"]`` and ``info["TimeLimit.truncated"]`` on a finished step, the reset's info in
+``reset_infos``, and the episode statistics' ``info["episode"]`` where SB3's ``ep_info_buffer`` reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+from agents.config import RunConfig
+from agents.run import tokens
+from agents.run.envfactory import (
+    build_errors,
+    declared_instances,
+    is_image_space,
+    make_vector_env,
+)
+from envs.vector.base import unbatch_info
+from envs.vector.episode_stats import EpisodeStatistics
+from envs.wrappers import is_image
+
+log = logging.getLogger(__name__)
+_FINAL = ("final_obs", "final_info")
+
+
+class SB3VecEnv(VecEnv):
+    """A Gymnasium vector env with same-step auto-reset (envs/vector/) as an SB3 ``VecEnv``.
+
+    Args:
+        venv: the vector env, wrappers included.
+    """
+
+    def __init__(self, venv: gym.vector.VectorEnv) -> None:
+        self.venv, self.base = venv, venv.unwrapped
+        self._actions: Any = None
+        super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
+
+    def reset(self) -> Any:
+        """Reset every env with the seeds and options given beforehand (SB3's ``seed``/``set_options``)."""
+        options = self._options[0]
+        if any(o != options for o in self._options):
+            raise ValueError("set_options gave the envs different reset options; give every env the same ones")
+        obs, infos = self.venv.reset(seed=list(self._seeds), options=options or None)  # type: ignore[arg-type]
+        self.reset_infos = [unbatch_info(infos, i) for i in range(self.num_envs)]
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Keep the actions for :meth:`step_wait`."""
+        self._actions = actions
+
+    def step_wait(self) -> Any:
+        """One vector step as SB3 expects it: float32 rewards, dones, one info dict per env."""
+        obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
+        dones = terminated | truncated
+        out = []
+        for i in range(self.num_envs):
+            info = unbatch_info(infos, i)
+            if dones[i]:
+                for key in _FINAL:
+                    info.pop(key, None)
+                self.reset_infos[i] = info
+                info = unbatch_info(infos["final_info"], i)
+                info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+                info["terminal_observation"] = infos["final_obs"][i]
+            else:
+                info["TimeLimit.truncated"] = False
+            out.append(info)
+        return obs, rewards.astype(np.float32), dones, out
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        """An attribute of each env."""
+        return self.base.get_attr_at(list(self._get_indices(indices)), attr_name)  # type: ignore[no-any-return]
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        """Set an attribute on each env."""
+        self.base.set_attr_at(list(self._get_indices(indices)), attr_name, value)
+
+    def env_method(self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any) -> list[Any]:
+        """Call a method of each env."""
+        return self.base.call_at(list(self._get_indices(indices)), method_name,  # type: ignore[no-any-return]
+                                 *method_args, **method_kwargs)
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: Any = None) -> list[bool]:
+        """Whether each env is wrapped in ``wrapper_class`` (the vector-level episode statistics count as
+        SB3's ``Monitor``)."""
+        if wrapper_class is Monitor and self.episode_stats is not None:
+            return [True for _ in self._get_indices(indices)]
+        return self.base.is_wrapped_at(list(self._get_indices(indices)), wrapper_class)  # type: ignore[no-any-return]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        """One frame per env."""
+        return self.base.call_at(None, "render")  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Close the vector env (idempotent)."""
+        self.venv.close()
+
+    @property
+    def envs(self) -> list[gym.Env] | None:
+        """The envs, when they live in this process (a checkpoint reads their state); None otherwise."""
+        return getattr(self.base, "envs", None)
+
+    @property
+    def episode_stats(self) -> EpisodeStatistics | None:
+        """The episode statistics wrapper, if there is one (a checkpoint carries its unfinished episodes)."""
+        e: Any = self.venv
+        while isinstance(e, gym.vector.VectorWrapper):
+            if isinstance(e, EpisodeStatistics):
+                return e
+            e = e.env
+        return None
+
+
+def make_vec_env(cfg: RunConfig) -> VecEnv:
+    """SB3's vectorised training envs: ``train.num_envs`` envs with episode statistics, then ``VecNormalize`` if
+    the agent normalises observations or rewards."""
+    from agents.sb3.bridgevec import is_bridge, make_bridge_vec_env
+
+    # bridge programs with K > 1 instances each, or connecting to env.listen: programs x K envs, batched
+    venv: Any = make_bridge_vec_env(cfg, tokens.resolve(cfg.env.token_source()),
+                                    declared_instances(cfg)) if is_bridge(cfg.env.id) else None
+    if venv is None and cfg.train.vec_env == "ale":  # ALE's C++ vector env: no per-env wrapper stack
+        from agents.sb3.alevec import make_ale_vec_env
+
+        with build_errors(cfg):
+            venv = make_ale_vec_env(cfg)
+    if venv is None:
+        venv = SB3VecEnv(make_vector_env(cfg))
+    if not (cfg.agent.normalize_obs or cfg.agent.normalize_reward):
+        return venv  # type: ignore[no-any-return]
+    keys = normalized_keys(venv.observation_space)
+    norm_obs = cfg.agent.normalize_obs and keys != []
+    if cfg.agent.normalize_obs and not norm_obs:
+        log.warning("normalize_obs ignored: nothing to normalise (images are scaled to [0, 1] by the policy, "
+                    "discrete observations are one-hot)")
+    elif norm_obs and keys:
+        log.info("normalize_obs: per-key statistics for %s (images and discrete keys excluded)", ", ".join(keys))
+    return VecNormalize(venv, norm_obs=norm_obs, norm_reward=cfg.agent.normalize_reward, gamma=cfg.agent.gamma,
+                        norm_obs_keys=keys or None)
+
+
+def normalized_keys(space: gym.Space) -> list[str] | None:
+    """What ``normalize_obs`` normalises: None for the whole (non-image) Box, the float keys of a Dict, or
+    ``[]`` for nothing (an image, or a Dict without float keys)."""
+    if isinstance(space, gym.spaces.Dict):
+        return [k for k, s in space.spaces.items() if isinstance(s, gym.spaces.Box) and not is_image(s)
+                and not is_image_space(s)]
+    return [] if is_image_space(space) or not isinstance(space, gym.spaces.Box) else None

@@ -1,0 +1,152 @@
+"""What every nondiff vector env shares: Gymnasium's vector API, same-step auto-reset and lossless infos.
+
+A step returns Gymnasium's ``(obs, rewards, terminations, truncations, infos)``. An env that finished is
+reset in the same step (``AutoresetMode.SAME_STEP``): its last observation is ``infos["final_obs"][i]``, its
+last step's info ``infos["final_info"]`` (env ``i``'s part), and the top level holds its reset info, as in
+Gymnasium's ``SyncVectorEnv``. Infos are batched as Gymnasium batches them (a key per info key, a
+``_key`` mask per env, nested dicts recursively), but every leaf is an object array, so :func:`unbatch_info`
+gives back each env's values as the env returned them (a Python ``bool`` stays one, a ``Fault`` stays itself).
+
+Beyond Gymnasium's API, each vector env answers per-env calls by index (:meth:`VectorEnvBase.call_at` and
+friends), which a backend's adapter needs (SB3's ``get_attr``/``env_method`` take indices).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space, create_empty_array
+
+Indices = Sequence[int] | None
+Transition = tuple[Any, Any, bool, bool, dict[str, Any], "tuple[Any, dict[str, Any]] | None"]
+"""One env's step: observation (after an auto-reset, the reset's), reward, terminated, truncated, info (after an
+auto-reset, the reset's) and, when it finished, its last observation and step info."""
+
+
+def add_info(infos: dict[str, Any], info: dict[str, Any], i: int, n: int) -> dict[str, Any]:
+    """Add env ``i``'s ``info`` to the batched ``infos`` of ``n`` envs, every leaf in an object array."""
+    for key, value in info.items():
+        if isinstance(value, dict) and key != "final_obs":  # a Dict observation stays whole, as in Gymnasium
+            array: Any = add_info(infos.get(key, {}), value, i, n)
+        else:
+            array = infos.get(key)
+            if array is None:
+                array = np.full(n, None, dtype=object)
+            array[i] = value
+        mask = infos.get(f"_{key}")
+        if mask is None:
+            mask = np.zeros(n, dtype=np.bool_)
+        mask[i] = True
+        infos[key], infos[f"_{key}"] = array, mask
+    return infos
+
+
+def unbatch_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
+    """Env ``i``'s part of batched ``infos`` (the inverse of :func:`add_info`)."""
+    out: dict[str, Any] = {}
+    for key, value in infos.items():
+        mask = infos.get(f"_{key}")
+        if mask is None or not mask[i]:
+            continue
+        out[key] = unbatch_info(value, i) if isinstance(value, dict) and key != "final_obs" else value[i]
+    return out
+
+
+def stack(space: gym.Space, items: Sequence[Any]) -> Any:
+    """The observations of every env in a fresh batch of ``space`` (assigned per env, cast to its dtype)."""
+    if isinstance(space, gym.spaces.Dict):
+        return {k: stack(s, [item[k] for item in items]) for k, s in space.spaces.items()}
+    out = create_empty_array(space, len(items), fn=np.empty)
+    if not isinstance(out, np.ndarray):  # Tuple, Text, Graph, ...: Gymnasium's own batching
+        from gymnasium.vector.utils import concatenate
+
+        return concatenate(space, items, out)
+    for k, item in enumerate(items):
+        out[k] = item
+    return out
+
+
+def is_wrapped(env: gym.Env, wrapper_class: type) -> bool:
+    """Whether ``wrapper_class`` is anywhere in ``env``'s wrapper stack."""
+    e: Any = env
+    while isinstance(e, gym.Wrapper):
+        if isinstance(e, wrapper_class):
+            return True
+        e = e.env
+    return False
+
+
+class VectorEnvBase(gym.vector.VectorEnv):
+    """Gymnasium's ``VectorEnv`` with same-step auto-reset, lossless infos and per-env calls by index.
+
+    Args:
+        num_envs: how many envs.
+        observation_space: one env's observation space.
+        action_space: one env's action space.
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    closed = True  # until constructed: a half-built vector env has nothing to close when collected
+
+    def __init__(self, num_envs: int, observation_space: gym.Space, action_space: gym.Space) -> None:
+        self.num_envs = num_envs
+        self.single_observation_space, self.single_action_space = observation_space, action_space
+        self.observation_space = batch_space(observation_space, num_envs)
+        self.action_space = batch_space(action_space, num_envs)
+        self.closed = False
+
+    def _add_info(self, vector_infos: dict[str, Any], env_info: dict[str, Any], env_num: int) -> dict[str, Any]:
+        return add_info(vector_infos, env_info, env_num, self.num_envs)
+
+    def collect(self, results: Sequence[Transition]) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """The batched step of every env's transition (in env order)."""
+        infos: dict[str, Any] = {}
+        for i, (_, _, _, _, info, final) in enumerate(results):
+            if final is not None:
+                infos = self._add_info(infos, {"final_obs": final[0], "final_info": final[1]}, i)
+            infos = self._add_info(infos, info, i)
+        return (stack(self.single_observation_space, [r[0] for r in results]),
+                np.array([r[1] for r in results], dtype=np.float64), np.array([r[2] for r in results], dtype=bool),
+                np.array([r[3] for r in results], dtype=bool), infos)
+
+    def _indices(self, indices: Indices) -> Sequence[int]:
+        return range(self.num_envs) if indices is None else indices
+
+    def _seeds(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
+        if seed is None or isinstance(seed, int | np.integer):
+            return [None if seed is None else int(seed) + i for i in range(self.num_envs)]
+        if len(seed) != self.num_envs:
+            raise ValueError(f"{len(seed)} seeds for {self.num_envs} envs; give one per env, one int, or None")
+        return list(seed)
+
+    def call_at(self, indices: Indices, name: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """Call method ``name`` of each env in ``indices`` (None: all) and return the results."""
+        raise NotImplementedError
+
+    def get_attr_at(self, indices: Indices, name: str) -> list[Any]:
+        """Attribute ``name`` of each env (found through its wrappers)."""
+        raise NotImplementedError
+
+    def set_attr_at(self, indices: Indices, name: str, value: Any) -> None:
+        """Set attribute ``name`` on each env's innermost env."""
+        raise NotImplementedError
+
+    def is_wrapped_at(self, indices: Indices, wrapper_class: type) -> list[bool]:
+        """Whether each env's stack holds ``wrapper_class``."""
+        raise NotImplementedError
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Gymnasium's ``call``: method ``name`` of every env."""
+        return tuple(self.call_at(None, name, *args, **kwargs))
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        """Gymnasium's ``get_attr``: attribute ``name`` of every env."""
+        return tuple(self.get_attr_at(None, name))
+
+    def render(self) -> tuple[Any, ...] | None:
+        """One frame per env."""
+        return tuple(self.call_at(None, "render"))

@@ -1,0 +1,88 @@
+"""In-process envs stepped one after another (``train.vec_env: dummy``): Gymnasium's ``SyncVectorEnv`` role."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector.utils import iterate
+
+from envs.vector.base import Indices, Transition, VectorEnvBase, is_wrapped, stack
+
+
+class SyncVectorEnv(VectorEnvBase):
+    """``num_envs`` envs in this process, each the top of its wrapper stack, stepped in turn.
+
+    The envs stay reachable (:attr:`envs`), so that a checkpoint can read their state and the batched Guard
+    (:class:`~envs.vector.batch_guard.BatchGuard`) can step their adapters ahead. :meth:`run` is how work
+    reaches the envs; :class:`~envs.vector.threads.ThreadVectorEnv` overrides it to run each env's part in
+    its own thread.
+
+    Args:
+        env_fns: one zero-argument constructor per env.
+    """
+
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]]) -> None:
+        self.envs: list[gym.Env] = [fn() for fn in env_fns]
+        first = self.envs[0]
+        super().__init__(len(self.envs), first.observation_space, first.action_space)
+        self.render_mode = first.render_mode
+
+    def run(self, job: Callable[[int], Any], indices: Indices = None) -> list[Any]:
+        """``job(i)`` for every env index in ``indices`` (None: all), in order; their results."""
+        return [job(i) for i in self._indices(indices)]
+
+    def _step_one(self, i: int, action: Any) -> Transition:
+        env = self.envs[i]
+        obs, reward, terminated, truncated, info = env.step(action)
+        if not (terminated or truncated):
+            return obs, reward, terminated, truncated, info, None
+        new_obs, reset_info = env.reset()
+        return new_obs, reward, terminated, truncated, reset_info, (obs, info)
+
+    def _reset_one(self, i: int, seed: int | None, options: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+        return self.envs[i].reset(seed=seed, **({"options": options} if options else {}))
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Step every env (through :meth:`run`), resetting those that finished in the same step."""
+        acts = list(iterate(self.action_space, actions))
+        return self.collect(self.run(lambda i: self._step_one(i, acts[i])))
+
+    def step_here(self, acts: list[Any]) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Step env ``i`` with ``acts[i]``: what the batched Guard calls once the adapters have stepped ahead
+        with these very action objects (here as :meth:`step` does)."""
+        return self.collect([self._step_one(i, a) for i, a in enumerate(acts)])
+
+    def reset(self, *, seed: int | Sequence[int | None] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Reset every env (``seed``: one per env, or an int that env ``i`` gets plus ``i``)."""
+        seeds = self._seeds(seed)
+        answers = self.run(lambda i: self._reset_one(i, seeds[i], options))
+        infos: dict[str, Any] = {}
+        for i, (_, info) in enumerate(answers):
+            infos = self._add_info(infos, info, i)
+        return stack(self.single_observation_space, [a[0] for a in answers]), infos
+
+    def call_at(self, indices: Indices, name: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """Call method ``name`` of each env in ``indices`` (found through its wrappers)."""
+        return [self.envs[i].get_wrapper_attr(name)(*args, **kwargs) for i in self._indices(indices)]
+
+    def get_attr_at(self, indices: Indices, name: str) -> list[Any]:
+        """Attribute ``name`` of each env (found through its wrappers)."""
+        return [self.envs[i].get_wrapper_attr(name) for i in self._indices(indices)]
+
+    def set_attr_at(self, indices: Indices, name: str, value: Any) -> None:
+        """Set attribute ``name`` on each env's innermost env."""
+        for i in self._indices(indices):
+            setattr(self.envs[i].unwrapped, name, value)
+
+    def is_wrapped_at(self, indices: Indices, wrapper_class: type) -> list[bool]:
+        """Whether each env's stack holds ``wrapper_class``."""
+        return [is_wrapped(self.envs[i], wrapper_class) for i in self._indices(indices)]
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Close every env."""
+        for env in self.envs:
+            env.close()
