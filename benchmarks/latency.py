@@ -151,25 +151,16 @@ def async_pool_steps_per_s(num_envs: int, latency: float, seconds: float,
 def vec_steps_per_s(vec_env: str, num_envs: int, seconds: float, wrapped: bool = True, workers: int = 2,
                     batch_guard: bool = True) -> dict[str, float]:
     """Stepping of a vec env with fixed actions: vector steps × envs / s. ``wrapped``: as nondiff trains
-    (envs.make with Guard and Gymnasium's wrappers, SB3's Monitor); otherwise the bare SleepEnv. ``workers``:
-    processes of ``threadproc``."""
-    from agents.run.envfactory import env_factory
-    from agents.sb3.batchguard import GuardedDummyVecEnv
-    from agents.sb3.threadproc import ThreadProcVecEnv
-    from agents.sb3.vecenv import ResilientVecEnv, ThreadVecEnv
+    (envs.make with Guard and Gymnasium's wrappers, the episode statistics); otherwise the bare SleepEnv.
+    ``workers``: processes of ``threadproc``. Built as training builds it (envfactory.make_vector_env, seen
+    through SB3's adapter)."""
+    from agents.run.envfactory import env_factory, make_vector_env
+    from agents.sb3.vector import SB3VecEnv
 
-    cfg = _cfg(num_envs, vec_env, 64, 1)
-    fns: list[Callable[[], gym.Env]] = [env_factory(cfg, monitor=True) if wrapped else SleepEnv
-                                        for _ in range(num_envs)]
-    venv: Any
-    if vec_env == "threadproc":
-        venv = ThreadProcVecEnv(fns, workers=workers, batch_guard=batch_guard)
-    elif vec_env == "thread":
-        venv = ThreadVecEnv(fns, batch_guard=batch_guard)
-    elif vec_env == "dummy":
-        venv = GuardedDummyVecEnv(fns, batch_guard=batch_guard)
-    else:
-        venv = ResilientVecEnv(fns)
+    cfg = _cfg(num_envs, vec_env, 64, 1, workers)
+    cfg.train.batch_guard = batch_guard
+    fns: list[Callable[[], gym.Env]] = [env_factory(cfg) if wrapped else SleepEnv for _ in range(num_envs)]
+    venv = SB3VecEnv(make_vector_env(cfg, fns))
     try:
         venv.reset()
         actions = np.zeros((num_envs, 2), dtype=np.float32)
