@@ -230,7 +230,7 @@ class TrainConfig(_Section):
     ``threadproc`` spreads such envs over ``train.env_workers`` worker processes (one GIL each), each stepping
     its envs with threads, with the ``subproc`` watchdog (envs/vector/threadproc.py); ``ale`` (``--env game`` on
     sb3 only) steps the games in ALE's own C++ vector env, preprocessing included, with ``train.env_workers``
-    threads: the same observations at less CPU per step (agents/sb3/alevec.py, docs/results.md); it resizes the
+    threads: the same observations at less CPU per step (envs/vector/ale.py, docs/results.md); it resizes the
     whole screen, so it refuses ``env.crop`` (``--set env.crop=null``)."""
     env_workers: int = Field(default=2, gt=0)
     """Worker processes of ``vec_env: threadproc`` (at most ``num_envs``; the envs are split evenly), or ALE's

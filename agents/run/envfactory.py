@@ -12,8 +12,8 @@ One env, bottom up (:func:`_build`, behind the picklable :func:`env_factory`):
 
 Many envs (:func:`make_vector_env`): ``train.num_envs`` copies in a Gymnasium vector env from envs/vector/
 (``train.vec_env``: ``dummy`` in-process, ``thread`` a thread each, ``subproc`` worker processes with a
-watchdog, ``threadproc`` threads in several worker processes), then the vector wrappers: the Guard's batched
-check and the episode statistics. A backend adapts the result in one file (agents/sb3/vector.py for SB3).
+watchdog, ``threadproc`` threads in several worker processes, ``ale`` ALE's own vector env), then the vector
+wrappers: the Guard's batched check and the episode statistics. A backend adapts the result in one file (agents/sb3/vector.py for SB3).
 """
 
 from __future__ import annotations
@@ -105,14 +105,20 @@ def env_factory(cfg: RunConfig, render_mode: str | None = None, for_eval: bool =
 
 
 def make_vector_env(cfg: RunConfig, fns: list[Callable[[], gym.Env]] | None = None) -> gym.vector.VectorEnv:
-    """``train.num_envs`` envs in the ``train.vec_env`` vector env (``dummy``, ``thread``, ``subproc`` or
-    ``threadproc``), under the batched Guard (``train.batch_guard``) and the episode statistics.
+    """``train.num_envs`` envs in the ``train.vec_env`` vector env (``dummy``, ``thread``, ``subproc``,
+    ``threadproc`` or ``ale``), under the batched Guard (``train.batch_guard``) and the episode statistics.
 
     ``fns`` (default: ``train.num_envs`` times :func:`env_factory`) builds the envs.
     """
     fns = fns if fns is not None else [env_factory(cfg) for _ in range(cfg.train.num_envs)]
     venv: gym.vector.VectorEnv
     with build_errors(cfg):  # a resumed run builds its envs here first (no probe)
+        if cfg.train.vec_env == "ale":  # ALE's C++ vector env: no per-env wrapper stack (envs/vector/ale.py)
+            from envs.vector.ale import make_ale_vector_env
+
+            return EpisodeStatistics(make_ale_vector_env(
+                cfg.train.num_envs, cfg.train.env_workers, cfg.env.adapter_kwargs(), cfg.env.nan_policy,
+                cfg.env.bounds_policy, cfg.env.max_episode_steps))  # env.crop: refused by the schema
         if cfg.train.vec_env == "threadproc":
             return EpisodeStatistics(ThreadProcVectorEnv(
                 fns, workers=cfg.train.env_workers, start_method=cfg.train.start_method,

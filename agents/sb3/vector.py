@@ -20,7 +20,6 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from agents.config import RunConfig
 from agents.run import tokens
 from agents.run.envfactory import (
-    build_errors,
     declared_instances,
     is_image_space,
     make_vector_env,
@@ -131,11 +130,6 @@ def make_vec_env(cfg: RunConfig) -> VecEnv:
     # bridge programs with K > 1 instances each, or connecting to env.listen: programs x K envs, batched
     venv: Any = make_bridge_vec_env(cfg, tokens.resolve(cfg.env.token_source()),
                                     declared_instances(cfg)) if is_bridge(cfg.env.id) else None
-    if venv is None and cfg.train.vec_env == "ale":  # ALE's C++ vector env: no per-env wrapper stack
-        from agents.sb3.alevec import make_ale_vec_env
-
-        with build_errors(cfg):
-            venv = make_ale_vec_env(cfg)
     if venv is None:
         venv = SB3VecEnv(make_vector_env(cfg))
     if not (cfg.agent.normalize_obs or cfg.agent.normalize_reward):

@@ -150,3 +150,36 @@ class VectorEnvBase(gym.vector.VectorEnv):
     def render(self) -> tuple[Any, ...] | None:
         """One frame per env."""
         return tuple(self.call_at(None, "render"))
+
+
+def row(obs: Any, i: int) -> Any:
+    """Env ``i``'s observation in a batch (a copy; Dict batches key by key)."""
+    if isinstance(obs, dict):
+        return {k: row(v, i) for k, v in obs.items()}
+    return np.array(obs[i], copy=True)
+
+
+def set_row(obs: Any, i: int, value: Any) -> None:
+    """Write env ``i``'s observation into a batch."""
+    if isinstance(obs, dict):
+        for k in obs:
+            set_row(obs[k], i, value[k])
+    else:
+        obs[i] = value
+
+
+def restart(env: gym.vector.VectorEnv, obs: Any, infos: dict[str, Any],
+            mask: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """End the envs in ``mask`` after a step that did not: reset them in ``env`` (``options["reset_mask"]``),
+    their observation and step info become ``final_obs``/``final_info``, the reset's become theirs."""
+    fresh, reset_infos = env.reset(options={"reset_mask": mask})
+    n = len(mask)
+    out: dict[str, Any] = {}
+    for i in range(n):
+        if mask[i]:
+            out = add_info(out, {"final_obs": row(obs, i), "final_info": unbatch_info(infos, i)}, i, n)
+            out = add_info(out, unbatch_info(reset_infos, i), i, n)
+            set_row(obs, i, row(fresh, i))
+        else:
+            out = add_info(out, unbatch_info(infos, i), i, n)
+    return obs, out

@@ -1,4 +1,5 @@
-"""``train.vec_env: ale``: ALE's C++ vector env as an SB3 vector env, against the eval path's ``game`` adapter."""
+"""``train.vec_env: ale`` (envs/vector/ale.py): ALE's C++ vector env under the Guard's checks, the time limit and
+the episode statistics, as SB3 sees it, against the eval path's ``game`` adapter."""
 
 from __future__ import annotations
 
@@ -8,8 +9,19 @@ from conftest import run_cli
 from gymnasium import spaces
 
 import envs
-from agents.sb3.alevec import AleVecEnv
+from agents.sb3.vector import SB3VecEnv
 from envs.faults import FAULT_KEY, LATENCY_KEY, faults_in
+from envs.vector.ale import make_ale_vector_env
+from envs.vector.episode_stats import EpisodeStatistics
+
+
+def AleVecEnv(num_envs, threads=1, *, nan_policy="truncate", bounds_policy="clip", max_episode_steps=None,  # noqa: N802
+              **kwargs):
+    """``train.vec_env: ale`` as training builds it, seen through SB3's adapter."""
+    venv = SB3VecEnv(EpisodeStatistics(make_ale_vector_env(num_envs, threads, kwargs, nan_policy, bounds_policy,
+                                                           max_episode_steps)))
+    venv.guard = venv.venv.env  # the Guard's checks (envs/vector/row_guard.py)
+    return venv
 
 
 def _lockstep(game: str, steps: int, actions: int, **kw):
@@ -100,10 +112,11 @@ def test_bad_rows_get_the_guards_decision():
     goes through the Guard's policies and faults, for that env only."""
     vec = AleVecEnv(2, game="Pong", frame_size=42, nan_policy="truncate")
     vec.reset()
-    vec.observation_space = spaces.Box(0, 200, vec.observation_space.shape, np.uint8)
+    vec.guard.space = spaces.Box(0, 200, vec.observation_space.shape, np.uint8)
     from envs.checks import RowCheck
 
-    vec._rows = RowCheck(vec.observation_space)
+    vec.guard.rows = RowCheck(vec.guard.space)
+    vec._validate = vec.guard.validate
     obs = np.full((2, 4, 42, 42), 100, dtype=np.uint8)
     obs[1, 0, 0, 0] = 255
     rewards, term, trunc = np.array([0.0, 1.0], dtype=np.float32), np.zeros(2, dtype=bool), np.zeros(2, dtype=bool)
