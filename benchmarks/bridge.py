@@ -5,7 +5,7 @@ round trip, and gymnasium's AsyncVectorEnv. Prints one JSON object; figures are 
     python benchmarks/bridge.py [STEPS] [REPEATS] --batch [--train]   # P3b and P3c (protocol 1.1, connect)
 
 ``--batch``: P3b, the bridge's cost per env step with K = 1, 4 and 16 instances behind one program (the
-batch API, envs/bridge/batch.py, and the SB3 vector env over it, agents/sb3/bridgevec.py, whose per-env
+batch API, envs/bridge/batch.py, and the vector env over it, envs/vector/bridge.py, whose per-env
 Guard checks are included), and P3c, the same through connect mode (the program connects to a listening
 nondiff over loopback TCP) against spawn mode (pipes). ``--train`` adds the heater's training steps/s
 through one program with K = 16 against K = 1 (train.py, configs/process.yaml, PPO). Each row records the
@@ -163,9 +163,11 @@ def _batch_us(prog, n: int, vec: bool) -> float:
     k = prog.num_instances
     actions = np.full((k, 1), 0.5, np.float32)
     if vec:
-        from agents.sb3.bridgevec import BridgeVecEnv
+        from agents.sb3.vector import SB3VecEnv
+        from envs.vector.bridge import BridgeVectorEnv, wrap_bridge
+        from envs.vector.episode_stats import EpisodeStatistics
 
-        venv = BridgeVecEnv([prog])
+        venv = SB3VecEnv(EpisodeStatistics(wrap_bridge(BridgeVectorEnv([prog]))))
         venv.reset()
         t = time.perf_counter()
         for _ in range(n):

@@ -12,8 +12,8 @@ One env, bottom up (:func:`_build`, behind the picklable :func:`env_factory`):
 
 Many envs (:func:`make_vector_env`): ``train.num_envs`` copies in a Gymnasium vector env from envs/vector/
 (``train.vec_env``: ``dummy`` in-process, ``thread`` a thread each, ``subproc`` worker processes with a
-watchdog, ``threadproc`` threads in several worker processes, ``ale`` ALE's own vector env), then the vector
-wrappers: the Guard's batched check and the episode statistics. A backend adapts the result in one file (agents/sb3/vector.py for SB3).
+watchdog, ``threadproc`` threads in several worker processes, ``ale`` ALE's own vector env; K-instance
+bridge programs batched), then the vector wrappers: the Guard's batched check and the episode statistics. A backend adapts the result in one file (agents/sb3/vector.py for SB3).
 """
 
 from __future__ import annotations
@@ -106,12 +106,15 @@ def env_factory(cfg: RunConfig, render_mode: str | None = None, for_eval: bool =
 
 def make_vector_env(cfg: RunConfig, fns: list[Callable[[], gym.Env]] | None = None) -> gym.vector.VectorEnv:
     """``train.num_envs`` envs in the ``train.vec_env`` vector env (``dummy``, ``thread``, ``subproc``,
-    ``threadproc`` or ``ale``), under the batched Guard (``train.batch_guard``) and the episode statistics.
+    ``threadproc`` or ``ale``), under the batched Guard (``train.batch_guard``) and the episode statistics;
+    bridge programs with K > 1 instances (or ``env.listen``) as one batched vector env instead.
 
     ``fns`` (default: ``train.num_envs`` times :func:`env_factory`) builds the envs.
     """
+    venv: gym.vector.VectorEnv | None = _bridge_vector_env(cfg) if fns is None and _is_bridge(cfg.env.id) else None
+    if venv is not None:
+        return EpisodeStatistics(venv)
     fns = fns if fns is not None else [env_factory(cfg) for _ in range(cfg.train.num_envs)]
-    venv: gym.vector.VectorEnv
     with build_errors(cfg):  # a resumed run builds its envs here first (no probe)
         if cfg.train.vec_env == "ale":  # ALE's C++ vector env: no per-env wrapper stack (envs/vector/ale.py)
             from envs.vector.ale import make_ale_vector_env
@@ -132,6 +135,25 @@ def make_vector_env(cfg: RunConfig, fns: list[Callable[[], gym.Env]] | None = No
             made: list[Callable[[], gym.Env]] = [functools.partial(_given, env) for env in built]
             venv = ThreadVectorEnv(made) if cfg.train.vec_env == "thread" else SyncVectorEnv(made)
     return EpisodeStatistics(BatchGuard(venv, cfg.train.batch_guard))
+
+
+def _is_bridge(env_id: str | None) -> bool:
+    """True when ``env_id`` is the bridge adapter (``process``)."""
+    try:
+        return env_id is not None and envs.resolve(env_id).entry_point == "envs.bridge.process:ProcessEnv"
+    except Exception:
+        return False
+
+
+def _bridge_vector_env(cfg: RunConfig) -> gym.vector.VectorEnv | None:
+    """Bridge programs with K > 1 instances each, or connecting to ``env.listen``: programs × K envs, batched
+    (envs/vector/bridge.py); None for single-instance programs, which are envs like any other."""
+    from envs.vector.bridge import make_bridge_vector_env
+
+    given = " and ".join(f"env.{k}" for k in ("wrappers", "drop_keys") if getattr(cfg.env, k))
+    return make_bridge_vector_env(cfg.env.adapter_kwargs(), cfg.train.num_envs,
+                                  tokens.resolve(cfg.env.token_source()), declared_instances(cfg), given,
+                                  cfg.env.nan_policy, cfg.env.max_episode_steps, cfg.env.bounds_policy)
 
 
 def _given(env: gym.Env) -> gym.Env:

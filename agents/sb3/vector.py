@@ -18,9 +18,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.config import RunConfig
-from agents.run import tokens
 from agents.run.envfactory import (
-    declared_instances,
     is_image_space,
     make_vector_env,
 )
@@ -125,15 +123,9 @@ class SB3VecEnv(VecEnv):
 def make_vec_env(cfg: RunConfig) -> VecEnv:
     """SB3's vectorised training envs: ``train.num_envs`` envs with episode statistics, then ``VecNormalize`` if
     the agent normalises observations or rewards."""
-    from agents.sb3.bridgevec import is_bridge, make_bridge_vec_env
-
-    # bridge programs with K > 1 instances each, or connecting to env.listen: programs x K envs, batched
-    venv: Any = make_bridge_vec_env(cfg, tokens.resolve(cfg.env.token_source()),
-                                    declared_instances(cfg)) if is_bridge(cfg.env.id) else None
-    if venv is None:
-        venv = SB3VecEnv(make_vector_env(cfg))
+    venv = SB3VecEnv(make_vector_env(cfg))
     if not (cfg.agent.normalize_obs or cfg.agent.normalize_reward):
-        return venv  # type: ignore[no-any-return]
+        return venv
     keys = normalized_keys(venv.observation_space)
     norm_obs = cfg.agent.normalize_obs and keys != []
     if cfg.agent.normalize_obs and not norm_obs:

@@ -7,7 +7,7 @@ instances. A fault (crash, hang, protocol breach, ``error`` reply, wrong K or sh
 :class:`~envs.faults.Fault` for the whole program: :meth:`BatchProgram.step` returns it in a
 :class:`ProgramStep` instead of raising, the program is stopped, and its next :meth:`reset` restarts it
 (one restart, whatever K) and resets every instance. It works with 1.0 programs too (K = 1, unbatched
-messages underneath). A vector env over several programs is agents/sb3/bridgevec.py.
+messages underneath). A vector env over several programs is envs/vector/bridge.py.
 """
 
 from __future__ import annotations

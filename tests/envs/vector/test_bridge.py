@@ -1,4 +1,5 @@
-"""BridgeVecEnv: K-instance programs as K envs of one SB3 vector env, with real programs."""
+"""BridgeVectorEnv (envs/vector/bridge.py): K-instance programs as K envs of one vector env, under the Guard's
+batched checks and the episode statistics, as SB3 sees it, with real programs."""
 
 from __future__ import annotations
 
@@ -9,9 +10,19 @@ import pytest
 from conftest import ROOT, run_cli
 
 from agents.run.health import EnvHealth
-from agents.sb3.bridgevec import BridgeVecEnv
+from agents.sb3.vector import SB3VecEnv
 from envs.bridge.batch import BatchProgram
 from envs.faults import FAULT_KEY, LATENCY_KEY, FaultKind, faults_in
+from envs.vector.bridge import BridgeVectorEnv, wrap_bridge
+from envs.vector.episode_stats import EpisodeStatistics
+
+
+def BridgeVecEnv(programs, nan_policy="truncate", max_episode_steps=None, bounds_policy="clip"):  # noqa: N802
+    """The programs as training builds them, seen through SB3's adapter."""
+    inner = BridgeVectorEnv(programs)
+    venv = SB3VecEnv(EpisodeStatistics(wrap_bridge(inner, nan_policy, max_episode_steps, bounds_policy)))
+    venv.programs = inner.programs
+    return venv
 
 FAST = ["--quiet", "--set", "agent.n_steps=32", "--set", "agent.batch_size=64", "--set", "agent.n_epochs=1",
         "--set", "eval.every=0"]

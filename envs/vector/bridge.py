@@ -1,0 +1,268 @@
+"""Bridge programs that host K instances each (protocol 1.1) or connect to nondiff, as one vector env.
+
+:class:`BridgeVectorEnv` holds M programs (:class:`~envs.bridge.batch.BatchProgram`); program j's K_j instances
+are envs ``offset_j … offset_j + K_j - 1``, so ``num_envs = Σ K_j`` (M × K when all declare the same K). One
+vector step sends one batched ``step`` per program, the programs stepped concurrently (one thread each; they run
+in parallel in their own processes), then one batched ``reset`` per program for its finished instances
+(same-step auto-reset). ``info["nondiff_step_ms"]`` is the program's round trip, on each of its envs.
+
+A fault of a program (crash, hang, protocol breach, wrong K or shapes, ``error`` reply) truncates all its K
+envs: the first carries the :class:`~envs.faults.Fault` (``restart=True``, the run-wide budget), the others a
+copy with ``restart=False`` and ``shared=True``, so the run's restart budget is spent once and
+``env/faults_by_kind`` counts the fault once (the copies count in ``env/envs_cut_by_program_faults``). The
+program is restarted (spawned again, or, in connect mode, the next program that connects takes the slot) and
+all its instances reset before the step returns.
+
+The Guard's checks, ``env.max_episode_steps`` and the episode statistics are the vector wrappers around it
+(:func:`wrap_bridge`), as for ALE's vector env; per-env wrappers (``env.wrappers``, ``env.drop_keys``) cannot
+apply to a batch and are refused in one line (:func:`make_bridge_vector_env`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector.utils import iterate
+
+from envs.bridge import listen as L
+from envs.bridge.batch import BatchProgram
+from envs.bridge.batchmsg import unstack
+from envs.errors import EnvFailure, RestartBudgetExhausted, StartupError, UserError
+from envs.faults import FAULT_KEY, LATENCY_KEY, RESET_FAULTS_KEY, Fault, add_fault
+from envs.guard import placeholder
+from envs.vector.base import Indices, Transition, VectorEnvBase, add_info, stack
+
+FLAT_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def batchable_space(space: gym.Space) -> bool:
+    """Box, Discrete, MultiDiscrete, MultiBinary, or a Dict of them: what a K-instance vector env batches."""
+    if isinstance(space, spaces.Dict):
+        return all(isinstance(s, FLAT_SPACES) for s in space.spaces.values())
+    return isinstance(space, FLAT_SPACES)
+
+
+class BridgeVectorEnv(VectorEnvBase):
+    """M bridge programs as one vector env of Σ K_j envs.
+
+    Args:
+        programs: started programs, all with the same spaces.
+    """
+
+    def __init__(self, programs: Sequence[BatchProgram]) -> None:
+        self.programs = list(programs)
+        first = self.programs[0]
+        for p in self.programs[1:]:
+            if p.observation_space != first.observation_space or p.action_space != first.action_space:
+                raise UserError(f"program {p.who!r} declares other spaces than {first.who!r}; every program of a run "
+                                "must declare the same observation and action spaces")
+        self.sizes = [p.num_instances for p in self.programs]
+        self.offsets = [int(x) for x in np.cumsum([0, *self.sizes])]
+        super().__init__(self.offsets[-1], first.observation_space, first.action_space)
+        self.render_mode = None
+        self._cur: list[Any] = [placeholder(self.single_observation_space) for _ in range(self.num_envs)]
+        """Each env's latest observation (a program fault ends its episode on it)."""
+        self._pending: list[list[Fault]] = [[] for _ in range(self.num_envs)]
+        """Program faults met while resetting, reported with the env's next step."""
+        self._pool = ThreadPoolExecutor(len(self.programs), "nondiff-program") if len(self.programs) > 1 else None
+
+    def _each(self, fn: Any) -> list[Any]:
+        """``fn(j)`` for every program, concurrently; the first exception is re-raised."""
+        try:
+            if self._pool is None:
+                return [fn(j) for j in range(len(self.programs))]
+            return list(self._pool.map(fn, range(len(self.programs))))
+        except RestartBudgetExhausted as e:
+            raise EnvFailure(str(e)) from e
+
+    def _reset_program(self, j: int, local: list[int], seeds: list[int | None] | None,
+                       faults: list[Fault]) -> tuple[list[int], list[Any]]:
+        """Reset instances ``local`` of program j; the instances actually reset (all of them after a restart)
+        and their reset infos. The program's faults on the way are added to ``faults``."""
+        p, lo = self.programs[j], self.offsets[j]
+        obs, infos = p.reset_instances(local, seeds)
+        if p.last_reset_all:  # the program was restarted: every instance starts over
+            local = list(range(p.num_instances))
+        faults.extend(p._take_reset_faults())
+        for pos, i in enumerate(local):
+            self._cur[lo + i] = unstack(self.single_observation_space, obs, pos)
+        return local, infos
+
+    def _step_program(self, j: int, actions: np.ndarray) -> list[Transition]:
+        p, lo, k = self.programs[j], self.offsets[j], self.sizes[j]
+        res = p.step_all(actions[lo:lo + k])
+        ms = res.seconds * 1e3
+        step: list[dict[str, Any]] = [{} for _ in range(k)]
+        for i in range(k):
+            for earlier in self._pending[lo + i]:
+                add_fault(step[i], earlier, RESET_FAULTS_KEY)
+            self._pending[lo + i] = []
+        for earlier in res.reset_faults:
+            add_fault(step[0], earlier, RESET_FAULTS_KEY)
+        space = self.single_observation_space
+        if res.result is None:  # the program's fault: all K envs end as truncated, one restart
+            assert res.fault is not None
+            obs = [self._cur[lo + i] for i in range(k)]
+            rewards, terminated, truncated = np.zeros(k), np.zeros(k, dtype=bool), np.ones(k, dtype=bool)
+            for i in range(k):
+                step[i][FAULT_KEY] = res.fault if i == 0 else res.fault.merged(restart=False, budget=None, shared=True)
+        else:
+            r = res.result
+            obs = [unstack(space, r.obs, i) for i in range(k)]
+            rewards = np.asarray(r.rewards, dtype=np.float32).astype(np.float64)
+            terminated, truncated = np.array(r.terminated, dtype=bool), np.array(r.truncated, dtype=bool)
+            step = [{**r.infos[i], **step[i]} for i in range(k)]
+        for i in range(k):
+            step[i][LATENCY_KEY] = ms
+        ended = [int(i) for i in np.flatnonzero(terminated | truncated)]
+        out: list[Transition] = [(obs[i], rewards[i], bool(terminated[i]), bool(truncated[i]), step[i], None)
+                                 for i in range(k)]
+        if ended:
+            faults: list[Fault] = []
+            reset, infos = self._reset_program(j, ended, None, faults)
+            for fault in faults:  # reported with this step, on the program's first env
+                add_fault(step[0], fault, RESET_FAULTS_KEY)
+            for pos, i in enumerate(reset):  # a restart during the reset ended the other episodes too
+                out[i] = (self._cur[lo + i], rewards[i], bool(terminated[i]), bool(truncated[i]) or i not in ended,
+                          infos[pos], (obs[i], step[i]))
+        for i in range(k):
+            if out[i][5] is None:
+                self._cur[lo + i] = obs[i]
+        return out
+
+    def reset(self, *, seed: int | Sequence[int | None] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Reset every instance of every program (env ``i`` with ``seed + i``), or those of
+        ``options["reset_mask"]``."""
+        mask = (options or {}).get("reset_mask")
+        seeds = self._seeds(seed)
+        chosen = [True] * self.num_envs if mask is None else [bool(m) for m in mask]
+        infos: dict[str, Any] = {}
+
+        def one(j: int) -> None:
+            nonlocal infos
+            lo, k = self.offsets[j], self.sizes[j]
+            local = [i for i in range(k) if chosen[lo + i]]
+            if not local:
+                return
+            reset, rinfos = self._reset_program(j, local, None if mask is not None else seeds[lo:lo + k],
+                                                self._pending[lo])  # reported with the next step
+            for pos, i in enumerate(reset):
+                infos = add_info(infos, rinfos[pos], lo + i, self.num_envs)
+
+        self._each(one)
+        return stack(self.single_observation_space, self._cur), infos
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """One batched step per program, concurrently, then batched resets of the finished instances."""
+        acts = np.asarray(actions) if isinstance(actions, np.ndarray) else np.array(
+            list(iterate(self.action_space, actions)))
+        parts = self._each(lambda j: self._step_program(j, acts))
+        return self.collect([t for part in parts for t in part])
+
+    def _program_of(self, e: int) -> BatchProgram:
+        return self.programs[int(np.searchsorted(self.offsets, e, side="right")) - 1]
+
+    def call_at(self, indices: Indices, name: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """Call a method of each env's program."""
+        return [getattr(self._program_of(i), name)(*args, **kwargs) for i in self._indices(indices)]
+
+    def get_attr_at(self, indices: Indices, name: str) -> list[Any]:
+        """An attribute of each env's program (``render_mode``: None)."""
+        if name == "render_mode":
+            return [None for _ in self._indices(indices)]
+        return [getattr(self._program_of(i), name) for i in self._indices(indices)]
+
+    def set_attr_at(self, indices: Indices, name: str, value: Any) -> None:
+        """Set an attribute on each env's program."""
+        for i in self._indices(indices):
+            setattr(self._program_of(i), name, value)
+
+    def is_wrapped_at(self, indices: Indices, wrapper_class: type) -> list[bool]:
+        """No env here is a Gymnasium wrapper stack."""
+        return [False for _ in self._indices(indices)]
+
+    def render(self) -> tuple[Any, ...] | None:
+        """Programs behind this vector env are not rendered."""
+        return tuple(None for _ in range(self.num_envs))
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Close every program and stop listening."""
+        for p in self.programs:
+            p.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+
+def wrap_bridge(venv: BridgeVectorEnv, nan_policy: str = "truncate", max_episode_steps: int | None = None,
+                bounds_policy: str = "clip") -> gym.vector.VectorEnv:
+    """The programs under their time limit and the Guard's batched checks."""
+    from envs.vector.row_guard import RowGuard
+    from envs.vector.time_limit import TimeLimit
+
+    inner: gym.vector.VectorEnv = venv if max_episode_steps is None else TimeLimit(venv, max_episode_steps)
+    return RowGuard(inner, nan_policy, bounds_policy, None)
+
+
+def make_bridge_vector_env(kwargs: dict[str, Any], num_envs: int, token: str | None, instances: int | None = None,
+                           per_env_wrappers: str = "", nan_policy: str = "truncate",
+                           max_episode_steps: int | None = None,
+                           bounds_policy: str = "clip") -> gym.vector.VectorEnv | None:
+    """The vector env for K-instance programs (K > 1) or connect mode (``listen``); None otherwise.
+
+    ``kwargs``: the bridge adapter's keyword arguments. ``instances``: the ``num_instances`` the start-up probe
+    read, if it ran in this process. Otherwise spawn mode starts one program to read it; with K = 1 and no
+    ``listen`` it is closed again and the caller builds its usual vector env. ``num_envs`` envs need
+    ``ceil(num_envs / K)`` programs (rounded up: the vector env has programs × K envs). ``per_env_wrappers``:
+    the per-env wrappers configured (e.g. ``env.wrappers``), which cannot apply to a batch.
+
+    Raises:
+        UserError: a program cannot start as configured, nobody connected in time, the address is taken, or
+            per-env wrappers are configured.
+    """
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("render_mode",)}
+    listen = kwargs.get("listen")
+    if instances == 1 and listen is None:
+        return None
+    if token:
+        kwargs["token"] = token
+    deadline = time.monotonic() + float(kwargs.get("connect_timeout", 60.0))
+    programs: list[BatchProgram] = []
+    try:
+        if listen is not None:  # envs, not programs: the listener turns them into ceil(num_envs / K) programs
+            L.listener(listen, token or "").expected = num_envs
+        programs.append(BatchProgram(**kwargs))
+        k = programs[0].num_instances
+        if k == 1 and listen is None:
+            programs[0].close()
+            return None
+        space = programs[0].observation_space
+        if per_env_wrappers or not batchable_space(space):
+            raise UserError(f"programs with num_instances > 1 or env.listen are stepped as one batch, so per-env "
+                            f"wrappers cannot apply; they support Box, Discrete, MultiDiscrete and MultiBinary "
+                            f"observations (or a Dict of them) without {per_env_wrappers or 'other spaces'}; this one "
+                            f"declares {space} (use a single-instance program for the rest)")
+        n = math.ceil(num_envs / k)
+        if n * k != num_envs:
+            print(f"nondiff: train.num_envs={num_envs} with {k} instances per program: {n} program(s), "
+                  f"{n * k} envs", flush=True)
+        while len(programs) < n:
+            if listen is not None:
+                kwargs["connect_timeout"] = max(0.1, deadline - time.monotonic())
+            programs.append(BatchProgram(expect=programs[0].spec_reply, **kwargs))
+        return wrap_bridge(BridgeVectorEnv(programs), nan_policy, max_episode_steps, bounds_policy)
+    except StartupError as e:
+        for p in programs:
+            p.close()
+        raise UserError(str(e)) from e
+    except BaseException:
+        for p in programs:
+            p.close()
+        raise
