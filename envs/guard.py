@@ -108,9 +108,9 @@ class Verdict:
 def judge_step(space: gym.Space, obs: Any, reward: Any, fallback: Any, nan_policy: str, bounds_policy: str,
                program: str | None) -> Verdict:
     """The Guard's decision on one transition that no batched check vouched for (the Guard itself, or the
-    RowGuard vector wrapper): the observation and ``bounds_policy`` (:func:`judge`), then the reward, then the policy that
-    applies: ``raise`` raises :class:`InvalidOutputError`, ``clip`` repairs (``fallback`` fills what cannot be
-    repaired), ``truncate`` cuts the episode with ``fallback`` and reward 0."""
+    RowGuard vector wrapper): the observation and ``bounds_policy`` (:func:`judge`), then the reward, then the
+    policy that applies: ``raise`` raises :class:`InvalidOutputError`, ``clip`` repairs (``fallback`` fills what
+    cannot be repaired), ``truncate`` cuts the episode with ``fallback`` and reward 0."""
     problem, checked, clipped, policy = judge(space, obs, nan_policy, bounds_policy, program)
     faults = [clipped] if clipped is not None else []
     if problem is None:

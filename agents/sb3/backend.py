@@ -6,7 +6,6 @@ live in :mod:`agents.sb3.offpolicy`.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,9 @@ from agents.run.session import Session
 from agents.sb3 import offpolicy
 from agents.sb3.policies import load_obs_stats, normalize, save_obs_stats, select_policy
 from agents.sb3.vector import SB3VecEnv, make_vec_env
+from envs.vector.resume import env_states, set_env_states
 
 log = logging.getLogger(__name__)
-_TOLD: dict[str, bool] = {}  # warnings given once per process
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, **offpolicy.ALGOS}
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
@@ -320,48 +319,9 @@ def _load_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor], met
 def _env_states(venv: VecEnv) -> list[dict[str, Any]] | None:
     """Mid-episode state of every in-process env whose adapter offers ``get_state()``; None otherwise."""
     inner = venv.venv if isinstance(venv, VecNormalize) else venv
-    if not isinstance(inner, SB3VecEnv) or inner.envs is None:
-        return None
-    stats = inner.episode_stats
-    states: list[dict[str, Any]] = []
-    for i, env in enumerate(inner.envs):
-        if not hasattr(env.unwrapped, "get_state"):
-            return None
-        try:  # an env's private state must never cost the checkpoint: it is left out when it is not JSON
-            state: dict[str, Any] = {"env": env.unwrapped.get_state()}
-            json.dumps(state["env"])
-        except Exception as err:
-            if not _TOLD.get("env_state"):
-                _TOLD["env_state"] = True
-                log.warning("env state left out of checkpoints: %s.get_state() gave no JSON (%s: %s); the weights, "
-                            "optimiser and counters are saved, and a resume starts the envs' episodes afresh "
-                            "(not an exact resume)", type(env.unwrapped).__name__, type(err).__name__,
-                            str(err).splitlines()[0][:200] if str(err) else "")
-            return None
-        e: Any = env
-        while isinstance(e, gym.Wrapper):
-            if isinstance(e, gym.wrappers.TimeLimit):
-                state["elapsed"] = e._elapsed_steps
-            e = e.env
-        if stats is not None:
-            state["monitor"] = stats.get_state(i)
-        states.append(state)
-    return states
+    return env_states(inner.venv) if isinstance(inner, SB3VecEnv) else None
 
 
 def _set_env_states(venv: VecEnv, states: list[dict[str, Any]]) -> bool:
     inner = venv.venv if isinstance(venv, VecNormalize) else venv
-    if not isinstance(inner, SB3VecEnv) or inner.envs is None or len(inner.envs) != len(states):
-        return False
-    stats = inner.episode_stats
-    for i, (env, state) in enumerate(zip(inner.envs, states)):
-        env.reset()  # the wrappers' order enforcement and checkers expect a reset before a step
-        env.unwrapped.set_state(state["env"])  # type: ignore[attr-defined]
-        e: Any = env
-        while isinstance(e, gym.Wrapper):
-            if isinstance(e, gym.wrappers.TimeLimit):
-                e._elapsed_steps = state.get("elapsed", 0)
-            e = e.env
-        if stats is not None and "monitor" in state:
-            stats.set_state(i, state["monitor"])
-    return True
+    return isinstance(inner, SB3VecEnv) and set_env_states(inner.venv, states)

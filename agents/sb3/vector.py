@@ -92,7 +92,7 @@ class SB3VecEnv(VecEnv):
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: Any = None) -> list[bool]:
         """Whether each env is wrapped in ``wrapper_class`` (the vector-level episode statistics count as
         SB3's ``Monitor``)."""
-        if wrapper_class is Monitor and self.episode_stats is not None:
+        if wrapper_class is Monitor and _has(self.venv, EpisodeStatistics):
             return [True for _ in self._get_indices(indices)]
         return self.base.is_wrapped_at(list(self._get_indices(indices)), wrapper_class)  # type: ignore[no-any-return]
 
@@ -103,21 +103,6 @@ class SB3VecEnv(VecEnv):
     def close(self) -> None:
         """Close the vector env (idempotent)."""
         self.venv.close()
-
-    @property
-    def envs(self) -> list[gym.Env] | None:
-        """The envs, when they live in this process (a checkpoint reads their state); None otherwise."""
-        return getattr(self.base, "envs", None)
-
-    @property
-    def episode_stats(self) -> EpisodeStatistics | None:
-        """The episode statistics wrapper, if there is one (a checkpoint carries its unfinished episodes)."""
-        e: Any = self.venv
-        while isinstance(e, gym.vector.VectorWrapper):
-            if isinstance(e, EpisodeStatistics):
-                return e
-            e = e.env
-        return None
 
 
 def make_vec_env(cfg: RunConfig) -> VecEnv:
@@ -135,6 +120,14 @@ def make_vec_env(cfg: RunConfig) -> VecEnv:
         log.info("normalize_obs: per-key statistics for %s (images and discrete keys excluded)", ", ".join(keys))
     return VecNormalize(venv, norm_obs=norm_obs, norm_reward=cfg.agent.normalize_reward, gamma=cfg.agent.gamma,
                         norm_obs_keys=keys or None)
+
+
+def _has(venv: gym.vector.VectorEnv, wrapper_class: type) -> bool:
+    while isinstance(venv, gym.vector.VectorWrapper):
+        if isinstance(venv, wrapper_class):
+            return True
+        venv = venv.env
+    return False
 
 
 def normalized_keys(space: gym.Space) -> list[str] | None:
