@@ -19,7 +19,6 @@ import gymnasium as gym
 from agents.config import RunConfig
 from agents.errors import UserError
 from agents.rllib import state as rllib_state
-from agents.rllib.vecenv import VECTORIZE_MODE
 from agents.run.envfactory import is_image_space, probe_spaces
 
 ENV_NAME = "nondiff-env"
@@ -28,6 +27,11 @@ APPO_ITERATION_STEPS = 2000
 overrides it."""
 SAC_ITERATION_STEPS = 1000
 """Env steps SAC samples per ``algo.train()``; RLlib's own default is one vector step per iteration."""
+VECTORIZE_MODE = {"dummy": "sync", "subproc": "sync", "thread": "vector_entry_point"}
+"""``train.vec_env`` → RLlib's ``gym_env_vectorize_mode``. ``thread``: the env creator builds envs/vector's
+``ThreadVectorEnv`` (``NEXT_STEP`` auto-reset, as RLlib's env runners expect), so a runner's waiting envs step
+concurrently; ``subproc`` stays ``sync``: the env runners are processes already, and ``rllib.num_env_runners``
+is how RLlib spreads envs over processes."""
 
 
 @dataclass(frozen=True)

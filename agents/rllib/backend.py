@@ -49,9 +49,11 @@ def _create_env(env_config: dict[str, Any]) -> gym.Env | gym.vector.VectorEnv:
     scale = functools.partial(rllib_state.ScaleReward, gamma=cfg.agent.gamma) if cfg.agent.normalize_reward else None
     make = env_factory(cfg, outer=scale)
     if "num_envs" in env_config:  # train.vec_env: thread (gymnasium's vector_entry_point asks for all envs at once)
-        from agents.rllib.vecenv import ThreadVectorEnv
+        from gymnasium.vector import AutoresetMode
 
-        return ThreadVectorEnv([make] * int(env_config["num_envs"]))
+        from envs.vector.threads import ThreadVectorEnv
+
+        return ThreadVectorEnv([make] * int(env_config["num_envs"]), AutoresetMode.NEXT_STEP)
     return make()
 
 

@@ -13,7 +13,9 @@ One env, bottom up (:func:`_build`, behind the picklable :func:`env_factory`):
 Many envs (:func:`make_vector_env`): ``train.num_envs`` copies in a Gymnasium vector env from envs/vector/
 (``train.vec_env``: ``dummy`` in-process, ``thread`` a thread each, ``subproc`` worker processes with a
 watchdog, ``threadproc`` threads in several worker processes, ``ale`` ALE's own vector env; K-instance
-bridge programs batched), then the vector wrappers: the Guard's batched check and the episode statistics. A backend adapts the result in one file (agents/sb3/vector.py for SB3).
+bridge programs batched), then the vector wrappers: the Guard's batched check and the episode statistics.
+A backend adapts the result in one file (agents/sb3/vector.py for SB3; RLlib's env runners vectorise with
+envs/vector's ThreadVectorEnv for ``thread``).
 """
 
 from __future__ import annotations

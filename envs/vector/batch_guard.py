@@ -23,6 +23,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import iterate
 
 from envs.checks import RowCheck, all_finite_floats, valid_rewards
@@ -34,7 +35,7 @@ PASS_THROUGH_STEPS = (gym.Wrapper.step, gym.ObservationWrapper.step, gym.RewardW
 
 
 def guard_below(env: gym.Env) -> Guard | None:
-    """The Guard under ``env``'s pass-through wrappers; None when there is none or another wrapper is in between."""
+    """The Guard under ``env``'s pass-through wrappers; None if none, or another wrapper between."""
     e: Any = env
     while isinstance(e, gym.Wrapper):
         if isinstance(e, Guard):
@@ -55,7 +56,9 @@ class BatchGuard(gym.vector.VectorWrapper):
 
     def __init__(self, env: gym.vector.VectorEnv, enabled: bool = True) -> None:
         super().__init__(env)
-        guards = [guard_below(e) for e in env.envs] if enabled and isinstance(env, SyncVectorEnv) else []
+        same_step = env.metadata.get("autoreset_mode") == AutoresetMode.SAME_STEP
+        batchable = enabled and same_step and isinstance(env, SyncVectorEnv)
+        guards = [guard_below(e) for e in env.envs] if batchable else []  # type: ignore[attr-defined]
         found = [g for g in guards if g is not None]
         self.guards: list[Guard] = found if found and len(found) == env.num_envs else []
         space = self.guards[0].observation_space if self.guards else None

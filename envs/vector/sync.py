@@ -7,6 +7,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import iterate
 
 from envs.vector.base import Indices, Transition, VectorEnvBase, is_wrapped, stack
@@ -22,13 +23,22 @@ class SyncVectorEnv(VectorEnvBase):
 
     Args:
         env_fns: one zero-argument constructor per env.
+        autoreset_mode: ``SAME_STEP`` (nondiff's, SB3's), or ``NEXT_STEP`` (Gymnasium's default, which RLlib's
+            env runners expect: an env that finished is reset by the next step, which returns its reset
+            observation with reward 0).
     """
 
-    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]]) -> None:
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]],
+                 autoreset_mode: AutoresetMode = AutoresetMode.SAME_STEP) -> None:
+        if autoreset_mode not in (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP):
+            raise ValueError(f"autoreset_mode SAME_STEP or NEXT_STEP, got {autoreset_mode}")
         self.envs: list[gym.Env] = [fn() for fn in env_fns]
         first = self.envs[0]
         super().__init__(len(self.envs), first.observation_space, first.action_space)
+        self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
         self.render_mode = first.render_mode
+        self._next_step = autoreset_mode == AutoresetMode.NEXT_STEP
+        self._ended = np.zeros(self.num_envs, dtype=bool)  # NEXT_STEP: the envs the next step resets
 
     def run(self, job: Callable[[int], Any], indices: Indices = None) -> list[Any]:
         """``job(i)`` for every env index in ``indices`` (None: all), in order; their results."""
@@ -36,8 +46,11 @@ class SyncVectorEnv(VectorEnvBase):
 
     def _step_one(self, i: int, action: Any) -> Transition:
         env = self.envs[i]
+        if self._next_step and self._ended[i]:
+            obs, info = env.reset()
+            return obs, 0.0, False, False, info, None
         obs, reward, terminated, truncated, info = env.step(action)
-        if not (terminated or truncated):
+        if self._next_step or not (terminated or truncated):
             return obs, reward, terminated, truncated, info, None
         new_obs, reset_info = env.reset()
         return new_obs, reward, terminated, truncated, reset_info, (obs, info)
@@ -48,7 +61,9 @@ class SyncVectorEnv(VectorEnvBase):
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
         """Step every env (through :meth:`run`), resetting those that finished in the same step."""
         acts = list(iterate(self.action_space, actions))
-        return self.collect(self.run(lambda i: self._step_one(i, acts[i])))
+        out = self.collect(self.run(lambda i: self._step_one(i, acts[i])))
+        self._ended = out[2] | out[3]
+        return out
 
     def step_here(self, acts: list[Any]) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
         """Step env ``i`` with ``acts[i]``: what the batched Guard calls once the adapters have stepped ahead
@@ -59,6 +74,7 @@ class SyncVectorEnv(VectorEnvBase):
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Reset every env (``seed``: one per env, or an int that env ``i`` gets plus ``i``)."""
         seeds = self._seeds(seed)
+        self._ended[:] = False
         answers = self.run(lambda i: self._reset_one(i, seeds[i], options))
         infos: dict[str, Any] = {}
         for i, (_, info) in enumerate(answers):

@@ -9,6 +9,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import AutoresetMode
 
 from envs.vector.base import Indices
 from envs.vector.sync import SyncVectorEnv
@@ -27,10 +28,12 @@ class ThreadVectorEnv(SyncVectorEnv):
 
     Args:
         env_fns: one zero-argument constructor per env.
+        autoreset_mode: as :class:`~envs.vector.sync.SyncVectorEnv`'s (RLlib's env runners: ``NEXT_STEP``).
     """
 
-    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]]) -> None:
-        super().__init__(env_fns)
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]],
+                 autoreset_mode: AutoresetMode = AutoresetMode.SAME_STEP) -> None:
+        super().__init__(env_fns, autoreset_mode)
         self._jobs: list[queue.SimpleQueue[Callable[[], None] | None]] = [queue.SimpleQueue() for _ in self.envs]
         self._lock = threading.Lock()
         self._done = threading.Event()

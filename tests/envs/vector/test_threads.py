@@ -117,3 +117,27 @@ def test_train_cli_accepts_thread_vec_env(tmp_path, cli):
     assert proc.returncode == 0, proc.stderr
     assert "vec_env: thread" in (run / "config.yaml").read_text()
     assert (run / "final" / "model.safetensors").is_file()
+
+
+def test_next_step_auto_reset_matches_gymnasiums_sync_vector_env():
+    """RLlib's env runners take ``NEXT_STEP`` auto-reset: the same transitions and infos as Gymnasium's own."""
+    from gymnasium.vector import AutoresetMode
+    from gymnasium.wrappers.vector import DictInfoToList
+
+    fns = [lambda: WaitingEnv(0.001) for _ in range(3)]
+    ref = DictInfoToList(gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.NEXT_STEP))
+    thr = DictInfoToList(ThreadVectorEnv(fns, AutoresetMode.NEXT_STEP))
+    try:
+        (o1, i1), (o2, i2) = ref.reset(seed=3), thr.reset(seed=3)
+        np.testing.assert_array_equal(o1, o2)
+        assert i1 == i2 and thr.metadata["autoreset_mode"] is AutoresetMode.NEXT_STEP
+        rng = np.random.default_rng(0)
+        for _ in range(20):  # crosses the 7-step truncation and the x > 3 termination
+            act = rng.uniform(-1, 1, (3, 1)).astype(np.float32)
+            a, b = ref.step(act), thr.step(act)
+            for x, y in zip(a[:4], b[:4]):
+                np.testing.assert_array_equal(x, y)
+            assert a[4] == b[4]
+    finally:
+        ref.close()
+        thr.close()
