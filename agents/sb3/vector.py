@@ -22,7 +22,7 @@ from agents.run.envfactory import (
     is_image_space,
     make_vector_env,
 )
-from envs.vector.base import unbatch_info
+from envs.vector.base import unbatch_all
 from envs.vector.episode_stats import EpisodeStatistics
 from envs.wrappers import is_image
 
@@ -48,7 +48,7 @@ class SB3VecEnv(VecEnv):
         if any(o != options for o in self._options):
             raise ValueError("set_options gave the envs different reset options; give every env the same ones")
         obs, infos = self.venv.reset(seed=list(self._seeds), options=options or None)  # type: ignore[arg-type]
-        self.reset_infos = [unbatch_info(infos, i) for i in range(self.num_envs)]
+        self.reset_infos = unbatch_all(infos, self.num_envs)
         self._reset_seeds()
         self._reset_options()
         return obs
@@ -61,19 +61,16 @@ class SB3VecEnv(VecEnv):
         """One vector step as SB3 expects it: float32 rewards, dones, one info dict per env."""
         obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
         dones = terminated | truncated
-        out = []
+        out = unbatch_all(infos, self.num_envs, _FINAL)
+        finals = unbatch_all(infos["final_info"], self.num_envs) if "final_info" in infos else []
         for i in range(self.num_envs):
-            info = unbatch_info(infos, i)
             if dones[i]:
-                for key in _FINAL:
-                    info.pop(key, None)
-                self.reset_infos[i] = info
-                info = unbatch_info(infos["final_info"], i)
+                self.reset_infos[i] = out[i]
+                out[i] = info = finals[i]
                 info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
                 info["terminal_observation"] = infos["final_obs"][i]
             else:
-                info["TimeLimit.truncated"] = False
-            out.append(info)
+                out[i]["TimeLimit.truncated"] = False
         return obs, rewards.astype(np.float32), dones, out
 
     def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:

@@ -30,18 +30,18 @@ auto-reset, the reset's) and, when it finished, its last observation and step in
 def add_info(infos: dict[str, Any], info: dict[str, Any], i: int, n: int) -> dict[str, Any]:
     """Add env ``i``'s ``info`` to the batched ``infos`` of ``n`` envs, every leaf in an object array."""
     for key, value in info.items():
-        if isinstance(value, dict) and key != "final_obs":  # a Dict observation stays whole, as in Gymnasium
-            array: Any = add_info(infos.get(key, {}), value, i, n)
+        if type(value) is dict and key != "final_obs":  # a Dict observation stays whole, as in Gymnasium
+            infos[key] = add_info(infos.get(key, {}), value, i, n)
         else:
             array = infos.get(key)
             if array is None:
-                array = np.full(n, None, dtype=object)
+                array = infos[key] = np.full(n, None, dtype=object)
             array[i] = value
-        mask = infos.get(f"_{key}")
+        mkey = "_" + key
+        mask = infos.get(mkey)
         if mask is None:
-            mask = np.zeros(n, dtype=np.bool_)
+            mask = infos[mkey] = np.zeros(n, dtype=np.bool_)
         mask[i] = True
-        infos[key], infos[f"_{key}"] = array, mask
     return infos
 
 
@@ -49,10 +49,31 @@ def unbatch_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
     """Env ``i``'s part of batched ``infos`` (the inverse of :func:`add_info`)."""
     out: dict[str, Any] = {}
     for key, value in infos.items():
-        mask = infos.get(f"_{key}")
+        mask = infos.get("_" + key)
         if mask is None or not mask[i]:
             continue
-        out[key] = unbatch_info(value, i) if isinstance(value, dict) and key != "final_obs" else value[i]
+        out[key] = unbatch_info(value, i) if type(value) is dict and key != "final_obs" else value[i]
+    return out
+
+
+def unbatch_all(infos: dict[str, Any], n: int, skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Every env's part of batched ``infos`` at once (:func:`unbatch_info` for each of ``n`` envs, key by key);
+    the keys in ``skip`` are left out."""
+    out: list[dict[str, Any]] = [{} for _ in range(n)]
+    for key, value in infos.items():
+        mask = infos.get("_" + key)
+        if mask is None or key in skip:
+            continue
+        if type(value) is dict and key != "final_obs":
+            parts = unbatch_all(value, n)
+            for i in np.flatnonzero(mask).tolist():
+                out[i][key] = parts[i]
+        elif mask.all():
+            for part, v in zip(out, value.tolist()):
+                part[key] = v
+        else:
+            for i in np.flatnonzero(mask).tolist():
+                out[i][key] = value[i]
     return out
 
 

@@ -37,8 +37,8 @@ class EpisodeStatistics(gym.vector.VectorWrapper):
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """Step, and report each episode that ended."""
         obs, rewards, terminated, truncated, infos = self.env.step(actions)
-        for i, reward in enumerate(rewards.tolist()):
-            self.rewards[i].append(float(reward))
+        for ep, reward in zip(self.rewards, rewards.tolist()):  # Python floats, as Monitor keeps them
+            ep.append(reward)
         for i in np.flatnonzero(terminated | truncated).tolist():
             ep = self.rewards[i]
             episode = {"r": round(sum(ep), 6), "l": len(ep), "t": round(time.time() - self.t_start, 6)}
