@@ -33,6 +33,7 @@ from typing import Any
 from envs import errors as E
 from envs import stop as S
 from envs.bridge import protocol as P
+from envs.bridge.fit import decide, misfit
 from envs.errors import ConnectTimeout
 
 REPORT_EVERY = 5.0
@@ -45,9 +46,8 @@ SPARE = 8
 """Handshaken programs kept waiting beyond the ones the run needs; more are sent away with an ``error``."""
 
 Handshake = Callable[[P.Channel, float], Any]
-"""Runs the trainer's side of a handshake on a channel within a deadline; returns the program's SpecReply."""
-
-
+"""Runs the trainer's side of a handshake on a channel within a deadline; returns the program's
+SpecReply."""
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -55,8 +55,8 @@ def parse_address(address: str) -> tuple[str, int]:
     host, _, port = str(address).rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise E.StartupError(f"env.listen must look like HOST:PORT (port 0: any free port), got {address!r}; "
-                             "e.g. env.listen=127.0.0.1:5555")
+        raise E.StartupError(f"env.listen must look like HOST:PORT (port 0: any free port), got "
+                             f"{address!r}; e.g. env.listen=127.0.0.1:5555")
     return host, int(port)
 
 
@@ -71,17 +71,6 @@ def is_loopback(host: str) -> bool:
 def _say(line: str) -> None:
     print(f"nondiff: {line}", file=sys.stderr, flush=True)
 
-
-def describe(spec: Any) -> str:
-    """A spec's spaces and K in a few words, for refusal messages."""
-    return (f"observation {spec.observation_space}, action {spec.action_space}, num_instances "
-            f"{spec.num_instances}")
-
-
-def same_spec(a: Any, b: Any) -> bool:
-    """True when two specs declare the same spaces and the same K."""
-    return (a.observation_space == b.observation_space and a.action_space == b.action_space
-            and a.num_instances == b.num_instances)
 
 
 class Listener:
@@ -98,16 +87,17 @@ class Listener:
                  max_pending: int = MAX_PENDING) -> None:
         host, port = parse_address(address)
         if not is_loopback(host) and not token:
-            raise E.StartupError(f"env.listen={address} is not a loopback address: programs connecting from elsewhere "
-                                 "must prove the bridge token; set NONDIFF_TOKEN (or env.token_file) and give "
-                                 "programs the same token")
+            raise E.StartupError(f"env.listen={address} is not a loopback address: programs connecting "
+                                 "from elsewhere must prove the bridge token; set NONDIFF_TOKEN (or "
+                                 "env.token_file) and give programs the same token")
         self.say, self.max_pending = say, max_pending
         try:
             self.sock = socket.create_server((host, port), backlog=128)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise E.StartupError(f"env.listen={address}: the address is already in use (another trainer or "
-                                     "program holds it); pick another port, or port 0 for any free one") from e
+                raise E.StartupError(f"env.listen={address}: the address is already in use (another "
+                                     "trainer or program holds it); pick another port, or port 0 for any "
+                                     "free one") from e
             raise E.StartupError(f"env.listen={address}: cannot listen there ({e.strerror or e})") from e
         self.sock.setblocking(False)
         self.address = f"{host}:{self.sock.getsockname()[1]}"
@@ -121,7 +111,8 @@ class Listener:
         self.pending = 0
         """Handshakes in progress."""
         self.expected = 1
-        """Envs the run needs (``train.num_envs``); with K instances per program, ``ceil(expected / K)`` programs."""
+        """Envs the run needs (``train.num_envs``); with K instances per program, ``ceil(expected / K)``
+        programs."""
         self.instances: int | None = None
         """The K the config asks for (``env.num_instances``); None: any K, decided with the spec."""
         self.want: Any = None
@@ -129,7 +120,8 @@ class Listener:
         self.ready: list[tuple[P.Channel, Any]] = []
         """Handshaken programs no env has taken yet (an env's healthy program given back goes here too)."""
         self.refused: collections.Counter[str] = collections.Counter()
-        """Refused connections by reason (``silent``, ``token``, ``spec``, ``version``, ``closed``, ``busy``, …)."""
+        """Refused connections by reason (``silent``, ``token``, ``spec``, ``version``, ``closed``,
+        ``busy``, …)."""
         self.reasons: dict[str, str] = {}
         """The latest refusal text of each reason."""
         self._unsaid = 0
@@ -149,8 +141,8 @@ class Listener:
 
     # -- handing programs out ------------------------------------------------------------------------------
     def park(self, chan: P.Channel, spec: Any) -> None:
-        """Give back a healthy, handshaken program for the next env that needs one (the start-up probe's program
-        goes on to serve a training env, so a program need not connect twice)."""
+        """Give back a healthy, handshaken program for the next env that needs one (the start-up probe's
+        program goes on to serve a training env, so a program need not connect twice)."""
         with self.lock:
             self.held = max(0, self.held - 1)
             if self.sock.fileno() >= 0:
@@ -163,12 +155,13 @@ class Listener:
         with self.lock:
             self.held = max(0, self.held - 1)
 
-    def take(self, timeout: float, handshake: Handshake, handshake_timeout: float = 5.0, expect: Any = None,
-             instances: int | None = None) -> tuple[P.Channel, Any]:
+    def take(self, timeout: float, handshake: Handshake, handshake_timeout: float = 5.0,
+             expect: Any = None, instances: int | None = None) -> tuple[P.Channel, Any]:
         """A handshaken program that fits the run, and its spec, within ``timeout`` seconds.
 
         Args:
-            timeout: ``env.connect_timeout``; it runs only while no fitting program has completed a handshake.
+            timeout: ``env.connect_timeout``; it runs only while no fitting program has completed a
+                handshake.
             handshake: the trainer's side of the handshake (run in a thread per connection).
             handshake_timeout: each connection's own deadline for its handshake.
             expect: the spec the run's programs declared (a restart, a second program): decides the spec.
@@ -202,7 +195,8 @@ class Listener:
                 self._accept_all(handshake, handshake_timeout)
 
     def _accept_all(self, handshake: Handshake, handshake_timeout: float) -> None:
-        """Accept every waiting connection; each gets a handshake thread, or is closed at once past the bound."""
+        """Accept every waiting connection; each gets a handshake thread, or is closed at once past the
+        bound."""
         while True:
             with self.lock:
                 try:
@@ -228,7 +222,8 @@ class Listener:
         try:
             spec = handshake(chan, timeout)
         except E.BridgeTimeout:
-            self._refuse(chan, "silent", f"no complete handshake within {timeout:g} s (env.handshake_timeout)", True)
+            self._refuse(chan, "silent",
+                         f"no complete handshake within {timeout:g} s (env.handshake_timeout)", True)
         except E.AuthError as e:  # a token refusal stays silent: a stranger learns nothing
             self._refuse(chan, "token", str(e), False)
         except E.VersionError as e:
@@ -261,15 +256,16 @@ class Listener:
                 self.pending -= 1
 
     def _choose(self) -> tuple[P.Channel, Any] | None:
-        """The first ready program that fits the run (deciding the spec if needed); refuses the ones that do not."""
+        """The first ready program that fits the run (deciding the spec if needed); refuses the ones that
+        do not."""
         refuse: list[tuple[P.Channel, str]] = []
         found = None
         with self.lock:
-            if self.want is None:
-                self._decide()
+            if self.want is None:  # fix the run's spec (envs.bridge.fit)
+                self.want = decide((spec for _, spec in self.ready), self.instances, self.expected)
             keep: list[tuple[P.Channel, Any]] = []
             for chan, spec in self.ready:
-                why = self._misfit(spec)
+                why = misfit(spec, self.instances, self.want)
                 if why is not None:
                     refuse.append((chan, why))
                 elif found is None and self.want is not None:
@@ -286,33 +282,11 @@ class Listener:
             self._refuse(chan, "spare", f"the run has all the programs it needs on {self.address}", True)
         return found
 
-    def _misfit(self, spec: Any) -> str | None:
-        if self.instances is not None and spec.num_instances != self.instances:
-            return (f"it declares num_instances {spec.num_instances}; this run wants {self.instances} "
-                    "(env.num_instances)")
-        if self.want is not None and not same_spec(spec, self.want):
-            return f"it declares {describe(spec)}; this run trains on {describe(self.want)}"
-        return None
-
-    def _decide(self) -> None:
-        """Fix the run's spec: the first one that enough ready programs declare to fill :attr:`expected` envs."""
-        groups: list[list[Any]] = []
-        for _, spec in self.ready:
-            if self.instances is not None and spec.num_instances != self.instances:
-                continue
-            group = next((g for g in groups if same_spec(g[0], spec)), None)
-            if group is None:
-                group = [spec]
-                groups.append(group)
-            else:
-                group.append(spec)
-            if len(group) >= math.ceil(max(1, self.expected) / spec.num_instances):
-                self.want = spec
-                return
 
     # -- refusals and messages -----------------------------------------------------------------------------
     def _refuse(self, chan: P.Channel, reason: str, text: str, tell: bool) -> None:
-        """Close a connection (after an ``error`` frame naming ``text`` when ``tell``); a rate-limited line."""
+        """Close a connection (after an ``error`` frame naming ``text`` when ``tell``); a rate-limited
+        line."""
         if tell:
             try:
                 P.send(chan, {"type": "error", "message": f"nondiff refused this program: {text}"}, 0.5)
@@ -331,14 +305,15 @@ class Listener:
                 return
             more, self._unsaid, self._said_at = self._unsaid, 0, now
         extra = f" ({more} more refused since the last such line)" if more else ""
-        self.say(f"refused a program that connected to {self.address}: {text[:300]}{extra}; refusal lines are "
-                 f"limited to one per {REFUSAL_EVERY:g} s")
+        self.say(f"refused a program that connected to {self.address}: {text[:300]}{extra}; refusal lines "
+                 f"are limited to one per {REFUSAL_EVERY:g} s")
 
     def _counts(self) -> str:
         with self.lock:
             refused = ", ".join(f"{n} {why}" for why, n in self.refused.most_common())
-            return (f"{self.connected} connection{'s' if self.connected != 1 else ''} came, {self.handshaken} "
-                    f"completed a handshake, {sum(self.refused.values())} refused"
+            return (f"{self.connected} connection{'s' if self.connected != 1 else ''} came, "
+                    f"{self.handshaken} completed a handshake, {sum(self.refused.values())} refused"
+
                     + (f" ({refused})" if refused else ""))
 
     def _needs(self) -> tuple[str, str]:
@@ -348,23 +323,26 @@ class Listener:
             return (f"{self.expected} program{'s' if self.expected != 1 else ''}",
                     f"for {envs}, one each unless they declare num_instances")
         k = self.want.num_instances if self.want is not None else self.instances
-        return f"{need} program{'s' if need != 1 else ''}", f"for {envs} at {k} instance{'s' if k != 1 else ''} each"
+        return (f"{need} program{'s' if need != 1 else ''}",
+                f"for {envs} at {k} instance{'s' if k != 1 else ''} each")
 
     def _waiting(self, left: float) -> str:
         count, detail = self._needs()
-        return (f"waiting for {count} on {self.address} ({detail}; {self.held} taken, {len(self.ready)} ready; "
-                f"{self._counts()}; {left:.0f} s left)")
+        return (f"waiting for {count} on {self.address} ({detail}; {self.held} taken, "
+                f"{len(self.ready)} ready; {self._counts()}; {left:.0f} s left)")
 
     def _timeout(self, timeout: float) -> ConnectTimeout:
         head = (f"no program connected to {self.address} within {timeout:g} s" if self.connected == 0 else
                 f"no program that fits the run completed a handshake on {self.address} within {timeout:g} s")
         last = "; ".join(f"{why}: {text}" for why, text in self.reasons.items())
         if self.want is None and self.ready:
-            last = (f"{len(self.ready)} handshaken program(s) wait, but no spec is declared by enough of them to "
-                    f"fill {self.expected} envs" + (f"; {last}" if last else ""))
+            last = (f"{len(self.ready)} handshaken program(s) wait, but no spec is declared by enough of "
+                    f"them to fill {self.expected} envs" + (f"; {last}" if last else ""))
         count, detail = self._needs()
-        return ConnectTimeout(f"{head} (env.connect_timeout; the run needs {count}, {detail}; {self.held} taken): "
-                              f"{self._counts()}" + (f"; last refusals: {last[:600]}" if last else "")
+        return ConnectTimeout(f"{head} (env.connect_timeout; the run needs {count}, {detail}; "
+                              f"{self.held} taken): {self._counts()}"
+                              + (f"; last refusals: {last[:600]}" if last else "")
+
                               + f"; {self.hint()}")
 
     def close(self) -> None:

@@ -6,8 +6,8 @@ exception while decoding, validating or applying a reply ends the current transi
 reconnected, at the next reset. Restarts are budgeted for the whole run (the trainer sums them over all
 env instances); each instance also stops by itself at the same cap, and at a rate limit, raising
 :class:`RestartBudgetExhausted` with the program, its exit code and its last stderr lines. Spawned
-programs run under :mod:`envs.bridge.reaper`, so no descendant survives the env or a killed trainer. Errors that
-cannot heal (:class:`~envs.bridge.protocol.StartupError`) are raised at once, without retries.
+programs run under :mod:`envs.bridge.reaper`, so no descendant survives the env or a killed trainer.
+Errors that cannot heal (:class:`~envs.bridge.protocol.StartupError`) are raised at once, without retries.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from envs.bridge import listen as L
 from envs.bridge import messages as M
 from envs.bridge import protocol as P
 from envs.bridge import reaper
-from envs.bridge.spawn import StderrTail, check_program, drain
+from envs.bridge.handshake import shake
+from envs.bridge.spawn import StderrTail, check_program, child_environment, drain
 from envs.errors import RestartBudgetExhausted, StopRequested
 from envs.faults import FAULT_KEY, RESET_FAULTS_KEY, Fault, FaultKind
 from envs.reach import Reach, beyond_loopback
@@ -41,23 +42,6 @@ from envs.spaces import MAX_SPACE_ELEMENTS
 
 __all__ = ["ProcessEnv"]
 log = logging.getLogger(__name__)
-
-
-def _left(deadline: float) -> float:
-    """Seconds until ``deadline``; a tiny positive number once it passed (the next wait then times out)."""
-    return max(1e-3, deadline - time.monotonic())
-
-
-
-
-PRIVATE_VARIABLES = ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")
-"""Variables a program never inherits: the private Ray's credentials (a program inside an env runner would
-otherwise hold the key to the cluster). ``NONDIFF_TOKEN`` is kept: pipe programs check the bridge token with it."""
-
-
-def child_environment() -> dict[str, str]:
-    """The trainer's environment minus :data:`PRIVATE_VARIABLES` (docs/protocol.md, "Environment")."""
-    return {k: v for k, v in os.environ.items() if k not in PRIVATE_VARIABLES}
 
 
 class ProcessEnv(gym.Env):
@@ -68,7 +52,8 @@ class ProcessEnv(gym.Env):
         address: ``host:port`` of a program that already runs and listens.
         listen: ``host:port`` on which nondiff listens; a program that connects there becomes this env
             (connect mode, :mod:`envs.bridge.listen`; port 0 picks a free port).
-        connect_timeout: seconds to wait, in connect mode, until a program that fits has completed a handshake.
+        connect_timeout: seconds to wait, in connect mode, until a program that fits has completed a
+            handshake.
         handshake_timeout: connect mode: each connection's own deadline for its handshake (spawned and TCP
             programs have ``reset_timeout``).
         num_instances: the K each program must declare (``spec.num_instances``); None: any. In connect mode a
@@ -91,8 +76,10 @@ class ProcessEnv(gym.Env):
 
     def __init__(self, *, command: Annotated[str | None, Reach.RUN.mark("start the program")] = None,
                  address: Annotated[str | None, Reach.CONTACT.mark("connect to", beyond_loopback)] = None,
-                 listen: Annotated[str | None, Reach.CONTACT.mark("listen for programs on", beyond_loopback)] = None,
-                 connect_timeout: float = 60.0, handshake_timeout: float = 5.0, num_instances: int | None = None,
+                 listen: Annotated[str | None,
+                                   Reach.CONTACT.mark("listen for programs on", beyond_loopback)] = None,
+                 connect_timeout: float = 60.0, handshake_timeout: float = 5.0,
+                 num_instances: int | None = None,
                  token: str = "",
                  allow_remote: bool = False, step_timeout: float = 5.0, reset_timeout: float = 30.0,
                  max_restarts: int = 10, restart_rate: int = 10, restart_period: float = 60.0,
@@ -100,17 +87,19 @@ class ProcessEnv(gym.Env):
                  max_space_elements: int = MAX_SPACE_ELEMENTS, cwd: str | None = None,
                  render_mode: str | None = None) -> None:
         if sum(x is not None for x in (command, address, listen)) != 1:
-            raise ValueError("process: pass exactly one of command='./program args', address='host:port' (a program "
-                             "that listens) or listen='host:port' (programs that connect to nondiff)")
+            raise ValueError("process: pass exactly one of command='./program args', address='host:port' "
+                             "(a program that listens) or listen='host:port' (programs that connect to "
+                             "nondiff)")
         if connect_timeout <= 0 or handshake_timeout <= 0:
             raise ValueError(f"process: connect_timeout and handshake_timeout must be > 0 seconds, got "
                              f"{connect_timeout} and {handshake_timeout}")
-        if num_instances is not None and (type(num_instances) is not int or not 1 <= num_instances <= P.MAX_INSTANCES):
-            raise ValueError(f"process: num_instances must be an integer from 1 to {P.MAX_INSTANCES} (the K each "
-                             f"program declares) or None, got {num_instances!r}")
+        if num_instances is not None and (type(num_instances) is not int
+                                          or not 1 <= num_instances <= P.MAX_INSTANCES):
+            raise ValueError(f"process: num_instances must be an integer from 1 to {P.MAX_INSTANCES} "
+                             f"(the K each program declares) or None, got {num_instances!r}")
         if step_timeout <= 0 or reset_timeout <= 0 or term_grace < 0:
-            raise ValueError(f"process: timeouts must be > 0, got step {step_timeout}, reset {reset_timeout}, "
-                             f"term_grace {term_grace}")
+            raise ValueError(f"process: timeouts must be > 0, got step {step_timeout}, "
+                             f"reset {reset_timeout}, term_grace {term_grace}")
         if max_restarts < 0 or restart_rate < 1 or restart_period <= 0:
             raise ValueError("process: max_restarts must be >= 0, restart_rate >= 1 and restart_period > 0")
         if max_message < 1024 or max_space_elements < 1:
@@ -134,7 +123,8 @@ class ProcessEnv(gym.Env):
             try:
                 self._argv = shlex.split(command)
             except ValueError as e:
-                raise ValueError(f"process: env.command {command!r} cannot be split into arguments: {e}") from e
+                raise ValueError(f"process: env.command {command!r} cannot be split into arguments: "
+                                 f"{e}") from e
             self._addr = None
         self.command, self.token, self.render_mode = command, token, render_mode
         self.step_timeout, self.reset_timeout, self.term_grace = step_timeout, reset_timeout, term_grace
@@ -160,7 +150,8 @@ class ProcessEnv(gym.Env):
         self.action_space = self.spec_reply.action_space
         self.metadata = {**self.metadata, **self.spec_reply.metadata}
         self.num_instances: int = self.spec_reply.num_instances
-        """Instances the program hosts (protocol 1.1); this env drives instance 0, the batch API all of them."""
+        """Instances the program hosts (protocol 1.1); this env drives instance 0, the batch API all of
+        them."""
 
     # -- process and connection ---------------------------------------------------------------------------
     @property
@@ -175,7 +166,8 @@ class ProcessEnv(gym.Env):
         if self.listen is not None:
             lst = L.listener(self.listen, self.token)
             self.who = f"a program connected to {lst.address}"
-            self._held = lst  # the listener decides which spec fits the run (its own, or this env's expectation)
+            # the listener decides which spec fits the run (its own, or this env's expectation)
+            self._held = lst
             self._chan, self.spec_reply = lst.take(self.connect_timeout, self._shake, self.handshake_timeout,
                                                    self.spec_reply or getattr(self, "expect", None),
                                                    self.want_instances)
@@ -185,21 +177,24 @@ class ProcessEnv(gym.Env):
             check_program(self._argv, self.cwd)
             life = reaper.lifeline()
             try:
-                self._proc = subprocess.Popen(reaper.command(self._argv, self.term_grace, life), stdin=subprocess.PIPE,
-                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.cwd,
-                                              start_new_session=True, pass_fds=(life,), env=child_environment())
+                self._proc = subprocess.Popen(reaper.command(self._argv, self.term_grace, life),
+                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE, cwd=self.cwd, start_new_session=True,
+                                              pass_fds=(life,), env=child_environment())
             except OSError as e:
                 raise E.LaunchError(f"cannot start program {self.who!r}: {e}") from e
             assert self._proc.stdin and self._proc.stdout and self._proc.stderr
             self._stderr.clear()
-            self._drainer = threading.Thread(target=drain, args=(os.dup(self._proc.stderr.fileno()), self._stderr),
+            self._drainer = threading.Thread(target=drain,
+                                             args=(os.dup(self._proc.stderr.fileno()), self._stderr),
                                              daemon=True, name="nondiff-stderr")
             self._drainer.start()
             self._chan = P.Channel(os.dup(self._proc.stdout.fileno()), os.dup(self._proc.stdin.fileno()))
             for stream in (self._proc.stdout, self._proc.stdin, self._proc.stderr):
                 stream.close()
         else:
-            self._chan = P.Channel.from_socket(socket.create_connection(self._addr, timeout=min(timeout, 10.0)))
+            self._chan = P.Channel.from_socket(socket.create_connection(self._addr,
+                                                                        timeout=min(timeout, 10.0)))
         self._handshake(timeout)
         self._alive = True
 
@@ -207,48 +202,22 @@ class ProcessEnv(gym.Env):
         assert self._chan is not None
         spec = self._shake(self._chan, timeout)
         if self.want_instances is not None and spec.num_instances != self.want_instances:
-            raise E.SpecError(f"program {self.who!r} declares num_instances {spec.num_instances}; env.num_instances "
-                              f"asks for {self.want_instances}")
+            raise E.SpecError(f"program {self.who!r} declares num_instances {spec.num_instances}; "
+                              f"env.num_instances asks for {self.want_instances}")
         self._check_same_spec(spec)
         self.spec_reply = spec
 
     def _shake(self, chan: P.Channel, timeout: float) -> M.SpecReply:
-        """The trainer's side of the handshake on ``chan``, all of it within ``timeout``; returns the spec.
-
-        Touches nothing of this env, so that connect mode runs it in a thread per connection.
-        """
-        deadline = time.monotonic() + timeout
-        mine = P.nonce()
-        P.send(chan, {"type": "hello", "version": P.VERSION, "nonce": mine}, timeout)
-        try:
-            challenge = P.expect(P.recv(chan, _left(deadline), self.max_message), "challenge")
-        except E.RemoteError as e:
-            if "version" in str(e):
-                raise E.VersionError(f"program {self.who!r} refused the handshake: {e}") from e
-            raise E.StartupError(f"program {self.who!r} refused the handshake: {e}") from e
-        warning = P.check_version(challenge.get("version"), f"program {self.who!r}")
-        if warning:
-            log.warning(warning)
-        if self.token and not P.verify(self.token, "server", mine, challenge.get("mac")):
-            raise E.AuthError(f"program {self.who!r} failed the token check: wrong or missing token; nothing was "
-                              "stepped")
-        P.send(chan, {"type": "auth", "mac": P.mac(self.token, "client", str(challenge.get("nonce", "")))},
-               _left(deadline))
-        try:
-            msg = P.recv(chan, _left(deadline), self.max_message)
-        except E.RemoteError as e:
-            raise E.AuthError(f"program {self.who!r} refused the handshake: {e}") from e
-        try:
-            return M.parse_spec(msg, self.max_space_elements, self.max_message)
-        except E.SpecError as e:
-            raise E.SpecError(f"program {self.who!r} sent a bad spec: {e}") from e
+        """The handshake on ``chan`` (:func:`envs.bridge.handshake.shake`); touches nothing of this env."""
+        return shake(chan, timeout, who=self.who, token=self.token, max_message=self.max_message,
+                     max_space_elements=self.max_space_elements)
 
     def _check_same_spec(self, spec: M.SpecReply) -> None:
         old = self.spec_reply or getattr(self, "expect", None)  # BatchProgram: the spec of the run's programs
         if old is not None and (old.observation_space != spec.observation_space or old.action_space !=
                                 spec.action_space or old.num_instances != spec.num_instances):
-            raise E.ProtocolError(f"program {self.who!r} came back with other spaces or num_instances than it "
-                                  "started with; every program of a run must declare the same spec")
+            raise E.ProtocolError(f"program {self.who!r} came back with other spaces or num_instances than "
+                                  "it started with; every program of a run must declare the same spec")
 
     def _kill(self) -> int | None:
         """Stop the program: SIGTERM to its supervisor, which escalates to SIGKILL. Returns its exit code."""
@@ -288,9 +257,11 @@ class ProcessEnv(gym.Env):
                 raise
             except Exception as e:  # one failed start of any other kind: a fault, counted against the budget
                 fault = self._fault(e)
-                tag = next((line for line in self._stderr.lines() if line.startswith(reaper.REAPER_TAG)), None)
+                tag = next((line for line in self._stderr.lines() if line.startswith(reaper.REAPER_TAG)),
+                           None)
                 if tag and fault.exit_code in (126, 127):
-                    raise E.LaunchError(f"program {self.who!r}: {tag.removeprefix(reaper.REAPER_TAG).strip()}") from e
+                    raise E.LaunchError(f"program {self.who!r}: "
+                                        f"{tag.removeprefix(reaper.REAPER_TAG).strip()}") from e
                 self._spend_restart(f"failed to start ({fault.kind.value}: {fault.detail})", fault.exit_code)
                 self._reset_faults.append(fault.merged(restarts=self.restarts))  # every restart is on record
 
@@ -299,12 +270,14 @@ class ProcessEnv(gym.Env):
         while self._restart_times and now - self._restart_times[0] > self.restart_period:
             self._restart_times.popleft()
         if self.restarts >= self.max_restarts or len(self._restart_times) >= self.restart_rate:
-            budget = (f"the run's restart budget of {self.max_restarts} (env.max_restarts, shared by all envs) "
-                      "reached by this env alone" if self.restarts >= self.max_restarts
+            budget = (f"the run's restart budget of {self.max_restarts} (env.max_restarts, shared by all "
+                      "envs) reached by this env alone" if self.restarts >= self.max_restarts
                       else f"rate limit {self.restart_rate} per {self.restart_period:g}s")
             tail = " | ".join(self._stderr.lines()[-5:])[-2000:] or "(no stderr)"
-            raise RestartBudgetExhausted(f"program {self.who!r} {why}; exit code {code}; restart budget spent after "
-                                         f"{self.restarts} restart(s) ({budget}); last stderr: {tail}")
+            raise RestartBudgetExhausted(f"program {self.who!r} {why}; exit code {code}; restart budget "
+                                         f"spent after {self.restarts} restart(s) ({budget}); "
+                                         f"last stderr: {tail}")
+
         self.restarts += 1
         self._restart_times.append(now)
 
@@ -316,7 +289,8 @@ class ProcessEnv(gym.Env):
             err = E.ProtocolError(f"{type(err).__name__} while reading the reply: {str(err)[:300]}")
         code = self._kill()
         self._last_failure = (f"failed ({kind.value}: {err})", code)
-        log.info("program %r: %s (%s); it will be restarted", self.who, kind.value, err)  # the trainer reports faults
+        # the trainer reports faults
+        log.info("program %r: %s (%s); it will be restarted", self.who, kind.value, err)
         return Fault(kind, str(err), restart=True, program=self.who, exit_code=code,
                      stderr=tuple(line[-500:] for line in self._stderr.lines()[-5:]), restarts=self.restarts,
                      budget=self.max_restarts)
@@ -335,13 +309,14 @@ class ProcessEnv(gym.Env):
             try:
                 assert self._chan is not None and self.spec_reply is not None
                 if self.spec_reply.batched:  # protocol 1.1: this env is instance 0
-                    P.send(self._chan, {"type": "reset", "instances": [0], "seeds": [seed], "options": options or {}},
-                           self.reset_timeout)
+                    P.send(self._chan, {"type": "reset", "instances": [0], "seeds": [seed],
+                                        "options": options or {}}, self.reset_timeout)
                     batch = B.parse_batch_reset(P.recv(self._chan, self.reset_timeout, self.max_message),
                                                 self.observation_space, 1)
                     reply = M.ResetReply(B.unstack(self.observation_space, batch.obs, 0), batch.infos[0])
                 else:
-                    P.send(self._chan, {"type": "reset", "seed": seed, "options": options or {}}, self.reset_timeout)
+                    P.send(self._chan, {"type": "reset", "seed": seed, "options": options or {}},
+                           self.reset_timeout)
                     reply = M.parse_reset_result(P.recv(self._chan, self.reset_timeout, self.max_message),
                                                  self.observation_space)
                 self._last_obs = reply.obs
@@ -361,7 +336,8 @@ class ProcessEnv(gym.Env):
             assert self._chan is not None and self.spec_reply is not None
             if self.spec_reply.batched:  # protocol 1.1: this env is instance 0
                 P.send(self._chan, {"type": "step", "instances": [0],
-                                    "actions": B.stack_actions(self.action_space, [action])}, self.step_timeout)
+                                    "actions": B.stack_actions(self.action_space, [action])},
+                       self.step_timeout)
                 batch = B.parse_batch_step(P.recv(self._chan, self.step_timeout, self.max_message),
                                            self.observation_space, 1)
                 reply = M.StepReply(B.unstack(self.observation_space, batch.obs, 0), float(batch.rewards[0]),
@@ -376,7 +352,8 @@ class ProcessEnv(gym.Env):
         except Exception as e:  # the fault boundary
             return self._last_obs, 0.0, False, True, {FAULT_KEY: self._fault(e), **self._pop_reset_faults()}
         self._last_obs = reply.obs
-        return reply.obs, reply.reward, reply.terminated, reply.truncated, {**reply.info, **self._pop_reset_faults()}
+        return (reply.obs, reply.reward, reply.terminated, reply.truncated,
+                {**reply.info, **self._pop_reset_faults()})
 
     def _pop_reset_faults(self) -> dict[str, Any]:
         """Vector envs drop reset infos: faults of resets (and renders) travel with the next step."""
@@ -402,8 +379,9 @@ class ProcessEnv(gym.Env):
         except Exception as e:
             fault = self._fault(e)
             self._reset_faults.append(fault)
-            raise E.BridgeError(f"program {self.who!r} failed to render ({fault.kind.value}: {fault.detail}); it "
-                                "restarts at the next reset") from e
+            raise E.BridgeError(f"program {self.who!r} failed to render ({fault.kind.value}: "
+                                f"{fault.detail}); it restarts at the next reset") from e
+
 
     def close(self) -> None:
         """Say goodbye, then stop the program; safe to call twice. In connect mode a healthy connection is

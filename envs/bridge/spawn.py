@@ -1,4 +1,5 @@
-"""Trainer-side helpers for spawned programs: a pre-flight check and a stderr tail bounded in bytes."""
+"""Trainer-side helpers for spawned programs: a pre-flight check, the environment they inherit and a
+stderr tail bounded in bytes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import threading
 
 from envs import errors as E
 
+PRIVATE_VARIABLES = ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")
+"""Variables a program never inherits: the private Ray's credentials (a program inside an env runner would
+otherwise hold the key to the cluster). ``NONDIFF_TOKEN`` is kept: pipe programs check the bridge token
+with it."""
 STDERR_LINES = 20
 """Lines of a program's stderr kept for fault reports."""
 STDERR_BYTES = 64 * 1024
@@ -72,9 +77,12 @@ def drain(fd: int, tail: StderrTail) -> None:
 
 
 def check_program(argv: list[str], cwd: str | None) -> None:
-    """Raise :class:`~envs.bridge.protocol.LaunchError` when the program or its cwd is missing or not executable."""
+    """Raise :class:`~envs.bridge.protocol.LaunchError` when the program or its cwd is missing or not
+    executable."""
     if not argv:
-        raise E.LaunchError("env.command is empty; give the program to run, e.g. env.command='./my_sim --fast'")
+        raise E.LaunchError("env.command is empty; give the program to run, e.g. "
+                            "env.command='./my_sim --fast'")
+
     if cwd is not None and not os.path.isdir(cwd):
         raise E.LaunchError(f"env.cwd {cwd!r} is not a directory")
     prog = argv[0]
@@ -87,3 +95,8 @@ def check_program(argv: list[str], cwd: str | None) -> None:
         raise E.LaunchError(f"program {prog!r} does not exist (looked at {os.path.abspath(path)})")
     if not os.access(path, os.X_OK):
         raise E.LaunchError(f"program {prog!r} is not executable; run: chmod +x {path}")
+
+
+def child_environment() -> dict[str, str]:
+    """The trainer's environment minus :data:`PRIVATE_VARIABLES` (docs/protocol.md, "Environment")."""
+    return {k: v for k, v in os.environ.items() if k not in PRIVATE_VARIABLES}
