@@ -10,13 +10,14 @@ from agents.errors import UserError
 SHARED_AGENT_KEYS = ("backend", "algo", "learning_rate", "lr_schedule", "gamma", "net_arch", "activation",
                      "normalize_obs", "normalize_reward", "policy", "cnn", "precision")
 """``agent:`` keys every algorithm accepts."""
-_ON_POLICY = ("n_steps", "batch_size", "n_epochs", "clip_range", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm",
-              "log_std_init", "ortho_init")
-_OFF_POLICY = ("batch_size", "buffer_size", "learning_starts", "train_freq", "gradient_steps", "tau", "action_noise",
-               "action_noise_std")
+_ON_POLICY = ("n_steps", "batch_size", "n_epochs", "clip_range", "gae_lambda", "ent_coef", "vf_coef",
+              "max_grad_norm", "log_std_init", "ortho_init")
+_OFF_POLICY = ("batch_size", "buffer_size", "learning_starts", "train_freq", "gradient_steps", "tau",
+               "action_noise", "action_noise_std")
 ALGO_KEYS: dict[str, tuple[str, ...]] = {
     "ppo": _ON_POLICY,
-    "a2c": tuple(k for k in _ON_POLICY if k not in ("batch_size", "n_epochs", "clip_range")),  # one pass, no clip
+    # one pass, no clip
+    "a2c": tuple(k for k in _ON_POLICY if k not in ("batch_size", "n_epochs", "clip_range")),
     "sac": (*_OFF_POLICY, "ent_coef", "target_update_interval", "target_entropy"),
     "td3": (*_OFF_POLICY, "policy_delay", "target_policy_noise", "target_noise_clip"),
 }
@@ -60,15 +61,16 @@ def select_algo(raw: dict[str, Any], algo: str | None, source: str) -> None:
 
 def _select(raw: dict[str, Any], algos: Any, algo: str | None, source: str) -> None:
     if not isinstance(algos, dict):
-        raise UserError(f"{source}: 'algos' must map an algorithm to its sections, e.g. algos: {{sac: {{agent: "
-                        f"{{tau: 0.01}}}}}}, got {type(algos).__name__}")
+        raise UserError(f"{source}: 'algos' must map an algorithm to its sections, e.g. algos: "
+                        f"{{sac: {{agent: {{tau: 0.01}}}}}}, got {type(algos).__name__}")
     names = list(get_args(AgentConfig.model_fields["algo"].annotation))
     for name, entry in algos.items():
         if name not in names:
             raise UserError(f"{source}: unknown algorithm 'algos.{name}'; {suggest(str(name), names)}"
                             f"expected one of {', '.join(names)}")
         if not isinstance(entry, dict) or not all(isinstance(v, dict) for v in entry.values()):
-            raise UserError(f"{source}: 'algos.{name}' must map sections to settings, e.g. {{agent: {{tau: 0.01}}}}")
+            raise UserError(f"{source}: 'algos.{name}' must map sections to settings, e.g. "
+                            "{agent: {tau: 0.01}}")
     agent: dict[str, Any] = raw["agent"] if isinstance(raw.get("agent"), dict) else {}
     chosen = algos.get(algo or agent.get("algo") or "ppo") or {}
     for section, values in chosen.items():
@@ -90,8 +92,8 @@ def check_algorithm(cfg: RunConfig, action_space: Any) -> None:
     a = cfg.agent
     name = a.algo.upper()
     if a.algo in CONTINUOUS_ONLY and not isinstance(action_space, gym.spaces.Box):
-        raise UserError(f"{name} needs a continuous (Box) action space; `--env {cfg.env.id}` has {action_space}: "
-                        "use `--algo ppo`")
+        raise UserError(f"{name} needs a continuous (Box) action space; `--env {cfg.env.id}` has "
+                        f"{action_space}: use `--algo ppo`")
     if a.ent_coef == "auto" and a.algo != "sac":
         raise UserError(f"agent.ent_coef: auto is SAC's learned entropy coefficient; {name} takes a number "
                         "(the entropy bonus weight, e.g. 0.01)")
@@ -100,8 +102,8 @@ def check_algorithm(cfg: RunConfig, action_space: Any) -> None:
     if a.algo not in BACKEND_ALGOS[a.backend]:
         other = next(b for b, algos in BACKEND_ALGOS.items() if b != a.backend)
         fix = f"use `--backend {other}`" if a.algo in BACKEND_ALGOS[other] else "choose another --algo"
-        raise UserError(f"--backend {a.backend} runs --algo {'|'.join(BACKEND_ALGOS[a.backend])}, got {a.algo!r}; "
-                        f"{fix}")
+        raise UserError(f"--backend {a.backend} runs --algo {'|'.join(BACKEND_ALGOS[a.backend])}, "
+                        f"got {a.algo!r}; {fix}")
     table = ALGO_KEYS if a.backend == "sb3" else RLLIB_ALGO_KEYS
     accepted = table[a.algo]
     foreign = sorted(k for k in a.model_fields_set if k not in SHARED_AGENT_KEYS and k not in accepted)
@@ -113,7 +115,10 @@ def check_algorithm(cfg: RunConfig, action_space: Any) -> None:
                         f"({whose}); remove it or use that algorithm. {name} accepts: "
                         f"{', '.join(SHARED_AGENT_KEYS + accepted)}")
     if a.backend == "rllib" and a.algo == "appo" and a.lr_schedule == "linear":
-        raise UserError("agent.lr_schedule: linear is not honoured by RLlib's APPO (its learner thread keeps the "
-                        "initial rate: train/learning_rate stays constant); use lr_schedule: constant with --algo appo")
+        raise UserError("agent.lr_schedule: linear is not honoured by RLlib's APPO (its learner thread keeps "
+                        "the initial rate: train/learning_rate stays constant); use lr_schedule: constant "
+                        "with --algo appo")
     if "target_entropy" in a.model_fields_set and isinstance(a.ent_coef, float):
-        raise UserError("agent.target_entropy applies only with agent.ent_coef: auto (a learned α); remove one")
+        raise UserError("agent.target_entropy applies only with agent.ent_coef: auto (a learned α); "
+                        "remove one")
+

@@ -23,12 +23,14 @@ def _check_keys(raw: dict[str, Any], source: str) -> None:
     top = list(RunConfig.model_fields)
     for key, value in raw.items():
         if key not in top:
-            raise UserError(f"{source}: unknown section {key!r}; {suggest(key, top)}expected one of {', '.join(top)}")
+            raise UserError(f"{source}: unknown section {key!r}; {suggest(key, top)}expected one of "
+                            f"{', '.join(top)}")
         model = SECTIONS.get(key)
         if model is None or model is EnvConfig:
             continue
         if not isinstance(value, dict):
-            raise UserError(f"{source}: section {key!r} must be a mapping of settings, got {type(value).__name__}")
+            raise UserError(f"{source}: section {key!r} must be a mapping of settings, got "
+                            f"{type(value).__name__}")
         fields = list(model.model_fields)
         for sub in value:
             if sub not in fields:
@@ -82,12 +84,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
     """Apply one ``--set section.key=value`` in place; the value is parsed as YAML and typed by the schema."""
     key, _, text = assignment.partition("=")
-    shown = f"{key}=…" if "token" in text.lower() or "token" in key.lower() else assignment  # never echo a token
+    # never echo a token
+    shown = f"{key}=…" if "token" in text.lower() or "token" in key.lower() else assignment
     try:  # the one --set parser (envs.registry); a token is taken as typed
         key, value = parse_assignment(assignment)
     except ValueError as e:
         if "=" not in assignment:
-            raise UserError(f"--set {shown!r}: expected SECTION.KEY=VALUE, e.g. --set agent.learning_rate=1e-3") from e
+            raise UserError(f"--set {shown!r}: expected SECTION.KEY=VALUE, e.g. "
+                            "--set agent.learning_rate=1e-3") from e
+
         raise UserError(f"--set {shown!r}: {e}") from e
     parts = key.split(".")
     if len(parts) != 2 or not all(parts):

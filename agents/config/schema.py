@@ -1,4 +1,5 @@
-"""The run-config schema: one pydantic model per section, every field documented under it."""
+"""The run-config schema: one pydantic model per section, every field documented under it (the
+``blackbox`` section is in :mod:`agents.config.blackbox`)."""
 
 from __future__ import annotations
 
@@ -15,21 +16,13 @@ from pydantic import (
     model_validator,
 )
 
+from agents.config.blackbox import BlackBoxSection
+from agents.config.section import Section, layer_sizes
 from agents.run.tokens import DEFAULT_ENV_VAR, REDACTED, TokenSource
 from envs.reach import Reach
 from envs.wrappers import names_code
 
 log = logging.getLogger(__name__)
-
-
-def _layer_sizes(v: list[int], name: str, example: str) -> list[int]:
-    if not v or any(n <= 0 for n in v):
-        raise ValueError(f"{name} must be a non-empty list of positive layer sizes, e.g. {example}")
-    return v
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class EnvConfig(BaseModel):
@@ -43,7 +36,8 @@ class EnvConfig(BaseModel):
     """Modules imported before the env is made (``--env-package``); their import registers adapters."""
     max_episode_steps: int | None = Field(default=None, gt=0)
     """Override the env's time limit."""
-    eval_kwargs: Annotated[dict[str, Any], Reach.ADAPTER.mark("pass the adapter")] = Field(default_factory=dict)
+    eval_kwargs: Annotated[dict[str, Any], Reach.ADAPTER.mark("pass the adapter")] = Field(
+        default_factory=dict)
     """Adapter keyword arguments that replace the training ones in evaluation envs (periodic eval and
     evaluate.py), e.g. ``{clip_rewards: false}`` so that reported returns are the raw score."""
     nan_policy: Literal["truncate", "clip", "raise"] = "truncate"
@@ -91,8 +85,8 @@ class EnvConfig(BaseModel):
     @classmethod
     def _no_token_in_eval_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
         if "token" in v:
-            raise ValueError("the bridge token is not an eval_kwargs key: env.token_env or env.token_file applies "
-                             "to evaluation envs too")
+            raise ValueError("the bridge token is not an eval_kwargs key: env.token_env or env.token_file "
+                             "applies to evaluation envs too")
         return v
 
     @model_validator(mode="after")
@@ -116,7 +110,7 @@ class EnvConfig(BaseModel):
         return TokenSource(literal=self.token, file=self.token_file, env_var=self.token_env)
 
 
-class AgentConfig(_Section):
+class AgentConfig(Section):
     """Backend-neutral hyperparameters; both backends map these names onto their own.
 
     Each algorithm accepts the shared keys plus its own (:data:`ALGO_KEYS`); :func:`check_algorithm` refuses
@@ -124,8 +118,8 @@ class AgentConfig(_Section):
     """
 
     backend: Literal["sb3", "rllib", "blackbox"] = "sb3"
-    """Which backend trains: ``sb3`` on one machine, ``rllib`` on a Ray cluster, ``blackbox`` the inverse-problem
-    strategies (``--algo cma|amortised|surrogate|chain``, settings in ``blackbox:``)."""
+    """Which backend trains: ``sb3`` on one machine, ``rllib`` on a Ray cluster, ``blackbox`` the
+    inverse-problem strategies (``--algo cma|amortised|surrogate|chain``, settings in ``blackbox:``)."""
     algo: Literal["ppo", "a2c", "appo", "sac", "td3", "cma", "amortised", "surrogate", "chain"] = "ppo"
     """Algorithm: on-policy ``ppo``, ``a2c`` (any action space); asynchronous ``appo`` (RLlib backend);
     off-policy ``sac`` (both backends), ``td3`` (SB3) for Box actions only. A config's ``algos:`` map gives
@@ -141,7 +135,8 @@ class AgentConfig(_Section):
     n_steps: int | None = Field(default=None, gt=0)
     """Steps collected per env before each update; None takes the algorithm's default (PPO 2048, A2C 5)."""
     batch_size: int | None = Field(default=None, gt=0)
-    """Minibatch size of PPO, SAC and TD3 updates; None takes the algorithm's default (PPO 64, SAC/TD3 256)."""
+    """Minibatch size of PPO, SAC and TD3 updates; None takes the algorithm's default (PPO 64, SAC/TD3
+    256)."""
     n_epochs: int = Field(default=10, gt=0)
     """PPO epochs over each rollout."""
     clip_range: float = Field(default=0.2, gt=0)
@@ -172,10 +167,11 @@ class AgentConfig(_Section):
     ``small`` (2 conv layers and 256 features, for 42×42 frames; about 1/14 of the Nature CNN's FLOPs on
     42×42, docs/results.md)."""
     precision: Literal["fp32", "bf16"] = "fp32"
-    """The CNN's forward and backward passes in fp32 or under bf16 autocast (a CPU with AVX-512 bf16, or a GPU);
-    heads, losses and weights stay fp32."""
+    """The CNN's forward and backward passes in fp32 or under bf16 autocast (a CPU with AVX-512 bf16, or a
+    GPU); heads, losses and weights stay fp32."""
     buffer_size: int = Field(default=1_000_000, gt=0)
-    """SAC/TD3: replay buffer capacity in transitions (memory: capacity × (2 × observation + action) floats)."""
+    """SAC/TD3: replay buffer capacity in transitions (memory: capacity × (2 × observation + action)
+    floats)."""
     learning_starts: int = Field(default=100, ge=0)
     """SAC/TD3: env steps of uniform-random actions before the first update."""
     train_freq: int = Field(default=1, gt=0)
@@ -203,17 +199,17 @@ class AgentConfig(_Section):
     def _blackbox_algo(self) -> AgentConfig:
         strategies = ("cma", "amortised", "surrogate", "chain")
         if (self.backend == "blackbox") != (self.algo in strategies):
-            raise ValueError(f"--backend blackbox runs --algo {'|'.join(strategies)}, and only it does; got backend "
-                             f"{self.backend!r} with algo {self.algo!r}")
+            raise ValueError(f"--backend blackbox runs --algo {'|'.join(strategies)}, and only it does; "
+                             f"got backend {self.backend!r} with algo {self.algo!r}")
         return self
 
     @field_validator("net_arch")
     @classmethod
     def _positive_layers(cls, v: list[int]) -> list[int]:
-        return _layer_sizes(v, "net_arch", "[64, 64]")
+        return layer_sizes(v, "net_arch", "[64, 64]")
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Budget, hardware and bookkeeping."""
 
     timesteps: int = Field(default=100_000, gt=0)
@@ -224,20 +220,21 @@ class TrainConfig(_Section):
     """Parallel training envs (``--num-envs``)."""
     vec_env: Literal["dummy", "subproc", "thread", "threadproc", "ale"] = "dummy"
     """``dummy`` steps envs in-process, one after another; ``subproc`` runs one worker process per env, and a
-    worker that dies or hangs is respawned (envs/vector/subproc.py) instead of ending training; ``thread`` steps
-    in-process envs concurrently, one thread each, for envs whose step mostly waits (a remote robot, a
+    worker that dies or hangs is respawned (envs/vector/subproc.py) instead of ending training; ``thread``
+    steps in-process envs concurrently, one thread each, for envs whose step mostly waits (a remote robot, a
     network service): N such envs then take about one wait per step instead of N (docs/benchmarks.md, P4);
     ``threadproc`` spreads such envs over ``train.env_workers`` worker processes (one GIL each), each stepping
-    its envs with threads, with the ``subproc`` watchdog (envs/vector/threadproc.py); ``ale`` (``--env game`` on
-    sb3 only) steps the games in ALE's own C++ vector env, preprocessing included, with ``train.env_workers``
-    threads: the same observations at less CPU per step (envs/vector/ale.py, docs/results.md); it resizes the
-    whole screen, so it refuses ``env.crop`` (``--set env.crop=null``)."""
+    its envs with threads, with the ``subproc`` watchdog (envs/vector/threadproc.py); ``ale`` (``--env game``
+    on sb3 only) steps the games in ALE's own C++ vector env, preprocessing included, with
+    ``train.env_workers`` threads: the same observations at less CPU per step (envs/vector/ale.py,
+    docs/results.md); it resizes the whole screen, so it refuses ``env.crop`` (``--set env.crop=null``)."""
     env_workers: int = Field(default=2, gt=0)
     """Worker processes of ``vec_env: threadproc`` (at most ``num_envs``; the envs are split evenly), or ALE's
     C++ threads with ``vec_env: ale``."""
     batch_guard: bool = True
     """Validate each vector step's observations and rewards in one batched pass (envs/vector/batch_guard.py)
-    instead of once per env; the faults and policies are the same. False: the per-env checks (for comparison)."""
+    instead of once per env; the faults and policies are the same. False: the per-env checks (for
+    comparison)."""
     worker_timeout: float = Field(default=60.0, gt=0)
     """Seconds a subprocess worker may take for one step before it is replaced as hung."""
     max_worker_restarts: int = Field(default=100, ge=0)
@@ -255,11 +252,12 @@ class TrainConfig(_Section):
     log_every: int = Field(default=10_000, gt=0)
     """Steps between log lines when the progress bar is off."""
     checkpoint_replay: bool = True
-    """SAC/TD3: store the replay buffer in every checkpoint (as tensors), so a resume is exact. ``false`` keeps
-    checkpoints small for very large buffers; a resume then starts with an empty buffer and is not exact."""
+    """SAC/TD3: store the replay buffer in every checkpoint (as tensors), so a resume is exact. ``false``
+    keeps checkpoints small for very large buffers; a resume then starts with an empty buffer and is not
+    exact."""
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     """Periodic deterministic evaluation on separate envs during training."""
 
     every: int = Field(default=25_000, ge=0)
@@ -273,7 +271,7 @@ class EvalConfig(_Section):
     saying so: a policy stuck in an env without a time limit must not hang evaluation."""
 
 
-class RLlibSection(_Section):
+class RLlibSection(Section):
     """RLlib-only settings (``--backend rllib``); the shared hyperparameters come from ``agent``."""
 
     address: Annotated[str | None, Reach.CONTACT.mark("join the Ray cluster at")] = None
@@ -293,74 +291,11 @@ class RLlibSection(_Section):
     """Passed to ``AlgorithmConfig.update_from_dict`` as is."""
 
 
-class BlackBoxSection(_Section):
-    """Settings of the black-box strategies (``--backend blackbox``); ``train.timesteps`` counts forward calls."""
-
-    calls_per_instance: int = Field(default=200, gt=0)
-    """``cma``: forward-call budget of CMA-ES per instance."""
-    sigma0: float = Field(default=0.2, gt=0)
-    """``cma``: initial CMA-ES step size, in normalised parameter units."""
-    popsize: int | None = Field(default=None, gt=1)
-    """``cma``: CMA-ES population size; None takes the ``cma`` package's default (4 + 3 ln n)."""
-    refine_calls: int = Field(default=0, ge=0)
-    """``amortised``/``surrogate``: CMA-ES calls that refine the answer on the real black box (0: none)."""
-    refine_sigma: float = Field(default=0.05, gt=0)
-    """Initial step size of that refinement."""
-    batch: int = Field(default=256, gt=0)
-    """``amortised``/``surrogate``: prior draws (one forward call each) added per training round."""
-    epochs: int = Field(default=20, gt=0)
-    """``amortised``/``surrogate``: epochs over the whole bank of pairs per training round."""
-    minibatch: int = Field(default=128, gt=0)
-    """Minibatch size of the network updates."""
-    hidden: list[int] = Field(default_factory=lambda: [256, 256])
-    """Hidden layer sizes of the inverse network or the surrogate."""
-    learning_rate: float = Field(default=1e-3, gt=0)
-    """Adam step size of the network updates."""
-    starts: int = Field(default=8, gt=0)
-    """``surrogate``: starting points of the descent (the first guess and prior draws); one real call each."""
-    gd_steps: int = Field(default=200, ge=0)
-    """``surrogate``: Adam steps on the misfit through the frozen surrogate (0 disables the gradient step)."""
-    gd_lr: float = Field(default=0.02, gt=0)
-    """``surrogate``: step size of that descent, in normalised parameter units."""
-    grad_checks: int = Field(default=4, ge=0)
-    """``surrogate``: prior points per round where the surrogate's gradient is checked against finite
-    differences of the real black box (3 calls each)."""
-
-    inverse_epochs: int = Field(default=0, ge=0)
-    """``surrogate`` (a): epochs per round that train an inverse network data → params by backprop through the
-    frozen surrogate on the data-consistency loss ‖f̂(g(d)) − d‖² (no truth used); answers then start from
-    g(d) instead of the ``starts`` descent. 0: off."""
-    trust_calls: int = Field(default=0, ge=0)
-    """``surrogate`` (b): real calls of the trust-region descent per instance (0: off). Each step descends
-    through f̂ inside the radius, checks the candidate with one real call, refits f̂ locally on the calls so
-    far, and grows or shrinks the radius with the agreement of predicted and real misfit reduction."""
-    trust_radius: float = Field(default=0.1, gt=0, le=1)
-    """``surrogate`` (b): initial trust radius (max-norm, normalised parameter units)."""
-    local_steps: int = Field(default=20, ge=0)
-    """``surrogate`` (b): Adam steps of the local refit of f̂ after each real call (0: no refit)."""
-    chain: list[Literal["amortised", "surrogate", "cma"]] = Field(default_factory=list)
-    """``--algo chain``: the stages in order; each answer seeds the next (``cma`` from the seed with step
-    ``refine_sigma`` and ``calls_per_instance`` calls), e.g. ``[amortised, surrogate, cma]``."""
-
-    @field_validator("hidden")
-    @classmethod
-    def _positive_hidden(cls, v: list[int]) -> list[int]:
-        return _layer_sizes(v, "blackbox.hidden", "[256, 256]")
-
-    @field_validator("chain")
-    @classmethod
-    def _chain_order(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v) or ("amortised" in v and v[0] != "amortised"):
-            raise ValueError(f"blackbox.chain lists each stage once, amortised only first (it takes no seed); got "
-                             f"{v}, e.g. [amortised, surrogate, cma]")
-        return v
-
-
 ALE_ENV_IDS = ("game", "nondiff/Game-v0")
 """The env ids ``train.vec_env: ale`` serves (the ``game`` adapter)."""
 
 
-class RunConfig(_Section):
+class RunConfig(Section):
     """A whole run: what ``configs/<env>.yaml`` holds and what the run directory stores resolved."""
 
     env: EnvConfig = Field(default_factory=EnvConfig)
@@ -370,8 +305,8 @@ class RunConfig(_Section):
     rllib: RLlibSection = Field(default_factory=RLlibSection)
     blackbox: BlackBoxSection = Field(default_factory=BlackBoxSection)
     meta: dict[str, Any] = Field(default_factory=dict)
-    """Written by nondiff: package versions, the seed (drawn when none was given), the config file and the step
-    the run started from; the command lines are in command.txt. Ignored on input."""
+    """Written by nondiff: package versions, the seed (drawn when none was given), the config file and the
+    step the run started from; the command lines are in command.txt. Ignored on input."""
 
     @model_validator(mode="after")
     def _threadproc_is_sb3(self) -> RunConfig:
@@ -380,21 +315,24 @@ class RunConfig(_Section):
                              f"{self.agent.backend}; on rllib the env runners are the processes: use "
                              "train.vec_env: thread with rllib.num_env_runners")
         if self.train.vec_env == "ale" and (self.env.id not in ALE_ENV_IDS or self.agent.backend != "sb3"):
-            raise ValueError(f"train.vec_env: ale is ALE's own vector env, for --env game on the sb3 backend; got env "
-                             f"{self.env.id!r} on {self.agent.backend}: use train.vec_env: dummy (or another choice) "
-                             "for this run")
+            raise ValueError("train.vec_env: ale is ALE's own vector env, for --env game on the sb3 backend; "
+                             f"got env {self.env.id!r} on {self.agent.backend}: use train.vec_env: dummy (or "
+
+                             "another choice) for this run")
         if self.train.vec_env == "ale" and (self.env.wrappers or self.env.drop_keys):
-            raise ValueError("train.vec_env: ale preprocesses inside ALE and applies no env.wrappers or env.drop_keys; "
-                             "drop them or use train.vec_env: dummy")
+            raise ValueError("train.vec_env: ale preprocesses inside ALE and applies no env.wrappers or "
+                             "env.drop_keys; drop them or use train.vec_env: dummy")
         if self.train.vec_env == "ale" and (crop := self.env.adapter_kwargs().get("crop")) is not None:
             raise ValueError(f"train.vec_env: ale cannot crop frames (env.crop is {crop!r}):"
-                             " ALE's vector env resizes the whole screen; set train.vec_env: dummy, or leave env.crop "
-                             "out")
+                             " ALE's vector env resizes the whole screen; set train.vec_env: dummy, or leave "
+                             "env.crop out")
         return self
 
 
 SECTIONS: dict[str, type[BaseModel]] = {"env": EnvConfig, "agent": AgentConfig, "train": TrainConfig,
-                                        "eval": EvalConfig, "rllib": RLlibSection, "blackbox": BlackBoxSection}
+                                        "eval": EvalConfig, "rllib": RLlibSection,
+                                        "blackbox": BlackBoxSection}
+
 
 
 def suggest(word: str, options: list[str]) -> str:

@@ -1,0 +1,76 @@
+"""The ``blackbox:`` section of the run config: settings of the black-box strategies
+(``--backend blackbox``), every field documented under it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from agents.config.section import Section, layer_sizes
+
+
+class BlackBoxSection(Section):
+    """Settings of the black-box strategies (``--backend blackbox``); ``train.timesteps`` counts forward
+    calls."""
+
+    calls_per_instance: int = Field(default=200, gt=0)
+    """``cma``: forward-call budget of CMA-ES per instance."""
+    sigma0: float = Field(default=0.2, gt=0)
+    """``cma``: initial CMA-ES step size, in normalised parameter units."""
+    popsize: int | None = Field(default=None, gt=1)
+    """``cma``: CMA-ES population size; None takes the ``cma`` package's default (4 + 3 ln n)."""
+    refine_calls: int = Field(default=0, ge=0)
+    """``amortised``/``surrogate``: CMA-ES calls that refine the answer on the real black box (0: none)."""
+    refine_sigma: float = Field(default=0.05, gt=0)
+    """Initial step size of that refinement."""
+    batch: int = Field(default=256, gt=0)
+    """``amortised``/``surrogate``: prior draws (one forward call each) added per training round."""
+    epochs: int = Field(default=20, gt=0)
+    """``amortised``/``surrogate``: epochs over the whole bank of pairs per training round."""
+    minibatch: int = Field(default=128, gt=0)
+    """Minibatch size of the network updates."""
+    hidden: list[int] = Field(default_factory=lambda: [256, 256])
+    """Hidden layer sizes of the inverse network or the surrogate."""
+    learning_rate: float = Field(default=1e-3, gt=0)
+    """Adam step size of the network updates."""
+    starts: int = Field(default=8, gt=0)
+    """``surrogate``: starting points of the descent (the first guess and prior draws); one real call each."""
+    gd_steps: int = Field(default=200, ge=0)
+    """``surrogate``: Adam steps on the misfit through the frozen surrogate (0 disables the gradient step)."""
+    gd_lr: float = Field(default=0.02, gt=0)
+    """``surrogate``: step size of that descent, in normalised parameter units."""
+    grad_checks: int = Field(default=4, ge=0)
+    """``surrogate``: prior points per round where the surrogate's gradient is checked against finite
+    differences of the real black box (3 calls each)."""
+
+    inverse_epochs: int = Field(default=0, ge=0)
+    """``surrogate`` (a): epochs per round that train an inverse network data → params by backprop through the
+    frozen surrogate on the data-consistency loss ‖f̂(g(d)) − d‖² (no truth used); answers then start from
+    g(d) instead of the ``starts`` descent. 0: off."""
+    trust_calls: int = Field(default=0, ge=0)
+    """``surrogate`` (b): real calls of the trust-region descent per instance (0: off). Each step descends
+    through f̂ inside the radius, checks the candidate with one real call, refits f̂ locally on the calls so
+    far, and grows or shrinks the radius with the agreement of predicted and real misfit reduction."""
+    trust_radius: float = Field(default=0.1, gt=0, le=1)
+    """``surrogate`` (b): initial trust radius (max-norm, normalised parameter units)."""
+    local_steps: int = Field(default=20, ge=0)
+    """``surrogate`` (b): Adam steps of the local refit of f̂ after each real call (0: no refit)."""
+    chain: list[Literal["amortised", "surrogate", "cma"]] = Field(default_factory=list)
+    """``--algo chain``: the stages in order; each answer seeds the next (``cma`` from the seed with step
+    ``refine_sigma`` and ``calls_per_instance`` calls), e.g. ``[amortised, surrogate, cma]``."""
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_hidden(cls, v: list[int]) -> list[int]:
+        return layer_sizes(v, "blackbox.hidden", "[256, 256]")
+
+    @field_validator("chain")
+    @classmethod
+    def _chain_order(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v) or ("amortised" in v and v[0] != "amortised"):
+            raise ValueError("blackbox.chain lists each stage once, amortised only first (it takes no seed); "
+
+                             f"got {v}, e.g. [amortised, surrogate, cma]")
+
+        return v
