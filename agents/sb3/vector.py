@@ -63,8 +63,8 @@ class SB3VecEnv(VecEnv):
         dones = terminated | truncated
         out = unbatch_all(infos, self.num_envs, _FINAL)
         finals = unbatch_all(infos["final_info"], self.num_envs) if "final_info" in infos else []
-        for i in range(self.num_envs):
-            if dones[i]:
+        for i, done in enumerate(dones.tolist()):
+            if done:
                 self.reset_infos[i] = out[i]
                 out[i] = info = finals[i]
                 info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])

@@ -64,16 +64,18 @@ def unbatch_all(infos: dict[str, Any], n: int, skip: tuple[str, ...] = ()) -> li
         mask = infos.get("_" + key)
         if mask is None or key in skip:
             continue
+        given = mask.tolist()
         if type(value) is dict and key != "final_obs":
-            parts = unbatch_all(value, n)
-            for i in np.flatnonzero(mask).tolist():
-                out[i][key] = parts[i]
-        elif mask.all():
+            for part, p, v in zip(out, given, unbatch_all(value, n)):
+                if p:
+                    part[key] = v
+        elif all(given):
             for part, v in zip(out, value.tolist()):
                 part[key] = v
         else:
-            for i in np.flatnonzero(mask).tolist():
-                out[i][key] = value[i]
+            for part, p, v in zip(out, given, value.tolist()):
+                if p:
+                    part[key] = v
     return out
 
 
