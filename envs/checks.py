@@ -1,10 +1,10 @@
 """The value checks of the Guard: one observation or reward against its space, and a whole batch at once.
 
-Per value: :func:`check` (validate and snap rounding noise onto the bounds in one pass), :func:`obs_problem`,
-:func:`reward_problem`; repairs: :func:`sanitize`, :func:`clip_to_bounds`, :func:`placeholder`. Per batch:
-:func:`valid_rows` and :func:`valid_rewards` test the stacked observations and rewards of N envs (or of the K
-instances of one program) in one NumPy pass each and say which envs are certainly valid; only the others need
-the per-value check. None of them raises, whatever an adapter returns. envs/guard.py re-exports them.
+Per value: :func:`check` (validate and snap rounding noise onto the bounds in one pass),
+:func:`obs_problem`, :func:`reward_problem` (the repairs are in :mod:`envs.repair`). Per batch:
+:func:`valid_rows` and :func:`valid_rewards` test the stacked observations and rewards of N envs (or of the
+K instances of one program) in one NumPy pass each and say which envs are certainly valid; only the others
+need the per-value check. None of them raises, whatever an adapter returns. envs/guard.py re-exports them.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ ROUNDING_ULPS = 16
 
 
 def tolerance(space: spaces.Box) -> np.ndarray:
-    """The float slack allowed past ``space``'s bounds: ``ROUNDING_ULPS`` × the dtype's epsilon × max(1, |bound|).
+    """The float slack allowed past ``space``'s bounds: ``ROUNDING_ULPS`` × the dtype's epsilon × max(1,
+    |bound|).
 
     For float64 and bounds of magnitude ≤ 1 that is 3.6e-15; for float32, 1.9e-6. A value past it is a fault.
     """
@@ -166,83 +167,12 @@ def reward_problem(reward: Any) -> Problem | None:
     return None
 
 
-def placeholder(space: spaces.Space) -> Any:
-    """A valid element of ``space`` without sampling: zeros clipped into the bounds, the first action, …"""
-    if isinstance(space, spaces.Box):
-        return np.clip(np.zeros(space.shape), space.low, space.high).astype(space.dtype)
-    if isinstance(space, spaces.Discrete):
-        return np.int64(space.start)
-    if isinstance(space, spaces.MultiDiscrete):
-        return np.asarray(getattr(space, "start", np.zeros(space.shape)), dtype=space.dtype).copy()
-    if isinstance(space, spaces.MultiBinary):
-        return np.zeros(space.shape, dtype=space.dtype)
-    if isinstance(space, spaces.Dict):
-        return {k: placeholder(s) for k, s in space.spaces.items()}
-    if isinstance(space, spaces.Tuple):
-        return tuple(placeholder(s) for s in space.spaces)
-    return space.sample()  # Text, Graph, Sequence: no canonical element
-
-
-def sanitize(space: spaces.Space, obs: Any, fallback: Any = None) -> Any:
-    """Force ``obs`` into ``space``: NaN → 0, ±inf and out-of-bounds values clipped, dtype cast. Never raises.
-
-    What cannot be repaired (a wrong shape, a string, a missing key) becomes ``fallback`` when that belongs
-    to ``space`` (the last valid observation), else :func:`placeholder`.
-    """
-    try:
-        if isinstance(space, spaces.Box):
-            arr = np.asarray(obs)
-            if arr.shape == space.shape and arr.dtype.kind in "biuf":
-                out = np.clip(np.nan_to_num(arr.astype(np.float64), nan=0.0), space.low, space.high).astype(space.dtype)
-                if obs_problem(space, out) is None:
-                    return out
-        elif isinstance(space, spaces.Dict):
-            if isinstance(obs, dict):
-                fbd = fallback if isinstance(fallback, dict) else {}
-                return {k: sanitize(s, obs.get(k), fbd.get(k)) for k, s in space.spaces.items()}
-        elif isinstance(space, spaces.Tuple):
-            if isinstance(obs, tuple) and len(obs) == len(space.spaces):
-                fbt = fallback if isinstance(fallback, tuple) else (None,) * len(obs)
-                return tuple(sanitize(s, o, f) for s, o, f in zip(space.spaces, obs, fbt))
-        elif obs_problem(space, obs) is None:
-            return obs
-    except Exception:
-        pass
-    return fallback if fallback is not None and obs_problem(space, fallback) is None else placeholder(space)
-
-
-def clip_to_bounds(space: spaces.Space, obs: Any) -> Any:
-    """``obs`` with every Box value of the right shape clipped onto its bounds (nothing else changed). Never raises."""
-    try:
-        if isinstance(space, spaces.Box):
-            arr = np.asarray(obs)
-            return np.clip(arr, space.low, space.high).astype(space.dtype) if arr.shape == space.shape else obs
-        if isinstance(space, spaces.Dict) and isinstance(obs, dict):
-            return {k: clip_to_bounds(space.spaces[k], v) if k in space.spaces else v for k, v in obs.items()}
-        if isinstance(space, spaces.Tuple) and isinstance(obs, tuple) and len(obs) == len(space.spaces):
-            return tuple(clip_to_bounds(s, o) for s, o in zip(space.spaces, obs))
-    except Exception:
-        pass
-    return obs
-
-
-def _repair_reward(reward: Any) -> float:
-    try:
-        arr = np.asarray(reward)
-        value = float(arr.astype(np.float64).reshape(-1)[0]) if arr.dtype.kind in "biuf" else 0.0
-    except Exception:
-        return 0.0
-    return 0.0 if np.isnan(value) else float(np.clip(value, -1e6, 1e6))
-
-
-
-
 _REWARD_KINDS = frozenset("biuf")
 
 
 def valid_rewards(rewards: Any) -> np.ndarray:
-    """Which of N rewards are certainly finite real scalars, in one NumPy pass; False means "check this one with
-    :func:`reward_problem`" (a string, an array, a huge int, NaN, ...). Never raises."""
+    """Which of N rewards are certainly finite real scalars, in one NumPy pass; False means "check this one
+    with :func:`reward_problem`" (a string, an array, a huge int, NaN, ...). Never raises."""
     try:
         n = len(rewards)
         arr = np.asarray(rewards)
@@ -260,8 +190,8 @@ _FLOATS = (float, np.float64, np.float32)
 
 
 def all_finite_floats(rewards: Any) -> bool:
-    """True when every reward is a finite Python or NumPy float (:func:`valid_rewards`' fast path, no NumPy call);
-    False sends the batch to :func:`valid_rewards`."""
+    """True when every reward is a finite Python or NumPy float (:func:`valid_rewards`' fast path, no NumPy
+    call); False sends the batch to :func:`valid_rewards`."""
     try:
         return all(type(r) in _FLOATS for r in rewards) and math.isfinite(sum(rewards))
     except Exception:  # an overflow on the way: let the per-value test decide
@@ -272,13 +202,13 @@ class RowCheck:
     """The batched observation check for one space: which of N observations are certainly valid, in one pass.
 
     "Certainly valid" means of the declared type, shape and dtype, finite and within the exact bounds: what
-    :func:`check` would accept unchanged. For a float Box without finite bounds one ``isfinite`` over the whole
-    stacked batch is the test; otherwise one comparison against bounds whose
-    infinities are replaced by the dtype's largest finite value catches NaN, ±inf and out-of-bounds values
-    at once. Only when that fails is the batch split by row. Every observation not vouched for (rounding
-    noise to snap, a NaN, a wrong shape, garbage) is left to the per-value :func:`check`, so the policies and
-    fault texts stay exactly those of one env. Box spaces and (nested) Dicts of them are batched; for any
-    other space nothing is vouched for (:attr:`batchable` is False).
+    :func:`check` would accept unchanged. For a float Box without finite bounds one ``isfinite`` over the
+    whole stacked batch is the test; otherwise one comparison against bounds whose infinities are replaced by
+    the dtype's largest finite value catches NaN, ±inf and out-of-bounds values at once. Only when that fails
+    is the batch split by row. Every observation not vouched for (rounding noise to snap, a NaN, a wrong
+    shape, garbage) is left to the per-value :func:`check`, so the policies and fault texts stay exactly those
+    of one env. Box spaces and (nested) Dicts of them are batched; for any other space nothing is vouched for
+    (:attr:`batchable` is False).
 
     Args:
         space: the observation space of every env in the batch.
@@ -286,7 +216,8 @@ class RowCheck:
 
     def __init__(self, space: spaces.Space) -> None:
         self.space = space
-        self._parts: list[tuple[tuple[str, ...], tuple[int, ...], np.dtype, np.ndarray | None, np.ndarray | None]] = []
+        self._parts: list[tuple[tuple[str, ...], tuple[int, ...], np.dtype, np.ndarray | None,
+                                np.ndarray | None]] = []
         self.batchable = self._collect(space, ())
         self._box = self.batchable and isinstance(space, spaces.Box)
 
@@ -302,7 +233,8 @@ class RowCheck:
                 return True
             big = np.finfo(space.dtype).max  # an infinite bound admits every finite value, not ±inf itself
             low, high = np.where(np.isfinite(low), low, -big), np.where(np.isfinite(high), high, big)
-        self._parts.append((path, space.shape, space.dtype, low.astype(space.dtype), high.astype(space.dtype)))
+        self._parts.append((path, space.shape, space.dtype, low.astype(space.dtype),
+                            high.astype(space.dtype)))
         return True
 
     @staticmethod
@@ -317,7 +249,8 @@ class RowCheck:
             _, shape, dtype, _, _ = self._parts[0]
             return type(value) is np.ndarray and value.dtype == dtype and value.shape == shape
         try:
-            if isinstance(self.space, spaces.Dict) and not (isinstance(value, dict) and len(value) == len(self.space)):
+            if isinstance(self.space, spaces.Dict) and not (isinstance(value, dict)
+                                                            and len(value) == len(self.space)):
                 return False
             for path, shape, dtype, _, _ in self._parts:
                 arr = self._get(value, path)
@@ -327,7 +260,8 @@ class RowCheck:
         except Exception:  # a missing key, a value that cannot be indexed
             return False
 
-    def _inside(self, arr: np.ndarray, low: np.ndarray | None, high: np.ndarray | None, rows: int) -> np.ndarray | None:
+    def _inside(self, arr: np.ndarray, low: np.ndarray | None, high: np.ndarray | None,
+                rows: int) -> np.ndarray | None:
         """None when every value of ``arr`` is valid, else one bool per row (``rows`` rows)."""
         if low is None or high is None:
             finite = np.isfinite(arr)
@@ -336,8 +270,8 @@ class RowCheck:
         return None if inside.all() else np.asarray(inside.reshape(max(rows, 1), -1).all(axis=1))
 
     def valid(self, values: Any) -> np.ndarray:
-        """One bool per observation of ``values`` (a sequence, or for a Box space an array stacked along its first
-        axis, as a K-instance program returns them): True when it is certainly valid. Never raises."""
+        """One bool per observation of ``values`` (a sequence, or for a Box space an array stacked along its
+        first axis, as a K-instance program returns them): True when it is certainly valid. Never raises."""
         n = len(values)
         if not self.batchable or n == 0:
             return np.zeros(n, dtype=bool)
@@ -368,11 +302,13 @@ class RowCheck:
         return out
 
     def all_valid(self, values: Any) -> bool:
-        """True when every observation of ``values`` is certainly valid: :meth:`valid`'s fast path, one test in all."""
+        """True when every observation of ``values`` is certainly valid: :meth:`valid`'s fast path, one test
+        in all."""
         if not self.batchable or not values or not all(self._shaped(v) for v in values):
             return False
         for path, _, _, low, high in self._parts:
-            if self._inside(np.array([self._get(v, path) for v in values] if path else values), low, high, 0) is not None:
+            stacked = np.array([self._get(v, path) for v in values] if path else values)
+            if self._inside(stacked, low, high, 0) is not None:
                 return False
         return True
 
@@ -380,10 +316,12 @@ class RowCheck:
         """:meth:`valid` for a single observation, without stacking."""
         if not self.batchable or not self._shaped(value):
             return False
-        return all(self._inside(self._get(value, path), low, high, 1) is None for path, _, _, low, high in self._parts)
+        return all(self._inside(self._get(value, path), low, high, 1) is None
+                   for path, _, _, low, high in self._parts)
+
 
 
 def valid_rows(space: spaces.Space, values: Any) -> np.ndarray:
-    """Which of the N observations in ``values`` certainly belong to ``space`` (see :class:`RowCheck`; build one
-    RowCheck and reuse it when checking every step)."""
+    """Which of the N observations in ``values`` certainly belong to ``space`` (see :class:`RowCheck`; build
+    one RowCheck and reuse it when checking every step)."""
     return RowCheck(space).valid(values)

@@ -22,24 +22,21 @@ from envs.checks import (
     ROUNDING_ULPS,
     Problem,
     RowCheck,
-    _repair_reward,
     _short,
     check,
-    clip_to_bounds,
     obs_problem,
-    placeholder,
     reward_problem,
-    sanitize,
     tolerance,
     valid_rewards,
     valid_rows,
 )
 from envs.errors import BridgeError, EnvFailure, EnvGaveUp, InvalidOutputError
 from envs.faults import LATENCY_KEY, RESET_FAULTS_KEY, Fault, FaultKind, add_fault
+from envs.repair import clip_to_bounds, placeholder, repair_reward, sanitize
 
 __all__ = ["BOUNDS_POLICIES", "NAN_POLICIES", "ROUNDING_ULPS", "Guard", "Problem", "RowCheck",
-           "Verdict", "check", "clip_to_bounds", "judge", "judge_reset", "judge_step", "obs_problem", "placeholder",
-           "reward_problem", "sanitize", "tolerance", "valid_rewards", "valid_rows"]
+           "Verdict", "check", "clip_to_bounds", "judge", "judge_reset", "judge_step", "obs_problem",
+           "placeholder", "reward_problem", "sanitize", "tolerance", "valid_rewards", "valid_rows"]
 
 
 
@@ -66,7 +63,8 @@ def _valid_vector(reward: Any, shape: tuple[int, ...]) -> bool:
 
 
 def _finite_float(reward: Any) -> bool:
-    """True for a finite Python or NumPy float (the common case, tested without NumPy); others go to the full check."""
+    """True for a finite Python or NumPy float (the common case, tested without NumPy); others go to the full
+    check."""
     return type(reward) in _FLOATS and math.isfinite(reward)
 
 
@@ -75,10 +73,10 @@ _FLOATS = (float, np.float64, np.float32)
 
 def judge(space: gym.Space, obs: Any, nan_policy: str, bounds_policy: str,
           program: str | None) -> tuple[Problem | None, Any, Fault | None, str]:
-    """Check ``obs`` and apply ``bounds_policy``: a problem of finite values past the bounds is clipped away (a
-    ``clipped`` fault of ``program``) when that policy is ``clip``. Returns what problem is left, the observation
-    (snapped or clipped when valid), that fault, and the policy that applies to the problem left. The Guard and
-    the K-instance bridge vector env decide through this one function."""
+    """Check ``obs`` and apply ``bounds_policy``: a problem of finite values past the bounds is clipped away
+    (a ``clipped`` fault of ``program``) when that policy is ``clip``. Returns what problem is left, the
+    observation (snapped or clipped when valid), that fault, and the policy that applies to the problem left.
+    The Guard and the K-instance bridge vector env decide through this one function."""
     problem, checked = check(space, obs)
     if problem is None or not problem.bounds:
         return problem, checked, None, nan_policy
@@ -109,8 +107,8 @@ def judge_step(space: gym.Space, obs: Any, reward: Any, fallback: Any, nan_polic
                program: str | None) -> Verdict:
     """The Guard's decision on one transition that no batched check vouched for (the Guard itself, or the
     RowGuard vector wrapper): the observation and ``bounds_policy`` (:func:`judge`), then the reward, then the
-    policy that applies: ``raise`` raises :class:`InvalidOutputError`, ``clip`` repairs (``fallback`` fills what
-    cannot be repaired), ``truncate`` cuts the episode with ``fallback`` and reward 0."""
+    policy that applies: ``raise`` raises :class:`InvalidOutputError`, ``clip`` repairs (``fallback`` fills
+    what cannot be repaired), ``truncate`` cuts the episode with ``fallback`` and reward 0."""
     problem, checked, clipped, policy = judge(space, obs, nan_policy, bounds_policy, program)
     faults = [clipped] if clipped is not None else []
     if problem is None:
@@ -122,14 +120,15 @@ def judge_step(space: gym.Space, obs: Any, reward: Any, fallback: Any, nan_polic
         raise InvalidOutputError(f"step: {problem}")
     faults.append(Fault(problem.kind, str(problem), program=program))
     if policy == "clip":
-        return Verdict(sanitize(space, obs, fallback), _repair_reward(reward), faults, False)
+        return Verdict(sanitize(space, obs, fallback), repair_reward(reward), faults, False)
     return Verdict(fallback, 0.0, faults, True)
 
 
 def judge_reset(space: gym.Space, obs: Any, fallback: Any, nan_policy: str, bounds_policy: str,
                 program: str | None) -> tuple[Any, Fault | None]:
     """:func:`judge_step` for a reset observation: the observation to use and the fault to record (its detail
-    starts with ``reset:``); ``raise`` raises, any other policy repairs the observation (a reset cannot be cut)."""
+    starts with ``reset:``); ``raise`` raises, any other policy repairs the observation (a reset cannot be
+    cut)."""
     problem, checked, clipped, policy = judge(space, obs, nan_policy, bounds_policy, program)
     if problem is None:
         return checked, None if clipped is None else clipped.merged(detail=f"reset: {clipped.detail}")
@@ -138,7 +137,8 @@ def judge_reset(space: gym.Space, obs: Any, fallback: Any, nan_policy: str, boun
     return sanitize(space, obs, fallback), Fault(problem.kind, f"reset: {problem}", program=program)
 
 
-# The bridge turns its own faults into info; what it raises (a spent restart budget, a refused handshake) is final.
+# The bridge turns its own faults into info; what it raises (a spent restart budget, a refused handshake) is
+# final.
 _PASS_THROUGH = (EnvFailure, BridgeError)
 
 
@@ -177,11 +177,15 @@ class Guard(gym.Wrapper):
         if max_reset_failures < 1:
             raise ValueError(f"max_reset_failures must be >= 1, got {max_reset_failures}")
         super().__init__(env)
-        self.nan_policy, self.bounds_policy, self.max_reset_failures = nan_policy, bounds_policy, max_reset_failures
+        self.nan_policy, self.bounds_policy = nan_policy, bounds_policy
+        self.max_reset_failures = max_reset_failures
         self._last_obs: Any = None
-        self._pending: list[Fault] = []  # reset faults, reported with the next step (vector envs drop reset infos)
-        self._rows = RowCheck(self.observation_space)  # the one-pass check of an observation that is valid as is
-        self._held: tuple[Any, Any, float] | None = None  # a prefetched transition: action, result, latency (ms)
+        # reset faults, reported with the next step (vector envs drop reset infos)
+        self._pending: list[Fault] = []
+        # the one-pass check of an observation that is valid as is
+        self._rows = RowCheck(self.observation_space)
+        # a prefetched transition: action, result, latency (ms)
+        self._held: tuple[Any, Any, float] | None = None
         self._vouched = False
         self._reward_shape = vector_reward_shape(env)
 
@@ -192,13 +196,14 @@ class Guard(gym.Wrapper):
             return type(self.env).__name__
 
     def _crash(self, where: str, err: Exception) -> Fault:
-        return Fault(FaultKind.CRASH, f"{where} raised {type(err).__name__}: {_short(str(err))}", restart=True,
-                     program=self._who())
+        return Fault(FaultKind.CRASH, f"{where} raised {type(err).__name__}: {_short(str(err))}",
+                     restart=True, program=self._who())
 
     def _fallback(self) -> Any:
         return self._last_obs if self._last_obs is not None else placeholder(self.observation_space)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Reset the adapter; retries a raising reset and repairs an invalid observation (see the class)."""
         faults: list[Fault] = []
         for attempt in range(1, self.max_reset_failures + 1):
@@ -215,8 +220,8 @@ class Guard(gym.Wrapper):
                     raise EnvGaveUp(f"env {self._who()}: reset failed {attempt} times in a row; last: "
                                     f"{faults[-1].detail}") from e
         info = dict(info) if isinstance(info, dict) else {}
-        obs, fault = judge_reset(self.observation_space, obs, self._last_obs, self.nan_policy, self.bounds_policy,
-                                 self._who())
+        obs, fault = judge_reset(self.observation_space, obs, self._last_obs, self.nan_policy,
+                                 self.bounds_policy, self._who())
         if fault is not None:
             faults.append(fault)
         for fault in faults:
@@ -226,11 +231,12 @@ class Guard(gym.Wrapper):
         return obs, info
 
     def prefetch(self, action: Any) -> tuple[Any, Any] | None:
-        """Step the adapter now, ahead of :meth:`step`, which then returns this transition (for ``action``, the
-        same object). A vector env prefetches every env, checks the observations and rewards of all of them at
-        once (:class:`~envs.checks.RowCheck`, :func:`~envs.checks.valid_rewards`) and vouches (:meth:`vouch`) for the
-        valid ones; the wrappers above the Guard then step as usual and see exactly what :meth:`step` would
-        give them. Returns the raw observation and reward, or None when the adapter raised (a crash fault)."""
+        """Step the adapter now, ahead of :meth:`step`, which then returns this transition (for ``action``,
+        the same object). A vector env prefetches every env, checks the observations and rewards of all of
+        them at once (:class:`~envs.checks.RowCheck`, :func:`~envs.checks.valid_rewards`) and vouches
+        (:meth:`vouch`) for the valid ones; the wrappers above the Guard then step as usual and see exactly
+        what :meth:`step` would give them. Returns the raw observation and reward, or None when the adapter
+        raised (a crash fault)."""
         if self._held is not None:
             raise RuntimeError("Guard.prefetch called twice without a step in between")
         out, ms = self._step_adapter(action)
@@ -239,8 +245,8 @@ class Guard(gym.Wrapper):
         return None if isinstance(out, BaseException) else (out[0], out[1])
 
     def _step_adapter(self, action: Any) -> tuple[tuple[Any, ...] | BaseException, float]:
-        """The adapter's transition (or the exception it raised, unless the policy is ``raise``) and its latency
-        in milliseconds."""
+        """The adapter's transition (or the exception it raised, unless the policy is ``raise``) and its
+        latency in milliseconds."""
         t = time.perf_counter()
         try:
             obs, reward, terminated, truncated, info = self.env.step(action)
@@ -254,7 +260,8 @@ class Guard(gym.Wrapper):
         return out, (time.perf_counter() - t) * 1e3
 
     def vouch(self) -> None:
-        """Mark the prefetched transition as checked and valid (its observation and reward passed the batch check)."""
+        """Mark the prefetched transition as checked and valid (its observation and reward passed the batch
+        check)."""
         self._vouched = self._held is not None
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
@@ -263,8 +270,8 @@ class Guard(gym.Wrapper):
             held_action, out, ms = self._held
             vouched, self._held, self._vouched = self._vouched, None, False
             if held_action is not action:
-                raise RuntimeError("Guard.step got another action than the one prefetched; a wrapper between the "
-                                   "vector env and the Guard changed it")
+                raise RuntimeError("Guard.step got another action than the one prefetched; a wrapper between "
+                                   "the vector env and the Guard changed it")
         else:
             vouched = False
             out, ms = self._step_adapter(action)
@@ -284,21 +291,26 @@ class Guard(gym.Wrapper):
         if vouched or (self._rows.valid_one(obs) and _finite_float(reward)):
             self._last_obs = obs
             return obs, self._reward(float(reward), vector), terminated, truncated, info
-        v = judge_step(self.observation_space, obs, reward, self._fallback(), self.nan_policy, self.bounds_policy,
-                       self._who())
+        v = judge_step(self.observation_space, obs, reward, self._fallback(), self.nan_policy,
+                       self.bounds_policy, self._who())
         for fault in v.faults:
             add_fault(info, fault)
-        if v.cut:  # truncate: end the episode on the last valid observation; nothing invalid reaches the learner
+        # truncate: end the episode on the last valid observation; nothing invalid reaches the learner
+        if v.cut:
             return v.obs, self._reward(0.0, None), False, True, info
         self._last_obs = v.obs
         kept = vector if _finite_float(reward) else None
         return v.obs, self._reward(float(v.reward), kept), terminated, truncated, info
 
     def _reward(self, scalar: float, vector: Any) -> Any:
-        """``scalar``; for an env with a vector reward, ``vector`` when it was valid, else zeros of its shape."""
+        """``scalar``; for an env with a vector reward, ``vector`` when it was valid, else zeros of its
+        shape."""
         if self._reward_shape is None:
             return scalar
-        return np.asarray(vector, np.float32) if vector is not None else np.zeros(self._reward_shape, np.float32)
+        if vector is None:
+            return np.zeros(self._reward_shape, np.float32)
+        return np.asarray(vector, np.float32)
+
 
     def _report_pending(self, info: dict[str, Any]) -> None:
         for fault in self._pending:
