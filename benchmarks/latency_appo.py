@@ -3,7 +3,7 @@
 The env is benchmarks/latency.py's ``SleepEnv`` (every step waits 5 ms), 32 envs, limit 32 / 5 ms = 6,400
 steps/s. APPO is built exactly as ``train.py --backend rllib --algo appo`` builds it (``RLlibBackend.create``:
 private loopback Ray, Guard, watchdog callback), with ``train.vec_env: thread`` so that each env runner steps
-its envs concurrently (agents/rllib/vecenv.py). Its env runners keep sampling while the learner updates.
+its envs concurrently (envs/vector/threads.py). Its env runners keep sampling while the learner updates.
 SB3 PPO is ``benchmarks.latency.training`` (thread vec env, synchronous). Both are timed over their training
 iterations; APPO's Ray start-up and actor creation are reported apart (``setup_s``). Prints one JSON object.
 

@@ -3,7 +3,7 @@
 Each variant is one ``train.py --env game`` run of a fixed number of steps (no periodic eval) with the shipped
 config plus ``--set`` overrides; steps/s is the run's own figure (from its first step, startup excluded). The
 ``whole screen, vec_env …`` rows (the shipped config without its crop, which ALE cannot do) compare
-``train.vec_env: dummy`` with ALE's own vector env (``ale``, agents/sb3/alevec.py; ``--only vec_env``). The
+``train.vec_env: dummy`` with ALE's own vector env (``ale``, envs/vector/ale.py; ``--only vec_env``). The
 1-minute load average is printed before each run: on a shared machine it decides the absolute figures, so
 compare rows of one invocation only.
 
