@@ -6,10 +6,10 @@ spaces, config, RNG states that are not tensors). Nothing in it is ever unpickle
 pickle (SB3 ``.zip``, ``.pkl``, ``.pt``) are refused unless the user passes ``--trust-checkpoint``.
 A readable ``.json`` copy of the metadata sits beside each file; loading never needs it.
 
-The metadata is one typed record, :class:`CheckpointHeader`, parsed by :func:`parse_header` only: a missing
-or wrongly typed field is a :class:`~agents.errors.CheckpointError` ("checkpoint X is corrupted: field
-'num_timesteps' ..."), never a ``KeyError``. :func:`read_header` reads only the header of a file (8 bytes
-plus at most :data:`MAX_HEADER` bytes), so finding the step of a huge checkpoint does not read its tensors.
+The metadata is one typed record, :class:`~agents.run.header.CheckpointHeader`, parsed by
+:func:`~agents.run.header.parse_header` only (agents/run/header.py). :func:`read_header` reads only the
+header of a file (8 bytes plus at most :data:`MAX_HEADER` bytes), so finding the step of a huge checkpoint
+does not read its tensors.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import random
 import re
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,9 @@ import torch
 from gymnasium import spaces
 
 from agents.errors import CheckpointError
+from agents.run.header import FORMAT, CheckpointHeader, corrupted, parse_header
 from envs.spaces import space_from_json, space_to_json
 
-FORMAT = "nondiff-checkpoint/1"
 PICKLE_SUFFIXES = (".zip", ".pkl", ".pickle", ".pt", ".pth", ".ckpt")
 MAX_HEADER = 100 * 2**20
 """The largest safetensors header nondiff reads (bytes); a larger length field means a corrupted file."""
@@ -120,20 +119,16 @@ def _looks_pickled(path: Path) -> bool:
 def _check_readable(path: Path, trust: bool) -> None:
     """Refuse a missing file and anything that carries pickle, before any of it is parsed."""
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; choose --checkpoint final, best, latest "
-                              "or a path to a .safetensors file")
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; choose --checkpoint final, best, "
+                              "latest or a path to a .safetensors file")
     if _looks_pickled(path):
         if not trust:
-            raise CheckpointError(f"checkpoint {str(path)!r} carries a pickle payload, which can run arbitrary code "
-                                  "when loaded; refused. Pass --trust-checkpoint only if you trust its origin")
-        raise CheckpointError(f"checkpoint {str(path)!r} is a pickle file; nondiff reads only its own .safetensors "
-                              "checkpoints (convert it by loading it in SB3 and saving with nondiff)")
-
-
-def corrupted(path: Path | str, what: str) -> CheckpointError:
-    """The one-line error for a damaged checkpoint: "checkpoint X is corrupted: WHAT; use another one ..."."""
-    return CheckpointError(f"checkpoint {str(path)!r} is corrupted: {what}; use another one "
-                           "(--checkpoint best|latest) or retrain")
+            raise CheckpointError(f"checkpoint {str(path)!r} carries a pickle payload, which can run "
+                                  "arbitrary code when loaded; refused. Pass --trust-checkpoint only if you "
+                                  "trust its origin")
+        raise CheckpointError(f"checkpoint {str(path)!r} is a pickle file; nondiff reads only its own "
+                              ".safetensors checkpoints (convert it by loading it in SB3 and saving with "
+                              "nondiff)")
 
 
 def _meta_from_header(raw: bytes, path: Path) -> Any:
@@ -159,7 +154,8 @@ def read_header(path: Path, *, trust: bool = False) -> CheckpointHeader:
         head = f.read(8)
         n = int.from_bytes(head, "little") if len(head) == 8 else -1
         if not 0 < n <= min(MAX_HEADER, size - 8):
-            raise corrupted(path, f"header length {n} does not fit a file of {size} bytes (limit {MAX_HEADER})")
+            raise corrupted(path, f"header length {n} does not fit a file of {size} bytes "
+                                  f"(limit {MAX_HEADER})")
         raw = f.read(n)
     return parse_header(_meta_from_header(raw, path), path)
 
@@ -190,8 +186,8 @@ def load(path: Path, *, trust: bool = False,
         raise corrupted(path, f"header length {n} does not fit a file of {len(data)} bytes")
     header = parse_header(_meta_from_header(data[8:8 + n], path), path)
     if backend is not None and header.backend != backend:
-        raise CheckpointError(f"checkpoint {str(path)!r} was written by backend {header.backend!r}, not {backend!r}; "
-                              f"evaluate or resume it with --backend {header.backend}")
+        raise CheckpointError(f"checkpoint {str(path)!r} was written by backend {header.backend!r}, "
+                              f"not {backend!r}; evaluate or resume it with --backend {header.backend}")
     try:
         tensors = st_load(data)
     except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError) as e:
@@ -203,154 +199,12 @@ def load(path: Path, *, trust: bool = False,
     return tensors, header.to_json()
 
 
-# -- the header ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CheckpointHeader:
-    """The metadata every nondiff checkpoint carries, typed; written by :func:`save`, read by :func:`parse_header`.
-
-    Attributes:
-        format: :data:`FORMAT`.
-        backend: the backend that wrote it (``sb3``, ``rllib``).
-        algo: the algorithm (``ppo``, ``a2c``, ``sac``, ``td3``).
-        num_timesteps: the global env step it was written at.
-        seed: the run's seed.
-        observation_space: the observation space as :func:`space_to_json` writes it.
-        action_space: the action space, likewise.
-        config: the resolved run config.
-        saved_at: Unix time of writing.
-        tensor_aliases: tensors stored once under another name (tied weights).
-        extra: backend-specific fields (optimizer, RNG, normalisation, env states ...), type-checked where known.
-    """
-
-    format: str
-    backend: str
-    algo: str
-    num_timesteps: int
-    seed: int | None
-    observation_space: dict[str, Any]
-    action_space: dict[str, Any]
-    config: dict[str, Any]
-    saved_at: float | None = None
-    tensor_aliases: dict[str, str] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, meta: Any, where: Path | str) -> CheckpointHeader:
-        """Validate a decoded metadata document; see :func:`parse_header`."""
-        return parse_header(meta, where)
-
-    def to_json(self) -> dict[str, Any]:
-        """The metadata document, as :func:`save` writes it."""
-        core = {k: getattr(self, k) for k in _FIELDS if k != "extra"}
-        return {**self.extra, **core}
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-_CHECKS: dict[str, tuple[str, Any]] = {  # field -> (expected, predicate); None allowed where noted below
-    "format": ("a string", lambda v: isinstance(v, str)),
-    "backend": ("a string", lambda v: isinstance(v, str)),
-    "algo": ("a string", lambda v: isinstance(v, str)),
-    "num_timesteps": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
-    "seed": ("an integer or null", lambda v: v is None or _is_int(v)),
-    "observation_space": ("a space description (an object)", lambda v: isinstance(v, dict)),
-    "action_space": ("a space description (an object)", lambda v: isinstance(v, dict)),
-    "config": ("an object", lambda v: isinstance(v, dict)),
-    "saved_at": ("a number or null", lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool))),
-    "tensor_aliases": ("an object of names", lambda v: isinstance(v, dict)
-                       and all(isinstance(a, str) and isinstance(b, str) for a, b in v.items())),
-}
-_FIELDS = ("format", "backend", "algo", "num_timesteps", "seed", "observation_space", "action_space", "config",
-           "saved_at", "tensor_aliases", "extra")
-_OPTIONAL: dict[str, Any] = {"saved_at": None, "tensor_aliases": {}}
-_EXTRA: dict[str, tuple[str, Any]] = {  # backend-specific fields, checked when present
-    "n_updates": ("an integer", _is_int),
-    "optimizer": ("an object with 'param_groups' (list) and 'state' (object), or null",
-                  lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("param_groups"), list)
-                                          and isinstance(v.get("state"), dict))),
-    "rng": ("an object with 'python' and 'numpy' lists",
-            lambda v: isinstance(v, dict) and isinstance(v.get("python"), list) and len(v["python"]) == 3
-            and isinstance(v.get("numpy"), list) and len(v["numpy"]) == 4),
-    "normalize": ("an object or null", lambda v: v is None or isinstance(v, dict)),
-    "env_states": ("a list or null", lambda v: v is None or isinstance(v, list)),
-    "ep_info_buffer": ("a list", lambda v: isinstance(v, list)),
-    "optimizers": ("an object (optimiser name -> {'param_groups': list, 'state': object})",
-                   lambda v: isinstance(v, dict) and all(isinstance(o, dict) and isinstance(o.get("param_groups"), list)
-                                                         and isinstance(o.get("state"), dict) for o in v.values())),
-    "off_policy": ("an object with 'episode_num' (integer), 'action_space_rng' (object) and 'replay' (object with "
-                   "integer 'pos', 'n', 'buffer_size', 'n_envs' and boolean 'full', or null)", lambda v: _off_policy(v)),
-}
-_EXTRA_OVERRIDES: dict[str, dict[str, tuple[str, Any]]] = {  # RLlib keys its optimiser state by optimiser name
-    "rllib": {"optimizer": ("an object (optimiser name -> state) or null", lambda v: v is None or isinstance(v, dict))},
-}
-_REQUIRED_EXTRA = {"sb3": ("n_updates", "optimizer", "rng")}
-_REQUIRED_ALGO_EXTRA = {("sb3", "sac"): ("optimizers", "off_policy"), ("sb3", "td3"): ("optimizers", "off_policy")}
-"""Fields an algorithm's checkpoint must carry beyond its backend's (SAC/TD3: every optimiser, the replay state)."""
-
-
-def _off_policy(v: Any) -> bool:
-    if not (isinstance(v, dict) and _is_int(v.get("episode_num")) and isinstance(v.get("action_space_rng"), dict)):
-        return False
-    r = v.get("replay")
-    return r is None or (isinstance(r, dict) and all(_is_int(r.get(k)) and r[k] >= 0
-                                                     for k in ("pos", "n", "buffer_size", "n_envs"))
-                         and isinstance(r.get("full"), bool) and r["n"] <= r["buffer_size"])
-
-
-def parse_header(meta: Any, where: Path | str) -> CheckpointHeader:
-    """The one parser of checkpoint metadata: a :class:`CheckpointHeader`, or a one-line error.
-
-    Used by :func:`load`, :func:`read_header` (runner, ``RunDir.latest``) and so by every backend.
-
-    Raises:
-        CheckpointError: "checkpoint X is corrupted: field 'num_timesteps' ..." for a missing or mistyped
-            field, or "has format ..." for another format.
-    """
-    if not isinstance(meta, dict):
-        raise corrupted(where, f"its metadata is {type(meta).__name__}, expected an object")
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {str(where)!r} has format {meta.get('format')!r}, expected {FORMAT!r}; "
-                              "it was not written by this version of nondiff")
-    values: dict[str, Any] = {}
-    for name, (expected, ok) in _CHECKS.items():
-        if name not in meta:
-            if name in _OPTIONAL:
-                values[name] = _OPTIONAL[name]
-                continue
-            raise corrupted(where, f"field {name!r} is missing (expected {expected})")
-        if not ok(meta[name]):
-            raise corrupted(where, f"field {name!r} should be {expected}, got {type(meta[name]).__name__} "
-                                    f"{_short(meta[name])}")
-        values[name] = meta[name]
-    for name in ("observation_space", "action_space"):
-        try:
-            space_from_json(values[name])
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as e:
-            raise corrupted(where, f"field {name!r} is not a space description ({type(e).__name__}: {e})") from e
-    extra = {k: v for k, v in meta.items() if k not in _CHECKS}
-    for name in (*_REQUIRED_EXTRA.get(values["backend"], ()),
-                 *_REQUIRED_ALGO_EXTRA.get((values["backend"], values["algo"]), ())):
-        if name not in extra:
-            raise corrupted(where, f"field {name!r} is missing (expected {_EXTRA[name][0]})")
-    for name, (expected, ok) in {**_EXTRA, **_EXTRA_OVERRIDES.get(values["backend"], {})}.items():
-        if name in extra and not ok(extra[name]):
-            raise corrupted(where, f"field {name!r} should be {expected}, got {type(extra[name]).__name__} "
-                                    f"{_short(extra[name])}")
-    return CheckpointHeader(**values, extra=extra)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 # -- RNG state ----------------------------------------------------------------------------------------
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Python, NumPy and torch global RNG states, split into tensors and JSON."""
     np_state: Any = np.random.get_state()
-    tensors = {"rng/torch": torch.get_rng_state(), "rng/numpy_keys": torch.from_numpy(np_state[1].astype(np.int64))}
+    tensors = {"rng/torch": torch.get_rng_state(),
+               "rng/numpy_keys": torch.from_numpy(np_state[1].astype(np.int64))}
     meta = {"python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
             "numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])]}
     return tensors, meta
@@ -377,11 +231,15 @@ def base_meta(backend: str, algo: str, step: int, seed: int, spaces: tuple[space
             "config": config, "saved_at": time.time()}
 
 
-def check_spaces(meta: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space, where: str) -> None:
+def check_spaces(meta: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space,
+                 where: str) -> None:
     """Refuse a checkpoint whose saved spaces differ from the env's (SB3's check_for_correct_spaces)."""
     for label, saved, actual in (("observation", meta["observation_space"], observation_space),
                                  ("action", meta["action_space"], action_space)):
         want = space_from_json(saved)
         if want != actual:
-            raise CheckpointError(f"{where}: the checkpoint was trained with {label} space {want}, but the env has "
-                                  f"{actual}; evaluate it with the env and settings it was trained on")
+            raise CheckpointError(f"{where}: the checkpoint was trained with {label} space {want}, but "
+                                  f"the env has {actual}; evaluate it with the env and settings it was "
+                                  "trained on")
+
+

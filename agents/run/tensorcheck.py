@@ -1,6 +1,6 @@
 """Every tensor of a checkpoint checked before anything is built from it: one validation function per kind.
 
-The header (:func:`agents.run.checkpoint.parse_header`) says which fields a checkpoint has; the functions
+The header (:func:`agents.run.header.parse_header`) says which fields a checkpoint has; the functions
 here check the tensors against it and against the saved spaces: names, shapes, dtypes, finiteness, and the
 replay buffer's counters. A tensor that fails is :class:`~agents.errors.CheckpointError` "checkpoint X is
 corrupted: tensor 'NAME' ..." (exit code 2), never a cast, a broadcast error or a NaN in the policy.
@@ -20,13 +20,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.run.checkpoint import corrupted, space_from_json
+from agents.run.checkpoint import space_from_json
+from agents.run.header import corrupted
 
 REPLAY_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 """What SB3's replay buffer stores per transition; a checkpoint holds the filled rows of each."""
 
 
-def check_finite(tensors: dict[str, torch.Tensor], path: Path | str, names: Iterable[str] | None = None) -> None:
+def check_finite(tensors: dict[str, torch.Tensor], path: Path | str,
+                 names: Iterable[str] | None = None) -> None:
     """Every floating-point tensor (of ``names``, or all) holds finite values only.
 
     Raises:
@@ -37,11 +39,12 @@ def check_finite(tensors: dict[str, torch.Tensor], path: Path | str, names: Iter
         if (t.is_floating_point() or t.is_complex()) and t.numel():
             bad = int((~torch.isfinite(t)).sum())
             if bad:
-                raise corrupted(path, f"tensor {name!r} holds {bad:,} NaN or infinite value(s) of {t.numel():,}")
+                raise corrupted(path, f"tensor {name!r} holds {bad:,} NaN or infinite value(s) of "
+                                      f"{t.numel():,}")
 
 
-def expect(tensors: dict[str, torch.Tensor], name: str, shape: tuple[int, ...] | None, dtype: torch.dtype | None,
-           path: Path | str) -> torch.Tensor:
+def expect(tensors: dict[str, torch.Tensor], name: str, shape: tuple[int, ...] | None,
+           dtype: torch.dtype | None, path: Path | str) -> torch.Tensor:
     """The tensor ``name``, present with exactly ``shape`` and ``dtype`` (None: any)."""
     if name not in tensors:
         raise corrupted(path, f"tensor {name!r} is missing")
@@ -94,8 +97,8 @@ def check_replay(tensors: dict[str, torch.Tensor], replay: dict[str, Any], obser
     """
     pos, n, size, n_envs, full = (replay[k] for k in ("pos", "n", "buffer_size", "n_envs", "full"))
     if size < 1 or n_envs < 1:
-        raise corrupted(path, f"field 'off_policy.replay' has buffer_size {size} and n_envs {n_envs}, expected "
-                              "both >= 1")
+        raise corrupted(path, f"field 'off_policy.replay' has buffer_size {size} and n_envs {n_envs}, "
+                              "expected both >= 1")
     if not 0 <= pos < size:
         raise corrupted(path, f"field 'off_policy.replay.pos' is {pos:,}, expected 0 <= pos < buffer_size "
                               f"({size:,})")
@@ -190,5 +193,6 @@ def check_blackbox(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path:
         for part in ("x", "c", "f"):
             t = expect(tensors, prefix + part, None, None, path)
             if t.ndim != 2 or t.shape[:1] != rows:
-                raise corrupted(path, f"tensor {prefix + part!r} has shape {list(t.shape)}, expected {rows[0]} "
-                                      "rows of 2-D data like the bank's other parts")
+                raise corrupted(path, f"tensor {prefix + part!r} has shape {list(t.shape)}, expected "
+                                      f"{rows[0]} rows of 2-D data like the bank's other parts")
+

@@ -1,4 +1,5 @@
-"""Run directories and checkpoint headers in-process: links refused, pruning safe, temps cleaned, lock held."""
+"""Run directories and checkpoint headers in-process: links refused, pruning safe, temps cleaned, lock
+held."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from gymnasium import spaces
 from agents.config import RunConfig
 from agents.errors import CheckpointError, UserError
 from agents.run import checkpoint, trust
+from agents.run.header import FORMAT, CheckpointHeader
 from agents.run.rundir import RunDir
 
 
 def _meta(step=7, **over):
     meta = checkpoint.base_meta("test", "ppo", step, 0, (spaces.Box(-1, 1, (3,)), spaces.Discrete(2)), {})
-    return {"format": checkpoint.FORMAT, **meta, **over}
+    return {"format": FORMAT, **meta, **over}
 
 
 def _write(path, meta):
@@ -36,7 +38,7 @@ def _write(path, meta):
 def test_header_round_trip_is_typed(tmp_path):
     path = checkpoint.save(tmp_path / "c.safetensors", {"w": torch.ones(2)}, _meta(42))
     header = checkpoint.read_header(path)
-    assert isinstance(header, checkpoint.CheckpointHeader)
+    assert isinstance(header, CheckpointHeader)
     assert header.num_timesteps == 42 and header.backend == "test" and header.tensor_aliases == {}
     assert checkpoint.load(path)[1] == header.to_json()
 
@@ -50,7 +52,8 @@ BAD_FIELDS = [
     ({"action_space": []}, "field 'action_space' should be a space description"),
     ({"config": "x"}, "field 'config' should be an object"),
     ({"backend": "sb3"}, "field 'n_updates' is missing"),
-    ({"backend": "sb3", "n_updates": 1, "optimizer": None, "rng": {"python": [1], "numpy": []}}, "field 'rng'"),
+    ({"backend": "sb3", "n_updates": 1, "optimizer": None, "rng": {"python": [1], "numpy": []}},
+     "field 'rng'"),
     ({"tensor_aliases": {"a": 3}}, "field 'tensor_aliases'"),
 ]
 
@@ -150,7 +153,8 @@ def test_stale_temps_removed_only_inside_and_never_through_links(tmp_path):
     elsewhere.mkdir()
     foreign = elsewhere / ".model.safetensors.abcdefgh.tmp"
     foreign.write_bytes(b"not ours")
-    (run.best.parent / ".x.abcdefgh.tmp").symlink_to(foreign)  # a link named like a temp: the link goes, not its target
+    # a link named like a temp: the link goes, not its target
+    (run.best.parent / ".x.abcdefgh.tmp").symlink_to(foreign)
     removed = run.remove_stale_temps()
     assert sorted(removed) == sorted(stale) and not any(p.exists() for p in stale)
     assert all(p.exists() for p in keep) and foreign.read_bytes() == b"not ours"
@@ -179,7 +183,8 @@ def test_lock_refuses_a_second_holder_and_dies_with_the_process(tmp_path):
                              cwd=ROOT)
     try:
         assert child.stdout.readline().strip() == "locked"
-        with pytest.raises(UserError, match=f"being trained right now by pid {child.pid} on host"), run.lock():
+        with pytest.raises(UserError, match=f"being trained right now by pid {child.pid} on host"), \
+                run.lock():
             pass
     finally:
         child.kill()
@@ -208,7 +213,8 @@ def test_signature_gates_only_configs_that_run_code(tmp_path, monkeypatch):
     run.config.write_bytes(plain)
     trust.load_run_config(run, trust=False, action="evaluate")  # unsigned, but runs no foreign code
     run.config.write_bytes(code)
-    with pytest.raises(UserError, match="is not signed .* start the program env.command='./evil'.*--trust-run-dir"):
+    with pytest.raises(UserError,
+                       match="is not signed .* start the program env.command='./evil'.*--trust-run-dir"):
         trust.load_run_config(run, trust=False, action="evaluate")
     trust.sign(run, code)
     assert oct((tmp_path / "key").stat().st_mode & 0o777) == "0o600"
@@ -221,7 +227,9 @@ def test_signature_gates_only_configs_that_run_code(tmp_path, monkeypatch):
     trust.load_run_config(run, trust=True, action="resume")
     for text, what in ((b"env: {id: 'evil_mod:Env'}\n", "import the module of env.id='evil_mod:Env'"),
                        (b"env: {id: CartPole-v1, packages: [evil]}\n", "import env.packages"),
-                       (b"env: {id: CartPole-v1}\nrllib: {extra: {callbacks: x}}\n", "hand Ray, as they are, the settings rllib.extra")):
+                       (b"env: {id: CartPole-v1}\nrllib: {extra: {callbacks: x}}\n",
+                        "hand Ray, as they are, the settings rllib.extra")):
+
         run.config.write_bytes(text)
         with pytest.raises(UserError, match=what):
             trust.load_run_config(run, trust=False, action="evaluate")
