@@ -320,7 +320,6 @@ class RowCheck:
                    for path, _, _, low, high in self._parts)
 
 
-
 def valid_rows(space: spaces.Space, values: Any) -> np.ndarray:
     """Which of the N observations in ``values`` certainly belong to ``space`` (see :class:`RowCheck`; build
     one RowCheck and reuse it when checking every step)."""

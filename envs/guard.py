@@ -39,8 +39,6 @@ __all__ = ["BOUNDS_POLICIES", "NAN_POLICIES", "ROUNDING_ULPS", "Guard", "Problem
            "placeholder", "reward_problem", "sanitize", "tolerance", "valid_rewards", "valid_rows"]
 
 
-
-
 def vector_reward_shape(env: gym.Env) -> tuple[int, ...] | None:
     """The shape of a declared vector reward (mo-gymnasium's ``reward_space``), else None (one number).
 
@@ -310,7 +308,6 @@ class Guard(gym.Wrapper):
         if vector is None:
             return np.zeros(self._reward_shape, np.float32)
         return np.asarray(vector, np.float32)
-
 
     def _report_pending(self, info: dict[str, Any]) -> None:
         for fault in self._pending:

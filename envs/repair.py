@@ -70,7 +70,6 @@ def clip_to_bounds(space: spaces.Space, obs: Any) -> Any:
             if arr.shape != space.shape:
                 return obs
             return np.clip(arr, space.low, space.high).astype(space.dtype)
-
         if isinstance(space, spaces.Dict) and isinstance(obs, dict):
             return {k: clip_to_bounds(space.spaces[k], v) if k in space.spaces else v for k, v in obs.items()}
         if isinstance(space, spaces.Tuple) and isinstance(obs, tuple) and len(obs) == len(space.spaces):

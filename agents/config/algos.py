@@ -121,4 +121,3 @@ def check_algorithm(cfg: RunConfig, action_space: Any) -> None:
     if "target_entropy" in a.model_fields_set and isinstance(a.ent_coef, float):
         raise UserError("agent.target_entropy applies only with agent.ent_coef: auto (a learned α); "
                         "remove one")
-

@@ -70,7 +70,5 @@ class BlackBoxSection(Section):
     def _chain_order(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v) or ("amortised" in v and v[0] != "amortised"):
             raise ValueError("blackbox.chain lists each stage once, amortised only first (it takes no seed); "
-
                              f"got {v}, e.g. [amortised, surrogate, cma]")
-
         return v

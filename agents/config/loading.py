@@ -92,7 +92,6 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         if "=" not in assignment:
             raise UserError(f"--set {shown!r}: expected SECTION.KEY=VALUE, e.g. "
                             "--set agent.learning_rate=1e-3") from e
-
         raise UserError(f"--set {shown!r}: {e}") from e
     parts = key.split(".")
     if len(parts) != 2 or not all(parts):

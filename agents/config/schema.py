@@ -317,7 +317,6 @@ class RunConfig(Section):
         if self.train.vec_env == "ale" and (self.env.id not in ALE_ENV_IDS or self.agent.backend != "sb3"):
             raise ValueError("train.vec_env: ale is ALE's own vector env, for --env game on the sb3 backend; "
                              f"got env {self.env.id!r} on {self.agent.backend}: use train.vec_env: dummy (or "
-
                              "another choice) for this run")
         if self.train.vec_env == "ale" and (self.env.wrappers or self.env.drop_keys):
             raise ValueError("train.vec_env: ale preprocesses inside ALE and applies no env.wrappers or "
@@ -332,7 +331,6 @@ class RunConfig(Section):
 SECTIONS: dict[str, type[BaseModel]] = {"env": EnvConfig, "agent": AgentConfig, "train": TrainConfig,
                                         "eval": EvalConfig, "rllib": RLlibSection,
                                         "blackbox": BlackBoxSection}
-
 
 
 def suggest(word: str, options: list[str]) -> str:

@@ -241,5 +241,3 @@ def check_spaces(meta: dict[str, Any], observation_space: spaces.Space, action_s
             raise CheckpointError(f"{where}: the checkpoint was trained with {label} space {want}, but "
                                   f"the env has {actual}; evaluate it with the env and settings it was "
                                   "trained on")
-
-

@@ -23,7 +23,6 @@ def corrupted(path: Path | str, what: str) -> CheckpointError:
                            "(--checkpoint best|latest) or retrain")
 
 
-
 @dataclass(frozen=True)
 class CheckpointHeader:
     """The metadata every nondiff checkpoint carries, typed; written by

@@ -195,4 +195,3 @@ def check_blackbox(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path:
             if t.ndim != 2 or t.shape[:1] != rows:
                 raise corrupted(path, f"tensor {prefix + part!r} has shape {list(t.shape)}, expected "
                                       f"{rows[0]} rows of 2-D data like the bank's other parts")
-

@@ -1,28 +1,28 @@
 """Seismic inversion: recover a 1-D layered earth from a normal-incidence convolutional seismogram.
 
-**Earth model.** A known overburden half-space (velocity ``overburden_velocity``) lies above ``N =
-n_layers`` unknown layers; layer ``N`` is a half-space (infinite thickness). Each layer has a P velocity
-``v`` and a density tied to it by Gardner's relation ``ρ = 0.31·v^0.25`` (v in m/s, ρ in g/cc; Gardner,
-Gardner & Gregory 1974, Geophysics 39), so the unknowns are the ``N`` velocities and the ``N − 1``
-finite thicknesses ``h``: ``param_dim = 2N − 1``. Density is tied because a normal-incidence trace sees only impedance
-contrasts and two-way times: ``v`` and ``ρ`` separately are not identifiable from it, and ``Z = ρv``
-fixes ``v`` once ``ρ = ρ(v)``. The overburden impedance must be known, because reflection coefficients
-are ratios, invariant under scaling every impedance; without an anchor the inversion is non-unique. The
-top of layer 1 is at the known two-way time ``t0 = 1/f`` (the trace starts at time 0, ``t0`` above it); the
-last layer is a half-space, so no thickness is asked for that no reflection could reveal: with the
-prior's minimum contrast (below) every unknown is identifiable.
+**Earth model.** A known overburden half-space (velocity ``overburden_velocity``) lies above ``N = n_layers``
+unknown layers; layer ``N`` is a half-space (infinite thickness). Each layer has a P velocity ``v`` and a
+density tied to it by Gardner's relation ``ρ = 0.31·v^0.25`` (v in m/s, ρ in g/cc; Gardner, Gardner & Gregory
+1974, Geophysics 39), so the unknowns are the ``N`` velocities and the ``N − 1`` finite thicknesses ``h``:
+``param_dim = 2N − 1``. Density is tied because a normal-incidence trace sees only impedance contrasts and
+two-way times: ``v`` and ``ρ`` separately are not identifiable from it, and ``Z = ρv`` fixes ``v`` once
+``ρ = ρ(v)``. The overburden impedance must be known, because reflection coefficients are ratios, invariant
+under scaling every impedance; without an anchor the inversion is non-unique. The top of layer 1 is at the
+known two-way time ``t0 = 1/f`` (the trace starts at time 0, ``t0`` above it); the last layer is a half-space,
+so no thickness is asked for that no reflection could reveal: with the prior's minimum contrast (below) every
+unknown is identifiable.
 
-**Forward model** (primaries only, no transmission loss or multiples: the convolutional model of
-Yilmaz 2001, *Seismic Data Analysis*, SEG, ch. 2; Sheriff & Geldart 1995, *Exploration Seismology*, 2nd
-ed., Cambridge). Impedance ``Z_i = ρ_i v_i``; the reflection coefficient at the base of medium ``i`` is
-``r_i = (Z_{i+1} − Z_i) / (Z_{i+1} + Z_i)`` (medium 0 is the overburden) and the interface sits at
-two-way time ``τ_i = t0 + Σ_{j<i} 2h_j / v_j``. The trace is ``d(t) = Σ_i r_i · w(t − τ_i)``, i.e. the
-reflectivity spike series convolved with the zero-phase Ricker wavelet ``w(t) = (1 − 2π²f²t²)·exp(−π²f²t²)``
-of peak frequency ``f`` (Ricker 1953, Geophysics 18), evaluated at the samples ``t_k = k·dt``.
-Evaluating the wavelet analytically at ``t − τ_i`` is the exact continuous-time convolution, so a spike between two samples is
-handled without rounding and the trace is a smooth function of the model. The window is just long enough
-for the deepest interface of the prior plus one wavelet length. Optional Gaussian noise of standard
-deviation ``noise × RMS(clean trace)`` is added once per episode to the observed trace.
+**Forward model** (primaries only, no transmission loss or multiples: the convolutional model of Yilmaz 2001,
+*Seismic Data Analysis*, SEG, ch. 2; Sheriff & Geldart 1995, *Exploration Seismology*, 2nd ed., Cambridge).
+Impedance ``Z_i = ρ_i v_i``; the reflection coefficient at the base of medium ``i`` is
+``r_i = (Z_{i+1} − Z_i) / (Z_{i+1} + Z_i)`` (medium 0 is the overburden) and the interface sits at two-way
+time ``τ_i = t0 + Σ_{j<i} 2h_j / v_j``. The trace is ``d(t) = Σ_i r_i · w(t − τ_i)``, i.e. the reflectivity
+spike series convolved with the zero-phase Ricker wavelet ``w(t) = (1 − 2π²f²t²)·exp(−π²f²t²)`` of peak
+frequency ``f`` (Ricker 1953, Geophysics 18), evaluated at the samples ``t_k = k·dt``. Evaluating the wavelet
+analytically at ``t − τ_i`` is the exact continuous-time convolution, so a spike between two samples is
+handled without rounding and the trace is a smooth function of the model. The window is just long enough for
+the deepest interface of the prior plus one wavelet length. Optional Gaussian noise of standard deviation
+``noise × RMS(clean trace)`` is added once per episode to the observed trace.
 
 **Prior.** Velocities ``U[velocity_range]`` and thicknesses ``U[thickness_range]``, independent, conditioned
 (by rejection) on every interface having ``|r_i| ≥ min_contrast``: an invisible interface would leave
@@ -62,54 +62,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.adapters.seismic_physics import envelope, reflectivity, synthetic
 from envs.inverse import Instance, InverseEnvMixin, InverseProblem
 
 TRACE_SCALE = 0.2
 """Traces are divided by this in the observation (a typical large reflection coefficient)."""
-
-
-def ricker(t: np.ndarray, f: float) -> np.ndarray:
-    """The zero-phase Ricker wavelet of peak frequency ``f`` (Hz) at times ``t`` (s); ``w(0) = 1``."""
-    a = (math.pi * f * t) ** 2
-    return (1.0 - 2.0 * a) * np.exp(-a)
-
-
-def gardner_density(v: np.ndarray) -> np.ndarray:
-    """Gardner et al. (1974): density in g/cc from P velocity in m/s."""
-    return 0.31 * np.power(v, 0.25)
-
-
-def reflectivity(velocities: np.ndarray) -> np.ndarray:
-    """Normal-incidence reflection coefficients between consecutive media (Gardner densities)."""
-    z = gardner_density(velocities) * velocities
-    return (z[1:] - z[:-1]) / (z[1:] + z[:-1])
-
-
-def synthetic(velocities: np.ndarray, thicknesses: np.ndarray, t: np.ndarray, f: float, t0: float) -> np.ndarray:
-    """Convolutional trace for media ``velocities`` (overburden first) and finite ``thicknesses``.
-
-    Args:
-        velocities: ``[v_0 (overburden), v_1 … v_N]`` in m/s.
-        thicknesses: the ``N − 1`` finite layer thicknesses in m (the last layer is a half-space).
-        t: sample times in s.
-        f: Ricker peak frequency in Hz.
-        t0: two-way time of the top of layer 1 in s.
-
-    Returns:
-        The trace ``Σ_i r_i w(t − τ_i)`` at ``t``.
-    """
-    r = reflectivity(velocities)
-    tau = t0 + np.concatenate([[0.0], np.cumsum(2.0 * thicknesses / velocities[1:-1])])
-    return ricker(t[None, :] - tau[:, None], f).T @ r
-
-
-def envelope(d: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """The trace's Hilbert envelope ``|d + i·H[d]|`` (FFT analytic signal), smoothed by ``kernel``."""
-    n = d.shape[-1]
-    n_fft = 1 << (2 * n - 1).bit_length()  # zero padding: no wrap-around, and a fast power-of-two length
-    spectrum = np.fft.rfft(d, n_fft)
-    spectrum[1:-1] *= 2.0  # one-sided spectrum: positive frequencies doubled, negative ones zero
-    return np.convolve(np.abs(np.fft.ifft(spectrum, n_fft)[:n]), kernel, mode="same")
 
 
 def _pair(value: Any, name: str) -> tuple[float, float]:
@@ -134,7 +91,8 @@ class SeismicProblem(InverseProblem):
     score_key, higher_is_better = "rel_model_error", False
 
     def __init__(self, *, n_layers: int, noise: float, f: float, dt: float, v_range: tuple[float, float],
-                 h_range: tuple[float, float], v0: float, min_contrast: float, success_tolerance: float) -> None:
+                 h_range: tuple[float, float], v0: float, min_contrast: float,
+                 success_tolerance: float) -> None:
         super().__init__()
         n = self.n_layers = n_layers
         self.noise, self.f, self.dt, self.v_range, self.h_range = noise, f, dt, v_range, h_range
@@ -171,13 +129,13 @@ class SeismicProblem(InverseProblem):
                 true = np.concatenate([v, rng.uniform(*self.h_range, size=n - 1)])
                 break
         else:
-            raise ValueError(f"seismic: no model in the prior has every |r| >= min_contrast={self.min_contrast}; "
-                             "lower min_contrast or widen velocity_range")
+            raise ValueError("seismic: no model in the prior has every |r| >= "
+                             f"min_contrast={self.min_contrast}; lower min_contrast or widen velocity_range")
         clean = self.trace(true)
         self.forward_calls += 1
         rms = float(np.sqrt(np.mean(clean**2)))
-        return self.make_instance(true, clean + (self.noise * rms * rng.standard_normal(len(clean)) if self.noise
-                                                 else 0.0))
+        return self.make_instance(true, clean + (self.noise * rms * rng.standard_normal(len(clean))
+                                                 if self.noise else 0.0))
 
     def make_instance(self, true: np.ndarray, d_obs: np.ndarray) -> Instance:
         """The instance of a physical model ``true`` observed as ``d_obs``."""
@@ -187,7 +145,8 @@ class SeismicProblem(InverseProblem):
     def data_misfit(self, data: np.ndarray, instance: Instance) -> float:
         d_obs, e_obs = instance.data, instance.cache["envelope"]
         waveform = float(np.linalg.norm(data - d_obs)) / max(float(np.linalg.norm(d_obs)), 1e-12)
-        env = float(np.linalg.norm(envelope(data, self.kernel) - e_obs)) / max(float(np.linalg.norm(e_obs)), 1e-12)
+        env = (float(np.linalg.norm(envelope(data, self.kernel) - e_obs))
+               / max(float(np.linalg.norm(e_obs)), 1e-12))
         return 0.5 * (waveform + env)
 
     def model_error(self, params: np.ndarray, instance: Instance) -> float:
@@ -210,10 +169,10 @@ class SeismicEnv(InverseEnvMixin, gym.Env):
     """Iterative 1-D seismic inversion: refine an earth model from a normal-incidence trace.
 
     The physics, prior, observation, reward and success are described in the module docstring. The env is
-    built on :class:`SeismicProblem` (``env.unwrapped.problem``, an :class:`~envs.inverse.InverseProblem`;
-    the episode's instance is ``env.unwrapped.instance``). For black-box optimisers the unwrapped env offers, after ``reset``:
-    :attr:`param_dim`, :meth:`misfit` (one forward call), :meth:`score` (uses the hidden truth, for
-    reporting) and :attr:`forward_calls`.
+    built on :class:`SeismicProblem` (``env.unwrapped.problem``, an :class:`~envs.inverse.InverseProblem`; the
+    episode's instance is ``env.unwrapped.instance``). For black-box optimisers the unwrapped env offers,
+    after ``reset``: :attr:`param_dim`, :meth:`misfit` (one forward call), :meth:`score` (uses the hidden
+    truth, for reporting) and :attr:`forward_calls`.
 
     Args:
         n_layers: unknown layers below the overburden, the last one a half-space (``>= 1``).
@@ -276,17 +235,20 @@ class SeismicEnv(InverseEnvMixin, gym.Env):
         self.n_layers, self.steps, self.step_size = n_layers, steps, float(step_size)
         self.step_decay, self.reward = float(step_decay), reward
         self.noise, self.f, self.dt = float(noise), float(peak_frequency), float(dt)
-        self.v_range, self.h_range = _pair(velocity_range, "velocity_range"), _pair(thickness_range, "thickness_range")
+        self.v_range = _pair(velocity_range, "velocity_range")
+        self.h_range = _pair(thickness_range, "thickness_range")
         self.v0, self.min_contrast = float(overburden_velocity), float(min_contrast)
         self.success_tolerance, self.render_mode = float(success_tolerance), render_mode
         n = n_layers
         self.param_dim: int = 2 * n - 1
         """Length of the normalised parameter vector ``x`` (each entry in [0, 1])."""
-        self.problem = SeismicProblem(n_layers=n, noise=self.noise, f=self.f, dt=self.dt, v_range=self.v_range,
-                                      h_range=self.h_range, v0=self.v0, min_contrast=self.min_contrast,
+        self.problem = SeismicProblem(n_layers=n, noise=self.noise, f=self.f, dt=self.dt,
+                                      v_range=self.v_range, h_range=self.h_range, v0=self.v0,
+                                      min_contrast=self.min_contrast,
                                       success_tolerance=self.success_tolerance)
         pb = self.problem
-        self._lo, self._hi, self._mid, self.t0, self.times, self._kernel = pb.lo, pb.hi, pb.mid, pb.t0, pb.times, pb.kernel
+        self._lo, self._hi, self._mid = pb.lo, pb.hi, pb.mid
+        self.t0, self.times, self._kernel = pb.t0, pb.times, pb.kernel
         self.n_samples = len(self.times)
         obs_dim = 2 * self.n_samples + 2 * len(self.times[::4]) + self.param_dim + 2
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float32)
@@ -315,7 +277,8 @@ class SeismicEnv(InverseEnvMixin, gym.Env):
 
     # -- gymnasium API ------------------------------------------------------------------------
     def _obs(self) -> np.ndarray:
-        c_obs, c_syn = (np.cumsum(d**2)[::4] / max(float(np.sum(d**2)), 1e-12) for d in (self._d_obs, self._d_syn))
+        c_obs, c_syn = (np.cumsum(d**2)[::4] / max(float(np.sum(d**2)), 1e-12)
+                        for d in (self._d_obs, self._d_syn))
         return np.concatenate([self._d_obs / TRACE_SCALE, (self._d_obs - self._d_syn) / TRACE_SCALE, c_obs,
                                c_obs - c_syn, 2.0 * self._x - 1.0, [self._t / self.steps, self._misfit]]
                               ).astype(np.float32)
@@ -324,8 +287,10 @@ class SeismicEnv(InverseEnvMixin, gym.Env):
         """Draw a hidden model and its observed trace; the estimate starts at the prior mean."""
         super().reset(seed=seed)
         self.instance = self.problem.sample_instance(self.np_random)
-        self._true, self._d_obs, self._e_obs = self.instance.cache["true"], self.instance.data, self.instance.cache["envelope"]
-        self._calls_at_reset = self.problem.forward_calls  # the observed trace stands in for field data: not counted
+        self._true, self._d_obs = self.instance.cache["true"], self.instance.data
+        self._e_obs = self.instance.cache["envelope"]
+        # the observed trace stands in for field data: not counted
+        self._calls_at_reset = self.problem.forward_calls
         self._x = self.problem.start()
         self._d_syn = self.problem.forward(self._x)
         self._misfit = self._data_misfit(self._d_syn)
@@ -338,7 +303,8 @@ class SeismicEnv(InverseEnvMixin, gym.Env):
 
     def step(self, action):
         """Move the estimate by ``step_size · action``; the reward is the reduction of the data misfit
-        (``reward="data"``) or of the relative model error (``reward="model"``, as configs/seismic.yaml ships)."""
+        (``reward="data"``) or of the relative model error (``reward="model"``, as configs/seismic.yaml
+        ships)."""
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(self.param_dim), -1.0, 1.0)
         self._x = np.clip(self._x + self.step_size * self.step_decay**self._t * a, 0.0, 1.0)
         self._d_syn = self.problem.forward(self._x)
@@ -377,12 +343,15 @@ class SeismicEnv(InverseEnvMixin, gym.Env):
         left.cla()
         right.cla()
         n, est = self.n_layers, self._physical(self._x)
-        top, bottom = -0.25 * self.h_range[1], max(float(np.sum(self._true[n:])), float(np.sum(est[n:]))) + 100.0
+        top = -0.25 * self.h_range[1]
+        bottom = max(float(np.sum(self._true[n:])), float(np.sum(est[n:]))) + 100.0
         for params, style, label in ((self._true, "k-", "true"), (est, "r--", "estimate")):
             bounds = np.concatenate([[top, 0.0], np.cumsum(params[n:]), [bottom]])  # overburden, layers
             vel = np.concatenate([[self.v0], params[:n]])
-            left.plot(np.repeat(vel, 2), np.column_stack([bounds[:-1], bounds[1:]]).ravel(), style, label=label)
-        left.set(xlabel="velocity (m/s)", ylabel="depth below the top of layer 1 (m)", title="velocity profile")
+            left.plot(np.repeat(vel, 2), np.column_stack([bounds[:-1], bounds[1:]]).ravel(), style,
+                      label=label)
+        left.set(xlabel="velocity (m/s)", ylabel="depth below the top of layer 1 (m)",
+                 title="velocity profile")
         left.set_ylim(bottom, top)
         left.legend(loc="lower left")
         right.plot(self.times * 1000, self._d_obs, "k-", label="observed")

@@ -72,7 +72,6 @@ def _say(line: str) -> None:
     print(f"nondiff: {line}", file=sys.stderr, flush=True)
 
 
-
 class Listener:
     """A bound, listening socket that hands out handshaken programs.
 
@@ -313,7 +312,6 @@ class Listener:
             refused = ", ".join(f"{n} {why}" for why, n in self.refused.most_common())
             return (f"{self.connected} connection{'s' if self.connected != 1 else ''} came, "
                     f"{self.handshaken} completed a handshake, {sum(self.refused.values())} refused"
-
                     + (f" ({refused})" if refused else ""))
 
     def _needs(self) -> tuple[str, str]:
@@ -342,7 +340,6 @@ class Listener:
         return ConnectTimeout(f"{head} (env.connect_timeout; the run needs {count}, {detail}; "
                               f"{self.held} taken): {self._counts()}"
                               + (f"; last refusals: {last[:600]}" if last else "")
-
                               + f"; {self.hint()}")
 
     def close(self) -> None:

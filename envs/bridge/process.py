@@ -277,7 +277,6 @@ class ProcessEnv(gym.Env):
             raise RestartBudgetExhausted(f"program {self.who!r} {why}; exit code {code}; restart budget "
                                          f"spent after {self.restarts} restart(s) ({budget}); "
                                          f"last stderr: {tail}")
-
         self.restarts += 1
         self._restart_times.append(now)
 
@@ -381,7 +380,6 @@ class ProcessEnv(gym.Env):
             self._reset_faults.append(fault)
             raise E.BridgeError(f"program {self.who!r} failed to render ({fault.kind.value}: "
                                 f"{fault.detail}); it restarts at the next reset") from e
-
 
     def close(self) -> None:
         """Say goodbye, then stop the program; safe to call twice. In connect mode a healthy connection is

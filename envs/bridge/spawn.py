@@ -82,7 +82,6 @@ def check_program(argv: list[str], cwd: str | None) -> None:
     if not argv:
         raise E.LaunchError("env.command is empty; give the program to run, e.g. "
                             "env.command='./my_sim --fast'")
-
     if cwd is not None and not os.path.isdir(cwd):
         raise E.LaunchError(f"env.cwd {cwd!r} is not a directory")
     prog = argv[0]

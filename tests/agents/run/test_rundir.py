@@ -229,7 +229,6 @@ def test_signature_gates_only_configs_that_run_code(tmp_path, monkeypatch):
                        (b"env: {id: CartPole-v1, packages: [evil]}\n", "import env.packages"),
                        (b"env: {id: CartPole-v1}\nrllib: {extra: {callbacks: x}}\n",
                         "hand Ray, as they are, the settings rllib.extra")):
-
         run.config.write_bytes(text)
         with pytest.raises(UserError, match=what):
             trust.load_run_config(run, trust=False, action="evaluate")

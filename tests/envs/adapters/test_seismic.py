@@ -1,4 +1,5 @@
-"""The seismic inversion adapter: forward-model physics, the black-box interface, episodes, rendering, errors."""
+"""The seismic inversion adapter: forward-model physics, the black-box interface, episodes, rendering,
+errors."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from conftest import run_cli
 
 import envs  # noqa: F401  (registers nondiff/Seismic-v0)
-from envs.adapters.seismic import SeismicEnv, envelope, gardner_density, reflectivity, ricker, synthetic
+from envs.adapters.seismic import SeismicEnv
+from envs.adapters.seismic_physics import envelope, gardner_density, reflectivity, ricker, synthetic
 
 T = np.arange(251) * 0.002
 
@@ -53,7 +55,8 @@ def test_envelope_bounds_the_trace_and_peaks_at_the_arrival():
 
 
 def test_misfit_basin_is_wider_than_the_waveform_misfit():
-    """Shifting an interface by half a period is worse than a quarter (the envelope term); L2 alone saturates."""
+    """Shifting an interface by half a period is worse than a quarter (the envelope term); L2 alone
+    saturates."""
     u = make(n_layers=2).unwrapped
     u.reset(seed=0)
     x = truth_x(u)
@@ -77,7 +80,8 @@ def test_interfaces_sit_at_the_two_way_times_and_match_a_discrete_convolution():
 
 def test_a_spike_between_samples_moves_the_trace_smoothly():
     v = np.array([2000.0, 3000.0])
-    traces = [synthetic(v, np.array([]), T, 25.0, 0.1 + k * 0.0005) for k in range(5)]  # quarter-sample shifts
+    # quarter-sample shifts
+    traces = [synthetic(v, np.array([]), T, 25.0, 0.1 + k * 0.0005) for k in range(5)]
     steps = [np.linalg.norm(b - a) for a, b in zip(traces, traces[1:])]
     assert max(steps) / min(steps) < 1.01 and 0 < steps[0] < 0.2 * np.linalg.norm(traces[0])
 
@@ -167,8 +171,8 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
 
 
 def test_cli_bad_n_layers_exits_2_with_one_line(tmp_path):
-    proc = run_cli("train.py", "--env", "seismic", "--set", "env.n_layers=0", "--run-dir", str(tmp_path / "r"),
-                   timeout=120)
+    proc = run_cli("train.py", "--env", "seismic", "--set", "env.n_layers=0",
+                   "--run-dir", str(tmp_path / "r"), timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "n_layers must be an integer >= 1, got 0" in proc.stderr and "--set env.n_layers=3" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
