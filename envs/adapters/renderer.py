@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.adapters import renderer_image as image
 from envs.inverse import Instance, InverseEnvMixin, InverseProblem
 
 KINDS = ("circle", "rectangle", "triangle")
@@ -33,9 +34,10 @@ _SIZE_RANGE = (0.05, 0.40)  # size 0..1 maps to a circumradius of 5%..40% of the
 class RendererProblem(InverseProblem):
     """The rasteriser as an inverse problem: which scene of ``n_shapes`` shapes drew this picture?
 
-    Data (``forward``): ``float32[S, S, 4]``, the RGB render and its coverage mask; an instance's observed data
-    hold the (noisy) target picture and its covered pixels (any channel > 0.125). The context is the tuple
-    of shape kinds, known to the solver. Score: ``iou`` (≥ ``success_iou`` solves) and ``param_error``.
+    Data (``forward``): ``float32[S, S, 4]``, the RGB render and its coverage mask; an instance's observed
+    data hold the (noisy) target picture and its covered pixels (any channel > 0.125). The context is the
+    tuple of shape kinds, known to the solver. Score: ``iou`` (≥ ``success_iou`` solves) and
+    ``param_error``.
     """
 
     score_key, higher_is_better = "iou", True
@@ -46,7 +48,8 @@ class RendererProblem(InverseProblem):
 
         super().__init__()
         self._Image, self._ImageDraw = Image, ImageDraw
-        self.n_shapes, self.image_size, self.shape_kinds, self.noise = n_shapes, image_size, shape_kinds, noise
+        self.n_shapes, self.image_size = n_shapes, image_size
+        self.shape_kinds, self.noise = shape_kinds, noise
         self.param_dim, self.success_threshold = len(PARAMS) * n_shapes, success_iou
 
     def start(self) -> np.ndarray:
@@ -58,7 +61,8 @@ class RendererProblem(InverseProblem):
         return np.tile(np.array([name == "rotation" for name in PARAMS]), self.n_shapes)
 
     def draw(self, x: np.ndarray, kinds: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Rasterise normalised parameters ``x``: an RGB float image in [0, 1] and a coverage mask (not counted)."""
+        """Rasterise normalised parameters ``x``: an RGB float image in [0, 1] and a coverage mask (not
+        counted)."""
         s = self.image_size
         img = self._Image.new("RGB", (s, s), (0, 0, 0))
         mask = self._Image.new("1", (s, s), 0)
@@ -94,10 +98,11 @@ class RendererProblem(InverseProblem):
         seen = observed.max(axis=2) > 0.125
         n, pyramid = self.image_size, []
         while n >= 2 and self.image_size % n == 0:  # see fit()
-            pyramid.append((n, _pool(observed, n)))
+            pyramid.append((n, image.pool(observed, n)))
             n //= 4
-        return Instance(np.concatenate([observed, seen[..., None].astype(np.float32)], axis=2), np.asarray(truth),
-                        tuple(kinds), {"target": (target_rgb, target_mask), "seen": seen, "pyramid": pyramid})
+        return Instance(np.concatenate([observed, seen[..., None].astype(np.float32)], axis=2),
+                        np.asarray(truth), tuple(kinds),
+                        {"target": (target_rgb, target_mask), "seen": seen, "pyramid": pyramid})
 
     def sample_instance(self, rng: np.random.Generator) -> Instance:
         kinds = [str(k) for k in rng.choice(self.shape_kinds, size=self.n_shapes)]
@@ -120,7 +125,7 @@ class RendererProblem(InverseProblem):
         seen = instance.cache["seen"]
         union = np.logical_or(mask, seen).sum()
         iou = float(np.logical_and(mask, seen).sum() / union) if union else 1.0
-        mse = [float(np.mean((_pool(rgb, n) - target) ** 2)) for n, target in instance.cache["pyramid"]]
+        mse = [float(np.mean((image.pool(rgb, n) - target) ** 2)) for n, target in instance.cache["pyramid"]]
         return iou - float(np.mean(mse))
 
     def data_misfit(self, data: np.ndarray, instance: Instance) -> float:
@@ -135,7 +140,8 @@ class RendererProblem(InverseProblem):
 
     def param_error(self, x: np.ndarray, instance: Instance) -> float:
         """Mean absolute error of normalised parameters, rotation taken modulo the shape's symmetry."""
-        err = np.abs(np.asarray(x, dtype=np.float64) - instance.known_truth()).reshape(self.n_shapes, len(PARAMS))
+        err = np.abs(np.asarray(x, dtype=np.float64)
+                     - instance.known_truth()).reshape(self.n_shapes, len(PARAMS))
         for i, kind in enumerate(instance.context):
             period = _PERIOD[kind] / (2 * math.pi)  # in normalised units
             d = err[i, 3] % period
@@ -150,7 +156,7 @@ class RendererProblem(InverseProblem):
         """The picture and its coverage area-averaged to at most 16 × 16, and its shape descriptors."""
         n = math.gcd(self.image_size, 16)
         pooled = data.reshape(n, self.image_size // n, n, self.image_size // n, 4).mean(axis=(1, 3))
-        return np.concatenate([pooled.ravel(), _moments(data[..., :3])]).astype(np.float32)
+        return np.concatenate([pooled.ravel(), image.moments(data[..., :3])]).astype(np.float32)
 
     def context_features(self, context: Any) -> np.ndarray:
         """One-hot shape kinds."""
@@ -170,8 +176,9 @@ class RendererEnv(InverseEnvMixin, gym.Env):
       scene parameters (7 per shape: x, y, size, rotation, red, green, blue). With ``obs_size`` below
       ``image_size`` the pictures are area-averaged, which keeps their moments (where the mass is, how
       much, which colour) and costs the learner far less than full-size pixels. With ``moments`` (the
-      default) the observation ends with 10 shape descriptors of each picture (see ``_moments``) and
-      their orientation difference (``_turn``).
+      default) the observation ends with 10 shape descriptors of each picture (see
+      :func:`~envs.adapters.renderer_image.moments`) and their orientation difference
+      (:func:`~envs.adapters.renderer_image.turn`).
     - **Action** (``[-1, 1]^(7·n_shapes)``): an update of the normalised parameters, scaled by
       ``step_size``; positions, sizes and colours are clipped to ``[0, 1]``, rotation wraps.
     - **Reward:** the improvement of the image similarity to the observed target after the step:
@@ -205,12 +212,14 @@ class RendererEnv(InverseEnvMixin, gym.Env):
     problem: RendererProblem
 
     def __init__(self, *, n_shapes: int = 1, image_size: int = 64, obs_size: int | None = None,
-                 shape_kinds: tuple[str, ...] | list[str] = KINDS, moments: bool = True, noise: float = 0.0, steps: int = 10, step_size: float = 0.25, success_iou: float = 0.8,
+                 shape_kinds: tuple[str, ...] | list[str] = KINDS, moments: bool = True,
+                 noise: float = 0.0, steps: int = 10, step_size: float = 0.25, success_iou: float = 0.8,
                  render_mode: str | None = None) -> None:
         if isinstance(shape_kinds, str):
             shape_kinds = [shape_kinds]
         _check(isinstance(n_shapes, int) and n_shapes >= 1, "n_shapes", "an integer ≥ 1", n_shapes)
-        _check(isinstance(image_size, int) and image_size >= 8, "image_size", "an integer ≥ 8 (pixels)", image_size)
+        _check(isinstance(image_size, int) and image_size >= 8, "image_size", "an integer ≥ 8 (pixels)",
+               image_size)
         obs_size = image_size if obs_size is None else obs_size
         _check(isinstance(obs_size, int) and obs_size >= 1 and image_size % obs_size == 0, "obs_size",
                f"a positive divisor of image_size ({image_size})", obs_size)
@@ -222,15 +231,18 @@ class RendererEnv(InverseEnvMixin, gym.Env):
         _check(bool(shape_kinds) and not unknown, "shape_kinds", f"a non-empty list of {', '.join(KINDS)}",
                list(shape_kinds))
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, "
+                             f"got {render_mode!r}")
         self.n_shapes, self.image_size, self.shape_kinds = n_shapes, image_size, tuple(shape_kinds)
         self.obs_size = obs_size
-        self.noise, self.steps, self.step_size, self.success_iou = float(noise), steps, float(step_size), success_iou
+        self.noise, self.steps = float(noise), steps
+        self.step_size, self.success_iou = float(step_size), success_iou
         self.render_mode = render_mode
         self.param_dim = len(PARAMS) * n_shapes
         self.moments = bool(moments)
         pixels = 3 * obs_size * obs_size
-        low = np.zeros(2 * pixels + self.param_dim + (2 * _N_MOMENTS + 4 if self.moments else 0), np.float32)
+        low = np.zeros(2 * pixels + self.param_dim + (2 * image.N_MOMENTS + 4 if self.moments else 0),
+                       np.float32)
         low[2 * pixels + self.param_dim:] = -1.0
         self.observation_space = spaces.Box(low, np.ones_like(low), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (self.param_dim,), np.float32)
@@ -241,7 +253,8 @@ class RendererEnv(InverseEnvMixin, gym.Env):
         self._truth = np.tile(_START, n_shapes)
         self._params = np.tile(_START, n_shapes)
         self._t = 0
-        blank, empty = np.zeros((image_size, image_size, 3), np.float32), np.zeros((image_size, image_size), bool)
+        blank = np.zeros((image_size, image_size, 3), np.float32)
+        empty = np.zeros((image_size, image_size), bool)
         self._target_rgb, self._observed, self._rgb = blank, blank, blank  # until reset() draws a scene
         self._target_mask, self._mask = empty, empty
         self.instance = self.problem.make_instance(self._truth, self._kinds, blank)
@@ -258,7 +271,8 @@ class RendererEnv(InverseEnvMixin, gym.Env):
         return self.problem.iou(mask, self.instance)
 
     def _fit(self, rgb: np.ndarray, mask: np.ndarray) -> float:
-        """Image similarity to the observed target, the quantity the reward improves (see RendererProblem.fit)."""
+        """Image similarity to the observed target, the quantity the reward improves (see
+        RendererProblem.fit)."""
         return self.problem.fit(rgb, mask, self.instance)
 
     def _param_error(self, x: np.ndarray) -> float:
@@ -266,11 +280,11 @@ class RendererEnv(InverseEnvMixin, gym.Env):
 
     # --- the Gymnasium API ---------------------------------------------------------------------
     def _obs(self) -> np.ndarray:
-        current = _pool(self._rgb, self.obs_size).transpose(2, 0, 1).ravel()
+        current = image.pool(self._rgb, self.obs_size).transpose(2, 0, 1).ravel()
         extra: list[np.ndarray] = []
         if self.moments:
-            moments = _moments(self._rgb)
-            extra = [self._target_moments, moments, _turn(self._target_moments, moments)]
+            moments = image.moments(self._rgb)
+            extra = [self._target_moments, moments, image.turn(self._target_moments, moments)]
         return np.concatenate([self._target_small, current, self._params, *extra]).astype(np.float32)
 
     def reset(self, *, seed: int | None = None,
@@ -292,8 +306,8 @@ class RendererEnv(InverseEnvMixin, gym.Env):
         """Take ``observed`` as the target picture and precompute what the similarity compares with."""
         self._observed = observed
         # the target does not change within an episode: its observation parts are computed once, not per step
-        self._target_small = _pool(observed, self.obs_size).transpose(2, 0, 1).ravel()
-        self._target_moments = _moments(observed)
+        self._target_small = image.pool(observed, self.obs_size).transpose(2, 0, 1).ravel()
+        self._target_moments = image.moments(observed)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
@@ -329,8 +343,8 @@ class RendererEnv(InverseEnvMixin, gym.Env):
     def get_state(self) -> dict[str, Any]:
         """The episode in progress and the RNG, for exact resume."""
         observed = self._observed.tolist() if self.noise > 0 else None
-        return {"kinds": self._kinds, "truth": self._truth.tolist(), "params": self._params.tolist(), "t": self._t,
-                "observed": observed, "rng": self.np_random.bit_generator.state}
+        return {"kinds": self._kinds, "truth": self._truth.tolist(), "params": self._params.tolist(),
+                "t": self._t, "observed": observed, "rng": self.np_random.bit_generator.state}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a snapshot taken by :meth:`get_state` (a noise-free target is re-rendered, not stored)."""
@@ -348,49 +362,6 @@ class RendererEnv(InverseEnvMixin, gym.Env):
 
     def close(self) -> None:
         """Nothing to release; safe to call twice."""
-
-
-_N_MOMENTS = 10
-
-
-def _moments(img: np.ndarray) -> np.ndarray:
-    """Shape descriptors of a picture's covered (non-black) pixels, each in ``[-1, 1]``.
-
-    Area, centroid, orientation from the second central moments (a 2-fold pattern, e.g. a rectangle)
-    and from the third (a 3-fold pattern, a triangle), and the mean colour: the image preprocessing a
-    vision engineer would hand a small policy, computed from the picture alone.
-    """
-    s = img.shape[0]
-    mask = img.max(axis=2) > 0.125
-    n = int(mask.sum())
-    out = np.zeros(_N_MOMENTS)
-    if n == 0:
-        return out
-    ys, xs = np.nonzero(mask)
-    z = ((xs + 0.5) + 1j * (ys + 0.5)) / s
-    c = z.mean()
-    d = z - c
-    r2 = float(np.mean(np.abs(d) ** 2)) or 1.0
-    m2, m3 = np.mean(d**2) / r2, np.mean(d**3) / r2**1.5
-    out[:] = [2 * n / s**2 - 1, 2 * c.real - 1, 2 * c.imag - 1, m2.real, m2.imag,
-              np.clip(m3.real, -1, 1), np.clip(m3.imag, -1, 1), *(2 * img[mask].mean(axis=0) - 1)]
-    return out
-
-
-def _turn(target: np.ndarray, current: np.ndarray) -> np.ndarray:
-    """How far the current picture is turned from the target's, as unit vectors of the 2- and 3-fold
-    orientation difference (the angle between two orientations wraps; these do not)."""
-    out = []
-    for i in (3, 5):  # second, third moments
-        z = complex(target[i], target[i + 1]) * complex(current[i], -current[i + 1])
-        out += [z.real / abs(z), z.imag / abs(z)] if abs(z) > 1e-6 else [0.0, 0.0]
-    return np.array(out)
-
-
-def _pool(img: np.ndarray, n: int) -> np.ndarray:
-    """Area-average an ``[S, S, 3]`` image to ``[n, n, 3]`` (``n`` divides ``S``)."""
-    b = img.shape[0] // n
-    return img.reshape(n, b, n, b, 3).mean(axis=(1, 3)) if b > 1 else img
 
 
 def _check(ok: bool, name: str, expected: str, got: Any) -> None:

@@ -94,38 +94,38 @@ def test_observation_is_the_area_average_of_the_pictures():
 
 
 def test_moments_describe_where_how_big_and_which_way():
-    from envs.adapters.renderer import _moments
+    from envs.adapters import renderer_image as image
 
     env = make(image_size=64, shape_kinds=["rectangle"])
     env.reset(seed=0)
     x = env._truth.copy()
     x[:3], x[4:7] = [0.25, 0.75, 0.5], [1.0, 0.5, 0.25]
-    m = [(_moments(env._draw(x)[0]), x[3])]
+    m = [(image.moments(env._draw(x)[0]), x[3])]
     x[3] = (x[3] + 0.25) % 1.0  # a quarter turn flips a 2:1 rectangle's second moment
-    m.append((_moments(env._draw(x)[0]), x[3]))
+    m.append((image.moments(env._draw(x)[0]), x[3]))
     (a, _), (b, _) = m
     assert a[1] == pytest.approx(2 * 0.25 - 1, abs=0.02) and a[2] == pytest.approx(2 * 0.75 - 1, abs=0.02)
     assert np.allclose(a[7:], [1.0, 0.0, -0.5], atol=0.02)  # mean colour, scaled to [-1, 1]
     assert a[0] == pytest.approx(b[0], abs=0.01)  # same area
     assert np.hypot(a[3], a[4]) > 0.3 and np.allclose(a[3:5], -b[3:5], atol=0.15)  # pixels alias
-    assert not _moments(np.zeros((16, 16, 3))).any()
+    assert not image.moments(np.zeros((16, 16, 3))).any()
 
 
 def test_orientation_difference_says_which_way_to_turn():
-    from envs.adapters.renderer import _moments, _turn
+    from envs.adapters import renderer_image as image
 
     env = make(image_size=64, shape_kinds=["rectangle"])
     env.reset(seed=3)
-    target = _moments(env._draw(env._truth)[0])
+    target = image.moments(env._draw(env._truth)[0])
     signs = []
     for delta in (0.05, -0.05):
         x = env._truth.copy()
         x[3] = (x[3] + delta) % 1.0
-        turn = _turn(target, _moments(env._draw(x)[0]))
+        turn = image.turn(target, image.moments(env._draw(x)[0]))
         assert np.hypot(turn[0], turn[1]) == pytest.approx(1.0)
         signs.append(np.sign(turn[1]))
     assert signs[0] == -signs[1] != 0
-    assert _turn(target, target)[:2] == pytest.approx([1.0, 0.0])
+    assert image.turn(target, target)[:2] == pytest.approx([1.0, 0.0])
 
 
 def test_state_round_trip_is_exact():
@@ -165,7 +165,8 @@ def test_bad_keyword_arguments_are_one_clear_sentence(kwargs, match):
 
 
 def test_cli_rejects_zero_shapes_with_exit_2(tmp_path):
-    proc = run_cli("train.py", "--env", "renderer", "--set", "env.n_shapes=0", "--run-dir", str(tmp_path / "r"))
+    proc = run_cli("train.py", "--env", "renderer", "--set", "env.n_shapes=0",
+                   "--run-dir", str(tmp_path / "r"))
     assert proc.returncode == 2, proc.stderr
     assert "n_shapes must be an integer ≥ 1, got 0" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "r").exists()
@@ -173,8 +174,8 @@ def test_cli_rejects_zero_shapes_with_exit_2(tmp_path):
 
 def test_train_then_evaluate_with_video_figure_and_metrics(tmp_path):
     run = tmp_path / "run"
-    run_cli("train.py", "--env", "renderer", "--timesteps", "2048", "--seed", "0", "--run-dir", str(run), "--quiet",
-            "--set", "eval.every=0", timeout=300, check=True)
+    run_cli("train.py", "--env", "renderer", "--timesteps", "2048", "--seed", "0", "--run-dir", str(run),
+            "--quiet", "--set", "eval.every=0", timeout=300, check=True)
     video, fig, out = tmp_path / "r.mp4", tmp_path / "r.png", tmp_path / "e.json"
     proc = run_cli("evaluate.py", str(run), "--episodes", "3", "--video", str(video), "--figure", str(fig),
                    "--json", str(out), timeout=300, check=True)
@@ -197,8 +198,8 @@ def test_train_then_evaluate_with_video_figure_and_metrics(tmp_path):
     assert math.isfinite(res["metrics"]["param_error"])
     # the black-box baseline runs on the same run directory
     bench = tmp_path / "bench.json"
-    run_cli("benchmarks/experiments/inverse_baseline.py", "--run", f"renderer={run}", "--instances", "2", "--budget", "60",
-            "--json", str(bench), timeout=300, check=True)
+    run_cli("benchmarks/experiments/inverse_baseline.py", "--run", f"renderer={run}", "--instances", "2",
+            "--budget", "60", "--json", str(bench), timeout=300, check=True)
     (row,) = json.loads(bench.read_text())
     assert row["policy"]["mean_calls"] == 11  # the first guess and one render per refinement step
     assert 60 <= row["cmaes"]["mean_calls"] <= 60 + 10  # the budget, rounded up to a whole generation
