@@ -88,16 +88,18 @@ class BatchProgram(ProcessEnv):
         assert self._chan is not None
         if not self.batched:  # a 1.0 program: K = 1
             P.send(self._chan, {"type": "reset", "seed": seeds[0], "options": options}, self.reset_timeout)
-            one = M.parse_reset_result(P.recv(self._chan, self.reset_timeout, self.max_message), self.observation_space)
+            one = M.parse_reset_result(P.recv(self._chan, self.reset_timeout, self.max_message),
+                                       self.observation_space)
             return _stack1(self.observation_space, one.obs), [one.info]
         P.send(self._chan, {"type": "reset", "instances": indices, "seeds": seeds, "options": options},
                self.reset_timeout)
-        reply = B.parse_batch_reset(P.recv(self._chan, self.reset_timeout, self.max_message), self.observation_space,
-                                    len(indices))
+        reply = B.parse_batch_reset(P.recv(self._chan, self.reset_timeout, self.max_message),
+                                    self.observation_space, len(indices))
         return reply.obs, reply.infos
 
     def step_all(self, actions: np.ndarray | Sequence[Any]) -> ProgramStep:
-        """Step every instance with ``actions`` (leading axis K); a fault comes back in the result, not raised."""
+        """Step every instance with ``actions`` (leading axis K); a fault comes back in the result, not
+        raised."""
         t = time.perf_counter()
         if not self._alive:
             raise RuntimeError("process: step after a fault; reset the program's instances first")

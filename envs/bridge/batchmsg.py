@@ -42,7 +42,8 @@ class BatchStep:
 
 
 def conform_batch(space: spaces.Space, value: Any, n: int, where: str) -> Any:
-    """Check that ``value`` stacks ``n`` elements of ``space`` (leading axis ``n``); returns it as NumPy arrays."""
+    """Check that ``value`` stacks ``n`` elements of ``space`` (leading axis ``n``); returns it as NumPy
+    arrays."""
     if isinstance(space, spaces.Dict):
         if not isinstance(value, dict) or set(value) != set(space.spaces):
             got = sorted(value)[:10] if isinstance(value, dict) else type(value).__name__
@@ -51,18 +52,19 @@ def conform_batch(space: spaces.Space, value: Any, n: int, where: str) -> Any:
     if isinstance(space, spaces.Tuple):
         if not isinstance(value, list | tuple) or len(value) != len(space.spaces):
             raise E.ProtocolError(f"{where}: expected a list of {len(space.spaces)} stacked arrays")
-        return tuple(conform_batch(s, v, n, f"{where}[{i}]") for i, (s, v) in enumerate(zip(space.spaces, value)))
+        return tuple(conform_batch(s, v, n, f"{where}[{i}]")
+                     for i, (s, v) in enumerate(zip(space.spaces, value)))
     if not isinstance(value, np.ndarray):
-        raise E.ProtocolError(f"{where}: expected a stacked array ({{\"$array\": i}}) for {n} instance(s), got "
-                              f"{type(value).__name__}")
+        raise E.ProtocolError(f"{where}: expected a stacked array ({{\"$array\": i}}) for {n} instance(s), "
+                              f"got {type(value).__name__}")
     if value.dtype.kind not in "biuf":
         raise E.ProtocolError(f"{where}: expected numbers, got an array of dtype {value.dtype}")
     if isinstance(space, spaces.Discrete) and value.dtype.kind not in "iu":
         raise E.ProtocolError(f"{where}: expected integers for {space}, got dtype {value.dtype}")
     want = (n, *(space.shape or ()))
     if value.shape != want:
-        raise E.ProtocolError(f"{where}: shape {list(value.shape)}, expected {list(want)} ({n} instance(s) of the "
-                              f"declared shape {list(space.shape or ())})")
+        raise E.ProtocolError(f"{where}: shape {list(value.shape)}, expected {list(want)} ({n} instance(s) "
+                              f"of the declared shape {list(space.shape or ())})")
     return value
 
 

@@ -1,7 +1,8 @@
 """Typed replies of a bridge program: each parser checks one message and names the first bad field.
 
-Every violation raises :class:`~envs.bridge.protocol.ProtocolError` (or :class:`~envs.bridge.protocol.SpecError` for the
-spec), so the watchdog can treat any bad reply as a ``protocol`` fault of that program.
+Every violation raises :class:`~envs.bridge.protocol.ProtocolError` (or
+:class:`~envs.bridge.protocol.SpecError` for the spec), so the watchdog can treat any bad reply as a
+``protocol`` fault of that program.
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ def parse_spec(msg: dict[str, Any], max_elements: int = MAX_SPACE_ELEMENTS,
     batched = "num_instances" in msg
     k = msg.get("num_instances", 1)
     if type(k) is not int or not 1 <= k <= P.MAX_INSTANCES:
-        raise E.SpecError(f"spec.num_instances: expected an integer from 1 to {P.MAX_INSTANCES} (env instances "
-                          f"this program hosts), got {str(k)[:40]}")
+        raise E.SpecError(f"spec.num_instances: expected an integer from 1 to {P.MAX_INSTANCES} (env "
+                          f"instances this program hosts), got {str(k)[:40]}")
     obs_space = space_from_json(msg.get("observation_space"), max_elements, where="spec.observation_space",
                                 instances=k)
     act_space = space_from_json(msg.get("action_space"), max_elements, where="spec.action_space", instances=k)
@@ -92,9 +93,11 @@ def parse_spec(msg: dict[str, Any], max_elements: int = MAX_SPACE_ELEMENTS,
     if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps < 1e4:
         raise E.SpecError(f"spec.metadata.render_fps: expected a positive number of frames per second, got "
                           f"{str(fps)[:40]}")
-    if batched and not isinstance(act_space, spaces.Box | spaces.Discrete | spaces.MultiDiscrete | spaces.MultiBinary):
-        raise E.SpecError(f"spec.action_space: a program with num_instances needs a Box, Discrete, MultiDiscrete or "
-                          f"MultiBinary action space (actions travel stacked), got {type(act_space).__name__}")
+    if batched and not isinstance(act_space, spaces.Box | spaces.Discrete | spaces.MultiDiscrete
+                                  | spaces.MultiBinary):
+        raise E.SpecError("spec.action_space: a program with num_instances needs a Box, Discrete, "
+                          "MultiDiscrete or MultiBinary action space (actions travel stacked), got "
+                          f"{type(act_space).__name__}")
     if max_message is not None:
         check_message_size(obs_space, act_space, k, batched, max_message)
     return SpecReply(str(msg.get("env", ""))[:200], str(msg.get("version", ""))[:20], obs_space, act_space,
@@ -102,8 +105,8 @@ def parse_spec(msg: dict[str, Any], max_elements: int = MAX_SPACE_ELEMENTS,
 
 
 def wire_bytes(space: spaces.Space) -> int:
-    """The fewest bytes one value of ``space`` takes in a frame's arrays: its elements × its dtype's size
-    (a Discrete value travels as an int64, a MultiBinary one as int8), summed over a Dict's or Tuple's parts."""
+    """The fewest bytes one value of ``space`` takes in a frame's arrays: its elements × its dtype's size (a
+    Discrete value travels as an int64, a MultiBinary one as int8), summed over a Dict's or Tuple's parts."""
     if isinstance(space, spaces.Dict):
         return sum(wire_bytes(s) for s in space.spaces.values())
     if isinstance(space, spaces.Tuple):
@@ -129,8 +132,8 @@ def check_message_size(obs_space: spaces.Space, act_space: spaces.Space, instanc
         if instances * each > max_message:
             raise E.SpecError(f"spec: every {what} of this program would carry at least {instances * each:,} "
                               f"bytes ({instances:,} instance(s) × {each:,}), over the {max_message:,}-byte "
-                              f"limit (env.max_message); declare fewer num_instances or a smaller {space} space, "
-                              "or raise env.max_message")
+                              f"limit (env.max_message); declare fewer num_instances or a smaller {space} "
+                              "space, or raise env.max_message")
 
 
 def _info(msg: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -212,8 +215,8 @@ def parse_step_result(msg: dict[str, Any], space: spaces.Space) -> StepReply:
         raise E.ProtocolError("step_result.reward: an integer too large for a float") from e
     if isinstance(raw, int) and math.isinf(reward):
         raise E.ProtocolError("step_result.reward: an integer too large for a float")
-    return StepReply(obs, reward, _bool(msg, "terminated", "step_result"), _bool(msg, "truncated", "step_result"),
-                     _info(msg, "step_result"))
+    return StepReply(obs, reward, _bool(msg, "terminated", "step_result"),
+                     _bool(msg, "truncated", "step_result"), _info(msg, "step_result"))
 
 
 def parse_render_result(msg: dict[str, Any]) -> RenderReply:

@@ -106,7 +106,8 @@ class Channel:
             try:
                 sent = os.write(self.wfd, view)
             except BlockingIOError:
-                _wait([], [self.wfd], deadline, BridgeTimeout("the peer stopped reading (write deadline passed)"))
+                _wait([], [self.wfd], deadline,
+                      BridgeTimeout("the peer stopped reading (write deadline passed)"))
                 continue
             except OSError as e:  # EPIPE, ECONNRESET, EBADF after a close
                 raise PeerClosed(f"the peer closed the stream ({e})") from e
@@ -157,7 +158,8 @@ def _unpack_value(value: Any, arrays: list[np.ndarray], depth: int) -> Any:
         if set(value) == {"$array"}:
             idx = value["$array"]
             if type(idx) is not int or not 0 <= idx < len(arrays):
-                raise ProtocolError(f"array reference {idx!r} out of range (the message carries {len(arrays)})")
+                raise ProtocolError(f"array reference {idx!r} out of range (the message carries "
+                                    f"{len(arrays)})")
             return arrays[idx]
         return {k: _unpack_value(v, arrays, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
@@ -167,7 +169,8 @@ def _unpack_value(value: Any, arrays: list[np.ndarray], depth: int) -> Any:
 
 def _array_layout(spec: Any, i: int) -> tuple[np.dtype, tuple[int, ...]]:
     """Check one ``arrays`` descriptor: a numeric dtype with itemsize > 0 and a shape of rank <= MAX_RANK."""
-    if not isinstance(spec, dict) or not isinstance(spec.get("dtype"), str) or not isinstance(spec.get("shape"), list):
+    if (not isinstance(spec, dict) or not isinstance(spec.get("dtype"), str)
+            or not isinstance(spec.get("shape"), list)):
         raise ProtocolError(f"arrays[{i}] must be an object with a string 'dtype' and a list 'shape', got "
                             f"{str(spec)[:80]}")
     try:
@@ -175,8 +178,8 @@ def _array_layout(spec: Any, i: int) -> tuple[np.dtype, tuple[int, ...]]:
     except Exception as e:  # numpy raises TypeError, ValueError or SyntaxError on odd strings
         raise ProtocolError(f"arrays[{i}].dtype {spec['dtype'][:40]!r} is not a NumPy type string") from e
     if dtype.kind not in "biuf" or dtype.itemsize <= 0 or dtype.fields is not None or dtype.shape != ():
-        raise ProtocolError(f"arrays[{i}].dtype {spec['dtype'][:40]!r} is not allowed: only bool, integer and "
-                            "float types with a non-zero itemsize")
+        raise ProtocolError(f"arrays[{i}].dtype {spec['dtype'][:40]!r} is not allowed: only bool, integer "
+                            "and float types with a non-zero itemsize")
     shape = spec["shape"]
     if len(shape) > MAX_RANK or not all(type(s) is int and s >= 0 for s in shape):
         raise ProtocolError(f"arrays[{i}].shape must be at most {MAX_RANK} non-negative integers, got "
@@ -210,8 +213,10 @@ def decode(payload: bytes) -> dict[str, Any]:
         dtype, shape = _array_layout(spec, i)
         nbytes = dtype.itemsize * math.prod(shape)
         if offset + nbytes > len(payload):
-            raise ProtocolError(f"arrays[{i}] {spec!r} needs {nbytes} bytes, only {len(payload) - offset} remain")
-        arrays.append(np.frombuffer(payload, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape))
+            raise ProtocolError(f"arrays[{i}] {spec!r} needs {nbytes} bytes, only {len(payload) - offset} "
+                                "remain")
+        arrays.append(np.frombuffer(payload, dtype=dtype, count=math.prod(shape),
+                                    offset=offset).reshape(shape))
         offset += nbytes
     if offset != len(payload):
         raise ProtocolError(f"{len(payload) - offset} trailing bytes after the arrays")
@@ -254,8 +259,8 @@ def check_version(theirs: Any, who: str) -> str | None:
     try:
         major, minor = (int(x) for x in str(theirs)[:20].split(".")[:2])
     except ValueError as e:
-        raise VersionError(f"{who} sent an unreadable protocol version {str(theirs)[:20]!r}; this side speaks "
-                           f"{VERSION}") from e
+        raise VersionError(f"{who} sent an unreadable protocol version {str(theirs)[:20]!r}; this side "
+                           f"speaks {VERSION}") from e
     my_major, my_minor = (int(x) for x in VERSION.split("."))
     if major != my_major:
         raise VersionError(f"protocol version mismatch: {who} speaks {theirs}, this side speaks {VERSION}")
@@ -265,7 +270,8 @@ def check_version(theirs: Any, who: str) -> str | None:
 
 
 def minor_of(version: Any) -> int:
-    """The MINOR number of a ``MAJOR.MINOR`` string (0 when unreadable; :func:`check_version` refuses those)."""
+    """The MINOR number of a ``MAJOR.MINOR`` string (0 when unreadable; :func:`check_version` refuses
+    those)."""
     try:
         return int(str(version)[:20].split(".")[1])
     except (IndexError, ValueError):

@@ -1,7 +1,8 @@
 """Supervisor of one bridge program: runs it as its child and leaves no descendant of it alive.
 
-``envs.bridge.process`` starts every program as ``python -I -S envs/bridge/reaper.py GRACE LIFELINE_FD -- ARGV...``. The
-supervisor (standard library only, so it starts in a few milliseconds):
+``envs.bridge.process`` starts every program as
+``python -I -S envs/bridge/reaper.py GRACE LIFELINE_FD -- ARGV...``. The supervisor (standard library only,
+so it starts in a few milliseconds):
 
 - becomes a child subreaper (``PR_SET_CHILD_SUBREAPER``): every orphaned descendant of the program,
   ``setsid()`` or double-forked ones included, is re-parented to it, so it can always find them in /proc;
@@ -44,7 +45,8 @@ def lifeline() -> int:
 
 def command(argv: list[str], grace: float, lifeline_fd: int) -> list[str]:
     """The command line that runs ``argv`` under a supervisor."""
-    return [sys.executable, "-I", "-S", os.path.abspath(__file__), repr(float(grace)), str(lifeline_fd), "--", *argv]
+    return [sys.executable, "-I", "-S", os.path.abspath(__file__), repr(float(grace)), str(lifeline_fd), "--",
+            *argv]
 
 
 def descendants(root: int) -> list[int]:

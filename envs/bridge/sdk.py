@@ -8,7 +8,8 @@ A program needs only this module, ``envs.bridge.protocol`` and NumPy (no torch, 
                                               # env per connection, connections served concurrently
     serve(MySimulator, instances=16)          # protocol 1.1: 16 instances behind one connection
     serve(MySimulator, connect=("127.0.0.1", 5555))  # connect to a listening nondiff (env.listen), and
-                                              # again after each session; NONDIFF_CONNECT=HOST:PORT does the same
+                                              # again after each session; NONDIFF_CONNECT=HOST:PORT
+                                              # does the same
 
 Anything the program wants to print must go to stderr: stdout carries the protocol.
 """
@@ -34,19 +35,21 @@ HANDSHAKE_TIMEOUT = 60.0
 MAX_REFUSALS = 5
 """Connect mode: sessions refused in a row (ended before the first request) before the program gives up."""
 BACKOFF = (0.5, 8.0)
-"""Connect mode: the first pause after a refusal and the longest one, in seconds; the pause doubles each time."""
+"""Connect mode: the first pause after a refusal and the longest one, in seconds; the pause doubles each
+time."""
 BUSY_GRACE = 2.0
 """Seconds a second connection waits for a single shared env object before it is refused (a trainer that
 closed its previous connection may still be ending it)."""
 
 
-def _handshake(chan: P.Channel, env: Any, name: str, token: str, timeout: float, instances: int | None = None) -> None:
+def _handshake(chan: P.Channel, env: Any, name: str, token: str, timeout: float,
+               instances: int | None = None) -> None:
     hello = P.expect(P.recv(chan, timeout), "hello")
     try:
         warning = P.check_version(hello.get("version"), "nondiff")
         if instances is not None and P.minor_of(hello.get("version")) < 1:
-            raise E.VersionError(f"protocol version mismatch: this program hosts {instances} instances, which needs "
-                                 f"protocol 1.1; nondiff speaks {str(hello.get('version'))[:20]}")
+            raise E.VersionError(f"protocol version mismatch: this program hosts {instances} instances, "
+                                 f"which needs protocol 1.1; nondiff speaks {str(hello.get('version'))[:20]}")
     except E.VersionError as e:
         P.send(chan, {"type": "error", "message": str(e)}, 10)
         raise
@@ -79,7 +82,8 @@ def _stack(values: list[Any]) -> Any:
 
 
 def _loop_batch(chan: P.Channel, envs: list[Any], max_size: int, served: list[int]) -> None:
-    """Serve the batched requests of protocol 1.1 for ``len(envs)`` instances; counts them in ``served[0]``."""
+    """Serve the batched requests of protocol 1.1 for ``len(envs)`` instances; counts them in
+    ``served[0]``."""
     while True:
         try:
             msg = P.recv(chan, FOREVER, max_size)
@@ -102,7 +106,8 @@ def _loop_batch(chan: P.Channel, envs: list[Any], max_size: int, served: list[in
                 reply = {"type": "step_result", "obs": _stack([r[0] for r in res]),
                          "rewards": np.array([float(r[1]) for r in res]),
                          "terminated": np.array([bool(r[2]) for r in res]),
-                         "truncated": np.array([bool(r[3]) for r in res]), "infos": [_jsonable(r[4]) for r in res]}
+                         "truncated": np.array([bool(r[3]) for r in res]),
+                         "infos": [_jsonable(r[4]) for r in res]}
             elif kind == "render":  # the instance evaluation drives: 0
                 reply = {"type": "render_result", "frame": np.asarray(envs[0].render(), dtype=np.uint8)}
             elif kind == "close":
@@ -160,7 +165,8 @@ def _connect(address: tuple[str, int], wait: float) -> socket.socket | None:
 
 
 def _serve_connecting(env: Any, address: tuple[str, int], name: str, token: str, max_size: int,
-                      instances: int | None, once: bool, wait: float, max_refusals: int = MAX_REFUSALS) -> None:
+                      instances: int | None, once: bool, wait: float,
+                      max_refusals: int = MAX_REFUSALS) -> None:
     """Connect mode: connect, serve one session, and connect again, until nondiff stops listening.
 
     A session that ends before its first request (nondiff refused the program, usually with an ``error``
@@ -173,9 +179,11 @@ def _serve_connecting(env: Any, address: tuple[str, int], name: str, token: str,
         sock = _connect(address, wait)
         if sock is None:
             _close_made(env, made)
-            print(f"nondiff sdk: nobody listens on {where} (waited {wait:g} s); exiting", file=sys.stderr, flush=True)
+            print(f"nondiff sdk: nobody listens on {where} (waited {wait:g} s); exiting", file=sys.stderr,
+                  flush=True)
             return
-        chan, served, why = P.Channel.from_socket(sock), [0], "nondiff closed the connection before any request"
+        chan, served = P.Channel.from_socket(sock), [0]
+        why = "nondiff closed the connection before any request"
         try:
             _session(chan, env, name, token, max_size, instances, HANDSHAKE_TIMEOUT, made, served)
         except (E.BridgeError, OSError) as e:
@@ -193,8 +201,8 @@ def _serve_connecting(env: Any, address: tuple[str, int], name: str, token: str,
             continue
         refusals += 1
         if refusals >= max_refusals:
-            print(f"nondiff sdk: {where} refused this program {refusals} times in a row (last: {why}); giving up",
-                  file=sys.stderr, flush=True)
+            print(f"nondiff sdk: {where} refused this program {refusals} times in a row (last: {why}); "
+                  "giving up", file=sys.stderr, flush=True)
             return
         pause = min(BACKOFF[1], BACKOFF[0] * 2 ** (refusals - 1))
         print(f"nondiff sdk: refused by {where} ({refusals} of {max_refusals}); trying again in {pause:g} s",
@@ -218,8 +226,9 @@ def _loop(chan: P.Channel, env: Any, max_size: int, served: list[int] | None = N
             elif kind == "step":
                 action = msg["action"]
                 obs, reward, terminated, truncated, info = env.step(action)
-                reply = {"type": "step_result", "obs": obs, "reward": float(reward), "terminated": bool(terminated),
-                         "truncated": bool(truncated), "info": _jsonable(info)}
+                reply = {"type": "step_result", "obs": obs, "reward": float(reward),
+                         "terminated": bool(terminated), "truncated": bool(truncated),
+                         "info": _jsonable(info)}
             elif kind == "render":
                 reply = {"type": "render_result", "frame": np.asarray(env.render(), dtype=np.uint8)}
             elif kind == "close":
@@ -263,11 +272,12 @@ def _serve_connection(conn: socket.socket, env: Any, name: str, token: str, max_
         elif not lock.acquire(timeout=BUSY_GRACE):  # one shared env object, busy: refuse instead of stalling
             P.expect(P.recv(chan, 10), "hello")
             what = type(env).__name__
-            P.send(chan, {"type": "error", "message": f"this program serves one env object ({what}), which another "
-                          f"connection is using; pass a factory so that each connection gets its own env: "
+            P.send(chan, {"type": "error",
+                          "message": f"this program serves one env object ({what}), which another "
+                          "connection is using; pass a factory so that each connection gets its own env: "
                           f"serve({what}, listen=...) instead of serve({what}(), listen=...)"}, 10)
-            print(f"nondiff sdk: refused a second connection: the one {what} object is in use; pass a factory",
-                  file=sys.stderr, flush=True)
+            print(f"nondiff sdk: refused a second connection: the one {what} object is in use; pass a "
+                  "factory", file=sys.stderr, flush=True)
         else:  # one shared env object: one connection at a time uses it
             try:
                 _handshake(chan, env, name, token, HANDSHAKE_TIMEOUT)
@@ -283,7 +293,8 @@ def _serve_connection(conn: socket.socket, env: Any, name: str, token: str, max_
 
 
 def serve(env: Any, *, name: str | None = None, listen: tuple[str, int] | None = None, token: str = "",
-          max_size: int = P.MAX_MESSAGE, once: bool = False, max_connections: int = 64, instances: int | None = None,
+          max_size: int = P.MAX_MESSAGE, once: bool = False, max_connections: int = 64,
+          instances: int | None = None,
           connect: tuple[str, int] | None = None, connect_wait: float = 30.0,
           max_refusals: int = MAX_REFUSALS) -> None:
     """Serve an env until nondiff closes it (pipes) or forever (TCP).
@@ -317,7 +328,8 @@ def serve(env: Any, *, name: str | None = None, listen: tuple[str, int] | None =
         host, _, port = os.environ["NONDIFF_CONNECT"].rpartition(":")
         connect = (host.strip("[]"), int(port))
     if connect is not None:
-        _serve_connecting(env, connect, name or "", token, max_size, instances, once, connect_wait, max_refusals)
+        _serve_connecting(env, connect, name or "", token, max_size, instances, once, connect_wait,
+                          max_refusals)
         return
     if listen is None:
         out_fd = os.dup(1)
