@@ -135,10 +135,12 @@ def _bridge_smoke(make: Callable[..., gym.Env], how: str) -> str:
         *_, truncated, info = env.step(env.action_space.sample())
         found = faults_in(info)
         if not found or not truncated:
-            raise AssertionError(f"the {how} was not reported as a truncated transition with info['nondiff_fault']")
+            raise AssertionError(f"the {how} was not reported as a truncated transition with "
+                                 "info['nondiff_fault']")
         env.reset()
         env.step(env.action_space.sample())
-        return f"{found[-1].kind.value} detected in {time.perf_counter() - t:.2f}s, program restarted, stepping again"
+        return (f"{found[-1].kind.value} detected in {time.perf_counter() - t:.2f}s, program restarted, "
+                "stepping again")
     finally:
         env.close()
 
@@ -201,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 key, value = parse_assignment(item)
             except ValueError as e:
-                print(f"error: --set {item.partition('=')[0]}=…: {e}, e.g. --set command=./heater", file=sys.stderr)
+                print(f"error: --set {item.partition('=')[0]}=…: {e}, e.g. --set command=./heater",
+                      file=sys.stderr)
                 return 2
             kwargs[key.removeprefix("env.")] = value
         return 0 if run_checks(args.name, args.steps, kwargs=kwargs) else 1

@@ -3,7 +3,8 @@
 Tree::
 
     NondiffError                  root: anything nondiff raises on purpose
-    ├── UserError                 bad input: CLI flag, config, run directory, env name, a program's spec (exit 2)
+    ├── UserError                 bad input: CLI flag, config, run directory, env name, a program's spec
+    │                             (exit 2)
     │   ├── CheckpointError       a checkpoint that is missing, corrupted, incompatible or untrusted
     │   ├── UnknownEnvError       ``--env`` names nothing nondiff, a plugin or Gymnasium knows (a ValueError)
     │   ├── PluginError           a plugin that clashes with another or fails to import (a ValueError)
@@ -25,20 +26,20 @@ Tree::
         ├── PeerClosed            the program closed the connection or exited
         ├── BridgeTimeout         no complete reply before the deadline
         └── RemoteError           the program answered with an ``error`` message
-    StopRequested                 a KeyboardInterrupt, outside the root so that no ``except Exception`` swallows
-                                  it: the trainer asked every wait to end (:mod:`envs.stop`)
+    StopRequested                 a KeyboardInterrupt, outside the root so that no ``except Exception``
+                                  swallows it: the trainer asked every wait to end (:mod:`envs.stop`)
 
 Errors from other libraries are translated where they cross into nondiff (the env builder turns an adapter
-constructor's ``ValueError`` into a :class:`UserError`, a vector env a dead worker into an :class:`EnvFailure`),
-so that the scripts catch these types only.
+constructor's ``ValueError`` into a :class:`UserError`, a vector env a dead worker into an
+:class:`EnvFailure`), so that the scripts catch these types only.
 """
 
 from __future__ import annotations
 
 __all__ = ["AuthError", "BridgeError", "BridgeTimeout", "CheckpointError", "ConnectTimeout", "EnvFailure",
            "EnvGaveUp", "InvalidOutputError", "LaunchError", "NondiffError", "PeerClosed", "PluginError",
-           "ProtocolError", "RemoteError", "RestartBudgetExhausted", "SpecError", "StartupError", "StopRequested",
-           "UnknownEnvError", "UserError", "VersionError"]
+           "ProtocolError", "RemoteError", "RestartBudgetExhausted", "SpecError", "StartupError",
+           "StopRequested", "UnknownEnvError", "UserError", "VersionError"]
 
 
 class NondiffError(Exception):
@@ -102,7 +103,8 @@ class LaunchError(StartupError):
 
 
 class ConnectTimeout(StartupError):
-    """Connect mode: the programs the run needs did not complete a handshake before ``env.connect_timeout``."""
+    """Connect mode: the programs the run needs did not complete a handshake before
+    ``env.connect_timeout``."""
 
 
 class PeerClosed(BridgeError):
@@ -122,4 +124,5 @@ class RestartBudgetExhausted(EnvFailure, BridgeError):
 
 
 class StopRequested(KeyboardInterrupt):
-    """The trainer asked to stop (:func:`envs.stop.request_stop`); raised out of any wait within about a second."""
+    """The trainer asked to stop (:func:`envs.stop.request_stop`); raised out of any wait within about a
+    second."""

@@ -1,4 +1,5 @@
-"""Typed fault records: what every producer (bridge, Guard, vec envs) writes into ``info`` and one parser reads.
+"""Typed fault records: what every producer (bridge, Guard, vec envs) writes into ``info`` and one parser
+reads.
 
 A fault is one bad transition or failed program call that the framework survived. Producers put a
 :class:`Fault` under ``info[FAULT_KEY]`` with :func:`add_fault` (a second fault of the same transition, such
@@ -51,7 +52,8 @@ class Fault:
         restarts: restarts spent so far by this instance.
         budget: the run-wide restart budget the producer was configured with (None: no budget of its own).
         clipped: True when finite values past the declared bounds were clipped onto them and the transition
-            went on (``env.bounds_policy: clip``), rather than being cut short or repaired by ``env.nan_policy``.
+            went on (``env.bounds_policy: clip``), rather than being cut short or repaired by
+            ``env.nan_policy``.
         shared: True on the copies a program with K instances puts on its other K - 1 envs: the same fault,
             counted once (``env/faults_by_kind`` counts faults; the copies count in
             ``env/envs_cut_by_program_faults``).
@@ -112,9 +114,10 @@ def _coerce(obj: Any) -> Fault | None:
     lines = tuple(_text(s) for s in stderr[-20:]) if isinstance(stderr, (list, tuple)) else ()
     budget = _int_or_none(obj.get("budget"))
     return Fault(kind, _text(obj.get("detail", "")), obj.get("restart") is True,
-                 None if obj.get("program") is None else _text(obj.get("program")), _int_or_none(obj.get("exit_code")),
-                 lines, _int_or_none(obj.get("restarts")) or 0, None if budget is None or budget < 0 else budget,
-                 obj.get("clipped") is True, obj.get("shared") is True)
+                 None if obj.get("program") is None else _text(obj.get("program")),
+                 _int_or_none(obj.get("exit_code")), lines, _int_or_none(obj.get("restarts")) or 0,
+                 None if budget is None or budget < 0 else budget, obj.get("clipped") is True,
+                 obj.get("shared") is True)
 
 
 def _many(value: Any) -> list[Any]:

@@ -49,7 +49,8 @@ class Instance:
     def known_truth(self) -> np.ndarray:
         """The truth, or a ValueError for an instance without one (field data cannot be scored)."""
         if self.truth is None:
-            raise ValueError("this instance has no known truth (field data); score() needs a synthetic instance")
+            raise ValueError("this instance has no known truth (field data); score() needs a synthetic "
+                             "instance")
         return self.truth
 
 
@@ -75,7 +76,8 @@ class InverseProblem(ABC):
     def __init__(self) -> None:
         self.forward_calls = 0
         self.call_log: list[tuple[np.ndarray, np.ndarray]] | None = None
-        """When a list, :meth:`forward` appends ``(x, data)`` of every call (benchmarks trace a search with it)."""
+        """When a list, :meth:`forward` appends ``(x, data)`` of every call (benchmarks trace a search with
+        it)."""
 
     # -- what a subclass provides ----------------------------------------------------------------
     @abstractmethod
@@ -142,7 +144,8 @@ class InverseProblem(ABC):
 
 
 class InverseEnvMixin:
-    """What an RL env built on an :class:`InverseProblem` offers black-box optimisers (mix in before ``gym.Env``).
+    """What an RL env built on an :class:`InverseProblem` offers black-box optimisers (mix in before
+    ``gym.Env``).
 
     The env sets ``self.problem``, ``self.instance`` (the episode's) and ``self._calls_at_reset`` (the
     problem's :attr:`~InverseProblem.forward_calls` when the episode began).
@@ -156,7 +159,8 @@ class InverseEnvMixin:
 
     @property
     def forward_calls(self) -> int:
-        """Forward calls since the episode began (the adapter's docstring says whether its target's counts)."""
+        """Forward calls since the episode began (the adapter's docstring says whether its target's
+        counts)."""
         return self.problem.forward_calls - self._calls_at_reset
 
     def misfit(self, x: np.ndarray) -> float:
@@ -164,7 +168,8 @@ class InverseEnvMixin:
         return self.problem.misfit(x, self.instance)
 
     def score(self, x: np.ndarray) -> dict[str, float]:
-        """An estimate's metrics against the episode's hidden truth (not counted; for reporting, not inversion)."""
+        """An estimate's metrics against the episode's hidden truth (not counted; for reporting, not
+        inversion)."""
         return self.problem.score(x, self.instance)
 
 
@@ -172,9 +177,10 @@ class InverseEnv(InverseEnvMixin, gym.Env):
     """A generic RL env on any :class:`InverseProblem`: refine the estimate ``x`` step by step.
 
     Each episode draws a synthetic instance (``problem.sample_instance(self.np_random)``; its simulation
-    stands in for field data and is not in the env's :attr:`forward_calls`) and starts from ``problem.start()``. A step applies ``x ← clip(x + step_size · a, 0, 1)``
-    and makes one counted forward call; the reward is the data misfit's reduction. The observation is
-    ``features(d_obs)``, ``features(d_obs) − features(forward(x))``, ``2x − 1`` and the fraction of steps used.
+    stands in for field data and is not in the env's :attr:`forward_calls`) and starts from
+    ``problem.start()``. A step applies ``x ← clip(x + step_size · a, 0, 1)`` and makes one counted forward
+    call; the reward is the data misfit's reduction. The observation is ``features(d_obs)``,
+    ``features(d_obs) − features(forward(x))``, ``2x − 1`` and the fraction of steps used.
     ``info["is_success"]`` applies :meth:`InverseProblem.solved` to the score (truth known by construction).
 
     Args:
@@ -187,12 +193,13 @@ class InverseEnv(InverseEnvMixin, gym.Env):
 
     def __init__(self, problem: InverseProblem, *, steps: int = 8, step_size: float = 0.25) -> None:
         if not (isinstance(steps, int) and steps >= 1) or not step_size > 0:
-            raise ValueError(f"InverseEnv: steps must be an integer >= 1 and step_size > 0, got {steps!r} and "
-                             f"{step_size!r}; pass e.g. --set env.steps=8 --set env.step_size=0.25")
+            raise ValueError(f"InverseEnv: steps must be an integer >= 1 and step_size > 0, got {steps!r} "
+                             f"and {step_size!r}; pass e.g. --set env.steps=8 --set env.step_size=0.25")
         self.problem, self.steps, self.step_size = problem, steps, float(step_size)
         self.instance = problem.sample_instance(np.random.default_rng(0))  # a placeholder until reset()
         n_feat = len(problem.features(self.instance.data))
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2 * n_feat + problem.param_dim + 1,), np.float32)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2 * n_feat + problem.param_dim + 1,),
+                                                np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (problem.param_dim,), np.float32)
         self._calls_at_reset, self._t, self._x = problem.forward_calls, 0, problem.start()
         self._f_obs = self._f_syn = problem.features(self.instance.data)
@@ -229,7 +236,8 @@ class InverseEnv(InverseEnvMixin, gym.Env):
 
     def action_towards(self, x: np.ndarray) -> np.ndarray:
         """The action that moves the estimate towards normalised ``x`` (as far as one step allows)."""
-        return np.clip((np.asarray(x, dtype=np.float64) - self._x) / self.step_size, -1.0, 1.0).astype(np.float32)
+        return np.clip((np.asarray(x, dtype=np.float64) - self._x) / self.step_size, -1.0,
+                       1.0).astype(np.float32)
 
 
 def problem_of(env: Any) -> InverseProblem | None:

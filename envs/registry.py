@@ -1,9 +1,9 @@
 """The env registry: the short-name table, plugins, registration and name resolution.
 
-Importing this module (``import envs`` does) registers every built-in adapter with Gymnasium under ``nondiff/<Name>-v0``
-using string entry points, so heavy imports (MuJoCo, ALE) happen only at ``gymnasium.make``.
-Spawned worker processes re-import ``envs`` when they unpickle an env factory that refers to it,
-which is how registrations survive ``SubprocVecEnv`` with ``spawn``/``forkserver``.
+Importing this module (``import envs`` does) registers every built-in adapter with Gymnasium under
+``nondiff/<Name>-v0`` using string entry points, so heavy imports (MuJoCo, ALE) happen only at
+``gymnasium.make``. Spawned worker processes re-import ``envs`` when they unpickle an env factory that
+refers to it, which is how registrations survive ``SubprocVecEnv`` with ``spawn``/``forkserver``.
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def _plugin_spec(name: str) -> EnvSpec | None:
             raise PluginError(f"plugin {dist!r} (env {name!r}) failed to import {value!r}: "
                               f"{type(e).__name__}: {e}") from e
         if name not in _SPECS:
-            raise PluginError(f"plugin {dist!r} declares env {name!r}, but importing {value!r} did not register it; "
-                              f"call envs.register({name!r}, ...) in that module")
+            raise PluginError(f"plugin {dist!r} declares env {name!r}, but importing {value!r} did not "
+                              f"register it; call envs.register({name!r}, ...) in that module")
         return _SPECS[name]
     spec = register(name, value)
     _SPECS[name] = spec = EnvSpec(spec.name, spec.gym_id, value, source=f"plugin {dist}")
@@ -127,7 +127,8 @@ def register(
         raise ValueError(f"entry_point must look like 'module:Class', got {entry_point!r}")
     gym_id = name if "/" in name or name.endswith(("-v0", "-v1")) else f"nondiff/{name}-v0"
     if name in BUILTIN:
-        raise ValueError(f"env name {name!r} is a built-in nondiff adapter; register yours under another name")
+        raise ValueError(f"env name {name!r} is a built-in nondiff adapter; register yours under another "
+                         "name")
     spec = EnvSpec(name, gym_id, entry_point, max_episode_steps, config, "register()")
     _SPECS[name] = spec
     if gym_id not in gym.registry:
@@ -174,8 +175,8 @@ def resolve(name: str) -> EnvSpec:
             raise UnknownEnvError(f"--env {name!r}: module {module!r} has no attribute {cls!r}")
         target = getattr(mod, cls)
         if isinstance(target, type) and issubclass(target, gym.Wrapper):
-            raise UnknownEnvError(f"--env {name!r} is a gymnasium.Wrapper, not an env: give the env it wraps as "
-                                  f"--env and list {name!r} under env.wrappers in the config")
+            raise UnknownEnvError(f"--env {name!r} is a gymnasium.Wrapper, not an env: give the env it wraps "
+                                  f"as --env and list {name!r} under env.wrappers in the config")
         return EnvSpec(name, _gym_id_for(name), name)
     if name in gym.registry:
         env_spec = gym.registry[name]
@@ -183,10 +184,10 @@ def resolve(name: str) -> EnvSpec:
     candidates = known_names() + sorted(_PLUGINS) + [k for k in gym.registry if not k.startswith("nondiff/")]
     close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-    raise UnknownEnvError(f"unknown env {name!r}: {hint}expected a nondiff name ({', '.join(known_names())}), "
-                          "a Gymnasium id such as 'CartPole-v1', or 'module:Class'; an id from an installed package "
-                          f"is found after --env-package PACKAGE (the module that registers it, such as "
-                          "minigrid or gymnasium_robotics)")
+    raise UnknownEnvError(f"unknown env {name!r}: {hint}expected a nondiff name "
+                          f"({', '.join(known_names())}), a Gymnasium id such as 'CartPole-v1', or "
+                          "'module:Class'; an id from an installed package is found after --env-package "
+                          "PACKAGE (the module that registers it, such as minigrid or gymnasium_robotics)")
 
 
 def _gym_id_for(entry_point: str) -> str:
@@ -229,13 +230,15 @@ def make(name: str, *, packages: tuple[str, ...] = (), nan_policy: str | None = 
 
 
 RAW_KEYS = ("token",)
-"""Keys whose ``--set`` value is taken exactly as typed (YAML would turn a token such as 0x1f into a number)."""
+"""Keys whose ``--set`` value is taken exactly as typed (YAML would turn a token such as 0x1f into a
+number)."""
 
 
 def parse_assignment(item: str) -> tuple[str, Any]:
     """Split one ``--set KEY=VALUE`` into the key and its value, parsed as YAML (the one ``--set`` parser).
 
-    Used by train.py's ``--set SECTION.KEY=VALUE`` (agents/config/loading.py) and ``python -m envs check --set``.
+    Used by train.py's ``--set SECTION.KEY=VALUE`` (agents/config/loading.py) and
+    ``python -m envs check --set``.
 
     Raises:
         ValueError: no ``=``, or a value that is not YAML; the message never echoes a token.

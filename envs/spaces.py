@@ -39,7 +39,8 @@ def space_to_json(space: Any) -> dict[str, Any]:
     if kind == "Box":
         low = np.vectorize(_bound_to_json, otypes=[object])(space.low).tolist() if space.low.size else []
         high = np.vectorize(_bound_to_json, otypes=[object])(space.high).tolist() if space.high.size else []
-        return {"type": "Box", "low": low, "high": high, "shape": list(space.shape), "dtype": str(space.dtype)}
+        return {"type": "Box", "low": low, "high": high, "shape": list(space.shape),
+                "dtype": str(space.dtype)}
     if kind == "Discrete":
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
     if kind == "MultiDiscrete":
@@ -67,11 +68,11 @@ class _Budget:
         self.used += n
         if self.used * self.copies > self.cap:
             if self.copies == 1:
-                raise SpecError(f"{where}: the space declares {self.used:,} or more elements, over the limit of "
-                                f"{self.cap:,} (env.max_space_elements); declare a smaller space")
+                raise SpecError(f"{where}: the space declares {self.used:,} or more elements, over the limit "
+                                f"of {self.cap:,} (env.max_space_elements); declare a smaller space")
             raise SpecError(f"{where}: {self.copies:,} instances × {self.used:,} or more elements each = "
-                            f"{self.used * self.copies:,}, over the limit of {self.cap:,} (env.max_space_elements); "
-                            "declare fewer num_instances or a smaller space")
+                            f"{self.used * self.copies:,}, over the limit of {self.cap:,} "
+                            "(env.max_space_elements); declare fewer num_instances or a smaller space")
 
 
 def _int(value: Any, where: str, lo: int, hi: int = _INT64_MAX) -> int:
@@ -82,7 +83,8 @@ def _int(value: Any, where: str, lo: int, hi: int = _INT64_MAX) -> int:
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
     if not isinstance(value, list) or len(value) > MAX_RANK:
-        raise SpecError(f"{where}: expected a list of at most {MAX_RANK} positive integers, got {str(value)[:60]}")
+        raise SpecError(f"{where}: expected a list of at most {MAX_RANK} positive integers, got "
+                        f"{str(value)[:60]}")
     return tuple(_int(s, f"{where}[{i}]", 1) for i, s in enumerate(value))
 
 
@@ -122,8 +124,8 @@ def _bounds(x: Any, shape: tuple[int, ...], infinite: float, where: str) -> np.n
     flat: list[Any] = []
     _flatten(x, where, flat, size)
     if len(flat) != size:
-        raise SpecError(f"{where}: {len(flat)} values for shape {list(shape)} ({size} elements); give one number, "
-                        f"a flat list of {size}, or nested lists of that shape")
+        raise SpecError(f"{where}: {len(flat)} values for shape {list(shape)} ({size} elements); give one "
+                        f"number, a flat list of {size}, or nested lists of that shape")
     if len(shape) > 1 and np.shape(np.asarray(x, dtype=object)) not in (shape, (size,)):
         raise SpecError(f"{where}: nested lists of shape {list(np.shape(np.asarray(x, dtype=object)))}, the "
                         f"space's shape is {list(shape)}")
@@ -149,7 +151,8 @@ def _box(d: dict[str, Any], where: str, budget: _Budget) -> spaces.Box:
             budget.take(math.prod(shape), f"{where}.low")
         shape = _shape(list(shape), f"{where}.low (shape)")
     else:
-        raise SpecError(f"{where}.shape: missing (a Box needs 'shape', or nested 'low'/'high' lists that give it)")
+        raise SpecError(f"{where}.shape: missing (a Box needs 'shape', or nested 'low'/'high' lists that "
+                        "give it)")
     budget.take(math.prod(shape), where)
     for key in ("low", "high"):
         if key not in d:
@@ -168,8 +171,8 @@ def _box(d: dict[str, Any], where: str, budget: _Budget) -> spaces.Box:
     return spaces.Box(low.astype(dtype), high.astype(dtype), shape=shape, dtype=dtype.type)  # type: ignore[arg-type]
 
 
-def space_from_json(d: Any, max_elements: int = MAX_SPACE_ELEMENTS, *, where: str = "space", instances: int = 1,
-                    _budget: _Budget | None = None, _depth: int = 0) -> spaces.Space:
+def space_from_json(d: Any, max_elements: int = MAX_SPACE_ELEMENTS, *, where: str = "space",
+                    instances: int = 1, _budget: _Budget | None = None, _depth: int = 0) -> spaces.Space:
     """Inverse of :func:`space_to_json`, strict: every malformed field raises :class:`SpecError` naming it.
 
     Args:

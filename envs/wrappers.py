@@ -26,7 +26,8 @@ from gymnasium import spaces
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BUILTIN_WRAPPERS", "WrapperSpec", "adapt_observations", "apply_wrappers", "is_image", "parse_wrappers"]
+__all__ = ["BUILTIN_WRAPPERS", "WrapperSpec", "adapt_observations", "apply_wrappers", "is_image",
+           "parse_wrappers"]
 
 NUMERIC = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 _told: set[str] = set()  # notes already logged by this process (one line per key, not one per env copy)
@@ -61,7 +62,8 @@ class _PerImage(gym.ObservationWrapper):
         assert isinstance(env.observation_space, spaces.Dict)
         self._inner = {k: make(_Stub(s)) for k, s in env.observation_space.spaces.items() if is_image(s)}
         if not self._inner:
-            raise ValueError(f"the Dict observation has no image (uint8, rank 3) to transform: {env.observation_space}")
+            raise ValueError(f"the Dict observation has no image (uint8, rank 3) to transform: "
+                             f"{env.observation_space}")
         self.observation_space = spaces.Dict({k: self._inner[k].observation_space if k in self._inner else s
                                               for k, s in env.observation_space.spaces.items()})
 
@@ -111,7 +113,9 @@ class _MergeStack(gym.ObservationWrapper):
         """Move the stack axis into the channels of every stacked image."""
         def merge(x: Any) -> Any:
             a = np.asarray(x)
-            return np.ascontiguousarray(a.transpose(1, 2, 0, 3).reshape(*a.shape[1:3], -1)) if a.ndim == 4 else x
+            if a.ndim != 4:
+                return x
+            return np.ascontiguousarray(a.transpose(1, 2, 0, 3).reshape(*a.shape[1:3], -1))
         if isinstance(observation, dict):
             return {k: merge(v) for k, v in observation.items()}
         return merge(observation)
@@ -142,11 +146,12 @@ def parse_wrappers(items: list[Any]) -> list[WrapperSpec]:
         elif isinstance(item, dict) and len(item) == 1:
             (name, kwargs), = item.items()
             if not isinstance(kwargs, dict | None):
-                raise ValueError(f"env.wrappers item {name!r}: its arguments must be a mapping, got {kwargs!r}")
+                raise ValueError(f"env.wrappers item {name!r}: its arguments must be a mapping, "
+                                 f"got {kwargs!r}")
             out.append(WrapperSpec(str(name), dict(kwargs or {})))
         else:
-            raise ValueError(f"env.wrappers item {item!r}: expected a name or {{name: {{kwarg: value}}}}, e.g. "
-                             "'grayscale' or {resize: {shape: [84, 84]}}")
+            raise ValueError(f"env.wrappers item {item!r}: expected a name or {{name: {{kwarg: value}}}}, "
+                             "e.g. 'grayscale' or {resize: {shape: [84, 84]}}")
     return out
 
 
@@ -164,13 +169,14 @@ def _resolve(name: str) -> Callable[..., gym.Env]:
     sep = ":" if ":" in name else "."
     module, _, attr = name.rpartition(sep)
     if not module:
-        raise ValueError(f"env.wrappers: unknown wrapper {name!r}; use a built-in ({', '.join(BUILTIN_WRAPPERS)}) "
-                         "or an import path such as 'gymnasium.wrappers:ClipReward'")
+        raise ValueError(f"env.wrappers: unknown wrapper {name!r}; use a built-in "
+                         f"({', '.join(BUILTIN_WRAPPERS)}) or an import path such as "
+                         "'gymnasium.wrappers:ClipReward'")
     try:
         target = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
-        raise ValueError(f"env.wrappers: cannot import {name!r} ({type(e).__name__}: {e}); check the path, and "
-                         "that its package is installed in this environment") from e
+        raise ValueError(f"env.wrappers: cannot import {name!r} ({type(e).__name__}: {e}); check the path, "
+                         "and that its package is installed in this environment") from e
     if not callable(target):
         raise ValueError(f"env.wrappers: {name!r} is not a wrapper class or function")
     return target  # type: ignore[no-any-return]
@@ -231,8 +237,9 @@ def _flatten(space: spaces.Space, prefix: str, drop: set[str], out: dict[str, sp
         elif isinstance(sub, NUMERIC):
             out[key] = sub
         else:
-            _tell(key, f"observation key {key!r} dropped: a {type(sub).__name__} space is not numeric (list it "
-                       "in env.drop_keys to silence this, or add a wrapper under env.wrappers that encodes it)")
+            _tell(key, f"observation key {key!r} dropped: a {type(sub).__name__} space is not numeric "
+                       "(list it in env.drop_keys to silence this, or add a wrapper under env.wrappers that "
+                       "encodes it)")
 
 
 class ObservationAdapter(gym.ObservationWrapper):
@@ -298,23 +305,26 @@ def adapt_observations(env: gym.Env, *, channels_first: bool, drop_keys: tuple[s
     not in ``cnn_sizes`` (the sizes the learner has a default CNN for), each with one line saying so.
 
     Raises:
-        ValueError: a top-level space that is not numeric (``Text``, ``Graph``, ...), in one line naming the fix.
+        ValueError: a top-level space that is not numeric (``Text``, ``Graph``, ...), in one line naming the
+            fix.
     """
     space = env.observation_space
     if flat and isinstance(space, spaces.Dict | spaces.Tuple):
         adapted = ObservationAdapter(env, channels_first, drop_keys)
         keys = ", ".join(adapted.observation_space.spaces)  # type: ignore[attr-defined]
-        _tell("flat", f"observation keys {keys} flattened into one float32 vector for the rllib backend (Discrete "
-                      "parts one-hot); images among them go to the MLP as pixels: --backend sb3 gives them a CNN")
+        _tell("flat", f"observation keys {keys} flattened into one float32 vector for the rllib backend "
+                      "(Discrete parts one-hot); images among them go to the MLP as pixels: --backend sb3 "
+                      "gives them a CNN")
         return _flat(adapted)
     if flat and is_image(space) and tuple(space.shape[:2]) not in cnn_sizes:  # type: ignore[index]
         sizes = ", ".join(f"{h}×{w}" for h, w in cnn_sizes)
-        _tell("flat-image", f"image observation {space.shape} flattened into the MLP: the rllib backend has a "
-                            f"default CNN for {sizes} only; add {{resize: {{shape: [84, 84]}}}} under env.wrappers "
-                            "for a CNN")
+        _tell("flat-image", f"image observation {space.shape} flattened into the MLP: the rllib backend has "
+                            f"a default CNN for {sizes} only; add {{resize: {{shape: [84, 84]}}}} under "
+                            "env.wrappers for a CNN")
         return _flat(env)
     if isinstance(space, spaces.Dict | spaces.Tuple) or (channels_first and _channel_last(space)):
         return ObservationAdapter(env, channels_first, drop_keys)
     if not isinstance(space, NUMERIC):
-        raise ValueError(f"observation space {space} is not numeric; add a wrapper under env.wrappers that encodes it")
+        raise ValueError(f"observation space {space} is not numeric; add a wrapper under env.wrappers that "
+                         "encodes it")
     return env

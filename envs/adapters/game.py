@@ -1,4 +1,5 @@
-"""Atari games through the Arcade Learning Environment (ale-py ships the ROMs), with standard preprocessing."""
+"""Atari games through the Arcade Learning Environment (ale-py ships the ROMs), with standard
+preprocessing."""
 
 from __future__ import annotations
 
@@ -69,30 +70,34 @@ class GameEnv(gym.Env):
             names = game_names()
             close = difflib.get_close_matches(game, names, n=3, cutoff=0.5)
             hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-            raise ValueError(f"game: unknown ALE game {game!r}; {hint}set env.game to one of the {len(names)} "
-                             "games ALE ships (python -c 'import envs.adapters.game as g; print(g.game_names())')")
+            raise ValueError(f"game: unknown ALE game {game!r}; {hint}set env.game to one of the "
+                             f"{len(names)} games ALE ships (python -c 'import envs.adapters.game as g; "
+                             "print(g.game_names())')")
         if frame_skip < 1 or frame_stack < 1 or noop_max < 0:
             raise ValueError("game: frame_skip and frame_stack must be >= 1 and noop_max >= 0")
         if not isinstance(frame_size, int) or isinstance(frame_size, bool) or frame_size < 8:
-            raise ValueError(f"game: frame_size must be an integer >= 8 (84 Nature DQN, 42 the small CNN), got "
-                             f"{frame_size!r}; set env.frame_size")
+            raise ValueError("game: frame_size must be an integer >= 8 (84 Nature DQN, 42 the small CNN), "
+                             f"got {frame_size!r}; set env.frame_size")
         if crop is not None and not (isinstance(crop, (list, tuple)) and len(crop) == 2
                                      and all(isinstance(r, int) and not isinstance(r, bool) for r in crop)
                                      and 0 <= crop[0] < crop[1] <= SCREEN_ROWS and crop[1] - crop[0] >= 8):
             raise ValueError(f"game: crop must be two row numbers [top, bottom] with 0 <= top < bottom <= "
-                             f"{SCREEN_ROWS} and at least 8 rows between them (Pong's play field: [34, 194]), got "
-                             f"{crop!r}; set env.crop, or leave it out to resize the whole screen")
+                             f"{SCREEN_ROWS} and at least 8 rows between them (Pong's play field: "
+                             f"[34, 194]), got {crop!r}; set env.crop, or leave it out to resize the whole "
+                             "screen")
         gym.register_envs(ale_py)
         ale_id = "ALE/" + "".join(p.capitalize() for p in rom.split("_")) + "-v5"
         env = gym.make(ale_id, frameskip=1, repeat_action_probability=0.25 if sticky_actions else 0.0,
                        full_action_space=False, render_mode=render_mode, max_num_frames_per_episode=108_000)
         screen = frame_size if crop is None else (SCREEN_COLUMNS, SCREEN_ROWS)  # cropped: resized below
-        env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=frame_skip, screen_size=screen,
-                                              terminal_on_life_loss=episodic_life, grayscale_obs=True)
+        env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=frame_skip,
+                                              screen_size=screen, terminal_on_life_loss=episodic_life,
+                                              grayscale_obs=True)
         if crop is not None:  # keep rows top:bottom, then Gymnasium's area resize (as AtariPreprocessing's)
             top, bottom = crop
             env = gym.wrappers.TransformObservation(env, lambda o: o[top:bottom],
-                                                    gym.spaces.Box(0, 255, (bottom - top, SCREEN_COLUMNS), np.uint8))
+                                                    gym.spaces.Box(0, 255, (bottom - top, SCREEN_COLUMNS),
+                                                                   np.uint8))
             env = gym.wrappers.ResizeObservation(env, (frame_size, frame_size))
         if clip_rewards:
             env = gym.wrappers.TransformReward(env, lambda r: float(np.sign(float(r))))

@@ -65,7 +65,8 @@ class RobotEnv(gym.Env):
         if not path.is_absolute() and not path.exists() and (ASSETS / path).exists():
             path = ASSETS / path
         if not path.exists():
-            raise ValueError(f"robot: model file {str(path)!r} does not exist; pass model=PATH to an MJCF file")
+            raise ValueError(f"robot: model file {str(path)!r} does not exist; pass model=PATH to an MJCF "
+                             "file")
         if frame_skip < 1:
             raise ValueError(f"robot: frame_skip must be >= 1, got {frame_skip}")
         if hold_steps < 0:
@@ -73,7 +74,8 @@ class RobotEnv(gym.Env):
         if action_mode not in ("absolute", "delta"):
             raise ValueError(f"robot: action_mode must be 'absolute' or 'delta', got {action_mode!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"robot: render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+            raise ValueError(f"robot: render_mode must be one of {self.metadata['render_modes']}, "
+                             f"got {render_mode!r}")
         self.model = mujoco.MjModel.from_xml_path(str(path))
         self.data = mujoco.MjData(self.model)
         self._site = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, ee_site)
@@ -107,8 +109,10 @@ class RobotEnv(gym.Env):
         self.reach = float(np.max(np.linalg.norm(self._sample_tips(2000) - self._base, axis=1)))
         self.target_range = tuple(target_range) if target_range is not None else (0.0, self.reach)
         if len(self.target_range) != 2 or not 0 <= self.target_range[0] < self.target_range[1]:
-            raise ValueError(f"robot: target_range must be (min_radius, max_radius) with 0 <= min < max, got {target_range}")
-        self.success_tolerance = float(success_tolerance) if success_tolerance is not None else 0.1 * self.reach
+            raise ValueError(f"robot: target_range must be (min_radius, max_radius) with 0 <= min < max, "
+                             f"got {target_range}")
+        self.success_tolerance = (float(success_tolerance) if success_tolerance is not None
+                                  else 0.1 * self.reach)
         if self.success_tolerance <= 0:
             raise ValueError(f"robot: success_tolerance must be > 0, got {success_tolerance}")
 
@@ -172,12 +176,14 @@ class RobotEnv(gym.Env):
         noise = self.np_random.uniform(-self.init_noise, self.init_noise, size=self.model.nq)
         self.data.qpos[:] = self.model.qpos0 + noise
         self.data.qvel[:] = 0.0
-        self.data.ctrl[:] = np.clip(self.data.qpos[self.model.actuator_trnid[:, 0]], self._ctrl_lo, self._ctrl_hi)
+        self.data.ctrl[:] = np.clip(self.data.qpos[self.model.actuator_trnid[:, 0]], self._ctrl_lo,
+                                    self._ctrl_hi)
         if self._mocap >= 0:
             self.data.mocap_pos[self._mocap] = target
         mj.mj_forward(self.model, self.data)
         self._inside = 0
-        return self._obs(), {"distance": float(np.linalg.norm(target - self._fingertip())), "is_success": False}
+        return self._obs(), {"distance": float(np.linalg.norm(target - self._fingertip())),
+                             "is_success": False}
 
     def step(self, action):
         """Apply one action for ``frame_skip`` physics steps and score the new distance."""
