@@ -1,8 +1,8 @@
 """The command lines of train.py and evaluate.py, declared once.
 
 Every flag that sets a config key is one row of :data:`CONFIG_FLAGS`: its config path, and its choices and
-type taken from the schema (agents/config/schema.py), so the parser, the YAML precedence (:func:`overrides`) and
-the documentation cannot drift apart. ``--set SECTION.KEY=VALUE`` is parsed by
+type taken from the schema (agents/config/schema.py), so the parser, the YAML precedence
+(:func:`overrides`) and the documentation cannot drift apart. ``--set SECTION.KEY=VALUE`` is parsed by
 :func:`agents.config.apply_override`.
 """
 
@@ -21,12 +21,13 @@ CONFIG_FLAGS: dict[str, tuple[str, str]] = {
     "--seed": ("train.seed", "seed for Python, NumPy, torch and the envs (drawn if absent)"),
     "--num-envs": ("train.num_envs", "parallel training envs"),
     "--device": ("train.device", "learner device"),
-    "--ray-address": ("rllib.address", "rllib: address of a running Ray cluster (default: a private local Ray)"),
+    "--ray-address": ("rllib.address",
+                      "rllib: address of a running Ray cluster (default: a private local Ray)"),
     "--num-env-runners": ("rllib.num_env_runners", "rllib: number of env-runner actors"),
     "--envs-per-runner": ("rllib.envs_per_runner", "rllib: envs per env runner"),
 }
-TRUST_RUN_DIR_HELP = ("load a run dir that would run code (env.command, env.packages, module:Class) although you did "
-                      "not sign it (edited, copied from elsewhere, or written before signing)")
+TRUST_RUN_DIR_HELP = ("load a run dir that would run code (env.command, env.packages, module:Class) although "
+                      "you did not sign it (edited, copied from elsewhere, or written before signing)")
 
 
 def _dest(flag: str) -> str:
@@ -37,7 +38,8 @@ def _schema_kwargs(path: str) -> dict[str, Any]:
     """argparse ``choices``/``type`` from the schema field at ``section.key`` (``X | None`` looks at X)."""
     section, key = path.split(".")
     annotation = SECTIONS[section].model_fields[key].annotation
-    options = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) is not Literal else []
+    options = ([a for a in get_args(annotation) if a is not type(None)]
+               if get_origin(annotation) is not Literal else [])
     kind = options[0] if len(options) == 1 else annotation
     if get_origin(kind) is Literal:
         return {"choices": list(get_args(kind))}
@@ -45,7 +47,8 @@ def _schema_kwargs(path: str) -> dict[str, Any]:
 
 
 def _add_trust(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trust-checkpoint", action="store_true", help="allow loading checkpoints that carry pickle")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow loading checkpoints that carry pickle")
     p.add_argument("--trust-run-dir", action="store_true", help=TRUST_RUN_DIR_HELP)
 
 
@@ -57,10 +60,12 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML run config; default configs/<env>.yaml when it exists")
     for flag, (path, text) in CONFIG_FLAGS.items():
         p.add_argument(flag, help=text, **_schema_kwargs(path))
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. agent.gamma=0.98")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. agent.gamma=0.98")
     p.add_argument("--run-dir", help="run directory (default runs/<env>/<time>-s<seed>); never overwritten")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
-    p.add_argument("--env-package", action="append", metavar="MODULE", help="import MODULE to register adapters")
+    p.add_argument("--env-package", action="append", metavar="MODULE",
+                   help="import MODULE to register adapters")
     _add_trust(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar; periodic log lines only")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -72,10 +77,12 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evaluate.py",
                                 description="Evaluate a trained policy against a uniform-random baseline.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train.py")
-    p.add_argument("--checkpoint", default="final", help="final, best, latest, crash or a path (default final)")
+    p.add_argument("--checkpoint", default="final",
+                   help="final, best, latest, crash or a path (default final)")
     p.add_argument("--episodes", type=int, default=20, help="episodes to play (default 20)")
     p.add_argument("--seed", type=int, help="seed of the first episode (default 10000)")
-    p.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic ones")
+    p.add_argument("--stochastic", action="store_true",
+                   help="sample actions instead of the deterministic ones")
     p.add_argument("--video", metavar="PATH.mp4", help="record the episodes to an MP4")
     p.add_argument("--figure", metavar="PATH.png",
                    help="save the env's picture of the end of the first episode (render() as a PNG)")

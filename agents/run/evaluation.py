@@ -144,7 +144,8 @@ def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
 
 
 def success_of(info: dict[str, Any]) -> bool | None:
-    """An episode's success from its last ``info``: ``is_success`` (SB3, nondiff) or ``success``; else None."""
+    """An episode's success from its last ``info``: ``is_success`` (SB3, nondiff) or ``success``; else
+    None."""
     for key in ("is_success", "success"):
         if key in info and info[key] is not None:
             return bool(np.asarray(info[key]).any())

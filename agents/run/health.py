@@ -45,8 +45,8 @@ class FaultReporter:
             self._last_line[kind] = self.clock()
             where = f" ({fault.program})" if fault.program else ""
             more = f" (and {count - 1} more)" if count > 1 else ""
-            self.say(f"env: {kind} fault{where}: {fault.detail}{more}; further {kind} faults are summarised every "
-                     f"{self.window:g} s; see env/faults_by_kind in TensorBoard")
+            self.say(f"env: {kind} fault{where}: {fault.detail}{more}; further {kind} faults are summarised "
+                     f"every {self.window:g} s; see env/faults_by_kind in TensorBoard")
             return
         self._untold[kind] = self._untold.get(kind, 0) + count
         self.tick()
@@ -74,16 +74,18 @@ class FaultReporter:
 GOVERNED_BY = {
     "crash": "each one restarts the program and spends the run's restart budget (env.max_restarts; at most "
              "env.restart_rate per env.restart_period): fix the program, or raise env.max_restarts",
-    "protocol": "each one restarts the program and spends the run's restart budget (env.max_restarts): fix what "
-                "the program sends (docs/protocol.md), or raise env.max_message if its replies are merely large",
+    "protocol": "each one restarts the program and spends the run's restart budget (env.max_restarts): fix "
+                "what the program sends (docs/protocol.md), or raise env.max_message if its replies are "
+                "merely large",
     "remote_error": "each one restarts the program and spends the run's restart budget (env.max_restarts): "
                     "see the program's error text and stderr",
-    "timeout": "a step may take env.step_timeout seconds and a reset env.reset_timeout; each timeout restarts the "
-               "program and spends env.max_restarts: raise env.step_timeout if the program is merely slow",
+    "timeout": "a step may take env.step_timeout seconds and a reset env.reset_timeout; each timeout "
+               "restarts the program and spends env.max_restarts: raise env.step_timeout if the program is "
+               "merely slow",
     "nonfinite": "each one is handled by env.nan_policy (truncate ends the episode): fix the env, or set "
                  "env.nan_policy: clip to repair the values",
-    "invalid_output": "each one is handled by env.nan_policy (wrong dtype or shape; truncate ends the episode) or "
-                      "env.bounds_policy (values past the declared bounds): fix the env",
+    "invalid_output": "each one is handled by env.nan_policy (wrong dtype or shape; truncate ends the "
+                      "episode) or env.bounds_policy (values past the declared bounds): fix the env",
     "worker": "each dead or hung worker is replaced, within train.max_worker_restarts; a worker hangs after "
               "train.worker_timeout seconds",
 }
@@ -152,7 +154,8 @@ class EnvHealth:
             self._check_rates()
 
     def _check_rates(self) -> None:
-        """Warn once per kind whose faults exceeded :attr:`RATE` of the period's steps, then start a new period."""
+        """Warn once per kind whose faults exceeded :attr:`RATE` of the period's steps, then start a new
+        period."""
         for kind, n in self._period.items():
             if n > self.RATE * self._period_steps and kind not in self._warned and self.say is not None:
                 self._warned.add(kind)
@@ -160,12 +163,13 @@ class EnvHealth:
                 env = f"env {fault.program}" if fault is not None and fault.program else "the env"
                 example = fault.detail if fault is not None else "(no detail)"
                 if fault is not None and fault.clipped:
-                    how = ("each was clipped and its episode went on (env.bounds_policy: clip; env.nan_policy handles NaN and "
-                           "garbage): fix the env's declared bounds, or set env.bounds_policy: truncate")
+                    how = ("each was clipped and its episode went on (env.bounds_policy: clip; "
+                           "env.nan_policy handles NaN and garbage): fix the env's declared bounds, or set "
+                           "env.bounds_policy: truncate")
                 else:
                     how = GOVERNED_BY.get(kind, GOVERNED_BY["nonfinite"])
-                self.say(f"warning: {env} gave faults of kind {kind} on {n / self._period_steps:.0%} of the last "
-                         f"{self._period_steps:,} steps, e.g. {example}; {how}")
+                self.say(f"warning: {env} gave faults of kind {kind} on {n / self._period_steps:.0%} of the "
+                         f"last {self._period_steps:,} steps, e.g. {example}; {how}")
         self._period_steps, self._period = 0, {}
 
     def _count(self, fault: Fault) -> None:
@@ -188,13 +192,15 @@ class EnvHealth:
         self.budget = budget if self.budget is None else min(self.budget, budget)
         self.budgeted_restarts += n
         if self.budgeted_restarts > self.budget:
-            what = "(unknown program)" if fault is None else f"program {fault.program or '(unknown)'!r}: {fault.detail}"
+            what = ("(unknown program)" if fault is None
+                    else f"program {fault.program or '(unknown)'!r}: {fault.detail}")
             tail = (" | ".join(fault.stderr[-5:]) if fault is not None else "") or "(no stderr)"
             if self.reporter is not None:
                 self.reporter.flush()  # the fault counts before the error line, not after it
-            raise EnvFailure(f"{what}; restart budget of {self.budget} for the whole run spent after {self.budget} "
-                             f"restarts (this is failure {self.budgeted_restarts}, counted over all env instances); "
-                             f"exit code {None if fault is None else fault.exit_code}; last stderr: {tail}")
+            raise EnvFailure(f"{what}; restart budget of {self.budget} for the whole run spent after "
+                             f"{self.budget} restarts (this is failure {self.budgeted_restarts}, counted "
+                             "over all env instances); exit code "
+                             f"{None if fault is None else fault.exit_code}; last stderr: {tail}")
 
     def observe_counts(self, by_kind: dict[str, int], *, restarts: int = 0, budgeted_restarts: int = 0,
                        budget: int | None = None, last: Fault | None = None) -> None:
@@ -218,7 +224,8 @@ class EnvHealth:
             self.by_kind[kind] = self.by_kind.get(kind, 0) + n
             self.timeouts += n if fault_kind is FaultKind.TIMEOUT else 0
             if self.reporter is not None:
-                example = last if last is not None and last.kind is fault_kind else Fault(fault_kind, "(no detail)")
+                example = (last if last is not None and last.kind is fault_kind
+                           else Fault(fault_kind, "(no detail)"))
                 self.reporter.note(example, n)
         self.restarts += restarts
         if budget is not None and budgeted_restarts > 0:

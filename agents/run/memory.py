@@ -1,4 +1,5 @@
-"""Memory bounds checked before a big allocation: a replay buffer's bytes against a share of the machine's memory.
+"""Memory bounds checked before a big allocation: a replay buffer's bytes against a share of the machine's
+memory.
 
 :func:`check_replay` runs where a backend has the spaces and the number of envs but has not built its
 algorithm yet (SB3's SAC/TD3 allocate the whole buffer at once; RLlib's SAC fills its buffer as it goes, and

@@ -84,7 +84,8 @@ class RunDir:
 
     @property
     def crash(self) -> Path:
-        """``crash/model.safetensors``: the checkpoint written when training stopped on an unexpected error."""
+        """``crash/model.safetensors``: the checkpoint written when training stopped on an unexpected
+        error."""
         return self._inside("crash") / "model.safetensors"
 
     def _inside(self, name: str) -> Path:
@@ -95,13 +96,15 @@ class RunDir:
         except FileNotFoundError:
             return p
         except OSError as e:
-            raise UserError(f"run directory {str(self.path)!r}: cannot inspect {name!r} ({e.strerror})") from e
+            raise UserError(f"run directory {str(self.path)!r}: cannot inspect {name!r} "
+                            f"({e.strerror})") from e
         outside = not p.resolve().is_relative_to(self.path.resolve())
         if stat.S_ISLNK(st.st_mode) or outside:
             target = os.readlink(p) if stat.S_ISLNK(st.st_mode) else str(p.resolve())
-            raise UserError(f"run directory {str(self.path)!r}: {name!r} is a symbolic link to {target!r}; nondiff "
-                            "never writes or deletes through a link (it could reach another run's files). Replace "
-                            f"it with a real directory or file, e.g. mv {shlex.quote(str(p))} elsewhere")
+            raise UserError(f"run directory {str(self.path)!r}: {name!r} is a symbolic link to {target!r}; "
+                            "nondiff never writes or deletes through a link (it could reach another run's "
+                            "files). Replace it with a real directory or file, e.g. "
+                            f"mv {shlex.quote(str(p))} elsewhere")
         return p
 
     def check_layout(self) -> None:
@@ -110,7 +113,8 @@ class RunDir:
             self._inside(name)
 
     @classmethod
-    def create(cls, env: str, seed: int, explicit: str | Path | None = None, root: str | Path = "runs") -> RunDir:
+    def create(cls, env: str, seed: int, explicit: str | Path | None = None,
+               root: str | Path = "runs") -> RunDir:
         """Make a new run directory; an existing non-empty one is never reused."""
         if explicit is not None:
             path = Path(explicit)
@@ -153,8 +157,8 @@ class RunDir:
             raise UserError(f"run directory {str(p)!r} does not exist; pass a directory made by train.py "
                             "(runs/<env>/<time>-s<seed>)")
         if not (p / "config.yaml").is_file():
-            raise UserError(f"{str(p)!r} is not a nondiff run directory (no config.yaml); pass a directory made by "
-                            "train.py (runs/<env>/<time>-s<seed>)")
+            raise UserError(f"{str(p)!r} is not a nondiff run directory (no config.yaml); pass a directory "
+                            "made by train.py (runs/<env>/<time>-s<seed>)")
         run = cls(p)
         run.check_layout()
         return run
@@ -255,8 +259,9 @@ class RunDir:
         else:
             path = Path(which)
         if not path.exists():
-            raise CheckpointError(f"checkpoint {str(path)!r} does not exist in run {str(self.path)!r}; choose "
-                                  "--checkpoint final, best, latest, crash or a path to a .safetensors file")
+            raise CheckpointError(f"checkpoint {str(path)!r} does not exist in run {str(self.path)!r}; "
+                                  "choose --checkpoint final, best, latest, crash or a path to a "
+                                  ".safetensors file")
         return path
 
     @contextlib.contextmanager
@@ -282,10 +287,11 @@ class RunDir:
             except OSError as e:
                 if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
-                raise UserError(f"run {str(self.path)!r} is being trained right now by {_holder(fd)}; a second "
-                                "trainer would mix its checkpoints. Wait for it to finish or stop it (Ctrl-C or "
-                                "kill -INT PID), then resume") from e
-            info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+                raise UserError(f"run {str(self.path)!r} is being trained right now by {_holder(fd)}; a "
+                                "second trainer would mix its checkpoints. Wait for it to finish or stop it "
+                                "(Ctrl-C or kill -INT PID), then resume") from e
+            info = {"pid": os.getpid(), "host": socket.gethostname(),
+                    "started": time.strftime("%Y-%m-%d %H:%M:%S")}
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode(), 0)
             yield
@@ -309,8 +315,8 @@ def _open_dir(path: Path) -> Iterator[int]:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UserError(f"{str(path)!r} is a symbolic link or not a directory; nondiff never deletes through a "
-                            "link. Replace it with a real directory") from e
+            raise UserError(f"{str(path)!r} is a symbolic link or not a directory; nondiff never deletes "
+                            "through a link. Replace it with a real directory") from e
         raise
     try:
         yield fd

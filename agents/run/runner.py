@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-VERSIONED = ("nondiff", "gymnasium", "stable-baselines3", "torch", "numpy", "mujoco", "ale-py", "ray", "pydantic")
+VERSIONED = ("nondiff", "gymnasium", "stable-baselines3", "torch", "numpy", "mujoco", "ale-py", "ray",
+             "pydantic")
 
 
 def versions() -> dict[str, str]:
@@ -84,10 +85,11 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         source = args.config
     env_name = args.env or (raw.get("env") or {}).get("id")
     if isinstance(raw.get("env"), dict) and isinstance(raw["env"].get("packages"), list):
-        import_packages([str(p) for p in raw["env"]["packages"]])  # env.packages register the id resolved next
+        # env.packages register the id resolved next
+        import_packages([str(p) for p in raw["env"]["packages"]])
     if not env_name:
-        raise UserError("no env given: pass --env NAME (a nondiff name such as 'robot', a Gymnasium id such as "
-                        "'CartPole-v1', or module:Class)")
+        raise UserError("no env given: pass --env NAME (a nondiff name such as 'robot', a Gymnasium id such "
+                        "as 'CartPole-v1', or module:Class)")
     spec = envs.resolve(env_name)  # an UnknownEnvError or PluginError is a UserError
     if not args.config:
         default = CONFIG_DIR / f"{spec.name}.yaml"
@@ -121,7 +123,8 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     """Run ``train.py``: a new run, or ``--resume``. Returns the process exit code.
 
     The run directory is locked (flock) for the whole run, so a second trainer exits 2. Any exception out of
-    training writes ``crash/`` first (see :mod:`agents.run.failure`), then one line, then exit 1 (2 for bad input).
+    training writes ``crash/`` first (see :mod:`agents.run.failure`), then one line, then exit 1 (2 for bad
+    input).
     """
     from agents.run.checkpoint import read_header
     from agents.run.trust import load_run_config
@@ -134,13 +137,14 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
             import_packages(cfg.env.packages)
             ckpt = run.latest()
             if ckpt is None:
-                raise UserError(f"run {str(run.path)!r} has no checkpoint to resume from; start a new run instead")
+                raise UserError(f"run {str(run.path)!r} has no checkpoint to resume from; start a new run "
+                                "instead")
             start = read_header(ckpt, trust=args.trust_checkpoint).num_timesteps
             if args.timesteps is not None:
                 cfg.train.timesteps = start + args.timesteps
             seed = int(cfg.train.seed if cfg.train.seed is not None else 0)
-            backend = get_backend(cfg.agent.backend).load(ckpt, cfg, trust=args.trust_checkpoint, for_training=True,
-                                                         seed=seed)
+            backend = get_backend(cfg.agent.backend).load(ckpt, cfg, trust=args.trust_checkpoint,
+                                                         for_training=True, seed=seed)
             _say(f"resuming {run.path} from {ckpt.name} at step {start:,}")
             return _run(args, argv, run, cfg, backend, start, seed)
     cfg = build_config(args)
@@ -174,7 +178,8 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
         logdir = run.path.parent.parent if (not args.resume and not args.run_dir) else run.path
         _say(f"run directory: {run.path}\nwatch it with:  tensorboard --logdir {logdir}")
         step, interrupted = start, None
-        with Session(cfg, run, start_step=start, total_steps=cfg.train.timesteps, quiet=args.quiet) as session:
+        with Session(cfg, run, start_step=start, total_steps=cfg.train.timesteps,
+                     quiet=args.quiet) as session:
             try:
                 step = loop.train(backend, session)
             except StopRequested:  # a signal ended a bridge or worker wait: the same as a clean stop
@@ -210,8 +215,8 @@ def _env_failed(e: BaseException, run: RunDir, backend: Any) -> tuple[int, str]:
         backend.save(run.final)
     except Exception as save_exc:  # noqa: BLE001 - reported in the line
         return 1, failure.save_failed(save_exc, run, run.final) + f" (the env failed first: {e})"
-    return 1, (f"error: the env failed and training stopped: {e}; checkpoint written to {run.final}; fix the program, "
-               f"then resume with:  python train.py --resume {run.path}")
+    return 1, (f"error: the env failed and training stopped: {e}; checkpoint written to {run.final}; fix the "
+               f"program, then resume with:  python train.py --resume {run.path}")
 
 
 def _report(args: argparse.Namespace, code: int, line: str) -> int:
@@ -266,14 +271,14 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
     figure = getattr(args, "figure", None)
     render_mode = "rgb_array" if args.video or figure else ("human" if args.render else None)
     if render_mode == "human" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise UserError("--render needs a display to open a window, and neither DISPLAY nor WAYLAND_DISPLAY is set; "
-                        "record the episodes with --video PATH.mp4 instead")
+        raise UserError("--render needs a display to open a window, and neither DISPLAY nor WAYLAND_DISPLAY "
+                        "is set; record the episodes with --video PATH.mp4 instead")
     try:
         env = env_factory(cfg, render_mode=render_mode, for_eval=True)()
     except (ValueError, TypeError, gym_error()) as e:
         if render_mode == "human":
-            raise UserError(f"--render: env {cfg.env.id!r} cannot open a window ({e}); record it with --video "
-                            "PATH.mp4 instead") from e
+            raise UserError(f"--render: env {cfg.env.id!r} cannot open a window ({e}); record it with "
+                            "--video PATH.mp4 instead") from e
         raise UserError(f"env {cfg.env.id!r} could not be created: {e}") from e
     check_spaces(meta, env.observation_space, env.action_space, f"evaluate {path}")
     backend.bind_env(env)
@@ -281,8 +286,9 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
     seed = args.seed if args.seed is not None else 10_000
     cap = episode_cap(env, cfg.eval.max_episode_steps)
     try:
-        result = run_episodes(env, lambda o: backend.predict(o, deterministic=not args.stochastic), args.episodes,
-                              seed, on_frame=frames.append if args.video else None, max_steps=cap, say=_say)
+        result = run_episodes(env, lambda o: backend.predict(o, deterministic=not args.stochastic),
+                              args.episodes, seed, on_frame=frames.append if args.video else None,
+                              max_steps=cap, say=_say)
         if figure and not args.video:  # render one episode, not all of them
             run_episodes(env, lambda o: backend.predict(o, deterministic=not args.stochastic), 1, seed,
                          on_frame=frames.append, max_steps=cap, say=_say)
@@ -292,8 +298,8 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
     except Exception as e:
         cause = _caused_by(e, gym_error())  # the Guard may wrap the window's error in its own
         if render_mode == "human" and cause is not None:
-            raise UserError(f"--render: env {cfg.env.id!r} cannot open a window ({cause}); record it with --video "
-                            "PATH.mp4 instead") from e
+            raise UserError(f"--render: env {cfg.env.id!r} cannot open a window ({cause}); record it with "
+                            "--video PATH.mp4 instead") from e
         raise
     finally:
         env.close()

@@ -1,4 +1,5 @@
-"""Backend-neutral bookkeeping of a training run: progress, signals, the TensorBoard writer and the schedule."""
+"""Backend-neutral bookkeeping of a training run: progress, signals, the TensorBoard writer and the
+schedule."""
 
 from __future__ import annotations
 
@@ -166,7 +167,8 @@ class Session:
 
     # -- TensorBoard ---------------------------------------------------------------------------------------
     def open_writer(self) -> Any:
-        """Open the run's TensorBoard writer; a resumed run purges events a killed run wrote past its checkpoint.
+        """Open the run's TensorBoard writer; a resumed run purges events a killed run wrote past its
+        checkpoint.
 
         A new run logs the resolved config (tokens redacted) as the ``hyperparameters`` text.
         """

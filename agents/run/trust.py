@@ -4,9 +4,10 @@ A run directory is code: its ``config.yaml`` can name a program to start (``env.
 import (``env.packages``, ``env.wrappers`` by import path, an ``env.id`` of the form ``module:Class``), hosts
 to contact (``env.address``/``env.listen`` beyond loopback, ``rllib.address``) and settings handed to Ray
 (``rllib.extra``). Which settings do is not listed here: they carry a mark (:mod:`envs.reach`) in the schema
-or in the adapter's signature, and :func:`runs_code` reads the marks. train.py therefore signs every config.yaml it writes with an HMAC-SHA256 under a
-per-user key kept outside any run directory, and evaluate.py and ``train.py --resume`` refuse a config that
-would run code unless the signature verifies or the user passes ``--trust-run-dir``.
+or in the adapter's signature, and :func:`runs_code` reads the marks. train.py therefore signs every
+config.yaml it writes with an HMAC-SHA256 under a per-user key kept outside any run directory, and
+evaluate.py and ``train.py --resume`` refuse a config that would run code unless the signature verifies or
+the user passes ``--trust-run-dir``.
 
 The key is ``$NONDIFF_KEY_FILE``, else ``$XDG_CONFIG_HOME/nondiff/key``, else ``~/.config/nondiff/key``:
 32 random bytes as hex, mode 0600, created on first use. The signature, in ``<run>/config.sig``, is
@@ -78,12 +79,12 @@ def _key(create: bool) -> bytes | None:
         data = f.read(4096).strip()
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise UserError(f"the nondiff signing key {str(path)!r} is accessible to other users (mode "
-                        f"{stat.filemode(mode)}); anyone who reads it can make run directories you trust. Fix it "
-                        f"with: chmod 600 {path}")
+                        f"{stat.filemode(mode)}); anyone who reads it can make run directories you trust. "
+                        f"Fix it with: chmod 600 {path}")
     if len(data) < 32:
-        raise UserError(f"the nondiff signing key {str(path)!r} holds {len(data)} bytes, expected 64 hex digits; "
-                        "delete it and nondiff makes a new one (run dirs signed with the old key then need "
-                        "--trust-run-dir once)")
+        raise UserError(f"the nondiff signing key {str(path)!r} holds {len(data)} bytes, expected 64 hex "
+                        "digits; delete it and nondiff makes a new one (run dirs signed with the old key "
+                        "then need --trust-run-dir once)")
     return data
 
 
@@ -113,7 +114,8 @@ def verify(run: RunDir, data: bytes) -> str | None:
     """None when this user signed exactly ``data``; otherwise why not, as a phrase for a message."""
     sig_path = run._inside("config.sig")
     if not sig_path.is_file():
-        return "is not signed (no config.sig: written by a nondiff older than signing, or copied from elsewhere)"
+        return ("is not signed (no config.sig: written by a nondiff older than signing, or copied from "
+                "elsewhere)")
     try:
         key = _key(create=False)
     except OSError:
@@ -121,8 +123,8 @@ def verify(run: RunDir, data: bytes) -> str | None:
     if key is None:
         return f"is signed, but not with your key ({key_path()} does not exist)"
     if not hmac.compare_digest(sig_path.read_text(errors="replace").strip(), signature(data, key)):
-        return ("does not match its signature (config.sig): it was edited after train.py wrote it, or it was signed "
-                "by another user")
+        return ("does not match its signature (config.sig): it was edited after train.py wrote it, or it was "
+                "signed by another user")
     return None
 
 
@@ -141,9 +143,11 @@ def adapter_marks(env_id: str | None) -> dict[str, Mark]:
         target = getattr(importlib.import_module(module), attr)
         init = target.__init__ if isinstance(target, type) else target  # type: ignore[misc]
         hints = typing.get_type_hints(init, include_extras=True)
-    except Exception:  # an id that does not resolve or import fails later, in one line, where the env is built
+    except Exception:
+        # an id that does not resolve or import fails later, in one line, where the env is built
         return {}
-    return {name: m for name, hint in hints.items() for m in getattr(hint, "__metadata__", ()) if isinstance(m, Mark)}
+    return {name: m for name, hint in hints.items() for m in getattr(hint, "__metadata__", ())
+            if isinstance(m, Mark)}
 
 
 def _phrases(model: BaseModel, prefix: str, adapter: dict[str, Mark]) -> list[str]:
@@ -169,7 +173,8 @@ def runs_code(cfg: RunConfig) -> list[str]:
     """
     adapter = adapter_marks(cfg.env.id)
     out = _phrases(cfg, "", adapter)
-    out += [p for k, v in cfg.env.adapter_kwargs().items() if k in adapter and (p := adapter[k].phrase(f"env.{k}", v))]
+    out += [p for k, v in cfg.env.adapter_kwargs().items()
+            if k in adapter and (p := adapter[k].phrase(f"env.{k}", v))]
     return out
 
 
@@ -195,13 +200,14 @@ def load_run_config(run: RunDir, *, trust: bool, action: str) -> tuple[RunConfig
         raise UserError(f"config file {str(path)!r} is not valid YAML ({getattr(e, 'problem', e)}); fix the "
                         "syntax") from e
     if not isinstance(raw, dict):
-        raise UserError(f"config file {str(path)!r} must hold a mapping (env:, agent:, ...), got {type(raw).__name__}")
+        raise UserError(f"config file {str(path)!r} must hold a mapping (env:, agent:, ...), got "
+                        f"{type(raw).__name__}")
     cfg = validate(raw, str(path))
     code = runs_code(cfg)
     if code and not trust:
         why = verify(run, data)
         if why is not None:
             raise UserError(f"{action} {str(run.path)!r}: its config.yaml {why}, and loading it would "
-                            f"{'; '.join(code)}. Refused; pass --trust-run-dir only if you trust where this run "
-                            "directory came from")
+                            f"{'; '.join(code)}. Refused; pass --trust-run-dir only if you trust where this "
+                            "run directory came from")
     return cfg, data
