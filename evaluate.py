@@ -22,8 +22,8 @@ def table(res: EvaluationReport) -> str:
     """The results and the random baseline as a small text table."""
     def row(name: str, r: EvalSummary) -> str:
         s = "-" if r.success_rate is None else f"{r.success_rate:.2f}"
-        return (f"{name:<8} {r.mean_reward:>10.2f} ± {r.std_reward:<8.2f} {r.min_reward:>9.2f} {r.max_reward:>9.2f} "
-                f"{r.mean_length:>8.1f} {s:>8}")
+        return (f"{name:<8} {r.mean_reward:>10.2f} ± {r.std_reward:<8.2f} {r.min_reward:>9.2f} "
+                f"{r.max_reward:>9.2f} {r.mean_length:>8.1f} {s:>8}")
 
     head = f"{'policy':<8} {'mean':>10}   {'std':<8} {'min':>9} {'max':>9} {'length':>8} {'success':>8}"
     metrics = [f"{k:<22} trained {v:>10.4g}   random {res.random.metrics.get(k, float('nan')):>10.4g}"

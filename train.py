@@ -18,12 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input)."""
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     from agents.errors import UserError
     from agents.run.runner import train
 
     if args.timesteps is not None and args.timesteps <= 0:
-        print(f"error: --timesteps must be a positive number of env steps, got {args.timesteps}", file=sys.stderr)
+        print(f"error: --timesteps must be a positive number of env steps, got {args.timesteps}",
+              file=sys.stderr)
         return 2
     try:
         return train(args, ["train.py", *argv])

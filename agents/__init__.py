@@ -81,7 +81,8 @@ class Backend(ABC):
         state rather than the observation alone (``blackbox``) keeps it."""
 
     def eval_report(self) -> dict[str, float]:
-        """Extra scalars of the evaluation since :meth:`bind_env` (``blackbox``: forward calls per instance)."""
+        """Extra scalars of the evaluation since :meth:`bind_env` (``blackbox``: forward calls per
+        instance)."""
         return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -96,5 +97,6 @@ def get_backend(name: str) -> type[Backend]:
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
-        raise UserError(f"backend {name!r} is not available here ({e}); install nondiff with its dependencies") from e
+        raise UserError(f"backend {name!r} is not available here ({e}); install nondiff with its "
+                        "dependencies") from e
     return getattr(mod, cls)

@@ -132,12 +132,13 @@ def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
             metrics.setdefault(str(key), []).append(float(value))
     known = [s for s in successes if s is not None]
     if capped and say is not None:
-        say(f"{capped} of {episodes} evaluation episodes were cut at {max_steps:,} steps (the env did not end "
-            "them); their returns are partial. Set eval.max_episode_steps, or env.max_episode_steps for a "
-            "time limit in training too")
+        say(f"{capped} of {episodes} evaluation episodes were cut at {max_steps:,} steps (the env did not "
+            "end them); their returns are partial. Set eval.max_episode_steps, or env.max_episode_steps for "
+            "a time limit in training too")
     summary = EvalSummary(
-        mean_reward=float(np.mean(returns)), std_reward=float(np.std(returns)), min_reward=float(np.min(returns)),
-        max_reward=float(np.max(returns)), mean_length=float(np.mean(lengths)),
+        mean_reward=float(np.mean(returns)), std_reward=float(np.std(returns)),
+        min_reward=float(np.min(returns)), max_reward=float(np.max(returns)),
+        mean_length=float(np.mean(lengths)),
         success_rate=float(np.mean(known)) if known else None,
         metrics={k: float(np.mean(v)) for k, v in metrics.items()}, episodes=episodes, capped=capped)
     return Episodes(returns, lengths, successes, summary)

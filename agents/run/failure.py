@@ -93,18 +93,20 @@ def stop_on_error(exc: BaseException, run: RunDir, backend: Backend) -> tuple[in
     code = 2 if isinstance(exc, UserError) else 1
     what = "training stopped: " + describe(exc)
     if is_disk_error(exc):
-        return 1, f"error: {what}; last good checkpoint: {last_good(run)}; free some space, then {resume_hint(run)}"
+        return 1, (f"error: {what}; last good checkpoint: {last_good(run)}; free some space, then "
+                   f"{resume_hint(run)}")
     try:
         # env_states: None, because the envs may be in the state that raised; the resume starts fresh episodes
         path = backend.save(run.crash, {"env_states": None, "stopped_by": what})
     except Exception as save_exc:  # noqa: BLE001 - reported in the line, with the last good checkpoint
         log.debug("writing the crash checkpoint failed", exc_info=True)
-        return code, (f"error: {what}; writing a checkpoint failed too ({describe(save_exc, hint=False)}); last good checkpoint: "
-                      f"{last_good(run)}; {resume_hint(run)}")
+        return code, (f"error: {what}; writing a checkpoint failed too ({describe(save_exc, hint=False)}); "
+                      f"last good checkpoint: {last_good(run)}; {resume_hint(run)}")
     return code, f"error: {what}; checkpoint written to {path}; {resume_hint(run)}"
 
 
 def save_failed(exc: BaseException, run: RunDir, target: Path) -> str:
     """The line for a checkpoint (``target``) that could not be written after training itself went well."""
-    return (f"error: writing the checkpoint {target} failed: {describe(exc, hint=False)}; last good checkpoint: {last_good(run)}; "
+    return (f"error: writing the checkpoint {target} failed: {describe(exc, hint=False)}; last good "
+            f"checkpoint: {last_good(run)}; "
             f"{'free some space, then ' if is_disk_error(exc) else ''}{resume_hint(run)}")

@@ -79,7 +79,8 @@ def replay_bytes(observation_space: Any, action_space: Any, rows: int, n_envs: i
     ``optimize_memory_usage``, or a buffer that keeps episodes), an action and :data:`ROW_SCALARS` float32s.
     """
     obs = value_bytes(observation_space)
-    per = obs * (2 if next_observations else 1) + value_bytes(action_space, float_actions=True) + 4 * ROW_SCALARS
+    per = (obs * (2 if next_observations else 1) + value_bytes(action_space, float_actions=True)
+           + 4 * ROW_SCALARS)
     return rows * n_envs * per
 
 
@@ -131,6 +132,7 @@ def check_replay(observation_space: Any, action_space: Any, buffer_size: int, n_
         what += ", and writing it into a checkpoint as much again"
     fix = f"set agent.buffer_size to at most {fits:,}" if fits > 0 else "use a smaller observation space"
     if checkpointed and size <= limit:
-        fix += ", or train.checkpoint_replay: false (checkpoints then leave the buffer out; a resume is not exact)"
-    raise UserError(f"{what}; the limit is {human(limit)}, {MEMORY_SHARE:.0%} of this machine's {human(total)} "
-                    f"({source}); {fix}")
+        fix += (", or train.checkpoint_replay: false (checkpoints then leave the buffer out; a resume is not "
+                "exact)")
+    raise UserError(f"{what}; the limit is {human(limit)}, {MEMORY_SHARE:.0%} of this machine's "
+                    f"{human(total)} ({source}); {fix}")

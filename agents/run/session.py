@@ -43,8 +43,9 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[sps]} steps/s"), TimeElapsedColumn(), TextColumn("ETA"),
-                                     TimeRemainingColumn(), TextColumn("return {task.fields[ret]}"), transient=False)
+                                     TextColumn("{task.fields[sps]} steps/s"), TimeElapsedColumn(),
+                                     TextColumn("ETA"), TimeRemainingColumn(),
+                                     TextColumn("return {task.fields[ret]}"), transient=False)
             self._task = self._bar.add_task("train", total=total, completed=start, sps="-", ret="-")
             self._bar.start()
 
@@ -88,7 +89,8 @@ class Session:
         self.start_step, self.total_steps = start_step, total_steps
         self.stop_signal: str | None = None
         self.printer = printer
-        self.progress = Progress(start_step, total_steps, quiet=quiet, log_every=cfg.train.log_every, printer=printer)
+        self.progress = Progress(start_step, total_steps, quiet=quiet, log_every=cfg.train.log_every,
+                                 printer=printer)
         every = cfg.train.checkpoint_every
         self._next_ckpt = (start_step // every + 1) * every
         ev = cfg.eval.every
@@ -190,7 +192,8 @@ class Session:
     # -- schedule ----------------------------------------------------------------------------------------
     def next_boundary(self, step: int) -> int:
         """The next step at which the loop has work: a checkpoint, an evaluation or the end of the budget."""
-        marks = [self.total_steps, self._next_ckpt] + ([self._next_eval] if self._next_eval is not None else [])
+        marks = ([self.total_steps, self._next_ckpt]
+                 + ([self._next_eval] if self._next_eval is not None else []))
         return max(step + 1, min(marks))
 
     def checkpoint_due(self, step: int) -> bool:

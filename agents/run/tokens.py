@@ -52,11 +52,11 @@ def read_token_file(path: str | Path) -> str:
     try:
         st = p.stat()
     except OSError as e:
-        raise UserError(f"env.token_file {str(p)!r} cannot be read ({e.strerror or e}); write the token into it "
-                        "and `chmod 600` it") from e
+        raise UserError(f"env.token_file {str(p)!r} cannot be read ({e.strerror or e}); write the token into "
+                        "it and `chmod 600` it") from e
     if not stat.S_ISREG(st.st_mode):
-        raise UserError(f"env.token_file {str(p)!r} is not a regular file; point env.token_file at a file that "
-                        "holds the token")
+        raise UserError(f"env.token_file {str(p)!r} is not a regular file; point env.token_file at a file "
+                        "that holds the token")
     if st.st_mode & 0o077:
         raise UserError(f"env.token_file {str(p)!r} is accessible to group or others (mode "
                         f"{stat.S_IMODE(st.st_mode):03o}); run `chmod 600 {p}`")
@@ -66,7 +66,8 @@ def read_token_file(path: str | Path) -> str:
     try:
         token = p.read_text().strip()
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"env.token_file {str(p)!r} cannot be read as text ({e}); write the token as one line") from e
+        raise UserError(f"env.token_file {str(p)!r} cannot be read as text ({e}); write the token as one "
+                        "line") from e
     if not token:
         raise UserError(f"env.token_file {str(p)!r} is empty; write the token into it")
     return token
@@ -91,8 +92,8 @@ def resolve(source: TokenSource) -> str | None:
         raise UserError(f"this run used a bridge token, which is never stored (config.yaml has env.token: "
                         f"'{REDACTED}'); set it again in the environment: {var}=… (or env.token_file: PATH)")
     if source.env_var:
-        raise UserError(f"env.token_env names {var!r}, but that environment variable is not set; export {var}=… "
-                        "before starting")
+        raise UserError(f"env.token_env names {var!r}, but that environment variable is not set; "
+                        f"export {var}=… before starting")
     return None
 
 
