@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input)."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
-    from agents.errors import UserError
     from agents.run.runner import evaluate
+    from envs.errors import UserError
 
     if args.episodes <= 0:
         print(f"error: --episodes must be positive, got {args.episodes}", file=sys.stderr)

@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from agents.errors import UserError
     from agents.run.runner import train
+    from envs.errors import UserError
 
     if args.timesteps is not None and args.timesteps <= 0:
         print(f"error: --timesteps must be a positive number of env steps, got {args.timesteps}",

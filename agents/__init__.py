@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.errors import CheckpointError, UserError
+from envs.errors import UserError
 
 if TYPE_CHECKING:
     from typing import Self
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from agents.run.loop import Iteration
     from agents.run.session import Session
 
-__all__ = ["BACKENDS", "Backend", "CheckpointError", "UserError", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "get_backend"]
 
 # Backend name -> "module:Class"; RL Zoo's ALGOS, one level up.
 BACKENDS: dict[str, str] = {

@@ -20,10 +20,10 @@ import torch
 
 from agents import Backend
 from agents.blackbox import STRATEGIES
-from agents.errors import CheckpointError, UserError
 from agents.run import checkpoint, tensorcheck
 from agents.run.envfactory import env_factory
 from agents.run.loop import Iteration
+from envs.errors import CheckpointError, UserError
 from envs.inverse import inverse_adapters, problem_of
 
 if TYPE_CHECKING:

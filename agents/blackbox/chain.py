@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from agents.blackbox.common import PairBank, Strategy
-from agents.errors import UserError
+from envs.errors import UserError
 
 if TYPE_CHECKING:
     from agents.config import BlackBoxSection

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, get_args
 
 from agents.config.schema import AgentConfig, RunConfig, suggest
-from agents.errors import UserError
+from envs.errors import UserError
 
 SHARED_AGENT_KEYS = ("backend", "algo", "learning_rate", "lr_schedule", "gamma", "net_arch", "activation",
                      "normalize_obs", "normalize_reward", "policy", "cnn", "precision")

@@ -11,8 +11,8 @@ import yaml
 from pydantic import ValidationError
 
 from agents.config.schema import SECTIONS, EnvConfig, RunConfig, suggest
-from agents.errors import UserError
 from agents.run.tokens import DEFAULT_ENV_VAR, REDACTED
+from envs.errors import UserError
 from envs.registry import parse_assignment
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from typing import Any
 import gymnasium as gym
 
 from agents.config import RunConfig
-from agents.errors import UserError
 from agents.rllib import state as rllib_state
 from agents.run.envfactory import is_image_space, probe_spaces
+from envs.errors import UserError
 
 ENV_NAME = "nondiff-env"
 APPO_ITERATION_STEPS = 2000

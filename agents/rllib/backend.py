@@ -23,7 +23,6 @@ import torch
 
 from agents import Backend
 from agents.config import RunConfig
-from agents.errors import CheckpointError, UserError
 from agents.rllib import algos as rllib_algos
 from agents.rllib import local as rllib_local
 from agents.rllib import state as rllib_state
@@ -33,6 +32,7 @@ from agents.run.envfactory import env_factory, probe_spaces
 from agents.run.loop import Iteration
 from agents.run.memory import check_replay
 from agents.run.session import Session
+from envs.errors import CheckpointError, UserError
 
 log = logging.getLogger(__name__)
 MODULE = "default_policy"

@@ -23,7 +23,7 @@ import os
 import secrets
 from typing import Any
 
-from agents.errors import UserError
+from envs.errors import UserError
 
 log = logging.getLogger(__name__)
 AUTH_MODE_VAR = "RAY_AUTH_MODE"

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from agents.errors import CheckpointError
 from agents.run.header import FORMAT, CheckpointHeader, corrupted, parse_header
+from envs.errors import CheckpointError
 from envs.spaces import space_from_json, space_to_json
 
 PICKLE_SUFFIXES = (".zip", ".pkl", ".pickle", ".pt", ".pth", ".ckpt")

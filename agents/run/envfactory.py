@@ -37,9 +37,9 @@ import numpy as np
 
 import envs
 from agents.config import RunConfig
-from agents.errors import UserError
 from agents.run import tokens
 from envs import errors as E
+from envs.errors import UserError
 from envs.guard import vector_reward_shape
 from envs.vector.batch_guard import BatchGuard
 from envs.vector.episode_stats import EpisodeStatistics

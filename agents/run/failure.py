@@ -1,6 +1,6 @@
 """How training ends on an error: a checkpoint first where one can be written, then one line and an exit code.
 
-Exit codes: 1 when the env, the disk or the code failed; 2 for bad input (:class:`~agents.errors.UserError`).
+Exit codes: 1 when the env, the disk or the code failed; 2 for bad input (:class:`~envs.errors.UserError`).
 The line says what happened, where the checkpoint is (or why none could be written and which earlier one
 is the last good one) and the command that resumes. Tracebacks are for ``--debug`` only.
 """
@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agents.errors import EnvFailure, UserError
+from envs.errors import EnvFailure, UserError
 
 if TYPE_CHECKING:
     from agents import Backend

@@ -1,7 +1,7 @@
 """The checkpoint header: the metadata every nondiff checkpoint carries, as one typed record.
 
 :class:`CheckpointHeader` is parsed by :func:`parse_header` only: a missing or wrongly typed field is a
-:class:`~agents.errors.CheckpointError` ("checkpoint X is corrupted: field 'num_timesteps' ..."), never a
+:class:`~envs.errors.CheckpointError` ("checkpoint X is corrupted: field 'num_timesteps' ..."), never a
 ``KeyError``. agents/run/checkpoint.py writes and reads the files.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.errors import CheckpointError
+from envs.errors import CheckpointError
 from envs.spaces import space_from_json
 
 FORMAT = "nondiff-checkpoint/1"

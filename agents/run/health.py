@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.errors import EnvFailure
+from envs.errors import EnvFailure
 from envs.faults import FAULT_KEY, LATENCY_KEY, RESET_FAULTS_KEY, Fault, FaultKind, faults_in
 
 
@@ -101,7 +101,7 @@ class EnvHealth:
 
     Restart faults that carry a ``budget`` (the bridge's ``max_restarts``) are counted across every env
     instance of the run: with a smallest budget of N seen, failure N + 1 raises
-    :class:`~agents.errors.EnvFailure` ("restart budget of N for the whole run spent after N restarts").
+    :class:`~envs.errors.EnvFailure` ("restart budget of N for the whole run spent after N restarts").
     Faults of the same vector step after that one are not counted. Restart faults without a budget (vector-env
     workers, which have their own, and in-process crashes) count in ``env/restarts`` only.
 

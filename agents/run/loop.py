@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agents.errors import EnvFailure
 from agents.run.envfactory import env_factory
 from agents.run.evaluation import episode_cap, eval_scalars, run_episodes
+from envs.errors import EnvFailure
 
 if TYPE_CHECKING:
     from agents import Backend

@@ -4,7 +4,7 @@ memory.
 :func:`check_replay` runs where a backend has the spaces and the number of envs but has not built its
 algorithm yet (SB3's SAC/TD3 allocate the whole buffer at once; RLlib's SAC fills its buffer as it goes, and
 would exhaust the machine later instead). Over :data:`MEMORY_SHARE` of the machine's memory it raises a
-:class:`~agents.errors.UserError` with the size, the limit and the fix (exit code 2).
+:class:`~envs.errors.UserError` with the size, the limit and the fix (exit code 2).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.errors import UserError
+from envs.errors import UserError
 
 MEMORY_SHARE = 0.5
 """The share of the machine's memory (MemTotal, or a smaller cgroup limit) one replay buffer may take."""

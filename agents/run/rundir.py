@@ -36,8 +36,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.errors import CheckpointError, UserError
 from agents.run.checkpoint import atomic_write_bytes, is_temp_name, read_header
+from envs.errors import CheckpointError, UserError
 
 log = logging.getLogger(__name__)
 SUBDIRS = ("tensorboard", "checkpoints", "best", "final", "crash")

@@ -26,11 +26,11 @@ from agents.config import (
     select_algo,
     validate,
 )
-from agents.errors import EnvFailure, UserError
 from agents.run import cli
 from agents.run.envfactory import check_env_kwargs, import_packages, is_image_space, probe_spaces
 from agents.run.rundir import RunDir
 from agents.run.session import Session
+from envs.errors import EnvFailure, UserError
 
 if TYPE_CHECKING:
     from agents.run.evaluation import EvaluationReport

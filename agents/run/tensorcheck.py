@@ -2,7 +2,7 @@
 
 The header (:func:`agents.run.header.parse_header`) says which fields a checkpoint has; the functions
 here check the tensors against it and against the saved spaces: names, shapes, dtypes, finiteness, and the
-replay buffer's counters. A tensor that fails is :class:`~agents.errors.CheckpointError` "checkpoint X is
+replay buffer's counters. A tensor that fails is :class:`~envs.errors.CheckpointError` "checkpoint X is
 corrupted: tensor 'NAME' ..." (exit code 2), never a cast, a broadcast error or a NaN in the policy.
 
 - :func:`check_sb3`: SB3 PPO/A2C (policy, optimiser, normalisation, RNG, last observations) and SAC/TD3

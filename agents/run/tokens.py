@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.errors import UserError
+from envs.errors import UserError
 
 DEFAULT_ENV_VAR = "NONDIFF_TOKEN"
 """The env var that holds the bridge token when ``env.token_env`` names no other."""

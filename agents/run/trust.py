@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 import envs
 from agents.config import RunConfig, validate
-from agents.errors import UserError
+from envs.errors import UserError
 from envs.reach import Mark, Reach
 
 if TYPE_CHECKING:

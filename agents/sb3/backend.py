@@ -23,13 +23,13 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents import Backend
 from agents.config import RunConfig
-from agents.errors import CheckpointError
 from agents.run import checkpoint, tensorcheck
 from agents.run.loop import Iteration
 from agents.run.session import Session
 from agents.sb3 import offpolicy
 from agents.sb3.policies import load_obs_stats, normalize, save_obs_stats, select_policy
 from agents.sb3.vector import SB3VecEnv, make_vec_env
+from envs.errors import CheckpointError
 from envs.vector.resume import env_states, set_env_states
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        from agents.errors import UserError
+        from envs.errors import UserError
 
         raise UserError("--device cuda: this torch build sees no CUDA device; use --device cpu, or install a CUDA "
                         "torch (make TORCH=torch)")

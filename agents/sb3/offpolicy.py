@@ -25,9 +25,9 @@ from stable_baselines3.common.noise import (
 )
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from agents.errors import CheckpointError
 from agents.run.checkpoint import corrupted
 from agents.run.memory import check_replay
+from envs.errors import CheckpointError
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -17,7 +17,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureC
 from stable_baselines3.common.vec_env import VecNormalize
 
 from agents.config import RunConfig
-from agents.errors import UserError
+from envs.errors import UserError
 from envs.wrappers import is_image
 
 log = logging.getLogger(__name__)

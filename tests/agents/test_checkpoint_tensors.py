@@ -18,8 +18,8 @@ from conftest import run_cli
 from measure import one_line
 from safetensors.torch import load, save
 
-from agents.errors import CheckpointError
 from agents.run import tensorcheck
+from envs.errors import CheckpointError
 
 SAC = ["--env", "Pendulum-v1", "--algo", "sac", "--timesteps", "300", "--num-envs", "2", "--set",
        "agent.learning_starts=100", "--set", "agent.buffer_size=2000", "--set", "agent.net_arch=[16, 16]", "--set",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents.config import apply_override, load_yaml, validate
-from agents.errors import UserError
+from envs.errors import UserError
 
 
 def test_unknown_key_suggests_the_right_one():

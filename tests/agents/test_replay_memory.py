@@ -14,8 +14,8 @@ from measure import one_line, run_measured
 from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
 
 import envs  # noqa: F401 - registers nondiff/Robot-v0
-from agents.errors import UserError
 from agents.run import memory
+from envs.errors import UserError
 
 BOX = gym.spaces.Box(-1, 1, (5, 3), np.float32)
 ACT64 = gym.spaces.Box(-1, 1, (2,), np.float64)

@@ -14,7 +14,7 @@ from test_strategies import Quadratic, settings
 
 from agents.blackbox.chain import ChainStrategy
 from agents.blackbox.surrogate import SurrogateStrategy
-from agents.errors import UserError
+from envs.errors import UserError
 from envs.inverse import Instance
 
 
@@ -109,7 +109,7 @@ def test_cli_chain_trains_checkpoints_and_evaluates(tmp_path):
     # a checkpoint whose tensors do not fit the strategy this config builds: one line naming the mismatch
     from agents.blackbox.backend import BlackBoxBackend
     from agents.config import load_yaml, validate
-    from agents.errors import CheckpointError
+    from envs.errors import CheckpointError
 
     raw = load_yaml(run / "config.yaml")
     raw["blackbox"]["hidden"] = [32]

@@ -9,8 +9,8 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from agents.errors import CheckpointError
 from agents.run import checkpoint
+from envs.errors import CheckpointError
 
 
 def _meta(step=7):

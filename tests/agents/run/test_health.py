@@ -12,8 +12,8 @@ import pytest
 from conftest import ROOT
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.errors import EnvFailure
 from agents.run.health import EnvHealth, FaultReporter
+from envs.errors import EnvFailure
 from envs.faults import FAULT_KEY, LATENCY_KEY, RESET_FAULTS_KEY, Fault, FaultKind
 
 FAST = ["--quiet", "--seed", "0", "--set", "agent.n_steps=64", "--set", "agent.batch_size=64",

@@ -14,10 +14,10 @@ from conftest import ROOT
 from gymnasium import spaces
 
 from agents.config import RunConfig
-from agents.errors import CheckpointError, UserError
 from agents.run import checkpoint, trust
 from agents.run.header import FORMAT, CheckpointHeader
 from agents.run.rundir import RunDir
+from envs.errors import CheckpointError, UserError
 
 
 def _meta(step=7, **over):

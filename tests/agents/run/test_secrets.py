@@ -15,9 +15,9 @@ import pytest
 from conftest import ROOT, run_cli
 
 from agents.config import apply_override, dump, redact_argv, validate
-from agents.errors import UserError
 from agents.run import tokens
 from agents.run.envfactory import check_env_kwargs, env_factory
+from envs.errors import UserError
 
 TOKEN = f"tok-{secrets.token_hex(16)}"  # per process: a test running beside this one (xdist) holds another token
 

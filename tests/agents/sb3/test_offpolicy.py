@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.config import check_algorithm, load_yaml, select_algo, validate
-from agents.errors import CheckpointError, UserError
 from agents.run.checkpoint import parse_header
 from agents.run.cli import train_parser
 from agents.run.runner import build_config
+from envs.errors import CheckpointError, UserError
 
 SMALL = ["--num-envs", "2", "--quiet", "--set", "agent.learning_starts=200", "--set", "agent.buffer_size=2000",
          "--set", "agent.net_arch=[32, 32]", "--set", "agent.batch_size=64", "--set", "eval.episodes=1"]

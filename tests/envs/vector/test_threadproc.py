@@ -178,7 +178,7 @@ def _children(pid: int) -> list[int]:
 
 def test_threadproc_on_rllib_is_refused_in_one_line():
     from agents.config.loading import validate
-    from agents.errors import UserError
+    from envs.errors import UserError
 
     with pytest.raises(UserError, match=r"^x.yaml: train.vec_env: threadproc is for the sb3 backend, got "
                                         r"agent.backend: rllib; .* use train.vec_env: thread"):
