@@ -287,8 +287,9 @@ class Guard(gym.Wrapper):
         if self._reward_shape is not None:  # judged as one number: 0 when the vector is valid, NaN when not
             vector, reward = reward, 0.0 if _valid_vector(reward, self._reward_shape) else math.nan
         if vouched or (self._rows.valid_one(obs) and _finite_float(reward)):
-            self._last_obs = obs
-            return obs, self._reward(float(reward), vector), terminated, truncated, info
+            self._last_obs = obs  # the hot path: one float() for the common scalar reward
+            out_reward = float(reward) if vector is None else self._reward(0.0, vector)
+            return obs, out_reward, terminated, truncated, info
         v = judge_step(self.observation_space, obs, reward, self._fallback(), self.nan_policy,
                        self.bounds_policy, self._who())
         for fault in v.faults:

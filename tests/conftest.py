@@ -155,3 +155,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("ray") or "rllib" in item.nodeid:
             item.add_marker(pytest.mark.xdist_group("serial"))
+
+
+def lockstep(ref, other, n_envs: int, seed: int, steps: int = 20):
+    """Seed two SB3 vector envs alike, check that their resets are equal, then yield their step results for
+    the same uniform-random Box actions of shape (n_envs, 1)."""
+    import numpy as np
+
+    ref.seed(seed)
+    other.seed(seed)
+    np.testing.assert_array_equal(ref.reset(), other.reset())
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        act = rng.uniform(-1, 1, (n_envs, 1)).astype(np.float32)
+        yield ref.step(act), other.step(act)

@@ -13,7 +13,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, lockstep
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -71,13 +71,7 @@ def test_same_transitions_as_dummy_vec_env_over_workers():
     ref, tp = DummyVecEnv(fns), ThreadProcVecEnv(fns, workers=2, start_method="fork")
     try:
         assert [list(s) for s in tp.slices] == [[0, 1], [2, 3, 4]]
-        ref.seed(7)
-        tp.seed(7)
-        np.testing.assert_array_equal(ref.reset(), tp.reset())
-        rng = np.random.default_rng(0)
-        for _ in range(20):  # crosses the 7-step truncation and the x > 3 termination
-            act = rng.uniform(-1, 1, (5, 1)).astype(np.float32)
-            a, b = ref.step(act), tp.step(act)
+        for a, b in lockstep(ref, tp, 5, seed=7):  # crosses the 7-step truncation and the x > 3 termination
             for x, y in zip(a[:3], b[:3]):
                 np.testing.assert_array_equal(x, y)
             for ia, ib in zip(a[3], b[3]):

@@ -9,6 +9,7 @@ import time
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import lockstep
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents.sb3.vector import SB3VecEnv
@@ -78,13 +79,7 @@ def test_same_transitions_as_dummy_vec_env_including_auto_reset():
     fns = [lambda: WaitingEnv(0.001) for _ in range(4)]
     ref, thr = DummyVecEnv(fns), ThreadVecEnv(fns)
     try:
-        ref.seed(3)
-        thr.seed(3)
-        np.testing.assert_array_equal(ref.reset(), thr.reset())
-        rng = np.random.default_rng(0)
-        for _ in range(20):  # crosses the 7-step truncation and the x > 3 termination
-            act = rng.uniform(-1, 1, (4, 1)).astype(np.float32)
-            (o1, r1, d1, i1), (o2, r2, d2, i2) = ref.step(act), thr.step(act)
+        for (o1, r1, d1, i1), (o2, r2, d2, i2) in lockstep(ref, thr, 4, seed=3):
             np.testing.assert_array_equal(o1, o2)
             np.testing.assert_array_equal(r1, r2)
             np.testing.assert_array_equal(d1, d2)
