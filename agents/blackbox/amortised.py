@@ -1,4 +1,5 @@
-"""``--algo amortised``: a network trained on synthetic (data → params) pairs from the prior, one pass per answer.
+"""``--algo amortised``: a network trained on synthetic (data → params) pairs from the prior, one pass
+per answer.
 
 Supervised amortised inversion: each training round draws ``blackbox.batch`` instances from the prior (one
 counted forward call each), adds them to the bank, and fits an MLP from the data's features (and the
@@ -53,7 +54,8 @@ class AmortisedStrategy(Strategy):
 
     def predict_params(self, instance: Instance) -> np.ndarray:
         """The network's answer (no forward call)."""
-        feats = np.concatenate([self.problem.features(instance.data), self.problem.context_features(instance.context)])
+        feats = np.concatenate([self.problem.features(instance.data),
+                                self.problem.context_features(instance.context)])
         with torch.no_grad():
             return self.net(torch.as_tensor(feats[None], dtype=torch.float32))[0].double().numpy()
 

@@ -58,8 +58,8 @@ class ChainStrategy(Strategy):
             stage.problem = problem
 
     def train_round(self, rng: np.random.Generator) -> dict[str, float]:
-        """Draw ``batch`` prior pairs once; every learning stage fits them (a chain of ``cma`` alone solves one
-        instance, as ``--algo cma`` does)."""
+        """Draw ``batch`` prior pairs once; every learning stage fits them (a chain of ``cma`` alone solves
+        one instance, as ``--algo cma`` does)."""
         learners = [(n, s) for n, s in self.stages if s.bank is not None]
         if not learners:
             return self.stages[0][1].train_round(rng)

@@ -67,7 +67,8 @@ def cma_search(problem: InverseProblem, instance: Instance, x0: np.ndarray, sigm
     """
     import cma
 
-    opts: dict[str, Any] = {"bounds": [0.0, 1.0], "maxfevals": budget, "seed": seed % 2**31 + 1, "verbose": -9}
+    opts: dict[str, Any] = {"bounds": [0.0, 1.0], "maxfevals": budget, "seed": seed % 2**31 + 1,
+                            "verbose": -9}
     if popsize:
         opts["popsize"] = popsize
     es = cma.CMAEvolutionStrategy(np.clip(x0, 0.0, 1.0), sigma0, opts)
@@ -129,7 +130,8 @@ class Standardiser(nn.Module):
 
 
 class PairBank:
-    """Synthetic ``(params, context, features)`` triples drawn from the prior, each one counted forward call."""
+    """Synthetic ``(params, context, features)`` triples drawn from the prior, each one counted forward
+    call."""
 
     def __init__(self) -> None:
         self.x: list[np.ndarray] = []

@@ -1,4 +1,5 @@
-"""``--algo surrogate``: a differentiable surrogate of the black box, frozen, then gradient descent through it.
+"""``--algo surrogate``: a differentiable surrogate of the black box, frozen, then gradient
+descent through it.
 
 The founding documents' second strategy. Each training round calls the black box on ``blackbox.batch``
 parameter sets from the prior (``sample_instance``: one counted call each) and fits an MLP
@@ -46,7 +47,8 @@ class Surrogate(nn.Module):
                  periodic: np.ndarray | None = None) -> None:
         super().__init__()
         mask = np.zeros(n_params, dtype=bool) if periodic is None else np.asarray(periodic, dtype=bool)
-        self.angles, self.plain = torch.as_tensor(np.flatnonzero(mask)), torch.as_tensor(np.flatnonzero(~mask))
+        self.angles, self.plain = (torch.as_tensor(np.flatnonzero(mask)),
+                                   torch.as_tensor(np.flatnonzero(~mask)))
         self.body = mlp(n_params + len(self.angles) + n_ctx, hidden, n_feat)
         self.out_norm = Standardiser(n_feat)
 
@@ -130,17 +132,20 @@ class SurrogateStrategy(Strategy):
         cos = []
         for _ in range(points):
             inst = self.problem.sample_instance(rng)  # a prior point and its context (one call)
-            cos.append(directional_cosine(self.problem, net, np.clip(inst.known_truth(), h, 1 - h), inst, rng, h))
+            cos.append(directional_cosine(self.problem, net, np.clip(inst.known_truth(), h, 1 - h), inst,
+                                          rng, h))
         return float(np.mean(cos))
 
     def inverse_params(self, instance: Instance) -> np.ndarray:
         """(a): the inverse network's answer (no forward call)."""
-        feats = np.concatenate([self.problem.features(instance.data), self.problem.context_features(instance.context)])
+        feats = np.concatenate([self.problem.features(instance.data),
+                                self.problem.context_features(instance.context)])
         with torch.no_grad():
             return self.inv(torch.as_tensor(feats[None], dtype=torch.float32))[0].double().numpy()
 
     def descend(self, instance: Instance, starts: np.ndarray, steps: int | None = None) -> np.ndarray:
-        """Adam on ``‖f̂(x) − features(d_obs)‖²`` through the frozen f̂, from each row of ``starts``; no real call."""
+        """Adam on ``‖f̂(x) − features(d_obs)‖²`` through the frozen f̂, from each row of ``starts``; no real
+        call."""
         target = self.net.out_norm(torch.as_tensor(self.problem.features(instance.data))[None])
         c = torch.as_tensor(self.problem.context_features(instance.context))[None].expand(len(starts), -1)
         lo, hi = box(np.zeros(len(self.periodic)), np.ones(len(self.periodic)), self.periodic)
@@ -150,7 +155,8 @@ class SurrogateStrategy(Strategy):
 
     def solve(self, instance: Instance, rng: np.random.Generator, x0: np.ndarray | None = None,
               f0: float | None = None) -> np.ndarray:
-        """Start (seed, inverse network or checked descents), then the trust region, then CMA-ES refinement."""
+        """Start (seed, inverse network or checked descents), then the trust region, then CMA-ES
+        refinement."""
         seeded = x0 is not None or self.cfg.inverse_epochs > 0
         if seeded:
             x = np.asarray(x0, dtype=np.float64) if x0 is not None else self.inverse_params(instance)
@@ -190,9 +196,10 @@ def wrap(x: np.ndarray, periodic: np.ndarray) -> np.ndarray:
     return np.where(periodic, np.mod(x, 1.0), x) if periodic.any() else x
 
 
-def descend_box(net: nn.Module, c: torch.Tensor, target: torch.Tensor, starts: np.ndarray, lo: np.ndarray | float,
-                hi: np.ndarray | float, steps: int, lr: float) -> np.ndarray:
-    """Adam on ``mean((net(x, c) − target)²)`` per row, ``x`` clamped into ``[lo, hi]``; net frozen meanwhile."""
+def descend_box(net: nn.Module, c: torch.Tensor, target: torch.Tensor, starts: np.ndarray,
+                lo: np.ndarray | float, hi: np.ndarray | float, steps: int, lr: float) -> np.ndarray:
+    """Adam on ``mean((net(x, c) − target)²)`` per row, ``x`` clamped into ``[lo, hi]``; net frozen
+    meanwhile."""
     x = torch.tensor(starts, dtype=torch.float32, requires_grad=True)
     lo_t, hi_t = torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi, dtype=torch.float32)
     opt = torch.optim.Adam([x], lr=lr)
@@ -212,14 +219,16 @@ def descend_box(net: nn.Module, c: torch.Tensor, target: torch.Tensor, starts: n
 
 def directional_cosine(problem: InverseProblem, net: Surrogate, x0: np.ndarray, inst: Instance,
                        rng: np.random.Generator, h: float = 0.01) -> float:
-    """Cosine between ``net``'s and the real black box's derivative at ``x0`` along a random direction (2 calls)."""
+    """Cosine between ``net``'s and the real black box's derivative at ``x0`` along a random direction
+    (2 calls)."""
     v = rng.standard_normal(len(x0))
     v /= np.linalg.norm(v)
     fd = (problem.features(problem.forward(np.clip(x0 + h * v, 0, 1), inst.context))
           - problem.features(problem.forward(np.clip(x0 - h * v, 0, 1), inst.context))) / (2 * h)
     fd_t = torch.as_tensor(fd) / net.out_norm.std
     c = torch.as_tensor(problem.context_features(inst.context))[None]
-    _, jvp = torch.autograd.functional.jvp(lambda z: net(z, c)[0], torch.as_tensor(x0[None], dtype=torch.float32),
+    _, jvp = torch.autograd.functional.jvp(lambda z: net(z, c)[0],
+                                           torch.as_tensor(x0[None], dtype=torch.float32),
                                            torch.as_tensor(v[None], dtype=torch.float32))
     return float(nn.functional.cosine_similarity(jvp, fd_t.float(), dim=0))
 
@@ -285,7 +294,8 @@ def trust_region(strat: SurrogateStrategy, instance: Instance, x: np.ndarray, f0
         step = float(np.max(np.abs(step_to - x_c)))
         cand = wrap(step_to, strat.periodic)  # a periodic parameter may cross 0 ≡ 1
         with torch.no_grad():
-            pred = float(((net(torch.as_tensor(cand[None], dtype=torch.float32), c) + delta - target) ** 2).mean())
+            pred = float(((net(torch.as_tensor(cand[None], dtype=torch.float32), c)
+                           + delta - target) ** 2).mean())
         m_n, loss_n = real(cand)
         rho = (loss_c - loss_n) / max(loss_c - pred, 1e-12)
         if m_n < best_m:

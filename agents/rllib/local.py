@@ -53,9 +53,9 @@ def _auth_api() -> tuple[Any, Any, Any]:
             get_authentication_mode,
         )
     except ImportError as e:
-        raise UserError(f"Ray {ray.__version__} has no token authentication, and a private local Ray without it "
-                        "runs code for anyone who reaches its ports; install ray[rllib]>=2.60 (make install) or "
-                        "join a secured cluster with --ray-address") from e
+        raise UserError(f"Ray {ray.__version__} has no token authentication, and a private local Ray without "
+                        "it runs code for anyone who reaches its ports; install ray[rllib]>=2.60 "
+                        "(make install) or join a secured cluster with --ray-address") from e
     return AuthenticationMode, (AuthenticationTokenLoader, Config), get_authentication_mode
 
 
@@ -67,17 +67,17 @@ def require_token_auth() -> None:
     """
     mode = os.environ.get(AUTH_MODE_VAR)
     if mode is not None and mode.strip().lower() != "token":
-        raise UserError(f"{AUTH_MODE_VAR}={mode} is set in the environment, but nondiff starts a private local Ray "
-                        f"only with token authentication (its ports run code for whoever connects); unset "
-                        f"{AUTH_MODE_VAR} or set it to token")
+        raise UserError(f"{AUTH_MODE_VAR}={mode} is set in the environment, but nondiff starts a private "
+                        f"local Ray only with token authentication (its ports run code for whoever "
+                        f"connects); unset {AUTH_MODE_VAR} or set it to token")
     auth_mode, (loader, config), get_mode = _auth_api()
     os.environ[AUTH_MODE_VAR] = "token"
     os.environ[AUTH_TOKEN_VAR] = secrets.token_hex(32)  # fresh per start; inherited, never written by nondiff
     config.initialize("")  # Ray caches RAY_AUTH_MODE and the token: make this process see the new ones
     loader.instance().reset_cache()
     if get_mode() != auth_mode.TOKEN:
-        raise UserError(f"Ray did not turn token authentication on although {AUTH_MODE_VAR}=token; refusing to "
-                        "start a private local Ray without it")
+        raise UserError(f"Ray did not turn token authentication on although {AUTH_MODE_VAR}=token; refusing "
+                        "to start a private local Ray without it")
 
 
 def start(num_cpus: int | None, dashboard: bool) -> None:
@@ -91,13 +91,14 @@ def start(num_cpus: int | None, dashboard: bool) -> None:
 
     require_token_auth()
     cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False  # keep _node_ip_address="127.0.0.1" instead of the routable address
+    # keep _node_ip_address="127.0.0.1" instead of the routable address
+    ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=dashboard, dashboard_host=LOOPBACK,
-                 log_to_driver=False, num_cpus=num_cpus)
+        ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=dashboard,
+                 dashboard_host=LOOPBACK, log_to_driver=False, num_cpus=num_cpus)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
     node_ip = str(getattr(ray._private.worker._global_node, "node_ip_address", ""))
     if not is_loopback(node_ip):
-        log.warning("this Ray version binds the private local Ray to %s, not loopback; its ports are protected by "
-                    "token authentication only", node_ip)
+        log.warning("this Ray version binds the private local Ray to %s, not loopback; its ports are "
+                    "protected by token authentication only", node_ip)

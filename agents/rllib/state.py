@@ -34,7 +34,8 @@ def normalize(obs: np.ndarray, stats: ObsStats) -> np.ndarray:
 
 
 def read_obs_filter(algo: Any) -> ObsStats | None:
-    """The filter statistics merged from all env runners, held by the local env runner after each iteration."""
+    """The filter statistics merged from all env runners, held by the local env runner after each
+    iteration."""
     from ray.rllib.connectors.env_to_module import MeanStdFilter
 
     runner = algo.env_runner_group.local_env_runner
@@ -54,18 +55,19 @@ def write_obs_filter(algo: Any, stats: ObsStats) -> None:
     n, mean, sum_sq = stats
     rs = RunningStat(mean.shape)
     rs.num_pushes, rs.mean_array, rs.sum_sq_diff_array = int(n), mean.copy(), sum_sq.copy()
-    state = {"MeanStdFilter": {None: {"shape": np.array(mean.shape), "de_mean_to_zero": True, "de_std_to_one": True,
-                                      "clip_by_value": CLIP_OBS, "running_stats": [rs.to_state()]}}}
-    algo.env_runner_group.foreach_env_runner(lambda r: r.set_state({COMPONENT_ENV_TO_MODULE_CONNECTOR: state}),
-                                             local_env_runner=True)
+    state = {"MeanStdFilter": {None: {"shape": np.array(mean.shape), "de_mean_to_zero": True,
+                                      "de_std_to_one": True, "clip_by_value": CLIP_OBS,
+                                      "running_stats": [rs.to_state()]}}}
+    algo.env_runner_group.foreach_env_runner(
+        lambda r: r.set_state({COMPONENT_ENV_TO_MODULE_CONNECTOR: state}), local_env_runner=True)
 
 
 def save_obs_stats(stats: ObsStats, tensors: dict[str, torch.Tensor], norm_reward: bool) -> dict[str, Any]:
     """Add the filter's arrays to ``tensors``; return its JSON part."""
     n, mean, sum_sq = stats
     tensors["norm/obs_mean"], tensors["norm/obs_sum_sq"] = torch.as_tensor(mean), torch.as_tensor(sum_sq)
-    return {"norm_obs": True, "norm_reward": norm_reward, "obs_count": n, "clip_obs": CLIP_OBS, "epsilon": OBS_EPS,
-            "filter": "ray.rllib MeanStdFilter"}
+    return {"norm_obs": True, "norm_reward": norm_reward, "obs_count": n, "clip_obs": CLIP_OBS,
+            "epsilon": OBS_EPS, "filter": "ray.rllib MeanStdFilter"}
 
 
 def load_obs_stats(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> ObsStats | None:
@@ -101,7 +103,8 @@ def sb3_init(weights: dict[str, Any], log_std_init: float, seed: int) -> dict[st
 # -- SAC's entropy coefficient -----------------------------------------------------------------------------
 def read_log_alpha(algo: Any, module: str = "default_policy") -> torch.Tensor:
     """SAC's learned log α: a learner attribute that RLlib keeps outside the module and optimiser states."""
-    results = algo.learner_group.foreach_learner(lambda learner: learner.curr_log_alpha[module].detach().cpu().clone())
+    results = algo.learner_group.foreach_learner(
+        lambda learner: learner.curr_log_alpha[module].detach().cpu().clone())
     return torch.as_tensor(next(iter(results)).get())
 
 
@@ -117,7 +120,8 @@ def write_log_alpha(algo: Any, value: torch.Tensor, module: str = "default_polic
 
 # -- optimiser ---------------------------------------------------------------------------------------------
 def _split(tree: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """Arrays go to ``tensors`` under their path; what remains is JSON, with {"$tensor": path} where they were."""
+    """Arrays go to ``tensors`` under their path; what remains is JSON, with {"$tensor": path} where they
+    were."""
     if isinstance(tree, dict):
         return {str(k): _split(v, f"{prefix}/{k}", tensors) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
@@ -142,7 +146,8 @@ def _join(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def save_optimizer(algo: Any, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The learner's optimiser state (Adam moments, step counts, param groups): arrays to ``tensors``, rest JSON."""
+    """The learner's optimiser state (Adam moments, step counts, param groups): arrays to ``tensors``, rest
+    JSON."""
     from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_OPTIMIZER
 
     state = algo.learner_group.get_state(components=f"{COMPONENT_LEARNER}/{COMPONENT_OPTIMIZER}")

@@ -1,4 +1,5 @@
-"""ALE's native ``AtariVectorEnv`` (C++ threads and preprocessing) as a nondiff vector env: ``train.vec_env: ale``.
+"""ALE's native ``AtariVectorEnv`` (C++ threads and preprocessing) as a nondiff vector env:
+``train.vec_env: ale``.
 
 :class:`AleVectorEnv` gives what ``train.vec_env: dummy`` gives for ``--env game``, at less CPU per step
 (docs/results.md, "ALE's vector env"): the observations of the eval path (the ``game`` adapter through
@@ -29,7 +30,8 @@ from envs.vector.base import Indices, VectorEnvBase, add_info
 
 ALE_KEYS = ("game", "frame_size", "frame_stack", "frame_skip", "noop_max", "sticky_actions", "clip_rewards",
             "episodic_life")
-"""The ``env:`` keys of the ``game`` adapter that :class:`AleVectorEnv` takes (``render_mode`` is the eval path's)."""
+"""The ``env:`` keys of the ``game`` adapter that :class:`AleVectorEnv` takes (``render_mode`` is the eval
+path's)."""
 
 PROGRAM = "ale-vector"
 """The ``program`` named in this vector env's faults."""
@@ -54,15 +56,18 @@ class AleVectorEnv(VectorEnvBase):
         except ImportError as e:  # pragma: no cover - ale-py is a core dependency
             raise gym.error.DependencyNotInstalled("ale-py is not installed: pip install 'nondiff'") from e
         self.ale = AtariVectorEnv(rom_id(game), num_envs, num_threads=max(1, min(threads, num_envs)),
-                                  img_height=frame_size, img_width=frame_size, grayscale=True, stack_num=frame_stack,
-                                  frameskip=frame_skip, maxpool=True, noop_max=noop_max,
+                                  img_height=frame_size, img_width=frame_size, grayscale=True,
+                                  stack_num=frame_stack, frameskip=frame_skip, maxpool=True,
+                                  noop_max=noop_max,
                                   repeat_action_probability=0.25 if sticky_actions else 0.0,
-                                  episodic_life=episodic_life, reward_clipping=clip_rewards, use_fire_reset=False,
-                                  autoreset_mode="SameStep", max_num_frames_per_episode=108_000)
+                                  episodic_life=episodic_life, reward_clipping=clip_rewards,
+                                  use_fire_reset=False, autoreset_mode="SameStep",
+                                  max_num_frames_per_episode=108_000)
         super().__init__(num_envs, self.ale.single_observation_space, self.ale.single_action_space)
         self.render_mode = None
         self.stack = frame_stack
-        self._since = np.zeros(num_envs, dtype=np.int64)  # agent steps since each env's reset (the stack's fill)
+        # agent steps since each env's reset (the stack's fill)
+        self._since = np.zeros(num_envs, dtype=np.int64)
 
     def _fill(self, obs: np.ndarray, since: np.ndarray) -> None:
         """Replace ALE's zero padding of young stacks (``since`` steps after a reset) by the reset frame."""
@@ -91,7 +96,8 @@ class AleVectorEnv(VectorEnvBase):
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """One step of every env in ALE's threads; ALE resets the finished ones in the same step."""
         t = time.perf_counter()
-        obs, rewards, term, trunc, ale_info = self.ale.step(np.asarray(actions, dtype=np.int64).reshape(self.num_envs))
+        obs, rewards, term, trunc, ale_info = self.ale.step(
+            np.asarray(actions, dtype=np.int64).reshape(self.num_envs))
         ms = (time.perf_counter() - t) * 1e3
         obs = np.array(obs, copy=True)
         terminated, truncated = np.array(term, dtype=bool), np.array(trunc, dtype=bool)
@@ -106,7 +112,8 @@ class AleVectorEnv(VectorEnvBase):
         infos: dict[str, Any] = {}
         for i in range(self.num_envs):
             if ended[i]:
-                infos = add_info(infos, {"final_obs": last[i], "final_info": {LATENCY_KEY: ms}}, i, self.num_envs)
+                infos = add_info(infos, {"final_obs": last[i], "final_info": {LATENCY_KEY: ms}}, i,
+                                 self.num_envs)
             else:
                 infos = add_info(infos, {LATENCY_KEY: ms}, i, self.num_envs)
         return obs, np.asarray(rewards, dtype=np.float32).astype(np.float64), terminated, truncated, infos
@@ -137,7 +144,8 @@ class AleVectorEnv(VectorEnvBase):
 
 
 def make_ale_vector_env(num_envs: int, threads: int, kwargs: dict[str, Any], nan_policy: str = "truncate",
-                        bounds_policy: str = "clip", max_episode_steps: int | None = None) -> gym.vector.VectorEnv:
+                        bounds_policy: str = "clip",
+                        max_episode_steps: int | None = None) -> gym.vector.VectorEnv:
     """ALE's vector env with its time limit (None: ALE's 108,000 frames) and the Guard's batched checks.
 
     ``kwargs``: the ``game`` adapter's keys (others are left out).
@@ -145,7 +153,8 @@ def make_ale_vector_env(num_envs: int, threads: int, kwargs: dict[str, Any], nan
     from envs.vector.row_guard import RowGuard
     from envs.vector.time_limit import TimeLimit
 
-    venv: gym.vector.VectorEnv = AleVectorEnv(num_envs, threads, **{k: v for k, v in kwargs.items() if k in ALE_KEYS})
+    venv: gym.vector.VectorEnv = AleVectorEnv(num_envs, threads,
+                                              **{k: v for k, v in kwargs.items() if k in ALE_KEYS})
     if max_episode_steps is not None:
         venv = TimeLimit(venv, max_episode_steps)
     return RowGuard(venv, nan_policy, bounds_policy, PROGRAM)

@@ -23,8 +23,8 @@ from gymnasium.vector.utils import batch_space, create_empty_array
 
 Indices = Sequence[int] | None
 Transition = tuple[Any, Any, bool, bool, dict[str, Any], "tuple[Any, dict[str, Any]] | None"]
-"""One env's step: observation (after an auto-reset, the reset's), reward, terminated, truncated, info (after an
-auto-reset, the reset's) and, when it finished, its last observation and step info."""
+"""One env's step: observation (after an auto-reset, the reset's), reward, terminated, truncated, info
+(after an auto-reset, the reset's) and, when it finished, its last observation and step info."""
 
 
 def add_info(infos: dict[str, Any], info: dict[str, Any], i: int, n: int) -> dict[str, Any]:
@@ -57,8 +57,8 @@ def unbatch_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
 
 
 def unbatch_all(infos: dict[str, Any], n: int, skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Every env's part of batched ``infos`` at once (:func:`unbatch_info` for each of ``n`` envs, key by key);
-    the keys in ``skip`` are left out."""
+    """Every env's part of batched ``infos`` at once (:func:`unbatch_info` for each of ``n`` envs, key by
+    key); the keys in ``skip`` are left out."""
     out: list[dict[str, Any]] = [{} for _ in range(n)]
     for key, value in infos.items():
         mask = infos.get("_" + key)
@@ -122,7 +122,8 @@ class VectorEnvBase(gym.vector.VectorEnv):
         self.action_space = batch_space(action_space, num_envs)
         self.closed = False
 
-    def _add_info(self, vector_infos: dict[str, Any], env_info: dict[str, Any], env_num: int) -> dict[str, Any]:
+    def _add_info(self, vector_infos: dict[str, Any], env_info: dict[str, Any],
+                  env_num: int) -> dict[str, Any]:
         return add_info(vector_infos, env_info, env_num, self.num_envs)
 
     def collect(self, results: Sequence[Transition]) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -133,7 +134,8 @@ class VectorEnvBase(gym.vector.VectorEnv):
                 infos = self._add_info(infos, {"final_obs": final[0], "final_info": final[1]}, i)
             infos = self._add_info(infos, info, i)
         return (stack(self.single_observation_space, [r[0] for r in results]),
-                np.array([r[1] for r in results], dtype=np.float64), np.array([r[2] for r in results], dtype=bool),
+                np.array([r[1] for r in results], dtype=np.float64),
+                np.array([r[2] for r in results], dtype=bool),
                 np.array([r[3] for r in results], dtype=bool), infos)
 
     def _indices(self, indices: Indices) -> Sequence[int]:
@@ -143,7 +145,8 @@ class VectorEnvBase(gym.vector.VectorEnv):
         if seed is None or isinstance(seed, int | np.integer):
             return [None if seed is None else int(seed) + i for i in range(self.num_envs)]
         if len(seed) != self.num_envs:
-            raise ValueError(f"{len(seed)} seeds for {self.num_envs} envs; give one per env, one int, or None")
+            raise ValueError(f"{len(seed)} seeds for {self.num_envs} envs; "
+                             "give one per env, one int, or None")
         return list(seed)
 
     def call_at(self, indices: Indices, name: str, *args: Any, **kwargs: Any) -> list[Any]:

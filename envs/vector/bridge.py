@@ -1,10 +1,11 @@
 """Bridge programs that host K instances each (protocol 1.1) or connect to nondiff, as one vector env.
 
-:class:`BridgeVectorEnv` holds M programs (:class:`~envs.bridge.batch.BatchProgram`); program j's K_j instances
-are envs ``offset_j … offset_j + K_j - 1``, so ``num_envs = Σ K_j`` (M × K when all declare the same K). One
-vector step sends one batched ``step`` per program, the programs stepped concurrently (one thread each; they run
-in parallel in their own processes), then one batched ``reset`` per program for its finished instances
-(same-step auto-reset). ``info["nondiff_step_ms"]`` is the program's round trip, on each of its envs.
+:class:`BridgeVectorEnv` holds M programs (:class:`~envs.bridge.batch.BatchProgram`); program j's K_j
+instances are envs ``offset_j … offset_j + K_j - 1``, so ``num_envs = Σ K_j`` (M × K when all declare the same
+K). One vector step sends one batched ``step`` per program, the programs stepped concurrently (one thread
+each; they run in parallel in their own processes), then one batched ``reset`` per program for its finished
+instances (same-step auto-reset). ``info["nondiff_step_ms"]`` is the program's round trip, on each of its
+envs.
 
 A fault of a program (crash, hang, protocol breach, wrong K or shapes, ``error`` reply) truncates all its K
 envs: the first carries the :class:`~envs.faults.Fault` (``restart=True``, the run-wide budget), the others a
@@ -61,8 +62,8 @@ class BridgeVectorEnv(VectorEnvBase):
         first = self.programs[0]
         for p in self.programs[1:]:
             if p.observation_space != first.observation_space or p.action_space != first.action_space:
-                raise UserError(f"program {p.who!r} declares other spaces than {first.who!r}; every program of a run "
-                                "must declare the same observation and action spaces")
+                raise UserError(f"program {p.who!r} declares other spaces than {first.who!r}; every program "
+                                "of a run must declare the same observation and action spaces")
         self.sizes = [p.num_instances for p in self.programs]
         self.offsets = [int(x) for x in np.cumsum([0, *self.sizes])]
         super().__init__(self.offsets[-1], first.observation_space, first.action_space)
@@ -71,7 +72,8 @@ class BridgeVectorEnv(VectorEnvBase):
         """Each env's latest observation (a program fault ends its episode on it)."""
         self._pending: list[list[Fault]] = [[] for _ in range(self.num_envs)]
         """Program faults met while resetting, reported with the env's next step."""
-        self._pool = ThreadPoolExecutor(len(self.programs), "nondiff-program") if len(self.programs) > 1 else None
+        self._pool = (ThreadPoolExecutor(len(self.programs), "nondiff-program") if len(self.programs) > 1
+                      else None)
 
     def _each(self, fn: Any) -> list[Any]:
         """``fn(j)`` for every program, concurrently; the first exception is re-raised."""
@@ -112,7 +114,8 @@ class BridgeVectorEnv(VectorEnvBase):
             obs = [self._cur[lo + i] for i in range(k)]
             rewards, terminated, truncated = np.zeros(k), np.zeros(k, dtype=bool), np.ones(k, dtype=bool)
             for i in range(k):
-                step[i][FAULT_KEY] = res.fault if i == 0 else res.fault.merged(restart=False, budget=None, shared=True)
+                step[i][FAULT_KEY] = (res.fault if i == 0
+                                      else res.fault.merged(restart=False, budget=None, shared=True))
         else:
             r = res.result
             obs = [unstack(space, r.obs, i) for i in range(k)]
@@ -130,8 +133,8 @@ class BridgeVectorEnv(VectorEnvBase):
             for fault in faults:  # reported with this step, on the program's first env
                 add_fault(step[0], fault, RESET_FAULTS_KEY)
             for pos, i in enumerate(reset):  # a restart during the reset ended the other episodes too
-                out[i] = (self._cur[lo + i], rewards[i], bool(terminated[i]), bool(truncated[i]) or i not in ended,
-                          infos[pos], (obs[i], step[i]))
+                out[i] = (self._cur[lo + i], rewards[i], bool(terminated[i]),
+                          bool(truncated[i]) or i not in ended, infos[pos], (obs[i], step[i]))
         for i in range(k):
             if out[i][5] is None:
                 self._cur[lo + i] = obs[i]
@@ -211,15 +214,15 @@ def wrap_bridge(venv: BridgeVectorEnv, nan_policy: str = "truncate", max_episode
     return RowGuard(inner, nan_policy, bounds_policy, None)
 
 
-def make_bridge_vector_env(kwargs: dict[str, Any], num_envs: int, token: str | None, instances: int | None = None,
-                           per_env_wrappers: str = "", nan_policy: str = "truncate",
-                           max_episode_steps: int | None = None,
+def make_bridge_vector_env(kwargs: dict[str, Any], num_envs: int, token: str | None,
+                           instances: int | None = None, per_env_wrappers: str = "",
+                           nan_policy: str = "truncate", max_episode_steps: int | None = None,
                            bounds_policy: str = "clip") -> gym.vector.VectorEnv | None:
     """The vector env for K-instance programs (K > 1) or connect mode (``listen``); None otherwise.
 
-    ``kwargs``: the bridge adapter's keyword arguments. ``instances``: the ``num_instances`` the start-up probe
-    read, if it ran in this process. Otherwise spawn mode starts one program to read it; with K = 1 and no
-    ``listen`` it is closed again and the caller builds its usual vector env. ``num_envs`` envs need
+    ``kwargs``: the bridge adapter's keyword arguments. ``instances``: the ``num_instances`` the start-up
+    probe read, if it ran in this process. Otherwise spawn mode starts one program to read it; with K = 1 and
+    no ``listen`` it is closed again and the caller builds its usual vector env. ``num_envs`` envs need
     ``ceil(num_envs / K)`` programs (rounded up: the vector env has programs × K envs). ``per_env_wrappers``:
     the per-env wrappers configured (e.g. ``env.wrappers``), which cannot apply to a batch.
 
@@ -245,9 +248,10 @@ def make_bridge_vector_env(kwargs: dict[str, Any], num_envs: int, token: str | N
             return None
         space = programs[0].observation_space
         if per_env_wrappers or not batchable_space(space):
-            raise UserError(f"programs with num_instances > 1 or env.listen are stepped as one batch, so per-env "
-                            f"wrappers cannot apply; they support Box, Discrete, MultiDiscrete and MultiBinary "
-                            f"observations (or a Dict of them) without {per_env_wrappers or 'other spaces'}; this one "
+            raise UserError(f"programs with num_instances > 1 or env.listen are stepped as one batch, so "
+                            f"per-env wrappers cannot apply; they support Box, Discrete, MultiDiscrete and "
+                            f"MultiBinary observations (or a Dict of them) without "
+                            f"{per_env_wrappers or 'other spaces'}; this one "
                             f"declares {space} (use a single-instance program for the rest)")
         n = math.ceil(num_envs / k)
         if n * k != num_envs:

@@ -1,4 +1,5 @@
-"""Episode statistics around any vector env: each finished episode's return, length and time (SB3's Monitor role)."""
+"""Episode statistics around any vector env: each finished episode's return, length and time (SB3's Monitor
+role)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from envs.vector.base import add_info
 
 
 class EpisodeStatistics(gym.vector.VectorWrapper):
-    """Adds ``{"r": return, "l": length, "t": seconds since start}`` as ``"episode"`` to the final step's info.
+    """Adds ``{"r": return, "l": length, "t": seconds since start}`` as ``"episode"`` to the final step's
+    info.
 
-    The figures are SB3 ``Monitor``'s exactly: the return is the sum of the episode's rewards as Python floats,
-    rounded to 6 places, and ``t`` counts from this wrapper's construction. The vector env below must reset
-    finished envs in the same step (``AutoresetMode.SAME_STEP``): the entry goes to ``infos["final_info"]``,
-    the finished step's part. :meth:`get_state`/:meth:`set_state` carry an unfinished episode's rewards across
-    a checkpoint.
+    The figures are SB3 ``Monitor``'s exactly: the return is the sum of the episode's rewards as Python
+    floats, rounded to 6 places, and ``t`` counts from this wrapper's construction. The vector env below must
+    reset finished envs in the same step (``AutoresetMode.SAME_STEP``): the entry goes to
+    ``infos["final_info"]``, the finished step's part. :meth:`get_state`/:meth:`set_state` carry an unfinished
+    episode's rewards across a checkpoint.
 
     Args:
         env: the vector env.

@@ -44,10 +44,10 @@ def env_states(venv: gym.vector.VectorEnv) -> list[dict[str, Any]] | None:
         except Exception as err:
             if not _TOLD.get("env_state"):
                 _TOLD["env_state"] = True
-                log.warning("env state left out of checkpoints: %s.get_state() gave no JSON (%s: %s); the weights, "
-                            "optimiser and counters are saved, and a resume starts the envs' episodes afresh "
-                            "(not an exact resume)", type(env.unwrapped).__name__, type(err).__name__,
-                            str(err).splitlines()[0][:200] if str(err) else "")
+                log.warning("env state left out of checkpoints: %s.get_state() gave no JSON (%s: %s); the "
+                            "weights, optimiser and counters are saved, and a resume starts the envs' "
+                            "episodes afresh (not an exact resume)", type(env.unwrapped).__name__,
+                            type(err).__name__, str(err).splitlines()[0][:200] if str(err) else "")
             return None
         e: Any = env
         while isinstance(e, gym.Wrapper):

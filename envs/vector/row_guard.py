@@ -1,4 +1,5 @@
-"""The Guard's checks over a vector env whose envs have no Guard of their own (ALE's vector env, bridge programs).
+"""The Guard's checks over a vector env whose envs have no Guard of their own (ALE's vector env, bridge
+programs).
 
 :class:`RowGuard` tests each step's observations (the finished envs' last ones) and rewards at once
 (:class:`~envs.checks.RowCheck`, :func:`~envs.checks.valid_rewards`); a row they do not vouch for goes through
@@ -82,8 +83,8 @@ class RowGuard(gym.vector.VectorWrapper):
                       key: str = RESET_FAULTS_KEY) -> None:
         """The observations that start an episode (envs in ``mask``), checked as the Guard checks a reset."""
         for i in np.flatnonzero(mask & ~self._valid(obs)).tolist():
-            o, fault = judge_reset(self.space, row(obs, i), self._fallback(i), self.nan_policy, self.bounds_policy,
-                                   self.program)
+            o, fault = judge_reset(self.space, row(obs, i), self._fallback(i), self.nan_policy,
+                                   self.bounds_policy, self.program)
             set_row(obs, i, o)
             if fault is not None:
                 add_fault(infos[i], fault, key)
@@ -103,7 +104,8 @@ class RowGuard(gym.vector.VectorWrapper):
         return obs, infos
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
-        """Step, check the batch, cut and reset the envs the policy truncates, check the new episodes' starts."""
+        """Step, check the batch, cut and reset the envs the policy truncates, check the new episodes'
+        starts."""
         obs, rewards, terminated, truncated, infos = self.env.step(actions)
         ended = terminated | truncated
         final: Any = infos.get("final_obs")

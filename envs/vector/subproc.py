@@ -84,7 +84,8 @@ class SubprocVectorEnv(WorkerPool, VectorEnvBase):
 
     def _spawn(self, i: int) -> None:
         parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=_worker, args=(child, CloudpickleWrapper(self.env_fns[i])), daemon=True)
+        proc = self.ctx.Process(target=_worker, args=(child, CloudpickleWrapper(self.env_fns[i])),
+                                daemon=True)
         proc.start()
         child.close()
         self.procs[i], self.remotes[i] = proc, parent

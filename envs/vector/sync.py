@@ -1,4 +1,5 @@
-"""In-process envs stepped one after another (``train.vec_env: dummy``): Gymnasium's ``SyncVectorEnv`` role."""
+"""In-process envs stepped one after another (``train.vec_env: dummy``): Gymnasium's ``SyncVectorEnv``
+role."""
 
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ class SyncVectorEnv(VectorEnvBase):
         new_obs, reset_info = env.reset()
         return new_obs, reward, terminated, truncated, reset_info, (obs, info)
 
-    def _reset_one(self, i: int, seed: int | None, options: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+    def _reset_one(self, i: int, seed: int | None,
+                   options: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
         return self.envs[i].reset(seed=seed, **({"options": options} if options else {}))
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:

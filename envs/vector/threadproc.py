@@ -1,9 +1,9 @@
 """``train.vec_env: threadproc``: envs whose step waits, spread over threads in several worker processes.
 
 One :class:`~envs.vector.threads.ThreadVectorEnv`, under the batched Guard, runs in each of ``workers``
-processes, over an even slice of the envs. A thread per env overlaps the waits; a process per slice gives each
-slice its own GIL, so the Python around the steps (the Guard, the batched checks) runs on several cores at once
-instead of one.
+processes, over an even slice of the envs. A thread per env overlaps the waits; a process per slice gives
+each slice its own GIL, so the Python around the steps (the Guard, the batched checks) runs on several cores
+at once instead of one.
 
 The watchdog is :class:`~envs.vector.subproc.SubprocVectorEnv`'s: each step polls every worker with a deadline
 (``train.worker_timeout``); a worker that died, hung or raised is killed and respawned with fresh envs
@@ -84,11 +84,13 @@ class ThreadProcVectorEnv(WorkerPool, VectorEnvBase):
         batch_guard: check each worker's envs in one batched pass (envs/vector/batch_guard.py).
     """
 
-    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], workers: int = 2, start_method: str = "forkserver",
-                 step_timeout: float = 60.0, max_restarts: int = 100, batch_guard: bool = True) -> None:
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], workers: int = 2,
+                 start_method: str = "forkserver", step_timeout: float = 60.0, max_restarts: int = 100,
+                 batch_guard: bool = True) -> None:
         n = len(env_fns)
         if n < 1 or workers < 1:
-            raise ValueError(f"ThreadProcVectorEnv needs at least one env and one worker, got {n} and {workers}")
+            raise ValueError(f"ThreadProcVectorEnv needs at least one env and one worker, "
+                             f"got {n} and {workers}")
         workers = min(workers, n)
         bounds = [w * n // workers for w in range(workers + 1)]
         self.slices = [range(bounds[w], bounds[w + 1]) for w in range(workers)]
@@ -113,17 +115,20 @@ class ThreadProcVectorEnv(WorkerPool, VectorEnvBase):
         self.procs[w], self.remotes[w] = proc, parent
 
     def _replace(self, w: int, error: BaseException) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
-        """Respawn worker ``w``; its envs' transitions end truncated with a ``worker`` fault, on fresh observations."""
+        """Respawn worker ``w``; its envs' transitions end truncated with a ``worker`` fault, on fresh
+        observations."""
         exit_code = self._respawn(w, error)
         k = len(self.slices[w])
         self.remotes[w].send(("reset", ([None] * k, None)))
         obs, _ = self._answer(w, time.monotonic() + self.step_timeout)
-        fault = Fault(FaultKind.WORKER, f"env worker {w} ({k} envs) {why(error)}: {str(error) or type(error).__name__}",
+        fault = Fault(FaultKind.WORKER,
+                      f"env worker {w} ({k} envs) {why(error)}: {str(error) or type(error).__name__}",
                       restart=True, program=f"env worker {w}", exit_code=exit_code, restarts=self.restarts)
         last, infos = self._last_parts[w], {}  # type: ignore[var-annotated]
         for j in range(k):
             final = {FAULT_KEY: fault if j == 0 else fault.merged(restart=False)}
-            infos = add_info(infos, {"final_obs": None if last is None else _row(last, j), "final_info": final}, j, k)
+            infos = add_info(infos, {"final_obs": None if last is None else _row(last, j),
+                                     "final_info": final}, j, k)
         return obs, np.zeros(k), np.zeros(k, dtype=bool), np.ones(k, dtype=bool), infos
 
     def _gather(self, answers: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
@@ -146,8 +151,8 @@ class ThreadProcVectorEnv(WorkerPool, VectorEnvBase):
         return self._gather(answers)  # type: ignore[return-value]
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Send each worker the actions of its envs; collect every worker's transitions, replacing workers that
-        died or hung."""
+        """Send each worker the actions of its envs; collect every worker's transitions, replacing workers
+        that died or hung."""
         for w, sl in enumerate(self.slices):
             try:
                 self.remotes[w].send(("step", actions[sl.start:sl.stop]))
@@ -175,7 +180,8 @@ class ThreadProcVectorEnv(WorkerPool, VectorEnvBase):
         error = None
         for w, local in asked:  # read every answer, so that none is left in a pipe for the next command
             try:
-                for i, value in zip(local, self._answer(w, time.monotonic() + self.step_timeout) or [None] * len(local)):
+                for i, value in zip(local, self._answer(w, time.monotonic() + self.step_timeout)
+                                    or [None] * len(local)):
                     out[self.slices[w].start + i] = value
             except RuntimeError as e:
                 error = error or e

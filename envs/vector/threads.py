@@ -34,7 +34,8 @@ class ThreadVectorEnv(SyncVectorEnv):
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]],
                  autoreset_mode: AutoresetMode = AutoresetMode.SAME_STEP) -> None:
         super().__init__(env_fns, autoreset_mode)
-        self._jobs: list[queue.SimpleQueue[Callable[[], None] | None]] = [queue.SimpleQueue() for _ in self.envs]
+        self._jobs: list[queue.SimpleQueue[Callable[[], None] | None]] = [
+            queue.SimpleQueue() for _ in self.envs]
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._pending = 0

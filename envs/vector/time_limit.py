@@ -11,7 +11,8 @@ from envs.vector.base import restart
 
 
 class TimeLimit(gym.vector.VectorWrapper):
-    """Truncates each env's episode after ``max_episode_steps`` steps, as Gymnasium's ``TimeLimit`` does one env's.
+    """Truncates each env's episode after ``max_episode_steps`` steps, as Gymnasium's ``TimeLimit`` does one
+    env's.
 
     The vector env below must reset finished envs in the same step and reset the envs of
     ``options["reset_mask"]`` alone (as ALE's vector env does); an env cut here is reset that way, its last

@@ -23,7 +23,8 @@ DEAD = (EOFError, ConnectionResetError, BrokenPipeError, OSError, TimeoutError, 
 
 def why(error: BaseException) -> str:
     """``hung``, ``raised`` or ``died``: what became of a worker that gave ``error``."""
-    return "hung" if isinstance(error, TimeoutError) else "raised" if isinstance(error, RuntimeError) else "died"
+    return ("hung" if isinstance(error, TimeoutError) else "raised" if isinstance(error, RuntimeError)
+            else "died")
 
 
 class WorkerPool:
@@ -45,22 +46,24 @@ class WorkerPool:
         self.remotes[w].close()
 
     def _started(self, w: int) -> Any:
-        """The spaces worker ``w`` reports once its envs are built; a worker that dies meanwhile is replaced."""
+        """The spaces worker ``w`` reports once its envs are built; a worker that dies meanwhile is
+        replaced."""
         while True:
             try:
                 return self._answer(w, time.monotonic() + self.step_timeout)
             except DEAD as e:
                 self._kill(w)
                 if self.restarts >= self.max_restarts:
-                    raise EnvFailure(f"env worker {w} failed to start ({type(e).__name__}: {e}); worker restart "
-                                     f"budget of {self.max_restarts} spent") from e
+                    raise EnvFailure(f"env worker {w} failed to start ({type(e).__name__}: {e}); "
+                                     f"worker restart budget of {self.max_restarts} spent") from e
                 self.restarts += 1
                 self._spawn(w)
 
     def _answer(self, w: int, deadline: float) -> Any:
         """The next reply of worker ``w``; raises TimeoutError or EOFError when it is hung or gone."""
         remote = self.remotes[w]
-        while not remote.poll(min(0.25, max(0.0, deadline - time.monotonic()))):  # slices: a stop acts in < 2 s
+        # slices: a stop acts in < 2 s
+        while not remote.poll(min(0.25, max(0.0, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"worker {w} gave no answer within {self.step_timeout:g}s")
             check_stop()
@@ -72,12 +75,13 @@ class WorkerPool:
         return data
 
     def _respawn(self, w: int, error: BaseException) -> int | None:
-        """Kill worker ``w`` after ``error`` and start a fresh one within the budget; the old one's exit code."""
+        """Kill worker ``w`` after ``error`` and start a fresh one within the budget; the old one's exit
+        code."""
         self._kill(w)
         exit_code = self.procs[w].exitcode
         if self.restarts >= self.max_restarts:
-            raise EnvFailure(f"env worker {w} {why(error)} ({str(error) or type(error).__name__}); worker restart "
-                             f"budget of {self.max_restarts} spent")
+            raise EnvFailure(f"env worker {w} {why(error)} ({str(error) or type(error).__name__}); "
+                             f"worker restart budget of {self.max_restarts} spent")
         self.restarts += 1
         self._spawn(w)
         self._started(w)

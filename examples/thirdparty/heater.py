@@ -1,12 +1,15 @@
 """The C heater's task (heater.c) as a Python program on the nondiff SDK: NumPy and envs.bridge only.
 
-    python examples/thirdparty/heater.py                      # spawned by nondiff: env.command="python examples/thirdparty/heater.py"
-    python examples/thirdparty/heater.py --instances 16       # protocol 1.1: 16 rooms behind one connection
-    python examples/thirdparty/heater.py --connect 127.0.0.1:5555   # connect to a listening nondiff (env.listen)
+    python examples/thirdparty/heater.py
+        # spawned by nondiff: env.command="python examples/thirdparty/heater.py"
+    python examples/thirdparty/heater.py --instances 16
+        # protocol 1.1: 16 rooms behind one connection
+    python examples/thirdparty/heater.py --connect 127.0.0.1:5555
+        # connect to a listening nondiff (env.listen)
 
 Test hooks: ``--bad MODE`` makes instance replies hostile from the 5th step on (``nan``: a NaN reward
-for instance 0; ``shape``: an observation of the wrong shape; ``bounds``: 10.5 against the high bound of 10; ``crash``: exit(3)); ``reset_nan``: the first
-reset's observation holds a NaN.
+for instance 0; ``shape``: an observation of the wrong shape; ``bounds``: 10.5 against the high bound of 10;
+``crash``: exit(3)); ``reset_nan``: the first reset's observation holds a NaN.
 """
 
 from __future__ import annotations
