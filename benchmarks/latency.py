@@ -154,13 +154,16 @@ def vec_steps_per_s(vec_env: str, num_envs: int, seconds: float, wrapped: bool =
     (envs.make with Guard and Gymnasium's wrappers, the episode statistics); otherwise the bare SleepEnv.
     ``workers``: processes of ``threadproc``. Built as training builds it (envfactory.make_vector_env, seen
     through SB3's adapter)."""
-    from agents.run.envfactory import env_factory, make_vector_env
+    from agents.run.envfactory import env_factory, make_vector_env, probed
+    from agents.sb3.backend import SB3Backend
     from agents.sb3.vector import SB3VecEnv
 
     cfg = _cfg(num_envs, vec_env, 64, 1, workers)
     cfg.train.batch_guard = batch_guard
-    fns: list[Callable[[], gym.Env]] = [env_factory(cfg) if wrapped else SleepEnv for _ in range(num_envs)]
-    venv = SB3VecEnv(make_vector_env(cfg, fns))
+    env = probed(cfg, SB3Backend)
+    fns: list[Callable[[], gym.Env]] = [env_factory(cfg, env) if wrapped else SleepEnv
+                                        for _ in range(num_envs)]
+    venv = SB3VecEnv(make_vector_env(cfg, env, fns))
     try:
         venv.reset()
         actions = np.zeros((num_envs, 2), dtype=np.float32)
@@ -193,7 +196,10 @@ def training(num_envs: int, n_steps: int, timesteps: int, vec_env: str = "thread
         def _on_step(self) -> bool:
             return True
 
-    backend = SB3Backend.create(_cfg(num_envs, vec_env, n_steps, timesteps), seed=0)
+    from agents.run.envfactory import probed
+
+    cfg = _cfg(num_envs, vec_env, n_steps, timesteps)
+    backend = SB3Backend.create(cfg, 0, probed(cfg, SB3Backend))
     assert backend.model is not None
     try:
         t0 = time.perf_counter()

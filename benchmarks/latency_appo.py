@@ -63,9 +63,11 @@ def appo_cfg(num_envs: int, runners: int, per_runner: int, fragment: int, batch:
 def appo_training(cfg: Any, timesteps: int) -> dict[str, float]:
     """APPO through nondiff's RLlib backend: env steps sampled and trained per second over its iterations."""
     from agents.rllib.backend import MODULE, RLlibBackend
+    from agents.run.envfactory import probed
 
+    env = probed(cfg, RLlibBackend)
     t0 = time.perf_counter()
-    backend = RLlibBackend.create(cfg, seed=0)
+    backend = RLlibBackend.create(cfg, 0, env)
     setup = time.perf_counter() - t0
     sampled = trained = 0
     iterations: list[tuple[float, int]] = []

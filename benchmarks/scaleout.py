@@ -31,7 +31,8 @@ def measure(runners: int, rounds: int, n_steps: int) -> dict[str, Any]:
     from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 
     from agents.config import select_algo, validate
-    from agents.rllib.backend import build_algo_config
+    from agents.rllib.backend import RLlibBackend, build_algo_config
+    from agents.run.envfactory import probed
 
     raw = yaml.safe_load((ROOT / "configs" / "robot.yaml").read_text())
     select_algo(raw, "ppo", "configs/robot.yaml")
@@ -39,7 +40,7 @@ def measure(runners: int, rounds: int, n_steps: int) -> dict[str, Any]:
     raw["rllib"] = {"num_env_runners": runners}
     cfg = validate(raw, "configs/robot.yaml")
     t = time.perf_counter()
-    algo = build_algo_config(cfg, seed=0).build_algo()
+    algo = build_algo_config(cfg, 0, probed(cfg, RLlibBackend)).build_algo()
     setup = time.perf_counter() - t
     batch = n_steps * cfg.train.num_envs
     try:
@@ -72,7 +73,8 @@ def measure_local(n_steps: int, rounds: int) -> dict[str, Any]:
     from ray.tune.registry import register_env
 
     from agents.config import select_algo, validate
-    from agents.rllib.backend import ENV_NAME, _create_env, build_algo_config
+    from agents.rllib.backend import ENV_NAME, RLlibBackend, _create_env, build_algo_config
+    from agents.run.envfactory import probed
 
     raw = yaml.safe_load((ROOT / "configs" / "robot.yaml").read_text())
     select_algo(raw, "ppo", "configs/robot.yaml")
@@ -81,7 +83,7 @@ def measure_local(n_steps: int, rounds: int) -> dict[str, Any]:
     cfg = validate(raw, "configs/robot.yaml")
     register_env(ENV_NAME, _create_env)
     t = time.perf_counter()
-    runner = SingleAgentEnvRunner(config=build_algo_config(cfg, seed=0))
+    runner = SingleAgentEnvRunner(config=build_algo_config(cfg, 0, probed(cfg, RLlibBackend)))
     setup = time.perf_counter() - t
     batch = n_steps * cfg.train.num_envs
     runner.sample(num_timesteps=batch)  # warm-up

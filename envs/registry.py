@@ -198,7 +198,7 @@ def _gym_id_for(entry_point: str) -> str:
     return gym_id
 
 
-def make(name: str, *, packages: tuple[str, ...] = (), nan_policy: str | None = "truncate",
+def make(name: str | EnvSpec, *, packages: tuple[str, ...] = (), nan_policy: str | None = "truncate",
          bounds_policy: str = "clip", **kwargs: Any) -> gym.Env:
     """Create an env by any ``--env`` form through ``gymnasium.make`` (so the env checker applies).
 
@@ -206,7 +206,8 @@ def make(name: str, *, packages: tuple[str, ...] = (), nan_policy: str | None = 
     reference and works unchanged inside spawned or forkserver workers and Ray workers.
 
     Args:
-        name: short name, Gymnasium id or ``module:Class``.
+        name: short name, Gymnasium id or ``module:Class``; or the :class:`EnvSpec` it already resolved to
+            (resolved again only in a fresh process, where its Gymnasium id is not registered yet).
         packages: modules to import first (``--env-package``); their import registers adapters.
         nan_policy: wrap the env in :class:`envs.guard.Guard` with this policy (None: no guard).
         bounds_policy: the Guard's policy for finite observations past the declared bounds.
@@ -214,12 +215,14 @@ def make(name: str, *, packages: tuple[str, ...] = (), nan_policy: str | None = 
     """
     for pkg in packages:
         importlib.import_module(pkg)
-    spec = resolve(name)
+    spec = name if isinstance(name, EnvSpec) else resolve(name)
+    if spec.gym_id not in gym.registry:  # a worker process: registration happens on resolution
+        spec = resolve(spec.name)
     try:
         env = gym.make(spec.gym_id, **kwargs)
     except (ImportError, AttributeError) as e:
         if spec.source.startswith("plugin"):
-            raise PluginError(f"{spec.source} (env {name!r}) failed to load {spec.entry_point!r}: "
+            raise PluginError(f"{spec.source} (env {spec.name!r}) failed to load {spec.entry_point!r}: "
                               f"{type(e).__name__}: {e}") from e
         raise
     if nan_policy is None:

@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from envs.bridge.protocol import MAX_RANK
 from envs.errors import SpecError
 
 if TYPE_CHECKING:  # the writer runs with NumPy alone (the SDK); only the parser needs Gymnasium
     from gymnasium import spaces
+
+MAX_RANK = 32
+"""The most dimensions a space (and an array on the wire, envs/bridge/protocol.py) may have."""
 
 MAX_SPACE_ELEMENTS = 2**24
 """Default cap on the number of scalar elements a declared space may have (all Box/Multi* parts together)."""

@@ -25,7 +25,8 @@ def run_cli(script: str, *args: str, timeout: float = 300, check: bool = False,
     proc = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{script} {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(f"{script} {' '.join(args)} exited {proc.returncode}\n"
+                             f"{proc.stdout}\n{proc.stderr}")
     return proc
 
 
@@ -55,6 +56,14 @@ def last_scalar(run: Path, tag: str) -> float:
     """The last value of a run's TensorBoard scalar ``tag``; 0.0 when the run never wrote it."""
     acc = scalars(run)
     return acc.Scalars(tag)[-1].value if tag in acc.Tags()["scalars"] else 0.0
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A checkpoint's tensors and its header as the JSON document it was written as (for assertions)."""
+    from agents.run import checkpoint
+
+    ckpt = checkpoint.load(path)
+    return ckpt.tensors, ckpt.header.to_json()
 
 
 def adam_steps(meta: dict[str, Any]) -> float:
@@ -102,7 +111,8 @@ class SharedRay:
         address: its GCS address on loopback (``127.0.0.1:PORT``).
         flags: ``["--ray-address", address]``, for the train.py command line.
         env: the variables a joining process needs, on top of ``os.environ``: the token, and Ray's switch that
-            keeps the joiner's own node address on loopback (as ``agents.rllib.local.start`` does for the head).
+            keeps the joiner's own node address on loopback (as ``agents.rllib.local.start`` does for
+            the head).
     """
 
     address: str
@@ -115,7 +125,8 @@ import os, sys
 import ray
 from agents.rllib import local
 local.start(num_cpus=int(sys.argv[1]), dashboard=False)
-port = ray.get_runtime_context().gcs_address.rpartition(":")[2]  # Ray reports the routable IP; it listens on loopback
+# Ray reports the routable IP; it listens on loopback
+port = ray.get_runtime_context().gcs_address.rpartition(":")[2]
 print(f"{local.LOOPBACK}:{port}", os.environ[local.AUTH_TOKEN_VAR], flush=True)
 sys.stdin.read()  # until the test session closes our stdin (or dies)
 ray.shutdown()
@@ -127,8 +138,9 @@ def shared_ray() -> Iterator[SharedRay]:
     """One private local Ray for the whole session (loopback, token-authenticated: agents/rllib/local.py).
 
     It runs in a helper process, so that this process never initialises Ray (tests assert that bad input and
-    evaluate.py leave Ray alone); the trainers join it with ``--ray-address`` instead of starting their own. Tests
-    that check the private Ray itself (its listeners, Ctrl-C reaching its processes) still start their own.
+    evaluate.py leave Ray alone); the trainers join it with ``--ray-address`` instead of starting their own.
+    Tests that check the private Ray itself (its listeners, Ctrl-C reaching its processes) still start
+    their own.
     """
     head = subprocess.Popen([sys.executable, "-c", _RAY_HEAD, "2"], cwd=ROOT, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
@@ -137,8 +149,9 @@ def shared_ray() -> Iterator[SharedRay]:
         if len(line) != 2:
             raise RuntimeError(f"the shared Ray did not start (exit {head.poll()})")
         address, token = line
-        yield SharedRay(address, ["--ray-address", address], {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-                                                                    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+        yield SharedRay(address, ["--ray-address", address],
+                        {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+                         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
     finally:
         if head.stdin:
             head.stdin.close()
@@ -151,7 +164,8 @@ def shared_ray() -> Iterator[SharedRay]:
 
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``make test`` runs two workers), the tests that start Ray run one at a time on one
-    worker (``--dist loadgroup``): two private Rays at once would share two cores between a dozen processes."""
+    worker (``--dist loadgroup``): two private Rays at once would share two cores between
+    a dozen processes."""
     for item in items:
         if item.get_closest_marker("ray") or "rllib" in item.nodeid:
             item.add_marker(pytest.mark.xdist_group("serial"))

@@ -25,8 +25,8 @@ TINY = "agent: {n_steps: 128, batch_size: 64, n_epochs: 2, net_arch: [32], ent_c
 
 def run(tmp: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
     """``python script args`` with ``tmp`` as the working directory."""
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=tmp, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=tmp, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> str:
@@ -52,7 +52,8 @@ def header(run: Path) -> dict:
 
 def test_minigrid_dict_with_text_trains_and_evaluates(tmp_path):
     """MiniGrid's Dict (7×7 image, direction, Text mission) trains with no wrapper; the mission is dropped."""
-    out = ok(run(tmp_path, "train.py", "--config", config(tmp_path, "{id: MiniGrid-Empty-5x5-v0, packages: [minigrid]}"),
+    out = ok(run(tmp_path, "train.py",
+                 "--config", config(tmp_path, "{id: MiniGrid-Empty-5x5-v0, packages: [minigrid]}"),
                  "--timesteps", "512", "--run-dir", str(tmp_path / "run")))
     assert "observation key 'mission' dropped" in out and "env.drop_keys" in out
     assert "smaller than 36x36" in out
@@ -106,20 +107,24 @@ def test_rllib_flattens_dict_observations_and_evaluates(tmp_path):
      (42, 42, 3)),
 ], ids=["7x7-flattened", "42x42-kept"])
 def test_rllib_env_stack_flattens_images_without_a_default_cnn(wrappers, shape):
-    """The RLlib env stack (channel-last) keeps an image that RLlib has a default CNN for and flattens others."""
+    """The RLlib env stack (channel-last) keeps an image that RLlib has a default CNN for and
+    flattens others."""
+    import minigrid  # noqa: F401 - registers MiniGrid-Empty-5x5-v0
+
+    import envs
     from agents.run.envfactory import _build
     from envs.wrappers import parse_wrappers
 
-    env = _build("MiniGrid-Empty-5x5-v0", ("minigrid",), None, {}, None, wrappers=tuple(parse_wrappers(wrappers)),
-                 channels_first=False)
+    env = _build(envs.resolve("MiniGrid-Empty-5x5-v0"), ("minigrid",), None, {}, None,
+                 wrappers=tuple(parse_wrappers(wrappers)), channels_first=False)
     obs, _ = env.reset(seed=0)
     assert env.observation_space.shape == shape and obs.shape == shape and env.observation_space.contains(obs)
     env.close()
 
 
 def test_rllib_pointmaze_dict_statistics_evaluate_and_resume(tmp_path):
-    """A goal-conditioned Dict on RLlib: flattened, normalised by the MeanStdFilter, whose statistics are saved,
-    used by evaluate.py and carried on by --resume."""
+    """A goal-conditioned Dict on RLlib: flattened, normalised by the MeanStdFilter, whose statistics are
+    saved, used by evaluate.py and carried on by --resume."""
     cfg = config(tmp_path, "{id: PointMaze_UMaze-v3, packages: [gymnasium_robotics], max_episode_steps: 50}",
                  RLLIB.replace("net_arch: [32]", "net_arch: [32], normalize_obs: true"))
     run_dir = tmp_path / "run"
@@ -133,9 +138,11 @@ def test_rllib_pointmaze_dict_statistics_evaluate_and_resume(tmp_path):
 
 
 def test_vizdoom_resize_grayscale_trains_evaluates_and_records(tmp_path):
-    """VizDoom at 84×84 grayscale through env.wrappers; evaluate.py records a video of the full frames. VizDoom
-    writes ``_vizdoom.ini`` and ``_vizdoom/`` into its working directory: this test's, never the repository."""
-    strays = [p for p in (ROOT / "_vizdoom.ini", ROOT / "_vizdoom") if not p.exists()]  # none a user made before
+    """VizDoom at 84×84 grayscale through env.wrappers; evaluate.py records a video of the full frames.
+    VizDoom writes ``_vizdoom.ini`` and ``_vizdoom/`` into its working directory: this test's, never
+    the repository."""
+    # none a user made before
+    strays = [p for p in (ROOT / "_vizdoom.ini", ROOT / "_vizdoom") if not p.exists()]
     env = ("{id: VizdoomBasic-v1, packages: [vizdoom.gymnasium_wrapper], "
            "wrappers: [{resize: {shape: [84, 84]}}, grayscale]}")
     ok(run(tmp_path, "train.py", "--config", config(tmp_path, env), "--timesteps", "256",
@@ -166,7 +173,8 @@ def test_flappy_bird_trains_with_the_default_policies_and_no_truncation_storm(tm
         if terminated or truncated:
             env.reset()
     env.close()
-    assert clipped > 0 and cut == 0, (clipped, cut)  # the 0.0021 excesses occur (~5% of steps); none truncates
+    # the 0.0021 excesses occur (~5% of steps); none truncates
+    assert clipped > 0 and cut == 0, (clipped, cut)
 
     cfg = config(tmp_path, "{id: FlappyBird-v0, packages: [flappy_bird_gymnasium]}")
     out = ok(run(tmp_path, "train.py", "--config", cfg, "--timesteps", "1024", "--run-dir", str(tmp_path / "run")))
@@ -193,7 +201,8 @@ def test_third_party_errors_are_one_line(tmp_path, args, expect):
 
 def test_envs_check_minigrid_text_mission(tmp_path):
     """``python -m envs check`` passes MiniGrid, whose observation holds a Text mission."""
-    proc = subprocess.run([sys.executable, "-m", "envs", "check", "MiniGrid-Empty-5x5-v0", "--env-package", "minigrid",
+    proc = subprocess.run([sys.executable, "-m", "envs", "check", "MiniGrid-Empty-5x5-v0",
+                           "--env-package", "minigrid",
                            "--steps", "200"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS  seeded determinism" in proc.stdout

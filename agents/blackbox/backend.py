@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from agents import Backend
 from agents.blackbox import STRATEGIES
 from agents.run import checkpoint, tensorcheck
+from agents.run.backend import Backend, Iteration
 from agents.run.envfactory import env_factory
-from agents.run.loop import Iteration
 from envs.errors import CheckpointError, UserError
 from envs.inverse import inverse_adapters, problem_of
 
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
 
     from agents.blackbox.common import Strategy
     from agents.config import RunConfig
+    from agents.run.resolved import ResolvedEnv
     from agents.run.session import Session
 
 log = logging.getLogger(__name__)
@@ -51,14 +51,14 @@ class BlackBoxBackend(Backend):
         self.instance_calls: list[int] = []
 
     @classmethod
-    def create(cls, cfg: RunConfig, seed: int) -> BlackBoxBackend:
+    def create(cls, cfg: RunConfig, seed: int, env: ResolvedEnv) -> BlackBoxBackend:
         """Build the env, reach its inverse problem and the strategy."""
         torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(seed)
-        env = env_factory(cfg)()
-        problem = problem_of(env)
+        made = env_factory(cfg, env)()
+        problem = problem_of(made)
         if problem is None:
-            env.close()
+            made.close()
             raise UserError(f"--backend blackbox needs an inverse problem; env {cfg.env.id!r} is not one. "
                             f"Inverse adapters: {', '.join(inverse_adapters())} (docs/adapters.md shows how to "
                             "build your own on envs.inverse.InverseProblem)")
@@ -67,7 +67,7 @@ class BlackBoxBackend(Backend):
         module, _, name = STRATEGIES[cfg.agent.algo].partition(":")
         calls0 = problem.forward_calls
         strategy = getattr(importlib.import_module(module), name)(problem, cfg.blackbox, seed)
-        return cls(cfg, seed, env, strategy, calls0)
+        return cls(cfg, seed, made, strategy, calls0)
 
     @property
     def num_timesteps(self) -> int:  # type: ignore[override]
@@ -117,14 +117,13 @@ class BlackBoxBackend(Backend):
         return checkpoint.save(path, {**self.strategy.state(), **rng_t}, body)
 
     @classmethod
-    def load(cls, path: Path, cfg: RunConfig, *, trust: bool = False, for_training: bool = False,
+    def load(cls, ckpt: checkpoint.Checkpoint, cfg: RunConfig, env: ResolvedEnv, *, for_training: bool = False,
              seed: int = 0) -> BlackBoxBackend:
         """Restore the strategy (and, for training, the counters and RNG)."""
-        tensors, meta = checkpoint.load(path, trust=trust, backend="blackbox")
-        tensorcheck.check_blackbox(tensors, meta, path)  # every tensor, before anything is built from them
-        saved = meta.get("seed")
-        backend = cls.create(cfg, int(saved) if saved is not None else seed)
-        checkpoint.check_spaces(meta, backend.observation_space, backend.action_space, f"load {path}")
+        tensors, header, meta, path = ckpt.tensors, ckpt.header, ckpt.header.extra, ckpt.path
+        tensorcheck.check_blackbox(ckpt)  # every tensor, before anything is built from them
+        backend = cls.create(cfg, header.seed if header.seed is not None else seed, env)
+        checkpoint.check_spaces(header, backend.observation_space, backend.action_space, f"load {path}")
         try:
             backend.strategy.load_state({k: v for k, v in tensors.items() if not k.startswith("rng/")})
         except (RuntimeError, KeyError) as e:
@@ -132,7 +131,7 @@ class BlackBoxBackend(Backend):
             detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
             raise CheckpointError(f"checkpoint {str(path)!r} does not fit this strategy ({detail[:240]}); use the "
                                   "config it was trained with, or train it again with this version of nondiff") from e
-        backend._offset = int(meta["num_timesteps"])
+        backend._offset = header.num_timesteps
         backend._calls0 = backend.problem.forward_calls
         if for_training:
             backend.rng.bit_generator.state = meta["strategy_rng"]

@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from agents.config.schema import SECTIONS, EnvConfig, RunConfig, suggest
-from agents.run.tokens import DEFAULT_ENV_VAR, REDACTED
+from agents.config.tokens import DEFAULT_ENV_VAR, REDACTED
 from envs.errors import UserError
 from envs.registry import parse_assignment
 

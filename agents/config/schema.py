@@ -18,7 +18,7 @@ from pydantic import (
 
 from agents.config.blackbox import BlackBoxSection
 from agents.config.section import Section, layer_sizes
-from agents.run.tokens import DEFAULT_ENV_VAR, REDACTED, TokenSource
+from agents.config.tokens import DEFAULT_ENV_VAR, REDACTED, TokenSource
 from envs.reach import Reach
 from envs.wrappers import names_code
 
@@ -106,7 +106,7 @@ class EnvConfig(BaseModel):
         return dict(self.model_extra or {})
 
     def token_source(self) -> TokenSource:
-        """Where this env's bridge token comes from; :func:`agents.run.tokens.resolve` reads it."""
+        """Where this env's bridge token comes from; :func:`agents.config.tokens.resolve` reads it."""
         return TokenSource(literal=self.token, file=self.token_file, env_var=self.token_env)
 
 

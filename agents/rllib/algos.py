@@ -18,7 +18,7 @@ import gymnasium as gym
 
 from agents.config import RunConfig
 from agents.rllib import state as rllib_state
-from agents.run.envfactory import is_image_space, probe_spaces
+from agents.run.resolved import ResolvedEnv, is_image_space
 from envs.errors import UserError
 
 ENV_NAME = "nondiff-env"
@@ -185,15 +185,17 @@ def _check_extra(config: Any, extra: dict[str, Any]) -> None:
                             f"{name} attribute name (e.g. rllib.extra.vf_clip_param) or drop it")
 
 
-def build_algo_config(cfg: RunConfig, seed: int, spaces: tuple[gym.Space, gym.Space] | None = None,
-                      start_step: int = 0, callbacks: Any = None) -> Any:
+def build_algo_config(cfg: RunConfig, seed: int, env: ResolvedEnv, start_step: int = 0,
+                      callbacks: Any = None) -> Any:
     """Map the backend-neutral hyperparameters onto the algorithm's RLlib config.
 
-    ``spaces`` (observation, action) are probed when absent. RLlib counts steps from 0 again after a resume,
-    so a linear learning-rate schedule is shifted by ``start_step``.
+    ``env``: the env as the runner resolved it (its spaces; the env runners build it from the record).
+    RLlib counts steps from 0 again after a resume, so a linear learning-rate schedule is shifted by
+    ``start_step``.
     """
     algo = spec(cfg)
-    spaces = spaces or probe_spaces(cfg)
+    assert env.observation_space is not None and env.action_space is not None
+    spaces = (env.observation_space, env.action_space)
     a, r = cfg.agent, cfg.rllib
     runners = r.num_env_runners
     per_runner = r.envs_per_runner or max(1, cfg.train.num_envs // max(1, runners))
@@ -203,7 +205,7 @@ def build_algo_config(cfg: RunConfig, seed: int, spaces: tuple[gym.Space, gym.Sp
     config = (
         _load(algo.config_class)()
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
-        .environment(ENV_NAME, env_config={"cfg": cfg.model_dump(mode="json")})
+        .environment(ENV_NAME, env_config={"cfg": cfg.model_dump(mode="json"), "env": env})
         .env_runners(num_env_runners=runners, num_envs_per_env_runner=per_runner,
                      gym_env_vectorize_mode=VECTORIZE_MODE[cfg.train.vec_env])
         .learners(num_learners=r.num_learners, num_gpus_per_learner=1 if cfg.train.device == "cuda" else 0)

@@ -21,16 +21,16 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents import Backend
-from agents.config import RunConfig
+from agents.config import RunConfig, tokens
 from agents.rllib import algos as rllib_algos
 from agents.rllib import local as rllib_local
 from agents.rllib import state as rllib_state
 from agents.rllib.algos import ENV_NAME
-from agents.run import checkpoint, tensorcheck, tokens
-from agents.run.envfactory import env_factory, probe_spaces
-from agents.run.loop import Iteration
+from agents.run import checkpoint, tensorcheck
+from agents.run.backend import Backend, Iteration
+from agents.run.envfactory import env_factory
 from agents.run.memory import check_replay
+from agents.run.resolved import ResolvedEnv
 from agents.run.session import Session
 from envs.errors import CheckpointError, UserError
 
@@ -47,7 +47,7 @@ def _create_env(env_config: dict[str, Any]) -> gym.Env | gym.vector.VectorEnv:
 
     cfg = _RunConfig.model_validate(env_config["cfg"])
     scale = functools.partial(rllib_state.ScaleReward, gamma=cfg.agent.gamma) if cfg.agent.normalize_reward else None
-    make = env_factory(cfg, outer=scale)
+    make = env_factory(cfg, env_config["env"], outer=scale)
     if "num_envs" in env_config:  # train.vec_env: thread (gymnasium's vector_entry_point asks for all envs at once)
         from gymnasium.vector import AutoresetMode
 
@@ -86,10 +86,9 @@ def _health_callback_class() -> Any:
     return HealthCallback
 
 
-def build_algo_config(cfg: RunConfig, seed: int, spaces: tuple[gym.Space, gym.Space] | None = None,
-                      start_step: int = 0) -> Any:
+def build_algo_config(cfg: RunConfig, seed: int, env: ResolvedEnv, start_step: int = 0) -> Any:
     """The algorithm's RLlib config (agents/rllib/algos.py) with the health callback of this backend."""
-    return rllib_algos.build_algo_config(cfg, seed, spaces, start_step, callbacks=_health_callback_class())
+    return rllib_algos.build_algo_config(cfg, seed, env, start_step, callbacks=_health_callback_class())
 
 
 def _check_reachable(address: str) -> None:
@@ -135,7 +134,8 @@ def _connect(cfg: RunConfig) -> None:
 
 
 class RLlibBackend(Backend):
-    """RLlib PPO, APPO or SAC (agents/rllib/algos.py) behind the nondiff :class:`~agents.Backend` interface."""
+    """RLlib PPO, APPO or SAC (agents/rllib/algos.py) behind the nondiff :class:`~agents.run.backend.Backend`
+    interface."""
 
     def __init__(self, cfg: RunConfig, seed: int, algo: Any, module: Any,
                  spaces: tuple[gym.Space, gym.Space], start_step: int = 0,
@@ -148,14 +148,15 @@ class RLlibBackend(Backend):
         self._offset = start_step  # RLlib's own counter restarts at 0 after a resume
 
     @classmethod
-    def create(cls, cfg: RunConfig, seed: int, start_step: int = 0) -> RLlibBackend:
+    def create(cls, cfg: RunConfig, seed: int, env: ResolvedEnv, start_step: int = 0) -> RLlibBackend:
         """Start (or join) Ray, register the env, build the algorithm (``start_step``: where a resume begins)."""
         from ray.tune.registry import register_env
 
-        spaces = probe_spaces(cfg)
+        assert env.observation_space is not None and env.action_space is not None
+        spaces = (env.observation_space, env.action_space)
         if cfg.agent.algo == "sac":  # RLlib's episode buffer grows to agent.buffer_size steps: bound it now
             check_replay(spaces[0], spaces[1], cfg.agent.buffer_size, 1, next_observations=False)
-        config = build_algo_config(cfg, seed, spaces, start_step)  # bad settings fail before Ray starts
+        config = build_algo_config(cfg, seed, env, start_step)  # bad settings fail before Ray starts
         _connect(cfg)
         register_env(ENV_NAME, _create_env)
         torch.set_num_threads(cfg.train.threads)
@@ -239,22 +240,21 @@ class RLlibBackend(Backend):
         return checkpoint.save(path, tensors, body)
 
     @classmethod
-    def load(cls, path: Path, cfg: RunConfig, *, trust: bool = False, for_training: bool = False,
+    def load(cls, ckpt: checkpoint.Checkpoint, cfg: RunConfig, env: ResolvedEnv, *, for_training: bool = False,
              seed: int = 0) -> RLlibBackend:
         """Restore weights: into a bare RLModule for evaluation (no Ray), or into a new algorithm to resume."""
-        tensors, meta = checkpoint.load(path, trust=trust, backend="rllib")
-        tensorcheck.check_rllib(tensors, meta, path)  # every tensor, before anything is built from them
+        tensors, header, meta, path = ckpt.tensors, ckpt.header, ckpt.header.extra, ckpt.path
+        tensorcheck.check_rllib(ckpt)  # every tensor, before anything is built from them
         weights = {k[len("module/"):]: v.numpy() for k, v in tensors.items() if k.startswith("module/")}
-        spaces = (checkpoint.space_from_json(meta["observation_space"]),
-                  checkpoint.space_from_json(meta["action_space"]))
+        spaces = header.spaces()
         stats = rllib_state.load_obs_stats(tensors, meta)
-        algo = str(meta.get("algo", "ppo"))
+        algo = header.algo
         if algo != cfg.agent.algo:
             raise CheckpointError(f"checkpoint {str(path)!r} holds an RLlib {algo.upper()} policy, but the config asks "
                                   f"for --algo {cfg.agent.algo}; use the run's own config.yaml")
         if for_training:
-            backend = cls.create(cfg, seed, start_step=int(meta["num_timesteps"]))
-            checkpoint.check_spaces(meta, backend.observation_space, backend.action_space, f"resume from {path}")
+            backend = cls.create(cfg, seed, env, start_step=header.num_timesteps)
+            checkpoint.check_spaces(header, backend.observation_space, backend.action_space, f"resume from {path}")
             backend._set_weights(weights)
             if meta.get("optimizer"):
                 rllib_state.load_optimizer(backend.algo, tensors, meta["optimizer"])
@@ -266,14 +266,15 @@ class RLlibBackend(Backend):
             if backend.spec.squashed:
                 print(f"note: RLlib {algo.upper()} checkpoints hold no replay buffer; the resumed run refills it "
                       f"({cfg.agent.learning_starts:,} steps before updates), so the resume is not exact", flush=True)
-            backend.num_timesteps = backend._offset = int(meta["num_timesteps"])
+            backend.num_timesteps = backend._offset = header.num_timesteps
             return backend
         module = rllib_algos.build_module(cfg, algo, spaces)
         try:
             module.set_state(weights)
         except (RuntimeError, KeyError) as e:
             raise CheckpointError(f"checkpoint {str(path)!r} does not fit this policy ({e})") from e
-        return cls(cfg, meta.get("seed", seed), None, module, spaces, int(meta["num_timesteps"]), stats)
+        return cls(cfg, header.seed if header.seed is not None else seed, None, module, spaces,
+                   header.num_timesteps, stats)
 
     def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Load weights into the learners, then push them to every env runner."""

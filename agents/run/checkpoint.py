@@ -20,6 +20,7 @@ import random
 import re
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from gymnasium import spaces
 
 from agents.run.header import FORMAT, CheckpointHeader, corrupted, parse_header
 from envs.errors import CheckpointError
-from envs.spaces import space_from_json, space_to_json
+from envs.spaces import space_to_json
 
 PICKLE_SUFFIXES = (".zip", ".pkl", ".pickle", ".pt", ".pth", ".ckpt")
 MAX_HEADER = 100 * 2**20
@@ -160,8 +161,22 @@ def read_header(path: Path, *, trust: bool = False) -> CheckpointHeader:
     return parse_header(_meta_from_header(raw, path), path)
 
 
-def load(path: Path, *, trust: bool = False,
-         backend: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint as read once by :func:`load`: where it came from, its typed header and its tensors.
+
+    Attributes:
+        path: the ``.safetensors`` file.
+        header: the validated metadata (:class:`~agents.run.header.CheckpointHeader`).
+        tensors: every tensor by name, tied weights resolved.
+    """
+
+    path: Path
+    header: CheckpointHeader
+    tensors: dict[str, torch.Tensor]
+
+
+def load(path: Path, *, trust: bool = False, backend: str | None = None) -> Checkpoint:
     """Read a checkpoint, refusing anything that could execute code on load.
 
     Args:
@@ -170,7 +185,7 @@ def load(path: Path, *, trust: bool = False,
         backend: refuse a checkpoint that another backend wrote.
 
     Returns:
-        The tensors (aliases resolved) and the metadata, validated by :func:`parse_header`.
+        The :class:`Checkpoint`: its header validated by :func:`parse_header`, its tensors (aliases resolved).
 
     Raises:
         CheckpointError: missing, corrupted, pickle-carrying (without ``trust``), of another format, or with
@@ -196,7 +211,7 @@ def load(path: Path, *, trust: bool = False,
         if name not in tensors:
             raise corrupted(path, f"tensor {alias!r} refers to missing {name!r}")
         tensors[alias] = tensors[name]
-    return tensors, header.to_json()
+    return Checkpoint(path, header, tensors)
 
 
 # -- RNG state ----------------------------------------------------------------------------------------
@@ -220,9 +235,6 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Non
 
 
 # -- spaces ----------------------------------------------------------------------------------------------
-__all__ = ["space_from_json", "space_to_json"]  # re-exported for the backends
-
-
 def base_meta(backend: str, algo: str, step: int, seed: int, spaces: tuple[spaces.Space, spaces.Space],
               config: dict[str, Any]) -> dict[str, Any]:
     """The metadata every backend's checkpoint carries: who wrote it, at which step, for which spaces."""
@@ -231,12 +243,11 @@ def base_meta(backend: str, algo: str, step: int, seed: int, spaces: tuple[space
             "config": config, "saved_at": time.time()}
 
 
-def check_spaces(meta: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space,
+def check_spaces(header: CheckpointHeader, observation_space: spaces.Space, action_space: spaces.Space,
                  where: str) -> None:
     """Refuse a checkpoint whose saved spaces differ from the env's (SB3's check_for_correct_spaces)."""
-    for label, saved, actual in (("observation", meta["observation_space"], observation_space),
-                                 ("action", meta["action_space"], action_space)):
-        want = space_from_json(saved)
+    for label, want, actual in zip(("observation", "action"), header.spaces(),
+                                   (observation_space, action_space)):
         if want != actual:
             raise CheckpointError(f"{where}: the checkpoint was trained with {label} space {want}, but "
                                   f"the env has {actual}; evaluate it with the env and settings it was "

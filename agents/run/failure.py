@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from envs.errors import EnvFailure, UserError
 
 if TYPE_CHECKING:
-    from agents import Backend
+    from agents.run.backend import Backend
     from agents.run.rundir import RunDir
 
 log = logging.getLogger(__name__)

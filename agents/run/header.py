@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envs.errors import CheckpointError
 from envs.spaces import space_from_json
+
+if TYPE_CHECKING:
+    import gymnasium as gym
 
 FORMAT = "nondiff-checkpoint/1"
 
@@ -55,10 +58,9 @@ class CheckpointHeader:
     tensor_aliases: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, meta: Any, where: Path | str) -> CheckpointHeader:
-        """Validate a decoded metadata document; see :func:`parse_header`."""
-        return parse_header(meta, where)
+    def spaces(self) -> tuple[gym.Space, gym.Space]:
+        """The observation and action spaces it was trained on, as Gymnasium spaces."""
+        return space_from_json(self.observation_space), space_from_json(self.action_space)
 
     def to_json(self) -> dict[str, Any]:
         """The metadata document, as :func:`~agents.run.checkpoint.save` writes it."""

@@ -1,7 +1,7 @@
 """The one training loop: the schedule every backend and algorithm runs under.
 
-A backend supplies :meth:`~agents.Backend.advance` (collect and update, at least one iteration, towards a
-step), :meth:`~agents.Backend.save` and :meth:`~agents.Backend.predict`. This loop owns the rest, once:
+A backend supplies :meth:`~agents.run.backend.Backend.advance` (collect and update, at least one iteration,
+towards a step), :meth:`~agents.run.backend.Backend.save` and :meth:`~agents.run.backend.Backend.predict`. This loop owns the rest, once:
 TensorBoard, env-health metrics, the progress display, periodic evaluation (and ``best/``), periodic
 checkpoints and their rotation, the budget and the stop signals. Checkpoints are taken between an
 update and the next collection, which is what makes an exact resume possible.
@@ -9,7 +9,6 @@ update and the next collection, which is what makes an exact resume possible.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agents.run.envfactory import env_factory
@@ -17,34 +16,24 @@ from agents.run.evaluation import episode_cap, eval_scalars, run_episodes
 from envs.errors import EnvFailure
 
 if TYPE_CHECKING:
-    from agents import Backend
+    from agents.run.backend import Backend
+    from agents.run.resolved import ResolvedEnv
     from agents.run.session import Session
 
 EVAL_SEED_OFFSET = 1_000_000
 """Periodic evaluations play episodes seeded ``seed + EVAL_SEED_OFFSET, …``, apart from training's seeds."""
 
 
-@dataclass
-class Iteration:
-    """What one :meth:`~agents.Backend.advance` did.
+def train(backend: Backend, session: Session, env: ResolvedEnv, eval_env: Any = None) -> int:
+    """Advance ``backend`` until the budget or a stop request; return the global step reached.
 
-    Attributes:
-        step: the global env step reached.
-        ep_rew_mean: the latest mean raw episode return, when an episode has ended.
-        scalars: metrics to log at ``step`` that the backend did not log itself (``rollout/…``, ``train/…``).
+    ``eval_env``: an env to evaluate in, owned by the caller (the probe's); otherwise the first evaluation
+    builds one (closed here).
     """
-
-    step: int
-    ep_rew_mean: float | None = None
-    scalars: dict[str, Any] = field(default_factory=dict)
-
-
-def train(backend: Backend, session: Session) -> int:
-    """Advance ``backend`` until the budget or a stop request; return the global step reached."""
     session.open_writer()
     backend.attach(session)
     step = backend.num_timesteps
-    eval_env: Any = None
+    made: Any = None
     try:
         while step < session.total_steps and not session.should_stop:
             try:
@@ -58,14 +47,15 @@ def train(backend: Backend, session: Session) -> int:
             if session.should_stop:  # mid-collection: final/ is written by the caller, nothing else
                 break
             if session.eval_due(step):
-                eval_env = eval_env or env_factory(session.cfg, for_eval=True)()
+                if eval_env is None:
+                    eval_env = made = env_factory(session.cfg, env, for_eval=True)()
                 _evaluate(backend, session, eval_env, step)
             if step < session.total_steps and session.checkpoint_due(step):  # the last step goes to final/
                 backend.save(session.run.checkpoint_path(step))
                 session.run.rotate(session.cfg.train.keep_checkpoints)
     finally:
-        if eval_env is not None:
-            eval_env.close()
+        if made is not None:
+            made.close()
         session.writer.flush()
     session.progress.update(step, None)
     return step

@@ -10,12 +10,12 @@ import logging
 import os
 import random
 import sys
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import envs
-from agents import get_backend
 from agents.config import (
     CONTINUOUS_ONLY,
     RunConfig,
@@ -27,13 +27,18 @@ from agents.config import (
     validate,
 )
 from agents.run import cli
-from agents.run.envfactory import check_env_kwargs, import_packages, is_image_space, probe_spaces
+from agents.run.backend import Backend, get_backend
+from agents.run.envfactory import probe
+from agents.run.resolved import ResolvedEnv, check_env_kwargs, import_packages, is_image_space, resolve_env
 from agents.run.rundir import RunDir
 from agents.run.session import Session
 from envs.errors import EnvFailure, UserError
 
 if TYPE_CHECKING:
+    import gymnasium as gym
+
     from agents.run.evaluation import EvaluationReport
+    from agents.run.header import CheckpointHeader
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -75,8 +80,12 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_config(args: argparse.Namespace) -> RunConfig:
-    """Merge defaults, the YAML file and the CLI (CLI wins) into a validated :class:`RunConfig`."""
+def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResolvedEnv, gym.Env | None]:
+    """Merge defaults, the YAML file and the CLI (CLI wins) into a validated :class:`RunConfig`.
+
+    The env is resolved here, once, and built once (the probe): returns the config, the env's typed record
+    for the backend, and the probed env when it can serve as the evaluation env (else None).
+    """
     import_packages(args.env_package or [])
     raw: dict[str, Any] = {}
     source = "command line"
@@ -110,13 +119,21 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         apply_override(raw, assignment)
     raw.pop("meta", None)
     cfg = validate(raw, source)
-    check_env_kwargs(cfg)
-    obs_space, act_space = probe_spaces(cfg)  # bad adapter arguments fail here, as one line
-    if source == "command line":  # no config file: choose hyperparameters from the spaces
-        merged = _deep_merge(space_defaults(obs_space, act_space, cfg.agent.algo), raw)
-        cfg = validate(merged, source)
-    check_algorithm(cfg, act_space)
-    return cfg
+    backend = get_backend(cfg.agent.backend)
+    env = resolve_env(cfg, backend.channels_first, spec)
+    check_env_kwargs(cfg, env)
+    env, spare = probe(cfg, env, backend)  # bad adapter arguments fail here, as one line
+    assert env.observation_space is not None and env.action_space is not None
+    try:
+        if source == "command line":  # no config file: choose hyperparameters from the spaces
+            merged = _deep_merge(space_defaults(env.observation_space, env.action_space, cfg.agent.algo), raw)
+            cfg = validate(merged, source)
+        check_algorithm(cfg, env.action_space)
+    except BaseException:
+        if spare is not None:
+            spare.close()
+        raise
+    return cfg, env, spare
 
 
 def train(args: argparse.Namespace, argv: list[str]) -> int:
@@ -126,7 +143,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     training writes ``crash/`` first (see :mod:`agents.run.failure`), then one line, then exit 1 (2 for bad
     input).
     """
-    from agents.run.checkpoint import read_header
+    from agents.run import checkpoint
     from agents.run.trust import load_run_config
 
     if args.resume:
@@ -135,35 +152,45 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
             run.remove_stale_temps()
             cfg, _ = load_run_config(run, trust=getattr(args, "trust_run_dir", False), action="resume")
             import_packages(cfg.env.packages)
-            ckpt = run.latest()
-            if ckpt is None:
+            path = run.latest()
+            if path is None:
                 raise UserError(f"run {str(run.path)!r} has no checkpoint to resume from; start a new run "
                                 "instead")
-            start = read_header(ckpt, trust=args.trust_checkpoint).num_timesteps
+            ckpt = checkpoint.load(path, trust=args.trust_checkpoint, backend=cfg.agent.backend)
+            start = ckpt.header.num_timesteps
             if args.timesteps is not None:
                 cfg.train.timesteps = start + args.timesteps
             seed = int(cfg.train.seed if cfg.train.seed is not None else 0)
-            backend = get_backend(cfg.agent.backend).load(ckpt, cfg, trust=args.trust_checkpoint,
-                                                         for_training=True, seed=seed)
-            _say(f"resuming {run.path} from {ckpt.name} at step {start:,}")
-            return _run(args, argv, run, cfg, backend, start, seed)
-    cfg = build_config(args)
-    if cfg.train.seed is None:
-        cfg.train.seed = random.SystemRandom().randrange(2**31)
-    seed = cfg.train.seed
-    run = RunDir.create(cfg.env.id or "env", seed, explicit=args.run_dir)
-    with run.lock():
-        try:
-            backend = get_backend(cfg.agent.backend).create(cfg, seed)
-        except BaseException:
-            run.discard_if_empty()  # nothing ran: the same --run-dir works again once the input is fixed
-            raise
-        return _run(args, argv, run, cfg, backend, 0, seed)
+            kind = get_backend(cfg.agent.backend)
+            env = resolve_env(cfg, kind.channels_first, spaces=ckpt.header.spaces())  # no probe: the header has the spaces
+            backend = kind.load(ckpt, cfg, env, for_training=True, seed=seed)
+            _say(f"resuming {run.path} from {path.name} at step {start:,}")
+            return _run(args, argv, run, cfg, backend, env, start, seed)
+    cfg, env, spare = build_config(args)
+    try:
+        if cfg.train.seed is None:
+            cfg.train.seed = random.SystemRandom().randrange(2**31)
+        seed = cfg.train.seed
+        run = RunDir.create(cfg.env.id or "env", seed, explicit=args.run_dir)
+        with run.lock():
+            try:
+                backend = get_backend(cfg.agent.backend).create(cfg, seed, env)
+            except BaseException:
+                run.discard_if_empty()  # nothing ran: the same --run-dir works again once the input is fixed
+                raise
+            return _run(args, argv, run, cfg, backend, env, 0, seed, spare)
+    finally:
+        if spare is not None:
+            spare.close()
 
 
-def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig, backend: Any, start: int,
-         seed: int) -> int:
-    """Write config, signature and command line, train, checkpoint, and return the exit code."""
+def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig, backend: Backend,
+         env: ResolvedEnv, start: int, seed: int, eval_env: gym.Env | None = None) -> int:
+    """Write config, signature and command line, train, checkpoint, and return the exit code.
+
+    ``eval_env``: the probe's env, which the periodic evaluation uses instead of building one (the caller
+    closes it).
+    """
     from agents.run import failure, loop, trust
     from agents.run.checkpoint import atomic_write_bytes
     from envs.errors import BridgeError, StopRequested
@@ -181,7 +208,7 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
         with Session(cfg, run, start_step=start, total_steps=cfg.train.timesteps,
                      quiet=args.quiet) as session:
             try:
-                step = loop.train(backend, session)
+                step = loop.train(backend, session, env, eval_env)
             except StopRequested:  # a signal ended a bridge or worker wait: the same as a clean stop
                 step = backend.num_timesteps
             except (EnvFailure, BridgeError) as e:  # EnvGaveUp, RestartBudgetExhausted are EnvFailures
@@ -207,7 +234,7 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
     return 0
 
 
-def _env_failed(e: BaseException, run: RunDir, backend: Any) -> tuple[int, str]:
+def _env_failed(e: BaseException, run: RunDir, backend: Backend) -> tuple[int, str]:
     """The env spent its restart budget: ``final/`` (a sound model), then one line."""
     from agents.run import failure
 
@@ -233,8 +260,28 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """A checkpoint loaded for inference by :func:`load_policy`.
+
+    Attributes:
+        cfg: the run's resolved config.
+        backend: the loaded backend (call ``backend.predict(obs, deterministic=True)``).
+        path: the checkpoint file.
+        header: its typed header.
+        env: the run's env, resolved once (spaces from the header), for
+            :func:`~agents.run.envfactory.env_factory`.
+    """
+
+    cfg: RunConfig
+    backend: Backend
+    path: Path
+    header: CheckpointHeader
+    env: ResolvedEnv
+
+
 def load_policy(run_dir: str | Path, checkpoint: str = "final", *, trust: bool = False,
-                trust_run_dir: bool = False) -> tuple[RunConfig, Any, Path, dict[str, Any]]:
+                trust_run_dir: bool = False) -> LoadedPolicy:
     """Open a run directory and load one of its checkpoints for inference.
 
     Args:
@@ -243,21 +290,18 @@ def load_policy(run_dir: str | Path, checkpoint: str = "final", *, trust: bool =
         trust: allow pickle-carrying checkpoints (``--trust-checkpoint``).
         trust_run_dir: load a config that would run code although this user did not sign it
             (``--trust-run-dir``, see :mod:`agents.run.trust`).
-
-    Returns:
-        The run's resolved config, the loaded backend (call ``backend.predict(obs, deterministic=True)``),
-        the checkpoint path and its metadata.
     """
-    from agents.run.checkpoint import read_header
+    from agents.run import checkpoint as ckpt_files
     from agents.run.trust import load_run_config
 
     run = RunDir.open(run_dir)
     cfg, _ = load_run_config(run, trust=trust_run_dir, action="evaluate")
     import_packages(cfg.env.packages)
     path = run.resolve(checkpoint)
-    meta = read_header(path, trust=trust).to_json()  # the header only; the backend reads the tensors
-    backend = get_backend(meta.get("backend", cfg.agent.backend)).load(path, cfg, trust=trust)
-    return cfg, backend, path, meta
+    ckpt = ckpt_files.load(path, trust=trust)  # read and checked once; the backend builds from it
+    kind = get_backend(ckpt.header.backend)
+    env = resolve_env(cfg, kind.channels_first, spaces=ckpt.header.spaces())
+    return LoadedPolicy(cfg, kind.load(ckpt, cfg, env), path, ckpt.header, env)
 
 
 def evaluate(args: argparse.Namespace) -> EvaluationReport:
@@ -266,21 +310,22 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
     from agents.run.envfactory import env_factory
     from agents.run.evaluation import EvaluationReport, episode_cap, random_policy, run_episodes
 
-    cfg, backend, path, meta = load_policy(args.run_dir, args.checkpoint, trust=args.trust_checkpoint,
-                                           trust_run_dir=getattr(args, "trust_run_dir", False))
+    loaded = load_policy(args.run_dir, args.checkpoint, trust=args.trust_checkpoint,
+                         trust_run_dir=getattr(args, "trust_run_dir", False))
+    cfg, backend, path = loaded.cfg, loaded.backend, loaded.path
     figure = getattr(args, "figure", None)
     render_mode = "rgb_array" if args.video or figure else ("human" if args.render else None)
     if render_mode == "human" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise UserError("--render needs a display to open a window, and neither DISPLAY nor WAYLAND_DISPLAY "
                         "is set; record the episodes with --video PATH.mp4 instead")
     try:
-        env = env_factory(cfg, render_mode=render_mode, for_eval=True)()
+        env = env_factory(cfg, loaded.env, render_mode=render_mode, for_eval=True)()
     except (ValueError, TypeError, gym_error()) as e:
         if render_mode == "human":
             raise UserError(f"--render: env {cfg.env.id!r} cannot open a window ({e}); record it with "
                             "--video PATH.mp4 instead") from e
         raise UserError(f"env {cfg.env.id!r} could not be created: {e}") from e
-    check_spaces(meta, env.observation_space, env.action_space, f"evaluate {path}")
+    check_spaces(loaded.header, env.observation_space, env.action_space, f"evaluate {path}")
     backend.bind_env(env)
     frames: list[Any] = []
     seed = args.seed if args.seed is not None else 10_000
@@ -308,7 +353,7 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
     if figure:  # the last frame of the first episode: the adapter's picture of where the policy ended
         last = result.lengths[0] if args.video else -1
         _write_png(figure, frames[last] if frames else None)
-    out = EvaluationReport(str(path), meta.get("num_timesteps"), result.summary, baseline.summary, report)
+    out = EvaluationReport(str(path), loaded.header.num_timesteps, result.summary, baseline.summary, report)
     if args.json:
         Path(args.json).write_text(json.dumps(out.to_json(), indent=1))
     return out

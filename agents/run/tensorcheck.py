@@ -15,13 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from agents.run.checkpoint import space_from_json
 from agents.run.header import corrupted
+
+if TYPE_CHECKING:
+    from agents.run.checkpoint import Checkpoint
 
 REPLAY_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 """What SB3's replay buffer stores per transition; a checkpoint holds the filled rows of each."""
@@ -124,26 +126,27 @@ def check_replay(tensors: dict[str, torch.Tensor], replay: dict[str, Any], obser
     check_finite(tensors, path, names)
 
 
-def check_sb3(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path | str) -> None:
+def check_sb3(ckpt: Checkpoint) -> None:
     """An SB3 checkpoint, on-policy (PPO, A2C) or off-policy (SAC, TD3, with its replay buffer if saved).
 
     Raises:
         CheckpointError: the first tensor that is missing, misshapen, of another dtype or not finite.
     """
+    tensors, extra, path = ckpt.tensors, ckpt.header.extra, ckpt.path
     if not any(k.startswith("policy/") for k in tensors):
         raise corrupted(path, "it holds no 'policy/' tensors")
     check_rng(tensors, path)
-    obs_space = space_from_json(meta["observation_space"])
-    replay = (meta.get("off_policy") or {}).get("replay")
+    obs_space, act_space = ckpt.header.spaces()
+    replay = (extra.get("off_policy") or {}).get("replay")
     check_finite(tensors, path, [k for k in tensors if not k.startswith(("rng/", "replay/"))])
-    norm = meta.get("normalize") or {}
+    norm = extra.get("normalize") or {}
     if norm.get("norm_obs") and "norm/obs_mean" in tensors:
         shape = tuple(getattr(obs_space, "shape", None) or ())
         expect(tensors, "norm/obs_mean", shape, None, path)
         if bool((expect(tensors, "norm/obs_var", shape, None, path) < 0).any()):
             raise corrupted(path, "tensor 'norm/obs_var' holds negative variances")
     if replay is not None:
-        check_replay(tensors, replay, obs_space, space_from_json(meta["action_space"]), path)
+        check_replay(tensors, replay, obs_space, act_space, path)
     elif any(k.startswith("replay/") for k in tensors):
         raise corrupted(path, "it holds 'replay/' tensors but its header says it saved no replay buffer")
 
@@ -160,31 +163,33 @@ def _tensor_refs(tree: Any) -> Iterable[str]:
             yield from _tensor_refs(v)
 
 
-def check_rllib(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path | str) -> None:
+def check_rllib(ckpt: Checkpoint) -> None:
     """An RLlib checkpoint: module weights, the optimiser state its header points at, log α, filter.
 
     Raises:
         CheckpointError: the first tensor that is missing, misshapen or not finite.
     """
+    tensors, extra, path = ckpt.tensors, ckpt.header.extra, ckpt.path
     if not any(k.startswith("module/") for k in tensors):
         raise corrupted(path, "it holds no 'module/' tensors")
-    for ref in _tensor_refs(meta.get("optimizer")):
+    for ref in _tensor_refs(extra.get("optimizer")):
         if ref not in tensors:
             raise corrupted(path, f"tensor {ref!r}, which the optimiser state refers to, is missing")
     check_finite(tensors, path)
-    norm = meta.get("normalize") or {}
+    norm = extra.get("normalize") or {}
     if norm.get("norm_obs"):
         mean = expect(tensors, "norm/obs_mean", None, None, path)
         if bool((expect(tensors, "norm/obs_sum_sq", tuple(mean.shape), None, path) < 0).any()):
             raise corrupted(path, "tensor 'norm/obs_sum_sq' holds negative sums of squares")
 
 
-def check_blackbox(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path | str) -> None:
+def check_blackbox(ckpt: Checkpoint) -> None:
     """A black-box strategy's checkpoint: finite networks and data, each data bank's rows aligned, RNG.
 
     Raises:
         CheckpointError: the first tensor that is missing, misshapen or not finite.
     """
+    tensors, path = ckpt.tensors, ckpt.path
     check_rng(tensors, path)
     check_finite(tensors, path, [k for k in tensors if not k.startswith("rng/")])
     for name in sorted(k for k in tensors if k.endswith("bank/x")):

@@ -25,7 +25,7 @@ import secrets
 import stat
 import typing
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel
@@ -128,19 +128,22 @@ def verify(run: RunDir, data: bytes) -> str | None:
     return None
 
 
-def adapter_marks(env_id: str | None) -> dict[str, Mark]:
+def adapter_marks(env_id: str | None, target: Any = None) -> dict[str, Mark]:
     """The marked keyword arguments of the adapter ``env_id`` names (:mod:`envs.reach`), by name.
 
-    Only what is installed is imported to find them: a nondiff adapter, a plugin, a Gymnasium entry point. An
-    id of the form ``module:Class`` is not imported (it is marked code itself), and an id that only resolves
-    after ``env.packages`` are imported has no marks known here (``env.packages`` is marked code itself).
+    ``target``: the adapter's entry point, already imported (the runner's :mod:`agents.run.resolved`);
+    otherwise only what is installed is imported to find it: a nondiff adapter, a plugin, a Gymnasium entry
+    point. An id of the form ``module:Class`` is not imported (it is marked code itself), and an id that only
+    resolves after ``env.packages`` are imported has no marks known here (``env.packages`` is marked code
+    itself).
     """
-    if not env_id or ":" in env_id:
+    if target is None and (not env_id or ":" in env_id):
         return {}
     try:
-        entry = envs.resolve(env_id).entry_point
-        module, _, attr = str(entry).partition(":")
-        target = getattr(importlib.import_module(module), attr)
+        if target is None:
+            entry = envs.resolve(str(env_id)).entry_point
+            module, _, attr = str(entry).partition(":")
+            target = getattr(importlib.import_module(module), attr)
         init = target.__init__ if isinstance(target, type) else target  # type: ignore[misc]
         hints = typing.get_type_hints(init, include_extras=True)
     except Exception:
@@ -165,13 +168,14 @@ def _phrases(model: BaseModel, prefix: str, adapter: dict[str, Mark]) -> list[st
     return out
 
 
-def runs_code(cfg: RunConfig) -> list[str]:
+def runs_code(cfg: RunConfig, target: Any = None) -> list[str]:
     """What loading this config would import, run or contact beyond installed packages and loopback.
 
-    Derived from the marks (:mod:`envs.reach`) on the schema's fields and on the adapter's keyword arguments:
-    one phrase per marked setting whose value reaches out, e.g. ``start the program env.command='./x'``.
+    Derived from the marks (:mod:`envs.reach`) on the schema's fields and on the adapter's keyword arguments
+    (``target``: its entry point, when already imported): one phrase per marked setting whose value reaches
+    out, e.g. ``start the program env.command='./x'``.
     """
-    adapter = adapter_marks(cfg.env.id)
+    adapter = adapter_marks(cfg.env.id, target)
     out = _phrases(cfg, "", adapter)
     out += [p for k, v in cfg.env.adapter_kwargs().items()
             if k in adapter and (p := adapter[k].phrase(f"env.{k}", v))]

@@ -21,10 +21,11 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from agents import Backend
 from agents.config import RunConfig
 from agents.run import checkpoint, tensorcheck
-from agents.run.loop import Iteration
+from agents.run.backend import Backend, Iteration
+from agents.run.header import CheckpointHeader, corrupted
+from agents.run.resolved import ResolvedEnv
 from agents.run.session import Session
 from agents.sb3 import offpolicy
 from agents.sb3.policies import load_obs_stats, normalize, save_obs_stats, select_policy
@@ -108,7 +109,11 @@ class _Tick(BaseCallback):
 
 
 class SB3Backend(Backend):
-    """PPO or A2C from stable-baselines3 behind the nondiff :class:`~agents.Backend` interface."""
+    """PPO, A2C, SAC or TD3 from stable-baselines3 behind the nondiff :class:`~agents.run.backend.Backend`
+    interface."""
+
+    channels_first = True  # SB3's CNNs take (C, H, W)
+    batches_programs = True  # K-instance programs and connect mode: one batched vector env
 
     def __init__(self, cfg: RunConfig, seed: int, model: BaseAlgorithm | None, policy: Any, norm: dict[str, Any] | None,
                  spaces: tuple[gym.Space, gym.Space]) -> None:
@@ -119,11 +124,11 @@ class SB3Backend(Backend):
 
     # -- construction -----------------------------------------------------------------------------------
     @classmethod
-    def create(cls, cfg: RunConfig, seed: int) -> SB3Backend:
+    def create(cls, cfg: RunConfig, seed: int, env: ResolvedEnv) -> SB3Backend:
         """Build the vectorised envs and a fresh model."""
         torch.set_num_threads(cfg.train.threads)
         set_random_seed(seed)
-        venv = make_vec_env(cfg)
+        venv = make_vec_env(cfg, env)
         obs_space = venv.observation_space
         device = resolve_device(cfg.train.device)
         name, extra = select_policy(cfg, obs_space)
@@ -212,20 +217,20 @@ class SB3Backend(Backend):
         return checkpoint.save(path, tensors, body)
 
     @classmethod
-    def load(cls, path: Path, cfg: RunConfig, *, trust: bool = False, for_training: bool = False,
+    def load(cls, ckpt: checkpoint.Checkpoint, cfg: RunConfig, env: ResolvedEnv, *, for_training: bool = False,
              seed: int = 0) -> SB3Backend:
         """Restore a checkpoint: the policy alone for evaluation, or the whole training state."""
-        tensors, meta = checkpoint.load(path, trust=trust, backend="sb3")
-        tensorcheck.check_sb3(tensors, meta, path)  # every tensor, before anything is built from them
-        spaces = (checkpoint.space_from_json(meta["observation_space"]), checkpoint.space_from_json(meta["action_space"]))
+        tensors, header, meta, path = ckpt.tensors, ckpt.header, ckpt.header.extra, ckpt.path
+        tensorcheck.check_sb3(ckpt)  # every tensor, before anything is built from them
+        spaces = header.spaces()
         policy_state = {k[len("policy/"):]: v for k, v in tensors.items() if k.startswith("policy/")}
         if not for_training:
             torch.set_num_threads(cfg.train.threads)
-            algo = ALGOS[meta["algo"]]
+            algo = ALGOS[header.algo]
             name, extra = select_policy(cfg, spaces[0])
             policy_cls = algo.policy_aliases[name]
             kwargs = {**_hyperparameters(cfg)["policy_kwargs"], **extra}
-            if meta["algo"] == "a2c":
+            if header.algo == "a2c":
                 kwargs.update(optimizer_class=torch.optim.RMSprop, optimizer_kwargs={"alpha": 0.99, "eps": 1e-5,
                                                                                       "weight_decay": 0})
             policy = policy_cls(spaces[0], spaces[1], lambda _: 0.0, **kwargs)
@@ -237,16 +242,17 @@ class SB3Backend(Backend):
                     raise CheckpointError(f"checkpoint {str(path)!r} normalised observations but holds no statistics "
                                           "(written before they were saved for Dict observations); retrain it")
                 norm = {**meta["normalize"], "stats": stats}
-            backend = cls(cfg, meta.get("seed", seed), None, policy.eval(), norm, spaces)
-            backend._step = int(meta["num_timesteps"])
+            backend = cls(cfg, header.seed if header.seed is not None else seed, None, policy.eval(), norm, spaces)
+            backend._step = header.num_timesteps
             return backend
-        backend = cls.create(cfg, seed)
-        checkpoint.check_spaces(meta, backend.observation_space, backend.action_space, f"resume from {path}")
-        backend._restore(tensors, meta, policy_state, path)
+        backend = cls.create(cfg, seed, env)
+        checkpoint.check_spaces(header, backend.observation_space, backend.action_space, f"resume from {path}")
+        backend._restore(tensors, header, policy_state, path)
         return backend
 
-    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], policy_state: dict[str, Any],
+    def _restore(self, tensors: dict[str, torch.Tensor], header: CheckpointHeader, policy_state: dict[str, Any],
                  path: Path) -> None:
+        meta = header.extra  # the SB3 fields; the header checked their types
         m = self.model
         assert m is not None
         _load_state(m.policy, policy_state, path)
@@ -254,7 +260,7 @@ class SB3Backend(Backend):
             offpolicy.load_state(m, tensors, meta, path)
         else:
             offpolicy.load_optimizer(m.policy.optimizer, "optim/", tensors, meta["optimizer"], path)
-        m.num_timesteps = meta["num_timesteps"]
+        m.num_timesteps = header.num_timesteps
         m._n_updates = meta["n_updates"]
         venv = m.get_env()
         assert venv is not None
@@ -284,7 +290,7 @@ def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: P
     own = module.state_dict()
     for name, value in state.items():  # load_state_dict would cast another dtype silently
         if name in own and value.dtype != own[name].dtype:
-            raise checkpoint.corrupted(path, f"tensor 'policy/{name}' has dtype {str(value.dtype)[6:]}, this "
+            raise corrupted(path, f"tensor 'policy/{name}' has dtype {str(value.dtype)[6:]}, this "
                                              f"policy's is {str(own[name].dtype)[6:]} (it is refused, not cast)")
     try:
         module.load_state_dict(state)

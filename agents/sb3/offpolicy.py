@@ -25,7 +25,7 @@ from stable_baselines3.common.noise import (
 )
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from agents.run.checkpoint import corrupted
+from agents.run.header import corrupted
 from agents.run.memory import check_replay
 from envs.errors import CheckpointError
 

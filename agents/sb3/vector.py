@@ -18,10 +18,8 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.config import RunConfig
-from agents.run.envfactory import (
-    is_image_space,
-    make_vector_env,
-)
+from agents.run.envfactory import make_vector_env
+from agents.run.resolved import ResolvedEnv, is_image_space
 from envs.vector.base import unbatch_all
 from envs.vector.episode_stats import EpisodeStatistics
 from envs.wrappers import is_image
@@ -102,10 +100,10 @@ class SB3VecEnv(VecEnv):
         self.venv.close()
 
 
-def make_vec_env(cfg: RunConfig) -> VecEnv:
+def make_vec_env(cfg: RunConfig, env: ResolvedEnv) -> VecEnv:
     """SB3's vectorised training envs: ``train.num_envs`` envs with episode statistics, then ``VecNormalize`` if
     the agent normalises observations or rewards."""
-    venv = SB3VecEnv(make_vector_env(cfg))
+    venv = SB3VecEnv(make_vector_env(cfg, env))
     if not (cfg.agent.normalize_obs or cfg.agent.normalize_reward):
         return venv
     keys = normalized_keys(venv.observation_space)

@@ -83,8 +83,9 @@ def compare(name: str, run_dir: str, instances: int, budget: int, sigma0: float)
     from agents.run.envfactory import env_factory
     from agents.run.runner import load_policy
 
-    cfg, backend, path, _ = load_policy(run_dir)
-    env = env_factory(cfg, for_eval=True)()
+    loaded = load_policy(run_dir)
+    backend, path = loaded.backend, loaded.path
+    env = env_factory(loaded.cfg, loaded.env, for_eval=True)()
     metric, ok, rule = GOALS[name]
     pol = [run_policy(env, backend, SEED0 + i) for i in range(instances)]
     es = [run_cmaes(env, name, SEED0 + i, budget, sigma0) for i in range(instances)]

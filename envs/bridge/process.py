@@ -73,6 +73,9 @@ class ProcessEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    hosts_instances = True
+    """A program may host K instances (protocol 1.1): K > 1 or connect mode train as one batched vector env
+    (envs/vector/bridge.py)."""
 
     def __init__(self, *, command: Annotated[str | None, Reach.RUN.mark("start the program")] = None,
                  address: Annotated[str | None, Reach.CONTACT.mark("connect to", beyond_loopback)] = None,

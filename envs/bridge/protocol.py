@@ -27,6 +27,7 @@ from envs.errors import (
     RemoteError,
     VersionError,
 )
+from envs.spaces import MAX_RANK
 from envs.stop import check_stop
 
 VERSION = "1.1"
@@ -41,8 +42,6 @@ MAX_DEPTH = 64
 """The deepest nesting of JSON objects and lists accepted in a header."""
 MAX_ARRAYS = 1024
 """The most arrays one message may carry."""
-MAX_RANK = 32
-"""The most dimensions an array may have."""
 _SLICE = 0.25
 _LEN = struct.Struct(">I")
 

@@ -41,7 +41,8 @@ class FlakyCartPole(CartPoleEnv):
         self.raise_every, self.reset_fails_after = raise_every, reset_fails_after
         self._steps = self._resets = 0
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         self._resets += 1
         if self.reset_fails_after is not None and self._resets > self.reset_fails_after:
             raise ConnectionError("motor controller unreachable")

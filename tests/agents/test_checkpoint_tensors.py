@@ -15,15 +15,19 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import run_cli
+from gymnasium.spaces import Box
 from measure import one_line
 from safetensors.torch import load, save
 
 from agents.run import tensorcheck
+from agents.run.checkpoint import Checkpoint
+from agents.run.header import FORMAT, CheckpointHeader
 from envs.errors import CheckpointError
+from envs.spaces import space_to_json
 
 SAC = ["--env", "Pendulum-v1", "--algo", "sac", "--timesteps", "300", "--num-envs", "2", "--set",
-       "agent.learning_starts=100", "--set", "agent.buffer_size=2000", "--set", "agent.net_arch=[16, 16]", "--set",
-       "agent.batch_size=32"]
+       "agent.learning_starts=100", "--set", "agent.buffer_size=2000", "--set", "agent.net_arch=[16, 16]",
+       "--set", "agent.batch_size=32"]
 PPO = ["--env", "CartPole-v1", "--timesteps", "128", "--num-envs", "2", "--set", "agent.n_steps=64", "--set",
        "agent.batch_size=64", "--set", "agent.n_epochs=1", "--set", "agent.net_arch=[16, 16]"]
 COMMON = ["--seed", "0", "--quiet", "--set", "eval.every=0", "--set", "train.checkpoint_every=10000"]
@@ -43,7 +47,8 @@ def edit(run: Path, change) -> Path:
     """Apply ``change(tensors, meta)`` to every checkpoint of ``run`` (final, best, periodic)."""
     for f in run.rglob("*.safetensors"):
         data = f.read_bytes()
-        meta = json.loads(json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]["nondiff"])
+        meta = json.loads(
+            json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]["nondiff"])
         tensors = load(data)
         change(tensors, meta)
         f.write_bytes(save(tensors, metadata={"nondiff": json.dumps(meta)}))
@@ -74,8 +79,8 @@ CASES = {  # the issue's cases: (run, edit, what the line must say)
                                                "[150, 2, 3]"),
     "sac-pos-1e9": ("sac", pos_1e9, "field 'off_policy.replay.pos' is 1,000,000,000, expected 0 <= pos < "
                                     "buffer_size (1,000)"),
-    "sac-int8-obs": ("sac", int8_observations, "tensor 'replay/observations' has dtype int8, expected float32 (it "
-                                               "is refused, not cast)"),
+    "sac-int8-obs": ("sac", int8_observations, "tensor 'replay/observations' has dtype int8, expected "
+                                               "float32 (it is refused, not cast)"),
     "sac-nan-weights": ("sac", nan_weights, "NaN or infinite value(s)"),
     "ppo-nan-weights": ("ppo", nan_weights, "NaN or infinite value(s)"),
 }
@@ -104,7 +109,17 @@ def test_untouched_checkpoints_still_resume_and_evaluate(runs, tmp_path):
     run_cli("evaluate.py", str(run), "--episodes", "1", check=True)
 
 
-# -- the validation functions, kind by kind -------------------------------------------------------------------
+# -- the validation functions, kind by kind ------------------------------------------------------------------
+def as_checkpoint(tensors: dict, meta: dict, path: str = "x.safetensors") -> Checkpoint:
+    """The record the validators take, with this metadata as it stands (not re-parsed: tests break it)."""
+    box = space_to_json(Box(-1.0, 1.0, (1,)))
+    core = {"format": FORMAT, "backend": "sb3", "algo": "sac", "num_timesteps": 0, "seed": 0,
+            "observation_space": box, "action_space": box, "config": {}}
+    extra = {k: v for k, v in meta.items() if k not in core and k not in ("saved_at", "tensor_aliases")}
+    header = CheckpointHeader(**{k: meta.get(k, v) for k, v in core.items()}, extra=extra)
+    return Checkpoint(Path(path), header, tensors)
+
+
 def sac_checkpoint(runs) -> tuple[dict, dict]:
     data = (runs["sac"] / "final" / "model.safetensors").read_bytes()
     meta = json.loads(json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]["nondiff"])
@@ -121,22 +136,25 @@ def test_replay_counters_are_consistent(runs, edit_replay, message):
     tensors, meta = sac_checkpoint(runs)
     meta["off_policy"]["replay"].update(edit_replay)
     with pytest.raises(CheckpointError, match=message):
-        tensorcheck.check_sb3(tensors, meta, "x.safetensors")
+        tensorcheck.check_sb3(as_checkpoint(tensors, meta, "x.safetensors"))
 
 
 @pytest.mark.parametrize(("change", "message"), [
     (lambda t: t.pop("replay/timeouts"), r"tensor 'replay/timeouts' is missing"),
-    (lambda t: t.__setitem__("replay/rewards", t["replay/rewards"].double()), r"'replay/rewards' has dtype float64"),
+    (lambda t: t.__setitem__("replay/rewards", t["replay/rewards"].double()),
+     r"'replay/rewards' has dtype float64"),
     (lambda t: t["replay/rewards"].__setitem__(0, float("inf")), r"'replay/rewards' holds 2 NaN or infinite"),
-    (lambda t: t.__setitem__("replay/extra", torch.zeros(1)), r"'replay/extra' is not part of a replay buffer"),
-    (lambda t: t.__setitem__("rng/numpy_keys", torch.zeros(5, dtype=torch.int64)), r"'rng/numpy_keys' has shape"),
+    (lambda t: t.__setitem__("replay/extra", torch.zeros(1)),
+     r"'replay/extra' is not part of a replay buffer"),
+    (lambda t: t.__setitem__("rng/numpy_keys", torch.zeros(5, dtype=torch.int64)),
+     r"'rng/numpy_keys' has shape"),
     (lambda t: t["optim_critic/0/exp_avg"].fill_(float("nan")), r"'optim_critic/0/exp_avg' holds"),
 ])
 def test_every_sb3_tensor_is_checked(runs, change, message):
     tensors, meta = sac_checkpoint(runs)
     change(tensors)
     with pytest.raises(CheckpointError, match=r"^checkpoint 'x\.safetensors' is corrupted: .*" + message):
-        tensorcheck.check_sb3(tensors, meta, "x.safetensors")
+        tensorcheck.check_sb3(as_checkpoint(tensors, meta, "x.safetensors"))
 
 
 def rng() -> dict[str, torch.Tensor]:
@@ -148,24 +166,29 @@ def test_rllib_weights_optimiser_references_and_filter_are_checked():
                "norm/obs_mean": torch.zeros(3), "norm/obs_sum_sq": torch.ones(3)}
     meta = {"optimizer": {"adam": {"state": {"0": {"exp_avg": {"$tensor": "optim/adam/state/0/exp_avg"}}}}},
             "normalize": {"norm_obs": True}}
-    tensorcheck.check_rllib(tensors, meta, "r")
+    tensorcheck.check_rllib(as_checkpoint(tensors, meta, "r"))
     with pytest.raises(CheckpointError, match="'optim/x', which the optimiser state refers to, is missing"):
-        tensorcheck.check_rllib(tensors, {**meta, "optimizer": {"s": [{"$tensor": "optim/x"}]}}, "r")
+        dangling = {**meta, "optimizer": {"s": [{"$tensor": "optim/x"}]}}
+        tensorcheck.check_rllib(as_checkpoint(tensors, dangling, "r"))
     with pytest.raises(CheckpointError, match="tensor 'module/pi.weight' holds 6 NaN"):
-        tensorcheck.check_rllib({**tensors, "module/pi.weight": torch.full((2, 3), float("nan"))}, meta, "r")
+        nan = torch.full((2, 3), float("nan"))
+        tensorcheck.check_rllib(as_checkpoint({**tensors, "module/pi.weight": nan}, meta, "r"))
     with pytest.raises(CheckpointError, match="'norm/obs_sum_sq' has shape \\[2\\], expected \\[3\\]"):
-        tensorcheck.check_rllib({**tensors, "norm/obs_sum_sq": torch.ones(2)}, meta, "r")
+        tensorcheck.check_rllib(as_checkpoint({**tensors, "norm/obs_sum_sq": torch.ones(2)}, meta, "r"))
 
 
 def test_blackbox_networks_and_data_bank_are_checked():
     bank = {"bank/x": torch.zeros(4, 2), "bank/c": torch.zeros(4, 1), "bank/f": torch.zeros(4, 5)}
-    tensors = {**rng(), "net/0.weight": torch.zeros(8, 3), **bank, **{f"amortised/{k}": v for k, v in bank.items()}}
-    tensorcheck.check_blackbox(tensors, {}, "b")
+    tensors = {**rng(), "net/0.weight": torch.zeros(8, 3), **bank,
+               **{f"amortised/{k}": v for k, v in bank.items()}}
+    tensorcheck.check_blackbox(as_checkpoint(tensors, {}, "b"))
     with pytest.raises(CheckpointError, match="tensor 'net/0.weight' holds 1 NaN"):
         bad = tensors["net/0.weight"].clone()
         bad[0, 0] = float("-inf")
-        tensorcheck.check_blackbox({**tensors, "net/0.weight": bad}, {}, "b")
-    with pytest.raises(CheckpointError, match="tensor 'amortised/bank/f' has shape \\[3, 5\\], expected 4 rows"):
-        tensorcheck.check_blackbox({**tensors, "amortised/bank/f": torch.zeros(3, 5)}, {}, "b")
+        tensorcheck.check_blackbox(as_checkpoint({**tensors, "net/0.weight": bad}, {}, "b"))
+    with pytest.raises(CheckpointError,
+                       match="tensor 'amortised/bank/f' has shape \\[3, 5\\], expected 4 rows"):
+        tensorcheck.check_blackbox(as_checkpoint({**tensors, "amortised/bank/f": torch.zeros(3, 5)}, {}, "b"))
     with pytest.raises(CheckpointError, match="tensor 'rng/torch' is missing"):
-        tensorcheck.check_blackbox({k: v for k, v in tensors.items() if k != "rng/torch"}, {}, "b")
+        no_rng = {k: v for k, v in tensors.items() if k != "rng/torch"}
+        tensorcheck.check_blackbox(as_checkpoint(no_rng, {}, "b"))

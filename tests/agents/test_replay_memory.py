@@ -27,12 +27,13 @@ def sb3_bytes(buf) -> int:
     total = 0
     for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
         part = getattr(buf, name, None)
-        total += sum(a.nbytes for a in part.values()) if isinstance(part, dict) else (part.nbytes if part is not None
-                                                                                      else 0)
+        total += (sum(a.nbytes for a in part.values()) if isinstance(part, dict)
+                  else (part.nbytes if part is not None else 0))
     return total
 
 
-@pytest.mark.parametrize(("obs", "optimize"), [(BOX, False), (BOX, True), (DICT, False)], ids=["box", "box-once", "dict"])
+@pytest.mark.parametrize(("obs", "optimize"), [(BOX, False), (BOX, True), (DICT, False)],
+                         ids=["box", "box-once", "dict"])
 def test_replay_bytes_equal_what_sb3_allocates(obs, optimize):
     n_envs, size = 3, 100
     cls = DictReplayBuffer if isinstance(obs, gym.spaces.Dict) else ReplayBuffer
@@ -47,13 +48,15 @@ def test_the_limit_the_size_and_the_fix_are_in_one_line(monkeypatch):
     per = memory.replay_bytes(BOX, ACT64, 1, 1)  # 2 × 60 + 8 + 12 = 140 bytes
     assert per == 140
     assert memory.check_replay(BOX, ACT64, 5_000_000 // 140, 1, checkpointed=False) == 5_000_000 // 140 * 140
-    with pytest.raises(UserError, match=r"^the replay buffer of agent\.buffer_size=30,000 transitions needs 4\.01 MiB .*"
-                                        r"and writing it into a checkpoint as much again; the limit is 4\.77 MiB, 50% "
-                                        r"of this machine's 9\.54 MiB \(MemTotal\); set agent\.buffer_size to at most "
-                                        r"17,857, or train\.checkpoint_replay: false "):
+    with pytest.raises(UserError, match=r"^the replay buffer of agent\.buffer_size=30,000 transitions needs "
+                                        r"4\.01 MiB .*and writing it into a checkpoint as much again; the "
+                                        r"limit is 4\.77 MiB, 50% of this machine's 9\.54 MiB \(MemTotal\); "
+                                        r"set agent\.buffer_size to at most 17,857, or "
+                                        r"train\.checkpoint_replay: false "):
         memory.check_replay(BOX, ACT64, 30_000, 1, checkpointed=True)
     memory.check_replay(BOX, ACT64, 17_857, 1, checkpointed=True)  # what the message offers fits
-    with pytest.raises(UserError, match=r"set agent\.buffer_size to at most 35,714$"):  # no checkpoint_replay hint
+    # no checkpoint_replay hint
+    with pytest.raises(UserError, match=r"set agent\.buffer_size to at most 35,714$"):
         memory.check_replay(BOX, ACT64, 40_000, 1, checkpointed=False)
 
 
@@ -81,7 +84,8 @@ def test_sac_with_a_buffer_over_half_the_machine_exits_2_at_once(tmp_path, share
     line = one_line(res.stderr)
     assert line.startswith(f"error: the replay buffer of agent.buffer_size={size:,} transitions needs "), line
     assert "50% of this machine's" in line and "set agent.buffer_size to at most" in line, line
-    assert "checkpoint_replay: false" not in line  # leaving checkpoints without the buffer would not make it fit
+    # leaving checkpoints without the buffer would not make it fit
+    assert "checkpoint_replay: false" not in line
     assert res.max_rss_mib < 1024, f"peak RSS {res.max_rss_mib:.0f} MiB"
     assert res.seconds < 60
     assert not run.exists()

@@ -1,4 +1,5 @@
-"""Black-box strategies on real forward models: CMA-ES, amortised inversion, the surrogate; the CLI end to end."""
+"""Black-box strategies on real forward models: CMA-ES, amortised inversion, the surrogate; the CLI end
+to end."""
 
 from __future__ import annotations
 
@@ -106,9 +107,10 @@ def test_surrogate_descent_converges_on_an_analytic_black_box(gd_steps):
 @pytest.fixture(scope="module")
 def cma_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("bb") / "run"
-    proc = run_cli("train.py", "--env", "seismic", "--backend", "blackbox", "--algo", "cma", "--timesteps", "120",
-                   "--seed", "0", "--quiet", "--run-dir", str(run), "--set", "blackbox.calls_per_instance=60",
-                   "--set", "eval.every=0", "--set", "train.checkpoint_every=60")
+    proc = run_cli("train.py", "--env", "seismic", "--backend", "blackbox", "--algo", "cma",
+                   "--timesteps", "120", "--seed", "0", "--quiet", "--run-dir", str(run),
+                   "--set", "blackbox.calls_per_instance=60", "--set", "eval.every=0",
+                   "--set", "train.checkpoint_every=60")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return run
 
@@ -135,8 +137,8 @@ def test_cli_resumes_the_run(cma_run):
 
 
 def test_cli_refuses_an_env_that_is_not_an_inverse_problem(tmp_path):
-    proc = run_cli("train.py", "--env", "CartPole-v1", "--backend", "blackbox", "--algo", "cma", "--timesteps", "10",
-                   "--run-dir", str(tmp_path / "r"))
+    proc = run_cli("train.py", "--env", "CartPole-v1", "--backend", "blackbox", "--algo", "cma",
+                   "--timesteps", "10", "--run-dir", str(tmp_path / "r"))
     assert proc.returncode == 2, proc.stderr
     assert "not one" in proc.stderr and "renderer" in proc.stderr and "seismic" in proc.stderr
     proc = run_cli("train.py", "--env", "seismic", "--backend", "blackbox", "--timesteps", "10",

@@ -21,8 +21,8 @@ from envs.inverse import Instance
 def trained(**kw):
     torch.set_num_threads(1)
     pb = Quadratic()
-    strat = SurrogateStrategy(pb, settings(batch=256, epochs=150, hidden=[64], starts=1, gd_lr=0.02, grad_checks=0,
-                                           **kw), 0)
+    strat = SurrogateStrategy(pb, settings(batch=256, epochs=150, hidden=[64], starts=1, gd_lr=0.02,
+                                           grad_checks=0, **kw), 0)
     strat.train_round(np.random.default_rng(0))
     return pb, strat, [pb.sample_instance(np.random.default_rng(50 + i)) for i in range(3)]
 
@@ -75,8 +75,9 @@ def test_inverse_network_learns_without_the_truth():
 
 def test_chain_seeds_each_stage_with_the_previous_answer():
     pb = Quadratic()
-    cfg = settings(chain=["surrogate", "cma"], batch=256, epochs=150, hidden=[64], inverse_epochs=150, gd_steps=0,
-                   trust_calls=4, local_steps=5, grad_checks=0, calls_per_instance=6, refine_sigma=0.02)
+    cfg = settings(chain=["surrogate", "cma"], batch=256, epochs=150, hidden=[64], inverse_epochs=150,
+                   gd_steps=0, trust_calls=4, local_steps=5, grad_checks=0, calls_per_instance=6,
+                   refine_sigma=0.02)
     chain = ChainStrategy(pb, cfg, 0)
     assert chain.stages[0][1].bank is chain.bank and chain.stages[0][1].cfg.refine_calls == 0
     c0 = pb.forward_calls
@@ -91,9 +92,10 @@ def test_chain_seeds_each_stage_with_the_previous_answer():
 
 def test_cli_chain_trains_checkpoints_and_evaluates(tmp_path):
     run = tmp_path / "run"
-    proc = run_cli("train.py", "--env", "seismic", "--backend", "blackbox", "--algo", "chain", "--timesteps", "512",
-                   "--seed", "0", "--quiet", "--run-dir", str(run), "--set", "blackbox.chain=[amortised, cma]",
-                   "--set", "blackbox.batch=256", "--set", "blackbox.epochs=5", "--set", "blackbox.hidden=[64]",
+    proc = run_cli("train.py", "--env", "seismic", "--backend", "blackbox", "--algo", "chain",
+                   "--timesteps", "512", "--seed", "0", "--quiet", "--run-dir", str(run),
+                   "--set", "blackbox.chain=[amortised, cma]", "--set", "blackbox.batch=256",
+                   "--set", "blackbox.epochs=5", "--set", "blackbox.hidden=[64]",
                    "--set", "blackbox.calls_per_instance=8", "--set", "eval.every=0")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     model = next(run.rglob("*.safetensors"))
@@ -109,12 +111,16 @@ def test_cli_chain_trains_checkpoints_and_evaluates(tmp_path):
     # a checkpoint whose tensors do not fit the strategy this config builds: one line naming the mismatch
     from agents.blackbox.backend import BlackBoxBackend
     from agents.config import load_yaml, validate
+    from agents.run import checkpoint
+    from agents.run.resolved import resolve_env
     from envs.errors import CheckpointError
 
     raw = load_yaml(run / "config.yaml")
     raw["blackbox"]["hidden"] = [32]
-    with pytest.raises(CheckpointError, match=r"does not fit this strategy \(size mismatch for .*; use the config"):
-        BlackBoxBackend.load(model, validate(raw, "test"))
+    with pytest.raises(CheckpointError,
+                       match=r"does not fit this strategy \(size mismatch for .*; use the config"):
+        ckpt, cfg = checkpoint.load(model), validate(raw, "test")
+        BlackBoxBackend.load(ckpt, cfg, resolve_env(cfg, BlackBoxBackend.channels_first, spaces=ckpt.header.spaces()))
 
 
 def test_chain_refuses_a_bad_order_and_an_empty_chain():
@@ -149,12 +155,13 @@ class Dial(Quadratic):
 
 @pytest.mark.parametrize("periodic", [True, False], ids=["wraps", "clamped"])
 def test_trust_region_crosses_the_seam_of_a_periodic_parameter(periodic):
-    """The truth's angle lies just below 1, the seed's just above 0: a periodic parameter (fed to f̂ as sin/cos,
-    not cut by [0, 1]) reaches it across the seam; clamped to [0, 1] it stops at 0."""
+    """The truth's angle lies just below 1, the seed's just above 0: a periodic parameter (fed to f̂ as
+    sin/cos, not cut by [0, 1]) reaches it across the seam; clamped to [0, 1] it stops at 0."""
     torch.set_num_threads(1)
     pb = Dial(periodic)
-    strat = SurrogateStrategy(pb, settings(batch=256, epochs=150, hidden=[64], starts=1, gd_lr=0.02, grad_checks=0,
-                                           trust_calls=8, trust_radius=0.2, local_steps=10, gd_steps=50), 0)
+    strat = SurrogateStrategy(pb, settings(batch=256, epochs=150, hidden=[64], starts=1, gd_lr=0.02,
+                                           grad_checks=0, trust_calls=8, trust_radius=0.2, local_steps=10,
+                                           gd_steps=50), 0)
     strat.train_round(np.random.default_rng(0))
     errs = []
     for truth in (0.93, 0.95, 0.97):

@@ -48,7 +48,8 @@ def _auth_mode(pid: int) -> str | None:
 
 
 def listeners() -> list[Listener]:
-    """Every listening inet socket of this driver and all its descendants (gcs_server, raylet, agents, workers)."""
+    """Every listening inet socket of this driver and all its descendants (gcs_server, raylet,
+    agents, workers)."""
     me = psutil.Process()
     found = []
     for proc in [me, *me.children(recursive=True)]:
@@ -84,15 +85,18 @@ def test_private_ray_listens_on_loopback_or_with_token_auth_only(tmp_path):
         ray.get(pid.remote())  # a worker process exists and listens too
         found = listeners()
         names = {s.process for s in found}
-        print("\n".join(f"{s.process:<24} pid {s.pid:<7} {s.address}:{s.port}  RAY_AUTH_MODE={s.auth}" for s in found))
+        print("\n".join(f"{s.process:<24} pid {s.pid:<7} {s.address}:{s.port}  RAY_AUTH_MODE={s.auth}"
+                        for s in found))
         assert {"gcs_server", "raylet"} <= names and len(found) >= 5, found
         assert exposed(found) == []
         assert all(is_loopback(s.address) for s in found), found  # Ray 2.60: every listener is loopback
-        assert all(s.auth == "token" for s in found if s.process in ("gcs_server", "raylet") or s.pid == os.getpid())
+        assert all(s.auth == "token" for s in found
+                   if s.process in ("gcs_server", "raylet") or s.pid == os.getpid())
 
         # the check is real: a descendant listening on all interfaces without Ray's auth is reported
         clean_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-        rogue = subprocess.Popen([sys.executable, "-c", "import socket, time; s = socket.create_server(('0.0.0.0', 0));"
+        rogue = subprocess.Popen([sys.executable,
+                                  "-c", "import socket, time; s = socket.create_server(('0.0.0.0', 0));"
                                   " print(s.getsockname()[1], flush=True); time.sleep(60)"],
                                  env=clean_env, stdout=subprocess.PIPE, text=True)
         try:
@@ -116,8 +120,9 @@ def test_private_ray_listens_on_loopback_or_with_token_auth_only(tmp_path):
 @pytest.mark.parametrize("mode", ["disabled", "nonsense"])
 def test_private_ray_without_token_auth_is_refused(tmp_path, mode):
     env = {**os.environ, "RAY_AUTH_MODE": mode}
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--env", "CartPole-v1", "--backend", "rllib",
-                           "--timesteps", "256", "--run-dir", str(tmp_path / "run"), "--quiet"],
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--env", "CartPole-v1",
+                           "--backend", "rllib", "--timesteps", "256", "--run-dir", str(tmp_path / "run"),
+                           "--quiet"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.count("\n") == 1 and f"RAY_AUTH_MODE={mode} is set" in done.stderr, done.stderr

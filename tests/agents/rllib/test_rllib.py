@@ -1,7 +1,7 @@
 """The RLlib backend on a real local Ray: same CLI, run directory, metric names, checkpoints and evaluate.py.
 
-The trainers join the session's shared private Ray (``shared_ray`` in tests/conftest.py); the Ctrl-C test starts
-its own, since Ctrl-C must reach Ray's processes as well as the trainer."""
+The trainers join the session's shared private Ray (``shared_ray`` in tests/conftest.py); the Ctrl-C test
+starts its own, since Ctrl-C must reach Ray's processes as well as the trainer."""
 
 from __future__ import annotations
 
@@ -15,38 +15,39 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, adam_steps, run_cli, scalars
+from conftest import ROOT, adam_steps, read_checkpoint, run_cli, scalars
 
 import envs
-from agents.config import load_yaml, validate
-from agents.rllib.backend import RLlibBackend
-from agents.run import checkpoint
+from agents.run.runner import load_policy
 
 pytestmark = pytest.mark.ray
 
-SMALL = ["--backend", "rllib", "--num-env-runners", "1", "--quiet", "--num-envs", "4", "--set", "agent.n_steps=128",
-         "--set", "agent.batch_size=128", "--set", "agent.n_epochs=4", "--set", "rllib.num_cpus=2"]
+SMALL = ["--backend", "rllib", "--num-env-runners", "1", "--quiet", "--num-envs", "4",
+         "--set", "agent.n_steps=128", "--set", "agent.batch_size=128", "--set", "agent.n_epochs=4",
+         "--set", "rllib.num_cpus=2"]
 
 
 def test_robot_trains_evaluates_and_resumes_with_normalised_observations(tmp_path, shared_ray):
     run = tmp_path / "run"
     run_cli("train.py", "--env", "robot", "--timesteps", "3000", "--seed", "0", "--run-dir", str(run),
-            "--set", "eval.every=1500", "--set", "eval.episodes=3", "--set", "train.checkpoint_every=1500", *SMALL,
-            *shared_ray.flags, timeout=600, check=True, env=shared_ray.env)
+            "--set", "eval.every=1500", "--set", "eval.episodes=3", "--set", "train.checkpoint_every=1500",
+            *SMALL, *shared_ray.flags, timeout=600, check=True, env=shared_ray.env)
     acc = scalars(run)
-    for tag in ("rollout/ep_rew_mean", "eval/mean_reward", "eval/success_rate", "time/fps", "train/policy_loss"):
+    for tag in ("rollout/ep_rew_mean", "eval/mean_reward", "eval/success_rate", "time/fps",
+                "train/policy_loss"):
         assert tag in acc.Tags()["scalars"], tag
-    tensors, meta = checkpoint.load(run / "final" / "model.safetensors")
-    assert meta["backend"] == "rllib" and meta["num_timesteps"] >= 3000 and any(k.startswith("module/") for k in tensors)
-    # configs/robot.yaml asks for normalize_obs: the MeanStdFilter statistics of the env runners are in the file
+    tensors, meta = read_checkpoint(run / "final" / "model.safetensors")
+    assert (meta["backend"] == "rllib" and meta["num_timesteps"] >= 3000
+            and any(k.startswith("module/") for k in tensors))
+    # configs/robot.yaml asks for normalize_obs: the MeanStdFilter statistics of the env runners are
+    # in the file
     norm = meta["normalize"]
     assert norm["norm_obs"] and norm["obs_count"] >= 3000 and norm["clip_obs"] == 10.0
     mean, sum_sq = tensors["norm/obs_mean"].numpy(), tensors["norm/obs_sum_sq"].numpy()
     assert mean.shape == sum_sq.shape == (14,) and (sum_sq > 0).sum() >= 10 and np.isfinite(mean).all()
 
     # evaluate.py applies them without starting Ray: the same actions as the module on hand-normalised input
-    cfg = validate(load_yaml(run / "config.yaml"), "test")
-    backend = RLlibBackend.load(run / "final" / "model.safetensors", cfg)
+    backend = load_policy(run).backend
     env = envs.make("robot")
     obs, _ = env.reset(seed=1)
     std = np.sqrt(sum_sq / (norm["obs_count"] - 1))
@@ -54,7 +55,8 @@ def test_robot_trains_evaluates_and_resumes_with_normalised_observations(tmp_pat
         {"obs": torch.as_tensor(np.clip((obs - mean) / (std + 1e-6), -10, 10)[None], dtype=torch.float32)})
     action = backend.predict(obs)
     dims = env.action_space.shape[0]  # action_dist_inputs = [mean, log_std]
-    want = expected["action_dist_inputs"].detach().numpy()[0, :dims].clip(env.action_space.low, env.action_space.high)
+    want = expected["action_dist_inputs"].detach().numpy()[0, :dims].clip(env.action_space.low,
+                                                                           env.action_space.high)
     np.testing.assert_allclose(action, want, rtol=1e-5, atol=1e-6)
     env.close()
     import ray
@@ -67,10 +69,10 @@ def test_robot_trains_evaluates_and_resumes_with_normalised_observations(tmp_pat
 
     # resume: the filter continues from the saved statistics instead of starting again from zero
     step = meta["num_timesteps"]
-    resumed = run_cli("train.py", "--resume", str(run), "--timesteps", "1000", "--quiet", timeout=600, check=True,
-                      env=shared_ray.env)
+    resumed = run_cli("train.py", "--resume", str(run), "--timesteps", "1000", "--quiet", timeout=600,
+                      check=True, env=shared_ray.env)
     assert f"at step {step:,}" in resumed.stdout
-    tensors2, meta2 = checkpoint.load(run / "final" / "model.safetensors")
+    tensors2, meta2 = read_checkpoint(run / "final" / "model.safetensors")
     assert meta2["num_timesteps"] >= step + 1000
     assert meta2["normalize"]["obs_count"] >= norm["obs_count"] + 1000
     # ... and Adam continues too: its step counts go on from the saved ones (a fresh optimiser would be lower)
@@ -83,8 +85,8 @@ def test_robot_trains_evaluates_and_resumes_with_normalised_observations(tmp_pat
 def test_watchdog_metrics_come_back_from_env_runners(tmp_path, heater, shared_ray):
     run = tmp_path / "run"
     run_cli("train.py", "--env", "process", "--set", f"env.command={heater} --crash-after 300", "--timesteps",
-            "2500", "--run-dir", str(run), "--set", "eval.every=0", *SMALL, *shared_ray.flags, timeout=600, check=True,
-            env=shared_ray.env)
+            "2500", "--run-dir", str(run), "--set", "eval.every=0", *SMALL, *shared_ray.flags, timeout=600,
+            check=True, env=shared_ray.env)
     acc = scalars(run)
     crashes = acc.Scalars("env/faults_by_kind/crash")[-1].value
     restarts = acc.Scalars("env/restarts")[-1].value
@@ -104,7 +106,8 @@ def test_ctrl_c_writes_a_loadable_checkpoint(tmp_path):
         while not list((run / "checkpoints").glob("step_*.safetensors")):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group, Ray's processes too
+        # what Ctrl-C in a terminal does: the whole group, Ray's processes too
+        os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
@@ -113,9 +116,9 @@ def test_ctrl_c_writes_a_loadable_checkpoint(tmp_path):
     assert proc.returncode == 0, err[-3000:]
     assert f"resume with:  python train.py --resume {run}" in out and "Traceback" not in err
     path = run / "final" / "model.safetensors"
-    tensors, meta = checkpoint.load(path)
+    tensors, meta = read_checkpoint(path)
     assert meta["num_timesteps"] >= 512 and meta["normalize"]["obs_count"] >= 512
-    backend = RLlibBackend.load(path, validate(load_yaml(run / "config.yaml"), "test"))
+    backend = load_policy(run).backend
     env = envs.make("robot")
     obs, _ = env.reset(seed=0)
     assert env.action_space.contains(backend.predict(obs))
@@ -124,10 +127,11 @@ def test_ctrl_c_writes_a_loadable_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_robot_reaches_the_sb3_threshold_on_rllib(tmp_path):
-    """docs/results.md, "RLlib vs SB3 on robot": 0.96 at 2.1 cm with seed 0 (SB3: 0.99); not in CI (~6-10 min)."""
+    """docs/results.md, "RLlib vs SB3 on robot": 0.96 at 2.1 cm with seed 0 (SB3: 0.99); not
+    in CI (~6-10 min)."""
     run = tmp_path / "run"
-    run_cli("train.py", "--env", "robot", "--backend", "rllib", "--seed", "0", "--run-dir", str(run), "--quiet",
-            timeout=1800, check=True)
+    run_cli("train.py", "--env", "robot", "--backend", "rllib", "--seed", "0", "--run-dir", str(run),
+            "--quiet", timeout=1800, check=True)
     out = tmp_path / "eval.json"
     run_cli("evaluate.py", str(run), "--episodes", "100", "--json", str(out), timeout=300, check=True)
     res = json.loads(out.read_text())

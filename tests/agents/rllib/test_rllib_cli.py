@@ -1,4 +1,5 @@
-"""Bad input on the RLlib backend: one line on stderr, exit code 2, no traceback, in seconds, Ray never started."""
+"""Bad input on the RLlib backend: one line on stderr, exit code 2, no traceback, in seconds, Ray
+never started."""
 
 from __future__ import annotations
 
@@ -13,27 +14,30 @@ import train
 def test_unreachable_ray_address_fails_fast_with_one_line(tmp_path):
     address = f"127.0.0.1:{free_port()}"
     t = time.monotonic()
-    proc = run_cli("train.py", "--env", "CartPole-v1", "--backend", "rllib", "--ray-address", address, "--quiet",
-                   "--run-dir", str(tmp_path / "run"), timeout=120)
+    proc = run_cli("train.py", "--env", "CartPole-v1", "--backend", "rllib", "--ray-address", address,
+                   "--quiet", "--run-dir", str(tmp_path / "run"), timeout=120)
     elapsed = time.monotonic() - t
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: --ray-address '{address}': no Ray cluster is reachable there (Connection refused); "
-                      "start one with `ray start --head` (docs/distributed.md) or drop --ray-address to train on a "
-                      "private local Ray"]
+    assert errors == [f"error: --ray-address '{address}': no Ray cluster is reachable there "
+                      "(Connection refused); start one with `ray start --head` (docs/distributed.md) or drop "
+                      "--ray-address to train on a private local Ray"]
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert elapsed < 60, f"took {elapsed:.0f} s; ray.init alone would retry for minutes"
     assert not (tmp_path / "run").exists()  # nothing ran: the same --run-dir is free for the fixed command
 
 
 BAD = [
-    (["--ray-address", "ray://127.0.0.1:{port}"], r"--ray-address 'ray://127\.0\.0\.1:\d+': no Ray cluster is reachable"),
+    (["--ray-address", "ray://127.0.0.1:{port}"],
+     r"--ray-address 'ray://127\.0\.0\.1:\d+': no Ray cluster is reachable"),
     (["--ray-address", "headnode"], r"expected HOST:PORT \(GCS, e\.g\. head:6379\) or ray://HOST:PORT"),
     (["--set", "rllib.extra={nonsense_key: 1}"],
-     r"unknown key 'rllib\.extra\.nonsense_key': RLlib's PPOConfig has no such setting; use a PPOConfig attribute"),
+     r"unknown key 'rllib\.extra\.nonsense_key': RLlib's PPOConfig has no such setting; "
+     r"use a PPOConfig attribute"),
     (["--set", "rllib.extra={vf_clip_parm: 5}"], r"did you mean 'rllib\.extra\.vf_clip_param'\?"),
     (["--set", "rllib.extra={minibatch_size: 100000}"],
-     r"RLlib rejected the configuration: `minibatch_size` \(100000\) must be <= `train_batch_size_per_learner`"),
+     r"RLlib rejected the configuration: `minibatch_size` \(100000\) must be <= "
+     r"`train_batch_size_per_learner`"),
     (["--set", "rllib.num_env_runner=2"], r"did you mean 'num_env_runners'\?"),
 ]
 
@@ -45,8 +49,8 @@ def test_bad_rllib_input_is_one_line_and_exit_2(tmp_path, capsys, flags, message
 
     flags = [f.replace("{port}", str(free_port())) for f in flags]
     t = time.monotonic()
-    code = train.main(["--env", "CartPole-v1", "--backend", "rllib", "--quiet", "--run-dir", str(tmp_path / "run"),
-                       *flags])
+    code = train.main(["--env", "CartPole-v1", "--backend", "rllib", "--quiet",
+                       "--run-dir", str(tmp_path / "run"), *flags])
     err = capsys.readouterr().err
     assert code == 2
     assert re.search(message, err), err
@@ -59,7 +63,8 @@ def test_bad_rllib_input_is_one_line_and_exit_2(tmp_path, capsys, flags, message
 
 def test_unknown_rllib_key_in_the_yaml_file(tmp_path, capsys):
     config = tmp_path / "c.yaml"
-    config.write_text("env: {id: CartPole-v1}\nagent: {backend: rllib}\nrllib:\n  extra:\n    nonsense_key: 1\n")
+    config.write_text("env: {id: CartPole-v1}\nagent: {backend: rllib}\n"
+                      "rllib:\n  extra:\n    nonsense_key: 1\n")
     code = train.main(["--config", str(config), "--quiet", "--run-dir", str(tmp_path / "run")])
     assert code == 2
     assert "unknown key 'rllib.extra.nonsense_key'" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, read_checkpoint
 
 from agents.run import checkpoint
 
@@ -25,11 +25,11 @@ def test_node_failure_does_not_lose_the_run(tmp_path):
     run = tmp_path / "run"
     try:
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "train.py"), "--env", "CartPole-v1", "--backend", "rllib", "--ray-address",
-             cluster.address, "--num-env-runners", "2", "--envs-per-runner", "2", "--num-envs", "4",
-             "--timesteps", "12000", "--seed", "0", "--run-dir", str(run), "--quiet", "--set", "agent.n_steps=128",
-             "--set", "agent.batch_size=128", "--set", "agent.n_epochs=2", "--set", "eval.every=0",
-             "--set", "train.checkpoint_every=2000"],
+            [sys.executable, str(ROOT / "train.py"), "--env", "CartPole-v1", "--backend", "rllib",
+             "--ray-address", cluster.address, "--num-env-runners", "2", "--envs-per-runner", "2",
+             "--num-envs", "4", "--timesteps", "12000", "--seed", "0", "--run-dir", str(run), "--quiet",
+             "--set", "agent.n_steps=128", "--set", "agent.batch_size=128", "--set", "agent.n_epochs=2",
+             "--set", "eval.every=0", "--set", "train.checkpoint_every=2000"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
         deadline = time.time() + 300
         while not list((run / "checkpoints").glob("step_*.safetensors")) and time.time() < deadline:
@@ -49,7 +49,7 @@ def test_node_failure_does_not_lose_the_run(tmp_path):
         cluster.remove_node(victim)  # a worker node dies, with the env runner on it
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]
-        _, meta = checkpoint.load(run / "final" / "model.safetensors")
+        _, meta = read_checkpoint(run / "final" / "model.safetensors")
         assert meta["num_timesteps"] >= 12000
         for ckpt in (run / "checkpoints").glob("step_*.safetensors"):
             checkpoint.load(ckpt)  # every checkpoint intact

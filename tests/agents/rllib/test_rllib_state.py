@@ -25,7 +25,8 @@ def test_scale_reward_matches_sb3_vecnormalize_across_episodes():
         assert abs(r_ours - r_sb3[0]) < 1e-4
         raw += float(sb3.get_original_reward()[0])
         if terminated or truncated:
-            assert abs(info["nondiff_raw_return"] - raw) < 1e-3  # the env's own return, for rollout/ep_rew_mean
+            # the env's own return, for rollout/ep_rew_mean
+            assert abs(info["nondiff_raw_return"] - raw) < 1e-3
             raw_returns.append(raw)
             raw = 0.0
             ours.reset()
@@ -42,7 +43,8 @@ def test_normalize_is_rllibs_mean_std_filter():
     rs = filt.running_stats
     stats = (float(rs.num_pushes), rs.mean_array.copy(), rs.sum_sq_diff_array.copy())
     probe = rng.normal(3.0, 20.0, size=(7, 5))
-    np.testing.assert_allclose(rllib_state.normalize(probe, stats), [filt(p, update=False) for p in probe], rtol=1e-5)
+    np.testing.assert_allclose(rllib_state.normalize(probe, stats), [filt(p, update=False) for p in probe],
+                               rtol=1e-5)
 
 
 def test_optimizer_state_round_trips_through_tensors_and_json():
@@ -59,7 +61,8 @@ def test_optimizer_state_round_trips_through_tensors_and_json():
     skeleton = json.loads(json.dumps(rllib_state._split(state, "optim", tensors)))  # what the header holds
     back = rllib_state._join(skeleton, tensors)["default_optimizer"]["module_state_dict"]
     fresh = torch.optim.Adam(net.parameters(), lr=1e-3)
-    fresh.load_state_dict({"state": {k: {n: torch.as_tensor(v) for n, v in s.items()} for k, s in back["state"].items()},
+    fresh.load_state_dict({"state": {k: {n: torch.as_tensor(v) for n, v in s.items()}
+                                     for k, s in back["state"].items()},
                            "param_groups": back["param_groups"]})
     for k, s in opt.state_dict()["state"].items():
         for name, value in s.items():

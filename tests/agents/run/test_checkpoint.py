@@ -10,7 +10,9 @@ import torch
 from gymnasium import spaces
 
 from agents.run import checkpoint
+from agents.run.header import FORMAT, CheckpointHeader
 from envs.errors import CheckpointError
+from envs.spaces import space_from_json, space_to_json
 
 
 def _meta(step=7):
@@ -20,8 +22,8 @@ def _meta(step=7):
 def test_round_trip(tmp_path):
     path = tmp_path / "c.safetensors"
     checkpoint.save(path, {"w": torch.arange(4.0)}, _meta(7))
-    tensors, meta = checkpoint.load(path)
-    assert torch.equal(tensors["w"], torch.arange(4.0)) and meta["num_timesteps"] == 7
+    ckpt = checkpoint.load(path)
+    assert torch.equal(ckpt.tensors["w"], torch.arange(4.0)) and ckpt.header.num_timesteps == 7
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -63,11 +65,11 @@ def test_rng_state_round_trip():
     spaces.Dict({"a": spaces.Discrete(2), "b": spaces.Box(0, 255, (4, 4, 1), np.uint8)}),
 ], ids=["box", "discrete", "multidiscrete", "dict"])
 def test_space_description_round_trip(space):
-    assert checkpoint.space_from_json(checkpoint.space_to_json(space)) == space
+    assert space_from_json(space_to_json(space)) == space
 
 
 def test_space_mismatch_is_refused():
-    meta = {"observation_space": checkpoint.space_to_json(spaces.Box(-1, 1, (3,))),
-            "action_space": checkpoint.space_to_json(spaces.Discrete(2))}
+    header = CheckpointHeader(FORMAT, "sb3", "ppo", 0, 0, space_to_json(spaces.Box(-1, 1, (3,))),
+                              space_to_json(spaces.Discrete(2)), {})
     with pytest.raises(CheckpointError, match="observation space"):
-        checkpoint.check_spaces(meta, spaces.Box(-1, 1, (4,)), spaces.Discrete(2), "test")
+        checkpoint.check_spaces(header, spaces.Box(-1, 1, (4,)), spaces.Discrete(2), "test")

@@ -27,9 +27,11 @@ def crash(budget: int | None = 3, program: str = "./sim", restart: bool = True) 
 
 def test_observe_never_raises_on_garbage_and_counts_what_it_can_read():
     health = EnvHealth()
-    garbage: list[Any] = [None, 3, "info", [], {LATENCY_KEY: "slow"}, {LATENCY_KEY: float("nan")}, {LATENCY_KEY: 2.5},
-                          {FAULT_KEY: 7}, {FAULT_KEY: {"kind": 3, "restart": 1, "stderr": 9, "budget": []}},
-                          {FAULT_KEY: {"kind": "timeout", "restart": True, "exit_code": "x", "restarts": None}},
+    garbage: list[Any] = [None, 3, "info", [], {LATENCY_KEY: "slow"}, {LATENCY_KEY: float("nan")},
+                          {LATENCY_KEY: 2.5}, {FAULT_KEY: 7},
+                          {FAULT_KEY: {"kind": 3, "restart": 1, "stderr": 9, "budget": []}},
+                          {FAULT_KEY: {"kind": "timeout", "restart": True, "exit_code": "x",
+                                       "restarts": None}},
                           {RESET_FAULTS_KEY: "crash"}, {RESET_FAULTS_KEY: [None, crash(None)]},
                           {FAULT_KEY: (crash(None), {"kind": "nonfinite"})}]
     health.observe(garbage)
@@ -48,10 +50,11 @@ def test_the_restart_budget_is_for_the_whole_run(envs):
         for _ in range(10):
             vector_steps += 1
             health.observe([{FAULT_KEY: crash(budget=3)} for _ in range(envs)])
-    assert health.restarts == 4 and health.by_kind == {"crash": 4}  # failure 4 stops; later ones are not counted
-    assert str(err.value) == ("program './sim': the stream closed; restart budget of 3 for the whole run spent after "
-                              "3 restarts (this is failure 4, counted over all env instances); exit code -6; last "
-                              "stderr: sim: segfault in solver")
+    # failure 4 stops; later ones are not counted
+    assert health.restarts == 4 and health.by_kind == {"crash": 4}
+    assert str(err.value) == ("program './sim': the stream closed; restart budget of 3 for the whole run "
+                              "spent after 3 restarts (this is failure 4, counted over all env instances); "
+                              "exit code -6; last stderr: sim: segfault in solver")
     assert vector_steps == -(-4 // envs)  # stopped in the vector step that held failure 4
 
 
@@ -72,8 +75,8 @@ def test_counts_aggregated_by_rllib_share_the_counters_lines_and_budget():
     assert health.by_kind == {"crash": 2, "nonfinite": 5} and health.restarts == 2
     assert lines[0].startswith("env: crash fault (./sim): the stream closed (and 1 more)")
     assert lines[1].startswith("env: nonfinite fault: (no detail) (and 4 more)")
-    with pytest.raises(EnvFailure, match=r"restart budget of 3 for the whole run spent after 3 restarts \(this is "
-                                         r"failure 5, counted over all env instances\)"):
+    with pytest.raises(EnvFailure, match=r"restart budget of 3 for the whole run spent after 3 restarts "
+                                         r"\(this is failure 5, counted over all env instances\)"):
         health.observe_counts({"crash": 3}, restarts=3, budgeted_restarts=3, budget=3, last=crash())
 
 
@@ -89,22 +92,22 @@ def test_fault_lines_are_rate_limited_per_kind():
             reporter.note(crash())
     reporter.flush()
     nonfinite = [line for line in lines if "nonfinite" in line]
-    assert nonfinite[0] == ("env: nonfinite fault (NanCartPole): observation contains NaN; further nonfinite faults "
-                            "are summarised every 30 s; see env/faults_by_kind in TensorBoard")
-    assert nonfinite[1] == ("env: 900 nonfinite faults in the last 30 s (total 901): observation contains NaN; see "
-                            "env/faults_by_kind in TensorBoard")
+    assert nonfinite[0] == ("env: nonfinite fault (NanCartPole): observation contains NaN; further nonfinite "
+                            "faults are summarised every 30 s; see env/faults_by_kind in TensorBoard")
+    assert nonfinite[1] == ("env: 900 nonfinite faults in the last 30 s (total 901): observation contains "
+                            "NaN; see env/faults_by_kind in TensorBoard")
     assert len(nonfinite) == 5 and "(total 3000)" in nonfinite[-1]  # first, at 30, 60, 90 s, and the flush
     assert len([line for line in lines if "crash" in line]) == 5
 
 
 def _train(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def test_a_caught_nan_prints_a_line(tmp_path):
-    proc = _train("--env", "tests.agents.faulty_env:NanCartPole", "--set", "env.nan_every=50", "--timesteps", "256",
-                  "--num-envs", "1", "--run-dir", str(tmp_path / "run"), *FAST)
+    proc = _train("--env", "tests.agents.faulty_env:NanCartPole", "--set", "env.nan_every=50",
+                  "--timesteps", "256", "--num-envs", "1", "--run-dir", str(tmp_path / "run"), *FAST)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
     assert "env: nonfinite fault (NanCartPole): observation[1]" not in out  # the path is the observation's
@@ -114,8 +117,8 @@ def test_a_caught_nan_prints_a_line(tmp_path):
 
 def test_thousands_of_faults_print_a_bounded_number_of_lines(tmp_path):
     t = time.monotonic()
-    proc = _train("--env", "tests.agents.faulty_env:NanCartPole", "--set", "env.nan_every=1", "--timesteps", "2048",
-                  "--num-envs", "2", "--run-dir", str(tmp_path / "run"), *FAST)
+    proc = _train("--env", "tests.agents.faulty_env:NanCartPole", "--set", "env.nan_every=1",
+                  "--timesteps", "2048", "--num-envs", "2", "--run-dir", str(tmp_path / "run"), *FAST)
     took = time.monotonic() - t
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "nonfinite fault" in line]
@@ -136,7 +139,8 @@ def test_programs_that_keep_crashing_stop_the_run_at_the_run_wide_budget(heater,
     assert "Traceback" not in proc.stderr
     line = proc.stderr
     assert "restart budget of 3" in line and "spent after 3 restart" in line, line
-    assert f"program '{script}'" in line and "heater: segfault in solver" in line and "exit code -6" in line, line
+    assert (f"program '{script}'" in line and "heater: segfault in solver" in line
+            and "exit code -6" in line), line
     assert (run / "final" / "model.safetensors").is_file()
     n_starts = len(starts.read_text().split())  # the spaces probe, the training envs, then every restart
     if num_envs == 1:  # the program's own env sees failure 4 first: 3 restarts, then it stops
@@ -151,21 +155,24 @@ def test_programs_that_keep_crashing_stop_the_run_at_the_run_wide_budget(heater,
 
 def test_an_in_process_adapter_that_raises_in_step_does_not_stop_training(tmp_path):
     run = tmp_path / "run"
-    proc = _train("--env", "tests.agents.faulty_env:FlakyCartPole", "--set", "env.raise_every=40", "--timesteps",
-                  "256", "--num-envs", "2", "--run-dir", str(run), *FAST)
+    proc = _train("--env", "tests.agents.faulty_env:FlakyCartPole", "--set", "env.raise_every=40",
+                  "--timesteps", "256", "--num-envs", "2", "--run-dir", str(run), *FAST)
     assert proc.returncode == 0, proc.stderr
-    assert "env: crash fault (FlakyCartPole): step raised FloatingPointError: 'solver diverged'" in proc.stdout
+    assert ("env: crash fault (FlakyCartPole): step raised FloatingPointError: 'solver diverged'"
+            in proc.stdout)
     acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
     acc.Reload()
-    assert acc.Scalars("env/faults_by_kind/crash")[-1].value >= 4  # 2 envs x 256 steps / 40, up to the last rollout
+    # 2 envs x 256 steps / 40, up to the last rollout
+    assert acc.Scalars("env/faults_by_kind/crash")[-1].value >= 4
 
 
 def test_an_adapter_whose_reset_keeps_raising_stops_with_exit_1_and_a_checkpoint(tmp_path):
     run = tmp_path / "run"
     proc = _train("--env", "tests.agents.faulty_env:FlakyCartPole", "--set", "env.raise_every=30", "--set",
-                  "env.reset_fails_after=1", "--timesteps", "2000", "--num-envs", "1", "--run-dir", str(run), *FAST)
+                  "env.reset_fails_after=1", "--timesteps", "2000", "--num-envs", "1", "--run-dir", str(run),
+                  *FAST)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert ("env FlakyCartPole: reset failed 3 times in a row; last: reset raised ConnectionError: 'motor controller "
-            "unreachable'") in proc.stderr, proc.stderr
+    assert ("env FlakyCartPole: reset failed 3 times in a row; last: reset raised ConnectionError: 'motor "
+            "controller unreachable'") in proc.stderr, proc.stderr
     assert list(run.rglob("*.safetensors")), sorted(p.name for p in run.rglob("*"))

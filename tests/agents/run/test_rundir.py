@@ -40,7 +40,7 @@ def test_header_round_trip_is_typed(tmp_path):
     header = checkpoint.read_header(path)
     assert isinstance(header, CheckpointHeader)
     assert header.num_timesteps == 42 and header.backend == "test" and header.tensor_aliases == {}
-    assert checkpoint.load(path)[1] == header.to_json()
+    assert checkpoint.load(path).header == header
 
 
 BAD_FIELDS = [

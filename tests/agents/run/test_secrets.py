@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_cli
 
-from agents.config import apply_override, dump, redact_argv, validate
-from agents.run import tokens
-from agents.run.envfactory import check_env_kwargs, env_factory
+from agents.config import apply_override, dump, redact_argv, tokens, validate
+from agents.run.backend import get_backend
+from agents.run.envfactory import env_factory
+from agents.run.resolved import check_env_kwargs, resolve_env
 from envs.errors import UserError
 
-TOKEN = f"tok-{secrets.token_hex(16)}"  # per process: a test running beside this one (xdist) holds another token
+# per process: a test running beside this one (xdist) holds another token
+TOKEN = f"tok-{secrets.token_hex(16)}"
 
 # A third-party program over pipes that insists on the token: nondiff's SDK, Pendulum inside. It reads the
 # token from the file named on its command line (a path is no secret), so the trainer's copy must match.
@@ -109,11 +111,12 @@ def test_resolution_order_and_the_redacted_config(tmp_path, monkeypatch):
 def test_token_for_an_adapter_without_one_is_refused(tmp_path, monkeypatch):
     cfg = validate({"env": {"id": "CartPole-v1", "token_file": str(_token_file(tmp_path / "t"))}}, "test")
     with pytest.raises(UserError, match="'CartPole-v1' takes no bridge token"):
-        check_env_kwargs(cfg)
+        check_env_kwargs(cfg, resolve_env(cfg, get_backend("sb3").channels_first))
     monkeypatch.setenv("NONDIFF_TOKEN", TOKEN)  # the default variable goes only to adapters that take a token
     plain = validate({"env": {"id": "CartPole-v1"}}, "test")
-    check_env_kwargs(plain)
-    env_factory(plain)().close()
+    env = resolve_env(plain, get_backend("sb3").channels_first)
+    check_env_kwargs(plain, env)
+    env_factory(plain, env)().close()
     assert plain.env.token_env is None
 
 
@@ -150,7 +153,8 @@ def _ps_scan(proc: subprocess.Popen[str], marker: str) -> tuple[int, list[str]]:
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 try:
-                    lines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+                    lines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                                 .decode(errors="replace"))
                 except OSError:
                     continue
         seen += any(marker in line for line in lines)
@@ -222,8 +226,9 @@ def test_command_line_token_reaches_rllib_env_runners_and_no_file(tmp_path, prog
     command, _ = program
     run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "NONDIFF_TOKEN"}
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *FAST, "--run-dir", str(run), "--backend", "rllib",
-                           "--num-env-runners", "1", "--set", "rllib.num_cpus=2", "--set", f"env.command={command}",
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *FAST, "--run-dir", str(run),
+                           "--backend", "rllib", "--num-env-runners", "1", "--set", "rllib.num_cpus=2",
+                           "--set", f"env.command={command}",
                            "--set", f"env.token={TOKEN}"], cwd=ROOT, env=env, text=True, capture_output=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

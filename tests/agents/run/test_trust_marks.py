@@ -50,7 +50,8 @@ def _texty(hint: typing.Any) -> bool:
     if origin is typing.Annotated:
         return _texty(typing.get_args(hint)[0])
     if isinstance(hint, type) and not typing.get_args(hint):
-        return issubclass(hint, str | dict | list | tuple) or not issubclass(hint, int | float | bool | BaseModel)
+        return (issubclass(hint, str | dict | list | tuple)
+                or not issubclass(hint, int | float | bool | BaseModel))
     return any(_texty(a) for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis)
 
 
@@ -74,10 +75,11 @@ def test_every_setting_that_can_name_code_is_marked_or_reviewed():
     fields += [("meta", dict, ())] + list(_adapter_fields())
     assert len(fields) > 100  # the schema and five adapters were walked
     unclassified = [name for name, hint, metadata in fields
-                    if _texty(hint) and not any(isinstance(m, Mark) for m in metadata) and name not in REVIEWED]
-    assert not unclassified, (f"{unclassified}: each can hold a name, path or address; mark it with envs.reach "
-                              "(Reach.IMPORT/RUN/CONTACT) if it imports, runs or contacts anything, else add it to "
-                              "REVIEWED with the reason it does not")
+                    if _texty(hint) and not any(isinstance(m, Mark) for m in metadata)
+                    and name not in REVIEWED]
+    assert not unclassified, (f"{unclassified}: each can hold a name, path or address; mark it with "
+                              "envs.reach (Reach.IMPORT/RUN/CONTACT) if it imports, runs or contacts "
+                              "anything, else add it to REVIEWED with the reason it does not")
     marked = {name for name, _hint, metadata in fields if any(isinstance(m, Mark) for m in metadata)}
     assert not marked & set(REVIEWED), "a setting is both marked and reviewed as harmless"
     assert {"env.id", "env.packages", "env.wrappers", "env.eval_kwargs", "rllib.address", "rllib.extra",
@@ -96,14 +98,17 @@ def test_the_guard_rail_catches_an_unmarked_text_field():
     ({"id": "CartPole-v1", "packages": ["evil"]}, {}, "import env.packages=['evil']"),
     ({"id": "CartPole-v1", "wrappers": [{"pydoc:pipepager": {"cmd": "touch M"}}]}, {},
      "import and call env.wrappers=[{'pydoc:pipepager': {'cmd': 'touch M'}}]"),
-    ({"id": "CartPole-v1", "wrappers": ["gymnasium.wrappers.ClipReward"]}, {}, "import and call env.wrappers"),
+    ({"id": "CartPole-v1", "wrappers": ["gymnasium.wrappers.ClipReward"]}, {},
+     "import and call env.wrappers"),
     ({"id": "process", "listen": "127.0.0.1:0", "eval_kwargs": {"command": "./evil"}}, {},
      "start the program env.eval_kwargs.command='./evil'"),
-    ({"id": "process", "address": "10.1.2.3:5555", "allow_remote": True}, {}, "connect to env.address='10.1.2.3:5555'"),
+    ({"id": "process", "address": "10.1.2.3:5555", "allow_remote": True}, {},
+     "connect to env.address='10.1.2.3:5555'"),
     ({"id": "process", "listen": "0.0.0.0:5555"}, {}, "listen for programs on env.listen='0.0.0.0:5555'"),
     ({"id": "CartPole-v1"}, {"rllib": {"address": "ray://10.0.0.9:10001"}},
      "join the Ray cluster at rllib.address='ray://10.0.0.9:10001'"),
-    ({"id": "CartPole-v1"}, {"rllib": {"extra": {"callbacks": "x"}}}, "hand Ray, as they are, the settings rllib.extra"),
+    ({"id": "CartPole-v1"}, {"rllib": {"extra": {"callbacks": "x"}}},
+     "hand Ray, as they are, the settings rllib.extra"),
 ])
 def test_each_setting_that_reaches_out_is_named(env, extra, phrase):
     code = runs_code(validate({"env": env, **extra}, "test"))
@@ -121,6 +126,8 @@ def test_plain_settings_are_not_code(env):
 
 
 def test_loopback_is_decided_by_address():
-    assert not beyond_loopback("127.0.0.1:1") and not beyond_loopback("[::1]:1") and not beyond_loopback("localhost:1")
-    assert beyond_loopback("0.0.0.0:1") and beyond_loopback("10.0.0.1:1") and beyond_loopback("no.such.host.invalid:1")
+    assert (not beyond_loopback("127.0.0.1:1") and not beyond_loopback("[::1]:1")
+            and not beyond_loopback("localhost:1"))
+    assert (beyond_loopback("0.0.0.0:1") and beyond_loopback("10.0.0.1:1")
+            and beyond_loopback("no.such.host.invalid:1"))
     assert isinstance(beyond_loopback, types.FunctionType)

@@ -13,13 +13,14 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.config import check_algorithm, load_yaml, select_algo, validate
-from agents.run.checkpoint import parse_header
 from agents.run.cli import train_parser
+from agents.run.header import parse_header
 from agents.run.runner import build_config
 from envs.errors import CheckpointError, UserError
 
-SMALL = ["--num-envs", "2", "--quiet", "--set", "agent.learning_starts=200", "--set", "agent.buffer_size=2000",
-         "--set", "agent.net_arch=[32, 32]", "--set", "agent.batch_size=64", "--set", "eval.episodes=1"]
+SMALL = ["--num-envs", "2", "--quiet", "--set", "agent.learning_starts=200",
+         "--set", "agent.buffer_size=2000", "--set", "agent.net_arch=[32, 32]",
+         "--set", "agent.batch_size=64", "--set", "eval.episodes=1"]
 BOX = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
 
 
@@ -34,8 +35,8 @@ def test_train_evaluate_and_checkpoint(tmp_path, algo):
     run = tmp_path / "run"
     extra = ["--set", "train.checkpoint_replay=false"] if algo == "td3" else []
     proc = run_cli("train.py", "--env", "Pendulum-v1", "--algo", algo, "--timesteps", "600", "--seed", "1",
-                   "--run-dir", str(run), "--set", "eval.every=300", "--set", "train.checkpoint_every=300", *SMALL,
-                   *extra, check=True)
+                   "--run-dir", str(run), "--set", "eval.every=300", "--set", "train.checkpoint_every=300",
+                   *SMALL, *extra, check=True)
     assert "done: 600 steps" in proc.stdout
     assert f"algo: {algo}" in (run / "config.yaml").read_text()
     want = {"rollout/ep_rew_mean", "eval/mean_reward", "time/fps", "train/actor_loss", "train/critic_loss"}
@@ -45,7 +46,8 @@ def test_train_evaluate_and_checkpoint(tmp_path, algo):
     ckpt = load_file(run / "final" / "model.safetensors")
     meta = json.loads((run / "final" / "model.json").read_text())
     assert meta["algo"] == algo and meta["optimizer"] is None
-    assert set(meta["optimizers"]) == ({"actor", "critic", "ent_coef"} if algo == "sac" else {"actor", "critic"})
+    assert set(meta["optimizers"]) == ({"actor", "critic", "ent_coef"} if algo == "sac"
+                                       else {"actor", "critic"})
     target = "policy/critic_target." if algo == "sac" else "policy/actor_target."
     assert any(k.startswith(target) for k in ckpt)
     if algo == "sac":
@@ -70,8 +72,8 @@ def test_train_evaluate_and_checkpoint(tmp_path, algo):
 def test_wrong_action_space_is_one_line_exit_2(tmp_path):
     proc = run_cli("train.py", "--env", "CartPole-v1", "--algo", "sac", "--run-dir", str(tmp_path / "r"))
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip() == ("error: SAC needs a continuous (Box) action space; `--env CartPole-v1` has "
-                                   "Discrete(2): use `--algo ppo`")
+    assert proc.stderr.strip() == ("error: SAC needs a continuous (Box) action space; `--env CartPole-v1` "
+                                   "has Discrete(2): use `--algo ppo`")
     assert not (tmp_path / "r").exists()
 
 
@@ -94,7 +96,8 @@ def test_algorithm_keys_are_checked_per_algorithm():
         check_algorithm(validate({"agent": {"algo": "ppo", "ent_coef": "auto"}}, "x"), BOX)
     with pytest.raises(UserError, match="target_entropy applies only with agent.ent_coef: auto"):
         check_algorithm(validate({"agent": {"algo": "sac", "ent_coef": 0.1, "target_entropy": -2}}, "x"), BOX)
-    with pytest.raises(UserError, match=r"--algo a2c does not take agent.clip_range, agent.n_epochs \(a key of PPO\)"):
+    with pytest.raises(UserError,
+                       match=r"--algo a2c does not take agent.clip_range, agent.n_epochs \(a key of PPO\)"):
         check_algorithm(validate({"agent": {"algo": "a2c", "n_epochs": 3, "clip_range": 0.1}}, "x"), BOX)
     with pytest.raises(UserError, match=r"--algo sac does not take agent.policy_delay \(a key of TD3\)"):
         check_algorithm(validate({"agent": {"algo": "sac", "policy_delay": 3}}, "x"), BOX)
@@ -114,7 +117,8 @@ def test_robot_config_gives_each_algorithm_its_own_settings(algo):
     if algo == "sac":
         assert cfg.agent.net_arch == [256, 256] and cfg.agent.buffer_size == 100_000
     if algo == "ppo":
-        assert cfg.agent.n_steps == 256 and cfg.agent.lr_schedule == "linear" and cfg.train.timesteps == 300_000
+        assert (cfg.agent.n_steps == 256 and cfg.agent.lr_schedule == "linear"
+                and cfg.train.timesteps == 300_000)
 
 
 @pytest.mark.slow
@@ -123,9 +127,9 @@ def test_sac_learns_pendulum(tmp_path):
     # ~5k steps of SAC (lr 1e-3 as RL Zoo's Pendulum-v1 entry, one gradient step per env step) swing it up;
     # a uniform-random policy scores about -1200 and PPO needs far more steps for -400
     run, out = tmp_path / "run", tmp_path / "eval.json"
-    run_cli("train.py", "--env", "Pendulum-v1", "--algo", "sac", "--timesteps", "5000", "--seed", "0", "--num-envs",
-            "1", "--quiet", "--run-dir", str(run), "--set", "agent.learning_rate=1e-3", "--set", "agent.net_arch=[64, 64]",
-            "--set", "eval.every=0", timeout=600, check=True)
+    run_cli("train.py", "--env", "Pendulum-v1", "--algo", "sac", "--timesteps", "5000", "--seed", "0",
+            "--num-envs", "1", "--quiet", "--run-dir", str(run), "--set", "agent.learning_rate=1e-3",
+            "--set", "agent.net_arch=[64, 64]", "--set", "eval.every=0", timeout=600, check=True)
     run_cli("evaluate.py", str(run), "--episodes", "10", "--json", str(out), check=True)
     res = json.loads(out.read_text())
     assert res["mean_return"] >= -400, res

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT, last_scalar, pids_of, run_cli
+from conftest import ROOT, last_scalar, pids_of, read_checkpoint, run_cli
 
 FAST = ["--num-envs", "2", "--quiet", "--set", "agent.n_steps=64", "--set", "agent.batch_size=64",
         "--set", "agent.n_epochs=1", "--set", "eval.every=0"]
@@ -30,8 +30,8 @@ def start(args):
 def test_program_sigkilled_ten_times_during_one_run(heater, tmp_path):
     run = tmp_path / "run"
     proc = start(["--env", "process", "--set", f"env.command={heater}", "--set", "env.max_restarts=20",
-                  "--set", "env.restart_rate=20", "--timesteps", "30000", "--run-dir", str(run), "--seed", "0",
-                  "--set", "train.checkpoint_every=2048", *FAST])
+                  "--set", "env.restart_rate=20", "--timesteps", "30000", "--run-dir", str(run),
+                  "--seed", "0", "--set", "train.checkpoint_every=2048", *FAST])
     kills = 0
     deadline = time.time() + 120
     while not list((run / "tensorboard").glob("events.*")) and time.time() < deadline:
@@ -54,13 +54,14 @@ def test_program_sigkilled_ten_times_during_one_run(heater, tmp_path):
 
 def test_sigkilled_worker_process_is_respawned(tmp_path):
     run = tmp_path / "run"
-    proc = start(["--env", "robot", "--timesteps", "20000", "--run-dir", str(run), "--set", "train.vec_env=subproc",
-                  "--set", "train.start_method=spawn", *FAST])
+    proc = start(["--env", "robot", "--timesteps", "20000", "--run-dir", str(run),
+                  "--set", "train.vec_env=subproc", "--set", "train.start_method=spawn", *FAST])
     deadline = time.time() + 120
     workers: list[int] = []
     while time.time() < deadline and len(workers) < 2:
         time.sleep(0.2)
-        workers = [c for c in children(proc.pid) if b"multiprocessing" in Path(f"/proc/{c}/cmdline").read_bytes()
+        workers = [c for c in children(proc.pid)
+                   if b"multiprocessing" in Path(f"/proc/{c}/cmdline").read_bytes()
                    and b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()]
     while not list((run / "tensorboard").glob("events.*")) and time.time() < deadline:
         time.sleep(0.05)
@@ -98,14 +99,13 @@ def test_exhausted_budget_stops_with_a_clear_error_after_a_checkpoint(heater, tm
                       f"if [ $(wc -l < {tmp_path}/starts) -gt 2 ]; then exec {heater} --crash-in-reset; fi\n"
                       f"exec {heater} --crash-after 300\n")
     script.chmod(0o755)
-    proc = run_cli("train.py", "--env", "process", "--set", f"env.command={script}", "--set", "env.max_restarts=3",
-                   "--timesteps", "5000", "--run-dir", str(run), "--num-envs", "1", "--quiet", "--set",
-                   "agent.n_steps=64", "--set", "agent.batch_size=64", "--set", "agent.n_epochs=1", "--set",
-                   "eval.every=0", timeout=120)
+    proc = run_cli("train.py", "--env", "process", "--set", f"env.command={script}",
+                   "--set", "env.max_restarts=3", "--timesteps", "5000", "--run-dir", str(run),
+                   "--num-envs", "1", "--quiet", "--set", "agent.n_steps=64", "--set", "agent.batch_size=64",
+                   "--set", "agent.n_epochs=1", "--set", "eval.every=0", timeout=120)
     assert proc.returncode == 1, proc.stderr
-    assert "restart budget spent after 3 restart(s)" in proc.stderr and "sensor bus offline" in proc.stderr, proc.stderr
+    assert ("restart budget spent after 3 restart(s)" in proc.stderr
+            and "sensor bus offline" in proc.stderr), proc.stderr
     assert "exit code 4" in proc.stderr and "Traceback" not in proc.stderr
-    from agents.run import checkpoint
-
-    _, meta = checkpoint.load(run / "final" / "model.safetensors")
+    _, meta = read_checkpoint(run / "final" / "model.safetensors")
     assert meta["num_timesteps"] > 0

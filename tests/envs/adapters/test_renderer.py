@@ -186,8 +186,8 @@ def test_train_then_evaluate_with_video_figure_and_metrics(tmp_path):
     from agents.run.evaluation import random_policy, run_episodes
     from agents.run.runner import load_policy
 
-    cfg = load_policy(run)[0]
-    env = env_factory(cfg, for_eval=True)()
+    loaded = load_policy(run)
+    env = env_factory(loaded.cfg, loaded.env, for_eval=True)()
     again = run_episodes(env, random_policy(env.action_space, 10_000), 3, 10_000)
     env.close()
     assert res["random_metrics"]["iou"] == pytest.approx(again.summary.metrics["iou"], abs=1e-12)

@@ -1,0 +1,127 @@
+"""The backend interface the one training loop drives, and the table that picks a backend by name.
+
+A backend (agents/sb3/, agents/rllib/, agents/blackbox/) implements :class:`Backend`; the run layer calls it
+and never imports one: :func:`get_backend` imports the class that :data:`BACKENDS` names, lazily, so
+``import agents.run`` never imports Ray or stable-baselines3.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from envs.errors import UserError
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    import numpy as np
+
+    from agents.config import RunConfig
+    from agents.run.checkpoint import Checkpoint
+    from agents.run.resolved import ResolvedEnv
+    from agents.run.session import Session
+
+__all__ = ["BACKENDS", "Backend", "Iteration", "get_backend"]
+
+# Backend name -> "module:Class"; RL Zoo's ALGOS, one level up.
+BACKENDS: dict[str, str] = {
+    "sb3": "agents.sb3.backend:SB3Backend",
+    "rllib": "agents.rllib.backend:RLlibBackend",
+    "blackbox": "agents.blackbox.backend:BlackBoxBackend",
+}
+
+
+@dataclass
+class Iteration:
+    """What one :meth:`Backend.advance` did.
+
+    Attributes:
+        step: the global env step reached.
+        ep_rew_mean: the latest mean raw episode return, when an episode has ended.
+        scalars: metrics to log at ``step`` that the backend did not log itself (``rollout/…``, ``train/…``).
+    """
+
+    step: int
+    ep_rew_mean: float | None = None
+    scalars: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """What the training loop (:mod:`agents.run.loop`), train.py and evaluate.py need from a backend.
+
+    Signatures are modelled on SB3. A backend collects and updates (:meth:`advance`), saves and predicts;
+    the loop owns the schedule (evaluation, checkpoints, metrics, signals, budget).
+
+    Attributes:
+        seed: the run's seed.
+        num_timesteps: global env steps trained so far (the resumed step included).
+        channels_first: the backend's networks take images as (C, H, W) (SB3's CNNs); envs are built so.
+        batches_programs: the backend steps K-instance programs and connect mode (``env.listen``) as one
+            batched vector env (envs/vector/bridge.py); others drive one instance per program.
+    """
+
+    seed: int
+    num_timesteps: int
+    channels_first: ClassVar[bool] = False
+    batches_programs: ClassVar[bool] = False
+
+    @classmethod
+    @abstractmethod
+    def create(cls, cfg: RunConfig, seed: int, env: ResolvedEnv) -> Self:
+        """Build envs and a fresh model for training, for the env the runner resolved once (``env``)."""
+
+    def attach(self, session: Session) -> None:  # noqa: B027 - optional hook
+        """Called once before the first :meth:`advance`, with ``session.writer`` open."""
+
+    @abstractmethod
+    def advance(self, until: int, session: Session) -> Iteration:
+        """Collect and update: at least one iteration, stopping at or after global step ``until``.
+
+        A backend returns after one iteration when it can (so the loop logs each one), calls
+        ``session.tick`` on the vector steps it sees (health, progress, stop requests) and stops early
+        when that returns False.
+        """
+
+    @abstractmethod
+    def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
+        """The action for one raw (unnormalised) observation; a stacked batch gives a batch of actions."""
+
+    @abstractmethod
+    def save(self, path: Path, meta: dict[str, Any] | None = None) -> Path:
+        """Write a complete, atomically written checkpoint to ``path``."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, ckpt: Checkpoint, cfg: RunConfig, env: ResolvedEnv, *, for_training: bool = False,
+             seed: int = 0) -> Self:
+        """Restore from a checkpoint the runner read once (``ckpt``: its typed header and its tensors):
+        the policy only for evaluation, everything for training."""
+
+    def bind_env(self, env: Any) -> None:  # noqa: B027 - optional hook
+        """Called with the env :meth:`predict` will act in (evaluation); a backend that answers from the env's
+        state rather than the observation alone (``blackbox``) keeps it."""
+
+    def eval_report(self) -> dict[str, float]:
+        """Extra scalars of the evaluation since :meth:`bind_env` (``blackbox``: forward calls per
+        instance)."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release envs and workers."""
+
+
+def get_backend(name: str) -> type[Backend]:
+    """The backend class registered under ``name``."""
+    if name not in BACKENDS:
+        raise UserError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    module, _, cls = BACKENDS[name].partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise UserError(f"backend {name!r} is not available here ({e}); install nondiff with its "
+                        "dependencies") from e
+    return getattr(mod, cls)
