@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from agents.run.resolved import ResolvedEnv
     from agents.run.session import Session
 
-__all__ = ["BACKENDS", "Backend", "Iteration", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "Iteration", "get_backend", "resolve_device"]
 
 # Backend name -> "module:Class"; RL Zoo's ALGOS, one level up.
 BACKENDS: dict[str, str] = {
@@ -125,3 +125,19 @@ def get_backend(name: str) -> type[Backend]:
         raise UserError(f"backend {name!r} is not available here ({e}); install nondiff with its "
                         "dependencies") from e
     return getattr(mod, cls)
+
+
+def resolve_device(device: str) -> str:
+    """``train.device`` for a torch backend: ``auto`` → cuda when available, else cpu.
+
+    Raises:
+        UserError: ``cuda`` asked for, and this torch build sees no CUDA device.
+    """
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: this torch build sees no CUDA device; use --device cpu, or install a "
+                        "CUDA torch (make TORCH=torch)")
+    return device

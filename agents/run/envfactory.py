@@ -49,7 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RLLIB_CNN_SIZES = ((84, 84), (64, 64), (42, 42), (10, 10))
-"""Image sizes (H, W, any channels) for which RLlib's model catalog has a default CNN; others are flattened."""
+"""Image sizes (H, W, any channels) for which RLlib's model catalog has a default CNN; others are
+flattened."""
 
 
 def _build(spec: EnvSpec, packages: tuple[str, ...], max_episode_steps: int | None, kwargs: dict[str, Any],
@@ -110,7 +111,7 @@ def make_vector_env(cfg: RunConfig, env: ResolvedEnv,
 
     ``fns`` (default: ``train.num_envs`` times :func:`env_factory`) builds the envs.
     """
-    venv: gym.vector.VectorEnv | None = _bridge_vector_env(cfg, env) if fns is None and env.batched(cfg) else None
+    venv = _bridge_vector_env(cfg, env) if fns is None and env.batched(cfg) else None
     if venv is not None:
         return EpisodeStatistics(venv)
     fns = fns if fns is not None else [env_factory(cfg, env) for _ in range(cfg.train.num_envs)]
@@ -128,7 +129,8 @@ def make_vector_env(cfg: RunConfig, env: ResolvedEnv,
                 batch_guard=cfg.train.batch_guard))  # each worker checks its envs in one batch
         built = None if cfg.train.vec_env == "subproc" else _in_process(cfg, fns)
         if built is None:  # subproc, or one instance per process: a worker process each
-            venv = SubprocVectorEnv(fns, start_method=cfg.train.start_method, step_timeout=cfg.train.worker_timeout,
+            venv = SubprocVectorEnv(fns, start_method=cfg.train.start_method,
+                                    step_timeout=cfg.train.worker_timeout,
                                     max_restarts=cfg.train.max_worker_restarts)
         else:
             made: list[Callable[[], gym.Env]] = [functools.partial(_given, env) for env in built]
@@ -158,7 +160,8 @@ def probe(cfg: RunConfig, env: ResolvedEnv, backend: type[Backend]) -> tuple[Res
         if listen:  # connect mode: the waiting line counts the programs the run needs
             from envs.bridge import listen as L
 
-            L.listener(str(listen), tokens.resolve(cfg.env.token_source()) or "").expected = cfg.train.num_envs
+            token = tokens.resolve(cfg.env.token_source()) or ""
+            L.listener(str(listen), token).expected = cfg.train.num_envs
         made = env_factory(cfg, env)()
     keep = False
     try:
@@ -201,9 +204,10 @@ def _in_process(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> list[gym.En
             env.close()
         if not built or isinstance(e, ValueError | TypeError | UserError):  # bad input (a bridge refusal too)
             raise
-        log.warning("env %r could not be built a second time in this process (%s); it allows one instance "
-                    "per process, so its %d training envs run in a worker process each (train.vec_env: subproc; "
-                    "set that in the config to skip this try)", cfg.env.id, one_line(e), len(fns))
+        log.warning("env %r could not be built a second time in this process (%s); it allows one "
+                    "instance per process, so its %d training envs run in a worker process each "
+                    "(train.vec_env: subproc; set that in the config to skip this try)", cfg.env.id,
+                    one_line(e), len(fns))
         return None
     return built
 

@@ -1,7 +1,7 @@
 """The one training loop: the schedule every backend and algorithm runs under.
 
-A backend supplies :meth:`~agents.run.backend.Backend.advance` (collect and update, at least one iteration,
-towards a step), :meth:`~agents.run.backend.Backend.save` and :meth:`~agents.run.backend.Backend.predict`. This loop owns the rest, once:
+A backend (:class:`~agents.run.backend.Backend`) supplies ``advance`` (collect and update, at least one
+iteration, towards a step), ``save`` and ``predict``. This loop owns the rest, once:
 TensorBoard, env-health metrics, the progress display, periodic evaluation (and ``best/``), periodic
 checkpoints and their rotation, the budget and the stop signals. Checkpoints are taken between an
 update and the next collection, which is what makes an exact resume possible.

@@ -2,7 +2,8 @@
 
 The runner resolves ``env.id`` once (:func:`resolve_env`: the registry, one import of the entry point), and
 for a new run builds the env once (:func:`agents.run.envfactory.probe`) to learn its spaces and how many
-instances a program hosts. That env is not thrown away: it becomes the periodic evaluation's env when it is built the same way.
+instances a program hosts. That env is not thrown away: it becomes the periodic evaluation's env when it is
+built the same way.
 A resumed run or an evaluation takes the spaces from the checkpoint header instead, and builds no probe.
 """
 
@@ -41,7 +42,8 @@ class ResolvedEnv:
         renders_by_default: its ``render_mode`` defaults to rendering (it is built with ``render_mode=None``).
         hosts_instances: the adapter can host K instances per program (the bridge), so K > 1 or connect mode
             (``env.listen``) are stepped as one batched vector env.
-        channels_first: build images as (C, H, W) (the backend's :attr:`~agents.run.backend.Backend.channels_first`).
+        channels_first: build images as (C, H, W) (the backend's
+            :attr:`~agents.run.backend.Backend.channels_first`).
         observation_space: the observation space the backend sees (from the probe or the checkpoint).
         action_space: the action space, likewise.
         num_instances: the K a probed program declared; None when nothing was probed (resume, evaluation).
@@ -75,8 +77,9 @@ def resolve_env(cfg: RunConfig, channels_first: bool, spec: EnvSpec | None = Non
                 spaces: tuple[gym.Space, gym.Space] | None = None) -> ResolvedEnv:
     """Resolve ``cfg.env.id`` (unless ``spec`` is the resolution) and import its entry point, once.
 
-    ``channels_first``: the backend's :attr:`~agents.run.backend.Backend.channels_first`. ``spaces``: where the
-    checkpoint header gives them (resume, evaluation); otherwise :func:`~agents.run.envfactory.probe` fills them.
+    ``channels_first``: the backend's :attr:`~agents.run.backend.Backend.channels_first`. ``spaces``: where
+    the checkpoint header gives them (resume, evaluation); otherwise :func:`~agents.run.envfactory.probe`
+    fills them.
 
     Raises:
         UserError: the env is unknown or its entry point does not import.
@@ -123,20 +126,21 @@ def import_packages(packages: list[str]) -> None:
         try:
             importlib.import_module(pkg)
         except Exception as e:
-            raise UserError(f"--env-package {pkg!r} failed to import ({type(e).__name__}: {e}); fix the module or "
-                            "drop the flag") from e
+            raise UserError(f"--env-package {pkg!r} failed to import ({type(e).__name__}: {e}); fix the "
+                            "module or drop the flag") from e
 
 
 def check_env_kwargs(cfg: RunConfig, env: ResolvedEnv) -> None:
     """Reject adapter keyword arguments the adapter does not accept, with a did-you-mean.
 
-    A configured bridge token (``env.token``, ``token_file`` or ``token_env``) counts as the keyword ``token``.
-    When ``NONDIFF_TOKEN`` supplies the token of an adapter that takes one, ``env.token_env`` is set to it, so
-    that the run directory records that a token was used, and where from, without the token.
+    A configured bridge token (``env.token``, ``token_file`` or ``token_env``) counts as the keyword
+    ``token``. When ``NONDIFF_TOKEN`` supplies the token of an adapter that takes one, ``env.token_env`` is
+    set to it, so that the run directory records that a token was used, and where from, without the token.
     """
     names = env.params
     source = cfg.env.token_source()
-    given = {**cfg.env.adapter_kwargs(), **cfg.env.eval_kwargs, **({"token": None} if source.explicit else {})}
+    given = {**cfg.env.adapter_kwargs(), **cfg.env.eval_kwargs,
+             **({"token": None} if source.explicit else {})}
     if names is None:
         return
     if not source.explicit and env.takes_token and os.environ.get(tokens.DEFAULT_ENV_VAR, "").strip():
@@ -148,8 +152,8 @@ def check_env_kwargs(cfg: RunConfig, env: ResolvedEnv) -> None:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
             hint = f"did you mean 'env.{close[0]}'? " if close else ""
-            raise UserError(f"unknown key 'env.{key}' for env {cfg.env.id!r}; {hint}its keyword arguments are: "
-                            f"{', '.join(names) or '(none)'}")
+            raise UserError(f"unknown key 'env.{key}' for env {cfg.env.id!r}; {hint}its keyword arguments "
+                            f"are: {', '.join(names) or '(none)'}")
 
 
 def is_image_space(space: gym.Space) -> bool:
@@ -188,13 +192,15 @@ def check_scalar_reward(cfg: RunConfig, env: gym.Env) -> None:
         reward: Any = env.step(env.action_space.sample())[1]
     if np.ndim(reward) != 0:
         weights = [1.0] + [0.0] * (int(np.prod(shape)) - 1)
-        raise UserError(f"env {cfg.env.id!r} returns a vector reward of shape {shape} (its reward_space), and a "
-                        "learner needs one number per step; list a scalarising wrapper under env.wrappers, e.g. "
+        raise UserError(f"env {cfg.env.id!r} returns a vector reward of shape {shape} (its reward_space), "
+                        "and a learner needs one number per step; list a scalarising wrapper under "
+                        "env.wrappers, e.g. "
                         f"[{{'mo_gymnasium.wrappers:LinearReward': {{weight: {weights}}}}}]")
 
 
 def one_line(err: BaseException) -> str:
-    """``Type: first line of the message``, or where it was raised when the message is empty (a bare assert)."""
+    """``Type: first line of the message``, or where it was raised when the message is empty (a bare
+    assert)."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     if not text:
         import traceback

@@ -162,7 +162,8 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
                 cfg.train.timesteps = start + args.timesteps
             seed = int(cfg.train.seed if cfg.train.seed is not None else 0)
             kind = get_backend(cfg.agent.backend)
-            env = resolve_env(cfg, kind.channels_first, spaces=ckpt.header.spaces())  # no probe: the header has the spaces
+            # no probe: the header has the spaces
+            env = resolve_env(cfg, kind.channels_first, spaces=ckpt.header.spaces())
             backend = kind.load(ckpt, cfg, env, for_training=True, seed=seed)
             _say(f"resuming {run.path} from {path.name} at step {start:,}")
             return _run(args, argv, run, cfg, backend, env, start, seed)

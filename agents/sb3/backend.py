@@ -23,7 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.config import RunConfig
 from agents.run import checkpoint, tensorcheck
-from agents.run.backend import Backend, Iteration
+from agents.run.backend import Backend, Iteration, resolve_device
 from agents.run.header import CheckpointHeader, corrupted
 from agents.run.resolved import ResolvedEnv
 from agents.run.session import Session
@@ -37,18 +37,6 @@ log = logging.getLogger(__name__)
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, **offpolicy.ALGOS}
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → cuda when available, else cpu."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        from envs.errors import UserError
-
-        raise UserError("--device cuda: this torch build sees no CUDA device; use --device cpu, or install a CUDA "
-                        "torch (make TORCH=torch)")
-    return device
 
 
 def _hyperparameters(cfg: RunConfig, action_space: gym.Space | None = None) -> dict[str, Any]:
