@@ -2,8 +2,9 @@
 
 Each :class:`RLlibAlgo` says which ``AlgorithmConfig`` to build, how the shared hyperparameters map onto it,
 which RLModule class evaluates its checkpoints without Ray, and which of RLlib's learner metrics become
-which TensorBoard names. The keys each algorithm honours are listed in :data:`agents.config.algos.RLLIB_ALGO_KEYS`
-(docs/distributed.md has the table); :func:`agents.config.algos.check_algorithm` refuses the others.
+which TensorBoard names. The keys each algorithm honours are listed in
+:data:`agents.config.algos.RLLIB_ALGO_KEYS` (docs/distributed.md has the table);
+:func:`agents.config.algos.check_algorithm` refuses the others.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from envs.errors import UserError
 
 ENV_NAME = "nondiff-env"
 APPO_ITERATION_STEPS = 2000
-"""Env steps APPO samples per ``algo.train()`` (one loop iteration); ``rllib.extra.min_sample_timesteps_per_iteration``
-overrides it."""
+"""Env steps APPO samples per ``algo.train()`` (one loop iteration);
+``rllib.extra.min_sample_timesteps_per_iteration`` overrides it."""
 SAC_ITERATION_STEPS = 1000
 """Env steps SAC samples per ``algo.train()``; RLlib's own default is one vector step per iteration."""
 VECTORIZE_MODE = {"dummy": "sync", "subproc": "sync", "thread": "vector_entry_point"}
@@ -66,8 +67,8 @@ def _ppo(config: Any, cfg: RunConfig, lr: Any) -> Any:
     return config.training(lr=lr, gamma=a.gamma, lambda_=a.gae_lambda,
                            train_batch_size_per_learner=(a.n_steps or 2048) * cfg.train.num_envs,
                            minibatch_size=a.batch_size or 64, num_epochs=a.n_epochs, clip_param=a.clip_range,
-                           entropy_coeff=float(a.ent_coef or 0.0), vf_loss_coeff=a.vf_coef, grad_clip=a.max_grad_norm,
-                           use_kl_loss=False, vf_clip_param=float("inf"))
+                           entropy_coeff=float(a.ent_coef or 0.0), vf_loss_coeff=a.vf_coef,
+                           grad_clip=a.max_grad_norm, use_kl_loss=False, vf_clip_param=float("inf"))
 
 
 def _appo(config: Any, cfg: RunConfig, lr: Any) -> Any:
@@ -82,8 +83,8 @@ def _appo(config: Any, cfg: RunConfig, lr: Any) -> Any:
     config = config.env_runners(rollout_fragment_length=a.n_steps or 50)
     config = config.training(lr=lr, gamma=a.gamma, train_batch_size_per_learner=batch,
                              circular_buffer_iterations_per_batch=a.n_epochs, clip_param=a.clip_range,
-                             grad_clip=a.max_grad_norm, entropy_coeff=float(a.ent_coef or 0.0), vf_loss_coeff=a.vf_coef,
-                             use_kl_loss=False)
+                             grad_clip=a.max_grad_norm, entropy_coeff=float(a.ent_coef or 0.0),
+                             vf_loss_coeff=a.vf_coef, use_kl_loss=False)
     return config.reporting(min_time_s_per_iteration=0,
                             min_sample_timesteps_per_iteration=max(APPO_ITERATION_STEPS, batch))
 
@@ -101,13 +102,14 @@ def _sac(config: Any, cfg: RunConfig, lr: Any) -> Any:
     fixed_alpha = isinstance(a.ent_coef, float)
     alpha = a.ent_coef if isinstance(a.ent_coef, float) else 1.0  # SB3's SAC starts a learned α at 1.0
     config = config.env_runners(rollout_fragment_length=a.train_freq)
-    config = config.training(actor_lr=lr, critic_lr=lr, alpha_lr=0.0 if fixed_alpha else lr, gamma=a.gamma, tau=a.tau,
-                             initial_alpha=alpha,
+    config = config.training(actor_lr=lr, critic_lr=lr, alpha_lr=0.0 if fixed_alpha else lr, gamma=a.gamma,
+                             tau=a.tau, initial_alpha=alpha,
                              target_entropy=a.target_entropy, twin_q=True, n_step=1,
                              train_batch_size_per_learner=batch, training_intensity=updates * batch / sampled,
                              num_steps_sampled_before_learning_starts=a.learning_starts,
                              replay_buffer_config={"type": "EpisodeReplayBuffer", "capacity": a.buffer_size})
-    return config.reporting(min_time_s_per_iteration=0, min_sample_timesteps_per_iteration=SAC_ITERATION_STEPS)
+    return config.reporting(min_time_s_per_iteration=0,
+                            min_sample_timesteps_per_iteration=SAC_ITERATION_STEPS)
 
 
 _ON_POLICY_METRICS = (("policy_loss", "train/policy_loss"), ("vf_loss", "train/value_loss"),
@@ -133,8 +135,8 @@ def spec(cfg: RunConfig) -> RLlibAlgo:
     """The :class:`RLlibAlgo` of ``cfg.agent.algo``, or a :class:`UserError` naming the ones there are."""
     algo = ALGOS.get(cfg.agent.algo)
     if algo is None:
-        raise UserError(f"--backend rllib runs --algo {'|'.join(ALGOS)}, got {cfg.agent.algo!r}; use --backend sb3 "
-                        "for A2C or TD3")
+        raise UserError(f"--backend rllib runs --algo {'|'.join(ALGOS)}, got {cfg.agent.algo!r}; use "
+                        "--backend sb3 for A2C or TD3")
     return algo
 
 
@@ -168,21 +170,22 @@ def _normalizes_obs(cfg: RunConfig, obs_space: gym.Space) -> bool:
         return False
     if isinstance(obs_space, gym.spaces.Box) and not is_image_space(obs_space):
         return True
-    logging.getLogger(__name__).warning("normalize_obs ignored on rllib: observation space %s is not a flat Box",
-                                        obs_space)
+    logging.getLogger(__name__).warning("normalize_obs ignored on rllib: observation space %s is not a flat "
+                                        "Box", obs_space)
     return False
 
 
 def _check_extra(config: Any, extra: dict[str, Any]) -> None:
-    """``update_from_dict`` silently sets unknown attributes; refuse keys the algorithm's config does not have."""
+    """``update_from_dict`` silently sets unknown attributes; refuse keys the algorithm's config does
+    not have."""
     known = sorted({k for k in (*config.to_dict(), *vars(config)) if not k.startswith("_")})
     name = type(config).__name__
     for key in extra:
         if config._translate_special_keys(str(key), warn_deprecated=False) not in known:
             close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
             hint = f"did you mean 'rllib.extra.{close[0]}'? " if close else ""
-            raise UserError(f"unknown key 'rllib.extra.{key}': RLlib's {name} has no such setting; {hint}use a "
-                            f"{name} attribute name (e.g. rllib.extra.vf_clip_param) or drop it")
+            raise UserError(f"unknown key 'rllib.extra.{key}': RLlib's {name} has no such setting; {hint}use "
+                            f"a {name} attribute name (e.g. rllib.extra.vf_clip_param) or drop it")
 
 
 def build_algo_config(cfg: RunConfig, seed: int, env: ResolvedEnv, start_step: int = 0,
@@ -194,8 +197,7 @@ def build_algo_config(cfg: RunConfig, seed: int, env: ResolvedEnv, start_step: i
     ``start_step``.
     """
     algo = spec(cfg)
-    assert env.observation_space is not None and env.action_space is not None
-    spaces = (env.observation_space, env.action_space)
+    spaces = env.spaces
     a, r = cfg.agent, cfg.rllib
     runners = r.num_env_runners
     per_runner = r.envs_per_runner or max(1, cfg.train.num_envs // max(1, runners))
@@ -228,6 +230,6 @@ def build_algo_config(cfg: RunConfig, seed: int, env: ResolvedEnv, start_step: i
     try:
         config.validate()
     except (ValueError, TypeError) as e:
-        raise UserError(f"RLlib rejected the configuration: {str(e).splitlines()[0]} Fix the agent: or rllib: "
-                        "values (--set SECTION.KEY=VALUE)") from e
+        raise UserError(f"RLlib rejected the configuration: {str(e).splitlines()[0]} Fix the agent: or "
+                        "rllib: values (--set SECTION.KEY=VALUE)") from e
     return config

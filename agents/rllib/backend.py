@@ -1,4 +1,5 @@
-"""The RLlib backend: PPO, APPO and SAC on a local or remote Ray cluster with the same configs, run dirs and checkpoints.
+"""The RLlib backend: PPO, APPO and SAC on a local or remote Ray cluster with the same configs, run dirs
+and checkpoints.
 
 Ray is imported only here. Envs are registered with ``ray.tune.registry.register_env``; the creator
 re-resolves the nondiff name inside every Ray worker (built-in, plugin or ``--env-package``) and wraps
@@ -46,9 +47,11 @@ def _create_env(env_config: dict[str, Any]) -> gym.Env | gym.vector.VectorEnv:
     from agents.config import RunConfig as _RunConfig
 
     cfg = _RunConfig.model_validate(env_config["cfg"])
-    scale = functools.partial(rllib_state.ScaleReward, gamma=cfg.agent.gamma) if cfg.agent.normalize_reward else None
+    scale = (functools.partial(rllib_state.ScaleReward, gamma=cfg.agent.gamma) if cfg.agent.normalize_reward
+             else None)
     make = env_factory(cfg, env_config["env"], outer=scale)
-    if "num_envs" in env_config:  # train.vec_env: thread (gymnasium's vector_entry_point asks for all envs at once)
+    # train.vec_env: thread (gymnasium's vector_entry_point asks for all envs at once)
+    if "num_envs" in env_config:
         from gymnasium.vector import AutoresetMode
 
         from envs.vector.threads import ThreadVectorEnv
@@ -76,8 +79,8 @@ def _health_callback_class() -> Any:
                     metrics_logger.log_value(("nondiff", "budgeted_restarts"), 1, reduce="sum")
                     metrics_logger.log_value(("nondiff", "budget"), fault.budget, reduce="min")
             if "nondiff_raw_return" in info:  # reward scaling on: the env's own episode return
-                metrics_logger.log_value(("nondiff", "raw_return"), float(info["nondiff_raw_return"]), reduce="mean",
-                                         window=100)
+                metrics_logger.log_value(("nondiff", "raw_return"), float(info["nondiff_raw_return"]),
+                                         reduce="mean", window=100)
             ms = info.get(LATENCY_KEY)
             if isinstance(ms, (int, float, np.number)) and not isinstance(ms, bool) and np.isfinite(ms):
                 metrics_logger.log_value(("nondiff", "step_ms"), float(ms), reduce="percentiles",
@@ -92,15 +95,16 @@ def build_algo_config(cfg: RunConfig, seed: int, env: ResolvedEnv, start_step: i
 
 
 def _check_reachable(address: str) -> None:
-    """Fail in seconds, with one line, when ``--ray-address`` points at nothing (ray.init would retry first)."""
+    """Fail in seconds, with one line, when ``--ray-address`` points at nothing (ray.init would
+    retry first)."""
     if address in ("auto", "local"):
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
-    hint = ("start one with `ray start --head` (docs/distributed.md) or drop --ray-address to train on a private "
-            "local Ray")
+    hint = ("start one with `ray start --head` (docs/distributed.md) or drop --ray-address to train on a "
+            "private local Ray")
     if not host or not port.isdigit():
-        raise UserError(f"--ray-address {address!r}: expected HOST:PORT (GCS, e.g. head:6379) or ray://HOST:PORT "
-                        f"(Ray Client, e.g. ray://head:10001)")
+        raise UserError(f"--ray-address {address!r}: expected HOST:PORT (GCS, e.g. head:6379) or "
+                        f"ray://HOST:PORT (Ray Client, e.g. ray://head:10001)")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
     except OSError as e:
@@ -117,20 +121,22 @@ def _connect(cfg: RunConfig) -> None:
     address = cfg.rllib.address
     token = cfg.env.token_source()
     if not address:
-        tokens.export_literal(token)  # env runners rebuild the env from the redacted config: give them the token
+        # env runners rebuild the env from the redacted config: give them the token
+        tokens.export_literal(token)
         rllib_local.start(cfg.rllib.num_cpus, cfg.rllib.dashboard)
         return
     if token.literal and token.literal != tokens.REDACTED:
-        raise UserError(f"--ray-address with env.token: env runners on other machines cannot get a token from this "
-                        f"command line; export {token.env_var or tokens.DEFAULT_ENV_VAR}=… on every node before "
-                        "`ray start`, or use env.token_file with the file on every node")
+        raise UserError(f"--ray-address with env.token: env runners on other machines cannot get a token "
+                        f"from this command line; export {token.env_var or tokens.DEFAULT_ENV_VAR}=… on "
+                        "every node before `ray start`, or use env.token_file with the file on every node")
     _check_reachable(address)
     try:
         ray.init(address=address, log_to_driver=False)
     except (ConnectionError, RuntimeError, ray.exceptions.RayError) as e:
         raise UserError(f"--ray-address {address!r}: a port is open there but joining the Ray cluster failed "
-                        f"({str(e).splitlines()[0]}); check that it is a Ray head of version {ray.__version__} and "
-                        "that RAY_AUTH_TOKEN holds the cluster's token (docs/distributed.md)") from e
+                        f"({str(e).splitlines()[0]}); check that it is a Ray head of version "
+                        f"{ray.__version__} and that RAY_AUTH_TOKEN holds the cluster's token "
+                        "(docs/distributed.md)") from e
 
 
 class RLlibBackend(Backend):
@@ -149,11 +155,11 @@ class RLlibBackend(Backend):
 
     @classmethod
     def create(cls, cfg: RunConfig, seed: int, env: ResolvedEnv, start_step: int = 0) -> RLlibBackend:
-        """Start (or join) Ray, register the env, build the algorithm (``start_step``: where a resume begins)."""
+        """Start (or join) Ray, register the env, build the algorithm (``start_step``: where
+        a resume begins)."""
         from ray.tune.registry import register_env
 
-        assert env.observation_space is not None and env.action_space is not None
-        spaces = (env.observation_space, env.action_space)
+        spaces = env.spaces
         if cfg.agent.algo == "sac":  # RLlib's episode buffer grows to agent.buffer_size steps: bound it now
             check_replay(spaces[0], spaces[1], cfg.agent.buffer_size, 1, next_observations=False)
         config = build_algo_config(cfg, seed, env, start_step)  # bad settings fail before Ray starts
@@ -162,8 +168,10 @@ class RLlibBackend(Backend):
         torch.set_num_threads(cfg.train.threads)
         algo = config.build_algo()
         backend = cls(cfg, seed, algo, algo.get_module(MODULE), spaces)
-        if backend.spec.sb3_init and cfg.agent.ortho_init and not start_step:  # a resume loads weights instead
-            backend._set_weights(rllib_state.sb3_init(algo.get_weights()[MODULE], cfg.agent.log_std_init, seed))
+        # a resume loads weights instead
+        if backend.spec.sb3_init and cfg.agent.ortho_init and not start_step:
+            backend._set_weights(rllib_state.sb3_init(algo.get_weights()[MODULE], cfg.agent.log_std_init,
+                                                      seed))
         return backend
 
     # -- training ---------------------------------------------------------------------------------------
@@ -188,8 +196,8 @@ class RLlibBackend(Backend):
         return Iteration(self.num_timesteps, float(ret) if ok else None, scalars)
 
     def bind_env(self, env: Any) -> None:
-        """Before an evaluation: bring the driver's module up to the learner's weights (APPO broadcasts them to
-        the remote env runners only)."""
+        """Before an evaluation: bring the driver's module up to the learner's weights (APPO broadcasts them
+        to the remote env runners only)."""
         if self.algo is not None:
             weights, own = self.algo.get_weights()[MODULE], self.module.get_state()
             self.module.set_state({k: v for k, v in weights.items() if k in own})
@@ -223,7 +231,8 @@ class RLlibBackend(Backend):
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def save(self, path: Path, meta: dict[str, Any] | None = None) -> Path:
-        """RLModule weights, optimiser state, obs filter (and SAC's α) as tensors plus JSON, written atomically.
+        """RLModule weights, optimiser state, obs filter (and SAC's α) as tensors plus JSON,
+        written atomically.
 
         SAC's replay buffer is not saved: a resume refills it (``agent.learning_starts``) and is not exact.
         """
@@ -235,14 +244,16 @@ class RLlibBackend(Backend):
         if self.algo is not None and self.spec.squashed:
             tensors["sac/log_alpha"] = rllib_state.read_log_alpha(self.algo)
         body = {**checkpoint.base_meta("rllib", self.cfg.agent.algo, self.num_timesteps, self.seed,
-                                       (self.observation_space, self.action_space), self.cfg.model_dump(mode="json")),
+                                       (self.observation_space, self.action_space),
+                                       self.cfg.model_dump(mode="json")),
                 "normalize": norm, "optimizer": optimizer, "replay_buffer": False, **(meta or {})}
         return checkpoint.save(path, tensors, body)
 
     @classmethod
-    def load(cls, ckpt: checkpoint.Checkpoint, cfg: RunConfig, env: ResolvedEnv, *, for_training: bool = False,
-             seed: int = 0) -> RLlibBackend:
-        """Restore weights: into a bare RLModule for evaluation (no Ray), or into a new algorithm to resume."""
+    def load(cls, ckpt: checkpoint.Checkpoint, cfg: RunConfig, env: ResolvedEnv, *,
+             for_training: bool = False, seed: int = 0) -> RLlibBackend:
+        """Restore weights: into a bare RLModule for evaluation (no Ray), or into a new algorithm
+        to resume."""
         tensors, header, meta, path = ckpt.tensors, ckpt.header, ckpt.header.extra, ckpt.path
         tensorcheck.check_rllib(ckpt)  # every tensor, before anything is built from them
         weights = {k[len("module/"):]: v.numpy() for k, v in tensors.items() if k.startswith("module/")}
@@ -250,11 +261,12 @@ class RLlibBackend(Backend):
         stats = rllib_state.load_obs_stats(tensors, meta)
         algo = header.algo
         if algo != cfg.agent.algo:
-            raise CheckpointError(f"checkpoint {str(path)!r} holds an RLlib {algo.upper()} policy, but the config asks "
-                                  f"for --algo {cfg.agent.algo}; use the run's own config.yaml")
+            raise CheckpointError(f"checkpoint {str(path)!r} holds an RLlib {algo.upper()} policy, but the "
+                                  f"config asks for --algo {cfg.agent.algo}; use the run's own config.yaml")
         if for_training:
             backend = cls.create(cfg, seed, env, start_step=header.num_timesteps)
-            checkpoint.check_spaces(header, backend.observation_space, backend.action_space, f"resume from {path}")
+            checkpoint.check_spaces(header, backend.observation_space, backend.action_space,
+                                    f"resume from {path}")
             backend._set_weights(weights)
             if meta.get("optimizer"):
                 rllib_state.load_optimizer(backend.algo, tensors, meta["optimizer"])
@@ -264,8 +276,9 @@ class RLlibBackend(Backend):
                 rllib_state.write_obs_filter(backend.algo, stats)
                 backend.obs_stats = stats
             if backend.spec.squashed:
-                print(f"note: RLlib {algo.upper()} checkpoints hold no replay buffer; the resumed run refills it "
-                      f"({cfg.agent.learning_starts:,} steps before updates), so the resume is not exact", flush=True)
+                print(f"note: RLlib {algo.upper()} checkpoints hold no replay buffer; the resumed run "
+                      f"refills it ({cfg.agent.learning_starts:,} steps before updates), so the resume is "
+                      "not exact", flush=True)
             backend.num_timesteps = backend._offset = header.num_timesteps
             return backend
         module = rllib_algos.build_module(cfg, algo, spaces)
@@ -280,7 +293,8 @@ class RLlibBackend(Backend):
         """Load weights into the learners, then push them to every env runner."""
         from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE
 
-        self.algo.set_state({COMPONENT_LEARNER_GROUP: {COMPONENT_LEARNER: {COMPONENT_RL_MODULE: {MODULE: weights}}}})
+        self.algo.set_state(
+            {COMPONENT_LEARNER_GROUP: {COMPONENT_LEARNER: {COMPONENT_RL_MODULE: {MODULE: weights}}}})
         def _load(runner: Any) -> None:
             own = runner.module.get_state()
             runner.module.set_state({k: v for k, v in weights.items() if k in own})

@@ -62,6 +62,13 @@ class ResolvedEnv:
     runs_code: tuple[str, ...] = ()
 
     @property
+    def spaces(self) -> tuple[gym.Space, gym.Space]:
+        """The observation and action spaces (filled by the probe or from a checkpoint header)."""
+        if self.observation_space is None or self.action_space is None:
+            raise RuntimeError(f"env {self.spec.name!r} was handed on before its spaces were known")
+        return self.observation_space, self.action_space
+
+    @property
     def takes_token(self) -> bool:
         """The adapter has a ``token`` keyword (``NONDIFF_TOKEN`` reaches it without an explicit source)."""
         return self.params is not None and "token" in self.params

@@ -123,12 +123,12 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResolvedEnv, gym.
     env = resolve_env(cfg, backend.channels_first, spec)
     check_env_kwargs(cfg, env)
     env, spare = probe(cfg, env, backend)  # bad adapter arguments fail here, as one line
-    assert env.observation_space is not None and env.action_space is not None
+    obs_space, act_space = env.spaces
     try:
         if source == "command line":  # no config file: choose hyperparameters from the spaces
-            merged = _deep_merge(space_defaults(env.observation_space, env.action_space, cfg.agent.algo), raw)
+            merged = _deep_merge(space_defaults(obs_space, act_space, cfg.agent.algo), raw)
             cfg = validate(merged, source)
-        check_algorithm(cfg, env.action_space)
+        check_algorithm(cfg, act_space)
     except BaseException:
         if spare is not None:
             spare.close()

@@ -76,7 +76,8 @@ class _LinearLR:
 
 
 class _Tick(BaseCallback):
-    """Inside SB3's collection: each vector step goes to ``session.tick`` (health, progress, stop requests)."""
+    """Inside SB3's collection: each vector step goes to ``session.tick`` (health, progress, stop
+    requests)."""
 
     def __init__(self, backend: SB3Backend, session: Session) -> None:
         super().__init__()
@@ -103,8 +104,8 @@ class SB3Backend(Backend):
     channels_first = True  # SB3's CNNs take (C, H, W)
     batches_programs = True  # K-instance programs and connect mode: one batched vector env
 
-    def __init__(self, cfg: RunConfig, seed: int, model: BaseAlgorithm | None, policy: Any, norm: dict[str, Any] | None,
-                 spaces: tuple[gym.Space, gym.Space]) -> None:
+    def __init__(self, cfg: RunConfig, seed: int, model: BaseAlgorithm | None, policy: Any,
+                 norm: dict[str, Any] | None, spaces: tuple[gym.Space, gym.Space]) -> None:
         self.cfg, self.seed, self.model, self.policy = cfg, seed, model, policy
         self._step = 0  # the checkpoint's step when there is no model (evaluation)
         self._norm = norm  # saved observation statistics, used when there is no live VecNormalize
@@ -116,22 +117,17 @@ class SB3Backend(Backend):
         """Build the vectorised envs and a fresh model."""
         torch.set_num_threads(cfg.train.threads)
         set_random_seed(seed)
-        venv = make_vec_env(cfg, env)
-        obs_space = venv.observation_space
         device = resolve_device(cfg.train.device)
-        name, extra = select_policy(cfg, obs_space)
-        hp = _hyperparameters(cfg, venv.action_space)
-        hp["policy_kwargs"].update(extra)
+        hp = _hyperparameters(cfg, env.action_space)
         if cfg.agent.algo in offpolicy.ALGOS:  # the replay buffer is allocated whole: bound it first
-            try:
-                offpolicy.check_memory(cfg, venv.observation_space, venv.action_space, venv.num_envs,
-                                       optimize_memory_usage=bool(hp.get("optimize_memory_usage", False)))
-            except BaseException:
-                venv.close()
-                raise
+            offpolicy.check_memory(cfg, *env.spaces, cfg.train.num_envs,
+                                   optimize_memory_usage=bool(hp.get("optimize_memory_usage", False)))
+        venv = make_vec_env(cfg, env)
+        name, extra = select_policy(cfg, venv.observation_space)
+        hp["policy_kwargs"].update(extra)
         if cfg.agent.algo in offpolicy.ALGOS and not cfg.train.checkpoint_replay:
-            log.warning("train.checkpoint_replay is false: checkpoints leave out the replay buffer, so a resumed run "
-                        "will not be exact")
+            log.warning("train.checkpoint_replay is false: checkpoints leave out the replay buffer, so a "
+                        "resumed run will not be exact")
         model = ALGOS[cfg.agent.algo](name, venv, seed=seed, device=device, verbose=0, **hp)
         return cls(cfg, seed, model, model.policy, None, (venv.observation_space, venv.action_space))
 
@@ -159,7 +155,8 @@ class SB3Backend(Backend):
         if isinstance(self.model, OffPolicyAlgorithm):
             offpolicy.advance(self.model, until, self._tick)
         else:
-            self.model.learn(1, callback=self._tick, reset_num_timesteps=False, log_interval=1, progress_bar=False)
+            self.model.learn(1, callback=self._tick, reset_num_timesteps=False, log_interval=1,
+                             progress_bar=False)
         buf = self.model.ep_info_buffer
         return Iteration(self.num_timesteps, float(np.mean([e["r"] for e in buf])) if buf else None)
 
@@ -197,16 +194,17 @@ class SB3Backend(Backend):
                 tensors["loop/last_original_obs"] = torch.as_tensor(np.asarray(m._last_original_obs))
         body = {
             **checkpoint.base_meta("sb3", self.cfg.agent.algo, m.num_timesteps, self.seed,
-                                   (self.observation_space, self.action_space), self.cfg.model_dump(mode="json")),
-            "n_updates": int(getattr(m, "_n_updates", 0)), **off, "rng": rng_m,
-            "normalize": norm_meta, "env_states": _env_states(venv), "ep_info_buffer": list(m.ep_info_buffer or []),
+                                   (self.observation_space, self.action_space),
+                                   self.cfg.model_dump(mode="json")),
+            "n_updates": int(getattr(m, "_n_updates", 0)), **off, "rng": rng_m, "normalize": norm_meta,
+            "env_states": _env_states(venv), "ep_info_buffer": list(m.ep_info_buffer or []),
             **(meta or {}),
         }
         return checkpoint.save(path, tensors, body)
 
     @classmethod
-    def load(cls, ckpt: checkpoint.Checkpoint, cfg: RunConfig, env: ResolvedEnv, *, for_training: bool = False,
-             seed: int = 0) -> SB3Backend:
+    def load(cls, ckpt: checkpoint.Checkpoint, cfg: RunConfig, env: ResolvedEnv, *,
+             for_training: bool = False, seed: int = 0) -> SB3Backend:
         """Restore a checkpoint: the policy alone for evaluation, or the whole training state."""
         tensors, header, meta, path = ckpt.tensors, ckpt.header, ckpt.header.extra, ckpt.path
         tensorcheck.check_sb3(ckpt)  # every tensor, before anything is built from them
@@ -219,27 +217,30 @@ class SB3Backend(Backend):
             policy_cls = algo.policy_aliases[name]
             kwargs = {**_hyperparameters(cfg)["policy_kwargs"], **extra}
             if header.algo == "a2c":
-                kwargs.update(optimizer_class=torch.optim.RMSprop, optimizer_kwargs={"alpha": 0.99, "eps": 1e-5,
-                                                                                      "weight_decay": 0})
+                kwargs.update(optimizer_class=torch.optim.RMSprop,
+                              optimizer_kwargs={"alpha": 0.99, "eps": 1e-5, "weight_decay": 0})
             policy = policy_cls(spaces[0], spaces[1], lambda _: 0.0, **kwargs)
             _load_state(policy, policy_state, path)
             norm = None
             if meta.get("normalize") and meta["normalize"]["norm_obs"]:
                 stats = load_obs_stats(tensors, meta["normalize"])
                 if stats is None:
-                    raise CheckpointError(f"checkpoint {str(path)!r} normalised observations but holds no statistics "
-                                          "(written before they were saved for Dict observations); retrain it")
+                    raise CheckpointError(f"checkpoint {str(path)!r} normalised observations but holds "
+                                          "no statistics (written before they were saved for Dict "
+                                          "observations); retrain it")
                 norm = {**meta["normalize"], "stats": stats}
-            backend = cls(cfg, header.seed if header.seed is not None else seed, None, policy.eval(), norm, spaces)
+            own_seed = header.seed if header.seed is not None else seed
+            backend = cls(cfg, own_seed, None, policy.eval(), norm, spaces)
             backend._step = header.num_timesteps
             return backend
         backend = cls.create(cfg, seed, env)
-        checkpoint.check_spaces(header, backend.observation_space, backend.action_space, f"resume from {path}")
+        checkpoint.check_spaces(header, backend.observation_space, backend.action_space,
+                                f"resume from {path}")
         backend._restore(tensors, header, policy_state, path)
         return backend
 
-    def _restore(self, tensors: dict[str, torch.Tensor], header: CheckpointHeader, policy_state: dict[str, Any],
-                 path: Path) -> None:
+    def _restore(self, tensors: dict[str, torch.Tensor], header: CheckpointHeader,
+                 policy_state: dict[str, Any], path: Path) -> None:
         meta = header.extra  # the SB3 fields; the header checked their types
         m = self.model
         assert m is not None
@@ -258,7 +259,8 @@ class SB3Backend(Backend):
 
         m.ep_info_buffer = deque(meta.get("ep_info_buffer", []), maxlen=m._stats_window_size)
         m.ep_success_buffer = deque(maxlen=m._stats_window_size)
-        if meta.get("env_states") and _set_env_states(venv, meta["env_states"]) and "loop/last_obs" in tensors:
+        restored = bool(meta.get("env_states")) and _env_states(venv, meta["env_states"])
+        if restored and "loop/last_obs" in tensors:
             m._last_obs = tensors["loop/last_obs"].numpy()
             m._last_episode_starts = tensors["loop/last_episode_starts"].numpy()
             if "loop/last_original_obs" in tensors:
@@ -279,13 +281,13 @@ def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: P
     for name, value in state.items():  # load_state_dict would cast another dtype silently
         if name in own and value.dtype != own[name].dtype:
             raise corrupted(path, f"tensor 'policy/{name}' has dtype {str(value.dtype)[6:]}, this "
-                                             f"policy's is {str(own[name].dtype)[6:]} (it is refused, not cast)")
+                                  f"policy's is {str(own[name].dtype)[6:]} (it is refused, not cast)")
     try:
         module.load_state_dict(state)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this policy ({first}); evaluate it with the "
-                              "config it was trained with") from e
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this policy ({first}); evaluate it "
+                              "with the config it was trained with") from e
 
 
 def _save_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -310,12 +312,10 @@ def _load_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor], met
     venv.returns = tensors["norm/returns"].numpy().copy()
 
 
-def _env_states(venv: VecEnv) -> list[dict[str, Any]] | None:
-    """Mid-episode state of every in-process env whose adapter offers ``get_state()``; None otherwise."""
+def _env_states(venv: VecEnv, states: list[dict[str, Any]] | None = None) -> Any:
+    """Mid-episode state of every in-process env whose adapter offers ``get_state()`` (None otherwise); with
+    ``states``, restore them instead and return whether that worked."""
     inner = venv.venv if isinstance(venv, VecNormalize) else venv
+    if states is not None:
+        return isinstance(inner, SB3VecEnv) and set_env_states(inner.venv, states)
     return env_states(inner.venv) if isinstance(inner, SB3VecEnv) else None
-
-
-def _set_env_states(venv: VecEnv, states: list[dict[str, Any]]) -> bool:
-    inner = venv.venv if isinstance(venv, VecNormalize) else venv
-    return isinstance(inner, SB3VecEnv) and set_env_states(inner.venv, states)

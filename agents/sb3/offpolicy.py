@@ -42,6 +42,8 @@ ALGOS: dict[str, type[SAC] | type[TD3]] = {"sac": SAC, "td3": TD3}
 CHUNK = 1024
 """Env steps one :func:`advance` collects at most, so that the loop logs and reports about once a second."""
 REPLAY_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+Tensors = dict[str, torch.Tensor]
+"""A checkpoint's tensors by name."""
 
 
 def hyperparameters(cfg: RunConfig, action_space: gym.Space | None, activation_fn: type[torch.nn.Module],
@@ -56,9 +58,10 @@ def hyperparameters(cfg: RunConfig, action_space: gym.Space | None, activation_f
         learning_rate: a float, a schedule, or None for SB3's default.
     """
     a = cfg.agent
-    hp: dict[str, Any] = {"gamma": a.gamma, "buffer_size": a.buffer_size, "learning_starts": a.learning_starts,
-                          "train_freq": a.train_freq, "gradient_steps": a.gradient_steps, "tau": a.tau,
-                          "policy_kwargs": policy_kwargs(cfg, activation_fn)}
+    hp: dict[str, Any] = {"gamma": a.gamma, "buffer_size": a.buffer_size,
+                          "learning_starts": a.learning_starts, "train_freq": a.train_freq,
+                          "gradient_steps": a.gradient_steps, "tau": a.tau,
+                          "policy_kwargs": {"net_arch": list(a.net_arch), "activation_fn": activation_fn}}
     if learning_rate is not None:
         hp["learning_rate"] = learning_rate
     if a.batch_size is not None:
@@ -89,11 +92,6 @@ def check_memory(cfg: RunConfig, observation_space: gym.Space, action_space: gym
                  next_observations=not optimize_memory_usage, checkpointed=cfg.train.checkpoint_replay)
 
 
-def policy_kwargs(cfg: RunConfig, activation_fn: type[torch.nn.Module]) -> dict[str, Any]:
-    """The network shape shared by actor and critics (SB3's ``net_arch`` list form)."""
-    return {"net_arch": list(cfg.agent.net_arch), "activation_fn": activation_fn}
-
-
 def advance(model: OffPolicyAlgorithm, until: int, callback: BaseCallback) -> None:
     """Collect and update up to global step ``until`` (at most :data:`CHUNK` steps) in one ``learn`` call.
 
@@ -103,7 +101,8 @@ def advance(model: OffPolicyAlgorithm, until: int, callback: BaseCallback) -> No
     """
     step = int(model.num_timesteps)
     n = max(1, min(until, step + CHUNK) - step)
-    model.learn(n, callback=callback, reset_num_timesteps=False, log_interval=model.n_envs, progress_bar=False)
+    model.learn(n, callback=callback, reset_num_timesteps=False, log_interval=model.n_envs,
+                progress_bar=False)
 
 
 # -- state ----------------------------------------------------------------------------------------------
@@ -116,8 +115,9 @@ def optimizers(model: OffPolicyAlgorithm) -> dict[str, torch.optim.Optimizer]:
     return opts
 
 
-def save_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Tensors of an optimiser's state under ``prefix<idx>/<key>``; the rest (param groups, scalars) as JSON."""
+def save_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: Tensors) -> dict[str, Any]:
+    """Tensors of an optimiser's state under ``prefix<idx>/<key>``; the rest (param groups, scalars) as
+    JSON."""
     sd = opt.state_dict()
     meta: dict[str, Any] = {"param_groups": sd["param_groups"], "state": {}}
     for idx, st in sd["state"].items():
@@ -130,7 +130,7 @@ def save_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, t
     return meta
 
 
-def load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor],
+def load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: Tensors,
                    meta: dict[str, Any], path: Path | str = "checkpoint") -> None:
     """Restore what :func:`save_optimizer` wrote; a state tensor must have its parameter's shape and dtype.
 
@@ -146,17 +146,19 @@ def load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, t
                 idx, name = key[len(prefix):].split("/", 1)
                 param = params[int(idx)]
                 if val.ndim and (val.shape != param.shape or val.dtype != param.dtype):
-                    raise corrupted(path, f"tensor {key!r} is {str(val.dtype)[6:]} {list(val.shape)}, its parameter "
-                                          f"is {str(param.dtype)[6:]} {list(param.shape)}")
+                    raise corrupted(path, f"tensor {key!r} is {str(val.dtype)[6:]} {list(val.shape)}, its "
+                                          f"parameter is {str(param.dtype)[6:]} {list(param.shape)}")
                 state["state"].setdefault(int(idx), {})[name] = val
         opt.load_state_dict(state)
     except (ValueError, KeyError, IndexError, TypeError, RuntimeError) as e:
+        first = str(e).splitlines()[0][:160] if str(e) else ""
         raise corrupted(path, f"its optimiser state under {prefix!r} does not fit this model "
-                              f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from e
+                              f"({type(e).__name__}: {first})") from e
 
 
-def save_state(model: OffPolicyAlgorithm, tensors: dict[str, torch.Tensor], *, replay: bool) -> dict[str, Any]:
-    """Add the off-policy state to ``tensors``; return the header fields (``optimizers``, ``off_policy``)."""
+def save_state(model: OffPolicyAlgorithm, tensors: Tensors, *, replay: bool) -> dict[str, Any]:
+    """Add the off-policy state to ``tensors``; return the header fields (``optimizers``,
+    ``off_policy``)."""
     opts = {name: save_optimizer(opt, f"optim_{name}/", tensors) for name, opt in optimizers(model).items()}
     log_ent = getattr(model, "log_ent_coef", None)
     if log_ent is not None:
@@ -171,13 +173,13 @@ def save_state(model: OffPolicyAlgorithm, tensors: dict[str, torch.Tensor], *, r
     return {"optimizer": None, "optimizers": opts, "off_policy": state}
 
 
-def load_state(model: OffPolicyAlgorithm, tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> None:
+def load_state(model: OffPolicyAlgorithm, tensors: Tensors, meta: dict[str, Any], path: Path) -> None:
     """Restore what :func:`save_state` wrote into a freshly built model of the same config."""
     opts = optimizers(model)
     if set(opts) != set(meta["optimizers"]):
-        raise CheckpointError(f"checkpoint {str(path)!r} holds optimisers {sorted(meta['optimizers'])}, this config "
-                              f"builds {sorted(opts)} (agent.ent_coef changed?); resume with the config it was "
-                              "trained with")
+        raise CheckpointError(f"checkpoint {str(path)!r} holds optimisers {sorted(meta['optimizers'])}, "
+                              f"this config builds {sorted(opts)} (agent.ent_coef changed?); resume with the "
+                              "config it was trained with")
     for name, opt in opts.items():
         load_optimizer(opt, f"optim_{name}/", tensors, meta["optimizers"][name], path)
     log_ent = getattr(model, "log_ent_coef", None)
@@ -193,8 +195,8 @@ def load_state(model: OffPolicyAlgorithm, tensors: dict[str, torch.Tensor], meta
         for noise, prev in zip(_ou_noises(model.action_noise), tensors["offpolicy/ou_noise"].numpy()):
             noise.noise_prev = prev.copy()
     if state["replay"] is None:
-        log.warning("checkpoint %s holds no replay buffer (train.checkpoint_replay: false): training resumes with "
-                    "an empty buffer, so the resumed run is not exact", path)
+        log.warning("checkpoint %s holds no replay buffer (train.checkpoint_replay: false): training "
+                    "resumes with an empty buffer, so the resumed run is not exact", path)
     elif model.replay_buffer is not None:
         _load_replay(model.replay_buffer, tensors, state["replay"], path)
 
@@ -204,8 +206,9 @@ def _ou_noises(noise: ActionNoise | None) -> list[OrnsteinUhlenbeckActionNoise]:
     return [p for p in parts if isinstance(p, OrnsteinUhlenbeckActionNoise)]
 
 
-def _save_replay(buf: ReplayBuffer | DictReplayBuffer | Any, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The filled part of the buffer as ``replay/<field>`` (``replay/<field>/<key>`` for Dict observations)."""
+def _save_replay(buf: ReplayBuffer | DictReplayBuffer | Any, tensors: Tensors) -> dict[str, Any]:
+    """The filled part of the buffer as ``replay/<field>`` (``replay/<field>/<key>`` for Dict
+    observations)."""
     n = buf.buffer_size if buf.full else buf.pos
     for name in REPLAY_FIELDS:
         arr = getattr(buf, name, None)
@@ -218,12 +221,13 @@ def _save_replay(buf: ReplayBuffer | DictReplayBuffer | Any, tensors: dict[str, 
             "n_envs": int(buf.n_envs)}
 
 
-def _load_replay(buf: ReplayBuffer | DictReplayBuffer | Any, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+def _load_replay(buf: ReplayBuffer | DictReplayBuffer | Any, tensors: Tensors, meta: dict[str, Any],
                  path: Path) -> None:
     if (meta["buffer_size"], meta["n_envs"]) != (buf.buffer_size, buf.n_envs):
-        raise CheckpointError(f"checkpoint {str(path)!r} holds a replay buffer of {meta['buffer_size']} rows × "
-                              f"{meta['n_envs']} envs, this config builds {buf.buffer_size} × {buf.n_envs}; resume "
-                              "with the agent.buffer_size and train.num_envs it was trained with")
+        raise CheckpointError(f"checkpoint {str(path)!r} holds a replay buffer of {meta['buffer_size']} "
+                              f"rows × {meta['n_envs']} envs, this config builds {buf.buffer_size} × "
+                              f"{buf.n_envs}; resume with the agent.buffer_size and train.num_envs it was "
+                              "trained with")
     n = meta["n"]
     for name in REPLAY_FIELDS:
         arr = getattr(buf, name, None)
@@ -235,8 +239,7 @@ def _load_replay(buf: ReplayBuffer | DictReplayBuffer | Any, tensors: dict[str, 
     buf.pos, buf.full = meta["pos"], meta["full"]
 
 
-def _replay_tensor(tensors: dict[str, torch.Tensor], key: str, path: Path) -> np.ndarray:
+def _replay_tensor(tensors: Tensors, key: str, path: Path) -> np.ndarray:
     if key not in tensors:
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupted: replay tensor {key!r} is missing; use another "
-                              "one (--checkpoint best|latest) or retrain")
+        raise corrupted(path, f"replay tensor {key!r} is missing")
     return tensors[key].numpy()

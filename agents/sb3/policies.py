@@ -35,7 +35,8 @@ def _note(text: str) -> None:
 
 
 def _small(space: gym.Space) -> bool:
-    return is_image(space) and min((space.shape or (0, 0, 0))[1:]) < MIN_CNN_SIDE  # channel-first by now (envs/wrappers.py)
+    # channel-first by now (envs/wrappers.py)
+    return is_image(space) and min((space.shape or (0, 0, 0))[1:]) < MIN_CNN_SIDE
 
 
 def select_policy(cfg: RunConfig, obs_space: gym.Space) -> tuple[str, dict[str, Any]]:
@@ -60,10 +61,10 @@ def select_policy(cfg: RunConfig, obs_space: gym.Space) -> tuple[str, dict[str, 
     elif kind in ("auto", "cnn") and is_image(obs_space) and _small(obs_space):
         if kind == "cnn":
             raise UserError(f"agent.policy cnn: the image {obs_space.shape} is smaller than {MIN_CNN_SIDE}x"
-                            f"{MIN_CNN_SIDE}, too small for the CNN; use agent.policy auto or mlp, or a resize "
-                            "under env.wrappers")
-        _note(f"observation image {obs_space.shape} smaller than {MIN_CNN_SIDE}x{MIN_CNN_SIDE}: an MLP on its "
-              "pixels (scaled to [0, 1]) instead of a CNN")
+                            f"{MIN_CNN_SIDE}, too small for the CNN; use agent.policy auto or mlp, or a "
+                            "resize under env.wrappers")
+        _note(f"observation image {obs_space.shape} smaller than {MIN_CNN_SIDE}x{MIN_CNN_SIDE}: an MLP on "
+              "its pixels (scaled to [0, 1]) instead of a CNN")
         kind = "mlp"
     elif kind == "auto":
         kind = "cnn" if is_image(obs_space) else "mlp"
@@ -88,11 +89,13 @@ class SmallCNN(BaseFeaturesExtractor):
         bf16: run the convolutions and the linear layer under bf16 autocast; the output is fp32.
     """
 
-    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 256, bf16: bool = False) -> None:
+    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 256,
+                 bf16: bool = False) -> None:
         super().__init__(observation_space, features_dim)
         n_in = (observation_space.shape or (1,))[0]
         self.cnn = torch.nn.Sequential(torch.nn.Conv2d(n_in, 16, 8, stride=4), torch.nn.ReLU(),
-                                       torch.nn.Conv2d(16, 32, 4, stride=2), torch.nn.ReLU(), torch.nn.Flatten())
+                                       torch.nn.Conv2d(16, 32, 4, stride=2), torch.nn.ReLU(),
+                                       torch.nn.Flatten())
         with torch.no_grad():
             n_flat = self.cnn(torch.zeros(1, *(observation_space.shape or ()))).shape[1]
         self.linear = torch.nn.Sequential(torch.nn.Linear(n_flat, features_dim), torch.nn.ReLU())
@@ -151,7 +154,8 @@ class SmallImageExtractor(BaseFeaturesExtractor):
 
 
 def save_obs_stats(venv: VecNormalize, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Observation statistics into ``tensors``: ``norm/obs_mean`` for a Box, ``norm/obs/KEY/mean`` per Dict key."""
+    """Observation statistics into ``tensors``: ``norm/obs_mean`` for a Box, ``norm/obs/KEY/mean`` per Dict
+    key."""
     if not venv.norm_obs:
         return
     if isinstance(venv.obs_rms, dict):
@@ -165,11 +169,13 @@ def save_obs_stats(venv: VecNormalize, tensors: dict[str, torch.Tensor], meta: d
         meta["obs_count"] = float(venv.obs_rms.count)
 
 
-def load_obs_stats(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> RunningMeanStd | dict[str, RunningMeanStd] | None:
+def load_obs_stats(tensors: dict[str, torch.Tensor],
+                   meta: dict[str, Any]) -> RunningMeanStd | dict[str, RunningMeanStd] | None:
     """The statistics :func:`save_obs_stats` wrote; None when none were saved."""
     def rms(prefix: str, count: float) -> RunningMeanStd:
         r = RunningMeanStd(shape=tuple(tensors[prefix + "mean"].shape))
-        r.mean, r.var, r.count = tensors[prefix + "mean"].numpy().copy(), tensors[prefix + "var"].numpy().copy(), count
+        r.mean, r.var = tensors[prefix + "mean"].numpy().copy(), tensors[prefix + "var"].numpy().copy()
+        r.count = count
         return r
     if "norm/obs_mean" in tensors:
         return rms("norm/obs_", float(meta["obs_count"]))
@@ -182,7 +188,8 @@ def load_obs_stats(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Ru
 def normalize(obs: Any, stats: RunningMeanStd | dict[str, RunningMeanStd], norm: dict[str, Any]) -> Any:
     """``VecNormalize.normalize_obs`` without a vec env (evaluation): the same clip and epsilon."""
     def one(x: Any, r: RunningMeanStd) -> np.ndarray:
-        return np.clip((x - r.mean) / np.sqrt(r.var + norm["epsilon"]), -norm["clip_obs"], norm["clip_obs"]).astype(np.float32)
+        z = (x - r.mean) / np.sqrt(r.var + norm["epsilon"])
+        return np.clip(z, -norm["clip_obs"], norm["clip_obs"]).astype(np.float32)
     if isinstance(stats, dict):
         return {k: one(v, stats[k]) if k in stats else v for k, v in obs.items()}
     return one(obs, stats)

@@ -44,7 +44,8 @@ class SB3VecEnv(VecEnv):
         """Reset every env with the seeds and options given beforehand (SB3's ``seed``/``set_options``)."""
         options = self._options[0]
         if any(o != options for o in self._options):
-            raise ValueError("set_options gave the envs different reset options; give every env the same ones")
+            raise ValueError("set_options gave the envs different reset options; give every env the same "
+                             "ones")
         obs, infos = self.venv.reset(seed=list(self._seeds), options=options or None)  # type: ignore[arg-type]
         self.reset_infos = unbatch_all(infos, self.num_envs)
         self._reset_seeds()
@@ -79,7 +80,8 @@ class SB3VecEnv(VecEnv):
         """Set an attribute on each env."""
         self.base.set_attr_at(list(self._get_indices(indices)), attr_name, value)
 
-    def env_method(self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any) -> list[Any]:
+    def env_method(self, method_name: str, *method_args: Any, indices: Any = None,
+                   **method_kwargs: Any) -> list[Any]:
         """Call a method of each env."""
         return self.base.call_at(list(self._get_indices(indices)), method_name,  # type: ignore[no-any-return]
                                  *method_args, **method_kwargs)
@@ -101,8 +103,8 @@ class SB3VecEnv(VecEnv):
 
 
 def make_vec_env(cfg: RunConfig, env: ResolvedEnv) -> VecEnv:
-    """SB3's vectorised training envs: ``train.num_envs`` envs with episode statistics, then ``VecNormalize`` if
-    the agent normalises observations or rewards."""
+    """SB3's vectorised training envs: ``train.num_envs`` envs with episode statistics, then ``VecNormalize``
+    if the agent normalises observations or rewards."""
     venv = SB3VecEnv(make_vector_env(cfg, env))
     if not (cfg.agent.normalize_obs or cfg.agent.normalize_reward):
         return venv
@@ -112,9 +114,10 @@ def make_vec_env(cfg: RunConfig, env: ResolvedEnv) -> VecEnv:
         log.warning("normalize_obs ignored: nothing to normalise (images are scaled to [0, 1] by the policy, "
                     "discrete observations are one-hot)")
     elif norm_obs and keys:
-        log.info("normalize_obs: per-key statistics for %s (images and discrete keys excluded)", ", ".join(keys))
-    return VecNormalize(venv, norm_obs=norm_obs, norm_reward=cfg.agent.normalize_reward, gamma=cfg.agent.gamma,
-                        norm_obs_keys=keys or None)
+        log.info("normalize_obs: per-key statistics for %s (images and discrete keys excluded)",
+                 ", ".join(keys))
+    return VecNormalize(venv, norm_obs=norm_obs, norm_reward=cfg.agent.normalize_reward,
+                        gamma=cfg.agent.gamma, norm_obs_keys=keys or None)
 
 
 def _has(venv: gym.vector.VectorEnv, wrapper_class: type) -> bool:
