@@ -207,10 +207,10 @@ def load_run_config(run: RunDir, *, trust: bool, action: str) -> tuple[RunConfig
         raise UserError(f"config file {str(path)!r} must hold a mapping (env:, agent:, ...), got "
                         f"{type(raw).__name__}")
     cfg = validate(raw, str(path))
-    code = runs_code(cfg)
-    if code and not trust:
-        why = verify(run, data)
-        if why is not None:
+    why = None if trust else verify(run, data)
+    if why is not None:  # a signed config is this user's own: what it runs is not looked up
+        code = runs_code(cfg)
+        if code:
             raise UserError(f"{action} {str(run.path)!r}: its config.yaml {why}, and loading it would "
                             f"{'; '.join(code)}. Refused; pass --trust-run-dir only if you trust where this "
                             "run directory came from")
