@@ -48,6 +48,7 @@ BUILTIN: dict[str, tuple[str, str, int | None]] = {
     "game": ("nondiff/Game-v0", "envs.adapters.game:GameEnv", None),
     "seismic": ("nondiff/Seismic-v0", "envs.adapters.seismic:SeismicEnv", None),
     "renderer": ("nondiff/Renderer-v0", "envs.adapters.renderer:RendererEnv", None),
+    "devito": ("nondiff/Devito-v0", "envs.adapters.devito:DevitoEnv", None),
 }
 
 _SPECS: dict[str, EnvSpec] = {}
