@@ -26,7 +26,8 @@ class Measured:
 
 
 def run_measured(script: str, *args: str, timeout: float = 120) -> Measured:
-    """``python script args`` from the repository root; the child is reaped with ``os.wait4`` for its rusage."""
+    """``python script args`` from the repository root; the child is reaped with ``os.wait4`` for
+    its rusage."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t = time.monotonic()
         proc = subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=ROOT, stdout=out, stderr=err,

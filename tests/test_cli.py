@@ -97,8 +97,8 @@ def test_invalid_yaml_and_non_run_dirs(tmp_path):
 
 def test_evaluate_missing_and_corrupted_checkpoints(tmp_path):
     run = tmp_path / "run"
-    run_cli("train.py", "--env", "CartPole-v1", "--timesteps", "128", "--run-dir", str(run), "--set", "eval.every=0",
-            *FAST, check=True)
+    run_cli("train.py", "--env", "CartPole-v1", "--timesteps", "128", "--run-dir", str(run),
+            "--set", "eval.every=0", *FAST, check=True)
     proc = run_cli("evaluate.py", str(run), "--checkpoint", "best")
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
     final = run / "final" / "model.safetensors"
@@ -116,8 +116,8 @@ def test_pickle_checkpoint_is_refused_without_trust(tmp_path, monkeypatch):
     import pickle
 
     run = tmp_path / "run"
-    run_cli("train.py", "--env", "CartPole-v1", "--timesteps", "128", "--run-dir", str(run), "--set", "eval.every=0",
-            *FAST, check=True)
+    run_cli("train.py", "--env", "CartPole-v1", "--timesteps", "128", "--run-dir", str(run),
+            "--set", "eval.every=0", *FAST, check=True)
     sentinel = tmp_path / "sentinel"
     monkeypatch.setenv("NONDIFF_SENTINEL", str(sentinel))
     evil = run / "checkpoints" / "step_0000009999.safetensors"
@@ -126,7 +126,8 @@ def test_pickle_checkpoint_is_refused_without_trust(tmp_path, monkeypatch):
                          ("evaluate.py", [str(run), "--checkpoint", "latest"]),
                          ("train.py", ["--resume", str(run)])):
         proc = run_cli(script, *args)
-        assert proc.returncode == 2 and "pickle payload" in proc.stderr and "--trust-checkpoint" in proc.stderr
+        assert (proc.returncode == 2 and "pickle payload" in proc.stderr
+                and "--trust-checkpoint" in proc.stderr)
     assert not sentinel.exists()
 
 
@@ -148,7 +149,8 @@ def _wait_for(predicate, proc, timeout=120):
 
 def test_sigint_writes_checkpoint_and_prints_resume_command(tmp_path):
     run = tmp_path / "run"
-    proc = _start(["--env", "robot", "--timesteps", "1000000", "--run-dir", str(run), "--set", "eval.every=0", *FAST])
+    proc = _start(["--env", "robot", "--timesteps", "1000000", "--run-dir", str(run), "--set", "eval.every=0",
+                   *FAST])
     _wait_for(lambda: (run / "tensorboard").is_dir() and any((run / "tensorboard").iterdir()), proc)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
@@ -181,8 +183,9 @@ def test_sigkill_then_resume_continues_step_and_tensorboard(tmp_path):
 def test_a2c_with_subprocess_workers(tmp_path):
     run = tmp_path / "run"
     proc = run_cli("train.py", "--env", "robot", "--algo", "a2c", "--timesteps", "256", "--run-dir", str(run),
-                   "--set", "train.vec_env=subproc", "--set", "train.start_method=spawn", "--set", "eval.every=0",
-                   "--set", "agent.n_steps=8", "--num-envs", "2", "--quiet", check=True)
+                   "--set", "train.vec_env=subproc", "--set", "train.start_method=spawn",
+                   "--set", "eval.every=0", "--set", "agent.n_steps=8", "--num-envs", "2",
+                   "--quiet", check=True)
     assert "done: 256 steps" in proc.stdout
     assert "algo: a2c" in (run / "config.yaml").read_text()
     run_cli("evaluate.py", str(run), "--episodes", "2", check=True)
@@ -192,11 +195,13 @@ def test_cuda_without_gpu_and_unsupported_render_are_clear_errors(tmp_path):
     import torch
 
     if not torch.cuda.is_available():
-        proc = run_cli("train.py", "--env", "CartPole-v1", "--device", "cuda", "--run-dir", str(tmp_path / "r"))
-        assert proc.returncode == 2 and "--device cpu" in proc.stderr and "Traceback" not in proc.stderr
+        proc = run_cli("train.py", "--env", "CartPole-v1", "--device", "cuda",
+                       "--run-dir", str(tmp_path / "r"))
+        assert (proc.returncode == 2 and "--device cpu" in proc.stderr
+                and "Traceback" not in proc.stderr)
     run = tmp_path / "ok"
-    run_cli("train.py", "--env", "robot", "--timesteps", "128", "--run-dir", str(run), "--set", "eval.every=0",
-            *FAST, check=True)
+    run_cli("train.py", "--env", "robot", "--timesteps", "128", "--run-dir", str(run),
+            "--set", "eval.every=0", *FAST, check=True)
     proc = run_cli("evaluate.py", str(run), "--render", "--episodes", "1")
     assert proc.returncode == 2 and "--video" in proc.stderr and "Traceback" not in proc.stderr
 

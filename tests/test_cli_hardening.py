@@ -1,4 +1,5 @@
-"""train.py and evaluate.py against hostile run dirs and failures: one line, the right exit code, nothing lost.
+"""train.py and evaluate.py against hostile run dirs and failures: one line, the right exit code,
+nothing lost.
 
 Real subprocesses, real files, real locks and a real file-size limit (issue 12 §5 and "checkpoint before
 any exit").
@@ -32,7 +33,8 @@ from stable_baselines3.common.buffers import RolloutBuffer
 
 if os.environ.get("CRASH_AT"):
     _at, _orig, _calls = int(os.environ["CRASH_AT"]), RolloutBuffer.add, [0]
-    _kind = {"RuntimeError": RuntimeError, "MemoryError": MemoryError}[os.environ.get("CRASH_KIND", "RuntimeError")]
+    _kind = {"RuntimeError": RuntimeError,
+             "MemoryError": MemoryError}[os.environ.get("CRASH_KIND", "RuntimeError")]
 
     def add(self, *args, **kwargs):
         _calls[0] += 1
@@ -58,8 +60,8 @@ def one_line(proc):
 
 
 def train_cartpole(run, *extra, timesteps="256"):
-    return run_cli("train.py", "--env", "CartPole-v1", "--timesteps", timesteps, "--seed", "0", "--run-dir", str(run),
-                   *FAST, *extra, check=True)
+    return run_cli("train.py", "--env", "CartPole-v1", "--timesteps", timesteps, "--seed", "0",
+                   "--run-dir", str(run), *FAST, *extra, check=True)
 
 
 # -- 1 and 8: checkpoint before any exit; the crash checkpoint resumes -------------------------------------
@@ -70,8 +72,8 @@ def test_unexpected_error_mid_rollout_writes_crash_checkpoint_then_resumes(tmp_p
     monkeypatch.setenv("CRASH_KIND", kind)
     monkeypatch.setenv("CRASH_AT", "80")  # vector step 80 of 2 envs: step 160, mid-rollout
     run = tmp_path / "run"
-    proc = run_cli("train.py", "--env", "CartPole-v1", "--timesteps", "512", "--seed", "0", "--run-dir", str(run),
-                   "--env-package", "crash_plugin", *FAST)
+    proc = run_cli("train.py", "--env", "CartPole-v1", "--timesteps", "512", "--seed", "0",
+                   "--run-dir", str(run), "--env-package", "crash_plugin", *FAST)
     assert proc.returncode == 1, proc.stderr
     line = one_line(proc)
     crash = run / "crash" / "model.safetensors"
@@ -89,8 +91,8 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
     (tmp_path / "crash_plugin.py").write_text(CRASH_PLUGIN)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     monkeypatch.setenv("CRASH_AT", "3")
-    proc = run_cli("train.py", "--env", "CartPole-v1", "--timesteps", "256", "--run-dir", str(tmp_path / "run"),
-                   "--env-package", "crash_plugin", "--debug", *FAST)
+    proc = run_cli("train.py", "--env", "CartPole-v1", "--timesteps", "256",
+                   "--run-dir", str(tmp_path / "run"), "--env-package", "crash_plugin", "--debug", *FAST)
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "rollout buffer exploded" in proc.stderr
     assert "checkpoint written to" in proc.stderr.strip().splitlines()[-1]
 
@@ -112,7 +114,8 @@ def test_failed_crash_save_names_the_last_good_checkpoint(tmp_path, monkeypatch)
 
 # -- 5: a full disk (a real file-size limit: EFBIG) -------------------------------------------------------
 def _limit_file_size():
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead of killing the process
+    # write() then fails with EFBIG instead of killing the process
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
 
 
@@ -127,9 +130,10 @@ def test_checkpoint_write_hitting_a_file_size_limit_is_one_line_and_keeps_the_la
                           preexec_fn=_limit_file_size)
     assert proc.returncode == 1, proc.stderr
     line = one_line(proc)
-    assert line.startswith(f"error: training stopped: cannot write {run / 'checkpoints'}/step_0000000384.safetensors: "
-                           "File too large (")
-    assert " free there); last good checkpoint: " + f"{final} (step 256); free some space, then resume with:" in line
+    assert line.startswith(f"error: training stopped: cannot write "
+                           f"{run / 'checkpoints'}/step_0000000384.safetensors: File too large (")
+    assert (" free there); last good checkpoint: "
+            + f"{final} (step 256); free some space, then resume with:" in line)
     assert final.read_bytes() == before
     assert not [p for p in run.rglob("*.tmp")], "the failed write left a temp file"
 
@@ -180,7 +184,8 @@ def test_resume_through_a_linked_checkpoints_dir_is_refused_and_the_other_run_is
 def test_resume_removes_stale_temp_files(tmp_path):
     run = tmp_path / "run"
     train_cartpole(run)
-    stale = [run / "final" / ".model.safetensors.a1b2c3d4.tmp", run / "checkpoints" / ".step_1.safetensors.x9y8z7w6.tmp"]
+    stale = [run / "final" / ".model.safetensors.a1b2c3d4.tmp",
+             run / "checkpoints" / ".step_1.safetensors.x9y8z7w6.tmp"]
     for p in stale:
         p.write_bytes(b"\0" * 100_000)
     run_cli("train.py", "--resume", str(run), "--timesteps", "64", "--quiet", check=True)
@@ -201,8 +206,8 @@ def test_mistyped_checkpoint_field_is_exit_2_for_evaluate_and_resume(tmp_path):
     for script, args in (("evaluate.py", [str(run)]), ("train.py", ["--resume", str(run), "--quiet"])):
         proc = run_cli(script, *args)
         assert proc.returncode == 2
-        assert (f"checkpoint '{final}' is corrupted: field 'num_timesteps' should be a non-negative integer, got str"
-                in one_line(proc))
+        assert (f"checkpoint '{final}' is corrupted: field 'num_timesteps' should be a non-negative integer, "
+                "got str" in one_line(proc))
 
 
 # -- 7: a run dir from elsewhere runs no code silently ----------------------------------------------------
@@ -211,8 +216,8 @@ def test_edited_config_command_is_refused_without_trust_run_dir(tmp_path):
     train_cartpole(run)
     marker = tmp_path / "MARKER"
     cfg = (run / "config.yaml").read_text()
-    (run / "config.yaml").write_text(cfg.replace("id: CartPole-v1", f"id: process\n  command: sh -c 'touch {marker}'",
-                                                 1))
+    (run / "config.yaml").write_text(cfg.replace("id: CartPole-v1",
+                                                 f"id: process\n  command: sh -c 'touch {marker}'", 1))
     for script, args in (("evaluate.py", [str(run), "--episodes", "1"]),
                          ("train.py", ["--resume", str(run), "--timesteps", "64", "--quiet"])):
         proc = run_cli(script, *args)
@@ -222,7 +227,8 @@ def test_edited_config_command_is_refused_without_trust_run_dir(tmp_path):
         assert "--trust-run-dir" in line
     assert not marker.exists()
     proc = run_cli("evaluate.py", str(run), "--episodes", "1", "--trust-run-dir", timeout=120)
-    assert marker.exists(), proc.stderr  # trusted: the program was started (it is no env, so evaluate then fails)
+    # trusted: the program was started (it is no env, so evaluate then fails)
+    assert marker.exists(), proc.stderr
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
 
 
@@ -243,7 +249,8 @@ EDITS = {  # issue 25 §1: each edit of config.yaml (old line -> new lines), and
                 "import and call env.wrappers="),
     "packages": ({"  packages: []": "  packages: [marker_mod]"}, "import env.packages=['marker_mod']"),
     "id": ({ID: "  id: 'marker_mod:Env'"}, "import the module of env.id='marker_mod:Env'"),
-    "eval_kwargs": ({ID: "  id: process\n  listen: 127.0.0.1:0", "  eval_kwargs: {}": "  eval_kwargs: {command: "
+    "eval_kwargs": ({ID: "  id: process\n  listen: 127.0.0.1:0",
+                     "  eval_kwargs: {}": "  eval_kwargs: {command: "
                      "'touch $MARKER'}"}, "start the program env.eval_kwargs.command='touch $MARKER'"),
     "address": ({ID: "  id: process\n  address: 10.255.255.1:9\n  allow_remote: true"},
                 "connect to env.address='10.255.255.1:9'"),
@@ -254,7 +261,8 @@ EDITS = {  # issue 25 §1: each edit of config.yaml (old line -> new lines), and
 
 
 @pytest.mark.parametrize("edit", sorted(EDITS))
-def test_every_setting_that_reaches_out_is_refused_before_anything_runs(signed_run, tmp_path, monkeypatch, edit):
+def test_every_setting_that_reaches_out_is_refused_before_anything_runs(signed_run, tmp_path, monkeypatch,
+                                                                         edit):
     run, marker = tmp_path / "run", tmp_path / "MARKER"
     shutil.copytree(signed_run / "run", run)
     monkeypatch.setenv("NONDIFF_KEY_FILE", str(signed_run / "nondiff.key"))
@@ -282,9 +290,10 @@ def test_a_trusted_wrapper_that_fails_is_exit_2_on_resume(signed_run, tmp_path, 
     shutil.copytree(signed_run / "run", run)
     monkeypatch.setenv("NONDIFF_KEY_FILE", str(signed_run / "nondiff.key"))
     cfg = (run / "config.yaml").read_text()
-    (run / "config.yaml").write_text(cfg.replace("  wrappers: []", f"  wrappers: [{{'pydoc:pipepager': {{'cmd': "
-                                                                    f"'touch {marker}'}}}}]", 1))
-    proc = run_cli("train.py", "--resume", str(run), "--timesteps", "64", "--quiet", "--trust-run-dir", timeout=60)
+    (run / "config.yaml").write_text(cfg.replace(
+        "  wrappers: []", f"  wrappers: [{{'pydoc:pipepager': {{'cmd': 'touch {marker}'}}}}]", 1))
+    proc = run_cli("train.py", "--resume", str(run), "--timesteps", "64", "--quiet", "--trust-run-dir",
+                   timeout=60)
     assert marker.exists()  # trusted: the wrapper ran
     assert proc.returncode == 2 and "env 'CartPole-v1' rejected its settings" in one_line(proc)
 

@@ -1,4 +1,5 @@
-"""docker/ checked statically (no Docker engine here): compose parses, references resolve, images install alike."""
+"""docker/ checked statically (no Docker engine here): compose parses, references resolve, images
+install alike."""
 
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def test_trainer_runs_rllib_against_the_head(compose):
         assert train[0] == "python"
         assert train[train.index("--backend") + 1] == "rllib"
         assert train[train.index("--ray-address") + 1] == f"ray-head:{port}"
-        # the compose command line, with the shell's ${VAR:-default} taken at its default, is one train.py accepts
+        # the compose command line, with the shell's ${VAR:-default} taken at its default, is one
+        # train.py accepts
         defaults = [re.sub(r"\$+\{\w+:-([^}]*)\}", r"\1", w) for w in train[2:]]
         train_py.parser().parse_args([w for w in defaults if w])
         # the driver must be a node of the cluster: `ray start --address` to the same head first
@@ -99,7 +101,8 @@ def test_trainer_runs_rllib_against_the_head(compose):
 
 def test_workers_scale_and_join_the_head(compose):
     worker = compose["services"]["ray-worker"]
-    assert "container_name" not in worker and "hostname" not in worker, "a fixed name stops --scale ray-worker=N"
+    assert "container_name" not in worker and "hostname" not in worker, (
+        "a fixed name stops --scale ray-worker=N")
     assert "ports" not in worker
     words = _command(worker)
     assert words[:2] == ["ray", "start"] and "--address=ray-head:6379" in words and "--block" in words
@@ -108,7 +111,8 @@ def test_workers_scale_and_join_the_head(compose):
 def test_ray_is_isolated_and_authenticated(compose):
     services = compose["services"]
     ray_nets = {n for s in ("ray-head", "ray-worker", "trainer") for n in services[s]["networks"]}
-    assert all(compose["networks"][n].get("internal") is True for n in ray_nets), "Ray networks must be internal"
+    assert all(compose["networks"][n].get("internal") is True for n in ray_nets), (
+        "Ray networks must be internal")
     for name, svc in services.items():
         for port in svc.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
@@ -116,7 +120,8 @@ def test_ray_is_isolated_and_authenticated(compose):
             assert "ports" not in svc, f"{name}: Ray ports must not be published"
             env = svc["environment"]
             assert env["RAY_AUTH_MODE"] == "token", f"{name}: Ray token authentication is off"
-            assert env["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN:?"), f"{name}: the token must be required"
+            assert env["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN:?"), (
+                f"{name}: the token must be required")
     assert "--include-dashboard=false" in _command(services["ray-head"])
     assert not set(services["tensorboard"].get("networks", [])) & ray_nets, "TensorBoard needs no Ray access"
     assert "/app/runs" in " ".join(_command(services["tensorboard"]))
@@ -135,7 +140,8 @@ def test_dockerfiles_install_through_the_makefile(name):
     assert re.search(r"^COPY \. \.", text, re.M)
     makefile = (ROOT / "Makefile").read_text()
     project = re.search(r'pip install --quiet -e "\.\[dev[\w,]*\]"', makefile)
-    assert 'pip install --quiet "$(TORCH)"' in makefile and project, "the Makefile installs torch and the project"
+    assert 'pip install --quiet "$(TORCH)"' in makefile and project, (
+        "the Makefile installs torch and the project")
     assert makefile.index('"$(TORCH)"') < project.start(), "torch first, then the project"
     assert "make" in runs[0] and "build-essential" in runs[0]
     assert "PATH=/app/.venv/bin" in text

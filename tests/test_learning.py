@@ -11,7 +11,8 @@ from conftest import run_cli
 def train_and_evaluate(tmp_path, *train_args: str, episodes: int, timeout: float = 900) -> dict:
     """Train with ``train.py --seed 0 ARGS`` into a fresh run directory, then evaluate it; the JSON result."""
     run, out = tmp_path / "run", tmp_path / "eval.json"
-    run_cli("train.py", *train_args, "--seed", "0", "--run-dir", str(run), "--quiet", timeout=timeout, check=True)
+    run_cli("train.py", *train_args, "--seed", "0", "--run-dir", str(run), "--quiet", timeout=timeout,
+            check=True)
     run_cli("evaluate.py", str(run), "--episodes", str(episodes), "--json", str(out), timeout=300, check=True)
     return json.loads(out.read_text())
 
@@ -19,7 +20,8 @@ def train_and_evaluate(tmp_path, *train_args: str, episodes: int, timeout: float
 @pytest.mark.slow
 @pytest.mark.ci
 def test_robot_reaches_within_2cm(tmp_path):
-    # 120k of the config's 300k steps (the linear lr schedule anneals over the 120k): 0.94 success here in 95 s
+    # 120k of the config's 300k steps (the linear lr schedule anneals over the 120k): 0.94 success here
+    # in 95 s
     res = train_and_evaluate(tmp_path, "--env", "robot", "--timesteps", "120000", episodes=100)
     # 2 cm is 10% of the arm's reach; plain PPO on Gymnasium's Reacher-v5 reaches it in ~19-31% of episodes.
     assert res["success_rate"] >= 0.6, res
@@ -30,7 +32,8 @@ def test_robot_reaches_within_2cm(tmp_path):
 @pytest.mark.slow
 @pytest.mark.ci
 def test_c_heater_through_the_bridge_is_solved(tmp_path, heater):
-    res = train_and_evaluate(tmp_path, "--env", "process", "--set", f"env.command={heater}", episodes=50, timeout=600)
+    res = train_and_evaluate(tmp_path, "--env", "process", "--set", f"env.command={heater}", episodes=50,
+                             timeout=600)
     # solved: the temperature ends within 0.5 °C of the set point
     assert res["success_rate"] >= 0.9, res
     assert res["random"]["success_rate"] <= 0.1, res
@@ -54,7 +57,8 @@ def test_renderer_policy_beats_random_and_its_first_guess(tmp_path):
     # 30k steps of configs/renderer.yaml (IoU 0.58 here in ≈ 1.5 min); the full 400k run is in docs/results.md
     res = train_and_evaluate(tmp_path, "--env", "renderer", "--timesteps", "30000", "--set", "eval.every=0",
                              episodes=50)
-    # the first guess (centred, mid-size) overlaps a target with IoU ≈ 0.2 and random refinement drifts to ≈ 0.1
+    # the first guess (centred, mid-size) overlaps a target with IoU ≈ 0.2 and random refinement drifts
+    # to ≈ 0.1
     assert res["random_metrics"]["iou"] <= 0.2, res
     assert res["metrics"]["iou"] >= 0.35, res
     assert res["metrics"]["param_error"] < res["random_metrics"]["param_error"] - 0.05, res

@@ -1,4 +1,5 @@
-"""benchmarks/experiments/plot_curve.py on real run directories (the v0 fixture runs' TensorBoard event files)."""
+"""benchmarks/experiments/plot_curve.py on real run directories (the v0 fixture runs' TensorBoard
+event files)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ SCRIPT = str(ROOT / "benchmarks" / "experiments" / "plot_curve.py")
 
 
 def _plot(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_several_runs_in_one_figure_against_minutes(tmp_path):
@@ -26,5 +28,6 @@ def test_bad_paths_exit_2_with_one_line(tmp_path):
     proc = _plot(str(tmp_path / "only.png"))
     assert proc.returncode == 2 and "expected one or more run directories, then the output PNG" in proc.stderr
     proc = _plot(str(tmp_path), str(tmp_path / "out.png"))
-    assert proc.returncode == 2 and "has no tensorboard/ folder" in proc.stderr and "Traceback" not in proc.stderr
+    assert (proc.returncode == 2 and "has no tensorboard/ folder" in proc.stderr
+            and "Traceback" not in proc.stderr)
     assert not (tmp_path / "out.png").exists()

@@ -23,7 +23,8 @@ def straight_and_resumed(tmp_path, common, half):
     assert not (broken / "final" / "model.safetensors").exists(), "the run finished before it was killed"
     resumed = run_cli("train.py", "--resume", str(broken), "--quiet", check=True)
     assert f"at step {half:,}" in resumed.stdout
-    return load_file(straight / "final" / "model.safetensors"), load_file(broken / "final" / "model.safetensors")
+    return (load_file(straight / "final" / "model.safetensors"),
+            load_file(broken / "final" / "model.safetensors"))
 
 
 def test_kill_and_resume_reproduces_the_straight_run(tmp_path):
@@ -38,9 +39,10 @@ def test_kill_and_resume_reproduces_the_straight_run(tmp_path):
 
 def test_sac_kill_and_resume_reproduces_the_straight_run(tmp_path):
     # SAC: actor, critics, targets, three optimisers, log_ent_coef and the replay buffer must all come back
-    common = ["--env", "robot", "--algo", "sac", "--timesteps", "1600", "--seed", "7", "--num-envs", "4", "--quiet",
-              "--set", "train.checkpoint_every=800", "--set", "eval.every=400", "--set", "eval.episodes=1",
-              "--set", "agent.learning_starts=200", "--set", "agent.buffer_size=1000", "--set", "agent.net_arch=[32, 32]",
+    common = ["--env", "robot", "--algo", "sac", "--timesteps", "1600", "--seed", "7", "--num-envs", "4",
+              "--quiet", "--set", "train.checkpoint_every=800", "--set", "eval.every=400",
+              "--set", "eval.episodes=1", "--set", "agent.learning_starts=200",
+              "--set", "agent.buffer_size=1000", "--set", "agent.net_arch=[32, 32]",
               "--set", "agent.gradient_steps=1", "--set", "agent.batch_size=32"]
     a, b = straight_and_resumed(tmp_path, common, 800)
     groups = ("policy/actor.", "policy/critic.", "policy/critic_target.", "optim_actor/", "optim_critic/",

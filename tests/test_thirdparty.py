@@ -20,7 +20,8 @@ import pytest
 from envs.faults import faults_in
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = "agent: {n_steps: 128, batch_size: 64, n_epochs: 2, net_arch: [32], ent_coef: 0.01}\ntrain: {num_envs: 2}\n"
+TINY = ("agent: {n_steps: 128, batch_size: 64, n_epochs: 2, net_arch: [32], ent_coef: 0.01}\n"
+        "train: {num_envs: 2}\n")
 
 
 def run(tmp: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -35,7 +36,8 @@ def ok(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stdout + proc.stderr
 
 
-RLLIB = "agent: {backend: rllib, n_steps: 256, batch_size: 64, n_epochs: 2, net_arch: [32]}\ntrain: {num_envs: 2}\n"
+RLLIB = ("agent: {backend: rllib, n_steps: 256, batch_size: 64, n_epochs: 2, net_arch: [32]}\n"
+         "train: {num_envs: 2}\n")
 
 
 def config(tmp: Path, env: str, rest: str = TINY) -> str:
@@ -93,7 +95,8 @@ def test_rllib_flattens_dict_observations_and_evaluates(tmp_path):
     """RLlib's catalog has no encoder for a Dict: the env stack flattens it (Discrete one-hot, Text dropped),
     says so, and evaluate.py (no Ray) builds the same stack."""
     cfg = config(tmp_path, "{id: MiniGrid-Empty-5x5-v0, packages: [minigrid]}", RLLIB)
-    out = ok(run(tmp_path, "train.py", "--config", cfg, "--timesteps", "512", "--run-dir", str(tmp_path / "run")))
+    out = ok(run(tmp_path, "train.py", "--config", cfg, "--timesteps", "512",
+                 "--run-dir", str(tmp_path / "run")))
     assert "keys direction, image flattened" in out
     obs = header(tmp_path / "run")["observation_space"]
     assert obs["type"] == "Box" and obs["shape"] == [7 * 7 * 3 + 4] and obs["dtype"] == "float32"
@@ -103,7 +106,8 @@ def test_rllib_flattens_dict_observations_and_evaluates(tmp_path):
 
 @pytest.mark.parametrize(("wrappers", "shape"), [
     (["minigrid.wrappers:ImgObsWrapper"], (7 * 7 * 3,)),
-    (["minigrid.wrappers:RGBImgObsWrapper", "minigrid.wrappers:ImgObsWrapper", {"resize": {"shape": [42, 42]}}],
+    (["minigrid.wrappers:RGBImgObsWrapper", "minigrid.wrappers:ImgObsWrapper",
+      {"resize": {"shape": [42, 42]}}],
      (42, 42, 3)),
 ], ids=["7x7-flattened", "42x42-kept"])
 def test_rllib_env_stack_flattens_images_without_a_default_cnn(wrappers, shape):
@@ -177,8 +181,10 @@ def test_flappy_bird_trains_with_the_default_policies_and_no_truncation_storm(tm
     assert clipped > 0 and cut == 0, (clipped, cut)
 
     cfg = config(tmp_path, "{id: FlappyBird-v0, packages: [flappy_bird_gymnasium]}")
-    out = ok(run(tmp_path, "train.py", "--config", cfg, "--timesteps", "1024", "--run-dir", str(tmp_path / "run")))
-    assert "warning: env FlappyBirdEnv gave faults of kind invalid_output" in out and "env.bounds_policy" in out
+    out = ok(run(tmp_path, "train.py", "--config", cfg, "--timesteps", "1024",
+                 "--run-dir", str(tmp_path / "run")))
+    assert ("warning: env FlappyBirdEnv gave faults of kind invalid_output" in out
+            and "env.bounds_policy" in out)
     example = re.search(r"out of bounds at flat index \d+: ([-+.\deE]+) not in \[0\.0, 1\.0\]", out)
     assert example is not None, out  # the example names the value, as a plain number
     assert float(example.group(1)) > 1 + 1e-9, example.group(0)  # a real violation, not rounding noise
@@ -187,7 +193,8 @@ def test_flappy_bird_trains_with_the_default_policies_and_no_truncation_storm(tm
 @pytest.mark.parametrize(("args", "expect"), [
     (["--env", "MiniGrid-Empty-5x5-v0"], "--env-package PACKAGE"),
     (["--env", "minigrid.wrappers:ImgObsWrapper", "--env-package", "minigrid"], "is a gymnasium.Wrapper"),
-    (["--env", "FetchReach-v4", "--env-package", "gymnasium_robotics"], "env 'FetchReach-v4' failed to start"),
+    (["--env", "FetchReach-v4", "--env-package", "gymnasium_robotics"],
+     "env 'FetchReach-v4' failed to start"),
     (["--env", "MiniGrid-Empty-5x5-v0", "--env-package", "minigrid", "--set", "env.wrappers=[nosuch]"],
      "unknown wrapper 'nosuch'"),
 ], ids=["unknown-id", "wrapper-as-env", "constructor-error", "unknown-wrapper"])

@@ -47,7 +47,8 @@ def test_an_env_with_one_instance_per_process_gets_a_process_each(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "could not be built a second time in this process (RuntimeError: Cannot create multiple emulator" \
         in proc.stderr and "a worker process each (train.vec_env: subproc" in proc.stderr
-    env = {"DISPLAY": "", "WAYLAND_DISPLAY": ""}  # stable-retro's default render_mode='human' is not asked for
+    # stable-retro's default render_mode='human' is not asked for
+    env = {"DISPLAY": "", "WAYLAND_DISPLAY": ""}
     out = run_cli("evaluate.py", str(run), "--episodes", "1", "--json", str(tmp_path / "e.json"), timeout=300,
                   env=env)
     assert out.returncode == 0, out.stderr
@@ -70,7 +71,8 @@ def test_a_vector_reward_is_refused_at_start_and_its_scalarising_wrapper_works(t
                   "--set", "eval.episodes=2", timesteps="512")
     assert proc.returncode == 0, proc.stderr
     first = json.loads((run / "evaluations.jsonl").read_text().splitlines()[0])
-    assert first["mean_reward"] > 0  # the treasure's value came through the wrapper (no fault turned it into 0)
+    # the treasure's value came through the wrapper (no fault turned it into 0)
+    assert first["mean_reward"] > 0
     assert "invalid_output" not in proc.stderr
 
 
@@ -82,7 +84,8 @@ def test_an_evaluation_episode_that_never_ends_is_cut_and_said(tmp_path):
     out = run_cli("evaluate.py", str(run), "--episodes", "2", "--json", str(tmp_path / "e.json"), timeout=120)
     assert out.returncode == 0, out.stderr
     result = json.loads((tmp_path / "e.json").read_text())
-    assert result["capped_episodes"] == 2 and result["mean_length"] == 300.0  # the untrained policy repeats a move
+    # the untrained policy repeats a move
+    assert result["capped_episodes"] == 2 and result["mean_length"] == 300.0
     assert "2 of 2 evaluation episodes were cut at 300 steps" in out.stderr + out.stdout
 
 

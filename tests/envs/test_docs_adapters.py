@@ -28,7 +28,8 @@ def workdir(tmp_path):
 
 def run(workdir, *args):
     env = {**os.environ, "PYTHONPATH": f"{workdir}{os.pathsep}{ROOT}"}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env,
+                          timeout=300)
 
 
 def test_doc_has_the_adapter_and_the_registration():
@@ -59,11 +60,13 @@ def test_tutorial_trains_and_beats_random(workdir, tmp_path):
 
 MISTAKES = {
     "spaces not set": (lambda code: code.replace("self.observation_space = gym.spaces.Box(",
-                                                 "self._obs_space = gym.spaces.Box("), "must specify an observation space"),
+                                                 "self._obs_space = gym.spaces.Box("),
+                       "must specify an observation space"),
     "wrong dtype": (lambda code: code.replace("self.target - self.level], dtype=np.float32)",
                                               "self.target - self.level], dtype=np.float64)"),
                     "has dtype float64, the space declares float32"),
-    "reset returns obs only": (lambda code: code.replace("        return self._obs(), {}", "        return self._obs()"),
+    "reset returns obs only": (lambda code: code.replace("        return self._obs(), {}",
+                                                         "        return self._obs()"),
                                "reset() must return (obs, info)"),
     "global numpy RNG": (lambda code: code.replace("float(self.np_random.uniform(0.0, self.max_level))",
                                                    "float(np.random.uniform(0.0, self.max_level))"),
@@ -93,9 +96,9 @@ def test_inverse_problem_example_trains_with_the_blackbox_backend(workdir, tmp_p
     monkeypatch.syspath_prepend(str(workdir))
     run_dir, out = tmp_path / "run", tmp_path / "e.json"
     try:
-        code = train.main(["--env", "decay", "--env-package", "decay_plugin", "--backend", "blackbox", "--algo", "cma",
-                           "--timesteps", "100", "--set", "blackbox.calls_per_instance=50", "--seed", "0", "--quiet",
-                           "--run-dir", str(run_dir)])
+        code = train.main(["--env", "decay", "--env-package", "decay_plugin", "--backend", "blackbox",
+                           "--algo", "cma", "--timesteps", "100", "--set", "blackbox.calls_per_instance=50",
+                           "--seed", "0", "--quiet", "--run-dir", str(run_dir)])
         assert code == 0
         assert evaluate.main([str(run_dir), "--episodes", "5", "--json", str(out)]) == 0
     finally:
@@ -103,4 +106,5 @@ def test_inverse_problem_example_trains_with_the_blackbox_backend(workdir, tmp_p
             sys.modules.pop(name, None)
     res = json.loads(out.read_text())
     assert res["forward_calls_per_instance"] == 50
-    assert res["success_rate"] >= 0.8 and res["metrics"]["param_error"] < res["random_metrics"]["param_error"], res
+    assert (res["success_rate"] >= 0.8
+            and res["metrics"]["param_error"] < res["random_metrics"]["param_error"]), res

@@ -1,4 +1,5 @@
-"""The Guard: typed problems, faults decided by what was found, never a raise on garbage, one crash boundary."""
+"""The Guard: typed problems, faults decided by what was found, never a raise on garbage, one
+crash boundary."""
 
 from __future__ import annotations
 
@@ -60,15 +61,17 @@ def _deep(depth: int) -> list[Any]:
     return out
 
 
-GARBAGE = [Hostile(), _deep(100_000), object(), "abc", b"\x00", 10**100, 10**5000, -(10**400), [[1.0, 2.0], [3.0]], None, [1.0, 2.0, 3.0],
-           {"a": 1}, np.array(["x", "y"]), np.array([1 + 2j, 3j]), np.full((2,), 1e300), float("nan"),
-           np.array([np.nan, 1.0], np.float32), np.array([1.0, 2.0]), (1.0, 2.0), np.zeros((2, 2), np.float32)]
+GARBAGE = [Hostile(), _deep(100_000), object(), "abc", b"\x00", 10**100, 10**5000, -(10**400),
+           [[1.0, 2.0], [3.0]], None, [1.0, 2.0, 3.0], {"a": 1}, np.array(["x", "y"]), np.array([1 + 2j, 3j]),
+           np.full((2,), 1e300), float("nan"), np.array([np.nan, 1.0], np.float32), np.array([1.0, 2.0]),
+           (1.0, 2.0), np.zeros((2, 2), np.float32)]
 
 
 def test_out_of_bounds_in_an_infinite_box_is_invalid_output_not_nonfinite():
     space = gym.spaces.Box(0, np.inf, (2,), np.float32)
     problem = obs_problem(space, np.array([-1.0, 1.0], np.float32))
-    assert problem is not None and problem.kind is FaultKind.INVALID_OUTPUT and "out of bounds" in str(problem)
+    assert (problem is not None and problem.kind is FaultKind.INVALID_OUTPUT
+            and "out of bounds" in str(problem))
     assert "inf" in str(problem)  # the text names the bound, and that no longer decides the kind
     env = Guard(Scripted([(np.array([-1.0, 1.0], np.float32), 0.5)]), bounds_policy="truncate")
     env.reset(seed=0)
@@ -83,7 +86,8 @@ def test_finite_values_past_the_bounds_are_clipped_by_default_and_the_episode_go
     env.reset(seed=0)
     obs, reward, term, trunc, info = env.step(0)
     (fault,) = faults_in(info)
-    assert fault.kind is FaultKind.INVALID_OUTPUT and fault.clipped and "clipped onto the bounds" in fault.detail
+    assert (fault.kind is FaultKind.INVALID_OUTPUT and fault.clipped
+            and "clipped onto the bounds" in fault.detail)
     assert not trunc and not term and reward == 0.5 and np.array_equal(obs, np.array([0.0, 1.0], np.float32))
     assert obs.dtype == np.float32
     with pytest.raises(InvalidOutputError, match="out of bounds"):
@@ -93,7 +97,8 @@ def test_finite_values_past_the_bounds_are_clipped_by_default_and_the_episode_go
 
 
 def test_a_bounds_problem_beside_a_nan_follows_nan_policy_not_bounds_policy():
-    space = gym.spaces.Dict({"a": gym.spaces.Box(0, 1, (2,), np.float32), "b": gym.spaces.Box(0, 1, (2,), np.float32)})
+    space = gym.spaces.Dict({"a": gym.spaces.Box(0, 1, (2,), np.float32),
+                             "b": gym.spaces.Box(0, 1, (2,), np.float32)})
 
     class TwoKeys(gym.Env):
         observation_space, action_space = space, gym.spaces.Discrete(2)
@@ -102,7 +107,8 @@ def test_a_bounds_problem_beside_a_nan_follows_nan_policy_not_bounds_policy():
             return {"a": np.zeros(2, np.float32), "b": np.zeros(2, np.float32)}, {}
 
         def step(self, action):
-            return {"a": np.full(2, 5.0, np.float32), "b": np.array([np.nan, 0], np.float32)}, 1.0, False, False, {}
+            return ({"a": np.full(2, 5.0, np.float32), "b": np.array([np.nan, 0], np.float32)}, 1.0, False,
+                    False, {})
 
     env = Guard(TwoKeys())
     env.reset(seed=0)
@@ -123,7 +129,8 @@ def test_observation_problems_have_the_kind_of_the_check_that_failed(value, kind
 
 
 def test_reward_problems():
-    assert reward_problem(1) is None and reward_problem(np.float32(2.5)) is None and reward_problem(True) is None
+    assert (reward_problem(1) is None and reward_problem(np.float32(2.5)) is None
+            and reward_problem(True) is None)
     assert reward_problem(float("nan")).kind is FaultKind.NONFINITE
     assert reward_problem(float("-inf")).kind is FaultKind.NONFINITE
     for bad in ("1.5", 10**400, [1.0], np.ones(3), None, object()):
@@ -167,7 +174,8 @@ def test_raise_policy_keeps_raising():
 
 
 def test_an_exception_in_step_is_a_crash_fault_and_the_next_reset_goes_on():
-    env = Guard(Scripted([(np.array([3.0, 4.0], np.float32), 1.0), ZeroDivisionError("division by zero in C")]))
+    env = Guard(Scripted([(np.array([3.0, 4.0], np.float32), 1.0),
+                          ZeroDivisionError("division by zero in C")]))
     env.reset(seed=0)
     good, *_ = env.step(0)
     obs, reward, term, trunc, info = env.step(0)
@@ -193,7 +201,8 @@ def test_a_reset_that_raises_is_retried_and_reported_with_the_next_step():
 
 def test_a_reset_that_keeps_raising_gives_up_with_a_typed_error():
     env = Guard(Scripted(resets=[RuntimeError(f"attempt {i}") for i in range(5)]), max_reset_failures=3)
-    with pytest.raises(EnvGaveUp, match="reset failed 3 times in a row; last: reset raised RuntimeError: 'attempt 2'"):
+    with pytest.raises(EnvGaveUp,
+                       match="reset failed 3 times in a row; last: reset raised RuntimeError: 'attempt 2'"):
         env.reset(seed=0)
 
 
@@ -224,8 +233,9 @@ def test_a_nan_reset_observation_is_repaired_in_place():
 
 
 def test_placeholder_is_in_every_space():
-    for space in (gym.spaces.Box(1, 2, (3,)), gym.spaces.Discrete(4, start=-2), gym.spaces.MultiDiscrete([2, 3]),
-                  gym.spaces.MultiBinary(3), gym.spaces.Dict({"x": gym.spaces.Box(-1, 0, (1,))})):
+    for space in (gym.spaces.Box(1, 2, (3,)), gym.spaces.Discrete(4, start=-2),
+                  gym.spaces.MultiDiscrete([2, 3]), gym.spaces.MultiBinary(3),
+                  gym.spaces.Dict({"x": gym.spaces.Box(-1, 0, (1,))})):
         assert space.contains(placeholder(space)), space
 
 
@@ -239,9 +249,12 @@ def test_the_whole_stack_from_make_turns_an_adapter_exception_into_a_fault():
 
 
 def test_faults_in_reads_any_garbage_without_raising():
-    infos: list[Any] = [None, 3, [], {FAULT_KEY: 7}, {FAULT_KEY: {"kind": ["x"], "stderr": 5, "restarts": "many"}},
-                        {FAULT_KEY: {"kind": "timeout", "budget": "ten", "exit_code": 10**400, "restart": "yes"}},
-                        {RESET_FAULTS_KEY: 12}, {RESET_FAULTS_KEY: [None, {"kind": "crash", "restart": True}]}]
+    infos: list[Any] = [None, 3, [], {FAULT_KEY: 7},
+                        {FAULT_KEY: {"kind": ["x"], "stderr": 5, "restarts": "many"}},
+                        {FAULT_KEY: {"kind": "timeout", "budget": "ten", "exit_code": 10**400,
+                                     "restart": "yes"}},
+                        {RESET_FAULTS_KEY: 12},
+                        {RESET_FAULTS_KEY: [None, {"kind": "crash", "restart": True}]}]
     found = [faults_in(i) for i in infos]
     assert [len(f) for f in found] == [0, 0, 0, 0, 1, 1, 0, 1]
     assert found[4][0].kind is FaultKind.PROTOCOL and found[4][0].restarts == 0

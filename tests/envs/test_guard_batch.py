@@ -1,5 +1,5 @@
-"""The batched checks (envs/checks.py) and the Guard's prefetch/vouch: what a vector env or a K-instance program
-calls to validate N observations and rewards at once."""
+"""The batched checks (envs/checks.py) and the Guard's prefetch/vouch: what a vector env or a K-instance
+program calls to validate N observations and rewards at once."""
 
 from __future__ import annotations
 
@@ -35,24 +35,28 @@ def test_rows_flag_exactly_the_invalid_observations(space):
 
 def test_rows_leave_wrong_types_shapes_dtypes_and_rounding_noise_to_the_per_value_check():
     noise = np.array([1.0 + 1e-7, 0, 0], np.float32)  # snapped onto the bound by check(): not "valid as is"
-    values = [np.zeros(3, np.float32), np.zeros(3), np.zeros(4, np.float32), [0.0, 0.0, 0.0], "garbage", noise]
+    values = [np.zeros(3, np.float32), np.zeros(3), np.zeros(4, np.float32), [0.0, 0.0, 0.0], "garbage",
+              noise]
     assert RowCheck(BOX).valid(values).tolist() == [True, False, False, False, False, False]
     assert RowCheck(gym.spaces.Discrete(3)).valid([0, 1]).tolist() == [False, False]  # not batchable
 
 
 def test_dict_rows_check_every_key():
     good = {"a": np.zeros(3, np.float32), "n": np.array([1, 5])}
-    values = [good, {**good, "n": np.array([1, 6])}, {**good, "a": np.full(3, np.nan, np.float32)}, {"a": good["a"]},
-              {**good, "extra": 1}]
+    values = [good, {**good, "n": np.array([1, 6])}, {**good, "a": np.full(3, np.nan, np.float32)},
+              {"a": good["a"]}, {**good, "extra": 1}]
     assert RowCheck(DICT).valid(values).tolist() == [True, False, False, False, False]
 
 
 def test_rewards():
-    assert valid_rewards([1.0, np.float32(2), 3, True, float("nan"), float("inf")]).tolist() == [True] * 4 + [False] * 2
-    assert valid_rewards(["1.0", 2.0]).tolist() == [False, False]  # a string is no reward, even if numpy parses it
+    assert (valid_rewards([1.0, np.float32(2), 3, True, float("nan"), float("inf")]).tolist()
+            == [True] * 4 + [False] * 2)
+    # a string is no reward, even if numpy parses it
+    assert valid_rewards(["1.0", 2.0]).tolist() == [False, False]
     assert valid_rewards([np.zeros(2), 1.0]).tolist() == [False, False]  # ragged: left to reward_problem
     assert all_finite_floats([1.0, np.float32(2.5)]) and not all_finite_floats([1.0, float("nan")])
-    assert not all_finite_floats([1.0, 2]) and not all_finite_floats([1e308, 1e308])  # an int, an overflowing sum
+    # an int, an overflowing sum
+    assert not all_finite_floats([1.0, 2]) and not all_finite_floats([1e308, 1e308])
 
 
 class Fixed(gym.Env):
@@ -81,7 +85,8 @@ def test_prefetch_then_step_returns_the_prefetched_transition_checked_per_env_un
     assert np.array_equal(obs, np.zeros(3)) and reward == 1.0 and not truncated and LATENCY_KEY in info
     guard.prefetch(action)  # not vouched for: the Guard checks it itself and truncates
     obs, reward, _, truncated, info = guard.step(action)
-    assert truncated and reward == 0.0 and info[FAULT_KEY].kind is FaultKind.NONFINITE and np.isfinite(obs).all()
+    assert (truncated and reward == 0.0 and info[FAULT_KEY].kind is FaultKind.NONFINITE
+            and np.isfinite(obs).all())
     guard.prefetch(action)
     with pytest.raises(RuntimeError, match="another action"):  # a wrapper in between changed the action
         guard.step(0)

@@ -29,10 +29,11 @@ class Lidar(gym.Env):
 
 
 @pytest.mark.parametrize(("value", "dtype", "fault"), [
-    (1.0 + 2.2e-16, np.float64, False), (np.nextafter(1.0, 2.0), np.float64, False), (1.0 + 1e-9, np.float64, True),
-    (1.0021, np.float64, True), (1.0 + 1.2e-7, np.float32, False), (1.001, np.float32, True),
-    (-1e-17, np.float64, False), (-1e-3, np.float64, True),
-], ids=["f64-1e-16", "f64-next", "f64-1e-9", "f64-flappy", "f32-1ulp", "f32-1e-3", "f64-neg-noise", "f64-neg"])
+    (1.0 + 2.2e-16, np.float64, False), (np.nextafter(1.0, 2.0), np.float64, False),
+    (1.0 + 1e-9, np.float64, True), (1.0021, np.float64, True), (1.0 + 1.2e-7, np.float32, False),
+    (1.001, np.float32, True), (-1e-17, np.float64, False), (-1e-3, np.float64, True),
+], ids=["f64-1e-16", "f64-next", "f64-1e-9", "f64-flappy", "f32-1ulp", "f32-1e-3", "f64-neg-noise",
+        "f64-neg"])
 def test_rounding_noise_is_not_a_fault(value, dtype, fault):
     """Within 16 ulps of a bound: snapped into it silently; past it: a fault that truncates (bounds_policy
     truncate; the default, clip, is tested below)."""
@@ -42,7 +43,8 @@ def test_rounding_noise_is_not_a_fault(value, dtype, fault):
     assert (obs_problem(env.observation_space, np.full(4, value, dtype)) is not None) is fault
     assert truncated is fault and bool(faults_in(info)) is fault
     if not fault:
-        assert env.observation_space.contains(obs)  # snapped onto the bound, so SB3 and RLlib see valid values
+        # snapped onto the bound, so SB3 and RLlib see valid values
+        assert env.observation_space.contains(obs)
 
 
 def test_fault_rate_warning_names_env_kind_example_and_nan_policy():

@@ -27,13 +27,13 @@ def site(tmp_path_factory):
 
 def run(site, *args, script="train.py", extra_path=()):
     path = os.pathsep.join([str(site), *map(str, extra_path), os.environ.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": path}, timeout=300)
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": path}, timeout=300)
 
 
 def test_plugin_trains_with_subprocess_spawn_workers(site, tmp_path):
-    proc = run(site, "--env", "demo-heater", "--run-dir", str(tmp_path / "r"), "--set", "train.vec_env=subproc",
-               "--set", "train.start_method=spawn", *FAST)
+    proc = run(site, "--env", "demo-heater", "--run-dir", str(tmp_path / "r"),
+               "--set", "train.vec_env=subproc", "--set", "train.start_method=spawn", *FAST)
     assert proc.returncode == 0, proc.stderr
     proc = run(site, str(tmp_path / "r"), "--episodes", "2", script="evaluate.py")
     assert proc.returncode == 0 and "trained" in proc.stdout, proc.stderr
@@ -43,7 +43,8 @@ def test_env_package_registers_in_forkserver_workers(site, tmp_path):
     pkg = tmp_path / "mypkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text(
-        "import envs\nenvs.register('pkg-heater', 'nondiff_demo_plugin.heater:HeaterEnv', kwargs={'setpoint': 18.0})\n")
+        "import envs\n"
+        "envs.register('pkg-heater', 'nondiff_demo_plugin.heater:HeaterEnv', kwargs={'setpoint': 18.0})\n")
     proc = run(site, "--env", "pkg-heater", "--env-package", "mypkg", "--run-dir", str(tmp_path / "r"),
                "--set", "train.vec_env=subproc", "--set", "train.start_method=forkserver", *FAST,
                extra_path=[tmp_path])
@@ -54,7 +55,8 @@ def test_env_package_registers_in_forkserver_workers(site, tmp_path):
 def test_name_clash_names_both_distributions(site, tmp_path):
     proc = run(site, "--env", "clash", "--run-dir", str(tmp_path / "r"), *FAST)
     assert proc.returncode == 2
-    assert "nondiff-clash-a" in proc.stderr and "nondiff-clash-b" in proc.stderr and "Traceback" not in proc.stderr
+    assert ("nondiff-clash-a" in proc.stderr and "nondiff-clash-b" in proc.stderr
+            and "Traceback" not in proc.stderr)
 
 
 def test_broken_plugin_is_named_and_does_not_break_builtins(site, tmp_path):
@@ -84,8 +86,8 @@ def test_check_command_fails_readably_on_a_broken_adapter(tmp_path):
         "        return np.zeros(2, dtype=np.float64)\n"  # wrong dtype and no info dict
         "    def step(self, a):\n"
         "        return np.zeros(2, np.float32), 0.0, False, False, {}\n")
-    proc = subprocess.run([sys.executable, "-m", "envs", "check", "badenv:Bad"], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    proc = subprocess.run([sys.executable, "-m", "envs", "check", "badenv:Bad"], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert proc.returncode == 1
     assert "FAIL  gymnasium check_env" in proc.stdout and "check(s) failed" in proc.stdout
 
@@ -95,8 +97,8 @@ def test_check_command_passes_on_every_builtin_including_the_watchdog_smoke_test
 
     for name in envs.BUILTIN:
         extra = ["--set", f"command={heater}"] if name == "process" else []
-        proc = subprocess.run([sys.executable, "-m", "envs", "check", name, "--steps", "200", *extra], cwd=ROOT,
-                              capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "envs", "check", name, "--steps", "200", *extra],
+                              cwd=ROOT, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         if name == "process":
             assert "PASS  watchdog: program crash" in proc.stdout
@@ -110,8 +112,8 @@ def test_plugin_and_env_package_resolve_inside_ray_workers(site, tmp_path):
     (pkg / "__init__.py").write_text(
         "import envs\nenvs.register('ray-heater', 'nondiff_demo_plugin.heater:HeaterEnv')\n")
     rl = ["--backend", "rllib", "--num-env-runners", "1", "--timesteps", "600", "--quiet", "--set",
-          "agent.n_steps=64", "--set", "agent.batch_size=64", "--set", "agent.n_epochs=1", "--set", "eval.every=0",
-          "--num-envs", "2", "--set", "rllib.num_cpus=2"]
+          "agent.n_steps=64", "--set", "agent.batch_size=64", "--set", "agent.n_epochs=1",
+          "--set", "eval.every=0", "--num-envs", "2", "--set", "rllib.num_cpus=2"]
     proc = run(site, "--env", "demo-heater", "--run-dir", str(tmp_path / "a"), *rl)
     assert proc.returncode == 0, proc.stderr[-2000:]
     proc = run(site, "--env", "ray-heater", "--env-package", "raypkg", "--run-dir", str(tmp_path / "b"), *rl,

@@ -31,7 +31,8 @@ def test_unknown_name_suggests_close_match():
 
 
 def test_register_public_api():
-    spec = envs.register("tiny-reach", "envs.adapters.robot:RobotEnv", kwargs={"frame_skip": 1}, max_episode_steps=7)
+    spec = envs.register("tiny-reach", "envs.adapters.robot:RobotEnv", kwargs={"frame_skip": 1},
+                         max_episode_steps=7)
     env = envs.make("tiny-reach")
     env.reset(seed=0)
     steps = 0

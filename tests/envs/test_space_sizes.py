@@ -27,7 +27,8 @@ SPACES = {  # one instance's elements: 1000 each
     "Discrete": {"type": "Tuple", "spaces": [{"type": "Discrete", "n": 3}] * 1000},
     "MultiDiscrete": {"type": "MultiDiscrete", "nvec": [[2] * 100] * 10},
     "MultiBinary": {"type": "MultiBinary", "n": [10, 100]},
-    "Dict": {"type": "Dict", "spaces": {"a": {**BOX, "shape": [600]}, "b": {"type": "MultiBinary", "n": 400}}},
+    "Dict": {"type": "Dict", "spaces": {"a": {**BOX, "shape": [600]},
+                                        "b": {"type": "MultiBinary", "n": 400}}},
     "Tuple": {"type": "Tuple", "spaces": [{**BOX, "shape": [999]}, {"type": "Discrete", "n": 2}]},
 }
 
@@ -43,7 +44,8 @@ def test_k_instances_times_elements_is_bounded_for_every_space_type(kind):
     assert M.parse_spec(spec(obs, 16), max_elements=16_000).num_instances == 16  # exactly at the cap
     t = time.monotonic()
     with pytest.raises(SpecError, match=r"^spec\.observation_space.*: 17 instances × [\d,]+ or more elements "
-                                          r"each = [\d,]+, over the limit of 16,000 \(env\.max_space_elements\); "
+                                          r"each = [\d,]+, over the limit of 16,000 "
+                                          r"\(env\.max_space_elements\); "
                                           "declare fewer num_instances or a smaller space$"):
         M.parse_spec(spec(obs, 17), max_elements=16_000)
     assert time.monotonic() - t < 1
@@ -65,7 +67,8 @@ def test_multibinary_is_charged_the_product_of_its_shape():
 
 
 def test_multidiscrete_over_the_cap_names_the_cap_not_the_shape():
-    with pytest.raises(SpecError, match=r"^space: the space declares 11 or more elements, over the limit of 10"):
+    with pytest.raises(SpecError,
+                       match=r"^space: the space declares 11 or more elements, over the limit of 10"):
         space_from_json({"type": "MultiDiscrete", "nvec": [2] * 50}, 10)
 
 
@@ -103,10 +106,10 @@ def program_config(tmp_path, msg: dict) -> str:
 
 
 @pytest.mark.parametrize(("obs", "k", "message"), [
-    ({**BOX, "shape": [65536]}, 4096, "4,096 instances × 65,536 or more elements each = 268,435,456, over the "
-                                      "limit of 16,777,216 (env.max_space_elements)"),
-    ({"type": "MultiBinary", "n": [100000, 100000]}, None, "the space declares 10,000,000,000 or more elements, "
-                                                           "over the limit of 16,777,216"),
+    ({**BOX, "shape": [65536]}, 4096, "4,096 instances × 65,536 or more elements each = 268,435,456, "
+                                      "over the limit of 16,777,216 (env.max_space_elements)"),
+    ({"type": "MultiBinary", "n": [100000, 100000]}, None,
+     "the space declares 10,000,000,000 or more elements, over the limit of 16,777,216"),
 ], ids=["k4096-box65536", "multibinary-1e10"])
 def test_train_refuses_the_issues_sizes_in_one_line_without_allocating(tmp_path, obs, k, message):
     run = tmp_path / "run"
@@ -115,5 +118,6 @@ def test_train_refuses_the_issues_sizes_in_one_line_without_allocating(tmp_path,
     assert res.returncode == 2, res.stderr
     line = one_line(res.stderr)
     assert "sent a bad spec" in line and message in line, line
-    assert res.max_rss_mib < 1024, f"peak RSS {res.max_rss_mib:.0f} MiB"  # the issue saw 2 GB in 5 s, and 37 GiB
+    # the issue saw 2 GB in 5 s, and 37 GiB
+    assert res.max_rss_mib < 1024, f"peak RSS {res.max_rss_mib:.0f} MiB"
     assert res.seconds < 60

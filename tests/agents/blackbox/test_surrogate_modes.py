@@ -120,7 +120,8 @@ def test_cli_chain_trains_checkpoints_and_evaluates(tmp_path):
     with pytest.raises(CheckpointError,
                        match=r"does not fit this strategy \(size mismatch for .*; use the config"):
         ckpt, cfg = checkpoint.load(model), validate(raw, "test")
-        BlackBoxBackend.load(ckpt, cfg, resolve_env(cfg, BlackBoxBackend.channels_first, spaces=ckpt.header.spaces()))
+        BlackBoxBackend.load(ckpt, cfg,
+                             resolve_env(cfg, BlackBoxBackend.channels_first, spaces=ckpt.header.spaces()))
 
 
 def test_chain_refuses_a_bad_order_and_an_empty_chain():

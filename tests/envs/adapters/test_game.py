@@ -55,8 +55,9 @@ def test_unknown_game_exits_2_with_suggestion(tmp_path):
 
 def test_smoke_training_then_evaluate_with_video(tmp_path):
     run = tmp_path / "run"
-    run_cli("train.py", "--env", "game", "--timesteps", "2048", "--seed", "0", "--run-dir", str(run), "--quiet",
-            "--num-envs", "4", "--set", "eval.every=0", "--set", "train.vec_env=dummy", timeout=600, check=True)
+    run_cli("train.py", "--env", "game", "--timesteps", "2048", "--seed", "0", "--run-dir", str(run),
+            "--quiet", "--num-envs", "4", "--set", "eval.every=0", "--set", "train.vec_env=dummy",
+            timeout=600, check=True)
     # the shipped config is the fast path of issue 17: 42x42 frames into the small CNN, stored as CPU fp32
     from safetensors import safe_open
 
@@ -66,8 +67,8 @@ def test_smoke_training_then_evaluate_with_video(tmp_path):
     assert tuple(w.shape) == (16, 4, 8, 8) and w.dtype == torch.float32
     assert json.loads(ckpt.with_suffix(".json").read_text())["observation_space"]["shape"] == [4, 42, 42]
     video, out = tmp_path / "pong.mp4", tmp_path / "e.json"
-    run_cli("evaluate.py", str(run), "--episodes", "1", "--video", str(video), "--json", str(out), timeout=600,
-            check=True)
+    run_cli("evaluate.py", str(run), "--episodes", "1", "--video", str(video), "--json", str(out),
+            timeout=600, check=True)
     res = json.loads(out.read_text())
     assert video.stat().st_size > 10_000
     # raw Pong score: -21..21 and an integer; a clipped/normalised reward would not look like this

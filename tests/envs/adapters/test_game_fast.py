@@ -24,7 +24,8 @@ def _conv_macs(module: torch.nn.Module, shape: tuple[int, ...]) -> int:
             macs += out[0].numel() * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
         elif isinstance(m, torch.nn.Linear):
             macs += m.in_features * m.out_features
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in module.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     module(torch.zeros(1, *shape))
     for h in handles:
         h.remove()
@@ -43,7 +44,8 @@ def test_frame_size_42_observation_and_bad_size():
 
 
 def test_crop_keeps_the_play_field_rows_then_resizes():
-    """env.crop: rows top:bottom of the grayscale screen, area-resized, equal what cv2 gives from the full frame."""
+    """env.crop: rows top:bottom of the grayscale screen, area-resized, equal what cv2 gives from the
+    full frame."""
     import cv2
 
     full = envs.make("game", frame_size=42, noop_max=0)
@@ -57,7 +59,8 @@ def test_crop_keeps_the_play_field_rows_then_resizes():
     assert not np.array_equal(a, b)
     screen = cv2.cvtColor(crop.render(), cv2.COLOR_RGB2GRAY)  # the last emulator frame (before max-pooling)
     want = cv2.resize(screen[34:194], (42, 42), interpolation=cv2.INTER_AREA)
-    assert np.abs(a[-1].astype(int) - want.astype(int)).max() <= 40  # max-pool of the last two frames may differ
+    # max-pool of the last two frames may differ
+    assert np.abs(a[-1].astype(int) - want.astype(int)).max() <= 40
     assert np.abs(a[-1].astype(int) - want.astype(int)).mean() < 1
     crop.close()
     full.close()
@@ -89,7 +92,8 @@ def test_bf16_autocast_gives_fp32_features_and_fp32_gradients():
 
 def test_select_policy_follows_agent_cnn_and_precision():
     space = gym.spaces.Box(0, 255, (4, 42, 42), np.uint8)
-    name, extra = select_policy(RunConfig(agent={"policy": "cnn", "cnn": "small", "precision": "bf16"}), space)
+    name, extra = select_policy(RunConfig(agent={"policy": "cnn", "cnn": "small", "precision": "bf16"}),
+                                space)
     assert name == "CnnPolicy" and extra == {"features_extractor_class": SmallCNN,
                                             "features_extractor_kwargs": {"bf16": True}}
     name, extra = select_policy(RunConfig(agent={"policy": "cnn"}), space)
@@ -97,13 +101,14 @@ def test_select_policy_follows_agent_cnn_and_precision():
 
 
 def test_bf16_training_saves_fp32_cpu_tensors(tmp_path, request):
-    """A PPO update under bf16 autocast, then the checkpoint path: every stored tensor is a contiguous CPU tensor
-    with the parameter's own dtype (fp32), whatever the views, gradients or autocast around it."""
+    """A PPO update under bf16 autocast, then the checkpoint path: every stored tensor is a contiguous CPU
+    tensor with the parameter's own dtype (fp32), whatever the views, gradients or autocast around it."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as train.threads: 2 threads spin-wait on a loaded 2-core machine (docs/results.md)
+    # as train.threads: 2 threads spin-wait on a loaded 2-core machine (docs/results.md)
+    torch.set_num_threads(1)
     request.addfinalizer(lambda: torch.set_num_threads(threads))
     cfg = RunConfig(agent={"policy": "cnn", "cnn": "small", "precision": "bf16"})
     venv = DummyVecEnv([lambda: envs.make("game", frame_size=42)])

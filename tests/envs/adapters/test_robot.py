@@ -17,7 +17,8 @@ def strict_check_env(env):
     that unbounded Box limits are "probably too low/high" (velocities are unbounded by nature)."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        warnings.filterwarnings("ignore", message=r".*Box observation space (minimum|maximum) value is -?infinity")
+        warnings.filterwarnings("ignore",
+                                message=r".*Box observation space (minimum|maximum) value is -?infinity")
         check_env(env, skip_render_check=True)
 
 
@@ -33,7 +34,8 @@ def test_check_env_passes_on_every_builtin(gym_id, heater):
     env.close()  # idempotent
 
 
-@pytest.mark.parametrize(("gym_id", "kwargs"), [("nondiff/Robot-v0", {}), ("nondiff/Renderer-v0", {"noise": 0.05}),
+@pytest.mark.parametrize(("gym_id", "kwargs"), [("nondiff/Robot-v0", {}),
+                                               ("nondiff/Renderer-v0", {"noise": 0.05}),
                                                ("nondiff/Seismic-v0", {"noise": 0.05})],
                          ids=["robot", "renderer", "seismic"])
 def test_same_seed_same_rollout(gym_id, kwargs):

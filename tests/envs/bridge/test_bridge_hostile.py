@@ -1,4 +1,5 @@
-"""Hostile bridge programs: every bad reply is a counted ``protocol`` fault, every bad start one fast error."""
+"""Hostile bridge programs: every bad reply is a counted ``protocol`` fault, every bad start one
+fast error."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def test_bad_reset_observation_is_a_fault_through_the_guard(tmp_path):
     env = envs.make("process", command=hostile("wrong_shape_reset", "--once", str(tmp_path / "once")))
     obs, info = env.reset(seed=0)
     assert obs.shape == (3,) and env.observation_space.contains(obs)
-    assert faults_in(info)[-1].kind is FaultKind.PROTOCOL and "reset_result.obs: shape [4]" in info[FAULT_KEY].detail
+    assert (faults_in(info)[-1].kind is FaultKind.PROTOCOL
+            and "reset_result.obs: shape [4]" in info[FAULT_KEY].detail)
     *_, info = env.step(ACT)  # vector envs drop reset infos: the fault comes again with the next step
     assert [f.kind for f in info[RESET_FAULTS_KEY]] == [FaultKind.PROTOCOL]
     env.close()
@@ -129,15 +131,18 @@ def spec(obs: dict) -> str:
 ], ids=["huge", "discrete0", "missing-low", "short-low", "void-dtype", "unknown-type"])
 def test_malformed_spec_is_one_fast_error_naming_the_field(obs, field):
     t = time.monotonic()
-    with pytest.raises(E.SpecError, match=field.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")) as err:
+    with pytest.raises(E.SpecError,
+                       match=field.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")) as err:
         ProcessEnv(command=spec(obs))
     assert time.monotonic() - t < 5 and "\n" not in str(err.value) and isinstance(err.value, ValueError)
 
 
 def test_spec_shape_flat_and_infinite_bounds_are_honoured():
-    env = ProcessEnv(command=spec({"type": "Box", "low": [0, None, "-inf", -1], "high": None, "shape": [2, 2]}))
+    env = ProcessEnv(command=spec({"type": "Box", "low": [0, None, "-inf", -1], "high": None,
+                                   "shape": [2, 2]}))
     box = env.observation_space
-    assert box.shape == (2, 2) and box.low.tolist() == [[0, -np.inf], [-np.inf, -1]] and np.all(np.isinf(box.high))
+    assert (box.shape == (2, 2) and box.low.tolist() == [[0, -np.inf], [-np.inf, -1]]
+            and np.all(np.isinf(box.high)))
     env.close()
     env = ProcessEnv(command=spec({"type": "Box", "low": -10, "high": 10, "shape": [3]}))
     assert env.observation_space.shape == (3,) and env.observation_space.low.tolist() == [-10] * 3
@@ -216,7 +221,8 @@ def test_the_documented_hmac_example_holds():
 
 
 def test_sigterm_while_programs_hang_in_their_handshake(tmp_path):
-    """train.py acts on SIGTERM within seconds although reset_timeout is 60 s, and leaves no program behind."""
+    """train.py acts on SIGTERM within seconds although reset_timeout is 60 s, and leaves
+    no program behind."""
     import os
     import signal
     import subprocess
@@ -261,6 +267,7 @@ def test_every_restart_spent_on_a_failed_start_is_on_record(tmp_path):
     env.reset(seed=0)
     *_, info = env.step(ACT)
     faults = info[RESET_FAULTS_KEY]
-    assert env.restarts == 1 and [(f.kind, f.restart, f.exit_code) for f in faults] == [(FaultKind.CRASH, True, 5)]
+    assert (env.restarts == 1
+            and [(f.kind, f.restart, f.exit_code) for f in faults] == [(FaultKind.CRASH, True, 5)])
     assert "crashed in the handshake" in faults[0].stderr[-1]
     env.close()

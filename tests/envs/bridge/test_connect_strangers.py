@@ -1,4 +1,5 @@
-"""Issue 25, parts 2, 5 and 6: strangers on the port, programs that do not fit, a single SDK env object, back-off.
+"""Issue 25, parts 2, 5 and 6: strangers on the port, programs that do not fit, a single SDK env
+object, back-off.
 
 Real processes and sockets throughout: train.py as a subprocess, the C heater, SDK programs, raw sockets.
 """
@@ -53,16 +54,18 @@ def connect_when_listening(port: int, wait: float = 60.0) -> socket.socket:
 
 
 def trainer(port: int, run: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--env", "process", "--set",
-                             f"env.listen=127.0.0.1:{port}", "--set", "env.connect_timeout=60", "--num-envs", "2",
-                             "--timesteps", "256", "--run-dir", str(run), *FAST, *extra], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--env", "process",
+                             "--set", f"env.listen=127.0.0.1:{port}", "--set", "env.connect_timeout=60",
+                             "--num-envs", "2", "--timesteps", "256", "--run-dir", str(run), *FAST, *extra],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def sdk_program(tmp_path: Path, body: str) -> Path:
     script = tmp_path / "program.py"
-    script.write_text(f"import sys\nsys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'examples' / 'thirdparty')!r}]\n"
-                      "import numpy as np\nfrom envs.bridge.sdk import serve\nfrom heater import Heater\n" + body)
+    script.write_text(f"import sys\n"
+                      f"sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'examples' / 'thirdparty')!r}]\n"
+                      "import numpy as np\nfrom envs.bridge.sdk import serve\nfrom heater import Heater\n"
+                      + body)
     return script
 
 
@@ -92,9 +95,12 @@ def test_a_program_that_does_not_fit_is_told_why_and_the_run_goes_on(heater, tmp
                         f"serve(Other, connect=('127.0.0.1', {port}), connect_wait=5, max_refusals=1)\n")
     proc = trainer(port, tmp_path / "run", "--set", "env.num_instances=1")
     connect_when_listening(port).close()
-    misfits = [subprocess.Popen([sys.executable, str(other)], stderr=subprocess.PIPE, text=True),  # other spaces
-               subprocess.Popen([heater, "--instances", "2", "--connect", f"127.0.0.1:{port}", "--max-refusals", "1"],
-                                stderr=subprocess.PIPE, text=True)]  # another K than env.num_instances
+    # other spaces
+    misfits = [subprocess.Popen([sys.executable, str(other)], stderr=subprocess.PIPE, text=True),
+               # another K than env.num_instances
+               subprocess.Popen([heater, "--instances", "2", "--connect", f"127.0.0.1:{port}",
+                                 "--max-refusals", "1"],
+                                stderr=subprocess.PIPE, text=True)]
     time.sleep(1.0)  # the misfits come first
     good = [subprocess.Popen([heater, "--connect", f"127.0.0.1:{port}", "--connect-wait", "2"],
                              stderr=subprocess.DEVNULL) for _ in range(2)]
@@ -104,7 +110,8 @@ def test_a_program_that_does_not_fit_is_told_why_and_the_run_goes_on(heater, tmp
     assert "nondiff refused this program: it declares observation Box(-1.0, 1.0, (5,), float32)" in sdk_err
     assert "this run trains on observation Box(-10.0, 10.0, (3,), float32)" in sdk_err, sdk_err
     assert "refused this program 1 times in a row" in sdk_err and "Traceback" not in sdk_err
-    assert "nondiff refused this program: it declares num_instances 2; this run wants 1 (env.num_instances)" in c_err
+    assert ("nondiff refused this program: it declares num_instances 2; this run wants 1 (env.num_instances)"
+            in c_err)
     assert err.count("refused a program that connected to") <= 2, err  # rate-limited: one line per 5 s
     for p in good:
         assert p.wait(30) == 0
@@ -117,12 +124,14 @@ def test_a_single_sdk_env_object_refuses_a_second_connection_and_the_trainer_exi
     try:
         connect_when_listening(port, 30).close()
         t = time.monotonic()
-        out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--env", "process", "--set",
-                              f"env.address=127.0.0.1:{port}", "--num-envs", "2", "--timesteps", "256", "--run-dir",
-                              str(tmp_path / "run"), *FAST], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--env", "process",
+                              "--set", f"env.address=127.0.0.1:{port}", "--num-envs", "2",
+                              "--timesteps", "256", "--run-dir", str(tmp_path / "run"), *FAST],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
         lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
         assert out.returncode == 2 and len(lines) == 1, out.stderr
-        assert "another connection is using; pass a factory" in lines[0] and "serve(Heater, listen=...)" in lines[0]
+        assert ("another connection is using; pass a factory" in lines[0]
+                and "serve(Heater, listen=...)" in lines[0])
         assert "Traceback" not in out.stderr and time.monotonic() - t < 60
     finally:
         server.kill()
@@ -134,7 +143,8 @@ def test_pending_handshakes_are_bounded_and_the_timeout_says_what_came(heater):
     lst = L.listener("127.0.0.1:0")
     lst.say, lst.max_pending = (lambda line: None), 4
     silent = [socket.create_connection(address(lst)) for _ in range(10)]
-    prog = subprocess.Popen([heater, "--connect", lst.address, "--connect-wait", "1"], stderr=subprocess.DEVNULL)
+    prog = subprocess.Popen([heater, "--connect", lst.address, "--connect-wait", "1"],
+                            stderr=subprocess.DEVNULL)
     with pytest.raises(E.ConnectTimeout) as err:  # the heater's K is not the one asked for: nothing fits
         BatchProgram(listen="127.0.0.1:0", connect_timeout=0.5, handshake_timeout=30.0, num_instances=2)
     text = str(err.value)
@@ -156,7 +166,8 @@ def test_pending_handshakes_are_bounded_and_the_timeout_says_what_came(heater):
 def test_connect_timeout_counts_only_until_the_handshakes_are_done_and_names_why(heater):
     lst = L.listener("127.0.0.1:0")
     silent = [socket.create_connection(address(lst)) for _ in range(5)]
-    prog = subprocess.Popen([heater, "--connect", lst.address, "--connect-wait", "1"], stderr=subprocess.DEVNULL)
+    prog = subprocess.Popen([heater, "--connect", lst.address, "--connect-wait", "1"],
+                            stderr=subprocess.DEVNULL)
     t = time.monotonic()
     first = BatchProgram(listen="127.0.0.1:0", connect_timeout=10, handshake_timeout=1.0)
     assert time.monotonic() - t < 3  # served beside the silent ones, not after them
@@ -200,9 +211,10 @@ def test_a_refused_client_backs_off_and_gives_up(client, heater, tmp_path):
     lst = L.listener("127.0.0.1:0", "s3cret")  # a client without the token is refused (silently)
     lst.say = lambda line: None
     host, port = lst.address.rsplit(":", 1)
-    script = sdk_program(tmp_path, f"serve(Heater, connect=({host!r}, {port}), connect_wait=1, max_refusals=3)\n")
-    cmd = [sys.executable, str(script)] if client == "sdk" else [heater, "--connect", lst.address,
-                                                                  "--max-refusals", "3"]
+    script = sdk_program(tmp_path,
+                         f"serve(Heater, connect=({host!r}, {port}), connect_wait=1, max_refusals=3)\n")
+    cmd = ([sys.executable, str(script)] if client == "sdk"
+           else [heater, "--connect", lst.address, "--max-refusals", "3"])
     t = time.monotonic()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     with pytest.raises(E.ConnectTimeout):

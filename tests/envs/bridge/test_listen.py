@@ -37,7 +37,8 @@ def test_the_probe_connection_is_kept_for_the_next_env(heater):
 
 def test_a_dropped_program_is_replaced_by_the_next_one_that_connects(heater):
     lst = L.listener("127.0.0.1:0")
-    first = subprocess.Popen([heater, "--connect", lst.address, "--crash-after", "2"], stderr=subprocess.DEVNULL)
+    first = subprocess.Popen([heater, "--connect", lst.address, "--crash-after", "2"],
+                             stderr=subprocess.DEVNULL)
     prog = BatchProgram(listen="127.0.0.1:0", connect_timeout=20)
     prog.reset_instances([0])
     prog.step_all(np.zeros((1, 1), np.float32))
@@ -67,10 +68,11 @@ def test_the_wait_is_visible_and_bounded():
     lines: list[str] = []
     lst = L.Listener("127.0.0.1:0", say=lines.append)
     lst.expected = 8
-    with pytest.raises(E.ConnectTimeout, match=rf"no program connected to {lst.address} within 1.5 s.*--connect"):
+    with pytest.raises(E.ConnectTimeout,
+                       match=rf"no program connected to {lst.address} within 1.5 s.*--connect"):
         lst.take(1.5, lambda chan, timeout: None)
-    assert any(f"waiting for 8 programs on {lst.address} (for 8 envs, one each unless they declare num_instances; "
-               "0 taken, 0 ready; 0 connections came" in line for line in lines)
+    assert any(f"waiting for 8 programs on {lst.address} (for 8 envs, one each unless they declare "
+               "num_instances; 0 taken, 0 ready; 0 connections came" in line for line in lines)
     lst.close()
 
 
@@ -94,10 +96,13 @@ def test_a_program_with_another_k_is_refused_for_the_slot(heater):
     lst.say = lines.append
     progs = [subprocess.Popen([heater, "--instances", "2", "--connect", lst.address, "--connect-wait", "1"])]
     first = BatchProgram(listen="127.0.0.1:0", connect_timeout=20)
-    progs.append(subprocess.Popen([heater, "--instances", "3", "--connect", lst.address, "--connect-wait", "1"]))
-    with pytest.raises(E.ConnectTimeout, match="declares .*num_instances 3; this run trains on .*num_instances 2"):
+    progs.append(subprocess.Popen([heater, "--instances", "3", "--connect", lst.address,
+                                   "--connect-wait", "1"]))
+    with pytest.raises(E.ConnectTimeout,
+                       match="declares .*num_instances 3; this run trains on .*num_instances 2"):
         BatchProgram(listen="127.0.0.1:0", connect_timeout=2, expect=first.spec_reply)
-    progs.append(subprocess.Popen([heater, "--instances", "2", "--connect", lst.address, "--connect-wait", "1"]))
+    progs.append(subprocess.Popen([heater, "--instances", "2", "--connect", lst.address,
+                                   "--connect-wait", "1"]))
     second = BatchProgram(listen="127.0.0.1:0", connect_timeout=20, expect=first.spec_reply)
     assert second.num_instances == 2
     for p in (first, second):

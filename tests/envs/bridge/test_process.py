@@ -145,7 +145,8 @@ def test_crash_in_reset_exhausts_the_budget_quickly(heater):
     with pytest.raises(RestartBudgetExhausted) as err:
         env.reset(seed=0)
     msg = str(err.value)
-    assert "after 3 restart(s)" in msg and "exit code 4" in msg and "sensor bus offline" in msg and heater in msg
+    assert ("after 3 restart(s)" in msg and "exit code 4" in msg and "sensor bus offline" in msg
+            and heater in msg)
     assert time.monotonic() - t < 10
     env.close()
 
@@ -275,7 +276,8 @@ def test_program_inherits_the_environment_but_not_the_private_ray_credentials(tm
             observation_space = spaces.Box(-1, 1, (1,), np.float32)
             action_space = spaces.Box(-1, 1, (1,), np.float32)
             def reset(self, seed=None, options=None):
-                seen = {k: os.environ.get(k, "<unset>") for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "NONDIFF_PROBE")}
+                seen = {k: os.environ.get(k, "<unset>")
+                        for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "NONDIFF_PROBE")}
                 return np.zeros(1, np.float32), seen
             def step(self, action):
                 return np.zeros(1, np.float32), 0.0, True, False, {}

@@ -51,7 +51,8 @@ def test_setsid_grandchild_that_ignores_sigterm_dies_with_close(tmp_path):
     env = ProcessEnv(command=f"{sys.executable} {HOSTILE} grandchild {pidfile}", term_grace=0.5)
     env.reset(seed=0)
     grandchild, program, supervisor = read_pid(pidfile), env.program_pid, env._proc.pid
-    assert alive(grandchild) and os.getsid(grandchild) != os.getsid(program)  # a new session: killpg misses it
+    # a new session: killpg misses it
+    assert alive(grandchild) and os.getsid(grandchild) != os.getsid(program)
     assert grandchild in reaper.descendants(supervisor)  # re-parented to the subreaper
     env.close()
     assert wait_gone([grandchild, program, supervisor], 3.0)

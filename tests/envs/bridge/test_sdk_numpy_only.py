@@ -1,4 +1,5 @@
-"""envs.bridge.sdk runs with NumPy alone: a program where Gymnasium cannot be imported trains over the bridge."""
+"""envs.bridge.sdk runs with NumPy alone: a program where Gymnasium cannot be imported trains over
+the bridge."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ PROGRAM = textwrap.dedent("""
 def test_a_program_without_gymnasium_serves_an_env(tmp_path):
     program = tmp_path / "numpy_only.py"
     program.write_text(PROGRAM)
-    probe = subprocess.run([sys.executable, "-c", "import sys; sys.modules['gymnasium'] = None; import gymnasium"],
+    probe = subprocess.run([sys.executable, "-c",
+                            "import sys; sys.modules['gymnasium'] = None; import gymnasium"],
                            capture_output=True, text=True)
     assert probe.returncode != 0 and "import of gymnasium halted" in probe.stderr  # the block is real
     env = ProcessEnv(command=f"{sys.executable} {program}", cwd=str(ROOT))

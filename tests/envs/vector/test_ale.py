@@ -1,5 +1,5 @@
-"""``train.vec_env: ale`` (envs/vector/ale.py): ALE's C++ vector env under the Guard's checks, the time limit and
-the episode statistics, as SB3 sees it, against the eval path's ``game`` adapter."""
+"""``train.vec_env: ale`` (envs/vector/ale.py): ALE's C++ vector env under the Guard's checks, the time limit
+and the episode statistics, as SB3 sees it, against the eval path's ``game`` adapter."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from envs.vector.episode_stats import EpisodeStatistics
 def AleVecEnv(num_envs, threads=1, *, nan_policy="truncate", bounds_policy="clip", max_episode_steps=None,  # noqa: N802
               **kwargs):
     """``train.vec_env: ale`` as training builds it, seen through SB3's adapter."""
-    venv = SB3VecEnv(EpisodeStatistics(make_ale_vector_env(num_envs, threads, kwargs, nan_policy, bounds_policy,
-                                                           max_episode_steps)))
+    venv = SB3VecEnv(EpisodeStatistics(make_ale_vector_env(num_envs, threads, kwargs, nan_policy,
+                                                           bounds_policy, max_episode_steps)))
     venv.guard = venv.venv.env  # the Guard's checks (envs/vector/row_guard.py)
     return venv
 
@@ -47,8 +47,9 @@ def _lockstep(game: str, steps: int, actions: int, **kw):
 
 
 def test_observations_equal_the_eval_paths_pong_42():
-    """Pong at 42×42 (the shipped frame size): 400 steps of the same actions give the same frames, stack and rewards
-    as the game adapter through envs.make (ALE's resize equals Gymnasium's cv2 INTER_AREA: max diff 0)."""
+    """Pong at 42×42 (the shipped frame size): 400 steps of the same actions give the same frames, stack and
+    rewards as the game adapter through envs.make (ALE's resize equals Gymnasium's cv2 INTER_AREA: max
+    diff 0)."""
     it = _lockstep("Pong", 400, 6, frame_size=42, clip_rewards=True)
     obs, o, _, _ = next(it)
     assert obs.shape == (2, 4, 42, 42) and obs.dtype == np.uint8
@@ -99,7 +100,8 @@ def test_seeds_follow_dummy_vec_env_and_max_episode_steps():
         acts = rng.integers(6, size=3)
         oa, _, da, ia = a.step(acts)
         ob, _, db, ib = b.step(acts[1:2])
-        assert np.array_equal(ia[1].get("terminal_observation", oa[1]), ib[0].get("terminal_observation", ob[0]))
+        assert np.array_equal(ia[1].get("terminal_observation", oa[1]),
+                              ib[0].get("terminal_observation", ob[0]))
     assert da.all() and db.all() and all(i["TimeLimit.truncated"] for i in ia)
     assert all(i["episode"]["l"] == 40 for i in ia)
     assert all(len({int(f.sum()) for f in o}) == 1 for o in oa)  # each a fresh stack of 4 × one frame
@@ -119,13 +121,15 @@ def test_bad_rows_get_the_guards_decision():
     vec._validate = vec.guard.validate
     obs = np.full((2, 4, 42, 42), 100, dtype=np.uint8)
     obs[1, 0, 0, 0] = 255
-    rewards, term, trunc = np.array([0.0, 1.0], dtype=np.float32), np.zeros(2, dtype=bool), np.zeros(2, dtype=bool)
+    rewards, term, trunc = (np.array([0.0, 1.0], dtype=np.float32), np.zeros(2, dtype=bool),
+                            np.zeros(2, dtype=bool))
     infos: list[dict] = [{}, {}]
     cut = vec._validate(obs, rewards, term, trunc, infos)
     assert not cut.any() and obs[1, 0, 0, 0] == 200  # bounds_policy clip: clipped, recorded, the step goes on
     assert faults_in(infos[0]) == [] and faults_in(infos[1])[0].clipped
     rewards[0] = np.nan
-    term[:] = True  # the game also ended on both rows: the cut row becomes a truncation, as the Guard returns it
+    # the game also ended on both rows: the cut row becomes a truncation, as the Guard returns it
+    term[:] = True
     infos = [{}, {}]
     cut = vec._validate(np.full((2, 4, 42, 42), 9, dtype=np.uint8), rewards, term, trunc, infos)
     assert cut.tolist() == [True, False] and trunc.tolist() == [True, False] and rewards[0] == 0.0
@@ -135,11 +139,12 @@ def test_bad_rows_get_the_guards_decision():
 
 
 def test_train_with_ale_vec_env_then_evaluate(tmp_path):
-    """train.py --set train.vec_env=ale trains, checkpoints, logs the dummy path's scalars; evaluate.py runs."""
+    """train.py --set train.vec_env=ale trains, checkpoints, logs the dummy path's scalars;
+    evaluate.py runs."""
     run = tmp_path / "run"
-    run_cli("train.py", "--env", "game", "--timesteps", "1024", "--seed", "0", "--run-dir", str(run), "--quiet",
-            "--num-envs", "4", "--set", "eval.every=0", "--set", "train.vec_env=ale", "--set", "env.game=Breakout",
-            "--set", "env.crop=null", timeout=600, check=True)
+    run_cli("train.py", "--env", "game", "--timesteps", "1024", "--seed", "0", "--run-dir", str(run),
+            "--quiet", "--num-envs", "4", "--set", "eval.every=0", "--set", "train.vec_env=ale",
+            "--set", "env.game=Breakout", "--set", "env.crop=null", timeout=600, check=True)
     assert list((run / "final").glob("*.safetensors"))
     assert "vec_env: ale" in (run / "config.yaml").read_text()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -155,10 +160,11 @@ def test_train_with_ale_vec_env_then_evaluate(tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (("--env", "robot"), "train.vec_env: ale is ALE's own vector env, for --env game on the sb3 backend; got env "
-                         "'robot'"),
+    (("--env", "robot"), "train.vec_env: ale is ALE's own vector env, for --env game on the sb3 backend; "
+                         "got env 'robot'"),
     (("--env", "game", "--backend", "rllib"), "for --env game on the sb3 backend; got env 'game' on rllib"),
-    (("--env", "game", "--set", "env.crop=[34,194]"), "train.vec_env: ale cannot crop frames (env.crop is [34, 194])"),
+    (("--env", "game", "--set", "env.crop=[34,194]"),
+     "train.vec_env: ale cannot crop frames (env.crop is [34, 194])"),
 ], ids=["not-game", "rllib", "crop"])
 def test_ale_vec_env_elsewhere_exits_2(tmp_path, args, expected):
     proc = run_cli("train.py", *args, "--set", "train.vec_env=ale", "--timesteps", "64", "--run-dir",

@@ -1,5 +1,5 @@
-"""The batched Guard (envs/vector/batch_guard.py): one check per vector step, and a fault still hits only the env
-that returned it."""
+"""The batched Guard (envs/vector/batch_guard.py): one check per vector step, and a fault still hits only the
+env that returned it."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ DICT = gym.spaces.Dict({"pos": gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
 
 
 class FaultyEnv(gym.Env):
-    """A deterministic walk inside the bounds; at its step ``bad_at`` (once in its life) it returns the fault ``bad``."""
+    """A deterministic walk inside the bounds; at its step ``bad_at`` (once in its life) it returns the
+    fault ``bad``."""
 
     def __init__(self, space: gym.Space, bad: str | None = None, bad_at: int = 3) -> None:
         self.observation_space, self.action_space = space, gym.spaces.Box(-1, 1, (1,), np.float32)
@@ -62,7 +63,8 @@ def make(space, bad, policy, bounds_policy="clip", wrap=None):
 
 
 class Guarded(SB3VecEnv):
-    """``cls`` under the batched Guard and the episode statistics, as SB3 sees it; ``batch``: the Guard wrapper."""
+    """``cls`` under the batched Guard and the episode statistics, as SB3 sees it; ``batch``: the
+    Guard wrapper."""
 
     def __init__(self, cls, env_fns, batch_guard=True):
         self.inner = cls(env_fns)
@@ -115,14 +117,16 @@ def test_a_fault_hits_only_the_offending_env_exactly_as_per_env_checks_do(venv_c
     assert active and not per_active
     same(batched, per_env)
     assert vouched == 4 * 10 - 1  # every transition but the bad one went through the batch check alone
-    faulty = [(step, env) for step, (_, _, _, faults) in enumerate(batched) for env, f in enumerate(faults) if f]
+    faulty = [(step, env) for step, (_, _, _, faults) in enumerate(batched)
+              for env, f in enumerate(faults) if f]
     assert faulty == [(2, 2)]  # step 3 of env 2, nowhere else
     _, rew, done, faults = batched[2]
     kind = {"nan_obs": FaultKind.NONFINITE, "out_of_bounds": FaultKind.INVALID_OUTPUT,
             "nan_reward": FaultKind.NONFINITE, "crash": FaultKind.CRASH}[bad]
     assert faults[2][0][0] is kind
     assert np.isfinite(rew).all() and list(rew[[0, 1, 3]]) == [3.0, 3.0, 3.0]  # the others' rewards untouched
-    truncated = bad == "crash" or (policy == "truncate" and bad != "out_of_bounds")  # bounds_policy clip goes on
+    # bounds_policy clip goes on
+    truncated = bad == "crash" or (policy == "truncate" and bad != "out_of_bounds")
     assert list(done) == [False, False, truncated, False]
     for obs, _, _, _ in batched:  # nothing invalid reaches the learner
         assert all(space.contains({k: v[i] for k, v in obs.items()} if isinstance(obs, dict) else obs[i])

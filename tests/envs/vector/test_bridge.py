@@ -44,9 +44,11 @@ def test_a_crash_truncates_the_k_envs_of_that_program_and_costs_one_restart(heat
     assert dones.tolist() == [True] * 4 + [False] * 4
     assert all(FAULT_KEY not in info for info in infos[4:]) and (rewards[:4] == 0).all()
     faults = [info[FAULT_KEY] for info in infos[:4]]
-    assert all(f.kind is FaultKind.CRASH for f in faults) and [f.restart for f in faults] == [True, False, False, False]
+    assert (all(f.kind is FaultKind.CRASH for f in faults)
+            and [f.restart for f in faults] == [True, False, False, False])
     assert all(info["TimeLimit.truncated"] and "terminal_observation" in info for info in infos[:4])
-    assert crashing.restarts == 1 and health.restarts == 1 and health.by_kind == {"crash": 1}  # one program fault
+    # one program fault
+    assert crashing.restarts == 1 and health.restarts == 1 and health.by_kind == {"crash": 1}
     assert health.metrics()["env/envs_cut_by_program_faults"] == 3  # ... that cut its 3 other envs short too
     assert np.isfinite(obs).all() and obs.shape == (8, 3)  # the restarted program's fresh observations
     _, _, dones, infos = venv.step(np.full((8, 1), 0.5, np.float32))  # it runs again
@@ -55,7 +57,8 @@ def test_a_crash_truncates_the_k_envs_of_that_program_and_costs_one_restart(heat
 
 
 def test_a_bad_value_of_one_instance_faults_that_env_only(heater):
-    venv = BridgeVecEnv([BatchProgram(command=f"{heater} --instances 3 --nan-after 2")])  # instance 0's obs: NaN
+    # instance 0's obs: NaN
+    venv = BridgeVecEnv([BatchProgram(command=f"{heater} --instances 3 --nan-after 2")])
     venv.reset()
     venv.step(np.zeros((3, 1), np.float32))
     obs, rewards, dones, infos = venv.step(np.zeros((3, 1), np.float32))
@@ -70,7 +73,8 @@ def test_a_bad_value_of_one_instance_faults_that_env_only(heater):
 def test_finite_values_past_the_bounds_follow_bounds_policy_as_in_the_guard(bounds_policy):
     """A K-instance program's observation 10.5 against a high of 10: clipped and the episodes go on (the
     default), or cut short with ``truncate``; a fault either way, as the Guard does for one env."""
-    heater_py = f"{sys.executable} {ROOT / 'examples' / 'thirdparty' / 'heater.py'} --instances 2 --bad bounds"
+    heater_py = (f"{sys.executable} {ROOT / 'examples' / 'thirdparty' / 'heater.py'} "
+                 "--instances 2 --bad bounds")
     venv = BridgeVecEnv([BatchProgram(command=heater_py, cwd=str(ROOT))], bounds_policy=bounds_policy)
     venv.reset()
     for _ in range(3):  # the program turns hostile from its 5th room step on
@@ -86,7 +90,8 @@ def test_finite_values_past_the_bounds_follow_bounds_policy_as_in_the_guard(boun
 
 
 def test_a_reset_fault_is_reported_with_the_next_step_once():
-    heater_py = f"{sys.executable} {ROOT / 'examples' / 'thirdparty' / 'heater.py'} --instances 2 --bad reset_nan"
+    heater_py = (f"{sys.executable} {ROOT / 'examples' / 'thirdparty' / 'heater.py'} "
+                 "--instances 2 --bad reset_nan")
     venv = BridgeVecEnv([BatchProgram(command=heater_py, cwd=str(ROOT))])
     obs = venv.reset()
     assert np.isfinite(obs).all()  # repaired, as the Guard does
@@ -105,8 +110,9 @@ def test_c_and_python_k_instance_programs_train(heater, tmp_path):
     python_heater = f"{sys.executable} {ROOT / 'examples' / 'thirdparty' / 'heater.py'} --instances 4"
     for name, command, envs in (("c", f"{heater} --instances 4", 8), ("py", python_heater, 4)):
         run = tmp_path / name
-        out = run_cli("train.py", "--env", "process", "--set", f"env.command={command}", "--num-envs", str(envs),
-                      "--timesteps", "256", "--run-dir", str(run), *FAST, timeout=120)
+        out = run_cli("train.py", "--env", "process", "--set", f"env.command={command}",
+                      "--num-envs", str(envs), "--timesteps", "256", "--run-dir", str(run), *FAST,
+                      timeout=120)
         assert out.returncode == 0, out.stderr
         assert "done: 256 steps" in out.stdout, out.stdout
         assert list((run / "final").iterdir())

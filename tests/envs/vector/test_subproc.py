@@ -1,5 +1,5 @@
-"""SubprocVectorEnv (the watchdog's): its workers answer every command, and a dead worker is a typed ``worker``
-fault."""
+"""SubprocVectorEnv (the watchdog's): its workers answer every command, and a dead worker is a typed
+``worker`` fault."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ class ResilientVecEnv(SB3VecEnv):
 
 @pytest.fixture
 def venv():
-    v = ResilientVecEnv([lambda: gym.make("CartPole-v1") for _ in range(2)], start_method="fork", step_timeout=60)
+    v = ResilientVecEnv([lambda: gym.make("CartPole-v1") for _ in range(2)], start_method="fork",
+                        step_timeout=60)
     yield v
     v.close()
 
@@ -48,7 +49,8 @@ def test_a_killed_worker_is_a_typed_worker_fault(venv):
     obs, rewards, dones, infos = venv.step(np.array([0, 1]))
     assert not faults_in(infos[0]) and dones[1] and rewards[1] == 0.0
     fault = infos[1][FAULT_KEY]
-    assert isinstance(fault, Fault) and fault.kind is FaultKind.WORKER and fault.restart and fault.budget is None
+    assert (isinstance(fault, Fault) and fault.kind is FaultKind.WORKER and fault.restart
+            and fault.budget is None)
     assert fault.detail.startswith("env worker 1 died") and fault.exit_code == -9 and venv.restarts == 1
     assert venv.observation_space.contains(obs[1])
     venv.step(np.array([0, 1]))  # the respawned worker steps

@@ -38,7 +38,8 @@ class ThreadProcVecEnv(SB3VecEnv):
 
 
 class Walk(gym.Env):
-    """A deterministic walk that waits ``latency`` s per step, truncates after 7 steps; NaN at step ``nan_at``."""
+    """A deterministic walk that waits ``latency`` s per step, truncates after 7 steps; NaN
+    at step ``nan_at``."""
 
     def __init__(self, latency: float = 0.0, nan_at: int | None = None) -> None:
         self.latency, self.nan_at = latency, nan_at
@@ -76,7 +77,8 @@ def test_same_transitions_as_dummy_vec_env_over_workers():
                 np.testing.assert_array_equal(x, y)
             for ia, ib in zip(a[3], b[3]):
                 assert ia.keys() - {LATENCY_KEY} == ib.keys() - {LATENCY_KEY}
-                np.testing.assert_array_equal(ia.get("terminal_observation", 0), ib.get("terminal_observation", 0))
+                np.testing.assert_array_equal(ia.get("terminal_observation", 0),
+                                              ib.get("terminal_observation", 0))
         assert tp.get_attr("nan_at", indices=[3]) == [None] and len(tp.env_method("reset")) == 5
     finally:
         ref.close()
@@ -94,7 +96,8 @@ def test_a_killed_worker_is_replaced_with_a_worker_fault_on_each_of_its_envs():
         assert dones[2:].all() and (rewards[2:] == 0).all()
         f2, f3 = infos[2][FAULT_KEY], infos[3][FAULT_KEY]
         assert isinstance(f2, Fault) and f2.kind is FaultKind.WORKER and f3.kind is FaultKind.WORKER
-        assert f2.restart and not f3.restart and f2.exit_code == -9 and venv.restarts == 1  # one respawn, one restart
+        # one respawn, one restart
+        assert f2.restart and not f3.restart and f2.exit_code == -9 and venv.restarts == 1
         assert f2.detail.startswith("env worker 1 (2 envs) died")
         assert infos[2]["terminal_observation"] is not None and np.isfinite(obs).all()
         health = EnvHealth()
@@ -119,7 +122,8 @@ def test_guard_faults_and_latencies_reach_health_from_the_workers():
         venv.close()
     assert health.by_kind == {"nonfinite": 1}
     m = health.metrics()
-    assert m["env/step_latency_ms_p50"] >= 1.0 and len(health.latencies) == 0  # 12 latencies, each >= the 1 ms wait
+    # 12 latencies, each >= the 1 ms wait
+    assert m["env/step_latency_ms_p50"] >= 1.0 and len(health.latencies) == 0
 
 
 def _last(run: Path, tag: str) -> float:
@@ -131,17 +135,19 @@ def _last(run: Path, tag: str) -> float:
 def test_trains_through_threadproc_and_survives_a_sigkilled_worker(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), "--env", "robot", "--timesteps", "6144", "--run-dir", str(run),
-         "--num-envs", "4", "--quiet", "--set", "agent.n_steps=64", "--set", "agent.batch_size=64",
-         "--set", "agent.n_epochs=1", "--set", "eval.every=0", "--set", "train.vec_env=threadproc",
-         "--set", "train.env_workers=2", "--set", "train.start_method=forkserver"],
+        [sys.executable, str(ROOT / "train.py"), "--env", "robot", "--timesteps", "6144",
+         "--run-dir", str(run), "--num-envs", "4", "--quiet", "--set", "agent.n_steps=64",
+         "--set", "agent.batch_size=64", "--set", "agent.n_epochs=1", "--set", "eval.every=0",
+         "--set", "train.vec_env=threadproc", "--set", "train.env_workers=2",
+         "--set", "train.start_method=forkserver"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, workers = time.time() + 120, []
     while time.time() < deadline and len(workers) < 2:
         time.sleep(0.2)
-        kids = [int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir() for c in (t / "children").read_text().split()]
-        workers = [c for c in kids if b"from multiprocessing.forkserver" not in _cmd(c) and b"multiprocessing" in
-                   _cmd(c) and b"resource_tracker" not in _cmd(c)]
+        kids = [int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir()
+                for c in (t / "children").read_text().split()]
+        workers = [c for c in kids if b"from multiprocessing.forkserver" not in _cmd(c)
+                   and b"multiprocessing" in _cmd(c) and b"resource_tracker" not in _cmd(c)]
         workers += [g for c in kids if b"forkserver" in _cmd(c) for g in _children(c)]
     while not list((run / "tensorboard").glob("events.*")) and time.time() < deadline:
         time.sleep(0.05)
@@ -165,7 +171,8 @@ def _cmd(pid: int) -> bytes:
 
 def _children(pid: int) -> list[int]:
     try:
-        return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+        return [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+                for c in (t / "children").read_text().split()]
     except OSError:
         return []
 
@@ -176,5 +183,6 @@ def test_threadproc_on_rllib_is_refused_in_one_line():
 
     with pytest.raises(UserError, match=r"^x.yaml: train.vec_env: threadproc is for the sb3 backend, got "
                                         r"agent.backend: rllib; .* use train.vec_env: thread"):
-        validate({"env": {"id": "robot"}, "agent": {"backend": "rllib"}, "train": {"vec_env": "threadproc"}}, "x.yaml")
+        validate({"env": {"id": "robot"}, "agent": {"backend": "rllib"}, "train": {"vec_env": "threadproc"}},
+                 "x.yaml")
     assert validate({"env": {"id": "robot"}, "train": {"vec_env": "threadproc", "env_workers": 3}}, "x.yaml")

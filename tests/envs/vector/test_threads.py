@@ -1,5 +1,5 @@
-"""`train.vec_env: thread` (envs/vector/threads.py): envs whose step waits run concurrently, with DummyVecEnv's
-exact semantics."""
+"""`train.vec_env: thread` (envs/vector/threads.py): envs whose step waits run concurrently, with
+DummyVecEnv's exact semantics."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def ThreadVecEnv(env_fns):  # noqa: N802 - the thread vector env as SB3 sees it
 
 
 class WaitingEnv(gym.Env):
-    """Each step waits ``latency`` seconds (a remote robot); a deterministic walk that truncates after 7 steps."""
+    """Each step waits ``latency`` seconds (a remote robot); a deterministic walk that truncates after
+    7 steps."""
 
     def __init__(self, latency: float = 0.0, fail_at: int | None = None) -> None:
         self.latency, self.fail_at = latency, fail_at
@@ -107,15 +108,17 @@ def test_an_env_error_reaches_the_caller_and_the_vec_env_still_closes():
 
 def test_train_cli_accepts_thread_vec_env(tmp_path, cli):
     run = tmp_path / "run"
-    proc = cli("train.py", "--env", "robot", "--timesteps", "512", "--seed", "0", "--run-dir", str(run), "--quiet",
-               "--set", "train.vec_env=thread", "--set", "agent.n_steps=64", "--set", "eval.every=0")
+    proc = cli("train.py", "--env", "robot", "--timesteps", "512", "--seed", "0", "--run-dir", str(run),
+               "--quiet", "--set", "train.vec_env=thread", "--set", "agent.n_steps=64",
+               "--set", "eval.every=0")
     assert proc.returncode == 0, proc.stderr
     assert "vec_env: thread" in (run / "config.yaml").read_text()
     assert (run / "final" / "model.safetensors").is_file()
 
 
 def test_next_step_auto_reset_matches_gymnasiums_sync_vector_env():
-    """RLlib's env runners take ``NEXT_STEP`` auto-reset: the same transitions and infos as Gymnasium's own."""
+    """RLlib's env runners take ``NEXT_STEP`` auto-reset: the same transitions and infos
+    as Gymnasium's own."""
     from gymnasium.vector import AutoresetMode
     from gymnasium.wrappers.vector import DictInfoToList
 
