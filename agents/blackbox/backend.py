@@ -60,8 +60,8 @@ class BlackBoxBackend(Backend):
         if problem is None:
             made.close()
             raise UserError(f"--backend blackbox needs an inverse problem; env {cfg.env.id!r} is not one. "
-                            f"Inverse adapters: {', '.join(inverse_adapters())} (docs/adapters.md shows how to "
-                            "build your own on envs.inverse.InverseProblem)")
+                            f"Inverse adapters: {', '.join(inverse_adapters())} (docs/adapters.md shows how "
+                            "to build your own on envs.inverse.InverseProblem)")
         if cfg.agent.algo not in STRATEGIES:
             raise UserError(f"--backend blackbox runs --algo {'|'.join(STRATEGIES)}, got {cfg.agent.algo!r}")
         module, _, name = STRATEGIES[cfg.agent.algo].partition(":")
@@ -93,7 +93,8 @@ class BlackBoxBackend(Backend):
 
     def eval_report(self) -> dict[str, float]:
         """Mean forward calls per answered instance since :meth:`bind_env`."""
-        return {"forward_calls_per_instance": float(np.mean(self.instance_calls))} if self.instance_calls else {}
+        return ({"forward_calls_per_instance": float(np.mean(self.instance_calls))} if self.instance_calls
+                else {})
 
     def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
         """Answer the bound env's instance once, then step its estimate onto the answer."""
@@ -112,13 +113,14 @@ class BlackBoxBackend(Backend):
         """The strategy's tensors, the RNG states and the call counter, atomically."""
         rng_t, rng_m = checkpoint.rng_state()
         body = {**checkpoint.base_meta("blackbox", self.cfg.agent.algo, self.num_timesteps, self.seed,
-                                       (self.observation_space, self.action_space), self.cfg.model_dump(mode="json")),
+                                       (self.observation_space, self.action_space),
+                                       self.cfg.model_dump(mode="json")),
                 "rng": rng_m, "strategy_rng": self.rng.bit_generator.state, **(meta or {})}
         return checkpoint.save(path, {**self.strategy.state(), **rng_t}, body)
 
     @classmethod
-    def load(cls, ckpt: checkpoint.Checkpoint, cfg: RunConfig, env: ResolvedEnv, *, for_training: bool = False,
-             seed: int = 0) -> BlackBoxBackend:
+    def load(cls, ckpt: checkpoint.Checkpoint, cfg: RunConfig, env: ResolvedEnv, *,
+             for_training: bool = False, seed: int = 0) -> BlackBoxBackend:
         """Restore the strategy (and, for training, the counters and RNG)."""
         tensors, header, meta, path = ckpt.tensors, ckpt.header, ckpt.header.extra, ckpt.path
         tensorcheck.check_blackbox(ckpt)  # every tensor, before anything is built from them
@@ -129,8 +131,9 @@ class BlackBoxBackend(Backend):
         except (RuntimeError, KeyError) as e:
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
             detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
-            raise CheckpointError(f"checkpoint {str(path)!r} does not fit this strategy ({detail[:240]}); use the "
-                                  "config it was trained with, or train it again with this version of nondiff") from e
+            raise CheckpointError(f"checkpoint {str(path)!r} does not fit this strategy ({detail[:240]}); "
+                                  "use the config it was trained with, or train it again with this version "
+                                  "of nondiff") from e
         backend._offset = header.num_timesteps
         backend._calls0 = backend.problem.forward_calls
         if for_training:
