@@ -42,7 +42,7 @@ misfit; the reward is the misfit's reduction (``reward="data"``) or the model er
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -58,6 +58,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "peak_frequency": 5.0, "receivers": 41, "receiver_stride": 4, "sample_interval": 16.0},
 }
 """Geometry settings by ``preset``; any of them may be given explicitly instead."""
+Pair = tuple[float, float] | list[float]
 class DevitoProblem(InverseProblem):
     """Devito shot gathers as an inverse problem (model, forward model and misfit: the module docstring).
 
@@ -137,12 +138,15 @@ class DevitoProblem(InverseProblem):
         return float(np.linalg.norm(v - true) / np.linalg.norm(true))
 
     def score(self, x: np.ndarray, instance: Instance) -> dict[str, float]:
+        return self.metrics(x, instance, self.record(self.model(x)))
+
+    def metrics(self, x: np.ndarray, instance: Instance, data: np.ndarray) -> dict[str, float]:
+        """:meth:`score` of ``x`` whose (uncounted) data are known already."""
         x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
-        v = self.model(x)
-        return {"rel_model_error": self.model_error(v, instance),
+        return {"rel_model_error": self.model_error(self.model(x), instance),
                 "param_error": float(np.sqrt(np.mean((x - instance.known_truth()) ** 2))),
                 "prior_mean_error": self.model_error(self.model(self.start()), instance),
-                "data_misfit": self.data_misfit(self.record(v), instance)}
+                "data_misfit": self.data_misfit(data, instance)}
 
     def features(self, data: np.ndarray) -> np.ndarray:
         """The gained gathers divided by their RMS, flattened."""
@@ -188,15 +192,16 @@ class DevitoEnv(InverseEnvMixin, gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
     problem: DevitoProblem
 
-    def __init__(self, *, preset: str = "full", grid_points: int | None = None, spacing: float | None = None,
-                 absorbing_cells: int | None = None, space_order: int | None = None,
-                 duration: float | None = None, peak_frequency: float | None = None,
-                 receivers: int | None = None, receiver_stride: int | None = None,
-                 sample_interval: float | None = None, shots: int = 3, anomalies: int = 1,
-                 snr_db: float | None = None, top_velocity: Any = (1500.0, 2500.0),
-                 bottom_velocity: Any = (2500.0, 3500.0), anomaly_velocity: Any = (1500.0, 3500.0),
-                 steps: int = 4, step_size: float = 0.5, step_decay: float = 0.5, reward: str = "data",
-                 success_tolerance: float = 0.05, render_mode: str | None = None) -> None:
+    def __init__(self, *, preset: Literal["full", "small"] = "full", grid_points: int | None = None,
+                 spacing: float | None = None, absorbing_cells: int | None = None,
+                 space_order: int | None = None, duration: float | None = None,
+                 peak_frequency: float | None = None, receivers: int | None = None,
+                 receiver_stride: int | None = None, sample_interval: float | None = None, shots: int = 3,
+                 anomalies: int = 1, snr_db: float | None = None, top_velocity: Pair = (1500.0, 2500.0),
+                 bottom_velocity: Pair = (2500.0, 3500.0), anomaly_velocity: Pair = (1500.0, 3500.0),
+                 steps: int = 4, step_size: float = 0.5, step_decay: float = 0.5,
+                 reward: Literal["data", "model"] = "data", success_tolerance: float = 0.05,
+                 render_mode: str | None = None) -> None:
         if preset not in PRESETS:
             raise ValueError(f"devito: preset must be one of {sorted(PRESETS)}, got {preset!r}; pass e.g. "
                              "--set env.preset=small")
@@ -287,8 +292,8 @@ class DevitoEnv(InverseEnvMixin, gym.Env):
         self._err = info.pop("model_error")
         self._t += 1
         truncated = self._t >= self.steps
-        if truncated:
-            info["episode_metrics"] = self.score(self._x)
+        if truncated:  # the score, from the data just simulated
+            info["episode_metrics"] = self.problem.metrics(self._x, self.instance, self._d_syn)
         reward = previous_err - self._err if self.reward == "model" else previous - self._misfit
         return self._obs(), float(reward), False, truncated, info
 
