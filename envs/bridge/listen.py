@@ -155,7 +155,8 @@ class Listener:
             self.held = max(0, self.held - 1)
 
     def take(self, timeout: float, handshake: Handshake, handshake_timeout: float = 5.0,
-             expect: Any = None, instances: int | None = None) -> tuple[P.Channel, Any]:
+             expect: Any = None, instances: int | None = None,
+             give_up: Callable[[], Exception | None] | None = None) -> tuple[P.Channel, Any]:
         """A handshaken program that fits the run, and its spec, within ``timeout`` seconds.
 
         Args:
@@ -165,6 +166,8 @@ class Listener:
             handshake_timeout: each connection's own deadline for its handshake.
             expect: the spec the run's programs declared (a restart, a second program): decides the spec.
             instances: the K the config asks for (``env.num_instances``).
+            give_up: checked while waiting; an exception it returns is raised (a spawned program that
+                exited, :mod:`envs.bridge.launch`).
 
         Raises:
             ConnectTimeout: says how many connections came, how many completed a handshake, why others were
@@ -183,6 +186,9 @@ class Listener:
             found = self._choose()
             if found is not None:
                 return found
+            stop = give_up() if give_up is not None else None
+            if stop is not None:
+                raise stop
             now = time.monotonic()
             if now >= deadline:
                 raise self._timeout(timeout)

@@ -13,6 +13,7 @@ Errors that cannot heal (:class:`~envs.bridge.protocol.StartupError`) are raised
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import os
 import shlex
@@ -34,7 +35,8 @@ from envs.bridge import messages as M
 from envs.bridge import protocol as P
 from envs.bridge import reaper
 from envs.bridge.handshake import shake
-from envs.bridge.spawn import StderrTail, check_program, child_environment, drain
+from envs.bridge.launch import ConnectBack, spawn
+from envs.bridge.spawn import StderrTail
 from envs.errors import RestartBudgetExhausted, StopRequested
 from envs.faults import FAULT_KEY, RESET_FAULTS_KEY, Fault, FaultKind
 from envs.reach import Reach, beyond_loopback
@@ -51,7 +53,8 @@ class ProcessEnv(gym.Env):
         command: program to spawn, e.g. ``"./heater --fast"``; it speaks on stdin/stdout.
         address: ``host:port`` of a program that already runs and listens.
         listen: ``host:port`` on which nondiff listens; a program that connects there becomes this env
-            (connect mode, :mod:`envs.bridge.listen`; port 0 picks a free port).
+            (connect mode, :mod:`envs.bridge.listen`; port 0 picks a free port). With ``command``:
+            nondiff starts the command and it connects back (:mod:`envs.bridge.launch`; port 0).
         connect_timeout: seconds to wait, in connect mode, until a program that fits has completed a
             handshake.
         handshake_timeout: connect mode: each connection's own deadline for its handshake (spawned and TCP
@@ -89,10 +92,11 @@ class ProcessEnv(gym.Env):
                  term_grace: float = 2.0, max_message: int = P.MAX_MESSAGE,
                  max_space_elements: int = MAX_SPACE_ELEMENTS, cwd: str | None = None,
                  render_mode: str | None = None) -> None:
-        if sum(x is not None for x in (command, address, listen)) != 1:
-            raise ValueError("process: pass exactly one of command='./program args', address='host:port' "
-                             "(a program that listens) or listen='host:port' (programs that connect to "
-                             "nondiff)")
+        given = sum(x is not None for x in (command, address, listen))
+        if given != 1 and (given, address) != (2, None):
+            raise ValueError("process: pass one of command='./program args', address='host:port' (a program "
+                             "that listens) or listen='host:port' (programs that connect to nondiff), or "
+                             "command with listen='127.0.0.1:0' (nondiff starts programs that connect)")
         if connect_timeout <= 0 or handshake_timeout <= 0:
             raise ValueError(f"process: connect_timeout and handshake_timeout must be > 0 seconds, got "
                              f"{connect_timeout} and {handshake_timeout}")
@@ -111,7 +115,12 @@ class ProcessEnv(gym.Env):
         self.listen, self.connect_timeout, self.handshake_timeout = listen, connect_timeout, handshake_timeout
         self.want_instances = num_instances
         self._addr: tuple[str, int] | None = None
-        if listen is not None:
+        self._back: ConnectBack | None = None
+        if listen is not None and command is not None:  # spawn, then let it connect (envs/bridge/launch.py)
+            self._argv = _split(command)
+            self._back = ConnectBack(self._argv, listen, token, cwd, term_grace, next(_SLOTS) * 1000)
+            token = self._back.token
+        elif listen is not None:
             L.parse_address(listen)
         elif address is not None:
             host, _, port = address.rpartition(":")
@@ -123,12 +132,7 @@ class ProcessEnv(gym.Env):
             self._addr = (host, int(port))
         else:
             assert command is not None
-            try:
-                self._argv = shlex.split(command)
-            except ValueError as e:
-                raise ValueError(f"process: env.command {command!r} cannot be split into arguments: "
-                                 f"{e}") from e
-            self._addr = None
+            self._argv = _split(command)
         self.command, self.token, self.render_mode = command, token, render_mode
         self.step_timeout, self.reset_timeout, self.term_grace = step_timeout, reset_timeout, term_grace
         self.max_restarts, self.restart_rate, self.restart_period = max_restarts, restart_rate, restart_period
@@ -166,6 +170,13 @@ class ProcessEnv(gym.Env):
         return kids[0] if kids else None
 
     def _launch(self, timeout: float) -> None:
+        if self._back is not None:  # spawn, then let it connect
+            self._proc, self._drainer = self._back.start(self._stderr)
+            self._chan, self.spec_reply = self._back.take(
+                self._proc, self._stderr, timeout, self._shake, self.handshake_timeout,
+                self.spec_reply or getattr(self, "expect", None), self.want_instances)
+            self._alive = True
+            return
         if self.listen is not None:
             lst = L.listener(self.listen, self.token)
             self.who = f"a program connected to {lst.address}"
@@ -177,24 +188,7 @@ class ProcessEnv(gym.Env):
             self._alive = True
             return
         elif self._addr is None:
-            check_program(self._argv, self.cwd)
-            life = reaper.lifeline()
-            try:
-                self._proc = subprocess.Popen(reaper.command(self._argv, self.term_grace, life),
-                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                              stderr=subprocess.PIPE, cwd=self.cwd, start_new_session=True,
-                                              pass_fds=(life,), env=child_environment())
-            except OSError as e:
-                raise E.LaunchError(f"cannot start program {self.who!r}: {e}") from e
-            assert self._proc.stdin and self._proc.stdout and self._proc.stderr
-            self._stderr.clear()
-            self._drainer = threading.Thread(target=drain,
-                                             args=(os.dup(self._proc.stderr.fileno()), self._stderr),
-                                             daemon=True, name="nondiff-stderr")
-            self._drainer.start()
-            self._chan = P.Channel(os.dup(self._proc.stdout.fileno()), os.dup(self._proc.stdin.fileno()))
-            for stream in (self._proc.stdout, self._proc.stdin, self._proc.stderr):
-                stream.close()
+            self._proc, self._drainer, self._chan = spawn(self._argv, self.cwd, self.term_grace, self._stderr)
         else:
             self._chan = P.Channel.from_socket(socket.create_connection(self._addr,
                                                                         timeout=min(timeout, 10.0)))
@@ -398,3 +392,16 @@ class ProcessEnv(gym.Env):
             except (E.BridgeError, StopRequested):
                 pass
         self._kill()
+        if self._back is not None:
+            self._back.close()
+
+
+_SLOTS = itertools.count()
+"""Spawn-then-connect slots made in this process: slot n's copies get ``NONDIFF_SEED`` 1000 n, 1000 n + 1, …"""
+
+
+def _split(command: str) -> list[str]:
+    try:
+        return shlex.split(command)
+    except ValueError as e:
+        raise ValueError(f"process: env.command {command!r} cannot be split into arguments: {e}") from e

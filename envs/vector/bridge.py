@@ -239,7 +239,8 @@ def make_bridge_vector_env(kwargs: dict[str, Any], num_envs: int, token: str | N
     deadline = time.monotonic() + float(kwargs.get("connect_timeout", 60.0))
     programs: list[BatchProgram] = []
     try:
-        if listen is not None:  # envs, not programs: the listener turns them into ceil(num_envs / K) programs
+        spawned = kwargs.get("command") is not None  # with listen: each program has a listener of its own
+        if listen is not None and not spawned:  # envs, not programs: ceil(num_envs / K) programs
             L.listener(listen, token or "").expected = num_envs
         programs.append(BatchProgram(**kwargs))
         k = programs[0].num_instances
@@ -257,6 +258,18 @@ def make_bridge_vector_env(kwargs: dict[str, Any], num_envs: int, token: str | N
         if n * k != num_envs:
             print(f"nondiff: train.num_envs={num_envs} with {k} instances per program: {n} program(s), "
                   f"{n * k} envs", flush=True)
+        if spawned and n > 1:  # started side by side: an engine takes seconds to start
+            with ThreadPoolExecutor(n - 1, "nondiff-launch") as pool:
+                futures = [pool.submit(BatchProgram, expect=programs[0].spec_reply, **kwargs)
+                           for _ in range(n - 1)]
+                failed: BaseException | None = None
+                for future in futures:  # every started program is kept, so that a failure closes them all
+                    try:
+                        programs.append(future.result())
+                    except BaseException as e:
+                        failed = failed or e
+                if failed is not None:
+                    raise failed
         while len(programs) < n:
             if listen is not None:
                 kwargs["connect_timeout"] = max(0.1, deadline - time.monotonic())
