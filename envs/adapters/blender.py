@@ -1,0 +1,311 @@
+"""Inverse rendering through a real Blender: recover the poses, colours and light of a 3-D scene from one
+64×64 render.
+
+**The renderer.** One persistent Blender per problem (``blender -b --factory-startup --python
+assets/blender/render_server.py``) serves renders over the bridge protocol (docs/protocol.md): it is spawned
+by :class:`~envs.bridge.process.ProcessEnv`, kept alive for the whole run and restarted by its watchdog when
+it crashes, is killed or hangs past ``render_timeout`` (a restart costs a render's retry, never the run;
+``max_restarts`` bounds them). Blender prints its banner and render progress to stdout, so it is launched
+through ``sh -c 'exec blender … 3>&1 1>&2'``: the protocol travels on fd 3, fd 1 is stderr. One render is one
+``step`` of that program: the action is the normalised parameter vector, the observation the
+``uint8[S, S, 4]`` RGBA picture (premultiplied over black; alpha is the objects' silhouette). Each render
+is written to /dev/shm as a PNG and read back. ``engine="workbench"`` (the default; ~8 ms at 64×64 here) or
+``"cycles"`` (``samples`` per pixel with a fixed ``seed``: noise that can be studied, bit-identical for the
+same parameters). Blender's Python needs NumPy (``apt-get install -y blender python3-numpy``).
+
+**The scene.** A 3 m floor, ``n_objects`` primitives standing on it (a box, a triangular prism and a bar,
+in turn), a sun and a camera looking down at 50°. The unknowns, normalised to ``[0, 1]``: per object its
+floor position ``x, y`` (0..1 spans the central 2.4 m), its rotation about the vertical axis (a full
+turn; periodic) and its colour ``red, green, blue``; then the light's azimuth (periodic) and elevation
+(20°..80°). The context (known to the solver) is empty: object ``i`` is always of kind ``KINDS[i % 3]``.
+
+**Data, misfit, scores.** Data: ``float32[S, S, 4]``, the RGB render and its silhouette mask. The misfit
+is the 2-D ``renderer``'s: ``1 − (IoU of the silhouettes − mean RGB MSE over an image pyramid)``. Scores
+against the truth (not counted): ``iou`` (silhouette IoU; ≥ ``success_iou`` solves), ``image_error`` (RMS
+RGB error against the truth's clean render), ``position_error`` (mean object distance in metres over the
+floor's size), ``rotation_error`` (degrees, modulo each kind's symmetry, over 180°), ``colour_error`` and
+``light_error`` (mean absolute normalised errors, azimuth the short way round) and ``param_error`` (the
+mean of all normalised errors).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs import errors as E
+from envs.adapters import renderer_image as image
+from envs.inverse import Instance, InverseEnv, InverseProblem
+
+log = logging.getLogger(__name__)
+
+KINDS = ("box", "prism", "bar")
+PER_OBJECT = ("x", "y", "rotation", "red", "green", "blue")
+LIGHT = ("azimuth", "elevation")
+_SYMMETRY = {"box": 0.25, "prism": 1 / 3, "bar": 0.5}  # rotations (in turns) that render the same object
+FLOOR_SIZE = 3.0  # metres; the render server's FLOOR_HALF × 2
+POSITION_SPAN = 2.4  # metres that a normalised position 0..1 spans (the server's POS_HALF × 2)
+_PRIOR = (np.array([0.1, 0.1, 0.0, 0.25, 0.25, 0.25]), np.array([0.9, 0.9, 1.0, 1.0, 1.0, 1.0]))
+_LIGHT_PRIOR = (np.array([0.0, 0.2]), np.array([1.0, 0.8]))
+_START = np.array([0.5, 0.5, 0.0, 0.6, 0.6, 0.6])
+SERVER = Path(__file__).resolve().parent / "assets" / "blender" / "render_server.py"
+REPO = Path(__file__).resolve().parents[2]
+INSTALL = "apt-get install -y blender python3-numpy"
+"""The one command that installs Blender and the NumPy its Python needs (Debian/Ubuntu; ``make install``
+runs it as root)."""
+ENGINES = ("workbench", "cycles")
+RETRIES = 3
+"""Renders tried in a row before a failure is the run's (each failed one restarts Blender)."""
+
+
+def blender_command(*, blender: str = "blender", image_size: int = 64, n_objects: int = 3,
+                    engine: str = "workbench", samples: int = 4, seed: int = 0, threads: int = 0) -> str:
+    """The command that starts the render server, protocol on fd 3 (see the module docstring)."""
+    args = [blender, "-b", "--factory-startup", "--python", str(SERVER), "--", "--repo", str(REPO),
+            "--fd", "3", "--size", str(image_size), "--objects", str(n_objects), "--engine", engine,
+            "--samples", str(samples), "--seed", str(seed), "--threads", str(threads)]
+    return "sh -c " + shlex.quote("exec " + shlex.join(args) + " 3>&1 1>&2")
+
+
+def find_blender(blender: str) -> str:
+    """The Blender executable, or a :class:`~envs.errors.LaunchError` naming the install command."""
+    found = shutil.which(blender)
+    if found is None:
+        raise E.LaunchError(f"blender: {blender!r} was not found; install it with: {INSTALL} (or run "
+                            "make install as root), or give its path with --set env.blender=/path/to/blender")
+    return found
+
+
+class BlenderProblem(InverseProblem):
+    """A Blender scene as an inverse problem (scene, data and scores: the module docstring).
+
+    Attributes:
+        render_ms: Blender's own time for each render, as it reported it (bounded to the last 10,000).
+        faults: the faults the watchdog reported (each one restarted Blender).
+    """
+
+    score_key, higher_is_better = "iou", True
+
+    def __init__(self, *, n_objects: int = 3, image_size: int = 64, engine: str = "workbench",
+                 samples: int = 4, seed: int = 0, threads: int = 0, noise: float = 0.0,
+                 success_iou: float = 0.95, blender: str = "blender", render_timeout: float = 10.0,
+                 start_timeout: float = 60.0, max_restarts: int = 10) -> None:
+        super().__init__()
+        _check(isinstance(n_objects, int) and 1 <= n_objects <= 8, "n_objects", "an integer from 1 to 8",
+               n_objects)
+        _check(isinstance(image_size, int) and 16 <= image_size <= 512 and image_size % 16 == 0, "image_size",
+               "a multiple of 16 from 16 to 512 (pixels)", image_size)
+        _check(engine in ENGINES, "engine", " or ".join(ENGINES), engine)
+        _check(isinstance(samples, int) and 1 <= samples <= 4096, "samples", "an integer from 1 to 4096",
+               samples)
+        _check(isinstance(seed, int) and 0 <= seed < 2**31, "seed", "an integer in [0, 2**31)", seed)
+        _check(isinstance(threads, int) and 0 <= threads <= 256, "threads", "an integer ≥ 0 (0: every core)",
+               threads)
+        _check(noise >= 0, "noise", "a standard deviation ≥ 0", noise)
+        _check(0 < success_iou <= 1, "success_iou", "a number in (0, 1]", success_iou)
+        _check(render_timeout > 0 and start_timeout > 0, "render_timeout", "> 0 seconds (and start_timeout)",
+               render_timeout)
+        self.n_objects, self.image_size, self.noise = n_objects, image_size, float(noise)
+        self.param_dim = len(PER_OBJECT) * n_objects + len(LIGHT)
+        self.success_threshold = success_iou
+        self.kinds = tuple(KINDS[i % len(KINDS)] for i in range(n_objects))
+        self.command = blender_command(blender=find_blender(blender), image_size=image_size,
+                                       n_objects=n_objects, engine=engine, samples=samples, seed=seed,
+                                       threads=threads)
+        self._timeouts = (float(render_timeout), float(start_timeout), int(max_restarts))
+        self.render_ms: list[float] = []
+        self.faults: list[Any] = []
+        self._server: Any = None
+        self._start()
+
+    # -- the render server ----------------------------------------------------------------------------
+    def _start(self) -> None:
+        from envs.bridge.process import ProcessEnv
+
+        render_timeout, start_timeout, max_restarts = self._timeouts
+        s = self.image_size
+        self._server = server = ProcessEnv(command=self.command, step_timeout=render_timeout,
+                                           reset_timeout=start_timeout, max_restarts=max_restarts,
+                                           max_message=s * s * 4 + 65536, max_space_elements=s * s * 4 + 4096)
+        obs, act = server.observation_space, server.action_space
+        if (obs.shape, str(obs.dtype), act.shape) != ((s, s, 4), "uint8", (self.param_dim,)):
+            server.close()
+            raise E.SpecError(f"blender: the render server declares observations {obs} and actions {act}; "
+                              f"expected uint8 [{s}, {s}, 4] and {self.param_dim} parameters (is "
+                              f"{SERVER} the one of this nondiff?)")
+        server.reset()
+
+    @property
+    def restarts(self) -> int:
+        """Times the watchdog restarted Blender so far."""
+        return 0 if self._server is None else int(self._server.restarts)
+
+    @property
+    def program_pid(self) -> int | None:
+        """The pid of the running Blender (None before it starts or while it is down)."""
+        return None if self._server is None else self._server.program_pid
+
+    def render(self, x: np.ndarray) -> np.ndarray:
+        """One render of normalised ``x`` (not counted): ``uint8[S, S, 4]`` RGBA. A render that fails (a
+        crash, a hang, a bad reply) restarts Blender and is tried again, :data:`RETRIES` times in a row."""
+        from envs.faults import FAULT_KEY
+
+        if self._server is None:
+            self._start()
+        x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
+        for _ in range(RETRIES):
+            obs, _, _, _, info = self._server.step(x)
+            fault = info.get(FAULT_KEY)
+            if fault is None:
+                ms = info.get("render_ms")
+                if isinstance(ms, float | int) and math.isfinite(ms):
+                    self.render_ms = [*self.render_ms[-9999:], float(ms)]
+                return np.asarray(obs, dtype=np.uint8)
+            self.faults.append(fault)
+            log.warning("blender: %s (%s); restarting it", fault.kind.value, fault.detail)
+            self._server.reset()  # respawns Blender within the restart budget
+        raise E.EnvFailure(f"blender failed {RETRIES} renders in a row (last: {self.faults[-1].detail}); "
+                           f"its last stderr: {' | '.join(self.faults[-1].stderr)[-500:]}")
+
+    def close(self) -> None:
+        """Stop Blender; safe to call twice."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+
+    # -- the inverse problem --------------------------------------------------------------------------
+    def start(self) -> np.ndarray:
+        """Every object at the floor's centre, unturned and grey; the light halfway up."""
+        return np.concatenate([np.tile(_START, self.n_objects), [0.5, 0.5]])
+
+    def periodic(self) -> np.ndarray:
+        """Each object's rotation and the light's azimuth."""
+        per = np.tile(np.array([p == "rotation" for p in PER_OBJECT]), self.n_objects)
+        return np.concatenate([per, [True, False]])
+
+    def simulate(self, x: np.ndarray, context: Any = None) -> np.ndarray:
+        """The RGB render in ``[0, 1]`` and its silhouette (alpha ≥ 0.5), ``float32[S, S, 4]``."""
+        rgba = self.render(x).astype(np.float32) / 255.0
+        return np.concatenate([rgba[..., :3], (rgba[..., 3:] >= 0.5).astype(np.float32)], axis=2)
+
+    def make_instance(self, truth: np.ndarray, clean: np.ndarray, observed: np.ndarray | None = None) -> Instance:
+        """The instance of a known scene from its clean render (``observed``: a noisy version of it)."""
+        data = clean if observed is None else observed
+        n, pyramid = self.image_size, []
+        while n >= 2 and self.image_size % n == 0:  # see fit()
+            pyramid.append((n, image.pool(data[..., :3], n)))
+            n //= 4
+        return Instance(data, np.asarray(truth, dtype=np.float64), None,
+                        {"clean": clean, "seen": data[..., 3] > 0.5, "pyramid": pyramid})
+
+    def sample_prior(self, rng: np.random.Generator) -> np.ndarray:
+        """Normalised parameters drawn from the prior (a uniform box)."""
+        low = np.concatenate([np.tile(_PRIOR[0], self.n_objects), _LIGHT_PRIOR[0]])
+        high = np.concatenate([np.tile(_PRIOR[1], self.n_objects), _LIGHT_PRIOR[1]])
+        return rng.uniform(low, high)
+
+    def sample_instance(self, rng: np.random.Generator) -> Instance:
+        truth = self.sample_prior(rng)
+        clean = self.forward(truth)
+        if self.noise <= 0:
+            return self.make_instance(truth, clean)
+        noisy = clean.copy()
+        noisy[..., :3] = np.clip(clean[..., :3] + rng.normal(0.0, self.noise, clean[..., :3].shape), 0, 1)
+        return self.make_instance(truth, clean, noisy)
+
+    def fit(self, data: np.ndarray, instance: Instance) -> float:
+        """``IoU(silhouette, observed silhouette) − mean RGB MSE over an image pyramid`` (1: a perfect fit)."""
+        seen, mask = instance.cache["seen"], data[..., 3] > 0.5
+        union = np.logical_or(mask, seen).sum()
+        iou = float(np.logical_and(mask, seen).sum() / union) if union else 1.0
+        rgb = data[..., :3]
+        mse = [float(np.mean((image.pool(rgb, n) - target) ** 2)) for n, target in instance.cache["pyramid"]]
+        return iou - float(np.mean(mse))
+
+    def data_misfit(self, data: np.ndarray, instance: Instance) -> float:
+        """``1 − fit``: 0 is a perfect fit."""
+        return 1.0 - self.fit(data, instance)
+
+    def errors(self, x: np.ndarray, instance: Instance) -> dict[str, float]:
+        """Parameter errors per group against the truth (see the module docstring); no render."""
+        d = np.asarray(x, dtype=np.float64) - instance.known_truth()
+        per = d[:-2].reshape(self.n_objects, len(PER_OBJECT))
+        pos = float(np.mean(np.hypot(per[:, 0], per[:, 1]))) * POSITION_SPAN / FLOOR_SIZE
+        rot = []
+        for kind, r in zip(self.kinds, per[:, 2]):
+            period = _SYMMETRY[kind]
+            m = r % period
+            rot.append(min(m, period - m) / (period / 2))  # 0..1, 1 = as far off as the symmetry allows
+        azimuth = abs((d[-2] + 0.5) % 1.0 - 0.5) * 2
+        normalised = np.concatenate([np.abs(per[:, :2]).ravel(), rot, np.abs(per[:, 3:]).ravel(),
+                                     [azimuth, abs(d[-1])]])
+        return {"position_error": pos,
+                "rotation_error": float(np.mean([r * 180 * _SYMMETRY[k] for k, r in zip(self.kinds, rot)])),
+                "colour_error": float(np.mean(np.abs(per[:, 3:]))),
+                "light_error": float(np.mean([azimuth, abs(d[-1])])),
+                "param_error": float(np.mean(normalised))}
+
+    def score(self, x: np.ndarray, instance: Instance) -> dict[str, float]:
+        data = self.simulate(x)  # bookkeeping against the truth: not counted
+        clean = instance.cache["clean"]
+        mask, target = data[..., 3] > 0.5, clean[..., 3] > 0.5
+        union = np.logical_or(mask, target).sum()
+        iou = float(np.logical_and(mask, target).sum() / union) if union else 1.0
+        image_error = float(np.sqrt(np.mean((data[..., :3] - clean[..., :3]) ** 2)))
+        return {"iou": iou, "image_error": image_error, **self.errors(x, instance)}
+
+    def features(self, data: np.ndarray) -> np.ndarray:
+        """The picture and its silhouette area-averaged to 16 × 16, and its shape descriptors."""
+        n, b = 16, self.image_size // 16
+        pooled = data.reshape(n, b, n, b, 4).mean(axis=(1, 3))
+        return np.concatenate([pooled.ravel(), image.moments(data[..., :3])]).astype(np.float32)
+
+
+class BlenderEnv(InverseEnv):
+    """Refine a 3-D scene until Blender's render of it matches a target picture (:class:`InverseEnv` on a
+    :class:`BlenderProblem`).
+
+    Each episode draws a hidden scene from the prior and renders it; the estimate starts at
+    :meth:`BlenderProblem.start` and each step moves it by ``step_size · action`` and renders it (one counted
+    call). The observation: features of the target and of the residual, ``2x − 1`` and the fraction of steps
+    used; the reward is the misfit's reduction; ``info["is_success"]``: silhouette IoU ≥ ``success_iou``.
+
+    Args:
+        n_objects, image_size, engine, samples, seed, threads, noise, success_iou, blender, render_timeout,
+            start_timeout, max_restarts: see :class:`BlenderProblem` and the module docstring (``seed`` is
+            Cycles' sampling seed, not the episodes').
+        steps: refinement steps per episode (≥ 1).
+        step_size: the largest change of a normalised parameter in one step (> 0).
+    """
+
+    problem: BlenderProblem
+
+    def __init__(self, *, n_objects: int = 3, image_size: int = 64, engine: str = "workbench",
+                 samples: int = 4, seed: int = 0, threads: int = 0, noise: float = 0.0,
+                 success_iou: float = 0.95, blender: str = "blender", render_timeout: float = 10.0,
+                 start_timeout: float = 60.0, max_restarts: int = 10, steps: int = 10,
+                 step_size: float = 0.25) -> None:
+        problem = BlenderProblem(n_objects=n_objects, image_size=image_size, engine=engine, samples=samples,
+                                 seed=seed, threads=threads, noise=noise, success_iou=success_iou,
+                                 blender=blender, render_timeout=render_timeout, start_timeout=start_timeout,
+                                 max_restarts=max_restarts)
+        try:
+            super().__init__(problem, steps=steps, step_size=step_size)
+        except BaseException:
+            problem.close()
+            raise
+
+    def close(self) -> None:
+        """Stop Blender; safe to call twice."""
+        self.problem.close()
+
+
+def _check(ok: bool, name: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ValueError(f"blender: {name} must be {expected}, got {got!r}; set it with --set env.{name}=…")
