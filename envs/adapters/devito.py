@@ -320,8 +320,8 @@ class DevitoEnv(InverseEnvMixin, gym.Env):
         mid = len(self._d_syn) // 2
         panels = [(true.T, "true model (km/s)", extent, (lo, hi)),
                   (pb.model(self._x).T, f"step {self._t}: model error {self._err:.3f}", extent, (lo, hi)),
-                  (np.hstack([self.instance.data[mid], self._d_syn[mid]]).T, "observed | synthetic", None,
-                   None)]
+                  ((pb.gain[0] * np.vstack([self.instance.data[mid], self._d_syn[mid]])).T,
+                   "middle shot, gained: observed | synthetic", None, None)]
         for ax, (image, title, ext, lim) in zip(fig.axes, panels, strict=True):
             ax.cla()
             ax.imshow(image, extent=ext, aspect="auto", cmap="viridis" if lim else "gray",
