@@ -2,7 +2,7 @@
 
 Checks (shape, dtype, bounds, finiteness) never raise, whatever an adapter returns. An exception from an
 adapter's ``step`` or ``reset`` is a ``crash`` fault of that instance, not the end of training. The checks
-themselves live in envs/checks.py (re-exported here); a vector env may run them once for all its envs
+themselves live in envs/value_checks.py (re-exported here); a vector env may run them once for all its envs
 (:meth:`Guard.prefetch`, :meth:`Guard.vouch`) instead of once per env.
 """
 
@@ -16,7 +16,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.checks import (
+from envs.errors import BridgeError, EnvFailure, EnvGaveUp, InvalidOutputError
+from envs.faults import LATENCY_KEY, RESET_FAULTS_KEY, Fault, FaultKind, add_fault
+from envs.repair import clip_to_bounds, placeholder, repair_reward, sanitize
+from envs.value_checks import (
     BOUNDS_POLICIES,
     NAN_POLICIES,
     ROUNDING_ULPS,
@@ -30,9 +33,6 @@ from envs.checks import (
     valid_rewards,
     valid_rows,
 )
-from envs.errors import BridgeError, EnvFailure, EnvGaveUp, InvalidOutputError
-from envs.faults import LATENCY_KEY, RESET_FAULTS_KEY, Fault, FaultKind, add_fault
-from envs.repair import clip_to_bounds, placeholder, repair_reward, sanitize
 
 __all__ = ["BOUNDS_POLICIES", "NAN_POLICIES", "ROUNDING_ULPS", "Guard", "Problem", "RowCheck",
            "Verdict", "check", "clip_to_bounds", "judge", "judge_reset", "judge_step", "obs_problem",
@@ -231,10 +231,10 @@ class Guard(gym.Wrapper):
     def prefetch(self, action: Any) -> tuple[Any, Any] | None:
         """Step the adapter now, ahead of :meth:`step`, which then returns this transition (for ``action``,
         the same object). A vector env prefetches every env, checks the observations and rewards of all of
-        them at once (:class:`~envs.checks.RowCheck`, :func:`~envs.checks.valid_rewards`) and vouches
-        (:meth:`vouch`) for the valid ones; the wrappers above the Guard then step as usual and see exactly
-        what :meth:`step` would give them. Returns the raw observation and reward, or None when the adapter
-        raised (a crash fault)."""
+        them at once (:class:`~envs.value_checks.RowCheck`, :func:`~envs.value_checks.valid_rewards`) and
+        vouches (:meth:`vouch`) for the valid ones; the wrappers above the Guard then step as usual and see
+        exactly what :meth:`step` would give them. Returns the raw observation and reward, or None when the
+        adapter raised (a crash fault)."""
         if self._held is not None:
             raise RuntimeError("Guard.prefetch called twice without a step in between")
         out, ms = self._step_adapter(action)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from envs.checks import obs_problem
+from envs.value_checks import obs_problem
 
 __all__ = ["clip_to_bounds", "placeholder", "repair_reward", "sanitize"]
 

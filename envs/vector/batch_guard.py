@@ -1,12 +1,12 @@
 """The Guard's checks once per vector step: N envs' observations and rewards validated in one batched pass.
 
-Each env keeps its :class:`~envs.guard.Guard` (crash containment, reset retries, policies, faults, the
-latency timer). :class:`BatchGuard` steps every Guard's adapter ahead (:meth:`Guard.prefetch
+Each env keeps its :class:`~envs.guard.Guard` (crash containment, reset retries, policies, faults, the latency
+timer). :class:`BatchGuard` steps every Guard's adapter ahead (:meth:`Guard.prefetch
 <envs.guard.Guard.prefetch>`, through the vector env's :meth:`~envs.vector.sync.SyncVectorEnv.run`, so in
 threads for a :class:`~envs.vector.threads.ThreadVectorEnv`), tests the stacked observations and rewards at
-once (:class:`~envs.checks.RowCheck`, :func:`~envs.checks.valid_rewards`) and vouches for the valid envs;
-then the vector env steps each env's wrapper stack as usual, and each Guard returns its prefetched transition
-(checked already, or, for the few envs not vouched for, checked alone with the usual policy). So
+once (:class:`~envs.value_checks.RowCheck`, :func:`~envs.value_checks.valid_rewards`) and vouches for the
+valid envs; then the vector env steps each env's wrapper stack as usual, and each Guard returns its prefetched
+transition (checked already, or, for the few envs not vouched for, checked alone with the usual policy). So
 ``truncate``/``clip``/``raise`` and ``bounds_policy`` act on the offending env only, and the wrappers above
 the Guard (the observation adapter) see exactly what they saw before.
 
@@ -26,8 +26,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import iterate
 
-from envs.checks import RowCheck, all_finite_floats, valid_rewards
 from envs.guard import Guard
+from envs.value_checks import RowCheck, all_finite_floats, valid_rewards
 from envs.vector.sync import SyncVectorEnv
 
 PASS_THROUGH_STEPS = (gym.Wrapper.step, gym.ObservationWrapper.step, gym.RewardWrapper.step)
@@ -81,12 +81,12 @@ class BatchGuard(gym.vector.VectorWrapper):
         obs, rewards, guards = [r[0] for r in raw], [r[1] for r in raw], self.guards  # type: ignore[index]
         if self.rows.all_valid(obs) and all_finite_floats(rewards):  # the common case: one test each
             for i in idx:
-                guards[i]._vouched = True
+                guards[i].vouch()
             self.vouched += len(idx)
             return
         ok = self.rows.valid(obs) & valid_rewards(rewards)
         for k in np.flatnonzero(ok):
-            guards[idx[int(k)]]._vouched = True
+            guards[idx[int(k)]].vouch()
         self.vouched += int(ok.sum())
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:

@@ -2,9 +2,9 @@
 programs).
 
 :class:`RowGuard` tests each step's observations (the finished envs' last ones) and rewards at once
-(:class:`~envs.checks.RowCheck`, :func:`~envs.checks.valid_rewards`); a row they do not vouch for goes through
-the Guard's own decision (:func:`envs.guard.judge_step`, and :func:`~envs.guard.judge_reset` for the
-observations that start an episode) with ``env.nan_policy`` and ``env.bounds_policy``, its fault under
+(:class:`~envs.value_checks.RowCheck`, :func:`~envs.value_checks.valid_rewards`); a row they do not vouch for
+goes through the Guard's own decision (:func:`envs.guard.judge_step`, and :func:`~envs.guard.judge_reset` for
+the observations that start an episode) with ``env.nan_policy`` and ``env.bounds_policy``, its fault under
 ``info["nondiff_fault"]`` of that env's step only. An env cut short by ``truncate`` ends truncated, with the
 last valid observation and reward 0, and is reset through ``options["reset_mask"]``, which the vector env
 below must honour. Where the per-env :class:`~envs.vector.batch_guard.BatchGuard` relies on each env's Guard,
@@ -18,9 +18,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.checks import RowCheck, valid_rewards
 from envs.faults import FAULT_KEY, RESET_FAULTS_KEY, add_fault
 from envs.guard import judge_reset, judge_step
+from envs.value_checks import RowCheck, valid_rewards
 from envs.vector.base import add_info, restart, row, set_row, stack, unbatch_info
 
 

@@ -1,4 +1,4 @@
-"""The batched checks (envs/checks.py) and the Guard's prefetch/vouch: what a vector env or a K-instance
+"""The batched checks (envs/value_checks.py) and the Guard's prefetch/vouch: what a vector env or a K-instance
 program calls to validate N observations and rewards at once."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs.checks import RowCheck, all_finite_floats, check, valid_rewards, valid_rows
 from envs.faults import FAULT_KEY, LATENCY_KEY, FaultKind
 from envs.guard import Guard
+from envs.value_checks import RowCheck, all_finite_floats, check, valid_rewards, valid_rows
 
 BOX = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
 OPEN = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)

@@ -115,7 +115,7 @@ def test_bad_rows_get_the_guards_decision():
     vec = AleVecEnv(2, game="Pong", frame_size=42, nan_policy="truncate")
     vec.reset()
     vec.guard.space = spaces.Box(0, 200, vec.observation_space.shape, np.uint8)
-    from envs.checks import RowCheck
+    from envs.value_checks import RowCheck
 
     vec.guard.rows = RowCheck(vec.guard.space)
     vec._validate = vec.guard.validate
