@@ -37,7 +37,7 @@ from envs.bridge.batch import BatchProgram
 from envs.bridge.batchmsg import unstack
 from envs.errors import EnvFailure, RestartBudgetExhausted, StartupError, UserError
 from envs.faults import FAULT_KEY, LATENCY_KEY, RESET_FAULTS_KEY, Fault, add_fault
-from envs.guard import placeholder
+from envs.repair import placeholder
 from envs.vector.base import Indices, Transition, VectorEnvBase, add_info, stack
 
 FLAT_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
