@@ -53,14 +53,14 @@ ROWS: dict[str, Stages] = {
     "amortised → surrogate (b) → cma": [("amortised", {}), ("surrogate", {"trust_calls": "B/2", **TR}),
                                         ("cma", {"calls_per_instance": "B/2"})],
 }
-BUDGET = {"renderer": 20, "seismic": 10}
+BUDGET = {"renderer": 20, "seismic": 10, "devito": 10}
 """Calls per instance of the learned rows: the issue's goal (≤ 10% of CMA-ES's calls)."""
 PPO = {"renderer": {"train_calls": 400_000, "mean_calls": 11, "score": 0.761, "success_rate": 0.45},
        "seismic": {"train_calls": 100_000, "mean_calls": 5, "score": 0.147, "success_rate": 0.20}}
-"""The shipped configs' PPO policies on the same 20 instances, quoted (docs/results.md)."""
+"""The shipped configs' PPO policies on the same 20 instances, quoted (docs/results.md); none for devito."""
 
 
-def make_problem(adapter: str) -> Any:
+def make_problem(adapter: str, overrides: dict[str, Any] | None = None) -> Any:
     import gymnasium as gym
     import yaml
 
@@ -68,6 +68,7 @@ def make_problem(adapter: str) -> Any:
 
     kwargs = yaml.safe_load((ROOT / "configs" / f"{adapter}.yaml").read_text())["env"]
     kwargs.pop("id")
+    kwargs.update(overrides or {})
     return gym.make(f"nondiff/{adapter.capitalize()}-v0", **kwargs)
 
 
@@ -96,7 +97,7 @@ def single(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     settings = parse_settings(args.set)
     cfg = validate({"blackbox": settings}, "--set").blackbox
-    env = make_problem(args.adapter)
+    env = make_problem(args.adapter, parse_settings(args.env_set))
     problem = env.unwrapped.problem
     module, _, name = STRATEGIES[args.algo].partition(":")
     t0 = time.perf_counter()
@@ -270,8 +271,9 @@ def plot(adapter: str, res: dict[str, Any], path: Path) -> None:
         curve = np.asarray(row["curve"])
         ax.plot(np.arange(len(curve)), curve, label=name, lw=1.6, color=colours[(2 * i) % 20 + (2 * i) // 20],
                 ls="-" if i < 10 else "--")
-    ppo = PPO[adapter]
-    ax.plot([ppo["mean_calls"]], [ppo["score"]], "k*", ms=12, label="PPO policy (quoted)")
+    ppo = PPO.get(adapter)
+    if ppo:
+        ax.plot([ppo["mean_calls"]], [ppo["score"]], "k*", ms=12, label="PPO policy (quoted)")
     if "sbi NPE" in res:
         ax.plot([0], [res["sbi NPE"]["score"]], "rs", ms=8, label="sbi NPE posterior mean")
     ax.axvline(BUDGET[adapter], color="grey", ls=":", lw=1)
@@ -293,7 +295,7 @@ def suite(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     for adapter in args.adapters.split(","):
-        env = make_problem(adapter)
+        env = make_problem(adapter, parse_settings(args.env_set))
         problem = env.unwrapped.problem
         insts = held_out(env, args.instances, args.first_seed)
         learned = train_shared(problem, args.train_calls, args.round_calls, parse_settings(args.train_set))
@@ -303,7 +305,8 @@ def suite(args: argparse.Namespace) -> int:
                                "bank_calls": learned["bank_calls"],
                                "grad_check_calls": learned["grad_check_calls"],
                                "train_s": learned["train_s"], "last_round": learned["last_round"],
-                               "train_settings": args.train_set, "ppo_quoted": PPO[adapter],
+                               "train_settings": args.train_set, "env_settings": args.env_set,
+                               "ppo_quoted": PPO.get(adapter),
                                "loadavg_start": os.getloadavg(), "rows": {}}
         print(json.dumps({k: v for k, v in res.items() if k != "rows"}), flush=True)
         for name, stages in variants(args.rows, json.loads(args.variants)):
@@ -321,7 +324,7 @@ def suite(args: argparse.Namespace) -> int:
                           "loadavg": os.getloadavg()}),
               flush=True)
         save(adapter, res, Path(args.out))
-        if adapter == "seismic" and not args.no_sbi:
+        if adapter in ("seismic", "devito") and not args.no_sbi:
             res["sbi NPE"] = run_sbi(problem, learned["amortised"].bank, insts)
             print(json.dumps({"row": "sbi NPE",
                               **{k: v for k, v in res["sbi NPE"].items() if k != "instances"},
@@ -371,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="merge the rows of --suite JSON files of one adapter (rows run in parallel "
                    "processes, same seeds) into --out, and plot them")
     p.add_argument("--out", default=str(ROOT / "docs"), help="--suite: folder of the JSON and PNG files")
-    p.add_argument("--adapter", choices=["renderer", "seismic"])
+    p.add_argument("--adapter", choices=list(BUDGET))
+    p.add_argument("--env-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an env: setting over configs/<adapter>.yaml (e.g. snr_db=20, preset=small)")
     p.add_argument("--algo", choices=list(STRATEGIES))
     p.add_argument("--train-calls", type=int, default=None,
                    help="training forward-call budget (single: default 0; --suite: prior pairs, default "
