@@ -49,6 +49,7 @@ BUILTIN: dict[str, tuple[str, str, int | None]] = {
     "seismic": ("nondiff/Seismic-v0", "envs.adapters.seismic:SeismicEnv", None),
     "renderer": ("nondiff/Renderer-v0", "envs.adapters.renderer:RendererEnv", None),
     "devito": ("nondiff/Devito-v0", "envs.adapters.devito:DevitoEnv", None),
+    "godot": ("nondiff/Godot-v0", "envs.adapters.godot:GodotEnv", None),
     "blender": ("nondiff/Blender-v0", "envs.adapters.blender:BlenderEnv", None),
 }
 

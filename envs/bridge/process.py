@@ -397,7 +397,7 @@ class ProcessEnv(gym.Env):
 
 
 _SLOTS = itertools.count()
-"""Spawn-then-connect slots made in this process: slot n's copies get ``NONDIFF_SEED`` 1000 n, 1000 n + 1, …"""
+"""Spawn-then-connect slots made in this process: slot n's copies get ``NONDIFF_SEED`` 1000 n, 1000 n + 1…"""
 
 
 def _split(command: str) -> list[str]:

@@ -14,6 +14,10 @@ PRIVATE_VARIABLES = ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")
 """Variables a program never inherits: the private Ray's credentials (a program inside an env runner would
 otherwise hold the key to the cluster). ``NONDIFF_TOKEN`` is kept: pipe programs check the bridge token
 with it."""
+INSTALL = {"godot3-server": "apt-get install godot3-server", "godot3": "apt-get install godot3",
+           "xvfb-run": "apt-get install xvfb"}
+"""The one command that installs a program nondiff's adapters start (envs/adapters/godot.py), named when it is
+missing."""
 STDERR_LINES = 20
 """Lines of a program's stderr kept for fault reports."""
 STDERR_BYTES = 64 * 1024
@@ -86,6 +90,8 @@ def check_program(argv: list[str], cwd: str | None) -> None:
         raise E.LaunchError(f"env.cwd {cwd!r} is not a directory")
     prog = argv[0]
     if "/" not in prog:
+        if shutil.which(prog) is None and prog in INSTALL:
+            raise E.LaunchError(f"program {prog!r} is not installed; install it with: {INSTALL[prog]}")
         if shutil.which(prog) is None:
             raise E.LaunchError(f"program {prog!r} was not found on PATH; give its path, e.g. ./{prog}")
         return

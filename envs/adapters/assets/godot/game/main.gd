@@ -1,0 +1,68 @@
+# Reach: K balls (RigidBody2D) in one arena, each steering towards its own goal around pillars (StaticBody2D).
+# Agents collide with the walls and pillars (layer 2) but not with each other (they sit on layer 1 and mask
+# only layer 2), so K agents share one scene. `--agents=N` on the command line sets K (default 16).
+extends Node2D
+
+const Agent = preload("res://game/agent.gd")
+const WALLS := 2  # physics layer bit 1: walls and pillars
+const ARENA := Vector2(800, 600)
+const PILLARS := [Vector2(400, 150), Vector2(400, 300), Vector2(400, 450)]
+const PILLAR_RADIUS := 30.0
+
+
+func _ready() -> void:
+	var count := 16
+	for arg in OS.get_cmdline_args():
+		if arg.begins_with("--agents="):
+			count = int(arg.split("=")[1])
+	_wall(Vector2(ARENA.x / 2, -10), Vector2(ARENA.x / 2 + 20, 10))
+	_wall(Vector2(ARENA.x / 2, ARENA.y + 10), Vector2(ARENA.x / 2 + 20, 10))
+	_wall(Vector2(-10, ARENA.y / 2), Vector2(10, ARENA.y / 2 + 20))
+	_wall(Vector2(ARENA.x + 10, ARENA.y / 2), Vector2(10, ARENA.y / 2 + 20))
+	for p in PILLARS:
+		var circle := CircleShape2D.new()
+		circle.radius = PILLAR_RADIUS
+		_static(p, circle)
+	var seed0 := int(OS.get_environment("NONDIFF_SEED")) if OS.get_environment("NONDIFF_SEED") != "" else 0
+	for i in range(count):
+		var agent = Agent.new()
+		agent.rng.seed = seed0 * 4099 + i + 1  # a restarted program is never seeded by the trainer
+		add_child(agent)
+		agent.add_to_group("nondiff_agent")
+		agent.nondiff_reset(null)
+	var fault := OS.get_environment("NONDIFF_GODOT_FAULT")  # tests: kind:step:marker, once per marker file
+	if fault != "":
+		$Sync.connect("stepped", self, "_fault", [fault.split(":", true, 2)])
+
+
+func _wall(center: Vector2, extents: Vector2) -> void:
+	var rect := RectangleShape2D.new()
+	rect.extents = extents
+	_static(center, rect)
+
+
+func _static(at: Vector2, shape: Shape2D) -> void:
+	var body := StaticBody2D.new()
+	body.collision_layer = WALLS
+	body.collision_mask = 0
+	body.position = at
+	var col := CollisionShape2D.new()
+	col.shape = shape
+	body.add_child(col)
+	add_child(body)
+
+
+func _fault(count: int, how: Array) -> void:
+	var marker := File.new()
+	if count != int(how[1]) or marker.file_exists(how[2]):
+		return
+	marker.open(how[2], File.WRITE)
+	marker.close()
+	match how[0]:
+		"hang":
+			while true:
+				pass
+		"garbage":
+			$Sync.wire.peer.put_data("this is not a frame".to_utf8())
+		"crash":
+			OS.kill(OS.get_process_id())
