@@ -52,3 +52,17 @@ gpu-wheels: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+
+# Issue 28: Blender for envs/adapters/blender.py, and the NumPy its Python needs, from the system package manager:
+# installed through apt where this runs as root, otherwise the one command to run is printed.
+BLENDER_PACKAGES := blender python3-numpy
+.PHONY: system-blender
+install: system-blender
+test: system-blender
+system-blender:
+	@if command -v blender >/dev/null 2>&1 && blender -b --factory-startup --python-exit-code 1 \
+	    --python-expr "import numpy" >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y $(BLENDER_PACKAGES); \
+	else echo "nondiff: Blender (envs/adapters/blender.py) is missing; install it with:" \
+	    "sudo apt-get install -y $(BLENDER_PACKAGES)" >&2; fi

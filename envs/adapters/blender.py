@@ -20,7 +20,7 @@ turn; periodic) and its colour ``red, green, blue``; then the light's azimuth (p
 (20°..80°). The context (known to the solver) is empty: object ``i`` is always of kind ``KINDS[i % 3]``.
 
 **Data, misfit, scores.** Data: ``float32[S, S, 4]``, the RGB render and its silhouette mask. The misfit
-is the 2-D ``renderer``'s: ``1 − (IoU of the silhouettes − mean RGB MSE over an image pyramid)``. Scores
+is ``1 − (IoU of the silhouettes − mean relative RGB error over an image pyramid)`` (see ``fit``). Scores
 against the truth (not counted): ``iou`` (silhouette IoU; ≥ ``success_iou`` solves), ``image_error`` (RMS
 RGB error against the truth's clean render), ``position_error`` (mean object distance in metres over the
 floor's size), ``rotation_error`` (degrees, modulo each kind's symmetry, over 180°), ``colour_error`` and
@@ -194,12 +194,14 @@ class BlenderProblem(InverseProblem):
         rgba = self.render(x).astype(np.float32) / 255.0
         return np.concatenate([rgba[..., :3], (rgba[..., 3:] >= 0.5).astype(np.float32)], axis=2)
 
-    def make_instance(self, truth: np.ndarray, clean: np.ndarray, observed: np.ndarray | None = None) -> Instance:
+    def make_instance(self, truth: np.ndarray, clean: np.ndarray,
+                      observed: np.ndarray | None = None) -> Instance:
         """The instance of a known scene from its clean render (``observed``: a noisy version of it)."""
         data = clean if observed is None else observed
         n, pyramid = self.image_size, []
         while n >= 2 and self.image_size % n == 0:  # see fit()
-            pyramid.append((n, image.pool(data[..., :3], n)))
+            level = image.pool(data[..., :3], n)
+            pyramid.append((n, level, float(np.sum(level**2)) + 1e-6))
             n //= 4
         return Instance(data, np.asarray(truth, dtype=np.float64), None,
                         {"clean": clean, "seen": data[..., 3] > 0.5, "pyramid": pyramid})
@@ -220,13 +222,20 @@ class BlenderProblem(InverseProblem):
         return self.make_instance(truth, clean, noisy)
 
     def fit(self, data: np.ndarray, instance: Instance) -> float:
-        """``IoU(silhouette, observed silhouette) − mean RGB MSE over an image pyramid`` (1: a perfect fit)."""
+        """``IoU(silhouette, observed silhouette) − mean relative RGB error over an image pyramid`` (1: a
+        perfect fit).
+
+        The relative error ``‖pool(rgb) − pool(target)‖² / ‖pool(target)‖²`` at full size, 1/4, 1/16, … (by
+        area-averaging) weighs colour and shading as much as the silhouette whatever the objects' size, and
+        lets objects that do not overlap yet still feel each other.
+        """
         seen, mask = instance.cache["seen"], data[..., 3] > 0.5
         union = np.logical_or(mask, seen).sum()
         iou = float(np.logical_and(mask, seen).sum() / union) if union else 1.0
         rgb = data[..., :3]
-        mse = [float(np.mean((image.pool(rgb, n) - target) ** 2)) for n, target in instance.cache["pyramid"]]
-        return iou - float(np.mean(mse))
+        rel = [float(np.sum((image.pool(rgb, n) - target) ** 2)) / norm
+               for n, target, norm in instance.cache["pyramid"]]
+        return iou - float(np.mean(rel))
 
     def data_misfit(self, data: np.ndarray, instance: Instance) -> float:
         """``1 − fit``: 0 is a perfect fit."""
