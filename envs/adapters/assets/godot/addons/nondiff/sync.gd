@@ -90,8 +90,8 @@ func _connect() -> bool:
 func _handshake() -> bool:
 	var token := OS.get_environment("NONDIFF_TOKEN")
 	var hello: Dictionary = wire.recv()
-	if wire.failed != "" or hello["header"].get("type") != "hello":
-		_quit("expected hello: " + wire.failed, 1)
+	if wire.failed != "" or hello["header"].get("type") != "hello":  # trainer gone: a clean end
+		_quit("expected hello: " + wire.failed, 0 if wire.failed != "" else 1)
 		return false
 	var h: Dictionary = hello["header"]
 	var version := str(h.get("version", "1.0")).split(".")
@@ -106,7 +106,7 @@ func _handshake() -> bool:
 		"mac": Wire.mac(token, "server:", str(h.get("nonce", "")))})
 	var auth: Dictionary = wire.recv()
 	if wire.failed != "" or auth["header"].get("type") != "auth":
-		_quit("expected auth: " + wire.failed, 1)
+		_quit("expected auth: " + wire.failed, 0 if wire.failed != "" else 1)
 		return false
 	if not Wire.same(str(auth["header"].get("mac", "")), Wire.mac(token, "client:", nonce)):
 		wire.send({"type": "error", "message": "authentication failed: wrong token"})
