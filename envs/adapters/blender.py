@@ -35,15 +35,19 @@ import math
 import shlex
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
 from envs import errors as E
 from envs.adapters import renderer_image as image
 from envs.inverse import Instance, InverseEnv, InverseProblem
+from envs.reach import Reach
 
 log = logging.getLogger(__name__)
+Engine = Literal["workbench", "cycles"]
+Executable = Annotated[str | None, Reach.RUN.mark("start the program")]
+"""``env.blender``: the Blender to run (None: ``blender`` on PATH); a run directory that sets it is code."""
 
 KINDS = ("box", "prism", "bar")
 PER_OBJECT = ("x", "y", "rotation", "red", "green", "blue")
@@ -73,8 +77,9 @@ def blender_command(*, blender: str = "blender", image_size: int = 64, n_objects
     return "sh -c " + shlex.quote("exec " + shlex.join(args) + " 3>&1 1>&2")
 
 
-def find_blender(blender: str) -> str:
+def find_blender(blender: str | None) -> str:
     """The Blender executable, or a :class:`~envs.errors.LaunchError` naming the install command."""
+    blender = blender or "blender"
     found = shutil.which(blender)
     if found is None:
         raise E.LaunchError(f"blender: {blender!r} was not found; install it with: {INSTALL} (or run "
@@ -92,9 +97,9 @@ class BlenderProblem(InverseProblem):
 
     score_key, higher_is_better = "iou", True
 
-    def __init__(self, *, n_objects: int = 3, image_size: int = 64, engine: str = "workbench",
+    def __init__(self, *, n_objects: int = 3, image_size: int = 64, engine: Engine = "workbench",
                  samples: int = 4, seed: int = 0, threads: int = 0, noise: float = 0.0,
-                 success_iou: float = 0.95, blender: str = "blender", render_timeout: float = 10.0,
+                 success_iou: float = 0.95, blender: Executable = None, render_timeout: float = 10.0,
                  start_timeout: float = 60.0, max_restarts: int = 10) -> None:
         super().__init__()
         _check(isinstance(n_objects, int) and 1 <= n_objects <= 8, "n_objects", "an integer from 1 to 8",
@@ -295,9 +300,9 @@ class BlenderEnv(InverseEnv):
 
     problem: BlenderProblem
 
-    def __init__(self, *, n_objects: int = 3, image_size: int = 64, engine: str = "workbench",
+    def __init__(self, *, n_objects: int = 3, image_size: int = 64, engine: Engine = "workbench",
                  samples: int = 4, seed: int = 0, threads: int = 0, noise: float = 0.0,
-                 success_iou: float = 0.95, blender: str = "blender", render_timeout: float = 10.0,
+                 success_iou: float = 0.95, blender: Executable = None, render_timeout: float = 10.0,
                  start_timeout: float = 60.0, max_restarts: int = 10, steps: int = 10,
                  step_size: float = 0.25) -> None:
         problem = BlenderProblem(n_objects=n_objects, image_size=image_size, engine=engine, samples=samples,
