@@ -66,3 +66,16 @@ system-blender:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y $(BLENDER_PACKAGES); \
 	else echo "nondiff: Blender (envs/adapters/blender.py) is missing; install it with:" \
 	    "sudo apt-get install -y $(BLENDER_PACKAGES)" >&2; fi
+
+# Issue 27: the headless Godot 3 for envs/adapters/godot.py, from the system package manager: installed through
+# apt where this runs as root, otherwise the one command to run is printed.
+.PHONY: system-godot
+install: system-godot
+test: system-godot
+system-godot:
+	@if command -v godot3-server >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y godot3-server \
+	    || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y godot3-server; }; \
+	else echo "nondiff: Godot (envs/adapters/godot.py) is missing; install it with:" \
+	    "sudo apt-get install -y godot3-server" >&2; fi
