@@ -20,6 +20,7 @@ direction) or ``cycles`` (the sun; ``samples`` per pixel and a fixed ``seed``).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -46,6 +47,10 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="render threads; 0: every core")
     p.add_argument("--shm", default="/dev/shm", help="where the PNG of each render goes")
+    p.add_argument("--bench", type=int, default=0, metavar="N",
+                   help="no protocol: render N parameter vectors (uniform in [0.1, 0.9], --bench-seed) in a "
+                   "loop, print the renders per second as JSON on stderr, and exit")
+    p.add_argument("--bench-seed", type=int, default=0)
     return p.parse_args(argv)
 
 
@@ -175,6 +180,16 @@ def main() -> None:
     from envs.bridge.sdk import serve
 
     scene = Scene(a)
+    if a.bench > 0:  # the same server driven directly: the baseline of the transport's overhead
+        xs = np.random.default_rng(a.bench_seed).uniform(0.1, 0.9, (a.bench, scene.dim))
+        start = time.perf_counter()
+        for x in xs:
+            scene.step(x)
+        wall = time.perf_counter() - start
+        print(json.dumps({"renders": a.bench, "wall_s": wall, "renders_per_s": a.bench / wall}),
+              file=sys.stderr, flush=True)
+        scene.close()
+        os._exit(0)
     if a.fd != 1:  # the launcher put the protocol on fd 3 and stderr on fd 1: serve() dups fd 1 for itself
         os.dup2(a.fd, 1)  # and points fd 1 back at stderr at once
         os.close(a.fd)
