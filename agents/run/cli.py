@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 from typing import Any, Literal, get_args, get_origin
 
+from pydantic import BaseModel
+
 from agents.config import SECTIONS
+from agents.config.search import SearchSection
 
 # flag -> (config path, help); choices and types come from the schema field at that path.
 CONFIG_FLAGS: dict[str, tuple[str, str]] = {
@@ -26,6 +29,15 @@ CONFIG_FLAGS: dict[str, tuple[str, str]] = {
     "--num-env-runners": ("rllib.num_env_runners", "rllib: number of env-runner actors"),
     "--envs-per-runner": ("rllib.envs_per_runner", "rllib: envs per env runner"),
 }
+# flag -> (search: key, help): train.py --optimize (agents/search); the file's search: section is below them.
+SEARCH_FLAGS: dict[str, tuple[str, str]] = {
+    "--trials": ("trials", "trials in the whole study (default 20)"),
+    "--seeds-per-trial": ("seeds_per_trial", "seeded runs per trial; its score is their mean (default 3)"),
+    "--evaluations": ("evaluations", "evaluations per run, each reported to the pruner (default 5)"),
+    "--sampler": ("sampler", "Optuna sampler (default tpe)"),
+    "--pruner": ("pruner", "Optuna pruner (default median)"),
+    "--jobs": ("jobs", "trials run at once (default 1)"),
+}
 TRUST_RUN_DIR_HELP = ("load a run dir that would run code (env.command, env.packages, module:Class) although "
                       "you did not sign it (edited, copied from elsewhere, or written before signing)")
 
@@ -34,10 +46,10 @@ def _dest(flag: str) -> str:
     return flag.removeprefix("--").replace("-", "_")
 
 
-def _schema_kwargs(path: str) -> dict[str, Any]:
+def _schema_kwargs(path: str, model: type[BaseModel] | None = None) -> dict[str, Any]:
     """argparse ``choices``/``type`` from the schema field at ``section.key`` (``X | None`` looks at X)."""
     section, key = path.split(".")
-    annotation = SECTIONS[section].model_fields[key].annotation
+    annotation = (model or SECTIONS[section]).model_fields[key].annotation
     options = ([a for a in get_args(annotation) if a is not type(None)]
                if get_origin(annotation) is not Literal else [])
     kind = options[0] if len(options) == 1 else annotation
@@ -63,13 +75,26 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. agent.gamma=0.98")
     p.add_argument("--run-dir", help="run directory (default runs/<env>/<time>-s<seed>); never overwritten")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run from its latest checkpoint (with --optimize: a study dir)")
     p.add_argument("--env-package", action="append", metavar="MODULE",
                    help="import MODULE to register adapters")
     _add_trust(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar; periodic log lines only")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    g = p.add_argument_group("hyperparameter search", "--optimize: an Optuna study of trials, each a few "
+                             "seeded runs of --timesteps steps (the config's search: section; agents/search)")
+    g.add_argument("--optimize", action="store_true", help="search hyperparameters instead of one run")
+    for flag, (key, text) in SEARCH_FLAGS.items():
+        g.add_argument(flag, help=text, **_schema_kwargs(f"search.{key}", SearchSection))
+    g.add_argument("--study-dir", help="the study's directory (default runs/<env>/study-<time>)")
     return p
+
+
+def search_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``search:`` values the flags of :data:`SEARCH_FLAGS` set."""
+    values = {key: getattr(args, _dest(flag), None) for flag, (key, _) in SEARCH_FLAGS.items()}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def evaluate_parser() -> argparse.ArgumentParser:

@@ -118,6 +118,7 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResolvedEnv, gym.
     for assignment in args.set or []:
         apply_override(raw, assignment)
     raw.pop("meta", None)
+    raw.pop("search", None)  # a study's settings (agents/config/search.py), read by --optimize
     cfg = validate(raw, source)
     backend = get_backend(cfg.agent.backend)
     env = resolve_env(cfg, backend.channels_first, spec)
@@ -146,6 +147,10 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     from agents.run import checkpoint
     from agents.run.trust import load_run_config
 
+    if getattr(args, "optimize", False) or cli.search_overrides(args) or getattr(args, "study_dir", None):
+        from agents.search.study import optimize  # a study of runs, each trained by this function
+
+        return optimize(args, argv)
     if args.resume:
         run = RunDir.open(args.resume)
         with run.lock():

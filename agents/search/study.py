@@ -1,0 +1,341 @@
+"""``train.py --optimize``: plan, run and resume an Optuna study whose trials are ordinary run dirs.
+
+A study dir holds::
+
+    study.yaml       the base config plus its resolved search: section; --resume reads only this
+    study.journal    Optuna's journal storage (append-only, file-locked): every trial's params and reports
+    trial-NNNN/      trial.yaml (the config of the trial) and seed-S/, one run dir per seed (+ seed-S.log)
+    best.yaml        the best complete trial's trial.yaml, rewritten whenever the best improves
+    trials.md, trials.csv   the trials, best first, with per-seed scores and params
+
+A SIGKILLed study loses no finished trial (they are in the journal); ``--optimize --resume DIR`` adopts the
+trials it left running (their params are stored) and continues their runs from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import logging
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import ValidationError
+
+from agents.config import check_algorithm, load_yaml, validate
+from agents.config.search import SearchSection, Space, resolve_space, space_to_yaml
+from agents.run import cli
+from agents.run.checkpoint import atomic_write_bytes
+from agents.run.rundir import safe_name
+from agents.search import report, spaces
+from agents.search.trial import Children, Outcome, TrialRun
+from envs.errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+STUDY_FILE, JOURNAL = "study.yaml", "study.journal"
+FINISHED = ("COMPLETE", "PRUNED", "FAIL")
+MAX_FAILURES = 3
+"""The study stops when this many trials failed and none completed: the config, not the luck, is wrong."""
+
+
+@dataclass
+class Plan:
+    """What a study runs: its dir, the base config, its search settings and the resolved space."""
+
+    path: Path
+    base: dict[str, Any]
+    """The config mapping every trial starts from (keys that were given only; no seed)."""
+    search: SearchSection
+    space: Space
+    seed: int
+
+
+def read_search(raw: Any, source: str, overrides: dict[str, Any]) -> SearchSection:
+    """The ``search:`` section with the command line over it, or a one-line UserError."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: section 'search' must be a mapping of settings, got {type(raw).__name__}")
+    try:
+        return SearchSection.model_validate({**raw, **overrides})
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise UserError(f"{source}: 'search.{where}' {err['msg'][:1].lower() + err['msg'][1:]} "
+                        f"(got {err.get('input')!r})") from e
+
+
+def plan(args: argparse.Namespace) -> Plan:
+    """Resolve a new study from the command line: the env and config once (as train.py does), the space."""
+    from agents.run.runner import build_config
+
+    if args.run_dir:
+        raise UserError("--optimize writes one run dir per trial and seed: give --study-dir, not --run-dir")
+    source = args.config or "command line"
+    search = read_search(load_yaml(args.config).get("search") if args.config else None, source,
+                         cli.search_overrides(args))
+    cfg, env, spare = build_config(args)  # bad env, config or algorithm: one line, exit 2, before any trial
+    if spare is not None:
+        spare.close()
+    seed = next(s for s in (search.seed, cfg.train.seed, random.SystemRandom().randrange(2**31))
+                if s is not None)
+    fixed_keys = tuple(a.partition("=")[0].strip() for a in args.set or [])
+    space, fixed = resolve_space(search, cfg.agent.backend, cfg.agent.algo, source, fixed_keys=fixed_keys,
+                                 budget=(cfg.train.timesteps, cfg.train.num_envs))
+    base = cfg.model_dump(mode="json", exclude_unset=True)
+    base.pop("meta", None)
+    base = spaces.apply(base, {**fixed, "train.timesteps": cfg.train.timesteps,
+                               "eval.every": max(1, cfg.train.timesteps // search.evaluations)})
+    base["train"].pop("seed", None)
+    base["agent"] = {"backend": cfg.agent.backend, "algo": cfg.agent.algo, **base.get("agent", {})}
+    check_algorithm(validate(base, source), env.spaces[1])
+    resolved = search.model_copy(update={"seed": seed, "defaults": False, "space": space_to_yaml(space)})
+    path = Path(args.study_dir) if args.study_dir else (
+        Path("runs") / safe_name(cfg.env.id or "env") / f"study-{time.strftime('%Y%m%d-%H%M%S')}")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UserError(f"study dir {str(path)!r} already exists and is not empty; choose a new --study-dir, "
+                        f"or continue it with --optimize --resume {path}")
+    path.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump({**base, "search": resolved.model_dump(mode="json")}, sort_keys=False)
+    atomic_write_bytes(path / STUDY_FILE, text.encode())
+    return Plan(path, base, resolved, space, seed)
+
+
+def reopen(args: argparse.Namespace) -> Plan:
+    """The plan of a study dir (``--optimize --resume DIR``); ``--trials`` and ``--jobs`` may change."""
+    path = Path(args.resume)
+    if not (path / STUDY_FILE).is_file():
+        raise UserError(f"{str(path)!r} is not a study dir (no {STUDY_FILE}); pass a directory made by "
+                        "train.py --optimize")
+    raw = load_yaml(path / STUDY_FILE)
+    source = str(path / STUDY_FILE)
+    keep = {k: v for k, v in cli.search_overrides(args).items() if k in ("trials", "jobs")}
+    search = read_search(raw.pop("search", None), source, keep)
+    cfg = validate(raw, source)
+    space, _ = resolve_space(search, cfg.agent.backend, cfg.agent.algo, source)
+    if search.seed is None:
+        raise UserError(f"{source}: search.seed is missing; it is written by train.py --optimize")
+    return Plan(path, raw, search, space, search.seed)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the study dir's lock: one study process per dir (its runs have their own locks)."""
+    fd = os.open(path / "study.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            raise UserError(f"study {str(path)!r} is being run right now by another process; wait for it or "
+                            "stop it (Ctrl-C), then resume") from e
+        yield
+    finally:
+        os.close(fd)
+
+
+def _sampler(search: SearchSection, seed: int) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    startup = min(10, max(1, search.trials // 3))
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if search.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(n_startup_trials=startup, seed=seed,
+                                            warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(n_startup_trials=startup, multivariate=True,
+                                      constant_liar=search.jobs > 1, seed=seed)
+
+
+def _pruner(search: SearchSection) -> optuna.pruners.BasePruner:
+    import optuna
+
+    if search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=search.evaluations // 3)
+    if search.pruner == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.NopPruner()
+
+
+def optimize(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run ``train.py --optimize`` (new, or ``--resume STUDY``); return the exit code."""
+    if not args.optimize:
+        given = (*cli.SEARCH_FLAGS, "--study-dir")
+        flags = [f for f in given if getattr(args, f[2:].replace("-", "_"), None) is not None]
+        raise UserError(f"{', '.join(flags)} belong to a hyperparameter search: add --optimize")
+    p = reopen(args) if args.resume else plan(args)
+    with locked(p.path):
+        return Study(p).run()
+
+
+class Study:
+    """The running study: workers that each take a trial (a stale one first, else a new one) until done."""
+
+    def __init__(self, p: Plan) -> None:
+        import optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        self.p = p
+        own = p.search.storage is None
+        resumed = own and (p.path / JOURNAL).is_file()
+        storage: Any = JournalStorage(JournalFileBackend(str(p.path / JOURNAL))) if own else p.search.storage
+        # a resumed sampler is seeded past the trials it drew: a random sampler must not replay them
+        started = len(optuna.load_study(study_name="nondiff", storage=storage).trials) if resumed else 0
+        self.study = optuna.create_study(study_name="nondiff", storage=storage, direction="maximize",
+                                         sampler=_sampler(p.search, p.seed + started),
+                                         pruner=_pruner(p.search), load_if_exists=True)
+        # a study's own journal has no other writer (the lock): its running trials were left by a killed
+        # study and are adopted; a shared storage's running trials may be live elsewhere
+        running = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
+        self.stale = running if own else []
+        self.children = Children()
+        self.lock = threading.Lock()
+        self.failures = 0
+        self.t0 = time.monotonic()
+        self.seeds = [p.seed + i for i in range(p.search.seeds_per_trial)]
+
+    def _take(self) -> tuple[optuna.Trial, set[int]] | None:
+        """The next trial to run (and the steps it reported already), or None when the study is done."""
+        import optuna
+
+        with self.lock:
+            if self.children.stopping.is_set() or self._given_up():
+                return None
+            if self.stale:
+                frozen = self.stale.pop(0)
+                # Optuna's FrozenTrial names its storage id only privately; Trial(study, id) reopens it
+                return optuna.trial.Trial(self.study, frozen._trial_id), set(frozen.intermediate_values)
+            states = [t.state.name for t in self.study.get_trials(deepcopy=False)]
+            if sum(s in (*FINISHED, "RUNNING") for s in states) >= self.p.search.trials:
+                return None
+            return self.study.ask(), set()
+
+    def _given_up(self) -> bool:
+        return self.failures >= MAX_FAILURES and self.best() is None
+
+    def best(self) -> optuna.trial.FrozenTrial | None:
+        """The best complete trial so far."""
+        return report.best_trial(self.study.get_trials(deepcopy=False))
+
+    def _work(self) -> None:
+        while (taken := self._take()) is not None:
+            trial, reported = taken
+            values = spaces.suggest(trial, self.p.space)
+            name = f"trial-{trial.number:04d}"
+            path = self.p.path / name
+            path.mkdir(exist_ok=True)
+            if not (path / "trial.yaml").is_file():
+                head = f"# trial {trial.number} of the study in {self.p.path}; train.py --config trains it\n"
+                text = yaml.safe_dump(spaces.apply(self.p.base, values), sort_keys=False)
+                atomic_write_bytes(path / "trial.yaml", (head + text).encode())
+            for key, value in (("dir", name), ("seeds", self.seeds), ("config_values", values)):
+                trial.set_user_attr(key, value)
+            t0 = time.monotonic()
+            outcome = TrialRun(trial, path, self.seeds, int(self.p.base["train"]["timesteps"]), self.children,
+                               reported).run()
+            self._finish(trial, outcome, time.monotonic() - t0)
+
+    def _finish(self, trial: optuna.Trial, outcome: Outcome, seconds: float) -> None:
+        from optuna.trial import TrialState
+
+        with self.lock:
+            if outcome.state == "stopped":  # left RUNNING: --resume continues it from its checkpoints
+                return
+            trial.set_user_attr("seed_scores", outcome.seed_scores)
+            if outcome.state == "complete":
+                before = self.best()
+                self.study.tell(trial, outcome.value)
+                best = self.best()
+                if best is not None and (before is None or best.number != before.number):
+                    report.write_best(self.p.path, best)
+            elif outcome.state == "pruned":
+                self.study.tell(trial, state=TrialState.PRUNED)
+            else:
+                self.failures += 1
+                trial.set_user_attr("error", outcome.message)
+                self.study.tell(trial, state=TrialState.FAIL)
+            self._say(trial.number, outcome, seconds)
+
+    def _say(self, number: int, outcome: Outcome, seconds: float) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        done = sum(t.state.name in FINISHED for t in trials)
+        seeds = ", ".join(f"{s:.4g}" for s in outcome.seed_scores)
+        what = (f"{outcome.value:.4g} (seeds {seeds})" if outcome.state == "complete"
+                else f"{outcome.value:.4g} at evaluation {outcome.evaluation} (seeds {seeds})"
+                if outcome.state == "pruned" else outcome.message)
+        best = report.best_trial(trials)
+        tail = f"best {best.value:.4g} (trial {best.number})" if best is not None else "no complete trial yet"
+        print(f"[{done}/{self.p.search.trials}] trial {number} {outcome.state}: {what} in {seconds:.0f} s | "
+              f"{tail} | {time.monotonic() - self.t0:.0f} s", flush=True)
+
+    def run(self) -> int:
+        """Run the study to its number of trials, or until Ctrl-C/SIGTERM; write the results."""
+        print(f"study directory: {self.p.path}\nwatch it with:  tensorboard --logdir {self.p.path}\n"
+              f"{self.p.search.trials} trials × {len(self.seeds)} seeds × "
+              f"{self.p.base['train']['timesteps']:,} steps, {self.p.search.sampler} sampler, "
+              f"{self.p.search.pruner} pruner, space: {', '.join(self.p.space)}", flush=True)
+        stopped: list[str] = []
+
+        def on_signal(signum: int, frame: object) -> None:
+            if stopped:  # a second Ctrl-C: no checkpoints
+                raise KeyboardInterrupt
+            stopped.append(signal.Signals(signum).name)
+            print(f"{stopped[0]}: stopping the running trials (each run writes a checkpoint)", flush=True)
+            self.children.stop_all()
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            workers = [threading.Thread(target=self._work, name=f"trial-worker-{i}", daemon=True)
+                       for i in range(self.p.search.jobs)]
+            for w in workers:
+                w.start()
+            while any(w.is_alive() for w in workers):
+                for w in workers:
+                    w.join(0.2)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            self._write()
+        return self._summary(stopped[0] if stopped else None)
+
+    def _write(self) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        best = report.best_trial(trials)
+        if best is not None:
+            report.write_best(self.p.path, best)
+        report.write_table(self.p.path, trials)
+
+    def _summary(self, stopped: str | None) -> int:
+        trials = self.study.get_trials(deepcopy=False)
+        best = report.best_trial(trials)
+        counts = {s: sum(t.state.name == s for t in trials) for s in (*FINISHED, "RUNNING")}
+        print(f"{counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed"
+              f"{', ' + str(counts['RUNNING']) + ' to resume' if counts['RUNNING'] else ''}; "
+              f"table: {self.p.path / 'trials.md'}", flush=True)
+        if best is not None:
+            print(f"best: trial {best.number}, score {best.value:.4g}; train with it:  python train.py "
+                  f"--config {self.p.path / 'best.yaml'}", flush=True)
+        if stopped or counts["RUNNING"]:
+            print(f"resume with:  python train.py --optimize --resume {self.p.path}", flush=True)
+        if best is None and not stopped:
+            fail = next((t for t in trials if t.state.name == "FAIL"), None)
+            why = f": {fail.user_attrs.get('error')}" if fail is not None else ""
+            print(f"error: no trial completed{why}", file=sys.stderr, flush=True)
+            return 1
+        return 0
