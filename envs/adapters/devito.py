@@ -59,6 +59,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 """Geometry settings by ``preset``; any of them may be given explicitly instead."""
 Pair = tuple[float, float] | list[float]
+"""A prior range ``[low, high]`` as a setting takes it."""
+
+
 class DevitoProblem(InverseProblem):
     """Devito shot gathers as an inverse problem (model, forward model and misfit: the module docstring).
 
@@ -83,9 +86,9 @@ class DevitoProblem(InverseProblem):
         self.lo, self.hi = np.array(lo), np.array(hi)
         v_max = max(vt[1], vb[1], va[1])
         self.solver = phys.WaveSolver(n=self.n, spacing=self.spacing, cells=int(g["absorbing_cells"]),
-                                 space_order=int(g["space_order"]), duration=float(g["duration"]),
-                                 peak_frequency=float(g["peak_frequency"]), v_max=v_max, shots=shots,
-                                 receivers=int(g["receivers"]))
+                                      space_order=int(g["space_order"]), duration=float(g["duration"]),
+                                      peak_frequency=float(g["peak_frequency"]), v_max=v_max, shots=shots,
+                                      receivers=int(g["receivers"]))
         self.stride = int(g["receiver_stride"])
         self.times = np.arange(0.0, float(g["duration"]) + 1e-9, float(g["sample_interval"]))
         self.gain = (self.times / float(g["duration"]))[None, None, :]
