@@ -242,7 +242,10 @@ def make_bridge_vector_env(kwargs: dict[str, Any], num_envs: int, token: str | N
         spawned = kwargs.get("command") is not None  # with listen: each program has a listener of its own
         if listen is not None and not spawned:  # envs, not programs: ceil(num_envs / K) programs
             L.listener(listen, token or "").expected = num_envs
-        programs.append(BatchProgram(**kwargs))
+        if spawned and listen is not None and instances is not None:  # K known: all programs start at once
+            _side_by_side(programs, math.ceil(num_envs / instances), kwargs, None)
+        else:
+            programs.append(BatchProgram(**kwargs))
         k = programs[0].num_instances
         if k == 1 and listen is None:
             programs[0].close()
@@ -258,18 +261,8 @@ def make_bridge_vector_env(kwargs: dict[str, Any], num_envs: int, token: str | N
         if n * k != num_envs:
             print(f"nondiff: train.num_envs={num_envs} with {k} instances per program: {n} program(s), "
                   f"{n * k} envs", flush=True)
-        if spawned and n > 1:  # started side by side: an engine takes seconds to start
-            with ThreadPoolExecutor(n - 1, "nondiff-launch") as pool:
-                futures = [pool.submit(BatchProgram, expect=programs[0].spec_reply, **kwargs)
-                           for _ in range(n - 1)]
-                failed: BaseException | None = None
-                for future in futures:  # every started program is kept, so that a failure closes them all
-                    try:
-                        programs.append(future.result())
-                    except BaseException as e:
-                        failed = failed or e
-                if failed is not None:
-                    raise failed
+        if spawned:  # started side by side: an engine takes a while to start
+            _side_by_side(programs, n - len(programs), kwargs, programs[0].spec_reply)
         while len(programs) < n:
             if listen is not None:
                 kwargs["connect_timeout"] = max(0.1, deadline - time.monotonic())
@@ -283,3 +276,20 @@ def make_bridge_vector_env(kwargs: dict[str, Any], num_envs: int, token: str | N
         for p in programs:
             p.close()
         raise
+
+
+def _side_by_side(programs: list[BatchProgram], count: int, kwargs: dict[str, Any], expect: Any) -> None:
+    """Start ``count`` more spawned programs concurrently, appending every one that started to ``programs``
+    (so that a failure closes them all); the first failure is raised once all have finished."""
+    if count <= 0:
+        return
+    with ThreadPoolExecutor(count, "nondiff-launch") as pool:
+        futures = [pool.submit(BatchProgram, expect=expect, **kwargs) for _ in range(count)]
+    failed: BaseException | None = None
+    for future in futures:
+        try:
+            programs.append(future.result())
+        except BaseException as e:
+            failed = failed or e
+    if failed is not None:
+        raise failed
