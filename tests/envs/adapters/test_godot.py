@@ -149,3 +149,16 @@ def test_train_py_learns_the_godot_game_and_evaluate_py_scores_it(cli, tmp_path)
     cli("evaluate.py", str(run), "--episodes", "100", "--json", str(out), check=True)
     result = json.loads(out.read_text())
     assert result["success_rate"] >= 0.9 and result["random"]["success_rate"] < 0.1, (result, trained)
+
+
+@pytest.mark.parametrize("frame", ["shape", "length"])
+def test_the_client_bounds_what_it_reads(listening, frame):
+    proc, chan = start_godot(listening, "")
+    shake(chan, 5.0, who="godot", token="", max_message=P.MAX_MESSAGE, max_space_elements=1000)
+    header = json.dumps({"type": "step", "actions": {"$array": 0},
+                         "arrays": [{"dtype": "<i8", "shape": [10**9, 2]}]}).encode()
+    body = header + bytes(16)
+    length = len(body) + 4 if frame == "shape" else 2**31  # a billion actions in 16 bytes; a 2 GiB frame
+    chan.write_all(length.to_bytes(4, "big") + len(header).to_bytes(4, "big") + body, time.monotonic() + 2)
+    assert proc.wait(5) == 0  # it ends the session at once instead of reading or allocating it
+    chan.close()

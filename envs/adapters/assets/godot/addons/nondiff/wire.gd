@@ -102,12 +102,16 @@ func recv() -> Dictionary:
 	var data := StreamPeerBuffer.new()
 	data.big_endian = false
 	data.data_array = body
+	var sizes := {"<f4": 4, "<f8": 8, "<i8": 8, "<i4": 4, "|u1": 1, "|b1": 1}
 	for spec in header.get("arrays", []):
 		var count := 1
 		for d in spec["shape"]:
 			count *= int(d)
 		var values := []
 		var dtype: String = spec["dtype"]
+		if count < 0 or count * sizes.get(dtype, 1) > body.size() - data.get_position():
+			failed = "an array of %s x %d that the frame does not hold" % [dtype, count]
+			return {}
 		for _i in range(count):
 			match dtype:
 				"<f4": values.append(data.get_float())
