@@ -24,6 +24,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 
 import bpy  # type: ignore[import-not-found]  # only inside Blender
@@ -46,12 +47,29 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="render threads; 0: every core")
-    p.add_argument("--shm", default="/dev/shm", help="where the PNG of each render goes")
+    p.add_argument("--shm", default="/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir(),
+                   help="where the PNG of each render goes (default /dev/shm: memory, not disk)")
     p.add_argument("--bench", type=int, default=0, metavar="N",
                    help="no protocol: render N parameter vectors (uniform in [0.1, 0.9], --bench-seed) in a "
                    "loop, print the renders per second as JSON on stderr, and exit")
     p.add_argument("--bench-seed", type=int, default=0)
     return p.parse_args(argv)
+
+
+def _sweep(folder: str) -> None:
+    """Remove the PNGs of render servers that are gone (killed ones cannot remove their own)."""
+    for name in os.listdir(folder):
+        pid = name.removeprefix("nondiff-blender-").removesuffix(".png")
+        if name.startswith("nondiff-blender-") and name.endswith(".png") and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                try:
+                    os.remove(os.path.join(folder, name))
+                except OSError:
+                    pass
+            except OSError:  # alive, someone else's
+                pass
 
 
 def _primitive(kind: str) -> bpy.types.Object:
@@ -75,6 +93,7 @@ class Scene:
         self.action_space = {"type": "Box", "low": 0.0, "high": 1.0, "shape": [self.dim], "dtype": "float64"}
         self.metadata = {"render_fps": 4}
         self.path = os.path.join(a.shm, f"nondiff-blender-{os.getpid()}.png")
+        _sweep(a.shm)
         bpy.ops.wm.read_factory_settings(use_empty=True)
         scene = self.scene = bpy.context.scene
         r = scene.render
