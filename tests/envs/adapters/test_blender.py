@@ -143,3 +143,11 @@ def test_cma_through_the_cli_recovers_one_object(tmp_path):
     assert res["forward_calls_per_instance"] <= 100
     assert res["metrics"]["iou"] >= 0.65 and res["random_metrics"]["iou"] < 0.3
     assert res["metrics"]["position_error"] <= 0.05
+
+
+def test_a_blender_that_never_starts_spends_the_budget_and_says_why(tmp_path):
+    fake = tmp_path / "blender"
+    fake.write_text("#!/bin/sh\necho \"render_server: Blender's Python has no NumPy\" >&2\nexit 2\n")
+    fake.chmod(0o755)
+    with pytest.raises(E.RestartBudgetExhausted, match="has no NumPy"):
+        BlenderProblem(blender=str(fake), max_restarts=1)

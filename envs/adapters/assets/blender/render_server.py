@@ -28,7 +28,13 @@ import tempfile
 import time
 
 import bpy  # type: ignore[import-not-found]  # only inside Blender
-import numpy as np
+
+try:
+    import numpy as np
+except ImportError:
+    print("render_server: Blender's Python has no NumPy; install it with: apt-get install -y python3-numpy",
+          file=sys.stderr, flush=True)
+    os._exit(2)
 
 KINDS = ("box", "prism", "bar")
 PER_OBJECT = 6  # x, y, rotation, red, green, blue
