@@ -30,12 +30,13 @@ mean of all normalised errors).
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import shlex
 import shutil
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 
@@ -43,6 +44,10 @@ from envs import errors as E
 from envs.adapters import renderer_image as image
 from envs.inverse import Instance, InverseEnv, InverseProblem
 from envs.reach import Reach
+
+if TYPE_CHECKING:
+    from envs.bridge.process import ProcessEnv
+    from envs.faults import Fault
 
 log = logging.getLogger(__name__)
 Engine = Literal["workbench", "cycles"]
@@ -124,9 +129,9 @@ class BlenderProblem(InverseProblem):
                                        n_objects=n_objects, engine=engine, samples=samples, seed=seed,
                                        threads=threads)
         self._timeouts = (float(render_timeout), float(start_timeout), int(max_restarts))
-        self.render_ms: list[float] = []
-        self.faults: list[Any] = []
-        self._server: Any = None
+        self.render_ms: collections.deque[float] = collections.deque(maxlen=10_000)
+        self.faults: list[Fault] = []
+        self._server: ProcessEnv | None = None
         self._start()
 
     # -- the render server ----------------------------------------------------------------------------
@@ -140,7 +145,7 @@ class BlenderProblem(InverseProblem):
                                            max_message=s * s * 4 + 65536, max_space_elements=s * s * 4 + 4096)
         obs, act = server.observation_space, server.action_space
         if (obs.shape, str(obs.dtype), act.shape) != ((s, s, 4), "uint8", (self.param_dim,)):
-            server.close()
+            self.close()
             raise E.SpecError(f"blender: the render server declares observations {obs} and actions {act}; "
                               f"expected uint8 [{s}, {s}, 4] and {self.param_dim} parameters (is "
                               f"{SERVER} the one of this nondiff?)")
@@ -163,6 +168,7 @@ class BlenderProblem(InverseProblem):
 
         if self._server is None:
             self._start()
+        assert self._server is not None
         x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
         for _ in range(RETRIES):
             obs, _, _, _, info = self._server.step(x)
@@ -170,7 +176,7 @@ class BlenderProblem(InverseProblem):
             if fault is None:
                 ms = info.get("render_ms")
                 if isinstance(ms, float | int) and math.isfinite(ms):
-                    self.render_ms = [*self.render_ms[-9999:], float(ms)]
+                    self.render_ms.append(float(ms))
                 return np.asarray(obs, dtype=np.uint8)
             self.faults.append(fault)
             log.warning("blender: %s (%s); restarting it", fault.kind.value, fault.detail)
