@@ -46,8 +46,9 @@ def _under(name: str, roots: tuple[str, ...]) -> bool:
 @pytest.mark.parametrize(("folder", "forbidden"), [
     ("envs", ("agents", *RL_LIBRARIES)),
     ("agents/run", BACKENDS),
-    ("agents/config", ("agents.run", *BACKENDS)),
-], ids=["envs", "agents-run", "agents-config"])
+    ("agents/config", ("agents.run", "agents.search", *BACKENDS)),
+    ("agents/search", BACKENDS),
+], ids=["envs", "agents-run", "agents-config", "agents-search"])
 def test_imports_run_one_way(folder, forbidden):
     wrong = {f: sorted(m for m in mods if _under(m, forbidden)) for f, mods in imports_of(folder).items()}
     assert not {f: m for f, m in wrong.items() if m}, "imports that run back up"

@@ -1,0 +1,106 @@
+"""Issue 30 §1/§3/§4: real studies on CartPole (real Optuna, real train.py runs): the artefacts, best.yaml
+trained unchanged, and a study SIGKILLed mid-trial that resumes to the same number of finished trials."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+from conftest import ROOT
+
+import train
+
+pytestmark = [pytest.mark.slow, pytest.mark.ci]  # ~45 s of CPU together: 6 trials, 12 runs, 2 studies
+
+CONFIG = """\
+env: {id: CartPole-v1}
+agent: {n_steps: 32, batch_size: 64}
+train: {num_envs: 2, timesteps: 512}
+eval: {episodes: 3}
+search:
+  defaults: false
+  seeds_per_trial: 2
+  evaluations: 2
+  sampler: random
+  pruner: none
+  space:
+    agent.learning_rate: {low: 1.0e-4, high: 3.0e-3, log: true}
+    agent.n_epochs: {choices: [2, 4]}
+"""
+
+
+def _study(tmp_path, name):
+    config = tmp_path / "search.yaml"
+    config.write_text(CONFIG)
+    return ["--config", str(config), "--optimize", "--trials", "3", "--seed", "3", "--study-dir",
+            str(tmp_path / name)]
+
+
+def _trials(study_dir):
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(study_dir / "study.journal")))
+    return optuna.load_study(study_name="nondiff", storage=storage).trials
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """A study of 3 trials × 2 seeds × 512 steps that ran without a stop."""
+    tmp = tmp_path_factory.mktemp("straight")
+    assert train.main(_study(tmp, "study")) == 0
+    return tmp / "study"
+
+
+def test_a_study_leaves_run_dirs_a_table_and_best_yaml(straight, capsys, tmp_path):
+    trials = _trials(straight)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    for t in trials:
+        assert len(t.user_attrs["seed_scores"]) == 2 and sorted(t.intermediate_values) == [0, 1]
+        assert t.value == pytest.approx(sum(t.user_attrs["seed_scores"]) / 2)
+        for seed in (3, 4):  # ordinary run dirs: config, final checkpoint, evaluations, TensorBoard
+            run = straight / f"trial-{t.number:04d}" / f"seed-{seed}"
+            assert (run / "final" / "model.safetensors").is_file() and (run / "tensorboard").is_dir()
+    best = max(trials, key=lambda t: t.value)
+    table = (straight / "trials.md").read_text().splitlines()
+    assert table[2].startswith(f"| 1 | {best.number} | complete |") and len(table) == 5
+    assert (straight / "trials.csv").read_text().count("\n") == 4
+    cfg = yaml.safe_load((straight / "best.yaml").read_text())
+    assert cfg["agent"]["learning_rate"] == best.params["agent.learning_rate"]
+    assert "search" not in cfg and "seed" not in cfg["train"]
+    # best.yaml trains unchanged
+    assert train.main(["--config", str(straight / "best.yaml"), "--run-dir", str(tmp_path / "r"),
+                       "--quiet", "--timesteps", "128"]) == 0
+
+
+def _popen(argv):
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait_for(path, proc, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.1)
+
+
+def test_a_study_killed_mid_trial_resumes_without_losing_a_trial(straight, tmp_path):
+    proc = _popen(_study(tmp_path, "killed"))
+    study = tmp_path / "killed"
+    _wait_for(study / "trial-0001" / "seed-3" / "config.yaml", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _trials(study)
+    assert [t.state.name for t in before] == ["COMPLETE", "RUNNING"]
+    assert train.main(["--optimize", "--resume", str(study)]) == 0
+    after = _trials(study)
+    assert [t.state.name for t in after] == [t.state.name for t in _trials(straight)]
+    assert after[0].value == before[0].value  # the finished trial was neither lost nor run again
+    assert (study / "trial-0000" / "seed-3" / "command.txt").read_text().count("\n") == 1
+    assert after[1].params == before[1].params  # the running trial was adopted, not drawn again
+    assert (study / "best.yaml").is_file()
