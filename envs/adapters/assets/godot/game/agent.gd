@@ -12,6 +12,7 @@ const MAX_STEPS := 150
 const PUSH := [Vector2(0, 0), Vector2(1, 0), Vector2(-1, 0), Vector2(0, 1), Vector2(0, -1)]
 
 var rng := RandomNumberGenerator.new()
+var rays := []  # RayCast2D: cast by the engine each physics tick, before the sync node reads them
 var goal := Vector2()
 var steps := 0
 var last_distance := 0.0
@@ -30,6 +31,13 @@ func _init() -> void:
 	var col := CollisionShape2D.new()
 	col.shape = circle
 	add_child(col)
+	for k in range(RAYS):
+		var ray := RayCast2D.new()
+		ray.cast_to = Vector2(RAY_LENGTH, 0).rotated(k * TAU / RAYS)
+		ray.collision_mask = WALLS
+		ray.enabled = true
+		add_child(ray)
+		rays.append(ray)
 
 
 func nondiff_spaces() -> Dictionary:
@@ -47,6 +55,9 @@ func nondiff_reset(episode_seed) -> void:
 	steps = 0
 	last_distance = global_position.distance_to(goal)
 	reward = 0.0
+	if is_inside_tree():
+		for ray in rays:  # cast from where the agent is now, not where it was at the last tick
+			ray.force_raycast_update()
 
 
 func nondiff_act(action) -> void:
@@ -68,13 +79,11 @@ func nondiff_reward() -> float:
 
 
 func nondiff_observation() -> Array:
-	var space := get_world_2d().direct_space_state
 	var to_goal := (goal - global_position) / 400.0
 	var obs := [to_goal.x, to_goal.y, linear_velocity.x / 300.0, linear_velocity.y / 300.0]
-	for k in range(RAYS):
-		var direction := Vector2(1, 0).rotated(k * TAU / RAYS)
-		var hit := space.intersect_ray(global_position, global_position + direction * RAY_LENGTH, [], WALLS)
-		obs.append(1.0 if hit.empty() else (hit.position - global_position).length() / RAY_LENGTH)
+	for ray in rays:
+		obs.append((ray.get_collision_point() - global_position).length() / RAY_LENGTH
+			if ray.is_colliding() else 1.0)
 	for i in range(obs.size()):
 		obs[i] = clamp(obs[i], -5.0, 5.0)
 	return obs
