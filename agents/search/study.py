@@ -290,6 +290,10 @@ class Study:
               f"{self.p.search.trials} trials × {len(self.seeds)} seeds × "
               f"{self.p.base['train']['timesteps']:,} steps, {self.p.search.sampler} sampler, "
               f"{self.p.search.pruner} pruner, space: {', '.join(self.p.space)}", flush=True)
+        done = sum(t.state.name in FINISHED for t in self.study.get_trials(deepcopy=False))
+        if done or self.stale:
+            print(f"resuming: {done} finished trial(s) kept, {len(self.stale)} running one(s) continued from "
+                  "their checkpoints", flush=True)
         stopped: list[str] = []
 
         def on_signal(signum: int, frame: object) -> None:
