@@ -70,8 +70,9 @@ func nondiff_status() -> Dictionary:
 	var reached := distance < GOAL_RADIUS
 	reward = (last_distance - distance) / 100.0 - 0.01 + (5.0 if reached else 0.0)
 	last_distance = distance
-	return {"terminated": reached, "truncated": steps >= MAX_STEPS and not reached,
-		"info": {"is_success": reached}}
+	var truncated := steps >= MAX_STEPS and not reached
+	return {"terminated": reached, "truncated": truncated,
+		"info": {"is_success": reached} if reached or truncated else {}}
 
 
 func nondiff_reward() -> float:

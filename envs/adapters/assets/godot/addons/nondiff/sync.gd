@@ -11,7 +11,8 @@
 #   nondiff_act(action)           int (Discrete) or Array of floats (Box), applied for action_repeat ticks
 #   nondiff_observation() -> Array of floats (the Box's values, flat)
 #   nondiff_reward() -> float     reward since the previous step
-#   nondiff_status() -> {"terminated": bool, "truncated": bool, "info": {...}}   e.g. info.is_success
+#   nondiff_status() -> {"terminated": bool, "truncated": bool, "info": {...}}   e.g. info.is_success;
+#                                 an empty info costs nothing on the wire (Reach sends one when an episode ends)
 # Godot 4: see wire.gd for the API differences; `export var` becomes `@export var`, `yield` `await`.
 extends Node
 
@@ -134,12 +135,12 @@ func _instances(header: Dictionary) -> Array:
 
 
 func _observations(which: Array) -> Array:
-	var flat := []
+	var flat := PoolRealArray()
 	var width := 0
 	for i in which:
-		var obs: Array = agents[i].nondiff_observation()
+		var obs := PoolRealArray(agents[i].nondiff_observation())
 		width = obs.size()
-		flat += obs
+		flat.append_array(obs)
 	return ["<f4", [which.size(), width], Wire.floats(flat)]
 
 
@@ -196,7 +197,11 @@ func _reply_step() -> void:
 		truncated.append(status.get("truncated", false))
 		infos.append(status.get("info", {}))
 	var n := stepping.size()
-	wire.send({"type": "step_result", "obs": {"$array": 0}, "rewards": {"$array": 1},
-		"terminated": {"$array": 2}, "truncated": {"$array": 3}, "infos": infos},
-		[_observations(stepping), ["<f4", [n], Wire.floats(rewards)], ["|b1", [n], Wire.bools(terminated)],
-		["|b1", [n], Wire.bools(truncated)]])
+	var reply := {"type": "step_result", "obs": {"$array": 0}, "rewards": {"$array": 1},
+		"terminated": {"$array": 2}, "truncated": {"$array": 3}}
+	for info in infos:  # infos only when one has something to say (absent: all empty): JSON costs
+		if not info.empty():
+			reply["infos"] = infos
+			break
+	wire.send(reply, [_observations(stepping), ["<f4", [n], Wire.floats(rewards)],
+		["|b1", [n], Wire.bools(terminated)], ["|b1", [n], Wire.bools(truncated)]])

@@ -56,8 +56,8 @@ static func same(a: String, b: String) -> bool:  # constant time for equal lengt
 	return diff == 0
 
 
-static func floats(values: Array) -> PoolByteArray:
-	# little-endian float32: var2bytes(PoolRealArray) minus its 8-byte header (type, count)
+static func floats(values) -> PoolByteArray:
+	# little-endian float32 from an Array or PoolRealArray: var2bytes(PoolRealArray) minus its 8-byte header
 	var raw := var2bytes(PoolRealArray(values))
 	return raw.subarray(8, raw.size() - 1) if values.size() > 0 else PoolByteArray()
 
