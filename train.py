@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from agents.run import cli
     from agents.run.runner import train
     from envs.errors import UserError
 
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
+        if args.optimize or cli.search_overrides(args) or args.study_dir:  # a study of runs (agents/search)
+            from agents.search.study import optimize
+
+            return optimize(args, ["train.py", *argv])
         return train(args, ["train.py", *argv])
     except UserError as e:
         if args.debug:

@@ -147,10 +147,6 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     from agents.run import checkpoint
     from agents.run.trust import load_run_config
 
-    if getattr(args, "optimize", False) or cli.search_overrides(args) or getattr(args, "study_dir", None):
-        from agents.search.study import optimize  # a study of runs, each trained by this function
-
-        return optimize(args, argv)
     if args.resume:
         run = RunDir.open(args.resume)
         with run.lock():

@@ -45,7 +45,7 @@ def _under(name: str, roots: tuple[str, ...]) -> bool:
 
 @pytest.mark.parametrize(("folder", "forbidden"), [
     ("envs", ("agents", *RL_LIBRARIES)),
-    ("agents/run", BACKENDS),
+    ("agents/run", (*BACKENDS, "agents.search")),
     ("agents/config", ("agents.run", "agents.search", *BACKENDS)),
     ("agents/search", BACKENDS),
 ], ids=["envs", "agents-run", "agents-config", "agents-search"])
