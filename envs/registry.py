@@ -181,9 +181,15 @@ def resolve(name: str) -> EnvSpec:
             raise UnknownEnvError(f"--env {name!r} is a gymnasium.Wrapper, not an env: give the env it wraps "
                                   f"as --env and list {name!r} under env.wrappers in the config")
         return EnvSpec(name, _gym_id_for(name), name)
-    if name in gym.registry:
+    if name in gym.registry or ("/" in name and _import_namespace(name)):
         env_spec = gym.registry[name]
         return EnvSpec(name, name, str(env_spec.entry_point), env_spec.max_episode_steps)
+    found = registering_module(name)
+    if found is not None:
+        module, dist = found
+        raise UnknownEnvError(f"unknown env {name!r}: the installed package {dist!r} registers it when "
+                              f"module {module!r} is imported; pass --env-package {module} (or env.packages: "
+                              f"[{module}] in the config)")
     candidates = known_names() + sorted(_PLUGINS) + [k for k in gym.registry if not k.startswith("nondiff/")]
     close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
@@ -191,6 +197,72 @@ def resolve(name: str) -> EnvSpec:
                           f"({', '.join(known_names())}), a Gymnasium id such as 'CartPole-v1', or "
                           "'module:Class'; an id from an installed package is found after --env-package "
                           "PACKAGE (the module that registers it, such as minigrid or gymnasium_robotics)")
+
+
+def _import_namespace(name: str) -> bool:
+    """For an id ``ns/Name``: import module ``ns``, then, when that registers nothing, the module inside
+    package ``ns`` whose source registers the id (``tetris_gymnasium/Tetris`` → ``tetris_gymnasium.envs``).
+    True when ``name`` is then registered."""
+    import importlib.util
+
+    ns = name.partition("/")[0]
+    try:
+        if not ns.isidentifier() or importlib.util.find_spec(ns) is None:
+            return False
+        importlib.import_module(ns)
+        if name not in gym.registry:
+            found = registering_module(name, roots=(ns,))
+            if found is not None:
+                importlib.import_module(found[0])
+    except Exception as e:
+        raise UnknownEnvError(f"--env {name!r}: importing its namespace's module {ns!r} failed: "
+                              f"{type(e).__name__}: {e}") from e
+    return name in gym.registry
+
+
+_SKIP_DIRS = {"tests", "test", "__pycache__", "examples", "docs"}
+_SKIP_ROOTS = {"envs", "agents", "gymnasium", "gym", "torch", "ray", "jax", "tensorflow", "numpy", "scipy",
+               "pip", "setuptools", "pkg_resources", "_distutils_hack"}
+
+
+def registering_module(gym_id: str, roots: tuple[str, ...] | None = None) -> tuple[str, str] | None:
+    """``(module, distribution)`` of an installed package whose source registers ``gym_id``, or None.
+
+    Nothing is imported: the ``__init__.py`` files and the files named ``*regist*`` of each top-level package
+    (or of ``roots``), three folders deep, are read for ``gym``, a ``register`` call and the id as a string
+    literal (for ``ns/Name``, any literal that starts with ``ns/``, as ale_py's ``f"ALE/{name}-v5"``). The
+    module named is the package of that file (whose import runs it: ale_py for ale_py/registration.py).
+    """
+    import importlib.metadata
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    ns, slash, _ = gym_id.rpartition("/")
+    needles = [f'"{gym_id}"', f"'{gym_id}'", *([f'"{ns}/', f"'{ns}/"] if slash else [])]
+    owners = importlib.metadata.packages_distributions()
+    for root in roots or sorted(set(owners) - _SKIP_ROOTS):
+        try:
+            spec = importlib.util.find_spec(root)
+        except (ImportError, ValueError):
+            continue
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for base in spec.submodule_search_locations:
+            for folder, dirs, files in os.walk(base):
+                depth = len(Path(folder).relative_to(base).parts)
+                dirs[:] = [] if depth >= 2 else [d for d in dirs if d not in _SKIP_DIRS]
+                for f in files:
+                    if not f.endswith(".py") or (f != "__init__.py" and "regist" not in f):
+                        continue
+                    try:
+                        text = (Path(folder) / f).read_text(errors="replace")
+                    except OSError:
+                        continue
+                    if "register" in text and "gym" in text and any(n in text for n in needles):
+                        package = Path(folder).relative_to(base).parts
+                        return ".".join([root, *package]), (owners.get(root) or [root])[0]
+    return None
 
 
 def _gym_id_for(entry_point: str) -> str:
