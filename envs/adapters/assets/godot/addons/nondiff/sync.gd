@@ -27,6 +27,7 @@ const Wire = preload("res://addons/nondiff/wire.gd")
 var wire
 var agents := []
 var stepping := []  # instances of the step in flight
+var heads := {}  # step reply headers in JSON, by "n width"
 var frames_left := 0
 var steps := 0
 var started := false
@@ -197,11 +198,18 @@ func _reply_step() -> void:
 		truncated.append(status.get("truncated", false))
 		infos.append(status.get("info", {}))
 	var n := stepping.size()
-	var reply := {"type": "step_result", "obs": {"$array": 0}, "rewards": {"$array": 1},
-		"terminated": {"$array": 2}, "truncated": {"$array": 3}}
-	for info in infos:  # infos only when one has something to say (absent: all empty): JSON costs
+	var arrays := [_observations(stepping), ["<f4", [n], Wire.floats(rewards)],
+		["|b1", [n], Wire.bools(terminated)], ["|b1", [n], Wire.bools(truncated)]]
+	var key := "%d %d" % [n, arrays[0][1][1]]
+	if not heads.has(key):  # the header of a step reply depends on n and the observation's width only
+		var specs := []
+		for a in arrays:
+			specs.append({"dtype": a[0], "shape": a[1]})
+		heads[key] = to_json({"type": "step_result", "obs": {"$array": 0}, "rewards": {"$array": 1},
+			"terminated": {"$array": 2}, "truncated": {"$array": 3}, "arrays": specs})
+	var head: String = heads[key]
+	for info in infos:  # infos only when one has something to say (absent: all empty)
 		if not info.empty():
-			reply["infos"] = infos
+			head = head.substr(0, head.length() - 1) + ',"infos":' + to_json(infos) + "}"
 			break
-	wire.send(reply, [_observations(stepping), ["<f4", [n], Wire.floats(rewards)],
-		["|b1", [n], Wire.bools(terminated)], ["|b1", [n], Wire.bools(truncated)]])
+	wire.send_text(head, arrays)
