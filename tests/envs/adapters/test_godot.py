@@ -162,3 +162,16 @@ def test_the_client_bounds_what_it_reads(listening, frame):
     chan.write_all(length.to_bytes(4, "big") + len(header).to_bytes(4, "big") + body, time.monotonic() + 2)
     assert proc.wait(5) == 0  # it ends the session at once instead of reading or allocating it
     chan.close()
+
+
+def test_action_repeat_is_physics_ticks_of_game_time():
+    speeds = {}
+    for repeat in (1, 4):
+        p = BatchProgram(command=command(1) + f" --action-repeat={repeat}", listen="127.0.0.1:0")
+        p.reset_instances([0], [5])
+        obs = p.step_all(np.array([1])).result.obs  # one push to the right
+        speeds[repeat] = float(obs[0, 2])  # x velocity / 300 after `repeat` ticks of 1/60 s
+        p.close()
+    # a constant force against linear damping 2: v(n ticks) = (F/d)(1 - (1 - d/60)^n), F = 600
+    for repeat, speed in speeds.items():
+        assert speed * 300 == pytest.approx(300 * (1 - (1 - 2 / 60) ** repeat), rel=0.05), (repeat, speed)
