@@ -197,7 +197,9 @@ class Study:
         storage: Any = JournalStorage(JournalFileBackend(str(p.path / JOURNAL))) if own else p.search.storage
         # a resumed sampler is seeded past the trials it drew: a random sampler must not replay them
         started = len(optuna.load_study(study_name="nondiff", storage=storage).trials) if resumed else 0
-        self.study = optuna.create_study(study_name="nondiff", storage=storage, direction="maximize",
+        # a shared storage holds many studies: each is named after its dir
+        self.name = "nondiff" if own else f"nondiff-{p.path.resolve().name}"
+        self.study = optuna.create_study(study_name=self.name, storage=storage, direction="maximize",
                                          sampler=_sampler(p.search, p.seed + started),
                                          pruner=_pruner(p.search), load_if_exists=True)
         # a study's own journal has no other writer (the lock): its running trials were left by a killed
