@@ -152,8 +152,10 @@ def _bridge_vector_env(cfg: RunConfig, env: ResolvedEnv) -> gym.vector.VectorEnv
 def probe(cfg: RunConfig, env: ResolvedEnv, backend: type[Backend]) -> tuple[ResolvedEnv, gym.Env | None]:
     """Build the env once: the record with its spaces and K filled in, and the env itself when it can serve
     as the evaluation env (periodic evaluation on, built with the same settings: no ``env.eval_kwargs``, not
-    connect mode); None when it was closed."""
-    listen = cfg.env.adapter_kwargs().get("listen")
+    connect mode unless nondiff starts the program itself); None when it was closed."""
+    kwargs = cfg.env.adapter_kwargs()
+    # connect mode for programs started elsewhere; with env.command nondiff starts each one (bridge/launch.py)
+    listen = kwargs.get("listen") if not kwargs.get("command") else None
     if listen and not backend.batches_programs:
         raise UserError("env.listen (programs that connect to nondiff) needs --backend sb3")
     with build_errors(cfg):
