@@ -16,7 +16,8 @@ from conftest import ROOT
 
 import train
 
-pytestmark = [pytest.mark.slow, pytest.mark.ci]  # ~45 s of CPU together: 6 trials, 12 runs, 2 studies
+# ~45 s of CPU together (6 trials, 12 runs, 2 studies); one xdist worker, so the straight study runs once
+pytestmark = [pytest.mark.slow, pytest.mark.ci, pytest.mark.xdist_group("search-study")]
 
 CONFIG = """\
 env: {id: CartPole-v1}
