@@ -36,6 +36,7 @@ from envs.bridge import protocol as P
 from envs.bridge import reaper
 from envs.bridge.handshake import shake
 from envs.bridge.launch import ConnectBack, spawn
+from envs.bridge.settings import check_settings
 from envs.bridge.spawn import StderrTail
 from envs.errors import RestartBudgetExhausted, StopRequested
 from envs.faults import FAULT_KEY, RESET_FAULTS_KEY, Fault, FaultKind
@@ -92,25 +93,9 @@ class ProcessEnv(gym.Env):
                  term_grace: float = 2.0, max_message: int = P.MAX_MESSAGE,
                  max_space_elements: int = MAX_SPACE_ELEMENTS, cwd: str | None = None,
                  render_mode: str | None = None) -> None:
-        given = sum(x is not None for x in (command, address, listen))
-        if given != 1 and (given, address) != (2, None):
-            raise ValueError("process: pass one of command='./program args', address='host:port' (a program "
-                             "that listens) or listen='host:port' (programs that connect to nondiff), or "
-                             "command with listen='127.0.0.1:0' (nondiff starts programs that connect)")
-        if connect_timeout <= 0 or handshake_timeout <= 0:
-            raise ValueError(f"process: connect_timeout and handshake_timeout must be > 0 seconds, got "
-                             f"{connect_timeout} and {handshake_timeout}")
-        if num_instances is not None and (type(num_instances) is not int
-                                          or not 1 <= num_instances <= P.MAX_INSTANCES):
-            raise ValueError(f"process: num_instances must be an integer from 1 to {P.MAX_INSTANCES} "
-                             f"(the K each program declares) or None, got {num_instances!r}")
-        if step_timeout <= 0 or reset_timeout <= 0 or term_grace < 0:
-            raise ValueError(f"process: timeouts must be > 0, got step {step_timeout}, "
-                             f"reset {reset_timeout}, term_grace {term_grace}")
-        if max_restarts < 0 or restart_rate < 1 or restart_period <= 0:
-            raise ValueError("process: max_restarts must be >= 0, restart_rate >= 1 and restart_period > 0")
-        if max_message < 1024 or max_space_elements < 1:
-            raise ValueError("process: max_message must be >= 1024 bytes and max_space_elements >= 1")
+        check_settings(command, address, listen, connect_timeout, handshake_timeout, num_instances,
+                       step_timeout, reset_timeout, term_grace, max_restarts, restart_rate, restart_period,
+                       max_message, max_space_elements)
         self._argv: list[str] = []
         self.listen, self.connect_timeout, self.handshake_timeout = listen, connect_timeout, handshake_timeout
         self.want_instances = num_instances
