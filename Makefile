@@ -63,7 +63,8 @@ system-blender:
 	@if command -v blender >/dev/null 2>&1 && blender -b --factory-startup --python-exit-code 1 \
 	    --python-expr "import numpy" >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y $(BLENDER_PACKAGES); \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y $(BLENDER_PACKAGES) \
+	    || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(BLENDER_PACKAGES); }; \
 	else echo "nondiff: Blender (envs/adapters/blender.py) is missing; install it with:" \
 	    "sudo apt-get install -y $(BLENDER_PACKAGES)" >&2; fi
 
