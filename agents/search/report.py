@@ -1,10 +1,13 @@
-"""What a study leaves: ``best.yaml`` (a config ``train.py --config`` trains with) and the table of trials."""
+"""What a study leaves: ``best.yaml`` (a config ``train.py --config`` trains with), the table of trials and
+the plots of the optimisation history and the parameters' importance."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +17,7 @@ from agents.run.checkpoint import atomic_write_bytes
 if TYPE_CHECKING:
     import optuna
 
+log = logging.getLogger(__name__)
 TOP = 10
 """Rows of ``trials.md`` (``trials.csv`` has every trial)."""
 
@@ -85,3 +89,32 @@ def write_table(study_dir: Path, trials: list[optuna.trial.FrozenTrial]) -> tupl
     out = study_dir / "trials.csv"
     atomic_write_bytes(out, buf.getvalue().encode())
     return md, out
+
+
+def write_plots(study_dir: Path, study: optuna.Study) -> list[Path]:
+    """``history.png`` and, from two complete trials on, ``importance.png`` (Optuna's fANOVA); best effort: a
+    plot Optuna cannot draw yet is left out with a log line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    wanted: list[tuple[str, Any]] = [("history.png", plots.plot_optimization_history)]
+    if len(done) >= 2:
+        wanted.append(("importance.png", plots.plot_param_importances))
+    out = []
+    for name, draw in wanted:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+                figure: Any = draw(study).figure
+            buf = io.BytesIO()
+            figure.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+            plt.close(figure)
+            atomic_write_bytes(study_dir / name, buf.getvalue())
+            out.append(study_dir / name)
+        except Exception as e:  # noqa: BLE001 - e.g. importance with one distinct value per key
+            log.info("%s not drawn: %s: %s", name, type(e).__name__, e)
+    return out

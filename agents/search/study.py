@@ -7,6 +7,7 @@ A study dir holds::
     trial-NNNN/      trial.yaml (the config of the trial) and seed-S/, one run dir per seed (+ seed-S.log)
     best.yaml        the best complete trial's trial.yaml, rewritten whenever the best improves
     trials.md, trials.csv   the trials, best first, with per-seed scores and params
+    history.png, importance.png   Optuna's plots of the scores and of the parameters' importance
 
 A SIGKILLed study loses no finished trial (they are in the journal); ``--optimize --resume DIR`` adopts the
 trials it left running (their params are stored) and continues their runs from their checkpoints.
@@ -326,6 +327,7 @@ class Study:
         if best is not None:
             report.write_best(self.p.path, best)
         report.write_table(self.p.path, trials)
+        report.write_plots(self.p.path, self.study)
 
     def _summary(self, stopped: str | None) -> int:
         trials = self.study.get_trials(deepcopy=False)

@@ -70,6 +70,7 @@ def test_a_study_leaves_run_dirs_a_table_and_best_yaml(straight, capsys, tmp_pat
     table = (straight / "trials.md").read_text().splitlines()
     assert table[2].startswith(f"| 1 | {best.number} | complete |") and len(table) == 5
     assert (straight / "trials.csv").read_text().count("\n") == 4
+    assert (straight / "history.png").read_bytes()[:4] == b"\x89PNG"
     cfg = yaml.safe_load((straight / "best.yaml").read_text())
     assert cfg["agent"]["learning_rate"] == best.params["agent.learning_rate"]
     assert "search" not in cfg and "seed" not in cfg["train"]
