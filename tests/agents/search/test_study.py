@@ -1,5 +1,6 @@
 """Issue 30 §1/§3/§4: real studies on CartPole (real Optuna, real train.py runs): the artefacts, best.yaml
-trained unchanged, and a study SIGKILLed mid-trial that resumes to the same number of finished trials."""
+trained unchanged, a study SIGKILLed mid-trial that resumes to the same number of finished trials, and Ctrl-C
+on a --jobs 2 study."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from conftest import ROOT
 
 import train
 
-# ~45 s of CPU together (6 trials, 12 runs, 2 studies); one xdist worker, so the straight study runs once
+# ~60 s of CPU together (3 studies, ~8 trials); one xdist worker, so the straight study runs once
 pytestmark = [pytest.mark.slow, pytest.mark.ci, pytest.mark.xdist_group("search-study")]
 
 CONFIG = """\
@@ -106,3 +107,21 @@ def test_a_study_killed_mid_trial_resumes_without_losing_a_trial(straight, tmp_p
     assert (study / "trial-0000" / "seed-3" / "command.txt").read_text().count("\n") == 1
     assert after[1].params == before[1].params  # the running trial was adopted, not drawn again
     assert (study / "best.yaml").is_file()
+
+
+def test_ctrl_c_checkpoints_the_running_trials_of_a_parallel_study(tmp_path):
+    proc = _popen([*_study(tmp_path, "parallel"), "--jobs", "2"])
+    study = tmp_path / "parallel"
+    events = study / "trial-0001" / "seed-3" / "tensorboard"
+    deadline = time.monotonic() + 60
+    while not (events.is_dir() and any(events.iterdir())):  # the run trains: its Ctrl-C handler is set
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out
+    assert "SIGINT: stopping the running trials" in out and "--optimize --resume" in out
+    states = {t.number: t.state.name for t in _trials(study)}
+    assert states[1] == "RUNNING"  # left to --resume, with its runs' checkpoints
+    assert (study / "trial-0001" / "seed-3" / "final" / "model.safetensors").is_file()
+    assert (study / "trials.md").is_file()
