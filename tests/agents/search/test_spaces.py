@@ -143,3 +143,15 @@ def test_an_unknown_sampler_flag_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         train.main(["--env", "CartPole-v1", "--optimize", "--sampler", "grid"])
     assert e.value.code == 2 and "invalid choice: 'grid'" in capsys.readouterr().err
+
+
+def test_a_run_that_fails_fails_its_trial_with_its_last_line(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "seed-1.log").write_text("error: the env failed\n\n")
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    trial = optuna.create_study(direction="maximize").ask()
+    outcome = TrialRun(trial, tmp_path, [1], 100, Children())._watch({0: proc})
+    assert outcome.state == "failed"
+    assert outcome.message.startswith("seed 1 exited 3: error: the env failed (log: ")
