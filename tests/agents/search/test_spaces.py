@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -146,9 +148,6 @@ def test_an_unknown_sampler_flag_exits_2(capsys):
 
 
 def test_a_run_that_fails_fails_its_trial_with_its_last_line(tmp_path):
-    import subprocess
-    import sys
-
     (tmp_path / "seed-1.log").write_text("error: the env failed\n\n")
     proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     trial = optuna.create_study(direction="maximize").ask()
