@@ -2,6 +2,8 @@
 # its velocity and eight raycasts against walls and pillars; success is reaching the goal within MAX_STEPS.
 extends RigidBody2D
 
+const View = preload("res://game/view.gd")
+
 const WALLS := 2
 const RAYS := 8
 const RAY_LENGTH := 200.0
@@ -9,6 +11,7 @@ const FORCE := 600.0
 const RADIUS := 12.0
 const GOAL_RADIUS := 30.0
 const MAX_STEPS := 150
+const VIEW := 400.0  # world pixels across an agent's camera (--camera=N), centred on the agent
 const PUSH := [Vector2(0, 0), Vector2(1, 0), Vector2(-1, 0), Vector2(0, 1), Vector2(0, -1)]
 
 var rng := RandomNumberGenerator.new()
@@ -17,6 +20,7 @@ var goal := Vector2()
 var steps := 0
 var last_distance := 0.0
 var reward := 0.0
+var view: Node2D  # what this agent's camera sees (game/view.gd), with --camera=N only
 
 
 func _init() -> void:
@@ -77,6 +81,17 @@ func nondiff_status() -> Dictionary:
 
 func nondiff_reward() -> float:
 	return reward
+
+
+func nondiff_camera(viewport: Viewport) -> void:
+	# The sync node's camera (--camera=N): the first call fills the agent's Viewport, each call aims it.
+	if view == null:
+		var main := get_parent()
+		view = View.new(main.ARENA, main.PILLARS, main.PILLAR_RADIUS, GOAL_RADIUS, RADIUS)
+		viewport.add_child(view)
+	view.place(goal, global_position)
+	var s: float = viewport.size.x / VIEW
+	viewport.canvas_transform = Transform2D(Vector2(s, 0), Vector2(0, s), viewport.size / 2 - global_position * s)
 
 
 func nondiff_observation() -> Array:

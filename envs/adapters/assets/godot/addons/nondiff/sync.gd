@@ -13,6 +13,8 @@
 #   nondiff_reward() -> float     reward since the previous step
 #   nondiff_status() -> {"terminated": bool, "truncated": bool, "info": {...}}   e.g. info.is_success;
 #                                 an empty info costs nothing on the wire (Reach sends one when an episode ends)
+#   nondiff_camera(viewport)      only with --camera=N: aim the agent's camera (an N x N Viewport of its own)
+#                                 before each frame; the observation becomes {"state": ..., "camera": uint8 N x N x 3}
 # Godot 4: see wire.gd for the API differences; `export var` becomes `@export var`, `yield` `await`.
 extends Node
 
@@ -21,6 +23,7 @@ signal stepped(count)  # after each step request is applied (tests hook faults h
 export var agent_group := "nondiff_agent"
 export var action_repeat := 4  # physics ticks per step; --action-repeat=N on the command line overrides
 export var env_name := "godot"
+export var camera := 0  # N > 0: an N x N RGB camera per agent (rendering build); --camera=N overrides
 
 const Wire = preload("res://addons/nondiff/wire.gd")
 
@@ -31,6 +34,7 @@ var heads := {}  # step reply headers in JSON, by "n width"
 var frames_left := 0
 var steps := 0
 var started := false
+var views := []  # one Viewport per agent (the camera), drawn on demand
 var done := false
 
 
@@ -38,13 +42,19 @@ func _ready() -> void:
 	for arg in OS.get_cmdline_args():
 		if arg.begins_with("--action-repeat="):
 			action_repeat = max(1, int(arg.split("=")[1]))
+		elif arg.begins_with("--camera="):
+			camera = max(0, int(arg.split("=")[1]))
 
 
 func _physics_process(_delta: float) -> void:
 	if done:
 		return
-	if not started:  # the first tick: the scene's agents exist now
+	if not started:  # the first tick: the scene's agents exist now (cameras: their first drawing is deferred)
 		started = true
+		if camera > 0:
+			_cameras()
+			return
+	if wire == null:
 		if not _connect() or not _handshake():
 			return
 		_serve()
@@ -73,7 +83,8 @@ func _connect() -> bool:
 	if parts.size() != 2 or not parts[1].is_valid_integer():
 		_quit("NONDIFF_CONNECT must be HOST:PORT (nondiff sets it when it starts Godot), got '%s'" % where, 2)
 		return false
-	agents = get_tree().get_nodes_in_group(agent_group)
+	if agents.empty():
+		agents = get_tree().get_nodes_in_group(agent_group)
 	if agents.empty():
 		_quit("no node in group '%s': add the agents to it" % agent_group, 2)
 		return false
@@ -115,8 +126,12 @@ func _handshake() -> bool:
 		_quit("authentication failed: wrong token", 2)
 		return false
 	var spaces: Dictionary = agents[0].nondiff_spaces()
-	wire.send({"type": "spec", "env": env_name, "version": "1.1", "metadata": {},
-		"observation_space": spaces["observation_space"], "action_space": spaces["action_space"],
+	var observation_space = spaces["observation_space"]
+	if camera > 0:
+		observation_space = {"type": "Dict", "spaces": {"state": observation_space, "camera": {"type": "Box",
+			"low": 0, "high": 255, "shape": [camera, camera, 3], "dtype": "uint8"}}}
+	wire.send({"type": "spec", "env": env_name, "version": "1.1", "metadata": {"render_fps": 15},
+		"observation_space": observation_space, "action_space": spaces["action_space"],
 		"num_instances": agents.size()})
 	return wire.failed == ""
 
@@ -143,6 +158,62 @@ func _observations(which: Array) -> Array:
 		width = obs.size()
 		flat.append_array(obs)
 	return ["<f4", [which.size(), width], Wire.floats(flat)]
+
+
+func _cameras() -> void:
+	# One N x N Viewport per agent, drawn only on demand (run Godot with --disable-render-loop)
+	if OS.get_name() == "Server":
+		_quit("--camera needs Godot's rendering build under Xvfb: xvfb-run -a godot3 "
+			+ "(apt-get install godot3 xvfb); godot3-server draws nothing", 2)
+		return
+	agents = get_tree().get_nodes_in_group(agent_group)
+	for agent in agents:
+		var view := Viewport.new()
+		view.size = Vector2(camera, camera)
+		view.usage = Viewport.USAGE_2D
+		view.disable_3d = true
+		view.transparent_bg = false
+		view.render_target_v_flip = true  # rows top to bottom, as an image is read
+		view.render_target_update_mode = Viewport.UPDATE_DISABLED
+		add_child(view)
+		views.append(view)
+		agent.nondiff_camera(view)
+
+
+func _frames(which: Array) -> Array:
+	# The cameras of `which`, drawn now: uint8 [n, N, N, 3]
+	for i in which:
+		agents[i].nondiff_camera(views[i])
+		views[i].render_target_update_mode = Viewport.UPDATE_ONCE
+	VisualServer.force_draw(false)
+	var out := PoolByteArray()
+	for i in which:
+		var image: Image = views[i].get_texture().get_data()
+		image.convert(Image.FORMAT_RGB8)
+		out.append_array(image.get_data())
+	return ["|u1", [which.size(), camera, camera, 3], out]
+
+
+func _obs_header(arrays: Array, which: Array) -> Dictionary:
+	# The observation's field: one array, or {"state", "camera"} with the camera's frames appended to arrays
+	if camera <= 0:
+		return {"$array": 0}
+	arrays.append(_frames(which))
+	return {"state": {"$array": 0}, "camera": {"$array": arrays.size() - 1}}
+
+
+func _render() -> void:
+	# render: instance 0's camera, scaled up (nearest) to at least 256 pixels across
+	if camera <= 0:
+		wire.send({"type": "error", "message": "this Godot has no camera to render: start it with --camera=N"})
+		return
+	var frame: Array = _frames([0])
+	var image := Image.new()
+	image.create_from_data(camera, camera, false, Image.FORMAT_RGB8, frame[2])
+	var scale := int(max(1, ceil(256.0 / camera)))
+	image.resize(camera * scale, camera * scale, Image.INTERPOLATE_NEAREST)
+	wire.send({"type": "render_result", "frame": {"$array": 0}},
+		[["|u1", [camera * scale, camera * scale, 3], image.get_data()]])
 
 
 func _serve() -> void:
@@ -178,7 +249,10 @@ func _serve() -> void:
 			var infos := []
 			for _i in which:
 				infos.append({})
-			wire.send({"type": "reset_result", "obs": {"$array": 0}, "infos": infos}, [_observations(which)])
+			var arrays := [_observations(which)]
+			wire.send({"type": "reset_result", "obs": _obs_header(arrays, which), "infos": infos}, arrays)
+		elif kind == "render":
+			_render()
 		elif kind == "close":
 			wire.send({"type": "bye"})
 			_quit("", 0)
@@ -200,12 +274,13 @@ func _reply_step() -> void:
 	var n := stepping.size()
 	var arrays := [_observations(stepping), ["<f4", [n], Wire.floats(rewards)],
 		["|b1", [n], Wire.bools(terminated)], ["|b1", [n], Wire.bools(truncated)]]
+	var obs := _obs_header(arrays, stepping)
 	var key := "%d %d" % [n, arrays[0][1][1]]
 	if not heads.has(key):  # the header of a step reply depends on n and the observation's width only
 		var specs := []
 		for a in arrays:
 			specs.append({"dtype": a[0], "shape": a[1]})
-		heads[key] = to_json({"type": "step_result", "obs": {"$array": 0}, "rewards": {"$array": 1},
+		heads[key] = to_json({"type": "step_result", "obs": obs, "rewards": {"$array": 1},
 			"terminated": {"$array": 2}, "truncated": {"$array": 3}, "arrays": specs})
 	var head: String = heads[key]
 	for info in infos:  # infos only when one has something to say (absent: all empty)
