@@ -162,6 +162,43 @@ def check(ref: AdjointGradient, instance: Any) -> dict[str, Any]:
     return out
 
 
+def plot(suite: Path, gradients: list[Path], png: Path) -> dict[str, Any]:
+    """The mean model-error curves of a strategies.py --suite JSON (devito) and of the gradient reference
+    (one or more JSONs of this script) against calls per instance, in one figure; the calls the gradient needs
+    to reach each row's final error are returned."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = json.loads(suite.read_text())
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colours = [plt.get_cmap("tab20")(i) for i in range(20)]
+    for i, (name, row) in enumerate(res["rows"].items()):
+        ax.plot(np.arange(len(row["curve"])), row["curve"], lw=1.4, color=colours[i % 20], label=name)
+    reach: dict[str, Any] = {}
+    for path in gradients:
+        ref = json.loads(path.read_text())
+        calls = np.array([int(k) for k in ref["mean_curve_by_calls"]])
+        curve = np.array(list(ref["mean_curve_by_calls"].values()))
+        label = f"adjoint gradient, L-BFGS-B ({path.stem})"
+        ax.plot(calls, curve, "k-", lw=2.4, label=label)
+        reach[label] = {name: (int(calls[np.argmax(curve <= row["score"])]) if np.any(curve <= row["score"])
+                               else None) for name, row in res["rows"].items()}
+    if "sbi NPE" in res:
+        ax.plot([0], [res["sbi NPE"]["score"]], "rs", ms=8, label="sbi NPE posterior mean")
+    ax.set_xscale("symlog", linthresh=20)
+    ax.set_xlabel("simulator calls per instance (gradient: forward + adjoint = 2)")
+    ax.set_ylabel(f"mean relative model error over {res['instances']} held-out instances")
+    ax.set_title(f"devito: black-box strategies ({res['train_calls_all']:,} training calls) and the gradient")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return reach
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     import gymnasium as gym
@@ -175,7 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--evals", type=int, default=25, help="L-BFGS-B evaluations per instance (2 calls each)")
     p.add_argument("--check", action="store_true", help="only compare the gradient with finite differences")
     p.add_argument("--json", metavar="PATH")
+    p.add_argument("--plot", nargs="+", metavar="JSON", help="a strategies.py --suite JSON of devito, then "
+                   "this script's JSONs: the curves side by side in --png (no simulation)")
+    p.add_argument("--png", default=str(ROOT / "docs" / "devito_vs_gradient.png"))
     args = p.parse_args(argv)
+    if args.plot:
+        print(json.dumps(plot(Path(args.plot[0]), [Path(g) for g in args.plot[1:]], Path(args.png))))
+        return 0
     kwargs = yaml.safe_load((ROOT / "configs" / "devito.yaml").read_text())["env"]
     kwargs.pop("id")
     kwargs.update({k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)})
