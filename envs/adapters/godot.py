@@ -14,10 +14,21 @@ to the goal, the velocity and eight raycasts. A random policy succeeds in under 
 Everything else is :class:`~envs.bridge.process.ProcessEnv`: the watchdog, restarts within the run's budget
 (a Godot killed, hung in a GDScript loop, or sending garbage), and ``num_instances`` batching in the trainer.
 A missing ``godot3-server`` stops the run in one line naming the install command (exit code 2).
+
+Pixels: ``--camera=N`` in the command gives every agent an N×N RGB camera, drawn by Godot's renderer into a
+Viewport of its own (the addon's sync node; Reach draws the arena, the agent's goal and itself). The
+observation becomes ``Dict(state=<the vector>, camera=uint8 [N, N, 3])``: a camera adds to what the agent
+knows rather than replacing it, and SB3's ``MultiInputPolicy`` (``agent.policy: auto``) reads both. The
+server build has no rasteriser, so the camera needs the regular build ``godot3`` under ``xvfb-run``
+(:data:`CAMERA_COMMAND`); ``render_mode="rgb_array"`` (``evaluate.py --video``) returns instance 0's camera.
+Either build missing is one line naming ``apt-get install godot3 xvfb`` (exit code 2).
 """
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
 from typing import Annotated
 
 from envs.bridge.process import ProcessEnv
@@ -27,6 +38,16 @@ GODOT = "godot3-server"
 """The headless Godot 3 build (Debian/Ubuntu: ``apt-get install godot3-server``)."""
 COMMAND = f"{GODOT} --path {{assets}}/godot --fixed-fps 60 --agents=16"
 """The shipped game with 16 agents per Godot; ``{assets}`` is nondiff's assets folder."""
+RENDERER = "godot3"
+"""The regular Godot 3 build, which renders (under ``xvfb-run`` on a machine without a display)."""
+PIXELS_INSTALL = "apt-get install godot3 xvfb"
+"""The one command that installs what the camera needs."""
+CAMERA_COMMAND = (f"xvfb-run -a {RENDERER} --path {{assets}}/godot --fixed-fps 60 --disable-render-loop "
+                  "--resolution 64x64 --audio-driver Dummy --agents=16 --camera=64")
+"""The shipped game with a 64×64 camera per agent: drawn only when an observation needs it
+(``--disable-render-loop``), in a 64×64 window (the window itself is never read)."""
+XVFB_OPTIONS = ("-e", "-f", "-n", "-p", "-s", "-w")
+"""``xvfb-run`` options that take a value (the program to run comes after them)."""
 LISTEN = "127.0.0.1:0"
 Listen = Annotated[str, Reach.CONTACT.mark("listen for programs on", beyond_loopback)]
 
@@ -47,7 +68,7 @@ class GodotEnv(ProcessEnv):
         restart_rate: at most this many restarts within ``restart_period`` seconds.
         restart_period: the rate-limit window in seconds.
         term_grace: seconds between SIGTERM and SIGKILL when stopping Godot.
-        render_mode: only None (the server build has no rasteriser).
+        render_mode: None, or ``"rgb_array"`` for instance 0's camera (the command must give ``--camera=N``).
     """
 
     def __init__(self, *, command: Annotated[str, Reach.RUN.mark("start the program")] = COMMAND,
@@ -56,10 +77,60 @@ class GodotEnv(ProcessEnv):
                  handshake_timeout: float = 5.0, step_timeout: float = 5.0, reset_timeout: float = 10.0,
                  max_restarts: int = 10, restart_rate: int = 10, restart_period: float = 60.0,
                  term_grace: float = 1.0, render_mode: str | None = None) -> None:
-        if render_mode is not None:
-            raise ValueError(f"godot: render_mode must be None (the headless {GODOT} draws nothing), got "
-                             f"{render_mode!r}")
+        check_pixels(command, render_mode)
         super().__init__(command=command, listen=listen, num_instances=num_instances,
                          connect_timeout=connect_timeout, handshake_timeout=handshake_timeout,
                          step_timeout=step_timeout, reset_timeout=reset_timeout, max_restarts=max_restarts,
-                         restart_rate=restart_rate, restart_period=restart_period, term_grace=term_grace)
+                         restart_rate=restart_rate, restart_period=restart_period, term_grace=term_grace,
+                         render_mode=render_mode)
+
+
+def camera_size(argv: list[str]) -> int:
+    """The N of ``--camera=N`` in a Godot command (0: no camera)."""
+    sizes = [a.split("=", 1)[1] for a in argv if a.startswith("--camera=")]
+    if not sizes:
+        return 0
+    if not sizes[-1].isdigit() or not 0 < int(sizes[-1]) <= 1024:
+        raise ValueError(f"godot: --camera=N takes the camera's size in pixels, 1 to 1024; got {sizes[-1]!r}")
+    return int(sizes[-1])
+
+
+def under_xvfb(argv: list[str]) -> list[str]:
+    """The command ``xvfb-run`` runs (``argv`` itself when it is not started by ``xvfb-run``)."""
+    if not argv or os.path.basename(argv[0]) != "xvfb-run":
+        return argv
+    i = 1
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in XVFB_OPTIONS else 1
+    return argv[i:]
+
+
+def check_pixels(command: str, render_mode: str | None) -> None:
+    """Refuse, in one line, a camera or ``rgb_array`` rendering that cannot work on this machine.
+
+    Raises:
+        ValueError: ``render_mode`` without ``--camera=N``; the camera with the server build, without a
+            display or ``xvfb-run``; ``godot3`` or ``xvfb-run`` not installed.
+    """
+    if render_mode not in (None, "rgb_array"):
+        raise ValueError(f"godot: render_mode must be None or 'rgb_array', got {render_mode!r}")
+    argv = shlex.split(command)
+    camera = camera_size(argv)
+    if not camera and render_mode is None:
+        return
+    if not camera:
+        raise ValueError(f"godot: render_mode='rgb_array' shows instance 0's camera; add --camera=N to "
+                         f"env.command, e.g. env.command={CAMERA_COMMAND!r} ({PIXELS_INSTALL})")
+    godot = under_xvfb(argv)
+    xvfb = godot is not argv
+    if not godot or os.path.basename(godot[0]) == GODOT:
+        raise ValueError(f"godot: --camera needs Godot's rendering build, {RENDERER} under xvfb-run ({GODOT} "
+                         f"draws nothing): env.command={CAMERA_COMMAND!r} ({PIXELS_INSTALL})")
+    if not xvfb and not os.environ.get("DISPLAY"):
+        raise ValueError(f"godot: --camera needs a display; without one run Godot under xvfb-run: "
+                         f"env.command={CAMERA_COMMAND!r} ({PIXELS_INSTALL})")
+    missing = [p for p in (argv[0], godot[0]) if "/" not in p and shutil.which(p) is None]
+    missing = list(dict.fromkeys(missing))
+    if missing:
+        raise ValueError(f"godot: the camera needs {' and '.join(missing)}, not installed here; install "
+                         f"with: {PIXELS_INSTALL}")
