@@ -74,9 +74,10 @@ system-blender:
 install: system-godot
 test: system-godot
 system-godot:
-	@if command -v godot3-server >/dev/null 2>&1; then :; \
+	@if command -v godot3-server >/dev/null 2>&1 && command -v godot3 >/dev/null 2>&1 \
+	    && command -v xvfb-run >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y godot3-server \
-	    || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y godot3-server; }; \
-	else echo "nondiff: Godot (envs/adapters/godot.py) is missing; install it with:" \
-	    "sudo apt-get install -y godot3-server" >&2; fi
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y godot3-server godot3 xvfb \
+	    || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y godot3-server godot3 xvfb; }; \
+	else echo "nondiff: Godot (envs/adapters/godot.py; godot3 and xvfb for its camera) is missing; install it" \
+	    "with: sudo apt-get install -y godot3-server godot3 xvfb" >&2; fi
