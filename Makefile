@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev,thirdparty,devito]"
+	$(PY) -m pip install --quiet -e ".[dev,thirdparty,devito,multiagent]"
 	# Two more packages for tests/test_thirdparty_hardening.py, without their declared dependencies: tetris-gymnasium
 	# asks for JAX (~300 MB) that its Gymnasium env never imports, gymnasium-2048 for a newer Gymnasium it does not need.
 	$(PY) -m pip install --quiet --no-deps "tetris-gymnasium==0.3.1" "gymnasium-2048==0.1.2"

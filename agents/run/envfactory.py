@@ -10,10 +10,14 @@ One env, bottom up (:func:`_build`, behind the picklable :func:`env_factory`):
    Dict of numeric keys (``Text`` and ``env.drop_keys`` left out), channel-last images transposed for SB3;
 5. a backend's own per-env wrapper, if it passes one (RLlib's reward scaling).
 
+A PettingZoo parallel env (``ResolvedEnv.multi_agent``) is built by :func:`_team` instead: all its agents
+as one env (envs/multiagent.py's ``TeamEnv``) under the Guard, which evaluation plays with the shared policy.
+
 Many envs (:func:`make_vector_env`): ``train.num_envs`` copies in a Gymnasium vector env from envs/vector/
 (``train.vec_env``: ``dummy`` in-process, ``thread`` a thread each, ``subproc`` worker processes with a
 watchdog, ``threadproc`` threads in several worker processes, ``ale`` ALE's own vector env; K-instance
-bridge programs batched), then the vector wrappers: the Guard's batched check and the episode statistics.
+bridge programs batched; a PettingZoo parallel env's copies with one slot per agent), then the vector
+wrappers: the Guard's batched check and the episode statistics.
 A backend adapts the result in one file (agents/sb3/vector.py for SB3; RLlib's env runners vectorise with
 envs/vector's ThreadVectorEnv for ``thread``).
 """
@@ -95,6 +99,9 @@ def env_factory(cfg: RunConfig, env: ResolvedEnv, render_mode: str | None = None
     ``outer`` (picklable) wraps the finished env: a backend's own per-env wrapper.
     """
     kwargs = {**cfg.env.adapter_kwargs(), **(cfg.env.eval_kwargs if for_eval else {})}
+    if env.multi_agent:
+        return functools.partial(_team, env.spec, kwargs, render_mode, cfg.env.max_episode_steps,
+                                 cfg.env.nan_policy, cfg.env.bounds_policy)
     return functools.partial(_build, env.spec, tuple(cfg.env.packages), cfg.env.max_episode_steps,
                              kwargs, render_mode, cfg.env.nan_policy, cfg.env.token_source(), outer,
                              tuple(parse_wrappers(cfg.env.wrappers)),
@@ -111,6 +118,8 @@ def make_vector_env(cfg: RunConfig, env: ResolvedEnv,
 
     ``fns`` (default: ``train.num_envs`` times :func:`env_factory`) builds the envs.
     """
+    if fns is None and env.multi_agent:
+        return EpisodeStatistics(_agents_vector_env(cfg, env))
     venv = _bridge_vector_env(cfg, env) if fns is None and env.batched(cfg) else None
     if venv is not None:
         return EpisodeStatistics(venv)
@@ -149,6 +158,45 @@ def _bridge_vector_env(cfg: RunConfig, env: ResolvedEnv) -> gym.vector.VectorEnv
                                   cfg.env.nan_policy, cfg.env.max_episode_steps, cfg.env.bounds_policy)
 
 
+def _agents_vector_env(cfg: RunConfig, env: ResolvedEnv) -> gym.vector.VectorEnv:
+    """``train.num_envs`` copies of a PettingZoo parallel env, one slot per agent (envs/vector/pettingzoo.py),
+    under the Guard's batched checks; ``env.max_episode_steps`` truncates a copy's agents together."""
+    from envs.multiagent import make_parallel
+    from envs.vector.pettingzoo import PettingZooVectorEnv
+    from envs.vector.row_guard import RowGuard
+
+    given = " and ".join(f"env.{k}" for k in ("wrappers", "drop_keys") if getattr(cfg.env, k))
+    if given:
+        raise UserError(f"env {cfg.env.id!r} is a PettingZoo parallel env, whose agents are stepped as one "
+                        f"batch, so per-env wrappers cannot apply; drop {given}")
+    fns = [functools.partial(make_parallel, env.spec.entry_point, cfg.env.adapter_kwargs())
+           for _ in range(cfg.train.num_envs)]
+    with build_errors(cfg):
+        venv = PettingZooVectorEnv(fns, cfg.env.max_episode_steps, cfg.env.id or "")
+    return RowGuard(venv, cfg.env.nan_policy, cfg.env.bounds_policy, None)
+
+
+def _team(spec: EnvSpec, kwargs: dict[str, Any], render_mode: str | None, max_episode_steps: int | None,
+          nan_policy: str, bounds_policy: str) -> gym.Env:
+    """All agents of one PettingZoo parallel env as one env (``TeamEnv``), under the Guard."""
+    from envs.guard import Guard
+    from envs.multiagent import TeamEnv
+
+    extra = {**kwargs, **({"render_mode": render_mode} if render_mode is not None else {})}
+    return Guard(TeamEnv(str(spec.entry_point), extra, max_episode_steps, spec.name), nan_policy,
+                 bounds_policy=bounds_policy)
+
+
+def policy_spaces(env: gym.Env) -> tuple[gym.Space, gym.Space]:
+    """The spaces the policy acts in: one agent's for a PettingZoo env's ``TeamEnv``, else the env's own."""
+    from envs.multiagent import TeamEnv
+
+    inner = env.unwrapped
+    if isinstance(inner, TeamEnv):
+        return inner.single_observation_space, inner.single_action_space
+    return env.observation_space, env.action_space
+
+
 def probe(cfg: RunConfig, env: ResolvedEnv, backend: type[Backend]) -> tuple[ResolvedEnv, gym.Env | None]:
     """Build the env once: the record with its spaces and K filled in, and the env itself when it can serve
     as the evaluation env (periodic evaluation on, built with the same settings: no ``env.eval_kwargs``, not
@@ -172,8 +220,9 @@ def probe(cfg: RunConfig, env: ResolvedEnv, backend: type[Backend]) -> tuple[Res
         if k > 1 and not backend.batches_programs:
             raise UserError(f"env {cfg.env.id!r} hosts {k} instances per program (num_instances); the "
                             f"{cfg.agent.backend} backend drives one instance per program: use --backend sb3")
-        record = dataclasses.replace(env, observation_space=made.observation_space,
-                                     action_space=made.action_space, num_instances=k)
+        obs_space, act_space = policy_spaces(made)
+        record = dataclasses.replace(env, observation_space=obs_space, action_space=act_space,
+                                     num_instances=k)
         keep = bool(cfg.eval.every) and not cfg.env.eval_kwargs and not listen
         return record, made if keep else None
     finally:

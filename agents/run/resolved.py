@@ -27,6 +27,7 @@ from agents.config import RunConfig, tokens
 from envs import errors as E
 from envs.errors import UserError
 from envs.guard import vector_reward_shape
+from envs.multiagent import is_parallel_source
 from envs.registry import EnvSpec
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class ResolvedEnv:
         num_instances: the K a probed program declared; None when nothing was probed (resume, evaluation).
         runs_code: what this config imports, runs or contacts beyond installed packages and loopback
             (:func:`agents.run.trust.runs_code`), as phrases.
+        multi_agent: the entry point builds a PettingZoo parallel env
+            (:func:`envs.multiagent.is_parallel_source`): its agents share one policy, each a slot of one
+            vector env, and its spaces are one agent's.
     """
 
     spec: EnvSpec
@@ -60,6 +64,7 @@ class ResolvedEnv:
     action_space: gym.Space | None = None
     num_instances: int | None = None
     runs_code: tuple[str, ...] = ()
+    multi_agent: bool = False
 
     @property
     def spaces(self) -> tuple[gym.Space, gym.Space]:
@@ -111,7 +116,8 @@ def resolve_env(cfg: RunConfig, channels_first: bool, spec: EnvSpec | None = Non
             renders = mode is not None and mode.default not in (None, inspect.Parameter.empty)
     obs, act = spaces if spaces is not None else (None, None)
     return ResolvedEnv(spec, params, renders, bool(getattr(target, "hosts_instances", False)),
-                       channels_first, obs, act, runs_code=tuple(runs_code(cfg, target)))
+                       channels_first, obs, act, runs_code=tuple(runs_code(cfg, target)),
+                       multi_agent=is_parallel_source(target))
 
 
 def _entry_target(spec: EnvSpec) -> Any:

@@ -309,7 +309,7 @@ def load_policy(run_dir: str | Path, checkpoint: str = "final", *, trust: bool =
 def evaluate(args: argparse.Namespace) -> EvaluationReport:
     """Run ``evaluate.py``: score a checkpoint and a uniform-random policy on the same seeds."""
     from agents.run.checkpoint import check_spaces
-    from agents.run.envfactory import env_factory
+    from agents.run.envfactory import env_factory, policy_spaces
     from agents.run.evaluation import EvaluationReport, episode_cap, random_policy, run_episodes
 
     loaded = load_policy(args.run_dir, args.checkpoint, trust=args.trust_checkpoint,
@@ -327,7 +327,7 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
             raise UserError(f"--render: env {cfg.env.id!r} cannot open a window ({e}); record it with "
                             "--video PATH.mp4 instead") from e
         raise UserError(f"env {cfg.env.id!r} could not be created: {e}") from e
-    check_spaces(loaded.header, env.observation_space, env.action_space, f"evaluate {path}")
+    check_spaces(loaded.header, *policy_spaces(env), f"evaluate {path}")
     backend.bind_env(env)
     frames: list[Any] = []
     seed = args.seed if args.seed is not None else 10_000

@@ -10,7 +10,8 @@ Vector envs, one class per file:
 - :mod:`envs.vector.threadproc`: threads in several worker processes, with the watchdog (``threadproc``);
   both supervise their workers with :mod:`envs.vector.workers`;
 - :mod:`envs.vector.bridge`: M bridge programs × K instances, or connect mode, batched;
-- :mod:`envs.vector.ale`: ALE's C++ vector env (``ale``).
+- :mod:`envs.vector.ale`: ALE's C++ vector env (``ale``);
+- :mod:`envs.vector.pettingzoo`: copies of a PettingZoo parallel env, one slot per agent (parameter sharing).
 
 Vector wrappers, applied once around any of them:
 
