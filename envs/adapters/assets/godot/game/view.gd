@@ -39,8 +39,7 @@ func _disc(radius: float, color: Color) -> Node2D:
 	return disc
 
 
-func _draw() -> void:
-	draw_rect(Rect2(-arena, arena * 3), WALL)  # beyond the walls, as far as a camera sees
+func _draw() -> void:  # beyond the walls is the Viewport's clear colour, WALL (project.godot): no overdraw
 	draw_rect(Rect2(Vector2(), arena), FLOOR)
 	for p in pillars:
 		draw_circle(p, pillar_radius, WALL)
