@@ -91,7 +91,8 @@ func nondiff_camera(viewport: Viewport) -> void:
 		viewport.add_child(view)
 	view.place(goal, global_position)
 	var s: float = viewport.size.x / VIEW
-	viewport.canvas_transform = Transform2D(Vector2(s, 0), Vector2(0, s), viewport.size / 2 - global_position * s)
+	var centre: Vector2 = viewport.size / 2 - global_position * s
+	viewport.canvas_transform = Transform2D(Vector2(s, 0), Vector2(0, s), centre)
 
 
 func nondiff_observation() -> Array:

@@ -13,8 +13,9 @@
 #   nondiff_reward() -> float     reward since the previous step
 #   nondiff_status() -> {"terminated": bool, "truncated": bool, "info": {...}}   e.g. info.is_success;
 #                                 an empty info costs nothing on the wire (Reach sends one when an episode ends)
-#   nondiff_camera(viewport)      only with --camera=N: aim the agent's camera (an N x N Viewport of its own)
-#                                 before each frame; the observation becomes {"state": ..., "camera": uint8 N x N x 3}
+#   nondiff_camera(viewport)      only with --camera=N: fill (first call) and aim the agent's camera, an
+#                                 N x N Viewport of its own, before each frame; the observation becomes
+#                                 {"state": the Box, "camera": uint8 [N, N, 3]} (README.md, "Pixels")
 # Godot 4: see wire.gd for the API differences; `export var` becomes `@export var`, `yield` `await`.
 extends Node
 
