@@ -34,10 +34,13 @@ def test_train_then_evaluate_a_cooperative_parallel_env(tmp_path):
     assert json.loads((run / "final" / "model.json").read_text())["num_timesteps"] == 384
 
 
-def test_agents_with_different_spaces_exit_2_in_one_line(tmp_path):
-    proc = run_cli("train.py", "--env", "mpe2.simple_adversary_v3:parallel_env", "--timesteps", "64",
-                   "--run-dir", str(tmp_path / "run"))
+@pytest.mark.parametrize(("env_id", "extra", "said"), [
+    ("mpe2.simple_adversary_v3:parallel_env", [], ["different observation spaces", "pad_observations_v0"]),
+    (SPREAD, ["--backend", "rllib"], ["PettingZoo parallel env", "use --backend sb3"]),
+], ids=["different-spaces", "rllib"])
+def test_refusals_exit_2_in_one_line(tmp_path, env_id, extra, said):
+    proc = run_cli("train.py", "--env", env_id, *extra, "--timesteps", "64", "--run-dir", str(tmp_path / "r"))
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, lines
-    assert "different observation spaces" in lines[0] and "pad_observations_v0" in lines[0]
+    assert all(text in lines[0] for text in said), lines[0]

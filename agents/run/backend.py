@@ -61,7 +61,8 @@ class Backend(ABC):
         num_timesteps: global env steps trained so far (the resumed step included).
         channels_first: the backend's networks take images as (C, H, W) (SB3's CNNs); envs are built so.
         batches_programs: the backend steps K-instance programs and connect mode (``env.listen``) as one
-            batched vector env (envs/vector/bridge.py); others drive one instance per program.
+            batched vector env (envs/vector/bridge.py), and a PettingZoo parallel env's agents as the slots of
+            one (envs/vector/pettingzoo.py); others drive one instance per program.
     """
 
     seed: int

@@ -40,6 +40,7 @@ from agents.run.resolved import ResolvedEnv, build_errors, check_scalar_reward, 
 from envs.errors import UserError
 from envs.registry import EnvSpec
 from envs.vector.batch_guard import BatchGuard
+from envs.vector.channels import channels_first
 from envs.vector.episode_stats import EpisodeStatistics
 from envs.vector.subproc import SubprocVectorEnv
 from envs.vector.sync import SyncVectorEnv
@@ -121,8 +122,8 @@ def make_vector_env(cfg: RunConfig, env: ResolvedEnv,
     if fns is None and env.multi_agent:
         return EpisodeStatistics(_agents_vector_env(cfg, env))
     venv = _bridge_vector_env(cfg, env) if fns is None and env.batched(cfg) else None
-    if venv is not None:
-        return EpisodeStatistics(venv)
+    if venv is not None:  # images in the layout the per-env stack gives the probe and evaluation
+        return EpisodeStatistics(channels_first(venv) if env.channels_first else venv)
     fns = fns if fns is not None else [env_factory(cfg, env) for _ in range(cfg.train.num_envs)]
     with build_errors(cfg):  # a resumed run builds its envs here first (no probe)
         if cfg.train.vec_env == "ale":  # ALE's C++ vector env: no per-env wrapper stack (envs/vector/ale.py)
@@ -206,6 +207,10 @@ def probe(cfg: RunConfig, env: ResolvedEnv, backend: type[Backend]) -> tuple[Res
     listen = kwargs.get("listen") if not kwargs.get("command") else None
     if listen and not backend.batches_programs:
         raise UserError("env.listen (programs that connect to nondiff) needs --backend sb3")
+    if env.multi_agent and not backend.batches_programs:
+        raise UserError(f"env {cfg.env.id!r} is a PettingZoo parallel env, whose agents share one policy "
+                        f"as the slots of one batched vector env, which the {cfg.agent.backend} backend does "
+                        "not take yet: use --backend sb3")
     with build_errors(cfg):
         if listen:  # connect mode: the waiting line counts the programs the run needs
             from envs.bridge import listen as L
