@@ -263,8 +263,8 @@ class ObservationAdapter(gym.ObservationWrapper):
             self._keys = list(flat)
         else:
             flat = {"": space}
-        self._transpose = {k for k, s in flat.items() if channels_first and _channel_last(s)}
-        new = {k: _transposed(s) if k in self._transpose else s for k, s in flat.items()}
+        self._transpose = {k for k, s in flat.items() if channels_first and channel_last(s)}
+        new = {k: transposed(s) if k in self._transpose else s for k, s in flat.items()}
         self.observation_space = spaces.Dict(new) if self._structured else new[""]
 
     def observation(self, observation: Any) -> Any:
@@ -286,11 +286,13 @@ def _leaves(obs: Any, prefix: str) -> dict[str, Any]:
     return out
 
 
-def _channel_last(space: spaces.Space) -> bool:
+def channel_last(space: spaces.Space) -> bool:
+    """An image whose smallest axis, the channels, comes last (H, W, C)."""
     return is_image(space) and int(np.argmin(space.shape or (0,))) == 2
 
 
-def _transposed(space: spaces.Space) -> spaces.Box:
+def transposed(space: spaces.Space) -> spaces.Box:
+    """The (C, H, W) form of an (H, W, C) image space."""
     assert isinstance(space, spaces.Box)
     return spaces.Box(np.moveaxis(space.low, -1, 0), np.moveaxis(space.high, -1, 0), dtype=space.dtype)  # type: ignore[arg-type]
 
@@ -322,7 +324,7 @@ def adapt_observations(env: gym.Env, *, channels_first: bool, drop_keys: tuple[s
                             f"a default CNN for {sizes} only; add {{resize: {{shape: [84, 84]}}}} under "
                             "env.wrappers for a CNN")
         return _flat(env)
-    if isinstance(space, spaces.Dict | spaces.Tuple) or (channels_first and _channel_last(space)):
+    if isinstance(space, spaces.Dict | spaces.Tuple) or (channels_first and channel_last(space)):
         return ObservationAdapter(env, channels_first, drop_keys)
     if not isinstance(space, NUMERIC):
         raise ValueError(f"observation space {space} is not numeric; add a wrapper under env.wrappers that "

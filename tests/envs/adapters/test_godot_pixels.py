@@ -119,9 +119,7 @@ def test_a_missing_build_or_xvfb_is_one_line_naming_the_install(tmp_path, monkey
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the batched bridge vector env (envs/vector/bridge.py) does not turn "
-                   "images channels-first as per-env training and evaluate.py do, so the checkpoint trained "
-                   "on (H, W, 3) does not load for evaluation on (3, H, W)")
+@pytest.mark.ci
 def test_evaluate_py_records_the_camera_after_a_tiny_run(cli, tmp_path):
     run = tmp_path / "run"
     cli("train.py", "--env", "godot", "--timesteps", "1024", "--run-dir", str(run), "--set", "eval.every=0",
