@@ -32,6 +32,7 @@ import shutil
 from typing import Annotated
 
 from envs.bridge.process import ProcessEnv
+from envs.bridge.spawn import under_xvfb
 from envs.reach import Reach, beyond_loopback
 
 GODOT = "godot3-server"
@@ -46,8 +47,6 @@ CAMERA_COMMAND = (f"xvfb-run -a {RENDERER} --path {{assets}}/godot --fixed-fps 6
                   "--resolution 64x64 --audio-driver Dummy --agents=16 --camera=64")
 """The shipped game with a 64×64 camera per agent: drawn only when an observation needs it
 (``--disable-render-loop``), in a 64×64 window (the window itself is never read)."""
-XVFB_OPTIONS = ("-e", "-f", "-n", "-p", "-s", "-w")
-"""``xvfb-run`` options that take a value (the program to run comes after them)."""
 LISTEN = "127.0.0.1:0"
 Listen = Annotated[str, Reach.CONTACT.mark("listen for programs on", beyond_loopback)]
 
@@ -93,16 +92,6 @@ def camera_size(argv: list[str]) -> int:
     if not sizes[-1].isdigit() or not 0 < int(sizes[-1]) <= 1024:
         raise ValueError(f"godot: --camera=N takes the camera's size in pixels, 1 to 1024; got {sizes[-1]!r}")
     return int(sizes[-1])
-
-
-def under_xvfb(argv: list[str]) -> list[str]:
-    """The command ``xvfb-run`` runs (``argv`` itself when it is not started by ``xvfb-run``)."""
-    if not argv or os.path.basename(argv[0]) != "xvfb-run":
-        return argv
-    i = 1
-    while i < len(argv) and argv[i].startswith("-"):
-        i += 2 if argv[i] in XVFB_OPTIONS else 1
-    return argv[i:]
 
 
 def check_pixels(command: str, render_mode: str | None) -> None:

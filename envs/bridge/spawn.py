@@ -80,9 +80,28 @@ def drain(fd: int, tail: StderrTail) -> None:
         os.close(fd)
 
 
+XVFB_OPTIONS = ("-e", "-f", "-n", "-p", "-s", "-w")
+"""``xvfb-run`` options that take a value (the program to run comes after them)."""
+
+
+def under_xvfb(argv: list[str]) -> list[str]:
+    """The command ``xvfb-run`` runs (``argv`` itself when it is not started by ``xvfb-run``)."""
+    if not argv or os.path.basename(argv[0]) != "xvfb-run":
+        return argv
+    i = 1
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in XVFB_OPTIONS else 1
+    return argv[i:]
+
+
 def check_program(argv: list[str], cwd: str | None) -> None:
     """Raise :class:`~envs.bridge.protocol.LaunchError` when the program or its cwd is missing or not
-    executable."""
+    executable (for a program started by ``xvfb-run``, that one too)."""
+    inner = under_xvfb(argv)
+    if inner is not argv and inner:  # xvfb-run, then the program it runs
+        check_program(argv[:1], cwd)
+        check_program(inner, cwd)
+        return
     if not argv:
         raise E.LaunchError("env.command is empty; give the program to run, e.g. "
                             "env.command='./my_sim --fast'")

@@ -92,3 +92,19 @@ def test_train_and_evaluate_start_their_own_programs(cli, tmp_path):
     assert proc.stderr.count("connected in") >= 2
     proc = cli("evaluate.py", str(run), "--episodes", "2", check=True)
     assert "connected in" in proc.stderr and "trained" in proc.stdout
+
+
+def test_a_program_started_by_xvfb_run_is_checked_too(tmp_path, monkeypatch):
+    """A resumed run builds no probe: a missing renderer behind xvfb-run is still one line, not restarts."""
+    from envs.bridge.spawn import check_program
+
+    fake = tmp_path / "xvfb-run"
+    fake.write_text("#!/bin/sh\nexec \"$@\"\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    missing = "'godot3' is not installed; install it with: apt-get install godot3"
+    with pytest.raises(E.LaunchError, match=missing):
+        check_program(["xvfb-run", "-a", "-s", "-screen 0 64x64x24", "godot3", "--path", "x"], None)
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    with pytest.raises(E.LaunchError, match="'xvfb-run' is not installed; install it with: apt-get install"):
+        check_program(["xvfb-run", "-a", "godot3"], None)
