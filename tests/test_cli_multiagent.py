@@ -44,3 +44,22 @@ def test_refusals_exit_2_in_one_line(tmp_path, env_id, extra, said):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, lines
     assert all(text in lines[0] for text in said), lines[0]
+
+
+LEARN = ["--set", "agent.learning_rate=0.001", "--set", "agent.gamma=0.95", "--set", "agent.batch_size=512",
+         "--set", "agent.gae_lambda=0.95", "--set", "eval.every=0", "--num-envs", "8", "--quiet"]
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_shared_policy_learns_simple_spread(tmp_path):
+    """PPO with one policy for simple_spread's 3 agents: 80k agent-steps lift the team's mean return (per
+    agent, 50 episodes) at least 3 above a uniform-random team's on the same seeds (about -26; measured:
+    -22.2 and -20.7 at 61k steps, seeds 1 and 2, -20.2 and -19.7 at 123k)."""
+    run = tmp_path / "run"
+    run_cli("train.py", "--env", SPREAD, "--timesteps", "80000", "--seed", "1", "--run-dir", str(run), *LEARN,
+            check=True)
+    out = tmp_path / "eval.json"
+    run_cli("evaluate.py", str(run), "--episodes", "50", "--json", str(out), check=True)
+    res = json.loads(out.read_text())
+    assert res["mean_return"] > res["random_mean_return"] + 3.0, res
