@@ -14,8 +14,10 @@ not in the episode yet idles the same way until it appears. When the copy's epis
 in the same step and every slot starts its next episode (same-step auto-reset); an idle slot does so without
 an end of its own, so its idle steps count in its next episode's length (not its return).
 
-``options["reset_mask"]`` resets the whole copies of the slots it names (a parallel env cannot reset one
-agent); the other slots of such a copy start over without an end of their own.
+``options["reset_mask"]`` (the Guard cutting a slot short) benches the slots it names: each idles as an agent
+that finished early, its agent still in the copy's episode acting with the action space's placeholder (0,
+zeros), until the copy's episode ends. A copy whose every live slot is named is reset instead (a parallel env
+cannot reset one agent; this way no other slot's episode changes under it).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class PettingZooVectorEnv(VectorEnvBase):
         self.render_mode = getattr(first, "render_mode", None)
         self.max_episode_steps = max_episode_steps
         self._blank = placeholder(obs_space)
+        self._noop = placeholder(act_space)
+        """The action of a benched slot's agent."""
         self._cur: list[Any] = [self._blank for _ in range(self.num_envs)]
         """Each slot's latest observation."""
         self._live = np.zeros(self.num_envs, dtype=bool)
@@ -89,8 +93,16 @@ class PettingZooVectorEnv(VectorEnvBase):
         infos: dict[str, Any] = {}
         for c, env in enumerate(self.envs):
             lo = c * self.n
-            if mask is not None and not np.asarray(mask[lo:lo + self.n], dtype=bool).any():
-                continue
+            if mask is not None:
+                named = np.asarray(mask[lo:lo + self.n], dtype=bool)
+                if not named.any():
+                    continue
+                live = self._live[lo:lo + self.n]
+                if (live & ~named).any():  # others play on: bench the named slots
+                    for k in np.flatnonzero(named).tolist():
+                        self._live[lo + k], self._cur[lo + k] = False, self._blank
+                        infos = add_info(infos, {IDLE_KEY: True}, lo + k, self.num_envs)
+                    continue
             obs, agent_infos = env.reset(seed=None if mask is not None else seeds[lo], options=rest)
             self._start(c, obs)
             for k, agent in enumerate(self.agents):
@@ -100,8 +112,10 @@ class PettingZooVectorEnv(VectorEnvBase):
     def _step_copy(self, c: int, acts: list[Any]) -> list[Transition]:
         """Step copy c with its live agents' actions; reset it in the same step when its episode ended."""
         env, lo = self.envs[c], c * self.n
-        live = [a for k, a in enumerate(self.agents) if self._live[lo + k]]
-        obs, rewards, terms, truncs, infos = env.step({a: acts[lo + self.agents.index(a)] for a in live})
+        before = list(env.agents)
+        slot = {a: lo + self.agents.index(a) for a in before}
+        obs, rewards, terms, truncs, infos = env.step(
+            {a: acts[slot[a]] if self._live[slot[a]] else self._noop for a in before})
         self._steps[c] += 1
         limit = self.max_episode_steps is not None and self._steps[c] >= self.max_episode_steps
         left = set(env.agents)
@@ -110,7 +124,7 @@ class PettingZooVectorEnv(VectorEnvBase):
         for k, agent in enumerate(self.agents):
             i = lo + k
             if not self._live[i]:  # idle; an agent that appears now starts here
-                appears = agent in left and agent in obs
+                appears = agent in left and agent not in before and agent in obs
                 self._live[i] = appears
                 self._cur[i] = obs[agent] if appears else self._blank
                 info = dict(infos.get(agent) or {}) if appears else {IDLE_KEY: True}

@@ -145,13 +145,56 @@ def test_agents_that_finish_early_idle_and_agents_that_appear_later_join():
     venv.close()
 
 
-def test_reset_mask_resets_the_copies_of_the_slots_named():
+def test_reset_mask_benches_the_slots_named_or_resets_a_copy_they_fill():
     venv = spread(2)
-    first, _ = venv.reset(seed=0)
+    venv.reset(seed=0)
     moved, *_ = venv.step(np.ones(6, dtype=np.int64))
     again, infos = venv.reset(options={"reset_mask": np.array([0, 0, 0, 0, 1, 0], dtype=bool)})
-    np.testing.assert_array_equal(again[:3], moved[:3])  # copy 0 untouched, copy 1 (slots 3-5) reset
-    assert not np.array_equal(again[3:], moved[3:]) and not np.array_equal(first[3:], moved[3:])
+    np.testing.assert_array_equal(np.delete(again, 4, 0), np.delete(moved, 4, 0))  # the others play on
+    assert not again[4].any() and infos[IDLE_KEY][4] is True and not infos["_" + IDLE_KEY][3]
+    obs, rewards, _, _, infos = venv.step(np.ones(6, dtype=np.int64))
+    assert rewards[4] == 0.0 and not obs[4].any() and infos[IDLE_KEY][4] is True
+    live_of_copy_1 = np.array([0, 0, 0, 1, 0, 1], dtype=bool)
+    again, _ = venv.reset(options={"reset_mask": live_of_copy_1})
+    np.testing.assert_array_equal(again[:3], obs[:3])
+    assert again[3:].any(axis=1).all()  # copy 1 starts over, slot 4 included
+    venv.close()
+
+
+class Poisoned(Staggered):
+    """Agents a and b for 5 steps; b's observation is NaN at step 2. Records the actions it was given."""
+
+    def reset(self, seed=None, options=None):
+        self.t, self.agents, self.given = 0, ["a", "b"], []
+        return self._obs(), {}
+
+    def step(self, actions):
+        self.given.append(dict(actions))
+        self.t += 1
+        obs = self._obs()
+        if self.t == 2:
+            obs["b"] = np.array([np.nan], np.float32)
+        end = self.t == 5
+        live, self.agents = list(self.agents), [] if end else self.agents
+        return obs, {a: 1.0 for a in live}, dict.fromkeys(live, False), dict.fromkeys(live, end), {}
+
+
+def test_a_slot_the_guard_cuts_idles_while_its_copy_plays_on():
+    inner = PettingZooVectorEnv([Poisoned])
+    venv = RowGuard(inner, "truncate", "clip", None)
+    venv.reset(seed=0)
+    ones = np.ones(3, dtype=np.int64)
+    venv.step(ones)
+    obs, rewards, term, trunc, infos = venv.step(ones)  # b's NaN: cut, benched
+    assert trunc.tolist() == [False, True, False] and rewards[1] == 0.0
+    assert infos["final_info"]["nondiff_fault"][1] is not None and infos["final_obs"][1][0] == 11.0
+    assert obs[0, 0] == 2.0 and not obs[1].any()
+    obs, rewards, term, trunc, infos = venv.step(ones)
+    assert obs[0, 0] == 3.0 and rewards.tolist() == [1.0, 0.0, 0.0] and infos[IDLE_KEY][1] is True
+    assert inner.envs[0].given[-1] == {"a": 1, "b": 0}  # a benched agent acts with the placeholder
+    venv.step(ones)
+    _, _, term, trunc, _ = venv.step(ones)  # step 5: the copy ends; b was already out
+    assert trunc.tolist() == [True, False, False] and not term.any()
     venv.close()
 
 
