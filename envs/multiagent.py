@@ -77,7 +77,8 @@ def shared_spaces(env: Any, name: str) -> tuple[gym.Space, gym.Space]:
                 f"env {name!r}: agents {first!r} and {agent!r} have different {which} spaces ({mine} and "
                 f"{theirs}), and nondiff trains one policy shared by all agents; pad them to one space "
                 "(supersuit's pad_observations_v0 and pad_action_space_v0 in a module:function of yours, "
-                "given as --env), or pick an env whose agents share them")
+                "given as --env), or pick an env whose agents share them (a policies: map for several "
+                "policies is not there yet)")
     return obs, act
 
 
