@@ -119,10 +119,12 @@ def make_vector_env(cfg: RunConfig, env: ResolvedEnv,
 
     ``fns`` (default: ``train.num_envs`` times :func:`env_factory`) builds the envs.
     """
+    venv = None
     if fns is None and env.multi_agent:
-        return EpisodeStatistics(_agents_vector_env(cfg, env))
-    venv = _bridge_vector_env(cfg, env) if fns is None and env.batched(cfg) else None
-    if venv is not None:  # images in the layout the per-env stack gives the probe and evaluation
+        venv = _agents_vector_env(cfg, env)
+    elif fns is None and env.batched(cfg):
+        venv = _bridge_vector_env(cfg, env)
+    if venv is not None:  # batched: images in the layout the per-env stack gives the probe and evaluation
         return EpisodeStatistics(channels_first(venv) if env.channels_first else venv)
     fns = fns if fns is not None else [env_factory(cfg, env) for _ in range(cfg.train.num_envs)]
     with build_errors(cfg):  # a resumed run builds its envs here first (no probe)
