@@ -191,7 +191,7 @@ def test_flappy_bird_trains_with_the_default_policies_and_no_truncation_storm(tm
 
 
 @pytest.mark.parametrize(("args", "expect"), [
-    (["--env", "MiniGrid-Empty-5x5-v0"], "--env-package PACKAGE"),
+    (["--env", "MiniGrid-Empty-5x5-v0"], "pass --env-package minigrid"),
     (["--env", "minigrid.wrappers:ImgObsWrapper", "--env-package", "minigrid"], "is a gymnasium.Wrapper"),
     (["--env", "FetchReach-v4", "--env-package", "gymnasium_robotics"],
      "env 'FetchReach-v4' failed to start"),
