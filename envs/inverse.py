@@ -156,6 +156,11 @@ class InverseEnvMixin:
     problem: InverseProblem
     instance: Instance
     _calls_at_reset: int
+    step_size: float
+    step_decay: float = 1.0
+    """Each step's reach shrinks by this factor (1: every step moves up to ``step_size``)."""
+    _t: int
+    _x: np.ndarray
 
     @property
     def forward_calls(self) -> int:
@@ -171,6 +176,12 @@ class InverseEnvMixin:
         """An estimate's metrics against the episode's hidden truth (not counted; for reporting, not
         inversion)."""
         return self.problem.score(x, self.instance)
+
+    def action_towards(self, x: np.ndarray) -> np.ndarray:
+        """The action that moves the estimate ``_x`` towards normalised ``x``, as far as this step allows
+        (``step_size · step_decay^t``)."""
+        step = self.step_size * self.step_decay**self._t
+        return np.clip((np.asarray(x, dtype=np.float64) - self._x) / step, -1.0, 1.0).astype(np.float32)
 
 
 class InverseEnv(InverseEnvMixin, gym.Env):
@@ -233,11 +244,6 @@ class InverseEnv(InverseEnvMixin, gym.Env):
         if truncated:
             info["episode_metrics"] = self.score(self._x)
         return self._obs(), float(previous - self._misfit), False, truncated, info
-
-    def action_towards(self, x: np.ndarray) -> np.ndarray:
-        """The action that moves the estimate towards normalised ``x`` (as far as one step allows)."""
-        return np.clip((np.asarray(x, dtype=np.float64) - self._x) / self.step_size, -1.0,
-                       1.0).astype(np.float32)
 
 
 def problem_of(env: Any) -> InverseProblem | None:

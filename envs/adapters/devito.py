@@ -300,11 +300,6 @@ class DevitoEnv(InverseEnvMixin, gym.Env):
         reward = previous_err - self._err if self.reward == "model" else previous - self._misfit
         return self._obs(), float(reward), False, truncated, info
 
-    def action_towards(self, x: np.ndarray) -> np.ndarray:
-        """The action that moves the estimate towards normalised ``x`` (as far as this step allows)."""
-        step = self.step_size * self.step_decay**self._t
-        return np.clip((np.asarray(x, dtype=np.float64) - self._x) / step, -1.0, 1.0).astype(np.float32)
-
     def render(self):
         """An RGB image: the true and estimated velocity models and the middle shot, observed vs synthetic."""
         if self.render_mode != "rgb_array":

@@ -321,11 +321,6 @@ class SeismicEnv(InverseEnvMixin, gym.Env):
             reward = previous - self._misfit
         return self._obs(), reward, False, truncated, info
 
-    def action_towards(self, x: np.ndarray) -> np.ndarray:
-        """The action that moves the estimate towards normalised ``x`` (as far as this step allows)."""
-        step = self.step_size * self.step_decay**self._t
-        return np.clip((np.asarray(x, dtype=np.float64) - self._x) / step, -1.0, 1.0).astype(np.float32)
-
     def render(self):
         """An RGB image: true vs estimated velocity against depth, and observed vs synthetic trace."""
         if self.render_mode != "rgb_array":

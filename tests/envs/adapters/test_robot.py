@@ -27,7 +27,8 @@ NONDIFF_IDS = sorted(spec.gym_id for spec in map(envs.resolve, envs.BUILTIN))
 
 @pytest.mark.parametrize("gym_id", NONDIFF_IDS, ids=NONDIFF_IDS)
 def test_check_env_passes_on_every_builtin(gym_id, heater):
-    kwargs = {"command": heater} if gym_id == "nondiff/Process-v0" else {}
+    given = {"nondiff/Process-v0": {"command": heater}, "nondiff/Devito-v0": {"preset": "small"}}
+    kwargs = given.get(gym_id, {})
     env = gym.make(gym_id, **kwargs)
     strict_check_env(env.unwrapped)
     env.close()
