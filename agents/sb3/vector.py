@@ -20,12 +20,11 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from agents.config import RunConfig
 from agents.run.envfactory import make_vector_env
 from agents.run.resolved import ResolvedEnv, is_image_space
-from envs.vector.base import unbatch_all
+from envs.vector.base import step_rows, unbatch_all
 from envs.vector.episode_stats import EpisodeStatistics
 from envs.wrappers import is_image
 
 log = logging.getLogger(__name__)
-_FINAL = ("final_obs", "final_info")
 
 
 class SB3VecEnv(VecEnv):
@@ -58,19 +57,17 @@ class SB3VecEnv(VecEnv):
 
     def step_wait(self) -> Any:
         """One vector step as SB3 expects it: float32 rewards, dones, one info dict per env."""
-        obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
-        dones = terminated | truncated
-        out = unbatch_all(infos, self.num_envs, _FINAL)
-        finals = unbatch_all(infos["final_info"], self.num_envs) if "final_info" in infos else []
-        for i, done in enumerate(dones.tolist()):
-            if done:
-                self.reset_infos[i] = out[i]
-                out[i] = info = finals[i]
-                info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-                info["terminal_observation"] = infos["final_obs"][i]
-            else:
-                out[i]["TimeLimit.truncated"] = False
-        return obs, rewards.astype(np.float32), dones, out
+        obs, rewards, terminated, truncated, out, finals = step_rows(self.venv, self._actions)
+        for i, info in enumerate(out):
+            final = finals.get(i)
+            if final is None:
+                info["TimeLimit.truncated"] = False
+                continue
+            self.reset_infos[i] = info
+            out[i] = info = dict(final[1])
+            info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+            info["terminal_observation"] = final[0]
+        return obs, rewards.astype(np.float32), terminated | truncated, out
 
     def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
         """An attribute of each env."""

@@ -7,6 +7,13 @@ Gymnasium's ``SyncVectorEnv``. Infos are batched as Gymnasium batches them (a ke
 ``_key`` mask per env, nested dicts recursively), but every leaf is an object array, so :func:`unbatch_info`
 gives back each env's values as the env returned them (a Python ``bool`` stays one, a ``Fault`` stays itself).
 
+Inside nondiff the same step also comes as :class:`StepRows`, each env's info its own dict as the env
+returned it: what :meth:`VectorEnvBase.collect_rows` builds before any batching, what :func:`step_rows` asks
+of a vector env (its own ``step_rows`` where it has one, else its Gymnasium step unbatched) and what SB3's
+adapter reads, so that a backend that wants per-env infos never pays for batching them and taking them apart
+again.
+:func:`batched` and :func:`unbatched` turn one form into the other.
+
 Beyond Gymnasium's API, each vector env answers per-env calls by index (:meth:`VectorEnvBase.call_at` and
 friends), which a backend's adapter needs (SB3's ``get_attr``/``env_method`` take indices).
 """
@@ -14,7 +21,7 @@ friends), which a backend's adapter needs (SB3's ``get_attr``/``env_method`` tak
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -25,6 +32,56 @@ Indices = Sequence[int] | None
 Transition = tuple[Any, Any, bool, bool, dict[str, Any], "tuple[Any, dict[str, Any]] | None"]
 """One env's step: observation (after an auto-reset, the reset's), reward, terminated, truncated, info
 (after an auto-reset, the reset's) and, when it finished, its last observation and step info."""
+
+
+Final = tuple[Any, dict[str, Any]]
+"""A finished env's last observation and last step's info."""
+
+
+class StepRows(NamedTuple):
+    """One vector step with every env's info kept whole (see the module docstring)."""
+
+    obs: Any
+    """The batched observations (after an auto-reset, the reset's)."""
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    infos: list[dict[str, Any]]
+    """Env ``i``'s info (after an auto-reset, the reset's)."""
+    finals: dict[int, Final]
+    """The envs that finished in this step: each one's last observation and step info."""
+
+
+def batched(rows: StepRows) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Gymnasium's form of a step: the infos batched (``final_obs``/``final_info`` for the finished envs)."""
+    n, infos = len(rows.infos), dict[str, Any]()
+    for i, info in enumerate(rows.infos):
+        final = rows.finals.get(i)
+        if final is not None:
+            infos = add_info(infos, {"final_obs": final[0], "final_info": final[1]}, i, n)
+        infos = add_info(infos, info, i, n)
+    return rows.obs, rows.rewards, rows.terminated, rows.truncated, infos
+
+
+def unbatched(step: tuple[Any, Any, Any, Any, dict[str, Any]], n: int) -> StepRows:
+    """:class:`StepRows` of a Gymnasium step of ``n`` envs (the inverse of :func:`batched`)."""
+    obs, rewards, terminated, truncated, infos = step
+    rows = unbatch_all(infos, n, ("final_obs", "final_info"))
+    finals: dict[int, Final] = {}
+    if "final_obs" in infos or "final_info" in infos:
+        last_infos = unbatch_all(infos.get("final_info", {}), n)
+        last_obs, given = infos.get("final_obs"), infos.get("_final_obs")
+        for i in np.flatnonzero(np.asarray(terminated) | np.asarray(truncated)).tolist():
+            seen = last_obs is not None and (given is None or given[i])
+            finals[i] = (last_obs[i] if seen else None, last_infos[i])  # type: ignore[index]
+    return StepRows(obs, np.asarray(rewards), np.asarray(terminated), np.asarray(truncated), rows, finals)
+
+
+def step_rows(env: gym.vector.VectorEnv, actions: Any) -> StepRows:
+    """One step of ``env`` as :class:`StepRows`: its own ``step_rows`` where its class has one, else its
+    Gymnasium step unbatched (a wrapper from elsewhere has none, and is stepped as Gymnasium steps it)."""
+    own = getattr(type(env), "step_rows", None)
+    return own(env, actions) if own is not None else unbatched(env.step(actions), env.num_envs)
 
 
 def add_info(infos: dict[str, Any], info: dict[str, Any], i: int, n: int) -> dict[str, Any]:
@@ -128,15 +185,16 @@ class VectorEnvBase(gym.vector.VectorEnv):
 
     def collect(self, results: Sequence[Transition]) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
         """The batched step of every env's transition (in env order)."""
-        infos: dict[str, Any] = {}
-        for i, (_, _, _, _, info, final) in enumerate(results):
-            if final is not None:
-                infos = self._add_info(infos, {"final_obs": final[0], "final_info": final[1]}, i)
-            infos = self._add_info(infos, info, i)
-        return (stack(self.single_observation_space, [r[0] for r in results]),
-                np.array([r[1] for r in results], dtype=np.float64),
-                np.array([r[2] for r in results], dtype=bool),
-                np.array([r[3] for r in results], dtype=bool), infos)
+        return batched(self.collect_rows(results))
+
+    def collect_rows(self, results: Sequence[Transition]) -> StepRows:
+        """Every env's transition (in env order) as :class:`StepRows`: observations and flags batched, infos
+        as they came."""
+        return StepRows(stack(self.single_observation_space, [r[0] for r in results]),
+                        np.array([r[1] for r in results], dtype=np.float64),
+                        np.array([r[2] for r in results], dtype=bool),
+                        np.array([r[3] for r in results], dtype=bool), [r[4] for r in results],
+                        {i: r[5] for i, r in enumerate(results) if r[5] is not None})
 
     def _indices(self, indices: Indices) -> Sequence[int]:
         return range(self.num_envs) if indices is None else indices

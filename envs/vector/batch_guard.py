@@ -28,6 +28,7 @@ from gymnasium.vector.utils import iterate
 
 from envs.guard import Guard
 from envs.value_checks import RowCheck, all_finite_floats, valid_rewards
+from envs.vector.base import StepRows, batched, step_rows
 from envs.vector.sync import SyncVectorEnv
 
 PASS_THROUGH_STEPS = (gym.Wrapper.step, gym.ObservationWrapper.step, gym.RewardWrapper.step)
@@ -91,8 +92,12 @@ class BatchGuard(gym.vector.VectorWrapper):
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """Step every adapter ahead and judge them at once, then step the wrapper stacks (or just step)."""
+        return batched(self.step_rows(actions)) if self.active else self.env.step(actions)
+
+    def step_rows(self, actions: Any) -> StepRows:
+        """:meth:`step` with each env's info as it came (:class:`~envs.vector.base.StepRows`)."""
         if not self.active:
-            return self.env.step(actions)
+            return step_rows(self.env, actions)
         acts = list(iterate(self.action_space, actions))
         venv: Any = self.env
         self.judge(venv.run(lambda i: self.guards[i].prefetch(acts[i])))

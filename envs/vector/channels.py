@@ -11,6 +11,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
+from envs.vector.base import StepRows, step_rows
 from envs.wrappers import channel_last, transposed
 
 
@@ -54,6 +55,13 @@ class ChannelsFirst(gym.vector.VectorWrapper):
                 if mask is None or mask[i]:
                     final[i] = self._move(final[i], (2, 0, 1))
         return self._move(obs, (0, 3, 1, 2)), rewards, terminated, truncated, infos
+
+    def step_rows(self, actions: Any) -> StepRows:
+        """:meth:`step` with each env's info as it came (:class:`~envs.vector.base.StepRows`)."""
+        rows = step_rows(self.env, actions)
+        for i, (last_obs, last_info) in rows.finals.items():
+            rows.finals[i] = (None if last_obs is None else self._move(last_obs, (2, 0, 1)), last_info)
+        return rows._replace(obs=self._move(rows.obs, (0, 3, 1, 2)))
 
 
 def channels_first(env: gym.vector.VectorEnv) -> gym.vector.VectorEnv:

@@ -9,7 +9,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.vector.base import add_info
+from envs.vector.base import StepRows, add_info, step_rows
 
 
 class EpisodeStatistics(gym.vector.VectorWrapper):
@@ -39,14 +39,29 @@ class EpisodeStatistics(gym.vector.VectorWrapper):
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """Step, and report each episode that ended."""
         obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        for i, episode in self._tally(rewards, terminated | truncated):
+            add_info(infos.setdefault("final_info", {}), {"episode": episode}, i, self.num_envs)
+        return obs, rewards, terminated, truncated, infos
+
+    def step_rows(self, actions: Any) -> StepRows:
+        """:meth:`step` with each env's info as it came (:class:`~envs.vector.base.StepRows`); each ended
+        episode's figures go into a copy of its last step's info."""
+        rows = step_rows(self.env, actions)
+        for i, episode in self._tally(rows.rewards, rows.terminated | rows.truncated):
+            last_obs, last_info = rows.finals.get(i, (None, {}))
+            rows.finals[i] = (last_obs, {**last_info, "episode": episode})
+        return rows
+
+    def _tally(self, rewards: np.ndarray, ended: np.ndarray) -> list[tuple[int, dict[str, Any]]]:
+        """Add the step's rewards to each episode; the episodes that ended, with their figures."""
         for ep, reward in zip(self.rewards, rewards.tolist()):  # Python floats, as Monitor keeps them
             ep.append(reward)
-        for i in np.flatnonzero(terminated | truncated).tolist():
+        out = []
+        for i in np.flatnonzero(ended).tolist():
             ep = self.rewards[i]
-            episode = {"r": round(sum(ep), 6), "l": len(ep), "t": round(time.time() - self.t_start, 6)}
-            add_info(infos.setdefault("final_info", {}), {"episode": episode}, i, self.num_envs)
+            out.append((i, {"r": round(sum(ep), 6), "l": len(ep), "t": round(time.time() - self.t_start, 6)}))
             self.rewards[i] = []
-        return obs, rewards, terminated, truncated, infos
+        return out
 
     def get_state(self, i: int) -> dict[str, Any]:
         """Env ``i``'s unfinished episode (JSON), in the form a checkpoint stores it."""

@@ -11,7 +11,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import iterate
 
-from envs.vector.base import Indices, Transition, VectorEnvBase, is_wrapped, stack
+from envs.vector.base import Indices, StepRows, Transition, VectorEnvBase, batched, is_wrapped, stack
 
 
 class SyncVectorEnv(VectorEnvBase):
@@ -62,15 +62,19 @@ class SyncVectorEnv(VectorEnvBase):
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
         """Step every env (through :meth:`run`), resetting those that finished in the same step."""
+        return batched(self.step_rows(actions))
+
+    def step_rows(self, actions: Any) -> StepRows:
+        """:meth:`step` with each env's info as it came (:class:`~envs.vector.base.StepRows`)."""
         acts = list(iterate(self.action_space, actions))
-        out = self.collect(self.run(lambda i: self._step_one(i, acts[i])))
-        self._ended = out[2] | out[3]
+        out = self.collect_rows(self.run(lambda i: self._step_one(i, acts[i])))
+        self._ended = out.terminated | out.truncated
         return out
 
-    def step_here(self, acts: list[Any]) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+    def step_here(self, acts: list[Any]) -> StepRows:
         """Step env ``i`` with ``acts[i]``: what the batched Guard calls once the adapters have stepped ahead
         with these very action objects (here as :meth:`step` does)."""
-        return self.collect([self._step_one(i, a) for i, a in enumerate(acts)])
+        return self.collect_rows([self._step_one(i, a) for i, a in enumerate(acts)])
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None,
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:

@@ -8,10 +8,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from envs.vector.base import Indices
+from envs.vector.base import Indices, StepRows
 from envs.vector.sync import SyncVectorEnv
 
 
@@ -86,7 +85,7 @@ class ThreadVectorEnv(SyncVectorEnv):
             raise errors[0]
         return results
 
-    def step_here(self, acts: list[Any]) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+    def step_here(self, acts: list[Any]) -> StepRows:
         """Step every env's wrapper stack in this thread (env ``i`` with ``acts[i]``), and reset the finished
         ones in their threads.
 
@@ -101,7 +100,7 @@ class ThreadVectorEnv(SyncVectorEnv):
         for i, (obs, info) in zip(finished, self.run(lambda i: self.envs[i].reset(), finished)):
             results[i][5] = (results[i][0], results[i][4])
             results[i][0], results[i][4] = obs, info
-        return self.collect([tuple(r) for r in results])  # type: ignore[misc]
+        return self.collect_rows([tuple(r) for r in results])  # type: ignore[misc]
 
     def close_extras(self, **kwargs: Any) -> None:
         """Stop the threads and close every env."""
