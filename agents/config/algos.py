@@ -13,7 +13,7 @@ SHARED_AGENT_KEYS = ("backend", "algo", "learning_rate", "lr_schedule", "gamma",
 _ON_POLICY = ("n_steps", "batch_size", "n_epochs", "clip_range", "gae_lambda", "ent_coef", "vf_coef",
               "max_grad_norm", "log_std_init", "ortho_init")
 _OFF_POLICY = ("batch_size", "buffer_size", "learning_starts", "train_freq", "gradient_steps", "tau",
-               "action_noise", "action_noise_std")
+               "action_noise", "action_noise_std", "her", "her_n_sampled_goal", "her_goal_selection_strategy")
 ALGO_KEYS: dict[str, tuple[str, ...]] = {
     "ppo": _ON_POLICY,
     # one pass, no clip

@@ -57,6 +57,13 @@ class EnvConfig(BaseModel):
     drop_keys: list[str] = Field(default_factory=list)
     """Observation keys left out of a Dict (or Tuple, by index) observation. Non-numeric ones (``Text``) are
     dropped anyway, with one line saying so; list them here to silence it."""
+    action_mask: Literal["auto", "method", "info", "obs", "none"] = "auto"
+    """Where the env's legal actions come from (Discrete and MultiDiscrete actions; envs/masks.py): ``auto``
+    finds them when the run starts, in this order: an env method ``action_masks()`` (sb3-contrib's
+    convention), ``info["action_mask"]`` or a Dict observation key ``action_mask`` (PettingZoo classic's), and
+    the run's config.yaml records what it found; ``none`` (or ``off``) trains without. With a mask,
+    ``--backend sb3 --algo ppo`` trains sb3-contrib's MaskablePPO and evaluation picks legal actions only;
+    other algorithms and backends exit 2."""
     token: str | None = None
     """The bridge token as a literal (``--set env.token=…``). Discouraged: ``ps`` shows command lines. It is
     written everywhere as ``'***'``; a config holding ``'***'`` takes the token from ``NONDIFF_TOKEN`` (or
@@ -72,6 +79,11 @@ class EnvConfig(BaseModel):
     @classmethod
     def _token_text(cls, v: Any) -> Any:
         return None if v is None or v == "" else str(v)  # a number given with --set is a token too
+
+    @field_validator("action_mask", mode="before")
+    @classmethod
+    def _mask_off(cls, v: Any) -> Any:
+        return "none" if v is False or v == "off" else v  # YAML reads `off` and `no` as false
 
     @field_validator("wrappers")
     @classmethod
@@ -194,6 +206,16 @@ class AgentConfig(Section):
     """TD3: std of the smoothing noise added to target actions."""
     target_noise_clip: float = Field(default=0.5, ge=0)
     """TD3: clip of the target smoothing noise."""
+    her: bool | Literal["auto"] = "auto"
+    """SAC/TD3: Hindsight Experience Replay (SB3's ``HerReplayBuffer``, agents/sb3/her.py). ``auto`` turns it
+    on for a goal-conditioned env (a Dict observation with ``observation``, ``achieved_goal`` and
+    ``desired_goal``, and an env ``compute_reward``), ``false`` keeps the plain replay buffer, ``true``
+    requires such an env."""
+    her_n_sampled_goal: int = Field(default=4, gt=0)
+    """SAC/TD3 with HER: relabelled transitions per real one (a share of 1 − 1/(n + 1) of each batch)."""
+    her_goal_selection_strategy: Literal["future", "final", "episode"] = "future"
+    """SAC/TD3 with HER: where a relabelled goal comes from: a later step of the same episode, its last step,
+    or any step of it."""
 
     @model_validator(mode="after")
     def _blackbox_algo(self) -> AgentConfig:

@@ -40,7 +40,8 @@ class ResolvedEnv:
     Attributes:
         spec: the registry's record (name, Gymnasium id, entry point, where it came from).
         params: the keyword arguments the entry point takes; None when it takes ``**kwargs`` or is opaque.
-        renders_by_default: its ``render_mode`` defaults to rendering (it is built with ``render_mode=None``).
+        renders_by_default: its ``render_mode`` defaults to ``human`` (a window; it is built with
+            ``render_mode=None``).
         hosts_instances: the adapter can host K instances per program (the bridge), so K > 1 or connect mode
             (``env.listen``) are stepped as one batched vector env.
         channels_first: build images as (C, H, W) (the backend's
@@ -113,7 +114,7 @@ def resolve_env(cfg: RunConfig, channels_first: bool, spec: EnvSpec | None = Non
                 params = tuple(n for n, p in sig.items()
                                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self")
             mode = sig.get("render_mode")  # e.g. stable-retro's 'human' would need a display
-            renders = mode is not None and mode.default not in (None, inspect.Parameter.empty)
+            renders = mode is not None and mode.default == "human"  # panda-gym's 'rgb_array' refuses None
     obs, act = spaces if spaces is not None else (None, None)
     return ResolvedEnv(spec, params, renders, bool(getattr(target, "hosts_instances", False)),
                        channels_first, obs, act, runs_code=tuple(runs_code(cfg, target)),

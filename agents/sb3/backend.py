@@ -27,7 +27,7 @@ from agents.run.backend import Backend, Iteration, resolve_device
 from agents.run.header import CheckpointHeader, corrupted
 from agents.run.resolved import ResolvedEnv
 from agents.run.session import Session
-from agents.sb3 import offpolicy
+from agents.sb3 import her, offpolicy
 from agents.sb3.policies import load_obs_stats, normalize, save_obs_stats, select_policy
 from agents.sb3.vector import SB3VecEnv, make_vec_env
 from envs.errors import CheckpointError
@@ -123,6 +123,7 @@ class SB3Backend(Backend):
             offpolicy.check_memory(cfg, *env.spaces, cfg.train.num_envs,
                                    optimize_memory_usage=bool(hp.get("optimize_memory_usage", False)))
         venv = make_vec_env(cfg, env)
+        her.configure(cfg, env, venv, hp)  # HerReplayBuffer for SAC/TD3 on a goal-conditioned env
         name, extra = select_policy(cfg, venv.observation_space)
         hp["policy_kwargs"].update(extra)
         if cfg.agent.algo in offpolicy.ALGOS and not cfg.train.checkpoint_replay:

@@ -4,7 +4,8 @@ The state that makes a resume exact is written as tensors plus JSON, never pickl
 networks (the policy's state dict), every optimiser (actor, critic and SAC's entropy coefficient), SAC's
 ``log_ent_coef``, the replay buffer (the filled part of observations, next_observations, actions, rewards,
 dones, timeouts, and its ``pos``/``full``), the action space's sampler (random actions before
-``learning_starts``) and Ornstein-Uhlenbeck noise. ``train.checkpoint_replay: false`` leaves the buffer out.
+``learning_starts``) and Ornstein-Uhlenbeck noise, and a HER buffer's episode index (:mod:`agents.sb3.her`).
+``train.checkpoint_replay: false`` leaves the buffer out.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from agents.run.header import corrupted
 from agents.run.memory import check_replay
+from agents.sb3 import her
 from envs.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -170,6 +172,7 @@ def save_state(model: OffPolicyAlgorithm, tensors: Tensors, *, replay: bool) -> 
                              "action_space_rng": model.action_space.np_random.bit_generator.state}
     if replay and model.replay_buffer is not None:
         state["replay"] = _save_replay(model.replay_buffer, tensors)
+        state["her"] = her.save_state(model.replay_buffer, tensors, state["replay"]["n"])
     return {"optimizer": None, "optimizers": opts, "off_policy": state}
 
 
@@ -199,6 +202,7 @@ def load_state(model: OffPolicyAlgorithm, tensors: Tensors, meta: dict[str, Any]
                     "resumes with an empty buffer, so the resumed run is not exact", path)
     elif model.replay_buffer is not None:
         _load_replay(model.replay_buffer, tensors, state["replay"], path)
+        her.load_state(model.replay_buffer, tensors, state.get("her"), state["replay"]["n"], path)
 
 
 def _ou_noises(noise: ActionNoise | None) -> list[OrnsteinUhlenbeckActionNoise]:
