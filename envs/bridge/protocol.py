@@ -63,6 +63,9 @@ class Channel:
         self.rfd, self.wfd, self.sock = rfd, wfd, sock
         self._buf = bytearray()
         self._mid_frame = False
+        self.headers = HeaderCache()
+        """Headers this channel sent and received, kept encoded and parsed (a step's are the same each
+        time)."""
         os.set_blocking(rfd, False)
         os.set_blocking(wfd, False)
 
@@ -140,14 +143,57 @@ def _pack_value(value: Any, arrays: list[np.ndarray]) -> Any:
     return value
 
 
-def encode(message: dict[str, Any]) -> bytes:
+class HeaderCache:
+    """The last few headers of one channel, both ways: what :func:`encode` and :func:`decode` would compute
+    again for a message whose header is the same (a lock-step loop sends and receives the same few).
+
+    Outgoing: a flat message (every field but ``type`` an array) by its type, keys, dtypes and shapes, to its
+    JSON header. Incoming: a header's bytes to its checked parse (the body with ``$array`` references and
+    the arrays' layouts). Only headers that passed every check are kept.
+    """
+
+    LIMIT = 16
+
+    def __init__(self) -> None:
+        self.out: dict[tuple[Any, ...], bytes] = {}
+        self.into: dict[bytes, tuple[dict[str, Any], list[tuple[np.dtype, tuple[int, ...], int]]]] = {}
+
+    def keep(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        if len(table) >= self.LIMIT:
+            table.pop(next(iter(table)))
+        table[key] = value
+
+
+def encode(message: dict[str, Any], cache: HeaderCache | None = None) -> bytes:
     """One frame: ``u32 length | u32 header length | JSON header | raw array bytes…`` (big-endian lengths)."""
+    if cache is not None:
+        key = _flat_key(message)
+        if key is not None:
+            header = cache.out.get(key)
+            if header is None:
+                frame = encode(message)
+                cache.keep(cache.out, key, frame[8:8 + _LEN.unpack_from(frame, 4)[0]])
+                return frame
+            datas = [np.ascontiguousarray(v).tobytes() for k, v in message.items() if k != "type"]
+            payload = b"".join([_LEN.pack(len(header)), header, *datas])
+            return _LEN.pack(len(payload)) + payload
     arrays: list[np.ndarray] = []
     body = _pack_value(message, arrays)
     body["arrays"] = [{"dtype": a.dtype.str, "shape": list(a.shape)} for a in arrays]
     header = json.dumps(body, separators=(",", ":")).encode()
     payload = b"".join([_LEN.pack(len(header)), header, *(a.tobytes() for a in arrays)])
     return _LEN.pack(len(payload)) + payload
+
+
+def _flat_key(message: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What a flat message's header depends on, or None when the message is not flat."""
+    key: list[Any] = [message.get("type")]
+    for k, v in message.items():
+        if k != "type":
+            if type(v) is not np.ndarray:
+                return None
+            key.append((k, v.dtype.str, v.shape))
+    return tuple(key)
 
 
 def _unpack_value(value: Any, arrays: list[np.ndarray], depth: int) -> Any:
@@ -186,13 +232,37 @@ def _array_layout(spec: Any, i: int) -> tuple[np.dtype, tuple[int, ...]]:
     return dtype, tuple(shape)
 
 
-def decode(payload: bytes) -> dict[str, Any]:
-    """Parse a frame's payload (without its length prefix); every violation is a :class:`ProtocolError`."""
+def decode(payload: bytes, cache: HeaderCache | None = None) -> dict[str, Any]:
+    """Parse a frame's payload (without its length prefix); every violation is a :class:`ProtocolError`.
+
+    ``cache``: headers already parsed on this channel; a header met before is not parsed or checked again
+    (only the arrays' bytes are), and one that passed every check is kept.
+    """
     if len(payload) < 4:
         raise ProtocolError(f"frame of {len(payload)} bytes is shorter than its header length field")
     (hlen,) = _LEN.unpack_from(payload)
     if hlen > len(payload) - 4:
         raise ProtocolError(f"header length {hlen} exceeds the frame ({len(payload) - 4} bytes)")
+    if cache is not None:
+        raw = bytes(payload[4:4 + hlen])
+        known = cache.into.get(raw)
+        if known is not None and 4 + hlen + sum(n for _, _, n in known[1]) == len(payload):
+            offset, arrays = 4 + hlen, []
+            for dtype, shape, nbytes in known[1]:
+                arrays.append(np.frombuffer(payload, dtype=dtype, count=math.prod(shape),
+                                            offset=offset).reshape(shape))
+                offset += nbytes
+            return _unpack_value(known[0], arrays, 0)
+        msg, layouts = _decode(payload, hlen)
+        if hlen <= 4096:  # a small header (a step's); big ones (a spec, infos) are parsed each time
+            cache.keep(cache.into, raw, (msg[0], layouts))
+        return msg[1]
+    return _decode(payload, hlen)[0][1]
+
+
+def _decode(payload: bytes, hlen: int) -> tuple[tuple[dict[str, Any], dict[str, Any]],
+                                                list[tuple[np.dtype, tuple[int, ...], int]]]:
+    """The checked parse of a payload: (the body with references, the message), the arrays' layouts."""
     if hlen > MAX_HEADER:
         raise ProtocolError(f"header of {hlen} bytes is over the {MAX_HEADER}-byte limit")
     try:
@@ -207,7 +277,7 @@ def decode(payload: bytes) -> dict[str, Any]:
     if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:
         raise ProtocolError(f"'arrays' must be a list of at most {MAX_ARRAYS} descriptors, got "
                             f"{type(specs).__name__}{f' of {len(specs)}' if isinstance(specs, list) else ''}")
-    arrays, offset = [], 4 + hlen
+    arrays, offset, layouts = [], 4 + hlen, []
     for i, spec in enumerate(specs):
         dtype, shape = _array_layout(spec, i)
         nbytes = dtype.itemsize * math.prod(shape)
@@ -216,15 +286,16 @@ def decode(payload: bytes) -> dict[str, Any]:
                                 "remain")
         arrays.append(np.frombuffer(payload, dtype=dtype, count=math.prod(shape),
                                     offset=offset).reshape(shape))
+        layouts.append((dtype, shape, nbytes))
         offset += nbytes
     if offset != len(payload):
         raise ProtocolError(f"{len(payload) - offset} trailing bytes after the arrays")
-    return _unpack_value(body, arrays, 0)
+    return (body, _unpack_value(body, arrays, 0)), layouts
 
 
 def send(chan: Channel, message: dict[str, Any], timeout: float, max_size: int = MAX_MESSAGE) -> None:
     """Encode and write one message."""
-    frame = encode(message)
+    frame = encode(message, chan.headers)
     if len(frame) - 4 > max_size:
         raise ProtocolError(f"outgoing {message.get('type')!r} message is {len(frame) - 4} bytes, over the "
                             f"{max_size}-byte limit")
@@ -238,7 +309,7 @@ def recv(chan: Channel, timeout: float, max_size: int = MAX_MESSAGE) -> dict[str
     if length > max_size:
         raise ProtocolError(f"incoming message declares {length} bytes, over the {max_size}-byte limit")
     chan._mid_frame = True
-    msg = decode(chan.read_exact(length, deadline))
+    msg = decode(chan.read_exact(length, deadline), chan.headers)
     chan._mid_frame = False
     if msg["type"] == "error":
         raise RemoteError(str(msg.get("message", "unspecified error"))[:2000])

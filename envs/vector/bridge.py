@@ -30,7 +30,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector.utils import iterate
+from gymnasium.vector.utils import create_empty_array, iterate
 
 from envs.bridge import listen as L
 from envs.bridge.batch import BatchProgram
@@ -38,7 +38,15 @@ from envs.bridge.batchmsg import unstack
 from envs.errors import EnvFailure, RestartBudgetExhausted, StartupError, UserError
 from envs.faults import FAULT_KEY, LATENCY_KEY, RESET_FAULTS_KEY, Fault, add_fault
 from envs.repair import placeholder
-from envs.vector.base import Indices, Transition, VectorEnvBase, add_info, stack
+from envs.vector.base import (
+    Final,
+    Indices,
+    StepRows,
+    VectorEnvBase,
+    add_info,
+    batched,
+    stack,
+)
 
 FLAT_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
@@ -68,8 +76,9 @@ class BridgeVectorEnv(VectorEnvBase):
         self.offsets = [int(x) for x in np.cumsum([0, *self.sizes])]
         super().__init__(self.offsets[-1], first.observation_space, first.action_space)
         self.render_mode = None
-        self._cur: list[Any] = [placeholder(self.single_observation_space) for _ in range(self.num_envs)]
-        """Each env's latest observation (a program fault ends its episode on it)."""
+        self._cur: Any = stack(self.single_observation_space,
+                               [placeholder(self.single_observation_space)] * self.num_envs)
+        """Every env's latest observation, as a batch (a program fault ends its episode on it)."""
         self._pending: list[list[Fault]] = [[] for _ in range(self.num_envs)]
         """Program faults met while resetting, reported with the env's next step."""
         self._pool = (ThreadPoolExecutor(len(self.programs), "nondiff-program") if len(self.programs) > 1
@@ -93,52 +102,53 @@ class BridgeVectorEnv(VectorEnvBase):
         if p.last_reset_all:  # the program was restarted: every instance starts over
             local = list(range(p.num_instances))
         faults.extend(p._take_reset_faults())
-        for pos, i in enumerate(local):
-            self._cur[lo + i] = unstack(self.single_observation_space, obs, pos)
+        _put(self._cur, [lo + i for i in local], obs)
         return local, infos
 
-    def _step_program(self, j: int, actions: np.ndarray) -> list[Transition]:
+    def _step_program(self, j: int, actions: np.ndarray) -> StepRows:
+        """Program j's batched step as rows (finals keyed by global env index), batch-wise: per-instance work
+        only for the instances that finished and for the faults waiting to be reported."""
         p, lo, k = self.programs[j], self.offsets[j], self.sizes[j]
         res = p.step_all(actions[lo:lo + k])
         ms = res.seconds * 1e3
-        step: list[dict[str, Any]] = [{} for _ in range(k)]
-        for i in range(k):
-            for earlier in self._pending[lo + i]:
-                add_fault(step[i], earlier, RESET_FAULTS_KEY)
-            self._pending[lo + i] = []
-        for earlier in res.reset_faults:
-            add_fault(step[0], earlier, RESET_FAULTS_KEY)
         space = self.single_observation_space
         if res.result is None:  # the program's fault: all K envs end as truncated, one restart
             assert res.fault is not None
-            obs = [self._cur[lo + i] for i in range(k)]
+            obs = _take(self._cur, slice(lo, lo + k))
             rewards, terminated, truncated = np.zeros(k), np.zeros(k, dtype=bool), np.ones(k, dtype=bool)
-            for i in range(k):
-                step[i][FAULT_KEY] = (res.fault if i == 0
-                                      else res.fault.merged(restart=False, budget=None, shared=True))
+            shared = res.fault.merged(restart=False, budget=None, shared=True)
+            infos: list[dict[str, Any]] = [{FAULT_KEY: res.fault if i == 0 else shared} for i in range(k)]
         else:
             r = res.result
-            obs = [unstack(space, r.obs, i) for i in range(k)]
-            rewards = np.asarray(r.rewards, dtype=np.float32).astype(np.float64)
+            obs = create_empty_array(space, k, fn=np.empty)  # a fresh batch of the space's dtypes
+            _put(obs, slice(None), r.obs)
+            rewards = np.array(r.rewards, dtype=np.float64)
             terminated, truncated = np.array(r.terminated, dtype=bool), np.array(r.truncated, dtype=bool)
-            step = [{**r.infos[i], **step[i]} for i in range(k)]
-        for i in range(k):
-            step[i][LATENCY_KEY] = ms
-        ended = [int(i) for i in np.flatnonzero(terminated | truncated)]
-        out: list[Transition] = [(obs[i], rewards[i], bool(terminated[i]), bool(truncated[i]), step[i], None)
-                                 for i in range(k)]
+            infos = r.infos  # fresh dicts, one per instance (batchmsg)
+        if any(self._pending[lo:lo + k]):  # faults of earlier resets, reported with this step
+            for i in range(k):
+                for earlier in self._pending[lo + i]:
+                    add_fault(infos[i], earlier, RESET_FAULTS_KEY)
+                self._pending[lo + i] = []
+        for earlier in res.reset_faults:
+            add_fault(infos[0], earlier, RESET_FAULTS_KEY)
+        for info in infos:
+            info[LATENCY_KEY] = ms
+        finals: dict[int, Final] = {}
+        ended = np.flatnonzero(terminated | truncated).tolist()
         if ended:
             faults: list[Fault] = []
-            reset, infos = self._reset_program(j, ended, None, faults)
+            reset, rinfos = self._reset_program(j, ended, None, faults)
             for fault in faults:  # reported with this step, on the program's first env
-                add_fault(step[0], fault, RESET_FAULTS_KEY)
+                add_fault(infos[0], fault, RESET_FAULTS_KEY)
+            gone = set(ended)
             for pos, i in enumerate(reset):  # a restart during the reset ended the other episodes too
-                out[i] = (self._cur[lo + i], rewards[i], bool(terminated[i]),
-                          bool(truncated[i]) or i not in ended, infos[pos], (obs[i], step[i]))
-        for i in range(k):
-            if out[i][5] is None:
-                self._cur[lo + i] = obs[i]
-        return out
+                finals[lo + i] = (_own(unstack(space, obs, i)), infos[i])
+                infos[i] = rinfos[pos]
+                truncated[i] = truncated[i] or i not in gone
+            _put(obs, reset, _take(self._cur, [lo + i for i in reset]))
+        _put(self._cur, slice(lo, lo + k), obs)
+        return StepRows(obs, rewards, terminated, truncated, infos, finals)
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None,
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -161,14 +171,28 @@ class BridgeVectorEnv(VectorEnvBase):
                 infos = add_info(infos, rinfos[pos], lo + i, self.num_envs)
 
         self._each(one)
-        return stack(self.single_observation_space, self._cur), infos
+        return _take(self._cur, slice(None)), infos
+
+    def step_rows(self, actions: Any) -> StepRows:
+        """One batched step per program, concurrently, then batched resets of the finished instances; each
+        env's info as it came (:class:`~envs.vector.base.StepRows`)."""
+        acts = np.asarray(actions) if isinstance(actions, np.ndarray) else np.array(
+            list(iterate(self.action_space, actions)))
+        parts: list[StepRows] = self._each(lambda j: self._step_program(j, acts))
+        if len(parts) == 1:
+            return parts[0]
+        finals: dict[int, Final] = {}
+        for part in parts:
+            finals.update(part.finals)
+        return StepRows(_concat([part.obs for part in parts]),
+                        np.concatenate([part.rewards for part in parts]),
+                        np.concatenate([part.terminated for part in parts]),
+                        np.concatenate([part.truncated for part in parts]),
+                        [info for part in parts for info in part.infos], finals)
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """One batched step per program, concurrently, then batched resets of the finished instances."""
-        acts = np.asarray(actions) if isinstance(actions, np.ndarray) else np.array(
-            list(iterate(self.action_space, actions)))
-        parts = self._each(lambda j: self._step_program(j, acts))
-        return self.collect([t for part in parts for t in part])
+        return batched(self.step_rows(actions))
 
     def _program_of(self, e: int) -> BatchProgram:
         return self.programs[int(np.searchsorted(self.offsets, e, side="right")) - 1]
@@ -293,3 +317,37 @@ def _side_by_side(programs: list[BatchProgram], count: int, kwargs: dict[str, An
             failed = failed or e
     if failed is not None:
         raise failed
+
+
+Where = int | slice | list[int]
+"""Rows of a batch: one, a range, or a list."""
+
+
+def _take(batch: Any, where: Where) -> Any:
+    """A copy of the rows ``where`` of a batch (Dict batches key by key)."""
+    if isinstance(batch, dict):
+        return {k: _take(v, where) for k, v in batch.items()}
+    return np.array(batch[where], copy=True)
+
+
+def _put(batch: Any, where: Where, values: Any) -> None:
+    """Write ``values`` into the rows ``where`` of a batch, cast to its dtype (Dict batches key by key)."""
+    if isinstance(batch, dict):
+        for k in batch:
+            _put(batch[k], where, values[k])
+    else:
+        batch[where] = values
+
+
+def _own(value: Any) -> Any:
+    """A copy of one instance's observation that no later write to its batch can change."""
+    if isinstance(value, dict):
+        return {k: _own(v) for k, v in value.items()}
+    return np.array(value, copy=True) if isinstance(value, np.ndarray) else value
+
+
+def _concat(batches: list[Any]) -> Any:
+    """Batches of the same space, one after the other (Dict batches key by key)."""
+    if isinstance(batches[0], dict):
+        return {k: _concat([b[k] for b in batches]) for k in batches[0]}
+    return np.concatenate(batches)
