@@ -153,12 +153,9 @@ func _instances(header: Dictionary) -> Array:
 
 func _observations(which: Array) -> Array:
 	var flat := PoolRealArray()
-	var width := 0
 	for i in which:
-		var obs := PoolRealArray(agents[i].nondiff_observation())
-		width = obs.size()
-		flat.append_array(obs)
-	return ["<f4", [which.size(), width], Wire.floats(flat)]
+		flat.append_array(PoolRealArray(agents[i].nondiff_observation()))
+	return ["<f4", [which.size(), flat.size() / max(1, which.size())], Wire.floats(flat)]
 
 
 func _cameras() -> void:
@@ -262,19 +259,26 @@ func _serve() -> void:
 
 
 func _reply_step() -> void:
-	var rewards := []
-	var terminated := []
-	var truncated := []
-	var infos := []
+	# Rewards and flags straight into pool arrays; infos as JSON only when one has something to say
+	var rewards := PoolRealArray()
+	var terminated := PoolByteArray()
+	var truncated := PoolByteArray()
+	var infos := PoolStringArray()
+	var said := false
 	for i in stepping:
 		var status: Dictionary = agents[i].nondiff_status()
 		rewards.append(agents[i].nondiff_reward())
-		terminated.append(status.get("terminated", false))
-		truncated.append(status.get("truncated", false))
-		infos.append(status.get("info", {}))
+		terminated.append(1 if status.get("terminated", false) else 0)
+		truncated.append(1 if status.get("truncated", false) else 0)
+		var info: Dictionary = status.get("info", {})
+		if info.empty():
+			infos.append("{}")
+		else:
+			infos.append(to_json(info))
+			said = true
 	var n := stepping.size()
-	var arrays := [_observations(stepping), ["<f4", [n], Wire.floats(rewards)],
-		["|b1", [n], Wire.bools(terminated)], ["|b1", [n], Wire.bools(truncated)]]
+	var arrays := [_observations(stepping), ["<f4", [n], Wire.floats(rewards)], ["|b1", [n], terminated],
+		["|b1", [n], truncated]]
 	var obs := _obs_header(arrays, stepping)
 	var key := "%d %d" % [n, arrays[0][1][1]]
 	if not heads.has(key):  # the header of a step reply depends on n and the observation's width only
@@ -284,8 +288,6 @@ func _reply_step() -> void:
 		heads[key] = to_json({"type": "step_result", "obs": obs, "rewards": {"$array": 1},
 			"terminated": {"$array": 2}, "truncated": {"$array": 3}, "arrays": specs})
 	var head: String = heads[key]
-	for info in infos:  # infos only when one has something to say (absent: all empty)
-		if not info.empty():
-			head = head.substr(0, head.length() - 1) + ',"infos":' + to_json(infos) + "}"
-			break
+	if said:  # infos only when one has something to say (absent: all empty)
+		head = head.substr(0, head.length() - 1) + ',"infos":[' + infos.join(",") + "]}"
 	wire.send_text(head, arrays)
