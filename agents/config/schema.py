@@ -206,7 +206,7 @@ class AgentConfig(Section):
     """TD3: std of the smoothing noise added to target actions."""
     target_noise_clip: float = Field(default=0.5, ge=0)
     """TD3: clip of the target smoothing noise."""
-    her: bool | Literal["auto"] = "auto"
+    her: Literal["auto", True, False] = "auto"
     """SAC/TD3: Hindsight Experience Replay (SB3's ``HerReplayBuffer``, agents/sb3/her.py). ``auto`` turns it
     on for a goal-conditioned env (a Dict observation with ``observation``, ``achieved_goal`` and
     ``desired_goal``, and an env ``compute_reward``), ``false`` keeps the plain replay buffer, ``true``

@@ -268,6 +268,7 @@ class SB3Backend(Backend):
                 m._last_original_obs = tensors["loop/last_original_obs"].numpy()
         else:
             log.warning("the envs cannot restore their mid-episode state; resuming from fresh episodes")
+            her.fresh_episodes(getattr(m, "replay_buffer", None))
         checkpoint.set_rng_state(tensors, meta["rng"])
 
     def close(self) -> None:

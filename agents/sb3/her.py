@@ -16,6 +16,7 @@ env) and the header field ``off_policy.her``, so a resumed run relabels the same
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -207,3 +208,13 @@ def load_state(buf: ReplayBuffer | None, tensors: dict[str, torch.Tensor], meta:
     buf.ep_start[:rows] = tensors["her/ep_start"].numpy()
     buf.ep_length[:rows] = tensors["her/ep_length"].numpy()
     buf._current_ep_start[:] = tensors["her/current_ep_start"].numpy()
+
+
+def fresh_episodes(buf: ReplayBuffer | None) -> None:
+    """End a HER buffer's unfinished episodes where a resumed run restarts its envs from fresh episodes, so
+    that no relabelled goal is drawn across the restart (SB3's ``truncate_last_trajectory``, without its
+    warning)."""
+    if isinstance(buf, HerReplayBuffer):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            buf.truncate_last_trajectory()
