@@ -83,6 +83,40 @@ class BatchProgram(ProcessEnv):
             except Exception as e:  # the fault boundary, as ProcessEnv.reset
                 self._reset_faults.append(self._fault(e))
 
+    def begin_reset(self, indices: Sequence[int]) -> bool:
+        """Send a reset of ``indices`` (no seeds) to a live batched program, so that several programs reset at
+        once; whether it was sent. Finish it with :meth:`end_reset` either way."""
+        if not self._alive or not self.batched:
+            return False
+        try:
+            assert self._chan is not None
+            P.send(self._chan, {"type": "reset", "instances": list(indices), "seeds": [None] * len(indices),
+                                "options": {}}, self.reset_timeout)
+            return True
+        except StopRequested:
+            self._kill()
+            raise
+        except Exception as e:  # the fault boundary, as reset_instances
+            self._reset_faults.append(self._fault(e))
+            return False
+
+    def end_reset(self, indices: Sequence[int], sent: bool) -> tuple[Any, list[dict[str, Any]]]:
+        """The reply to :meth:`begin_reset`; a program that failed on the way is restarted and reset whole,
+        as :meth:`reset_instances` does (check :attr:`last_reset_all`)."""
+        self.last_reset_all = False
+        if sent:
+            try:
+                assert self._chan is not None
+                reply = B.parse_batch_reset(P.recv(self._chan, self.reset_timeout, self.max_message),
+                                            self.observation_space, len(indices))
+                return reply.obs, reply.infos
+            except StopRequested:
+                self._kill()
+                raise
+            except Exception as e:  # the fault boundary, as reset_instances
+                self._reset_faults.append(self._fault(e))
+        return self.reset_instances(indices)
+
     def _reset(self, indices: list[int], seeds: list[int | None],
                options: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
         assert self._chan is not None
@@ -100,6 +134,11 @@ class BatchProgram(ProcessEnv):
     def step_all(self, actions: np.ndarray | Sequence[Any]) -> ProgramStep:
         """Step every instance with ``actions`` (leading axis K); a fault comes back in the result, not
         raised."""
+        return self.end_step(self.begin_step(actions))
+
+    def begin_step(self, actions: np.ndarray | Sequence[Any]) -> float | ProgramStep:
+        """Send the step (:meth:`step_all`'s first half, so that several programs run at once): the time it
+        was sent, or the fault that cut it short."""
         t = time.perf_counter()
         if not self._alive:
             raise RuntimeError("process: step after a fault; reset the program's instances first")
@@ -108,10 +147,25 @@ class BatchProgram(ProcessEnv):
             if self.batched:
                 P.send(self._chan, {"type": "step", "actions": B.stack_actions(self.action_space, actions)},
                        self.step_timeout)
+            else:
+                P.send(self._chan, {"type": "step", "action": np.asarray(actions[0])}, self.step_timeout)
+        except StopRequested:
+            self._kill()
+            raise
+        except Exception as e:  # the fault boundary: the whole program, all K instances
+            return ProgramStep(None, self._fault(e), time.perf_counter() - t, self._take_reset_faults())
+        return t
+
+    def end_step(self, began: float | ProgramStep) -> ProgramStep:
+        """Receive the reply of the step :meth:`begin_step` sent (:meth:`step_all`'s second half)."""
+        if isinstance(began, ProgramStep):
+            return began
+        try:
+            assert self._chan is not None
+            if self.batched:
                 result = B.parse_batch_step(P.recv(self._chan, self.step_timeout, self.max_message),
                                             self.observation_space, self.num_instances)
             else:
-                P.send(self._chan, {"type": "step", "action": np.asarray(actions[0])}, self.step_timeout)
                 one = M.parse_step_result(P.recv(self._chan, self.step_timeout, self.max_message),
                                           self.observation_space)
                 result = B.BatchStep(_stack1(self.observation_space, one.obs), np.array([one.reward]),
@@ -121,8 +175,8 @@ class BatchProgram(ProcessEnv):
             raise
         except Exception as e:  # the fault boundary: the whole program, all K instances
             fault = self._fault(e)
-            return ProgramStep(None, fault, time.perf_counter() - t, self._take_reset_faults())
-        return ProgramStep(result, None, time.perf_counter() - t, self._take_reset_faults())
+            return ProgramStep(None, fault, time.perf_counter() - began, self._take_reset_faults())
+        return ProgramStep(result, None, time.perf_counter() - began, self._take_reset_faults())
 
     def _take_reset_faults(self) -> list[Fault]:
         faults, self._reset_faults = self._reset_faults, []

@@ -2,10 +2,11 @@
 
 :class:`BridgeVectorEnv` holds M programs (:class:`~envs.bridge.batch.BatchProgram`); program j's K_j
 instances are envs ``offset_j … offset_j + K_j - 1``, so ``num_envs = Σ K_j`` (M × K when all declare the same
-K). One vector step sends one batched ``step`` per program, the programs stepped concurrently (one thread
-each; they run in parallel in their own processes), then one batched ``reset`` per program for its finished
-instances (same-step auto-reset). ``info["nondiff_step_ms"]`` is the program's round trip, on each of its
-envs.
+K). One vector step sends one batched ``step`` to every program before it reads any reply (the programs run
+at once in their own processes; no thread hand-offs), then one batched ``reset`` to every program with
+finished instances, again all sent before any reply is read (same-step auto-reset). Replies are parsed
+stacked, per-instance work is left for the finished instances. ``info["nondiff_step_ms"]`` is the program's
+round trip as read (from its request to its reply), on each of its envs.
 
 A fault of a program (crash, hang, protocol breach, wrong K or shapes, ``error`` reply) truncates all its K
 envs: the first carries the :class:`~envs.faults.Fault` (``restart=True``, the run-wide budget), the others a
@@ -33,7 +34,7 @@ from gymnasium import spaces
 from gymnasium.vector.utils import create_empty_array, iterate
 
 from envs.bridge import listen as L
-from envs.bridge.batch import BatchProgram
+from envs.bridge.batch import BatchProgram, ProgramStep
 from envs.bridge.batchmsg import unstack
 from envs.errors import EnvFailure, RestartBudgetExhausted, StartupError, UserError
 from envs.faults import FAULT_KEY, LATENCY_KEY, RESET_FAULTS_KEY, Fault, add_fault
@@ -94,22 +95,23 @@ class BridgeVectorEnv(VectorEnvBase):
             raise EnvFailure(str(e)) from e
 
     def _reset_program(self, j: int, local: list[int], seeds: list[int | None] | None,
-                       faults: list[Fault]) -> tuple[list[int], list[Any]]:
-        """Reset instances ``local`` of program j; the instances actually reset (all of them after a restart)
-        and their reset infos. The program's faults on the way are added to ``faults``."""
+                       faults: list[Fault], sent: bool | None = None) -> tuple[list[int], list[Any]]:
+        """Reset instances ``local`` of program j (``sent``: the reset :meth:`BatchProgram.begin_reset` sent
+        already, or not); the instances actually reset (all of them after a restart) and their reset infos.
+        The program's faults on the way are added to ``faults``."""
         p, lo = self.programs[j], self.offsets[j]
-        obs, infos = p.reset_instances(local, seeds)
+        obs, infos = p.reset_instances(local, seeds) if sent is None else p.end_reset(local, sent)
         if p.last_reset_all:  # the program was restarted: every instance starts over
             local = list(range(p.num_instances))
         faults.extend(p._take_reset_faults())
         _put(self._cur, [lo + i for i in local], obs)
         return local, infos
 
-    def _step_program(self, j: int, actions: np.ndarray) -> StepRows:
+    def _step_program(self, j: int, res: ProgramStep) -> tuple[StepRows, list[int]]:
         """Program j's batched step as rows (finals keyed by global env index), batch-wise: per-instance work
-        only for the instances that finished and for the faults waiting to be reported."""
-        p, lo, k = self.programs[j], self.offsets[j], self.sizes[j]
-        res = p.step_all(actions[lo:lo + k])
+        only for the faults waiting to be reported; and the instances that finished (:meth:`_restart_ended`
+        resets them)."""
+        lo, k = self.offsets[j], self.sizes[j]
         ms = res.seconds * 1e3
         space = self.single_observation_space
         if res.result is None:  # the program's fault: all K envs end as truncated, one restart
@@ -134,21 +136,26 @@ class BridgeVectorEnv(VectorEnvBase):
             add_fault(infos[0], earlier, RESET_FAULTS_KEY)
         for info in infos:
             info[LATENCY_KEY] = ms
-        finals: dict[int, Final] = {}
-        ended = np.flatnonzero(terminated | truncated).tolist()
+        return StepRows(obs, rewards, terminated, truncated, infos, {}), np.flatnonzero(
+            terminated | truncated).tolist()
+
+    def _restart_ended(self, j: int, part: StepRows, ended: list[int], sent: bool | None) -> None:
+        """Reset program j's finished instances ``ended`` (same-step auto-reset): their last observations and
+        step infos become the part's finals, the reset's take their place."""
+        lo, k = self.offsets[j], self.sizes[j]
+        obs, infos, truncated = part.obs, part.infos, part.truncated
         if ended:
             faults: list[Fault] = []
-            reset, rinfos = self._reset_program(j, ended, None, faults)
+            reset, rinfos = self._reset_program(j, ended, None, faults, sent)
             for fault in faults:  # reported with this step, on the program's first env
                 add_fault(infos[0], fault, RESET_FAULTS_KEY)
             gone = set(ended)
             for pos, i in enumerate(reset):  # a restart during the reset ended the other episodes too
-                finals[lo + i] = (_own(unstack(space, obs, i)), infos[i])
+                part.finals[lo + i] = (_own(unstack(self.single_observation_space, obs, i)), infos[i])
                 infos[i] = rinfos[pos]
                 truncated[i] = truncated[i] or i not in gone
             _put(obs, reset, _take(self._cur, [lo + i for i in reset]))
         _put(self._cur, slice(lo, lo + k), obs)
-        return StepRows(obs, rewards, terminated, truncated, infos, finals)
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None,
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -178,7 +185,19 @@ class BridgeVectorEnv(VectorEnvBase):
         env's info as it came (:class:`~envs.vector.base.StepRows`)."""
         acts = np.asarray(actions) if isinstance(actions, np.ndarray) else np.array(
             list(iterate(self.action_space, actions)))
-        parts: list[StepRows] = self._each(lambda j: self._step_program(j, acts))
+        programs = self.programs
+        # every program steps (then resets its finished instances) at once, in its own process; the
+        # replies are read in turn: no thread hand-offs, one wake-up per program and request
+        sent = [p.begin_step(acts[lo:lo + k]) for p, lo, k in zip(programs, self.offsets, self.sizes)]
+        steps = [self._step_program(j, p.end_step(sent[j])) for j, p in enumerate(programs)]
+        resets = [p.begin_reset(ended) if ended and p._alive else False
+                  for p, (_, ended) in zip(programs, steps)]
+        try:
+            for j, (part, ended) in enumerate(steps):
+                self._restart_ended(j, part, ended, resets[j])
+        except RestartBudgetExhausted as e:
+            raise EnvFailure(str(e)) from e
+        parts = [part for part, _ in steps]
         if len(parts) == 1:
             return parts[0]
         finals: dict[int, Final] = {}
