@@ -1,0 +1,114 @@
+"""G1 and G2 (issue 27): Godot throughput against the anchor's design, and what the engine costs PPO.
+
+G1 runs benchmarks/experiments/godot_anchor.py: nondiff's binary protocol 1.1 against a JSON lock-step driver
+built the way Godot RL Agents builds it, the same engine, scene and agents, K = 1, 16, 64, alternating.
+
+G2 trains configs/godot.yaml's PPO (2 Godots × 16 agents, action repeat 4) with ``train.py --env godot``
+and the same PPO, hyperparameters and 32 envs on :class:`~benchmarks.godot_twin.TwinEnv` (Reach's spaces
+in-process, no engine), as child processes alternating. The figure is steady steps/s between the first and
+last progress lines (start-up, the first rollout and the end are outside it), the ratio Godot / twin per
+round, the median reported. Run by hand::
+
+    python benchmarks/godot.py [--steps 40960] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import PY, Child, train_cmd  # noqa: E402
+from benchmarks.overhead import PROGRESS, _steady  # noqa: E402
+
+TWIN = "benchmarks.godot_twin:TwinEnv"
+LOG_EVERY = 4096  # 32 envs × 128 steps: one progress line per rollout
+
+
+def _train(args: list[str], steps: int, run_dir: str) -> dict[str, float]:
+    """One train.py child: its steady and loop steps/s and the load when it ended."""
+    child = Child(train_cmd(*args, "--timesteps", str(steps), "--run-dir", run_dir, "--set", "eval.every=0",
+                            "--set", "train.checkpoint_every=100000000", "--set",
+                            f"train.log_every={LOG_EVERY}")).start()
+    if child.wait(900) != 0:
+        raise RuntimeError(f"train.py {' '.join(args)} exited {child.proc.returncode}: {child.stderr_tail()}")
+    marks = [(t, m) for t, m in ((t, PROGRESS.search(line)) for t, line in child.lines) if m]
+    points = [(t, int(m.group(1).replace(",", ""))) for t, m in marks[:-1]]
+    return {"steady_steps_per_s": _steady(points) if len(points) >= 2 else float("nan"),
+            "loop_steps_per_s": float(marks[-1][1].group(2).replace(",", "")),
+            "wall_s": child.elapsed, "load": round(os.getloadavg()[0], 2)}
+
+
+def twin_config(tmp: str) -> str:
+    """configs/godot.yaml with the twin as its env (agent and train sections unchanged)."""
+    cfg = yaml.safe_load((ROOT / "configs" / "godot.yaml").read_text())
+    cfg["env"] = {"id": TWIN}
+    cfg.pop("eval", None)
+    path = Path(tmp) / "twin.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def engine_cost(steps: int, rounds: int) -> dict[str, Any]:
+    """``rounds`` rounds of PPO on Godot and on the twin, the order swapped every round."""
+    tmp = tempfile.mkdtemp(prefix="bench-g2-")
+    pairs: list[dict[str, Any]] = []
+    try:
+        arms = {"godot": ["--env", "godot"], "twin": ["--config", twin_config(tmp)]}
+        for i in range(rounds):
+            pair: dict[str, Any] = {"load_start": round(os.getloadavg()[0], 2)}
+            for who in (("godot", "twin") if i % 2 == 0 else ("twin", "godot")):
+                pair[who] = _train(arms[who], steps, f"{tmp}/{who}{i}")
+            pair["ratio"] = pair["godot"]["steady_steps_per_s"] / pair["twin"]["steady_steps_per_s"]
+            pairs.append(pair)
+            print(json.dumps(pair), file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = statistics.median
+    return {"steps_per_run": steps, "pairs": pairs, "ratio": med(p["ratio"] for p in pairs),
+            "godot_steps_per_s": med(p["godot"]["steady_steps_per_s"] for p in pairs),
+            "twin_steps_per_s": med(p["twin"]["steady_steps_per_s"] for p in pairs),
+            "loads": [p["load_start"] for p in pairs]}
+
+
+def anchor(seconds: float, repeats: int, agents: list[int]) -> dict[str, Any]:
+    """benchmarks/experiments/godot_anchor.py's lines, and per K the median ratio nondiff / anchor."""
+    cmd = [PY, str(ROOT / "benchmarks" / "experiments" / "godot_anchor.py"), "--seconds", str(seconds),
+           "--repeats", str(repeats), "--agents", *map(str, agents)]
+    child = Child(cmd).start()
+    if child.wait(1200) != 0:
+        raise RuntimeError(f"godot_anchor.py exited {child.proc.returncode}: {child.stderr_tail()}")
+    lines = child.json_lines()
+    out: dict[str, Any] = {"lines": lines}
+    for k in agents:
+        mine = [x for x in lines if x["agents"] == k]
+        out[f"k{k}"] = {"ratio": statistics.median(x["ratio"] for x in mine),
+                        "anchor_json": statistics.median(x["anchor_json"] for x in mine),
+                        "nondiff_binary": statistics.median(x["nondiff_binary"] for x in mine),
+                        "loads": [x["load"] for x in mine]}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=40960)
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args(argv)
+    print(json.dumps(engine_cost(a.steps, a.rounds)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
