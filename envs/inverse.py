@@ -113,6 +113,25 @@ class InverseProblem(ABC):
         """
         return np.zeros(self.param_dim, dtype=bool)
 
+    def periods(self) -> np.ndarray:
+        """The period of each periodic parameter, in normalised units (0 where not periodic).
+
+        The data repeat after it: a square box turned a quarter turn renders the same, so its rotation's
+        period is 0.25 (default: 1 for every parameter of :meth:`periodic`). Learned strategies encode such
+        a parameter as (sin, cos) of ``2π x / period``, so that equivalent answers are one point to them.
+        """
+        return self.periodic().astype(np.float64)
+
+    def interchangeable(self) -> list[np.ndarray]:
+        """Groups of parameter blocks whose roles may be confused: each an int array ``(k, m)`` of ``k``
+        blocks of ``m`` parameter indices (default: none).
+
+        Permuting the blocks of a group (e.g. two objects exchanging place, turn and colour) may explain the
+        data almost as well as the truth: a local optimum that a local search does not leave. The
+        ``permute`` stage of :mod:`agents.blackbox` tries such permutations of an answer.
+        """
+        return []
+
     def forward(self, x: np.ndarray, context: Any = None) -> np.ndarray:
         """The black box: the data the parameters ``x`` produce. Counted in :attr:`forward_calls`."""
         x = np.asarray(x, dtype=np.float64)

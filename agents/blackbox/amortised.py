@@ -5,6 +5,10 @@ Supervised amortised inversion: each training round draws ``blackbox.batch`` ins
 counted forward call each), adds them to the bank, and fits an MLP from the data's features (and the
 instance's context) to the normalised parameters for ``blackbox.epochs`` epochs. An answer costs no forward
 call, plus ``blackbox.refine_calls`` CMA-ES calls when refinement is on.
+
+A periodic parameter (the problem's :meth:`~envs.inverse.InverseProblem.periods`) is learned as the sine and
+cosine of ``2π x / period`` and read back by ``atan2``: the mean of equivalent answers (a box's four turns)
+is not an answer, and the seam at 0 ≡ 1 is no jump.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ class AmortisedStrategy(Strategy):
         self.n_feat = len(problem.features(probe.data)) + len(problem.context_features(probe.context))
         torch.manual_seed(seed)
         self.norm = Standardiser(self.n_feat)
-        self.net = nn.Sequential(self.norm, mlp(self.n_feat, cfg.hidden, problem.param_dim), nn.Sigmoid())
+        self.head = AngleHead(problem.periods())
+        self.net = nn.Sequential(self.norm, mlp(self.n_feat, cfg.hidden, self.head.n_out), self.head)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
         self.bank: PairBank = PairBank()
         self.gen = torch.Generator().manual_seed(seed)
@@ -49,7 +54,8 @@ class AmortisedStrategy(Strategy):
         x, c, f = self.bank.tensors()
         inputs = self._inputs(c, f)
         self.norm.fit(inputs)
-        loss = fit(self.net, inputs, x, self.opt, self.cfg.epochs, self.cfg.minibatch, self.gen)
+        loss = fit(self.net, inputs, self.head.encode(x), self.opt, self.cfg.epochs, self.cfg.minibatch,
+                   self.gen)
         return {"train/loss": loss, "train/pairs": float(len(x))}
 
     def predict_params(self, instance: Instance) -> np.ndarray:
@@ -57,7 +63,8 @@ class AmortisedStrategy(Strategy):
         feats = np.concatenate([self.problem.features(instance.data),
                                 self.problem.context_features(instance.context)])
         with torch.no_grad():
-            return self.net(torch.as_tensor(feats[None], dtype=torch.float32))[0].double().numpy()
+            out = self.head.decode(self.net(torch.as_tensor(feats[None], dtype=torch.float32)))
+        return out[0].double().numpy()
 
     def solve(self, instance: Instance, rng: np.random.Generator, x0: np.ndarray | None = None,
               f0: float | None = None) -> np.ndarray:
@@ -72,3 +79,38 @@ class AmortisedStrategy(Strategy):
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net/")})
         self.bank.load(tensors, "bank")
+
+
+class AngleHead(nn.Module):
+    """The network's last step: a sigmoid for plain parameters, (sin, cos) pairs for periodic ones.
+
+    Its output is :meth:`encode` of the parameters (the regression target); :meth:`decode` reads them back.
+    """
+
+    def __init__(self, periods: np.ndarray) -> None:
+        super().__init__()
+        periods = np.asarray(periods, dtype=np.float64)
+        mask = periods > 0
+        self.n_params, self.n_plain = len(periods), int((~mask).sum())
+        self.n_out = self.n_plain + 2 * int(mask.sum())
+        self.plain = torch.as_tensor(np.flatnonzero(~mask))
+        self.angles = torch.as_tensor(np.flatnonzero(mask))
+        self.period = torch.as_tensor(periods[mask], dtype=torch.float32)
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        """Sigmoid of the plain outputs; the angles' outputs as they are."""
+        return torch.cat([torch.sigmoid(raw[:, : self.n_plain]), raw[:, self.n_plain:]], dim=1)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Parameters → the plain ones, then sin and cos of each periodic one's ``2π x / period``."""
+        a = 2 * torch.pi * x[:, self.angles] / self.period
+        return torch.cat([x[:, self.plain], torch.sin(a), torch.cos(a)], dim=1)
+
+    def decode(self, y: torch.Tensor) -> torch.Tensor:
+        """The network's output → parameters in [0, 1] (a periodic one in [0, period))."""
+        n, k = self.n_plain, len(self.angles)
+        a = torch.atan2(y[:, n:n + k], y[:, n + k:])
+        x = torch.empty(len(y), self.n_params, dtype=y.dtype)
+        x[:, self.plain] = y[:, :n]
+        x[:, self.angles] = torch.remainder(a / (2 * torch.pi), 1.0) * self.period
+        return x

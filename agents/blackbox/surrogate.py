@@ -39,16 +39,19 @@ if TYPE_CHECKING:
 class Surrogate(nn.Module):
     """``f̂(x, c)`` in standardised feature units (``out_norm`` maps raw features there).
 
-    ``periodic`` (the problem's :meth:`~envs.inverse.InverseProblem.periodic` mask): those parameters enter
-    as the sine and cosine of their angle, so that f̂ is the same at 0 and 1 and smooth across.
+    ``periods`` (the problem's :meth:`~envs.inverse.InverseProblem.periods`; 0: not periodic; a boolean
+    mask means full turns): those parameters enter as the sine and cosine of ``2π x / period``, so that f̂
+    is the same at 0 and 1 (and at equivalent turns) and smooth across.
     """
 
     def __init__(self, n_params: int, n_ctx: int, n_feat: int, hidden: list[int],
-                 periodic: np.ndarray | None = None) -> None:
+                 periods: np.ndarray | None = None) -> None:
         super().__init__()
-        mask = np.zeros(n_params, dtype=bool) if periodic is None else np.asarray(periodic, dtype=bool)
+        period = np.zeros(n_params) if periods is None else np.asarray(periods, dtype=np.float64)
+        mask = period > 0
         self.angles, self.plain = (torch.as_tensor(np.flatnonzero(mask)),
                                    torch.as_tensor(np.flatnonzero(~mask)))
+        self.freq = torch.as_tensor(2 * np.pi / period[mask], dtype=torch.float32)
         self.body = mlp(n_params + len(self.angles) + n_ctx, hidden, n_feat)
         self.out_norm = Standardiser(n_feat)
 
@@ -56,7 +59,7 @@ class Surrogate(nn.Module):
         """``x`` as the network sees it: plain parameters, then (sin, cos) of each periodic one's angle."""
         if not len(self.angles):
             return x
-        a = 2 * torch.pi * x[:, self.angles]
+        a = self.freq * x[:, self.angles]
         return torch.cat([x[:, self.plain], torch.sin(a), torch.cos(a)], dim=1)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -74,7 +77,7 @@ class SurrogateStrategy(Strategy):
         self.n_feat = len(problem.features(probe.data))
         torch.manual_seed(seed)
         self.periodic = problem.periodic()
-        self.net = Surrogate(problem.param_dim, self.n_ctx, self.n_feat, cfg.hidden, self.periodic)
+        self.net = Surrogate(problem.param_dim, self.n_ctx, self.n_feat, cfg.hidden, problem.periods())
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
         # (a): g(features, context) -> params in the unit box, trained through the frozen f̂
         self.inv_norm = Standardiser(self.n_feat + self.n_ctx)

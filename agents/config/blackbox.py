@@ -56,9 +56,14 @@ class BlackBoxSection(Section):
     """``surrogate`` (b): initial trust radius (max-norm, normalised parameter units)."""
     local_steps: int = Field(default=20, ge=0)
     """``surrogate`` (b): Adam steps of the local refit of f̂ after each real call (0: no refit)."""
-    chain: list[Literal["amortised", "surrogate", "cma"]] = Field(default_factory=list)
+    permutations: int = Field(default=24, gt=0)
+    """``permute`` (a chain stage): the most reorderings of the problem's interchangeable parts (e.g. objects
+    exchanging place, turn and colour) tried per instance, one forward call each: every ordering when there
+    are no more (3 objects: 5), else the exchanges of two."""
+    chain: list[Literal["amortised", "surrogate", "permute", "cma"]] = Field(default_factory=list)
     """``--algo chain``: the stages in order; each answer seeds the next (``cma`` from the seed with step
-    ``refine_sigma`` and ``calls_per_instance`` calls), e.g. ``[amortised, surrogate, cma]``."""
+    ``refine_sigma`` and ``calls_per_instance`` calls; ``permute`` keeps the best reordering of
+    interchangeable parts), e.g. ``[amortised, surrogate, cma]`` or ``[surrogate, permute, cma]``."""
 
     @field_validator("hidden")
     @classmethod

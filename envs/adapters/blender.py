@@ -200,6 +200,23 @@ class BlenderProblem(InverseProblem):
         per = np.tile(np.array([p == "rotation" for p in PER_OBJECT]), self.n_objects)
         return np.concatenate([per, [True, False]])
 
+    def periods(self) -> np.ndarray:
+        """A turn of the box repeats after a quarter, the prism's after a third, the bar's after a half;
+        the light's azimuth after a full turn."""
+        rot = PER_OBJECT.index("rotation")
+        out = np.zeros(self.param_dim)
+        for i, kind in enumerate(self.kinds):
+            out[i * len(PER_OBJECT) + rot] = _SYMMETRY[kind]
+        out[-2] = 1.0
+        return out
+
+    def interchangeable(self) -> list[np.ndarray]:
+        """The objects' blocks (place, turn and colour): with several objects, one group of them."""
+        if self.n_objects < 2:
+            return []
+        m = len(PER_OBJECT)
+        return [np.arange(self.n_objects * m).reshape(self.n_objects, m)]
+
     def simulate(self, x: np.ndarray, context: Any = None) -> np.ndarray:
         """The RGB render in ``[0, 1]`` and its silhouette (alpha ≥ 0.5), ``float32[S, S, 4]``."""
         rgba = self.render(x).astype(np.float32) / 255.0
