@@ -9,7 +9,9 @@ refers to it, which is how registrations survive ``SubprocVecEnv`` with ``spawn`
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,7 +182,10 @@ def resolve(name: str) -> EnvSpec:
         if isinstance(target, type) and issubclass(target, gym.Wrapper):
             raise UnknownEnvError(f"--env {name!r} is a gymnasium.Wrapper, not an env: give the env it wraps "
                                   f"as --env and list {name!r} under env.wrappers in the config")
-        return EnvSpec(name, _gym_id_for(name), name)
+        from envs.selfplay import is_turn_based_source, make_seat
+
+        seat = functools.partial(make_seat, name) if is_turn_based_source(target) else None
+        return EnvSpec(name, _gym_id_for(name, seat), name)
     if name in gym.registry or ("/" in name and _import_namespace(name)):
         env_spec = gym.registry[name]
         return EnvSpec(name, name, str(env_spec.entry_point), env_spec.max_episode_steps)
@@ -265,11 +270,12 @@ def registering_module(gym_id: str, roots: tuple[str, ...] | None = None) -> tup
     return None
 
 
-def _gym_id_for(entry_point: str) -> str:
-    """Register a ``module:Class`` entry point under a derived Gymnasium id and return the id."""
+def _gym_id_for(entry_point: str, creator: Callable[..., gym.Env] | None = None) -> str:
+    """Register a ``module:Class`` entry point (built by ``creator`` if given: a turn-based game's seat,
+    envs/selfplay.py) under a derived Gymnasium id and return the id."""
     gym_id = "nondiff/" + entry_point.replace(":", ".").replace("/", ".") + "-v0"
     if gym_id not in gym.registry:
-        gym.register(id=gym_id, entry_point=entry_point)
+        gym.register(id=gym_id, entry_point=creator or entry_point)
     return gym_id
 
 

@@ -18,6 +18,7 @@ from pydantic import (
 
 from agents.config.blackbox import BlackBoxSection
 from agents.config.section import Section, layer_sizes
+from agents.config.selfplay import SelfPlaySection
 from agents.config.tokens import DEFAULT_ENV_VAR, REDACTED, TokenSource
 from envs.reach import Reach
 from envs.wrappers import names_code
@@ -326,6 +327,7 @@ class RunConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     rllib: RLlibSection = Field(default_factory=RLlibSection)
     blackbox: BlackBoxSection = Field(default_factory=BlackBoxSection)
+    selfplay: SelfPlaySection = Field(default_factory=SelfPlaySection)
     meta: dict[str, Any] = Field(default_factory=dict)
     """Written by nondiff: package versions, the seed (drawn when none was given), the config file and the
     step the run started from; the command lines are in command.txt. Ignored on input."""
@@ -352,7 +354,7 @@ class RunConfig(Section):
 
 SECTIONS: dict[str, type[BaseModel]] = {"env": EnvConfig, "agent": AgentConfig, "train": TrainConfig,
                                         "eval": EvalConfig, "rllib": RLlibSection,
-                                        "blackbox": BlackBoxSection}
+                                        "blackbox": BlackBoxSection, "selfplay": SelfPlaySection}
 
 
 def suggest(word: str, options: list[str]) -> str:

@@ -105,6 +105,11 @@ class Backend(ABC):
     def bind_env(self, env: Any) -> None:  # noqa: B027 - optional hook
         """Called with the env :meth:`predict` will act in (evaluation); a backend that answers from the env's
         state rather than the observation alone (``blackbox``) keeps it."""
+    def train_envs(self) -> list[Any]:
+        """The training envs when they live in this process (each the top of its wrapper stack), else
+        ``[]``: where the self-play league hands each env its opponents (agents/selfplay/)."""
+        return []
+
 
     def eval_report(self) -> dict[str, float]:
         """Extra scalars of the evaluation since :meth:`bind_env` (``blackbox``: forward calls per

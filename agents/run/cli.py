@@ -113,6 +113,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    help="save the env's picture of the end of the first episode (render() as a PNG)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--render", action="store_true", help="show the env in a window (needs a display)")
+    p.add_argument("--opponent", metavar="WHO",
+                   help="a two-player game's opponent: random (default), lookahead, or a checkpoint file "
+                        "such as RUN_DIR/league/step_<N>.safetensors")
     _add_trust(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.run.envfactory import env_factory
 from agents.run.evaluation import episode_cap, eval_scalars, run_episodes
+from agents.selfplay import plumbing as selfplay
 from envs.errors import EnvFailure
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ def train(backend: Backend, session: Session, env: ResolvedEnv, eval_env: Any = 
     backend.attach(session)
     step = backend.num_timesteps
     made: Any = None
+    league = selfplay.start(session, backend, env)  # a turn-based game's league, else None
     try:
         while step < session.total_steps and not session.should_stop:
             try:
@@ -43,6 +45,8 @@ def train(backend: Backend, session: Session, env: ResolvedEnv, eval_env: Any = 
                 raise
             step = it.step
             session.log({**it.scalars, **session.health.metrics()}, step)
+            if league is not None:
+                selfplay.after_iteration(league, step, backend, session)
             session.progress.update(step, it.ep_rew_mean)
             if session.should_stop:  # mid-collection: final/ is written by the caller, nothing else
                 break
@@ -52,8 +56,12 @@ def train(backend: Backend, session: Session, env: ResolvedEnv, eval_env: Any = 
                 _evaluate(backend, session, eval_env, step)
             if step < session.total_steps and session.checkpoint_due(step):  # the last step goes to final/
                 backend.save(session.run.checkpoint_path(step))
+                if league is not None:  # the league as it stands at this checkpoint
+                    league.save_state(step)
                 session.run.rotate(session.cfg.train.keep_checkpoints)
     finally:
+        if league is not None:  # for final/ or crash/, written at this step by the caller
+            league.save_state(backend.num_timesteps)
         if made is not None:
             made.close()
         session.writer.flush()

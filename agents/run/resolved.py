@@ -29,6 +29,7 @@ from envs.errors import UserError
 from envs.guard import vector_reward_shape
 from envs.multiagent import is_parallel_source
 from envs.registry import EnvSpec
+from envs.selfplay import is_turn_based_source
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class ResolvedEnv:
         multi_agent: the entry point builds a PettingZoo parallel env
             (:func:`envs.multiagent.is_parallel_source`): its agents share one policy, each a slot of one
             vector env, and its spaces are one agent's.
+        turn_based: the entry point builds a two-player PettingZoo AEC game
+            (:func:`envs.selfplay.is_turn_based_source`): the learner plays one seat against the self-play
+            league (agents/selfplay/).
     """
 
     spec: EnvSpec
@@ -66,6 +70,7 @@ class ResolvedEnv:
     num_instances: int | None = None
     runs_code: tuple[str, ...] = ()
     multi_agent: bool = False
+    turn_based: bool = False
 
     @property
     def spaces(self) -> tuple[gym.Space, gym.Space]:
@@ -118,7 +123,7 @@ def resolve_env(cfg: RunConfig, channels_first: bool, spec: EnvSpec | None = Non
     obs, act = spaces if spaces is not None else (None, None)
     return ResolvedEnv(spec, params, renders, bool(getattr(target, "hosts_instances", False)),
                        channels_first, obs, act, runs_code=tuple(runs_code(cfg, target)),
-                       multi_agent=is_parallel_source(target))
+                       multi_agent=is_parallel_source(target), turn_based=is_turn_based_source(target))
 
 
 def _entry_target(spec: EnvSpec) -> Any:

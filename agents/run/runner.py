@@ -329,6 +329,10 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
         raise UserError(f"env {cfg.env.id!r} could not be created: {e}") from e
     check_spaces(loaded.header, *policy_spaces(env), f"evaluate {path}")
     backend.bind_env(env)
+    if getattr(args, "opponent", None):  # a two-player game against this opponent (agents/selfplay/)
+        from agents.selfplay.plumbing import pit
+
+        pit(cfg, loaded.env, env, args.opponent)
     frames: list[Any] = []
     seed = args.seed if args.seed is not None else 10_000
     cap = episode_cap(env, cfg.eval.max_episode_steps)

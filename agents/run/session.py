@@ -97,6 +97,8 @@ class Session:
         self._next_eval = (start_step // ev + 1) * ev if ev > 0 else None
         self.best_reward = self._best_so_far()
         self.health = EnvHealth(self.say)
+        self.league: Any = None
+        """The self-play league of a turn-based game (agents/selfplay/), else None."""
         self.writer: Any = None
         self._old_handlers: dict[int, Any] = {}
         self._last_tick = 0.0
@@ -161,6 +163,10 @@ class Session:
             EnvFailure: the run-wide restart budget is spent.
         """
         self.health.observe(infos)
+        if self.league is not None:
+            from agents.selfplay.plumbing import record
+
+            record(self.league, infos)
         now = time.monotonic()
         if now - self._last_tick > 0.25:
             self._last_tick = now

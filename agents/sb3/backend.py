@@ -171,6 +171,12 @@ class SB3Backend(Backend):
         action, _ = self.policy.predict(obs, deterministic=deterministic)
         return action
 
+    def train_envs(self) -> list[Any]:
+        """The in-process training envs (``train.vec_env`` dummy or thread), else ``[]``."""
+        venv = self.model.get_env() if self.model is not None else None
+        base = getattr(getattr(venv, "unwrapped", None), "base", None)  # SB3VecEnv's vector env
+        return list(getattr(base, "envs", []))
+
     # -- checkpoints ------------------------------------------------------------------------------------
     def save(self, path: Path, meta: dict[str, Any] | None = None) -> Path:
         """Policy, optimiser, normaliser, counters, RNG and (where possible) env states, atomically."""
@@ -188,11 +194,11 @@ class SB3Backend(Backend):
         norm_meta = None
         if isinstance(venv, VecNormalize):
             norm_meta = _save_vecnormalize(venv, tensors)
-        if m._last_obs is not None and not isinstance(m._last_obs, dict):
-            tensors["loop/last_obs"] = torch.as_tensor(np.asarray(m._last_obs))
+        if m._last_obs is not None:  # a Dict observation key by key (loop/last_obs/<key>)
+            tensors.update(_obs_tensors("loop/last_obs", m._last_obs))
             tensors["loop/last_episode_starts"] = torch.as_tensor(np.asarray(m._last_episode_starts))
             if isinstance(venv, VecNormalize) and m._last_original_obs is not None:
-                tensors["loop/last_original_obs"] = torch.as_tensor(np.asarray(m._last_original_obs))
+                tensors.update(_obs_tensors("loop/last_original_obs", m._last_original_obs))
         body = {
             **checkpoint.base_meta("sb3", self.cfg.agent.algo, m.num_timesteps, self.seed,
                                    (self.observation_space, self.action_space),
@@ -261,11 +267,11 @@ class SB3Backend(Backend):
         m.ep_info_buffer = deque(meta.get("ep_info_buffer", []), maxlen=m._stats_window_size)
         m.ep_success_buffer = deque(maxlen=m._stats_window_size)
         restored = bool(meta.get("env_states")) and _env_states(venv, meta["env_states"])
-        if restored and "loop/last_obs" in tensors:
-            m._last_obs = tensors["loop/last_obs"].numpy()
+        if restored and "loop/last_episode_starts" in tensors:
+            m._last_obs = _obs_from_tensors("loop/last_obs", tensors)
             m._last_episode_starts = tensors["loop/last_episode_starts"].numpy()
-            if "loop/last_original_obs" in tensors:
-                m._last_original_obs = tensors["loop/last_original_obs"].numpy()
+            if any(k.startswith("loop/last_original_obs") for k in tensors):
+                m._last_original_obs = _obs_from_tensors("loop/last_original_obs", tensors)
         else:
             log.warning("the envs cannot restore their mid-episode state; resuming from fresh episodes")
             her.fresh_episodes(getattr(m, "replay_buffer", None))
@@ -290,6 +296,20 @@ def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: P
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit this policy ({first}); evaluate it "
                               "with the config it was trained with") from e
+
+
+def _obs_tensors(prefix: str, obs: Any) -> dict[str, torch.Tensor]:
+    """A batch of observations as tensors: ``prefix``, or ``prefix/<key>`` for each key of a Dict batch."""
+    if isinstance(obs, dict):
+        return {f"{prefix}/{k}": torch.as_tensor(np.asarray(v)) for k, v in obs.items()}
+    return {prefix: torch.as_tensor(np.asarray(obs))}
+
+
+def _obs_from_tensors(prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """The batch :func:`_obs_tensors` saved."""
+    if prefix in tensors:
+        return tensors[prefix].numpy()
+    return {k[len(prefix) + 1:]: v.numpy() for k, v in tensors.items() if k.startswith(prefix + "/")}
 
 
 def _save_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:

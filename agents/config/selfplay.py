@@ -1,0 +1,47 @@
+"""The ``selfplay:`` section: how a two-player turn-based game is trained against a league of past selves
+(agents/selfplay/)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from agents.config.section import Section
+
+FIXED_OPPONENTS = ("random", "lookahead")
+"""The scripted opponents nondiff ships (envs/selfplay.py); a checkpoint path is the other kind."""
+
+
+class SelfPlaySection(Section):
+    """Self-play on a two-player turn-based PettingZoo game (``--env module:env`` of an AEC env).
+
+    Every ``snapshot_every`` env steps the learner's policy joins the league as an ordinary checkpoint under
+    ``league/`` in the run dir; each game's opponent is the newest member with probability ``latest``, one of
+    the ``fixed`` opponents with probability ``fixed_share``, else an older member drawn by ``sampler``.
+    """
+
+    snapshot_every: int = Field(default=20_000, gt=0)
+    """Env steps between two snapshots of the learner."""
+    latest: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Share of games against the newest snapshot."""
+    sampler: Literal["uniform", "prioritized"] = "prioritized"
+    """How an older snapshot is drawn: uniformly, or weighted by (1 − the learner's score against it)²."""
+    fixed: list[str] = Field(default_factory=lambda: ["random"])
+    """Opponents that never change: ``random``, ``lookahead`` (envs/selfplay.py), or a checkpoint file of
+    another run (loaded for inference only: a checkpoint that needs pickle is refused)."""
+    fixed_share: float = Field(default=0.2, ge=0.0, le=1.0)
+    """Share of games against a fixed opponent (all of them before the first snapshot)."""
+    seat: Literal["alternate", "first", "second"] = "alternate"
+    """The learner's seat: alternating every game, or always the first or the second player."""
+    elo_k: float = Field(default=16.0, gt=0.0)
+    """The Elo update's K factor (ratings start at 1000; ``random`` stays at 1000, the anchor)."""
+
+    @field_validator("fixed")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in FIXED_OPPONENTS and not name.endswith(".safetensors"):
+                raise ValueError(f"selfplay.fixed takes {', '.join(FIXED_OPPONENTS)} or a checkpoint file "
+                                 f"(*.safetensors), got {name!r}")
+        return v

@@ -1,0 +1,211 @@
+"""The league of a self-play run: the learner's past snapshots and fixed opponents, who plays whom, and Elo
+ratings.
+
+The league lives in the run dir: ``league/step_<N>.safetensors`` are ordinary checkpoints of the learner
+(what ``backend.save`` writes, loaded for inference only), and ``league/state_<N>.json`` is the league as it
+stood when the checkpoint of step N was written (members, ratings, the opponent sampler's RNG), so
+``--resume`` from any checkpoint restores the league exactly. Ratings are Elo: the learner and every
+snapshot start where the learner stood when the snapshot was taken (1000 at first); ``random`` is the
+anchor, fixed at 1000.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.config.selfplay import SelfPlaySection
+from agents.run.checkpoint import atomic_write_bytes
+from envs.errors import UserError
+from envs.selfplay import GameResult, LookaheadOpponent, Opponent, RandomOpponent
+
+START = 1000.0
+"""Every rating's start, and the anchor ``random``'s rating."""
+ANCHOR = "random"
+STATE_RE = re.compile(r"^state_(\d+)\.json$")
+
+
+@dataclass
+class Member:
+    """One opponent of the league."""
+
+    name: str
+    """``step_<N>`` for a snapshot, else the fixed opponent's name."""
+    rating: float = START
+    games: int = 0
+    score: float = 0.0
+    """The learner's total score against it (1 a win, 0.5 a draw)."""
+    step: int | None = None
+    """The learner's step at the snapshot; None for a fixed opponent."""
+
+    @property
+    def learner_rate(self) -> float:
+        """The learner's mean score against it (0.5 before any game)."""
+        return self.score / self.games if self.games else 0.5
+
+
+class League:
+    """Snapshots, fixed opponents, the opponent draw and the ratings (see the module docstring).
+
+    Args:
+        folder: ``league/`` in the run dir.
+        cfg: the ``selfplay:`` section.
+        seed: seeds the opponent sampler (a resumed league continues its own RNG).
+        load: builds a snapshot's opponent from its checkpoint file (the run layer's inference loader).
+    """
+
+    def __init__(self, folder: Path, cfg: SelfPlaySection, seed: int,
+                 load: Callable[[Path, str], Opponent]) -> None:
+        self.folder, self.cfg, self._load = folder, cfg, load
+        self.rng = np.random.default_rng(seed)
+        self.rating = START
+        self.members: dict[str, Member] = {name: Member(_fixed_name(name)) for name in cfg.fixed}
+        self._opponents: dict[str, Opponent] = {}
+        self._lock = threading.Lock()
+
+    # -- the draw -------------------------------------------------------------------------------------------
+    def draw(self) -> Opponent:
+        """The opponent of a new game (thread-safe: envs stepped in threads draw here)."""
+        with self._lock:
+            return self._opponent(self._pick())
+
+    def opponent_named(self, name: str) -> Opponent:
+        """The opponent called ``name`` (a game restored mid-way names its opponent); no draw."""
+        with self._lock:
+            return self._opponent(name)
+
+    def _pick(self) -> str:
+        snaps = self.snapshots()
+        fixed = [m.name for m in self.members.values() if m.step is None]
+        if fixed and (not snaps or self.rng.random() < self.cfg.fixed_share):
+            return str(fixed[int(self.rng.integers(len(fixed)))])
+        if not snaps:
+            return ANCHOR
+        if len(snaps) == 1 or self.rng.random() < self.cfg.latest:
+            return snaps[-1].name
+        older = snaps[:-1]
+        if self.cfg.sampler == "uniform":
+            weights = np.ones(len(older))
+        else:  # prioritized: the snapshots the learner still loses to
+            weights = np.array([(1.0 - m.learner_rate) ** 2 for m in older]) + 1e-3
+        return older[int(self.rng.choice(len(older), p=weights / weights.sum()))].name
+
+    def _opponent(self, name: str) -> Opponent:
+        if name not in self._opponents:
+            member = self.members.get(name)
+            if member is not None and member.step is not None:
+                self._opponents[name] = self._load(self.folder / f"{name}.safetensors", name)
+            else:
+                self._opponents[name] = fixed_opponent(self._fixed_source(name), self._load)
+        return self._opponents[name]
+
+    def _fixed_source(self, name: str) -> str:
+        return next((f for f in self.cfg.fixed if _fixed_name(f) == name), name)
+
+    # -- results and snapshots ---------------------------------------------------------------------------
+    def record(self, result: GameResult) -> None:
+        """One finished game: the learner's and the opponent's Elo ratings move (the anchor's never)."""
+        with self._lock:
+            member = self.members.setdefault(result.opponent, Member(result.opponent))
+            expected = 1.0 / (1.0 + 10 ** ((member.rating - self.rating) / 400.0))
+            delta = self.cfg.elo_k * (result.score - expected)
+            self.rating += delta
+            if member.name != ANCHOR:
+                member.rating -= delta
+            member.games += 1
+            member.score += result.score
+
+    def snapshots(self) -> list[Member]:
+        """The learner's snapshots, oldest first."""
+        return sorted((m for m in self.members.values() if m.step is not None), key=lambda m: m.step or 0)
+
+    def due(self, step: int) -> bool:
+        """Whether a snapshot is due at ``step`` (one every ``snapshot_every`` steps)."""
+        last = self.snapshots()[-1].step if self.snapshots() else 0
+        return step - (last or 0) >= self.cfg.snapshot_every
+
+    def add_snapshot(self, step: int, save: Callable[[Path], Any]) -> Member:
+        """Write the learner's snapshot at ``step`` through ``save`` (the backend's checkpoint writer) and
+        add it, rated as the learner is now."""
+        name = f"step_{step:09d}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save(self.folder / f"{name}.safetensors")
+        with self._lock:
+            self.members[name] = Member(name, rating=self.rating, step=step)
+            self._opponents.pop(name, None)
+        return self.members[name]
+
+    def scalars(self) -> dict[str, float]:
+        """TensorBoard scalars: the learner's rating, each snapshot's, the league's size and the learner's
+        score against each fixed opponent."""
+        out = {"league/rating": self.rating, "league/snapshots": float(len(self.snapshots()))}
+        for m in self.members.values():
+            if m.step is not None:
+                out[f"league/rating/{m.name}"] = m.rating
+            elif m.games:
+                out[f"league/score_vs/{m.name}"] = m.learner_rate
+        return out
+
+    # -- state ---------------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """The league as JSON: members, ratings and the sampler's RNG."""
+        with self._lock:
+            return {"rating": self.rating, "members": [asdict(m) for m in self.members.values()],
+                    "rng": self.rng.bit_generator.state}
+
+    def save_state(self, step: int) -> Path:
+        """Write the state as ``state_<step>.json`` (atomically): the league of the checkpoint at ``step``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"state_{step:09d}.json"
+        atomic_write_bytes(path, json.dumps(self.state(), indent=1).encode())
+        return path
+
+    def restore(self, step: int) -> bool:
+        """Take the state saved with the checkpoint of ``step`` (the newest at or before it); False if none.
+
+        Raises:
+            UserError: the state file is not the league's JSON.
+        """
+        files = self.folder.glob("state_*.json") if self.folder.is_dir() else []
+        saved = sorted((int(m.group(1)), p) for p in files
+                       if (m := STATE_RE.match(p.name)) and int(m.group(1)) <= step)
+        if not saved:
+            return False
+        path = saved[-1][1]
+        try:
+            data = json.loads(path.read_text())
+            members = [Member(**m) for m in data["members"]]
+            rating = float(data["rating"])
+            self.rng.bit_generator.state = data["rng"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{path}: expected the league's state (JSON with rating, members and rng), got "
+                            f"{type(e).__name__}: {e}; restore the file from the run or start a new "
+                            "run") from e
+        with self._lock:
+            self.rating, self.members = rating, {m.name: m for m in members}
+            self._opponents.clear()
+        return True
+
+
+def _fixed_name(source: str) -> str:
+    return source if source in ("random", "lookahead") else Path(source).stem
+
+
+def fixed_opponent(source: str, load: Callable[[Path, str], Opponent]) -> Opponent:
+    """A fixed opponent: ``random``, ``lookahead``, or a checkpoint file of another run."""
+    if source == "random":
+        return RandomOpponent()
+    if source == "lookahead":
+        return LookaheadOpponent()
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"selfplay.fixed: expected random, lookahead or a checkpoint file, got {source!r} "
+                        "(no such file); give the path of a model.safetensors or step_<N>.safetensors")
+    return load(path, _fixed_name(source))

@@ -1,0 +1,94 @@
+"""A checkpoint as an opponent: the policy plays the other seat, seeing the game as the learner sees it and
+choosing among the legal moves only."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.selfplay import SeatEnv, legal_moves
+
+if TYPE_CHECKING:
+    from agents.config import RunConfig
+    from agents.run.backend import Backend
+    from agents.run.resolved import ResolvedEnv
+
+
+def seat_of(env: gym.Env) -> SeatEnv | None:
+    """The :class:`~envs.selfplay.SeatEnv` at the bottom of ``env``'s wrappers, or None."""
+    inner = env.unwrapped
+    return inner if isinstance(inner, SeatEnv) else None
+
+
+def observation_view(env: gym.Env) -> Callable[[Any], Any]:
+    """What ``env``'s wrappers do to an observation of the game below them (their ``observation`` methods,
+    innermost first): how a policy trained on ``env`` must see the other seat's observation."""
+    steps: list[Callable[[Any], Any]] = []
+    e: Any = env
+    while isinstance(e, gym.Wrapper):
+        if isinstance(e, gym.ObservationWrapper):
+            steps.append(e.observation)
+        e = e.env
+    steps.reverse()
+
+    def view(obs: Any) -> Any:
+        for step in steps:
+            obs = step(obs)
+        return obs
+    return view
+
+
+class PolicyOpponent:
+    """A loaded policy in the other seat (moves sampled from the policy, legal ones only).
+
+    Args:
+        name: its name in the league.
+        backend: the policy, loaded for inference (``Backend.load``).
+        view: turns the game's observation into what the policy was trained on (:func:`observation_view`).
+    """
+
+    def __init__(self, name: str, backend: Backend, view: Callable[[Any], Any]) -> None:
+        self.name, self.backend, self.view = name, backend, view
+        self._mask: np.ndarray | None = None
+        self._lock = threading.Lock()  # envs stepped in threads share one opponent
+        backend.bind_env(self)  # a masking backend asks this object for the legal moves
+
+    def get_wrapper_attr(self, name: str) -> Any:
+        """``action_masks`` (the legal moves of the position being played), as an env would answer it."""
+        if name == "action_masks":
+            return lambda: self._mask
+        raise AttributeError(name)
+
+    def act(self, game: Any, agent: str, rng: np.random.Generator) -> int:
+        """The policy's move for ``agent`` (a random legal one should the policy pick an illegal move)."""
+        legal = legal_moves(game, agent)
+        with self._lock:
+            mask = np.zeros(int(game.action_space(agent).n), dtype=np.bool_)
+            mask[legal] = True
+            self._mask = mask
+            action = int(np.asarray(self.backend.predict(self.view(game.observe(agent)), deterministic=False))
+                         .reshape(-1)[0])
+            return action if mask[action] else int(rng.choice(legal))
+
+
+def loader(cfg: RunConfig, env: ResolvedEnv,
+           view: Callable[[Any], Any]) -> Callable[[Path, str], PolicyOpponent]:
+    """Loads a checkpoint file as a :class:`PolicyOpponent` (for inference: a checkpoint that needs pickle is
+    refused, as ``evaluate.py`` refuses it without ``--trust-checkpoint``)."""
+
+    def load(path: Path, name: str) -> PolicyOpponent:
+        import torch
+
+        from agents.run import checkpoint
+        from agents.run.backend import get_backend
+
+        ckpt = checkpoint.load(path, trust=False)
+        kind = get_backend(ckpt.header.backend)
+        with torch.random.fork_rng():  # building a policy draws initial weights: not from the run's generator
+            return PolicyOpponent(name, kind.load(ckpt, cfg, env), view)
+    return load

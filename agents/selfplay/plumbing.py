@@ -1,0 +1,84 @@
+"""Self-play in the training loop and in ``evaluate.py``: build or restore the league, hand it to the
+envs, snapshot the learner, record results."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+
+from agents.selfplay.league import League, fixed_opponent
+from agents.selfplay.opponents import loader, observation_view, seat_of
+from envs.errors import UserError
+from envs.selfplay import GAME_KEY, GameResult
+
+if TYPE_CHECKING:
+    from agents.config import RunConfig
+    from agents.run.backend import Backend
+    from agents.run.resolved import ResolvedEnv
+    from agents.run.session import Session
+
+
+def start(session: Session, backend: Backend, env: ResolvedEnv) -> League | None:
+    """The run's league (restored to the checkpoint the run resumes from), handed to every training env;
+    None when the env is not a turn-based game.
+
+    Raises:
+        UserError: the training envs are not in this process (the league's opponents play in it).
+    """
+    if not env.turn_based:
+        return None
+    cfg = session.cfg
+    envs = backend.train_envs()
+    seats = [seat_of(e) for e in envs]
+    if cfg.agent.backend != "sb3":
+        raise UserError(f"env {cfg.env.id!r} is a two-player turn-based game, which nondiff trains by "
+                        f"self-play on --backend sb3 only; the {cfg.agent.backend} backend cannot run it: "
+                        "use --backend sb3")
+    if not envs or any(s is None for s in seats):
+        raise UserError(f"env {cfg.env.id!r} is a turn-based game, whose opponents (the self-play league) "
+                        f"play in the training process; train.vec_env {cfg.train.vec_env!r} steps its envs "
+                        "elsewhere: set train.vec_env: dummy (or thread)")
+    league = League(session.run.path / "league", cfg.selfplay, int(cfg.meta.get("seed") or 0),
+                    loader(cfg, env, observation_view(envs[0])))
+    if session.start_step:
+        league.restore(session.start_step)
+    for seat in seats:
+        assert seat is not None
+        seat.opponents, seat.seat = league.draw, cfg.selfplay.seat
+        if seat.pending is not None:  # a game restored mid-way goes on against the same opponent
+            seat.opponent, seat.pending = league.opponent_named(seat.pending), None
+    session.league = league
+    return league
+
+
+def after_iteration(league: League, step: int, backend: Backend, session: Session) -> None:
+    """Snapshot the learner when one is due, and log the league's ratings."""
+    if league.due(step):
+        member = league.add_snapshot(step, backend.save)
+        session.say(f"self-play: snapshot {member.name} joins the league (rating {member.rating:.0f}, "
+                    f"{len(league.snapshots())} snapshots)")
+    session.log(league.scalars(), step)
+
+
+def record(league: League, infos: Any) -> None:
+    """The results of the games that ended in one vector step (``info[GAME_KEY]``)."""
+    for info in infos if isinstance(infos, (list, tuple)) else ():
+        result = info.get(GAME_KEY) if isinstance(info, dict) else None
+        if isinstance(result, GameResult):
+            league.record(result)
+
+
+def pit(cfg: RunConfig, env: ResolvedEnv, made: gym.Env, opponent: str) -> None:
+    """``evaluate.py --opponent``: the evaluation env ``made`` plays every game against ``opponent``
+    (``random``, ``lookahead`` or a checkpoint file such as a league snapshot).
+
+    Raises:
+        UserError: the env is not a turn-based game, or the opponent is not one of those.
+    """
+    seat = seat_of(made)
+    if seat is None:
+        raise UserError(f"--opponent {opponent!r}: env {cfg.env.id!r} is not a two-player turn-based game; "
+                        "drop --opponent")
+    fixed = fixed_opponent(opponent, loader(cfg, env, observation_view(made)))
+    seat.opponents = lambda: fixed

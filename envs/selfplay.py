@@ -1,0 +1,295 @@
+"""Two-player turn-based games (PettingZoo AEC envs such as ``pettingzoo.classic``'s connect four) as one
+player's Gymnasium env: the learner takes a seat, an opponent plays the other.
+
+An ``--env`` of the form ``module:attr`` that builds a PettingZoo ``AECEnv`` with two agents is turn-based
+(:func:`is_turn_based_source`). :class:`SeatEnv` puts the learner in one seat (alternating every episode by
+default, so it learns both sides) and plays the other seat's turns with an :class:`Opponent` drawn anew for
+each episode from ``opponents`` (a callable; the run's league in self-play, agents/selfplay/). A step is one
+move of the learner and every opponent move up to the learner's next turn; its reward is what the game gave
+the learner over those moves. The learner's legal moves are ``action_masks()`` (the Dict observation's
+``action_mask`` of PettingZoo classic), so a masking learner never plays an illegal move. The last step of a
+game puts a :class:`GameResult` into ``info[GAME_KEY]``: who the opponent was and how the learner scored.
+
+Opponents here need no network: :class:`RandomOpponent` (a uniformly random legal move) and
+:class:`LookaheadOpponent` (wins now if it can, never leaves a win to the other side in one move when it can
+avoid it, else prefers the middle moves; a generic heuristic for games whose state deep-copies).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+from envs.errors import UserError
+
+__all__ = ["GAME_KEY", "GameResult", "LookaheadOpponent", "Opponent", "RandomOpponent", "SeatEnv",
+           "is_turn_based_source", "legal_moves", "make_seat"]
+
+GAME_KEY = "nondiff_game"
+"""The info key of a finished game's :class:`GameResult`."""
+
+
+@dataclass(frozen=True)
+class GameResult:
+    """How one game ended for the learner."""
+
+    opponent: str
+    """The opponent's name (a league member, ``random``, ``lookahead``, ...)."""
+    score: float
+    """1 a win, 0.5 a draw, 0 a loss (the sign of the learner's return)."""
+
+
+class Opponent(Protocol):
+    """Plays the other seat: a legal move for ``agent`` in ``game`` (a PettingZoo AEC env at its turn),
+    drawing any randomness from ``rng`` (the seat's generator, saved with its state, so that a resumed run
+    plays the same moves)."""
+
+    name: str
+
+    def act(self, game: Any, agent: str, rng: np.random.Generator) -> int:
+        """The move ``agent`` makes now."""
+        ...
+
+
+def legal_moves(game: Any, agent: str) -> np.ndarray:
+    """The legal moves of ``agent`` now: the ``action_mask`` of its observation, else every move."""
+    obs = game.observe(agent)
+    if isinstance(obs, dict) and "action_mask" in obs:
+        return np.flatnonzero(np.asarray(obs["action_mask"]))
+    return np.arange(int(game.action_space(agent).n))
+
+
+class RandomOpponent:
+    """A uniformly random legal move."""
+
+    name = "random"
+
+    def act(self, game: Any, agent: str, rng: np.random.Generator) -> int:
+        """A random legal move."""
+        return int(rng.choice(legal_moves(game, agent)))
+
+
+class LookaheadOpponent:
+    """One move ahead: win now if a move wins; else avoid every move after which the other side can win at
+    once; among the rest, the moves nearest the middle of the action range, ties broken at random."""
+
+    name = "lookahead"
+
+    def act(self, game: Any, agent: str, rng: np.random.Generator) -> int:
+        """The heuristic's move (see the class docstring)."""
+        raw = game.unwrapped
+        moves = legal_moves(game, agent).tolist()
+        safe = []
+        for move in moves:
+            after = _played(raw, move)
+            if after.rewards.get(agent, 0) > 0:
+                return int(move)
+            if not _done(after) and not any(_played(after, reply).rewards.get(after.agent_selection, 0) > 0
+                                            for reply in legal_moves(after, after.agent_selection).tolist()):
+                safe.append(move)
+        pool = safe or moves
+        middle = (int(game.action_space(agent).n) - 1) / 2
+        best = min(abs(m - middle) for m in pool)
+        return int(rng.choice([m for m in pool if abs(m - middle) == best]))
+
+
+_SHARED = frozenset({"observation_spaces", "action_spaces", "screen", "clock", "render_mode",
+                     "possible_agents", "_ezpickle_args", "_ezpickle_kwargs"})
+"""Attributes of a PettingZoo game that a move never changes: shared by a copy, not copied."""
+
+
+def _played(raw: Any, move: int) -> Any:
+    """A copy of the game ``raw`` with ``move`` played (its state copied attribute by attribute: PettingZoo's
+    envs pickle, and so deep-copy, as fresh games built from their arguments)."""
+    after = object.__new__(type(raw))
+    after.__dict__.update({k: v if k in _SHARED else copy.deepcopy(v) for k, v in raw.__dict__.items()})
+    after.step(int(move))
+    return after
+
+
+def _done(game: Any) -> bool:
+    return not game.agents or all(game.terminations.get(a, False) or game.truncations.get(a, False)
+                                  for a in game.agents)
+
+
+def is_turn_based_source(target: Any) -> bool:
+    """Whether an imported entry point builds a PettingZoo ``AECEnv`` (an ``AECEnv`` subclass, or the
+    ``env`` function of a module whose ``raw_env`` is one, as every ``pettingzoo.classic`` game has).
+
+    PettingZoo is never imported here: an entry point that builds one has imported it already.
+    """
+    pz = sys.modules.get("pettingzoo")
+    if pz is None or target is None:
+        return False
+    if isinstance(target, type):
+        return issubclass(target, pz.AECEnv)
+    raw = getattr(sys.modules.get(getattr(target, "__module__", ""), None), "raw_env", None)
+    return isinstance(raw, type) and issubclass(raw, pz.AECEnv) and getattr(target, "__name__", "") == "env"
+
+
+def make_seat(entry: str, **kwargs: Any) -> SeatEnv:
+    """The :class:`SeatEnv` of ``module:attr`` built with ``kwargs`` (the Gymnasium entry point of a
+    turn-based ``--env``, registered by envs/registry.py)."""
+    module, _, attr = entry.partition(":")
+    return SeatEnv(getattr(importlib.import_module(module), attr)(**kwargs), entry)
+
+
+class SeatEnv(gym.Env):
+    """One seat of a two-player turn-based PettingZoo game (see the module docstring).
+
+    Args:
+        game: the AEC env.
+        name: the ``--env`` it came from (for messages).
+        opponents: draws the opponent of each new game (default: a random legal move).
+        seat: ``alternate`` (the learner moves first in even games), ``first`` or ``second``.
+
+    Raises:
+        UserError: the game does not have two agents, or their spaces differ.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, game: Any, name: str, opponents: Callable[[], Opponent] | None = None,
+                 seat: str = "alternate") -> None:
+        self.game, self.seat = game, seat
+        self.players = list(game.possible_agents)
+        if len(self.players) != 2:
+            raise UserError(f"env {name!r} is turn-based with {len(self.players)} agents; nondiff plays "
+                            "two-player turn-based games (one seat learns, the other is an opponent)")
+        first, second = self.players
+        if game.observation_space(first) != game.observation_space(second) or \
+                game.action_space(first) != game.action_space(second):
+            raise UserError(f"env {name!r}: its two players have different spaces, and one policy plays "
+                            "both seats; pick a game whose seats share them")
+        if not isinstance(game.action_space(first), gym.spaces.Discrete):
+            raise UserError(f"env {name!r}: nondiff plays turn-based games with Discrete moves, got "
+                            f"{game.action_space(first)}")
+        self.observation_space = game.observation_space(first)
+        self.action_space = game.action_space(first)
+        self.opponents: Callable[[], Opponent] = opponents or RandomOpponent
+        self.opponent: Opponent = RandomOpponent()
+        self.pending: str | None = None
+        """The opponent named by :meth:`set_state`, until the league hands over the object."""
+        self.learner = first
+        self.games = 0
+        self._return = 0.0
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """A new game against a newly drawn opponent, played up to the learner's first turn."""
+        super().reset(seed=seed)
+        self.game.reset(seed=seed)
+        order = {"first": 0, "second": 1}.get(self.seat, self.games % 2)
+        self.learner = self.players[order]
+        self.games += 1
+        self.opponent = self.opponents()
+        self._return = 0.0
+        self._return += self._opponent_moves()
+        return self.game.observe(self.learner), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """The learner's move, then the opponent's up to the learner's next turn."""
+        self.game.step(int(action))
+        reward = float(self.game.rewards.get(self.learner, 0.0))
+        if not self._over():
+            reward += self._opponent_moves()
+        self._return += reward
+        terminated = bool(self.game.terminations.get(self.learner, True))
+        truncated = bool(self.game.truncations.get(self.learner, False)) and not terminated
+        info: dict[str, Any] = {}
+        if terminated or truncated:
+            score = 1.0 if self._return > 0 else 0.0 if self._return < 0 else 0.5
+            info[GAME_KEY] = GameResult(self.opponent.name, score)
+            info["is_success"] = score == 1.0  # evaluation's success rate is the share of games won
+        return self.game.observe(self.learner), reward, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """The learner's legal moves now, one flag per move."""
+        mask = np.zeros(int(self.game.action_space(self.learner).n), dtype=np.bool_)
+        if not self._over():
+            mask[legal_moves(self.game, self.learner)] = True
+        else:
+            mask[:] = True  # the game is over: any move is as good (the step is never taken)
+        return mask
+
+    def _over(self) -> bool:
+        return self.learner not in self.game.agents or bool(self.game.terminations.get(self.learner)) or \
+            bool(self.game.truncations.get(self.learner))
+
+    def _opponent_moves(self) -> float:
+        """Play the opponent until the learner's turn or the game's end; the learner's reward meanwhile."""
+        reward = 0.0
+        while self.game.agents and self.game.agent_selection != self.learner and not self._over():
+            agent = self.game.agent_selection
+            if self.game.terminations.get(agent) or self.game.truncations.get(agent):
+                self.game.step(None)
+            else:
+                self.game.step(int(self.opponent.act(self.game, agent, self.np_random)))
+            reward += float(self.game.rewards.get(self.learner, 0.0))
+        return reward
+
+    def get_state(self) -> dict[str, Any]:
+        """The game in progress as JSON (for an exact resume): the game's own state, the seat, the opponent's
+        name and the seat's random generator."""
+        return {"game": encode({k: v for k, v in self.game.unwrapped.__dict__.items() if k not in _SHARED}),
+                "learner": self.learner, "games": self.games, "return": self._return,
+                "opponent": self.opponent.name, "rng": encode(self.np_random.bit_generator.state)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue the game :meth:`get_state` saved (the opponent is found by name when the league is
+        attached: :attr:`pending`)."""
+        raw = self.game.unwrapped
+        for key, value in state["game"].items():
+            setattr(raw, key, decode(value, getattr(raw, key, None)))
+        self.learner, self.games, self._return = state["learner"], int(state["games"]), float(state["return"])
+        self.np_random.bit_generator.state = state["rng"]
+        self.pending = str(state["opponent"])
+
+    def close(self) -> None:
+        """Close the game."""
+        self.game.close()
+
+
+def encode(value: Any) -> Any:
+    """``value`` as JSON: arrays tagged with their dtype, objects as their attributes (restored into the
+    live game's objects by :func:`decode`, so a state names no class and imports nothing)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.ndarray):
+        return {"__array__": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list | tuple):
+        return [encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): encode(v) for k, v in value.items()}
+    if hasattr(value, "__dict__"):
+        return {"__object__": encode(vars(value))}
+    raise TypeError(f"cannot save a game attribute of type {type(value).__name__}")
+
+
+def decode(saved: Any, live: Any) -> Any:
+    """The value :func:`encode` saved, rebuilt in the form of ``live`` (the game's current value)."""
+    if isinstance(saved, dict) and "__array__" in saved:
+        return np.array(saved["__array__"], dtype=np.dtype(saved["dtype"]))
+    if isinstance(saved, dict) and "__object__" in saved:
+        if live is None or not hasattr(live, "__dict__"):
+            raise ValueError("a saved object where the game has none")
+        for key, value in saved["__object__"].items():
+            setattr(live, key, decode(value, getattr(live, key, None)))
+        return live
+    if isinstance(saved, dict):
+        template = live if isinstance(live, dict) else {}
+        return {k: decode(v, template.get(k)) for k, v in saved.items()}
+    if isinstance(saved, list):
+        items = [decode(v, live[i] if isinstance(live, list | tuple) and i < len(live) else None)
+                 for i, v in enumerate(saved)]
+        return tuple(items) if isinstance(live, tuple) else items
+    return saved

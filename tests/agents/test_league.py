@@ -1,0 +1,97 @@
+"""The self-play league (agents/selfplay/league.py): Elo, the opponent draw, snapshots and its saved state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.config.selfplay import SelfPlaySection
+from agents.selfplay.league import League
+from envs.errors import UserError
+from envs.selfplay import GameResult, RandomOpponent
+
+
+class Named(RandomOpponent):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def league(tmp_path: Path, **cfg) -> League:
+    return League(tmp_path / "league", SelfPlaySection(**cfg), seed=3, load=lambda path, name: Named(name))
+
+
+def snapshot(lg: League, step: int) -> None:
+    lg.add_snapshot(step, lambda path: path.write_bytes(b"weights"))
+
+
+def test_elo_moves_the_learner_and_the_opponent_but_never_the_anchor(tmp_path):
+    lg = league(tmp_path, elo_k=16)
+    lg.record(GameResult("random", 1.0))
+    assert lg.rating == pytest.approx(1008.0) and lg.members["random"].rating == 1000.0
+    snapshot(lg, 100)
+    start = lg.rating
+    lg.record(GameResult("step_000000100", 0.0))  # lost to an equal: K/2 each way
+    assert lg.rating == pytest.approx(start - 8.0)
+    assert lg.members["step_000000100"].rating == pytest.approx(start + 8.0)
+    assert lg.members["step_000000100"].learner_rate == 0.0
+
+
+def test_the_draw_follows_the_shares_and_the_priorities(tmp_path):
+    lg = league(tmp_path, latest=0.5, fixed_share=0.2, sampler="prioritized")
+    assert {lg.draw().name for _ in range(20)} == {"random"}  # no snapshot yet: only the fixed opponents
+    for step in (100, 200, 300):
+        snapshot(lg, step)
+    for _ in range(50):  # the learner always beats the oldest, never the second
+        lg.record(GameResult("step_000000100", 1.0))
+        lg.record(GameResult("step_000000200", 0.0))
+    names = [lg.draw().name for _ in range(4000)]
+    share = {n: names.count(n) / len(names) for n in set(names)}
+    assert share["random"] == pytest.approx(0.2, abs=0.03)
+    assert share["step_000000300"] == pytest.approx(0.4, abs=0.03)  # latest: half of the rest
+    assert share["step_000000200"] > 0.35 and share.get("step_000000100", 0.0) < 0.01
+    assert lg.snapshots()[-1].rating == lg.members["step_000000300"].rating
+    assert lg.due(300 + 20_000) and not lg.due(300 + 19_999)
+
+
+def test_a_restored_league_draws_what_the_original_draws(tmp_path):
+    lg = league(tmp_path)
+    snapshot(lg, 100)
+    snapshot(lg, 200)
+    for score in (1.0, 0.0, 0.5):
+        lg.record(GameResult("step_000000100", score))
+    lg.save_state(200)
+    ahead = [lg.draw().name for _ in range(30)]
+    snapshot(lg, 400)  # taken after the checkpoint: the restored league does not know it
+    lg.save_state(400)
+    back = league(tmp_path)
+    assert back.restore(399)  # the newest state at or before the checkpoint's step
+    assert [back.draw().name for _ in range(30)] == ahead
+    assert back.rating == pytest.approx(league_rating_after(tmp_path))
+    assert "step_000000400" not in back.members
+    assert not league(tmp_path / "elsewhere").restore(10)
+
+
+def league_rating_after(tmp_path: Path) -> float:
+    lg = league(tmp_path / "replay")
+    snapshot(lg, 100)
+    snapshot(lg, 200)
+    for score in (1.0, 0.0, 0.5):
+        lg.record(GameResult("step_000000100", score))
+    return lg.rating
+
+
+def test_a_damaged_state_is_one_line(tmp_path):
+    lg = league(tmp_path)
+    lg.save_state(5)
+    (tmp_path / "league" / "state_000000005.json").write_text("{not json")
+    with pytest.raises(UserError, match="expected the league's state"):
+        league(tmp_path).restore(5)
+
+
+def test_fixed_opponents_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="selfplay.fixed takes random, lookahead or a checkpoint file"):
+        SelfPlaySection(fixed=["minimax"])
+    lg = league(tmp_path, fixed=[str(tmp_path / "missing.safetensors")])
+    with pytest.raises(UserError, match="no such file"):
+        lg.draw()
