@@ -4,9 +4,9 @@ player's Gymnasium env: the learner takes a seat, an opponent plays the other.
 An ``--env`` of the form ``module:attr`` that builds a PettingZoo ``AECEnv`` with two agents is turn-based
 (:func:`is_turn_based_source`). :class:`SeatEnv` puts the learner in one seat (alternating every episode by
 default, so it learns both sides) and plays the other seat's turns with an :class:`Opponent` drawn anew for
-each episode from ``opponents`` (a callable; the run's league in self-play, agents/selfplay/). A step is one
-move of the learner and every opponent move up to the learner's next turn; its reward is what the game gave
-the learner over those moves. The learner's legal moves are ``action_masks()`` (the Dict observation's
+each episode from ``opponents`` (a callable; the run's league in self-play, agents/run/selfplay/). A step is
+one move of the learner and every opponent move up to the learner's next turn; its reward is what the game
+gave the learner over those moves. The learner's legal moves are ``action_masks()`` (the Dict observation's
 ``action_mask`` of PettingZoo classic), so a masking learner never plays an illegal move. The last step of a
 game puts a :class:`GameResult` into ``info[GAME_KEY]``: who the opponent was and how the learner scored.
 

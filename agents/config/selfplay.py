@@ -1,5 +1,5 @@
 """The ``selfplay:`` section: how a two-player turn-based game is trained against a league of past selves
-(agents/selfplay/)."""
+(agents/run/selfplay/)."""
 
 from __future__ import annotations
 

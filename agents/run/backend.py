@@ -107,7 +107,7 @@ class Backend(ABC):
         state rather than the observation alone (``blackbox``) keeps it."""
     def train_envs(self) -> list[Any]:
         """The training envs when they live in this process (each the top of its wrapper stack), else
-        ``[]``: where the self-play league hands each env its opponents (agents/selfplay/)."""
+        ``[]``: where the self-play league hands each env its opponents (agents/run/selfplay/)."""
         return []
 
 

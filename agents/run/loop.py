@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.run.envfactory import env_factory
 from agents.run.evaluation import episode_cap, eval_scalars, run_episodes
-from agents.selfplay import plumbing as selfplay
+from agents.run.selfplay import plumbing as selfplay
 from envs.errors import EnvFailure
 
 if TYPE_CHECKING:

@@ -57,7 +57,7 @@ class ResolvedEnv:
             vector env, and its spaces are one agent's.
         turn_based: the entry point builds a two-player PettingZoo AEC game
             (:func:`envs.selfplay.is_turn_based_source`): the learner plays one seat against the self-play
-            league (agents/selfplay/).
+            league (agents/run/selfplay/).
     """
 
     spec: EnvSpec

@@ -124,6 +124,7 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResolvedEnv, gym.
     env = resolve_env(cfg, backend.channels_first, spec)
     check_env_kwargs(cfg, env)
     env, spare = probe(cfg, env, backend)  # bad adapter arguments fail here, as one line
+    raw["env"]["action_mask"] = cfg.env.action_mask  # as the probe resolved it
     obs_space, act_space = env.spaces
     try:
         if source == "command line":  # no config file: choose hyperparameters from the spaces
@@ -328,11 +329,11 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
                             "--video PATH.mp4 instead") from e
         raise UserError(f"env {cfg.env.id!r} could not be created: {e}") from e
     check_spaces(loaded.header, *policy_spaces(env), f"evaluate {path}")
-    backend.bind_env(env)
-    if getattr(args, "opponent", None):  # a two-player game against this opponent (agents/selfplay/)
-        from agents.selfplay.plumbing import pit
+    if getattr(args, "opponent", None):  # a two-player game against this opponent (agents/run/selfplay)
+        from agents.run.selfplay.plumbing import pit
 
         pit(cfg, loaded.env, env, args.opponent)
+    backend.bind_env(env)
     frames: list[Any] = []
     seed = args.seed if args.seed is not None else 10_000
     cap = episode_cap(env, cfg.eval.max_episode_steps)

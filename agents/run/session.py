@@ -98,7 +98,7 @@ class Session:
         self.best_reward = self._best_so_far()
         self.health = EnvHealth(self.say)
         self.league: Any = None
-        """The self-play league of a turn-based game (agents/selfplay/), else None."""
+        """The self-play league of a turn-based game (agents/run/selfplay/), else None."""
         self.writer: Any = None
         self._old_handlers: dict[int, Any] = {}
         self._last_tick = 0.0
@@ -164,9 +164,7 @@ class Session:
         """
         self.health.observe(infos)
         if self.league is not None:
-            from agents.selfplay.plumbing import record
-
-            record(self.league, infos)
+            self.league.observe(infos)
         now = time.monotonic()
         if now - self._last_tick > 0.25:
             self._last_tick = now

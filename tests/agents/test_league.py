@@ -1,4 +1,4 @@
-"""The self-play league (agents/selfplay/league.py): Elo, the opponent draw, snapshots and its saved state."""
+"""The self-play league (agents/run/selfplay/league.py): Elo, the opponent draw, snapshots, saved state."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agents.config.selfplay import SelfPlaySection
-from agents.selfplay.league import League
+from agents.run.selfplay.league import League
 from envs.errors import UserError
 from envs.selfplay import GameResult, RandomOpponent
 

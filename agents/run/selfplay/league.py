@@ -24,7 +24,7 @@ import numpy as np
 from agents.config.selfplay import SelfPlaySection
 from agents.run.checkpoint import atomic_write_bytes
 from envs.errors import UserError
-from envs.selfplay import GameResult, LookaheadOpponent, Opponent, RandomOpponent
+from envs.selfplay import GAME_KEY, GameResult, LookaheadOpponent, Opponent, RandomOpponent
 
 START = 1000.0
 """Every rating's start, and the anchor ``random``'s rating."""
@@ -121,6 +121,13 @@ class League:
                 member.rating -= delta
             member.games += 1
             member.score += result.score
+
+    def observe(self, infos: Any) -> None:
+        """The results of the games that ended in one vector step (``info[GAME_KEY]`` of each env's info)."""
+        for info in infos if isinstance(infos, list | tuple) else ():
+            result = info.get(GAME_KEY) if isinstance(info, dict) else None
+            if isinstance(result, GameResult):
+                self.record(result)
 
     def snapshots(self) -> list[Member]:
         """The learner's snapshots, oldest first."""

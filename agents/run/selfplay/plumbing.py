@@ -3,14 +3,13 @@ envs, snapshot the learner, record results."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 
-from agents.selfplay.league import League, fixed_opponent
-from agents.selfplay.opponents import loader, observation_view, seat_of
+from agents.run.selfplay.league import League, fixed_opponent
+from agents.run.selfplay.opponents import loader, observation_view, seat_of
 from envs.errors import UserError
-from envs.selfplay import GAME_KEY, GameResult
 
 if TYPE_CHECKING:
     from agents.config import RunConfig
@@ -59,14 +58,6 @@ def after_iteration(league: League, step: int, backend: Backend, session: Sessio
         session.say(f"self-play: snapshot {member.name} joins the league (rating {member.rating:.0f}, "
                     f"{len(league.snapshots())} snapshots)")
     session.log(league.scalars(), step)
-
-
-def record(league: League, infos: Any) -> None:
-    """The results of the games that ended in one vector step (``info[GAME_KEY]``)."""
-    for info in infos if isinstance(infos, (list, tuple)) else ():
-        result = info.get(GAME_KEY) if isinstance(info, dict) else None
-        if isinstance(result, GameResult):
-            league.record(result)
 
 
 def pit(cfg: RunConfig, env: ResolvedEnv, made: gym.Env, opponent: str) -> None:
