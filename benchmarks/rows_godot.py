@@ -30,8 +30,8 @@ def g1_text(d: dict[str, Any]) -> Text:
                "for all agents per step, TCP_NODELAY), alternating, medians of the pairs. Where the time "
                "goes inside Godot at K = 64 and why 3× cannot be reached with this scene: docs/results.md, "
                "\"Against the anchor's design\".\n\n" + "\n".join(rows))
-    return {"figure": figure, "details": details,
-            "command": "python benchmarks/experiments/godot_anchor.py --seconds 3 --repeats 2"}
+    return {"figure": figure, "details": details + "\n\nThe pairs alone: `python benchmarks/experiments/"
+            "godot_anchor.py --seconds 3 --repeats 2`."}
 
 
 def g2_text(d: dict[str, Any]) -> Text:
@@ -48,8 +48,8 @@ def g2_text(d: dict[str, Any]) -> Text:
                "5 epochs) against the same PPO on benchmarks/godot_twin.py (Reach's spaces in-process, no "
                f"engine), {d['steps_per_run']:,} steps each, alternating; steady steps/s between the first "
                "and last progress lines, median of the rounds' ratios.\n\n" + "\n".join(rows))
-    return {"figure": figure, "details": details,
-            "command": "python benchmarks/godot.py --steps 40960 --rounds 3"}
+    return {"figure": figure, "details": details + "\n\nThe rounds alone: `python benchmarks/godot.py "
+            "--steps 40960 --rounds 3`."}
 
 
 def bench_g1(quick: bool, shared: Shared) -> Row:
