@@ -79,12 +79,12 @@ def test_a_vector_reward_is_refused_at_start_and_its_scalarising_wrapper_works(t
 def test_an_evaluation_episode_that_never_ends_is_cut_and_said(tmp_path):
     run = tmp_path / "run"
     proc = _train(run, "gymnasium_2048/TwentyFortyEight-v0", "--env-package", "gymnasium_2048",
-                  "--set", "eval.max_episode_steps=300", timesteps="128")
+                  "--set", "eval.max_episode_steps=300", "--set", "env.action_mask=none", timesteps="128")
     assert proc.returncode == 0, proc.stderr
     out = run_cli("evaluate.py", str(run), "--episodes", "2", "--json", str(tmp_path / "e.json"), timeout=120)
     assert out.returncode == 0, out.stderr
     result = json.loads((tmp_path / "e.json").read_text())
-    # the untrained policy repeats a move
+    # without its mask (the shipped config's LegalMoves, turned off) the untrained policy repeats a move
     assert result["capped_episodes"] == 2 and result["mean_length"] == 300.0
     assert "2 of 2 evaluation episodes were cut at 300 steps" in out.stderr + out.stdout
 

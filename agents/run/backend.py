@@ -63,12 +63,15 @@ class Backend(ABC):
         batches_programs: the backend steps K-instance programs and connect mode (``env.listen``) as one
             batched vector env (envs/vector/bridge.py), and a PettingZoo parallel env's agents as the slots of
             one (envs/vector/pettingzoo.py); others drive one instance per program.
+        masking_algos: the algorithms that act only on the legal actions of an env that gives action masks
+            (``env.action_mask``, agents/run/masks.py); a masked env with any other exits 2.
     """
 
     seed: int
     num_timesteps: int
     channels_first: ClassVar[bool] = False
     batches_programs: ClassVar[bool] = False
+    masking_algos: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abstractmethod

@@ -8,7 +8,8 @@ One env, bottom up (:func:`_build`, behind the picklable :func:`env_factory`):
 3. the Guard (``env.nan_policy``): every transition validated, faults recorded;
 4. ``env.wrappers`` in order, then the observation adapter (envs/wrappers.py): Dict/Tuple flattened into one
    Dict of numeric keys (``Text`` and ``env.drop_keys`` left out), channel-last images transposed for SB3;
-5. a backend's own per-env wrapper, if it passes one (RLlib's reward scaling).
+5. the action masks' ``ActionMasks`` when the probe found them (``env.action_mask``, agents/run/masks.py);
+6. a backend's own per-env wrapper, if it passes one (RLlib's reward scaling).
 
 A PettingZoo parallel env (``ResolvedEnv.multi_agent``) is built by :func:`_team` instead: all its agents
 as one env (envs/multiagent.py's ``TeamEnv``) under the Guard, which evaluation plays with the shared policy.
@@ -36,8 +37,10 @@ import gymnasium as gym
 
 import envs
 from agents.config import RunConfig, tokens
+from agents.run.masks import resolve_masks
 from agents.run.resolved import ResolvedEnv, build_errors, check_scalar_reward, one_line, resolve_env
 from envs.errors import UserError
+from envs.masks import ActionMasks
 from envs.registry import EnvSpec
 from envs.vector.batch_guard import BatchGuard
 from envs.vector.channels import channels_first
@@ -63,7 +66,7 @@ def _build(spec: EnvSpec, packages: tuple[str, ...], max_episode_steps: int | No
            token: tokens.TokenSource | None = None, outer: Callable[[gym.Env], gym.Env] | None = None,
            wrappers: tuple[WrapperSpec, ...] = (),
            drop_keys: tuple[str, ...] = (), channels_first: bool = True, bounds_policy: str = "clip",
-           renders_by_default: bool = False, takes_token: bool = False) -> gym.Env:
+           renders_by_default: bool = False, takes_token: bool = False, action_mask: str = "none") -> gym.Env:
     """Create one env; module-level so that it pickles by reference into any worker process.
 
     The bridge token is resolved here, the one place, in whichever process builds the env: an env var is
@@ -88,6 +91,8 @@ def _build(spec: EnvSpec, packages: tuple[str, ...], max_episode_steps: int | No
     env = apply_wrappers(env, list(wrappers))
     env = adapt_observations(env, channels_first=channels_first, drop_keys=drop_keys, flat=not channels_first,
                              cnn_sizes=RLLIB_CNN_SIZES)
+    if action_mask not in ("auto", "none"):  # resolved by the probe (agents/run/masks.py)
+        env = ActionMasks(env, action_mask)
     return outer(env) if outer is not None else env
 
 
@@ -108,7 +113,7 @@ def env_factory(cfg: RunConfig, env: ResolvedEnv, render_mode: str | None = None
                              tuple(parse_wrappers(cfg.env.wrappers)),
                              tuple(cfg.env.drop_keys), env.channels_first,
                              bounds_policy=cfg.env.bounds_policy, renders_by_default=env.renders_by_default,
-                             takes_token=env.takes_token)
+                             takes_token=env.takes_token, action_mask=cfg.env.action_mask)
 
 
 def make_vector_env(cfg: RunConfig, env: ResolvedEnv,
@@ -230,6 +235,7 @@ def probe(cfg: RunConfig, env: ResolvedEnv, backend: type[Backend]) -> tuple[Res
         obs_space, act_space = policy_spaces(made)
         record = dataclasses.replace(env, observation_space=obs_space, action_space=act_space,
                                      num_instances=k)
+        made = resolve_masks(cfg, record, made, backend)  # env.action_mask: auto → what the env gives
         keep = bool(cfg.eval.every) and not cfg.env.eval_kwargs and not listen
         return record, made if keep else None
     finally:

@@ -27,7 +27,7 @@ from agents.run.backend import Backend, Iteration, resolve_device
 from agents.run.header import CheckpointHeader, corrupted
 from agents.run.resolved import ResolvedEnv
 from agents.run.session import Session
-from agents.sb3 import her, offpolicy
+from agents.sb3 import her, masking, offpolicy
 from agents.sb3.policies import load_obs_stats, normalize, save_obs_stats, select_policy
 from agents.sb3.vector import SB3VecEnv, make_vec_env
 from envs.errors import CheckpointError
@@ -56,8 +56,9 @@ def _hyperparameters(cfg: RunConfig, action_space: gym.Space | None = None) -> d
         hp.update(n_epochs=a.n_epochs, clip_range=a.clip_range)
         if a.batch_size is not None:
             hp["batch_size"] = a.batch_size
-    hp["policy_kwargs"] = {"net_arch": list(a.net_arch), "activation_fn": ACTIVATIONS[a.activation],
-                           "ortho_init": a.ortho_init, "log_std_init": a.log_std_init}
+    hp["policy_kwargs"] = masking.policy_kwargs(cfg, {
+        "net_arch": list(a.net_arch), "activation_fn": ACTIVATIONS[a.activation], "ortho_init": a.ortho_init,
+        "log_std_init": a.log_std_init})
     return hp
 
 
@@ -103,6 +104,7 @@ class SB3Backend(Backend):
 
     channels_first = True  # SB3's CNNs take (C, H, W)
     batches_programs = True  # K-instance programs and connect mode: one batched vector env
+    masking_algos = ("ppo",)  # sb3-contrib's MaskablePPO (agents/sb3/masking.py)
 
     def __init__(self, cfg: RunConfig, seed: int, model: BaseAlgorithm | None, policy: Any,
                  norm: dict[str, Any] | None, spaces: tuple[gym.Space, gym.Space]) -> None:
@@ -110,6 +112,7 @@ class SB3Backend(Backend):
         self._step = 0  # the checkpoint's step when there is no model (evaluation)
         self._norm = norm  # saved observation statistics, used when there is no live VecNormalize
         self.observation_space, self.action_space = spaces
+        self._masks: masking.MaskFn | None = None  # the evaluation env's legal actions (bind_env)
 
     # -- construction -----------------------------------------------------------------------------------
     @classmethod
@@ -129,7 +132,9 @@ class SB3Backend(Backend):
         if cfg.agent.algo in offpolicy.ALGOS and not cfg.train.checkpoint_replay:
             log.warning("train.checkpoint_replay is false: checkpoints leave out the replay buffer, so a "
                         "resumed run will not be exact")
-        model = ALGOS[cfg.agent.algo](name, venv, seed=seed, device=device, verbose=0, **hp)
+        masking.say_once(cfg)
+        model = masking.algorithm(cfg, ALGOS[cfg.agent.algo])(name, venv, seed=seed, device=device, verbose=0,
+                                                              **hp)
         return cls(cfg, seed, model, model.policy, None, (venv.observation_space, venv.action_space))
 
     # -- training ---------------------------------------------------------------------------------------
@@ -168,7 +173,8 @@ class SB3Backend(Backend):
             obs = venv.normalize_obs(obs)
         elif self._norm is not None:
             obs = normalize(obs, self._norm["stats"], self._norm)
-        action, _ = self.policy.predict(obs, deterministic=deterministic)
+        masks = masking.predict_kwargs(self._masks)  # MaskablePPO: the bound env's legal actions
+        action, _ = self.policy.predict(obs, deterministic=deterministic, **masks)
         return action
 
     def train_envs(self) -> list[Any]:
@@ -176,6 +182,10 @@ class SB3Backend(Backend):
         venv = self.model.get_env() if self.model is not None else None
         base = getattr(getattr(venv, "unwrapped", None), "base", None)  # SB3VecEnv's vector env
         return list(getattr(base, "envs", []))
+
+    def bind_env(self, env: Any) -> None:
+        """Keep the evaluation env's ``action_masks`` when the run is masked (legal actions only)."""
+        self._masks = masking.mask_fn(self.cfg, env)
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def save(self, path: Path, meta: dict[str, Any] | None = None) -> Path:
@@ -219,7 +229,7 @@ class SB3Backend(Backend):
         policy_state = {k[len("policy/"):]: v for k, v in tensors.items() if k.startswith("policy/")}
         if not for_training:
             torch.set_num_threads(cfg.train.threads)
-            algo = ALGOS[header.algo]
+            algo = masking.algorithm(cfg, ALGOS[header.algo])
             name, extra = select_policy(cfg, spaces[0])
             policy_cls = algo.policy_aliases[name]
             kwargs = {**_hyperparameters(cfg)["policy_kwargs"], **extra}
