@@ -105,14 +105,14 @@ class Backend(ABC):
         """Restore from a checkpoint the runner read once (``ckpt``: its typed header and its tensors):
         the policy only for evaluation, everything for training."""
 
-    def bind_env(self, env: Any) -> None:  # noqa: B027 - optional hook
-        """Called with the env :meth:`predict` will act in (evaluation); a backend that answers from the env's
-        state rather than the observation alone (``blackbox``) keeps it."""
     def train_envs(self) -> list[Any]:
         """The training envs when they live in this process (each the top of its wrapper stack), else
         ``[]``: where the self-play league hands each env its opponents (agents/run/selfplay/)."""
         return []
 
+    def bind_env(self, env: Any) -> None:  # noqa: B027 - optional hook
+        """Called with the env :meth:`predict` will act in (evaluation); a backend that answers from the env's
+        state rather than the observation alone (``blackbox``) keeps it."""
 
     def eval_report(self) -> dict[str, float]:
         """Extra scalars of the evaluation since :meth:`bind_env` (``blackbox``: forward calls per
