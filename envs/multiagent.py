@@ -28,16 +28,23 @@ from envs.vector.base import stack
 __all__ = ["TeamEnv", "is_parallel_source", "make_parallel", "shared_spaces"]
 
 
-def is_parallel_source(target: Any) -> bool:
-    """Whether an imported entry point builds a PettingZoo ``ParallelEnv`` (see the module docstring).
+def pettingzoo_class(target: Any, base: str) -> bool | None:
+    """For an imported entry point: whether it is a subclass of PettingZoo's ``base`` class (``ParallelEnv``,
+    ``AECEnv``); False without PettingZoo loaded or a target; None when it is no class (look further).
 
     PettingZoo is never imported here: an entry point that builds one has imported it already.
     """
     pz = sys.modules.get("pettingzoo")
     if pz is None or target is None:
         return False
-    if isinstance(target, type):
-        return issubclass(target, pz.ParallelEnv)
+    return issubclass(target, getattr(pz, base)) if isinstance(target, type) else None
+
+
+def is_parallel_source(target: Any) -> bool:
+    """Whether an imported entry point builds a PettingZoo ``ParallelEnv`` (see the module docstring)."""
+    known = pettingzoo_class(target, "ParallelEnv")
+    if known is not None:
+        return known
     from pettingzoo.utils.conversions import parallel_wrapper_fn
 
     code = getattr(target, "__code__", None)
@@ -47,7 +54,7 @@ def is_parallel_source(target: Any) -> bool:
         returns = inspect.signature(target, eval_str=True).return_annotation
     except Exception:  # no signature, or an annotation that does not evaluate
         return False
-    return isinstance(returns, type) and issubclass(returns, pz.ParallelEnv)
+    return bool(pettingzoo_class(returns, "ParallelEnv"))
 
 
 def make_parallel(entry_point: str, kwargs: dict[str, Any]) -> Any:

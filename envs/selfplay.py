@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.errors import UserError
+from envs.multiagent import pettingzoo_class
 
 __all__ = ["GAME_KEY", "GameResult", "LookaheadOpponent", "Opponent", "RandomOpponent", "SeatEnv",
            "is_turn_based_source", "legal_moves", "make_seat"]
@@ -121,17 +122,12 @@ def _done(game: Any) -> bool:
 
 def is_turn_based_source(target: Any) -> bool:
     """Whether an imported entry point builds a PettingZoo ``AECEnv`` (an ``AECEnv`` subclass, or the
-    ``env`` function of a module whose ``raw_env`` is one, as every ``pettingzoo.classic`` game has).
-
-    PettingZoo is never imported here: an entry point that builds one has imported it already.
-    """
-    pz = sys.modules.get("pettingzoo")
-    if pz is None or target is None:
-        return False
-    if isinstance(target, type):
-        return issubclass(target, pz.AECEnv)
+    ``env`` function of a module whose ``raw_env`` is one, as every ``pettingzoo.classic`` game has)."""
+    known = pettingzoo_class(target, "AECEnv")
+    if known is not None:
+        return known
     raw = getattr(sys.modules.get(getattr(target, "__module__", ""), None), "raw_env", None)
-    return isinstance(raw, type) and issubclass(raw, pz.AECEnv) and getattr(target, "__name__", "") == "env"
+    return bool(pettingzoo_class(raw, "AECEnv")) and getattr(target, "__name__", "") == "env"
 
 
 def make_seat(entry: str, **kwargs: Any) -> SeatEnv:
