@@ -6,7 +6,10 @@ agents every ``action_repeat`` ticks (``StreamPeer.put_string``/``get_string``: 
 the text), agents that finish reset themselves in Godot. Its sync node (:data:`ANCHOR_GD`) replaces the
 nondiff one in a temporary copy of the shipped project. The nondiff side is the raw
 :class:`~envs.vector.bridge.BridgeVectorEnv` (batched binary steps, same-step resets of finished agents).
-Random actions, start-up excluded, the two sides alternating ``--repeats`` times, load recorded::
+Random actions, start-up excluded, the two sides alternating ``--repeats`` times, load recorded. Beside the
+wall-clock rates, each side's CPU time per step (Godot's process and the driver's, from /proc and
+``time.process_time``): on a loaded machine a lock-step round trip mostly waits to be scheduled, and the CPU
+figures say what each side costs regardless::
 
     python benchmarks/experiments/godot_anchor.py [--agents 1 16 64] [--seconds 3] [--repeats 2]
 """
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -89,6 +93,20 @@ func _physics_process(_delta):
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Rate(NamedTuple):
+    """One side's run: agent-steps/s, and CPU µs per step of Godot and of the driver."""
+
+    agent_steps_per_s: float
+    godot_cpu_us: float
+    driver_cpu_us: float
+
+
 def _send(conn: socket.socket, msg: dict) -> None:
     data = json.dumps(msg).encode()
     conn.sendall(len(data).to_bytes(4, "little") + data)
@@ -106,8 +124,8 @@ def _recv(conn: socket.socket) -> dict:
     return json.loads(exact(int.from_bytes(exact(4), "little")))
 
 
-def anchor(project: Path, k: int, repeat: int, seconds: float) -> float:
-    """Agent-steps/s of the JSON lock-step driver."""
+def anchor(project: Path, k: int, repeat: int, seconds: float) -> Rate:
+    """The JSON lock-step driver's run."""
     srv = socket.create_server(("127.0.0.1", 0))
     port = srv.getsockname()[1]
     proc = subprocess.Popen(["godot3-server", "--path", str(project), "--fixed-fps", "60", f"--agents={k}",
@@ -119,13 +137,14 @@ def anchor(project: Path, k: int, repeat: int, seconds: float) -> float:
     rng = np.random.default_rng(0)
     _send(conn, {"type": "reset"})
     np.array(_recv(conn)["obs"], dtype=np.float32)
-    n, began = 0, time.monotonic()
+    n, began, cpu, mine = 0, time.monotonic(), cpu_seconds(proc.pid), time.process_time()
     while time.monotonic() - began < seconds:
         _send(conn, {"type": "action", "action": rng.integers(0, 5, k).tolist()})
         msg = _recv(conn)
         np.array(msg["obs"], dtype=np.float32), np.array(msg["reward"]), np.array(msg["done"])
         n += 1
-    rate = k * n / (time.monotonic() - began)
+    rate = Rate(k * n / (time.monotonic() - began), (cpu_seconds(proc.pid) - cpu) / n * 1e6,
+                (time.process_time() - mine) / n * 1e6)
     _send(conn, {"type": "close"})
     conn.close()
     srv.close()
@@ -133,8 +152,8 @@ def anchor(project: Path, k: int, repeat: int, seconds: float) -> float:
     return rate
 
 
-def binary(k: int, repeat: int, seconds: float) -> float:
-    """Agent-steps/s of nondiff's batched binary steps (the raw bridge vector env)."""
+def binary(k: int, repeat: int, seconds: float) -> Rate:
+    """The run of nondiff's batched binary steps (the raw bridge vector env)."""
     from envs.vector.bridge import make_bridge_vector_env
 
     cmd = f"godot3-server --path {{assets}}/godot --fixed-fps 60 --agents={k} --action-repeat={repeat}"
@@ -143,11 +162,14 @@ def binary(k: int, repeat: int, seconds: float) -> float:
     raw = venv.unwrapped
     raw.reset(seed=0)
     rng = np.random.default_rng(0)
-    n, began = 0, time.monotonic()
+    pid = raw.programs[0].program_pid
+    assert pid is not None
+    n, began, cpu, mine = 0, time.monotonic(), cpu_seconds(pid), time.process_time()
     while time.monotonic() - began < seconds:
         raw.step(rng.integers(0, 5, k))
         n += 1
-    rate = k * n / (time.monotonic() - began)
+    rate = Rate(k * n / (time.monotonic() - began), (cpu_seconds(pid) - cpu) / n * 1e6,
+                (time.process_time() - mine) / n * 1e6)
     venv.close()
     return rate
 
@@ -168,12 +190,20 @@ def main(argv: list[str] | None = None) -> int:
                          .replace('env_name = "godot-reach"\n', ""))
         for k in a.agents:
             for _ in range(a.repeats):
-                json_rate = anchor(project, k, a.action_repeat, a.seconds)
+                js = anchor(project, k, a.action_repeat, a.seconds)
                 load_json = os.getloadavg()[0]
-                bin_rate = binary(k, a.action_repeat, a.seconds)
+                nd = binary(k, a.action_repeat, a.seconds)
+                cpu_js, cpu_nd = js.godot_cpu_us + js.driver_cpu_us, nd.godot_cpu_us + nd.driver_cpu_us
                 print(json.dumps({"agents": k, "action_repeat": a.action_repeat,
-                                  "anchor_json": round(json_rate), "nondiff_binary": round(bin_rate),
-                                  "ratio": round(bin_rate / json_rate, 2),
+                                  "anchor_json": round(js.agent_steps_per_s),
+                                  "nondiff_binary": round(nd.agent_steps_per_s),
+                                  "ratio": round(nd.agent_steps_per_s / js.agent_steps_per_s, 2),
+                                  "cpu_us_per_step": {
+                                      "anchor": {"godot": round(js.godot_cpu_us, 1),
+                                                 "driver": round(js.driver_cpu_us, 1)},
+                                      "nondiff": {"godot": round(nd.godot_cpu_us, 1),
+                                                  "driver": round(nd.driver_cpu_us, 1)}},
+                                  "cpu_ratio": round(cpu_js / cpu_nd, 2),
                                   "load": [round(load_json, 2), round(os.getloadavg()[0], 2)]}), flush=True)
     return 0
 

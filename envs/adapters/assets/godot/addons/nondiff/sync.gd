@@ -31,7 +31,8 @@ const Wire = preload("res://addons/nondiff/wire.gd")
 var wire
 var agents := []
 var stepping := []  # instances of the step in flight
-var heads := {}  # step reply headers in JSON, by "n width"
+var heads := {}  # step reply headers in JSON, by "n width": [text, UTF-8 bytes]
+var everyone := []  # 0 … K - 1: the instances of a request that names none
 var frames_left := 0
 var steps := 0
 var started := false
@@ -138,16 +139,16 @@ func _handshake() -> bool:
 
 
 func _instances(header: Dictionary) -> Array:
+	if not header.has("instances"):
+		if everyone.size() != agents.size():
+			everyone = range(agents.size())
+		return everyone
 	var out := []
-	if header.has("instances"):
-		for i in header["instances"]:
-			out.append(int(i))
-		for i in out:
-			if i < 0 or i >= agents.size():
-				return []
-	else:
-		for i in range(agents.size()):
-			out.append(i)
+	for i in header["instances"]:
+		out.append(int(i))
+	for i in out:
+		if i < 0 or i >= agents.size():
+			return []
 	return out
 
 
@@ -244,11 +245,16 @@ func _serve() -> void:
 			var seeds: Array = header.get("seeds", [])
 			for n in range(which.size()):
 				agents[which[n]].nondiff_reset(seeds[n] if n < seeds.size() else null)
-			var infos := []
-			for _i in which:
-				infos.append({})
 			var arrays := [_observations(which)]
-			wire.send({"type": "reset_result", "obs": _obs_header(arrays, which), "infos": infos}, arrays)
+			var obs := _obs_header(arrays, which)
+			var key := "reset %d %d" % [which.size(), arrays[0][1][1]]
+			if not heads.has(key):  # no infos (all empty), so the header depends on n and the width only
+				var specs := []
+				for a in arrays:
+					specs.append({"dtype": a[0], "shape": a[1]})
+				var text := to_json({"type": "reset_result", "obs": obs, "arrays": specs})
+				heads[key] = [text, text.to_utf8()]
+			wire.send_bytes(heads[key][1], arrays)
 		elif kind == "render":
 			_render()
 		elif kind == "close":
@@ -285,9 +291,12 @@ func _reply_step() -> void:
 		var specs := []
 		for a in arrays:
 			specs.append({"dtype": a[0], "shape": a[1]})
-		heads[key] = to_json({"type": "step_result", "obs": obs, "rewards": {"$array": 1},
+		var text := to_json({"type": "step_result", "obs": obs, "rewards": {"$array": 1},
 			"terminated": {"$array": 2}, "truncated": {"$array": 3}, "arrays": specs})
-	var head: String = heads[key]
+		heads[key] = [text, text.to_utf8()]
+	var head: Array = heads[key]
 	if said:  # infos only when one has something to say (absent: all empty)
-		head = head.substr(0, head.length() - 1) + ',"infos":[' + infos.join(",") + "]}"
-	wire.send_text(head, arrays)
+		var text: String = head[0]
+		wire.send_text(text.substr(0, text.length() - 1) + ',"infos":[' + infos.join(",") + "]}", arrays)
+	else:
+		wire.send_bytes(head[1], arrays)

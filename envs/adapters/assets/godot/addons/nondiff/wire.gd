@@ -9,6 +9,7 @@
 extends Reference
 
 const MAX_FRAME := 16 * 1024 * 1024  # this program's limit on a frame from the trainer (bytes)
+const SIZES := {"<f4": 4, "<f8": 8, "<i8": 8, "<i4": 4, "|u1": 1, "|b1": 1}  # bytes per element
 
 var peer: StreamPeerTCP
 var failed := ""  # set when the stream broke: the caller ends the program
@@ -79,49 +80,65 @@ func _read(n: int) -> PoolByteArray:
 	return got[1]
 
 
+static func _u32(b: PoolByteArray, at: int) -> int:  # big-endian
+	return (b[at] << 24) | (b[at + 1] << 16) | (b[at + 2] << 8) | b[at + 3]
+
+
 func recv() -> Dictionary:
 	# One frame: {"header": Dictionary, "arrays": Array of decoded Arrays}; {} when the stream broke.
+	# Two reads per frame: the lengths, then the header and the arrays together.
 	var head := _read(8)
 	if failed != "":
 		return {}
-	var buf := StreamPeerBuffer.new()
-	buf.big_endian = true
-	buf.data_array = head
-	var length := buf.get_u32()
-	var hlen := buf.get_u32()
+	var length := _u32(head, 0)
+	var hlen := _u32(head, 4)
 	if length > MAX_FRAME or hlen + 4 > length:
 		failed = "a frame of %d bytes (limit %d) or a bad header length" % [length, MAX_FRAME]
 		return {}
-	var parsed := JSON.parse(_read(hlen).get_string_from_utf8())
-	var body := _read(length - 4 - hlen)
-	if failed != "" or parsed.error != OK or typeof(parsed.result) != TYPE_DICTIONARY:
-		failed = failed if failed != "" else "a header that is not a JSON object"
+	var rest := _read(length - 4)
+	if failed != "":
+		return {}
+	var parsed := JSON.parse(rest.subarray(0, hlen - 1).get_string_from_utf8() if hlen > 0 else "")
+	if parsed.error != OK or typeof(parsed.result) != TYPE_DICTIONARY:
+		failed = "a header that is not a JSON object"
 		return {}
 	var header: Dictionary = parsed.result
 	var arrays := []
+	var specs: Array = header.get("arrays", [])
+	if specs.empty():
+		return {"header": header, "arrays": arrays}
 	var data := StreamPeerBuffer.new()
 	data.big_endian = false
-	data.data_array = body
-	var sizes := {"<f4": 4, "<f8": 8, "<i8": 8, "<i4": 4, "|u1": 1, "|b1": 1}
-	for spec in header.get("arrays", []):
+	data.data_array = rest
+	data.seek(hlen)
+	for spec in specs:
 		var count := 1
 		for d in spec["shape"]:
 			count *= int(d)
 		var values := []
 		var dtype: String = spec["dtype"]
-		if count < 0 or count * sizes.get(dtype, 1) > body.size() - data.get_position():
+		if count < 0 or count * SIZES.get(dtype, 1) > rest.size() - data.get_position():
 			failed = "an array of %s x %d that the frame does not hold" % [dtype, count]
 			return {}
-		for _i in range(count):
-			match dtype:
-				"<f4": values.append(data.get_float())
-				"<f8": values.append(data.get_double())
-				"<i8": values.append(data.get_64())
-				"<i4": values.append(data.get_32())
-				"|u1", "|b1": values.append(data.get_u8())
-				_:
-					failed = "an array of dtype %s, which this client does not read" % dtype
-					return {}
+		match dtype:
+			"<f4":
+				for _i in range(count):
+					values.append(data.get_float())
+			"<f8":
+				for _i in range(count):
+					values.append(data.get_double())
+			"<i8":
+				for _i in range(count):
+					values.append(data.get_64())
+			"<i4":
+				for _i in range(count):
+					values.append(data.get_32())
+			"|u1", "|b1":
+				for _i in range(count):
+					values.append(data.get_u8())
+			_:
+				failed = "an array of dtype %s, which this client does not read" % dtype
+				return {}
 		arrays.append(values)
 	return {"header": header, "arrays": arrays}
 
@@ -138,15 +155,17 @@ func send(header: Dictionary, arrays: Array = []) -> void:
 
 func send_text(header: String, arrays: Array = []) -> void:
 	# A header already in JSON (to_json costs ~50 us a header in Godot 3: the sync node caches its own)
-	var head := header.to_utf8()
+	send_bytes(header.to_utf8(), arrays)
+
+
+func send_bytes(head: PoolByteArray, arrays: Array = []) -> void:
+	# A header already in JSON and UTF-8; one write per frame
 	var total := 0
 	for a in arrays:
 		total += a[2].size()
-	var frame := StreamPeerBuffer.new()
-	frame.big_endian = true
-	frame.put_u32(4 + head.size() + total)
-	frame.put_u32(head.size())
-	var out := frame.data_array
+	var length := 4 + head.size() + total
+	var out := PoolByteArray([(length >> 24) & 255, (length >> 16) & 255, (length >> 8) & 255, length & 255,
+		(head.size() >> 24) & 255, (head.size() >> 16) & 255, (head.size() >> 8) & 255, head.size() & 255])
 	out.append_array(head)
 	for a in arrays:
 		out.append_array(a[2])
