@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input)."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
-    from agents.run.runner import evaluate
+    from agents.run.scoring import evaluate
     from envs.errors import UserError
 
     if args.episodes <= 0:

@@ -81,7 +81,7 @@ def run_cmaes(env: Any, name: str, seed: int, budget: int, sigma0: float) -> dic
 def compare(name: str, run_dir: str, instances: int, budget: int, sigma0: float) -> dict[str, Any]:
     """Policy and CMA-ES on ``instances`` held-out instances of one adapter."""
     from agents.run.envfactory import env_factory
-    from agents.run.runner import load_policy
+    from agents.run.scoring import load_policy
 
     loaded = load_policy(run_dir)
     backend, path = loaded.backend, loaded.path

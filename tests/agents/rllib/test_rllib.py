@@ -18,7 +18,7 @@ import torch
 from conftest import ROOT, adam_steps, read_checkpoint, run_cli, scalars
 
 import envs
-from agents.run.runner import load_policy
+from agents.run.scoring import load_policy
 
 pytestmark = pytest.mark.ray
 

@@ -184,7 +184,7 @@ def test_train_then_evaluate_with_video_figure_and_metrics(tmp_path):
     # evaluate.py's random baseline is the mean final IoU of these seeded episodes, recomputed here
     from agents.run.envfactory import env_factory
     from agents.run.evaluation import random_policy, run_episodes
-    from agents.run.runner import load_policy
+    from agents.run.scoring import load_policy
 
     loaded = load_policy(run)
     env = env_factory(loaded.cfg, loaded.env, for_eval=True)()
