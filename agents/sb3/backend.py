@@ -276,7 +276,8 @@ class SB3Backend(Backend):
 
         m.ep_info_buffer = deque(meta.get("ep_info_buffer", []), maxlen=m._stats_window_size)
         m.ep_success_buffer = deque(maxlen=m._stats_window_size)
-        restored = bool(meta.get("env_states")) and _env_states(venv, meta["env_states"])
+        restored = (bool(meta.get("env_states")) and masking.states_hold_masks(self.cfg)
+                    and _env_states(venv, meta["env_states"]))
         if restored and "loop/last_episode_starts" in tensors:
             m._last_obs = _obs_from_tensors("loop/last_obs", tensors)
             m._last_episode_starts = tensors["loop/last_episode_starts"].numpy()

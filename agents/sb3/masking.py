@@ -55,6 +55,13 @@ def policy_kwargs(cfg: RunConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k != "log_std_init"}
 
 
+def states_hold_masks(cfg: RunConfig) -> bool:
+    """Whether restored env states (``get_state()``) bring their masks back: yes unless the mask comes from
+    the last info or observation, which ``ActionMasks`` keeps and env states leave out. Such a run resumes
+    from fresh episodes instead (not bit-exact, and the resume says so)."""
+    return cfg.env.action_mask not in ("info", "obs")
+
+
 def mask_fn(cfg: RunConfig, env: Any) -> MaskFn | None:
     """The bound evaluation env's ``action_masks`` when the run is masked, else None."""
     return env.get_wrapper_attr(METHOD) if masked(cfg) else None  # type: ignore[no-any-return]

@@ -100,3 +100,16 @@ class WrongSizeMaskEnv(_Masked):
     def action_masks(self) -> np.ndarray:
         """Six entries for five actions."""
         return np.ones(N + 1, dtype=bool)
+
+
+class StatefulInfoMaskEnv(InfoMaskEnv):
+    """InfoMaskEnv with ``get_state()``/``set_state()``, as nondiff's own adapters offer for exact resume."""
+
+    def get_state(self) -> dict[str, Any]:
+        """The episode's position (JSON)."""
+        return {"t": self._t, "legal": self._legal.tolist(), "ep_illegal": self._ep_illegal}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Go back to a position :meth:`get_state` gave."""
+        self._t, self._ep_illegal = int(state["t"]), int(state["ep_illegal"])
+        self._legal = np.array(state["legal"], dtype=bool)
