@@ -98,6 +98,10 @@ def anchor(seconds: float, repeats: int, agents: list[int]) -> dict[str, Any]:
                         "anchor_json": statistics.median(x["anchor_json"] for x in mine),
                         "nondiff_binary": statistics.median(x["nondiff_binary"] for x in mine),
                         "loads": [x["load"] for x in mine]}
+        if all("cpu_us_per_step" in x for x in mine):  # CPU µs per step, Godot + driver, each side
+            cpu = {side: statistics.median(sum(x["cpu_us_per_step"][side].values()) for x in mine)
+                   for side in ("anchor", "nondiff")}
+            out[f"k{k}"].update(cpu_us_per_step=cpu, cpu_ratio=cpu["anchor"] / cpu["nondiff"])
     return out
 
 

@@ -14,6 +14,7 @@ import os
 import select
 import socket
 import struct
+import sys
 import time
 from typing import Any
 
@@ -43,6 +44,10 @@ MAX_DEPTH = 64
 MAX_ARRAYS = 1024
 """The most arrays one message may carry."""
 _SLICE = 0.25
+_TICK = 0.05
+"""A socket channel's reads and writes block at most this long (``SO_RCVTIMEO``/``SO_SNDTIMEO``) before the
+deadline and the stop switch are looked at again: one system call per read, where a non-blocking descriptor
+takes a failed read, a ``select`` and a read."""
 _LEN = struct.Struct(">I")
 
 
@@ -59,23 +64,42 @@ def _wait(rfds: list[int], wfds: list[int], deadline: float, timeout_error: Brid
 class Channel:
     """A bidirectional byte stream over two file descriptors (pipes) or one (a socket), with deadlines."""
 
-    def __init__(self, rfd: int, wfd: int, sock: socket.socket | None = None) -> None:
+    def __init__(self, rfd: int, wfd: int, sock: socket.socket | None = None, timed: bool = False) -> None:
         self.rfd, self.wfd, self.sock = rfd, wfd, sock
+        self._timed = timed
+        """Blocking descriptors whose reads and writes time out by themselves after :data:`_TICK`."""
         self._buf = bytearray()
         self._mid_frame = False
         self.headers = HeaderCache()
         """Headers this channel sent and received, kept encoded and parsed (a step's are the same each
         time)."""
-        os.set_blocking(rfd, False)
-        os.set_blocking(wfd, False)
+        os.set_blocking(rfd, timed)
+        os.set_blocking(wfd, timed)
 
     @classmethod
     def from_socket(cls, sock: socket.socket) -> Channel:
-        """Wrap a connected socket."""
+        """Wrap a connected socket (its reads and writes time out by themselves where the system allows)."""
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(sock.fileno(), sock.fileno(), sock)
+        tick = struct.pack("@ll", 0, int(_TICK * 1e6))  # struct timeval
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tick)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tick)
+            timed = sys.platform.startswith("linux")
+        except OSError:
+            timed = False
+        return cls(sock.fileno(), sock.fileno(), sock, timed)
+
+    def _waited(self, fds: tuple[list[int], list[int]], deadline: float, error: BridgeError) -> None:
+        """After a read or write that would block: a timed socket already waited its tick, so only the stop
+        switch and the deadline are looked at; other descriptors wait in ``select``."""
+        if not self._timed:
+            _wait(*fds, deadline, error)
+            return
+        check_stop()
+        if time.monotonic() >= deadline:
+            raise error
 
     def read_exact(self, n: int, deadline: float) -> bytes:
         """Read exactly ``n`` bytes before ``deadline`` (monotonic), or raise; never spins on EOF.
@@ -88,7 +112,7 @@ class Channel:
             try:
                 chunk = os.read(self.rfd, max(1 << 16, min(n - len(buf), 1 << 24)))
             except BlockingIOError:
-                _wait([self.rfd], [], deadline, BridgeTimeout(
+                self._waited(([self.rfd], []), deadline, BridgeTimeout(
                     f"no complete message within the deadline ({len(buf)}/{n} bytes arrived)"))
                 continue
             except OSError as e:
@@ -108,8 +132,8 @@ class Channel:
             try:
                 sent = os.write(self.wfd, view)
             except BlockingIOError:
-                _wait([], [self.wfd], deadline,
-                      BridgeTimeout("the peer stopped reading (write deadline passed)"))
+                self._waited(([], [self.wfd]), deadline,
+                             BridgeTimeout("the peer stopped reading (write deadline passed)"))
                 continue
             except OSError as e:  # EPIPE, ECONNRESET, EBADF after a close
                 raise PeerClosed(f"the peer closed the stream ({e})") from e
@@ -162,6 +186,27 @@ class HeaderCache:
         if len(table) >= self.LIMIT:
             table.pop(next(iter(table)))
         table[key] = value
+
+
+class _Flat(dict[str, Any]):
+    """A parsed header whose values are array references or scalars: ``plan`` is (key, array index or the
+    value itself, never an int)."""
+
+    plan: list[tuple[str, Any]]
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> _Flat | None:
+        plan: list[tuple[str, Any]] = []
+        for k, v in body.items():
+            if type(v) is dict and set(v) == {"$array"} and type(v["$array"]) is int:
+                plan.append((k, v["$array"]))
+            elif type(v) in (str, float, bool) or v is None:
+                plan.append((k, v))
+            else:  # an int (it would read as a reference), a list or a nested object
+                return None
+        flat = cls(body)
+        flat.plan = plan
+        return flat
 
 
 def encode(message: dict[str, Any], cache: HeaderCache | None = None) -> bytes:
@@ -252,10 +297,13 @@ def decode(payload: bytes, cache: HeaderCache | None = None) -> dict[str, Any]:
                 arrays.append(np.frombuffer(payload, dtype=dtype, count=math.prod(shape),
                                             offset=offset).reshape(shape))
                 offset += nbytes
-            return _unpack_value(known[0], arrays, 0)
+            body = known[0]
+            if type(body) is _Flat:  # top-level references only: one dict built, nothing walked
+                return {k: arrays[v] if type(v) is int else v for k, v in body.plan}
+            return _unpack_value(body, arrays, 0)
         msg, layouts = _decode(payload, hlen)
         if hlen <= 4096:  # a small header (a step's); big ones (a spec, infos) are parsed each time
-            cache.keep(cache.into, raw, (msg[0], layouts))
+            cache.keep(cache.into, raw, (_Flat.of(msg[0]) or msg[0], layouts))
         return msg[1]
     return _decode(payload, hlen)[0][1]
 
