@@ -55,9 +55,9 @@ def train(backend: Backend, session: Session, env: ResolvedEnv, eval_env: Any = 
                     eval_env = made = env_factory(session.cfg, env, for_eval=True)()
                 _evaluate(backend, session, eval_env, step)
             if step < session.total_steps and session.checkpoint_due(step):  # the last step goes to final/
-                backend.save(session.run.checkpoint_path(step))
-                if league is not None:  # the league as it stands at this checkpoint
+                if league is not None:  # the league of this checkpoint, written before it: never missing
                     league.save_state(step)
+                backend.save(session.run.checkpoint_path(step))
                 session.run.rotate(session.cfg.train.keep_checkpoints)
     finally:
         if league is not None:  # for final/ or crash/, written at this step by the caller

@@ -65,11 +65,11 @@ def test_a_restored_league_draws_what_the_original_draws(tmp_path):
     snapshot(lg, 400)  # taken after the checkpoint: the restored league does not know it
     lg.save_state(400)
     back = league(tmp_path)
-    assert back.restore(399)  # the newest state at or before the checkpoint's step
+    assert back.restore(399) == 200  # the newest state at or before the checkpoint's step
     assert [back.draw().name for _ in range(30)] == ahead
     assert back.rating == pytest.approx(league_rating_after(tmp_path))
     assert "step_000000400" not in back.members
-    assert not league(tmp_path / "elsewhere").restore(10)
+    assert league(tmp_path / "elsewhere").restore(10) is None
 
 
 def league_rating_after(tmp_path: Path) -> float:
@@ -79,6 +79,12 @@ def league_rating_after(tmp_path: Path) -> float:
     for score in (1.0, 0.0, 0.5):
         lg.record(GameResult("step_000000100", score))
     return lg.rating
+
+
+def test_a_game_restored_against_an_unknown_opponent_gets_a_drawn_one(tmp_path):
+    lg = league(tmp_path, fixed=["random"])
+    assert lg.opponent_named("random").name == "random"
+    assert lg.opponent_named("step_000001024").name == "random"  # its state was lost: a draw, not an error
 
 
 def test_a_damaged_state_is_one_line(tmp_path):

@@ -77,9 +77,11 @@ class League:
             return self._opponent(self._pick())
 
     def opponent_named(self, name: str) -> Opponent:
-        """The opponent called ``name`` (a game restored mid-way names its opponent); no draw."""
+        """The opponent called ``name`` (a game restored mid-way names its opponent), without a draw; a name
+        the league does not hold (its state was lost) gets a drawn opponent."""
         with self._lock:
-            return self._opponent(name)
+            known = name in self.members or name in (_fixed_name(f) for f in self.cfg.fixed) or name == ANCHOR
+            return self._opponent(name if known else self._pick())
 
     def _pick(self) -> str:
         snaps = self.snapshots()
@@ -174,8 +176,9 @@ class League:
         atomic_write_bytes(path, json.dumps(self.state(), indent=1).encode())
         return path
 
-    def restore(self, step: int) -> bool:
-        """Take the state saved with the checkpoint of ``step`` (the newest at or before it); False if none.
+    def restore(self, step: int) -> int | None:
+        """Take the state saved with the checkpoint of ``step`` (the newest at or before it); the step of the
+        state taken, or None if there is none.
 
         Raises:
             UserError: the state file is not the league's JSON.
@@ -184,8 +187,8 @@ class League:
         saved = sorted((int(m.group(1)), p) for p in files
                        if (m := STATE_RE.match(p.name)) and int(m.group(1)) <= step)
         if not saved:
-            return False
-        path = saved[-1][1]
+            return None
+        found, path = saved[-1]
         try:
             data = json.loads(path.read_text())
             members = [Member(**m) for m in data["members"]]
@@ -198,7 +201,7 @@ class League:
         with self._lock:
             self.rating, self.members = rating, {m.name: m for m in members}
             self._opponents.clear()
-        return True
+        return found
 
 
 def _fixed_name(source: str) -> str:

@@ -41,7 +41,12 @@ def start(session: Session, backend: Backend, env: ResolvedEnv) -> League | None
     league = League(session.run.path / "league", cfg.selfplay, int(cfg.meta.get("seed") or 0),
                     loader(cfg, env, observation_view(envs[0])))
     if session.start_step:
-        league.restore(session.start_step)
+        found = league.restore(session.start_step)
+        if found != session.start_step:
+            session.say(f"warning: the self-play league's state of step {session.start_step:,} is missing "
+                        f"from {league.folder}; going on with "
+                        + ("a fresh league" if found is None else f"the league of step {found:,}")
+                        + " (not an exact resume)")
     for seat in seats:
         assert seat is not None
         seat.opponents, seat.seat = league.draw, cfg.selfplay.seat

@@ -35,6 +35,8 @@ REVIEWED = {
     "seismic.reward": "a name from a fixed list",
     "process.token": "the bridge token itself",
     "process.cwd": "the working directory of env.command, which is marked itself",
+    "selfplay.fixed": "scripted opponents' names, or a checkpoint file loaded for inference (safetensors: "
+                      "tensors and JSON, refused if it needs pickle; nothing is imported or run)",
     **{f"{name}.render_mode": "a Gymnasium render mode name" for name in BUILTIN},
 }
 """Settings that can hold text but import, run and contact nothing, each with the reason."""
