@@ -73,6 +73,11 @@ class SB3VecEnv(VecEnv):
         """An attribute of each env."""
         return self.base.get_attr_at(list(self._get_indices(indices)), attr_name)  # type: ignore[no-any-return]
 
+    def has_attr(self, attr_name: str) -> bool:
+        """Whether every env has ``attr_name`` (asked in the envs' own processes: SB3's default fetches the
+        whole env, which need not pickle)."""
+        return all(self.base.call_at(None, "has_wrapper_attr", attr_name))
+
     def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
         """Set an attribute on each env."""
         self.base.set_attr_at(list(self._get_indices(indices)), attr_name, value)

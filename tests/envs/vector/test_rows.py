@@ -177,3 +177,35 @@ def test_unbatch_all_and_rows_agree_on_partial_keys():
     assert rows.infos[0] == {"a": 1} and list(rows.infos[1]) == ["b"]
     assert list(rows.finals) == [1] and rows.finals[1][1] == {"c": 3}
     assert unbatch_all(batched(rows)[4], 2, ("final_obs", "final_info"))[0] == {"a": 1}
+
+
+class Unpicklable(gym.Env):
+    """An env that cannot be pickled (it holds a lock), with an ``action_masks`` method."""
+
+    observation_space = gym.spaces.Box(0, 1, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, np.float32), 0.0, False, False, {}
+
+    def action_masks(self):
+        return np.ones(2, bool)
+
+
+def test_has_attr_asks_the_worker_processes_without_fetching_the_envs():
+    from envs.vector.subproc import SubprocVectorEnv
+
+    venv = SB3VecEnv(SubprocVectorEnv([Unpicklable, Unpicklable]))
+    try:
+        assert venv.has_attr("action_masks") and not venv.has_attr("no_such_thing")
+        assert [m.tolist() for m in venv.env_method("action_masks")] == [[True, True]] * 2
+    finally:
+        venv.close()
