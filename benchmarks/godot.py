@@ -21,6 +21,8 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +32,62 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import PY, Child, train_cmd  # noqa: E402
-from benchmarks.overhead import PROGRESS, _steady  # noqa: E402
+from benchmarks.common import PY, Child, _children, train_cmd  # noqa: E402
+from benchmarks.overhead import PROGRESS, TICK, _steady  # noqa: E402
 
 TWIN = "benchmarks.godot_twin:TwinEnv"
 LOG_EVERY = 4096  # 32 envs × 128 steps: one progress line per rollout
 
 
+def _cpu(pid: int) -> float:
+    """User + system CPU seconds of one process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+@dataclass
+class TreeChild(Child):
+    """A :class:`Child` that reads, at each stdout line, its own CPU time and its descendants' (the engines
+    it started), so that a step's CPU cost is known apart from the waiting a loaded machine adds."""
+
+    cpu_at: dict[float, tuple[float, float]] = field(default_factory=dict)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            t = time.perf_counter() - self.t0
+            kids, todo, below = _children(), list(_children().get(self.proc.pid, ())), 0.0
+            while todo:
+                p = todo.pop()
+                todo.extend(kids.get(p, ()))
+                below += _cpu(p)
+            self.cpu_at[t] = (_cpu(self.proc.pid), below)
+            self.lines.append((t, line.rstrip("\n")))
+
+
 def _train(args: list[str], steps: int, run_dir: str) -> dict[str, float]:
-    """One train.py child: its steady and loop steps/s and the load when it ended."""
-    child = Child(train_cmd(*args, "--timesteps", str(steps), "--run-dir", run_dir, "--set", "eval.every=0",
-                            "--set", "train.checkpoint_every=100000000", "--set",
-                            f"train.log_every={LOG_EVERY}")).start()
+    """One train.py child: its steady and loop steps/s, its own and its engines' CPU µs per env step between
+    the first and last progress lines, and the load when it ended."""
+    child = TreeChild(train_cmd(*args, "--timesteps", str(steps), "--run-dir", run_dir, "--set",
+                                "eval.every=0", "--set", "train.checkpoint_every=100000000", "--set",
+                                f"train.log_every={LOG_EVERY}"))
+    child.start()
     if child.wait(900) != 0:
         raise RuntimeError(f"train.py {' '.join(args)} exited {child.proc.returncode}: {child.stderr_tail()}")
     marks = [(t, m) for t, m in ((t, PROGRESS.search(line)) for t, line in child.lines) if m]
     points = [(t, int(m.group(1).replace(",", ""))) for t, m in marks[:-1]]
-    return {"steady_steps_per_s": _steady(points) if len(points) >= 2 else float("nan"),
-            "loop_steps_per_s": float(marks[-1][1].group(2).replace(",", "")),
-            "wall_s": child.elapsed, "load": round(os.getloadavg()[0], 2)}
+    out = {"steady_steps_per_s": _steady(points) if len(points) >= 2 else float("nan"),
+           "loop_steps_per_s": float(marks[-1][1].group(2).replace(",", "")),
+           "wall_s": child.elapsed, "load": round(os.getloadavg()[0], 2)}
+    if len(points) >= 2 and points[0][0] in child.cpu_at and points[-1][0] in child.cpu_at:
+        (t0, s0), (t1, s1) = points[0], points[-1]
+        (a0, b0), (a1, b1) = child.cpu_at[t0], child.cpu_at[t1]
+        out.update(trainer_cpu_us_per_step=(a1 - a0) / (s1 - s0) * 1e6,
+                   engines_cpu_us_per_step=(b1 - b0) / (s1 - s0) * 1e6)
+    return out
 
 
 def twin_config(tmp: str) -> str:
@@ -77,7 +116,15 @@ def engine_cost(steps: int, rounds: int) -> dict[str, Any]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     med = statistics.median
-    return {"steps_per_run": steps, "pairs": pairs, "ratio": med(p["ratio"] for p in pairs),
+    cpu: dict[str, Any] = {}
+    if all("trainer_cpu_us_per_step" in p[w] for p in pairs for w in ("godot", "twin")):
+        for w in ("godot", "twin"):
+            for key in ("trainer_cpu_us_per_step", "engines_cpu_us_per_step"):
+                cpu[f"{w}_{key}"] = med(p[w][key] for p in pairs)
+        # lock-step on two cores: the trainer waits while the two engines work side by side
+        cpu["cpu_ratio"] = cpu["twin_trainer_cpu_us_per_step"] / (
+            cpu["godot_trainer_cpu_us_per_step"] + cpu["godot_engines_cpu_us_per_step"] / 2)
+    return {"steps_per_run": steps, "pairs": pairs, "ratio": med(p["ratio"] for p in pairs), **cpu,
             "godot_steps_per_s": med(p["godot"]["steady_steps_per_s"] for p in pairs),
             "twin_steps_per_s": med(p["twin"]["steady_steps_per_s"] for p in pairs),
             "loads": [p["load_start"] for p in pairs]}

@@ -45,6 +45,8 @@ def g2_text(d: dict[str, Any]) -> Text:
     """G2's figure and details."""
     figure = (f"**{d['ratio']:.2f}×** (PPO on Godot {d['godot_steps_per_s']:,.0f} steps/s, on the "
               f"in-process twin {d['twin_steps_per_s']:,.0f})")
+    if "cpu_ratio" in d:
+        figure += f"; on CPU time {d['cpu_ratio']:.2f}×"
     rows = ["| round | Godot steps/s | twin steps/s | Godot / twin | load (start, Godot end, twin end) |",
             "|---|---|---|---|---|"]
     for i, p in enumerate(d["pairs"]):
@@ -55,6 +57,16 @@ def g2_text(d: dict[str, Any]) -> Text:
                "5 epochs) against the same PPO on benchmarks/godot_twin.py (Reach's spaces in-process, no "
                f"engine), {d['steps_per_run']:,} steps each, alternating; steady steps/s between the first "
                "and last progress lines, median of the rounds' ratios.\n\n" + "\n".join(rows))
+    if "cpu_ratio" in d:
+        tr, en, tw = (d["godot_trainer_cpu_us_per_step"], d["godot_engines_cpu_us_per_step"],
+                      d["twin_trainer_cpu_us_per_step"])
+        cap = tw / (tw + en / 2)
+        details += ("\n\nCPU per env step (medians; the trainer's process, and the engines it started): "
+                    f"Godot run: trainer {tr:.1f} µs + the two engines {en:.1f} µs; twin run: trainer "
+                    f"{tw:.1f} µs. On two cores the trainer waits while the two engines work side by "
+                    f"side, so CPU time alone allows {tw:.1f} / ({tr:.1f} + {en:.1f} / 2) = "
+                    f"**{d['cpu_ratio']:.2f}×**; with a free bridge (the trainer's {tw:.1f}) the engines "
+                    f"alone cap it at {cap:.2f}×.")
     return {"figure": figure, "details": details + "\n\nThe rounds alone: `python benchmarks/godot.py "
             "--steps 40960 --rounds 3`."}
 
