@@ -89,14 +89,14 @@ def test_surrogate_encoding_repeats_with_the_declared_period():
 
 
 def test_amortised_head_reads_equivalent_turns_as_one_answer():
-    head = AngleHead(np.array([0.0, 0.25, 1.0]))
+    head = AngleHead(np.array([0.0, 0.25, 1.0]))  # a full turn stays a plain output (see its docstring)
     x = torch.tensor([[0.3, 0.05, 0.98], [0.3, 0.30, 0.98], [0.7, 0.24, 0.01]])
     y = head.encode(x)
-    assert y.shape == (3, 5) and torch.allclose(y[0], y[1], atol=1e-5)  # a quarter turn of a box: one target
+    assert y.shape == (3, 4) and torch.allclose(y[0], y[1], atol=1e-5)  # a quarter turn of a box: one target
     back = head.decode(y)
     assert torch.allclose(back[0], torch.tensor([0.3, 0.05, 0.98]), atol=1e-5)
-    assert torch.allclose(back[2], x[2], atol=1e-5)  # near the seams, read back where they were
-    assert torch.all(head(torch.full((1, 5), 9.0))[0, :1] < 1)  # plain outputs pass a sigmoid
+    assert torch.allclose(back[2], x[2], atol=1e-5)  # near the seam, read back where it was
+    assert torch.all(head(torch.full((1, 4), 9.0))[0, :2] < 1)  # plain outputs pass a sigmoid
 
 
 def test_permute_puts_swapped_objects_right_through_a_real_blender():
