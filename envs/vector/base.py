@@ -236,15 +236,19 @@ class VectorEnvBase(gym.vector.VectorEnv):
         return tuple(self.call_at(None, "render"))
 
 
-def row(obs: Any, i: int) -> Any:
-    """Env ``i``'s observation in a batch (a copy; Dict batches key by key)."""
+Where = int | slice | list[int]
+"""Rows of a batch: one, a range, or a list."""
+
+
+def row(obs: Any, i: Where) -> Any:
+    """The rows ``i`` of a batch of observations, e.g. env ``i``'s (a copy; Dict batches key by key)."""
     if isinstance(obs, dict):
         return {k: row(v, i) for k, v in obs.items()}
     return np.array(obs[i], copy=True)
 
 
-def set_row(obs: Any, i: int, value: Any) -> None:
-    """Write env ``i``'s observation into a batch."""
+def set_row(obs: Any, i: Where, value: Any) -> None:
+    """Write ``value`` into the rows ``i`` of a batch, cast to its dtype (Dict batches key by key)."""
     if isinstance(obs, dict):
         for k in obs:
             set_row(obs[k], i, value[k])

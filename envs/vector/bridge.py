@@ -46,6 +46,8 @@ from envs.vector.base import (
     VectorEnvBase,
     add_info,
     batched,
+    row,
+    set_row,
     stack,
 )
 
@@ -104,7 +106,7 @@ class BridgeVectorEnv(VectorEnvBase):
         if p.last_reset_all:  # the program was restarted: every instance starts over
             local = list(range(p.num_instances))
         faults.extend(p._take_reset_faults())
-        _put(self._cur, [lo + i for i in local], obs)
+        set_row(self._cur, [lo + i for i in local], obs)
         return local, infos
 
     def _step_program(self, j: int, res: ProgramStep) -> tuple[StepRows, list[int]]:
@@ -116,14 +118,14 @@ class BridgeVectorEnv(VectorEnvBase):
         space = self.single_observation_space
         if res.result is None:  # the program's fault: all K envs end as truncated, one restart
             assert res.fault is not None
-            obs = _take(self._cur, slice(lo, lo + k))
+            obs = row(self._cur, slice(lo, lo + k))
             rewards, terminated, truncated = np.zeros(k), np.zeros(k, dtype=bool), np.ones(k, dtype=bool)
             shared = res.fault.merged(restart=False, budget=None, shared=True)
             infos: list[dict[str, Any]] = [{FAULT_KEY: res.fault if i == 0 else shared} for i in range(k)]
         else:
             r = res.result
             obs = create_empty_array(space, k, fn=np.empty)  # a fresh batch of the space's dtypes
-            _put(obs, slice(None), r.obs)
+            set_row(obs, slice(None), r.obs)
             rewards = np.array(r.rewards, dtype=np.float64)
             terminated, truncated = np.array(r.terminated, dtype=bool), np.array(r.truncated, dtype=bool)
             infos = r.infos  # fresh dicts, one per instance (batchmsg)
@@ -154,8 +156,8 @@ class BridgeVectorEnv(VectorEnvBase):
                 part.finals[lo + i] = (_own(unstack(self.single_observation_space, obs, i)), infos[i])
                 infos[i] = rinfos[pos]
                 truncated[i] = truncated[i] or i not in gone
-            _put(obs, reset, _take(self._cur, [lo + i for i in reset]))
-        _put(self._cur, slice(lo, lo + k), obs)
+            set_row(obs, reset, row(self._cur, [lo + i for i in reset]))
+        set_row(self._cur, slice(lo, lo + k), obs)
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None,
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -178,7 +180,7 @@ class BridgeVectorEnv(VectorEnvBase):
                 infos = add_info(infos, rinfos[pos], lo + i, self.num_envs)
 
         self._each(one)
-        return _take(self._cur, slice(None)), infos
+        return row(self._cur, slice(None)), infos
 
     def step_rows(self, actions: Any) -> StepRows:
         """One batched step per program, concurrently, then batched resets of the finished instances; each
@@ -336,26 +338,6 @@ def _side_by_side(programs: list[BatchProgram], count: int, kwargs: dict[str, An
             failed = failed or e
     if failed is not None:
         raise failed
-
-
-Where = int | slice | list[int]
-"""Rows of a batch: one, a range, or a list."""
-
-
-def _take(batch: Any, where: Where) -> Any:
-    """A copy of the rows ``where`` of a batch (Dict batches key by key)."""
-    if isinstance(batch, dict):
-        return {k: _take(v, where) for k, v in batch.items()}
-    return np.array(batch[where], copy=True)
-
-
-def _put(batch: Any, where: Where, values: Any) -> None:
-    """Write ``values`` into the rows ``where`` of a batch, cast to its dtype (Dict batches key by key)."""
-    if isinstance(batch, dict):
-        for k in batch:
-            _put(batch[k], where, values[k])
-    else:
-        batch[where] = values
 
 
 def _own(value: Any) -> Any:
