@@ -40,7 +40,7 @@ def test_self_play_builds_a_league_that_learns_and_can_be_pitted(tmp_path):
     out = run_cli("evaluate.py", str(run), "--episodes", "60", check=True).stdout
     assert win_rate(out) >= 0.75  # against a random opponent, after 10k steps (0.92 measured)
     hard = run_cli("evaluate.py", str(run), "--episodes", "10", "--opponent", "lookahead", check=True).stdout
-    assert win_rate(hard) <= 0.5  # the one-move lookahead is still far stronger at this budget
+    assert win_rate(hard) < win_rate(out) - 0.3  # the same seeds against lookahead: a different opponent
     old = run_cli("evaluate.py", str(run), "--episodes", "10", "--opponent", str(snaps[0]), check=True)
     assert re.search(r"^trained\s", old.stdout, re.M)
     bad = run_cli("evaluate.py", str(run), "--opponent", str(tmp_path / "nope.safetensors"))

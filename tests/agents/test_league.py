@@ -101,3 +101,23 @@ def test_fixed_opponents_are_checked(tmp_path):
     lg = league(tmp_path, fixed=[str(tmp_path / "missing.safetensors")])
     with pytest.raises(UserError, match="no such file"):
         lg.draw()
+
+
+def test_a_checkpoint_as_fixed_opponent_keeps_one_member_under_its_name(tmp_path):
+    ckpt = tmp_path / "champion.safetensors"
+    ckpt.write_bytes(b"weights")
+    lg = league(tmp_path, fixed=[str(ckpt)])
+    assert lg.draw().name == "champion"
+    lg.record(GameResult("champion", 1.0))
+    assert list(lg.members) == ["champion"] and lg.members["champion"].games == 1
+
+
+def test_pitting_a_run_that_is_no_game_is_one_line():
+    import gymnasium as gym
+
+    from agents.config import validate
+    from agents.run.selfplay.plumbing import pit
+
+    cfg = validate({"env": {"id": "CartPole-v1"}}, "test")
+    with pytest.raises(UserError, match="not a two-player turn-based game; drop --opponent"):
+        pit(cfg, None, gym.make("CartPole-v1"), "lookahead")  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from mpe2 import simple_spread_v3  # a parallel env: not turn-based
@@ -98,3 +99,22 @@ def test_games_with_other_than_two_seats_or_moves_are_refused():
 
     with pytest.raises(UserError, match="two-player"):
         SeatEnv(Three(), "three")
+
+    class Uneven:  # two seats whose moves differ
+        possible_agents = ["a", "b"]
+
+        def observation_space(self, agent):
+            return gym.spaces.Box(0, 1, (2,))
+
+        def action_space(self, agent):
+            return gym.spaces.Discrete(3 if agent == "a" else 4)
+
+    with pytest.raises(UserError, match="different spaces"):
+        SeatEnv(Uneven(), "uneven")
+
+    class Steering(Uneven):  # continuous moves
+        def action_space(self, agent):
+            return gym.spaces.Box(-1, 1, (1,))
+
+    with pytest.raises(UserError, match="Discrete moves"):
+        SeatEnv(Steering(), "steering")

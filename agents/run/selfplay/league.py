@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.config.selfplay import SelfPlaySection
+from agents.config.selfplay import FIXED_OPPONENTS, SelfPlaySection
 from agents.run.checkpoint import atomic_write_bytes
 from envs.errors import UserError
 from envs.selfplay import GAME_KEY, GameResult, LookaheadOpponent, Opponent, RandomOpponent
@@ -66,7 +66,7 @@ class League:
         self.folder, self.cfg, self._load = folder, cfg, load
         self.rng = np.random.default_rng(seed)
         self.rating = START
-        self.members: dict[str, Member] = {name: Member(_fixed_name(name)) for name in cfg.fixed}
+        self.members: dict[str, Member] = {_fixed_name(f): Member(_fixed_name(f)) for f in cfg.fixed}
         self._opponents: dict[str, Opponent] = {}
         self._lock = threading.Lock()
 
@@ -80,8 +80,7 @@ class League:
         """The opponent called ``name`` (a game restored mid-way names its opponent), without a draw; a name
         the league does not hold (its state was lost) gets a drawn opponent."""
         with self._lock:
-            known = name in self.members or name in (_fixed_name(f) for f in self.cfg.fixed) or name == ANCHOR
-            return self._opponent(name if known else self._pick())
+            return self._opponent(name if name in self.members or name == ANCHOR else self._pick())
 
     def _pick(self) -> str:
         snaps = self.snapshots()
@@ -137,8 +136,8 @@ class League:
 
     def due(self, step: int) -> bool:
         """Whether a snapshot is due at ``step`` (one every ``snapshot_every`` steps)."""
-        last = self.snapshots()[-1].step if self.snapshots() else 0
-        return step - (last or 0) >= self.cfg.snapshot_every
+        snaps = self.snapshots()
+        return step - ((snaps[-1].step or 0) if snaps else 0) >= self.cfg.snapshot_every
 
     def add_snapshot(self, step: int, save: Callable[[Path], Any]) -> Member:
         """Write the learner's snapshot at ``step`` through ``save`` (the backend's checkpoint writer) and
@@ -205,7 +204,8 @@ class League:
 
 
 def _fixed_name(source: str) -> str:
-    return source if source in ("random", "lookahead") else Path(source).stem
+    """A fixed opponent's name in the league: ``random``/``lookahead``, or a checkpoint file's stem."""
+    return source if source in FIXED_OPPONENTS else Path(source).stem
 
 
 def fixed_opponent(source: str, load: Callable[[Path, str], Opponent]) -> Opponent:
