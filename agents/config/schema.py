@@ -264,6 +264,10 @@ class TrainConfig(Section):
     """Subprocess worker respawns allowed over the whole run."""
     start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
     """How subprocess workers start."""
+    worker_threads: int = Field(default=1, gt=0)
+    """Native threads (BLAS, OpenMP) per env worker process of ``subproc`` and ``threadproc``. 1: workers run
+    one per core, and pools that spin between calls take the cores of the workers beside them (two Devito
+    workers: 0.44× → 0.93× of twice one process, docs/results.md)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Torch device for the learner (``--device``)."""
     threads: int = Field(default=1, gt=0)

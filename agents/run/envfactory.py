@@ -143,12 +143,13 @@ def make_vector_env(cfg: RunConfig, env: ResolvedEnv,
             return EpisodeStatistics(ThreadProcVectorEnv(
                 fns, workers=cfg.train.env_workers, start_method=cfg.train.start_method,
                 step_timeout=cfg.train.worker_timeout, max_restarts=cfg.train.max_worker_restarts,
-                batch_guard=cfg.train.batch_guard))  # each worker checks its envs in one batch
+                batch_guard=cfg.train.batch_guard, threads=cfg.train.worker_threads))  # one Guard batch each
         built = None if cfg.train.vec_env == "subproc" else _in_process(cfg, fns)
         if built is None:  # subproc, or one instance per process: a worker process each
             venv = SubprocVectorEnv(fns, start_method=cfg.train.start_method,
                                     step_timeout=cfg.train.worker_timeout,
-                                    max_restarts=cfg.train.max_worker_restarts)
+                                    max_restarts=cfg.train.max_worker_restarts,
+                                    threads=cfg.train.worker_threads)
         else:
             made: list[Callable[[], gym.Env]] = [functools.partial(_given, env) for env in built]
             venv = ThreadVectorEnv(made) if cfg.train.vec_env == "thread" else SyncVectorEnv(made)

@@ -25,7 +25,7 @@ from envs.vector.base import Indices, VectorEnvBase, is_wrapped, stack
 from envs.vector.workers import DEAD, UnknownCommand, WorkerPool, serve, why
 
 
-def _worker(remote: Any, fn_wrapper: CloudpickleWrapper) -> None:
+def _worker(remote: Any, fn_wrapper: CloudpickleWrapper, threads: int) -> None:
     """A worker process of :class:`SubprocVectorEnv`: one env, driven by (command, data) messages."""
 
     def build() -> tuple[Any, Callable[[str, Any], Any]]:
@@ -55,7 +55,7 @@ def _worker(remote: Any, fn_wrapper: CloudpickleWrapper) -> None:
 
         return (env.observation_space, env.action_space), handle
 
-    serve(remote, build)
+    serve(remote, build, threads)
 
 
 class SubprocVectorEnv(WorkerPool, VectorEnvBase):
@@ -66,11 +66,12 @@ class SubprocVectorEnv(WorkerPool, VectorEnvBase):
         start_method: ``forkserver``, ``spawn`` or ``fork``.
         step_timeout: seconds a worker may take for one step (or reset) before it counts as hung.
         max_restarts: respawns allowed over the whole run.
+        threads: native threads (BLAS, OpenMP) each worker's pools may use (workers.limit_threads).
     """
 
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], start_method: str = "forkserver",
-                 step_timeout: float = 60.0, max_restarts: int = 100) -> None:
-        self.env_fns = list(env_fns)
+                 step_timeout: float = 60.0, max_restarts: int = 100, threads: int = 1) -> None:
+        self.env_fns, self.threads = list(env_fns), threads
         self.ctx: Any = mp.get_context(start_method)
         self.step_timeout, self.max_restarts = step_timeout, max_restarts
         self.restarts = 0
@@ -84,8 +85,8 @@ class SubprocVectorEnv(WorkerPool, VectorEnvBase):
 
     def _spawn(self, i: int) -> None:
         parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=_worker, args=(child, CloudpickleWrapper(self.env_fns[i])),
-                                daemon=True)
+        fn = CloudpickleWrapper(self.env_fns[i])
+        proc = self.ctx.Process(target=_worker, args=(child, fn, self.threads), daemon=True)
         proc.start()
         child.close()
         self.procs[i], self.remotes[i] = proc, parent

@@ -29,7 +29,7 @@ from envs.vector.base import Indices, VectorEnvBase, add_info, unbatch_info
 from envs.vector.workers import DEAD, UnknownCommand, WorkerPool, serve, why
 
 
-def _group_worker(remote: Any, fns: CloudpickleWrapper, batch_guard: bool) -> None:
+def _group_worker(remote: Any, fns: CloudpickleWrapper, batch_guard: bool, threads: int) -> None:
     """A worker process: a ThreadVectorEnv over its slice of envs, driven by (command, data) messages."""
 
     def build() -> tuple[Any, Callable[[str, Any], Any]]:
@@ -58,7 +58,7 @@ def _group_worker(remote: Any, fns: CloudpickleWrapper, batch_guard: bool) -> No
 
         return (base.single_observation_space, base.single_action_space), handle
 
-    serve(remote, build)
+    serve(remote, build, threads)
 
 
 def _concat(parts: Sequence[Any], space: gym.Space) -> Any:
@@ -82,11 +82,12 @@ class ThreadProcVectorEnv(WorkerPool, VectorEnvBase):
         step_timeout: seconds a worker may take for one vector step (or reset) before it counts as hung.
         max_restarts: worker respawns allowed over the whole run.
         batch_guard: check each worker's envs in one batched pass (envs/vector/batch_guard.py).
+        threads: native threads (BLAS, OpenMP) each worker's pools may use (workers.limit_threads).
     """
 
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], workers: int = 2,
                  start_method: str = "forkserver", step_timeout: float = 60.0, max_restarts: int = 100,
-                 batch_guard: bool = True) -> None:
+                 batch_guard: bool = True, threads: int = 1) -> None:
         n = len(env_fns)
         if n < 1 or workers < 1:
             raise ValueError(f"ThreadProcVectorEnv needs at least one env and one worker, "
@@ -94,7 +95,7 @@ class ThreadProcVectorEnv(WorkerPool, VectorEnvBase):
         workers = min(workers, n)
         bounds = [w * n // workers for w in range(workers + 1)]
         self.slices = [range(bounds[w], bounds[w + 1]) for w in range(workers)]
-        self.env_fns, self.batch_guard = list(env_fns), batch_guard
+        self.env_fns, self.batch_guard, self.threads = list(env_fns), batch_guard, threads
         self.ctx: Any = mp.get_context(start_method)
         self.step_timeout, self.max_restarts = step_timeout, max_restarts
         self.restarts = 0
@@ -109,7 +110,8 @@ class ThreadProcVectorEnv(WorkerPool, VectorEnvBase):
     def _spawn(self, w: int) -> None:
         parent, child = self.ctx.Pipe()
         fns = CloudpickleWrapper([self.env_fns[i] for i in self.slices[w]])  # type: ignore[arg-type]
-        proc = self.ctx.Process(target=_group_worker, args=(child, fns, self.batch_guard), daemon=True)
+        proc = self.ctx.Process(target=_group_worker, args=(child, fns, self.batch_guard, self.threads),
+                                daemon=True)
         proc.start()
         child.close()
         self.procs[w], self.remotes[w] = proc, parent

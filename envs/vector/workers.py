@@ -9,6 +9,7 @@ Shared by :class:`~envs.vector.subproc.SubprocVectorEnv` (one env per worker) an
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ class WorkerPool:
     step_timeout: float
     max_restarts: int
     restarts: int
+    threads: int
 
     def _spawn(self, w: int) -> None:
         """Start worker ``w`` and set ``procs[w]`` and ``remotes[w]``."""
@@ -100,13 +102,34 @@ class WorkerPool:
                 proc.kill()
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+"""The variables that size native thread pools loaded after a worker starts (Devito's, a user's C code)."""
+
+
+def limit_threads(threads: int) -> None:
+    """Size this process's native thread pools (BLAS, OpenMP) to ``threads``: those already loaded through
+    threadpoolctl, and those loaded later through the environment variables.
+
+    Env workers run one process per core. A BLAS pool of as many threads as cores in each of them spins
+    between calls and takes the core of the worker beside it: two Devito workers on 2 cores delivered
+    0.44× of twice one process until their pools were limited to one thread (0.93×; docs/results.md).
+    """
+    from threadpoolctl import threadpool_limits
+
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    threadpool_limits(limits=threads)
+
+
 class UnknownCommand(Exception):
     """A command a worker does not know: answered at once, or the parent would wait out its deadline."""
 
 
-def serve(remote: Any, build: Callable[[], tuple[Any, Callable[[str, Any], Any]]]) -> None:
+def serve(remote: Any, build: Callable[[], tuple[Any, Callable[[str, Any], Any]]], threads: int) -> None:
     """A worker process's main loop: build its envs, report their spaces, then answer ``(command, data)``
     messages with ``handle(command, data)`` until ``close`` (whose handler runs too) or a closed pipe.
+    Native thread pools are limited to ``threads`` (:func:`limit_threads`) before and after the build, which
+    may load libraries of its own.
 
     ``build`` returns the spaces to report and the handler. What the handler raises is answered, never
     fatal to the loop: a spent restart budget or an env that gave up as ``fatal``, anything else as ``error``
@@ -117,7 +140,9 @@ def serve(remote: Any, build: Callable[[], tuple[Any, Callable[[str, Any], Any]]
     except OSError:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_threads(threads)
     spaces, handle = build()
+    limit_threads(threads)
     remote.send(("ok", spaces))
     while True:
         try:
