@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev,thirdparty,devito,multiagent]"
+	$(PY) -m pip install --quiet -e ".[dev,thirdparty,devito,multiagent,postgres]"
 	# Two more packages for tests/test_thirdparty_hardening.py, without their declared dependencies: tetris-gymnasium
 	# asks for JAX (~300 MB) that its Gymnasium env never imports, gymnasium-2048 for a newer Gymnasium it does not need.
 	$(PY) -m pip install --quiet --no-deps "tetris-gymnasium==0.3.1" "gymnasium-2048==0.1.2"
@@ -81,3 +81,17 @@ system-godot:
 	    || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y godot3-server godot3 xvfb; }; \
 	else echo "nondiff: Godot (envs/adapters/godot.py; godot3 and xvfb for its camera) is missing; install it" \
 	    "with: sudo apt-get install -y godot3-server godot3 xvfb" >&2; fi
+
+# Issue 30: a PostgreSQL server for tests/agents/search/test_shared_storage.py (one study's workers sharing
+# search.storage), from the system package manager: installed through apt where this runs as root, otherwise
+# the one command to run is printed. The test starts its own server on loopback; nothing is left running.
+.PHONY: system-postgresql
+install: system-postgresql
+test: system-postgresql
+system-postgresql:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql \
+	    || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }; \
+	else echo "nondiff: PostgreSQL (the shared study storage's test) is missing; install it with:" \
+	    "sudo apt-get install -y postgresql" >&2; fi

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from agents.config.algos import ALGO_KEYS, RLLIB_ALGO_KEYS, SHARED_AGENT_KEYS
 from agents.config.schema import SECTIONS, suggest
@@ -48,12 +48,39 @@ class SearchSection(Section):
     seed: int | None = None
     """The study's seed (``--seed``): the trials' first run seed and the sampler's; drawn when absent."""
     storage: str | None = None
-    """An Optuna storage URL shared by several studies' workers; None: ``study.journal`` in the study dir."""
+    """An Optuna storage URL (SQLAlchemy's form, ``postgresql://user@host:5432/db``) shared by the workers of
+    one study on several machines: each runs ``train.py --optimize`` with a study dir of the same name. None:
+    ``study.journal`` in the study dir. The URL holds no password, since study.yaml stores it: PostgreSQL's
+    client reads ``PGPASSWORD`` or ``~/.pgpass``. PostgreSQL needs the ``postgres`` extra (psycopg)."""
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, v: str | None) -> str | None:
+        return None if v is None else storage_url(v)
+
     defaults: bool = True
     """Start from the algorithm's default space (:data:`DEFAULT_SPACES`); false: only ``space``."""
     space: dict[str, Any] = Field(default_factory=dict)
     """Config key → ``{low, high[, log][, step]}``, ``{choices: [...]}`` or a fixed value, over the
     defaults."""
+
+
+def storage_url(url: str) -> str:
+    """``url`` when it is a storage URL without a password; else ValueError, saying how to give one."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError as e:
+        raise ValueError(f"search.storage is no URL ({e})") from e
+    if "://" not in url or not parts.scheme:
+        raise ValueError("search.storage wants a storage URL such as postgresql://user@host:5432/db, got a "
+                         "string without a scheme")
+    if password:
+        raise ValueError("search.storage holds a password, which study.yaml would keep on disk: drop it from "
+                         "the URL and give it through PGPASSWORD or ~/.pgpass (PostgreSQL's client reads "
+                         "both)")
+    return url
 
 
 @dataclass(frozen=True)

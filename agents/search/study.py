@@ -76,8 +76,8 @@ def read_search(raw: Any, source: str, overrides: dict[str, Any]) -> SearchSecti
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise UserError(f"{source}: 'search.{where}' {err['msg'][:1].lower() + err['msg'][1:]} "
-                        f"(got {err.get('input')!r})") from e
+        got = "" if where == "storage" else f" (got {err.get('input')!r})"  # a URL may hold a password
+        raise UserError(f"{source}: 'search.{where}' {err['msg'][:1].lower() + err['msg'][1:]}{got}") from e
 
 
 def plan(args: argparse.Namespace) -> Plan:
@@ -171,6 +171,39 @@ def _pruner(search: SearchSection) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+def _shared_storage(url: str, attempts: int = 5) -> Any:
+    """Optuna's RDB storage at ``url``. Workers that start together all create its tables, and all but one
+    fail on PostgreSQL's unique constraints; they find the tables made on the next attempt."""
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        with _opening(url):
+            try:
+                return optuna.storages.RDBStorage(url)
+            except sqlalchemy.exc.IntegrityError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _opening(url: str | None) -> Iterator[None]:
+    """Turn a shared storage that cannot be opened (no driver, no server, refused) into one line."""
+    try:
+        yield
+    except ImportError as e:  # SQLAlchemy imports the URL's driver when the storage opens
+        raise UserError(f"search.storage: the driver for {url.split(':', 1)[0] if url else '?'}:// is not "
+                        f"installed ({e}); for PostgreSQL: pip install 'nondiff[postgres]'") from e
+    except Exception as e:
+        if url is None or type(e).__module__.split(".")[0] not in ("sqlalchemy", "psycopg", "optuna"):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"search.storage: cannot open the study storage ({first}); check that the server "
+                        "runs and accepts this user (its password from PGPASSWORD or ~/.pgpass)") from e
+
+
 def optimize(args: argparse.Namespace, argv: list[str]) -> int:
     """Run ``train.py --optimize`` (new, or ``--resume STUDY``); return the exit code."""
     if not args.optimize:
@@ -195,14 +228,16 @@ class Study:
         self.p = p
         own = p.search.storage is None
         resumed = own and (p.path / JOURNAL).is_file()
-        storage: Any = JournalStorage(JournalFileBackend(str(p.path / JOURNAL))) if own else p.search.storage
+        storage: Any = (JournalStorage(JournalFileBackend(str(p.path / JOURNAL))) if own
+                        else _shared_storage(str(p.search.storage)))
         # a resumed sampler is seeded past the trials it drew: a random sampler must not replay them
         started = len(optuna.load_study(study_name="nondiff", storage=storage).trials) if resumed else 0
         # a shared storage holds many studies: each is named after its dir
         self.name = "nondiff" if own else f"nondiff-{p.path.resolve().name}"
-        self.study = optuna.create_study(study_name=self.name, storage=storage, direction="maximize",
-                                         sampler=_sampler(p.search, p.seed + started),
-                                         pruner=_pruner(p.search), load_if_exists=True)
+        with _opening(None if own else p.search.storage):
+            self.study = optuna.create_study(study_name=self.name, storage=storage, direction="maximize",
+                                             sampler=_sampler(p.search, p.seed + started),
+                                             pruner=_pruner(p.search), load_if_exists=True)
         # a study's own journal has no other writer (the lock): its running trials were left by a killed
         # study and are adopted; a shared storage's running trials may be live elsewhere
         running = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
@@ -245,14 +280,21 @@ class Study:
             path.mkdir(exist_ok=True)
             if not (path / "trial.yaml").is_file():
                 head = f"# trial {trial.number} of the study in {self.p.path}; train.py --config trains it\n"
-                text = yaml.safe_dump(spaces.apply(self.p.base, values), sort_keys=False)
-                atomic_write_bytes(path / "trial.yaml", (head + text).encode())
+                atomic_write_bytes(path / "trial.yaml", (head + self._config(values)).encode())
             for key, value in (("dir", name), ("seeds", self.seeds), ("config_values", values)):
                 trial.set_user_attr(key, value)
             t0 = time.monotonic()
             outcome = TrialRun(trial, path, self.seeds, int(self.p.base["train"]["timesteps"]), self.children,
                                reported).run()
             self._finish(trial, outcome, time.monotonic() - t0)
+
+    def _config(self, values: dict[str, Any]) -> str:
+        """The YAML config of a trial with these searched values."""
+        return yaml.safe_dump(spaces.apply(self.p.base, values), sort_keys=False)
+
+    def _write_best(self, best: optuna.trial.FrozenTrial) -> None:
+        values = dict(best.user_attrs.get("config_values", best.params))
+        report.write_best(self.p.path, best, self._config(values))
 
     def _finish(self, trial: optuna.Trial, outcome: Outcome, seconds: float) -> None:
         from optuna.trial import TrialState
@@ -266,7 +308,7 @@ class Study:
                 self.study.tell(trial, outcome.value)
                 best = self.best()
                 if best is not None and (before is None or best.number != before.number):
-                    report.write_best(self.p.path, best)
+                    self._write_best(best)
             elif outcome.state == "pruned":
                 self.study.tell(trial, state=TrialState.PRUNED)
             else:
@@ -325,7 +367,7 @@ class Study:
         trials = self.study.get_trials(deepcopy=False)
         best = report.best_trial(trials)
         if best is not None:
-            report.write_best(self.p.path, best)
+            self._write_best(best)
         report.write_table(self.p.path, trials)
         report.write_plots(self.p.path, self.study)
 

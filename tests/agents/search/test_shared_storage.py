@@ -1,0 +1,143 @@
+"""Issue 30 §3: one study shared by two workers through a real PostgreSQL server (``search.storage``), and
+the storage URL's refusals in one line.
+
+The fixture starts Debian's PostgreSQL (installed by ``make``) on loopback and a free port, with
+password authentication; the workers get the password from ``PGPASSWORD``, never from a file.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from conftest import ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.ci, pytest.mark.xdist_group("search-study")]
+
+CONFIG = """\
+env: {{id: CartPole-v1}}
+agent: {{n_steps: 32, batch_size: 64}}
+train: {{num_envs: 2, timesteps: 256}}
+eval: {{episodes: 2}}
+search:
+  defaults: false
+  seeds_per_trial: 1
+  evaluations: 1
+  sampler: random
+  pruner: none
+  storage: {url}
+  space:
+    agent.learning_rate: {{low: 1.0e-4, high: 3.0e-3, log: true}}
+"""
+TRIALS = 4
+
+
+def _program(name: str) -> str:
+    found = shutil.which(name) or max(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), default=None)
+    assert found, f"PostgreSQL's {name} is missing: `make test` installs it (sudo apt-get install postgresql)"
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server on 127.0.0.1 with user ``nondiff`` and a random password: (url, password)."""
+    password = secrets.token_hex(16)
+    root = Path(tempfile.mkdtemp(prefix="nondiff-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb and postgres refuse root: run them as Debian's postgres user
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+    pwfile = root / "pw"
+    pwfile.write_text(password)
+    if as_user:
+        shutil.chown(pwfile, "postgres")
+    data, port = root / "data", _free_port()
+    subprocess.run([*as_user, _program("initdb"), "-D", str(data), "-U", "nondiff", "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}"], check=True, capture_output=True, timeout=120)
+    pwfile.unlink()
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root}"
+    subprocess.run([*as_user, _program("pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"),
+                    "-w", "-t", "60", "start"], check=True, capture_output=True, timeout=120)
+    try:
+        yield f"postgresql://nondiff@127.0.0.1:{port}/postgres", password
+    finally:
+        subprocess.run([*as_user, _program("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _worker(tmp_path: Path, where: str, url: str, password: str, seed: int) -> subprocess.Popen:
+    config = tmp_path / where / "search.yaml"
+    config.parent.mkdir()
+    config.write_text(CONFIG.format(url=url))
+    cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(config), "--optimize", "--trials",
+           str(TRIALS), "--seed", str(seed), "--study-dir", str(tmp_path / where / "shared")]
+    env = {**os.environ, "PGPASSWORD": password}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def test_two_workers_share_one_study_through_postgresql(postgres, tmp_path):
+    url, password = postgres
+    workers = [_worker(tmp_path, "a", url, password, 1), _worker(tmp_path, "b", url, password, 100)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    os.environ["PGPASSWORD"] = password
+    try:
+        study = optuna.load_study(study_name="nondiff-shared", storage=url)
+        trials = study.get_trials(deepcopy=False)
+    finally:
+        del os.environ["PGPASSWORD"]
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    # each worker checks the count before it asks: the two can each start the last one (Optuna's own
+    # MaxTrialsCallback has the same race), so up to one trial more than asked
+    assert TRIALS <= len(complete) == len(trials) <= TRIALS + 1
+    ran = {w: {int(p.name.split("-")[1]) for p in (tmp_path / w / "shared").glob("trial-*")} for w in "ab"}
+    assert ran["a"] and ran["b"] and not ran["a"] & ran["b"]  # both took trials, none twice
+    assert ran["a"] | ran["b"] == {t.number for t in trials}
+    best = max(complete, key=lambda t: t.value)
+    for w in "ab":  # each worker's best.yaml is the shared study's best, wherever it ran
+        text = (tmp_path / w / "shared" / "best.yaml").read_text()
+        assert f"trial {best.number}," in text
+        assert yaml.safe_load(text)["agent"]["learning_rate"] == best.params["agent.learning_rate"]
+        for path in (tmp_path / w).rglob("*"):  # no file holds the password
+            assert not path.is_file() or password.encode() not in path.read_bytes(), path
+
+
+def _refused(tmp_path: Path, url: str, env: dict[str, str] | None = None) -> str:
+    config = tmp_path / "search.yaml"
+    config.write_text(CONFIG.format(url=url))
+    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(config), "--optimize",
+                          "--study-dir", str(tmp_path / "s")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, **(env or {})})
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+def test_a_password_in_the_storage_url_is_refused(tmp_path):
+    line = _refused(tmp_path, "postgresql://nondiff:hunter2@127.0.0.1:5/postgres")
+    assert "holds a password" in line and "PGPASSWORD" in line and "hunter2" not in line
+
+
+def test_a_storage_that_cannot_be_reached_is_one_line(postgres, tmp_path):
+    url, _ = postgres
+    line = _refused(tmp_path, url, {"PGPASSWORD": "wrong"})  # the server runs; the password is wrong
+    assert "cannot open the study storage" in line and "password authentication failed" in line
