@@ -40,6 +40,8 @@ from agents.run import cli
 from agents.run.checkpoint import atomic_write_bytes
 from agents.run.rundir import safe_name
 from agents.search import report, spaces
+from agents.search.progress import TrialBar
+from agents.search.storage import opening, storage_at
 from agents.search.trial import Children, Outcome, TrialRun
 from envs.errors import UserError
 
@@ -171,37 +173,9 @@ def _pruner(search: SearchSection) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def _shared_storage(url: str, attempts: int = 5) -> Any:
-    """Optuna's RDB storage at ``url``. Workers that start together all create its tables, and all but one
-    fail on PostgreSQL's unique constraints; they find the tables made on the next attempt."""
-    import optuna
-    import sqlalchemy.exc
-
-    for attempt in range(attempts):
-        with _opening(url):
-            try:
-                return optuna.storages.RDBStorage(url)
-            except sqlalchemy.exc.IntegrityError:
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(0.2 + random.random())
-    raise AssertionError("unreachable")
-
-
-@contextlib.contextmanager
-def _opening(url: str | None) -> Iterator[None]:
-    """Turn a shared storage that cannot be opened (no driver, no server, refused) into one line."""
-    try:
-        yield
-    except ImportError as e:  # SQLAlchemy imports the URL's driver when the storage opens
-        raise UserError(f"search.storage: the driver for {url.split(':', 1)[0] if url else '?'}:// is not "
-                        f"installed ({e}); for PostgreSQL: pip install 'nondiff[postgres]'") from e
-    except Exception as e:
-        if url is None or type(e).__module__.split(".")[0] not in ("sqlalchemy", "psycopg", "optuna"):
-            raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"search.storage: cannot open the study storage ({first}); check that the server "
-                        "runs and accepts this user (its password from PGPASSWORD or ~/.pgpass)") from e
+def _best_text(trials: list[optuna.trial.FrozenTrial]) -> str:
+    best = report.best_trial(trials)
+    return f"best {best.value:.4g} (trial {best.number})" if best is not None else "no complete trial yet"
 
 
 def optimize(args: argparse.Namespace, argv: list[str]) -> int:
@@ -220,21 +194,18 @@ class Study:
 
     def __init__(self, p: Plan) -> None:
         import optuna
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         self.p = p
         own = p.search.storage is None
         resumed = own and (p.path / JOURNAL).is_file()
-        storage: Any = (JournalStorage(JournalFileBackend(str(p.path / JOURNAL))) if own
-                        else _shared_storage(str(p.search.storage)))
+        storage = storage_at(p.path / JOURNAL, p.search.storage)
         # a resumed sampler is seeded past the trials it drew: a random sampler must not replay them
         started = len(optuna.load_study(study_name="nondiff", storage=storage).trials) if resumed else 0
         # a shared storage holds many studies: each is named after its dir
         self.name = "nondiff" if own else f"nondiff-{p.path.resolve().name}"
-        with _opening(None if own else p.search.storage):
+        with opening(p.search.storage):
             self.study = optuna.create_study(study_name=self.name, storage=storage, direction="maximize",
                                              sampler=_sampler(p.search, p.seed + started),
                                              pruner=_pruner(p.search), load_if_exists=True)
@@ -247,6 +218,7 @@ class Study:
         self.failures = 0
         self.t0 = time.monotonic()
         self.seeds = [p.seed + i for i in range(p.search.seeds_per_trial)]
+        self.bar = TrialBar(p.search.trials, 0, "", force_terminal=False)  # run() opens the console's
 
     def _take(self) -> tuple[optuna.Trial, set[int]] | None:
         """The next trial to run (and the steps it reported already), or None when the study is done."""
@@ -324,10 +296,9 @@ class Study:
         what = (f"{outcome.value:.4g} (seeds {seeds})" if outcome.state == "complete"
                 else f"{outcome.value:.4g} at evaluation {outcome.evaluation} (seeds {seeds})"
                 if outcome.state == "pruned" else outcome.message)
-        best = report.best_trial(trials)
-        tail = f"best {best.value:.4g} (trial {best.number})" if best is not None else "no complete trial yet"
-        print(f"[{done}/{self.p.search.trials}] trial {number} {outcome.state}: {what} in {seconds:.0f} s | "
-              f"{tail} | {time.monotonic() - self.t0:.0f} s", flush=True)
+        tail = _best_text(trials)
+        line = f"[{done}/{self.p.search.trials}] trial {number} {outcome.state}: {what} in {seconds:.0f} s"
+        self.bar.say(f"{line} | {tail} | {time.monotonic() - self.t0:.0f} s", done, tail)
 
     def run(self) -> int:
         """Run the study to its number of trials, or until Ctrl-C/SIGTERM; write the results."""
@@ -335,10 +306,12 @@ class Study:
               f"{self.p.search.trials} trials × {len(self.seeds)} seeds × "
               f"{self.p.base['train']['timesteps']:,} steps, {self.p.search.sampler} sampler, "
               f"{self.p.search.pruner} pruner, space: {', '.join(self.p.space)}", flush=True)
-        done = sum(t.state.name in FINISHED for t in self.study.get_trials(deepcopy=False))
+        trials = self.study.get_trials(deepcopy=False)
+        done = sum(t.state.name in FINISHED for t in trials)
         if done or self.stale:
             print(f"resuming: {done} finished trial(s) kept, {len(self.stale)} running one(s) continued from "
                   "their checkpoints", flush=True)
+        self.bar = TrialBar(self.p.search.trials, done, _best_text(trials))
         stopped: list[str] = []
 
         def on_signal(signum: int, frame: object) -> None:
@@ -358,6 +331,7 @@ class Study:
                 for w in workers:
                     w.join(0.2)
         finally:
+            self.bar.close()
             for s, h in old.items():
                 signal.signal(s, h)
             self._write()

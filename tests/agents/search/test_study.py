@@ -125,3 +125,30 @@ def test_ctrl_c_checkpoints_the_running_trials_of_a_parallel_study(tmp_path):
     assert states[1] == "RUNNING"  # left to --resume, with its runs' checkpoints
     assert (study / "trial-0001" / "seed-3" / "final" / "model.safetensors").is_file()
     assert (study / "trials.md").is_file()
+
+
+def test_on_a_terminal_a_bar_counts_the_trials_with_the_best_score(tmp_path):
+    import pty
+    import re
+
+    primary, secondary = pty.openpty()  # a real terminal for train.py's stdout
+    cmd = [sys.executable, str(ROOT / "train.py"), *_study(tmp_path, "tty"), "--trials", "2",
+           "--seeds-per-trial", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary,
+                            env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            data = os.read(primary, 65536)
+        except OSError:  # the terminal closed: the study exited
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=60) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    best = max(_trials(tmp_path / "tty"), key=lambda t: t.value)
+    assert "[2/2] trial 1 complete" in text  # the lines stay, above the bar
+    bar = [line for line in text.splitlines() if line.lstrip().startswith("trials ")]
+    assert bar and "2/2" in bar[-1] and f"best {best.value:.4g} (trial {best.number})" in bar[-1], bar[-3:]
