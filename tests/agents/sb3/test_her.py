@@ -169,8 +169,12 @@ def test_kill_and_resume_a_her_run(tmp_path):
     # the episodes that ended before the checkpoint keep their index; the one it cut ends where it was cut
     before, after = at_kill["her/ep_length"][:, 0], final["her/ep_length"][:260, 0]
     done = int(at_kill["her/current_ep_start"][0])
-    assert 0 < done < 260 and torch.equal(after[:done], before[:done])  # the kill cut an episode
-    assert bool((after[done:] == 260 - done).all()) and bool((before[done:] == 0).all())
+    assert 0 < done <= 260 and torch.equal(after[:done], before[:done])
+    # Where episodes end varies from run to run, seed or not: panda-gym reseeds its goal sampler from fresh
+    # entropy at every reset without a seed (panda_gym/envs/core.py, RobotTaskEnv.reset). About 1 run in 8
+    # ends an episode at step 260 exactly, and then the checkpoint cut none.
+    if done < 260:  # the kill cut an episode: it ends where it was cut
+        assert bool((after[done:] == 260 - done).all()) and bool((before[done:] == 0).all())
     assert int(final["her/ep_start"][260, 0]) == 260  # the first episode after the resume starts afresh
     assert bool((final["her/ep_length"][:, 0] > 0).any())
 
