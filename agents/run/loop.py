@@ -59,6 +59,8 @@ def train(backend: Backend, session: Session, env: ResolvedEnv, eval_env: Any = 
                     league.save_state(step)
                 backend.save(session.run.checkpoint_path(step))
                 session.run.rotate(session.cfg.train.keep_checkpoints)
+                if league is not None:  # the states of the rotated-out checkpoints go with them
+                    league.prune(session.run.step_checkpoints()[0][0])
     finally:
         if league is not None:  # for final/ or crash/, written at this step by the caller
             league.save_state(backend.num_timesteps)

@@ -121,3 +121,14 @@ def test_pitting_a_run_that_is_no_game_is_one_line():
     cfg = validate({"env": {"id": "CartPole-v1"}}, "test")
     with pytest.raises(UserError, match="not a two-player turn-based game; drop --opponent"):
         pit(cfg, None, gym.make("CartPole-v1"), "lookahead")  # type: ignore[arg-type]
+
+
+def test_states_older_than_the_oldest_kept_checkpoint_are_pruned(tmp_path):
+    lg = league(tmp_path)
+    for step in (100, 200, 300):
+        lg.save_state(step)
+    gone = lg.prune(200)  # the run keeps the checkpoints of steps 200 and 300
+    assert [p.name for p in gone] == ["state_000000100.json"]
+    assert sorted(p.name for p in (tmp_path / "league").glob("state_*.json")) == [
+        "state_000000200.json", "state_000000300.json"]
+    assert lg.restore(250) == 200 and lg.restore(300) == 300 and lg.restore(150) is None

@@ -175,6 +175,15 @@ class League:
         atomic_write_bytes(path, json.dumps(self.state(), indent=1).encode())
         return path
 
+    def prune(self, oldest: int) -> list[Path]:
+        """Delete the states saved before step ``oldest`` (the oldest checkpoint the run keeps): no kept
+        checkpoint restores them, as the checkpoints' own rotation deletes theirs. The files deleted."""
+        files = self.folder.glob("state_*.json") if self.folder.is_dir() else []
+        doomed = [p for p in files if (m := STATE_RE.match(p.name)) and int(m.group(1)) < oldest]
+        for path in doomed:
+            path.unlink(missing_ok=True)
+        return doomed
+
     def restore(self, step: int) -> int | None:
         """Take the state saved with the checkpoint of ``step`` (the newest at or before it); the step of the
         state taken, or None if there is none.
