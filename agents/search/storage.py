@@ -44,13 +44,16 @@ def _shared(url: str, attempts: int = 5) -> Any:
 @contextlib.contextmanager
 def opening(url: str | None) -> Iterator[None]:
     """Turn a shared storage that cannot be opened (no driver, no server, refused) into one line."""
+    if url is None:  # the study's own journal: nothing of a server to explain
+        yield
+        return
     try:
         yield
     except ImportError as e:  # SQLAlchemy imports the URL's driver when the storage opens
-        raise UserError(f"search.storage: the driver for {url.split(':', 1)[0] if url else '?'}:// is not "
-                        f"installed ({e}); for PostgreSQL: pip install 'nondiff[postgres]'") from e
+        raise UserError(f"search.storage: the driver for {url.split(':', 1)[0]}:// is not installed ({e}); "
+                        "for PostgreSQL: pip install 'nondiff[postgres]'") from e
     except Exception as e:
-        if url is None or type(e).__module__.split(".")[0] not in ("sqlalchemy", "psycopg", "optuna"):
+        if type(e).__module__.split(".")[0] not in ("sqlalchemy", "psycopg", "optuna"):
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"search.storage: cannot open the study storage ({first}); check that the server "

@@ -148,3 +148,18 @@ def test_a_storage_that_cannot_be_reached_is_one_line(postgres, tmp_path):
     url, _ = postgres
     line = _refused(tmp_path, url, {"PGPASSWORD": "wrong"})  # the server runs; the password is wrong
     assert "cannot open the study storage" in line and "password authentication failed" in line
+
+
+def test_storage_errors_name_the_cause_and_only_for_a_shared_storage():
+    from agents.config.search import storage_url
+    from agents.search.storage import opening
+    from envs.errors import UserError
+
+    with pytest.raises(ValueError, match="without a scheme"):
+        storage_url("nondiff:hunter2@127.0.0.1/postgres")
+    driver = r"driver for mysql:// is not installed .*nondiff\[postgres\]"
+    with pytest.raises(UserError, match=driver), opening("mysql://u@127.0.0.1/db"):
+        raise ImportError("No module named 'MySQLdb'")
+    # the study's own journal: an ImportError is no driver's, and passes as it came
+    with pytest.raises(ImportError, match="cmaes"), opening(None):
+        raise ImportError("No module named 'cmaes'")
