@@ -8,24 +8,34 @@ subclass, a function made by PettingZoo's ``parallel_wrapper_fn`` (every ``paral
 (:func:`shared_spaces`): they share one policy. Training steps ``train.num_envs`` copies of it as one vector
 env (:class:`~envs.vector.pettingzoo.PettingZooVectorEnv`); evaluation plays all agents of one copy with
 that policy (:class:`TeamEnv`).
+
+With a policy map (``policies:``, agent-id patterns per policy), :func:`group_agents` splits the agents into
+:class:`AgentGroup` s, each agent in the first policy whose pattern matches it; only the agents of one group
+must share their spaces. Training steps each group as a vector env of its own
+(:class:`~envs.vector.pettingzoo_groups.PettingZooGroups`), and :class:`TeamEnv` gives evaluation every
+group's observations under its policy's name.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import inspect
 import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 from gymnasium.vector.utils import batch_space, iterate
 
 from envs.errors import UserError
 from envs.repair import placeholder
 from envs.vector.base import stack
 
-__all__ = ["TeamEnv", "is_parallel_source", "make_parallel", "shared_spaces"]
+__all__ = ["AgentGroup", "TeamEnv", "group_agents", "is_parallel_source", "make_parallel", "shared_spaces"]
 
 
 def pettingzoo_class(target: Any, base: str) -> bool | None:
@@ -89,6 +99,64 @@ def shared_spaces(env: Any, name: str) -> tuple[gym.Space, gym.Space]:
     return obs, act
 
 
+@dataclass(frozen=True)
+class AgentGroup:
+    """The agents one policy acts for (in ``possible_agents`` order), and the spaces they share.
+
+    Attributes:
+        name: the policy's name (a key of ``policies:``).
+        agents: its agents' ids.
+        observation_space: the observation space every one of them has.
+        action_space: the action space every one of them has.
+    """
+
+    name: str
+    agents: tuple[str, ...]
+    observation_space: gym.Space
+    action_space: gym.Space
+
+
+def group_agents(env: Any, patterns: Mapping[str, Sequence[str]], name: str) -> tuple[AgentGroup, ...]:
+    """The agents of ``env`` (``--env name``) split by policy: each agent goes to the first policy of
+    ``patterns`` (policy name -> fnmatch patterns over agent ids) that has a pattern matching it.
+
+    Raises:
+        UserError: an agent no pattern matches, a policy that gets no agent, or two agents of one policy
+            whose observation or action spaces differ.
+    """
+    agents = list(env.possible_agents)
+    if not agents:
+        raise UserError(f"env {name!r} declares no agents (possible_agents is empty)")
+    owner: dict[str, str] = {}
+    for agent in agents:
+        found = next((p for p, pats in patterns.items() if any(fnmatch.fnmatchcase(agent, x) for x in pats)),
+                     None)
+        if found is None:
+            given = "; ".join(f"{p}: {list(pats)}" for p, pats in patterns.items())
+            raise UserError(f"env {name!r}: agent {agent!r} matches no policy's agents patterns ({given}); "
+                            f"add a pattern for it to a policy's agents, e.g. {agent!r}, or '*' to the last")
+        owner[agent] = found
+    groups = []
+    for policy, pats in patterns.items():
+        mine = [a for a in agents if owner[a] == policy]
+        if not mine:
+            raise UserError(f"env {name!r}: policy {policy!r} gets no agent (its patterns {list(pats)}; the "
+                            f"agents are {agents}, each in the first policy that matches it); fix its "
+                            "agents patterns or remove the policy")
+        obs, act = env.observation_space(mine[0]), env.action_space(mine[0])
+        for agent in mine[1:]:
+            o, a = env.observation_space(agent), env.action_space(agent)
+            if o != obs or a != act:
+                which = "observation" if o != obs else "action"
+                theirs = (obs, o) if o != obs else (act, a)
+                raise UserError(f"env {name!r}: policy {policy!r} gets agents {mine[0]!r} and {agent!r}, "
+                                f"whose {which} spaces differ ({theirs[0]} and {theirs[1]}); one policy "
+                                f"needs one space: give {agent!r} a policy of its own (narrow "
+                                f"policies.{policy}.agents)")
+        groups.append(AgentGroup(policy, tuple(mine), obs, act))
+    return tuple(groups)
+
+
 class TeamEnv(gym.Env):
     """One PettingZoo parallel env as a Gymnasium env whose observation is every agent's, stacked, and whose
     action is one per agent: what evaluation plays with the shared policy.
@@ -98,37 +166,59 @@ class TeamEnv(gym.Env):
     episode's return is the mean return of the team's agents (the figure training's ``rollout/ep_rew_mean``
     reports per agent). The episode ends when no agent is left, or after ``max_episode_steps`` steps.
 
+    With ``patterns`` (a policy map, :func:`group_agents`) the observation and the action are Dicts keyed by
+    policy, each holding its group's agents stacked; the last step's ``info["episode_metrics"]`` gives each
+    policy's return as ``policy/<name>/return`` (the mean return of its agents).
+
     Args:
         entry_point: ``module:attr`` building the parallel env.
         kwargs: its keyword arguments (``render_mode`` included).
         max_episode_steps: truncate after this many steps (None: the env's own end).
         name: the ``--env`` given, for messages.
+        patterns: policy name -> agent-id patterns (None: one policy for all agents).
 
     Raises:
-        UserError: the agents do not share their spaces.
+        UserError: the agents do not share their spaces (without ``patterns``), or do not fit ``patterns``.
     """
 
     def __init__(self, entry_point: str, kwargs: dict[str, Any], max_episode_steps: int | None = None,
-                 name: str = "") -> None:
+                 name: str = "", patterns: Mapping[str, Sequence[str]] | None = None) -> None:
         self.env = make_parallel(entry_point, kwargs)
         self.agents = list(self.env.possible_agents)
         try:
-            self.single_observation_space, self.single_action_space = shared_spaces(self.env, name or
-                                                                                     entry_point)
+            if patterns is None:
+                obs, act = shared_spaces(self.env, name or entry_point)
+                self.groups = (AgentGroup("", tuple(self.agents), obs, act),)
+            else:
+                self.groups = group_agents(self.env, patterns, name or entry_point)
         except BaseException:
             self.env.close()
             raise
-        self.observation_space = batch_space(self.single_observation_space, len(self.agents))
-        self.action_space = batch_space(self.single_action_space, len(self.agents))
+        self.grouped = patterns is not None
+        if self.grouped:
+            self.single_observation_space: gym.Space = spaces.Dict(
+                {g.name: g.observation_space for g in self.groups})
+            self.single_action_space: gym.Space = spaces.Dict({g.name: g.action_space for g in self.groups})
+            self.observation_space = spaces.Dict({g.name: batch_space(g.observation_space, len(g.agents))
+                                                  for g in self.groups})
+            self.action_space = spaces.Dict({g.name: batch_space(g.action_space, len(g.agents))
+                                             for g in self.groups})
+        else:
+            self.single_observation_space = obs
+            self.single_action_space = act
+            self.observation_space = batch_space(obs, len(self.agents))
+            self.action_space = batch_space(act, len(self.agents))
         self.metadata = dict(getattr(self.env, "metadata", {}) or {})
         self.render_mode = getattr(self.env, "render_mode", None)
         self.max_episode_steps = max_episode_steps
         self._steps = 0
+        self._returns = {g.name: 0.0 for g in self.groups}
         self._closed = False
 
     def _stack(self, obs: dict[str, Any]) -> Any:
-        space = self.single_observation_space
-        return stack(space, [obs[a] if a in obs else placeholder(space) for a in self.agents])
+        out = {g.name: stack(g.observation_space, [obs[a] if a in obs else placeholder(g.observation_space)
+                                                   for a in g.agents]) for g in self.groups}
+        return out if self.grouped else out[""]
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -136,20 +226,28 @@ class TeamEnv(gym.Env):
         super().reset(seed=seed)
         obs, infos = self.env.reset(seed=seed, options=options)
         self._steps = 0
+        self._returns = {g.name: 0.0 for g in self.groups}
         return self._stack(obs), {"agents": infos}
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """Every agent in the episode acts; the mean reward over all agents."""
-        acts = list(iterate(self.action_space, action))
+        given = action if self.grouped else {"": action}
+        acts = {a: x for g in self.groups
+                for a, x in zip(g.agents, iterate(batch_space(g.action_space, len(g.agents)), given[g.name]))}
         live = list(self.env.agents)
-        obs, rewards, terms, truncs, infos = self.env.step({a: acts[self.agents.index(a)] for a in live})
+        obs, rewards, terms, truncs, infos = self.env.step({a: acts[a] for a in live})
         self._steps += 1
         reward = float(np.sum([float(rewards.get(a, 0.0)) for a in live])) / len(self.agents)
+        for g in self.groups:
+            self._returns[g.name] += sum(float(rewards.get(a, 0.0)) for a in g.agents) / len(g.agents)
         over = not self.env.agents
         terminated = over and all(bool(terms.get(a, False)) for a in live)
         truncated = (over and not terminated) or (not over and self.max_episode_steps is not None
                                                    and self._steps >= self.max_episode_steps)
-        return self._stack(obs), reward, terminated, truncated, {"agents": infos}
+        info: dict[str, Any] = {"agents": infos}
+        if self.grouped and (terminated or truncated):
+            info["episode_metrics"] = {f"policy/{k}/return": v for k, v in self._returns.items()}
+        return self._stack(obs), reward, terminated, truncated, info
 
     def render(self) -> Any:
         """The parallel env's frame."""
