@@ -11,7 +11,9 @@ Vector envs, one class per file:
   both supervise their workers with :mod:`envs.vector.workers`;
 - :mod:`envs.vector.bridge`: M bridge programs × K instances, or connect mode, batched;
 - :mod:`envs.vector.ale`: ALE's C++ vector env (``ale``);
-- :mod:`envs.vector.pettingzoo`: copies of a PettingZoo parallel env, one slot per agent (parameter sharing).
+- :mod:`envs.vector.pettingzoo`: copies of a PettingZoo parallel env, one slot per agent (parameter sharing),
+  over :mod:`envs.vector.parallel_copies`; :mod:`envs.vector.pettingzoo_groups`: the same split by policy
+  (``policies:``), one vector env per policy, stepped in lock-step.
 
 Vector wrappers, applied once around any of them:
 
