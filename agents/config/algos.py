@@ -114,6 +114,11 @@ def check_algorithm(cfg: RunConfig, action_space: Any) -> None:
         raise UserError(f"--algo {a.algo} does not take {', '.join('agent.' + k for k in foreign)}{where} "
                         f"({whose}); remove it or use that algorithm. {name} accepts: "
                         f"{', '.join(SHARED_AGENT_KEYS + accepted)}")
+    for policy, spec in cfg.policies.items():
+        foreign = sorted(k for k in spec.overrides() if k not in SHARED_AGENT_KEYS and k not in accepted)
+        if foreign:
+            raise UserError(f"policies.{policy} gives {', '.join(foreign)}, which --algo {a.algo} does not "
+                            f"take; remove it. {name} accepts: {', '.join(SHARED_AGENT_KEYS + accepted)}")
     if a.backend == "rllib" and a.algo == "appo" and a.lr_schedule == "linear":
         raise UserError("agent.lr_schedule: linear is not honoured by RLlib's APPO (its learner thread keeps "
                         "the initial rate: train/learning_rate stays constant); use lr_schedule: constant "

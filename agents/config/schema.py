@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from agents.config.blackbox import BlackBoxSection
+from agents.config.policies import POLICY_ALGOS, PolicySpec
 from agents.config.section import Section, layer_sizes
 from agents.config.selfplay import SelfPlaySection
 from agents.config.tokens import DEFAULT_ENV_VAR, REDACTED, TokenSource
@@ -332,6 +333,10 @@ class RunConfig(Section):
     rllib: RLlibSection = Field(default_factory=RLlibSection)
     blackbox: BlackBoxSection = Field(default_factory=BlackBoxSection)
     selfplay: SelfPlaySection = Field(default_factory=SelfPlaySection)
+    policies: dict[str, PolicySpec] = Field(default_factory=dict)
+    """Several policies on a PettingZoo parallel env (``--backend sb3``, PPO or A2C): policy name -> its
+    agent-id patterns and ``agent:`` overrides (agents/config/policies.py). Empty: one policy for all
+    agents."""
     meta: dict[str, Any] = Field(default_factory=dict)
     """Written by nondiff: package versions, the seed (drawn when none was given), the config file and the
     step the run started from; the command lines are in command.txt. Ignored on input."""
@@ -353,6 +358,21 @@ class RunConfig(Section):
             raise ValueError(f"train.vec_env: ale cannot crop frames (env.crop is {crop!r}):"
                              " ALE's vector env resizes the whole screen; set train.vec_env: dummy, or leave "
                              "env.crop out")
+        return self._policy_map()
+
+    def _policy_map(self) -> RunConfig:
+        if not self.policies:
+            return self
+        if self.agent.backend != "sb3":
+            raise ValueError(f"policies: (several policies) runs on --backend sb3, not yet on "
+                             f"{self.agent.backend}; use --backend sb3, or leave policies: out for one "
+                             "policy shared by all agents")
+        if self.agent.algo not in POLICY_ALGOS:
+            raise ValueError(f"policies: (several policies) trains --algo {'|'.join(POLICY_ALGOS)}, got "
+                             f"{self.agent.algo!r}; use --algo ppo or --algo a2c")
+        if self.agent.normalize_obs or self.agent.normalize_reward:
+            raise ValueError("policies: (several policies) does not normalise observations or rewards yet; "
+                             "set agent.normalize_obs and agent.normalize_reward to false")
         return self
 
 

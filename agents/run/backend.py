@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from agents.run.resolved import ResolvedEnv
     from agents.run.session import Session
 
-__all__ = ["BACKENDS", "Backend", "Iteration", "get_backend", "resolve_device"]
+__all__ = ["BACKENDS", "POLICY_MAP_BACKENDS", "Backend", "Iteration", "get_backend", "resolve_device"]
 
 # Backend name -> "module:Class"; RL Zoo's ALGOS, one level up.
 BACKENDS: dict[str, str] = {
@@ -33,6 +33,11 @@ BACKENDS: dict[str, str] = {
     "rllib": "agents.rllib.backend:RLlibBackend",
     "blackbox": "agents.blackbox.backend:BlackBoxBackend",
 }
+POLICY_MAP_BACKENDS: dict[str, str] = {
+    "sb3": "agents.sb3.multipolicy:MultiPolicyBackend",
+}
+"""The backend that trains a ``policies:`` map (several policies on a PettingZoo parallel env), by backend
+name."""
 
 
 @dataclass
@@ -123,11 +128,14 @@ class Backend(ABC):
         """Release envs and workers."""
 
 
-def get_backend(name: str) -> type[Backend]:
-    """The backend class registered under ``name``."""
+def get_backend(name: str, policies: bool = False) -> type[Backend]:
+    """The backend class registered under ``name``; with ``policies`` (a ``policies:`` map), the one of
+    :data:`POLICY_MAP_BACKENDS`."""
     if name not in BACKENDS:
         raise UserError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
-    module, _, cls = BACKENDS[name].partition(":")
+    if policies and name not in POLICY_MAP_BACKENDS:
+        raise UserError(f"policies: (several policies) runs on --backend sb3, not yet on {name}")
+    module, _, cls = (POLICY_MAP_BACKENDS if policies else BACKENDS)[name].partition(":")
     try:
         mod = importlib.import_module(module)
     except ImportError as e:

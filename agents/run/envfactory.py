@@ -12,13 +12,16 @@ One env, bottom up (:func:`_build`, behind the picklable :func:`env_factory`):
 6. a backend's own per-env wrapper, if it passes one (RLlib's reward scaling).
 
 A PettingZoo parallel env (``ResolvedEnv.multi_agent``) is built by :func:`_team` instead: all its agents
-as one env (envs/multiagent.py's ``TeamEnv``) under the Guard, which evaluation plays with the shared policy.
+as one env (envs/multiagent.py's ``TeamEnv``) under the Guard, which evaluation plays with the shared policy
+(with ``policies:``, each policy's agents under its name).
 
 Many envs (:func:`make_vector_env`): ``train.num_envs`` copies in a Gymnasium vector env from envs/vector/
 (``train.vec_env``: ``dummy`` in-process, ``thread`` a thread each, ``subproc`` worker processes with a
 watchdog, ``threadproc`` threads in several worker processes, ``ale`` ALE's own vector env; K-instance
 bridge programs batched; a PettingZoo parallel env's copies with one slot per agent), then the vector
-wrappers: the Guard's batched check and the episode statistics.
+wrappers: the Guard's batched check and the episode statistics. With ``policies:``,
+:func:`make_policy_vector_envs` builds the copies once and one such stack per policy
+(envs/vector/pettingzoo_groups.py).
 A backend adapts the result in one file (agents/sb3/vector.py for SB3; RLlib's env runners vectorise with
 envs/vector's ThreadVectorEnv for ``thread``).
 """
@@ -45,6 +48,7 @@ from envs.registry import EnvSpec
 from envs.vector.batch_guard import BatchGuard
 from envs.vector.channels import channels_first
 from envs.vector.episode_stats import EpisodeStatistics
+from envs.vector.pettingzoo_groups import PettingZooGroups
 from envs.vector.subproc import SubprocVectorEnv
 from envs.vector.sync import SyncVectorEnv
 from envs.vector.threadproc import ThreadProcVectorEnv
@@ -107,7 +111,7 @@ def env_factory(cfg: RunConfig, env: ResolvedEnv, render_mode: str | None = None
     kwargs = {**cfg.env.adapter_kwargs(), **(cfg.env.eval_kwargs if for_eval else {})}
     if env.multi_agent:
         return functools.partial(_team, env.spec, kwargs, render_mode, cfg.env.max_episode_steps,
-                                 cfg.env.nan_policy, cfg.env.bounds_policy)
+                                 cfg.env.nan_policy, cfg.env.bounds_policy, policy_patterns(cfg))
     return functools.partial(_build, env.spec, tuple(cfg.env.packages), cfg.env.max_episode_steps,
                              kwargs, render_mode, cfg.env.nan_policy, cfg.env.token_source(), outer,
                              tuple(parse_wrappers(cfg.env.wrappers)),
@@ -185,14 +189,52 @@ def _agents_vector_env(cfg: RunConfig, env: ResolvedEnv) -> gym.vector.VectorEnv
     return RowGuard(venv, cfg.env.nan_policy, cfg.env.bounds_policy, None)
 
 
+@dataclasses.dataclass(frozen=True)
+class PolicyVectorEnvs:
+    """A PettingZoo parallel env's copies split by policy (``policies:``), as :func:`make_policy_vector_envs`
+    builds them.
+
+    Attributes:
+        groups: the copies and each policy's agents and spaces; stage every policy's actions here before a
+            step (:meth:`~envs.vector.pettingzoo_groups.PettingZooGroups.stage`).
+        venvs: each policy's vector env, by name, under the Guard's batched checks and the episode statistics.
+    """
+
+    groups: PettingZooGroups
+    venvs: dict[str, gym.vector.VectorEnv]
+
+
+def policy_patterns(cfg: RunConfig) -> dict[str, tuple[str, ...]] | None:
+    """``policies:`` as policy name -> agent-id patterns, in the config's order; None without a map."""
+    return {name: tuple(p.agents) for name, p in cfg.policies.items()} or None
+
+
+def make_policy_vector_envs(cfg: RunConfig, env: ResolvedEnv) -> PolicyVectorEnvs:
+    """``train.num_envs`` copies of a PettingZoo parallel env, each policy's agents a vector env of their own
+    (envs/vector/pettingzoo_groups.py) under the Guard's batched checks and the episode statistics."""
+    from envs.multiagent import make_parallel
+    from envs.vector.row_guard import RowGuard
+
+    patterns = policy_patterns(cfg) or {}
+    fns = [functools.partial(make_parallel, env.spec.entry_point, cfg.env.adapter_kwargs())
+           for _ in range(cfg.train.num_envs)]
+    with build_errors(cfg):
+        groups = PettingZooGroups(fns, patterns, cfg.env.max_episode_steps, cfg.env.id or "")
+    venvs: dict[str, gym.vector.VectorEnv] = {
+        name: EpisodeStatistics(RowGuard(view, cfg.env.nan_policy, cfg.env.bounds_policy, None))
+        for name, view in groups.views.items()}
+    return PolicyVectorEnvs(groups, venvs)
+
+
 def _team(spec: EnvSpec, kwargs: dict[str, Any], render_mode: str | None, max_episode_steps: int | None,
-          nan_policy: str, bounds_policy: str) -> gym.Env:
-    """All agents of one PettingZoo parallel env as one env (``TeamEnv``), under the Guard."""
+          nan_policy: str, bounds_policy: str, patterns: dict[str, tuple[str, ...]] | None = None) -> gym.Env:
+    """All agents of one PettingZoo parallel env as one env (``TeamEnv``; with ``patterns``, grouped by
+    policy), under the Guard."""
     from envs.guard import Guard
     from envs.multiagent import TeamEnv
 
     extra = {**kwargs, **({"render_mode": render_mode} if render_mode is not None else {})}
-    return Guard(TeamEnv(str(spec.entry_point), extra, max_episode_steps, spec.name), nan_policy,
+    return Guard(TeamEnv(str(spec.entry_point), extra, max_episode_steps, spec.name, patterns), nan_policy,
                  bounds_policy=bounds_policy)
 
 
@@ -215,6 +257,10 @@ def probe(cfg: RunConfig, env: ResolvedEnv, backend: type[Backend]) -> tuple[Res
     listen = kwargs.get("listen") if not kwargs.get("command") else None
     if listen and not backend.batches_programs:
         raise UserError("env.listen (programs that connect to nondiff) needs --backend sb3")
+    if cfg.policies and not env.multi_agent:
+        raise UserError(f"policies: maps the agents of a PettingZoo parallel env to policies, and env "
+                        f"{cfg.env.id!r} is not one; give --env module:parallel_env (e.g. "
+                        "mpe2.simple_adversary_v3:parallel_env), or leave policies: out")
     if env.multi_agent and not backend.batches_programs:
         raise UserError(f"env {cfg.env.id!r} is a PettingZoo parallel env, whose agents share one policy "
                         f"as the slots of one batched vector env, which the {cfg.agent.backend} backend does "

@@ -104,6 +104,8 @@ _EXTRA: dict[str, tuple[str, Any]] = {  # backend-specific fields, checked when 
                    lambda v: isinstance(v, dict)
                    and all(isinstance(o, dict) and isinstance(o.get("param_groups"), list)
                            and isinstance(o.get("state"), dict) for o in v.values())),
+    "policies": ("an object (policy name -> {'agents': list, 'num_timesteps': integer, 'n_updates': integer, "
+                 "'optimizer': object, 'ep_info_buffer': list, 'episodes': list})", lambda v: _policies(v)),
     "off_policy": ("an object with 'episode_num' (integer), 'action_space_rng' (object) and 'replay' "
                    "(object with integer 'pos', 'n', 'buffer_size', 'n_envs' and boolean 'full', or null)",
                    lambda v: _off_policy(v)),
@@ -118,6 +120,17 @@ _REQUIRED_ALGO_EXTRA = {("sb3", "sac"): ("optimizers", "off_policy"),
                         ("sb3", "td3"): ("optimizers", "off_policy")}
 """Fields an algorithm's checkpoint must carry beyond its backend's (SAC/TD3: every optimiser, the replay
 state)."""
+
+
+def _policies(v: Any) -> bool:
+    """A ``policies:`` map's per-policy state (agents/sb3/multipolicy.py)."""
+    return isinstance(v, dict) and all(
+        isinstance(p, dict) and isinstance(p.get("agents"), list) and _is_int(p.get("num_timesteps"))
+        and _is_int(p.get("n_updates")) and isinstance(p.get("optimizer"), dict)
+        and isinstance(p["optimizer"].get("param_groups"), list)
+        and isinstance(p["optimizer"].get("state"), dict)
+        and isinstance(p.get("ep_info_buffer"), list) and isinstance(p.get("episodes"), list)
+        for p in v.values())
 
 
 def _off_policy(v: Any) -> bool:

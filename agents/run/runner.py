@@ -115,7 +115,7 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResolvedEnv, gym.
     raw.pop("meta", None)
     raw.pop("search", None)  # a study's settings (agents/config/search.py), read by --optimize
     cfg = validate(raw, source)
-    backend = get_backend(cfg.agent.backend)
+    backend = get_backend(cfg.agent.backend, bool(cfg.policies))
     env = resolve_env(cfg, backend.channels_first, spec)
     check_env_kwargs(cfg, env)
     env, spare = probe(cfg, env, backend)  # bad adapter arguments fail here, as one line
@@ -158,7 +158,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
             if args.timesteps is not None:
                 cfg.train.timesteps = start + args.timesteps
             seed = int(cfg.train.seed if cfg.train.seed is not None else 0)
-            kind = get_backend(cfg.agent.backend)
+            kind = get_backend(cfg.agent.backend, bool(cfg.policies))
             # no probe: the header has the spaces
             env = resolve_env(cfg, kind.channels_first, spaces=ckpt.header.spaces())
             backend = kind.load(ckpt, cfg, env, for_training=True, seed=seed)
@@ -172,7 +172,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
         run = RunDir.create(cfg.env.id or "env", seed, explicit=args.run_dir)
         with run.lock():
             try:
-                backend = get_backend(cfg.agent.backend).create(cfg, seed, env)
+                backend = get_backend(cfg.agent.backend, bool(cfg.policies)).create(cfg, seed, env)
             except BaseException:
                 run.discard_if_empty()  # nothing ran: the same --run-dir works again once the input is fixed
                 raise

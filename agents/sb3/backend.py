@@ -39,11 +39,12 @@ ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, **offpolicy.ALG
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 
 
-def _hyperparameters(cfg: RunConfig, action_space: gym.Space | None = None) -> dict[str, Any]:
+def hyperparameters(cfg: RunConfig, action_space: gym.Space | None = None) -> dict[str, Any]:
+    """The SB3 constructor's keyword arguments for ``cfg.agent`` (``policy_kwargs`` included)."""
     a = cfg.agent
     lr: Any = a.learning_rate
     if lr is not None and a.lr_schedule == "linear":
-        lr = _LinearLR(lr)
+        lr = LinearLR(lr)
     if a.algo in offpolicy.ALGOS:
         return offpolicy.hyperparameters(cfg, action_space, ACTIVATIONS[a.activation], lr)
     hp: dict[str, Any] = {"gamma": a.gamma, "gae_lambda": a.gae_lambda, "ent_coef": float(a.ent_coef or 0.0),
@@ -62,7 +63,7 @@ def _hyperparameters(cfg: RunConfig, action_space: gym.Space | None = None) -> d
     return hp
 
 
-class _LinearLR:
+class LinearLR:
     """A learning rate annealed linearly to 0 over the run's whole budget.
 
     SB3 measures progress against the ``total_timesteps`` of each ``learn`` call, and the loop calls
@@ -94,7 +95,7 @@ class _Tick(BaseCallback):
 
     def _on_rollout_end(self) -> None:  # the update that follows sees the whole run's progress
         lr = self.model.learning_rate  # what nondiff passed; SB3 wraps it into lr_schedule
-        if isinstance(lr, _LinearLR):
+        if isinstance(lr, LinearLR):
             lr.remaining = max(0.0, 1.0 - self.model.num_timesteps / max(self.session.total_steps, 1))
 
 
@@ -121,7 +122,7 @@ class SB3Backend(Backend):
         torch.set_num_threads(cfg.train.threads)
         set_random_seed(seed)
         device = resolve_device(cfg.train.device)
-        hp = _hyperparameters(cfg, env.action_space)
+        hp = hyperparameters(cfg, env.action_space)
         if cfg.agent.algo in offpolicy.ALGOS:  # the replay buffer is allocated whole: bound it first
             offpolicy.check_memory(cfg, *env.spaces, cfg.train.num_envs,
                                    optimize_memory_usage=bool(hp.get("optimize_memory_usage", False)))
@@ -232,12 +233,12 @@ class SB3Backend(Backend):
             algo = masking.algorithm(cfg, ALGOS[header.algo])
             name, extra = select_policy(cfg, spaces[0])
             policy_cls = algo.policy_aliases[name]
-            kwargs = {**_hyperparameters(cfg)["policy_kwargs"], **extra}
+            kwargs = {**hyperparameters(cfg)["policy_kwargs"], **extra}
             if header.algo == "a2c":
                 kwargs.update(optimizer_class=torch.optim.RMSprop,
                               optimizer_kwargs={"alpha": 0.99, "eps": 1e-5, "weight_decay": 0})
             policy = policy_cls(spaces[0], spaces[1], lambda _: 0.0, **kwargs)
-            _load_state(policy, policy_state, path)
+            load_policy_state(policy, policy_state, path)
             norm = None
             if meta.get("normalize") and meta["normalize"]["norm_obs"]:
                 stats = load_obs_stats(tensors, meta["normalize"])
@@ -261,7 +262,7 @@ class SB3Backend(Backend):
         meta = header.extra  # the SB3 fields; the header checked their types
         m = self.model
         assert m is not None
-        _load_state(m.policy, policy_state, path)
+        load_policy_state(m.policy, policy_state, path)
         if isinstance(m, OffPolicyAlgorithm):
             offpolicy.load_state(m, tensors, meta, path)
         else:
@@ -295,7 +296,9 @@ class SB3Backend(Backend):
             venv.close()
 
 
-def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def load_policy_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load a checkpoint's policy tensors into ``module``, refusing another dtype or a missing/extra tensor
+    (one-line :class:`~envs.errors.CheckpointError`)."""
     own = module.state_dict()
     for name, value in state.items():  # load_state_dict would cast another dtype silently
         if name in own and value.dtype != own[name].dtype:
