@@ -28,7 +28,9 @@ def table(res: EvaluationReport) -> str:
     head = f"{'policy':<8} {'mean':>10}   {'std':<8} {'min':>9} {'max':>9} {'length':>8} {'success':>8}"
     metrics = [f"{k:<22} trained {v:>10.4g}   random {res.random.metrics.get(k, float('nan')):>10.4g}"
                for k, v in res.trained.metrics.items()]
-    return "\n".join([head, row("trained", res.trained), row("random", res.random), *metrics])
+    alone = [f"{'policy/' + k + '/return':<22} alone   {v:>10.4g}   (the other policies random)"
+             for k, v in res.extra.get("policy_alone", {}).items()]
+    return "\n".join([head, row("trained", res.trained), row("random", res.random), *metrics, *alone])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,8 +94,8 @@ def shared_spaces(env: Any, name: str) -> tuple[gym.Space, gym.Space]:
                 f"env {name!r}: agents {first!r} and {agent!r} have different {which} spaces ({mine} and "
                 f"{theirs}), and nondiff trains one policy shared by all agents; pad them to one space "
                 "(supersuit's pad_observations_v0 and pad_action_space_v0 in a module:function of yours, "
-                "given as --env), or pick an env whose agents share them (a policies: map for several "
-                "policies is not there yet)")
+                "given as --env), or give them policies of their own with a policies: map (README, "
+                "Multi-agent)")
     return obs, act
 
 
@@ -185,6 +185,7 @@ class TeamEnv(gym.Env):
                  name: str = "", patterns: Mapping[str, Sequence[str]] | None = None) -> None:
         self.env = make_parallel(entry_point, kwargs)
         self.agents = list(self.env.possible_agents)
+        self.groups: tuple[AgentGroup, ...]
         try:
             if patterns is None:
                 obs, act = shared_spaces(self.env, name or entry_point)

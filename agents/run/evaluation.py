@@ -167,3 +167,21 @@ def random_policy(space: gym.Space, seed: int) -> Policy:
     space = copy.deepcopy(space)
     space.seed(seed)
     return lambda _obs: space.sample()
+
+
+def alone_returns(env: gym.Env, policy: Policy, names: list[str], episodes: int, seed: int, *,
+                  max_steps: int = DEFAULT_CAP) -> dict[str, float]:
+    """For a ``policies:`` map: each policy's mean return (its ``policy/<name>/return`` metric) when it plays
+    alone, its agents acting with ``policy`` and every other policy's agents uniformly at random, on the same
+    seeds as the random team: its gain over that team's figure is its own, the others held random."""
+    out: dict[str, float] = {}
+    for name in names:
+        sample = random_policy(env.action_space, seed)
+
+        def act(obs: Any, mine: str = name, rand: Policy = sample) -> Any:
+            trained, other = policy(obs), rand(obs)
+            return {k: trained[k] if k == mine else other[k] for k in trained}
+
+        metrics = run_episodes(env, act, episodes, seed, max_steps=max_steps).summary.metrics
+        out[name] = metrics.get(f"policy/{name}/return", float("nan"))
+    return out

@@ -107,9 +107,16 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
         if figure and not args.video:  # render one episode, not all of them
             run_episodes(env, lambda o: backend.predict(o, deterministic=not args.stochastic), 1, seed,
                          on_frame=frames.append, max_steps=cap, say=_say)
-        report = backend.eval_report()  # before the baseline: e.g. forward calls per instance of the policy
+        # before the baseline: e.g. forward calls per instance of the policy
+        report: dict[str, Any] = dict(backend.eval_report())
         baseline = run_episodes(env, random_policy(env.action_space, seed), args.episodes, seed,
                                 max_steps=cap, say=_say)
+        if cfg.policies:  # each policy alone against random others (agents/run/evaluation.py)
+            from agents.run.evaluation import alone_returns
+
+            report["policy_alone"] = alone_returns(
+                env, lambda o: backend.predict(o, deterministic=not args.stochastic), list(cfg.policies),
+                args.episodes, seed, max_steps=cap)
     except Exception as e:
         cause = _caused_by(e, gym_error())  # the Guard may wrap the window's error in its own
         if render_mode == "human" and cause is not None:
