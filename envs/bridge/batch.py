@@ -49,12 +49,22 @@ class BatchProgram(ProcessEnv):
 
     def __init__(self, *, expect: M.SpecReply | None = None, **kwargs: Any) -> None:
         self.expect = expect
+        self.want_autoreset = False
+        """Ask the program to reset its finished instances within each step's reply, where it speaks 1.2
+        (training's vector env does; evaluation seeds and resets every episode itself)."""
+        self._asked = False  # whether the step in flight asked for autoreset
         super().__init__(**kwargs)
 
     @property
     def batched(self) -> bool:
         """True when the program speaks the batched form (it declared ``num_instances``)."""
         return bool(self.spec_reply is not None and self.spec_reply.batched)
+
+    @property
+    def autoreset(self) -> bool:
+        """True when steps ask the program to reset its finished instances itself (protocol 1.2)."""
+        return (self.want_autoreset and self.spec_reply is not None and self.spec_reply.batched
+                and P.minor_of(self.spec_reply.version) >= 2)
 
     def reset_instances(self, indices: Sequence[int], seeds: Sequence[int | None] | None = None,
                         options: dict[str, Any] | None = None) -> tuple[Any, list[dict[str, Any]]]:
@@ -145,8 +155,11 @@ class BatchProgram(ProcessEnv):
         try:
             assert self._chan is not None
             if self.batched:
-                P.send(self._chan, {"type": "step", "actions": B.stack_actions(self.action_space, actions)},
-                       self.step_timeout)
+                msg: dict[str, Any] = {"type": "step", "actions": B.stack_actions(self.action_space, actions)}
+                self._asked = self.autoreset
+                if self._asked:
+                    msg["autoreset"] = True
+                P.send(self._chan, msg, self.step_timeout)
             else:
                 P.send(self._chan, {"type": "step", "action": np.asarray(actions[0])}, self.step_timeout)
         except StopRequested:
@@ -164,7 +177,7 @@ class BatchProgram(ProcessEnv):
             assert self._chan is not None
             if self.batched:
                 result = B.parse_batch_step(P.recv(self._chan, self.step_timeout, self.max_message),
-                                            self.observation_space, self.num_instances)
+                                            self.observation_space, self.num_instances, self._asked)
             else:
                 one = M.parse_step_result(P.recv(self._chan, self.step_timeout, self.max_message),
                                           self.observation_space)

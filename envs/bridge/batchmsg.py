@@ -1,4 +1,5 @@
-"""Protocol 1.1's batched replies: K instances' observations, rewards, flags and infos as stacked arrays.
+"""Protocol 1.1's batched replies: K instances' observations, rewards, flags and infos as stacked arrays,
+and 1.2's ``autoreset`` step replies (the finished instances' last observations and reset infos besides).
 
 Every violation raises :class:`~envs.bridge.protocol.ProtocolError`: a reply for the wrong number of
 instances, a stacked array of the wrong shape, a flag that is not a boolean, an ``infos`` list of the wrong
@@ -39,6 +40,11 @@ class BatchStep:
     truncated: np.ndarray
     """bool [n]"""
     infos: list[dict[str, Any]]
+    final_obs: Any = None
+    """``autoreset`` (1.2): the last observations of the m finished instances, stacked in reply order (their
+    ``obs`` rows start the next episode); None when the step did not ask for it."""
+    reset_infos: list[dict[str, Any]] | None = None
+    """``autoreset`` (1.2): the m finished instances' reset infos, in reply order."""
 
 
 def conform_batch(space: spaces.Space, value: Any, n: int, where: str) -> Any:
@@ -86,13 +92,13 @@ def stack_actions(space: spaces.Space, actions: Sequence[Any] | np.ndarray) -> n
     return arr.reshape((len(actions), *(space.shape or ())))
 
 
-def _infos(msg: dict[str, Any], n: int, kind: str) -> list[dict[str, Any]]:
-    infos = msg.get("infos")
+def _infos(msg: dict[str, Any], n: int, kind: str, key: str = "infos") -> list[dict[str, Any]]:
+    infos = msg.get(key)
     if infos is None:
         return [{} for _ in range(n)]
     if not isinstance(infos, list) or len(infos) != n or not all(isinstance(x, dict) for x in infos):
         got = f"a list of {len(infos)}" if isinstance(infos, list) else type(infos).__name__
-        raise E.ProtocolError(f"{kind}.infos: expected a list of {n} objects, got {got}")
+        raise E.ProtocolError(f"{kind}.{key}: expected a list of {n} objects, got {got}")
     return [{k: v for k, v in x.items() if not k.startswith(RESERVED_INFO_PREFIX)} for x in infos]
 
 
@@ -132,12 +138,28 @@ def parse_batch_reset(msg: dict[str, Any], space: spaces.Space, n: int) -> Batch
     return BatchReset(conform_batch(space, msg["obs"], n, "reset_result.obs"), _infos(msg, n, "reset_result"))
 
 
-def parse_batch_step(msg: dict[str, Any], space: spaces.Space, n: int) -> BatchStep:
-    """Check a batched ``step_result`` for ``n`` instances."""
+def parse_batch_step(msg: dict[str, Any], space: spaces.Space, n: int, autoreset: bool = False) -> BatchStep:
+    """Check a batched ``step_result`` for ``n`` instances (``autoreset``: the step asked the program to reset
+    its finished instances, protocol 1.2)."""
     P.expect(msg, "step_result")
     if "obs" not in msg:
         raise E.ProtocolError("step_result.obs: missing")
     obs = conform_batch(space, msg["obs"], n, "step_result.obs")
-    return BatchStep(obs, _vector(msg, "rewards", n, "step_result", False),
-                     _vector(msg, "terminated", n, "step_result", True),
-                     _vector(msg, "truncated", n, "step_result", True), _infos(msg, n, "step_result"))
+    terminated = _vector(msg, "terminated", n, "step_result", True)
+    truncated = _vector(msg, "truncated", n, "step_result", True)
+    step = BatchStep(obs, _vector(msg, "rewards", n, "step_result", False), terminated, truncated,
+                     _infos(msg, n, "step_result"))
+    if not autoreset:
+        if "final_obs" in msg or "reset_infos" in msg:
+            raise E.ProtocolError("step_result.final_obs: sent for a step that did not ask for autoreset; a "
+                                  "program resets an instance only when asked (docs/protocol.md, 1.2)")
+        return step
+    m = int(np.count_nonzero(terminated | truncated))
+    if m == 0 and msg.get("final_obs") is None:
+        return BatchStep(step.obs, step.rewards, terminated, truncated, step.infos, None, [])
+    if "final_obs" not in msg:
+        raise E.ProtocolError(f"step_result.final_obs: missing for the {m} finished instance(s) of an "
+                              "autoreset step (docs/protocol.md, 1.2)")
+    final = conform_batch(space, msg["final_obs"], m, "step_result.final_obs")
+    return BatchStep(step.obs, step.rewards, terminated, truncated, step.infos, final,
+                     _infos(msg, m, "step_result", "reset_infos"))

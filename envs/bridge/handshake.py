@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -49,6 +50,8 @@ def shake(chan: P.Channel, timeout: float, *, who: str, token: str, max_message:
     except E.RemoteError as e:
         raise E.AuthError(f"program {who!r} refused the handshake: {e}") from e
     try:
-        return M.parse_spec(msg, max_space_elements, max_message)
+        spec = M.parse_spec(msg, max_space_elements, max_message)
     except E.SpecError as e:
         raise E.SpecError(f"program {who!r} sent a bad spec: {e}") from e
+    # the version the program speaks is its challenge's (docs/protocol.md); the spec's is only a label
+    return dataclasses.replace(spec, version=str(challenge.get("version"))[:20])

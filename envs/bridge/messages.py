@@ -28,6 +28,7 @@ class SpecReply:
 
     env: str
     version: str
+    """The protocol version the program speaks: its ``challenge``'s once the handshake has run."""
     observation_space: spaces.Space
     action_space: spaces.Space
     metadata: dict[str, Any] = field(default_factory=dict)

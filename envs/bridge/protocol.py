@@ -31,8 +31,9 @@ from envs.errors import (
 from envs.spaces import MAX_RANK
 from envs.stop import check_stop
 
-VERSION = "1.1"
-"""This side's protocol version; 1.1 added ``num_instances`` (several env instances behind one connection)."""
+VERSION = "1.2"
+"""This side's protocol version; 1.1 added ``num_instances`` (several env instances behind one connection),
+1.2 ``autoreset`` (a K-instance program resets its finished instances within the step's reply)."""
 MAX_INSTANCES = 4096
 """The most env instances one program may declare (``spec.num_instances``)."""
 MAX_MESSAGE = 64 * 1024 * 1024

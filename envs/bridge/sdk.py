@@ -82,8 +82,8 @@ def _stack(values: list[Any]) -> Any:
 
 
 def _loop_batch(chan: P.Channel, envs: list[Any], max_size: int, served: list[int]) -> None:
-    """Serve the batched requests of protocol 1.1 for ``len(envs)`` instances; counts them in
-    ``served[0]``."""
+    """Serve the batched requests of protocol 1.1 for ``len(envs)`` instances (and 1.2's ``autoreset``
+    steps); counts them in ``served[0]``."""
     while True:
         try:
             msg = P.recv(chan, FOREVER, max_size)
@@ -103,11 +103,19 @@ def _loop_batch(chan: P.Channel, envs: list[Any], max_size: int, served: list[in
             elif kind == "step":
                 actions = msg["actions"]
                 res = [envs[i].step(actions[j]) for j, i in enumerate(idx)]
-                reply = {"type": "step_result", "obs": _stack([r[0] for r in res]),
-                         "rewards": np.array([float(r[1]) for r in res]),
+                obs = [r[0] for r in res]
+                reply = {"type": "step_result", "rewards": np.array([float(r[1]) for r in res]),
                          "terminated": np.array([bool(r[2]) for r in res]),
                          "truncated": np.array([bool(r[3]) for r in res]),
                          "infos": [_jsonable(r[4]) for r in res]}
+                ended = [j for j, r in enumerate(res) if r[2] or r[3]]
+                if msg.get("autoreset") and ended:  # protocol 1.2: reset the finished ones now
+                    reply["final_obs"] = _stack([obs[j] for j in ended])
+                    starts = [envs[idx[j]].reset() for j in ended]
+                    reply["reset_infos"] = [_jsonable(info) for _, info in starts]
+                    for j, (first, _) in zip(ended, starts):
+                        obs[j] = first
+                reply["obs"] = _stack(obs)
             elif kind == "render":  # the instance evaluation drives: 0
                 reply = {"type": "render_result", "frame": np.asarray(envs[0].render(), dtype=np.uint8)}
             elif kind == "close":

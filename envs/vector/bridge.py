@@ -4,8 +4,10 @@
 instances are envs ``offset_j … offset_j + K_j - 1``, so ``num_envs = Σ K_j`` (M × K when all declare the same
 K). One vector step sends one batched ``step`` to every program before it reads any reply (the programs run
 at once in their own processes; no thread hand-offs), then one batched ``reset`` to every program with
-finished instances, again all sent before any reply is read (same-step auto-reset). Replies are parsed
-stacked, per-instance work is left for the finished instances. ``info["nondiff_step_ms"]`` is the program's
+finished instances, again all sent before any reply is read (same-step auto-reset). A program that speaks
+protocol 1.2 is asked to reset its finished instances itself, within the step's reply (``autoreset``: their
+last observations come as ``final_obs``), which saves that second round trip. Replies are parsed stacked,
+per-instance work is left for the finished instances. ``info["nondiff_step_ms"]`` is the program's
 round trip as read (from its request to its reply), on each of its envs.
 
 A fault of a program (crash, hang, protocol breach, wrong K or shapes, ``error`` reply) truncates all its K
@@ -76,6 +78,8 @@ class BridgeVectorEnv(VectorEnvBase):
                 raise UserError(f"program {p.who!r} declares other spaces than {first.who!r}; every program "
                                 "of a run must declare the same observation and action spaces")
         self.sizes = [p.num_instances for p in self.programs]
+        for p in self.programs:
+            p.want_autoreset = True
         self.offsets = [int(x) for x in np.cumsum([0, *self.sizes])]
         super().__init__(self.offsets[-1], first.observation_space, first.action_space)
         self.render_mode = None
@@ -111,8 +115,8 @@ class BridgeVectorEnv(VectorEnvBase):
 
     def _step_program(self, j: int, res: ProgramStep) -> tuple[StepRows, list[int]]:
         """Program j's batched step as rows (finals keyed by global env index), batch-wise: per-instance work
-        only for the faults waiting to be reported; and the instances that finished (:meth:`_restart_ended`
-        resets them)."""
+        only for the faults waiting to be reported and the finished instances; and the finished instances
+        that are still to be reset (:meth:`_restart_ended` does it; none after an autoreset step)."""
         lo, k = self.offsets[j], self.sizes[j]
         ms = res.seconds * 1e3
         space = self.single_observation_space
@@ -129,6 +133,19 @@ class BridgeVectorEnv(VectorEnvBase):
             rewards = np.array(r.rewards, dtype=np.float64)
             terminated, truncated = np.array(r.terminated, dtype=bool), np.array(r.truncated, dtype=bool)
             infos = r.infos  # fresh dicts, one per instance (batchmsg)
+        self._annotate(j, res, infos, ms)
+        ended = np.flatnonzero(terminated | truncated).tolist()
+        finals: dict[int, Final] = {}
+        if res.result is not None and res.result.reset_infos is not None:  # autoreset (1.2): reset already
+            for pos, i in enumerate(ended):
+                finals[lo + i] = (_own(unstack(space, res.result.final_obs, pos)), infos[i])
+                infos[i] = res.result.reset_infos[pos]
+            ended = []
+        return StepRows(obs, rewards, terminated, truncated, infos, finals), ended
+
+    def _annotate(self, j: int, res: ProgramStep, infos: list[dict[str, Any]], ms: float) -> None:
+        """Program j's faults of earlier resets, and its round trip, into its envs' step infos."""
+        lo, k = self.offsets[j], self.sizes[j]
         if any(self._pending[lo:lo + k]):  # faults of earlier resets, reported with this step
             for i in range(k):
                 for earlier in self._pending[lo + i]:
@@ -138,8 +155,6 @@ class BridgeVectorEnv(VectorEnvBase):
             add_fault(infos[0], earlier, RESET_FAULTS_KEY)
         for info in infos:
             info[LATENCY_KEY] = ms
-        return StepRows(obs, rewards, terminated, truncated, infos, {}), np.flatnonzero(
-            terminated | truncated).tolist()
 
     def _restart_ended(self, j: int, part: StepRows, ended: list[int], sent: bool | None) -> None:
         """Reset program j's finished instances ``ended`` (same-step auto-reset): their last observations and

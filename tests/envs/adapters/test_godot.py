@@ -95,6 +95,34 @@ def test_same_seeds_same_episodes_and_subset_resets():
     assert np.array_equal(runs[0], runs[1])
 
 
+def test_autoreset_gives_the_same_episodes_without_the_reset_round_trips():
+    """The addon speaks 1.2: training's steps ask it to reset finished agents within the reply; the
+    episodes are those of separate resets (the same seeds and actions, in two Godots), with no reset sent."""
+    arms, sent, venvs = [], [], []  # (the wrapped vector envs kept: their collection would close them)
+    for autoreset in (True, False):
+        venvs.append(make_bridge_vector_env({"command": command(4), "listen": "127.0.0.1:0"}, 4, None))
+        raw = venvs[-1].unwrapped
+        raw.programs[0].want_autoreset = autoreset
+        assert raw.programs[0].spec_reply.version == "1.2" and raw.programs[0].autoreset is autoreset
+        begin_reset, calls = raw.programs[0].begin_reset, []
+        raw.programs[0].begin_reset = lambda idx, f=begin_reset, calls=calls: calls.append(idx) or f(idx)
+        raw.reset(seed=3)
+        arms.append(raw)
+        sent.append(calls)
+    rng, ends = np.random.default_rng(1), 0
+    for _ in range(400):
+        act = rng.integers(0, 5, 4)
+        (o0, r0, t0, u0, i0), (o1, r1, t1, u1, i1) = (raw.step(act) for raw in arms)
+        assert np.array_equal(o0, o1) and np.array_equal(r0, r1)
+        assert np.array_equal(t0, t1) and np.array_equal(u0, u1)
+        if (t0 | u0).any():
+            assert np.array_equal(i0["final_obs"][t0 | u0].tolist(), i1["final_obs"][t0 | u0].tolist())
+        ends += int((t0 | u0).sum())
+    assert ends >= 8 and sent[0] == [] and len(sent[1]) >= 2
+    for venv in venvs:
+        venv.close()
+
+
 def test_random_policy_fails():
     venv = make_bridge_vector_env({"command": command(16), "listen": "127.0.0.1:0"}, 16, None)
     raw = venv.unwrapped

@@ -22,14 +22,16 @@ PY_HEATER = f"{sys.executable} {ROOT / 'examples' / 'thirdparty' / 'heater.py'}"
 ACT = np.full((4, 1), 1.0, np.float32)
 
 HOSTILE = textwrap.dedent("""
-    # A 1.1 program with 4 instances whose step replies break the batched grammar in one way (argv[1]).
+    # A 1.1 program (1.2 for the auto_ modes) with 4 instances whose step replies break the batched grammar
+    # in one way (argv[1]).
     import sys
     import numpy as np
     from envs.bridge import protocol as P
     mode = sys.argv[1]
     chan = P.Channel(0, 1)
     hello = P.recv(chan, 30)
-    P.send(chan, {"type": "challenge", "version": "1.1", "nonce": "00", "mac": ""}, 5)
+    version = "1.2" if mode.startswith("auto") else "1.1"
+    P.send(chan, {"type": "challenge", "version": version, "nonce": "00", "mac": ""}, 5)
     P.recv(chan, 30)
     P.send(chan, {"type": "spec", "env": "hostile", "version": "1.1", "num_instances": 4,
                   "observation_space": {"type": "Box", "low": -1, "high": 1, "shape": [2]},
@@ -52,6 +54,13 @@ HOSTILE = textwrap.dedent("""
             reply["rewards"] = np.zeros(n - 1)
         elif mode == "single":
             reply = {"type": "step_result", "obs": obs[0], "reward": 0.0}
+        elif mode == "unasked":  # final observations for a step that did not ask for autoreset
+            reply["final_obs"] = obs[:0]
+        elif mode == "auto_missing" and msg.get("autoreset"):
+            reply["terminated"] = np.ones(n, bool)
+        elif mode == "auto_shape" and msg.get("autoreset"):
+            reply["terminated"] = np.array([True] + [False] * (n - 1))
+            reply["final_obs"] = np.zeros((2, 2), np.float32)
         P.send(chan, reply, 5)
 """)
 
@@ -87,7 +96,7 @@ def test_process_env_drives_instance_zero_of_a_k_program(heater):
 def test_a_1_0_program_works_unchanged_against_1_1(heater, caplog):
     caplog.set_level(logging.WARNING)
     prog = BatchProgram(command=heater)  # announces 1.0, no num_instances
-    assert (P.VERSION == "1.1" and prog.spec_reply.version == "1.0" and prog.num_instances == 1
+    assert (P.VERSION == "1.2" and prog.spec_reply.version == "1.0" and prog.num_instances == 1
             and not prog.batched)
     obs, _ = prog.reset_instances([0], [0])
     res = prog.step_all(np.ones((1, 1), np.float32))
@@ -110,11 +119,16 @@ def test_python_sdk_hosts_k_instances():
                                         ("flags", "truncated: expected a bool array"),
                                         ("infos", "infos: expected a list of 4 objects"),
                                         ("rewards", "rewards: shape [3], expected [4]"),
-                                        ("single", "obs: shape [2], expected [4, 2]")])
+                                        ("single", "obs: shape [2], expected [4, 2]"),
+                                        ("unasked", "did not ask for autoreset"),
+                                        ("auto_missing", "final_obs: missing for the 4 finished"),
+                                        ("auto_shape", "final_obs: shape [2, 2], expected [1, 2]")])
 def test_bad_batched_replies_are_protocol_faults_of_the_program(tmp_path, mode, text):
     script = tmp_path / "hostile.py"
     script.write_text(HOSTILE)
     prog = BatchProgram(command=f"{sys.executable} {script} {mode}", cwd=str(ROOT), term_grace=0.5)
+    prog.want_autoreset = True  # as training's vector env asks; only a 1.2 program (auto_*) is asked
+    assert prog.autoreset == mode.startswith("auto")
     prog.reset_instances(range(4))
     res = prog.step_all([0, 1, 0, 1])
     assert res.result is None and res.fault is not None

@@ -106,6 +106,45 @@ def test_a_reset_fault_is_reported_with_the_next_step_once():
     venv.close()
 
 
+def test_autoreset_saves_the_reset_round_trips_and_changes_no_transition(heater):
+    """A 1.2 program resets its finished instances within the step reply: the same transitions, finals and
+    episode ends as with a separate reset request, without that request; a 1.1 program is not asked."""
+    heater_py = f"{sys.executable} {ROOT / 'examples' / 'thirdparty' / 'heater.py'} --instances 3"
+    arms = [BridgeVecEnv([BatchProgram(command=heater_py, cwd=str(ROOT))]) for _ in range(2)]
+    arms[1].programs[0].want_autoreset = False
+    assert [venv.programs[0].autoreset for venv in arms] == [True, False]
+    resets = [0, 0]
+
+    def counted(a, begin_reset):
+        def begin(*args):
+            resets[a] += 1
+            return begin_reset(*args)
+        return begin
+
+    for a, venv in enumerate(arms):
+        venv.programs[0].begin_reset = counted(a, venv.programs[0].begin_reset)
+        venv.seed(7)
+    outs = [venv.reset() for venv in arms]
+    np.testing.assert_array_equal(*outs)
+    rng, ends = np.random.default_rng(0), 0
+    for _ in range(250):  # 100-step episodes: two ends per instance
+        act = rng.random((3, 1), dtype=np.float32)
+        (o0, r0, d0, i0), (o1, r1, d1, i1) = (venv.step(act) for venv in arms)
+        np.testing.assert_array_equal(o0, o1)
+        np.testing.assert_array_equal(r0, r1)
+        np.testing.assert_array_equal(d0, d1)
+        for e in np.flatnonzero(d0):
+            np.testing.assert_array_equal(i0[e]["terminal_observation"], i1[e]["terminal_observation"])
+            assert [i0[e]["episode"][k] for k in "rl"] == [i1[e]["episode"][k] for k in "rl"]
+        ends += int(d0.sum())
+    assert ends == 6 and resets == [0, 2]  # the separate resets: one per round of episode ends
+    c = BridgeVectorEnv([BatchProgram(command=f"{heater} --instances 2")])
+    assert c.programs[0].spec_reply.version == "1.1" and not c.programs[0].autoreset
+    c.close()
+    for venv in arms:
+        venv.close()
+
+
 def test_c_and_python_k_instance_programs_train(heater, tmp_path):
     python_heater = f"{sys.executable} {ROOT / 'examples' / 'thirdparty' / 'heater.py'} --instances 4"
     for name, command, envs in (("c", f"{heater} --instances 4", 8), ("py", python_heater, 4)):

@@ -1,9 +1,11 @@
-# nondiff sync node (protocol 1.1, docs/protocol.md): add it to a scene; every node in `agent_group` is one
+# nondiff sync node (protocol 1.2, docs/protocol.md): add it to a scene; every node in `agent_group` is one
 # env instance (K = their number). The trainer starts Godot with NONDIFF_CONNECT=HOST:PORT and
 # NONDIFF_TOKEN in its environment (env.command with env.listen); this node connects there, proves the token
 # (HMAC handshake), declares K, and then serves batched reset/step requests in lock-step with the physics:
 # run Godot with --fixed-fps so that a step advances `action_repeat` physics ticks of game time, not of
-# wall-clock time. When the trainer says `close` or goes away, Godot quits.
+# wall-clock time. A step that asks for `autoreset` (1.2: training does) resets the agents that finished
+# within its reply, their last observations sent as `final_obs`. When the trainer says `close` or goes away,
+# Godot quits.
 #
 # An agent node implements (duck typing):
 #   nondiff_spaces() -> {"observation_space": {...}, "action_space": {...}}   (JSON spaces; Box obs)
@@ -31,6 +33,7 @@ const Wire = preload("res://addons/nondiff/wire.gd")
 var wire
 var agents := []
 var stepping := []  # instances of the step in flight
+var autoreset := false  # the step in flight asked for autoreset (protocol 1.2)
 var heads := {}  # step reply headers in JSON, by "n width": [text, UTF-8 bytes]
 var everyone := []  # 0 … K - 1: the instances of a request that names none
 var frames_left := 0
@@ -117,7 +120,7 @@ func _handshake() -> bool:
 		return false
 	var crypto := Crypto.new()
 	var nonce: String = crypto.generate_random_bytes(16).hex_encode()
-	wire.send({"type": "challenge", "version": "1.1", "nonce": nonce,
+	wire.send({"type": "challenge", "version": "1.2", "nonce": nonce,
 		"mac": Wire.mac(token, "server:", str(h.get("nonce", "")))})
 	var auth: Dictionary = wire.recv()
 	if wire.failed != "" or auth["header"].get("type") != "auth":
@@ -132,7 +135,7 @@ func _handshake() -> bool:
 	if camera > 0:
 		observation_space = {"type": "Dict", "spaces": {"state": observation_space, "camera": {"type": "Box",
 			"low": 0, "high": 255, "shape": [camera, camera, 3], "dtype": "uint8"}}}
-	wire.send({"type": "spec", "env": env_name, "version": "1.1", "metadata": {"render_fps": 15},
+	wire.send({"type": "spec", "env": env_name, "version": "1.2", "metadata": {"render_fps": 15},
 		"observation_space": observation_space, "action_space": spaces["action_space"],
 		"num_instances": agents.size()})
 	return wire.failed == ""
@@ -193,12 +196,14 @@ func _frames(which: Array) -> Array:
 	return ["|u1", [which.size(), camera, camera, 3], out]
 
 
-func _obs_header(arrays: Array, which: Array) -> Dictionary:
-	# The observation's field: one array, or {"state", "camera"} with the camera's frames appended to arrays
+func _obs_field(arrays: Array, which: Array):
+	# The observations of `which` appended to arrays; their field: one array, or {"state", "camera"}
+	arrays.append(_observations(which))
+	var state := {"$array": arrays.size() - 1}
 	if camera <= 0:
-		return {"$array": 0}
+		return state
 	arrays.append(_frames(which))
-	return {"state": {"$array": 0}, "camera": {"$array": arrays.size() - 1}}
+	return {"state": state, "camera": {"$array": arrays.size() - 1}}
 
 
 func _render() -> void:
@@ -236,6 +241,7 @@ func _serve() -> void:
 				agents[which[n]].nondiff_act(actions[n] if width == 1 else actions.slice(n * width,
 					(n + 1) * width - 1))
 			stepping = which
+			autoreset = header.get("autoreset", false) == true
 			frames_left = action_repeat - 1
 			steps += 1
 			emit_signal("stepped", steps)
@@ -245,8 +251,8 @@ func _serve() -> void:
 			var seeds: Array = header.get("seeds", [])
 			for n in range(which.size()):
 				agents[which[n]].nondiff_reset(seeds[n] if n < seeds.size() else null)
-			var arrays := [_observations(which)]
-			var obs := _obs_header(arrays, which)
+			var arrays := []
+			var obs = _obs_field(arrays, which)
 			var key := "reset %d %d" % [which.size(), arrays[0][1][1]]
 			if not heads.has(key):  # no infos (all empty), so the header depends on n and the width only
 				var specs := []
@@ -265,17 +271,23 @@ func _serve() -> void:
 
 
 func _reply_step() -> void:
-	# Rewards and flags straight into pool arrays; infos as JSON only when one has something to say
+	# Rewards and flags straight into pool arrays; infos as JSON only when one has something to say; with
+	# autoreset, the finished agents' last observations, then their reset, then everyone's observations
 	var rewards := PoolRealArray()
 	var terminated := PoolByteArray()
 	var truncated := PoolByteArray()
 	var infos := PoolStringArray()
+	var ended := []
 	var said := false
 	for i in stepping:
 		var status: Dictionary = agents[i].nondiff_status()
 		rewards.append(agents[i].nondiff_reward())
-		terminated.append(1 if status.get("terminated", false) else 0)
-		truncated.append(1 if status.get("truncated", false) else 0)
+		var t: bool = status.get("terminated", false)
+		var u: bool = status.get("truncated", false)
+		terminated.append(1 if t else 0)
+		truncated.append(1 if u else 0)
+		if autoreset and (t or u):
+			ended.append(i)
 		var info: Dictionary = status.get("info", {})
 		if info.empty():
 			infos.append("{}")
@@ -283,16 +295,26 @@ func _reply_step() -> void:
 			infos.append(to_json(info))
 			said = true
 	var n := stepping.size()
-	var arrays := [_observations(stepping), ["<f4", [n], Wire.floats(rewards)], ["|b1", [n], terminated],
-		["|b1", [n], truncated]]
-	var obs := _obs_header(arrays, stepping)
-	var key := "%d %d" % [n, arrays[0][1][1]]
-	if not heads.has(key):  # the header of a step reply depends on n and the observation's width only
+	var arrays := []
+	var final = null
+	if not ended.empty():
+		final = _obs_field(arrays, ended)
+		for i in ended:
+			agents[i].nondiff_reset(null)
+	var obs = _obs_field(arrays, stepping)
+	var at := arrays.size()
+	arrays += [["<f4", [n], Wire.floats(rewards)], ["|b1", [n], terminated], ["|b1", [n], truncated]]
+	var state: int = at - 1 if camera <= 0 else at - 2  # the state observations' array
+	var key := "%d %d %d" % [n, arrays[state][1][1], ended.size()]
+	if not heads.has(key):  # a step reply's header depends on n, the observation's width and m only
 		var specs := []
 		for a in arrays:
 			specs.append({"dtype": a[0], "shape": a[1]})
-		var text := to_json({"type": "step_result", "obs": obs, "rewards": {"$array": 1},
-			"terminated": {"$array": 2}, "truncated": {"$array": 3}, "arrays": specs})
+		var head := {"type": "step_result", "obs": obs, "rewards": {"$array": at},
+			"terminated": {"$array": at + 1}, "truncated": {"$array": at + 2}, "arrays": specs}
+		if final != null:
+			head["final_obs"] = final
+		var text := to_json(head)
 		heads[key] = [text, text.to_utf8()]
 	var head: Array = heads[key]
 	if said:  # infos only when one has something to say (absent: all empty)
