@@ -229,3 +229,27 @@ def test_team_env_plays_every_agent_and_reports_the_mean_reward():
     assert total == pytest.approx((2 + 4 + 3) / 3)  # rewards of 1: a 2 steps, b 4, c 3 (from step 2)
     team.close()
     team.close()
+
+
+def test_groups_split_the_agents_by_policy_with_their_own_spaces_and_step_in_lock_step():
+    from envs.vector.pettingzoo_groups import PettingZooGroups
+
+    fn = functools.partial(make_parallel, "mpe2.simple_adversary_v3:parallel_env", {"max_cycles": 3})
+    groups = PettingZooGroups([fn, fn], {"adv": ["adversary_*"], "good": ["*"]}, name="adv")
+    adv, good = groups.views["adv"], groups.views["good"]
+    assert (adv.num_envs, good.num_envs) == (2, 4) and good.group.agents == ("agent_0", "agent_1")
+    assert adv.single_observation_space.shape == (8,) and good.single_observation_space.shape == (10,)
+    assert adv.reset(seed=0)[0].shape == (2, 8) and good.reset(seed=0)[0].shape == (4, 10)
+    with pytest.raises(RuntimeError, match=r"stage the actions of policy group\(s\) \['good'\]"):
+        adv.step(np.zeros(2, dtype=np.int64))
+    for _ in range(3):
+        groups.stage("adv", np.zeros(2, dtype=np.int64))
+        groups.stage("good", np.zeros(4, dtype=np.int64))
+        a = adv.step(np.zeros(2, dtype=np.int64))
+        g = good.step(np.zeros(4, dtype=np.int64))
+    assert a[3].all() and g[3].all()  # every agent of both copies truncated at max_cycles, together
+    assert groups.fresh_states() is not None  # every copy just started its next episode
+    assert groups.copies.steps.tolist() == [0, 0]
+    with pytest.raises(UserError, match="agent 'agent_0' matches no policy"):
+        PettingZooGroups([fn], {"adv": ["adversary_*"]}, name="adv")
+    adv.close()
