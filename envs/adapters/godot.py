@@ -2,9 +2,10 @@
 
 The game is any Godot 3 project holding the addon ``addons/nondiff`` (a sync node and its wire code,
 envs/adapters/assets/godot/addons/nondiff): every node of the group ``nondiff_agent`` is one env instance,
-so one Godot process hosts K of them (protocol 1.1). Godot has no binary-safe stdin/stdout, so nondiff
-listens on loopback (``listen``, port 0) and starts ``command``, which connects back with the
-``NONDIFF_CONNECT`` and ``NONDIFF_TOKEN`` of its environment (envs/bridge/launch.py). Godot must run its
+so one Godot process hosts K of them (protocol 1.1), and resets the finished ones within the step's reply
+(1.2's autoreset). Godot has no binary-safe stdin/stdout, so nondiff listens on loopback (``listen``, port
+0) and starts ``command``, which connects back with the ``NONDIFF_CONNECT`` and ``NONDIFF_TOKEN`` of its
+environment (envs/bridge/launch.py). Godot must run its
 physics with ``--fixed-fps`` so that a step is game time, not wall-clock time.
 
 The default command runs the shipped game, Reach (envs/adapters/assets/godot/game): 16 balls per scene
