@@ -1,4 +1,5 @@
-"""G1 and G2 (issue 27): Godot throughput against the anchor's design, and what the engine costs PPO.
+"""G1, G2 and G3 (issue 27): Godot throughput against the anchor's design, what the engine costs PPO, and
+how soon training steps after train.py starts the engines.
 
 G1 runs benchmarks/experiments/godot_anchor.py: nondiff's binary protocol 1.1 against a JSON lock-step driver
 built the way Godot RL Agents builds it, the same engine, scene and agents, K = 1, 16, 64, alternating.
@@ -7,7 +8,12 @@ G2 trains configs/godot.yaml's PPO (2 Godots × 16 agents, action repeat 4) with
 and the same PPO, hyperparameters and 32 envs on :class:`~benchmarks.godot_twin.TwinEnv` (Reach's spaces
 in-process, no engine), as child processes alternating. The figure is steady steps/s between the first and
 last progress lines (start-up, the first rollout and the end are outside it), the ratio Godot / twin per
-round, the median reported. Run by hand::
+round, the median reported.
+
+G3 runs ``train.py --env godot`` for one rollout (4,096 steps) and times its console lines from the
+launch: the first engine started (the probe), the training engines connected, and the first progress line,
+which comes after the whole first rollout, so the time from the first engine's start to it bounds the
+first training step from above. Run by hand::
 
     python benchmarks/godot.py [--steps 40960] [--rounds 3]
 """
@@ -150,6 +156,36 @@ def anchor(seconds: float, repeats: int, agents: list[int]) -> dict[str, Any]:
                    for side in ("anchor", "nondiff")}
             out[f"k{k}"].update(cpu_us_per_step=cpu, cpu_ratio=cpu["anchor"] / cpu["nondiff"])
     return out
+
+
+def startup(rounds: int) -> dict[str, Any]:
+    """``rounds`` runs of ``train.py --env godot`` for one rollout, each line timed from the launch."""
+    import re
+    import subprocess
+
+    runs: list[dict[str, float]] = []
+    tmp = tempfile.mkdtemp(prefix="bench-g3-")
+    try:
+        for i in range(rounds):
+            cmd = train_cmd("--env", "godot", "--timesteps", str(LOG_EVERY), "--run-dir", f"{tmp}/r{i}",
+                            "--set", "eval.every=0", "--set", f"train.log_every={LOG_EVERY}")
+            t0, load = time.perf_counter(), round(os.getloadavg()[0], 2)
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            lines = [(time.perf_counter() - t0, line) for line in proc.stdout or ()]
+            if proc.wait(300) != 0:
+                raise RuntimeError(f"train.py --env godot exited {proc.returncode}: {lines[-3:]}")
+            started = [t for t, line in lines if re.search(r"started godot3-server", line)]
+            connected = [t for t, line in lines if re.search(r"godot3-server .* connected in", line)]
+            step = next(t for t, line in lines if PROGRESS.search(line))
+            runs.append({"engine_started_s": started[0], "engines_connected_s": connected[-1],
+                         "first_rollout_s": step, "after_engines_s": step - started[0], "load": load})
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"runs": runs, "rollout_steps": LOG_EVERY,
+            "after_engines_s": statistics.median(r["after_engines_s"] for r in runs),
+            "first_rollout_s": statistics.median(r["first_rollout_s"] for r in runs)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""The rows G1 (Godot throughput against the anchor's design) and G2 (what the engine costs PPO), issue 27:
+"""The rows G1 (Godot throughput against the anchor's design), G2 (what the engine costs PPO) and G3
+(start-up), issue 27:
 each runs its measurement (benchmarks/godot.py) and returns a :class:`~benchmarks.row.Row`; their texts
 are written from the data alone (``--render-only``)."""
 
@@ -71,6 +72,22 @@ def g2_text(d: dict[str, Any]) -> Text:
             "--steps 40960 --rounds 3`."}
 
 
+def g3_text(d: dict[str, Any]) -> Text:
+    """G3's figure and details."""
+    figure = (f"**{d['after_engines_s']:.2f} s** from the first engine's start to the end of the first "
+              f"rollout ({d['rollout_steps']:,} steps); {d['first_rollout_s']:.2f} s from the launch")
+    rows = ["| run | first engine started | training engines connected | first progress line | after the "
+            "first engine | load |", "|---|---|---|---|---|---|"]
+    for i, r in enumerate(d["runs"]):
+        rows.append(f"| {i + 1} | {r['engine_started_s']:.2f} s | {r['engines_connected_s']:.2f} s | "
+                    f"{r['first_rollout_s']:.2f} s | **{r['after_engines_s']:.2f} s** | {r['load']} |")
+    details = ("`train.py --env godot` (configs/godot.yaml: a probe Godot, then 2 Godots × 16 agents) for "
+               "one rollout, its console lines timed from the launch, median of the runs. The first progress "
+               "line comes after the whole first rollout, so the time from the first engine's start to it "
+               "bounds the first training step from above.\n\n" + "\n".join(rows))
+    return {"figure": figure, "details": details}
+
+
 def bench_g1(quick: bool, shared: Shared) -> Row:
     """nondiff's binary 1.1 path against the JSON anchor on Godot, K = 1, 16, 64."""
     d = godot.anchor(1.0 if quick else 3.0, 1 if quick else 2, AGENTS)
@@ -89,3 +106,12 @@ def bench_g2(quick: bool, shared: Shared) -> Row:
                "with the same spaces, no physics", goal="≥ 0.8× the in-process env's training steps/s",
                met=d["ratio"] >= 0.8, value=d["ratio"], unit="ratio (Godot / in-process, steps/s)", data=d,
                **g2_text(d))
+
+
+def bench_g3(quick: bool, shared: Shared) -> Row:
+    """How soon training steps after train.py starts the engines."""
+    d = godot.startup(1 if quick else 3)
+    return Row(title="Godot start-up: the first training step after `train.py --env godot` starts the "
+               "engines",
+               goal="≤ 3 s", met=d["after_engines_s"] <= 3.0, value=d["after_engines_s"],
+               unit="s (first engine started → first rollout done, an upper bound)", data=d, **g3_text(d))

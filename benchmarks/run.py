@@ -31,17 +31,18 @@ BENCHES: dict[str, Bench] = {
     "P1": rows.bench_p1, "P2": rows.bench_p2, "P3": rows.bench_p3, "P3b": rows_extra.bench_p3b,
     "P3c": rows_extra.bench_p3c, "P4": rows.bench_p4, "P5": rows.bench_p5, "P6": rows_extra.bench_p6,
     "P6b": rows_extra.bench_p6b, "P7": rows_extra.bench_p7, "G1": rows_godot.bench_g1,
-    "G2": rows_godot.bench_g2, "ENV": rows.bench_env, "MEM": rows.bench_mem}
+    "G2": rows_godot.bench_g2, "G3": rows_godot.bench_g3, "ENV": rows.bench_env, "MEM": rows.bench_mem}
 """Every row ``make bench`` produces, in the order a full run takes them."""
 IDS = tuple(BENCHES)
 TEXTS: dict[str, Callable[[dict[str, Any]], Text]] = {
     "P1": texts.p1_text, "P2": texts.p2_text, "P3": texts.p3_text, "P3b": texts_extra.p3b_text,
     "P3c": texts_extra.p3c_text, "P4": texts.p4_text, "P5": texts.p5_text, "P6": texts_extra.p6_text,
-    "P6b": texts_extra.p6_text, "P7": texts_extra.p7_text, "G1": rows_godot.g1_text, "G2": rows_godot.g2_text}
+    "P6b": texts_extra.p6_text, "P7": texts_extra.p7_text, "G1": rows_godot.g1_text, "G2": rows_godot.g2_text,
+    "G3": rows_godot.g3_text}
 """The rows whose figure and details ``--render-only`` rewrites from their stored data."""
 AFTER = {"MEM": ("P2", "P5"), "P3c": ("P3b",)}
 """Rows that reuse others' runs (through ``shared``), so start after them."""
-HEAVY_FIRST = ("P7", "P5", "P1", "P6", "P6b", "P2", "G2", "P4", "P3b", "G1", "ENV", "P3")
+HEAVY_FIRST = ("P7", "P5", "P1", "P6", "P6b", "P2", "G2", "P4", "P3b", "G1", "G3", "ENV", "P3")
 """``--quick`` starts the longest rows first, three at a time."""
 CMD = "python -m benchmarks --only {}"
 
