@@ -334,7 +334,8 @@ class RunConfig(Section):
     blackbox: BlackBoxSection = Field(default_factory=BlackBoxSection)
     selfplay: SelfPlaySection = Field(default_factory=SelfPlaySection)
     policies: dict[str, PolicySpec] = Field(default_factory=dict)
-    """Several policies on a PettingZoo parallel env (``--backend sb3``, PPO or A2C): policy name -> its
+    """Several policies on a PettingZoo parallel env (``--backend sb3``: PPO or A2C; ``rllib``: PPO, one
+    RLModule per policy): policy name -> its
     agent-id patterns and ``agent:`` overrides (agents/config/policies.py). Empty: one policy for all
     agents."""
     meta: dict[str, Any] = Field(default_factory=dict)
@@ -363,8 +364,8 @@ class RunConfig(Section):
     def _policy_map(self) -> RunConfig:
         if not self.policies:
             return self
-        if self.agent.backend != "sb3":
-            raise ValueError(f"policies: (several policies) runs on --backend sb3, not yet on "
+        if self.agent.backend not in ("sb3", "rllib"):
+            raise ValueError(f"policies: (several policies) runs on --backend sb3 or rllib, not on "
                              f"{self.agent.backend}; use --backend sb3, or leave policies: out for one "
                              "policy shared by all agents")
         if self.agent.algo not in POLICY_ALGOS:

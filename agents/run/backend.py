@@ -35,6 +35,7 @@ BACKENDS: dict[str, str] = {
 }
 POLICY_MAP_BACKENDS: dict[str, str] = {
     "sb3": "agents.sb3.multipolicy:MultiPolicyBackend",
+    "rllib": "agents.rllib.multipolicy:RLlibAgentsBackend",
 }
 """The backend that trains a ``policies:`` map (several policies on a PettingZoo parallel env), by backend
 name."""
@@ -70,6 +71,8 @@ class Backend(ABC):
             one (envs/vector/pettingzoo.py); others drive one instance per program.
         masking_algos: the algorithms that act only on the legal actions of an env that gives action masks
             (``env.action_mask``, agents/run/masks.py); a masked env with any other exits 2.
+        pettingzoo: the PettingZoo APIs it trains: ``parallel`` (a parallel env's agents, shared or mapped by
+            ``policies:``), ``aec`` (a turn-based game, by self-play); any other exits 2.
     """
 
     seed: int
@@ -77,6 +80,7 @@ class Backend(ABC):
     channels_first: ClassVar[bool] = False
     batches_programs: ClassVar[bool] = False
     masking_algos: ClassVar[tuple[str, ...]] = ()
+    pettingzoo: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abstractmethod
@@ -134,7 +138,8 @@ def get_backend(name: str, policies: bool = False) -> type[Backend]:
     if name not in BACKENDS:
         raise UserError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
     if policies and name not in POLICY_MAP_BACKENDS:
-        raise UserError(f"policies: (several policies) runs on --backend sb3, not yet on {name}")
+        raise UserError(f"policies: (several policies) runs on --backend {' or '.join(POLICY_MAP_BACKENDS)}, "
+                        f"not on {name}")
     module, _, cls = (POLICY_MAP_BACKENDS if policies else BACKENDS)[name].partition(":")
     try:
         mod = importlib.import_module(module)

@@ -261,10 +261,13 @@ def probe(cfg: RunConfig, env: ResolvedEnv, backend: type[Backend]) -> tuple[Res
         raise UserError(f"policies: maps the agents of a PettingZoo parallel env to policies, and env "
                         f"{cfg.env.id!r} is not one; give --env module:parallel_env (e.g. "
                         "mpe2.simple_adversary_v3:parallel_env), or leave policies: out")
-    if env.multi_agent and not backend.batches_programs:
-        raise UserError(f"env {cfg.env.id!r} is a PettingZoo parallel env, whose agents share one policy "
-                        f"as the slots of one batched vector env, which the {cfg.agent.backend} backend does "
-                        "not take yet: use --backend sb3")
+    if env.multi_agent and "parallel" not in backend.pettingzoo:
+        raise UserError(f"env {cfg.env.id!r} is a PettingZoo parallel env, whose agents the "
+                        f"{cfg.agent.backend} backend does not train: use --backend sb3 or rllib")
+    if env.turn_based and "aec" not in backend.pettingzoo:
+        raise UserError(f"env {cfg.env.id!r} is a turn-based PettingZoo game (AEC), which nondiff trains by "
+                        f"self-play on --backend sb3 only; the {cfg.agent.backend} backend cannot run it: use "
+                        "--backend sb3")
     with build_errors(cfg):
         if listen:  # connect mode: the waiting line counts the programs the run needs
             from envs.bridge import listen as L

@@ -106,6 +106,7 @@ class SB3Backend(Backend):
     channels_first = True  # SB3's CNNs take (C, H, W)
     batches_programs = True  # K-instance programs and connect mode: one batched vector env
     masking_algos = ("ppo",)  # sb3-contrib's MaskablePPO (agents/sb3/masking.py)
+    pettingzoo = ("parallel", "aec")  # one shared policy over the agents; a turn-based game by self-play
 
     def __init__(self, cfg: RunConfig, seed: int, model: BaseAlgorithm | None, policy: Any,
                  norm: dict[str, Any] | None, spaces: tuple[gym.Space, gym.Space]) -> None:

@@ -66,6 +66,7 @@ class MultiPolicyBackend(Backend):
 
     channels_first = True
     batches_programs = True  # a PettingZoo parallel env's agents as the slots of batched vector envs
+    pettingzoo = ("parallel",)
 
     def __init__(self, cfg: RunConfig, seed: int, members: list[Member], policies: dict[str, Any],
                  spaces: tuple[gym.spaces.Dict, gym.spaces.Dict],
