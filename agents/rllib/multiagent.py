@@ -32,8 +32,8 @@ MA_ENV_NAME = "nondiff-agents-env"
 SHARED = "shared"
 """The one RLModule every agent maps to without ``policies:`` (not RLlib's ``default_policy``, which would
 make the config single-agent)."""
-MODULE_KEYS = ("learning_rate", "lr_schedule", "ent_coef", "clip_range", "vf_coef", "max_grad_norm", "net_arch",
-               "activation", "log_std_init", "ortho_init")
+MODULE_KEYS = ("learning_rate", "lr_schedule", "ent_coef", "clip_range", "vf_coef", "max_grad_norm",
+               "net_arch", "activation", "log_std_init", "ortho_init")
 """The ``policies:`` overrides RLlib 2.60 honours per module (PPO): the optimiser's rate, the loss's
 coefficients and clip, gradient clipping (per-module config) and the network (per-module spec). ``gamma``,
 ``gae_lambda`` (one GAE connector), ``batch_size`` and ``n_epochs`` (one update loop) are the learner's."""
@@ -130,8 +130,8 @@ def check_config(cfg: RunConfig) -> None:
     for name, spec in cfg.policies.items():
         foreign = sorted(k for k in spec.overrides() if k not in MODULE_KEYS)
         if foreign:
-            raise UserError(f"policies.{name} gives {', '.join(foreign)}, which RLlib sets for all modules at "
-                            f"once; give it in agent: instead, or use --backend sb3. On --backend rllib a "
+            raise UserError(f"policies.{name} gives {', '.join(foreign)}, which RLlib sets for all modules "
+                            f"at once; give it in agent: instead, or use --backend sb3. On --backend rllib a "
                             f"policy may override: {', '.join(MODULE_KEYS)}")
 
 
@@ -204,11 +204,13 @@ class ParallelAgents(MultiAgentEnv):  # type: ignore[misc]
         self.env = env
         self.possible_agents = list(env.possible_agents)
         self.agents: list[Any] = []
-        self.observation_spaces = {a: env.observation_space(a) for a in self.possible_agents}
-        self.action_spaces = {a: env.action_space(a) for a in self.possible_agents}
-        self.observation_space = gym.spaces.Dict(self.observation_spaces)
-        self.action_space = gym.spaces.Dict(self.action_spaces)
-        self.max_episode_steps, self.nan_policy, self.bounds_policy = max_episode_steps, nan_policy, bounds_policy
+        self._obs_spaces: dict[Any, gym.Space] = {a: env.observation_space(a) for a in self.possible_agents}
+        self._act_spaces: dict[Any, gym.Space] = {a: env.action_space(a) for a in self.possible_agents}
+        self.observation_spaces, self.action_spaces = dict(self._obs_spaces), dict(self._act_spaces)
+        self.observation_space = gym.spaces.Dict(dict(self._obs_spaces))
+        self.action_space = gym.spaces.Dict(dict(self._act_spaces))
+        self.max_episode_steps = max_episode_steps
+        self.nan_policy, self.bounds_policy = nan_policy, bounds_policy
         self._steps = 0
         self._cut: set[Any] = set()
         self._last: dict[Any, Any] = {}
@@ -220,7 +222,7 @@ class ParallelAgents(MultiAgentEnv):  # type: ignore[misc]
         infos = {a: dict(infos.get(a, {})) for a in obs}
         self._steps, self._cut, self._last = 0, set(), {}
         for agent in list(obs):
-            space = self.observation_spaces[agent]
+            space = self._obs_spaces[agent]
             obs[agent], fault = judge_reset(space, obs[agent], placeholder(space), self.nan_policy,
                                             self.bounds_policy, str(agent))
             if fault is not None:
@@ -229,17 +231,17 @@ class ParallelAgents(MultiAgentEnv):  # type: ignore[misc]
         self.agents = list(obs)
         return obs, infos
 
-    def step(self, action_dict: dict[Any, Any]) -> tuple[dict[Any, Any], ...]:
+    def step(self, action_dict: dict[Any, Any]) -> Any:
         """Every agent still in the episode acts; the agents that were cut act with their first action."""
         live = list(self.env.agents)
-        acts = {a: action_dict[a] if a in action_dict else placeholder(self.action_spaces[a]) for a in live}
+        acts = {a: action_dict[a] if a in action_dict else placeholder(self._act_spaces[a]) for a in live}
         obs, rewards, terms, truncs, infos = self.env.step(acts)
         self._steps += 1
         limit = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
         out: tuple[dict[Any, Any], ...] = ({}, {}, {}, {}, {})
         o, r, te, tr, inf = out
         for agent in (a for a in obs if a not in self._cut):
-            space = self.observation_spaces[agent]
+            space = self._obs_spaces[agent]
             fallback = self._last.get(agent, placeholder(space))
             verdict = judge_step(space, obs[agent], rewards.get(agent, 0.0), fallback, self.nan_policy,
                                  self.bounds_policy, str(agent))

@@ -96,7 +96,7 @@ class RLlibAgentsBackend(RLlibBackend):
                 scalars[prefix + dst] = learner.get(src)
             if prefix:
                 got = modules.get(g.name)
-                scalars[f"{prefix}rollout/ep_rew_mean"] = float(got) / len(g.agents) if got is not None else None
+                scalars[f"{prefix}rollout/ep_rew_mean"] = None if got is None else float(got) / len(g.agents)
         scalars["env/runner_restarts"] = result.get("fault_tolerance", {}).get("num_remote_worker_restarts")
         scalars.update(_health(runners.get("nondiff", {}), session))
         return Iteration(self.num_timesteps, mean, scalars)
@@ -140,14 +140,14 @@ class RLlibAgentsBackend(RLlibBackend):
         tensorcheck.check_rllib(ckpt)
         header, meta, path = ckpt.header, ckpt.header.extra, ckpt.path
         team = ma.team_of(cfg, env)
-        saved = meta.get("modules")
-        if saved != {g.name: list(g.agents) for g in team.groups}:
-            raise CheckpointError(f"checkpoint {str(path)!r} holds the modules {saved}, but this run's config "
-                                  f"maps its agents to {dict((g.name, list(g.agents)) for g in team.groups)}; "
-                                  "use the run's own config.yaml")
+        saved, mine = meta.get("modules"), {g.name: list(g.agents) for g in team.groups}
+        if saved != mine:
+            raise CheckpointError(f"checkpoint {str(path)!r} holds the modules {saved}, but this run's "
+                                  f"config maps its agents to {mine}; use the run's own config.yaml")
         if header.algo != cfg.agent.algo:
             raise CheckpointError(f"checkpoint {str(path)!r} holds RLlib {header.algo.upper()} modules, but "
-                                  f"the config asks for --algo {cfg.agent.algo}; use the run's own config.yaml")
+                                  f"the config asks for --algo {cfg.agent.algo}; use the run's own "
+                                  "config.yaml")
         weights = {g.name: {k[len(f"module/{g.name}/"):]: v.numpy() for k, v in ckpt.tensors.items()
                             if k.startswith(f"module/{g.name}/")} for g in team.groups}
         if for_training:
