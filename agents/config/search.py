@@ -52,6 +52,11 @@ class SearchSection(Section):
     one study on several machines: each runs ``train.py --optimize`` with a study dir of the same name. None:
     ``study.journal`` in the study dir. The URL holds no password, since study.yaml stores it: PostgreSQL's
     client reads ``PGPASSWORD`` or ``~/.pgpass``. PostgreSQL needs the ``postgres`` extra (psycopg)."""
+    cpus_per_trial: float | None = Field(default=None, gt=0)
+    """On Ray (``--ray-address``, or ``--backend rllib``): the CPUs each trial's Ray task reserves, so that
+    Ray places a trial on a node with room for its runs. None: ``seeds_per_trial``, one core per seed's
+    ``train.py`` process. Ignored without Ray."""
+
     @field_validator("storage")
     @classmethod
     def _storage_url(cls, v: str | None) -> str | None:

@@ -48,6 +48,8 @@ from envs.errors import UserError
 if TYPE_CHECKING:
     import optuna
 
+    from agents.search.onray import RayTrials
+
 log = logging.getLogger(__name__)
 STUDY_FILE, JOURNAL = "study.yaml", "study.journal"
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
@@ -104,6 +106,10 @@ def plan(args: argparse.Namespace) -> Plan:
     base = spaces.apply(base, {**fixed, "train.timesteps": cfg.train.timesteps,
                                "eval.every": max(1, cfg.train.timesteps // search.evaluations)})
     base["train"].pop("seed", None)
+    if args.ray_address is not None:  # where the trials run is no setting of a trial (nor of best.yaml)
+        rllib = base.pop("rllib", {})
+        rllib.pop("address", None)
+        base.update({"rllib": rllib} if rllib else {})
     base["agent"] = {"backend": cfg.agent.backend, "algo": cfg.agent.algo, **base.get("agent", {})}
     check_algorithm(validate(base, source), env.spaces[1])
     resolved = search.model_copy(update={"seed": seed, "defaults": False, "space": space_to_yaml(space)})
@@ -163,7 +169,8 @@ def _sampler(search: SearchSection, seed: int) -> optuna.samplers.BaseSampler:
                                       constant_liar=search.jobs > 1, seed=seed)
 
 
-def _pruner(search: SearchSection) -> optuna.pruners.BasePruner:
+def make_pruner(search: SearchSection) -> optuna.pruners.BasePruner:
+    """The study's pruner (a trial's Ray task builds its own from the same settings)."""
     import optuna
 
     if search.pruner == "median":
@@ -186,18 +193,23 @@ def optimize(args: argparse.Namespace, argv: list[str]) -> int:
         raise UserError(f"{', '.join(flags)} belong to a hyperparameter search: add --optimize")
     p = reopen(args) if args.resume else plan(args)
     with locked(p.path):
-        return Study(p).run()
+        if args.ray_address is None and p.base["agent"]["backend"] != "rllib":
+            return Study(p).run()
+        from agents.search import onray  # imports ray
+
+        with onray.session(p.path, p.search, args.ray_address) as on_ray:
+            return Study(p, on_ray).run()
 
 
 class Study:
     """The running study: workers that each take a trial (a stale one first, else a new one) until done."""
 
-    def __init__(self, p: Plan) -> None:
+    def __init__(self, p: Plan, on_ray: RayTrials | None = None) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        self.p = p
+        self.p, self.on_ray = p, on_ray
         own = p.search.storage is None
         resumed = own and (p.path / JOURNAL).is_file()
         storage = storage_at(p.path / JOURNAL, p.search.storage)
@@ -208,7 +220,7 @@ class Study:
         with opening(p.search.storage):
             self.study = optuna.create_study(study_name=self.name, storage=storage, direction="maximize",
                                              sampler=_sampler(p.search, p.seed + started),
-                                             pruner=_pruner(p.search), load_if_exists=True)
+                                             pruner=make_pruner(p.search), load_if_exists=True)
         # a study's own journal has no other writer (the lock): its running trials were left by a killed
         # study and are adopted; a shared storage's running trials may be live elsewhere
         running = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
@@ -255,9 +267,9 @@ class Study:
                 atomic_write_bytes(path / "trial.yaml", (head + self._config(values)).encode())
             for key, value in (("dir", name), ("seeds", self.seeds), ("config_values", values)):
                 trial.set_user_attr(key, value)
-            t0 = time.monotonic()
-            outcome = TrialRun(trial, path, self.seeds, int(self.p.base["train"]["timesteps"]), self.children,
-                               reported).run()
+            t0, timesteps = time.monotonic(), int(self.p.base["train"]["timesteps"])
+            outcome = (self.on_ray.run(trial, self.seeds, timesteps, self.children.stopping) if self.on_ray
+                       else TrialRun(trial, path, self.seeds, timesteps, self.children, reported).run())
             self._finish(trial, outcome, time.monotonic() - t0)
 
     def _config(self, values: dict[str, Any]) -> str:
