@@ -53,6 +53,7 @@ class BatchProgram(ProcessEnv):
         """Ask the program to reset its finished instances within each step's reply, where it speaks 1.2
         (training's vector env does; evaluation seeds and resets every episode itself)."""
         self._asked = False  # whether the step in flight asked for autoreset
+        self._stepping = 0  # how many instances the step in flight steps
         super().__init__(**kwargs)
 
     @property
@@ -146,9 +147,11 @@ class BatchProgram(ProcessEnv):
         raised."""
         return self.end_step(self.begin_step(actions))
 
-    def begin_step(self, actions: np.ndarray | Sequence[Any]) -> float | ProgramStep:
-        """Send the step (:meth:`step_all`'s first half, so that several programs run at once): the time it
-        was sent, or the fault that cut it short."""
+    def begin_step(self, actions: np.ndarray | Sequence[Any],
+                   instances: Sequence[int] | None = None) -> float | ProgramStep:
+        """Send the step (:meth:`step_all`'s first half, so that several programs run at once) of every
+        instance, or of ``instances`` alone (``actions`` then has one row each): the time it was sent, or the
+        fault that cut it short."""
         t = time.perf_counter()
         if not self._alive:
             raise RuntimeError("process: step after a fault; reset the program's instances first")
@@ -156,7 +159,9 @@ class BatchProgram(ProcessEnv):
             assert self._chan is not None
             if self.batched:
                 msg: dict[str, Any] = {"type": "step", "actions": B.stack_actions(self.action_space, actions)}
-                self._asked = self.autoreset
+                if instances is not None:
+                    msg["instances"] = list(instances)
+                self._asked, self._stepping = self.autoreset, len(actions)
                 if self._asked:
                     msg["autoreset"] = True
                 P.send(self._chan, msg, self.step_timeout)
@@ -177,7 +182,7 @@ class BatchProgram(ProcessEnv):
             assert self._chan is not None
             if self.batched:
                 result = B.parse_batch_step(P.recv(self._chan, self.step_timeout, self.max_message),
-                                            self.observation_space, self.num_instances, self._asked)
+                                            self.observation_space, self._stepping, self._asked)
             else:
                 one = M.parse_step_result(P.recv(self._chan, self.step_timeout, self.max_message),
                                           self.observation_space)

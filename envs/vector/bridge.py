@@ -90,6 +90,11 @@ class BridgeVectorEnv(VectorEnvBase):
         """Program faults met while resetting, reported with the env's next step."""
         self._pool = (ThreadPoolExecutor(len(self.programs), "nondiff-program") if len(self.programs) > 1
                       else None)
+        self.skip: np.ndarray | None = None
+        """Envs the next step leaves out (a NEXT_STEP caller's just-finished envs, envs/vector/next_step.py):
+        their programs step the others alone (``instances``); read and cleared by that step."""
+        self.skipped = np.zeros(self.num_envs, dtype=bool)
+        """The envs the last step left out."""
 
     def _each(self, fn: Any) -> list[Any]:
         """``fn(j)`` for every program, concurrently; the first exception is re-raised."""
@@ -113,31 +118,43 @@ class BridgeVectorEnv(VectorEnvBase):
         set_row(self._cur, [lo + i for i in local], obs)
         return local, infos
 
-    def _step_program(self, j: int, res: ProgramStep) -> tuple[StepRows, list[int]]:
+    def _step_program(self, j: int, res: ProgramStep | None,
+                      local: list[int] | None = None) -> tuple[StepRows, list[int]]:
         """Program j's batched step as rows (finals keyed by global env index), batch-wise: per-instance work
         only for the faults waiting to be reported and the finished instances; and the finished instances
-        that are still to be reset (:meth:`_restart_ended` does it; none after an autoreset step)."""
+        that are still to be reset (:meth:`_restart_ended` does it; none after an autoreset step).
+        ``local``: the instances the step was for (None: all K); the others sat it out (``res`` None when
+        all did), their rows the current observations, reward 0, not finished, an empty info."""
         lo, k = self.offsets[j], self.sizes[j]
-        ms = res.seconds * 1e3
         space = self.single_observation_space
-        if res.result is None:  # the program's fault: all K envs end as truncated, one restart
+        if res is not None and res.result is None:  # the program's fault: all K envs end as truncated
             assert res.fault is not None
             obs = row(self._cur, slice(lo, lo + k))
             rewards, terminated, truncated = np.zeros(k), np.zeros(k, dtype=bool), np.ones(k, dtype=bool)
             shared = res.fault.merged(restart=False, budget=None, shared=True)
             infos: list[dict[str, Any]] = [{FAULT_KEY: res.fault if i == 0 else shared} for i in range(k)]
         else:
-            r = res.result
             obs = create_empty_array(space, k, fn=np.empty)  # a fresh batch of the space's dtypes
-            set_row(obs, slice(None), r.obs)
-            rewards = np.array(r.rewards, dtype=np.float64)
-            terminated, truncated = np.array(r.terminated, dtype=bool), np.array(r.truncated, dtype=bool)
-            infos = r.infos  # fresh dicts, one per instance (batchmsg)
-        self._annotate(j, res, infos, ms)
+            rewards, terminated, truncated = np.zeros(k), np.zeros(k, dtype=bool), np.zeros(k, dtype=bool)
+            if local is not None:  # a subset stepped: the others keep their current observations
+                set_row(obs, slice(None), row(self._cur, slice(lo, lo + k)))
+                infos = [{} for _ in range(k)]
+            if res is not None:
+                r, at = res.result, slice(None) if local is None else local
+                assert r is not None
+                set_row(obs, at, r.obs)
+                rewards[at], terminated[at], truncated[at] = r.rewards, r.terminated, r.truncated
+                if local is None:
+                    infos = r.infos  # fresh dicts, one per instance (batchmsg)
+                else:
+                    for pos, i in enumerate(local):
+                        infos[i] = r.infos[pos]
+        if res is not None:
+            self._annotate(j, res, infos, res.seconds * 1e3)
         ended = np.flatnonzero(terminated | truncated).tolist()
         finals: dict[int, Final] = {}
-        if res.result is not None and res.result.reset_infos is not None:  # autoreset (1.2): reset already
-            for pos, i in enumerate(ended):
+        if res is not None and res.result is not None and res.result.reset_infos is not None:  # autoreset
+            for pos, i in enumerate(ended):  # (1.2): reset already; ended in reply order (local ascends)
                 finals[lo + i] = (_own(unstack(space, res.result.final_obs, pos)), infos[i])
                 infos[i] = res.result.reset_infos[pos]
             ended = []
@@ -203,10 +220,20 @@ class BridgeVectorEnv(VectorEnvBase):
         acts = np.asarray(actions) if isinstance(actions, np.ndarray) else np.array(
             list(iterate(self.action_space, actions)))
         programs = self.programs
+        skip, self.skip = self.skip, None
+        self.skipped = skip if skip is not None else np.zeros(self.num_envs, dtype=bool)
         # every program steps (then resets its finished instances) at once, in its own process; the
         # replies are read in turn: no thread hand-offs, one wake-up per program and request
-        sent = [p.begin_step(acts[lo:lo + k]) for p, lo, k in zip(programs, self.offsets, self.sizes)]
-        steps = [self._step_program(j, p.end_step(sent[j])) for j, p in enumerate(programs)]
+        local: list[list[int] | None] = [None] * len(programs)
+        sent: list[float | ProgramStep | None] = []
+        for j, (p, lo, k) in enumerate(zip(programs, self.offsets, self.sizes)):
+            if skip is None or not skip[lo:lo + k].any():
+                sent.append(p.begin_step(acts[lo:lo + k]))
+                continue
+            some = local[j] = np.flatnonzero(~skip[lo:lo + k]).tolist()
+            sent.append(p.begin_step(acts[[lo + i for i in some]], some) if some else None)
+        steps = [self._step_program(j, None if (began := sent[j]) is None else p.end_step(began), local[j])
+                 for j, p in enumerate(programs)]
         resets = [p.begin_reset(ended) if ended and p._alive else False
                   for p, (_, ended) in zip(programs, steps)]
         try:

@@ -37,7 +37,8 @@ class TimeLimit(gym.vector.VectorWrapper):
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """Step, and truncate (and reset) the envs whose episode reached the limit."""
         obs, rewards, terminated, truncated, infos = self.env.step(actions)
-        self.lengths += 1
+        skipped = getattr(self.env.unwrapped, "skipped", None)  # envs left out of the step (next_step.py)
+        self.lengths += 1 if skipped is None else ~skipped
         ended = terminated | truncated
         limit = self.lengths >= self.max_episode_steps
         truncated, late = truncated | limit, limit & ~ended
