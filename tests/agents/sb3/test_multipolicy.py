@@ -109,12 +109,13 @@ def _refused(capsys, argv: list[str]) -> str:
      ["policy 'spare' gets no agent", "each in the first policy that matches it"]),
     ("  all:\n    agents: ['*']\n", "CartPole-v1", "",
      ["policies: maps the agents of a PettingZoo parallel env", "is not one"]),
-    (TWO, ADVERSARY, "agent:\n  backend: rllib\n", ["runs on --backend sb3, not yet on rllib"]),
+    (TWO, ADVERSARY, "agent:\n  backend: blackbox\n  algo: cma\n",
+     ["runs on --backend sb3 or rllib, not on blackbox"]),
     (TWO, ADVERSARY, "agent:\n  algo: sac\n",
      ["trains --algo ppo|a2c, got 'sac'", "use --algo ppo or --algo a2c"]),
     ("  all:\n    agents: ['*']\n    n_epochs: 3\n", SPREAD, "agent:\n  algo: a2c\n",
      ["policies.all gives n_epochs, which --algo a2c does not take"]),
-], ids=["unmapped-agent", "spaces-differ", "policy-without-agents", "not-pettingzoo", "rllib", "sac",
+], ids=["unmapped-agent", "spaces-differ", "policy-without-agents", "not-pettingzoo", "blackbox", "sac",
         "a2c-key"])
 def test_bad_maps_are_refused_in_one_line_with_the_fix(tmp_path, capsys, policies, env, extra, said):
     line = _refused(capsys, ["--config", _config(tmp_path, policies, env, extra), "--timesteps", "64",
