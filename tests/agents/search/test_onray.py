@@ -17,7 +17,14 @@ from conftest import ROOT, free_port, run_cli
 
 import train
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.ci]
+on_ray = [pytest.mark.ray, pytest.mark.slow, pytest.mark.ci]
+"""The marks of a test that starts Ray (CI runs them: ``-m "not slow or ci"``)."""
+
+
+def _ray(test):
+    for mark in on_ray:
+        test = mark(test)
+    return test
 
 CONFIG = """\
 env: {id: CartPole-v1}
@@ -58,8 +65,8 @@ def cluster():
 def _argv(tmp_path, name, address, trials=4, jobs=2, extra=""):
     config = tmp_path / f"{name}.yaml"
     config.write_text(CONFIG + extra)
-    return ["--config", str(config), "--optimize", "--trials", str(trials), "--jobs", str(jobs), "--seed", "3",
-            "--study-dir", str(tmp_path / name), "--ray-address", address]
+    return ["--config", str(config), "--optimize", "--trials", str(trials), "--jobs", str(jobs), "--seed",
+            "3", "--study-dir", str(tmp_path / name), "--ray-address", address]
 
 
 def _trials(study_dir):
@@ -68,6 +75,7 @@ def _trials(study_dir):
     return optuna.load_study(study_name="nondiff", storage=storage).trials
 
 
+@_ray
 def test_trials_run_as_ray_tasks_on_both_nodes_into_the_study_dir(cluster, tmp_path):
     c, workers = cluster
     t0 = time.monotonic()
@@ -92,6 +100,7 @@ def test_trials_run_as_ray_tasks_on_both_nodes_into_the_study_dir(cluster, tmp_p
                        "--timesteps", "128"]) == 0
 
 
+@_ray
 def test_a_killed_driver_loses_no_finished_trial_and_resumes_on_ray(cluster, tmp_path):
     c, _ = cluster
     argv = _argv(tmp_path, "killed", c.address, trials=3, jobs=1)
@@ -128,6 +137,7 @@ def test_an_unreachable_ray_address_is_one_line(tmp_path):
     assert f"--ray-address '{address}': no Ray cluster is reachable there" in line
 
 
+@_ray
 def test_a_trial_bigger_than_every_node_is_one_line(cluster, tmp_path):
     c, _ = cluster
     big = "  cpus_per_trial: 2\n"
@@ -154,9 +164,50 @@ except UserError as e:
 """
 
 
+@_ray
 def test_a_node_that_does_not_see_the_study_dir_is_refused(cluster, tmp_path):
     c, _ = cluster
     out = subprocess.run([sys.executable, "-c", _ELSEWHERE, c.address, str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert "does not see the study dir" in out.stdout and "shared by every node" in out.stdout, out.stderr
     assert not (tmp_path / ".ray-probe").exists()
+
+
+RLLIB = """\
+env: {id: CartPole-v1}
+agent: {backend: rllib, n_steps: 64, batch_size: 64, n_epochs: 1}
+rllib: {num_env_runners: 0}
+train: {num_envs: 1, timesteps: 128}
+eval: {episodes: 2}
+search:
+  defaults: false
+  seeds_per_trial: 1
+  evaluations: 1
+  sampler: random
+  pruner: none
+  space:
+    agent.learning_rate: {low: 1.0e-4, high: 3.0e-3, log: true}
+"""
+
+
+@_ray
+def test_an_rllib_study_runs_its_trials_as_tasks_on_a_private_local_ray(tmp_path):
+    config = tmp_path / "rllib.yaml"
+    config.write_text(RLLIB)
+    study = tmp_path / "study"
+    out = run_cli("train.py", "--config", str(config), "--optimize", "--trials", "2", "--seed", "3",
+                  "--study-dir", str(study), timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "trials run as Ray tasks on a private local Ray" in out.stdout
+    trials = _trials(study)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2
+    assert {t.user_attrs["ray_node"]["node_ip"] for t in trials} == {"127.0.0.1"}  # loopback only
+    for t in trials:
+        assert (study / f"trial-{t.number:04d}" / "seed-3" / "final" / "model.safetensors").is_file()
+    assert yaml.safe_load((study / "best.yaml").read_text())["agent"]["backend"] == "rllib"
+
+
+def test_the_search_package_does_not_import_ray():
+    code = "import sys, agents.search.study, agents.search.onray; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
