@@ -124,6 +124,27 @@ def test_a_killed_driver_loses_no_finished_trial_and_resumes_on_ray(cluster, tmp
     assert "ray_node" in after[1].user_attrs and (study / "best.yaml").is_file()
 
 
+@_ray
+def test_ctrl_c_stops_the_trials_on_the_nodes_with_a_checkpoint_each(cluster, tmp_path):
+    c, _ = cluster
+    argv = [*_argv(tmp_path, "stopped", c.address, trials=4, jobs=2), "--timesteps", "50000"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    study = tmp_path / "stopped"
+    events = [study / f"trial-000{i}" / "seed-3" / "tensorboard" for i in (0, 1)]
+    deadline = time.monotonic() + 120
+    while not all(e.is_dir() and any(e.iterdir()) for e in events):  # both runs train on their nodes
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=180)[0]
+    assert proc.returncode == 0, out
+    assert "SIGINT: stopping the running trials" in out and "--optimize --resume" in out
+    assert [t.state.name for t in _trials(study)] == ["RUNNING"] * 2  # left to --resume
+    for i in (0, 1):  # each run, on its node, wrote its checkpoint before the task returned
+        assert (study / f"trial-000{i}" / "seed-3" / "final" / "model.safetensors").is_file()
+
+
 def _one_line(out: subprocess.CompletedProcess[str]) -> str:
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     lines = out.stderr.strip().splitlines()
