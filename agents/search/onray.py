@@ -18,9 +18,10 @@ journal (``study.journal``, file-locked, append-only; Optuna supports it on NFS)
 study dir must be mounted at the same path on every node that may run a trial (and the repository importable
 there, as for RLlib's env runners). Before the first trial each such node is probed (a token file written by
 the driver, read by a task pinned to the node); a node that does not see it is refused in one line. With
-``search.storage`` (PostgreSQL) the trials' storage is that server instead; the run dirs still need the shared
-study dir. Optuna's gRPC storage proxy (``optuna.storages.run_grpc_proxy_server``) would free the storage from
-the filesystem, but not the run dirs, so it is not used.
+``search.storage`` (PostgreSQL) the trials' storage is that server instead (each node then needs
+``PGPASSWORD`` or ``~/.pgpass``); the run dirs still need the shared study dir. Optuna's gRPC storage proxy
+(``optuna.storages.run_grpc_proxy_server``) would free the storage from the filesystem, but not the run dirs,
+so it is not used.
 
 A killed driver loses no finished trial: they are told to the journal as they end. Ray then ends the driver's
 tasks; each run's guard (:mod:`agents.search.child`) gets the parent-death signal and the run writes its

@@ -10,7 +10,8 @@ A study dir holds::
     history.png, importance.png   Optuna's plots of the scores and of the parameters' importance
 
 A SIGKILLed study loses no finished trial (they are in the journal); ``--optimize --resume DIR`` adopts the
-trials it left running (their params are stored) and continues their runs from their checkpoints.
+trials it left running (their params are stored) and continues their runs from their checkpoints. With
+``--ray-address`` (or ``--backend rllib``) each trial runs as a Ray task instead (:mod:`agents.search.onray`).
 """
 
 from __future__ import annotations
