@@ -209,7 +209,8 @@ def build_algo_config(cfg: RunConfig, seed: int, env: ResolvedEnv, start_step: i
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
         .environment(ENV_NAME, env_config={"cfg": cfg.model_dump(mode="json"), "env": env})
         .env_runners(num_env_runners=runners, num_envs_per_env_runner=per_runner,
-                     gym_env_vectorize_mode=VECTORIZE_MODE[cfg.train.vec_env])
+                     gym_env_vectorize_mode=("vector_entry_point" if env.batched(cfg)  # K-instance programs
+                                             else VECTORIZE_MODE[cfg.train.vec_env]))
         .learners(num_learners=r.num_learners, num_gpus_per_learner=1 if cfg.train.device == "cuda" else 0)
         .rl_module(model_config=model_config(cfg, spaces[1]))
         .fault_tolerance(restart_failed_env_runners=True)

@@ -47,6 +47,8 @@ def _create_env(env_config: dict[str, Any]) -> gym.Env | gym.vector.VectorEnv:
     from agents.config import RunConfig as _RunConfig
 
     cfg = _RunConfig.model_validate(env_config["cfg"])
+    if env_config["env"].batched(cfg):  # K-instance programs: one batched vector env per env runner
+        return rllib_state.batched_programs(cfg, env_config["env"], int(env_config["num_envs"]))
     scale = (functools.partial(rllib_state.ScaleReward, gamma=cfg.agent.gamma) if cfg.agent.normalize_reward
              else None)
     make = env_factory(cfg, env_config["env"], outer=scale)
@@ -144,6 +146,7 @@ class RLlibBackend(Backend):
     interface."""
 
     pettingzoo = ("parallel",)  # RLlib's multi-agent API (agents/rllib/multipolicy.py)
+    batches_programs = True  # K-instance programs: each env runner starts its own (state.batched_programs)
 
     def __init__(self, cfg: RunConfig, seed: int, algo: Any, module: Any,
                  spaces: tuple[gym.Space, gym.Space], start_step: int = 0,

@@ -194,3 +194,53 @@ class ScaleReward(gym.Wrapper):  # type: ignore[type-arg]
             info = {**info, "nondiff_raw_return": self.raw}
             self.ret = 0.0
         return obs, scaled, terminated, truncated, info
+
+
+class ScaleRewards(gym.vector.VectorWrapper):
+    """:class:`ScaleReward` for each env of a vector env in NEXT_STEP order (K-instance bridge programs,
+    envs/vector/next_step.py): the same statistics per env; a step an env sat out leaves them alone."""
+
+    def __init__(self, env: gym.vector.VectorEnv, gamma: float, clip: float = 10.0,
+                 epsilon: float = 1e-8) -> None:
+        super().__init__(env)
+        n = self.num_envs
+        self.gamma, self.clip, self.epsilon = gamma, clip, epsilon
+        self.ret, self.raw = np.zeros(n), np.zeros(n)
+        self.count, self.mean, self.var = np.full(n, 1e-4), np.zeros(n), np.ones(n)
+
+    def reset(self, *, seed: Any = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        mask = (options or {}).get("reset_mask")
+        chosen = slice(None) if mask is None else np.asarray(mask, dtype=bool)
+        self.ret[chosen], self.raw[chosen] = 0.0, 0.0
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        from envs.vector.base import add_info
+
+        obs, reward, terminated, truncated, infos = self.env.step(actions)
+        r = np.asarray(reward, dtype=np.float64)
+        live = ~np.asarray(getattr(self.env.unwrapped, "skipped", np.zeros(self.num_envs, dtype=bool)))
+        self.raw[live] += r[live]
+        self.ret[live] = self.ret[live] * self.gamma + r[live]
+        delta, total = self.ret - self.mean, self.count + 1
+        self.mean[live] += delta[live] / total[live]
+        self.var[live] = ((self.var * self.count + delta**2 * self.count / total) / total)[live]
+        self.count[live] = total[live]
+        scaled = np.where(live, np.clip(r / np.sqrt(self.var + self.epsilon), -self.clip, self.clip), 0.0)
+        ended = np.asarray(terminated) | np.asarray(truncated)
+        for i in np.flatnonzero(ended):
+            infos = add_info(infos, {"nondiff_raw_return": float(self.raw[i])}, int(i), self.num_envs)
+        self.ret[ended], self.raw[ended] = 0.0, 0.0
+        return obs, scaled.astype(np.float32), terminated, truncated, infos
+
+
+def batched_programs(cfg: Any, env: Any, num_envs: int) -> gym.vector.VectorEnv:
+    """An env runner's ``num_envs`` envs of K-instance bridge programs (started and listened for on its own
+    node's loopback): one batched vector env (envs/vector/bridge.py) in the NEXT_STEP order RLlib's env
+    runners expect (envs/vector/next_step.py), its rewards scaled per env where the config says so."""
+    from agents.run.envfactory import make_vector_env
+    from envs.vector.next_step import NextStep
+
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_envs": num_envs})})
+    venv: gym.vector.VectorEnv = NextStep(make_vector_env(cfg, env))
+    return ScaleRewards(venv, cfg.agent.gamma) if cfg.agent.normalize_reward else venv

@@ -66,9 +66,11 @@ class Backend(ABC):
         seed: the run's seed.
         num_timesteps: global env steps trained so far (the resumed step included).
         channels_first: the backend's networks take images as (C, H, W) (SB3's CNNs); envs are built so.
-        batches_programs: the backend steps K-instance programs and connect mode (``env.listen``) as one
-            batched vector env (envs/vector/bridge.py), and a PettingZoo parallel env's agents as the slots of
-            one (envs/vector/pettingzoo.py); others drive one instance per program.
+        batches_programs: the backend steps K-instance programs as batched vector envs (envs/vector/bridge.py;
+            SB3 one for the run, RLlib one per env runner, which starts and listens for its own programs);
+            others drive one instance per program.
+        takes_connections: connect mode (``env.listen`` without ``env.command``: programs started elsewhere
+            connect to the run) trains on this backend.
         masking_algos: the algorithms that act only on the legal actions of an env that gives action masks
             (``env.action_mask``, agents/run/masks.py); a masked env with any other exits 2.
         pettingzoo: the PettingZoo APIs it trains: ``parallel`` (a parallel env's agents, shared or mapped by
@@ -79,6 +81,7 @@ class Backend(ABC):
     num_timesteps: int
     channels_first: ClassVar[bool] = False
     batches_programs: ClassVar[bool] = False
+    takes_connections: ClassVar[bool] = False
     masking_algos: ClassVar[tuple[str, ...]] = ()
     pettingzoo: ClassVar[tuple[str, ...]] = ()
 

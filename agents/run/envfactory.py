@@ -255,8 +255,9 @@ def probe(cfg: RunConfig, env: ResolvedEnv, backend: type[Backend]) -> tuple[Res
     kwargs = cfg.env.adapter_kwargs()
     # connect mode for programs started elsewhere; with env.command nondiff starts each one (bridge/launch.py)
     listen = kwargs.get("listen") if not kwargs.get("command") else None
-    if listen and not backend.batches_programs:
-        raise UserError("env.listen (programs that connect to nondiff) needs --backend sb3")
+    if listen and not backend.takes_connections:
+        raise UserError("env.listen without env.command (programs started elsewhere that connect to nondiff) "
+                        "needs --backend sb3; with env.command as well, each env runner starts its own")
     if cfg.policies and not env.multi_agent:
         raise UserError(f"policies: maps the agents of a PettingZoo parallel env to policies, and env "
                         f"{cfg.env.id!r} is not one; give --env module:parallel_env (e.g. "
@@ -281,7 +282,8 @@ def probe(cfg: RunConfig, env: ResolvedEnv, backend: type[Backend]) -> tuple[Res
         k = int(getattr(made.unwrapped, "num_instances", 1))
         if k > 1 and not backend.batches_programs:
             raise UserError(f"env {cfg.env.id!r} hosts {k} instances per program (num_instances); the "
-                            f"{cfg.agent.backend} backend drives one instance per program: use --backend sb3")
+                            f"{cfg.agent.backend} backend drives one instance per program: use --backend sb3 "
+                            "or rllib")
         obs_space, act_space = policy_spaces(made)
         record = dataclasses.replace(env, observation_space=obs_space, action_space=act_space,
                                      num_instances=k)

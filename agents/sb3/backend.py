@@ -104,7 +104,8 @@ class SB3Backend(Backend):
     interface."""
 
     channels_first = True  # SB3's CNNs take (C, H, W)
-    batches_programs = True  # K-instance programs and connect mode: one batched vector env
+    batches_programs = True  # K-instance programs: one batched vector env
+    takes_connections = True  # connect mode: programs that connect to the run are its envs
     masking_algos = ("ppo",)  # sb3-contrib's MaskablePPO (agents/sb3/masking.py)
     pettingzoo = ("parallel", "aec")  # one shared policy over the agents; a turn-based game by self-play
 
