@@ -17,7 +17,8 @@ Requirement: **a shared filesystem.** A trial's seeds are ordinary run dirs unde
 journal (``study.journal``, file-locked, append-only; Optuna supports it on NFS) is in the same dir. So the
 study dir must be mounted at the same path on every node that may run a trial (and the repository importable
 there, as for RLlib's env runners). Before the first trial each such node is probed (a token file written by
-the driver, read by a task pinned to the node); a node that does not see it is refused in one line. With
+the driver, read by a task pinned to the node); a node that does not see it is refused in one line (a node
+that joins later is not probed). With
 ``search.storage`` (PostgreSQL) the trials' storage is that server instead (each node then needs
 ``PGPASSWORD`` or ``~/.pgpass``); the run dirs still need the shared study dir. Optuna's gRPC storage proxy
 (``optuna.storages.run_grpc_proxy_server``) would free the storage from the filesystem, but not the run dirs,
@@ -273,10 +274,13 @@ class RayTrials:
                 self._stop_all()
         try:
             result: TaskResult = ray.get(ref)
-        except ray.exceptions.RayError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return Outcome("stopped" if stopping.is_set() else "failed",
-                           message=f"its Ray task failed {RETRIES + 1} times: {first}")
+        except ray.exceptions.RayError as e:  # raised in the task, or its node died RETRIES + 1 times
+            cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) and e.cause is not None else e
+            text = str(cause).strip()
+            first = text.splitlines()[0] if text else type(cause).__name__
+            if stopping.is_set():
+                return Outcome("stopped")
+            return Outcome("failed", message=f"its Ray task failed: {first}")
         where = result.placement
         trial.set_user_attr("ray_node", {"node_id": where.node_id, "node_ip": where.node_ip,
                                          "hostname": where.hostname})

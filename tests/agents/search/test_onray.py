@@ -232,3 +232,35 @@ def test_the_search_package_does_not_import_ray():
     code = "import sys, agents.search.study, agents.search.onray; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+@_ray
+def test_a_trial_whose_node_dies_is_rerun_on_another_node_from_its_checkpoint(cluster, tmp_path):
+    c, _ = cluster
+    first = c.add_node(num_cpus=2)  # the only node a trial of 2 CPUs fits on
+    c.wait_for_nodes()
+    argv = [*_argv(tmp_path, "died", c.address, trials=1, jobs=1, extra="  cpus_per_trial: 2\n"),
+            "--timesteps", "20000", "--set", "train.checkpoint_every=2000"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    run = tmp_path / "died" / "trial-0000" / "seed-3"
+    second = None
+    try:
+        deadline = time.monotonic() + 120
+        while not list((run / "checkpoints").glob("step_*.safetensors")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.1)
+        second = c.add_node(num_cpus=2)
+        c.wait_for_nodes()
+        c.remove_node(first)  # the node dies with the trial's task on it
+        out = proc.communicate(timeout=300)[0]
+    finally:
+        for node in (first, second):
+            if node is not None and node in c.worker_nodes:
+                c.remove_node(node)
+        proc.kill()
+    assert proc.returncode == 0, out
+    [trial] = _trials(tmp_path / "died")
+    assert trial.state.name == "COMPLETE" and trial.user_attrs["ray_node"]["node_id"] == second.node_id
+    commands = (run / "command.txt").read_text().splitlines()
+    assert len(commands) == 2 and "--resume" in commands[1]  # Ray reran the task; the run went on
