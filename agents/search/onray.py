@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import secrets
 import socket
 import threading
@@ -88,6 +89,9 @@ class TrialTask:
     """Optuna's storage id of the trial (the driver asked for it, or adopted it from a killed study)."""
     seeds: list[int]
     timesteps: int
+    cwd: str
+    """The driver's working directory: the runs start there where the node has it, so that a config's
+    relative paths resolve as on one machine."""
 
 
 @dataclass(frozen=True)
@@ -227,7 +231,7 @@ def _run_trial(task: TrialTask, stop: Any) -> TaskResult:
                                   sampler=optuna.samplers.RandomSampler(), pruner=make_pruner(task.search))
     trial = optuna.trial.Trial(study, task.trial_id)
     reported = set(storage.get_trial(task.trial_id).intermediate_values)  # a retried or adopted trial's
-    children, done = Children(), threading.Event()
+    children, done = Children(task.cwd if os.path.isdir(task.cwd) else None), threading.Event()
 
     def watch() -> None:
         while not done.wait(POLL_S):
@@ -267,7 +271,7 @@ class RayTrials:
         import ray
 
         task = TrialTask(str(self.study_dir), trial.study.study_name, self.search, trial._trial_id, seeds,
-                         timesteps)
+                         timesteps, os.getcwd())
         ref = self._task.remote(task, self._stop)
         while not ray.wait([ref], timeout=POLL_S)[0]:
             if stopping.is_set():

@@ -62,9 +62,14 @@ def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
 
 
 class Children:
-    """The training processes of a study, so that a signal to the study reaches each of them once."""
+    """The training processes of a study, so that a signal to the study reaches each of them once.
 
-    def __init__(self) -> None:
+    Args:
+        cwd: the directory they start in (None: this process's), where a config's relative paths resolve.
+    """
+
+    def __init__(self, cwd: str | None = None) -> None:
+        self.cwd = cwd
         self._lock = threading.Lock()
         self._procs: set[subprocess.Popen[bytes]] = set()
         self.stopping = threading.Event()
@@ -77,7 +82,7 @@ class Children:
             cmd = [sys.executable, "-m", "agents.search.child", str(os.getpid()), *argv]
             with open(log_path, "ab") as out:
                 proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+                                        start_new_session=True, cwd=self.cwd)
             self._procs.add(proc)
             return proc
 
