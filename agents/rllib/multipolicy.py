@@ -2,10 +2,11 @@
 trained by RLlib's multi-agent API (agents/rllib/multiagent.py builds the env, mapping and config).
 
 The same TensorBoard names as SB3's: a shared module logs ``train/…`` and ``rollout/…``; each policy of a map
-logs ``policy/<name>/train/…`` and ``policy/<name>/rollout/ep_rew_mean`` (the mean return of its agents),
-``rollout/ep_rew_mean`` being the mean over all agents. ``--timesteps`` counts agent-steps. Checkpoints hold
-every module's weights (``module/<name>/…``) and the learner's optimiser state as tensors plus JSON; the
-header's spaces are one agent's (shared) or Dicts keyed by policy, as evaluation's ``TeamEnv`` gives them.
+logs ``policy/<name>/train/…``, ``policy/<name>/rollout/ep_rew_mean`` (the mean return of its agents) and
+``policy/<name>/rollout/ep_len_mean``, ``rollout/ep_rew_mean`` being the mean over all agents. ``--timesteps``
+counts agent-steps. Checkpoints hold every module's weights (``module/<name>/…``) and the learner's optimiser
+state as tensors plus JSON; the header's spaces are one agent's (shared) or Dicts keyed by policy, as
+evaluation's ``TeamEnv`` gives them.
 :meth:`RLlibAgentsBackend.predict` answers from bare RLModules without Ray, one per module.
 """
 
@@ -88,6 +89,7 @@ class RLlibAgentsBackend(RLlibBackend):
         scalars: dict[str, Any] = {"rollout/ep_rew_mean": mean, "rollout/ep_len_mean": runners.get(
             "episode_len_mean"), "time/fps": (self.num_timesteps - before) / max(time.monotonic() - t, 1e-9)}
         modules = runners.get("module_episode_returns_mean") or {}
+        lengths = runners.get("agent_steps") or {}  # each agent's episode length
         learners = result.get("learners", {})
         for g in self.team.groups:
             prefix = "" if self.team.shared else f"policy/{g.name}/"
@@ -97,6 +99,8 @@ class RLlibAgentsBackend(RLlibBackend):
             if prefix:
                 got = modules.get(g.name)
                 scalars[f"{prefix}rollout/ep_rew_mean"] = None if got is None else float(got) / len(g.agents)
+                mine = [float(lengths[a]) for a in g.agents if a in lengths]
+                scalars[f"{prefix}rollout/ep_len_mean"] = float(np.mean(mine)) if mine else None
         scalars["env/runner_restarts"] = result.get("fault_tolerance", {}).get("num_remote_worker_restarts")
         scalars.update(_health(runners.get("nondiff", {}), session))
         return Iteration(self.num_timesteps, mean, scalars)

@@ -78,7 +78,8 @@ def test_two_modules_log_per_policy_resume_and_evaluate_per_policy(tmp_path, sha
     tags = set(acc.Tags()["scalars"])
     for name in ("adversary", "good"):
         want = {f"policy/{name}/{t}" for t in ("train/loss", "train/policy_loss", "train/value_loss",
-                                               "train/entropy", "train/learning_rate", "rollout/ep_rew_mean")}
+                                               "train/entropy", "train/learning_rate", "rollout/ep_rew_mean",
+                                               "rollout/ep_len_mean")}
         assert want <= tags, want - tags
         assert f"eval/policy/{name}/return" in tags
     lrs = {name: acc.Scalars(f"policy/{name}/train/learning_rate")[-1].value
