@@ -34,6 +34,23 @@ def test_train_then_evaluate_a_cooperative_parallel_env(tmp_path):
     assert json.loads((run / "final" / "model.json").read_text())["num_timesteps"] == 384
 
 
+def test_the_shipped_simple_spread_config_loads_and_trains(tmp_path):
+    """configs/simple_spread.yaml (issue 31's comparison, benchmarks/experiments/spread_supersuit.py): valid,
+    the published benchmark's env settings written out, and a few hundred agent-steps train from it."""
+    from agents.config import load_yaml, select_algo, validate
+
+    raw = load_yaml("configs/simple_spread.yaml")
+    select_algo(raw, None, "configs/simple_spread.yaml")
+    cfg = validate(raw, "configs/simple_spread.yaml")
+    assert cfg.env.id == SPREAD and cfg.agent.algo == "ppo"
+    kwargs = {"N": 3, "local_ratio": 0.5, "max_cycles": 25, "continuous_actions": False}
+    assert cfg.env.adapter_kwargs() == kwargs
+    run = tmp_path / "run"
+    run_cli("train.py", "--config", "configs/simple_spread.yaml", "--timesteps", "384", "--seed", "1",
+            "--run-dir", str(run), "--set", "eval.every=0", *FAST, check=True)
+    assert json.loads((run / "final" / "model.json").read_text())["num_timesteps"] == 384
+
+
 @pytest.mark.parametrize(("env_id", "extra", "said"), [
     ("mpe2.simple_adversary_v3:parallel_env", [], ["different observation spaces", "pad_observations_v0"]),
     (SPREAD, ["--backend", "blackbox", "--algo", "cma"],
