@@ -101,3 +101,27 @@ def test_the_mapping_is_a_plain_table():
     mapping = AgentMapping({"adversary_0": "adversary", "agent_0": "good"})
     assert mapping("agent_0", None) == "good"
     assert mapping("adversary_0", episode=None, worker=1) == "adversary"
+
+
+def test_the_health_callback_counts_each_agents_faults():
+    """The env runners' health callback reads every agent's info of a multi-agent episode."""
+    from ray.rllib.env.multi_agent_episode import MultiAgentEpisode
+
+    from agents.rllib.backend import _health_callback_class
+    from agents.rllib.multiagent import agents_health_class
+
+    env = ParallelAgents(Scripted(nan_at=1))
+    obs, infos = env.reset(seed=0)
+    episode = MultiAgentEpisode(observation_space=env.observation_spaces, action_space=env.action_spaces)
+    episode.add_env_reset(observations=obs, infos=infos)
+    obs, rew, term, trunc, infos = env.step({"a": 0, "b": 0})
+    episode.add_env_step(observations=obs, actions={"a": 0, "b": 0}, rewards=rew, infos=infos,
+                         terminateds=term, truncateds=trunc)
+    logged: list[tuple] = []
+
+    class Logger:
+        def log_value(self, key, value, **kwargs):
+            logged.append((key, value))
+
+    agents_health_class(_health_callback_class())().on_episode_step(episode=episode, metrics_logger=Logger())
+    assert logged == [(("nondiff", "faults", "nonfinite"), 1)]
