@@ -111,7 +111,7 @@ class SharedRay:
         address: its GCS address on loopback (``127.0.0.1:PORT``).
         flags: ``["--ray-address", address]``, for the train.py command line.
         env: the variables a joining process needs, on top of ``os.environ``: the token, and Ray's switch that
-            keeps the joiner's own node address on loopback (as ``agents.rllib.local.start`` does for
+            keeps the joiner's own node address on loopback (as ``agents.run.localray.start`` does for
             the head).
     """
 
@@ -123,7 +123,7 @@ class SharedRay:
 _RAY_HEAD = """
 import os, sys
 import ray
-from agents.rllib import local
+from agents.run import localray as local
 local.start(num_cpus=int(sys.argv[1]), dashboard=False)
 # Ray reports the routable IP; it listens on loopback
 port = ray.get_runtime_context().gcs_address.rpartition(":")[2]
@@ -135,7 +135,7 @@ ray.shutdown()
 
 @pytest.fixture(scope="session")
 def shared_ray() -> Iterator[SharedRay]:
-    """One private local Ray for the whole session (loopback, token-authenticated: agents/rllib/local.py).
+    """One private local Ray for the whole session (loopback, token-authenticated: agents/run/localray.py).
 
     It runs in a helper process, so that this process never initialises Ray (tests assert that bad input and
     evaluate.py leave Ray alone); the trainers join it with ``--ray-address`` instead of starting their own.

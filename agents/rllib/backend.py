@@ -24,10 +24,9 @@ import torch
 
 from agents.config import RunConfig, tokens
 from agents.rllib import algos as rllib_algos
-from agents.rllib import local as rllib_local
 from agents.rllib import state as rllib_state
 from agents.rllib.algos import ENV_NAME
-from agents.run import checkpoint, tensorcheck
+from agents.run import checkpoint, localray, tensorcheck
 from agents.run.backend import Backend, Iteration
 from agents.run.envfactory import env_factory
 from agents.run.memory import check_replay
@@ -115,7 +114,7 @@ def _check_reachable(address: str) -> None:
 
 
 def _connect(cfg: RunConfig) -> None:
-    """Join the cluster at ``rllib.address``, or start a private local Ray (agents/rllib/local.py)."""
+    """Join the cluster at ``rllib.address``, or start a private local Ray (agents/run/localray.py)."""
     import ray
 
     if ray.is_initialized():
@@ -125,7 +124,7 @@ def _connect(cfg: RunConfig) -> None:
     if not address:
         # env runners rebuild the env from the redacted config: give them the token
         tokens.export_literal(token)
-        rllib_local.start(cfg.rllib.num_cpus, cfg.rllib.dashboard)
+        localray.start(cfg.rllib.num_cpus, cfg.rllib.dashboard)
         return
     if token.literal and token.literal != tokens.REDACTED:
         raise UserError(f"--ray-address with env.token: env runners on other machines cannot get a token "

@@ -123,11 +123,11 @@ def _check_reachable(address: str) -> None:
 
 def connect(address: str | None, num_cpus: int) -> None:
     """Join the cluster at ``address``, or start a private local Ray of ``num_cpus`` CPUs (loopback,
-    token-authenticated: :mod:`agents.rllib.local`)."""
+    token-authenticated: :mod:`agents.run.localray`)."""
     import ray
 
     if address is None:
-        from agents.rllib import local
+        from agents.run import localray as local
 
         local.start(num_cpus, dashboard=False)
         return

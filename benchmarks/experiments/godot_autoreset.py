@@ -40,6 +40,7 @@ def arm(autoreset: bool, seconds: float, godots: int, agents: int, repeat: int) 
 
     cmd = f"godot3-server --path {{assets}}/godot --fixed-fps 60 --agents={agents} --action-repeat={repeat}"
     venv = make_bridge_vector_env({"command": cmd, "listen": "127.0.0.1:0"}, godots * agents, None)
+    assert venv is not None
     raw = venv.unwrapped
     resets = [0]
     for p in raw.programs:

@@ -40,8 +40,8 @@ class NextStep(gym.vector.VectorWrapper):
         self._reset_infos: dict[int, dict[str, Any]] = {}
 
     def reset(self, *, seed: Any = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-        """Reset every env, or those of ``options["reset_mask"]`` (none of them waits to start its next episode
-        afterwards)."""
+        """Reset every env, or those of ``options["reset_mask"]`` (none of them waits to start its next
+        episode afterwards)."""
         mask = (options or {}).get("reset_mask")
         chosen = np.ones(self.num_envs, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
         self._ended[chosen] = False

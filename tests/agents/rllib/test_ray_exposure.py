@@ -16,7 +16,7 @@ from conftest import ROOT
 
 from agents.config import validate
 from agents.rllib.backend import _connect
-from agents.rllib.local import is_loopback
+from agents.run.localray import is_loopback
 
 psutil = importlib.import_module("psutil")  # Ray's bundled copy, on sys.path once ray is imported
 

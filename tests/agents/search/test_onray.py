@@ -47,7 +47,7 @@ def cluster():
     """A head without CPUs and two worker nodes of one CPU each, token-authenticated like a private Ray."""
     from ray.cluster_utils import Cluster
 
-    from agents.rllib import local
+    from agents.run import localray as local
 
     saved = {k: os.environ.get(k) for k in (local.AUTH_MODE_VAR, local.AUTH_TOKEN_VAR)}
     local.require_token_auth()  # a fresh token in this process's environment, inherited by the nodes

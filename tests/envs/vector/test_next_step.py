@@ -44,7 +44,7 @@ def test_k_instances_in_next_step_order_match_gymnasiums_next_step_env_of_single
             np.testing.assert_array_equal(mine.reset(options={"reset_mask": mask})[0],
                                           ref.reset(options={"reset_mask": mask})[0])
         act = rng.random((3, 1), dtype=np.float32)
-        (o0, r0, t0, u0, i0), (o1, r1, t1, u1, _) = mine.step(act), ref.step(act)
+        (o0, r0, t0, u0, _), (o1, r1, t1, u1, _) = mine.step(act), ref.step(act)
         np.testing.assert_array_equal(o0, o1)
         np.testing.assert_array_equal(r0, r1)
         assert (t0 == t1).all() and (u0 == u1).all(), t

@@ -1,4 +1,5 @@
-"""The private local Ray that ``train.py --backend rllib`` starts: loopback only, token-authenticated.
+"""The private local Ray that ``train.py --backend rllib`` (and a study on Ray) starts: loopback only,
+token-authenticated.
 
 What binds where (Ray 2.60, measured by tests/agents/rllib/test_ray_exposure.py):
 
