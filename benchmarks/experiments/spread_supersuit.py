@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 CONFIG = "configs/simple_spread.yaml"
-ARMS = ("nondiff", "supersuit")
+ARMS = ("nondiff", "supersuit", "supersuit_truncation")
 
 
 def load_config(path: str) -> Any:
@@ -69,9 +69,10 @@ def train_nondiff(config: str, steps: int, seed: int, run_dir: Path) -> int:
     return int(json.loads((run_dir / "final" / "model.json").read_text())["num_timesteps"])
 
 
-def train_supersuit(config: str, steps: int, seed: int, save: Path) -> int:
+def train_supersuit(config: str, steps: int, seed: int, save: Path, mark_truncation: bool = False) -> int:
     """SuperSuit's vector env of the config's env and SB3 PPO with nondiff's keyword arguments for it; saves
-    the model to ``save`` and returns the agent-steps it trained."""
+    the model to ``save`` and returns the agent-steps it trained. ``mark_truncation``: tell SB3 which episode
+    ends are time limits (:func:`truncation_marked`), which SuperSuit's own wrapper does not."""
     import supersuit as ss
     import torch
     from stable_baselines3 import PPO
@@ -85,15 +86,33 @@ def train_supersuit(config: str, steps: int, seed: int, save: Path) -> int:
     torch.set_num_threads(cfg.train.threads)
     env = make_parallel(cfg.env.id, cfg.env.adapter_kwargs())
     venv = ss.pettingzoo_env_to_vec_env_v1(env)
-    venv = ss.concat_vec_envs_v1(venv, cfg.train.num_envs, num_cpus=0, base_class="stable_baselines3")
+    base = "gymnasium" if mark_truncation else "stable_baselines3"
+    venv = ss.concat_vec_envs_v1(venv, cfg.train.num_envs, num_cpus=0, base_class=base)
     set_random_seed(seed)  # python, numpy, torch; PPO(seed=) would call venv.seed, which SuperSuit lacks
-    venv.venv.reset(seed=seed)  # copy i from seed + i; unseeded, the pickled copies would share one RNG
-    venv = VecMonitor(venv)
+    (venv if mark_truncation else venv.venv).reset(seed=seed)  # copy i from seed + i (else: one RNG state)
+    venv = VecMonitor(truncation_marked(venv) if mark_truncation else venv)
     model = PPO("MlpPolicy", venv, verbose=0, device="cpu", **hyperparameters(cfg))
     model.learn(total_timesteps=steps)
     model.save(save)
     venv.close()
     return int(model.num_timesteps)
+
+
+def truncation_marked(venv: Any) -> Any:
+    """SuperSuit's SB3 wrapper around ``venv`` (a ``ConcatVecEnv``), except that a step cut by the time limit
+    (truncated, not terminated) carries ``info["TimeLimit.truncated"]``, so that SB3 bootstraps its value
+    from ``info["terminal_observation"]`` instead of taking the cut for the end of the task."""
+    from supersuit.vector.sb3_vector_wrapper import SB3VecEnvWrapper
+
+    class TruncationMarked(SB3VecEnvWrapper):
+        def step_wait(self) -> Any:
+            obs, rewards, terminated, truncated, infos = self.venv.step_wait()
+            for i, info in enumerate(infos):
+                if truncated[i] and not terminated[i]:
+                    info["TimeLimit.truncated"] = True
+            return obs, rewards, np.logical_or(terminated, truncated), infos
+
+    return TruncationMarked(venv)
 
 
 def score(config: str, policy: Callable[[Any], Any] | None, episodes: int, seed: int) -> dict[str, float]:
@@ -138,7 +157,7 @@ def run_arm(arm: str, args: argparse.Namespace, seed: int, tmp: Path) -> dict[st
     if arm == "nondiff":
         steps = train_nondiff(args.config, args.steps, seed, out)
     else:
-        cmd = [sys.executable, __file__, "--arm", "supersuit", "--config", args.config, "--steps",
+        cmd = [sys.executable, __file__, "--arm", arm, "--config", args.config, "--steps",
                str(args.steps), "--seeds", str(seed), "--save", str(out)]
         done = subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, text=True)
         steps = int(done.stdout.strip().splitlines()[-1])
@@ -159,13 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="training seeds (default 1 2 3)")
     p.add_argument("--episodes", type=int, default=100, help="scoring episodes (default 100)")
     p.add_argument("--eval-seed", type=int, default=10_000, help="seed of the first episode (default 10000)")
-    p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="which arms to run")
+    p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS[:2]),
+                   help="which arms to run (default nondiff supersuit; supersuit_truncation: SuperSuit + SB3 "
+                        "with time-limit cuts marked as such)")
     p.add_argument("--json", type=Path, help="write every row to this file")
-    p.add_argument("--arm", choices=["supersuit"], help=argparse.SUPPRESS)  # the child process's own run
+    p.add_argument("--arm", choices=ARMS[1:], help=argparse.SUPPRESS)  # the child process's own run
     p.add_argument("--save", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.arm == "supersuit":
-        print(train_supersuit(args.config, args.steps, args.seeds[0], args.save))
+    if args.arm is not None:
+        print(train_supersuit(args.config, args.steps, args.seeds[0], args.save,
+                              mark_truncation=args.arm == "supersuit_truncation"))
         return 0
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
