@@ -17,11 +17,12 @@ Both policies, and a uniform-random team, are then scored on the same seeds (10,
 same code: :class:`envs.multiagent.TeamEnv` and :func:`agents.run.evaluation.run_episodes`, what
 ``evaluate.py`` runs, with deterministic actions (``return``) and sampled ones (``return_stochastic``): the
 return is the mean over the agents of each agent's episode return (the sum over the team is N times it,
-every agent playing the whole episode). The load average (``uptime``'s) is recorded
-before and after every run::
+every agent playing the whole episode). The load average (``uptime``'s) is recorded before and after every
+run. ``--arms supersuit_truncation`` runs the SuperSuit arm with the one flag its SB3 wrapper leaves out,
+``info["TimeLimit.truncated"]`` on a time-limit cut (:func:`truncation_marked`)::
 
     python benchmarks/experiments/spread_supersuit.py [--steps 300000] [--seeds 1 2 3] [--episodes 100] \\
-        [--json PATH]
+        [--arms nondiff supersuit supersuit_truncation] [--json PATH]
 """
 
 from __future__ import annotations
