@@ -228,9 +228,13 @@ def build_algo_config(cfg: RunConfig, seed: int, env: ResolvedEnv, start_step: i
 
     for name in ("PPO", "APPO", "SAC"):  # RLlib warns on every run that the new API stack is the default
         log_once(f"{name}_on_new_api_stack")
+    return validated(config, "configuration", "the agent: or rllib: values (--set SECTION.KEY=VALUE)")
+
+
+def validated(config: Any, what: str, fix: str) -> Any:
+    """``config`` once RLlib's own ``validate()`` accepts it; its refusal as one line naming ``fix``."""
     try:
         config.validate()
     except (ValueError, TypeError) as e:
-        raise UserError(f"RLlib rejected the configuration: {str(e).splitlines()[0]} Fix the agent: or "
-                        "rllib: values (--set SECTION.KEY=VALUE)") from e
+        raise UserError(f"RLlib rejected the {what}: {str(e).splitlines()[0]} Fix {fix}") from e
     return config

@@ -174,12 +174,8 @@ def build_config(cfg: RunConfig, seed: int, env: ResolvedEnv, team: Team, start_
               .multi_agent(policies=set(specs), policy_mapping_fn=AgentMapping(team.owner))
               .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs),
                          algorithm_config_overrides_per_module=module_overrides(cfg, team, start_step)))
-    try:
-        config.validate()
-    except (ValueError, TypeError) as e:
-        raise UserError(f"RLlib rejected the multi-agent configuration: {str(e).splitlines()[0]} Fix the "
-                        "agent:, policies: or rllib: values") from e
-    return config
+    return rllib_algos.validated(config, "multi-agent configuration",
+                                 "the agent:, policies: or rllib: values")
 
 
 class ParallelAgents(MultiAgentEnv):  # type: ignore[misc]
