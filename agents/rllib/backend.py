@@ -144,7 +144,7 @@ class RLlibBackend(Backend):
     """RLlib PPO, APPO or SAC (agents/rllib/algos.py) behind the nondiff :class:`~agents.run.backend.Backend`
     interface."""
 
-    pettingzoo = ("parallel",)  # RLlib's multi-agent API (agents/rllib/multipolicy.py)
+    pettingzoo = ("parallel",)  # RLlib's multi-agent API (multipolicy.py, picked by get_backend)
     batches_programs = True  # K-instance programs: each env runner starts its own (state.batched_programs)
 
     def __init__(self, cfg: RunConfig, seed: int, algo: Any, module: Any,
@@ -163,10 +163,6 @@ class RLlibBackend(Backend):
         a resume begins)."""
         from ray.tune.registry import register_env
 
-        if env.multi_agent:  # a PettingZoo parallel env: RLlib's multi-agent API
-            from agents.rllib.multipolicy import RLlibAgentsBackend
-
-            return RLlibAgentsBackend.create(cfg, seed, env, start_step)
         spaces = env.spaces
         if cfg.agent.algo == "sac":  # RLlib's episode buffer grows to agent.buffer_size steps: bound it now
             check_replay(spaces[0], spaces[1], cfg.agent.buffer_size, 1, next_observations=False)
@@ -262,10 +258,6 @@ class RLlibBackend(Backend):
              for_training: bool = False, seed: int = 0) -> RLlibBackend:
         """Restore weights: into a bare RLModule for evaluation (no Ray), or into a new algorithm
         to resume."""
-        if env.multi_agent:  # a PettingZoo parallel env's modules
-            from agents.rllib.multipolicy import RLlibAgentsBackend
-
-            return RLlibAgentsBackend.load(ckpt, cfg, env, for_training=for_training, seed=seed)
         tensors, header, meta, path = ckpt.tensors, ckpt.header, ckpt.header.extra, ckpt.path
         tensorcheck.check_rllib(ckpt)  # every tensor, before anything is built from them
         weights = {k[len("module/"):]: v.numpy() for k, v in tensors.items() if k.startswith("module/")}

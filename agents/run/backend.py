@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from agents.run.resolved import ResolvedEnv
     from agents.run.session import Session
 
-__all__ = ["BACKENDS", "POLICY_MAP_BACKENDS", "Backend", "Iteration", "get_backend", "resolve_device"]
+__all__ = ["AGENTS_BACKENDS", "BACKENDS", "POLICY_MAP_BACKENDS", "Backend", "Iteration", "get_backend",
+           "resolve_device"]
 
 # Backend name -> "module:Class"; RL Zoo's ALGOS, one level up.
 BACKENDS: dict[str, str] = {
@@ -39,6 +40,11 @@ POLICY_MAP_BACKENDS: dict[str, str] = {
 }
 """The backend that trains a ``policies:`` map (several policies on a PettingZoo parallel env), by backend
 name."""
+AGENTS_BACKENDS: dict[str, str] = {
+    "rllib": "agents.rllib.multipolicy:RLlibAgentsBackend",
+}
+"""Where a PettingZoo parallel env's agents train on another class than the backend's own even with one
+shared policy (RLlib's multi-agent API), by backend name."""
 
 
 @dataclass
@@ -135,15 +141,18 @@ class Backend(ABC):
         """Release envs and workers."""
 
 
-def get_backend(name: str, policies: bool = False) -> type[Backend]:
+def get_backend(name: str, policies: bool = False, agents: bool = False) -> type[Backend]:
     """The backend class registered under ``name``; with ``policies`` (a ``policies:`` map), the one of
-    :data:`POLICY_MAP_BACKENDS`."""
+    :data:`POLICY_MAP_BACKENDS`; for a PettingZoo parallel env's agents (``agents``), the one of
+    :data:`AGENTS_BACKENDS` where there is one."""
     if name not in BACKENDS:
         raise UserError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
     if policies and name not in POLICY_MAP_BACKENDS:
         raise UserError(f"policies: (several policies) runs on --backend {' or '.join(POLICY_MAP_BACKENDS)}, "
                         f"not on {name}")
-    module, _, cls = (POLICY_MAP_BACKENDS if policies else BACKENDS)[name].partition(":")
+    table = (POLICY_MAP_BACKENDS if policies else AGENTS_BACKENDS if agents and name in AGENTS_BACKENDS
+             else BACKENDS)
+    module, _, cls = table[name].partition(":")
     try:
         mod = importlib.import_module(module)
     except ImportError as e:

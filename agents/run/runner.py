@@ -161,6 +161,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
             kind = get_backend(cfg.agent.backend, bool(cfg.policies))
             # no probe: the header has the spaces
             env = resolve_env(cfg, kind.channels_first, spaces=ckpt.header.spaces())
+            kind = get_backend(cfg.agent.backend, bool(cfg.policies), env.multi_agent)
             backend = kind.load(ckpt, cfg, env, for_training=True, seed=seed)
             _say(f"resuming {run.path} from {path.name} at step {start:,}")
             return _run(args, argv, run, cfg, backend, env, start, seed)
@@ -172,7 +173,8 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
         run = RunDir.create(cfg.env.id or "env", seed, explicit=args.run_dir)
         with run.lock():
             try:
-                backend = get_backend(cfg.agent.backend, bool(cfg.policies)).create(cfg, seed, env)
+                kind = get_backend(cfg.agent.backend, bool(cfg.policies), env.multi_agent)
+                backend = kind.create(cfg, seed, env)
             except BaseException:
                 run.discard_if_empty()  # nothing ran: the same --run-dir works again once the input is fixed
                 raise

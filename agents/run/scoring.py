@@ -67,6 +67,7 @@ def load_policy(run_dir: str | Path, checkpoint: str = "final", *, trust: bool =
     ckpt = ckpt_files.load(path, trust=trust)  # read and checked once; the backend builds from it
     kind = get_backend(ckpt.header.backend, bool(cfg.policies))
     env = resolve_env(cfg, kind.channels_first, spaces=ckpt.header.spaces())
+    kind = get_backend(ckpt.header.backend, bool(cfg.policies), env.multi_agent)
     return LoadedPolicy(cfg, kind.load(ckpt, cfg, env), path, ckpt.header, env)
 
 

@@ -15,6 +15,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,8 +29,24 @@ from agents.sb3.backend import LinearLR
 
 if TYPE_CHECKING:
     from agents.run.session import Session
-    from agents.sb3.multipolicy import Member
     from envs.vector.pettingzoo_groups import PettingZooGroups
+
+
+@dataclass
+class Member:
+    """One policy of the map while it trains: its model (with its vector env) and its episode statistics.
+
+    Attributes:
+        name: the policy's name (a key of ``policies:``).
+        agents: the agent ids it acts for.
+        model: the SB3 model; its env is the policy's vector env.
+        stats: the episode statistics of its vector env (carried across a checkpoint).
+    """
+
+    name: str
+    agents: tuple[str, ...]
+    model: OnPolicyAlgorithm
+    stats: Any
 
 
 class Prefixed(KVWriter):

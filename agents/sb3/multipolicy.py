@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
 
 from agents.config import RunConfig
@@ -32,6 +30,7 @@ from agents.run.resolved import ResolvedEnv
 from agents.run.session import Session
 from agents.sb3 import lockstep, offpolicy
 from agents.sb3.backend import ALGOS, hyperparameters, load_policy_state
+from agents.sb3.lockstep import Member
 from agents.sb3.policies import select_policy
 from agents.sb3.vector import SB3VecEnv
 from envs.errors import CheckpointError
@@ -42,23 +41,6 @@ log = logging.getLogger(__name__)
 def policy_config(cfg: RunConfig, name: str) -> RunConfig:
     """The run config as policy ``name`` sees it: ``agent:`` with the policy's overrides."""
     return cfg.model_copy(update={"agent": cfg.agent.model_copy(update=cfg.policies[name].overrides())})
-
-
-@dataclass
-class Member:
-    """One policy of the map while it trains: its model (with its vector env) and its episode statistics.
-
-    Attributes:
-        name: the policy's name (a key of ``policies:``).
-        agents: the agent ids it acts for.
-        model: the SB3 model; its env is the policy's vector env.
-        stats: the episode statistics of its vector env (carried across a checkpoint).
-    """
-
-    name: str
-    agents: tuple[str, ...]
-    model: OnPolicyAlgorithm
-    stats: Any
 
 
 class MultiPolicyBackend(Backend):

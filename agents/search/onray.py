@@ -220,8 +220,8 @@ def _run_trial(task: TrialTask, stop: Any) -> TaskResult:
     import optuna
     import ray
 
-    from agents.search.storage import opening, storage_at
-    from agents.search.study import JOURNAL, make_pruner
+    from agents.search.storage import JOURNAL, opening, storage_at
+    from agents.search.trial import make_pruner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = Path(task.study_dir)

@@ -12,6 +12,9 @@ from typing import Any
 
 from envs.errors import UserError
 
+JOURNAL = "study.journal"
+"""The study's own journal file, in the study dir (the default storage)."""
+
 
 def storage_at(journal: Path, url: str | None) -> Any:
     """Optuna's storage: the journal file ``journal`` (file-locked, append-only) when ``url`` is None, else

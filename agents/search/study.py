@@ -42,8 +42,8 @@ from agents.run.checkpoint import atomic_write_bytes
 from agents.run.rundir import safe_name
 from agents.search import report, spaces
 from agents.search.progress import TrialBar
-from agents.search.storage import opening, storage_at
-from agents.search.trial import Children, Outcome, TrialRun
+from agents.search.storage import JOURNAL, opening, storage_at
+from agents.search.trial import Children, Outcome, TrialRun, make_pruner
 from envs.errors import UserError
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from agents.search.onray import RayTrials
 
 log = logging.getLogger(__name__)
-STUDY_FILE, JOURNAL = "study.yaml", "study.journal"
+STUDY_FILE = "study.yaml"
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 MAX_FAILURES = 3
 """The study stops when this many trials failed and none completed: the config, not the luck, is wrong."""
@@ -168,17 +168,6 @@ def _sampler(search: SearchSection, seed: int) -> optuna.samplers.BaseSampler:
                                             warn_independent_sampling=False)
     return optuna.samplers.TPESampler(n_startup_trials=startup, multivariate=True,
                                       constant_liar=search.jobs > 1, seed=seed)
-
-
-def make_pruner(search: SearchSection) -> optuna.pruners.BasePruner:
-    """The study's pruner (a trial's Ray task builds its own from the same settings)."""
-    import optuna
-
-    if search.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=search.evaluations // 3)
-    if search.pruner == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
-    return optuna.pruners.NopPruner()
 
 
 def _best_text(trials: list[optuna.trial.FrozenTrial]) -> str:

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import optuna
 
+    from agents.config.search import SearchSection
+
 log = logging.getLogger(__name__)
 POLL_S = 0.5
 """Seconds between two reads of the runs' evaluations."""
@@ -256,3 +258,14 @@ class TrialRun:
                                              f"{self.path / f'seed-{missing[0]}.log'})")
         scores = [score(e[-1]) for e in evals]
         return Outcome("complete", sum(scores) / len(scores), scores)
+
+
+def make_pruner(search: SearchSection) -> optuna.pruners.BasePruner:
+    """The study's pruner (a trial's Ray task builds its own from the same settings)."""
+    import optuna
+
+    if search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=search.evaluations // 3)
+    if search.pruner == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.NopPruner()
