@@ -14,7 +14,7 @@ from conftest import ROOT
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-IDS = ("P1", "P2", "P3", "P3b", "P3c", "P4", "P5", "P6", "P6b", "P7", "ENV", "G1", "G2", "MEM")
+IDS = ("P1", "P2", "P3", "P3b", "P3c", "P4", "P5", "P6", "P6b", "P7", "ENV", "G1", "G2", "G3", "MEM")
 
 
 def _bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:

@@ -6,6 +6,7 @@ plain values (saved in the JSON header), and written back into a running algorit
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import gymnasium as gym
@@ -238,9 +239,17 @@ def batched_programs(cfg: Any, env: Any, num_envs: int) -> gym.vector.VectorEnv:
     """An env runner's ``num_envs`` envs of K-instance bridge programs (started and listened for on its own
     node's loopback): one batched vector env (envs/vector/bridge.py) in the NEXT_STEP order RLlib's env
     runners expect (envs/vector/next_step.py), its rewards scaled per env where the config says so."""
-    from agents.run.envfactory import make_vector_env
+    from gymnasium.vector import AutoresetMode
+
+    from agents.run.envfactory import env_factory, make_vector_env
     from envs.vector.next_step import NextStep
+    from envs.vector.sync import SyncVectorEnv
 
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_envs": num_envs})})
-    venv: gym.vector.VectorEnv = NextStep(make_vector_env(cfg, env))
+    built = make_vector_env(cfg, env)
+    if not hasattr(built.unwrapped, "skip"):  # one instance per program after all (a resume does not probe K)
+        built.close()
+        scale = functools.partial(ScaleReward, gamma=cfg.agent.gamma) if cfg.agent.normalize_reward else None
+        return SyncVectorEnv([env_factory(cfg, env, outer=scale)] * num_envs, AutoresetMode.NEXT_STEP)
+    venv: gym.vector.VectorEnv = NextStep(built)
     return ScaleRewards(venv, cfg.agent.gamma) if cfg.agent.normalize_reward else venv
