@@ -61,8 +61,7 @@ def test_k_instance_programs_run_inside_the_env_runner_and_train(tmp_path, share
     assert json.loads(res.read_text())["episodes"] == 2
 
 
-@pytest.mark.slow
-@pytest.mark.ci
+@pytest.mark.slow  # not in CI (its 20-minute budget; the heater test above runs there): make test-all
 def test_the_godot_game_learns_on_rllib(tmp_path, shared_ray):
     """configs/godot.yaml on --backend rllib: 2 Godots × 16 agents in one env runner, 24,576 steps; the
     trained policy's mean return beats a random policy's by 2 over 30 episodes (measured 3.2 against −1.4

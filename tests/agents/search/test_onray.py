@@ -26,6 +26,12 @@ def _ray(test):
         test = mark(test)
     return test
 
+
+def _ray_full(test):
+    """Ray, slow and not in CI (``make test-all`` runs it): the longer durability cases, kept out of CI's
+    20-minute budget; CI keeps the two-node, Ctrl-C and refusal cases."""
+    return pytest.mark.slow(pytest.mark.ray(test))
+
 CONFIG = """\
 env: {id: CartPole-v1}
 agent: {n_steps: 32, batch_size: 64}
@@ -100,7 +106,7 @@ def test_trials_run_as_ray_tasks_on_both_nodes_into_the_study_dir(cluster, tmp_p
                        "--timesteps", "128"]) == 0
 
 
-@_ray
+@_ray_full
 def test_a_killed_driver_loses_no_finished_trial_and_resumes_on_ray(cluster, tmp_path):
     c, _ = cluster
     argv = _argv(tmp_path, "killed", c.address, trials=3, jobs=1)
@@ -211,7 +217,7 @@ search:
 """
 
 
-@_ray
+@_ray_full
 def test_an_rllib_study_runs_its_trials_as_tasks_on_a_private_local_ray(tmp_path):
     config = tmp_path / "rllib.yaml"
     config.write_text(RLLIB)
@@ -234,7 +240,7 @@ def test_the_search_package_does_not_import_ray():
     assert out.stdout.strip() == "False", out.stderr
 
 
-@_ray
+@_ray_full
 def test_a_trial_whose_node_dies_is_rerun_on_another_node_from_its_checkpoint(cluster, tmp_path):
     c, _ = cluster
     first = c.add_node(num_cpus=2)  # the only node a trial of 2 CPUs fits on
