@@ -220,7 +220,7 @@ class ScaleRewards(gym.vector.VectorWrapper):
 
         obs, reward, terminated, truncated, infos = self.env.step(actions)
         r = np.asarray(reward, dtype=np.float64)
-        live = ~np.asarray(getattr(self.env.unwrapped, "skipped", np.zeros(self.num_envs, dtype=bool)))
+        live = ~self.env.unwrapped.skipped  # below NextStep: the bridge vector env's
         self.raw[live] += r[live]
         self.ret[live] = self.ret[live] * self.gamma + r[live]
         delta, total = self.ret - self.mean, self.count + 1

@@ -93,8 +93,10 @@ class BridgeVectorEnv(VectorEnvBase):
         self.skip: np.ndarray | None = None
         """Envs the next step leaves out (a NEXT_STEP caller's just-finished envs, envs/vector/next_step.py):
         their programs step the others alone (``instances``); read and cleared by that step."""
-        self.skipped = np.zeros(self.num_envs, dtype=bool)
-        """The envs the last step left out."""
+        self._none = np.zeros(self.num_envs, dtype=bool)
+        self._none.flags.writeable = False
+        self.skipped = self._none
+        """The envs the last step left out (read-only)."""
 
     def _each(self, fn: Any) -> list[Any]:
         """``fn(j)`` for every program, concurrently; the first exception is re-raised."""
@@ -221,7 +223,7 @@ class BridgeVectorEnv(VectorEnvBase):
             list(iterate(self.action_space, actions)))
         programs = self.programs
         skip, self.skip = self.skip, None
-        self.skipped = skip if skip is not None else np.zeros(self.num_envs, dtype=bool)
+        self.skipped = skip if skip is not None else self._none  # no allocation on a step without skips
         # every program steps (then resets its finished instances) at once, in its own process; the
         # replies are read in turn: no thread hand-offs, one wake-up per program and request
         local: list[list[int] | None] = [None] * len(programs)

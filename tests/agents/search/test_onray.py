@@ -200,21 +200,10 @@ def test_a_node_that_does_not_see_the_study_dir_is_refused(cluster, tmp_path):
     assert not (tmp_path / ".ray-probe").exists()
 
 
-RLLIB = """\
-env: {id: CartPole-v1}
-agent: {backend: rllib, n_steps: 64, batch_size: 64, n_epochs: 1}
-rllib: {num_env_runners: 0}
-train: {num_envs: 1, timesteps: 128}
-eval: {episodes: 2}
-search:
-  defaults: false
-  seeds_per_trial: 1
-  evaluations: 1
-  sampler: random
-  pruner: none
-  space:
-    agent.learning_rate: {low: 1.0e-4, high: 3.0e-3, log: true}
-"""
+RLLIB = CONFIG.replace("agent: {n_steps: 32, batch_size: 64}\ntrain: {num_envs: 2, timesteps: 256}",
+                       "agent: {backend: rllib, n_steps: 64, batch_size: 64, n_epochs: 1}\n"
+                       "rllib: {num_env_runners: 0}\ntrain: {num_envs: 1, timesteps: 128}")
+"""The search config with RLlib's PPO and no remote env runner."""
 
 
 @_ray_full
