@@ -8,7 +8,9 @@ each episode from ``opponents`` (a callable; the run's league in self-play, agen
 one move of the learner and every opponent move up to the learner's next turn; its reward is what the game
 gave the learner over those moves. The learner's legal moves are ``action_masks()`` (the Dict observation's
 ``action_mask`` of PettingZoo classic), so a masking learner never plays an illegal move. The last step of a
-game puts a :class:`GameResult` into ``info[GAME_KEY]``: who the opponent was and how the learner scored.
+game puts a :class:`GameResult` into ``info[GAME_KEY]``: who the opponent was, the learner's seat and how it
+scored; and ``info["episode_metrics"]`` ``won/<seat>_seat`` and ``lost/<seat>_seat`` (1 or 0), which
+evaluation averages over the games of each seat (``evaluate.py`` prints them beside the random player's).
 
 Opponents here need no network: :class:`RandomOpponent` (a uniformly random legal move) and
 :class:`LookaheadOpponent` (wins now if it can, never leaves a win to the other side in one move when it can
@@ -45,6 +47,8 @@ class GameResult:
     """The opponent's name (a league member, ``random``, ``lookahead``, ...)."""
     score: float
     """1 a win, 0.5 a draw, 0 a loss (the sign of the learner's return)."""
+    seat: str = "first"
+    """The learner's seat in that game: ``first`` (it moved first) or ``second``."""
 
 
 class Opponent(Protocol):
@@ -202,8 +206,12 @@ class SeatEnv(gym.Env):
         info: dict[str, Any] = {}
         if terminated or truncated:
             score = 1.0 if self._return > 0 else 0.0 if self._return < 0 else 0.5
-            info[GAME_KEY] = GameResult(self.opponent.name, score)
+            seat = "first" if self.learner == self.players[0] else "second"
+            info[GAME_KEY] = GameResult(self.opponent.name, score, seat)
             info["is_success"] = score == 1.0  # evaluation's success rate is the share of games won
+            # evaluation's per-seat figures: each is the mean over the games played from that seat
+            info["episode_metrics"] = {f"won/{seat}_seat": float(score == 1.0),
+                                       f"lost/{seat}_seat": float(score == 0.0)}
         return self.game.observe(self.learner), reward, terminated, truncated, info
 
     def action_masks(self) -> np.ndarray:

@@ -23,6 +23,12 @@ def win_rate(out: str) -> float:
     return float(row.split()[-1])
 
 
+def seat_rates(out: str) -> dict[str, float]:
+    """evaluate.py's per-seat rows: the trained policy's share of games won from each seat."""
+    rows = re.finditer(r"^won/(\w+)_seat\s+trained\s+(\S+)", out, re.M)
+    return {m.group(1): float(m.group(2)) for m in rows}
+
+
 def test_self_play_builds_a_league_that_learns_and_can_be_pitted(tmp_path):
     run = tmp_path / "c4"
     run_cli("train.py", *COMMON, "--timesteps", "10240", "--seed", "1", "--run-dir", str(run),
@@ -41,6 +47,10 @@ def test_self_play_builds_a_league_that_learns_and_can_be_pitted(tmp_path):
     assert win_rate(out) >= 0.75  # against a random opponent, after 10k steps (0.92 measured)
     hard = run_cli("evaluate.py", str(run), "--episodes", "10", "--opponent", "lookahead", check=True).stdout
     assert win_rate(hard) < win_rate(out) - 0.3  # the same seeds against lookahead: a different opponent
+    seats = seat_rates(hard)
+    assert set(seats) == {"first", "second"}, hard  # each seat's share of games won: 5 games each
+    assert all(abs(v * 5 - round(v * 5)) < 1e-3 for v in seats.values()), seats
+    assert abs((seats["first"] + seats["second"]) / 2 - win_rate(hard)) < 1e-3  # the seats make the whole
     old = run_cli("evaluate.py", str(run), "--episodes", "10", "--opponent", str(snaps[0]), check=True)
     assert re.search(r"^trained\s", old.stdout, re.M)
     bad = run_cli("evaluate.py", str(run), "--opponent", str(tmp_path / "nope.safetensors"))
@@ -71,3 +81,11 @@ def test_backends_and_vector_envs_that_cannot_play_it_are_one_line(tmp_path):
     fixed = run_cli("train.py", "--env", C4, "--timesteps", "64", "--set", "selfplay.fixed=[minimax]",
                     "--run-dir", str(tmp_path / "f"))
     assert fixed.returncode == 2 and "selfplay.fixed takes random, lookahead" in fixed.stderr
+
+
+def test_a_board_cnn_run_trains_and_loads_for_evaluation(tmp_path):
+    run = tmp_path / "cnn"
+    run_cli("train.py", *COMMON, "--timesteps", "512", "--seed", "2", "--run-dir", str(run),
+            "--set", "eval.every=0", "--set", "agent.extractor=board_cnn", check=True)
+    out = run_cli("evaluate.py", str(run), "--episodes", "2", check=True).stdout
+    assert set(seat_rates(out)) == {"first", "second"}, out  # the checkpoint rebuilt as the board CNN

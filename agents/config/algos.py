@@ -8,7 +8,8 @@ from agents.config.schema import AgentConfig, RunConfig, suggest
 from envs.errors import UserError
 
 SHARED_AGENT_KEYS = ("backend", "algo", "learning_rate", "lr_schedule", "gamma", "net_arch", "activation",
-                     "normalize_obs", "normalize_reward", "policy", "cnn", "precision")
+                     "normalize_obs", "normalize_reward", "policy", "cnn", "precision",
+                     "extractor")
 """``agent:`` keys every algorithm accepts."""
 _ON_POLICY = ("n_steps", "batch_size", "n_epochs", "clip_range", "gae_lambda", "ent_coef", "vf_coef",
               "max_grad_norm", "log_std_init", "ortho_init")

@@ -180,6 +180,9 @@ class AgentConfig(Section):
     """The CNN of an image policy: ``nature`` (Mnih et al. 2015, 3 conv layers and 512 features, for 84×84) or
     ``small`` (2 conv layers and 256 features, for 42×42 frames; about 1/14 of the Nature CNN's FLOPs on
     42×42, docs/results.md)."""
+    extractor: Literal["auto", "board_cnn"] = "auto"
+    """SB3's feature extractor: ``auto`` follows ``policy``; ``board_cnn`` is three 3×3 convolutions over a
+    board game's small rank-3 observation (e.g. connect four's 6×7×2 planes, agents/sb3/board.py)."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """The CNN's forward and backward passes in fp32 or under bf16 autocast (a CPU with AVX-512 bf16, or a
     GPU); heads, losses and weights stay fp32."""
@@ -225,6 +228,13 @@ class AgentConfig(Section):
         if (self.backend == "blackbox") != (self.algo in strategies):
             raise ValueError(f"--backend blackbox runs --algo {'|'.join(strategies)}, and only it does; "
                              f"got backend {self.backend!r} with algo {self.algo!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _extractor_on_sb3(self) -> AgentConfig:
+        if self.extractor != "auto" and self.backend != "sb3":
+            raise ValueError(f"agent.extractor {self.extractor} is an SB3 network, which the {self.backend} "
+                             "backend does not build: use --backend sb3 or agent.extractor auto")
         return self
 
     @field_validator("net_arch")

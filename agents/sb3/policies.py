@@ -68,7 +68,13 @@ def select_policy(cfg: RunConfig, obs_space: gym.Space) -> tuple[str, dict[str, 
         kind = "mlp"
     elif kind == "auto":
         kind = "cnn" if is_image(obs_space) else "mlp"
-    if kind == "cnn" and (cfg.agent.cnn, cfg.agent.precision) != ("nature", "fp32"):
+    if cfg.agent.extractor == "board_cnn":  # a board game's planes: small convolutions (agents/sb3/board.py)
+        from agents.sb3.board import BoardCNN, board_keys
+
+        board_keys(obs_space)
+        extra = {"features_extractor_class": BoardCNN}
+        kind = "multi" if isinstance(obs_space, gym.spaces.Dict) else "mlp"
+    elif kind == "cnn" and (cfg.agent.cnn, cfg.agent.precision) != ("nature", "fp32"):
         extra["features_extractor_class"] = SmallCNN if cfg.agent.cnn == "small" else AutocastNatureCNN
         extra["features_extractor_kwargs"] = {"bf16": cfg.agent.precision == "bf16"}
     return {"mlp": "MlpPolicy", "cnn": "CnnPolicy", "multi": "MultiInputPolicy"}[kind], extra

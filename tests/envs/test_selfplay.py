@@ -56,6 +56,40 @@ def test_seats_alternate_and_the_opponent_moves_first_in_the_second_seat():
     assert env.game.unwrapped.board.count(0) == 42 - 3  # the learner's move and the opponent's reply
 
 
+def test_each_seat_sees_its_own_pieces_first_and_scores_its_own_result():
+    """Both seats learn one policy, so each must see the board from its own side (its pieces in plane 0),
+    and its reward must be its own result; the last step says which seat the learner held."""
+
+    class Column:  # the same column every move: with seats from either side, someone gets four there
+        name = "column"
+
+        def __init__(self, column: int) -> None:
+            self.column = column
+
+        def act(self, game, agent, rng):
+            return self.column
+
+    env = SeatEnv(connect_four_v3.env(), "c4", opponents=lambda: Column(1))
+    outcomes = {}
+    for game in range(2):
+        obs, _ = env.reset(seed=game)
+        seat = "first" if game == 0 else "second"
+        mine = obs["observation"][..., 0].sum()
+        theirs = obs["observation"][..., 1].sum()
+        assert (mine, theirs) == ((0, 0) if seat == "first" else (0, 1))  # the opponent opened in column 1
+        done = False
+        while not done:
+            obs, reward, done, _, info = env.step(0)  # column 0, over and over
+            if not done:  # the learner's pieces are in column 0, the opponent's in column 1, from its view
+                board = obs["observation"]
+                assert board[:, 0, 0].sum() == board[..., 0].sum()
+                assert board[:, 1, 1].sum() == board[..., 1].sum()
+        outcomes[seat] = (reward, info[GAME_KEY].seat, info["episode_metrics"])
+    # the first player completes column 0 first and wins; from the second seat the opponent gets there first
+    assert outcomes["first"] == (1.0, "first", {"won/first_seat": 1.0, "lost/first_seat": 0.0})
+    assert outcomes["second"] == (-1.0, "second", {"won/second_seat": 0.0, "lost/second_seat": 1.0})
+
+
 def test_lookahead_beats_random_and_takes_a_win_and_blocks_one():
     assert np.mean(play(SeatEnv(connect_four_v3.env(), "c4"), LookaheadOpponent(), 40)) >= 0.9
     game = connect_four_v3.env()
