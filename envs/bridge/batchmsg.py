@@ -92,7 +92,9 @@ def stack_actions(space: spaces.Space, actions: Sequence[Any] | np.ndarray) -> n
     return arr.reshape((len(actions), *(space.shape or ())))
 
 
-def _infos(msg: dict[str, Any], n: int, kind: str, key: str = "infos") -> list[dict[str, Any]]:
+def infos_field(msg: dict[str, Any], n: int, kind: str, key: str = "infos") -> list[dict[str, Any]]:
+    """``msg[key]``: a list of ``n`` info objects (absent: all empty), without the reserved ``nondiff_``
+    keys."""
     infos = msg.get(key)
     if infos is None:
         return [{} for _ in range(n)]
@@ -102,7 +104,9 @@ def _infos(msg: dict[str, Any], n: int, kind: str, key: str = "infos") -> list[d
     return [{k: v for k, v in x.items() if not k.startswith(RESERVED_INFO_PREFIX)} for x in infos]
 
 
-def _vector(msg: dict[str, Any], key: str, n: int, kind: str, flags: bool) -> np.ndarray:
+def vector_field(msg: dict[str, Any], key: str, n: int, kind: str, flags: bool) -> np.ndarray:
+    """``msg[key]``: ``n`` booleans (``flags``; absent: all false) or ``n`` numbers (required), from an array
+    or a JSON list."""
     raw = msg.get(key)
     if raw is None:
         if flags:
@@ -135,7 +139,8 @@ def parse_batch_reset(msg: dict[str, Any], space: spaces.Space, n: int) -> Batch
     P.expect(msg, "reset_result")
     if "obs" not in msg:
         raise E.ProtocolError("reset_result.obs: missing")
-    return BatchReset(conform_batch(space, msg["obs"], n, "reset_result.obs"), _infos(msg, n, "reset_result"))
+    return BatchReset(conform_batch(space, msg["obs"], n, "reset_result.obs"),
+                      infos_field(msg, n, "reset_result"))
 
 
 def parse_batch_step(msg: dict[str, Any], space: spaces.Space, n: int, autoreset: bool = False) -> BatchStep:
@@ -145,10 +150,10 @@ def parse_batch_step(msg: dict[str, Any], space: spaces.Space, n: int, autoreset
     if "obs" not in msg:
         raise E.ProtocolError("step_result.obs: missing")
     obs = conform_batch(space, msg["obs"], n, "step_result.obs")
-    terminated = _vector(msg, "terminated", n, "step_result", True)
-    truncated = _vector(msg, "truncated", n, "step_result", True)
-    step = BatchStep(obs, _vector(msg, "rewards", n, "step_result", False), terminated, truncated,
-                     _infos(msg, n, "step_result"))
+    terminated = vector_field(msg, "terminated", n, "step_result", True)
+    truncated = vector_field(msg, "truncated", n, "step_result", True)
+    step = BatchStep(obs, vector_field(msg, "rewards", n, "step_result", False), terminated, truncated,
+                     infos_field(msg, n, "step_result"))
     if not autoreset:
         if "final_obs" in msg or "reset_infos" in msg:
             raise E.ProtocolError("step_result.final_obs: sent for a step that did not ask for autoreset; a "
@@ -162,4 +167,4 @@ def parse_batch_step(msg: dict[str, Any], space: spaces.Space, n: int, autoreset
                               "autoreset step (docs/protocol.md, 1.2)")
     final = conform_batch(space, msg["final_obs"], m, "step_result.final_obs")
     return BatchStep(step.obs, step.rewards, terminated, truncated, step.infos, final,
-                     _infos(msg, m, "step_result", "reset_infos"))
+                     infos_field(msg, m, "step_result", "reset_infos"))

@@ -15,14 +15,15 @@ __all__ = ["decide", "describe", "misfit", "same_spec"]
 
 def describe(spec: Any) -> str:
     """A spec's spaces and K in a few words, for refusal messages."""
+    agents = f", agents {[d.id for d in spec.agents][:8]}" if spec.agents else ""
     return (f"observation {spec.observation_space}, action {spec.action_space}, num_instances "
-            f"{spec.num_instances}")
+            f"{spec.num_instances}{agents}")
 
 
 def same_spec(a: Any, b: Any) -> bool:
-    """True when two specs declare the same spaces and the same K."""
+    """True when two specs declare the same spaces, the same K and the same agents (protocol 1.3)."""
     return (a.observation_space == b.observation_space and a.action_space == b.action_space
-            and a.num_instances == b.num_instances)
+            and a.num_instances == b.num_instances and a.agents == b.agents)
 
 
 def misfit(spec: Any, instances: int | None, want: Any) -> str | None:

@@ -23,6 +23,14 @@ RESERVED_INFO_PREFIX = "nondiff_"
 
 
 @dataclass(frozen=True)
+class AgentDecl:
+    """One agent a program declares (protocol 1.3): its id and its policy group."""
+
+    id: str
+    group: str
+
+
+@dataclass(frozen=True)
 class SpecReply:
     """The program's ``spec`` message."""
 
@@ -36,6 +44,10 @@ class SpecReply:
     """Env instances behind the connection (protocol 1.1); 1 for a 1.0 program."""
     batched: bool = False
     """True when the spec declared ``num_instances``: requests and replies then use the batched form."""
+    agents: tuple[AgentDecl, ...] = ()
+    """The agents of the program's scene, in declaration order (protocol 1.3, :mod:`envs.bridge.agentsmsg`);
+    empty for a program without agents. With agents, ``observation_space`` and ``action_space`` are Dicts
+    keyed by policy group, each value the space every agent of that group has."""
 
 
 @dataclass(frozen=True)
@@ -87,13 +99,7 @@ def parse_spec(msg: dict[str, Any], max_elements: int = MAX_SPACE_ELEMENTS,
     obs_space = space_from_json(msg.get("observation_space"), max_elements, where="spec.observation_space",
                                 instances=k)
     act_space = space_from_json(msg.get("action_space"), max_elements, where="spec.action_space", instances=k)
-    metadata = msg.get("metadata", {})
-    if not isinstance(metadata, dict):
-        raise E.SpecError(f"spec.metadata: expected an object, got {type(metadata).__name__}")
-    fps = metadata.get("render_fps", 30)
-    if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps < 1e4:
-        raise E.SpecError(f"spec.metadata.render_fps: expected a positive number of frames per second, got "
-                          f"{str(fps)[:40]}")
+    fps = render_fps(msg)
     if batched and not isinstance(act_space, spaces.Box | spaces.Discrete | spaces.MultiDiscrete
                                   | spaces.MultiBinary):
         raise E.SpecError("spec.action_space: a program with num_instances needs a Box, Discrete, "
@@ -103,6 +109,18 @@ def parse_spec(msg: dict[str, Any], max_elements: int = MAX_SPACE_ELEMENTS,
         check_message_size(obs_space, act_space, k, batched, max_message)
     return SpecReply(str(msg.get("env", ""))[:200], str(msg.get("version", ""))[:20], obs_space, act_space,
                      {"render_fps": fps}, k, batched)
+
+
+def render_fps(msg: dict[str, Any]) -> float:
+    """A spec's ``metadata.render_fps`` (default 30), checked."""
+    metadata = msg.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise E.SpecError(f"spec.metadata: expected an object, got {type(metadata).__name__}")
+    fps = metadata.get("render_fps", 30)
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps < 1e4:
+        raise E.SpecError(f"spec.metadata.render_fps: expected a positive number of frames per second, got "
+                          f"{str(fps)[:40]}")
+    return fps
 
 
 def wire_bytes(space: spaces.Space) -> int:

@@ -34,7 +34,8 @@ from envs.bridge import listen as L
 from envs.bridge import messages as M
 from envs.bridge import protocol as P
 from envs.bridge import reaper
-from envs.bridge.handshake import shake
+from envs.bridge.fit import same_spec
+from envs.bridge.handshake import check_kind, shake
 from envs.bridge.launch import ConnectBack, spawn
 from envs.bridge.settings import check_settings
 from envs.bridge.spawn import StderrTail
@@ -80,6 +81,9 @@ class ProcessEnv(gym.Env):
     hosts_instances = True
     """A program may host K instances (protocol 1.1): K > 1 or connect mode train as one batched vector env
     (envs/vector/bridge.py)."""
+    takes_agents = False
+    """Whether this env drives a program that declares agents (protocol 1.3); such a program is refused here
+    (:func:`~envs.bridge.handshake.check_kind`), so that it is never sent a single-agent request."""
 
     def __init__(self, *, command: Annotated[str | None, Reach.RUN.mark("start the program")] = None,
                  address: Annotated[str | None, Reach.CONTACT.mark("connect to", beyond_loopback)] = None,
@@ -191,15 +195,17 @@ class ProcessEnv(gym.Env):
 
     def _shake(self, chan: P.Channel, timeout: float) -> M.SpecReply:
         """The handshake on ``chan`` (:func:`envs.bridge.handshake.shake`); touches nothing of this env."""
-        return shake(chan, timeout, who=self.who, token=self.token, max_message=self.max_message,
+        spec = shake(chan, timeout, who=self.who, token=self.token, max_message=self.max_message,
                      max_space_elements=self.max_space_elements)
+        check_kind(spec, self.who, self.takes_agents)
+        return spec
 
     def _check_same_spec(self, spec: M.SpecReply) -> None:
         old = self.spec_reply or getattr(self, "expect", None)  # BatchProgram: the spec of the run's programs
-        if old is not None and (old.observation_space != spec.observation_space or old.action_space !=
-                                spec.action_space or old.num_instances != spec.num_instances):
-            raise E.ProtocolError(f"program {self.who!r} came back with other spaces or num_instances than "
-                                  "it started with; every program of a run must declare the same spec")
+        if old is not None and not same_spec(old, spec):
+            raise E.ProtocolError(f"program {self.who!r} came back with other spaces, num_instances or "
+                                  "agents than it started with; every program of a run must declare the same "
+                                  "spec")
 
     def _kill(self) -> int | None:
         """Stop the program: SIGTERM to its supervisor, which escalates to SIGKILL. Returns its exit code."""

@@ -31,9 +31,10 @@ from envs.errors import (
 from envs.spaces import MAX_RANK
 from envs.stop import check_stop
 
-VERSION = "1.2"
+VERSION = "1.3"
 """This side's protocol version; 1.1 added ``num_instances`` (several env instances behind one connection),
-1.2 ``autoreset`` (a K-instance program resets its finished instances within the step's reply)."""
+1.2 ``autoreset`` (a K-instance program resets its finished instances within the step's reply), 1.3
+``agents`` (a scene of agents in policy groups that finish at their own steps, envs/bridge/agentsmsg.py)."""
 MAX_INSTANCES = 4096
 """The most env instances one program may declare (``spec.num_instances``)."""
 MAX_MESSAGE = 64 * 1024 * 1024

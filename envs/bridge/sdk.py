@@ -7,6 +7,7 @@ A program needs only this module, ``envs.bridge.protocol`` and NumPy (no torch, 
     serve(MySimulator, listen=("127.0.0.1", 5555), token=os.environ["NONDIFF_TOKEN"])  # a server: one
                                               # env per connection, connections served concurrently
     serve(MySimulator, instances=16)          # protocol 1.1: 16 instances behind one connection
+    serve(MyScene)                            # protocol 1.3: agents in policy groups (sdk_agents.py)
     serve(MySimulator, connect=("127.0.0.1", 5555))  # connect to a listening nondiff (env.listen), and
                                               # again after each session; NONDIFF_CONNECT=HOST:PORT
                                               # does the same
@@ -43,13 +44,18 @@ closed its previous connection may still be ending it)."""
 
 
 def _handshake(chan: P.Channel, env: Any, name: str, token: str, timeout: float,
-               instances: int | None = None) -> None:
+               instances: int | None = None, spec: dict[str, Any] | None = None) -> None:
+    """The program's side of the handshake; ``spec``: the spec to send (a scene's, protocol 1.3), instead of
+    one built from ``env``'s spaces."""
     hello = P.expect(P.recv(chan, timeout), "hello")
     try:
         warning = P.check_version(hello.get("version"), "nondiff")
         if instances is not None and P.minor_of(hello.get("version")) < 1:
             raise E.VersionError(f"protocol version mismatch: this program hosts {instances} instances, "
                                  f"which needs protocol 1.1; nondiff speaks {str(hello.get('version'))[:20]}")
+        if spec is not None and P.minor_of(hello.get("version")) < 3:
+            raise E.VersionError(f"protocol version mismatch: this program declares agents, which needs "
+                                 f"protocol 1.3; nondiff speaks {str(hello.get('version'))[:20]}")
     except E.VersionError as e:
         P.send(chan, {"type": "error", "message": str(e)}, 10)
         raise
@@ -62,12 +68,13 @@ def _handshake(chan: P.Channel, env: Any, name: str, token: str, timeout: float,
     if not P.verify(token, "client", challenge, auth.get("mac")):
         P.send(chan, {"type": "error", "message": "authentication failed: wrong token"}, 10)
         raise E.AuthError("a client presented a wrong token")
-    spec: dict[str, Any] = {"type": "spec", "env": name, "version": P.VERSION,
-            "observation_space": space_to_json(env.observation_space),
-            "action_space": space_to_json(env.action_space),
-            "metadata": {"render_fps": getattr(env, "metadata", {}).get("render_fps", 30)}}
-    if instances is not None:
-        spec["num_instances"] = instances
+    if spec is None:
+        spec = {"type": "spec", "env": name, "version": P.VERSION,
+                "observation_space": space_to_json(env.observation_space),
+                "action_space": space_to_json(env.action_space),
+                "metadata": {"render_fps": getattr(env, "metadata", {}).get("render_fps", 30)}}
+        if instances is not None:
+            spec["num_instances"] = instances
     P.send(chan, spec, 10)
 
 
@@ -138,14 +145,27 @@ def _session(chan: P.Channel, env: Any, name: str, token: str, max_size: int, in
     served = served if served is not None else [0]
     envs = made if made is not None else _make_all(env, instances)
     try:
-        _handshake(chan, envs[0], name or type(envs[0]).__name__, token, timeout, instances)
         if instances is None:
-            _loop(chan, envs[0], max_size, served)
+            _serve_one(chan, envs[0], name or type(envs[0]).__name__, token, timeout, max_size, served)
         else:
+            _handshake(chan, envs[0], name or type(envs[0]).__name__, token, timeout, instances)
             _loop_batch(chan, envs, max_size, served)
     finally:
         if instances is not None or made is not None:
             _close_made(env, envs)
+
+
+def _serve_one(chan: P.Channel, env: Any, name: str, token: str, timeout: float, max_size: int,
+               served: list[int] | None = None) -> None:
+    """Handshake and serve one env on ``chan``: a single-agent env, or a scene of agents (protocol 1.3,
+    :mod:`envs.bridge.sdk_agents`, imported here: it builds on this module)."""
+    from envs.bridge import sdk_agents
+
+    if sdk_agents.is_scene(env):
+        sdk_agents.scene_session(chan, env, name, token, timeout, max_size, served or [0])
+        return
+    _handshake(chan, env, name, token, timeout)
+    _loop(chan, env, max_size, served)
 
 
 def _make_all(env: Any, instances: int | None) -> list[Any]:
@@ -275,8 +295,7 @@ def _serve_connection(conn: socket.socket, env: Any, name: str, token: str, max_
         if instances is not None:  # env is the factory: K fresh instances for this connection
             _session(chan, env, name, token, max_size, instances, HANDSHAKE_TIMEOUT)
         elif lock is None:
-            _handshake(chan, env, name, token, HANDSHAKE_TIMEOUT)
-            _loop(chan, env, max_size)
+            _serve_one(chan, env, name, token, HANDSHAKE_TIMEOUT, max_size)
         elif not lock.acquire(timeout=BUSY_GRACE):  # one shared env object, busy: refuse instead of stalling
             P.expect(P.recv(chan, 10), "hello")
             what = type(env).__name__
@@ -288,8 +307,7 @@ def _serve_connection(conn: socket.socket, env: Any, name: str, token: str, max_
                   "factory", file=sys.stderr, flush=True)
         else:  # one shared env object: one connection at a time uses it
             try:
-                _handshake(chan, env, name, token, HANDSHAKE_TIMEOUT)
-                _loop(chan, env, max_size)
+                _serve_one(chan, env, name, token, HANDSHAKE_TIMEOUT, max_size)
             finally:
                 lock.release()
     except (E.BridgeError, OSError) as e:
@@ -310,8 +328,10 @@ def serve(env: Any, *, name: str | None = None, listen: tuple[str, int] | None =
     Args:
         env: a zero-argument factory that makes an env (one per TCP connection; the recommended form), or
             one env object with ``observation_space``, ``action_space``, ``reset(seed=, options=)`` and
-            ``step``. A single object serves one TCP connection at a time: a second concurrent connection
-            is answered with an ``error`` that says to pass a factory (the trainer stops with that line).
+            ``step``; or a scene of agents in policy groups (protocol 1.3, :mod:`envs.bridge.sdk_agents`;
+            one scene per connection, without ``instances``). A single object serves one TCP connection at
+            a time: a second concurrent connection is answered with an ``error`` that says to pass a
+            factory (the trainer stops with that line).
         name: the env name announced in the handshake.
         listen: ``(host, port)`` to accept TCP connections on; default: stdin/stdout.
         token: shared secret; required by nondiff for any non-loopback address.

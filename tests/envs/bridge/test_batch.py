@@ -96,7 +96,7 @@ def test_process_env_drives_instance_zero_of_a_k_program(heater):
 def test_a_1_0_program_works_unchanged_against_1_1(heater, caplog):
     caplog.set_level(logging.WARNING)
     prog = BatchProgram(command=heater)  # announces 1.0, no num_instances
-    assert (P.VERSION == "1.2" and prog.spec_reply.version == "1.0" and prog.num_instances == 1
+    assert (P.VERSION == "1.3" and prog.spec_reply.version == "1.0" and prog.num_instances == 1
             and not prog.batched)
     obs, _ = prog.reset_instances([0], [0])
     res = prog.step_all(np.ones((1, 1), np.float32))
