@@ -111,7 +111,8 @@ def env_factory(cfg: RunConfig, env: ResolvedEnv, render_mode: str | None = None
     kwargs = {**cfg.env.adapter_kwargs(), **(cfg.env.eval_kwargs if for_eval else {})}
     if env.multi_agent:
         return functools.partial(_team, env.spec, kwargs, render_mode, cfg.env.max_episode_steps,
-                                 cfg.env.nan_policy, cfg.env.bounds_policy, policy_patterns(cfg))
+                                 cfg.env.nan_policy, cfg.env.bounds_policy, policy_patterns(cfg),
+                                 cfg.env.token_source() if env.takes_token else None)
     return functools.partial(_build, env.spec, tuple(cfg.env.packages), cfg.env.max_episode_steps,
                              kwargs, render_mode, cfg.env.nan_policy, cfg.env.token_source(), outer,
                              tuple(parse_wrappers(cfg.env.wrappers)),
@@ -182,8 +183,8 @@ def _agents_vector_env(cfg: RunConfig, env: ResolvedEnv) -> gym.vector.VectorEnv
     if given:
         raise UserError(f"env {cfg.env.id!r} is a PettingZoo parallel env, whose agents are stepped as one "
                         f"batch, so per-env wrappers cannot apply; drop {given}")
-    fns = [functools.partial(make_parallel, env.spec.entry_point, cfg.env.adapter_kwargs())
-           for _ in range(cfg.train.num_envs)]
+    kwargs = with_token(cfg.env.adapter_kwargs(), cfg.env.token_source() if env.takes_token else None)
+    fns = [functools.partial(make_parallel, env.spec.entry_point, kwargs) for _ in range(cfg.train.num_envs)]
     with build_errors(cfg):
         venv = PettingZooVectorEnv(fns, cfg.env.max_episode_steps, cfg.env.id or "")
     return RowGuard(venv, cfg.env.nan_policy, cfg.env.bounds_policy, None)
@@ -216,8 +217,8 @@ def make_policy_vector_envs(cfg: RunConfig, env: ResolvedEnv) -> PolicyVectorEnv
     from envs.vector.row_guard import RowGuard
 
     patterns = policy_patterns(cfg) or {}
-    fns = [functools.partial(make_parallel, env.spec.entry_point, cfg.env.adapter_kwargs())
-           for _ in range(cfg.train.num_envs)]
+    kwargs = with_token(cfg.env.adapter_kwargs(), cfg.env.token_source() if env.takes_token else None)
+    fns = [functools.partial(make_parallel, env.spec.entry_point, kwargs) for _ in range(cfg.train.num_envs)]
     with build_errors(cfg):
         groups = PettingZooGroups(fns, patterns, cfg.env.max_episode_steps, cfg.env.id or "")
     venvs: dict[str, gym.vector.VectorEnv] = {
@@ -226,14 +227,23 @@ def make_policy_vector_envs(cfg: RunConfig, env: ResolvedEnv) -> PolicyVectorEnv
     return PolicyVectorEnvs(groups, venvs)
 
 
+def with_token(kwargs: dict[str, Any], token: tokens.TokenSource | None) -> dict[str, Any]:
+    """A PettingZoo parallel env's keyword arguments with the bridge token, resolved here (in the process that
+    builds the env), where the entry point takes one (``token``: its source; None when it takes none): a
+    program that declares agents (envs/bridge/parallel.py)."""
+    value = tokens.resolve(token) if token is not None else None
+    return {**kwargs, "token": value} if value is not None else dict(kwargs)
+
+
 def _team(spec: EnvSpec, kwargs: dict[str, Any], render_mode: str | None, max_episode_steps: int | None,
-          nan_policy: str, bounds_policy: str, patterns: dict[str, tuple[str, ...]] | None = None) -> gym.Env:
+          nan_policy: str, bounds_policy: str, patterns: dict[str, tuple[str, ...]] | None = None,
+          token: tokens.TokenSource | None = None) -> gym.Env:
     """All agents of one PettingZoo parallel env as one env (``TeamEnv``; with ``patterns``, grouped by
-    policy), under the Guard."""
+    policy), under the Guard; ``token``: where the bridge token comes from, when the env takes one."""
     from envs.guard import Guard
     from envs.multiagent import TeamEnv
 
-    extra = {**kwargs, **({"render_mode": render_mode} if render_mode is not None else {})}
+    extra = {**with_token(kwargs, token), **({"render_mode": render_mode} if render_mode is not None else {})}
     return Guard(TeamEnv(str(spec.entry_point), extra, max_episode_steps, spec.name, patterns), nan_policy,
                  bounds_policy=bounds_policy)
 

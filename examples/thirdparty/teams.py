@@ -100,7 +100,7 @@ def main() -> None:
     if args.connect:
         host, _, port = args.connect.rpartition(":")
         connect = (host, int(port))
-    serve(Teams, name="teams", connect=connect)
+    serve(Teams, name="teams", connect=connect, token=os.environ.get("NONDIFF_TOKEN", ""))
 
 
 if __name__ == "__main__":

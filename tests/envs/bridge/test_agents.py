@@ -213,3 +213,25 @@ def test_a_training_run_survives_malformed_scene_replies(tmp_path):
     acc = scalars(run)
     assert acc.Scalars("env/faults_by_kind/protocol")[-1].value == 2
     assert acc.Scalars("env/restarts")[-1].value == 2
+
+
+def test_the_bridge_token_reaches_a_program_that_declares_agents(monkeypatch):
+    """NONDIFF_TOKEN reaches BridgeParallelEnv (it takes a token) in the team env evaluation plays and in the
+    training copies; the program proves it (teams.py serves with NONDIFF_TOKEN, which it inherits)."""
+    from agents.config import validate
+    from agents.run.envfactory import env_factory, make_policy_vector_envs
+    from agents.run.resolved import resolve_env
+
+    monkeypatch.setenv("NONDIFF_TOKEN", "s3cret")
+    cfg = validate({"env": {"id": "envs.bridge.parallel:BridgeParallelEnv", "command": PY_TEAMS},
+                    "policies": {"runner": {"agents": ["runner_*"]}, "guard": {"agents": ["guard_*"]}},
+                    "train": {"num_envs": 1}}, "test")
+    resolved = resolve_env(cfg, channels_first=True)
+    assert resolved.multi_agent and resolved.takes_token
+    team = env_factory(cfg, resolved)()
+    obs, _ = team.reset(seed=0)
+    assert set(obs) == {"runner", "guard"} and obs["runner"].shape == (2, 2)
+    team.close()
+    venvs = make_policy_vector_envs(cfg, resolved)
+    assert venvs.groups.copies.envs[0].program.token == "s3cret"
+    venvs.groups.copies.close()
