@@ -12,6 +12,8 @@ from conftest import run_cli
 from test_cli import scalars
 from test_resume_exact import straight_and_resumed
 
+from agents.run.selfplay.tournament import tournament
+
 C4 = "pettingzoo.classic.connect_four_v3:env"
 COMMON = ["--env", C4, "--num-envs", "4", "--quiet", "--set", "agent.n_steps=128",
           "--set", "agent.batch_size=128", "--set", "selfplay.snapshot_every=2048"]
@@ -51,6 +53,10 @@ def test_self_play_builds_a_league_that_learns_and_can_be_pitted(tmp_path):
     assert set(seats) == {"first", "second"}, hard  # each seat's share of games won: 5 games each
     assert all(abs(v * 5 - round(v * 5)) < 1e-3 for v in seats.values()), seats
     assert abs((seats["first"] + seats["second"]) / 2 - win_rate(hard)) < 1e-3  # the seats make the whole
+    standings = tournament(run, games=4, every=2)  # the round robin: random, snapshots 1, 3 and 5
+    assert standings.names == ["random", snaps[0].stem, snaps[2].stem, snaps[4].stem]
+    assert standings.ratings[0] == 1000.0 and standings.games == 4  # random: the anchor
+    assert standings.ratings[-1] > 1100.0 and standings.scores[-1, 0] >= 0.75  # the newest beats random
     old = run_cli("evaluate.py", str(run), "--episodes", "10", "--opponent", str(snaps[0]), check=True)
     assert re.search(r"^trained\s", old.stdout, re.M)
     bad = run_cli("evaluate.py", str(run), "--opponent", str(tmp_path / "nope.safetensors"))

@@ -132,3 +132,18 @@ def test_states_older_than_the_oldest_kept_checkpoint_are_pruned(tmp_path):
     assert sorted(p.name for p in (tmp_path / "league").glob("state_*.json")) == [
         "state_000000200.json", "state_000000300.json"]
     assert lg.restore(250) == 200 and lg.restore(300) == 300 and lg.restore(150) is None
+
+
+def test_the_tournament_fit_recovers_known_elo_ratings_with_random_at_1000():
+    import numpy as np
+
+    from agents.run.selfplay.tournament import fit_elo
+
+    truth = np.array([1000.0, 1200.0, 1500.0, 1450.0])
+    expected = 1 / (1 + 10 ** ((truth[None, :] - truth[:, None]) / 400))  # i's expected score against j
+    games = np.full((4, 4), 10_000.0) - np.diag(np.full(4, 10_000.0))
+    fitted = fit_elo(expected * games, games)
+    assert fitted[0] == 1000.0  # the anchor
+    assert np.allclose(fitted, truth, atol=2.0)  # 10,000 games a pair: the virtual draws hardly count
+    unbeaten = fit_elo(np.array([[0.0, 0.0], [20.0, 0.0]]), np.array([[0.0, 20.0], [20.0, 0.0]]))
+    assert 1400 < unbeaten[1] < 1700  # won all 20: finite, thanks to the one virtual draw
