@@ -18,6 +18,9 @@
 #   nondiff_camera(viewport)      only with --camera=N: fill (first call) and aim the agent's camera, an
 #                                 N x N Viewport of its own, before each frame; the observation becomes
 #                                 {"state": the Box, "camera": uint8 [N, N, 3]} (README.md, "Pixels")
+#   nondiff_agent() -> {"id": String, "group": String}   optional: protocol 1.3 (scene.gd): the agents are
+#                                 one scene of agents in policy groups, each group with its own spaces, that
+#                                 finish at their own steps (game/teams.tscn); no camera
 # Godot 4: see wire.gd for the API differences; `export var` becomes `@export var`, `yield` `await`.
 extends Node
 
@@ -29,6 +32,7 @@ export var env_name := "godot"
 export var camera := 0  # N > 0: an N x N RGB camera per agent (rendering build); --camera=N overrides
 
 const Wire = preload("res://addons/nondiff/wire.gd")
+const Scene = preload("res://addons/nondiff/scene.gd")
 
 var wire
 var agents := []
@@ -41,6 +45,7 @@ var steps := 0
 var started := false
 var views := []  # one Viewport per agent (the camera), drawn on demand
 var done := false
+var scene = null  # protocol 1.3 (scene.gd), when the agents say who they are (nondiff_agent)
 
 
 func _ready() -> void:
@@ -113,6 +118,11 @@ func _handshake() -> bool:
 		return false
 	var h: Dictionary = hello["header"]
 	var version := str(h.get("version", "1.0")).split(".")
+	if agents[0].has_method("nondiff_agent") and (version[0] != "1" or int(version[1]) < 3 or camera > 0):
+		wire.send({"type": "error", "message": "protocol version mismatch: this Godot scene declares agents, "
+			+ "which needs protocol 1.3 (and no camera); nondiff speaks %s" % h.get("version")})
+		_quit("the trainer speaks protocol %s, or a camera was asked for" % h.get("version"), 2)
+		return false
 	if version[0] != "1" or int(version[1]) < 1:
 		wire.send({"type": "error", "message": "protocol version mismatch: this Godot client needs "
 			+ "protocol 1.1 (num_instances); nondiff speaks %s" % h.get("version")})
@@ -120,7 +130,9 @@ func _handshake() -> bool:
 		return false
 	var crypto := Crypto.new()
 	var nonce: String = crypto.generate_random_bytes(16).hex_encode()
-	wire.send({"type": "challenge", "version": "1.2", "nonce": nonce,
+	if agents[0].has_method("nondiff_agent"):
+		scene = Scene.new(agents)
+	wire.send({"type": "challenge", "version": "1.3" if scene != null else "1.2", "nonce": nonce,
 		"mac": Wire.mac(token, "server:", str(h.get("nonce", "")))})
 	var auth: Dictionary = wire.recv()
 	if wire.failed != "" or auth["header"].get("type") != "auth":
@@ -130,6 +142,9 @@ func _handshake() -> bool:
 		wire.send({"type": "error", "message": "authentication failed: wrong token"})
 		_quit("authentication failed: wrong token", 2)
 		return false
+	if scene != null:
+		wire.send(scene.spec(env_name))
+		return wire.failed == ""
 	var spaces: Dictionary = agents[0].nondiff_spaces()
 	var observation_space = spaces["observation_space"]
 	if camera > 0:
@@ -229,7 +244,18 @@ func _serve() -> void:
 			return
 		var header: Dictionary = msg["header"]
 		var kind = header.get("type")
-		if kind == "step":
+		if scene != null and kind == "step":
+			var error: String = scene.act(header, msg["arrays"])
+			if error != "":
+				wire.send({"type": "error", "message": error})
+				continue
+			frames_left = action_repeat - 1
+			steps += 1
+			emit_signal("stepped", steps)
+			return
+		elif scene != null and kind == "reset":
+			scene.reset(header, wire)
+		elif kind == "step":
 			var which := _instances(header)
 			var actions: Array = msg["arrays"][int(header["actions"]["$array"])] if msg["arrays"].size() else []
 			if which.empty() or actions.size() % which.size() != 0:
@@ -273,6 +299,9 @@ func _serve() -> void:
 func _reply_step() -> void:
 	# Rewards and flags straight into pool arrays; infos as JSON only when one has something to say; with
 	# autoreset, the finished agents' last observations, then their reset, then everyone's observations
+	if scene != null:
+		scene.reply(wire)
+		return
 	var rewards := PoolRealArray()
 	var terminated := PoolByteArray()
 	var truncated := PoolByteArray()

@@ -1,0 +1,59 @@
+# Two teams in Reach's arena, one scene of protocol 1.3 (docs/protocol.md, "Agents"): seekers (Reach's
+# agents: discrete pushes, ray casts; group "seeker", ids seeker_0 …) and chasers (a continuous push, four
+# observations; group "chaser", ids chaser_0 …), each team its own policy. Chasers are truncated after
+# CHASER_STEPS steps, seekers after Reach's MAX_STEPS or when they reach their goals, so the agents finish at
+# their own steps. `--seekers=N` and `--chasers=M` on the command line (default 2 each). Run it with
+#   godot3-server --path envs/adapters/assets/godot --fixed-fps 60 res://game/teams.tscn
+extends Node2D
+
+const Teammate = preload("res://game/teammate.gd")
+const Chaser = preload("res://game/chaser.gd")
+const WALLS := 2
+const ARENA := Vector2(800, 600)
+const PILLARS := [Vector2(400, 150), Vector2(400, 300), Vector2(400, 450)]
+const PILLAR_RADIUS := 30.0
+const CHASER_STEPS := 60
+
+
+func _ready() -> void:
+	var counts := {"seeker": 2, "chaser": 2}
+	for arg in OS.get_cmdline_args():
+		for team in counts:
+			if arg.begins_with("--%ss=" % team):
+				counts[team] = int(arg.split("=")[1])
+	for box in [[Vector2(ARENA.x / 2, -10), Vector2(ARENA.x / 2 + 20, 10)],
+			[Vector2(ARENA.x / 2, ARENA.y + 10), Vector2(ARENA.x / 2 + 20, 10)],
+			[Vector2(-10, ARENA.y / 2), Vector2(10, ARENA.y / 2 + 20)],
+			[Vector2(ARENA.x + 10, ARENA.y / 2), Vector2(10, ARENA.y / 2 + 20)]]:
+		var rect := RectangleShape2D.new()
+		rect.extents = box[1]
+		_static(box[0], rect)
+	for p in PILLARS:
+		var circle := CircleShape2D.new()
+		circle.radius = PILLAR_RADIUS
+		_static(p, circle)
+	var seed0 := int(OS.get_environment("NONDIFF_SEED")) if OS.get_environment("NONDIFF_SEED") != "" else 0
+	var n := 0
+	for team in ["seeker", "chaser"]:
+		for i in range(counts[team]):
+			var agent = Teammate.new() if team == "seeker" else Chaser.new()
+			agent.agent_id = "%s_%d" % [team, i]
+			agent.group = team
+			if team == "chaser":
+				agent.max_steps = CHASER_STEPS
+			n += 1
+			agent.rng.seed = seed0 * 4099 + n
+			add_child(agent)
+			agent.add_to_group("nondiff_agent")
+			agent.nondiff_reset(null)
+
+
+func _static(at: Vector2, shape: Shape2D) -> void:
+	var body := StaticBody2D.new()
+	body.collision_layer = WALLS
+	body.collision_mask = 0
+	body.position = at
+	var col := CollisionShape2D.new()
+	col.shape = shape
+	body.add_child(col)
+	add_child(body)
