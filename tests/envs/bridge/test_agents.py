@@ -235,3 +235,26 @@ def test_the_bridge_token_reaches_a_program_that_declares_agents(monkeypatch):
     venvs = make_policy_vector_envs(cfg, resolved)
     assert venvs.groups.copies.envs[0].program.token == "s3cret"
     venvs.groups.copies.close()
+
+
+def test_the_documented_spec_and_step_are_what_the_trainer_sends_and_accepts():
+    """docs/protocol.md, "Agents (1.3)": its spec parses, its step request is byte for byte the header the
+    trainer sends, and its step reply (arrays filled with zeros) decodes and parses."""
+    import re
+
+    from envs.bridge import agentsmsg as A
+
+    doc = (ROOT / "docs" / "protocol.md").read_text()
+    section = doc[doc.index("## Agents (1.3)"):doc.index("### In the trainer (1.3)")]
+    blocks = re.findall(r"```\n(.*?)```", section, re.S)
+    spec = A.parse_agents_spec(json.loads(blocks[0]))
+    assert [d.id for d in spec.agents] == ["runner_0", "runner_1", "guard_0"]
+    request, reply = (json.loads(part.strip()) for part in blocks[1].split("trainer:")[1].split("program:"))
+    sent = P.encode(A.step_request(spec, {"runner_1": 2, "guard_0": np.array([0.5], np.float32)}))
+    assert json.loads(sent[8:8 + int.from_bytes(sent[4:8], "big")]) == request
+    data = sum(np.dtype(a["dtype"]).itemsize * int(np.prod(a["shape"])) for a in reply["arrays"])
+    head = json.dumps(reply).encode()
+    msg = P.decode(len(head).to_bytes(4, "big") + head + bytes(data))
+    parsed = A.parse_scene_step(msg, spec, ["runner_1", "guard_0"])
+    assert parsed.agents == ("runner_1", "guard_0") and parsed.obs["guard_0"].shape == (3,)
+    assert parsed.infos["runner_1"] == {"is_success": True} and parsed.rewards.shape == (2,)
