@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, scalars
 
 from envs.adapters.godot import GODOT
 from envs.bridge.parallel import BridgeParallelEnv
@@ -50,10 +50,8 @@ def test_the_two_team_scene_declares_groups_of_other_spaces_whose_agents_finish_
     env.close()
 
 
-@pytest.mark.slow
-def test_train_a_policy_per_team_in_godot_then_evaluate(tmp_path):
-    """2,048 agent-steps of PPO, a policy per team; both policies' TensorBoard names and evaluate.py's
-    per-policy returns (28 s at load 8: slow-only, the SDK example's test covers the path in CI)."""
+def _train_and_evaluate(tmp_path, *args: str, env: dict[str, str] | None = None) -> None:
+    """2,048 agent-steps of PPO with a policy per team, then evaluate.py's per-policy returns."""
     config = tmp_path / "teams.yaml"
     config.write_text(json.dumps({
         "env": {"id": "envs.bridge.parallel:BridgeParallelEnv", "command": TEAMS, "listen": "127.0.0.1:0"},
@@ -62,9 +60,22 @@ def test_train_a_policy_per_team_in_godot_then_evaluate(tmp_path):
         "train": {"num_envs": 2}, "eval": {"every": 1024, "episodes": 2}}))
     run = tmp_path / "run"
     run_cli("train.py", "--config", str(config), "--timesteps", "2000", "--seed", "1", "--run-dir", str(run),
-            "--quiet", check=True)
-    header = json.loads((run / "final" / "model.json").read_text())
-    assert header["policies"]["chaser"]["agents"] == ["chaser_0", "chaser_1"]
+            "--quiet", *args, check=True, env=env)
+    assert {"policy/seeker/rollout/ep_rew_mean", "eval/policy/chaser/return"} <= set(
+        scalars(run).Tags()["scalars"])
     out = tmp_path / "eval.json"
     run_cli("evaluate.py", str(run), "--episodes", "2", "--json", str(out), check=True)
     assert set(json.loads(out.read_text())["metrics"]) == {"policy/seeker/return", "policy/chaser/return"}
+
+
+@pytest.mark.slow
+def test_train_a_policy_per_team_in_godot_then_evaluate(tmp_path):
+    """On SB3 (28 s at load 8: slow-only; the SDK example's test covers the path in CI)."""
+    _train_and_evaluate(tmp_path)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_rllib_trains_a_module_per_team_in_godot_then_evaluate(tmp_path, shared_ray):
+    """On RLlib, each env runner starting its own Godots (57 s on the shared Ray at load 7.7)."""
+    _train_and_evaluate(tmp_path, "--backend", "rllib", *shared_ray.flags, env=shared_ray.env)
