@@ -258,3 +258,35 @@ def test_the_documented_spec_and_step_are_what_the_trainer_sends_and_accepts():
     parsed = A.parse_scene_step(msg, spec, ["runner_1", "guard_0"])
     assert parsed.agents == ("runner_1", "guard_0") and parsed.obs["guard_0"].shape == (3,)
     assert parsed.infos["runner_1"] == {"is_success": True} and parsed.rewards.shape == (2,)
+
+
+def _spec(**change):
+    box = {"type": "Box", "low": -1, "high": 1, "shape": [3]}
+    msg = {"type": "spec", "env": "s", "version": "1.3",
+           "groups": {"g": {"observation_space": box, "action_space": {"type": "Discrete", "n": 2}}},
+           "agents": [{"id": "a_0", "group": "g"}, {"id": "a_1", "group": "g"}]}
+    return {**msg, **change}
+
+
+@pytest.mark.parametrize(("change", "limits", "text"), [
+    ({"agents": [{"id": "a_0", "group": "g"}, {"id": "a_0", "group": "g"}]}, {}, "'a_0' is declared twice"),
+    ({"agents": [{"id": "a_0", "group": "h"}]}, {}, "spec.agents[0].group: 'h' is not in spec.groups"),
+    ({"agents": [{"id": "a b", "group": "g"}]}, {}, "spec.agents[0].id: expected 1 to 64 letters"),
+    ({"num_instances": 2}, {}, "spec.num_instances: a spec that declares agents"),
+    ({"groups": {}}, {}, "spec.groups: expected an object of 1 to 64 policy groups, got 0 groups"),
+    ({"groups": {"g": {"observation_space": {"type": "Box", "low": 0, "high": 1, "shape": [3]},
+                       "action_space": {"type": "Discrete", "n": 2}},
+                 "idle": {"observation_space": {"type": "Discrete", "n": 2},
+                          "action_space": {"type": "Discrete", "n": 2}}}}, {}, "spec.groups.idle: no agent"),
+    ({"groups": {"g": {"observation_space": {"type": "Box", "low": 0, "high": 1, "shape": [3]},
+                       "action_space": {"type": "Dict", "spaces": {}}}}}, {}, "actions travel stacked"),
+    ({}, {"max_elements": 5}, "observation_space: 2 instances × 3 or more elements each = 6, over the limit"),
+    ({}, {"max_message": 40}, "every step_result of this scene would carry at least 44 bytes"),
+], ids=["duplicate", "unknown-group", "bad-id", "num_instances", "no-group", "empty-group", "dict-action",
+        "elements", "message-size"])
+def test_malformed_agent_specs_name_the_field(change, limits, text):
+    from envs.bridge.agentsmsg import parse_agents_spec
+
+    with pytest.raises(E.SpecError) as err:
+        parse_agents_spec(_spec(**change), **limits)
+    assert text in str(err.value), str(err.value)
