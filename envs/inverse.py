@@ -157,6 +157,14 @@ class InverseProblem(ABC):
         """A fixed-length float32 vector of ``data`` for learned strategies (default: the data flattened)."""
         return np.asarray(data, dtype=np.float32).ravel()
 
+    def feature_image(self) -> tuple[int, int, int] | None:
+        """The ``(height, width, channels)`` of the picture that :meth:`features` begins with (row-major,
+        channels last), or None when they begin with none (the default).
+
+        A learned strategy's convolutional network reads that picture where it is declared.
+        """
+        return None
+
     def context_features(self, context: Any) -> np.ndarray:
         """A fixed-length float32 vector of an instance's context (default: empty)."""
         return np.zeros(0, dtype=np.float32)

@@ -12,6 +12,11 @@ below 1: a box's quarter turn) is learned as the sine and cosine of ``2π x / pe
 A full-turn angle stays a plain output: measured on the renderer (whose shapes have symmetries that vary by
 instance and are not declared), sin/cos outputs for its full-turn angles cost IoU (amortised → surrogate (b)
 0.894 against 0.991 at 4,146 training calls).
+
+The network is an MLP on the features, or with ``blackbox.amortised_net: cnn`` a convolutional network on
+the picture they begin with (:mod:`agents.blackbox.conv`). With ``blackbox.amortised_loss: set`` an answer
+is scored by its best ordering of interchangeable objects (:class:`SetLoss`): regressed slot by slot, a
+network that cannot tell the objects apart answers the mean of their places for each, which is none of them.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import torch
 from torch import nn
 
 from agents.blackbox.common import PairBank, Standardiser, Strategy, fit, mlp, refine
+from agents.blackbox.conv import ConvInverse, tie_channels
+from envs.errors import UserError
 
 if TYPE_CHECKING:
     from agents.config import BlackBoxSection
@@ -39,8 +46,13 @@ class AmortisedStrategy(Strategy):
         torch.manual_seed(seed)
         self.norm = Standardiser(self.n_feat)
         self.head = AngleHead(problem.periods())
-        self.net = nn.Sequential(self.norm, mlp(self.n_feat, cfg.hidden, self.head.n_out), self.head)
+        self.image = problem.feature_image() if cfg.amortised_net == "cnn" else None
+        body = inverse_body(problem, self.image, cfg, self.n_feat, self.head.n_out)
+        self.net = nn.Sequential(self.norm, body, self.head)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
+        groups = problem.interchangeable()
+        self.set_loss = (SetLoss(self.head, groups, cfg.permutations)
+                         if cfg.amortised_loss == "set" and groups else None)
         self.bank: PairBank = PairBank()
         self.gen = torch.Generator().manual_seed(seed)
 
@@ -57,8 +69,14 @@ class AmortisedStrategy(Strategy):
         x, c, f = self.bank.tensors()
         inputs = self._inputs(c, f)
         self.norm.fit(inputs)
-        loss = fit(self.net, inputs, self.head.encode(x), self.opt, self.cfg.epochs, self.cfg.minibatch,
-                   self.gen)
+        if self.image is not None:  # the CNN's picture: one scale per channel
+            tie_channels(self.norm, inputs, self.image)
+        if self.set_loss is None:
+            loss = fit(self.net, inputs, self.head.encode(x), self.opt, self.cfg.epochs, self.cfg.minibatch,
+                       self.gen)
+        else:
+            loss = fit(self.net, inputs, x, self.opt, self.cfg.epochs, self.cfg.minibatch, self.gen,
+                       self.set_loss)
         return {"train/loss": loss, "train/pairs": float(len(x))}
 
     def predict_params(self, instance: Instance) -> np.ndarray:
@@ -82,6 +100,40 @@ class AmortisedStrategy(Strategy):
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net/")})
         self.bank.load(tensors, "bank")
+
+
+def inverse_body(problem: InverseProblem, image: tuple[int, int, int] | None, cfg: BlackBoxSection, n_in: int,
+                 n_out: int) -> nn.Module:
+    """The network between the standardiser and the head: an MLP, or with ``amortised_net: cnn`` a
+    :class:`~agents.blackbox.conv.ConvInverse` on ``image``, the picture the features begin with."""
+    if cfg.amortised_net == "mlp":
+        return mlp(n_in, cfg.hidden, n_out)
+    if image is None:
+        raise UserError(f"blackbox.amortised_net=cnn reads the picture that a problem's features begin with, "
+                        f"but {type(problem).__name__} declares none (its feature_image() is None); use "
+                        "--set blackbox.amortised_net=mlp")
+    return ConvInverse(image, n_in - int(np.prod(image)), cfg.hidden, n_out)
+
+
+class SetLoss:
+    """``blackbox.amortised_loss: set``: the mean squared error of an output against the encoded truth in its
+    best ordering of interchangeable blocks (the identity and :func:`~agents.blackbox.permute.orderings`).
+
+    A block moved to another slot is encoded with that slot's periods: the parameters the slot's object
+    would need there, as the ``permute`` stage would hand them over.
+    """
+
+    def __init__(self, head: AngleHead, groups: list[np.ndarray], limit: int) -> None:
+        from agents.blackbox.permute import candidates
+
+        index = np.arange(head.n_params, dtype=np.float64)
+        self.head = head
+        self.orders = torch.as_tensor(np.stack([index, *candidates(index, groups, limit)]).astype(np.int64))
+
+    def __call__(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The batch's mean of each row's lowest error over the orderings."""
+        err = torch.stack([((out - self.head.encode(x[:, order])) ** 2).mean(1) for order in self.orders], 1)
+        return err.min(1).values.mean()
 
 
 class AngleHead(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -172,13 +173,15 @@ class PairBank:
 
 
 def fit(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, opt: torch.optim.Optimizer, epochs: int,
-        batch: int, gen: torch.Generator) -> float:
-    """``epochs`` passes of minibatch MSE regression; returns the last epoch's mean loss."""
+        batch: int, gen: torch.Generator,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.mse_loss) -> float:
+    """``epochs`` passes of minibatch regression (``loss_fn(outputs, targets)``, by default the mean squared
+    error); returns the last epoch's mean loss."""
     loss_sum, n = 0.0, len(inputs)
     for _ in range(epochs):
         loss_sum = 0.0
         for idx in torch.randperm(n, generator=gen).split(batch):
-            loss = nn.functional.mse_loss(net(inputs[idx]), targets[idx])
+            loss = loss_fn(net(inputs[idx]), targets[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()

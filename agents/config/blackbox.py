@@ -32,6 +32,15 @@ class BlackBoxSection(Section):
     """Minibatch size of the network updates."""
     hidden: list[int] = Field(default_factory=lambda: [256, 256])
     """Hidden layer sizes of the inverse network or the surrogate."""
+    amortised_net: Literal["mlp", "cnn"] = "mlp"
+    """``amortised``: the inverse network. ``mlp`` reads the features as one flat vector; ``cnn`` reads the
+    picture that the problem's features begin with (its ``feature_image()``) by 3 × 3 convolutions with two
+    coordinate channels (CoordConv), then a fully connected head of ``hidden`` sizes."""
+    amortised_loss: Literal["slots", "set"] = "slots"
+    """``amortised``: ``slots`` regresses every parameter onto its own output. ``set`` scores each answer by
+    its best ordering of the problem's interchangeable blocks (``interchangeable()``: objects that exchange
+    place, turn and colour; the orderings of ``permutations``), so that a network that cannot tell the objects
+    apart still places each one instead of answering their mean; a ``permute`` stage then picks the order."""
     learning_rate: float = Field(default=1e-3, gt=0)
     """Adam step size of the network updates."""
     starts: int = Field(default=8, gt=0)

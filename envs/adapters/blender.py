@@ -303,6 +303,10 @@ class BlenderProblem(InverseProblem):
         pooled = data.reshape(n, b, n, b, 4).mean(axis=(1, 3))
         return np.concatenate([pooled.ravel(), image.moments(data[..., :3])]).astype(np.float32)
 
+    def feature_image(self) -> tuple[int, int, int]:
+        """The features begin with the picture and its silhouette at 16 × 16."""
+        return (16, 16, 4)
+
 
 class BlenderEnv(InverseEnv):
     """Refine a 3-D scene until Blender's render of it matches a target picture (:class:`InverseEnv` on a

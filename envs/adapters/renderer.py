@@ -158,6 +158,11 @@ class RendererProblem(InverseProblem):
         pooled = data.reshape(n, self.image_size // n, n, self.image_size // n, 4).mean(axis=(1, 3))
         return np.concatenate([pooled.ravel(), image.moments(data[..., :3])]).astype(np.float32)
 
+    def feature_image(self) -> tuple[int, int, int]:
+        """The features begin with the picture and its coverage at (at most) 16 × 16."""
+        n = math.gcd(self.image_size, 16)
+        return (n, n, 4)
+
     def context_features(self, context: Any) -> np.ndarray:
         """One-hot shape kinds."""
         return np.array([k == kind for k in context for kind in KINDS], dtype=np.float32)
