@@ -265,6 +265,10 @@ def probe(cfg: RunConfig, env: ResolvedEnv, backend: type[Backend]) -> tuple[Res
     kwargs = cfg.env.adapter_kwargs()
     # connect mode for programs started elsewhere; with env.command nondiff starts each one (bridge/launch.py)
     listen = kwargs.get("listen") if not kwargs.get("command") else None
+    if listen and (env.multi_agent or env.turn_based):
+        raise UserError("env.listen without env.command (programs started elsewhere that connect to "
+                        f"nondiff) serves single-agent envs; env {cfg.env.id!r} has several agents: give "
+                        "env.command as well, so that nondiff starts each program and it connects back")
     if listen and not backend.takes_connections:
         raise UserError("env.listen without env.command (programs started elsewhere that connect to nondiff) "
                         "needs --backend sb3; with env.command as well, each env runner starts its own")

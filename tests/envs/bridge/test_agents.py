@@ -290,3 +290,14 @@ def test_malformed_agent_specs_name_the_field(change, limits, text):
     with pytest.raises(E.SpecError) as err:
         parse_agents_spec(_spec(**change), **limits)
     assert text in str(err.value), str(err.value)
+
+
+def test_connect_mode_without_a_command_is_refused_for_a_scene_in_one_line(tmp_path):
+    """Connect mode (env.listen alone) serves single-agent envs; a scene's refusal says so, on sb3 too."""
+    cfg = tmp_path / "scene.yaml"
+    cfg.write_text("env: {id: 'envs.bridge.parallel:BridgeParallelEnv', listen: '127.0.0.1:0'}\n")
+    proc = run_cli("train.py", "--config", str(cfg), "--run-dir", str(tmp_path / "run"), timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "serves single-agent envs" in lines[0] and "env.command" in lines[0], lines
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
