@@ -303,8 +303,9 @@ def adapt_observations(env: gym.Env, *, channels_first: bool, drop_keys: tuple[s
     wrapped in :class:`ObservationAdapter`.
 
     With ``flat`` (RLlib, whose default models take one tensor) a Dict or Tuple observation becomes one
-    float32 vector (Boxes flattened, Discrete parts one-hot), and so does an image whose height × width is
-    not in ``cnn_sizes`` (the sizes the learner has a default CNN for), each with one line saying so.
+    float32 vector (Boxes flattened, Discrete parts one-hot), and so does a rank-3 Box (an image, or e.g. a
+    one-hot board) whose height × width is not in ``cnn_sizes`` (the sizes the learner has a default CNN for),
+    each with one line saying so.
 
     Raises:
         ValueError: a top-level space that is not numeric (``Text``, ``Graph``, ...), in one line naming the
@@ -318,7 +319,8 @@ def adapt_observations(env: gym.Env, *, channels_first: bool, drop_keys: tuple[s
                       "(Discrete parts one-hot); images among them go to the MLP as pixels: --backend sb3 "
                       "gives them a CNN")
         return _flat(adapted)
-    if flat and is_image(space) and tuple(space.shape[:2]) not in cnn_sizes:  # type: ignore[index]
+    rank3 = isinstance(space, spaces.Box) and len(space.shape) == 3  # RLlib's catalog takes any as an image
+    if flat and rank3 and tuple(space.shape[:2]) not in cnn_sizes:  # type: ignore[index]
         sizes = ", ".join(f"{h}×{w}" for h, w in cnn_sizes)
         _tell("flat-image", f"image observation {space.shape} flattened into the MLP: the rllib backend has "
                             f"a default CNN for {sizes} only; add {{resize: {{shape: [84, 84]}}}} under "

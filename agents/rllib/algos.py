@@ -18,7 +18,9 @@ from typing import Any
 import gymnasium as gym
 
 from agents.config import RunConfig
+from agents.rllib import masking
 from agents.rllib import state as rllib_state
+from agents.run.masks import masked
 from agents.run.resolved import ResolvedEnv, is_image_space
 from envs.errors import UserError
 
@@ -217,6 +219,12 @@ def build_algo_config(cfg: RunConfig, seed: int, env: ResolvedEnv, start_step: i
         .debugging(seed=seed)
     )
     config = algo.training(config, cfg, schedule if a.lr_schedule == "linear" else lr)
+    if masked(cfg):  # the env runners' observations carry the mask; the module masks the logits
+        from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+        masking.check(cfg)
+        config = config.rl_module(rl_module_spec=RLModuleSpec(module_class=masking.module_class(
+            algo.module_class)))
     if callbacks is not None:
         config = config.callbacks(callbacks)
     if _normalizes_obs(cfg, spaces[0]):

@@ -24,6 +24,7 @@ import torch
 
 from agents.config import RunConfig, tokens
 from agents.rllib import algos as rllib_algos
+from agents.rllib import masking
 from agents.rllib import state as rllib_state
 from agents.rllib.algos import ENV_NAME
 from agents.run import checkpoint, localray, tensorcheck
@@ -50,7 +51,7 @@ def _create_env(env_config: dict[str, Any]) -> gym.Env | gym.vector.VectorEnv:
         return rllib_state.batched_programs(cfg, env_config["env"], int(env_config["num_envs"]))
     scale = (functools.partial(rllib_state.ScaleReward, gamma=cfg.agent.gamma) if cfg.agent.normalize_reward
              else None)
-    make = env_factory(cfg, env_config["env"], outer=scale)
+    make = env_factory(cfg, env_config["env"], outer=masking.outer(cfg, scale))  # masks: into the obs
     # train.vec_env: thread (gymnasium's vector_entry_point asks for all envs at once)
     if "num_envs" in env_config:
         from gymnasium.vector import AutoresetMode
@@ -146,6 +147,7 @@ class RLlibBackend(Backend):
 
     pettingzoo = ("parallel",)  # RLlib's multi-agent API (multipolicy.py, picked by get_backend)
     batches_programs = True  # K-instance programs: each env runner starts its own (state.batched_programs)
+    masking_algos = ("ppo", "appo")  # the RLModule masks illegal logits (agents/rllib/masking.py)
 
     def __init__(self, cfg: RunConfig, seed: int, algo: Any, module: Any,
                  spaces: tuple[gym.Space, gym.Space], start_step: int = 0,
@@ -156,6 +158,7 @@ class RLlibBackend(Backend):
         self.observation_space, self.action_space = spaces
         self.num_timesteps = start_step
         self._offset = start_step  # RLlib's own counter restarts at 0 after a resume
+        self._masks: masking.MaskFn | None = None  # the evaluation env's legal actions (bind_env)
 
     @classmethod
     def create(cls, cfg: RunConfig, seed: int, env: ResolvedEnv, start_step: int = 0) -> RLlibBackend:
@@ -167,6 +170,7 @@ class RLlibBackend(Backend):
         if cfg.agent.algo == "sac":  # RLlib's episode buffer grows to agent.buffer_size steps: bound it now
             check_replay(spaces[0], spaces[1], cfg.agent.buffer_size, 1, next_observations=False)
         config = build_algo_config(cfg, seed, env, start_step)  # bad settings fail before Ray starts
+        masking.say_once(cfg)
         _connect(cfg)
         register_env(ENV_NAME, _create_env)
         torch.set_num_threads(cfg.train.threads)
@@ -201,7 +205,8 @@ class RLlibBackend(Backend):
 
     def bind_env(self, env: Any) -> None:
         """Before an evaluation: bring the driver's module up to the learner's weights (APPO broadcasts them
-        to the remote env runners only)."""
+        to the remote env runners only), and keep the env's ``action_masks`` when the run is masked."""
+        self._masks = masking.mask_fn(self.cfg, env)
         if self.algo is not None:
             weights, own = self.algo.get_weights()[MODULE], self.module.get_state()
             self.module.set_state({k: v for k, v in weights.items() if k in own})
@@ -215,6 +220,8 @@ class RLlibBackend(Backend):
         batch = torch.as_tensor(x[None] if single else x, dtype=torch.float32)
         with torch.no_grad():
             inputs = self.module.forward_inference({"obs": batch})["action_dist_inputs"]
+        if self._masks is not None:  # legal actions only (masked runs: the bound env's mask now)
+            inputs = masking.mask_logits(inputs, self._masks())
         space = self.action_space
         if isinstance(space, gym.spaces.Discrete):
             if deterministic:

@@ -6,9 +6,10 @@ One env, bottom up (:func:`_build`, behind the picklable :func:`env_factory`):
    time limit (``env.max_episode_steps``), Gymnasium's order enforcement and env checker;
 2. the bridge token, resolved in the process that builds the env;
 3. the Guard (``env.nan_policy``): every transition validated, faults recorded;
-4. ``env.wrappers`` in order, then the observation adapter (envs/wrappers.py): Dict/Tuple flattened into one
-   Dict of numeric keys (``Text`` and ``env.drop_keys`` left out), channel-last images transposed for SB3;
-5. the action masks' ``ActionMasks`` when the probe found them (``env.action_mask``, agents/run/masks.py);
+4. ``env.wrappers`` in order, then the action masks' ``ActionMasks`` when the probe found them
+   (``env.action_mask``, agents/run/masks.py);
+5. the observation adapter (envs/wrappers.py): Dict/Tuple flattened into one Dict of numeric keys (``Text``
+   and ``env.drop_keys`` left out), channel-last images transposed for SB3;
 6. a backend's own per-env wrapper, if it passes one (RLlib's reward scaling).
 
 A PettingZoo parallel env (``ResolvedEnv.multi_agent``) is built by :func:`_team` instead: all its agents
@@ -93,10 +94,10 @@ def _build(spec: EnvSpec, packages: tuple[str, ...], max_episode_steps: int | No
             extra["token"] = value
     env = envs.make(spec, packages=packages, nan_policy=nan_policy, bounds_policy=bounds_policy, **extra)
     env = apply_wrappers(env, list(wrappers))
+    if action_mask not in ("auto", "none"):  # resolved by the probe (agents/run/masks.py); beneath the
+        env = ActionMasks(env, action_mask)  # adapter, which may flatten a Dict observation's mask away
     env = adapt_observations(env, channels_first=channels_first, drop_keys=drop_keys, flat=not channels_first,
                              cnn_sizes=RLLIB_CNN_SIZES)
-    if action_mask not in ("auto", "none"):  # resolved by the probe (agents/run/masks.py)
-        env = ActionMasks(env, action_mask)
     return outer(env) if outer is not None else env
 
 

@@ -80,7 +80,7 @@ def test_a_masked_run_resumes_as_a_masked_policy(tmp_path, env):
 
 
 @pytest.mark.parametrize("args", [["--algo", "sac"], ["--algo", "a2c"], ["--algo", "td3"],
-                                  ["--backend", "rllib"]])
+                                  ["--backend", "rllib", "--algo", "sac"]])
 def test_an_algorithm_that_cannot_mask_exits_2_naming_ppo(tmp_path, args):
     proc = _train(tmp_path / "run", "MethodMaskEnv", tmp_path / "counts", *args)
     assert proc.returncode == 2, proc.stderr
