@@ -95,3 +95,11 @@ def test_a_board_cnn_run_trains_and_loads_for_evaluation(tmp_path):
             "--set", "eval.every=0", "--set", "agent.extractor=board_cnn", check=True)
     out = run_cli("evaluate.py", str(run), "--episodes", "2", check=True).stdout
     assert set(seat_rates(out)) == {"first", "second"}, out  # the checkpoint rebuilt as the board CNN
+
+
+def test_the_shipped_config_trains_by_self_play_alone_with_the_board_cnn():
+    from agents.config import load_yaml, validate
+
+    cfg = validate(load_yaml("configs/connect_four.yaml"), "configs/connect_four.yaml")
+    assert cfg.env.id == C4 and cfg.agent.extractor == "board_cnn"
+    assert cfg.selfplay.fixed == [] and cfg.selfplay.fixed_share == 0.0  # no scripted opponent in the league
