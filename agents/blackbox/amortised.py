@@ -2,7 +2,7 @@
 per answer.
 
 Supervised amortised inversion: each training round draws ``blackbox.batch`` instances from the prior (one
-counted forward call each), adds them to the bank, and fits an MLP from the data's features (and the
+counted forward call each), adds them to the bank, and fits a network from the data's features (and the
 instance's context) to the normalised parameters for ``blackbox.epochs`` epochs. An answer costs no forward
 call, plus ``blackbox.refine_calls`` CMA-ES calls when refinement is on.
 
