@@ -24,7 +24,7 @@ train: $(STAMP)
 	$(PY) train.py --env robot $(ARGS)
 
 # The fast suite plus the chosen slow tests that CI runs (see README "Tests"), on two pytest-xdist workers;
-# tests that start Ray share one worker (tests/conftest.py).
+# each worker that runs an RLlib test starts one private Ray for them (tests/conftest.py).
 test: $(STAMP)
 	$(PY) -m ruff check envs agents tests benchmarks examples train.py evaluate.py
 	$(PY) -m mypy envs agents benchmarks

@@ -135,7 +135,8 @@ ray.shutdown()
 
 @pytest.fixture(scope="session")
 def shared_ray() -> Iterator[SharedRay]:
-    """One private local Ray for the whole session (loopback, token-authenticated: agents/run/localray.py).
+    """One private local Ray for the whole session (loopback, token-authenticated: agents/run/localray.py);
+    under pytest-xdist, one per worker that runs a test asking for it.
 
     It runs in a helper process, so that this process never initialises Ray (tests assert that bad input and
     evaluate.py leave Ray alone); the trainers join it with ``--ray-address`` instead of starting their own.
@@ -160,15 +161,6 @@ def shared_ray() -> Iterator[SharedRay]:
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``make test`` runs two workers), the tests that start Ray run one at a time on one
-    worker (``--dist loadgroup``): two private Rays at once would share two cores between
-    a dozen processes."""
-    for item in items:
-        if item.get_closest_marker("ray") or "rllib" in item.nodeid:
-            item.add_marker(pytest.mark.xdist_group("serial"))
 
 
 def lockstep(ref, other, n_envs: int, seed: int, steps: int = 20):

@@ -37,8 +37,7 @@ def test_legal_moves_are_the_moves_that_change_the_board():
         LegalMoves(gym.make("CartPole-v1"))
 
 
-@pytest.mark.slow
-@pytest.mark.ci
+@pytest.mark.slow  # make test-all (CI time: issue 26)
 def test_the_shipped_config_beats_a_random_player_on_the_same_seeds(tmp_path):
     run = tmp_path / "run"
     proc = run_cli("train.py", "--env", ID, "--env-package", "gymnasium_2048", "--timesteps", "40960",

@@ -197,9 +197,9 @@ def test_train_exits_2_in_one_line(case, tmp_path, heater):
     assert out.returncode == 2, out.stderr
     lines = [line for line in out.stderr.splitlines() if line.strip() and not line.startswith("WARNING")]
     assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in out.stderr, out.stderr
-    # well under the 30 s reset (handshake) deadline: it failed on the reply, not by waiting; the bound leaves
-    # room for train.py's own start-up (torch, SB3), which alone exceeded 5 s on a machine at load > 12
-    assert took < 15, f"{took:.1f}s"
+    # under the 30 s reset (handshake) deadline: it failed on the reply, not by waiting; the bound leaves room
+    # for train.py's own start-up (torch, SB3), alone over 5 s at load > 12 (15.4 s all told at load 8)
+    assert took < 25, f"{took:.1f}s"
 
 
 def test_no_bridge_wait_outlives_a_stop_request():
