@@ -1,6 +1,6 @@
 """Python SDK for third-party programs: serve any Gymnasium-style env over the nondiff bridge protocol.
 
-A program needs only this module, ``envs.bridge.protocol`` and NumPy (no torch, no RL library)::
+A program needs only envs/bridge/ (this module, sdk_base.py, sdk_agents.py, protocol.py) and NumPy::
 
     from envs.bridge.sdk import serve
     serve(MySimulator)                        # spawned by nondiff: speaks on stdin/stdout
@@ -28,9 +28,9 @@ import numpy as np
 
 from envs import errors as E
 from envs.bridge import protocol as P
-from envs.spaces import space_to_json
+from envs.bridge import sdk_agents
+from envs.bridge.sdk_base import FOREVER, answer_requests, handshake, jsonable, stack
 
-FOREVER = 10 * 365 * 24 * 3600.0
 HANDSHAKE_TIMEOUT = 60.0
 """Seconds a TCP client has to send its ``hello`` before the connection is dropped."""
 MAX_REFUSALS = 5
@@ -43,96 +43,37 @@ BUSY_GRACE = 2.0
 closed its previous connection may still be ending it)."""
 
 
-def _handshake(chan: P.Channel, env: Any, name: str, token: str, timeout: float,
-               instances: int | None = None, spec: dict[str, Any] | None = None) -> None:
-    """The program's side of the handshake; ``spec``: the spec to send (a scene's, protocol 1.3), instead of
-    one built from ``env``'s spaces."""
-    hello = P.expect(P.recv(chan, timeout), "hello")
-    try:
-        warning = P.check_version(hello.get("version"), "nondiff")
-        if instances is not None and P.minor_of(hello.get("version")) < 1:
-            raise E.VersionError(f"protocol version mismatch: this program hosts {instances} instances, "
-                                 f"which needs protocol 1.1; nondiff speaks {str(hello.get('version'))[:20]}")
-        if spec is not None and P.minor_of(hello.get("version")) < 3:
-            raise E.VersionError(f"protocol version mismatch: this program declares agents, which needs "
-                                 f"protocol 1.3; nondiff speaks {str(hello.get('version'))[:20]}")
-    except E.VersionError as e:
-        P.send(chan, {"type": "error", "message": str(e)}, 10)
-        raise
-    if warning:
-        print(f"nondiff sdk: {warning}", file=sys.stderr)
-    challenge = P.nonce()
-    P.send(chan, {"type": "challenge", "version": P.VERSION, "nonce": challenge,
-                  "mac": P.mac(token, "server", hello.get("nonce", ""))}, 10)
-    auth = P.expect(P.recv(chan, 30), "auth")
-    if not P.verify(token, "client", challenge, auth.get("mac")):
-        P.send(chan, {"type": "error", "message": "authentication failed: wrong token"}, 10)
-        raise E.AuthError("a client presented a wrong token")
-    if spec is None:
-        spec = {"type": "spec", "env": name, "version": P.VERSION,
-                "observation_space": space_to_json(env.observation_space),
-                "action_space": space_to_json(env.action_space),
-                "metadata": {"render_fps": getattr(env, "metadata", {}).get("render_fps", 30)}}
-        if instances is not None:
-            spec["num_instances"] = instances
-    P.send(chan, spec, 10)
-
-
-def _stack(values: list[Any]) -> Any:
-    """Per-instance observations stacked along a new leading axis (Dict and Tuple observations key by key)."""
-    first = values[0]
-    if isinstance(first, dict):
-        return {k: _stack([v[k] for v in values]) for k in first}
-    if isinstance(first, tuple):
-        return [_stack([v[i] for v in values]) for i in range(len(first))]
-    return np.stack([np.asarray(v) for v in values])
-
-
 def _loop_batch(chan: P.Channel, envs: list[Any], max_size: int, served: list[int]) -> None:
     """Serve the batched requests of protocol 1.1 for ``len(envs)`` instances (and 1.2's ``autoreset``
-    steps); counts them in ``served[0]``."""
-    while True:
-        try:
-            msg = P.recv(chan, FOREVER, max_size)
-        except E.PeerClosed:
-            return
-        served[0] += 1
-        kind = msg["type"]
-        try:
-            idx = msg.get("instances", list(range(len(envs))))
-            if not isinstance(idx, list) or not all(type(i) is int and 0 <= i < len(envs) for i in idx):
-                raise ValueError(f"instances must be a list of indices below {len(envs)}")
-            if kind == "reset":
-                seeds = msg.get("seeds") or [None] * len(idx)
-                out = [envs[i].reset(seed=s, options=msg.get("options") or None) for i, s in zip(idx, seeds)]
-                reply = {"type": "reset_result", "obs": _stack([o for o, _ in out]),
-                         "infos": [_jsonable(info) for _, info in out]}
-            elif kind == "step":
-                actions = msg["actions"]
-                res = [envs[i].step(actions[j]) for j, i in enumerate(idx)]
-                obs = [r[0] for r in res]
-                reply = {"type": "step_result", "rewards": np.array([float(r[1]) for r in res]),
-                         "terminated": np.array([bool(r[2]) for r in res]),
-                         "truncated": np.array([bool(r[3]) for r in res]),
-                         "infos": [_jsonable(r[4]) for r in res]}
-                ended = [j for j, r in enumerate(res) if r[2] or r[3]]
-                if msg.get("autoreset") and ended:  # protocol 1.2: reset the finished ones now
-                    reply["final_obs"] = _stack([obs[j] for j in ended])
-                    starts = [envs[idx[j]].reset() for j in ended]
-                    reply["reset_infos"] = [_jsonable(info) for _, info in starts]
-                    for j, (first, _) in zip(ended, starts):
-                        obs[j] = first
-                reply["obs"] = _stack(obs)
-            elif kind == "render":  # the instance evaluation drives: 0
-                reply = {"type": "render_result", "frame": np.asarray(envs[0].render(), dtype=np.uint8)}
-            elif kind == "close":
-                P.send(chan, {"type": "bye"}, 10)
-                return
-            else:
-                reply = {"type": "error", "message": f"unknown message type {kind!r}"}
-        except Exception as e:  # report to nondiff, which decides; keep serving
-            reply = {"type": "error", "message": f"{type(e).__name__}: {e}"}
-        P.send(chan, reply, 60, max_size)
+    steps); counts them in ``served[0]``. ``render`` draws instance 0 (the one evaluation drives)."""
+
+    def answer(kind: str, msg: dict[str, Any]) -> dict[str, Any]:
+        idx = msg.get("instances", list(range(len(envs))))
+        if not isinstance(idx, list) or not all(type(i) is int and 0 <= i < len(envs) for i in idx):
+            raise ValueError(f"instances must be a list of indices below {len(envs)}")
+        if kind == "reset":
+            seeds = msg.get("seeds") or [None] * len(idx)
+            out = [envs[i].reset(seed=s, options=msg.get("options") or None) for i, s in zip(idx, seeds)]
+            return {"type": "reset_result", "obs": stack([o for o, _ in out]),
+                    "infos": [jsonable(info) for _, info in out]}
+        actions = msg["actions"]
+        res = [envs[i].step(actions[j]) for j, i in enumerate(idx)]
+        obs = [r[0] for r in res]
+        reply = {"type": "step_result", "rewards": np.array([float(r[1]) for r in res]),
+                 "terminated": np.array([bool(r[2]) for r in res]),
+                 "truncated": np.array([bool(r[3]) for r in res]),
+                 "infos": [jsonable(r[4]) for r in res]}
+        ended = [j for j, r in enumerate(res) if r[2] or r[3]]
+        if msg.get("autoreset") and ended:  # protocol 1.2: reset the finished ones now
+            reply["final_obs"] = stack([obs[j] for j in ended])
+            starts = [envs[idx[j]].reset() for j in ended]
+            reply["reset_infos"] = [jsonable(info) for _, info in starts]
+            for j, (first, _) in zip(ended, starts):
+                obs[j] = first
+        reply["obs"] = stack(obs)
+        return reply
+
+    answer_requests(chan, max_size, served, answer, lambda: envs[0].render())
 
 
 def _session(chan: P.Channel, env: Any, name: str, token: str, max_size: int, instances: int | None,
@@ -148,7 +89,7 @@ def _session(chan: P.Channel, env: Any, name: str, token: str, max_size: int, in
         if instances is None:
             _serve_one(chan, envs[0], name or type(envs[0]).__name__, token, timeout, max_size, served)
         else:
-            _handshake(chan, envs[0], name or type(envs[0]).__name__, token, timeout, instances)
+            handshake(chan, envs[0], name or type(envs[0]).__name__, token, timeout, instances)
             _loop_batch(chan, envs, max_size, served)
     finally:
         if instances is not None or made is not None:
@@ -158,13 +99,11 @@ def _session(chan: P.Channel, env: Any, name: str, token: str, max_size: int, in
 def _serve_one(chan: P.Channel, env: Any, name: str, token: str, timeout: float, max_size: int,
                served: list[int] | None = None) -> None:
     """Handshake and serve one env on ``chan``: a single-agent env, or a scene of agents (protocol 1.3,
-    :mod:`envs.bridge.sdk_agents`, imported here: it builds on this module)."""
-    from envs.bridge import sdk_agents
-
+    :mod:`envs.bridge.sdk_agents`)."""
     if sdk_agents.is_scene(env):
         sdk_agents.scene_session(chan, env, name, token, timeout, max_size, served or [0])
         return
-    _handshake(chan, env, name, token, timeout)
+    handshake(chan, env, name, token, timeout)
     _loop(chan, env, max_size, served)
 
 
@@ -239,44 +178,15 @@ def _serve_connecting(env: Any, address: tuple[str, int], name: str, token: str,
 
 
 def _loop(chan: P.Channel, env: Any, max_size: int, served: list[int] | None = None) -> None:
-    while True:
-        try:
-            msg = P.recv(chan, FOREVER, max_size)
-        except E.PeerClosed:
-            return
-        if served is not None:
-            served[0] += 1
-        kind = msg["type"]
-        try:
-            if kind == "reset":
-                obs, info = env.reset(seed=msg.get("seed"), options=msg.get("options") or None)
-                reply = {"type": "reset_result", "obs": obs, "info": _jsonable(info)}
-            elif kind == "step":
-                action = msg["action"]
-                obs, reward, terminated, truncated, info = env.step(action)
-                reply = {"type": "step_result", "obs": obs, "reward": float(reward),
-                         "terminated": bool(terminated), "truncated": bool(truncated),
-                         "info": _jsonable(info)}
-            elif kind == "render":
-                reply = {"type": "render_result", "frame": np.asarray(env.render(), dtype=np.uint8)}
-            elif kind == "close":
-                P.send(chan, {"type": "bye"}, 10)
-                return
-            else:
-                reply = {"type": "error", "message": f"unknown message type {kind!r}"}
-        except Exception as e:  # report to nondiff, which decides; keep serving
-            reply = {"type": "error", "message": f"{type(e).__name__}: {e}"}
-        P.send(chan, reply, 60, max_size)
+    def answer(kind: str, msg: dict[str, Any]) -> dict[str, Any]:
+        if kind == "reset":
+            obs, info = env.reset(seed=msg.get("seed"), options=msg.get("options") or None)
+            return {"type": "reset_result", "obs": obs, "info": jsonable(info)}
+        obs, reward, terminated, truncated, info = env.step(msg["action"])
+        return {"type": "step_result", "obs": obs, "reward": float(reward), "terminated": bool(terminated),
+                "truncated": bool(truncated), "info": jsonable(info)}
 
-
-def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in (info or {}).items():
-        if isinstance(v, np.ndarray | np.generic):
-            v = v.tolist()
-        if isinstance(v, str | int | float | bool | list | dict) or v is None:
-            out[str(k)] = v
-    return out
+    answer_requests(chan, max_size, served, answer, lambda: env.render())
 
 
 def _is_factory(env: Any) -> bool:

@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from envs import errors as E
 from envs.bridge import protocol as P
-from envs.bridge import sdk as S
+from envs.bridge.sdk_base import answer_requests, handshake, jsonable, stack
 from envs.spaces import space_to_json
 
 __all__ = ["is_scene", "scene_session", "scene_spec"]
@@ -66,59 +65,46 @@ def _reply(scene: Any, kind: str, ids: list[str], obs: dict[str, Any],
     _covered(obs, ids, "observations")
     infos = infos or {}
     return {"type": kind, "agents": ids,
-            "obs": {g: S._stack([obs[a] for a in mine]) for g, mine in _by_group(scene, ids).items()},
-            "infos": [S._jsonable(infos.get(a) or {}) for a in ids]}
+            "obs": {g: stack([obs[a] for a in mine]) for g, mine in _by_group(scene, ids).items()},
+            "infos": [jsonable(infos.get(a) or {}) for a in ids]}
 
 
 def _serve_scene(chan: P.Channel, scene: Any, max_size: int, served: list[int]) -> None:
     """Answer a scene's requests until ``close`` or the end of the stream; counts them in ``served[0]``."""
     order = list(scene.agent_groups)
     live: list[str] = []
-    while True:
-        try:
-            msg = P.recv(chan, S.FOREVER, max_size)
-        except E.PeerClosed:
-            return
-        served[0] += 1
-        kind = msg["type"]
-        try:
-            if kind == "reset":
-                obs, infos = scene.reset(seed=msg.get("seed"), options=msg.get("options") or None)
-                live = list(order)
-                reply = _reply(scene, "reset_result", live, obs, infos)
-            elif kind == "step":
-                ids = msg.get("agents")
-                if not isinstance(ids, list) or any(a not in live for a in ids):
-                    raise ValueError(f"step.agents must name live agents of this episode ({live[:8]}), got "
-                                     f"{str(ids)[:120]}")
-                acts = {g: msg["actions"][g] for g in _by_group(scene, ids)}
-                rows = {g: 0 for g in acts}
-                given = {}
-                for a in ids:
-                    g = scene.agent_groups[a]
-                    given[a], rows[g] = acts[g][rows[g]], rows[g] + 1
-                obs, rewards, terms, truncs, infos = scene.step(given)
-                for part, what in ((rewards, "rewards"), (terms, "terminated"), (truncs, "truncated")):
-                    _covered(part, ids, what)
-                reply = _reply(scene, "step_result", ids, obs, infos)
-                reply["rewards"] = np.array([float(rewards[a]) for a in ids])
-                reply["terminated"] = np.array([bool(terms[a]) for a in ids])
-                reply["truncated"] = np.array([bool(truncs[a]) for a in ids])
-                live = [a for a in live if a not in ids or not (terms[a] or truncs[a])]
-            elif kind == "render":
-                reply = {"type": "render_result", "frame": np.asarray(scene.render(), dtype=np.uint8)}
-            elif kind == "close":
-                P.send(chan, {"type": "bye"}, 10)
-                return
-            else:
-                reply = {"type": "error", "message": f"unknown message type {kind!r}"}
-        except Exception as e:  # report to nondiff, which decides; keep serving
-            reply = {"type": "error", "message": f"{type(e).__name__}: {e}"}
-        P.send(chan, reply, 60, max_size)
+
+    def answer(kind: str, msg: dict[str, Any]) -> dict[str, Any]:
+        nonlocal live
+        if kind == "reset":
+            obs, infos = scene.reset(seed=msg.get("seed"), options=msg.get("options") or None)
+            live = list(order)
+            return _reply(scene, "reset_result", live, obs, infos)
+        ids = msg.get("agents")
+        if not isinstance(ids, list) or any(a not in live for a in ids):
+            raise ValueError(f"step.agents must name live agents of this episode ({live[:8]}), got "
+                             f"{str(ids)[:120]}")
+        acts = {g: msg["actions"][g] for g in _by_group(scene, ids)}
+        rows = {g: 0 for g in acts}
+        given = {}
+        for a in ids:
+            g = scene.agent_groups[a]
+            given[a], rows[g] = acts[g][rows[g]], rows[g] + 1
+        obs, rewards, terms, truncs, infos = scene.step(given)
+        for part, what in ((rewards, "rewards"), (terms, "terminated"), (truncs, "truncated")):
+            _covered(part, ids, what)
+        reply = _reply(scene, "step_result", ids, obs, infos)
+        reply["rewards"] = np.array([float(rewards[a]) for a in ids])
+        reply["terminated"] = np.array([bool(terms[a]) for a in ids])
+        reply["truncated"] = np.array([bool(truncs[a]) for a in ids])
+        live = [a for a in live if a not in ids or not (terms[a] or truncs[a])]
+        return reply
+
+    answer_requests(chan, max_size, served, answer, lambda: scene.render())
 
 
 def scene_session(chan: P.Channel, scene: Any, name: str, token: str, timeout: float, max_size: int,
                   served: list[int]) -> None:
     """One connection of a scene: the handshake (refusing a trainer older than 1.3), then its requests."""
-    S._handshake(chan, scene, name, token, timeout, spec=scene_spec(scene, name))
+    handshake(chan, scene, name, token, timeout, spec=scene_spec(scene, name))
     _serve_scene(chan, scene, max_size, served)
