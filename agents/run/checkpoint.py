@@ -22,15 +22,17 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from gymnasium import spaces
 
 from agents.run.header import FORMAT, CheckpointHeader, corrupted, parse_header
 from envs.errors import CheckpointError
 from envs.spaces import space_to_json
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: a run refused before that never loads it
+    import torch
 
 PICKLE_SUFFIXES = (".zip", ".pkl", ".pickle", ".pt", ".pth", ".ckpt")
 MAX_HEADER = 100 * 2**20
@@ -217,6 +219,8 @@ def load(path: Path, *, trust: bool = False, backend: str | None = None) -> Chec
 # -- RNG state ----------------------------------------------------------------------------------------
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Python, NumPy and torch global RNG states, split into tensors and JSON."""
+    import torch
+
     np_state: Any = np.random.get_state()
     tensors = {"rng/torch": torch.get_rng_state(),
                "rng/numpy_keys": torch.from_numpy(np_state[1].astype(np.int64))}
@@ -227,6 +231,8 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` captured."""
+    import torch
+
     v, state, gauss = meta["python"]
     random.setstate((v, tuple(state), gauss))
     name, pos, has_gauss, cached = meta["numpy"]
