@@ -324,6 +324,10 @@ class RLlibSection(Section):
     """CPUs a private local Ray may use (None: all)."""
     dashboard: bool = False
     """Start the Ray dashboard with a private local Ray (off: it serves code execution on a port)."""
+    max_runner_restarts: int = Field(default=10, ge=0)
+    """Env-runner restarts allowed over the whole run (a runner whose process died or whose ``sample()``
+    raised is restarted by Ray; each restart is said on the console). The next failure ends the run with a
+    checkpoint and one line naming the runner's last error (agents/rllib/runners.py); 0: the first ends it."""
     extra: Annotated[dict[str, Any], Reach.RUN.mark("hand Ray, as they are, the settings")] = Field(
         default_factory=dict)
     """Passed to ``AlgorithmConfig.update_from_dict`` as is."""

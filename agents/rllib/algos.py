@@ -20,6 +20,7 @@ import gymnasium as gym
 from agents.config import RunConfig
 from agents.rllib import masking
 from agents.rllib import state as rllib_state
+from agents.rllib.runners import RESTART_DELAY_S
 from agents.run.masks import masked
 from agents.run.resolved import ResolvedEnv, is_image_space
 from envs.errors import UserError
@@ -215,7 +216,9 @@ def build_algo_config(cfg: RunConfig, seed: int, env: ResolvedEnv, start_step: i
                                              else VECTORIZE_MODE[cfg.train.vec_env]))
         .learners(num_learners=r.num_learners, num_gpus_per_learner=1 if cfg.train.device == "cuda" else 0)
         .rl_module(model_config=model_config(cfg, spaces[1]))
-        .fault_tolerance(restart_failed_env_runners=True)
+        .fault_tolerance(restart_failed_env_runners=True,  # bounded run-wide by agents/rllib/runners.py
+                         max_num_env_runner_restarts=r.max_runner_restarts,
+                         delay_between_env_runner_restarts_s=RESTART_DELAY_S)
         .debugging(seed=seed)
     )
     config = algo.training(config, cfg, schedule if a.lr_schedule == "linear" else lr)

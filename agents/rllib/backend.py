@@ -27,6 +27,7 @@ from agents.rllib import algos as rllib_algos
 from agents.rllib import masking
 from agents.rllib import state as rllib_state
 from agents.rllib.algos import ENV_NAME
+from agents.rllib.runners import RunnerRestarts
 from agents.run import checkpoint, localray, tensorcheck
 from agents.run.backend import Backend, Iteration
 from agents.run.envfactory import env_factory
@@ -159,6 +160,9 @@ class RLlibBackend(Backend):
         self.num_timesteps = start_step
         self._offset = start_step  # RLlib's own counter restarts at 0 after a resume
         self._masks: masking.MaskFn | None = None  # the evaluation env's legal actions (bind_env)
+        self._runners = RunnerRestarts(cfg.rllib.max_runner_restarts)  # bounded, said on the console
+        if algo is not None:
+            self._runners.attach()
 
     @classmethod
     def create(cls, cfg: RunConfig, seed: int, env: ResolvedEnv, start_step: int = 0) -> RLlibBackend:
@@ -198,10 +202,19 @@ class RLlibBackend(Backend):
         learner = result.get("learners", {}).get(MODULE, {})
         for src, dst in self.spec.metrics:
             scalars[dst] = learner.get(src)
-        scalars["env/runner_restarts"] = result.get("fault_tolerance", {}).get("num_remote_worker_restarts")
+        scalars["env/runner_restarts"] = self._runner_restarts(result, session)
         scalars.update(_health(runners.get("nondiff", {}), session))
         ok = ret is not None and np.isfinite(ret)
         return Iteration(self.num_timesteps, float(ret) if ok else None, scalars)
+
+    def _runner_restarts(self, result: dict[str, Any], session: Session) -> Any:
+        """RLlib's run-wide env-runner restarts after one ``train()``, said on the console; past
+        ``rllib.max_runner_restarts`` an :class:`~envs.errors.EnvFailure` (the loop writes ``crash/``)."""
+        restarts = result.get("fault_tolerance", {}).get("num_remote_worker_restarts")
+        group = self.algo.env_runner_group
+        self._runners.observe(restarts, group.num_remote_workers() - group.num_healthy_remote_workers(),
+                              session.say)
+        return restarts
 
     def bind_env(self, env: Any) -> None:
         """Before an evaluation: bring the driver's module up to the learner's weights (APPO broadcasts them
@@ -314,6 +327,7 @@ class RLlibBackend(Backend):
 
     def close(self) -> None:
         """Stop the algorithm and the private local Ray."""
+        self._runners.detach()
         if self.algo is not None:
             self.algo.stop()
             self.algo = None

@@ -1,0 +1,148 @@
+"""Env-runner restarts on RLlib: each one said on the console, the run ended once they pass a budget.
+
+RLlib (new API stack) restarts an env runner whose process died, or whose ``sample()`` raised (the runner
+then waits ``delay_between_env_runner_restarts_s`` and exits), through Ray's actor restarts
+(``max_num_env_runner_restarts`` per runner). ``Algorithm.train()`` neither raises nor stops when every
+runner keeps failing: it returns iterations without samples, so a run whose runners die on every step
+would loop until Ray's per-runner restarts are spent (1,000 by default) and then wait forever.
+:class:`RunnerRestarts` reads RLlib's run-wide count after each iteration, says each restart (one line,
+rate-limited) and raises :class:`~envs.errors.EnvFailure` once the failures pass
+``rllib.max_runner_restarts``: the loop then writes ``crash/`` and prints one line with the runner's last
+error.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from envs.errors import EnvFailure
+
+RESTART_DELAY_S = 2.0
+"""RLlib's ``delay_between_env_runner_restarts_s`` (its default: 60 s): how long a runner whose ``sample()``
+raised waits before it exits and Ray restarts it (``rllib.extra`` overrides it)."""
+SAY_EVERY_S = 30.0
+"""After the first restart line, at most one summary line per this many seconds."""
+ERROR_CHARS = 240
+"""The runner's last error is cut to this many characters in a console line."""
+ACTOR_MANAGER_LOGGER = "ray.rllib.utils.actor_manager"
+"""The logger RLlib's fault-tolerant actor manager reports a failed runner on."""
+_EXIT_DETAIL = re.compile(r"Worker exit detail: ([^.]*)")
+_RAY_ERROR = re.compile(r"Ray error \((.*)\), taking actor (\d+) out of service", re.DOTALL)
+
+
+def shorten(text: str) -> str:
+    """The first line of ``text`` and Ray's "Worker exit detail" sentence if it has one, cut to
+    :data:`ERROR_CHARS`."""
+    lines = text.strip().splitlines()
+    first = lines[0].strip() if lines else "(no message)"
+    detail = _EXIT_DETAIL.search(text)
+    if detail and detail.group(1) not in first:
+        first = f"{first} ({detail.group(1)})"
+    return first if len(first) <= ERROR_CHARS else first[:ERROR_CHARS - 1] + "…"
+
+
+class LastRunnerError(logging.Handler):
+    """Keeps the latest error RLlib's actor manager logs about a runner it takes out of service.
+
+    Attributes:
+        text: that error, shortened, with the runner's index; None until one came.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.text: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Record ``Ray error (…), taking actor N out of service`` lines; ignore the others."""
+        try:
+            match = _RAY_ERROR.search(record.getMessage())
+        except Exception:  # noqa: BLE001 - a malformed record from a library must not stop training
+            return
+        if match:
+            self.text = f"env runner {match.group(2)}: {shorten(match.group(1))}"
+
+
+def logs_dir() -> str:
+    """Where this node's Ray keeps the runners' own output (their tracebacks), or a phrase for it."""
+    try:
+        import ray
+
+        node: Any = ray._private.worker._global_node
+        path = node.get_logs_dir_path()
+    except Exception:  # noqa: BLE001 - a best-effort hint in an error line
+        return "Ray's session logs (/tmp/ray/session_latest/logs on the runner's node)"
+    return f"{path} (worker-*.err, on the runner's node)"
+
+
+class RunnerRestarts:
+    """Counts RLlib's env-runner restarts, says them on the console and bounds them for the whole run.
+
+    A failure is a restart already made or a runner out of service now (restarts that Ray has still to make).
+    With a budget of N, failure N + 1 raises :class:`EnvFailure`; N = 0 ends the run at the first failure.
+
+    Args:
+        budget: restarts allowed (``rllib.max_runner_restarts``).
+        window: seconds between two summary lines.
+        clock: the time source (``time.monotonic``).
+    """
+
+    def __init__(self, budget: int, window: float = SAY_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.budget, self.window, self.clock = budget, window, clock
+        self.restarts = 0
+        self.errors = LastRunnerError()
+        self._untold = 0
+        self._last_line: float | None = None
+
+    def attach(self) -> None:
+        """Start reading RLlib's runner errors (in the driver)."""
+        logging.getLogger(ACTOR_MANAGER_LOGGER).addHandler(self.errors)
+
+    def detach(self) -> None:
+        """Stop reading them."""
+        logging.getLogger(ACTOR_MANAGER_LOGGER).removeHandler(self.errors)
+
+    def last_error(self) -> str:
+        """The runner's last error as RLlib reported it, or a phrase saying none was seen."""
+        return self.errors.text or "(RLlib reported no error text)"
+
+    def observe(self, restarts: Any, down: int, say: Callable[[str], None]) -> None:
+        """Take one iteration's counts.
+
+        Args:
+            restarts: RLlib's ``num_remote_worker_restarts`` (a run total; None or junk count as no change).
+            down: remote runners out of service now.
+            say: prints one console line.
+        """
+        total = restarts if isinstance(restarts, int) and not isinstance(restarts, bool) else self.restarts
+        new, self.restarts = max(0, total - self.restarts), max(total, self.restarts)
+        failures = self.restarts + max(0, down)
+        if new:
+            self._untold += new
+            now = self.clock()
+            if self._last_line is None:
+                self._last_line, self._untold = now, 0
+                say(f"rllib: an env runner failed and was restarted ({self.restarts} of "
+                    f"rllib.max_runner_restarts={self.budget}): {self.last_error()}; further restarts are "
+                    f"summarised every {self.window:g} s; see env/runner_restarts in TensorBoard")
+            elif now - self._last_line >= self.window:
+                self._summary(say, f"in the last {now - self._last_line:.0f} s")
+                self._last_line = now
+        if failures > self.budget:
+            if self._untold:
+                self._summary(say, "since the last line")
+            raise EnvFailure(
+                f"the RLlib env runners kept failing: {failures} failures, past the budget of "
+                f"rllib.max_runner_restarts={self.budget} restarts for the whole run; last error: "
+                f"{self.last_error()}; a runner fails when its process dies or its sample() raises (the env, "
+                f"or the model's forward); its own output is in {logs_dir()}; fix the env or the model, "
+                "or raise rllib.max_runner_restarts if failures are rare and expected")
+
+    def _summary(self, say: Callable[[str], None], when: str) -> None:
+        n, self._untold = self._untold, 0
+        say(f"rllib: {n} env-runner restart{'s' if n > 1 else ''} {when} ({self.restarts} of "
+            f"rllib.max_runner_restarts={self.budget}); last error: {self.last_error()}")
