@@ -86,6 +86,13 @@ def episode_cap(env: gym.Env, configured: int | None) -> int:
     return int(limit) if limit else DEFAULT_CAP
 
 
+def one_action(action: Any) -> Any:
+    """A policy's action for one env as a vector env hands it to its sub-envs: a 0-d array becomes a NumPy
+    scalar (``action[()]``). Some envs read a 0-d array as another action: ViZDoom takes ``np.array(2)`` for a
+    button vector (an attack every step) but ``np.int64(2)`` for action 2, which is what training sent."""
+    return action[()] if isinstance(action, np.ndarray) and action.ndim == 0 else action
+
+
 def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
                  on_frame: Callable[[Any], None] | None = None, *, max_steps: int = DEFAULT_CAP,
                  say: Callable[[str], None] | None = None) -> Episodes:
@@ -114,7 +121,7 @@ def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
             on_frame(env.render())
         total, length, done = 0.0, 0, False
         while not done:
-            obs, reward, terminated, truncated, info = env.step(policy(obs))
+            obs, reward, terminated, truncated, info = env.step(one_action(policy(obs)))
             total += float(reward)
             length += 1
             done = terminated or truncated
