@@ -169,7 +169,9 @@ def build_config(cfg: RunConfig, seed: int, env: ResolvedEnv, team: Team, start_
                                   model_config=rllib_algos.model_config(policy_config(cfg, g.name),
                                                                         g.action_space))
              for g in team.groups}
-    config = (config.environment(MA_ENV_NAME)
+    # RLlib's env check compares a step's replies with the agents left after it, so it refuses an agent that
+    # finishes at its first step; nondiff's Guard checks every transition of every agent instead
+    config = (config.environment(MA_ENV_NAME, disable_env_checking=True)
               .env_runners(gym_env_vectorize_mode="sync")  # RLlib vectorises multi-agent envs in sync only
               .multi_agent(policies=set(specs), policy_mapping_fn=AgentMapping(team.owner))
               .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs),

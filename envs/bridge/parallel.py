@@ -1,7 +1,7 @@
 """A program that declares agents (protocol 1.3) as a PettingZoo parallel env, so that nondiff's multi-agent
 path trains it as it trains any PettingZoo env: parameter sharing by default, a ``policies:`` map per agent-id
-pattern, evaluation of the whole team (envs/multiagent.py), on SB3 and RLlib (one RLlib limit:
-docs/protocol.md, "In the trainer (1.3)").
+pattern, evaluation of the whole team (envs/multiagent.py), on SB3 and RLlib (docs/protocol.md, "In the
+trainer (1.3)").
 
 ``python train.py --env envs.bridge.parallel:BridgeParallelEnv --set env.command="python my_scene.py"``
 

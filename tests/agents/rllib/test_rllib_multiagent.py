@@ -140,3 +140,13 @@ def test_each_module_beats_random_on_its_own(tmp_path, shared_ray):
     random = res["random_metrics"]
     assert res["policy_alone"]["adversary"] > random["policy/adversary/return"] + 3.0, res
     assert res["policy_alone"]["good"] > random["policy/good/return"] + 5.0, res
+
+
+def test_an_agent_that_finishes_at_its_first_step_trains(tmp_path, shared_ray):
+    """RLlib's env check compares a step's rewards with the agents left after it, so it refused an agent that
+    finishes at its first step (the 1.3 teams example one run in three); nondiff's Guard checks instead."""
+    run = tmp_path / "run"
+    _train(run, shared_ray, "--env", "tests.agents.first_step_env:QuickAndSteady", "--timesteps", "200",
+           "--set", "eval.every=0")
+    _, header = read_checkpoint(run / "final" / "model.safetensors")
+    assert header["num_timesteps"] >= 200
