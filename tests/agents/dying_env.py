@@ -1,4 +1,5 @@
-"""An env for the runner-crash tests: CartPole that kills its own process (``os._exit``) after a few steps."""
+"""An env for the runner-crash tests: CartPole that kills its own process (``os._exit``) after a few steps,
+at every start or once."""
 
 from __future__ import annotations
 
@@ -21,16 +22,23 @@ class DyingCartPole(CartPoleEnv):
 
     Args:
         die_after: steps the process lives through; ``os._exit(3)`` at the next one.
+        once_marker: a file path: die only while it does not exist, creating it first (one death per run);
+            None: die in every process.
     """
 
-    def __init__(self, die_after: int = 20, **kwargs: Any) -> None:
+    def __init__(self, die_after: int = 20, once_marker: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.die_after = die_after
+        self.die_after, self.once_marker = die_after, once_marker
         self._in_trainer = Path(sys.argv[0]).name == "train.py"
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         global _steps_in_this_process
         _steps_in_this_process += 1
         if not self._in_trainer and _steps_in_this_process > self.die_after:
-            os._exit(3)
+            if self.once_marker is None:
+                os._exit(3)
+            marker = Path(self.once_marker)
+            if not marker.exists():
+                marker.touch()
+                os._exit(3)
         return super().step(action)

@@ -1,8 +1,8 @@
 """Env runners that keep dying on RLlib: each restart said, the run ended past rllib.max_runner_restarts.
 
 The unit tests read the bound (agents/rllib/runners.py) and the config it sets, without Ray; the ray test
-trains an env that kills its own runner process at every start (tests/agents/dying_env.py) on the session's
-shared Ray."""
+trains an env that kills its own runner process at every start, or once (tests/agents/dying_env.py), on the
+session's shared Ray."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import gymnasium as gym
 import pytest
-from conftest import run_cli
+from conftest import read_checkpoint, run_cli
 
 from agents.config import RunConfig
 from agents.rllib import runners
@@ -85,20 +85,25 @@ def test_the_algorithm_config_carries_the_bound():
         RunConfig.model_validate({"rllib": {"max_runner_restarts": -1}})
 
 
+def _train(run, shared_ray, *args: str):
+    return run_cli("train.py", "--env", "tests.agents.dying_env:DyingCartPole", "--backend", "rllib",
+                   "--num-env-runners", "1", "--num-envs", "2", "--quiet", "--set", "agent.n_steps=64",
+                   "--set", "agent.batch_size=64", "--set", "eval.every=0", "--run-dir", str(run), *args,
+                   *shared_ray.flags, env=shared_ray.env, timeout=180)
+
+
 @pytest.mark.ray
 def test_runners_that_die_at_every_start_end_the_run_with_a_checkpoint_and_one_line(tmp_path, shared_ray):
     run = tmp_path / "run"
     t = time.monotonic()
-    proc = run_cli("train.py", "--env", "tests.agents.dying_env:DyingCartPole", "--set", "env.die_after=20",
-                   "--backend", "rllib", "--num-env-runners", "1", "--num-envs", "2", "--quiet",
-                   "--set", "agent.n_steps=64", "--set", "agent.batch_size=64", "--set", "eval.every=0",
-                   "--set", "rllib.max_runner_restarts=1", "--timesteps", "5000", "--run-dir", str(run),
-                   *shared_ray.flags, env=shared_ray.env, timeout=180)
+    proc = _train(run, shared_ray, "--set", "env.die_after=20", "--set", "rllib.max_runner_restarts=1",
+                  "--timesteps", "5000")
     elapsed = time.monotonic() - t
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert elapsed < 120, f"took {elapsed:.0f} s"
-    said = [line for line in proc.stdout.splitlines() if line.startswith("rllib: an env runner failed")]
-    assert len(said) == 1 and "(1 of rllib.max_runner_restarts=1): env runner 1: " in said[0], proc.stdout
+    said = [line for line in proc.stdout.splitlines() if line.startswith("rllib: ")]
+    assert len(said) == 1 and said[0].startswith("rllib: an env runner failed and was restarted (1 of "
+                                                 "rllib.max_runner_restarts=1): env runner 1: "), proc.stdout
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr[-3000:]
     assert ("the RLlib env runners kept failing: 2 failures, past the budget of rllib.max_runner_restarts=1 "
@@ -106,3 +111,17 @@ def test_runners_that_die_at_every_start_end_the_run_with_a_checkpoint_and_one_l
     assert "checkpoint written to" in errors[0] and f"--resume {run}" in errors[0]
     assert "Traceback" not in proc.stderr
     assert list(run.rglob("*.safetensors")), sorted(p.name for p in run.rglob("*"))
+
+
+@pytest.mark.ray
+def test_a_runner_that_dies_once_is_restarted_said_and_the_run_goes_on(tmp_path, shared_ray):
+    run, marker = tmp_path / "run", tmp_path / "died"
+    proc = _train(run, shared_ray, "--set", "env.die_after=60", "--set", f"env.once_marker={marker}",
+                  "--timesteps", "512")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert marker.exists()  # the runner did die
+    said = [line for line in proc.stdout.splitlines() if line.startswith("rllib: ")]
+    assert len(said) == 1 and said[0].startswith("rllib: an env runner failed and was restarted (1 of "
+                                                 "rllib.max_runner_restarts=10): env runner 1: "), said
+    _, meta = read_checkpoint(run / "final" / "model.safetensors")
+    assert meta["num_timesteps"] >= 512
