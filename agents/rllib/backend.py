@@ -209,7 +209,7 @@ class RLlibBackend(Backend):
 
     def _runner_restarts(self, result: dict[str, Any], session: Session) -> Any:
         """RLlib's run-wide env-runner restarts after one ``train()``, said on the console; past
-        ``rllib.max_runner_restarts`` an :class:`~envs.errors.EnvFailure` (the loop writes ``crash/``)."""
+        ``rllib.max_runner_restarts`` an :class:`~envs.errors.EnvFailure` (the run writes ``final/``)."""
         restarts = result.get("fault_tolerance", {}).get("num_remote_worker_restarts")
         group = self.algo.env_runner_group
         self._runners.observe(restarts, group.num_remote_workers() - group.num_healthy_remote_workers(),

@@ -7,7 +7,7 @@ runner keeps failing: it returns iterations without samples, so a run whose runn
 would loop until Ray's per-runner restarts are spent (1,000 by default) and then wait forever.
 :class:`RunnerRestarts` reads RLlib's run-wide count after each iteration, says each restart (one line,
 rate-limited) and raises :class:`~envs.errors.EnvFailure` once the failures pass
-``rllib.max_runner_restarts``: the loop then writes ``crash/`` and prints one line with the runner's last
+``rllib.max_runner_restarts``: the run then writes ``final/`` (the model is sound) and prints one line with the runner's last
 error.
 """
 
