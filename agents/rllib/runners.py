@@ -7,8 +7,8 @@ runner keeps failing: it returns iterations without samples, so a run whose runn
 would loop until Ray's per-runner restarts are spent (1,000 by default) and then wait forever.
 :class:`RunnerRestarts` reads RLlib's run-wide count after each iteration, says each restart (one line,
 rate-limited) and raises :class:`~envs.errors.EnvFailure` once the failures pass
-``rllib.max_runner_restarts``: the run then writes ``final/`` (the model is sound) and prints one line with the runner's last
-error.
+``rllib.max_runner_restarts``: the run then writes ``final/`` (the model is sound) and prints one line
+with the runner's last error.
 """
 
 from __future__ import annotations
