@@ -101,7 +101,7 @@ class RLlibAgentsBackend(RLlibBackend):
                 scalars[f"{prefix}rollout/ep_rew_mean"] = None if got is None else float(got) / len(g.agents)
                 mine = [float(lengths[a]) for a in g.agents if a in lengths]
                 scalars[f"{prefix}rollout/ep_len_mean"] = float(np.mean(mine)) if mine else None
-        scalars["env/runner_restarts"] = result.get("fault_tolerance", {}).get("num_remote_worker_restarts")
+        scalars["env/runner_restarts"] = self._runner_restarts(result, session)  # bounded, said (backend.py)
         scalars.update(_health(runners.get("nondiff", {}), session))
         return Iteration(self.num_timesteps, mean, scalars)
 
