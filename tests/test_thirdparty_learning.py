@@ -80,14 +80,14 @@ def test_minigrid_learns_with_its_shipped_config(tmp_path):
     assert result["mean_return"] > max(0.6, result["random_mean_return"] + 0.3), result
 
 
-@pytest.mark.slow  # 2-3 min at load 7
+@pytest.mark.slow  # 44 s at load 1.3 (2-3 min at load 8)
 def test_minigrid_image_only_learns_with_its_shipped_config(tmp_path):
     shipped = CONFIGS / "MiniGrid-Empty-5x5-v0_ImgObsWrapper.yaml"
     result = train_and_evaluate(tmp_path, ["--config", str(shipped), "--seed", "0"])
     assert result["mean_return"] > 0.9 and result["random_mean_return"] < 0.4, result
 
 
-@pytest.mark.slow  # 5 min at load 7-11
+@pytest.mark.slow  # 78 s at load 1.2 (5 min at load 7-11)
 def test_flappybird_learns_with_its_shipped_config(tmp_path):
     """Seed 0 scored 27.7 (min 8.4) against random's -7.4 (max -4.5) over 20 episodes."""
     result = train_and_evaluate(tmp_path, ["--env", "FlappyBird-v0", "--env-package", "flappy_bird_gymnasium",
@@ -96,7 +96,7 @@ def test_flappybird_learns_with_its_shipped_config(tmp_path):
     assert result["mean_return"] > 5, result
 
 
-@pytest.mark.slow  # 5 min at load 5-7
+@pytest.mark.slow  # 172 s at load 1-4 (5 min at load 5-7)
 def test_pointmaze_learns_with_its_shipped_config(tmp_path):
     """SAC with HER; seed 0 reached success 0.72 over 50 episodes against random's 0.02."""
     result = train_and_evaluate(tmp_path, ["--env", "PointMaze_UMaze-v3", "--env-package",
@@ -105,7 +105,7 @@ def test_pointmaze_learns_with_its_shipped_config(tmp_path):
     assert result["success_rate"] > 0.4, result
 
 
-@pytest.mark.slow  # 8 min at load 1-4 (14-15 min at load 6-7)
+@pytest.mark.slow  # 374 s at load 1.6-3.4
 def test_vizdoom_learns_with_its_shipped_config(tmp_path):
     """Seed 0 scored 81.8 (every episode a kill, min 67) against random's -97.1 over 20 episodes."""
     result = train_and_evaluate(tmp_path, ["--env", "VizdoomBasic-v1", "--env-package",
