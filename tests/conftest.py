@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -28,6 +29,14 @@ def run_cli(script: str, *args: str, timeout: float = 300, check: bool = False,
         raise AssertionError(f"{script} {' '.join(args)} exited {proc.returncode}\n"
                              f"{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def evaluate_json(run: Path, out_dir: Path, episodes: int = 5) -> dict[str, Any]:
+    """``evaluate.py RUN --episodes N --json``'s document (the run must evaluate: exit 0)."""
+    out = run_cli("evaluate.py", str(run), "--episodes", str(episodes), "--json", str(out_dir / "e.json"),
+                  timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads((out_dir / "e.json").read_text())
 
 
 @pytest.fixture

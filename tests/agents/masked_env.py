@@ -18,6 +18,12 @@ from gymnasium import spaces
 N = 5
 
 
+def read_counts(path: Path) -> tuple[int, int]:
+    """The steps and illegal actions that every closed env appended to ``count_file``, summed."""
+    rows = [tuple(int(x) for x in line.split()) for line in path.read_text().splitlines()]
+    return sum(r[0] for r in rows), sum(r[1] for r in rows)
+
+
 class _Masked(gym.Env):
     """The shared game: 20 steps, observations are the legal set as floats."""
 

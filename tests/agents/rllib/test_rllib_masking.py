@@ -8,16 +8,15 @@ shared Ray (``shared_ray`` in tests/conftest.py). The RLModule itself is checked
 
 from __future__ import annotations
 
-import json
-
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import read_checkpoint, run_cli
+from conftest import evaluate_json, read_checkpoint, run_cli
 
 import train
 from agents.rllib import algos, masking
+from tests.agents.masked_env import read_counts
 
 ENV = "tests.agents.masked_env:"
 FAST = ["--backend", "rllib", "--num-env-runners", "0", "--num-envs", "2", "--set", "agent.n_steps=64",
@@ -30,17 +29,6 @@ def _train(shared_ray, run, env, counts, *extra, timesteps="256"):
                    env=shared_ray.env)
 
 
-def _counts(path):
-    rows = [tuple(int(x) for x in line.split()) for line in path.read_text().splitlines()]
-    return sum(r[0] for r in rows), sum(r[1] for r in rows)
-
-
-def _evaluate(run, tmp_path):
-    out = run_cli("evaluate.py", str(run), "--episodes", "5", "--json", str(tmp_path / "e.json"), timeout=120)
-    assert out.returncode == 0, out.stderr
-    return json.loads((tmp_path / "e.json").read_text())
-
-
 @pytest.mark.ray
 def test_rllib_ppo_sends_no_illegal_action_in_training_or_evaluation(tmp_path, shared_ray):
     run, counts = tmp_path / "run", tmp_path / "counts"
@@ -49,9 +37,9 @@ def test_rllib_ppo_sends_no_illegal_action_in_training_or_evaluation(tmp_path, s
     assert proc.returncode == 0, proc.stderr
     notes = [line for line in proc.stderr.splitlines() if "samples legal actions only" in line]
     assert len(notes) == 1 and "env.action_mask: method" in notes[0] and "RLlib PPO" in notes[0]
-    steps, illegal = _counts(counts)
+    steps, illegal = read_counts(counts)
     assert steps >= 256 + 2 * 20 and illegal == 0  # training envs and one periodic evaluation
-    result = _evaluate(run, tmp_path)
+    result = evaluate_json(run, tmp_path)
     assert result["metrics"]["illegal"] == 0.0
     assert result["random_metrics"]["illegal"] > 5  # the uniform-random baseline ignores masks: ~11 of 20
 
@@ -66,12 +54,12 @@ def test_a_masked_rllib_run_resumes_as_a_masked_policy(tmp_path, shared_ray):
                    timeout=300, env=shared_ray.env)
     assert proc.returncode == 0, proc.stderr
     assert "samples legal actions only" in proc.stderr
-    steps, illegal = _counts(counts)
+    steps, illegal = read_counts(counts)
     assert steps >= 128 and illegal == 0
     _, header = read_checkpoint(run / "final" / "model.safetensors")
     assert header["num_timesteps"] >= 384 and header["backend"] == "rllib"
     assert header["config"]["env"]["action_mask"] == "info"
-    assert _evaluate(run, tmp_path)["metrics"]["illegal"] == 0.0
+    assert evaluate_json(run, tmp_path)["metrics"]["illegal"] == 0.0
 
 
 @pytest.mark.ray
@@ -82,7 +70,7 @@ def test_without_masks_rllib_ppo_sends_illegal_actions(tmp_path, shared_ray):
                   "--set", "eval.every=0", timesteps="128")
     assert proc.returncode == 0, proc.stderr
     assert "samples legal actions only" not in proc.stderr
-    steps, illegal = _counts(counts)
+    steps, illegal = read_counts(counts)
     assert steps >= 128 and illegal > steps // 5
 
 
@@ -96,9 +84,9 @@ def test_every_mask_source_and_appo_send_no_illegal_action(tmp_path, shared_ray,
     proc = _train(shared_ray, run, env, counts, "--algo", algo, "--set", "eval.every=0", timesteps=timesteps)
     assert proc.returncode == 0, proc.stderr
     assert f"action_mask: {source}" in (run / "config.yaml").read_text()  # found even when flattened (obs)
-    steps, illegal = _counts(counts)
+    steps, illegal = read_counts(counts)
     assert steps >= int(timesteps) and illegal == 0
-    assert _evaluate(run, tmp_path)["metrics"]["illegal"] == 0.0
+    assert evaluate_json(run, tmp_path)["metrics"]["illegal"] == 0.0
 
 
 def test_normalize_obs_with_masks_exits_2_in_one_line(tmp_path, capsys):

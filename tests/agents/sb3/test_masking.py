@@ -7,10 +7,10 @@ The envs (tests/agents/masked_env.py) count every illegal action they are sent; 
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from conftest import read_checkpoint, run_cli
+from conftest import evaluate_json, read_checkpoint, run_cli
+
+from tests.agents.masked_env import read_counts
 
 ENV = "tests.agents.masked_env:"
 FAST = ["--set", "agent.n_steps=64", "--set", "agent.batch_size=64", "--set", "agent.n_epochs=2",
@@ -20,17 +20,6 @@ FAST = ["--set", "agent.n_steps=64", "--set", "agent.batch_size=64", "--set", "a
 def _train(run, env, counts, *extra, timesteps="512"):
     return run_cli("train.py", "--env", ENV + env, "--timesteps", timesteps, "--run-dir", str(run), *FAST,
                    "--set", f"env.count_file={counts}", *extra, timeout=120)
-
-
-def _counts(path):
-    rows = [tuple(int(x) for x in line.split()) for line in path.read_text().splitlines()]
-    return sum(r[0] for r in rows), sum(r[1] for r in rows)
-
-
-def _evaluate(run, tmp_path):
-    out = run_cli("evaluate.py", str(run), "--episodes", "5", "--json", str(tmp_path / "e.json"), timeout=120)
-    assert out.returncode == 0, out.stderr
-    return json.loads((tmp_path / "e.json").read_text())
 
 
 @pytest.mark.parametrize(("env", "source", "vec_env"), [
@@ -43,9 +32,9 @@ def test_a_masked_env_is_sent_no_illegal_action_in_training_or_evaluation(tmp_pa
     notes = [line for line in proc.stderr.splitlines() if "MaskablePPO" in line]
     assert len(notes) == 1 and f"env.action_mask: {source}" in notes[0]
     assert f"action_mask: {source}" in (run / "config.yaml").read_text()  # resolved once, recorded
-    steps, illegal = _counts(counts)
+    steps, illegal = read_counts(counts)
     assert steps >= 512 + 2 * 3 * 20 and illegal == 0  # training envs and two periodic evaluations
-    result = _evaluate(run, tmp_path)
+    result = evaluate_json(run, tmp_path)
     assert result["metrics"]["illegal"] == 0.0
     assert result["random_metrics"]["illegal"] > 5  # the uniform-random baseline ignores masks: ~11 of 20
 
@@ -56,9 +45,9 @@ def test_without_masks_the_same_env_is_sent_illegal_actions(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "MaskablePPO" not in proc.stderr
     assert "action_mask: none" in (run / "config.yaml").read_text()
-    steps, illegal = _counts(counts)
+    steps, illegal = read_counts(counts)
     assert illegal > steps // 5
-    assert _evaluate(run, tmp_path)["metrics"]["illegal"] > 0
+    assert evaluate_json(run, tmp_path)["metrics"]["illegal"] > 0
 
 
 @pytest.mark.parametrize("env", ["InfoMaskEnv", "StatefulInfoMaskEnv"])
@@ -71,12 +60,12 @@ def test_a_masked_run_resumes_as_a_masked_policy(tmp_path, env):
     assert "MaskablePPO" in proc.stderr
     # env states do not hold the last info's mask: fresh episodes, said (not a crash for want of a mask)
     assert "cannot restore their mid-episode state" in proc.stderr
-    steps, illegal = _counts(counts)
+    steps, illegal = read_counts(counts)
     assert steps >= 256 and illegal == 0
     _, header = read_checkpoint(run / "final" / "model.safetensors")
     assert header["num_timesteps"] == 512 and header["algo"] == "ppo"
     assert header["config"]["env"]["action_mask"] == "info"
-    assert _evaluate(run, tmp_path)["metrics"]["illegal"] == 0.0
+    assert evaluate_json(run, tmp_path)["metrics"]["illegal"] == 0.0
 
 
 @pytest.mark.parametrize("args", [["--algo", "sac"], ["--algo", "a2c"], ["--algo", "td3"],
