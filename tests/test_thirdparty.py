@@ -191,13 +191,15 @@ def test_flappy_bird_trains_with_the_default_policies_and_no_truncation_storm(tm
 
 
 @pytest.mark.parametrize(("args", "expect"), [
-    (["--env", "MiniGrid-Empty-5x5-v0"], "pass --env-package minigrid"),
+    (["--env", "MiniGrid-Empty-8x8-v0"], "pass --env-package minigrid"),
+    # a shipped configs/<id>.yaml's env.packages register its id: the run gets as far as the bad key
+    (["--env", "VizdoomBasic-v1", "--set", "agent.nosuch=1"], "unknown key 'agent.nosuch'"),
     (["--env", "minigrid.wrappers:ImgObsWrapper", "--env-package", "minigrid"], "is a gymnasium.Wrapper"),
     (["--env", "FetchReach-v4", "--env-package", "gymnasium_robotics"],
      "env 'FetchReach-v4' failed to start"),
     (["--env", "MiniGrid-Empty-5x5-v0", "--env-package", "minigrid", "--set", "env.wrappers=[nosuch]"],
      "unknown wrapper 'nosuch'"),
-], ids=["unknown-id", "wrapper-as-env", "constructor-error", "unknown-wrapper"])
+], ids=["unknown-id", "shipped-config-packages", "wrapper-as-env", "constructor-error", "unknown-wrapper"])
 def test_third_party_errors_are_one_line(tmp_path, args, expect):
     """Bad input about third-party envs: exit 2, one line that names the fix, no traceback."""
     proc = run(tmp_path, "train.py", *args, "--timesteps", "64", "--run-dir", str(tmp_path / "run"))

@@ -88,9 +88,11 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResolvedEnv, gym.
         raw = load_yaml(args.config)
         source = args.config
     env_name = args.env or (raw.get("env") or {}).get("id")
-    if isinstance(raw.get("env"), dict) and isinstance(raw["env"].get("packages"), list):
-        # env.packages register the id resolved next
-        import_packages([str(p) for p in raw["env"]["packages"]])
+    shipped = _shipped_config(env_name) if not args.config else None
+    packages = (shipped or raw).get("env")
+    if isinstance(packages, dict) and isinstance(packages.get("packages"), list):
+        # env.packages register the id resolved next (a shipped configs/<id>.yaml's too)
+        import_packages([str(p) for p in packages["packages"]])
     if not env_name:
         raise UserError("no env given: pass --env NAME (a nondiff name such as 'robot', a Gymnasium id such "
                         "as 'CartPole-v1', or module:Class)")
@@ -131,6 +133,15 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResolvedEnv, gym.
             spare.close()
         raise
     return cfg, env, spare
+
+
+def _shipped_config(env_name: str | None) -> dict[str, Any] | None:
+    """The shipped ``configs/<env>.yaml`` for a name typed as is (a Gymnasium id such as 'VizdoomBasic-v1'),
+    read before the name resolves so that its ``env.packages`` can register it; None when there is none."""
+    if not env_name or "/" in env_name or ":" in env_name or env_name.startswith("."):
+        return None
+    path = CONFIG_DIR / f"{env_name}.yaml"
+    return load_yaml(path) if path.is_file() else None
 
 
 def train(args: argparse.Namespace, argv: list[str]) -> int:
