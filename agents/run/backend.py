@@ -112,6 +112,12 @@ class Backend(ABC):
     def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
         """The action for one raw (unnormalised) observation; a stacked batch gives a batch of actions."""
 
+    def action_probs(self, obs: Any, legal: np.ndarray) -> np.ndarray | None:
+        """The policy's probability of each action for a batch of raw observations, zero where ``legal``
+        (one row of flags per observation) is False; None where the backend cannot give them (a Discrete
+        action space only). A self-play opponent samples its moves from them (agents/run/selfplay/)."""
+        return None
+
     @abstractmethod
     def save(self, path: Path, meta: dict[str, Any] | None = None) -> Path:
         """Write a complete, atomically written checkpoint to ``path``."""

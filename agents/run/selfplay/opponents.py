@@ -65,14 +65,21 @@ class PolicyOpponent:
         raise AttributeError(name)
 
     def act(self, game: Any, agent: str, rng: np.random.Generator) -> int:
-        """The policy's move for ``agent`` (a random legal one should the policy pick an illegal move)."""
+        """The policy's move for ``agent``, drawn from ``rng`` by the policy's probabilities of the legal
+        moves where the backend gives them (``Backend.action_probs``), else sampled by ``predict`` (a random
+        legal move should that pick an illegal one)."""
         legal = legal_moves(game, agent)
+        mask = np.zeros(int(game.action_space(agent).n), dtype=np.bool_)
+        mask[legal] = True
+        obs = self.view(game.observe(agent))
+        batch = {k: np.asarray(v)[None] for k, v in obs.items()} if isinstance(obs, dict) else \
+            np.asarray(obs)[None]
+        probs = self.backend.action_probs(batch, mask[None])
+        if probs is not None:
+            return int(rng.choice(len(mask), p=probs[0]))
         with self._lock:
-            mask = np.zeros(int(game.action_space(agent).n), dtype=np.bool_)
-            mask[legal] = True
             self._mask = mask
-            action = int(np.asarray(self.backend.predict(self.view(game.observe(agent)), deterministic=False))
-                         .reshape(-1)[0])
+            action = int(np.asarray(self.backend.predict(obs, deterministic=False)).reshape(-1)[0])
             return action if mask[action] else int(rng.choice(legal))
 
 

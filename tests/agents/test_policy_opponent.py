@@ -1,0 +1,63 @@
+"""A checkpoint in the other seat (agents/run/selfplay/opponents.py ``PolicyOpponent``): its moves come from
+the policy's probabilities of the legal moves (``SB3Backend.action_probs``, one lean forward pass), drawn
+from the seat's generator."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pettingzoo.classic import connect_four_v3
+from sb3_contrib import MaskablePPO
+
+from agents.config import load_yaml, validate
+from agents.run.selfplay.opponents import PolicyOpponent
+from agents.sb3.backend import SB3Backend, hyperparameters
+from agents.sb3.board import BoardCNN
+from envs.selfplay import SeatEnv
+
+
+def backend() -> SB3Backend:
+    env = {"id": "pettingzoo.classic.connect_four_v3:env", "action_mask": "method"}
+    cfg = validate({**load_yaml("configs/connect_four.yaml"), "env": env}, "c4.yaml")
+    space = SeatEnv(connect_four_v3.env(), "c4").observation_space
+    torch.manual_seed(0)
+    kwargs = {**hyperparameters(cfg)["policy_kwargs"], "features_extractor_class": BoardCNN}
+    moves = connect_four_v3.env().action_space("player_0")
+    policy = MaskablePPO.policy_aliases["MultiInputPolicy"](space, moves, lambda _: 0.0, **kwargs)
+    return SB3Backend(cfg, 0, None, policy.eval(), None, (space, policy.action_space))
+
+
+def test_action_probs_are_the_masked_policy_distribution_and_zero_on_illegal_moves():
+    b = backend()
+    game = connect_four_v3.env()
+    game.reset(seed=0)
+    for move in (3, 3, 3, 3, 3, 3, 2):  # column 3 full
+        game.step(move)
+    obs = game.observe(game.agent_selection)
+    legal = np.asarray(obs["action_mask"]).astype(bool)
+    probs = b.action_probs({k: np.asarray(v)[None] for k, v in obs.items()}, legal[None])
+    assert probs is not None and probs.shape == (1, 7)
+    tensor, _ = b.policy.obs_to_tensor(obs)
+    expected = b.policy.get_distribution(tensor, action_masks=legal).distribution.probs.detach().numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+    assert probs[0, 3] == 0.0 and abs(probs.sum() - 1.0) < 1e-9
+
+
+def test_the_opponent_draws_legal_moves_from_the_seat_generator_by_the_policy_probabilities():
+    b = backend()
+    opponent = PolicyOpponent("step_1", b, view=lambda obs: obs)
+    game = connect_four_v3.env()
+    game.reset(seed=0)
+    for move in (3, 3, 3, 3, 3, 3):
+        game.step(move)
+    agent = game.agent_selection
+    draws = [opponent.act(game, agent, np.random.default_rng(7)) for _ in range(3)]
+    assert len(set(draws)) == 1  # the same generator state, the same move: a resumed run replays it
+    rng = np.random.default_rng(1)
+    moves = np.array([opponent.act(game, agent, rng) for _ in range(1500)])
+    assert not (moves == 3).any()  # the full column is never played
+    obs = game.observe(agent)
+    probs = b.action_probs({k: np.asarray(v)[None] for k, v in obs.items()},
+                           np.asarray(obs["action_mask"]).astype(bool)[None])[0]
+    freq = np.bincount(moves, minlength=7) / len(moves)
+    assert np.abs(freq - probs).max() < 0.05, (freq, probs)
