@@ -145,7 +145,8 @@ def p3_text(d: dict[str, Any]) -> Text:
     ptable = ["| function (own time) | µs/step |",
               "|---|---|"] + [f"| `{k}` | {v:,.1f} |" for k, v in prof.items()]
     top = next(iter(prof.items()), ("?", 0.0))
-    framing = sum(v for k, v in prof.items() if k.startswith(("protocol.py", "encoder.py", "decoder.py")))
+    framing = sum(v for k, v in prof.items()
+                  if k.startswith(("protocol.py", "codec.py", "encoder.py", "decoder.py")))
     verdict = ("met" if d["bridge_added_us"] <= 120 else
                f"missed. A raw 64-byte pipe round trip through `cat` costs only {d['pipe_round_trip']:.0f} "
                f"µs, so the pipe is not the cost. The profile below puts the largest share in `{top[0]}` "

@@ -155,7 +155,7 @@ def inside(k: int, mode: str, frames: int) -> dict[str, float]:
 
 def client(k: int, seconds: float) -> float:
     """Round trips/s of the real sync node against a minimal client (pre-encoded frame, blocking recv)."""
-    from envs.bridge import protocol as P
+    from envs.bridge import codec
     from envs.vector.bridge import make_bridge_vector_env
 
     cmd = f"godot3-server --path {{assets}}/godot --fixed-fps 60 --agents={k} --action-repeat=1"
@@ -167,7 +167,7 @@ def client(k: int, seconds: float) -> float:
     sock = chan.sock
     sock.setblocking(True)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 0))  # no timeout
-    frames = [P.encode({"type": "step", "actions": np.full(k, a, dtype=np.int64)}) for a in range(5)]
+    frames = [codec.encode({"type": "step", "actions": np.full(k, a, dtype=np.int64)}) for a in range(5)]
     n, began = 0, time.perf_counter()
     while time.perf_counter() - began < seconds:
         sock.sendall(frames[n % 5])

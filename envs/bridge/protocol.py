@@ -1,4 +1,6 @@
-"""The nondiff bridge protocol (docs/protocol.md): framing, messages with binary arrays, HMAC.
+"""The nondiff bridge protocol (docs/protocol.md): byte channels, messages sent and received, versions, HMAC.
+
+A message's frame (a JSON header with binary arrays) is encoded and decoded in :mod:`envs.bridge.codec`.
 
 Its errors (``BridgeError`` and below, ``StartupError`` for what retrying cannot heal) are part of the one
 tree in :mod:`envs.errors`; its waits end early on the process-wide stop switch (:mod:`envs.stop`).
@@ -8,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import math
 import os
 import select
 import socket
@@ -18,8 +18,7 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
-
+from envs.bridge.codec import LENGTH, HeaderCache, decode, encode
 from envs.errors import (
     BridgeError,
     BridgeTimeout,
@@ -28,7 +27,6 @@ from envs.errors import (
     RemoteError,
     VersionError,
 )
-from envs.spaces import MAX_RANK
 from envs.stop import check_stop
 
 VERSION = "1.3"
@@ -39,18 +37,11 @@ MAX_INSTANCES = 4096
 """The most env instances one program may declare (``spec.num_instances``)."""
 MAX_MESSAGE = 64 * 1024 * 1024
 """Default limit on a frame's length, in bytes."""
-MAX_HEADER = 1024 * 1024
-"""The largest JSON header accepted, in bytes."""
-MAX_DEPTH = 64
-"""The deepest nesting of JSON objects and lists accepted in a header."""
-MAX_ARRAYS = 1024
-"""The most arrays one message may carry."""
 _SLICE = 0.25
 _TICK = 0.05
 """A socket channel's reads and writes block at most this long (``SO_RCVTIMEO``/``SO_SNDTIMEO``) before the
 deadline and the stop switch are looked at again: one system call per read, where a non-blocking descriptor
 takes a failed read, a ``select`` and a read."""
-_LEN = struct.Struct(">I")
 
 
 def _wait(rfds: list[int], wfds: list[int], deadline: float, timeout_error: BridgeError) -> None:
@@ -155,194 +146,7 @@ class Channel:
         self.rfd = self.wfd = -1
 
 
-# -- messages ------------------------------------------------------------------------------------------
-def _pack_value(value: Any, arrays: list[np.ndarray]) -> Any:
-    if isinstance(value, np.ndarray):
-        arrays.append(np.ascontiguousarray(value).reshape(value.shape))  # ascontiguousarray makes 0-d 1-d
-        return {"$array": len(arrays) - 1}
-    if isinstance(value, dict):
-        return {str(k): _pack_value(v, arrays) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_pack_value(v, arrays) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-class HeaderCache:
-    """The last few headers of one channel, both ways: what :func:`encode` and :func:`decode` would compute
-    again for a message whose header is the same (a lock-step loop sends and receives the same few).
-
-    Outgoing: a flat message (every field but ``type`` an array) by its type, keys, dtypes and shapes, to its
-    JSON header. Incoming: a header's bytes to its checked parse (the body with ``$array`` references and
-    the arrays' layouts). Only headers that passed every check are kept.
-    """
-
-    LIMIT = 16
-
-    def __init__(self) -> None:
-        self.out: dict[tuple[Any, ...], bytes] = {}
-        self.into: dict[bytes, tuple[dict[str, Any], list[tuple[np.dtype, tuple[int, ...], int]]]] = {}
-
-    def keep(self, table: dict[Any, Any], key: Any, value: Any) -> None:
-        if len(table) >= self.LIMIT:
-            table.pop(next(iter(table)))
-        table[key] = value
-
-
-class _Flat(dict[str, Any]):
-    """A parsed header whose values are array references or scalars: ``plan`` is (key, array index or the
-    value itself, never an int)."""
-
-    plan: list[tuple[str, Any]]
-
-    @classmethod
-    def of(cls, body: dict[str, Any]) -> _Flat | None:
-        plan: list[tuple[str, Any]] = []
-        for k, v in body.items():
-            if type(v) is dict and set(v) == {"$array"} and type(v["$array"]) is int:
-                plan.append((k, v["$array"]))
-            elif type(v) in (str, float, bool) or v is None:
-                plan.append((k, v))
-            else:  # an int (it would read as a reference), a list or a nested object
-                return None
-        flat = cls(body)
-        flat.plan = plan
-        return flat
-
-
-def encode(message: dict[str, Any], cache: HeaderCache | None = None) -> bytes:
-    """One frame: ``u32 length | u32 header length | JSON header | raw array bytes…`` (big-endian lengths)."""
-    if cache is not None:
-        key = _flat_key(message)
-        if key is not None:
-            header = cache.out.get(key)
-            if header is None:
-                frame = encode(message)
-                cache.keep(cache.out, key, frame[8:8 + _LEN.unpack_from(frame, 4)[0]])
-                return frame
-            datas = [np.ascontiguousarray(v).tobytes() for k, v in message.items() if k != "type"]
-            payload = b"".join([_LEN.pack(len(header)), header, *datas])
-            return _LEN.pack(len(payload)) + payload
-    arrays: list[np.ndarray] = []
-    body = _pack_value(message, arrays)
-    body["arrays"] = [{"dtype": a.dtype.str, "shape": list(a.shape)} for a in arrays]
-    header = json.dumps(body, separators=(",", ":")).encode()
-    payload = b"".join([_LEN.pack(len(header)), header, *(a.tobytes() for a in arrays)])
-    return _LEN.pack(len(payload)) + payload
-
-
-def _flat_key(message: dict[str, Any]) -> tuple[Any, ...] | None:
-    """What a flat message's header depends on, or None when the message is not flat."""
-    key: list[Any] = [message.get("type")]
-    for k, v in message.items():
-        if k != "type":
-            if type(v) is not np.ndarray:
-                return None
-            key.append((k, v.dtype.str, v.shape))
-    return tuple(key)
-
-
-def _unpack_value(value: Any, arrays: list[np.ndarray], depth: int) -> Any:
-    if depth > MAX_DEPTH:
-        raise ProtocolError(f"header nests deeper than {MAX_DEPTH} levels")
-    if isinstance(value, dict):
-        if set(value) == {"$array"}:
-            idx = value["$array"]
-            if type(idx) is not int or not 0 <= idx < len(arrays):
-                raise ProtocolError(f"array reference {idx!r} out of range (the message carries "
-                                    f"{len(arrays)})")
-            return arrays[idx]
-        return {k: _unpack_value(v, arrays, depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unpack_value(v, arrays, depth + 1) for v in value]
-    return value
-
-
-def _array_layout(spec: Any, i: int) -> tuple[np.dtype, tuple[int, ...]]:
-    """Check one ``arrays`` descriptor: a numeric dtype with itemsize > 0 and a shape of rank <= MAX_RANK."""
-    if (not isinstance(spec, dict) or not isinstance(spec.get("dtype"), str)
-            or not isinstance(spec.get("shape"), list)):
-        raise ProtocolError(f"arrays[{i}] must be an object with a string 'dtype' and a list 'shape', got "
-                            f"{str(spec)[:80]}")
-    try:
-        dtype = np.dtype(spec["dtype"])
-    except Exception as e:  # numpy raises TypeError, ValueError or SyntaxError on odd strings
-        raise ProtocolError(f"arrays[{i}].dtype {spec['dtype'][:40]!r} is not a NumPy type string") from e
-    if dtype.kind not in "biuf" or dtype.itemsize <= 0 or dtype.fields is not None or dtype.shape != ():
-        raise ProtocolError(f"arrays[{i}].dtype {spec['dtype'][:40]!r} is not allowed: only bool, integer "
-                            "and float types with a non-zero itemsize")
-    shape = spec["shape"]
-    if len(shape) > MAX_RANK or not all(type(s) is int and s >= 0 for s in shape):
-        raise ProtocolError(f"arrays[{i}].shape must be at most {MAX_RANK} non-negative integers, got "
-                            f"{str(shape)[:80]}")
-    return dtype, tuple(shape)
-
-
-def decode(payload: bytes, cache: HeaderCache | None = None) -> dict[str, Any]:
-    """Parse a frame's payload (without its length prefix); every violation is a :class:`ProtocolError`.
-
-    ``cache``: headers already parsed on this channel; a header met before is not parsed or checked again
-    (only the arrays' bytes are), and one that passed every check is kept.
-    """
-    if len(payload) < 4:
-        raise ProtocolError(f"frame of {len(payload)} bytes is shorter than its header length field")
-    (hlen,) = _LEN.unpack_from(payload)
-    if hlen > len(payload) - 4:
-        raise ProtocolError(f"header length {hlen} exceeds the frame ({len(payload) - 4} bytes)")
-    if cache is not None:
-        raw = bytes(payload[4:4 + hlen])
-        known = cache.into.get(raw)
-        if known is not None and 4 + hlen + sum(n for _, _, n in known[1]) == len(payload):
-            offset, arrays = 4 + hlen, []
-            for dtype, shape, nbytes in known[1]:
-                arrays.append(np.frombuffer(payload, dtype=dtype, count=math.prod(shape),
-                                            offset=offset).reshape(shape))
-                offset += nbytes
-            body = known[0]
-            if type(body) is _Flat:  # top-level references only: one dict built, nothing walked
-                return {k: arrays[v] if type(v) is int else v for k, v in body.plan}
-            return _unpack_value(body, arrays, 0)
-        msg, layouts = _decode(payload, hlen)
-        if hlen <= 4096:  # a small header (a step's); big ones (a spec, infos) are parsed each time
-            cache.keep(cache.into, raw, (_Flat.of(msg[0]) or msg[0], layouts))
-        return msg[1]
-    return _decode(payload, hlen)[0][1]
-
-
-def _decode(payload: bytes, hlen: int) -> tuple[tuple[dict[str, Any], dict[str, Any]],
-                                                list[tuple[np.dtype, tuple[int, ...], int]]]:
-    """The checked parse of a payload: (the body with references, the message), the arrays' layouts."""
-    if hlen > MAX_HEADER:
-        raise ProtocolError(f"header of {hlen} bytes is over the {MAX_HEADER}-byte limit")
-    try:
-        body = json.loads(payload[4:4 + hlen])
-    except RecursionError as e:
-        raise ProtocolError(f"header nests deeper than {MAX_DEPTH} levels") from e
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, integers over Python's digit limit
-        raise ProtocolError(f"header is not valid JSON: {e}") from e
-    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
-        raise ProtocolError("header must be a JSON object with a string 'type'")
-    specs = body.pop("arrays", [])
-    if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:
-        raise ProtocolError(f"'arrays' must be a list of at most {MAX_ARRAYS} descriptors, got "
-                            f"{type(specs).__name__}{f' of {len(specs)}' if isinstance(specs, list) else ''}")
-    arrays, offset, layouts = [], 4 + hlen, []
-    for i, spec in enumerate(specs):
-        dtype, shape = _array_layout(spec, i)
-        nbytes = dtype.itemsize * math.prod(shape)
-        if offset + nbytes > len(payload):
-            raise ProtocolError(f"arrays[{i}] {spec!r} needs {nbytes} bytes, only {len(payload) - offset} "
-                                "remain")
-        arrays.append(np.frombuffer(payload, dtype=dtype, count=math.prod(shape),
-                                    offset=offset).reshape(shape))
-        layouts.append((dtype, shape, nbytes))
-        offset += nbytes
-    if offset != len(payload):
-        raise ProtocolError(f"{len(payload) - offset} trailing bytes after the arrays")
-    return (body, _unpack_value(body, arrays, 0)), layouts
-
-
+# -- messages (one frame each, envs/bridge/codec.py) -----------------------------------------------------
 def send(chan: Channel, message: dict[str, Any], timeout: float, max_size: int = MAX_MESSAGE) -> None:
     """Encode and write one message."""
     frame = encode(message, chan.headers)
@@ -355,7 +159,7 @@ def send(chan: Channel, message: dict[str, Any], timeout: float, max_size: int =
 def recv(chan: Channel, timeout: float, max_size: int = MAX_MESSAGE) -> dict[str, Any]:
     """Read one message; the declared length is checked before anything is allocated."""
     deadline = time.monotonic() + timeout
-    (length,) = _LEN.unpack(chan.read_exact(4, deadline))
+    (length,) = LENGTH.unpack(chan.read_exact(4, deadline))
     if length > max_size:
         raise ProtocolError(f"incoming message declares {length} bytes, over the {max_size}-byte limit")
     chan._mid_frame = True

@@ -1,6 +1,6 @@
 """Python SDK for third-party programs: serve any Gymnasium-style env over the nondiff bridge protocol.
 
-A program needs only envs/bridge/ (this module, sdk_base.py, sdk_agents.py, protocol.py) and NumPy::
+A program needs only envs/bridge/ (this module, sdk_base.py, sdk_agents.py, protocol.py, codec.py) and NumPy::
 
     from envs.bridge.sdk import serve
     serve(MySimulator)                        # spawned by nondiff: speaks on stdin/stdout

@@ -14,6 +14,7 @@ import pytest
 from conftest import ROOT, run_cli, scalars
 
 from envs import errors as E
+from envs.bridge import codec
 from envs.bridge import protocol as P
 from envs.bridge.batch import BatchProgram
 from envs.bridge.parallel import BridgeParallelEnv
@@ -250,11 +251,11 @@ def test_the_documented_spec_and_step_are_what_the_trainer_sends_and_accepts():
     spec = A.parse_agents_spec(json.loads(blocks[0]))
     assert [d.id for d in spec.agents] == ["runner_0", "runner_1", "guard_0"]
     request, reply = (json.loads(part.strip()) for part in blocks[1].split("trainer:")[1].split("program:"))
-    sent = P.encode(A.step_request(spec, {"runner_1": 2, "guard_0": np.array([0.5], np.float32)}))
+    sent = codec.encode(A.step_request(spec, {"runner_1": 2, "guard_0": np.array([0.5], np.float32)}))
     assert json.loads(sent[8:8 + int.from_bytes(sent[4:8], "big")]) == request
     data = sum(np.dtype(a["dtype"]).itemsize * int(np.prod(a["shape"])) for a in reply["arrays"])
     head = json.dumps(reply).encode()
-    msg = P.decode(len(head).to_bytes(4, "big") + head + bytes(data))
+    msg = codec.decode(len(head).to_bytes(4, "big") + head + bytes(data))
     parsed = A.parse_scene_step(msg, spec, ["runner_1", "guard_0"])
     assert parsed.agents == ("runner_1", "guard_0") and parsed.obs["guard_0"].shape == (3,)
     assert parsed.infos["runner_1"] == {"is_success": True} and parsed.rewards.shape == (2,)

@@ -18,6 +18,7 @@ from conftest import ROOT
 
 import envs
 from envs import errors as E
+from envs.bridge import codec
 from envs.bridge import protocol as P
 from envs.bridge.process import ProcessEnv
 from envs.errors import InvalidOutputError, RestartBudgetExhausted
@@ -176,11 +177,11 @@ def test_huge_declared_length_is_refused_without_allocating():
 
 def test_truncated_frame_and_eof_mid_frame():
     chan, peer = _pair()
-    peer.sendall(P.encode({"type": "step", "x": np.zeros(10)})[:-5])
+    peer.sendall(codec.encode({"type": "step", "x": np.zeros(10)})[:-5])
     with pytest.raises(E.BridgeTimeout):
         P.recv(chan, timeout=0.3)
     chan, peer = _pair()
-    peer.sendall(P.encode({"type": "step"})[:-3])
+    peer.sendall(codec.encode({"type": "step"})[:-3])
     peer.close()
     t = time.process_time()
     with pytest.raises(E.PeerClosed, match="mid-frame"):
@@ -191,9 +192,9 @@ def test_truncated_frame_and_eof_mid_frame():
 def test_arrays_round_trip_as_raw_binary():
     msg = {"type": "step_result", "obs": {"a": np.arange(6, dtype=np.float32).reshape(2, 3),
                                           "b": np.array([1, 2], dtype=np.int64)}, "reward": 1.5}
-    frame = P.encode(msg)
+    frame = codec.encode(msg)
     assert b"0.0" not in frame.split(b"]}")[0]  # values are not JSON text
-    out = P.decode(frame[4:])
+    out = codec.decode(frame[4:])
     assert np.array_equal(out["obs"]["a"], msg["obs"]["a"]) and out["obs"]["b"].dtype == np.int64
 
 
@@ -294,5 +295,5 @@ def test_program_inherits_the_environment_but_not_the_private_ray_credentials(tm
 
 
 def test_a_discrete_action_travels_as_a_0d_array_as_documented():
-    msg = P.decode(P.encode({"type": "step", "action": np.asarray(2)})[4:])
+    msg = codec.decode(codec.encode({"type": "step", "action": np.asarray(2)})[4:])
     assert msg["action"].shape == () and msg["action"].dtype == np.int64 and int(msg["action"]) == 2
