@@ -1,7 +1,7 @@
 """Marks for settings that reach beyond this process: they import code, run a program, or contact a host.
 
 A run directory's ``config.yaml`` is code when any marked setting in it is set. The config schema
-(agents/config/schema.py) marks its own fields, and an adapter marks the keyword arguments of its
+(agents/config/schema.py, env.py) marks its own fields, and an adapter marks the keyword arguments of its
 ``__init__`` that reach out, both with ``typing.Annotated``::
 
     command: Annotated[str | None, Reach.RUN.mark("start the program")] = None

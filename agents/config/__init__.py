@@ -1,8 +1,8 @@
-"""The run config: the schema (``schema``, with the ``blackbox`` section in ``blackbox``), per-algorithm
-keys (``algos``) and reading it (``loading``).
+"""The run config: the schema (``schema``, with the ``env`` section in ``env`` and the ``blackbox`` section
+in ``blackbox``), per-algorithm keys (``algos``) and reading it (``loading``).
 
-Every field is documented in agents/config/schema.py and agents/config/blackbox.py. Import from here:
-``from agents.config import RunConfig``.
+Every field is documented in agents/config/schema.py, agents/config/env.py and agents/config/blackbox.py.
+Import from here: ``from agents.config import RunConfig``.
 """
 
 from __future__ import annotations

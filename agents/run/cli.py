@@ -1,7 +1,7 @@
 """The command lines of train.py and evaluate.py, declared once.
 
 Every flag that sets a config key is one row of :data:`CONFIG_FLAGS`: its config path, and its choices and
-type taken from the schema (agents/config/schema.py), so the parser, the YAML precedence
+type taken from the schema (agents/config/schema.py, env.py), so the parser, the YAML precedence
 (:func:`overrides`) and the documentation cannot drift apart. ``--set SECTION.KEY=VALUE`` is parsed by
 :func:`agents.config.apply_override`.
 """
