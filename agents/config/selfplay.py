@@ -32,6 +32,11 @@ class SelfPlaySection(Section):
     another run (loaded for inference only: a checkpoint that needs pickle is refused)."""
     fixed_share: float = Field(default=0.2, ge=0.0, le=1.0)
     """Share of games against a fixed opponent (all of them before the first snapshot)."""
+    temperature: float = Field(default=1.0, gt=0.0, le=10.0)
+    """How a snapshot opponent picks its moves: legal moves with probabilities ∝ p^(1/temperature), p the
+    snapshot's policy. 1 samples the policy as it is; below 1 plays its likelier moves more often (fewer of
+    the random blunders a learner would learn to wait for), toward its greedy move as it nears 0. Applies
+    wherever a checkpoint plays the other seat (training, ``evaluate.py --opponent``, the tournament)."""
     seat: Literal["alternate", "first", "second"] = "alternate"
     """The learner's seat: alternating every game, or always the first or the second player."""
     elo_k: float = Field(default=16.0, gt=0.0)

@@ -5,11 +5,14 @@ from the seat's generator."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from pettingzoo.classic import connect_four_v3
+from pydantic import ValidationError
 from sb3_contrib import MaskablePPO
 
 from agents.config import load_yaml, validate
+from agents.config.selfplay import SelfPlaySection
 from agents.run.selfplay.opponents import PolicyOpponent
 from agents.sb3.backend import SB3Backend, hyperparameters
 from agents.sb3.board import BoardCNN
@@ -61,3 +64,26 @@ def test_the_opponent_draws_legal_moves_from_the_seat_generator_by_the_policy_pr
                            np.asarray(obs["action_mask"]).astype(bool)[None])[0]
     freq = np.bincount(moves, minlength=7) / len(moves)
     assert np.abs(freq - probs).max() < 0.05, (freq, probs)
+
+
+def test_a_tempered_opponent_plays_its_likelier_moves_more_often():
+    b = backend()
+    with torch.no_grad():  # a policy with clear preferences (a fresh one is nearly uniform)
+        b.policy.action_net.bias.copy_(torch.linspace(-1.0, 1.0, 7))
+    game = connect_four_v3.env()
+    game.reset(seed=0)
+    agent = game.agent_selection
+    obs = game.observe(agent)
+    probs = b.action_probs({k: np.asarray(v)[None] for k, v in obs.items()},
+                           np.asarray(obs["action_mask"]).astype(bool)[None])[0]
+    sharp = probs ** 2 / (probs ** 2).sum()
+    assert np.abs(sharp - probs).max() > 0.03  # the test can tell the two apart
+    opponent = PolicyOpponent("step_1", b, view=lambda o: o, temperature=0.5)
+    rng = np.random.default_rng(2)
+    freq = np.bincount([opponent.act(game, agent, rng) for _ in range(1500)], minlength=7) / 1500
+    assert np.abs(freq - sharp).max() < 0.04, (freq, sharp, probs)
+
+
+def test_the_temperature_is_checked_in_one_line():
+    with pytest.raises(ValidationError, match="temperature"):
+        SelfPlaySection(temperature=0.0)

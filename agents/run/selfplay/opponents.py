@@ -50,10 +50,12 @@ class PolicyOpponent:
         name: its name in the league.
         backend: the policy, loaded for inference (``Backend.load``).
         view: turns the game's observation into what the policy was trained on (:func:`observation_view`).
+        temperature: moves are drawn with probabilities ∝ p^(1/temperature) (``selfplay.temperature``).
     """
 
-    def __init__(self, name: str, backend: Backend, view: Callable[[Any], Any]) -> None:
-        self.name, self.backend, self.view = name, backend, view
+    def __init__(self, name: str, backend: Backend, view: Callable[[Any], Any],
+                 temperature: float = 1.0) -> None:
+        self.name, self.backend, self.view, self.temperature = name, backend, view, temperature
         self._mask: np.ndarray | None = None
         self._lock = threading.Lock()  # envs stepped in threads share one opponent
         backend.bind_env(self)  # a masking backend asks this object for the legal moves
@@ -66,8 +68,8 @@ class PolicyOpponent:
 
     def act(self, game: Any, agent: str, rng: np.random.Generator) -> int:
         """The policy's move for ``agent``, drawn from ``rng`` by the policy's probabilities of the legal
-        moves where the backend gives them (``Backend.action_probs``), else sampled by ``predict`` (a random
-        legal move should that pick an illegal one)."""
+        moves (tempered) where the backend gives them (``Backend.action_probs``), else sampled by
+        ``predict`` untempered (a random legal move should that pick an illegal one)."""
         legal = legal_moves(game, agent)
         mask = np.zeros(int(game.action_space(agent).n), dtype=np.bool_)
         mask[legal] = True
@@ -76,7 +78,8 @@ class PolicyOpponent:
             np.asarray(obs)[None]
         probs = self.backend.action_probs(batch, mask[None])
         if probs is not None:
-            return int(rng.choice(len(mask), p=probs[0]))
+            p = probs[0] if self.temperature == 1.0 else probs[0] ** (1.0 / self.temperature)
+            return int(rng.choice(len(mask), p=p / p.sum()))
         with self._lock:
             self._mask = mask
             action = int(np.asarray(self.backend.predict(obs, deterministic=False)).reshape(-1)[0])
@@ -97,5 +100,5 @@ def loader(cfg: RunConfig, env: ResolvedEnv,
         ckpt = checkpoint.load(path, trust=False)
         kind = get_backend(ckpt.header.backend)
         with torch.random.fork_rng():  # building a policy draws initial weights: not from the run's generator
-            return PolicyOpponent(name, kind.load(ckpt, cfg, env), view)
+            return PolicyOpponent(name, kind.load(ckpt, cfg, env), view, cfg.selfplay.temperature)
     return load
