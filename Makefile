@@ -24,12 +24,16 @@ train: $(STAMP)
 	$(PY) train.py --env robot $(ARGS)
 
 # The fast suite plus the chosen slow tests that CI runs (see README "Tests"), on two pytest-xdist workers;
-# each worker that runs an RLlib test starts one private Ray for them (tests/conftest.py).
+# each worker that runs an RLlib test starts one private Ray for them (tests/conftest.py). mypy (single-
+# threaded, ~45 CPU-s without a cache) runs beside the tests; its report follows theirs, and either failing
+# fails the target.
 test: $(STAMP)
 	$(PY) -m ruff check envs agents tests benchmarks examples train.py evaluate.py
-	$(PY) -m mypy envs agents benchmarks
+	@log=$$(mktemp); $(PY) -m mypy envs agents benchmarks >$$log 2>&1 & mypy=$$!; \
 	$(PY) -m pytest -m "not slow or ci" -n 2 --dist loadgroup $(ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): failing" >&2; exit 1; fi; exit $$rc
+	wait $$mypy; mrc=$$?; echo "mypy envs agents benchmarks:"; cat $$log; rm -f $$log; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): failing" >&2; exit 1; fi; \
+	if [ $$mrc -ne 0 ]; then echo "mypy failed (exit $$mrc)" >&2; exit 1; fi; exit $$rc
 
 test-all: $(STAMP)
 	$(PY) -m pytest $(ARGS)
