@@ -4,7 +4,7 @@
 extends Node2D
 
 const Agent = preload("res://game/agent.gd")
-const WALLS := 2  # physics layer bit 1: walls and pillars
+const Arena = preload("res://game/arena.gd")
 const ARENA := Vector2(800, 600)
 const PILLARS := [Vector2(400, 150), Vector2(400, 300), Vector2(400, 450)]
 const PILLAR_RADIUS := 30.0
@@ -15,14 +15,7 @@ func _ready() -> void:
 	for arg in OS.get_cmdline_args():
 		if arg.begins_with("--agents="):
 			count = int(arg.split("=")[1])
-	_wall(Vector2(ARENA.x / 2, -10), Vector2(ARENA.x / 2 + 20, 10))
-	_wall(Vector2(ARENA.x / 2, ARENA.y + 10), Vector2(ARENA.x / 2 + 20, 10))
-	_wall(Vector2(-10, ARENA.y / 2), Vector2(10, ARENA.y / 2 + 20))
-	_wall(Vector2(ARENA.x + 10, ARENA.y / 2), Vector2(10, ARENA.y / 2 + 20))
-	for p in PILLARS:
-		var circle := CircleShape2D.new()
-		circle.radius = PILLAR_RADIUS
-		_static(p, circle)
+	Arena.build(self, ARENA, PILLARS, PILLAR_RADIUS)
 	var seed0 := int(OS.get_environment("NONDIFF_SEED")) if OS.get_environment("NONDIFF_SEED") != "" else 0
 	for i in range(count):
 		var agent = Agent.new()
@@ -33,23 +26,6 @@ func _ready() -> void:
 	var fault := OS.get_environment("NONDIFF_GODOT_FAULT")  # tests: kind:step:marker, once per marker file
 	if fault != "":
 		$Sync.connect("stepped", self, "_fault", [fault.split(":", true, 2)])
-
-
-func _wall(center: Vector2, extents: Vector2) -> void:
-	var rect := RectangleShape2D.new()
-	rect.extents = extents
-	_static(center, rect)
-
-
-func _static(at: Vector2, shape: Shape2D) -> void:
-	var body := StaticBody2D.new()
-	body.collision_layer = WALLS
-	body.collision_mask = 0
-	body.position = at
-	var col := CollisionShape2D.new()
-	col.shape = shape
-	body.add_child(col)
-	add_child(body)
 
 
 func _fault(count: int, how: Array) -> void:

@@ -8,7 +8,7 @@ extends Node2D
 
 const Teammate = preload("res://game/teammate.gd")
 const Chaser = preload("res://game/chaser.gd")
-const WALLS := 2
+const Arena = preload("res://game/arena.gd")
 const ARENA := Vector2(800, 600)
 const PILLARS := [Vector2(400, 150), Vector2(400, 300), Vector2(400, 450)]
 const PILLAR_RADIUS := 30.0
@@ -21,17 +21,7 @@ func _ready() -> void:
 		for team in counts:
 			if arg.begins_with("--%ss=" % team):
 				counts[team] = int(arg.split("=")[1])
-	for box in [[Vector2(ARENA.x / 2, -10), Vector2(ARENA.x / 2 + 20, 10)],
-			[Vector2(ARENA.x / 2, ARENA.y + 10), Vector2(ARENA.x / 2 + 20, 10)],
-			[Vector2(-10, ARENA.y / 2), Vector2(10, ARENA.y / 2 + 20)],
-			[Vector2(ARENA.x + 10, ARENA.y / 2), Vector2(10, ARENA.y / 2 + 20)]]:
-		var rect := RectangleShape2D.new()
-		rect.extents = box[1]
-		_static(box[0], rect)
-	for p in PILLARS:
-		var circle := CircleShape2D.new()
-		circle.radius = PILLAR_RADIUS
-		_static(p, circle)
+	Arena.build(self, ARENA, PILLARS, PILLAR_RADIUS)
 	var seed0 := int(OS.get_environment("NONDIFF_SEED")) if OS.get_environment("NONDIFF_SEED") != "" else 0
 	var n := 0
 	for team in ["seeker", "chaser"]:
@@ -46,14 +36,3 @@ func _ready() -> void:
 			add_child(agent)
 			agent.add_to_group("nondiff_agent")
 			agent.nondiff_reset(null)
-
-
-func _static(at: Vector2, shape: Shape2D) -> void:
-	var body := StaticBody2D.new()
-	body.collision_layer = WALLS
-	body.collision_mask = 0
-	body.position = at
-	var col := CollisionShape2D.new()
-	col.shape = shape
-	body.add_child(col)
-	add_child(body)
