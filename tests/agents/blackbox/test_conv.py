@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from bumps import Bumps
 from conftest import run_cli
 from safetensors import safe_open
 from test_strategies import Quadratic, settings
@@ -18,9 +19,6 @@ from test_strategies import Quadratic, settings
 import envs  # noqa: F401
 from agents.blackbox.amortised import AmortisedStrategy
 from envs.errors import UserError
-from envs.inverse import Instance, InverseProblem
-
-GRID = np.linspace(0.0, 1.0, 50)
 
 
 def test_cnn_amortised_network_learns_the_renderer():
@@ -78,27 +76,12 @@ def test_cnn_refuses_a_problem_without_a_picture():
         AmortisedStrategy(Quadratic(), settings(amortised_net="cnn"), 0)
 
 
-class TwinBumps(InverseProblem):
+class TwinBumps(Bumps):
     """Two equal bumps on a line at ``x[0]`` and ``x[1]``: the data cannot tell which is which."""
-
-    param_dim = 2
-
-    def simulate(self, x, context=None):
-        return np.exp(-((GRID - x[0]) / 0.05) ** 2) + np.exp(-((GRID - x[1]) / 0.05) ** 2)
-
-    def data_misfit(self, data, instance):
-        return float(np.sum((data - instance.data) ** 2))
-
-    def sample_instance(self, rng):
-        x = rng.uniform(0.1, 0.9, 2)
-        return Instance(self.forward(x), x)
 
     def score(self, x, instance):
         t = instance.known_truth()
         return {"param_error": float(min(np.abs(x - t).mean(), np.abs(x[::-1] - t).mean()))}
-
-    def interchangeable(self):
-        return [np.array([[0], [1]])]
 
 
 @pytest.mark.parametrize("loss", ["set", "slots"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from bumps import Bumps
 from test_strategies import settings
 
 from agents.blackbox.amortised import AngleHead
@@ -14,32 +15,16 @@ from agents.blackbox.chain import ChainStrategy
 from agents.blackbox.permute import PermuteStrategy, candidates, orderings
 from agents.blackbox.surrogate import Surrogate
 from envs.adapters.blender import BlenderProblem
-from envs.inverse import Instance, InverseProblem
-
-GRID = np.linspace(0.0, 1.0, 50)
 
 
-class TwoBumps(InverseProblem):
+class TwoBumps(Bumps):
     """Two bumps on a line at positions ``x[0]`` (height 1) and ``x[1]`` (height 0.8): the answer with the
     positions exchanged fits almost as well, and a local search from it stays there."""
 
-    param_dim = 2
-
-    def simulate(self, x, context=None):
-        return np.exp(-((GRID - x[0]) / 0.05) ** 2) + 0.8 * np.exp(-((GRID - x[1]) / 0.05) ** 2)
-
-    def data_misfit(self, data, instance):
-        return float(np.sum((data - instance.data) ** 2))
-
-    def sample_instance(self, rng):
-        x = rng.uniform(0.1, 0.9, 2)
-        return Instance(self.forward(x), x)
+    heights = (1.0, 0.8)
 
     def score(self, x, instance):
         return {"param_error": float(np.abs(x - instance.known_truth()).mean())}
-
-    def interchangeable(self):
-        return [np.array([[0], [1]])]
 
 
 def test_orderings_of_three_are_the_five_others_and_many_fall_back_to_swaps():
