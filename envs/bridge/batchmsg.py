@@ -1,7 +1,7 @@
 """Protocol 1.1's batched replies: K instances' observations, rewards, flags and infos as stacked arrays,
 and 1.2's ``autoreset`` step replies (the finished instances' last observations and reset infos besides).
 
-Every violation raises :class:`~envs.bridge.protocol.ProtocolError`: a reply for the wrong number of
+Every violation raises :class:`~envs.errors.ProtocolError`: a reply for the wrong number of
 instances, a stacked array of the wrong shape, a flag that is not a boolean, an ``infos`` list of the wrong
 length. Values (dtype, bounds, NaN) are the Guard's checks, applied per instance by the caller.
 """

@@ -10,7 +10,7 @@ given in the config (``env.num_instances``) and the spec of the run's first prog
 before that, the first spec that enough programs declare to fill ``train.num_envs``. Programs that do not
 fit are refused with an ``error`` frame that says why; refusal lines are rate-limited.
 
-Errors (all :class:`~envs.bridge.protocol.StartupError`, bad input: one line, exit code 2):
+Errors (all :class:`~envs.errors.StartupError`, bad input: one line, exit code 2):
 the address is malformed, taken (``EADDRINUSE``), or not loopback without a token; the programs the run
 needs did not complete a handshake within ``connect_timeout`` (:class:`ConnectTimeout`).
 """
@@ -51,7 +51,7 @@ SpecReply."""
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` too) as a pair; raises :class:`~envs.bridge.protocol.StartupError`."""
+    """``host:port`` (``[v6]:port`` too) as a pair; raises :class:`~envs.errors.StartupError`."""
     host, _, port = str(address).rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:

@@ -1,7 +1,7 @@
 """Typed replies of a bridge program: each parser checks one message and names the first bad field.
 
-Every violation raises :class:`~envs.bridge.protocol.ProtocolError` (or
-:class:`~envs.bridge.protocol.SpecError` for the spec), so the watchdog can treat any bad reply as a
+Every violation raises :class:`~envs.errors.ProtocolError` (or
+:class:`~envs.errors.SpecError` for the spec), so the watchdog can treat any bad reply as a
 ``protocol`` fault of that program.
 """
 

@@ -7,7 +7,7 @@ reconnected, at the next reset. Restarts are budgeted for the whole run (the tra
 env instances); each instance also stops by itself at the same cap, and at a rate limit, raising
 :class:`RestartBudgetExhausted` with the program, its exit code and its last stderr lines. Spawned
 programs run under :mod:`envs.bridge.reaper`, so no descendant survives the env or a killed trainer.
-Errors that cannot heal (:class:`~envs.bridge.protocol.StartupError`) are raised at once, without retries.
+Errors that cannot heal (:class:`~envs.errors.StartupError`) are raised at once, without retries.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def under_xvfb(argv: list[str]) -> list[str]:
 
 
 def check_program(argv: list[str], cwd: str | None) -> None:
-    """Raise :class:`~envs.bridge.protocol.LaunchError` when the program or its cwd is missing or not
+    """Raise :class:`~envs.errors.LaunchError` when the program or its cwd is missing or not
     executable (for a program started by ``xvfb-run``, that one too)."""
     inner = under_xvfb(argv)
     if inner is not argv and inner:  # xvfb-run, then the program it runs

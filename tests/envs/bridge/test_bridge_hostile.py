@@ -203,7 +203,7 @@ def test_train_exits_2_in_one_line(case, tmp_path, heater):
 
 
 def test_no_bridge_wait_outlives_a_stop_request():
-    """The hook a trainer's signal handler calls: envs.bridge.protocol.request_stop()."""
+    """The hook a trainer's signal handler calls: envs.stop.request_stop()."""
     S.clear_stop()
     try:
         threading.Timer(0.3, S.request_stop).start()
