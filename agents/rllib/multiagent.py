@@ -189,6 +189,12 @@ class ParallelAgents(MultiAgentEnv):  # type: ignore[misc]
     play on, the agent acting with its space's first action; ``clip`` repairs it; ``raise`` raises.
     ``max_episode_steps`` truncates every agent together.
 
+    When the episode is cut (``truncateds["__all__"]``), the agents it cuts carry no truncation flag of their
+    own: RLlib 2.60's ``MultiAgentEpisode.add_env_step`` calls an episode whose agents are all done
+    terminated, for every agent, even when each was truncated, so PPO would not bootstrap the value at a time
+    limit (every MPE episode: its targets then depend on the steps left, which the observation does not show).
+    With ``"__all__"`` alone it marks them truncated; an agent that terminates stays terminated.
+
     Args:
         env: the parallel env.
         max_episode_steps: the env-wide step limit (None: the env's own end).
@@ -256,6 +262,9 @@ class ParallelAgents(MultiAgentEnv):  # type: ignore[misc]
         over = not self.agents or not self.env.agents
         te["__all__"] = over and all(te.values())
         tr["__all__"] = over and not te["__all__"]
+        if tr["__all__"]:  # its agents' truncation goes by "__all__" alone (the class docstring says why)
+            for agent in [a for a in o if tr[a] and not te[a]]:
+                del tr[agent]
         return o, r, te, tr, inf
 
     def close(self) -> None:

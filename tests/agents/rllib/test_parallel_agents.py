@@ -92,9 +92,31 @@ def test_a_nan_cuts_only_that_agent_which_then_acts_with_its_first_action():
 
 def test_max_episode_steps_truncates_every_agent_and_raise_raises():
     steps = _play(ParallelAgents(Scripted(), max_episode_steps=3), 10)
-    assert len(steps) == 3 and steps[-1][3] == {"b": True, "c": True, "__all__": True}
+    assert len(steps) == 3 and steps[-1][3] == {"__all__": True}  # b and c: by "__all__" alone
     with pytest.raises(Exception, match="NaN|nan"):
         _play(ParallelAgents(Scripted(nan_at=1), nan_policy="raise"), 10)
+
+
+@pytest.mark.parametrize("limit", [None, 3], ids=["env-end", "max-episode-steps"])
+def test_rllib_episodes_call_agents_cut_by_the_end_truncated_not_terminated(limit):
+    """Issue 31: RLlib's MultiAgentEpisode calls an episode whose agents are all done terminated for every
+    agent, so PPO did not bootstrap at MPE's time limit and the shared module on simple_spread stayed at
+    random. Played through RLlib's own episode, the agents the end cuts are truncated, ``a`` (terminated at
+    step 2) terminated."""
+    from ray.rllib.env.multi_agent_episode import MultiAgentEpisode
+
+    env = ParallelAgents(Scripted(), max_episode_steps=limit)
+    episode = MultiAgentEpisode(observation_space=env.observation_spaces, action_space=env.action_spaces)
+    obs, infos = env.reset(seed=0)
+    episode.add_env_reset(observations=obs, infos=infos)
+    while not episode.is_done:
+        actions = {a: 1 for a in obs if a in env.agents and a in episode.agent_episodes}
+        obs, rew, term, trunc, infos = env.step(actions)
+        episode.add_env_step(observations=obs, actions=actions, rewards=rew, infos=infos, terminateds=term,
+                             truncateds=trunc)
+    flags = {a: (e.is_terminated, e.is_truncated) for a, e in episode.agent_episodes.items()}
+    assert flags == {"a": (True, False), "b": (False, True), "c": (False, True)}
+    assert episode.env_t == (limit or 6) and episode.is_truncated
 
 
 def test_the_mapping_is_a_plain_table():
