@@ -31,9 +31,9 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import batch_space, iterate
 
+from envs.batching import stack
 from envs.errors import UserError
 from envs.repair import placeholder
-from envs.vector.base import stack
 
 __all__ = ["AgentGroup", "TeamEnv", "group_agents", "is_parallel_source", "make_parallel", "shared_spaces"]
 

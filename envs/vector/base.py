@@ -26,7 +26,9 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
-from gymnasium.vector.utils import batch_space, create_empty_array
+from gymnasium.vector.utils import batch_space
+
+from envs.batching import stack
 
 Indices = Sequence[int] | None
 Transition = tuple[Any, Any, bool, bool, dict[str, Any], "tuple[Any, dict[str, Any]] | None"]
@@ -133,20 +135,6 @@ def unbatch_all(infos: dict[str, Any], n: int, skip: tuple[str, ...] = ()) -> li
             for part, p, v in zip(out, given, value.tolist()):
                 if p:
                     part[key] = v
-    return out
-
-
-def stack(space: gym.Space, items: Sequence[Any]) -> Any:
-    """The observations of every env in a fresh batch of ``space`` (assigned per env, cast to its dtype)."""
-    if isinstance(space, gym.spaces.Dict):
-        return {k: stack(s, [item[k] for item in items]) for k, s in space.spaces.items()}
-    out = create_empty_array(space, len(items), fn=np.empty)
-    if not isinstance(out, np.ndarray):  # Tuple, Text, Graph, ...: Gymnasium's own batching
-        from gymnasium.vector.utils import concatenate
-
-        return concatenate(space, items, out)
-    for k, item in enumerate(items):
-        out[k] = item
     return out
 
 

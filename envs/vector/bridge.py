@@ -35,6 +35,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import create_empty_array, iterate
 
+from envs.batching import stack
 from envs.bridge import listen as L
 from envs.bridge.batch import BatchProgram, ProgramStep
 from envs.bridge.batchmsg import unstack
@@ -50,7 +51,6 @@ from envs.vector.base import (
     batched,
     row,
     set_row,
-    stack,
 )
 
 FLAT_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)

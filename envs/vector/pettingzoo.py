@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 from gymnasium.vector.utils import iterate
 
+from envs.batching import stack
 from envs.multiagent import shared_spaces
-from envs.vector.base import Indices, VectorEnvBase, add_info, stack
+from envs.vector.base import Indices, VectorEnvBase, add_info
 from envs.vector.parallel_copies import IDLE_KEY, ParallelCopies
 
 __all__ = ["IDLE_KEY", "PettingZooVectorEnv"]

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 from gymnasium.vector.utils import iterate
 
+from envs.batching import stack
 from envs.multiagent import AgentGroup, group_agents
-from envs.vector.base import Indices, Transition, VectorEnvBase, add_info, stack
+from envs.vector.base import Indices, Transition, VectorEnvBase, add_info
 from envs.vector.parallel_copies import IDLE_KEY, ParallelCopies
 
 __all__ = ["GroupView", "PettingZooGroups"]

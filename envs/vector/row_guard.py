@@ -18,10 +18,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.batching import stack
 from envs.faults import FAULT_KEY, RESET_FAULTS_KEY, add_fault
 from envs.guard import judge_reset, judge_step
 from envs.value_checks import RowCheck, valid_rewards
-from envs.vector.base import add_info, restart, row, set_row, stack, unbatch_info
+from envs.vector.base import add_info, restart, row, set_row, unbatch_info
 
 
 class RowGuard(gym.vector.VectorWrapper):

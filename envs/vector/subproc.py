@@ -20,8 +20,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector.utils import CloudpickleWrapper, iterate
 
+from envs.batching import stack
 from envs.faults import FAULT_KEY, Fault, FaultKind
-from envs.vector.base import Indices, VectorEnvBase, is_wrapped, stack
+from envs.vector.base import Indices, VectorEnvBase, is_wrapped
 from envs.vector.workers import DEAD, UnknownCommand, WorkerPool, serve, why
 
 

@@ -11,7 +11,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import iterate
 
-from envs.vector.base import Indices, StepRows, Transition, VectorEnvBase, batched, is_wrapped, stack
+from envs.batching import stack
+from envs.vector.base import Indices, StepRows, Transition, VectorEnvBase, batched, is_wrapped
 
 
 class SyncVectorEnv(VectorEnvBase):
