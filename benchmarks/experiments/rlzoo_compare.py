@@ -22,7 +22,13 @@ in its own venv (``--zoo-python``), never imported here::
         [--evaluations 4] [--eval-episodes 10] [--study-seed 11] [--retrain-seeds 100 101 102 103 104] \\
         [--episodes 100] [--jobs 1] [--work /tmp/rlzoo_compare] [--json docs/rlzoo_compare.json]
 
-A step whose output is already in ``--work`` is not run again (a rerun after a crash continues).
+A step whose output is already in ``--work`` is not run again (a rerun after a crash continues). The second
+attempt (docs/results.md) gives nondiff a config whose ``search:`` widens PPO's space (``--nondiff-config``),
+reuses the first attempt's RL Zoo arm (``--zoo-work``) and adds its result to the JSON under its own key::
+
+    python benchmarks/experiments/rlzoo_compare.py --zoo-python /tmp/zoo/bin/python --jobs 2 \\
+        --nondiff-config benchmarks/experiments/rlzoo_wide.yaml --seeds-per-trial 3 \\
+        --work /tmp/rlzoo_wide --zoo-work /tmp/rlzoo_compare --json-key second_attempt
 """
 
 from __future__ import annotations
@@ -144,8 +150,10 @@ def nondiff_study(a: argparse.Namespace, env: str, d: Path) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     if len(_rows(d)) < a.trials:  # best.yaml and trials.csv are rewritten after every trial
-        timed(out, [sys.executable, "train.py", "--env", env, "--optimize", "--trials", str(a.trials),
-                    "--seeds-per-trial", str(a.seeds_per_trial), "--timesteps", str(a.timesteps),
+        config = ["--config", a.nondiff_config] if a.nondiff_config else []
+        timed(out, [sys.executable, "train.py", "--env", env, *config, "--optimize",
+                    "--trials", str(a.trials), "--seeds-per-trial", str(a.seeds_per_trial),
+                    "--timesteps", str(a.timesteps),
                     "--evaluations", str(a.evaluations), "--sampler", "tpe", "--pruner", "median",
                     "--jobs", "1", "--seed", str(a.study_seed), "--study-dir", str(d),
                     "--set", f"eval.episodes={a.eval_episodes}", "--quiet"], d.parent / "nondiff-study.log")
@@ -268,17 +276,18 @@ def spread(per_seed: list[dict[str, Any]]) -> dict[str, float]:
 
 def compare(a: argparse.Namespace, env: str) -> dict[str, Any]:
     """Both arms on ``env``: studies, retraining on the fresh seeds, scores and the verdict."""
-    w = Path(a.work) / env
+    w, zw = Path(a.work) / env, Path(a.zoo_work or a.work) / env
     w.mkdir(parents=True, exist_ok=True)
+    zw.mkdir(parents=True, exist_ok=True)
     nd = nondiff_study(a, env, w / "nondiff-study")
-    zoo = zoo_study(a, env, w / "zoo-study")
+    zoo = zoo_study(a, env, zw / "zoo-study")
     print(f"{env}: studies done (nondiff {nd['study_wall_s']} s, zoo {zoo['study_wall_s']} s)",
           flush=True)
     params = zoo_params(zoo["best_params"])
     with ThreadPoolExecutor(a.jobs) as pool:  # the retraining runs, --jobs processes at a time
         nd_f = [pool.submit(nondiff_retrain, a, env, w / "nondiff-study", w / "nondiff-retrain", s)
                 for s in a.retrain_seeds]
-        zoo_f = [pool.submit(zoo_retrain, a, env, params, w / "zoo-retrain", s) for s in a.retrain_seeds]
+        zoo_f = [pool.submit(zoo_retrain, a, env, params, zw / "zoo-retrain", s) for s in a.retrain_seeds]
         nd_runs, zoo_runs = [f.result() for f in nd_f], [f.result() for f in zoo_f]
     n_s, z_s = spread(nd_runs), spread(zoo_runs)
     return {"nondiff": {"study": nd, "retrain": nd_runs, "summary": n_s},
@@ -319,7 +328,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="retraining runs at once (the studies run one by one)")
     p.add_argument("--work", default="/tmp/rlzoo_compare")
     p.add_argument("--json", default=str(ROOT / "docs" / "rlzoo_compare.json"))
+    p.add_argument("--nondiff-config", help="nondiff's run config for the studies (train.py --config), e.g. "
+                   "one whose search: section widens the space; default: none (nondiff's defaults)")
+    p.add_argument("--zoo-work", help="RL Zoo's arm's work dir (default --work): its finished studies and "
+                   "retraining runs there are read, not rerun")
+    p.add_argument("--json-key", help="write the result under this key of the --json file, keeping its other "
+                   "keys (default: the result is the whole file)")
     a = p.parse_args(argv)
+    if a.nondiff_config and not Path(a.nondiff_config).is_file():
+        print(f"--nondiff-config: expected a YAML run config, got {a.nondiff_config!r} (no such file); give "
+              "a path such as benchmarks/experiments/rlzoo_wide.yaml", file=sys.stderr)
+        return 2
     if not Path(a.zoo_python).is_file():
         print(f"--zoo-python: expected the python of a venv with rl-zoo3, got {a.zoo_python!r} (no such "
               "file); create one: python3 -m venv /tmp/zoo && /tmp/zoo/bin/pip install torch rl-zoo3 pandas",
@@ -331,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     for env in a.envs:
         result["envs"][env] = compare(a, env)
     result["load_end"] = load()
-    Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
+    out: dict[str, Any] = result
+    if a.json_key:
+        old = Path(a.json)
+        out = {**(json.loads(old.read_text()) if old.is_file() else {}), a.json_key: result}
+    Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
     print(table(result))
     print(f"load {result['load_start']} -> {result['load_end']}; written {a.json}")
     return 0
