@@ -99,7 +99,9 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResolvedEnv, gym.
     spec = envs.resolve(env_name)  # an UnknownEnvError or PluginError is a UserError
     if not args.config:
         default = CONFIG_DIR / f"{spec.name}.yaml"
-        if default.is_file():
+        if shipped is not None and spec.name == env_name:  # read above for its env.packages: not twice
+            raw, source = shipped, str(default)
+        elif default.is_file():
             raw, source = load_yaml(default), str(default)
         elif spec.config is not None:
             raw, source = copy.deepcopy(spec.config), f"the config registered with {spec.name!r}"
