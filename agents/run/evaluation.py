@@ -169,11 +169,18 @@ def eval_scalars(summary: EvalSummary) -> dict[str, float]:
     return out
 
 
-def random_policy(space: gym.Space, seed: int) -> Policy:
-    """A uniform-random policy on ``space``, seeded for repeatability."""
+def random_policy(space: gym.Space, seed: int, masks: Callable[[], np.ndarray] | None = None) -> Policy:
+    """A uniform-random policy on ``space``, seeded for repeatability; with ``masks`` (the env's
+    ``action_masks``, one flag per move: a MultiDiscrete's per dimension, concatenated), uniform over the
+    legal moves only, as the trained policy is."""
     space = copy.deepcopy(space)
     space.seed(seed)
-    return lambda _obs: space.sample()
+    if masks is None:
+        return lambda _obs: space.sample()
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        cuts = np.cumsum(space.nvec.ravel())[:-1]
+        return lambda _obs: space.sample(mask=tuple(np.split(np.asarray(masks(), dtype=np.int8), cuts)))
+    return lambda _obs: space.sample(mask=np.asarray(masks(), dtype=np.int8))
 
 
 def alone_returns(env: gym.Env, policy: Policy, names: list[str], episodes: int, seed: int, *,

@@ -76,6 +76,8 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
     from agents.run.checkpoint import check_spaces
     from agents.run.envfactory import env_factory, policy_spaces
     from agents.run.evaluation import EvaluationReport, episode_cap, random_policy, run_episodes
+    from agents.run.masks import masked
+    from envs.masks import METHOD
 
     loaded = load_policy(args.run_dir, args.checkpoint, trust=args.trust_checkpoint,
                          trust_run_dir=getattr(args, "trust_run_dir", False))
@@ -110,7 +112,8 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
                          on_frame=frames.append, max_steps=cap, say=_say)
         # before the baseline: e.g. forward calls per instance of the policy
         report: dict[str, Any] = dict(backend.eval_report())
-        baseline = run_episodes(env, random_policy(env.action_space, seed), args.episodes, seed,
+        legal = env.get_wrapper_attr(METHOD) if masked(cfg) else None  # the baseline's moves are legal too
+        baseline = run_episodes(env, random_policy(env.action_space, seed, legal), args.episodes, seed,
                                 max_steps=cap, say=_say)
         if cfg.policies:  # each policy alone against random others (agents/run/evaluation.py)
             from agents.run.evaluation import alone_returns

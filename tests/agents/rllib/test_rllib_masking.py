@@ -41,7 +41,7 @@ def test_rllib_ppo_sends_no_illegal_action_in_training_or_evaluation(tmp_path, s
     assert steps >= 256 + 2 * 20 and illegal == 0  # training envs and one periodic evaluation
     result = evaluate_json(run, tmp_path)
     assert result["metrics"]["illegal"] == 0.0
-    assert result["random_metrics"]["illegal"] > 5  # the uniform-random baseline ignores masks: ~11 of 20
+    assert result["random_metrics"]["illegal"] == 0.0  # the random baseline plays legal moves only too
 
 
 @pytest.mark.ray
