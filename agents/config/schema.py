@@ -280,9 +280,11 @@ class RunConfig(Section):
         if self.agent.algo not in POLICY_ALGOS:
             raise ValueError(f"policies: (several policies) trains --algo {'|'.join(POLICY_ALGOS)}, got "
                              f"{self.agent.algo!r}; use --algo ppo or --algo a2c")
-        if self.agent.normalize_obs or self.agent.normalize_reward:
-            raise ValueError("policies: (several policies) does not normalise observations or rewards yet; "
-                             "set agent.normalize_obs and agent.normalize_reward to false")
+        if self.agent.backend == "rllib" and (self.agent.normalize_obs or self.agent.normalize_reward):
+            raise ValueError("policies: (several policies) on --backend rllib does not normalise "
+                             "observations or rewards yet; set agent.normalize_obs and "
+                             "agent.normalize_reward to false, or train the map on --backend sb3 (each "
+                             "policy keeps its own statistics)")
         return self
 
 

@@ -224,7 +224,7 @@ class SB3Backend(Backend):
         assert venv is not None
         norm_meta = None
         if isinstance(venv, VecNormalize):
-            norm_meta = _save_vecnormalize(venv, tensors)
+            norm_meta = save_vecnormalize(venv, tensors)
         if m._last_obs is not None:  # a Dict observation key by key (loop/last_obs/<key>)
             tensors.update(_obs_tensors("loop/last_obs", m._last_obs))
             tensors["loop/last_episode_starts"] = torch.as_tensor(np.asarray(m._last_episode_starts))
@@ -292,7 +292,7 @@ class SB3Backend(Backend):
         venv = m.get_env()
         assert venv is not None
         if isinstance(venv, VecNormalize) and meta.get("normalize"):
-            _load_vecnormalize(venv, tensors, meta["normalize"])
+            load_vecnormalize(venv, tensors, meta["normalize"])
         from collections import deque
 
         m.ep_info_buffer = deque(meta.get("ep_info_buffer", []), maxlen=m._stats_window_size)
@@ -346,7 +346,7 @@ def _obs_from_tensors(prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     return {k[len(prefix) + 1:]: v.numpy() for k, v in tensors.items() if k.startswith(prefix + "/")}
 
 
-def _save_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+def save_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     meta: dict[str, Any] = {"norm_obs": bool(venv.norm_obs), "norm_reward": bool(venv.norm_reward),
                             "clip_obs": float(venv.clip_obs), "clip_reward": float(venv.clip_reward),
                             "epsilon": float(venv.epsilon), "gamma": float(venv.gamma)}
@@ -358,7 +358,7 @@ def _save_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor]) -> 
     return meta
 
 
-def _load_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def load_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     stats = load_obs_stats(tensors, meta) if venv.norm_obs else None
     if stats is not None:
         venv.obs_rms = stats  # type: ignore[assignment]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import VecNormalize
 
 from agents.config import RunConfig
 from agents.run import checkpoint, tensorcheck
@@ -29,10 +30,10 @@ from agents.run.envfactory import PolicyVectorEnvs, make_policy_vector_envs
 from agents.run.resolved import ResolvedEnv
 from agents.run.session import Session
 from agents.sb3 import lockstep, offpolicy
-from agents.sb3.backend import ALGOS, hyperparameters, load_policy_state
+from agents.sb3.backend import ALGOS, hyperparameters, load_policy_state, load_vecnormalize, save_vecnormalize
 from agents.sb3.lockstep import Member
-from agents.sb3.policies import select_policy
-from agents.sb3.vector import SB3VecEnv
+from agents.sb3.policies import load_obs_stats, normalize, select_policy
+from agents.sb3.vector import SB3VecEnv, normalized
 from envs.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,11 @@ class MultiPolicyBackend(Backend):
 
     def __init__(self, cfg: RunConfig, seed: int, members: list[Member], policies: dict[str, Any],
                  spaces: tuple[gym.spaces.Dict, gym.spaces.Dict],
-                 built: PolicyVectorEnvs | None = None) -> None:
+                 built: PolicyVectorEnvs | None = None,
+                 norms: dict[str, dict[str, Any]] | None = None) -> None:
         self.cfg, self.seed, self.members, self.policies, self.built = cfg, seed, members, policies, built
+        self.norms = norms or {}
+        """Each normalising policy's saved observation statistics (evaluation: no VecNormalize lives)."""
         self.observation_space, self.action_space = spaces
         self._step = 0  # the checkpoint's step when there is no model (evaluation)
 
@@ -70,7 +74,7 @@ class MultiPolicyBackend(Backend):
             for group in built.groups.groups:
                 pcfg = policy_config(cfg, group.name)
                 hp = hyperparameters(pcfg, group.action_space)
-                venv = SB3VecEnv(built.venvs[group.name])
+                venv = normalized(SB3VecEnv(built.venvs[group.name]), pcfg)  # the policy's own statistics
                 name, extra = select_policy(pcfg, venv.observation_space)
                 hp["policy_kwargs"].update(extra)
                 model: Any = ALGOS[cfg.agent.algo](name, venv, seed=seed, device=device, verbose=0, **hp)
@@ -117,8 +121,15 @@ class MultiPolicyBackend(Backend):
     def predict(self, obs: Any, deterministic: bool = True) -> Any:
         """Each policy's actions for its agents' observations (a Dict keyed by policy, as ``TeamEnv`` gives
         them)."""
-        return {name: policy.predict(obs[name], deterministic=deterministic)[0]
+        return {name: policy.predict(self._normalized(name, obs[name]), deterministic=deterministic)[0]
                 for name, policy in self.policies.items()}
+
+    def _normalized(self, name: str, obs: Any) -> Any:
+        live = next((m.model.get_env() for m in self.members if m.name == name), None)
+        if isinstance(live, VecNormalize):
+            return live.normalize_obs(obs)
+        norm = self.norms.get(name)
+        return obs if norm is None else normalize(obs, norm["stats"], norm)
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def save(self, path: Path, meta: dict[str, Any] | None = None) -> Path:
@@ -134,8 +145,14 @@ class MultiPolicyBackend(Backend):
             tensors[f"loop/{m.name}/last_obs"] = torch.as_tensor(np.asarray(model._last_obs))
             tensors[f"loop/{m.name}/last_episode_starts"] = torch.as_tensor(
                 np.asarray(model._last_episode_starts))
+            venv = model.get_env()
+            norm = None
+            if isinstance(venv, VecNormalize):  # under norm/<name>/, as a single policy's under norm/
+                own: dict[str, torch.Tensor] = {}
+                norm = save_vecnormalize(venv, own)
+                tensors.update({f"norm/{m.name}/{k[len('norm/'):]}": v for k, v in own.items()})
             policies[m.name] = {"agents": list(m.agents), "num_timesteps": int(model.num_timesteps),
-                                "n_updates": int(model._n_updates), "optimizer": optimizer,
+                                "n_updates": int(model._n_updates), "optimizer": optimizer, "normalize": norm,
                                 "ep_info_buffer": list(model.ep_info_buffer or []),
                                 "episodes": [m.stats.get_state(i) for i in range(m.stats.num_envs)]}
         rng_t, rng_m = checkpoint.rng_state()
@@ -172,8 +189,18 @@ class MultiPolicyBackend(Backend):
         torch.set_num_threads(cfg.train.threads)
         policies = {name: _policy(cfg, name, header.algo, obs_space[name], act_space[name], ckpt)
                     for name in cfg.policies}
+        norms = {}
+        for name in cfg.policies:
+            norm = saved[name].get("normalize")
+            if norm and norm.get("norm_obs"):
+                stats = load_obs_stats(_norm_tensors(ckpt.tensors, name), norm)
+                if stats is None:
+                    raise CheckpointError(f"checkpoint {str(path)!r}: policy {name!r} normalised "
+                                          "observations but the checkpoint holds no statistics for it; "
+                                          "retrain it")
+                norms[name] = {**norm, "stats": stats}
         backend = cls(cfg, header.seed if header.seed is not None else seed, [], policies,
-                      (obs_space, act_space))
+                      (obs_space, act_space), norms=norms)
         backend._step = header.num_timesteps
         return backend
 
@@ -185,6 +212,9 @@ class MultiPolicyBackend(Backend):
             load_policy_state(m.model.policy, _prefixed(tensors, f"policy/{m.name}/"), path)
             offpolicy.load_optimizer(m.model.policy.optimizer, f"optim/{m.name}/", tensors,
                                      saved["optimizer"], path)
+            venv = m.model.get_env()
+            if isinstance(venv, VecNormalize) and saved.get("normalize"):
+                load_vecnormalize(venv, _norm_tensors(tensors, m.name), saved["normalize"])
             m.model.num_timesteps = int(saved["num_timesteps"])
             m.model._n_updates = int(saved["n_updates"])
             m.model.ep_info_buffer = deque(saved["ep_info_buffer"], maxlen=m.model._stats_window_size)
@@ -209,6 +239,11 @@ class MultiPolicyBackend(Backend):
 
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _norm_tensors(tensors: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    """Policy ``name``'s normalisation tensors under the single-policy names (``norm/…``)."""
+    return {"norm/" + k: v for k, v in _prefixed(tensors, f"norm/{name}/").items()}
 
 
 def _policy(cfg: RunConfig, name: str, algo: str, obs_space: gym.Space, act_space: gym.Space,

@@ -107,7 +107,12 @@ class SB3VecEnv(VecEnv):
 def make_vec_env(cfg: RunConfig, env: ResolvedEnv) -> VecEnv:
     """SB3's vectorised training envs: ``train.num_envs`` envs with episode statistics, then ``VecNormalize``
     if the agent normalises observations or rewards."""
-    venv = SB3VecEnv(make_vector_env(cfg, env))
+    return normalized(SB3VecEnv(make_vector_env(cfg, env)), cfg)
+
+
+def normalized(venv: SB3VecEnv, cfg: RunConfig) -> VecEnv:
+    """``venv`` under ``VecNormalize`` if ``cfg.agent`` normalises observations or rewards, else itself (a
+    ``policies:`` map calls it once per policy, with that policy's config)."""
     if not (cfg.agent.normalize_obs or cfg.agent.normalize_reward):
         return venv
     keys = normalized_keys(venv.observation_space)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_cli, scalars
@@ -73,6 +74,34 @@ def test_two_policies_log_their_own_names_resume_exactly_and_evaluate_per_policy
     assert "alone" in proc.stdout and "(the other policies random)" in proc.stdout
 
 
+def test_a_normalising_map_keeps_each_policys_statistics_resumes_exactly_and_evaluates_with_them(tmp_path):
+    """agent.normalize_obs and normalize_reward on a map: one VecNormalize per policy (its own observation
+    size), saved under norm/<policy>/, restored bit-exactly by a kill-and-resume, and applied by evaluation."""
+    from agents.run.scoring import load_policy
+
+    norm = "agent:\n  normalize_obs: true\n  normalize_reward: true\n"
+    common = ["--config", _config(tmp_path, TWO, extra=norm), "--timesteps", "3000", "--seed", "5",
+              "--set", "train.checkpoint_every=1500", "--set", "eval.every=0", *MAP]
+    a, b = straight_and_resumed(tmp_path, common, 1500)
+    assert a["norm/adversary/obs_mean"].shape == (8,) and a["norm/good/obs_mean"].shape == (10,)
+    assert "norm/good/ret_var" in a and not any(k.startswith("norm/obs") for k in a)
+    assert float(a["norm/good/obs_var"].min()) != 1.0  # statistics were gathered, not left at their start
+    params = [k for k in a if k.startswith(("policy/", "optim/", "norm/"))]
+    mismatched = [k for k in params if not torch.equal(a[k], b[k])]
+    assert not mismatched, f"resumed run diverged in {mismatched[:5]}"
+
+    run = tmp_path / "broken"
+    loaded = load_policy(run, "final", trust=False)
+    assert set(loaded.backend.norms) == {"adversary", "good"}
+    good = np.full((2, 10), 3.0, np.float32)
+    mean, var = b["norm/good/obs_mean"].numpy(), b["norm/good/obs_var"].numpy()
+    want = np.clip((good - mean) / np.sqrt(var + 1e-8), -10, 10)
+    np.testing.assert_allclose(loaded.backend._normalized("good", good), want, rtol=1e-5)  # what it acts on
+    out = tmp_path / "eval.json"
+    run_cli("evaluate.py", str(run), "--episodes", "2", "--json", str(out), check=True)
+    assert set(json.loads(out.read_text())["metrics"]) == {"policy/adversary/return", "policy/good/return"}
+
+
 @pytest.mark.slow
 @pytest.mark.ci
 def test_each_policy_beats_random_on_its_own(tmp_path):
@@ -115,8 +144,10 @@ def _refused(capsys, argv: list[str]) -> str:
      ["trains --algo ppo|a2c, got 'sac'", "use --algo ppo or --algo a2c"]),
     ("  all:\n    agents: ['*']\n    n_epochs: 3\n", SPREAD, "agent:\n  algo: a2c\n",
      ["policies.all gives n_epochs, which --algo a2c does not take"]),
+    (TWO, ADVERSARY, "agent:\n  backend: rllib\n  normalize_obs: true\n",
+     ["on --backend rllib does not normalise observations", "train the map on --backend sb3"]),
 ], ids=["unmapped-agent", "spaces-differ", "policy-without-agents", "not-pettingzoo", "blackbox", "sac",
-        "a2c-key"])
+        "a2c-key", "rllib-normalize"])
 def test_bad_maps_are_refused_in_one_line_with_the_fix(tmp_path, capsys, policies, env, extra, said):
     line = _refused(capsys, ["--config", _config(tmp_path, policies, env, extra), "--timesteps", "64",
                              "--run-dir", str(tmp_path / "r")])
