@@ -25,6 +25,7 @@ import torch
 from agents.config import RunConfig, tokens
 from agents.rllib import algos as rllib_algos
 from agents.rllib import masking
+from agents.rllib import selfplay as rllib_selfplay
 from agents.rllib import state as rllib_state
 from agents.rllib.algos import ENV_NAME
 from agents.rllib.runners import RunnerRestarts
@@ -33,6 +34,7 @@ from agents.run.backend import Backend, Iteration
 from agents.run.envfactory import env_factory
 from agents.run.memory import check_replay
 from agents.run.resolved import ResolvedEnv
+from agents.run.selfplay.plumbing import envs_elsewhere
 from agents.run.session import Session
 from envs.errors import CheckpointError, UserError
 
@@ -74,6 +76,7 @@ def _health_callback_class() -> Any:
             info = episode.get_infos(-1) if metrics_logger is not None else None
             if not info:
                 return
+            rllib_selfplay.log_game(info, metrics_logger)  # a self-play game's result, for the league
             for fault in faults_in(info):
                 metrics_logger.log_value(("nondiff", "faults", fault.kind.value), 1, reduce="sum")
                 if fault.restart:
@@ -146,7 +149,7 @@ class RLlibBackend(Backend):
     """RLlib PPO, APPO or SAC (agents/rllib/algos.py) behind the nondiff :class:`~agents.run.backend.Backend`
     interface."""
 
-    pettingzoo = ("parallel",)  # RLlib's multi-agent API (multipolicy.py, picked by get_backend)
+    pettingzoo = ("parallel", "aec")  # RLlib's multi-agent API (multipolicy.py); a game by self-play
     batches_programs = True  # K-instance programs: each env runner starts its own (state.batched_programs)
     masking_algos = ("ppo", "appo")  # the RLModule masks illegal logits (agents/rllib/masking.py)
 
@@ -171,6 +174,8 @@ class RLlibBackend(Backend):
         from ray.tune.registry import register_env
 
         spaces = env.spaces
+        if env.turn_based and cfg.rllib.num_env_runners:  # the league plays in the driver: say so before Ray
+            raise envs_elsewhere(cfg, rllib_selfplay.remote_runners_fix(cfg.rllib.num_env_runners))
         if cfg.agent.algo == "sac":  # RLlib's episode buffer grows to agent.buffer_size steps: bound it now
             check_replay(spaces[0], spaces[1], cfg.agent.buffer_size, 1, next_observations=False)
         config = build_algo_config(cfg, seed, env, start_step)  # bad settings fail before Ray starts
@@ -204,6 +209,7 @@ class RLlibBackend(Backend):
             scalars[dst] = learner.get(src)
         scalars["env/runner_restarts"] = self._runner_restarts(result, session)
         scalars.update(_health(runners.get("nondiff", {}), session))
+        session.record_games(rllib_selfplay.games_from_metrics(runners.get("nondiff", {})))
         ok = ret is not None and np.isfinite(ret)
         return Iteration(self.num_timesteps, float(ret) if ok else None, scalars)
 
@@ -216,6 +222,15 @@ class RLlibBackend(Backend):
                               session.say)
         return restarts
 
+    def train_envs(self) -> list[Any]:
+        """The local env runner's envs (``rllib.num_env_runners: 0``) as the env factory built them (the
+        observations :meth:`predict` takes), else ``[]`` (agents/rllib/selfplay.py)."""
+        return rllib_selfplay.local_envs(self.algo) if self.algo is not None else []
+
+    def envs_elsewhere(self, cfg: RunConfig) -> str:
+        """Remote env runners step the envs: set ``rllib.num_env_runners: 0``."""
+        return rllib_selfplay.remote_runners_fix(cfg.rllib.num_env_runners)
+
     def bind_env(self, env: Any) -> None:
         """Before an evaluation: bring the driver's module up to the learner's weights (APPO broadcasts them
         to the remote env runners only), and keep the env's ``action_masks`` when the run is masked."""
@@ -224,15 +239,29 @@ class RLlibBackend(Backend):
             weights, own = self.algo.get_weights()[MODULE], self.module.get_state()
             self.module.set_state({k: v for k, v in weights.items() if k in own})
 
+    def _logits(self, x: np.ndarray) -> torch.Tensor:
+        """The RLModule's action-distribution inputs for a batch of raw observations (one forward pass)."""
+        if self.obs_stats is not None:
+            x = rllib_state.normalize(x, self.obs_stats)
+        with torch.no_grad():
+            out = self.module.forward_inference({"obs": torch.as_tensor(x, dtype=torch.float32)})
+        return out["action_dist_inputs"]  # type: ignore[no-any-return]
+
+    def action_probs(self, obs: Any, legal: np.ndarray) -> np.ndarray | None:
+        """Each legal action's probability under the policy for a batch of raw observations (one forward
+        pass, illegal actions at 0); None unless the action space is Discrete."""
+        if not isinstance(self.action_space, gym.spaces.Discrete):
+            return None
+        logits = self._logits(np.asarray(obs, dtype=np.float64)).double().numpy()
+        logits = np.where(legal, logits, -np.inf)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return probs / probs.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
+
     def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
         """Actions for raw observations (single or batched), computed by the RLModule on the CPU."""
         single = np.asarray(obs).shape == self.observation_space.shape
         x = np.asarray(obs, dtype=np.float64)
-        if self.obs_stats is not None:
-            x = rllib_state.normalize(x, self.obs_stats)
-        batch = torch.as_tensor(x[None] if single else x, dtype=torch.float32)
-        with torch.no_grad():
-            inputs = self.module.forward_inference({"obs": batch})["action_dist_inputs"]
+        inputs = self._logits(x[None] if single else x)
         if self._masks is not None:  # legal actions only (masked runs: the bound env's mask now)
             inputs = masking.mask_logits(inputs, self._masks())
         space = self.action_space

@@ -134,6 +134,12 @@ class Backend(ABC):
         ``[]``: where the self-play league hands each env its opponents (agents/run/selfplay/)."""
         return []
 
+    def envs_elsewhere(self, cfg: RunConfig) -> str:
+        """Where the training envs are stepped when :meth:`train_envs` is ``[]``, and how to bring them into
+        this process (the end of a one-line error)."""
+        return (f"train.vec_env {cfg.train.vec_env!r} steps its envs elsewhere: set train.vec_env: dummy "
+                "(or thread)")
+
     def bind_env(self, env: Any) -> None:  # noqa: B027 - optional hook
         """Called with the env :meth:`predict` will act in (evaluation); a backend that answers from the env's
         state rather than the observation alone (``blackbox``) keeps it."""

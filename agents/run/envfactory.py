@@ -282,8 +282,8 @@ def probe(cfg: RunConfig, env: ResolvedEnv, backend: type[Backend]) -> tuple[Res
                         f"{cfg.agent.backend} backend does not train: use --backend sb3 or rllib")
     if env.turn_based and "aec" not in backend.pettingzoo:
         raise UserError(f"env {cfg.env.id!r} is a turn-based PettingZoo game (AEC), which nondiff trains "
-                        f"by self-play on --backend sb3 only; the {cfg.agent.backend} backend cannot run it: "
-                        "use --backend sb3")
+                        f"by self-play on --backend sb3 or rllib; the {cfg.agent.backend} backend cannot run "
+                        "it: use --backend sb3 or rllib")
     with build_errors(cfg):
         if listen:  # connect mode: the waiting line counts the programs the run needs
             from envs.bridge import listen as L

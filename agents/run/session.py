@@ -8,8 +8,8 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from agents.run.evaluation import EvalSummary
 from agents.run.health import EnvHealth
 from agents.run.rundir import RunDir
 from envs.stop import clear_stop, request_stop
+
+if TYPE_CHECKING:
+    from envs.selfplay import GameResult
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +173,13 @@ class Session:
             self._last_tick = now
             self.progress.update(step, ep_rew_mean)
         return not self.should_stop
+
+    def record_games(self, results: Iterable[GameResult]) -> None:
+        """Self-play games counted elsewhere (RLlib's env runners, once per training iteration): each one
+        rates the league as :meth:`tick`'s ``info`` records do."""
+        if self.league is not None:
+            for result in results:
+                self.league.record(result)
 
     # -- TensorBoard ---------------------------------------------------------------------------------------
     def open_writer(self) -> Any:

@@ -30,14 +30,8 @@ def start(session: Session, backend: Backend, env: ResolvedEnv) -> League | None
     cfg = session.cfg
     envs = backend.train_envs()
     seats = [seat_of(e) for e in envs]
-    if cfg.agent.backend != "sb3":
-        raise UserError(f"env {cfg.env.id!r} is a two-player turn-based game, which nondiff trains by "
-                        f"self-play on --backend sb3 only; the {cfg.agent.backend} backend cannot run it: "
-                        "use --backend sb3")
     if not envs or any(s is None for s in seats):
-        raise UserError(f"env {cfg.env.id!r} is a turn-based game, whose opponents (the self-play league) "
-                        f"play in the training process; train.vec_env {cfg.train.vec_env!r} steps its envs "
-                        "elsewhere: set train.vec_env: dummy (or thread)")
+        raise envs_elsewhere(cfg, backend.envs_elsewhere(cfg))
     league = League(session.run.path / "league", cfg.selfplay, int(cfg.meta.get("seed") or 0),
                     loader(cfg, env, observation_view(envs[0])))
     if session.start_step:
@@ -54,6 +48,13 @@ def start(session: Session, backend: Backend, env: ResolvedEnv) -> League | None
             seat.opponent, seat.pending = league.opponent_named(seat.pending), None
     session.league = league
     return league
+
+
+def envs_elsewhere(cfg: RunConfig, fix: str) -> UserError:
+    """The one-line error of a turn-based game whose training envs are stepped in another process (``fix``:
+    what came and how to bring them here, :meth:`~agents.run.backend.Backend.envs_elsewhere`)."""
+    return UserError(f"env {cfg.env.id!r} is a turn-based game, whose opponents (the self-play league) play "
+                     f"in the training process; {fix}")
 
 
 def after_iteration(league: League, step: int, backend: Backend, session: Session) -> None:

@@ -1,0 +1,73 @@
+"""Self-play on RLlib (issue 31): where the league's games are played and how their results reach it.
+
+The league (agents/run/selfplay/) hands each training env its opponents in the process that steps the envs,
+so on RLlib the games run in the local env runner, in the driver (``rllib.num_env_runners: 0``):
+:func:`local_envs` finds that runner's envs. A finished game's :class:`~envs.selfplay.GameResult` (in the
+last step's ``info``) is counted by the env runner's callback into RLlib's metrics (:func:`log_game`), one
+sum per opponent, seat and outcome; after each ``algo.train()`` the backend turns those sums back into results
+(:func:`games_from_metrics`) for the league's ratings, in the order opponent, seat, score (RLlib aggregates
+the counts per iteration, not the games' order, which a vector env does not fix either).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from agents.rllib.masking import MaskedObservations
+from envs.selfplay import GAME_KEY, GameResult
+
+GAMES = ("nondiff", "games")
+"""Where the env runners' game counts are in RLlib's metrics: ``nondiff/games/<opponent>/<seat>/<won>``."""
+OUTCOMES = {1.0: "won", 0.5: "drawn", 0.0: "lost"}
+"""A game's score for the learner, by the name its count has in the metrics."""
+
+
+def remote_runners_fix(runners: int) -> str:
+    """What came and the fix, when ``rllib.num_env_runners`` puts the games in remote env runners."""
+    return (f"rllib.num_env_runners {runners} steps its envs in remote env runners: set "
+            "rllib.num_env_runners: 0 (the league's games run in the driver)")
+
+
+def log_game(info: dict[str, Any], metrics_logger: Any) -> None:
+    """Count the game that ended with ``info`` (an env runner's last info of an episode), if one did."""
+    result = info.get(GAME_KEY)
+    if isinstance(result, GameResult):
+        metrics_logger.log_value((*GAMES, result.opponent, result.seat, OUTCOMES[result.score]), 1,
+                                 reduce="sum")
+
+
+def games_from_metrics(nondiff: dict[str, Any]) -> list[GameResult]:
+    """The games of one iteration from the runners' ``nondiff`` metrics (:func:`log_game`'s counts)."""
+    scores = {name: score for score, name in OUTCOMES.items()}
+    out: list[GameResult] = []
+    for opponent, seats in (nondiff.get(GAMES[1]) or {}).items():
+        for seat, outcomes in (seats or {}).items():
+            for outcome, count in (outcomes or {}).items():
+                # RLlib reports a sum that saw no value in this iteration as NaN
+                n = int(count) if isinstance(count, int | float | np.number) and np.isfinite(count) else 0
+                out.extend([GameResult(str(opponent), scores[outcome], str(seat))] * n)
+    return out
+
+
+def local_envs(algo: Any) -> list[gym.Env]:
+    """The envs the local env runner steps (``rllib.num_env_runners: 0``), each as the env factory built it
+    (beneath :class:`~agents.rllib.masking.MaskedObservations`: the observations ``predict`` takes, which a
+    league opponent is shown); ``[]`` when remote env runners step them."""
+    group = algo.env_runner_group
+    if group.num_remote_env_runners() > 0:
+        return []
+    venv = getattr(group.local_env_runner, "env", None)
+    return [_policy_env(e) for e in getattr(getattr(venv, "unwrapped", None), "envs", [])]
+
+
+def _policy_env(env: gym.Env) -> gym.Env:
+    """``env`` below the runner's mask-in-the-observation wrapper, if it has one."""
+    e: Any = env
+    while isinstance(e, gym.Wrapper):
+        if isinstance(e, MaskedObservations):
+            return e.env
+        e = e.env
+    return env
