@@ -91,7 +91,6 @@ def test_evaluate_pits_an_rllib_run_against_the_scripted_opponents(c4_run):
 
 
 @pytest.mark.ray
-@pytest.mark.slow
 def test_resume_restores_the_league_of_the_checkpoint_step(c4_run, tmp_path, shared_ray):
     run = tmp_path / "run"
     shutil.copytree(c4_run, run)
