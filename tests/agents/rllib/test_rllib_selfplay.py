@@ -136,3 +136,14 @@ def test_rllib_self_play_alone_learns_to_beat_random(tmp_path, shared_ray):
     # trained against its past selves only (random plays the first 1,024 steps); seeds 2 and 3 won 0.80 and
     # 0.82 of 40 games after 6k steps, random itself 0.42
     assert win_rate(out) >= 0.7, out
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_checkpoint_of_the_other_backend_plays_as_an_opponent(c4_run, tmp_path):
+    sb3 = tmp_path / "sb3"
+    run_cli("train.py", "--env", C4, "--num-envs", "2", "--set", "agent.n_steps=64", "--set",
+            "agent.batch_size=64", "--timesteps", "128", "--set", "eval.every=0", "--quiet", "--run-dir",
+            str(sb3), check=True)
+    _pit(c4_run, str(sb3 / "final" / "model.safetensors"))  # SB3's board planes in an RLlib run
+    _pit(sb3, str(sorted((c4_run / "league").glob("step_*.safetensors"))[0]))  # RLlib's flat board in SB3's
