@@ -76,7 +76,7 @@ def test_two_policies_log_their_own_names_resume_exactly_and_evaluate_per_policy
 
 def test_a_normalising_map_keeps_each_policys_statistics_resumes_exactly_and_evaluates_with_them(tmp_path):
     """agent.normalize_obs and normalize_reward on a map: one VecNormalize per policy (its own observation
-    size), saved under norm/<policy>/, restored bit-exactly by a kill-and-resume, and applied by evaluation."""
+    size), saved under norm/<policy>/, restored bit-exactly by a kill-and-resume, applied by evaluation."""
     from agents.run.scoring import load_policy
 
     norm = "agent:\n  normalize_obs: true\n  normalize_reward: true\n"
