@@ -41,9 +41,10 @@ class HeaderCache:
     """The last few headers of one channel, both ways: what :func:`encode` and :func:`decode` would compute
     again for a message whose header is the same (a lock-step loop sends and receives the same few).
 
-    Outgoing: a flat message (every field but ``type`` an array) by its type, keys, dtypes and shapes, to its
-    JSON header. Incoming: a header's bytes to its checked parse (the body with ``$array`` references and
-    the arrays' layouts). Only headers that passed every check are kept.
+    Outgoing: a flat message (every field but ``type`` an array, a bool, a string or None) by its type, keys,
+    dtypes, shapes and scalar values, to its JSON header. Incoming: a header's bytes to its checked parse
+    (the body with ``$array`` references and the arrays' layouts). Only headers that passed every check are
+    kept.
     """
 
     LIMIT = 16
@@ -89,7 +90,7 @@ def encode(message: dict[str, Any], cache: HeaderCache | None = None) -> bytes:
                 frame = encode(message)
                 cache.keep(cache.out, key, frame[8:8 + LENGTH.unpack_from(frame, 4)[0]])
                 return frame
-            datas = [np.ascontiguousarray(v).tobytes() for k, v in message.items() if k != "type"]
+            datas = [np.ascontiguousarray(v).tobytes() for v in message.values() if type(v) is np.ndarray]
             payload = b"".join([LENGTH.pack(len(header)), header, *datas])
             return LENGTH.pack(len(payload)) + payload
     arrays: list[np.ndarray] = []
@@ -101,13 +102,17 @@ def encode(message: dict[str, Any], cache: HeaderCache | None = None) -> bytes:
 
 
 def _flat_key(message: dict[str, Any]) -> tuple[Any, ...] | None:
-    """What a flat message's header depends on, or None when the message is not flat."""
+    """What a flat message's header depends on (arrays' layouts, scalars' values, e.g. a step's
+    ``autoreset: true``), or None when the message is not flat."""
     key: list[Any] = [message.get("type")]
     for k, v in message.items():
         if k != "type":
-            if type(v) is not np.ndarray:
+            if type(v) is np.ndarray:
+                key.append((k, v.dtype.str, v.shape))
+            elif type(v) in (bool, str) or v is None:
+                key.append((k, v))
+            else:
                 return None
-            key.append((k, v.dtype.str, v.shape))
     return tuple(key)
 
 
