@@ -101,7 +101,8 @@ def test_two_modules_log_per_policy_resume_and_evaluate_per_policy(tmp_path, sha
 
 @pytest.mark.parametrize(("args", "said"), [
     (["--env", "pettingzoo.classic.connect_four_v3:env"],
-     ["is a turn-based PettingZoo game (AEC)", "the rllib backend cannot run it: use --backend sb3"]),
+     ["is a turn-based game", "rllib.num_env_runners 1 steps its envs in remote env runners",
+      "set rllib.num_env_runners: 0"]),  # self-play on rllib plays in the driver (test_rllib_selfplay.py)
     (["--env", ADVERSARY], ["different observation spaces", "policies:"]),
     (["--config", "{gamma}"],
      ["policies.good gives gamma, which RLlib sets for all modules at once",
