@@ -80,9 +80,9 @@ def test_a_normalising_map_keeps_each_policys_statistics_resumes_exactly_and_eva
     from agents.run.scoring import load_policy
 
     norm = "agent:\n  normalize_obs: true\n  normalize_reward: true\n"
-    common = ["--config", _config(tmp_path, TWO, extra=norm), "--timesteps", "3000", "--seed", "5",
-              "--set", "train.checkpoint_every=1500", "--set", "eval.every=0", *MAP]
-    a, b = straight_and_resumed(tmp_path, common, 1500)
+    common = ["--config", _config(tmp_path, TWO, extra=norm), "--timesteps", "1200", "--seed", "5",
+              "--set", "train.checkpoint_every=600", "--set", "eval.every=0", *MAP]
+    a, b = straight_and_resumed(tmp_path, common, 600)
     assert a["norm/adversary/obs_mean"].shape == (8,) and a["norm/good/obs_mean"].shape == (10,)
     assert "norm/good/ret_var" in a and not any(k.startswith("norm/obs") for k in a)
     assert float(a["norm/good/obs_var"].min()) != 1.0  # statistics were gathered, not left at their start
