@@ -91,13 +91,13 @@ def loader(cfg: RunConfig, env: ResolvedEnv,
            view: Callable[[Any], Any]) -> Callable[[Path, str], PolicyOpponent]:
     """Loads a checkpoint file as a :class:`PolicyOpponent` (for inference: a checkpoint that needs pickle is
     refused, as ``evaluate.py`` refuses it without ``--trust-checkpoint``). A checkpoint of another backend
-    (another run's, as a fixed opponent) is built from its own config and sees the game as its backend's
-    envs show it (:func:`foreign_view`)."""
+    (another run's, as a fixed opponent) builds its network from its own config and sees this run's game as
+    its backend's envs show it (:func:`foreign_view`)."""
 
     def load(path: Path, name: str) -> PolicyOpponent:
         import torch
 
-        from agents.config import RunConfig
+        from agents.config import validate
         from agents.run import checkpoint
         from agents.run.backend import get_backend
 
@@ -105,16 +105,18 @@ def loader(cfg: RunConfig, env: ResolvedEnv,
         kind = get_backend(ckpt.header.backend)
         own_cfg, own_view = cfg, view
         if ckpt.header.backend != cfg.agent.backend:
-            own_cfg = RunConfig.model_validate(ckpt.header.config)
-            own_view = foreign_view(own_cfg, dataclasses.replace(env, channels_first=kind.channels_first))
+            # its network from its own config (data only, checked by the schema); the game it is shown from
+            # this run's env section, never the checkpoint's: a checkpoint from elsewhere imports nothing
+            own_cfg = validate(dict(ckpt.header.config), f"checkpoint {str(path)!r}")
+            own_view = foreign_view(cfg, dataclasses.replace(env, channels_first=kind.channels_first))
         with torch.random.fork_rng():  # building a policy draws initial weights: not from the run's generator
             return PolicyOpponent(name, kind.load(ckpt, own_cfg, env), own_view, cfg.selfplay.temperature)
     return load
 
 
 def foreign_view(cfg: RunConfig, env: ResolvedEnv) -> Callable[[Any], Any]:
-    """:func:`observation_view` of the env ``cfg`` builds for ``env`` (another backend's checkpoint: its own
-    config, its backend's image layout and observation adapter)."""
+    """:func:`observation_view` of the env ``cfg`` (this run's) builds for ``env`` (another backend's
+    checkpoint: that backend's image layout and observation adapter)."""
     from agents.run.envfactory import env_factory
 
     made = env_factory(cfg, env)()

@@ -147,3 +147,15 @@ def test_a_checkpoint_of_the_other_backend_plays_as_an_opponent(c4_run, tmp_path
             str(sb3), check=True)
     _pit(c4_run, str(sb3 / "final" / "model.safetensors"))  # SB3's board planes in an RLlib run
     _pit(sb3, str(sorted((c4_run / "league").glob("step_*.safetensors"))[0]))  # RLlib's flat board in SB3's
+    # a checkpoint from elsewhere whose config names code to import: its network is built, nothing imported
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(sb3 / "final" / "model.safetensors"), "pt") as f:
+        names = f.keys()  # a safetensors file: not iterable itself
+        tensors, meta = {k: f.get_tensor(k) for k in names}, json.loads(f.metadata()["nondiff"])
+    meta["config"]["env"]["packages"] = ["nondiff_test_no_such_package"]
+    meta["config"]["env"]["wrappers"] = ["nondiff_test_no_such_module:Evil"]
+    planted = tmp_path / "planted.safetensors"
+    save_file(tensors, str(planted), metadata={"nondiff": json.dumps(meta)})
+    _pit(c4_run, str(planted))
