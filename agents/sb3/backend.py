@@ -28,7 +28,7 @@ from agents.run.header import CheckpointHeader, corrupted
 from agents.run.resolved import ResolvedEnv
 from agents.run.session import Session
 from agents.sb3 import her, masking, offpolicy
-from agents.sb3.policies import load_obs_stats, normalize, save_obs_stats, select_policy
+from agents.sb3.policies import load_obs_stats, normalize, save_obs_stats, saved_norm, select_policy
 from agents.sb3.vector import SB3VecEnv, make_vec_env
 from envs.errors import CheckpointError
 from envs.vector.resume import env_states, set_env_states
@@ -259,14 +259,7 @@ class SB3Backend(Backend):
                               optimizer_kwargs={"alpha": 0.99, "eps": 1e-5, "weight_decay": 0})
             policy = policy_cls(spaces[0], spaces[1], lambda _: 0.0, **kwargs)
             load_policy_state(policy, policy_state, path)
-            norm = None
-            if meta.get("normalize") and meta["normalize"]["norm_obs"]:
-                stats = load_obs_stats(tensors, meta["normalize"])
-                if stats is None:
-                    raise CheckpointError(f"checkpoint {str(path)!r} normalised observations but holds "
-                                          "no statistics (written before they were saved for Dict "
-                                          "observations); retrain it")
-                norm = {**meta["normalize"], "stats": stats}
+            norm = saved_norm(tensors, meta.get("normalize"), f"checkpoint {str(path)!r}")
             own_seed = header.seed if header.seed is not None else seed
             backend = cls(cfg, own_seed, None, policy.eval(), norm, spaces)
             backend._step = header.num_timesteps
@@ -346,26 +339,30 @@ def _obs_from_tensors(prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     return {k[len(prefix) + 1:]: v.numpy() for k, v in tensors.items() if k.startswith(prefix + "/")}
 
 
-def save_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+def save_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor],
+                      prefix: str = "norm/") -> dict[str, Any]:
+    """``venv``'s statistics into ``tensors`` under ``prefix``; the checkpoint's ``normalize`` record."""
     meta: dict[str, Any] = {"norm_obs": bool(venv.norm_obs), "norm_reward": bool(venv.norm_reward),
                             "clip_obs": float(venv.clip_obs), "clip_reward": float(venv.clip_reward),
                             "epsilon": float(venv.epsilon), "gamma": float(venv.gamma)}
-    save_obs_stats(venv, tensors, meta)
-    tensors["norm/ret_mean"] = torch.as_tensor(venv.ret_rms.mean)
-    tensors["norm/ret_var"] = torch.as_tensor(venv.ret_rms.var)
-    tensors["norm/returns"] = torch.as_tensor(venv.returns)
+    save_obs_stats(venv, tensors, meta, prefix)
+    tensors[f"{prefix}ret_mean"] = torch.as_tensor(venv.ret_rms.mean)
+    tensors[f"{prefix}ret_var"] = torch.as_tensor(venv.ret_rms.var)
+    tensors[f"{prefix}returns"] = torch.as_tensor(venv.returns)
     meta["ret_count"] = float(venv.ret_rms.count)
     return meta
 
 
-def load_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    stats = load_obs_stats(tensors, meta) if venv.norm_obs else None
+def load_vecnormalize(venv: VecNormalize, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                      prefix: str = "norm/") -> None:
+    """Restore what :func:`save_vecnormalize` saved under ``prefix`` into ``venv``."""
+    stats = load_obs_stats(tensors, meta, prefix) if venv.norm_obs else None
     if stats is not None:
         venv.obs_rms = stats  # type: ignore[assignment]
-    venv.ret_rms.mean = tensors["norm/ret_mean"].numpy().copy()
-    venv.ret_rms.var = tensors["norm/ret_var"].numpy().copy()
+    venv.ret_rms.mean = tensors[f"{prefix}ret_mean"].numpy().copy()
+    venv.ret_rms.var = tensors[f"{prefix}ret_var"].numpy().copy()
     venv.ret_rms.count = meta["ret_count"]
-    venv.returns = tensors["norm/returns"].numpy().copy()
+    venv.returns = tensors[f"{prefix}returns"].numpy().copy()
 
 
 def _env_states(venv: VecEnv, states: list[dict[str, Any]] | None = None) -> Any:

@@ -32,7 +32,7 @@ from agents.run.session import Session
 from agents.sb3 import lockstep, offpolicy
 from agents.sb3.backend import ALGOS, hyperparameters, load_policy_state, load_vecnormalize, save_vecnormalize
 from agents.sb3.lockstep import Member
-from agents.sb3.policies import load_obs_stats, normalize, select_policy
+from agents.sb3.policies import normalize, saved_norm, select_policy
 from agents.sb3.vector import SB3VecEnv, normalized
 from envs.errors import CheckpointError
 
@@ -146,11 +146,9 @@ class MultiPolicyBackend(Backend):
             tensors[f"loop/{m.name}/last_episode_starts"] = torch.as_tensor(
                 np.asarray(model._last_episode_starts))
             venv = model.get_env()
-            norm = None
-            if isinstance(venv, VecNormalize):  # under norm/<name>/, as a single policy's under norm/
-                own: dict[str, torch.Tensor] = {}
-                norm = save_vecnormalize(venv, own)
-                tensors.update({f"norm/{m.name}/{k[len('norm/'):]}": v for k, v in own.items()})
+            norm = None  # its statistics under norm/<name>/, as a single policy's under norm/
+            if isinstance(venv, VecNormalize):
+                norm = save_vecnormalize(venv, tensors, f"norm/{m.name}/")
             policies[m.name] = {"agents": list(m.agents), "num_timesteps": int(model.num_timesteps),
                                 "n_updates": int(model._n_updates), "optimizer": optimizer, "normalize": norm,
                                 "ep_info_buffer": list(model.ep_info_buffer or []),
@@ -189,16 +187,9 @@ class MultiPolicyBackend(Backend):
         torch.set_num_threads(cfg.train.threads)
         policies = {name: _policy(cfg, name, header.algo, obs_space[name], act_space[name], ckpt)
                     for name in cfg.policies}
-        norms = {}
-        for name in cfg.policies:
-            norm = saved[name].get("normalize")
-            if norm and norm.get("norm_obs"):
-                stats = load_obs_stats(_norm_tensors(ckpt.tensors, name), norm)
-                if stats is None:
-                    raise CheckpointError(f"checkpoint {str(path)!r}: policy {name!r} normalised "
-                                          "observations but the checkpoint holds no statistics for it; "
-                                          "retrain it")
-                norms[name] = {**norm, "stats": stats}
+        norms = {name: norm for name in cfg.policies
+                 if (norm := saved_norm(ckpt.tensors, saved[name].get("normalize"),
+                                        f"checkpoint {str(path)!r} (policy {name!r})", f"norm/{name}/"))}
         backend = cls(cfg, header.seed if header.seed is not None else seed, [], policies,
                       (obs_space, act_space), norms=norms)
         backend._step = header.num_timesteps
@@ -214,7 +205,7 @@ class MultiPolicyBackend(Backend):
                                      saved["optimizer"], path)
             venv = m.model.get_env()
             if isinstance(venv, VecNormalize) and saved.get("normalize"):
-                load_vecnormalize(venv, _norm_tensors(tensors, m.name), saved["normalize"])
+                load_vecnormalize(venv, tensors, saved["normalize"], f"norm/{m.name}/")
             m.model.num_timesteps = int(saved["num_timesteps"])
             m.model._n_updates = int(saved["n_updates"])
             m.model.ep_info_buffer = deque(saved["ep_info_buffer"], maxlen=m.model._stats_window_size)
@@ -239,11 +230,6 @@ class MultiPolicyBackend(Backend):
 
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-def _norm_tensors(tensors: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
-    """Policy ``name``'s normalisation tensors under the single-policy names (``norm/…``)."""
-    return {"norm/" + k: v for k, v in _prefixed(tensors, f"norm/{name}/").items()}
 
 
 def _policy(cfg: RunConfig, name: str, algo: str, obs_space: gym.Space, act_space: gym.Space,

@@ -17,7 +17,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureC
 from stable_baselines3.common.vec_env import VecNormalize
 
 from agents.config import RunConfig
-from envs.errors import UserError
+from envs.errors import CheckpointError, UserError
 from envs.wrappers import is_image
 
 log = logging.getLogger(__name__)
@@ -159,36 +159,54 @@ class SmallImageExtractor(BaseFeaturesExtractor):
         return torch.cat([ex(observations[k]) for k, ex in self.extractors.items()], dim=1)
 
 
-def save_obs_stats(venv: VecNormalize, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def save_obs_stats(venv: VecNormalize, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                   prefix: str = "norm/") -> None:
     """Observation statistics into ``tensors``: ``norm/obs_mean`` for a Box, ``norm/obs/KEY/mean`` per Dict
-    key."""
+    key (``prefix``: ``norm/<policy>/`` for one policy of a ``policies:`` map)."""
     if not venv.norm_obs:
         return
     if isinstance(venv.obs_rms, dict):
         for key, rms in venv.obs_rms.items():
-            tensors[f"norm/obs/{key}/mean"] = torch.as_tensor(rms.mean)
-            tensors[f"norm/obs/{key}/var"] = torch.as_tensor(rms.var)
+            tensors[f"{prefix}obs/{key}/mean"] = torch.as_tensor(rms.mean)
+            tensors[f"{prefix}obs/{key}/var"] = torch.as_tensor(rms.var)
         meta["obs_count"] = {k: float(r.count) for k, r in venv.obs_rms.items()}
     else:
-        tensors["norm/obs_mean"] = torch.as_tensor(venv.obs_rms.mean)
-        tensors["norm/obs_var"] = torch.as_tensor(venv.obs_rms.var)
+        tensors[f"{prefix}obs_mean"] = torch.as_tensor(venv.obs_rms.mean)
+        tensors[f"{prefix}obs_var"] = torch.as_tensor(venv.obs_rms.var)
         meta["obs_count"] = float(venv.obs_rms.count)
 
 
-def load_obs_stats(tensors: dict[str, torch.Tensor],
-                   meta: dict[str, Any]) -> RunningMeanStd | dict[str, RunningMeanStd] | None:
-    """The statistics :func:`save_obs_stats` wrote; None when none were saved."""
-    def rms(prefix: str, count: float) -> RunningMeanStd:
-        r = RunningMeanStd(shape=tuple(tensors[prefix + "mean"].shape))
-        r.mean, r.var = tensors[prefix + "mean"].numpy().copy(), tensors[prefix + "var"].numpy().copy()
+def load_obs_stats(tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                   prefix: str = "norm/") -> RunningMeanStd | dict[str, RunningMeanStd] | None:
+    """The statistics :func:`save_obs_stats` wrote under ``prefix``; None when none were saved."""
+    def rms(at: str, count: float) -> RunningMeanStd:
+        r = RunningMeanStd(shape=tuple(tensors[at + "mean"].shape))
+        r.mean, r.var = tensors[at + "mean"].numpy().copy(), tensors[at + "var"].numpy().copy()
         r.count = count
         return r
-    if "norm/obs_mean" in tensors:
-        return rms("norm/obs_", float(meta["obs_count"]))
+    if f"{prefix}obs_mean" in tensors:
+        return rms(f"{prefix}obs_", float(meta["obs_count"]))
     counts = meta.get("obs_count")
     if isinstance(counts, dict):
-        return {k: rms(f"norm/obs/{k}/", c) for k, c in counts.items()}
+        return {k: rms(f"{prefix}obs/{k}/", c) for k, c in counts.items()}
     return None
+
+
+def saved_norm(tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None, what: str,
+               prefix: str = "norm/") -> dict[str, Any] | None:
+    """For inference: a checkpoint's observation normalisation (its ``normalize`` record with the
+    ``stats``), or None when it did not normalise observations.
+
+    Raises:
+        CheckpointError: it normalised observations but holds no statistics (``what`` names the checkpoint).
+    """
+    if not (meta and meta["norm_obs"]):
+        return None
+    stats = load_obs_stats(tensors, meta, prefix)
+    if stats is None:
+        raise CheckpointError(f"{what} normalised observations but holds no statistics (written before they "
+                              "were saved for Dict observations); retrain it")
+    return {**meta, "stats": stats}
 
 
 def normalize(obs: Any, stats: RunningMeanStd | dict[str, RunningMeanStd], norm: dict[str, Any]) -> Any:
