@@ -143,8 +143,12 @@ def check_sb3(ckpt: Checkpoint) -> None:
     if norm.get("norm_obs") and "norm/obs_mean" in tensors:
         shape = tuple(getattr(obs_space, "shape", None) or ())
         expect(tensors, "norm/obs_mean", shape, None, path)
-        if bool((expect(tensors, "norm/obs_var", shape, None, path) < 0).any()):
-            raise corrupted(path, "tensor 'norm/obs_var' holds negative variances")
+        expect(tensors, "norm/obs_var", shape, None, path)
+    for name in sorted(k for k in tensors if k.startswith("norm/") and k.endswith("obs_var")):
+        # norm/obs_var, or norm/<policy>/obs_var of a policies: map: shaped as its mean, never negative
+        mean = expect(tensors, name.removesuffix("var") + "mean", None, None, path)
+        if bool((expect(tensors, name, tuple(mean.shape), None, path) < 0).any()):
+            raise corrupted(path, f"tensor {name!r} holds negative variances")
     if replay is not None:
         check_replay(tensors, replay, obs_space, act_space, path)
     elif any(k.startswith("replay/") for k in tensors):

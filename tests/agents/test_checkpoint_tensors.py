@@ -192,3 +192,18 @@ def test_blackbox_networks_and_data_bank_are_checked():
     with pytest.raises(CheckpointError, match="tensor 'rng/torch' is missing"):
         no_rng = {k: v for k, v in tensors.items() if k != "rng/torch"}
         tensorcheck.check_blackbox(as_checkpoint(no_rng, {}, "b"))
+
+
+@pytest.mark.parametrize("prefix", ["norm/", "norm/good/"])
+def test_sb3_normalisation_statistics_are_checked_single_and_per_policy(prefix):
+    """A single policy's norm/obs_var and a policies: map's norm/<policy>/obs_var: never negative, shaped
+    as their mean (a tampered variance would normalise with NaN)."""
+    tensors = {**rng(), "policy/pi.weight": torch.zeros(2, 1),
+               f"{prefix}obs_mean": torch.zeros(1), f"{prefix}obs_var": torch.ones(1)}
+    meta = {"normalize": {"norm_obs": True}}
+    tensorcheck.check_sb3(as_checkpoint(tensors, meta, "s"))
+    with pytest.raises(CheckpointError, match=f"tensor '{prefix}obs_var' holds negative variances"):
+        tensorcheck.check_sb3(as_checkpoint({**tensors, f"{prefix}obs_var": -torch.ones(1)}, meta, "s"))
+    shape = f"tensor '{prefix}obs_var' has shape \\[2\\], expected \\[1\\]"
+    with pytest.raises(CheckpointError, match=shape):
+        tensorcheck.check_sb3(as_checkpoint({**tensors, f"{prefix}obs_var": torch.ones(2)}, meta, "s"))
