@@ -24,6 +24,7 @@ import yaml
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     if normalize:
         venv = VecNormalize(venv, gamma=hp.get("gamma", 0.99))
     model = (SAC if algo == "sac" else PPO)("MlpPolicy", venv, seed=args.seed, device="cpu", verbose=0, **hp)
+    # SB3's default logger here has no outputs either, but first creates /tmp/SB3-<time>/ for them
+    model.set_logger(Logger(folder=None, output_formats=[]))
     callback = (PeriodicEval(args.env, args.eval_every, args.eval_episodes, args.threshold_success,
                              args.threshold_return) if args.eval_every else Progress())
     t = time.perf_counter()
