@@ -76,8 +76,9 @@ class AgentConfig(Section):
     ``small`` (2 conv layers and 256 features, for 42×42 frames; about 1/14 of the Nature CNN's FLOPs on
     42×42, docs/results.md)."""
     extractor: Literal["auto", "board_cnn"] = "auto"
-    """SB3's feature extractor: ``auto`` follows ``policy``; ``board_cnn`` is three 3×3 convolutions over a
-    board game's small rank-3 observation (e.g. connect four's 6×7×2 planes, agents/sb3/board.py)."""
+    """The feature extractor: ``auto`` follows ``policy``; ``board_cnn`` is three 3×3 convolutions over a
+    board game's small rank-3 observation (e.g. connect four's 6×7×2 planes, agents/boardnet.py; SB3's
+    extractor, RLlib PPO/APPO's encoder)."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """The CNN's forward and backward passes in fp32 or under bf16 autocast (a CPU with AVX-512 bf16, or a
     GPU); heads, losses and weights stay fp32."""
@@ -127,10 +128,12 @@ class AgentConfig(Section):
 
     @model_validator(mode="after")
     def _extractor_on_sb3(self) -> AgentConfig:
-        if self.extractor != "auto" and self.backend != "sb3":
-            raise ValueError(f"agent.extractor {self.extractor} is an SB3 network, which the {self.backend} "
-                             "backend does not build: use --backend sb3 or agent.extractor auto")
-        return self
+        if self.extractor == "auto" or self.backend == "sb3" or (self.backend == "rllib"
+                                                                 and self.algo in ("ppo", "appo")):
+            return self  # RLlib: the same network as its PPO/APPO module's encoder (agents/rllib/board.py)
+        raise ValueError(f"agent.extractor {self.extractor} is built by --backend sb3, and by --backend "
+                         f"rllib for --algo ppo or appo; got backend {self.backend!r} with algo "
+                         f"{self.algo!r}: use one of those or agent.extractor auto")
 
     @field_validator("net_arch")
     @classmethod

@@ -18,6 +18,7 @@ from typing import Any
 import gymnasium as gym
 
 from agents.config import RunConfig
+from agents.rllib import board as rllib_board
 from agents.rllib import masking
 from agents.rllib import state as rllib_state
 from agents.rllib.runners import RESTART_DELAY_S
@@ -156,14 +157,42 @@ def model_config(cfg: RunConfig, action_space: gym.Space) -> dict[str, Any]:
     return {**hidden, "vf_share_layers": False, "free_log_std": isinstance(action_space, gym.spaces.Box)}
 
 
-def build_module(cfg: RunConfig, algo: str, spaces: tuple[gym.Space, gym.Space]) -> Any:
-    """A bare torch RLModule of ``algo`` (no Ray): what ``evaluate.py`` loads weights into."""
+def build_module(cfg: RunConfig, algo: str, spaces: tuple[gym.Space, gym.Space],
+                 weights: dict[str, Any] | None = None) -> Any:
+    """A bare torch RLModule of ``algo`` (no Ray): what ``evaluate.py`` loads ``weights`` into (a board
+    network's layout comes from them: agents/rllib/board.py).
+
+    Raises:
+        KeyError: ``agent.extractor: board_cnn`` and ``weights`` hold no board layout.
+    """
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    extra = {"twin_q": True} if algo == "sac" else {}  # what SACConfig adds to the model config itself
-    return RLModuleSpec(module_class=_load(ALGOS[algo].module_class), observation_space=spaces[0],
+    extra: dict[str, Any] = {"twin_q": True} if algo == "sac" else {}  # what SACConfig adds itself
+    module_class = _load(ALGOS[algo].module_class)
+    if cfg.agent.extractor == "board_cnn":
+        extra.update(rllib_board.model_config(rllib_board.layout_from_weights(weights or {})))
+        module_class = rllib_board.module_class(module_class)
+    return RLModuleSpec(module_class=module_class, observation_space=spaces[0],
                         action_space=spaces[1], model_config={**model_config(cfg, spaces[1]), **extra},
                         inference_only=False).build()
+
+
+def _board(cfg: RunConfig, env: ResolvedEnv) -> dict[str, Any]:
+    """``agent.extractor: board_cnn``: the board's layout in the flat observation (from one env built
+    here), for the module's model config; else nothing."""
+    if cfg.agent.extractor != "board_cnn":
+        return {}
+    if cfg.agent.algo not in ("ppo", "appo") or env.multi_agent:
+        raise UserError(f"agent.extractor board_cnn on --backend rllib builds PPO's or APPO's network for a "
+                        f"single-agent or turn-based env, not --algo {cfg.agent.algo}"
+                        f"{' with a shared policy' if env.multi_agent else ''}; use --backend sb3")
+    from agents.run.envfactory import env_factory
+
+    made = env_factory(cfg, env)()
+    try:
+        return rllib_board.model_config(rllib_board.layout_of(made))
+    finally:
+        made.close()
 
 
 def _normalizes_obs(cfg: RunConfig, obs_space: gym.Space) -> bool:
@@ -215,19 +244,23 @@ def build_algo_config(cfg: RunConfig, seed: int, env: ResolvedEnv, start_step: i
                      gym_env_vectorize_mode=("vector_entry_point" if env.batched(cfg)  # K-instance programs
                                              else VECTORIZE_MODE[cfg.train.vec_env]))
         .learners(num_learners=r.num_learners, num_gpus_per_learner=1 if cfg.train.device == "cuda" else 0)
-        .rl_module(model_config=model_config(cfg, spaces[1]))
+        .rl_module(model_config={**model_config(cfg, spaces[1]), **_board(cfg, env)})
         .fault_tolerance(restart_failed_env_runners=True,  # bounded run-wide by agents/rllib/runners.py
                          max_num_env_runner_restarts=r.max_runner_restarts,
                          delay_between_env_runner_restarts_s=RESTART_DELAY_S)
         .debugging(seed=seed)
     )
     config = algo.training(config, cfg, schedule if a.lr_schedule == "linear" else lr)
+    module_class = None
     if masked(cfg):  # the env runners' observations carry the mask; the module masks the logits
+        masking.check(cfg)
+        module_class = masking.module_class(algo.module_class)
+    if cfg.agent.extractor == "board_cnn":  # the board network as the encoder (agents/rllib/board.py)
+        module_class = rllib_board.module_class(module_class or _load(algo.module_class))
+    if module_class is not None:
         from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-        masking.check(cfg)
-        config = config.rl_module(rl_module_spec=RLModuleSpec(module_class=masking.module_class(
-            algo.module_class)))
+        config = config.rl_module(rl_module_spec=RLModuleSpec(module_class=module_class))
     if callbacks is not None:
         config = config.callbacks(callbacks)
     if _normalizes_obs(cfg, spaces[0]):

@@ -334,8 +334,8 @@ class RLlibBackend(Backend):
                       "not exact", flush=True)
             backend.num_timesteps = backend._offset = header.num_timesteps
             return backend
-        module = rllib_algos.build_module(cfg, algo, spaces)
         try:
+            module = rllib_algos.build_module(cfg, algo, spaces, weights)  # a board network: its layout
             module.set_state(weights)
         except (RuntimeError, KeyError) as e:
             raise CheckpointError(f"checkpoint {str(path)!r} does not fit this policy ({e})") from e

@@ -44,5 +44,7 @@ def test_planes_first_or_last_give_the_same_features():
 def test_observations_without_a_board_and_other_backends_are_refused_in_one_line():
     with pytest.raises(UserError, match="board_cnn takes an observation with a board"):
         select_policy(validate(BOARD_CNN, "x.yaml"), gym.spaces.Box(-1, 1, (8,)))
-    with pytest.raises(UserError, match="use --backend sb3 or agent.extractor auto"):
-        validate({"agent": {"extractor": "board_cnn", "backend": "rllib"}}, "x.yaml")
+    for agent in ({"backend": "rllib", "algo": "sac"}, {"backend": "blackbox", "algo": "cma"}):
+        with pytest.raises(UserError, match="use one of those or agent.extractor auto"):
+            validate({"agent": {"extractor": "board_cnn", **agent}}, "x.yaml")
+    assert validate({"agent": {"extractor": "board_cnn", "backend": "rllib"}}, "x.yaml").agent.algo == "ppo"
