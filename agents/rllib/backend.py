@@ -28,13 +28,13 @@ from agents.rllib import masking
 from agents.rllib import selfplay as rllib_selfplay
 from agents.rllib import state as rllib_state
 from agents.rllib.algos import ENV_NAME
+from agents.rllib.league_remote import RemoteLeague
 from agents.rllib.runners import RunnerRestarts
 from agents.run import checkpoint, localray, tensorcheck
 from agents.run.backend import Backend, Iteration
 from agents.run.envfactory import env_factory
 from agents.run.memory import check_replay
 from agents.run.resolved import ResolvedEnv
-from agents.run.selfplay.plumbing import envs_elsewhere
 from agents.run.session import Session
 from envs.errors import CheckpointError, UserError
 
@@ -164,6 +164,7 @@ class RLlibBackend(Backend):
         self._offset = start_step  # RLlib's own counter restarts at 0 after a resume
         self._masks: masking.MaskFn | None = None  # the evaluation env's legal actions (bind_env)
         self._runners = RunnerRestarts(cfg.rllib.max_runner_restarts)  # bounded, said on the console
+        self._league: RemoteLeague | None = None  # self-play with remote env runners
         if algo is not None:
             self._runners.attach()
 
@@ -174,8 +175,6 @@ class RLlibBackend(Backend):
         from ray.tune.registry import register_env
 
         spaces = env.spaces
-        if env.turn_based and cfg.rllib.num_env_runners:  # the league plays in the driver: say so before Ray
-            raise envs_elsewhere(cfg, rllib_selfplay.remote_runners_fix(cfg.rllib.num_env_runners))
         if cfg.agent.algo == "sac":  # RLlib's episode buffer grows to agent.buffer_size steps: bound it now
             check_replay(spaces[0], spaces[1], cfg.agent.buffer_size, 1, next_observations=False)
         config = build_algo_config(cfg, seed, env, start_step)  # bad settings fail before Ray starts
@@ -195,6 +194,8 @@ class RLlibBackend(Backend):
     def advance(self, until: int, session: Session) -> Iteration:
         """One ``algo.train()``: sampling on the env runners and the updates; the same metric names as SB3."""
         t = time.monotonic()
+        if self._league is not None:  # the league as it stands (ratings, new snapshots) to remote runners
+            self._league.push()
         result = self.algo.train()
         self.obs_stats = rllib_state.read_obs_filter(self.algo)
         before = self.num_timesteps
@@ -227,9 +228,11 @@ class RLlibBackend(Backend):
         observations :meth:`predict` takes), else ``[]`` (agents/rllib/selfplay.py)."""
         return rllib_selfplay.local_envs(self.algo) if self.algo is not None else []
 
-    def envs_elsewhere(self, cfg: RunConfig) -> str:
-        """Remote env runners step the envs: set ``rllib.num_env_runners: 0``."""
-        return rllib_selfplay.remote_runners_fix(cfg.rllib.num_env_runners)
+    def host_league(self, league: Any) -> bool:
+        """Remote env runners step the envs: each gets a replica of the league, sent before every
+        ``train()`` (agents/rllib/league_remote.py)."""
+        self._league = RemoteLeague(self.algo.env_runner_group, league, self.seed)
+        return True
 
     def bind_env(self, env: Any) -> None:
         """Before an evaluation: bring the driver's module up to the learner's weights (APPO broadcasts them

@@ -1,14 +1,15 @@
 """Self-play on RLlib (issue 31): where the league's games are played and how their results reach it.
 
-The league (agents/run/selfplay/) hands each training env its opponents in the process that steps the envs,
-so on RLlib the games run in the local env runner, in the driver (``rllib.num_env_runners: 0``):
-:func:`local_envs` finds that runner's envs. A finished game's :class:`~envs.selfplay.GameResult` (in the
+The league (agents/run/selfplay/) hands each training env its opponents in the process that steps the envs.
+With ``rllib.num_env_runners: 0`` that is the local env runner, in the driver: :func:`local_envs` finds its
+envs and the league draws for them directly. Remote env runners (``num_env_runners`` > 0) step their envs
+elsewhere, each with a replica of the league that the driver keeps up to date (agents/rllib/league_remote.py;
+:func:`runner_envs` finds a runner's envs there). A finished game's :class:`~envs.selfplay.GameResult` (in the
 last step's ``info``) is counted by the env runner's callback into RLlib's metrics (:func:`log_game`), one
 sum per opponent, seat and outcome; after each ``algo.train()`` the backend turns those sums back into results
 (:func:`games_from_metrics`) for the league's ratings, in the order opponent, seat, score (RLlib aggregates
 the counts per iteration, not the games' order, which a vector env does not fix either).
 """
-
 from __future__ import annotations
 
 from typing import Any
@@ -23,12 +24,6 @@ GAMES = ("nondiff", "games")
 """Where the env runners' game counts are in RLlib's metrics: ``nondiff/games/<opponent>/<seat>/<won>``."""
 OUTCOMES = {1.0: "won", 0.5: "drawn", 0.0: "lost"}
 """A game's score for the learner, by the name its count has in the metrics."""
-
-
-def remote_runners_fix(runners: int) -> str:
-    """What came and the fix, when ``rllib.num_env_runners`` puts the games in remote env runners."""
-    return (f"rllib.num_env_runners {runners} steps its envs in remote env runners: set "
-            "rllib.num_env_runners: 0 (the league's games run in the driver)")
 
 
 def log_game(info: dict[str, Any], metrics_logger: Any) -> None:
@@ -53,13 +48,19 @@ def games_from_metrics(nondiff: dict[str, Any]) -> list[GameResult]:
 
 
 def local_envs(algo: Any) -> list[gym.Env]:
-    """The envs the local env runner steps (``rllib.num_env_runners: 0``), each as the env factory built it
-    (beneath :class:`~agents.rllib.masking.MaskedObservations`: the observations ``predict`` takes, which a
-    league opponent is shown); ``[]`` when remote env runners step them."""
+    """The envs the local env runner steps (``rllib.num_env_runners: 0``, :func:`runner_envs`); ``[]`` when
+    remote env runners step them."""
     group = algo.env_runner_group
     if group.num_remote_env_runners() > 0:
         return []
-    venv = getattr(group.local_env_runner, "env", None)
+    return runner_envs(group.local_env_runner)
+
+
+def runner_envs(runner: Any) -> list[gym.Env]:
+    """The envs an env runner steps, each as the env factory built it (beneath
+    :class:`~agents.rllib.masking.MaskedObservations`: the observations ``predict`` takes, which a league
+    opponent is shown)."""
+    venv = getattr(runner, "env", None)
     return [_policy_env(e) for e in getattr(getattr(venv, "unwrapped", None), "envs", [])]
 
 

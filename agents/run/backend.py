@@ -140,6 +140,12 @@ class Backend(ABC):
         return (f"train.vec_env {cfg.train.vec_env!r} steps its envs elsewhere: set train.vec_env: dummy "
                 "(or thread)")
 
+    def host_league(self, league: Any) -> bool:
+        """Take the self-play league (agents/run/selfplay/) to training envs stepped in other processes,
+        when :meth:`train_envs` is ``[]``: True where the backend keeps a replica of it beside them
+        (agents/rllib/league_remote.py), False where it cannot (the default)."""
+        return False
+
     def bind_env(self, env: Any) -> None:  # noqa: B027 - optional hook
         """Called with the env :meth:`predict` will act in (evaluation); a backend that answers from the env's
         state rather than the observation alone (``blackbox``) keeps it."""

@@ -110,6 +110,23 @@ class League:
     def _fixed_source(self, name: str) -> str:
         return next((f for f in self.cfg.fixed if _fixed_name(f) == name), name)
 
+    def source_file(self, name: str) -> Path | None:
+        """The checkpoint file the member ``name`` plays from (a snapshot's in :attr:`folder`, a fixed
+        opponent's path); None for a scripted opponent."""
+        member = self.members.get(name)
+        if member is not None and member.step is not None:
+            return self.folder / f"{name}.safetensors"
+        source = self._fixed_source(name)
+        return None if source in FIXED_OPPONENTS else Path(source)
+
+    def adopt(self, members: list[Member], opponents: dict[str, Opponent]) -> None:
+        """Take another league's members and ratings, with opponents already built for those that play from
+        a file: a replica of the driver's league in a remote env runner (agents/rllib/league_remote.py), whose
+        draw is this class's own and whose RNG stays its own."""
+        with self._lock:
+            self.members = {m.name: m for m in members}
+            self._opponents.update(opponents)
+
     # -- results and snapshots ---------------------------------------------------------------------------
     def record(self, result: GameResult) -> None:
         """One finished game: the learner's and the opponent's Elo ratings move (the anchor's never)."""

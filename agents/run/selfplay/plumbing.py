@@ -3,12 +3,13 @@ envs, snapshot the learner, record results."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
 from agents.run.selfplay.league import League, fixed_opponent
-from agents.run.selfplay.opponents import loader, observation_view, seat_of
+from agents.run.selfplay.opponents import foreign_view, loader, observation_view, seat_of
 from envs.errors import UserError
 
 if TYPE_CHECKING:
@@ -22,18 +23,23 @@ def start(session: Session, backend: Backend, env: ResolvedEnv) -> League | None
     """The run's league (restored to the checkpoint the run resumes from), handed to every training env;
     None when the env is not a turn-based game.
 
+    Envs stepped in other processes (RLlib's remote env runners) get replicas of the league from the backend
+    (:meth:`~agents.run.backend.Backend.host_league`); this league stays the one that rates and snapshots.
+
     Raises:
-        UserError: the training envs are not in this process (the league's opponents play in it).
+        UserError: the training envs are not in this process and the backend cannot take the league to them.
     """
     if not env.turn_based:
         return None
     cfg = session.cfg
     envs = backend.train_envs()
     seats = [seat_of(e) for e in envs]
-    if not envs or any(s is None for s in seats):
+    if any(s is None for s in seats):
         raise envs_elsewhere(cfg, backend.envs_elsewhere(cfg))
     league = League(session.run.path / "league", cfg.selfplay, int(cfg.meta.get("seed") or 0),
-                    loader(cfg, env, observation_view(envs[0])))
+                    loader(cfg, env, observation_view(envs[0]) if envs else _made_view(cfg, env)))
+    if not envs and not backend.host_league(league):
+        raise envs_elsewhere(cfg, backend.envs_elsewhere(cfg))
     if session.start_step:
         found = league.restore(session.start_step)
         if found != session.start_step:
@@ -48,6 +54,18 @@ def start(session: Session, backend: Backend, env: ResolvedEnv) -> League | None
             seat.opponent, seat.pending = league.opponent_named(seat.pending), None
     session.league = league
     return league
+
+
+def _made_view(cfg: RunConfig, env: ResolvedEnv) -> Callable[[Any], Any]:
+    """The observation view of an env built here, built at its first use (the driver of remote envs loads
+    fixed opponents to check them and never plays them)."""
+    built: list[Callable[[Any], Any]] = []
+
+    def view(obs: Any) -> Any:
+        if not built:
+            built.append(foreign_view(cfg, env))
+        return built[0](obs)
+    return view
 
 
 def envs_elsewhere(cfg: RunConfig, fix: str) -> UserError:

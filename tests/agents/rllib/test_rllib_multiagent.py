@@ -100,16 +100,13 @@ def test_two_modules_log_per_policy_resume_and_evaluate_per_policy(tmp_path, sha
 
 
 @pytest.mark.parametrize(("args", "said"), [
-    (["--env", "pettingzoo.classic.connect_four_v3:env"],
-     ["is a turn-based game", "rllib.num_env_runners 1 steps its envs in remote env runners",
-      "set rllib.num_env_runners: 0"]),  # self-play on rllib plays in the driver (test_rllib_selfplay.py)
     (["--env", ADVERSARY], ["different observation spaces", "policies:"]),
     (["--config", "{gamma}"],
      ["policies.good gives gamma, which RLlib sets for all modules at once",
       "a policy may override: learning_rate"]),
     (["--env", SPREAD, "--algo", "appo"], ["trains --algo ppo, got 'appo'"]),
     (["--env", SPREAD, "--set", "agent.normalize_obs=true"], ["does not normalise observations"]),
-], ids=["turn-based", "spaces-differ", "per-learner-override", "appo", "normalize"])
+], ids=["spaces-differ", "per-learner-override", "appo", "normalize"])
 def test_refusals_exit_2_in_one_line_before_ray_starts(tmp_path, capsys, args, said):
     import ray
 

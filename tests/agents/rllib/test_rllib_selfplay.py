@@ -91,6 +91,7 @@ def test_evaluate_pits_an_rllib_run_against_the_scripted_opponents(c4_run):
 
 
 @pytest.mark.ray
+@pytest.mark.slow  # CI resumes on a remote env runner instead (the next test): the same restore, and more
 def test_resume_restores_the_league_of_the_checkpoint_step(c4_run, tmp_path, shared_ray):
     run = tmp_path / "run"
     shutil.copytree(c4_run, run)
@@ -159,3 +160,45 @@ def test_a_checkpoint_of_the_other_backend_plays_as_an_opponent(c4_run, tmp_path
     planted = tmp_path / "planted.safetensors"
     save_file(tensors, str(planted), metadata={"nondiff": json.dumps(meta)})
     _pit(c4_run, str(planted))
+
+
+
+def _edit(run, **settings: str) -> None:
+    """Change settings of the run's config.yaml (``key: old`` -> ``key: new``; the resume then needs
+    ``--trust-run-dir``: the config is no longer the one train.py signed)."""
+    path = run / "config.yaml"
+    text = path.read_text()
+    for key, change in settings.items():
+        old, new = change.split("->")
+        assert f"{key}: {old}\n" in text, key
+        text = text.replace(f"{key}: {old}\n", f"{key}: {new}\n")
+    path.write_text(text)
+
+
+@pytest.mark.ray
+def test_resume_on_a_remote_env_runner_sends_it_the_league(c4_run, tmp_path, shared_ray):
+    """``rllib.num_env_runners: 1``: the league of the checkpoint, restored in the driver, reaches the remote
+    env runner (its snapshot's bytes sent by value), and so does a snapshot taken after the resume; the
+    ratings and their TensorBoard names are the driver's league's, as with the local env runner."""
+    run = tmp_path / "run"
+    shutil.copytree(c4_run, run)
+    shutil.rmtree(run / "final")  # as if killed after the checkpoint: the resume starts from its step
+    _edit(run, num_env_runners="0->1", snapshot_every="512->256")
+    ckpt = int(re.search(r"\d+", next((run / "checkpoints").glob("step_*.safetensors")).name).group())
+    for step in [s for s in states(run) if s > ckpt]:  # the final league, written with final/
+        (run / "league" / f"state_{step:09d}.json").unlink()
+    at_ckpt = states(run)[ckpt]
+    assert len(at_ckpt["members"]) == 2
+    proc = run_cli("train.py", "--resume", str(run), "--timesteps", "512", "--trust-run-dir", "--quiet",
+                   *shared_ray.flags, env=shared_ray.env, check=True)
+    assert f"at step {ckpt:,}" in proc.stdout and "not an exact resume" not in proc.stdout
+    after = states(run)
+    old, new = members(at_ckpt), members(after[max(after)])
+    taken = sorted(n for n, m in new.items() if (m["step"] or 0) > ckpt)  # after 256 steps, and at the end
+    assert len(taken) == 2 and set(new) == {*old, *taken}  # the checkpoint's league, and the snapshots taken
+    assert all(new[n]["games"] > old[n]["games"] for n in old)  # the restored snapshot played on the runner
+    assert all(new[n]["step"] == old[n]["step"] for n in old)
+    assert new[taken[0]]["games"] > 0  # and the snapshot taken after the resume, sent once it was taken
+    ratings = scalars(run, "league/rating")
+    assert ratings[-1][0] > ckpt and abs(ratings[-1][1] - after[max(after)]["rating"]) < 1e-3
+    assert scalars(run, f"league/rating/{taken[0]}")
