@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
+import subprocess
+import sys
 
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from test_cli import scalars
 
 from agents.rllib.selfplay import games_from_metrics, log_game
@@ -202,3 +205,45 @@ def test_resume_on_a_remote_env_runner_sends_it_the_league(c4_run, tmp_path, sha
     ratings = scalars(run, "league/rating")
     assert ratings[-1][0] > ckpt and abs(ratings[-1][1] - after[max(after)]["rating"]) < 1e-3
     assert scalars(run, f"league/rating/{taken[0]}")
+
+
+def _private_mounts() -> bool:
+    """Whether this user may give a process a mount namespace of its own (``unshare -m``)."""
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-m", "--map-root-user", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_remote_runners_on_another_node_never_read_the_drivers_disk(c4_run, tmp_path):
+    """Two env runners on a node of their own (ray.cluster_utils.Cluster, a head without CPUs), and the
+    driver's run dir and fixed opponent's checkpoint on a tmpfs that only the driver's mount namespace sees:
+    the runners play the snapshots and the checkpoint from the bytes the driver sends them."""
+    from ray.cluster_utils import Cluster
+
+    if not _private_mounts():
+        pytest.skip("needs `unshare -m --map-root-user` (a private mount namespace for the driver)")
+    private, out = tmp_path / "private", tmp_path / "out"
+    private.mkdir()
+    snapshot = sorted((c4_run / "league").glob("step_*.safetensors"))[0]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    train = [sys.executable, "train.py", *COMMON[:4], "--num-env-runners", "2", *COMMON[6:],
+             "--ray-address", cluster.address, "--timesteps", "1024", "--seed", "3", "--run-dir",
+             f"{private}/run", "--set", "selfplay.snapshot_every=256", "--set", "selfplay.fixed_share=0.4",
+             "--set", f"selfplay.fixed=[random,{private}/opponent.safetensors]"]
+    script = (f"mount -t tmpfs tmpfs {private} && cp {snapshot} {private}/opponent.safetensors && "
+              f"{shlex.join(train)} && cp -r {private}/run {out}")
+    try:
+        proc = subprocess.run(["unshare", "-m", "--map-root-user", "sh", "-c", script], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+    finally:
+        cluster.shutdown()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not list(private.iterdir())  # the run dir was never where the runners could see it
+    final = members(states(out)[max(states(out))])
+    snaps = sorted(n for n, m in final.items() if m["step"] is not None)
+    assert len(snaps) == 4 and all(final[n]["games"] > 0 for n in snaps[:-1])  # snapshots, sent by value
+    assert final["opponent"]["games"] > 0 and final["random"]["games"] > 0  # the fixed checkpoint too
+    assert scalars(out, "league/score_vs/opponent")
