@@ -247,3 +247,40 @@ def test_remote_runners_on_another_node_never_read_the_drivers_disk(c4_run, tmp_
     assert len(snaps) == 4 and all(final[n]["games"] > 0 for n in snaps[:-1])  # snapshots, sent by value
     assert final["opponent"]["games"] > 0 and final["random"]["games"] > 0  # the fixed checkpoint too
     assert scalars(out, "league/score_vs/opponent")
+
+
+@pytest.mark.ray  # the c4_run fixture's checkpoint; the replica itself needs no Ray
+def test_a_replica_draws_only_what_it_holds_and_asks_for_the_rest(c4_run):
+    """A remote runner's replica (agents/rllib/league_remote.py): a member whose bytes it lacks (a restarted
+    runner) is left out of the draw and named back; once sent, the snapshot plays as a policy; the draw is
+    the League's, from an RNG of the run seed and the runner's index."""
+    import yaml
+
+    from agents.config import validate
+    from agents.rllib.league_remote import LeagueUpdate, Replica
+    from agents.run import checkpoint
+    from agents.run.resolved import resolve_env
+    from agents.run.selfplay.league import Member
+    from agents.run.selfplay.opponents import PolicyOpponent, foreign_view
+
+    snap = sorted((c4_run / "league").glob("step_*.safetensors"))[0]
+    cfg = validate(yaml.safe_load((c4_run / "config.yaml").read_text()), "test")
+    env = resolve_env(cfg, False, spaces=checkpoint.load(snap).header.spaces())
+    league = (Member("random", games=5), Member(snap.stem, step=512))
+
+    def replica(index: int) -> Replica:
+        return Replica(cfg, env, 1, index, foreign_view(cfg, env))
+
+    first = replica(1)
+    assert first.update(LeagueUpdate(1, league, (snap.stem,), {})) == [snap.stem]
+    assert {first.league.draw().name for _ in range(20)} == {"random"}  # never the missing snapshot
+    assert first.update(LeagueUpdate(1, league, (snap.stem,), {snap.stem: snap.read_bytes()})) == []
+    drawn = [first.league.draw() for _ in range(40)]
+    assert {o.name for o in drawn} == {"random", snap.stem}
+    assert isinstance(next(o for o in drawn if o.name == snap.stem), PolicyOpponent)
+
+    def draws(index: int) -> list[str]:
+        fresh = replica(index)
+        fresh.update(LeagueUpdate(1, league, (snap.stem,), {snap.stem: snap.read_bytes()}))
+        return [fresh.league.draw().name for _ in range(40)]
+    assert draws(1) == draws(1) != draws(2)  # seeded by (run seed, runner index)
