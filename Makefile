@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 ARGS ?=
+TEST_WORKERS ?= 3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -23,14 +24,15 @@ install: $(STAMP)
 train: $(STAMP)
 	$(PY) train.py --env robot $(ARGS)
 
-# The fast suite plus the chosen slow tests that CI runs (see README "Tests"), on two pytest-xdist workers;
+# The fast suite plus the chosen slow tests that CI runs (see README "Tests"), on three pytest-xdist workers
+# (TEST_WORKERS; three on two cores fill the time the tests spend waiting on Ray, subprocesses and sockets);
 # each worker that runs an RLlib test starts one private Ray for them (tests/conftest.py). mypy (single-
 # threaded, ~45 CPU-s without a cache) runs beside the tests; its report follows theirs, and either failing
 # fails the target.
 test: $(STAMP)
 	$(PY) -m ruff check envs agents tests benchmarks examples train.py evaluate.py
 	@log=$$(mktemp); $(PY) -m mypy envs agents benchmarks >$$log 2>&1 & mypy=$$!; \
-	$(PY) -m pytest -m "not slow or ci" -n 2 --dist loadgroup $(ARGS); rc=$$?; \
+	$(PY) -m pytest -m "not slow or ci" -n $(TEST_WORKERS) --dist loadgroup $(ARGS); rc=$$?; \
 	wait $$mypy; mrc=$$?; echo "mypy envs agents benchmarks:"; cat $$log; rm -f $$log; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): failing" >&2; exit 1; fi; \
 	if [ $$mrc -ne 0 ]; then echo "mypy failed (exit $$mrc)" >&2; exit 1; fi; exit $$rc
