@@ -24,7 +24,7 @@ import torch
 
 from agents.config import RunConfig, tokens
 from agents.rllib import algos as rllib_algos
-from agents.rllib import masking
+from agents.rllib import faultnotes, masking
 from agents.rllib import selfplay as rllib_selfplay
 from agents.rllib import state as rllib_state
 from agents.rllib.algos import ENV_NAME
@@ -79,6 +79,7 @@ def _health_callback_class() -> Any:
             rllib_selfplay.log_game(info, metrics_logger)  # a self-play game's result, for the league
             for fault in faults_in(info):
                 metrics_logger.log_value(("nondiff", "faults", fault.kind.value), 1, reduce="sum")
+                faultnotes.note(fault)  # its detail, for the driver's console line
                 if fault.restart:
                     metrics_logger.log_value(("nondiff", "restarts"), 1, reduce="sum")
                 if fault.restart and fault.budget is not None:  # the run-wide budget, enforced by the driver
@@ -165,6 +166,7 @@ class RLlibBackend(Backend):
         self._masks: masking.MaskFn | None = None  # the evaluation env's legal actions (bind_env)
         self._runners = RunnerRestarts(cfg.rllib.max_runner_restarts)  # bounded, said on the console
         self._league: RemoteLeague | None = None  # self-play with remote env runners
+        self._faults = faultnotes.FaultNotes()  # the runners' latest fault of each kind, for console lines
         if algo is not None:
             self._runners.attach()
 
@@ -209,7 +211,7 @@ class RLlibBackend(Backend):
         for src, dst in self.spec.metrics:
             scalars[dst] = learner.get(src)
         scalars["env/runner_restarts"] = self._runner_restarts(result, session)
-        scalars.update(_health(runners.get("nondiff", {}), session))
+        scalars.update(_health(runners.get("nondiff", {}), session, self.algo.env_runner_group, self._faults))
         session.record_games(rllib_selfplay.games_from_metrics(runners.get("nondiff", {})))
         ok = ret is not None and np.isfinite(ret)
         return Iteration(self.num_timesteps, float(ret) if ok else None, scalars)
@@ -369,9 +371,10 @@ class RLlibBackend(Backend):
                 ray.shutdown()
 
 
-def _health(nondiff: dict[str, Any], session: Session) -> dict[str, float]:
-    """Feed one iteration's fault sums from the env runners to the session's health (console lines, the
-    run-wide restart budget) and return the runners' step-latency percentiles."""
+def _health(nondiff: dict[str, Any], session: Session, group: Any, notes: faultnotes.FaultNotes
+            ) -> dict[str, float]:
+    """Feed one iteration's fault sums from the env runners, with an example of each kind (``notes``), to the
+    session's health (console lines, the run-wide restart budget); the runners' step-latency percentiles."""
     def count(value: Any) -> int:  # RLlib reports a sum that saw no value in this iteration as NaN
         return int(value) if isinstance(value, int | float | np.number) and np.isfinite(value) else 0
 
@@ -379,7 +382,8 @@ def _health(nondiff: dict[str, Any], session: Session) -> dict[str, float]:
     budget = nondiff.get("budget")
     session.health.observe_counts(by_kind, restarts=count(nondiff.get("restarts")),
                                   budgeted_restarts=count(nondiff.get("budgeted_restarts")),
-                                  budget=count(budget) if count(budget) > 0 else None)
+                                  budget=count(budget) if count(budget) > 0 else None,
+                                  examples=notes.latest(group, any(by_kind.values())))
     out: dict[str, float] = {}
     latency = nondiff.get("step_ms")
     if isinstance(latency, dict):  # {50: ms, 99: ms} over the last LATENCY_WINDOW steps of every runner

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -203,7 +203,7 @@ class EnvHealth:
                              f"{None if fault is None else fault.exit_code}; last stderr: {tail}")
 
     def observe_counts(self, by_kind: dict[str, int], *, restarts: int = 0, budgeted_restarts: int = 0,
-                       budget: int | None = None, last: Fault | None = None) -> None:
+                       budget: int | None = None, examples: Mapping[str, Fault] | None = None) -> None:
         """Add counts aggregated elsewhere (RLlib's env runners, once per training iteration).
 
         Same counters, console lines and run-wide budget as :meth:`observe`, at the granularity of the
@@ -214,8 +214,10 @@ class EnvHealth:
             restarts: restart faults among them.
             budgeted_restarts: restart faults among them that carried a budget.
             budget: the smallest budget those faults carried.
-            last: one of the faults (the latest), for the console line and the failure message.
+            examples: a fault of each kind (by kind value; the latest the env runners kept), for the
+                console line and the failure message; a kind without one says "(no detail)".
         """
+        examples = examples or {}
         for kind, n in by_kind.items():
             try:
                 fault_kind = FaultKind(kind)
@@ -224,12 +226,11 @@ class EnvHealth:
             self.by_kind[kind] = self.by_kind.get(kind, 0) + n
             self.timeouts += n if fault_kind is FaultKind.TIMEOUT else 0
             if self.reporter is not None:
-                example = (last if last is not None and last.kind is fault_kind
-                           else Fault(fault_kind, "(no detail)"))
-                self.reporter.note(example, n)
+                self.reporter.note(examples.get(kind) or Fault(fault_kind, "(no detail)"), n)
         self.restarts += restarts
         if budget is not None and budgeted_restarts > 0:
-            self._spend(budgeted_restarts, budget, last)
+            restart = [f for k, f in examples.items() if f.restart and by_kind.get(k)]
+            self._spend(budgeted_restarts, budget, restart[-1] if restart else None)
 
     def metrics(self) -> dict[str, float]:
         """``env/…`` scalars; latency percentiles cover the steps since the previous call."""

@@ -84,9 +84,11 @@ def test_robot_trains_evaluates_and_resumes_with_normalised_observations(tmp_pat
 
 def test_watchdog_metrics_come_back_from_env_runners(tmp_path, heater, shared_ray):
     run = tmp_path / "run"
-    run_cli("train.py", "--env", "process", "--set", f"env.command={heater} --crash-after 300", "--timesteps",
-            "2500", "--run-dir", str(run), "--set", "eval.every=0", *SMALL, *shared_ray.flags, timeout=600,
-            check=True, env=shared_ray.env)
+    proc = run_cli("train.py", "--env", "process", "--set", f"env.command={heater} --crash-after 300",
+                   "--timesteps", "2500", "--run-dir", str(run), "--set", "eval.every=0", *SMALL,
+                   *shared_ray.flags, timeout=600, check=True, env=shared_ray.env)
+    said = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("env: crash fault")]
+    assert said and "(no detail)" not in said[0], said  # the runner's own detail, fetched by the driver
     acc = scalars(run)
     crashes = acc.Scalars("env/faults_by_kind/crash")[-1].value
     restarts = acc.Scalars("env/restarts")[-1].value
