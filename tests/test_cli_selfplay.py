@@ -9,6 +9,7 @@ import re
 
 import torch
 from conftest import run_cli
+from measure import one_line
 from test_cli import scalars
 from test_resume_exact import straight_and_resumed
 
@@ -84,6 +85,10 @@ def test_backends_and_vector_envs_that_cannot_play_it_are_one_line(tmp_path):
     fixed = run_cli("train.py", "--env", C4, "--timesteps", "64", "--set", "selfplay.fixed=[minimax]",
                     "--run-dir", str(tmp_path / "f"))
     assert fixed.returncode == 2 and "selfplay.fixed takes random, lookahead" in fixed.stderr
+    gone = run_cli("train.py", "--env", C4, "--timesteps", "64", "--set",  # loaded before the first game:
+                   "selfplay.fixed=[/nope.safetensors]", "--run-dir", str(tmp_path / "g"))  # no env fault
+    assert gone.returncode == 2 and "got '/nope.safetensors' (no such file)" in one_line(gone.stderr)
+    assert "the env failed" not in gone.stderr
 
 
 def test_a_board_cnn_run_trains_and_loads_for_evaluation(tmp_path):

@@ -38,6 +38,8 @@ def start(session: Session, backend: Backend, env: ResolvedEnv) -> League | None
         raise envs_elsewhere(cfg, backend.envs_elsewhere(cfg))
     league = League(session.run.path / "league", cfg.selfplay, int(cfg.meta.get("seed") or 0),
                     loader(cfg, env, observation_view(envs[0]) if envs else _made_view(cfg, env)))
+    for member in [m for m in league.members.values() if m.step is None]:
+        league.opponent_named(member.name)  # a bad fixed opponent: one line now, not a fault in every game
     if not envs and not backend.host_league(league):
         raise envs_elsewhere(cfg, backend.envs_elsewhere(cfg))
     if session.start_step:
