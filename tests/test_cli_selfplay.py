@@ -97,6 +97,12 @@ def test_a_board_cnn_run_trains_and_loads_for_evaluation(tmp_path):
             "--set", "eval.every=0", "--set", "agent.extractor=board_cnn", check=True)
     out = run_cli("evaluate.py", str(run), "--episodes", "2", check=True).stdout
     assert set(seat_rates(out)) == {"first", "second"}, out  # the checkpoint rebuilt as the board CNN
+    mlp = tmp_path / "mlp"  # another run's network as the opponent: built from that run's own agent section
+    run_cli("train.py", *COMMON, "--timesteps", "128", "--run-dir", str(mlp), "--set", "eval.every=0",
+            "--set", "agent.net_arch=[16]", check=True)
+    out = run_cli("evaluate.py", str(run), "--episodes", "2", "--opponent",
+                  str(mlp / "final" / "model.safetensors"), check=True).stdout
+    assert set(seat_rates(out)) == {"first", "second"}, out
 
 
 def test_the_shipped_config_trains_by_self_play_alone_with_the_board_cnn():

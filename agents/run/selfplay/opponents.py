@@ -103,11 +103,13 @@ def loader(cfg: RunConfig, env: ResolvedEnv,
 
         ckpt = checkpoint.load(path, trust=False)
         kind = get_backend(ckpt.header.backend)
-        own_cfg, own_view = cfg, view
-        if ckpt.header.backend != cfg.agent.backend:
-            # its network from its own config (data only, checked by the schema); the game it is shown from
-            # this run's env section, never the checkpoint's: a checkpoint from elsewhere imports nothing
-            own_cfg = validate(dict(ckpt.header.config), f"checkpoint {str(path)!r}")
+        # its network from its own config (data only, checked by the schema: another run's net_arch or
+        # extractor fits its tensors); the game it is shown from this run's env section, never the
+        # checkpoint's: a checkpoint from elsewhere imports nothing
+        own_cfg, own_view = validate(dict(ckpt.header.config), f"checkpoint {str(path)!r}"), view
+        if ckpt.header.backend == cfg.agent.backend:  # the rest (threads, device) as this run has it
+            own_cfg = cfg.model_copy(update={"agent": own_cfg.agent})
+        else:
             own_view = foreign_view(cfg, dataclasses.replace(env, channels_first=kind.channels_first))
         with torch.random.fork_rng():  # building a policy draws initial weights: not from the run's generator
             return PolicyOpponent(name, kind.load(ckpt, own_cfg, env), own_view, cfg.selfplay.temperature)
