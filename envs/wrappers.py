@@ -314,10 +314,13 @@ def adapt_observations(env: gym.Env, *, channels_first: bool, drop_keys: tuple[s
     space = env.observation_space
     if flat and isinstance(space, spaces.Dict | spaces.Tuple):
         adapted = ObservationAdapter(env, channels_first, drop_keys)
-        keys = ", ".join(adapted.observation_space.spaces)  # type: ignore[attr-defined]
-        _tell("flat", f"observation keys {keys} flattened into one float32 vector for the rllib backend "
-                      "(Discrete parts one-hot); images among them go to the MLP as pixels: --backend sb3 "
-                      "gives them a CNN")
+        parts = adapted.observation_space.spaces  # type: ignore[attr-defined]
+        grids = ", ".join(k for k, s in parts.items() if isinstance(s, spaces.Box) and len(s.shape) == 3)
+        grid_note = (f"; its rank-3 parts ({grids}) reach RLlib's default MLP as pixels unless "
+                     "agent.extractor: board_cnn takes a board back out; --backend sb3 gives images a CNN"
+                     ) if grids else ""
+        _tell("flat", f"observation keys {', '.join(parts)} flattened into one float32 vector for the rllib "
+                      f"backend (Discrete parts one-hot){grid_note}")
         return _flat(adapted)
     rank3 = isinstance(space, spaces.Box) and len(space.shape) == 3  # RLlib's catalog takes any as an image
     if flat and rank3 and tuple(space.shape[:2]) not in cnn_sizes:  # type: ignore[index]

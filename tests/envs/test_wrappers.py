@@ -1,0 +1,37 @@
+"""envs/wrappers.py: the line that says how a Dict observation is flattened for the rllib backend."""
+
+from __future__ import annotations
+
+import logging
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from envs import wrappers
+
+
+class DictEnv(gym.Env):
+    def __init__(self, parts: dict[str, spaces.Space]) -> None:
+        self.observation_space, self.action_space = spaces.Dict(parts), spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+
+@pytest.mark.parametrize(("parts", "grid_note"), [
+    ({"board": spaces.Box(0, 1, (6, 7, 2), np.int8), "action_mask": spaces.MultiBinary(7)}, True),
+    ({"position": spaces.Box(-1.0, 1.0, (3,), np.float32), "mode": spaces.Discrete(4)}, False),
+])
+def test_the_flattening_line_names_rank3_parts_only_where_there_are_some(parts, grid_note, caplog,
+                                                                         monkeypatch):
+    monkeypatch.setattr(wrappers, "_told", set())
+    with caplog.at_level(logging.WARNING, logger=wrappers.__name__):
+        env = wrappers.adapt_observations(DictEnv(parts), channels_first=False, flat=True)
+    line = caplog.records[-1].getMessage()
+    assert line.startswith(f"observation keys {', '.join(sorted(parts))} flattened into one float32 vector")
+    assert ("its rank-3 parts (board) reach RLlib's default MLP as pixels unless agent.extractor: board_cnn"
+            in line) is grid_note, line
+    assert env.observation_space.shape == (sum(int(np.prod(gym.spaces.flatdim(s))) for s in parts.values()),)
