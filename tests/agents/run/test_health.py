@@ -75,9 +75,9 @@ def test_counts_aggregated_by_rllib_share_the_counters_lines_and_budget():
     assert health.by_kind == {"crash": 2, "nonfinite": 5} and health.restarts == 2
     assert lines[0].startswith("env: crash fault (./sim): the stream closed (and 1 more)")
     assert lines[1].startswith("env: nonfinite fault: (no detail) (and 4 more)")
-    with pytest.raises(EnvFailure, match=r"program './sim': the stream closed; restart budget of 3 for the "
-                                         r"whole run spent after 3 restarts \(this is failure 5, counted over "
-                                         r"all env instances\)"):
+    with pytest.raises(EnvFailure, match=r"program './sim': the stream closed; restart budget of 3 for "
+                                         r"the whole run spent after 3 restarts \(this is failure 5, "
+                                         r"counted over all env instances\)"):
         health.observe_counts({"crash": 3}, restarts=3, budgeted_restarts=3, budget=3,
                               examples={"crash": crash()})
 
