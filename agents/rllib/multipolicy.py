@@ -102,7 +102,7 @@ class RLlibAgentsBackend(RLlibBackend):
                 mine = [float(lengths[a]) for a in g.agents if a in lengths]
                 scalars[f"{prefix}rollout/ep_len_mean"] = float(np.mean(mine)) if mine else None
         scalars["env/runner_restarts"] = self._runner_restarts(result, session)  # bounded, said (backend.py)
-        scalars.update(_health(runners.get("nondiff", {}), session))
+        scalars.update(_health(runners.get("nondiff", {}), session, self.algo.env_runner_group, self._faults))
         return Iteration(self.num_timesteps, mean, scalars)
 
     def bind_env(self, env: Any) -> None:
