@@ -8,6 +8,7 @@ any exit").
 from __future__ import annotations
 
 import json
+import re
 import resource
 import shutil
 import signal
@@ -305,3 +306,9 @@ def test_unsigned_run_dirs_load_when_they_run_no_code(tmp_path, monkeypatch):
     run_cli("evaluate.py", str(run), "--episodes", "1", check=True)
     monkeypatch.setenv("NONDIFF_KEY_FILE", str(tmp_path / "another_user.key"))
     run_cli("evaluate.py", str(run), "--episodes", "1", check=True)  # nothing foreign to run: no key needed
+    # ... but what it asks to build is bounded by what the checkpoint holds: huge layers are not allocated
+    cfg = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(re.sub(r"net_arch:.*(\n\s+- .*)*", "net_arch: [100000, 100000]", cfg))
+    huge = run_cli("evaluate.py", str(run), "--episodes", "1")
+    assert huge.returncode == 2 and "does not fit its config: agent.net_arch [100000, 100000] needs at " \
+        "least 10,000,100,000 weights, its tensors hold" in one_line(huge), huge.stderr

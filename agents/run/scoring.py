@@ -58,6 +58,7 @@ def load_policy(run_dir: str | Path, checkpoint: str = "final", *, trust: bool =
             (``--trust-run-dir``, see :mod:`agents.run.trust`).
     """
     from agents.run import checkpoint as ckpt_files
+    from agents.run import tensorcheck
     from agents.run.trust import load_run_config
 
     run = RunDir.open(run_dir)
@@ -68,6 +69,8 @@ def load_policy(run_dir: str | Path, checkpoint: str = "final", *, trust: bool =
     kind = get_backend(ckpt.header.backend, bool(cfg.policies))
     env = resolve_env(cfg, kind.channels_first, spaces=ckpt.header.spaces())
     kind = get_backend(ckpt.header.backend, bool(cfg.policies), env.multi_agent)
+    if not cfg.policies:  # a config from elsewhere allocates nothing absurd (a map's nets are its policies')
+        tensorcheck.check_net_arch(ckpt, cfg.agent.net_arch)
     return LoadedPolicy(cfg, kind.load(ckpt, cfg, env), path, ckpt.header, env)
 
 

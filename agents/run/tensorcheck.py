@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from agents.run.header import corrupted
+from envs.errors import CheckpointError
 
 if TYPE_CHECKING:
     from agents.run.checkpoint import Checkpoint
@@ -153,6 +154,26 @@ def check_sb3(ckpt: Checkpoint) -> None:
         check_replay(tensors, replay, obs_space, act_space, path)
     elif any(k.startswith("replay/") for k in tensors):
         raise corrupted(path, "it holds 'replay/' tensors but its header says it saved no replay buffer")
+
+
+def check_net_arch(ckpt: Checkpoint, net_arch: list[int]) -> None:
+    """The config that will build the checkpoint's network asks for no more weights than its tensors hold:
+    ``agent.net_arch`` layers of widths h₀, h₁, … have at least h₀ + Σ hᵢ₋₁·hᵢ weights, whatever feeds them.
+    Checked before anything is built, so a config from elsewhere that names huge layers is refused in one
+    line instead of allocating them (a network that fits its checkpoint always passes).
+
+    Raises:
+        CheckpointError: "does not fit its config: agent.net_arch [...] needs at least N weights, its tensors
+            hold M".
+    """
+    if not net_arch or ckpt.header.backend not in ("sb3", "rllib"):  # a black-box strategy's nets are its own
+        return
+    need = int(net_arch[0]) + sum(int(a) * int(b) for a, b in zip(net_arch, net_arch[1:], strict=False))
+    held = sum(int(t.numel()) for t in ckpt.tensors.values())
+    if need > held:
+        raise CheckpointError(f"checkpoint {str(ckpt.path)!r} does not fit its config: agent.net_arch "
+                              f"{list(net_arch)} needs at least {need:,} weights, its tensors hold {held:,}; "
+                              "evaluate it with the config it was trained with")
 
 
 def _tensor_refs(tree: Any) -> Iterable[str]:

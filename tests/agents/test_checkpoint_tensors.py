@@ -8,6 +8,7 @@ validation functions of the other kinds (RLlib, black-box) are checked on tensor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -207,3 +208,17 @@ def test_sb3_normalisation_statistics_are_checked_single_and_per_policy(prefix):
     shape = f"tensor '{prefix}obs_var' has shape \\[2\\], expected \\[1\\]"
     with pytest.raises(CheckpointError, match=shape):
         tensorcheck.check_sb3(as_checkpoint({**tensors, f"{prefix}obs_var": torch.ones(2)}, meta, "s"))
+
+
+def test_a_config_asks_for_no_more_weights_than_the_checkpoint_holds():
+    """agent.net_arch [a, b] needs at least a + a·b weights: a checkpoint that holds fewer is refused before
+    anything is built; one that fits passes; a black-box strategy's checkpoint is not measured by it."""
+    tensors = {**rng(), "policy/pi.weight": torch.zeros(64, 64), "policy/pi.bias": torch.zeros(64)}
+    ckpt = as_checkpoint(tensors, {}, "n")
+    tensorcheck.check_net_arch(ckpt, [64, 64])  # 64 + 4,096 of the 4,160 + RNG values it holds
+    with pytest.raises(CheckpointError, match=r"^checkpoint 'n' does not fit its config: agent.net_arch "
+                                              r"\[100000, 100000\] needs at least 10,000,100,000 weights, "
+                                              r"its tensors hold [\d,]+; evaluate it with the config"):
+        tensorcheck.check_net_arch(ckpt, [100000, 100000])
+    blackbox = Checkpoint(ckpt.path, dataclasses.replace(ckpt.header, backend="blackbox"), tensors)
+    tensorcheck.check_net_arch(blackbox, [100000, 100000])

@@ -98,7 +98,7 @@ def loader(cfg: RunConfig, env: ResolvedEnv,
         import torch
 
         from agents.config import validate
-        from agents.run import checkpoint
+        from agents.run import checkpoint, tensorcheck
         from agents.run.backend import get_backend
 
         ckpt = checkpoint.load(path, trust=False)
@@ -111,6 +111,7 @@ def loader(cfg: RunConfig, env: ResolvedEnv,
             own_cfg = cfg.model_copy(update={"agent": own_cfg.agent})
         else:
             own_view = foreign_view(cfg, dataclasses.replace(env, channels_first=kind.channels_first))
+        tensorcheck.check_net_arch(ckpt, own_cfg.agent.net_arch)  # its own config allocates nothing absurd
         with torch.random.fork_rng():  # building a policy draws initial weights: not from the run's generator
             return PolicyOpponent(name, kind.load(ckpt, own_cfg, env), own_view, cfg.selfplay.temperature)
     return load
