@@ -123,9 +123,8 @@ class RemoteLeague:
         league: the driver's league.
         seed: the run's seed.
 
-    Raises:
-        UserError, CheckpointError: a fixed opponent's checkpoint is missing or not one this run can play
-            (loaded here once, through the league's own loader, before its bytes are read).
+    The league's fixed opponents were loaded (and a bad checkpoint refused in one line) when it started
+    (agents/run/selfplay/plumbing.py), before this reads their bytes.
     """
 
     def __init__(self, group: Any, league: League, seed: int) -> None:
@@ -135,7 +134,6 @@ class RemoteLeague:
         for name in list(league.members):
             path = league.source_file(name)
             if path is not None:
-                league.opponent_named(name)  # the safe loader's one-line error, here, for a bad file
                 self._fixed[name] = path.read_bytes()
 
     def push(self) -> int:
