@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 
 from agents.config.selfplay import SelfPlaySection
-from agents.run.selfplay.league import League
+from agents.run.selfplay.league import MAX_STATE_BYTES, League
 from envs.errors import UserError
 from envs.selfplay import GameResult, RandomOpponent
 
@@ -147,3 +150,79 @@ def test_the_tournament_fit_recovers_known_elo_ratings_with_random_at_1000():
     assert np.allclose(fitted, truth, atol=2.0)  # 10,000 games a pair: the virtual draws hardly count
     unbeaten = fit_elo(np.array([[0.0, 0.0], [20.0, 0.0]]), np.array([[0.0, 20.0], [20.0, 0.0]]))
     assert 1400 < unbeaten[1] < 1700  # won all 20: finite, thanks to the one virtual draw
+
+
+def _state_with(tmp_path: Path, edit) -> Path:
+    """A saved league of one snapshot (its file written) and one game against random, edited by ``edit``."""
+    lg = league(tmp_path)
+    snapshot(lg, 100)
+    lg.record(GameResult("step_000000100", 1.0))
+    lg.record(GameResult("random", 0.5))
+    path = lg.save_state(100)
+    text = path.read_text()
+    edited = edit(json.loads(text))
+    path.write_text(edited if isinstance(edited, str) else json.dumps(edited))
+    return path
+
+
+def _member(state: dict, **fields) -> dict:
+    """The state with the snapshot's member changed."""
+    next(m for m in state["members"] if m["step"] == 100).update(fields)
+    return state
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda s: json.dumps({**s, "rating": float("nan")}), "rating is nan, not a finite number"),
+    (lambda s: _member(s, score=float("inf")), "impossible number"),
+    (lambda s: _member(s, score=5.0), "impossible number"),  # more than its games
+    (lambda s: _member(s, rating="high"), "impossible number"),
+    (lambda s: _member(s, games=-1), "impossible number"),
+    (lambda s: _member(s, step=-100), "impossible number"),
+    (lambda s: _member(s, name="../../../etc/passwd"), "is not named step_000000100"),
+    (lambda s: _member(s, name="/etc/x", step=None), "neither a snapshot step_<N> nor one of selfplay.fixed"),
+    (lambda s: {**s, "members": [s["members"][0]] * 2}, "two members have the same name"),
+    (lambda s: {**s, "members": {"a": 1}}, "expected a list of at most 100,000"),
+    (lambda s: {**s, "members": [1]}, "member 0 is 1, not an object"),
+    (lambda s: {**s, "rng": {"bit_generator": "PCG64", "state": {"state": -1, "inc": 1}}}, "no PCG64 state"),
+    (lambda s: "[" * 100_000, "RecursionError"),
+])
+def test_a_state_file_from_elsewhere_is_checked_before_any_of_it_is_used(tmp_path, edit, says):
+    path = _state_with(tmp_path, edit)
+    back = league(tmp_path)
+    before = (dict(back.members), back.rng.bit_generator.state)
+    with pytest.raises(UserError, match=re.escape(says)) as e:
+        back.restore(100)
+    assert str(e.value).startswith(f"{path}: expected the league's state")
+    assert str(e.value).endswith("restore the file from the run or start a new run")
+    assert (back.members, back.rng.bit_generator.state) == before  # nothing of it was taken
+
+
+def test_a_snapshot_file_that_is_gone_or_outside_the_run_dir_is_refused(tmp_path):
+    path = _state_with(tmp_path, lambda s: s)
+    snap = tmp_path / "league" / "step_000000100.safetensors"
+    snap.unlink()
+    with pytest.raises(UserError, match="snapshot step_000000100 has no checkpoint file"):
+        league(tmp_path).restore(100)
+    (tmp_path.parent / "outside.safetensors").write_bytes(b"weights")
+    snap.symlink_to(tmp_path.parent / "outside.safetensors")
+    with pytest.raises(UserError, match="snapshot step_000000100 has no checkpoint file"):
+        league(tmp_path).restore(100)
+    snap.unlink()
+    snap.write_bytes(b"weights")
+    assert league(tmp_path).restore(100) == 100 and path.is_file()  # as saved: restored
+
+
+@pytest.mark.parametrize("kind", ["fifo", "devzero", "huge"])
+def test_a_state_that_is_no_regular_file_or_too_large_is_refused_without_reading_it(tmp_path, kind):
+    path = _state_with(tmp_path, lambda s: s)
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)  # reading it would block for ever
+    elif kind == "devzero":
+        path.symlink_to("/dev/zero")  # reading it would fill the memory
+    else:
+        with open(path, "wb") as f:
+            f.truncate(MAX_STATE_BYTES + 1)
+    says = "larger than 32 MiB" if kind == "huge" else "it is no regular file"
+    with pytest.raises(UserError, match=says):
+        league(tmp_path).restore(100)

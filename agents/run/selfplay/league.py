@@ -12,6 +12,7 @@ anchor, fixed at 1000.
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from collections.abc import Callable
@@ -30,6 +31,13 @@ START = 1000.0
 """Every rating's start, and the anchor ``random``'s rating."""
 ANCHOR = "random"
 STATE_RE = re.compile(r"^state_(\d+)\.json$")
+MAX_STATE_BYTES = 32 * 2**20
+"""The largest league state file read (bytes); 100,000 members take about 12 MB."""
+MAX_MEMBERS = 100_000
+"""The most members a league state file may hold (a snapshot every 1,000 steps for 10^8 steps)."""
+MAX_STEP = 2**62
+"""The largest step or game count a state file may hold."""
+MEMBER_KEYS = {"name", "rating", "games", "score", "step"}
 
 
 @dataclass
@@ -206,7 +214,8 @@ class League:
         state taken, or None if there is none.
 
         Raises:
-            UserError: the state file is not the league's JSON.
+            UserError: the state file is not the league's JSON, or a member in it is not one this run can
+                play (:func:`parse_state`).
         """
         files = self.folder.glob("state_*.json") if self.folder.is_dir() else []
         saved = sorted((int(m.group(1)), p) for p in files
@@ -214,15 +223,11 @@ class League:
         if not saved:
             return None
         found, path = saved[-1]
+        rating, members, rng = parse_state(path, {_fixed_name(f) for f in self.cfg.fixed})
         try:
-            data = json.loads(path.read_text())
-            members = [Member(**m) for m in data["members"]]
-            rating = float(data["rating"])
-            self.rng.bit_generator.state = data["rng"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{path}: expected the league's state (JSON with rating, members and rng), got "
-                            f"{type(e).__name__}: {e}; restore the file from the run or start a new "
-                            "run") from e
+            self.rng.bit_generator.state = rng
+        except (ValueError, TypeError, OverflowError) as e:
+            raise _bad_state(path, f"its rng is no PCG64 state ({type(e).__name__}: {e})") from e
         with self._lock:
             self.rating, self.members = rating, {m.name: m for m in members}
             self._opponents.clear()
@@ -245,3 +250,87 @@ def fixed_opponent(source: str, load: Callable[[Path, str], Opponent]) -> Oppone
         raise UserError(f"selfplay.fixed: expected random, lookahead or a checkpoint file, got {source!r} "
                         "(no such file); give the path of a model.safetensors or step_<N>.safetensors")
     return load(path, _fixed_name(source))
+
+
+def _bad_state(path: Path, what: str) -> UserError:
+    return UserError(f"{path}: expected the league's state (JSON with rating, members and rng), but {what}; "
+                     "restore the file from the run or start a new run")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_STEP
+
+
+def _member(m: Any, k: int, folder: Path, fixed: set[str]) -> Member:
+    """Member ``k`` of a state file, checked: types and numbers, and a name this run plays from inside its run
+    dir (a snapshot ``step_<N>`` with its file in ``folder``, or one of the fixed opponents)."""
+    if not isinstance(m, dict) or set(m) - MEMBER_KEYS or "name" not in m:
+        raise _StateError(f"member {k} is {_short(m)}, not an object with keys "
+                          f"{', '.join(sorted(MEMBER_KEYS))}")
+    member = Member(**m)
+    name, step = member.name, member.step
+    if not isinstance(name, str) or not (step is None or _count(step)) or not _count(member.games) or not (
+            _finite(member.rating) and _finite(member.score) and 0 <= member.score <= member.games):
+        raise _StateError(f"member {k} ({_short(m)}) has a wrong type or an impossible number (expected a "
+                          "name, a finite rating, 0 <= score <= games, a step of null or 0 or more)")
+    if step is not None:
+        file = folder / f"{name}.safetensors"
+        if name != f"step_{step:09d}":
+            raise _StateError(f"snapshot {_short(name)} of step {step} is not named step_{step:09d}")
+        if not file.is_file() or not file.resolve().is_relative_to(folder.resolve().parent):
+            raise _StateError(f"snapshot {name} has no checkpoint file {file.name} in the run dir's "
+                              "league/")
+    elif name not in fixed and name not in FIXED_OPPONENTS:
+        raise _StateError(f"member {_short(name)} is neither a snapshot step_<N> nor one of selfplay.fixed "
+                          f"({', '.join(sorted(fixed | set(FIXED_OPPONENTS)))})")
+    return member
+
+
+class _StateError(Exception):
+    """What :func:`parse_state` found wrong (a phrase for :func:`_bad_state`)."""
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_state(path: Path, fixed: set[str]) -> tuple[float, list[Member], dict[str, Any]]:
+    """A league state file (``state_<N>.json``), checked before any of it is used: the learner's rating, the
+    members, the sampler's RNG state. A regular file of at most :data:`MAX_STATE_BYTES`, at most
+    :data:`MAX_MEMBERS` members, each as :func:`_member` checks it (``fixed``: the names of this run's
+    ``selfplay.fixed``).
+
+    Raises:
+        UserError: one line naming the file, what is wrong in it and the fix.
+    """
+    try:
+        if not path.is_file():
+            raise _StateError("it is no regular file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_STATE_BYTES + 1)
+        if len(raw) > MAX_STATE_BYTES:
+            raise _StateError(f"it is larger than {MAX_STATE_BYTES // 2**20} MiB")
+        data = json.loads(raw)
+        if not isinstance(data, dict) or not {"rating", "members", "rng"} <= set(data):
+            raise _StateError(f"its top level is {_short(data)}")
+        if not _finite(data["rating"]):
+            raise _StateError(f"the learner's rating is {_short(data['rating'])}, not a finite number")
+        members = data["members"]
+        if not isinstance(members, list) or not len(members) <= MAX_MEMBERS:
+            size = f"{len(members):,} members" if isinstance(members, list) else _short(members)
+            raise _StateError(f"members is {size}, expected a list of at most {MAX_MEMBERS:,}")
+        parsed = [_member(m, k, path.parent, fixed) for k, m in enumerate(members)]
+        if len({m.name for m in parsed}) != len(parsed):
+            raise _StateError("two members have the same name")
+        if not isinstance(data["rng"], dict):
+            raise _StateError(f"its rng is {_short(data['rng'])}, not an object")
+    except (OSError, ValueError, OverflowError, RecursionError) as e:
+        raise _bad_state(path, f"it gives {type(e).__name__}: {e}") from e
+    except _StateError as e:
+        raise _bad_state(path, str(e)) from e
+    return float(data["rating"]), parsed, data["rng"]
