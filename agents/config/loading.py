@@ -61,18 +61,76 @@ def _redact_input(value: Any) -> Any:
     return value
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping safely, or raise a one-line :class:`UserError`."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file {str(p)!r} does not exist; pass --config PATH to a YAML file")
+MAX_CONFIG_BYTES = 2**20
+"""The largest config file read (bytes): the shipped ones are under 4 KB, and PyYAML parses about 0.1 MB/s."""
+MAX_CONFIG_NODES = 1_000_000
+"""The most values (mappings, lists, scalars) a config may hold, each alias counted as often as it is used:
+a few lines of nested aliases ("billion laughs") would otherwise expand to billions when the config is
+validated, dumped or hashed."""
+MAX_CONFIG_DEPTH = 64
+"""The deepest nesting of mappings and lists a config may have."""
+
+
+def read_config_bytes(path: Path) -> bytes:
+    """The bytes of a config file: a regular file (not a FIFO or a device) of at most
+    :data:`MAX_CONFIG_BYTES`.
+
+    Raises:
+        UserError: missing, no regular file, or larger.
+    """
+    if not path.is_file():
+        raise UserError(f"config file {str(path)!r} does not exist or is no regular file; pass --config PATH "
+                        "to a YAML file")
+    with open(path, "rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UserError(f"config file {str(path)!r} is larger than {MAX_CONFIG_BYTES // 2**20} MiB, the most "
+                        "a config may be; keep large data in files the env reads, not in the config")
+    return data
+
+
+def parse_yaml(data: bytes, path: Path) -> Any:
+    """``data`` (the bytes of ``path``) read with ``yaml.safe_load``, its size checked
+    (:data:`MAX_CONFIG_NODES`, :data:`MAX_CONFIG_DEPTH`).
+
+    Raises:
+        UserError: invalid YAML, or a config too large or too deep once its aliases are expanded.
+    """
     try:
-        data = yaml.safe_load(p.read_text())
+        doc = yaml.safe_load(data)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"config file {str(p)!r} is not valid YAML{where}: {getattr(e, 'problem', e)}; "
-                        "fix the syntax") from e
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # one line
+        raise UserError(f"config file {str(path)!r} is not valid YAML{where}: {problem}; fix the "
+                        "syntax") from e
+    except RecursionError as e:
+        raise UserError(f"config file {str(path)!r} is nested too deeply for YAML to read; a config nests "
+                        f"mappings and lists at most {MAX_CONFIG_DEPTH} deep") from e
+    stack: list[tuple[Any, int]] = [(doc, 0)]
+    count = 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_NODES or depth > MAX_CONFIG_DEPTH:
+            what = (f"more than {MAX_CONFIG_NODES:,} values (YAML aliases count each time they are used)"
+                    if count > MAX_CONFIG_NODES else f"mappings or lists nested over {MAX_CONFIG_DEPTH} deep")
+            raise UserError(f"config file {str(path)!r} holds {what}, beyond what a config may hold; write "
+                            "it out without nested aliases, and keep large data in files the env reads")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for kv in node.items() for v in kv)
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return doc
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping safely (:func:`read_config_bytes`, :func:`parse_yaml`), or raise a one-line
+    :class:`UserError`."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"config file {str(p)!r} does not exist; pass --config PATH to a YAML file")
+    data = parse_yaml(read_config_bytes(p), p)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -27,11 +27,11 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import BaseModel
 
 import envs
 from agents.config import RunConfig, validate
+from agents.config.loading import parse_yaml, read_config_bytes
 from envs.errors import UserError
 from envs.reach import Mark, Reach
 
@@ -197,12 +197,8 @@ def load_run_config(run: RunDir, *, trust: bool, action: str) -> tuple[RunConfig
         UserError: invalid YAML or schema, or a config that would run code and is not signed by this user.
     """
     path = run.config
-    data = path.read_bytes()
-    try:
-        raw = yaml.safe_load(data)
-    except yaml.YAMLError as e:
-        raise UserError(f"config file {str(path)!r} is not valid YAML ({getattr(e, 'problem', e)}); fix the "
-                        "syntax") from e
+    data = read_config_bytes(path)
+    raw = parse_yaml(data, path)
     if not isinstance(raw, dict):
         raise UserError(f"config file {str(path)!r} must hold a mapping (env:, agent:, ...), got "
                         f"{type(raw).__name__}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import pytest
 
 from agents.config import apply_override, load_yaml, validate
@@ -52,3 +55,37 @@ def test_invalid_yaml_reports_the_line(tmp_path):
         load_yaml(bad)
     with pytest.raises(UserError, match="does not exist"):
         load_yaml(tmp_path / "missing.yaml")
+
+
+def _laughs(levels: int = 9) -> str:
+    """A config of a few lines whose nested aliases expand to 10**levels values ("billion laughs")."""
+    lines = ["env:", "  id: CartPole-v1", "rllib:", "  extra:", "    a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"    a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text, says", [
+    (_laughs(), "holds more than 1,000,000 values (YAML aliases count each time they are used)"),
+    ("env: {id: CartPole-v1, x: " + "[" * 100 + "]" * 100 + "}\n", "nested over 64 deep"),
+    ("env: {x: " + "[" * 50_000 + "]" * 50_000 + "}\n", "nested too deeply for YAML to read"),
+    ("env: {id: CartPole-v1}\n#" + "x" * 2**20 + "\n", "is larger than 1 MiB"),
+    (b"env: {id: CartPole-v1}\n\xff\xfe: 1\n", "is not valid YAML: unacceptable character #x00ff"),
+])
+def test_a_config_too_large_too_deep_or_undecodable_is_one_line(tmp_path, text, says):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(UserError, match=re.escape(says)) as e:
+        load_yaml(path)
+    assert str(e.value).startswith(f"config file {str(path)!r}") and "\n" not in str(e.value)
+
+
+def test_a_config_with_aliases_that_stay_small_still_loads(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(_laughs(levels=5))  # 10**5 values: a config may hold that
+    assert len(load_yaml(path)["rllib"]["extra"]["a4"]) == 10
+
+
+def test_a_config_that_is_no_regular_file_is_not_read(tmp_path):
+    os.mkfifo(tmp_path / "fifo.yaml")  # reading it would block for ever
+    with pytest.raises(UserError, match="is no regular file"):
+        load_yaml(tmp_path / "fifo.yaml")
