@@ -146,8 +146,9 @@ class TrainConfig(Section):
 
     timesteps: int = Field(default=100_000, gt=0)
     """Total env steps to train for (``--timesteps``)."""
-    seed: int | None = None
-    """Seed for Python, NumPy, torch and the envs; drawn and recorded when absent."""
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    """Seed for Python, NumPy, torch and the envs (0 to 2**32 - 1, NumPy's range); drawn and recorded when
+    absent."""
     num_envs: int = Field(default=8, gt=0)
     """Parallel training envs (``--num-envs``)."""
     vec_env: Literal["dummy", "subproc", "thread", "threadproc", "ale"] = "dummy"

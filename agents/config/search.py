@@ -45,8 +45,9 @@ class SearchSection(Section):
     """Optuna's pruner (``--pruner``): median stopping, successive halving, or none."""
     jobs: int = Field(default=1, gt=0)
     """Trials run at once (``--jobs``); each runs ``seeds_per_trial`` training processes."""
-    seed: int | None = None
-    """The study's seed (``--seed``): the trials' first run seed and the sampler's; drawn when absent."""
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    """The study's seed (``--seed``, 0 to 2**32 - 1): the trials' first run seed and the sampler's; drawn
+    when absent."""
     storage: str | None = None
     """An Optuna storage URL (SQLAlchemy's form, ``postgresql://user@host:5432/db``) shared by the workers of
     one study on several machines: each runs ``train.py --optimize`` with a study dir of the same name. None:

@@ -4,6 +4,8 @@ machines share (``search.storage``)."""
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import random
 import time
 from collections.abc import Iterator
@@ -14,6 +16,43 @@ from envs.errors import UserError
 
 JOURNAL = "study.journal"
 """The study's own journal file, in the study dir (the default storage)."""
+
+log = logging.getLogger(__name__)
+
+
+def check_journal(path: Path) -> None:
+    """Check the study's own journal before Optuna replays it (``--optimize --resume``; the caller holds the
+    study's lock, so nothing else writes it): every line one JSON record with an ``op_code``.
+
+    A last line without its newline that begins as a record does is one the study was killed while writing:
+    Optuna skips it when it reads, but would write the next record onto the same line and so break the journal
+    for every later read. It is cut off (with a warning), as Optuna reads the journal anyway.
+
+    Raises:
+        UserError: not a regular file, or a line that is no journal record (another file, a damaged one).
+    """
+    fix = "restore it from a copy, or start a new study with another --study-dir"
+    if not path.is_file():
+        raise UserError(f"{path}: expected the study's Optuna journal, got no regular file; {fix}")
+    data = path.read_bytes()
+    *lines, tail = data.split(b"\n")
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+            raise UserError(f"{path}: line {number} is no Optuna journal record ({type(e).__name__}: "
+                            f"{str(e)[:80]}); the journal is damaged or another file: {fix}") from e
+        if not isinstance(record, dict) or not isinstance(record.get("op_code"), int):
+            raise UserError(f"{path}: line {number} is no Optuna journal record (no op_code); the journal is "
+                            f"damaged or another file: {fix}")
+    if tail and not tail.startswith(b'{"op_code":'):
+        raise UserError(f"{path}: its last line is no Optuna journal record ({tail[:20]!r}...); the journal "
+                        f"is damaged or another file: {fix}")
+    if tail:
+        with open(path, "r+b") as f:
+            f.truncate(len(data) - len(tail))
+        log.warning("%s: its last record (%d bytes) was cut short, the study killed while writing it; it is "
+                    "dropped, as Optuna skips it", path, len(tail))
 
 
 def storage_at(journal: Path, url: str | None) -> Any:

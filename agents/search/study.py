@@ -42,7 +42,7 @@ from agents.run.checkpoint import atomic_write_bytes
 from agents.run.rundir import safe_name
 from agents.search import report, spaces
 from agents.search.progress import TrialBar
-from agents.search.storage import JOURNAL, opening, storage_at
+from agents.search.storage import JOURNAL, check_journal, opening, storage_at
 from agents.search.trial import Children, Outcome, TrialRun, make_pruner
 from envs.errors import UserError
 
@@ -201,10 +201,15 @@ class Study:
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         self.p, self.on_ray = p, on_ray
         own = p.search.storage is None
-        resumed = own and (p.path / JOURNAL).is_file()
+        resumed = own and (p.path / JOURNAL).exists()
+        if resumed:
+            check_journal(p.path / JOURNAL)  # a damaged journal: one line, before Optuna replays it
         storage = storage_at(p.path / JOURNAL, p.search.storage)
         # a resumed sampler is seeded past the trials it drew: a random sampler must not replay them
-        started = len(optuna.load_study(study_name="nondiff", storage=storage).trials) if resumed else 0
+        try:
+            started = len(optuna.load_study(study_name="nondiff", storage=storage).trials) if resumed else 0
+        except KeyError:  # an empty journal (killed before Optuna wrote the study): it is created below
+            started = 0
         # a shared storage holds many studies: each is named after its dir
         self.name = "nondiff" if own else f"nondiff-{p.path.resolve().name}"
         with opening(p.search.storage):

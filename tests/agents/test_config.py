@@ -89,3 +89,15 @@ def test_a_config_that_is_no_regular_file_is_not_read(tmp_path):
     os.mkfifo(tmp_path / "fifo.yaml")  # reading it would block for ever
     with pytest.raises(UserError, match="is no regular file"):
         load_yaml(tmp_path / "fifo.yaml")
+
+
+def test_a_seed_outside_numpys_range_is_refused_by_the_schema():
+    # was exit 1 "unexpected ValueError: Seed must be between 0 and 2**32 - 1" once the run had started
+    for seed in (-5, 2**32):
+        with pytest.raises(UserError, match=r"'train.seed' input should be (greater|less) than"):
+            validate({"env": {"id": "CartPole-v1"}, "train": {"seed": seed}}, "x")
+    from agents.config.search import SearchSection
+
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        SearchSection(seed=-5)
+    assert validate({"env": {"id": "CartPole-v1"}, "train": {"seed": 2**32 - 1}}, "x").train.seed == 2**32 - 1
