@@ -392,6 +392,9 @@ _SLOTS = itertools.count()
 
 
 def _split(command: str) -> list[str]:
+    if not isinstance(command, str):  # a YAML list or number: shlex would fail with "no attribute 'read'"
+        raise ValueError(f"process: env.command must be one string, the command line (e.g. env.command: "
+                         f"'./sim --fast'), got {type(command).__name__} {command!r}; write it as one string")
     try:
         return shlex.split(command)
     except ValueError as e:

@@ -297,3 +297,10 @@ def test_program_inherits_the_environment_but_not_the_private_ray_credentials(tm
 def test_a_discrete_action_travels_as_a_0d_array_as_documented():
     msg = codec.decode(codec.encode({"type": "step", "action": np.asarray(2)})[4:])
     assert msg["action"].shape == () and msg["action"].dtype == np.int64 and int(msg["action"]) == 2
+
+
+@pytest.mark.parametrize("command", [5, ["./sim", "--fast"], {"a": 1}])
+def test_a_command_that_is_no_string_is_a_value_error_naming_what_came(command):
+    # was AttributeError "'int' object has no attribute 'read'" from shlex: "env 'process' failed to start"
+    with pytest.raises(ValueError, match=f"env.command must be one string.*got {type(command).__name__} "):
+        ProcessEnv(command=command)
