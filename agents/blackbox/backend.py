@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from agents.blackbox import STRATEGIES
-from agents.run import checkpoint, tensorcheck
+from agents.run import checkpoint, tensorcheck, torchstart
 from agents.run.backend import Backend, Iteration
 from agents.run.envfactory import env_factory
 from envs.errors import CheckpointError, UserError
@@ -53,7 +53,7 @@ class BlackBoxBackend(Backend):
     @classmethod
     def create(cls, cfg: RunConfig, seed: int, env: ResolvedEnv) -> BlackBoxBackend:
         """Build the env, reach its inverse problem and the strategy."""
-        torch.set_num_threads(cfg.train.threads)
+        torchstart.start_torch(cfg.train.threads)
         torch.manual_seed(seed)
         made = env_factory(cfg, env)()
         problem = problem_of(made)

@@ -30,7 +30,7 @@ from agents.rllib import state as rllib_state
 from agents.rllib.algos import ENV_NAME
 from agents.rllib.league_remote import RemoteLeague
 from agents.rllib.runners import RunnerRestarts
-from agents.run import checkpoint, localray, tensorcheck
+from agents.run import checkpoint, localray, tensorcheck, torchstart
 from agents.run.backend import Backend, Iteration
 from agents.run.envfactory import env_factory
 from agents.run.memory import check_replay
@@ -183,7 +183,7 @@ class RLlibBackend(Backend):
         masking.say_once(cfg)
         _connect(cfg)
         register_env(ENV_NAME, _create_env)
-        torch.set_num_threads(cfg.train.threads)
+        torchstart.start_torch(cfg.train.threads)
         algo = config.build_algo()
         backend = cls(cfg, seed, algo, algo.get_module(MODULE), spaces)
         # a resume loads weights instead

@@ -24,7 +24,7 @@ from agents.rllib import algos as rllib_algos
 from agents.rllib import multiagent as ma
 from agents.rllib import state as rllib_state
 from agents.rllib.backend import RLlibBackend, _connect, _health, _health_callback_class
-from agents.run import checkpoint, tensorcheck
+from agents.run import checkpoint, tensorcheck, torchstart
 from agents.run.backend import Iteration
 from agents.run.resolved import ResolvedEnv
 from agents.run.session import Session
@@ -64,7 +64,7 @@ class RLlibAgentsBackend(RLlibBackend):
             _health_callback_class()))
         _connect(cfg)
         register_env(ma.MA_ENV_NAME, ma.create_env)
-        torch.set_num_threads(cfg.train.threads)
+        torchstart.start_torch(cfg.train.threads)
         algo = config.build_algo()
         views = {g.name: _view(cfg, seed, g, algo.get_module(g.name)) for g in team.groups}
         backend = cls(cfg, seed, algo, team, views, start_step)

@@ -22,7 +22,7 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.config import RunConfig
-from agents.run import checkpoint, tensorcheck
+from agents.run import checkpoint, tensorcheck, torchstart
 from agents.run.backend import Backend, Iteration, resolve_device
 from agents.run.header import CheckpointHeader, corrupted
 from agents.run.resolved import ResolvedEnv
@@ -121,7 +121,7 @@ class SB3Backend(Backend):
     @classmethod
     def create(cls, cfg: RunConfig, seed: int, env: ResolvedEnv) -> SB3Backend:
         """Build the vectorised envs and a fresh model."""
-        torch.set_num_threads(cfg.train.threads)
+        torchstart.start_torch(cfg.train.threads)
         set_random_seed(seed)
         device = resolve_device(cfg.train.device)
         hp = hyperparameters(cfg, env.action_space)
@@ -249,7 +249,7 @@ class SB3Backend(Backend):
         spaces = header.spaces()
         policy_state = {k[len("policy/"):]: v for k, v in tensors.items() if k.startswith("policy/")}
         if not for_training:
-            torch.set_num_threads(cfg.train.threads)
+            torchstart.start_torch(cfg.train.threads)
             algo = masking.algorithm(cfg, ALGOS[header.algo])
             name, extra = select_policy(cfg, spaces[0])
             policy_cls = algo.policy_aliases[name]

@@ -24,7 +24,7 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecNormalize
 
 from agents.config import RunConfig
-from agents.run import checkpoint, tensorcheck
+from agents.run import checkpoint, tensorcheck, torchstart
 from agents.run.backend import Backend, Iteration, resolve_device
 from agents.run.envfactory import PolicyVectorEnvs, make_policy_vector_envs
 from agents.run.resolved import ResolvedEnv
@@ -65,7 +65,7 @@ class MultiPolicyBackend(Backend):
     @classmethod
     def create(cls, cfg: RunConfig, seed: int, env: ResolvedEnv) -> MultiPolicyBackend:
         """Build the copies, one vector env and one fresh model per policy, and reset them all."""
-        torch.set_num_threads(cfg.train.threads)
+        torchstart.start_torch(cfg.train.threads)
         set_random_seed(seed)
         device = resolve_device(cfg.train.device)
         built = make_policy_vector_envs(cfg, env)
@@ -184,7 +184,7 @@ class MultiPolicyBackend(Backend):
                                     f"resume from {path}")
             backend._restore(ckpt)
             return backend
-        torch.set_num_threads(cfg.train.threads)
+        torchstart.start_torch(cfg.train.threads)
         policies = {name: _policy(cfg, name, header.algo, obs_space[name], act_space[name], ckpt)
                     for name in cfg.policies}
         norms = {name: norm for name in cfg.policies
