@@ -342,7 +342,7 @@ class RLlibBackend(Backend):
         try:
             module = rllib_algos.build_module(cfg, algo, spaces, weights)  # a board network: its layout
             module.set_state(weights)
-        except (RuntimeError, KeyError) as e:
+        except (RuntimeError, KeyError, ValueError) as e:  # ValueError: a board layout that fits no board
             raise CheckpointError(f"checkpoint {str(path)!r} does not fit this policy ({e})") from e
         return cls(cfg, header.seed if header.seed is not None else seed, None, module, spaces,
                    header.num_timesteps, stats)

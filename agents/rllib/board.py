@@ -16,6 +16,7 @@ The layout rides in the module's state as the buffer ``encoder.board_layout``, s
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,11 +51,16 @@ class BoardLayout:
 
     @classmethod
     def from_list(cls, values: Any) -> BoardLayout:
-        """The inverse of :meth:`as_list`."""
-        offset, *shape = (int(v) for v in np.asarray(values).reshape(-1))
-        if len(shape) != 3 or offset < 0 or min(shape) < 1:
-            raise ValueError(f"a board layout is [offset, height, width, planes], got {list(values)}")
-        return cls(offset, (shape[0], shape[1], shape[2]))
+        """The inverse of :meth:`as_list`.
+
+        Raises:
+            ValueError: not four integers, a negative offset or a dimension below 1 (a checkpoint's buffer
+                edited or damaged).
+        """
+        flat = [int(v) for v in np.asarray(values).reshape(-1)[:5]]
+        if len(flat) != 4 or flat[0] < 0 or min(flat[1:]) < 1:
+            raise ValueError(f"a board layout is [offset, height, width, planes], got {flat}")
+        return cls(flat[0], (flat[1], flat[2], flat[3]))
 
 
 def layout_of(env: gym.Env) -> BoardLayout:
@@ -122,7 +128,7 @@ class BoardEncoder(torch.nn.Module):
     def __init__(self, obs_dim: int, layout: BoardLayout, hidden: list[int], activation: type,
                  inference_only: bool = False) -> None:
         super().__init__()
-        size = int(np.prod(layout.shape))
+        size = math.prod(layout.shape)  # Python's ints: numpy's int64 product wraps round to fit a huge board
         if layout.offset + size > obs_dim:
             raise ValueError(f"the board {layout.shape} at {layout.offset} does not fit the observation's "
                              f"{obs_dim} values")

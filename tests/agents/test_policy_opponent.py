@@ -87,3 +87,24 @@ def test_a_tempered_opponent_plays_its_likelier_moves_more_often():
 def test_the_temperature_is_checked_in_one_line():
     with pytest.raises(ValidationError, match="temperature"):
         SelfPlaySection(temperature=0.0)
+
+
+def test_a_checkpoint_of_another_game_is_refused_as_an_opponent_in_one_line():
+    """A league snapshot swapped for another run's checkpoint (or one given to evaluate.py --opponent): was
+    loaded and fed connect-four boards (evaluate.py exit 0 with every game over after one move; the tournament
+    exit 1 with an AssertionError traceback from SB3)."""
+    from conftest import ROOT
+
+    from agents.run.envfactory import probed
+    from agents.run.selfplay.opponents import loader
+    from envs.errors import CheckpointError
+
+    cfg = validate({**load_yaml("configs/connect_four.yaml")}, "c4.yaml")
+    env = probed(cfg, SB3Backend)
+    cartpole = ROOT / "tests" / "fixtures" / "runs_v0" / "cartpole_sb3" / "final" / "model.safetensors"
+    with pytest.raises(CheckpointError) as e:
+        loader(cfg, env, lambda obs: obs)(cartpole, "step_000002048")
+    text = str(e.value)
+    assert text.startswith(f"self-play opponent {str(cartpole)!r}: the checkpoint was trained with "
+                           "observation space Box(") and "but the env has Dict('action_mask'" in text
+    assert "evaluate it with the env and settings it was trained on" in text

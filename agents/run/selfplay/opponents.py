@@ -108,9 +108,12 @@ def loader(cfg: RunConfig, env: ResolvedEnv,
         # checkpoint's: a checkpoint from elsewhere imports nothing
         own_cfg, own_view = validate(dict(ckpt.header.config), f"checkpoint {str(path)!r}"), view
         if ckpt.header.backend == cfg.agent.backend:  # the rest (threads, device) as this run has it
-            own_cfg = cfg.model_copy(update={"agent": own_cfg.agent})
+            own_cfg, spaces = cfg.model_copy(update={"agent": own_cfg.agent}), env.spaces
         else:
-            own_view = foreign_view(cfg, dataclasses.replace(env, channels_first=kind.channels_first))
+            own_view, spaces = _foreign(cfg, dataclasses.replace(env, channels_first=kind.channels_first))
+        # a checkpoint of another game (a league snapshot swapped, --opponent given another run's): one line,
+        # not a policy fed observations it was never built for
+        checkpoint.check_spaces(ckpt.header, *spaces, f"self-play opponent {str(path)!r}")
         tensorcheck.check_net_arch(ckpt, own_cfg.agent.net_arch)  # its own config allocates nothing absurd
         with torch.random.fork_rng():  # building a policy draws initial weights: not from the run's generator
             return PolicyOpponent(name, kind.load(ckpt, own_cfg, env), own_view, cfg.selfplay.temperature)
@@ -120,10 +123,15 @@ def loader(cfg: RunConfig, env: ResolvedEnv,
 def foreign_view(cfg: RunConfig, env: ResolvedEnv) -> Callable[[Any], Any]:
     """:func:`observation_view` of the env ``cfg`` (this run's) builds for ``env`` (another backend's
     checkpoint: that backend's image layout and observation adapter)."""
-    from agents.run.envfactory import env_factory
+    return _foreign(cfg, env)[0]
+
+
+def _foreign(cfg: RunConfig, env: ResolvedEnv) -> tuple[Callable[[Any], Any], tuple[gym.Space, gym.Space]]:
+    """:func:`foreign_view`, and the spaces a policy of that backend acts in there."""
+    from agents.run.envfactory import env_factory, policy_spaces
 
     made = env_factory(cfg, env)()
     try:
-        return observation_view(made)
+        return observation_view(made), policy_spaces(made)
     finally:
         made.close()

@@ -8,6 +8,8 @@ The trainer joins the session's shared Ray (``shared_ray`` in tests/conftest.py)
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -97,6 +99,20 @@ def test_board_cnn_is_refused_in_one_line_where_rllib_does_not_build_it(c4):
         _c4_config(algo="sac")
     with pytest.raises(UserError, match="takes an observation with a board"):
         board.layout_of(gym.make("CartPole-v1"))
+
+
+@pytest.mark.parametrize("layout, says", [
+    ([-5, 6, 7, 2], "got [-5, 6, 7, 2]"),
+    ([7, 6], "got [7, 6]"),
+    ([0, 6, 7, 10**6], "the board (6, 7, 1000000) at 0 does not fit the observation's 91 values"),
+    # numpy's int64 product of this shape wraps round to 0: it passed the fit check, then torch failed
+    # allocating the trunk (exit 1, "unexpected TypeError: ... Overflow when unpacking long long")
+    ([0, 2**32, 2**32, 2], "the board (4294967296, 4294967296, 2) at 0 does not fit"),
+])
+def test_a_board_layout_edited_in_a_checkpoint_is_a_value_error_before_anything_is_built(c4, layout, says):
+    cfg, env, _ = c4
+    with pytest.raises(ValueError, match=re.escape(says)):  # RLlibBackend.load: "does not fit this policy"
+        algos.build_module(cfg, "ppo", env.spaces, {board.LAYOUT_STATE: torch.tensor(layout)})
 
 
 def _by_hand(t, flat, legal):
