@@ -167,6 +167,9 @@ STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
                   "grad_checks", "inverse_epochs", "trust_calls", "trust_radius", "local_steps", *_REFINE),
 }
 """The ``blackbox:`` keys each strategy reads (``chain`` reads all of them)."""
+MAX_CHOICES = 1000
+"""The most ``choices`` one key may have (100,000 made a one-trial study of 256 steps take 172 s and a
+study.yaml of 1.4 MB)."""
 STUDY_KEYS = ("train.timesteps", "train.seed")
 """Keys the study itself sets: never searched."""
 
@@ -236,6 +239,9 @@ def parse_dimension(key: str, spec: Any, source: str) -> Dimension | tuple[Any]:
         choices = spec["choices"]
         if not isinstance(choices, list) or not choices:
             raise UserError(f"{where}: choices must be a non-empty list, got {choices!r}")
+        if len(choices) > MAX_CHOICES:  # each is validated, and written to the journal with every trial
+            raise UserError(f"{where}: {len(choices):,} choices, more than the {MAX_CHOICES:,} a key may "
+                            "have; give a range {low: A, high: B[, step: N]} instead")
         return Choice(tuple(_check(key, c, source) for c in choices))
     if not {"low", "high"} <= keys or not keys <= {"low", "high", "log", "step"}:
         raise UserError(f"{where}: expected {{low: A, high: B[, log: true][, step: N]}}, {{choices: [...]}} "

@@ -58,7 +58,11 @@ def test_fit_budget_drops_rollouts_longer_than_an_evaluation_interval():
     ({"agent.learning_rate": {"low": 1e-3, "high": 1e-4}}, r"the range is empty"),
     ({"agent.activation": {"low": 1, "high": 2}}, r"takes no numeric range"),
     ({"blackbox.sigma0": {"low": 0.1, "high": 1.0}}, r"applies to --backend blackbox only"),
-], ids=["other-algo", "typo", "eval", "out-of-schema", "no-choices", "empty-range", "no-range", "blackbox"])
+    ({"agent.n_epochs": {"choices": list(range(1, 100_002))}},
+     r"100,001 choices, more than the 1,000 a key may have; give a range"),
+    ({"agent.ent_coef": {"low": 0.0, "high": 0.1, "log": True}}, r"a log range needs low > 0, got 0.0"),
+], ids=["other-algo", "typo", "eval", "out-of-schema", "no-choices", "empty-range", "no-range", "blackbox",
+        "too-many-choices", "log-from-zero"])
 def test_bad_search_keys_are_one_line(space, message):
     with pytest.raises(UserError, match=message):
         resolve_space(SearchSection(space=space), "sb3", "ppo", "cfg.yaml")
