@@ -61,9 +61,10 @@ def _redact_input(value: Any) -> Any:
     return value
 
 
-MAX_CONFIG_BYTES = 2**20
-"""The largest config file read (bytes): the shipped ones are under 4 KB, and PyYAML parses about 0.1 MB/s."""
-MAX_CONFIG_NODES = 1_000_000
+MAX_CONFIG_BYTES = 4 * 2**20
+"""The largest config file read (bytes): the shipped ones are under 4 KB, PyYAML parses about 0.1 MB/s, and
+the config.yaml that train.py writes for :data:`MAX_CONFIG_NODES` values (one a line) is about 1.2 MB."""
+MAX_CONFIG_NODES = 100_000
 """The most values (mappings, lists, scalars) a config may hold, each alias counted as often as it is used:
 a few lines of nested aliases ("billion laughs") would otherwise expand to billions when the config is
 validated, dumped or hashed."""
@@ -107,21 +108,46 @@ def parse_yaml(data: bytes, path: Path) -> Any:
     except RecursionError as e:
         raise UserError(f"config file {str(path)!r} is nested too deeply for YAML to read; a config nests "
                         f"mappings and lists at most {MAX_CONFIG_DEPTH} deep") from e
+    what = _oversize(doc)
+    if what is not None:
+        raise UserError(f"config file {str(path)!r} holds {what}, beyond what a config may hold; write it "
+                        "out without nested aliases, and keep large data in files the env reads")
+    return doc
+
+
+def _oversize(doc: Any) -> str | None:
+    """What makes ``doc`` (parsed YAML) larger than a config may be (a phrase), or None."""
     stack: list[tuple[Any, int]] = [(doc, 0)]
     count = 0
     while stack:
         node, depth = stack.pop()
         count += 1
-        if count > MAX_CONFIG_NODES or depth > MAX_CONFIG_DEPTH:
-            what = (f"more than {MAX_CONFIG_NODES:,} values (YAML aliases count each time they are used)"
-                    if count > MAX_CONFIG_NODES else f"mappings or lists nested over {MAX_CONFIG_DEPTH} deep")
-            raise UserError(f"config file {str(path)!r} holds {what}, beyond what a config may hold; write "
-                            "it out without nested aliases, and keep large data in files the env reads")
+        if count > MAX_CONFIG_NODES:
+            return f"more than {MAX_CONFIG_NODES:,} values (YAML aliases count each time they are used)"
+        if depth > MAX_CONFIG_DEPTH:
+            return f"mappings or lists nested over {MAX_CONFIG_DEPTH} deep"
         if isinstance(node, dict):
             stack.extend((v, depth + 1) for kv in node.items() for v in kv)
         elif isinstance(node, list):
             stack.extend((v, depth + 1) for v in node)
-    return doc
+    return None
+
+
+def check_writable(cfg: RunConfig, source: str) -> None:
+    """Refuse a config whose config.yaml (what train.py writes in the run dir: defaults filled in, aliases
+    written out) could not be read back by :func:`parse_yaml`, before any run dir is made.
+
+    Raises:
+        UserError: its YAML would be larger than :data:`MAX_CONFIG_BYTES` or :func:`_oversize`.
+    """
+    doc = cfg.model_dump(mode="json")
+    what = _oversize(doc)
+    if what is None and len(dump(cfg).encode()) > MAX_CONFIG_BYTES:
+        what = f"more than {MAX_CONFIG_BYTES // 2**20} MiB of YAML"
+    if what is not None:
+        raise UserError(f"{source}: the resolved config (defaults filled in, aliases written out) holds "
+                        f"{what}, more than a run dir's config.yaml may hold; keep large data in files the "
+                        "env reads")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from agents.config import (
     select_algo,
     validate,
 )
+from agents.config.loading import check_writable
 from agents.run import cli
 from agents.run.backend import Backend, get_backend
 from agents.run.envfactory import probe
@@ -119,6 +120,7 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResolvedEnv, gym.
     raw.pop("meta", None)
     raw.pop("search", None)  # a study's settings (agents/config/search.py), read by --optimize
     cfg = validate(raw, source)
+    check_writable(cfg, source)  # its config.yaml must read back (evaluate, --resume)
     backend = get_backend(cfg.agent.backend, bool(cfg.policies))
     env = resolve_env(cfg, backend.channels_first, spec)
     check_env_kwargs(cfg, env)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from agents.config import apply_override, load_yaml, validate
+from agents.config import apply_override, dump, load_yaml, validate
 from envs.errors import UserError
 
 
@@ -65,10 +65,10 @@ def _laughs(levels: int = 9) -> str:
 
 
 @pytest.mark.parametrize("text, says", [
-    (_laughs(), "holds more than 1,000,000 values (YAML aliases count each time they are used)"),
+    (_laughs(), "holds more than 100,000 values (YAML aliases count each time they are used)"),
     ("env: {id: CartPole-v1, x: " + "[" * 100 + "]" * 100 + "}\n", "nested over 64 deep"),
     ("env: {x: " + "[" * 50_000 + "]" * 50_000 + "}\n", "nested too deeply for YAML to read"),
-    ("env: {id: CartPole-v1}\n#" + "x" * 2**20 + "\n", "is larger than 1 MiB"),
+    ("env: {id: CartPole-v1}\n#" + "x" * 4 * 2**20 + "\n", "is larger than 4 MiB"),
     (b"env: {id: CartPole-v1}\n\xff\xfe: 1\n", "is not valid YAML: unacceptable character #x00ff"),
 ])
 def test_a_config_too_large_too_deep_or_undecodable_is_one_line(tmp_path, text, says):
@@ -81,8 +81,8 @@ def test_a_config_too_large_too_deep_or_undecodable_is_one_line(tmp_path, text, 
 
 def test_a_config_with_aliases_that_stay_small_still_loads(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(_laughs(levels=5))  # 10**5 values: a config may hold that
-    assert len(load_yaml(path)["rllib"]["extra"]["a4"]) == 10
+    path.write_text(_laughs(levels=4))  # 10**4 values: a config may hold that
+    assert len(load_yaml(path)["rllib"]["extra"]["a3"]) == 10
 
 
 def test_a_config_that_is_no_regular_file_is_not_read(tmp_path):
@@ -101,3 +101,16 @@ def test_a_seed_outside_numpys_range_is_refused_by_the_schema():
     with pytest.raises(ValueError, match="greater than or equal to 0"):
         SearchSection(seed=-5)
     assert validate({"env": {"id": "CartPole-v1"}, "train": {"seed": 2**32 - 1}}, "x").train.seed == 2**32 - 1
+
+
+def test_a_config_whose_run_dir_copy_could_not_be_read_back_is_refused_before_the_run(tmp_path):
+    from agents.config.loading import _oversize, check_writable, parse_yaml
+
+    near = {"env": {"id": "CartPole-v1"}, "rllib": {"extra": {"x": [1] * 99_900}}}
+    assert _oversize(near) is None  # as a config file, within the bounds ...
+    cfg = validate(near, "near.yaml")
+    with pytest.raises(UserError, match="near.yaml: the resolved config .* holds more than 100,000 values"):
+        check_writable(cfg, "near.yaml")  # ... its config.yaml, defaults filled in, would not be
+    with pytest.raises(UserError, match="more than 100,000 values"):
+        parse_yaml(dump(cfg).encode(), tmp_path / "config.yaml")  # as evaluate/--resume would find it
+    check_writable(validate({"env": {"id": "CartPole-v1"}}, "x"), "x")  # an ordinary config passes
