@@ -68,6 +68,12 @@ class RunDir:
         return self._inside("tensorboard")
 
     @property
+    def league(self) -> Path:
+        """``league/``: a self-play run's snapshots and league states (agents/run/selfplay/), refused when it
+        is a link (a resumed run would write its snapshots into the league of the run it points at)."""
+        return self._inside("league")
+
+    @property
     def checkpoints(self) -> Path:
         """``checkpoints/``."""
         return self._inside("checkpoints")

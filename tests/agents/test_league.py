@@ -226,3 +226,16 @@ def test_a_state_that_is_no_regular_file_or_too_large_is_refused_without_reading
     says = "larger than 32 MiB" if kind == "huge" else "it is no regular file"
     with pytest.raises(UserError, match=says):
         league(tmp_path).restore(100)
+
+
+def test_a_missing_opponent_file_names_the_flag_that_gave_it(tmp_path):
+    from pettingzoo.classic import connect_four_v3
+
+    from agents.config import load_yaml, validate
+    from agents.run.selfplay.plumbing import pit
+    from envs.selfplay import SeatEnv
+
+    cfg = validate(load_yaml("configs/connect_four.yaml"), "c4.yaml")
+    missing = str(tmp_path / "nope.safetensors")
+    with pytest.raises(UserError, match=r"^--opponent: expected random, lookahead or a checkpoint file"):
+        pit(cfg, None, SeatEnv(connect_four_v3.env(), "c4"), missing)  # type: ignore[arg-type]

@@ -239,15 +239,17 @@ def _fixed_name(source: str) -> str:
     return source if source in FIXED_OPPONENTS else Path(source).stem
 
 
-def fixed_opponent(source: str, load: Callable[[Path, str], Opponent]) -> Opponent:
-    """A fixed opponent: ``random``, ``lookahead``, or a checkpoint file of another run."""
+def fixed_opponent(source: str, load: Callable[[Path, str], Opponent],
+                   where: str = "selfplay.fixed") -> Opponent:
+    """A fixed opponent: ``random``, ``lookahead``, or a checkpoint file of another run (``where``: the
+    setting that named it, for the message)."""
     if source == "random":
         return RandomOpponent()
     if source == "lookahead":
         return LookaheadOpponent()
     path = Path(source)
     if not path.is_file():
-        raise UserError(f"selfplay.fixed: expected random, lookahead or a checkpoint file, got {source!r} "
+        raise UserError(f"{where}: expected random, lookahead or a checkpoint file, got {source!r} "
                         "(no such file); give the path of a model.safetensors or step_<N>.safetensors")
     return load(path, _fixed_name(source))
 

@@ -36,7 +36,7 @@ def start(session: Session, backend: Backend, env: ResolvedEnv) -> League | None
     seats = [seat_of(e) for e in envs]
     if any(s is None for s in seats):
         raise envs_elsewhere(cfg, backend.envs_elsewhere(cfg))
-    league = League(session.run.path / "league", cfg.selfplay, int(cfg.meta.get("seed") or 0),
+    league = League(session.run.league, cfg.selfplay, int(cfg.meta.get("seed") or 0),
                     loader(cfg, env, observation_view(envs[0]) if envs else _made_view(cfg, env)))
     for member in [m for m in league.members.values() if m.step is None]:
         league.opponent_named(member.name)  # a bad fixed opponent: one line now, not a fault in every game
@@ -97,5 +97,5 @@ def pit(cfg: RunConfig, env: ResolvedEnv, made: gym.Env, opponent: str) -> None:
     if seat is None:
         raise UserError(f"--opponent {opponent!r}: env {cfg.env.id!r} is not a two-player turn-based game; "
                         "drop --opponent")
-    fixed = fixed_opponent(opponent, loader(cfg, env, observation_view(made)))
+    fixed = fixed_opponent(opponent, loader(cfg, env, observation_view(made)), "--opponent")
     seat.opponents = lambda: fixed

@@ -128,6 +128,19 @@ def test_linked_entries_are_refused_on_open_and_write(tmp_path):
     assert sorted(p.name for p in other.checkpoints.iterdir()) == before
 
 
+def test_a_league_that_is_a_link_is_refused(tmp_path):
+    """A self-play run whose league/ links to another run's: its resume wrote its snapshots and league states
+    there (two runs writing one league); the run's league path refuses it (selfplay/plumbing.py uses it)."""
+    other = _run(tmp_path, "other")
+    (other.path / "league").mkdir()
+    run = _run(tmp_path)
+    assert run.league == run.path / "league"  # none yet: a league is made by the first snapshot
+    (run.path / "league").symlink_to(other.path / "league")
+    with pytest.raises(UserError, match="'league' is a symbolic link to .*; nondiff never writes or deletes "
+                                        "through a link"):
+        run.league  # noqa: B018
+
+
 def test_rotate_keeps_the_newest_and_unlinks_links_not_targets(tmp_path):
     run = _run(tmp_path)
     outside = tmp_path / "outside.safetensors"
