@@ -81,6 +81,10 @@ class _Placeholder(types.ModuleType):
     """Stands in ``sys.modules`` for ``torch._dynamo`` until a name other than the two above is asked for."""
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name != "__path__":
+            # what scans of sys.modules ask every module (inspect.getmodule: __file__); answering from the
+            # real module would import it in the middle of whatever import is scanning
+            raise AttributeError(name)
         if name == "graph_break" and isinstance(sys.modules.get(_NAME), _Placeholder):
             return _graph_break
         if name == "disable" and isinstance(sys.modules.get(_NAME), _Placeholder):

@@ -38,6 +38,22 @@ def test_an_optimiser_builds_steps_and_saves_without_importing_dynamo():
     assert out.split() == ["_Placeholder"]
 
 
+def test_scans_of_sys_modules_leave_the_placeholder_and_a_submodule_import_gets_the_real_module():
+    """inspect.getmodule asks every module for __file__, here in the middle of torch.distributed's own
+    import (it failed as a circular import when that imported the real module)."""
+    out = _run("""
+        import inspect, sys, torch
+        from agents.run.torchstart import start_torch
+        start_torch(1)
+        import torch.distributed.tensor
+        inspect.getmodule(start_torch)
+        print(type(sys.modules["torch._dynamo"]).__name__)
+        import torch._dynamo.utils
+        print(type(sys.modules["torch._dynamo"]).__name__, torch._dynamo.utils.__name__)
+    """)
+    assert out.split() == ["_Placeholder", "module", "torch._dynamo.utils"]
+
+
 def test_torch_compile_after_the_placeholder_imports_the_real_module_and_optimisers_go_on():
     out = _run("""
         import sys, torch
