@@ -32,8 +32,11 @@ def test_resuming_a_league_whose_state_was_edited_is_one_line(tmp_path):
     proc = run_cli("train.py", "--resume", str(run), "--timesteps", "128", "--quiet")
     line = one_line(proc.stderr)
     assert proc.returncode == 2, proc.stderr
-    assert f"{state}: expected the league's state" in line and "the learner's rating is nan" in line
-    assert "restore the file from the run or start a new run" in line
+    # found before the first step: no crash checkpoint and no resume hint (a resume would meet it again)
+    assert line == (f"error: {state}: expected the league's state (JSON with rating, members and rng), "
+                    "but the learner's rating is nan, not a finite number; restore the file from the run or "
+                    "start a new run")
+    assert not (run / "crash").exists()
 
 
 def test_a_run_dir_whose_config_expands_to_billions_of_values_is_refused_in_one_line(tmp_path):

@@ -84,12 +84,17 @@ def resume_hint(run: RunDir) -> str:
     return f"resume with:  python train.py --resume {run.path}"
 
 
-def stop_on_error(exc: BaseException, run: RunDir, backend: Backend) -> tuple[int, str]:
+def stop_on_error(exc: BaseException, run: RunDir, backend: Backend, start: int) -> tuple[int, str]:
     """Write ``crash/`` for an exception out of training, and return the exit code and the one line.
 
-    A disk error is not answered with another write to the same disk: the line names the file, the free
-    space and the last good checkpoint instead.
+    Bad input (a :class:`UserError`) found before the first step after ``start`` (the step the run started
+    or resumed at), while training was being set up (e.g. a resumed league's state), is its own line and
+    exit code 2, with no checkpoint and no resume hint: nothing was trained, and a resume would meet the
+    same input again. A disk error is not answered with another write to the same disk: the line names the
+    file, the free space and the last good checkpoint instead.
     """
+    if isinstance(exc, UserError) and backend.num_timesteps <= start:
+        return 2, f"error: {describe(exc)}"
     code = 2 if isinstance(exc, UserError) else 1
     what = "training stopped: " + describe(exc)
     if is_disk_error(exc):

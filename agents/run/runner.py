@@ -153,7 +153,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
 
     The run directory is locked (flock) for the whole run, so a second trainer exits 2. Any exception out of
     training writes ``crash/`` first (see :mod:`agents.run.failure`), then one line, then exit 1 (2 for bad
-    input).
+    input); bad input found before the first step is one line and exit 2 alone.
     """
     from agents.run import checkpoint
     from agents.run.trust import load_run_config
@@ -229,7 +229,7 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
             except (EnvFailure, BridgeError) as e:  # EnvGaveUp, RestartBudgetExhausted are EnvFailures
                 return _report(args, *_env_failed(e, run, backend))
             except Exception as e:  # noqa: BLE001 - any error out of training: checkpoint first, then one line
-                return _report(args, *failure.stop_on_error(e, run, backend))
+                return _report(args, *failure.stop_on_error(e, run, backend, start))
             try:
                 backend.save(run.final)
             except Exception as e:  # noqa: BLE001 - e.g. a full disk; the earlier checkpoints are intact
