@@ -65,11 +65,17 @@ def _load(path: str) -> Any:
     return getattr(import_module(module), name)
 
 
+def rollout_steps(cfg: RunConfig) -> int:
+    """Steps per env that PPO gathers into one train batch, and APPO into one rollout fragment:
+    ``agent.n_steps``, else RLlib's default as nondiff sets it."""
+    return int(cfg.agent.n_steps or (50 if cfg.agent.algo == "appo" else 2048))
+
+
 def _ppo(config: Any, cfg: RunConfig, lr: Any) -> Any:
     """SB3's PPO: no KL penalty and no value-loss clipping (``rllib.extra`` can turn them back on)."""
     a = cfg.agent
     return config.training(lr=lr, gamma=a.gamma, lambda_=a.gae_lambda,
-                           train_batch_size_per_learner=(a.n_steps or 2048) * cfg.train.num_envs,
+                           train_batch_size_per_learner=rollout_steps(cfg) * cfg.train.num_envs,
                            minibatch_size=a.batch_size or 64, num_epochs=a.n_epochs, clip_param=a.clip_range,
                            entropy_coeff=float(a.ent_coef or 0.0), vf_loss_coeff=a.vf_coef,
                            grad_clip=a.max_grad_norm, use_kl_loss=False, vf_clip_param=float("inf"))
@@ -84,7 +90,7 @@ def _appo(config: Any, cfg: RunConfig, lr: Any) -> Any:
     """
     a = cfg.agent
     batch = a.batch_size or 500
-    config = config.env_runners(rollout_fragment_length=a.n_steps or 50)
+    config = config.env_runners(rollout_fragment_length=rollout_steps(cfg))
     config = config.training(lr=lr, gamma=a.gamma, train_batch_size_per_learner=batch,
                              circular_buffer_iterations_per_batch=a.n_epochs, clip_param=a.clip_range,
                              grad_clip=a.max_grad_norm, entropy_coeff=float(a.ent_coef or 0.0),

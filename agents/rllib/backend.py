@@ -33,7 +33,7 @@ from agents.rllib.runners import RunnerRestarts
 from agents.run import checkpoint, localray, tensorcheck, torchstart
 from agents.run.backend import Backend, Iteration
 from agents.run.envfactory import env_factory
-from agents.run.memory import check_replay
+from agents.run.memory import check_replay, check_rollout
 from agents.run.resolved import ResolvedEnv
 from agents.run.session import Session
 from envs.errors import CheckpointError, UserError
@@ -179,6 +179,8 @@ class RLlibBackend(Backend):
         spaces = env.spaces
         if cfg.agent.algo == "sac":  # RLlib's episode buffer grows to agent.buffer_size steps: bound it now
             check_replay(spaces[0], spaces[1], cfg.agent.buffer_size, 1, next_observations=False)
+        else:  # PPO's train batch (APPO's fragments) of n_steps per env, gathered before an update
+            check_rollout(spaces[0], spaces[1], rllib_algos.rollout_steps(cfg), cfg.train.num_envs)
         config = build_algo_config(cfg, seed, env, start_step)  # bad settings fail before Ray starts
         masking.say_once(cfg)
         _connect(cfg)

@@ -26,6 +26,7 @@ from agents.rllib import state as rllib_state
 from agents.rllib.backend import RLlibBackend, _connect, _health, _health_callback_class
 from agents.run import checkpoint, tensorcheck, torchstart
 from agents.run.backend import Iteration
+from agents.run.memory import check_rollouts
 from agents.run.resolved import ResolvedEnv
 from agents.run.session import Session
 from envs.errors import CheckpointError
@@ -60,6 +61,8 @@ class RLlibAgentsBackend(RLlibBackend):
 
         ma.check_config(cfg)
         team = ma.team_of(cfg, env)
+        check_rollouts([(g.observation_space, g.action_space, cfg.train.num_envs * len(g.agents))
+                        for g in team.groups], rllib_algos.rollout_steps(cfg))  # PPO's train batch
         config = ma.build_config(cfg, seed, env, team, start_step, ma.agents_health_class(
             _health_callback_class()))
         _connect(cfg)

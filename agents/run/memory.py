@@ -1,16 +1,18 @@
-"""Memory bounds checked before a big allocation: a replay buffer's bytes against a share of the machine's
-memory.
+"""Memory bounds checked before a big allocation: a replay buffer's or a rollout's bytes against a share of
+the machine's memory.
 
-:func:`check_replay` runs where a backend has the spaces and the number of envs but has not built its
-algorithm yet (SB3's SAC/TD3 allocate the whole buffer at once; RLlib's SAC fills its buffer as it goes, and
-would exhaust the machine later instead). Over :data:`MEMORY_SHARE` of the machine's memory it raises a
-:class:`~envs.errors.UserError` with the size, the limit and the fix (exit code 2).
+:func:`check_replay` (SAC/TD3) and :func:`check_rollout` (PPO, A2C, APPO) run where a backend has the spaces
+and the number of envs but has not built its algorithm yet (SB3 allocates the whole buffer at once; RLlib
+fills its buffer or train batch as it goes, and would exhaust the machine later instead). Over
+:data:`MEMORY_SHARE` of the machine's memory each raises a :class:`~envs.errors.UserError` with the size,
+the limit and the fix (exit code 2).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,13 @@ import numpy as np
 from envs.errors import UserError
 
 MEMORY_SHARE = 0.5
-"""The share of the machine's memory (MemTotal, or a smaller cgroup limit) one replay buffer may take."""
+"""The share of the machine's memory (MemTotal, or a smaller cgroup limit) one replay buffer or one rollout
+may take."""
 ROW_SCALARS = 3
 """float32 scalars each transition stores beside observations and actions: reward, done, timeout."""
+ROLLOUT_SCALARS = 6
+"""float32 scalars each step of a rollout stores beside its observation and action: reward, return, episode
+start, value, log-probability, advantage (SB3's RolloutBuffer)."""
 
 
 def machine_memory() -> tuple[int, str]:
@@ -136,3 +142,73 @@ def check_replay(observation_space: Any, action_space: Any, buffer_size: int, n_
                 "exact)")
     raise UserError(f"{what}; the limit is {human(limit)}, {MEMORY_SHARE:.0%} of this machine's "
                     f"{human(total)} ({source}); {fix}")
+
+
+def _limit() -> tuple[int, str]:
+    """The bytes one allocation may take, and the words that say where that number comes from."""
+    total, source = machine_memory()
+    limit = int(total * MEMORY_SHARE)
+    return limit, (f"the limit is {human(limit)}, {MEMORY_SHARE:.0%} of this machine's {human(total)} "
+                   f"({source})")
+
+
+def mask_entries(action_space: Any) -> int:
+    """Entries of one action mask as MaskablePPO's rollout buffer stores them (float32 each)."""
+    from gymnasium import spaces
+
+    if isinstance(action_space, spaces.Discrete):
+        return int(action_space.n)
+    if isinstance(action_space, spaces.MultiDiscrete):
+        return int(sum(int(n) for n in np.asarray(action_space.nvec).ravel()))
+    if isinstance(action_space, spaces.MultiBinary):
+        return 2 * math.prod(int(n) for n in np.atleast_1d(action_space.n))
+    return 0
+
+
+def rollout_bytes(observation_space: Any, action_space: Any, n_steps: int, n_envs: int, *,
+                  masks: bool = False) -> int:
+    """Bytes of a rollout buffer of ``n_steps`` × ``n_envs`` steps (SB3's RolloutBuffer: observations and
+    actions in their spaces' dtypes and :data:`ROLLOUT_SCALARS` float32s per step, and with ``masks``
+    MaskablePPO's float32 action mask)."""
+    per = (value_bytes(observation_space) + value_bytes(action_space)
+           + 4 * (ROLLOUT_SCALARS + (mask_entries(action_space) if masks else 0)))
+    return n_steps * n_envs * per
+
+
+def check_rollout(observation_space: Any, action_space: Any, n_steps: int, n_envs: int, *,
+                  masks: bool = False) -> int:
+    """Refuse an on-policy rollout (``agent.n_steps`` × ``n_envs`` steps held at once) over
+    :data:`MEMORY_SHARE` of the machine's memory, before it is allocated.
+
+    Args:
+        observation_space: the env's observation space.
+        action_space: the env's action space.
+        n_steps: ``agent.n_steps`` (the algorithm's default where the config leaves it out).
+        n_envs: the envs that add a step each per vector step.
+        masks: the buffer keeps each step's action mask (MaskablePPO).
+
+    Returns:
+        The rollout's bytes.
+
+    Raises:
+        UserError: the size, the limit and the fix (a smaller ``agent.n_steps``).
+    """
+    return check_rollouts([(observation_space, action_space, n_envs)], n_steps, masks=masks)
+
+
+def check_rollouts(parts: Sequence[tuple[Any, Any, int]], n_steps: int, *, masks: bool = False) -> int:
+    """:func:`check_rollout` for the buffers of several models that collect in lock-step (a ``policies:``
+    map): ``parts`` holds each one's observation space, action space and envs; their bytes add up."""
+    size = sum(rollout_bytes(obs, act, n_steps, n, masks=masks) for obs, act, n in parts)
+    limit, says = _limit()
+    if size <= limit:
+        return size
+    n_envs = sum(n for _, _, n in parts)
+    per_step = max(1, size // max(n_steps * n_envs, 1))
+    fits = limit // (per_step * n_envs)
+    fix = (f"set agent.n_steps to at most {fits:,}" if fits > 0
+           else "use fewer envs or a smaller observation space")
+    raise UserError(f"the rollout of agent.n_steps={n_steps:,} steps × {n_envs:,} envs needs {human(size)} "
+                    f"(observations, actions{', action masks' if masks else ''}, rewards, returns, episode "
+                    f"starts, values, log-probabilities and advantages, {human(per_step)} per step); {says}; "
+                    f"{fix}")

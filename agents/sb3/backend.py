@@ -6,6 +6,7 @@ live in :mod:`agents.sb3.offpolicy`.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from agents.config import RunConfig
 from agents.run import checkpoint, tensorcheck, torchstart
 from agents.run.backend import Backend, Iteration, resolve_device
 from agents.run.header import CheckpointHeader, corrupted
+from agents.run.masks import masked
+from agents.run.memory import check_rollout
 from agents.run.resolved import ResolvedEnv
 from agents.run.session import Session
 from agents.sb3 import her, masking, offpolicy
@@ -61,6 +64,13 @@ def hyperparameters(cfg: RunConfig, action_space: gym.Space | None = None) -> di
         "net_arch": list(a.net_arch), "activation_fn": ACTIVATIONS[a.activation], "ortho_init": a.ortho_init,
         "log_std_init": a.log_std_init})
     return hp
+
+
+def n_steps(cfg: RunConfig, hp: dict[str, Any]) -> int:
+    """The rollout length PPO or A2C will use: ``agent.n_steps``, else SB3's default for the algorithm."""
+    if "n_steps" in hp:
+        return int(hp["n_steps"])
+    return int(inspect.signature(ALGOS[cfg.agent.algo].__init__).parameters["n_steps"].default)
 
 
 class LinearLR:
@@ -128,6 +138,8 @@ class SB3Backend(Backend):
         if cfg.agent.algo in offpolicy.ALGOS:  # the replay buffer is allocated whole: bound it first
             offpolicy.check_memory(cfg, *env.spaces, cfg.train.num_envs,
                                    optimize_memory_usage=bool(hp.get("optimize_memory_usage", False)))
+        else:  # so is the rollout buffer
+            check_rollout(*env.spaces, n_steps(cfg, hp), cfg.train.num_envs, masks=masked(cfg))
         venv = make_vec_env(cfg, env)
         her.configure(cfg, env, venv, hp)  # HerReplayBuffer for SAC/TD3 on a goal-conditioned env
         name, extra = select_policy(cfg, venv.observation_space)

@@ -27,10 +27,18 @@ from agents.config import RunConfig
 from agents.run import checkpoint, tensorcheck, torchstart
 from agents.run.backend import Backend, Iteration, resolve_device
 from agents.run.envfactory import PolicyVectorEnvs, make_policy_vector_envs
+from agents.run.memory import check_rollouts
 from agents.run.resolved import ResolvedEnv
 from agents.run.session import Session
 from agents.sb3 import lockstep, offpolicy
-from agents.sb3.backend import ALGOS, hyperparameters, load_policy_state, load_vecnormalize, save_vecnormalize
+from agents.sb3.backend import (
+    ALGOS,
+    hyperparameters,
+    load_policy_state,
+    load_vecnormalize,
+    n_steps,
+    save_vecnormalize,
+)
 from agents.sb3.lockstep import Member
 from agents.sb3.policies import normalize, saved_norm, select_policy
 from agents.sb3.vector import SB3VecEnv, normalized
@@ -70,7 +78,9 @@ class MultiPolicyBackend(Backend):
         device = resolve_device(cfg.train.device)
         built = make_policy_vector_envs(cfg, env)
         members: list[Member] = []
-        try:
+        try:  # every policy's rollout buffer is allocated whole: bound them first
+            check_rollouts([(g.observation_space, g.action_space, built.venvs[g.name].num_envs)
+                            for g in built.groups.groups], n_steps(cfg, hyperparameters(cfg)))
             for group in built.groups.groups:
                 pcfg = policy_config(cfg, group.name)
                 hp = hyperparameters(pcfg, group.action_space)

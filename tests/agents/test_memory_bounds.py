@@ -1,0 +1,82 @@
+"""An on-policy rollout (agent.n_steps) is sized before anything is allocated: over half the machine's
+memory is one line and exit code 2, for every backend.
+
+The byte counts are checked against what SB3 really allocates (its rollout buffers); the refusals run
+train.py as a real process with sizes the checks refuse, so nothing huge is ever allocated.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from conftest import run_cli
+from measure import one_line
+from sb3_contrib.common.maskable.buffers import MaskableRolloutBuffer
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+
+from agents.run import memory
+from envs.errors import UserError
+
+BOX = gym.spaces.Box(-1, 1, (5, 3), np.float32)
+DICT = gym.spaces.Dict({"img": gym.spaces.Box(0, 255, (4, 4, 3), np.uint8), "pos": gym.spaces.Discrete(5)})
+ACTIONS = [gym.spaces.Discrete(4), gym.spaces.Box(-1, 1, (2,), np.float32), gym.spaces.MultiDiscrete([3, 4]),
+           gym.spaces.MultiBinary(6)]
+HUGE_STEPS = 75_123_171_719
+
+
+def buffer_bytes(buf) -> int:
+    total = 0
+    for name in ("observations", "actions", "rewards", "returns", "episode_starts", "values", "log_probs",
+                 "advantages", "action_masks"):
+        part = getattr(buf, name, None)
+        parts = part.values() if isinstance(part, dict) else [] if part is None else [part]
+        total += sum(a.nbytes for a in parts)
+    return total
+
+
+def limit_words() -> str:
+    total, source = memory.machine_memory()
+    return (f"the limit is {memory.human(int(total * 0.5))}, 50% of this machine's {memory.human(total)} "
+            f"({source})")
+
+
+@pytest.mark.parametrize("act", ACTIONS, ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("obs", [BOX, DICT], ids=["box", "dict"])
+def test_rollout_bytes_equal_what_sb3_allocates(obs, act):
+    cls = DictRolloutBuffer if isinstance(obs, gym.spaces.Dict) else RolloutBuffer
+    buf = cls(7, obs, act, device="cpu", n_envs=3)
+    assert memory.rollout_bytes(obs, act, 7, 3) == buffer_bytes(buf)
+    if not isinstance(obs, gym.spaces.Dict) and not isinstance(act, gym.spaces.Box):  # MaskablePPO's
+        masked = MaskableRolloutBuffer(7, obs, act, device="cpu", n_envs=3)
+        assert memory.rollout_bytes(obs, act, 7, 3, masks=True) == buffer_bytes(masked)
+
+
+def test_the_rollout_limit_and_the_fix_are_in_one_line(monkeypatch):
+    monkeypatch.setattr(memory, "machine_memory", lambda: (10_000_000, "MemTotal"))  # limit: 5,000,000 bytes
+    per = memory.rollout_bytes(BOX, ACTIONS[0], 1, 1)  # 60 + 8 + 6 × 4 = 92 bytes
+    assert per == 92
+    assert memory.check_rollout(BOX, ACTIONS[0], 5_000_000 // 92 // 4, 4) == 5_000_000 // 92 // 4 * 4 * 92
+    with pytest.raises(UserError) as e:
+        memory.check_rollout(BOX, ACTIONS[0], 20_000, 4)
+    assert str(e.value) == (
+        "the rollout of agent.n_steps=20,000 steps × 4 envs needs 7.02 MiB (observations, actions, rewards, "
+        "returns, episode starts, values, log-probabilities and advantages, 92 B per step); the limit is "
+        "4.77 MiB, 50% of this machine's 9.54 MiB (MemTotal); set agent.n_steps to at most 13,586")
+    memory.check_rollout(BOX, ACTIONS[0], 13_586, 4)  # what the message offers fits
+
+
+@pytest.mark.parametrize("backend", ["sb3", "rllib"])
+def test_a_rollout_over_half_the_machine_is_refused_before_anything_runs(tmp_path, backend):
+    if backend == "rllib":
+        pytest.importorskip("ray")
+    run = tmp_path / "run"
+    proc = run_cli("train.py", "--env", "CartPole-v1", "--backend", backend, "--num-envs", "2", "--set",
+                   f"agent.n_steps={HUGE_STEPS}", "--run-dir", str(run), "--quiet", timeout=60)
+    assert proc.returncode == 2, proc.stderr  # was exit 1: 'unexpected MemoryError: ... 8.75 TiB'
+    fits = int(memory.machine_memory()[0] * 0.5) // 48 // 2
+    assert one_line(proc.stderr) == (
+        f"error: the rollout of agent.n_steps={HUGE_STEPS:,} steps × 2 envs needs 6.56 TiB (observations, "
+        "actions, rewards, returns, episode starts, values, log-probabilities and advantages, 48 B per "
+        f"step); {limit_words()}; set agent.n_steps to at most {fits:,}")
+    assert not run.exists()
