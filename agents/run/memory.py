@@ -1,11 +1,12 @@
-"""Memory bounds checked before a big allocation: a replay buffer's or a rollout's bytes against a share of
-the machine's memory.
+"""Memory bounds checked before a big allocation: a replay buffer's, a rollout's or the networks' bytes
+against a share of the machine's memory.
 
 :func:`check_replay` (SAC/TD3) and :func:`check_rollout` (PPO, A2C, APPO) run where a backend has the spaces
 and the number of envs but has not built its algorithm yet (SB3 allocates the whole buffer at once; RLlib
-fills its buffer or train batch as it goes, and would exhaust the machine later instead). Over
-:data:`MEMORY_SHARE` of the machine's memory each raises a :class:`~envs.errors.UserError` with the size,
-the limit and the fix (exit code 2).
+fills its buffer or train batch as it goes, and would exhaust the machine later instead);
+:func:`check_networks` runs where a new run's config is built, for every backend. Over :data:`MEMORY_SHARE`
+of the machine's memory each raises a :class:`~envs.errors.UserError` with the size, the limit and the fix
+(exit code 2).
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ import numpy as np
 from envs.errors import UserError
 
 MEMORY_SHARE = 0.5
-"""The share of the machine's memory (MemTotal, or a smaller cgroup limit) one replay buffer or one rollout
-may take."""
+"""The share of the machine's memory (MemTotal, or a smaller cgroup limit) one replay buffer, one rollout or
+the networks may take."""
 ROW_SCALARS = 3
 """float32 scalars each transition stores beside observations and actions: reward, done, timeout."""
 ROLLOUT_SCALARS = 6
 """float32 scalars each step of a rollout stores beside its observation and action: reward, return, episode
 start, value, log-probability, advantage (SB3's RolloutBuffer)."""
+NETWORK_COPIES = 4
+"""float32 copies of each weight while training: the weight, its gradient and Adam's two moments."""
 
 
 def machine_memory() -> tuple[int, str]:
@@ -212,3 +215,38 @@ def check_rollouts(parts: Sequence[tuple[Any, Any, int]], n_steps: int, *, masks
                     f"(observations, actions{', action masks' if masks else ''}, rewards, returns, episode "
                     f"starts, values, log-probabilities and advantages, {human(per_step)} per step); {says}; "
                     f"{fix}")
+
+
+def network_weights(net_arch: list[int], inputs: int = 1) -> int:
+    """Weights and biases of ``net_arch``'s hidden layers fed by ``inputs`` features: a lower bound of a
+    network built from them (its heads, and the separate copies some algorithms build, left out)."""
+    sizes = [max(int(inputs), 1), *(int(n) for n in net_arch)]
+    return sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
+
+
+def check_networks(layers: dict[str, list[int]], inputs: int = 1, copies: int = 1) -> int:
+    """Refuse networks whose training state (:data:`NETWORK_COPIES` float32 copies of every weight) would
+    exceed :data:`MEMORY_SHARE` of the machine's memory, before any is built.
+
+    Args:
+        layers: each model's hidden layer sizes, by the config key that gives them (``agent.net_arch``, or
+            ``policies.<name>.net_arch``: one model each, all in this process).
+        inputs: the features that feed each network's first layer (1 where unknown: a lower bound).
+        copies: the networks each model builds from its layers (an actor and a critic: 2).
+
+    Returns:
+        The bytes the networks take at least.
+
+    Raises:
+        UserError: naming the key(s), the bytes needed and the memory available.
+    """
+    weights = copies * sum(network_weights(arch, inputs) for arch in layers.values())
+    size = weights * 4 * NETWORK_COPIES
+    limit, says = _limit()
+    if size <= limit:
+        return size
+    what = ", ".join(f"{key} {list(arch)}" for key, arch in layers.items())
+    nets = f"{copies} networks{' per model' if len(layers) > 1 else ''}" if copies > 1 else "the network"
+    raise UserError(f"{what} {'need' if len(layers) > 1 else 'needs'} at least {human(size)} to train "
+                    f"({weights:,} float32 weights in {nets} fed by {inputs:,} input{'s' * (inputs > 1)}, "
+                    f"each with its gradient and Adam's two moments); {says}; use smaller layers")

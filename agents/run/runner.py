@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import copy
 import logging
+import math
 import random
 import sys
 from importlib import metadata
@@ -132,11 +133,41 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResolvedEnv, gym.
             merged = _deep_merge(space_defaults(obs_space, act_space, cfg.agent.algo), raw)
             cfg = validate(merged, source)
         check_algorithm(cfg, act_space)
+        check_networks(cfg, obs_space)  # before any backend builds them
     except BaseException:
         if spare is not None:
             spare.close()
         raise
     return cfg, env, spare
+
+
+def check_networks(cfg: RunConfig, obs_space: Any) -> None:
+    """A new run's networks (``agent.net_arch``, or each policy's) fit the machine's memory while they train
+    (:func:`agents.run.memory.check_networks`); a black-box strategy's networks are its own.
+
+    Each model counts as two networks of its layers (an actor and a critic: PPO, A2C and APPO build the
+    policy's and the value function's, SAC and TD3 an actor and critics), fed by the flat observation where
+    an MLP takes it as it is, else by one input (a lower bound).
+    """
+    import gymnasium as gym
+
+    from agents.run import memory
+
+    if cfg.agent.backend == "blackbox":
+        return
+    if cfg.policies:
+        layers = {(f"policies.{name}.net_arch" if spec.net_arch else f"agent.net_arch (policy {name!r})"):
+                  list(spec.net_arch or cfg.agent.net_arch) for name, spec in cfg.policies.items()}
+        memory.check_networks(layers, copies=2)
+        return
+    inputs = 1
+    if cfg.agent.extractor == "auto" and cfg.agent.policy in ("auto", "mlp"):
+        if isinstance(obs_space, gym.spaces.Discrete):  # one-hot
+            inputs = int(obs_space.n)
+        elif isinstance(obs_space, gym.spaces.Box) and not (cfg.agent.policy == "auto"
+                                                            and is_image_space(obs_space)):
+            inputs = math.prod(int(n) for n in obs_space.shape or (1,))
+    memory.check_networks({"agent.net_arch": list(cfg.agent.net_arch)}, inputs, copies=2)
 
 
 def _shipped_config(env_name: str | None) -> dict[str, Any] | None:

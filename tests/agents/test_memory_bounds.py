@@ -1,8 +1,9 @@
-"""An on-policy rollout (agent.n_steps) is sized before anything is allocated: over half the machine's
-memory is one line and exit code 2, for every backend.
+"""An on-policy rollout (agent.n_steps) and the networks (agent.net_arch) are sized before anything is
+allocated: over half the machine's memory is one line and exit code 2, for every backend.
 
-The byte counts are checked against what SB3 really allocates (its rollout buffers); the refusals run
-train.py as a real process with sizes the checks refuse, so nothing huge is ever allocated.
+The byte counts are checked against what SB3 really allocates (its rollout buffers, its policy's
+networks); the refusals run train.py as a real process with sizes the checks refuse, so nothing huge is
+ever allocated.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from conftest import run_cli
 from measure import one_line
 from sb3_contrib.common.maskable.buffers import MaskableRolloutBuffer
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.policies import ActorCriticPolicy
 
-from agents.run import memory
+from agents.config import validate
+from agents.run import memory, runner
 from envs.errors import UserError
 
 BOX = gym.spaces.Box(-1, 1, (5, 3), np.float32)
@@ -66,6 +69,29 @@ def test_the_rollout_limit_and_the_fix_are_in_one_line(monkeypatch):
     memory.check_rollout(BOX, ACTIONS[0], 13_586, 4)  # what the message offers fits
 
 
+def test_network_weights_are_a_lower_bound_of_sb3s_networks():
+    """An SB3 actor-critic of agent.net_arch [64, 32] on 15 inputs: its two MLPs are exactly two networks of
+    the layers given; the heads come on top."""
+    policy = ActorCriticPolicy(BOX, ACTIONS[0], lambda _: 0.0, net_arch=[64, 32])
+    mlps = sum(p.numel() for p in policy.mlp_extractor.parameters())
+    assert mlps == 2 * memory.network_weights([64, 32], 15) == 2 * ((15 + 1) * 64 + (64 + 1) * 32)
+    assert sum(p.numel() for p in policy.parameters()) > mlps
+
+
+def test_huge_layers_of_a_policies_map_are_named(monkeypatch):
+    monkeypatch.setattr(memory, "machine_memory", lambda: (10_000_000, "MemTotal"))
+    cfg = validate({"env": {"id": "mpe2.simple_adversary_v3:parallel_env"}, "agent": {"net_arch": [64]},
+                    "policies": {"adversary": {"agents": ["adversary_*"], "net_arch": [600, 600]},
+                                 "good": {"agents": ["agent_*"]}}}, "test")
+    with pytest.raises(UserError) as e:
+        runner.check_networks(cfg, BOX)
+    assert str(e.value) == (
+        "policies.adversary.net_arch [600, 600], agent.net_arch (policy 'good') [64] need at least 11 MiB "
+        "to train (723,856 float32 weights in 2 networks per model fed by 1 input, each with its gradient "
+        "and Adam's two moments); the limit is 4.77 MiB, 50% of this machine's 9.54 MiB (MemTotal); use "
+        "smaller layers")
+
+
 @pytest.mark.parametrize("backend", ["sb3", "rllib"])
 def test_a_rollout_over_half_the_machine_is_refused_before_anything_runs(tmp_path, backend):
     if backend == "rllib":
@@ -79,4 +105,17 @@ def test_a_rollout_over_half_the_machine_is_refused_before_anything_runs(tmp_pat
         f"error: the rollout of agent.n_steps={HUGE_STEPS:,} steps × 2 envs needs 6.56 TiB (observations, "
         "actions, rewards, returns, episode starts, values, log-probabilities and advantages, 48 B per "
         f"step); {limit_words()}; set agent.n_steps to at most {fits:,}")
+    assert not run.exists()
+
+
+def test_layers_over_half_the_machine_are_refused_before_anything_is_built(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("train.py", "--env", "CartPole-v1", "--num-envs", "2", "--set",
+                   "agent.net_arch=[64, 1000000000]", "--run-dir", str(run), "--quiet", timeout=60)
+    assert proc.returncode == 2, proc.stderr  # a study's trial drawing such layers was killed (exit 137)
+    weights = 2 * ((4 + 1) * 64 + (64 + 1) * 1_000_000_000)
+    assert one_line(proc.stderr) == (
+        f"error: agent.net_arch [64, 1000000000] needs at least 1.89 TiB to train ({weights:,} float32 "
+        "weights in 2 networks fed by 4 inputs, each with its gradient and Adam's two moments); "
+        f"{limit_words()}; use smaller layers")
     assert not run.exists()
