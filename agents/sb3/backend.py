@@ -321,20 +321,41 @@ class SB3Backend(Backend):
             venv.close()
 
 
-def load_policy_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """Load a checkpoint's policy tensors into ``module``, refusing another dtype or a missing/extra tensor
-    (one-line :class:`~envs.errors.CheckpointError`)."""
+def load_policy_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path,
+                      prefix: str = "policy/") -> None:
+    """Load a checkpoint's policy tensors (their names under ``prefix`` in the file) into ``module``, refusing
+    another dtype, another shape or a missing/extra tensor (one-line :class:`~envs.errors.CheckpointError`
+    that names the first few)."""
     own = module.state_dict()
     for name, value in state.items():  # load_state_dict would cast another dtype silently
         if name in own and value.dtype != own[name].dtype:
-            raise corrupted(path, f"tensor 'policy/{name}' has dtype {str(value.dtype)[6:]}, this "
+            raise corrupted(path, f"tensor '{prefix}{name}' has dtype {str(value.dtype)[6:]}, this "
                                   f"policy's is {str(own[name].dtype)[6:]} (it is refused, not cast)")
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this policy ({first}); evaluate it "
-                              "with the config it was trained with") from e
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    shapes = [f"'{prefix}{k}' has shape {tuple(v.shape)}, this policy's {tuple(own[k].shape)}"
+              for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    problems = ([_few(prefix, missing, "missing")] if missing else []) + (
+        [_few(prefix, unexpected, "unexpected")] if unexpected else []) + shapes[:FEW] + (
+        [f"{len(shapes) - FEW} more of another shape"] if len(shapes) > FEW else [])
+    if not problems:
+        try:
+            module.load_state_dict(state)
+            return
+        except RuntimeError as e:  # all of torch's lines, as one
+            problems = [" ".join(line.strip() for line in str(e).splitlines() if line.strip())[:600]]
+    raise CheckpointError(f"checkpoint {str(path)!r} does not fit this policy ({'; '.join(problems)}); "
+                          "evaluate it with the config it was trained with")
+
+
+FEW = 3
+"""Tensor names a one-line error lists before it says how many more there are."""
+
+
+def _few(prefix: str, names: list[str], what: str) -> str:
+    """``N tensor(s) WHAT: 'a', 'b', 'c' and K more``."""
+    shown = ", ".join(f"'{prefix}{n}'" for n in names[:FEW])
+    more = f" and {len(names) - FEW} more" if len(names) > FEW else ""
+    return f"{len(names)} tensor{'s' * (len(names) > 1)} {what}: {shown}{more}"
 
 
 def _obs_tensors(prefix: str, obs: Any) -> dict[str, torch.Tensor]:

@@ -170,3 +170,26 @@ def test_a2c_trains_a_map_and_the_shipped_config_loads(tmp_path):
     select_algo(raw, None, "configs/simple_adversary.yaml")
     cfg = validate(raw, "configs/simple_adversary.yaml")
     assert list(cfg.policies) == ["adversary", "good"] and cfg.policies["good"].overrides()
+
+
+def test_a_checkpoint_without_one_policys_tensors_names_them_in_one_line(tmp_path):
+    from measure import one_line
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    assert train.main(["--config", _config(tmp_path, TWO), "--timesteps", "150", "--seed", "0",
+                       "--run-dir", str(run), "--set", "eval.every=0", *MAP]) == 0
+    path = run / "final" / "model.safetensors"
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    kept = {k: v for k, v in tensors.items() if not k.startswith("policy/good/")}
+    save_file(kept, str(path), metadata=meta)
+    proc = run_cli("evaluate.py", str(run), "--episodes", "1", timeout=60)
+    assert proc.returncode == 2, proc.stderr  # the line stopped at torch's "Error(s) in loading state_dict"
+    assert one_line(proc.stderr) == (
+        f"error: checkpoint {str(path)!r} does not fit this policy (12 tensors missing: "
+        "'policy/good/mlp_extractor.policy_net.0.weight', 'policy/good/mlp_extractor.policy_net.0.bias', "
+        "'policy/good/mlp_extractor.policy_net.2.weight' and 9 more); evaluate it with the config it was "
+        "trained with")
