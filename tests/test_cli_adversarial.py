@@ -29,6 +29,7 @@ def test_resuming_a_league_whose_state_was_edited_is_one_line(tmp_path):
     data = json.loads(state.read_text())
     data["rating"] = float("nan")  # was taken as it came: the run went on rating against NaN, exit 0
     state.write_text(json.dumps(data))
+    kept = {name: (run / name).read_bytes() for name in ("config.yaml", "config.sig")}
     proc = run_cli("train.py", "--resume", str(run), "--timesteps", "128", "--quiet")
     line = one_line(proc.stderr)
     assert proc.returncode == 2, proc.stderr
@@ -37,6 +38,8 @@ def test_resuming_a_league_whose_state_was_edited_is_one_line(tmp_path):
                     "but the learner's rating is nan, not a finite number; restore the file from the run or "
                     "start a new run")
     assert not (run / "crash").exists()
+    # and the resume's rewrite of config.yaml (timesteps 256 -> 384) is undone, with its signature
+    assert {name: (run / name).read_bytes() for name in kept} == kept
 
 
 def test_a_run_dir_whose_config_expands_to_billions_of_values_is_refused_in_one_line(tmp_path):

@@ -84,16 +84,29 @@ def resume_hint(run: RunDir) -> str:
     return f"resume with:  python train.py --resume {run.path}"
 
 
-def stop_on_error(exc: BaseException, run: RunDir, backend: Backend, start: int) -> tuple[int, str]:
+def kept_config(run: RunDir) -> dict[Path, bytes]:
+    """config.yaml and config.sig as they are now, before a resume rewrites them (for :func:`stop_on_error`
+    to put back)."""
+    return {p: p.read_bytes() for p in (run.config, run.signature) if p.is_file()}
+
+
+def stop_on_error(exc: BaseException, run: RunDir, backend: Backend, start: int,
+                  kept: dict[Path, bytes] | None = None) -> tuple[int, str]:
     """Write ``crash/`` for an exception out of training, and return the exit code and the one line.
 
     Bad input (a :class:`UserError`) found before the first step after ``start`` (the step the run started
     or resumed at), while training was being set up (e.g. a resumed league's state), is its own line and
     exit code 2, with no checkpoint and no resume hint: nothing was trained, and a resume would meet the
-    same input again. A disk error is not answered with another write to the same disk: the line names the
-    file, the free space and the last good checkpoint instead.
+    same input again; a resume's config.yaml and config.sig are put back as they were (``kept``: from
+    :func:`kept_config`), so the run dir resumes as before once the input is fixed. A disk error is not
+    answered with another write to the same disk: the line names the file, the free space and the last good
+    checkpoint instead.
     """
     if isinstance(exc, UserError) and backend.num_timesteps <= start:
+        from agents.run.checkpoint import atomic_write_bytes
+
+        for path, data in (kept or {}).items():
+            atomic_write_bytes(path, data)
         return 2, f"error: {describe(exc)}"
     code = 2 if isinstance(exc, UserError) else 1
     what = "training stopped: " + describe(exc)

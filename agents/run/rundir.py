@@ -63,6 +63,11 @@ class RunDir:
         return self._inside("config.yaml")
 
     @property
+    def signature(self) -> Path:
+        """``config.sig``: this user's HMAC of config.yaml (agents/run/trust.py)."""
+        return self._inside("config.sig")
+
+    @property
     def tensorboard(self) -> Path:
         """``tensorboard/``."""
         return self._inside("tensorboard")

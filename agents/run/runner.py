@@ -245,6 +245,7 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
         cfg.meta = {"versions": versions(), "seed": seed, "config_source": str(args.config or ""),
                     "started_from_step": start}
         data = dump(cfg).encode()
+        kept = failure.kept_config(run) if args.resume else None
         atomic_write_bytes(run.config, data)
         trust.sign(run, data)
         run.write_command(argv)
@@ -260,7 +261,7 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
             except (EnvFailure, BridgeError) as e:  # EnvGaveUp, RestartBudgetExhausted are EnvFailures
                 return _report(args, *_env_failed(e, run, backend))
             except Exception as e:  # noqa: BLE001 - any error out of training: checkpoint first, then one line
-                return _report(args, *failure.stop_on_error(e, run, backend, start))
+                return _report(args, *failure.stop_on_error(e, run, backend, start, kept))
             try:
                 backend.save(run.final)
             except Exception as e:  # noqa: BLE001 - e.g. a full disk; the earlier checkpoints are intact

@@ -107,12 +107,12 @@ def sign(run: RunDir, data: bytes) -> None:
         log.warning("run not signed: cannot create the signing key %s (%s)", key_path(), e.strerror)
         return
     assert key is not None
-    atomic_write_bytes(run._inside("config.sig"), (signature(data, key) + "\n").encode())
+    atomic_write_bytes(run.signature, (signature(data, key) + "\n").encode())
 
 
 def verify(run: RunDir, data: bytes) -> str | None:
     """None when this user signed exactly ``data``; otherwise why not, as a phrase for a message."""
-    sig_path = run._inside("config.sig")
+    sig_path = run.signature
     if not sig_path.is_file():
         return ("is not signed (no config.sig: written by a nondiff older than signing, or copied from "
                 "elsewhere)")
