@@ -9,6 +9,7 @@ corrupted: tensor 'NAME' ..." (exit code 2), never a cast, a broadcast error or 
   (every optimiser, ``log_ent_coef``, OU noise, the replay buffer: :func:`check_replay`).
 - :func:`check_rllib`: RLlib module weights, optimiser state, SAC's log α, observation filter.
 - :func:`check_blackbox`: a black-box strategy's networks and data bank, RNG.
+- :func:`load_policy_state`: tensors into a torch module, naming the first few that do not fit.
 """
 
 from __future__ import annotations
@@ -225,3 +226,40 @@ def check_blackbox(ckpt: Checkpoint) -> None:
             if t.ndim != 2 or t.shape[:1] != rows:
                 raise corrupted(path, f"tensor {prefix + part!r} has shape {list(t.shape)}, expected "
                                       f"{rows[0]} rows of 2-D data like the bank's other parts")
+
+
+def load_policy_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path,
+                      prefix: str = "policy/") -> None:
+    """Load a checkpoint's policy tensors (their names under ``prefix`` in the file) into ``module``, refusing
+    another dtype, another shape or a missing/extra tensor (one-line :class:`~envs.errors.CheckpointError`
+    that names the first few)."""
+    own = module.state_dict()
+    for name, value in state.items():  # load_state_dict would cast another dtype silently
+        if name in own and value.dtype != own[name].dtype:
+            raise corrupted(path, f"tensor '{prefix}{name}' has dtype {str(value.dtype)[6:]}, this "
+                                  f"policy's is {str(own[name].dtype)[6:]} (it is refused, not cast)")
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    shapes = [f"'{prefix}{k}' has shape {tuple(v.shape)}, this policy's {tuple(own[k].shape)}"
+              for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    problems = ([_few(prefix, missing, "missing")] if missing else []) + (
+        [_few(prefix, unexpected, "unexpected")] if unexpected else []) + shapes[:FEW] + (
+        [f"{len(shapes) - FEW} more of another shape"] if len(shapes) > FEW else [])
+    if not problems:
+        try:
+            module.load_state_dict(state)
+            return
+        except RuntimeError as e:  # all of torch's lines, as one
+            problems = [" ".join(line.strip() for line in str(e).splitlines() if line.strip())[:600]]
+    raise CheckpointError(f"checkpoint {str(path)!r} does not fit this policy ({'; '.join(problems)}); "
+                          "evaluate it with the config it was trained with")
+
+
+FEW = 3
+"""Tensor names a one-line error lists before it says how many more there are."""
+
+
+def _few(prefix: str, names: list[str], what: str) -> str:
+    """``N tensor(s) WHAT: 'a', 'b', 'c' and K more``."""
+    shown = ", ".join(f"'{prefix}{n}'" for n in names[:FEW])
+    more = f" and {len(names) - FEW} more" if len(names) > FEW else ""
+    return f"{len(names)} tensor{'s' * (len(names) > 1)} {what}: {shown}{more}"

@@ -25,7 +25,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from agents.config import RunConfig
 from agents.run import checkpoint, tensorcheck, torchstart
 from agents.run.backend import Backend, Iteration, resolve_device
-from agents.run.header import CheckpointHeader, corrupted
+from agents.run.header import CheckpointHeader
 from agents.run.masks import masked
 from agents.run.memory import check_rollout
 from agents.run.resolved import ResolvedEnv
@@ -33,7 +33,6 @@ from agents.run.session import Session
 from agents.sb3 import her, masking, offpolicy
 from agents.sb3.policies import load_obs_stats, normalize, save_obs_stats, saved_norm, select_policy
 from agents.sb3.vector import SB3VecEnv, make_vec_env
-from envs.errors import CheckpointError
 from envs.vector.resume import env_states, set_env_states
 
 log = logging.getLogger(__name__)
@@ -270,7 +269,7 @@ class SB3Backend(Backend):
                 kwargs.update(optimizer_class=torch.optim.RMSprop,
                               optimizer_kwargs={"alpha": 0.99, "eps": 1e-5, "weight_decay": 0})
             policy = policy_cls(spaces[0], spaces[1], lambda _: 0.0, **kwargs)
-            load_policy_state(policy, policy_state, path)
+            tensorcheck.load_policy_state(policy, policy_state, path)
             norm = saved_norm(tensors, meta.get("normalize"), f"checkpoint {str(path)!r}")
             own_seed = header.seed if header.seed is not None else seed
             backend = cls(cfg, own_seed, None, policy.eval(), norm, spaces)
@@ -287,7 +286,7 @@ class SB3Backend(Backend):
         meta = header.extra  # the SB3 fields; the header checked their types
         m = self.model
         assert m is not None
-        load_policy_state(m.policy, policy_state, path)
+        tensorcheck.load_policy_state(m.policy, policy_state, path)
         if isinstance(m, OffPolicyAlgorithm):
             offpolicy.load_state(m, tensors, meta, path)
         else:
@@ -319,43 +318,6 @@ class SB3Backend(Backend):
         venv = self.model.get_env() if self.model is not None else None
         if venv is not None:
             venv.close()
-
-
-def load_policy_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path,
-                      prefix: str = "policy/") -> None:
-    """Load a checkpoint's policy tensors (their names under ``prefix`` in the file) into ``module``, refusing
-    another dtype, another shape or a missing/extra tensor (one-line :class:`~envs.errors.CheckpointError`
-    that names the first few)."""
-    own = module.state_dict()
-    for name, value in state.items():  # load_state_dict would cast another dtype silently
-        if name in own and value.dtype != own[name].dtype:
-            raise corrupted(path, f"tensor '{prefix}{name}' has dtype {str(value.dtype)[6:]}, this "
-                                  f"policy's is {str(own[name].dtype)[6:]} (it is refused, not cast)")
-    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
-    shapes = [f"'{prefix}{k}' has shape {tuple(v.shape)}, this policy's {tuple(own[k].shape)}"
-              for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    problems = ([_few(prefix, missing, "missing")] if missing else []) + (
-        [_few(prefix, unexpected, "unexpected")] if unexpected else []) + shapes[:FEW] + (
-        [f"{len(shapes) - FEW} more of another shape"] if len(shapes) > FEW else [])
-    if not problems:
-        try:
-            module.load_state_dict(state)
-            return
-        except RuntimeError as e:  # all of torch's lines, as one
-            problems = [" ".join(line.strip() for line in str(e).splitlines() if line.strip())[:600]]
-    raise CheckpointError(f"checkpoint {str(path)!r} does not fit this policy ({'; '.join(problems)}); "
-                          "evaluate it with the config it was trained with")
-
-
-FEW = 3
-"""Tensor names a one-line error lists before it says how many more there are."""
-
-
-def _few(prefix: str, names: list[str], what: str) -> str:
-    """``N tensor(s) WHAT: 'a', 'b', 'c' and K more``."""
-    shown = ", ".join(f"'{prefix}{n}'" for n in names[:FEW])
-    more = f" and {len(names) - FEW} more" if len(names) > FEW else ""
-    return f"{len(names)} tensor{'s' * (len(names) > 1)} {what}: {shown}{more}"
 
 
 def _obs_tensors(prefix: str, obs: Any) -> dict[str, torch.Tensor]:

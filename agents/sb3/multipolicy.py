@@ -34,7 +34,6 @@ from agents.sb3 import lockstep, offpolicy
 from agents.sb3.backend import (
     ALGOS,
     hyperparameters,
-    load_policy_state,
     load_vecnormalize,
     n_steps,
     save_vecnormalize,
@@ -211,7 +210,7 @@ class MultiPolicyBackend(Backend):
         for m in self.members:
             saved = meta["policies"][m.name]
             own = f"policy/{m.name}/"
-            load_policy_state(m.model.policy, _prefixed(tensors, own), path, own)
+            tensorcheck.load_policy_state(m.model.policy, _prefixed(tensors, own), path, own)
             offpolicy.load_optimizer(m.model.policy.optimizer, f"optim/{m.name}/", tensors,
                                      saved["optimizer"], path)
             venv = m.model.get_env()
@@ -253,5 +252,6 @@ def _policy(cfg: RunConfig, name: str, algo: str, obs_space: gym.Space, act_spac
         kwargs.update(optimizer_class=torch.optim.RMSprop,
                       optimizer_kwargs={"alpha": 0.99, "eps": 1e-5, "weight_decay": 0})
     policy = ALGOS[algo].policy_aliases[alias](obs_space, act_space, lambda _: 0.0, **kwargs)
-    load_policy_state(policy, _prefixed(ckpt.tensors, f"policy/{name}/"), ckpt.path, f"policy/{name}/")
+    prefix = f"policy/{name}/"
+    tensorcheck.load_policy_state(policy, _prefixed(ckpt.tensors, prefix), ckpt.path, prefix)
     return policy.eval()

@@ -12,7 +12,7 @@ import pytest
 import torch
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from agents.sb3.backend import load_policy_state
+from agents.run.tensorcheck import load_policy_state
 from envs.errors import CheckpointError
 
 PATH = Path("run/final/model.safetensors")
