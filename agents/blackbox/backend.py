@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 class BlackBoxBackend(Backend):
     """``--backend blackbox --algo cma|amortised|surrogate|chain``: see the module docstring."""
 
+    builds_net_arch = False
+
     def __init__(self, cfg: RunConfig, seed: int, env: gym.Env, strategy: Strategy, calls0: int) -> None:
         self.cfg, self.seed, self.env, self.strategy = cfg, seed, env, strategy
         self.problem = strategy.problem

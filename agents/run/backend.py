@@ -81,6 +81,8 @@ class Backend(ABC):
             (``env.action_mask``, agents/run/masks.py); a masked env with any other exits 2.
         pettingzoo: the PettingZoo APIs it trains: ``parallel`` (a parallel env's agents, shared or mapped by
             ``policies:``), ``aec`` (a turn-based game, by self-play); any other exits 2.
+        builds_net_arch: its models are networks of ``agent.net_arch`` layers (the runner bounds their memory
+            before they are built); a black-box strategy's networks are its own.
     """
 
     seed: int
@@ -90,6 +92,7 @@ class Backend(ABC):
     takes_connections: ClassVar[bool] = False
     masking_algos: ClassVar[tuple[str, ...]] = ()
     pettingzoo: ClassVar[tuple[str, ...]] = ()
+    builds_net_arch: ClassVar[bool] = True
 
     @classmethod
     @abstractmethod

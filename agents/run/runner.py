@@ -133,7 +133,8 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResolvedEnv, gym.
             merged = _deep_merge(space_defaults(obs_space, act_space, cfg.agent.algo), raw)
             cfg = validate(merged, source)
         check_algorithm(cfg, act_space)
-        check_networks(cfg, obs_space)  # before any backend builds them
+        if backend.builds_net_arch:  # before the backend builds them
+            check_networks(cfg, obs_space)
     except BaseException:
         if spare is not None:
             spare.close()
@@ -143,7 +144,7 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResolvedEnv, gym.
 
 def check_networks(cfg: RunConfig, obs_space: Any) -> None:
     """A new run's networks (``agent.net_arch``, or each policy's) fit the machine's memory while they train
-    (:func:`agents.run.memory.check_networks`); a black-box strategy's networks are its own.
+    (:func:`agents.run.memory.check_networks`).
 
     Each model counts as two networks of its layers (an actor and a critic: PPO, A2C and APPO build the
     policy's and the value function's, SAC and TD3 an actor and critics), fed by the flat observation where
@@ -153,8 +154,6 @@ def check_networks(cfg: RunConfig, obs_space: Any) -> None:
 
     from agents.run import memory
 
-    if cfg.agent.backend == "blackbox":
-        return
     if cfg.policies:
         layers = {(f"policies.{name}.net_arch" if spec.net_arch else f"agent.net_arch (policy {name!r})"):
                   list(spec.net_arch or cfg.agent.net_arch) for name, spec in cfg.policies.items()}

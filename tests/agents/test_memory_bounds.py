@@ -119,3 +119,14 @@ def test_layers_over_half_the_machine_are_refused_before_anything_is_built(tmp_p
         "weights in 2 networks fed by 4 inputs, each with its gradient and Adam's two moments); "
         f"{limit_words()}; use smaller layers")
     assert not run.exists()
+
+
+def test_a_black_box_strategy_is_not_bounded_by_net_arch(tmp_path):
+    """agent.net_arch builds nothing on --backend blackbox (Backend.builds_net_arch): the same layers that
+    refuse a PPO run above leave a CMA-ES run alone."""
+    run = tmp_path / "run"
+    proc = run_cli("train.py", "--env", "renderer", "--backend", "blackbox", "--algo", "cma", "--timesteps",
+                   "8", "--set", "agent.net_arch=[64, 1000000000]", "--run-dir", str(run), "--quiet",
+                   timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "final" / "model.safetensors").is_file()
