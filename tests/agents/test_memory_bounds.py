@@ -92,33 +92,35 @@ def test_huge_layers_of_a_policies_map_are_named(monkeypatch):
         "smaller layers")
 
 
+def _refused(tmp_path, *args: str) -> str:
+    """The one line of a 2-env CartPole ``train.py ARGS`` that must exit 2 before it makes its run dir."""
+    run = tmp_path / "run"
+    proc = run_cli("train.py", "--env", "CartPole-v1", "--num-envs", "2", *args, "--run-dir", str(run),
+                   "--quiet", timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert not run.exists()
+    return one_line(proc.stderr)
+
+
 @pytest.mark.parametrize("backend", ["sb3", "rllib"])
 def test_a_rollout_over_half_the_machine_is_refused_before_anything_runs(tmp_path, backend):
     if backend == "rllib":
         pytest.importorskip("ray")
-    run = tmp_path / "run"
-    proc = run_cli("train.py", "--env", "CartPole-v1", "--backend", backend, "--num-envs", "2", "--set",
-                   f"agent.n_steps={HUGE_STEPS}", "--run-dir", str(run), "--quiet", timeout=60)
-    assert proc.returncode == 2, proc.stderr  # was exit 1: 'unexpected MemoryError: ... 8.75 TiB'
-    fits = int(memory.machine_memory()[0] * 0.5) // 48 // 2
-    assert one_line(proc.stderr) == (
+    line = _refused(tmp_path, "--backend", backend, "--set", f"agent.n_steps={HUGE_STEPS}")
+    fits = int(memory.machine_memory()[0] * 0.5) // 48 // 2  # was exit 1: 'unexpected MemoryError: 8.75 TiB'
+    assert line == (
         f"error: the rollout of agent.n_steps={HUGE_STEPS:,} steps × 2 envs needs 6.56 TiB (observations, "
         "actions, rewards, returns, episode starts, values, log-probabilities and advantages, 48 B per "
         f"step); {limit_words()}; set agent.n_steps to at most {fits:,}")
-    assert not run.exists()
 
 
 def test_layers_over_half_the_machine_are_refused_before_anything_is_built(tmp_path):
-    run = tmp_path / "run"
-    proc = run_cli("train.py", "--env", "CartPole-v1", "--num-envs", "2", "--set",
-                   "agent.net_arch=[64, 1000000000]", "--run-dir", str(run), "--quiet", timeout=60)
-    assert proc.returncode == 2, proc.stderr  # a study's trial drawing such layers was killed (exit 137)
+    line = _refused(tmp_path, "--set", "agent.net_arch=[64, 1000000000]")  # a study's trial: exit 137
     weights = 2 * ((4 + 1) * 64 + (64 + 1) * 1_000_000_000)
-    assert one_line(proc.stderr) == (
+    assert line == (
         f"error: agent.net_arch [64, 1000000000] needs at least 1.89 TiB to train ({weights:,} float32 "
         "weights in 2 networks fed by 4 inputs, each with its gradient and Adam's two moments); "
         f"{limit_words()}; use smaller layers")
-    assert not run.exists()
 
 
 def test_a_black_box_strategy_is_not_bounded_by_net_arch(tmp_path):
