@@ -69,7 +69,7 @@ def load_policy(run_dir: str | Path, checkpoint: str = "final", *, trust: bool =
     kind = get_backend(ckpt.header.backend, bool(cfg.policies))
     env = resolve_env(cfg, kind.channels_first, spaces=ckpt.header.spaces())
     kind = get_backend(ckpt.header.backend, bool(cfg.policies), env.multi_agent)
-    if not cfg.policies:  # a config from elsewhere allocates nothing absurd (a map's nets are its policies')
+    if kind.builds_net_arch and not cfg.policies:  # a config from elsewhere allocates nothing absurd
         tensorcheck.check_net_arch(ckpt, cfg.agent.net_arch)
     return LoadedPolicy(cfg, kind.load(ckpt, cfg, env), path, ckpt.header, env)
 

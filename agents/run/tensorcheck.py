@@ -161,13 +161,14 @@ def check_net_arch(ckpt: Checkpoint, net_arch: list[int]) -> None:
     """The config that will build the checkpoint's network asks for no more weights than its tensors hold:
     ``agent.net_arch`` layers of widths h₀, h₁, … have at least h₀ + Σ hᵢ₋₁·hᵢ weights, whatever feeds them.
     Checked before anything is built, so a config from elsewhere that names huge layers is refused in one
-    line instead of allocating them (a network that fits its checkpoint always passes).
+    line instead of allocating them (a network that fits its checkpoint always passes). Callers ask only
+    for a backend that builds ``agent.net_arch`` (``Backend.builds_net_arch``).
 
     Raises:
         CheckpointError: "does not fit its config: agent.net_arch [...] needs at least N weights, its tensors
             hold M".
     """
-    if not net_arch or ckpt.header.backend not in ("sb3", "rllib"):  # a black-box strategy's nets are its own
+    if not net_arch:
         return
     need = int(net_arch[0]) + sum(int(a) * int(b) for a, b in zip(net_arch, net_arch[1:], strict=False))
     held = sum(int(t.numel()) for t in ckpt.tensors.values())

@@ -114,7 +114,8 @@ def loader(cfg: RunConfig, env: ResolvedEnv,
         # a checkpoint of another game (a league snapshot swapped, --opponent given another run's): one line,
         # not a policy fed observations it was never built for
         checkpoint.check_spaces(ckpt.header, *spaces, f"self-play opponent {str(path)!r}")
-        tensorcheck.check_net_arch(ckpt, own_cfg.agent.net_arch)  # its own config allocates nothing absurd
+        if kind.builds_net_arch:  # its own config allocates nothing absurd
+            tensorcheck.check_net_arch(ckpt, own_cfg.agent.net_arch)
         with torch.random.fork_rng():  # building a policy draws initial weights: not from the run's generator
             return PolicyOpponent(name, kind.load(ckpt, own_cfg, env), own_view, cfg.selfplay.temperature)
     return load
