@@ -11,6 +11,8 @@ from agents.config.section import Section
 
 FIXED_OPPONENTS = ("random", "lookahead")
 """The scripted opponents nondiff ships (envs/selfplay.py); a checkpoint path is the other kind."""
+MAX_TEMPERATURES = 16
+"""The most values ``selfplay.temperature`` may list."""
 
 
 class SelfPlaySection(Section):
@@ -32,15 +34,32 @@ class SelfPlaySection(Section):
     another run (loaded for inference only: a checkpoint that needs pickle is refused)."""
     fixed_share: float = Field(default=0.2, ge=0.0, le=1.0)
     """Share of games against a fixed opponent (all of them before the first snapshot)."""
-    temperature: float = Field(default=1.0, gt=0.0, le=10.0)
+    temperature: float | list[float] = 1.0
     """How a snapshot opponent picks its moves: legal moves with probabilities ∝ p^(1/temperature), p the
     snapshot's policy. 1 samples the policy as it is; below 1 plays its likelier moves more often (fewer of
     the random blunders a learner would learn to wait for), toward its greedy move as it nears 0. Applies
-    wherever a checkpoint plays the other seat (training, ``evaluate.py --opponent``, the tournament)."""
+    wherever a checkpoint plays the other seat (training, ``evaluate.py --opponent``, the tournament). A
+    list (each in (0, 10]), e.g. ``[1.0, 0.1]``: each training game against a checkpoint draws one of them
+    uniformly (the league's generator), so some games face a near-greedy past self that finishes every four
+    and some a diverse one; ``evaluate.py --opponent`` and the tournament play at the list's first."""
     seat: Literal["alternate", "first", "second"] = "alternate"
     """The learner's seat: alternating every game, or always the first or the second player."""
     elo_k: float = Field(default=16.0, gt=0.0)
     """The Elo update's K factor (ratings start at 1000; ``random`` stays at 1000, the anchor)."""
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperatures(cls, v: float | list[float]) -> float | list[float]:
+        values = v if isinstance(v, list) else [v]
+        if not 1 <= len(values) <= MAX_TEMPERATURES or not all(0.0 < t <= 10.0 for t in values):
+            raise ValueError(f"selfplay.temperature takes a number in (0, 10] or a list of 1 to "
+                             f"{MAX_TEMPERATURES} of them, got {v!r}; e.g. 1.0 or [1.0, 0.1]")
+        return v
+
+    @property
+    def temperatures(self) -> tuple[float, ...]:
+        """:attr:`temperature` as a tuple (one value, or the list drawn from per game)."""
+        return tuple(self.temperature) if isinstance(self.temperature, list) else (self.temperature,)
 
     @field_validator("fixed")
     @classmethod

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -38,6 +38,18 @@ MAX_MEMBERS = 100_000
 MAX_STEP = 2**62
 """The largest step or game count a state file may hold."""
 MEMBER_KEYS = {"name", "rating", "games", "score", "step"}
+TAG = "@"
+"""Joins a member's name and a game's drawn temperature (``step_000025000@0.1``) when ``selfplay.temperature``
+is a list: the opponent's name in that game's result and in a saved game in progress."""
+
+
+@runtime_checkable
+class Tempering(Protocol):
+    """An opponent that can play at another temperature (a checkpoint's policy, agents/run/selfplay/)."""
+
+    def tempered(self, name: str, temperature: float) -> Opponent:
+        """This opponent at ``temperature``, named ``name``."""
+        ...
 
 
 @dataclass
@@ -80,15 +92,31 @@ class League:
 
     # -- the draw -------------------------------------------------------------------------------------------
     def draw(self) -> Opponent:
-        """The opponent of a new game (thread-safe: envs stepped in threads draw here)."""
+        """The opponent of a new game (thread-safe: envs stepped in threads draw here). With a list of
+        temperatures, a member that plays from a checkpoint also gets one of them, drawn uniformly by the
+        same generator (so a resumed league draws the same), and its name tagged with it (:data:`TAG`)."""
         with self._lock:
-            return self._opponent(self._pick())
+            name, temperatures = self._pick(), self.cfg.temperatures
+            if len(temperatures) > 1 and self.source_file(name) is not None:
+                name = f"{name}{TAG}{temperatures[int(self.rng.integers(len(temperatures)))]!r}"
+            return self._opponent(name)
 
     def opponent_named(self, name: str) -> Opponent:
         """The opponent called ``name`` (a game restored mid-way names its opponent), without a draw; a name
         the league does not hold (its state was lost) gets a drawn opponent."""
         with self._lock:
-            return self._opponent(name if name in self.members or name == ANCHOR else self._pick())
+            known = self.member_name(name) in self.members or name == ANCHOR
+            return self._opponent(name if known else self._pick())
+
+    def member_name(self, name: str) -> str:
+        """The member an opponent's name stands for: ``name`` less a drawn temperature's tag."""
+        member, tag, value = name.rpartition(TAG)
+        if not tag or member not in self.members:
+            return name
+        try:
+            return member if float(value) in self.cfg.temperatures else name
+        except ValueError:
+            return name
 
     def _pick(self) -> str:
         snaps = self.snapshots()
@@ -107,6 +135,11 @@ class League:
         return older[int(self.rng.choice(len(older), p=weights / weights.sum()))].name
 
     def _opponent(self, name: str) -> Opponent:
+        member_name = self.member_name(name)
+        if member_name != name and name not in self._opponents:  # a tagged draw: the member, tempered
+            base = self._opponent(member_name)
+            temperature = float(name.rpartition(TAG)[2])
+            self._opponents[name] = base.tempered(name, temperature) if isinstance(base, Tempering) else base
         if name not in self._opponents:
             member = self.members.get(name)
             if member is not None and member.step is not None:
@@ -139,7 +172,8 @@ class League:
     def record(self, result: GameResult) -> None:
         """One finished game: the learner's and the opponent's Elo ratings move (the anchor's never)."""
         with self._lock:
-            member = self.members.setdefault(result.opponent, Member(result.opponent))
+            name = self.member_name(result.opponent)
+            member = self.members.setdefault(name, Member(name))
             expected = 1.0 / (1.0 + 10 ** ((member.rating - self.rating) / 400.0))
             delta = self.cfg.elo_k * (result.score - expected)
             self.rating += delta
@@ -172,7 +206,8 @@ class League:
         save(self.folder / f"{name}.safetensors")
         with self._lock:
             self.members[name] = Member(name, rating=self.rating, step=step)
-            self._opponents.pop(name, None)
+            for key in [k for k in self._opponents if k == name or k.startswith(name + TAG)]:
+                self._opponents.pop(key)
         return self.members[name]
 
     def scalars(self) -> dict[str, float]:

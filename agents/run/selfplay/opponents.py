@@ -71,6 +71,15 @@ class PolicyOpponent:
         """The policy's move for ``agent``, drawn from ``rng`` by the policy's probabilities of the legal
         moves (tempered) where the backend gives them (``Backend.action_probs``), else sampled by
         ``predict`` untempered (a random legal move should that pick an illegal one)."""
+        return self.move(game, agent, rng, self.temperature)
+
+    def tempered(self, name: str, temperature: float) -> TemperedOpponent:
+        """This policy playing at ``temperature`` under the name ``name`` (one game's draw of a
+        ``selfplay.temperature`` list), sharing the loaded network."""
+        return TemperedOpponent(name, self, temperature)
+
+    def move(self, game: Any, agent: str, rng: np.random.Generator, temperature: float) -> int:
+        """:meth:`act` at ``temperature``."""
         legal = legal_moves(game, agent)
         mask = np.zeros(int(game.action_space(agent).n), dtype=np.bool_)
         mask[legal] = True
@@ -79,12 +88,25 @@ class PolicyOpponent:
             np.asarray(obs)[None]
         probs = self.backend.action_probs(batch, mask[None])
         if probs is not None:
-            p = probs[0] if self.temperature == 1.0 else probs[0] ** (1.0 / self.temperature)
+            p = probs[0] if temperature == 1.0 else probs[0] ** (1.0 / temperature)
             return int(rng.choice(len(mask), p=p / p.sum()))
         with self._lock:
             self._mask = mask
             action = int(np.asarray(self.backend.predict(obs, deterministic=False)).reshape(-1)[0])
             return action if mask[action] else int(rng.choice(legal))
+
+
+class TemperedOpponent:
+    """A :class:`PolicyOpponent` at another temperature, under its own name (the league's tagged name of a
+    game's draw, which a saved game in progress keeps, so a resumed game plays on at the same temperature).
+    """
+
+    def __init__(self, name: str, policy: PolicyOpponent, temperature: float) -> None:
+        self.name, self.policy, self.temperature = name, policy, temperature
+
+    def act(self, game: Any, agent: str, rng: np.random.Generator) -> int:
+        """The policy's move at this temperature (:meth:`PolicyOpponent.move`)."""
+        return self.policy.move(game, agent, rng, self.temperature)
 
 
 def loader(cfg: RunConfig, env: ResolvedEnv,
@@ -117,7 +139,8 @@ def loader(cfg: RunConfig, env: ResolvedEnv,
         if kind.builds_net_arch:  # its own config allocates nothing absurd
             tensorcheck.check_net_arch(ckpt, own_cfg.agent.net_arch)
         with torch.random.fork_rng():  # building a policy draws initial weights: not from the run's generator
-            return PolicyOpponent(name, kind.load(ckpt, own_cfg, env), own_view, cfg.selfplay.temperature)
+            return PolicyOpponent(name, kind.load(ckpt, own_cfg, env), own_view,
+                                  cfg.selfplay.temperatures[0])
     return load
 
 
