@@ -26,10 +26,9 @@ train: $(STAMP)
 
 # The fast suite plus the chosen slow tests that CI runs (see README "Tests"), on two pytest-xdist workers
 # (TEST_WORKERS; three on these two cores took 20 min 28 s against 19 min 31 s: the Ray tests slow down more
-# than the waits they fill);
-# each worker that runs an RLlib test starts one private Ray for them (tests/conftest.py). mypy (single-
-# threaded, ~45 CPU-s without a cache) runs beside the tests; its report follows theirs, and either failing
-# fails the target.
+# than the waits they fill). The tests that join the session's private Ray share one worker and that Ray
+# (tests/conftest.py). mypy (single-threaded, ~45 CPU-s without a cache) runs beside the tests; its report
+# follows theirs, and either failing fails the target.
 test: $(STAMP)
 	$(PY) -m ruff check envs agents tests benchmarks examples train.py evaluate.py
 	@log=$$(mktemp); $(PY) -m mypy envs agents benchmarks >$$log 2>&1 & mypy=$$!; \

@@ -142,10 +142,20 @@ ray.shutdown()
 """
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that joins the shared Ray runs on one pytest-xdist worker (``--dist loadgroup``, as
+    `make test` runs): one shared Ray for the session instead of one per worker, and no two of these tests at
+    once (tests/test_suite_groups.py)."""
+    for item in items:
+        if "shared_ray" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("shared-ray"))
+
+
 @pytest.fixture(scope="session")
 def shared_ray() -> Iterator[SharedRay]:
     """One private local Ray for the whole session (loopback, token-authenticated: agents/run/localray.py);
-    under pytest-xdist, one per worker that runs a test asking for it.
+    under pytest-xdist, the tests that ask for it share a worker (:func:`pytest_collection_modifyitems`).
 
     It runs in a helper process, so that this process never initialises Ray (tests assert that bad input and
     evaluate.py leave Ray alone); the trainers join it with ``--ray-address`` instead of starting their own.
