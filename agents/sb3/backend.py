@@ -134,12 +134,16 @@ class SB3Backend(Backend):
         set_random_seed(seed)
         device = resolve_device(cfg.train.device)
         hp = hyperparameters(cfg, env.action_space)
-        if cfg.agent.algo in offpolicy.ALGOS:  # the replay buffer is allocated whole: bound it first
-            offpolicy.check_memory(cfg, *env.spaces, cfg.train.num_envs,
-                                   optimize_memory_usage=bool(hp.get("optimize_memory_usage", False)))
-        else:  # so is the rollout buffer
-            check_rollout(*env.spaces, n_steps(cfg, hp), cfg.train.num_envs, masks=masked(cfg))
         venv = make_vec_env(cfg, env)
+        try:  # the buffers are allocated whole: bound them first, by the vector env's rows (one per agent)
+            if cfg.agent.algo in offpolicy.ALGOS:
+                offpolicy.check_memory(cfg, *env.spaces, venv.num_envs,
+                                       optimize_memory_usage=bool(hp.get("optimize_memory_usage", False)))
+            else:
+                check_rollout(*env.spaces, n_steps(cfg, hp), venv.num_envs, masks=masked(cfg))
+        except BaseException:
+            venv.close()
+            raise
         her.configure(cfg, env, venv, hp)  # HerReplayBuffer for SAC/TD3 on a goal-conditioned env
         name, extra = select_policy(cfg, venv.observation_space)
         hp["policy_kwargs"].update(extra)

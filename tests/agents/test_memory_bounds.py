@@ -11,7 +11,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from measure import one_line
 from sb3_contrib.common.maskable.buffers import MaskableRolloutBuffer
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
@@ -92,11 +92,11 @@ def test_huge_layers_of_a_policies_map_are_named(monkeypatch):
         "smaller layers")
 
 
-def _refused(tmp_path, *args: str) -> str:
-    """The one line of a 2-env CartPole ``train.py ARGS`` that must exit 2 before it makes its run dir."""
+def _refused(tmp_path, *args: str, env: tuple[str, ...] = ("--env", "CartPole-v1")) -> str:
+    """The one line of a 2-env CartPole (or ``env``) ``train.py ARGS`` that must exit 2 before it makes its
+    run dir."""
     run = tmp_path / "run"
-    proc = run_cli("train.py", "--env", "CartPole-v1", "--num-envs", "2", *args, "--run-dir", str(run),
-                   "--quiet", timeout=60)
+    proc = run_cli("train.py", *env, "--num-envs", "2", *args, "--run-dir", str(run), "--quiet", timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert not run.exists()
     return one_line(proc.stderr)
@@ -111,6 +111,19 @@ def test_a_rollout_over_half_the_machine_is_refused_before_anything_runs(tmp_pat
     assert line == (
         f"error: the rollout of agent.n_steps={HUGE_STEPS:,} steps × 2 envs needs 6.56 TiB (observations, "
         "actions, rewards, returns, episode starts, values, log-probabilities and advantages, 48 B per "
+        f"step); {limit_words()}; set agent.n_steps to at most {fits:,}")
+
+
+@pytest.mark.parametrize("backend", ["sb3", "rllib"])
+def test_a_shared_policys_rollout_counts_every_agent(tmp_path, backend):
+    """simple_spread's three agents share one policy: each env step adds three rows to its rollout (SB3
+    counted the envs only, a third of the bytes)."""
+    line = _refused(tmp_path, "--backend", backend, "--set", f"agent.n_steps={HUGE_STEPS}",
+                    env=("--config", str(ROOT / "configs" / "simple_spread.yaml")))
+    fits = int(memory.machine_memory()[0] * 0.5) // 104 // 6
+    assert line == (
+        f"error: the rollout of agent.n_steps={HUGE_STEPS:,} steps × 6 envs needs 42.6 TiB (observations, "
+        "actions, rewards, returns, episode starts, values, log-probabilities and advantages, 104 B per "
         f"step); {limit_words()}; set agent.n_steps to at most {fits:,}")
 
 
