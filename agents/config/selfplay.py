@@ -37,11 +37,13 @@ class SelfPlaySection(Section):
     temperature: float | list[float] = 1.0
     """How a snapshot opponent picks its moves: legal moves with probabilities ∝ p^(1/temperature), p the
     snapshot's policy. 1 samples the policy as it is; below 1 plays its likelier moves more often (fewer of
-    the random blunders a learner would learn to wait for), toward its greedy move as it nears 0. Applies
-    wherever a checkpoint plays the other seat (training, ``evaluate.py --opponent``, the tournament). A
-    list (each in (0, 10]), e.g. ``[1.0, 0.1]``: each training game against a checkpoint draws one of them
-    uniformly (the league's generator), so some games face a near-greedy past self that finishes every four
-    and some a diverse one; ``evaluate.py --opponent`` and the tournament play at the list's first."""
+    the random blunders a learner would learn to wait for), toward its greedy move as it nears 0; above 1
+    spreads its moves toward uniform (more varied games, while a move the snapshot is sure of stays likely:
+    p = 0.9 among 7 moves keeps 0.55 at 2). Applies wherever a checkpoint plays the other seat (training,
+    ``evaluate.py --opponent``, the tournament). A list (each in (0, 10]), e.g. ``[0.1, 2.0]``: each
+    training game against a checkpoint draws one of them uniformly (the league's generator), so some games
+    face a near-greedy past self and some a more varied one; ``evaluate.py --opponent`` and the tournament
+    play at the list's first."""
     seat: Literal["alternate", "first", "second"] = "alternate"
     """The learner's seat: alternating every game, or always the first or the second player."""
     elo_k: float = Field(default=16.0, gt=0.0)
