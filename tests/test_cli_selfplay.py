@@ -64,18 +64,25 @@ def test_self_play_builds_a_league_that_learns_and_can_be_pitted(tmp_path):
     assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_kill_and_resume_restores_the_league_exactly(tmp_path):
+def resumed_league(tmp_path, *extra: str) -> dict:
+    """A 4,096-step self-play run, straight and killed at 2,048 then resumed (``extra``: more flags): the
+    weights and the final league state (ratings, members, the sampler's generator) must be equal; the
+    state."""
     common = [*COMMON, "--timesteps", "4096", "--seed", "7", "--set", "train.checkpoint_every=2048",
               "--set", "eval.every=0", "--set", "selfplay.snapshot_every=1024",
-              "--set", "selfplay.latest=0.6"]
+              "--set", "selfplay.latest=0.6", *extra]
     a, b = straight_and_resumed(tmp_path, common, 2048)
     params = [k for k in a if k.startswith(("policy/", "optim/"))]
     assert len(params) > 10
     assert not [k for k in params if not torch.equal(a[k], b[k])], "the resumed self-play run diverged"
     final = {d: json.loads((tmp_path / d / "league" / "state_000004096.json").read_text())
              for d in ("straight", "broken")}
-    assert final["straight"] == final["broken"]  # ratings, members and the sampler's generator
-    assert len(final["straight"]["members"]) == 1 + 4
+    assert final["straight"] == final["broken"]
+    return final["straight"]
+
+
+def test_kill_and_resume_restores_the_league_exactly(tmp_path):
+    assert len(resumed_league(tmp_path)["members"]) == 1 + 4
 
 
 def test_backends_and_vector_envs_that_cannot_play_it_are_one_line(tmp_path):
@@ -89,6 +96,7 @@ def test_backends_and_vector_envs_that_cannot_play_it_are_one_line(tmp_path):
                    "selfplay.fixed=[/nope.safetensors]", "--run-dir", str(tmp_path / "g"))  # no env fault
     assert gone.returncode == 2 and "got '/nope.safetensors' (no such file)" in one_line(gone.stderr)
     assert "the env failed" not in gone.stderr
+    assert not (tmp_path / "g").exists()  # refused before its first step: the same --run-dir works again
 
 
 def test_a_board_cnn_run_trains_and_loads_for_evaluation(tmp_path):

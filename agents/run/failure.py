@@ -90,6 +90,11 @@ def kept_config(run: RunDir) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in (run.config, run.signature) if p.is_file()}
 
 
+def refused_before_start(exc: BaseException, backend: Backend, start: int) -> bool:
+    """Bad input (a :class:`UserError`) found before the first step after ``start``: nothing was trained."""
+    return isinstance(exc, UserError) and backend.num_timesteps <= start
+
+
 def stop_on_error(exc: BaseException, run: RunDir, backend: Backend, start: int,
                   kept: dict[Path, bytes] | None = None) -> tuple[int, str]:
     """Write ``crash/`` for an exception out of training, and return the exit code and the one line.
@@ -98,11 +103,12 @@ def stop_on_error(exc: BaseException, run: RunDir, backend: Backend, start: int,
     or resumed at), while training was being set up (e.g. a resumed league's state), is its own line and
     exit code 2, with no checkpoint and no resume hint: nothing was trained, and a resume would meet the
     same input again; a resume's config.yaml and config.sig are put back as they were (``kept``: from
-    :func:`kept_config`), so the run dir resumes as before once the input is fixed. A disk error is not
-    answered with another write to the same disk: the line names the file, the free space and the last good
-    checkpoint instead.
+    :func:`kept_config`), so the run dir resumes as before once the input is fixed (a new run's directory
+    is removed instead: :meth:`~agents.run.rundir.RunDir.discard_unstarted`, by the runner). A disk error
+    is not answered with another write to the same disk: the line names the file, the free space and the
+    last good checkpoint instead.
     """
-    if isinstance(exc, UserError) and backend.num_timesteps <= start:
+    if refused_before_start(exc, backend, start):
         from agents.run.checkpoint import atomic_write_bytes
 
         for path, data in (kept or {}).items():

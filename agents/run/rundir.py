@@ -160,6 +160,19 @@ class RunDir:
         if self.path.is_dir() and not any(self.path.iterdir()):
             self.path.rmdir()
 
+    def discard_unstarted(self) -> None:
+        """Remove a new run's directory whose input was refused before its first step: what the start wrote
+        (config.yaml, config.sig, command.txt, TensorBoard's event files), then :meth:`discard_if_empty`.
+
+        So the same ``--run-dir`` works again once the input is fixed. Links are left alone, and anything
+        else (a checkpoint, a league snapshot, a file of the user's) keeps the directory.
+        """
+        started = [self.path / n for n in ("config.yaml", "config.sig", "command.txt")]
+        for p in [*started, *(self.path / "tensorboard").glob("events.out.tfevents.*")]:
+            if p.is_file() and not p.is_symlink():
+                p.unlink()
+        self.discard_if_empty()
+
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
         """An existing run directory, or a :class:`UserError` that says why it is not one."""

@@ -240,6 +240,7 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
     from agents.run.checkpoint import atomic_write_bytes
     from envs.errors import BridgeError, StopRequested
 
+    refused = False  # a new run's input refused before its first step: its run dir goes
     try:
         cfg.meta = {"versions": versions(), "seed": seed, "config_source": str(args.config or ""),
                     "started_from_step": start}
@@ -260,7 +261,9 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
             except (EnvFailure, BridgeError) as e:  # EnvGaveUp, RestartBudgetExhausted are EnvFailures
                 return _report(args, *_env_failed(e, run, backend))
             except Exception as e:  # noqa: BLE001 - any error out of training: checkpoint first, then one line
-                return _report(args, *failure.stop_on_error(e, run, backend, start, kept))
+                code, line = failure.stop_on_error(e, run, backend, start, kept)
+                refused = not args.resume and failure.refused_before_start(e, backend, start)
+                return _report(args, code, line)
             try:
                 backend.save(run.final)
             except Exception as e:  # noqa: BLE001 - e.g. a full disk; the earlier checkpoints are intact
@@ -271,6 +274,11 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
             backend.close()
         except Exception as e:  # noqa: BLE001 - closing envs must not hide the outcome of the run
             log.warning("closing the envs failed: %s: %s", type(e).__name__, e)
+        if refused:  # after the TensorBoard writer and the envs are closed
+            try:
+                run.discard_unstarted()
+            except OSError as e:  # the refusal's line is the outcome; a directory left behind is not one
+                log.warning("removing the refused run's directory %s failed: %s", run.path, e)
     if interrupted:
         print(f"{interrupted}: stopped at step {step:,}; checkpoint written to {run.final}\n"
               f"resume with:  python train.py --resume {run.path}")
