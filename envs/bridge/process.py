@@ -16,7 +16,6 @@ import collections
 import itertools
 import logging
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -38,7 +37,7 @@ from envs.bridge.fit import same_spec
 from envs.bridge.handshake import check_kind, shake
 from envs.bridge.launch import ConnectBack, spawn
 from envs.bridge.settings import check_settings
-from envs.bridge.spawn import StderrTail
+from envs.bridge.spawn import StderrTail, split_command
 from envs.errors import RestartBudgetExhausted, StopRequested
 from envs.faults import FAULT_KEY, RESET_FAULTS_KEY, Fault, FaultKind
 from envs.reach import Reach, beyond_loopback
@@ -106,7 +105,7 @@ class ProcessEnv(gym.Env):
         self._addr: tuple[str, int] | None = None
         self._back: ConnectBack | None = None
         if listen is not None and command is not None:  # spawn, then let it connect (envs/bridge/launch.py)
-            self._argv = _split(command)
+            self._argv = split_command(command)
             self._back = ConnectBack(self._argv, listen, token, cwd, term_grace, next(_SLOTS) * 1000)
             token = self._back.token
         elif listen is not None:
@@ -121,7 +120,7 @@ class ProcessEnv(gym.Env):
             self._addr = (host, int(port))
         else:
             assert command is not None
-            self._argv = _split(command)
+            self._argv = split_command(command)
         self.command, self.token, self.render_mode = command, token, render_mode
         self.step_timeout, self.reset_timeout, self.term_grace = step_timeout, reset_timeout, term_grace
         self.max_restarts, self.restart_rate, self.restart_period = max_restarts, restart_rate, restart_period
@@ -390,12 +389,3 @@ class ProcessEnv(gym.Env):
 _SLOTS = itertools.count()
 """Spawn-then-connect slots made in this process: slot n's copies get ``NONDIFF_SEED`` 1000 n, 1000 n + 1…"""
 
-
-def _split(command: str) -> list[str]:
-    if not isinstance(command, str):  # a YAML list or number: shlex would fail with "no attribute 'read'"
-        raise ValueError(f"process: env.command must be one string, the command line (e.g. env.command: "
-                         f"'./sim --fast'), got {type(command).__name__} {command!r}; write it as one string")
-    try:
-        return shlex.split(command)
-    except ValueError as e:
-        raise ValueError(f"process: env.command {command!r} cannot be split into arguments: {e}") from e

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import os
+import shlex
 import shutil
 import threading
 
@@ -124,3 +125,15 @@ def check_program(argv: list[str], cwd: str | None) -> None:
 def child_environment() -> dict[str, str]:
     """The trainer's environment minus :data:`PRIVATE_VARIABLES` (docs/protocol.md, "Environment")."""
     return {k: v for k, v in os.environ.items() if k not in PRIVATE_VARIABLES}
+
+
+def split_command(command: str) -> list[str]:
+    """``env.command`` as arguments (shell quoting, no shell); a non-string or an unbalanced quote is a
+    ``ValueError`` that names the fix."""
+    if not isinstance(command, str):  # a YAML list or number: shlex would fail with "no attribute 'read'"
+        raise ValueError(f"process: env.command must be one string, the command line (e.g. env.command: "
+                         f"'./sim --fast'), got {type(command).__name__} {command!r}; write it as one string")
+    try:
+        return shlex.split(command)
+    except ValueError as e:
+        raise ValueError(f"process: env.command {command!r} cannot be split into arguments: {e}") from e
