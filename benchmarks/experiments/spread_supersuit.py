@@ -77,6 +77,7 @@ def train_supersuit(config: str, steps: int, seed: int, save: Path, mark_truncat
     import supersuit as ss
     import torch
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.utils import set_random_seed
     from stable_baselines3.common.vec_env import VecMonitor
 
@@ -93,6 +94,7 @@ def train_supersuit(config: str, steps: int, seed: int, save: Path, mark_truncat
     (venv if mark_truncation else venv.venv).reset(seed=seed)  # copy i from seed + i (else: one RNG state)
     venv = VecMonitor(truncation_marked(venv) if mark_truncation else venv)
     model = PPO("MlpPolicy", venv, verbose=0, device="cpu", **hyperparameters(cfg))
+    model.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default would make /tmp/SB3-<time>/
     model.learn(total_timesteps=steps)
     model.save(save)
     venv.close()

@@ -104,6 +104,7 @@ def test_bf16_training_saves_fp32_cpu_tensors(tmp_path, request):
     """A PPO update under bf16 autocast, then the checkpoint path: every stored tensor is a contiguous CPU
     tensor with the parameter's own dtype (fp32), whatever the views, gradients or autocast around it."""
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     threads = torch.get_num_threads()
@@ -114,6 +115,7 @@ def test_bf16_training_saves_fp32_cpu_tensors(tmp_path, request):
     venv = DummyVecEnv([lambda: envs.make("game", frame_size=42)])
     name, extra = select_policy(cfg, venv.observation_space)
     model = PPO(name, venv, n_steps=64, batch_size=32, n_epochs=1, policy_kwargs=extra, seed=0, device="cpu")
+    model.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default would make /tmp/SB3-<time>/
     before = {k: v.clone() for k, v in model.policy.state_dict().items()}
     model.learn(64)
     state = model.policy.state_dict()
