@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -196,6 +197,9 @@ class Scene:
     def close(self) -> None:
         if os.path.exists(self.path):
             os.remove(self.path)
+        # Blender's session directory (/tmp/blender_XXXXXX/): Blender removes it when it quits, but this
+        # server ends with os._exit, which skips that (one empty directory per run would pile up in /tmp)
+        shutil.rmtree(bpy.app.tempdir, ignore_errors=True)
 
 
 def main() -> None:
