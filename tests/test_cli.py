@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import yaml
 from conftest import ROOT, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -189,6 +190,18 @@ def test_a2c_with_subprocess_workers(tmp_path):
     assert "done: 256 steps" in proc.stdout
     assert "algo: a2c" in (run / "config.yaml").read_text()
     run_cli("evaluate.py", str(run), "--episodes", "2", check=True)
+
+
+def test_a2c_on_an_env_without_a_config_file(tmp_path):
+    """The settings chosen from the spaces are PPO's; A2C takes only those it honours (it refused
+    agent.batch_size and agent.n_epochs, which the user never gave, on every Gymnasium id)."""
+    run = tmp_path / "run"
+    proc = run_cli("train.py", "--env", "CartPole-v1", "--algo", "a2c", "--timesteps", "64",
+                   "--num-envs", "2", "--run-dir", str(run), "--set", "eval.every=0", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    agent = yaml.safe_load((run / "config.yaml").read_text())["agent"]
+    assert agent["algo"] == "a2c" and agent["batch_size"] is None and agent["n_steps"] is None
+    assert agent["gamma"] == 0.98 and agent["gae_lambda"] == 0.9  # the discrete-action choice, kept
 
 
 def test_cuda_without_gpu_and_unsupported_render_are_clear_errors(tmp_path):

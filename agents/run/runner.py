@@ -52,6 +52,11 @@ def versions() -> dict[str, str]:
     return out
 
 
+A2C_FROM_SPACES = ("gamma", "gae_lambda", "ent_coef", "normalize_obs", "normalize_reward")
+"""The keys of :func:`space_defaults`' PPO settings that A2C takes over (the rest are PPO's, or would slow
+A2C down)."""
+
+
 def space_defaults(obs_space: Any, act_space: Any, algo: str = "ppo") -> dict[str, Any]:
     """Hyperparameters that suit the spaces and the algorithm, for envs without a config file."""
     import gymnasium as gym
@@ -61,13 +66,18 @@ def space_defaults(obs_space: Any, act_space: Any, algo: str = "ppo") -> dict[st
     if algo in CONTINUOUS_ONLY:  # SB3's own SAC/TD3 networks
         return {"agent": {"net_arch": [256, 256] if algo == "sac" else [400, 300], "activation": "relu"}}
     if is_image_space(obs_space):
-        return {"agent": {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "learning_rate": 2.5e-4,
-                          "ent_coef": 0.01, "clip_range": 0.1}}
-    if isinstance(act_space, gym.spaces.Box):
-        return {"agent": {"n_steps": 256, "batch_size": 256, "n_epochs": 10, "learning_rate": 1e-3,
-                          "gamma": 0.95, "normalize_obs": True, "normalize_reward": True}}
-    return {"agent": {"n_steps": 128, "batch_size": 256, "n_epochs": 10, "learning_rate": 3e-4,
-                      "gae_lambda": 0.9, "gamma": 0.98}}
+        agent = {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "learning_rate": 2.5e-4, "ent_coef": 0.01,
+                 "clip_range": 0.1}
+    elif isinstance(act_space, gym.spaces.Box):
+        agent = {"n_steps": 256, "batch_size": 256, "n_epochs": 10, "learning_rate": 1e-3, "gamma": 0.95,
+                 "normalize_obs": True, "normalize_reward": True}
+    else:
+        agent = {"n_steps": 128, "batch_size": 256, "n_epochs": 10, "learning_rate": 3e-4, "gae_lambda": 0.9,
+                 "gamma": 0.98}
+    if algo == "a2c":  # its own short rollouts (5 steps) and rate (7e-4); PPO's minibatch keys do not apply
+        agent = {k: v for k, v in agent.items() if k in A2C_FROM_SPACES}
+    return {"agent": agent}
+
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
