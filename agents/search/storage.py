@@ -57,13 +57,23 @@ def check_journal(path: Path) -> None:
 
 def storage_at(journal: Path, url: str | None) -> Any:
     """Optuna's storage: the journal file ``journal`` (file-locked, append-only) when ``url`` is None, else
-    the RDB storage at ``url``."""
+    the RDB storage at ``url``.
+
+    Raises:
+        UserError: a journal record that :func:`check_journal` passes (JSON with an op_code) but Optuna cannot
+            apply (an unknown op_code, a missing field).
+    """
     if url is not None:
         return _shared(url)
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    return JournalStorage(JournalFileBackend(str(journal)))
+    try:  # Optuna replays the journal here: a record it cannot apply fails inside it
+        return JournalStorage(JournalFileBackend(str(journal)))
+    except (AssertionError, LookupError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{journal}: Optuna cannot replay a record of the study's journal "
+                        f"({type(e).__name__}: {str(e)[:80]}); the journal is damaged or another file: "
+                        "restore it from a copy, or start a new study with another --study-dir") from e
 
 
 def _shared(url: str, attempts: int = 5) -> Any:

@@ -70,3 +70,22 @@ def test_resuming_a_study_whose_journal_is_a_sqlite_file_is_one_line(tmp_path):
     assert proc.returncode == 2  # was exit 1: "unexpected KeyError: 'Record does not exist.'"
     assert line.startswith(f"error: {journal}: its last line is no Optuna journal record")
     assert line.endswith("start a new study with another --study-dir")
+
+
+@pytest.mark.parametrize("record, says", [
+    ('{"op_code": 99, "worker_id": "w"}', "(AssertionError: Should not reach.)"),
+    ('{"op_code": 5, "worker_id": "w"}', "(KeyError: 'trial_id')"),
+    ('{"op_code": 4, "worker_id": "w", "study_id": 0, "datetime_start": "yesterday"}',
+     "(ValueError: Invalid isoformat string: 'yesterday')"),
+])
+def test_a_well_formed_record_optuna_cannot_replay_is_one_line(tmp_path, record, says):
+    path = _journal(tmp_path, trials=1)
+    with open(path, "a") as f:  # a record with an op_code: check_journal passes it
+        f.write(record + "\n")
+    check_journal(path)
+    before = path.read_bytes()
+    with pytest.raises(UserError, match=re.escape(says)) as e:  # was that error, exit 1 ("unexpected ...")
+        storage_at(path, None)
+    assert str(e.value).startswith(f"{path}: Optuna cannot replay a record of the study's journal (")
+    assert str(e.value).endswith("restore it from a copy, or start a new study with another --study-dir")
+    assert path.read_bytes() == before
