@@ -43,7 +43,7 @@ from agents.run.rundir import safe_name
 from agents.search import report, spaces
 from agents.search.progress import TrialBar
 from agents.search.storage import JOURNAL, check_journal, opening, storage_at
-from agents.search.trial import Children, Outcome, TrialRun, make_pruner
+from agents.search.trial import Children, Outcome, TrialRun, check_runs_at_once, make_pruner
 from envs.errors import UserError
 
 if TYPE_CHECKING:
@@ -94,6 +94,8 @@ def plan(args: argparse.Namespace) -> Plan:
     source = args.config or "command line"
     search = read_search(load_yaml(args.config).get("search") if args.config else None, source,
                          cli.search_overrides(args))
+    if args.ray_address is None:  # the runs are processes of this machine (or of its private Ray)
+        check_runs_at_once(search)
     cfg, env, spare = build_config(args)  # bad env, config or algorithm: one line, exit 2, before any trial
     if spare is not None:
         spare.close()
@@ -135,6 +137,8 @@ def reopen(args: argparse.Namespace) -> Plan:
     source = str(path / STUDY_FILE)
     keep = {k: v for k, v in cli.search_overrides(args).items() if k in ("trials", "jobs")}
     search = read_search(raw.pop("search", None), source, keep)
+    if args.ray_address is None:
+        check_runs_at_once(search)
     cfg = validate(raw, source)
     space, _ = resolve_space(search, cfg.agent.backend, cfg.agent.algo, source)
     if search.seed is None:

@@ -39,6 +39,33 @@ POLL_S = 0.5
 """Seconds between two reads of the runs' evaluations."""
 STOP_WAIT_S = 120.0
 """Seconds a run may take to write its checkpoint after SIGTERM before it is killed."""
+RUN_BYTES = 300 * 2**20
+"""The memory one run's ``train.py`` process takes at least (``--env CartPole-v1``: 290 MiB at its peak)."""
+
+
+def check_runs_at_once(search: SearchSection) -> None:
+    """Refuse a study that would start more runs at once on this machine (``jobs`` trials, at most
+    ``trials``, of ``seeds_per_trial`` processes each) than fit :data:`~agents.run.memory.MEMORY_SHARE` of
+    its memory at :data:`RUN_BYTES` each (``--seeds-per-trial 100000`` started 379 processes in 2 minutes).
+
+    Raises:
+        UserError: the runs, their memory, the limit and the fix.
+    """
+    from agents.run.memory import MEMORY_SHARE, human, machine_memory
+    from envs.errors import UserError
+
+    runs = min(search.jobs, search.trials) * search.seeds_per_trial
+    total, source = machine_memory()
+    limit = int(total * MEMORY_SHARE)
+    fits = max(1, limit // RUN_BYTES)
+    if runs <= fits:
+        return
+    capped = f", capped at search.trials {search.trials}," if search.trials < search.jobs else ""
+    raise UserError(f"search.jobs (--jobs) {search.jobs}{capped} × search.seeds_per_trial "
+                    f"(--seeds-per-trial) {search.seeds_per_trial} start {runs:,} train.py processes at once "
+                    f"on this machine, at least {human(runs * RUN_BYTES)} at {human(RUN_BYTES)} each; the "
+                    f"limit is {human(limit)}, {MEMORY_SHARE:.0%} of its {human(total)} ({source}); run at "
+                    f"most {fits} at once, or run the trials on a Ray cluster with --ray-address")
 
 
 def score(evaluation: dict[str, Any]) -> float:

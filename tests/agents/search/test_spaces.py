@@ -145,6 +145,29 @@ def test_a_bad_search_section_is_one_line_exit_2(capsys, tmp_path, search, messa
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.parametrize(("argv", "runs"), [
+    (["--seeds-per-trial", "100000"], "start 100,000 train.py processes at once"),  # started 379 in 2 min
+    (["--jobs", "10000", "--trials", "5000"], "10000, capped at search.trials 5000, × "
+                                              "search.seeds_per_trial (--seeds-per-trial) 3 start 15,000"),
+], ids=["seeds", "jobs"])
+def test_more_runs_at_once_than_the_memory_holds_are_refused_before_any_starts(capsys, tmp_path, argv, runs):
+    # agent.n_steps=0 is refused later (build_config): should this check go, the test fails on that line
+    # instead of starting the processes
+    study = tmp_path / "s"
+    assert train.main(["--env", "CartPole-v1", "--optimize", *argv, "--set", "agent.n_steps=0",
+                       "--study-dir", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert runs in err and err.count("\n") == 1
+    assert err.rstrip().endswith("at once, or run the trials on a Ray cluster with --ray-address")
+    assert not study.exists()
+    study.mkdir()  # a study dir resumed with more jobs: the same line, the dir left as it was
+    (study / "study.yaml").write_text("env: {id: CartPole-v1}\nagent: {n_steps: 0}\n"
+                                      "search: {seed: 3, seeds_per_trial: 3}\n")
+    assert train.main(["--optimize", "--resume", str(study), "--jobs", "1000", "--trials", "1000"]) == 2
+    assert "1000 × search.seeds_per_trial (--seeds-per-trial) 3 start 3,000" in capsys.readouterr().err
+    assert [p.name for p in study.iterdir()] == ["study.yaml"]
+
+
 def test_an_unknown_sampler_flag_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         train.main(["--env", "CartPole-v1", "--optimize", "--sampler", "grid"])
