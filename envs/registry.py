@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -264,10 +265,25 @@ def registering_module(gym_id: str, roots: tuple[str, ...] | None = None) -> tup
                         text = (Path(folder) / f).read_text(errors="replace")
                     except OSError:
                         continue
-                    if "register" in text and "gym" in text and any(n in text for n in needles):
+                    if "register" in text and "gym" in text and (any(n in text for n in needles)
+                                                                  or _templated(text, gym_id)):
                         package = Path(folder).relative_to(base).parts
                         return ".".join([root, *package]), (owners.get(root) or [root])[0]
     return None
+
+
+_TEMPLATE = re.compile(r"""\bf(["'])([^"'\n]*\{[^"'\n]*)\1""")
+
+
+def _templated(text: str, gym_id: str) -> bool:
+    """Whether an f-string of ``text`` with at least 4 literal characters spells ``gym_id``
+    (gymnasium-robotics registers ``f"FetchReach{suffix}-v4"``): each ``{...}`` stands for any run of
+    characters but ``/``."""
+    for _, literal in _TEMPLATE.findall(text):
+        parts = re.split(r"\{[^{}]*\}", literal)
+        if sum(map(len, parts)) >= 4 and re.fullmatch("[^/]*".join(map(re.escape, parts)), gym_id):
+            return True
+    return False
 
 
 def _gym_id_for(entry_point: str, creator: Callable[..., gym.Env] | None = None) -> str:

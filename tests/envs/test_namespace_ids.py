@@ -42,6 +42,8 @@ def test_the_package_that_registers_an_id_is_found_without_importing_it():
     pytest.importorskip("minigrid")
     assert registering_module("MiniGrid-Empty-5x5-v0") == ("minigrid", "minigrid")
     assert registering_module("ALE/Pong-v5") == ("ale_py", "ale-py")  # f"ALE/{name}-v5" in registration.py
+    # gymnasium-robotics spells its ids as f-strings, f"FetchReach{suffix}-v4"
+    assert registering_module("FetchReach-v4") == ("gymnasium_robotics", "gymnasium-robotics")
     assert registering_module("NoSuchThing-v7") is None
 
 
