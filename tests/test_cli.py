@@ -202,6 +202,10 @@ def test_a2c_on_an_env_without_a_config_file(tmp_path):
     agent = yaml.safe_load((run / "config.yaml").read_text())["agent"]
     assert agent["algo"] == "a2c" and agent["batch_size"] is None and agent["n_steps"] is None
     assert agent["gamma"] == 0.98 and agent["gae_lambda"] == 0.9  # the discrete-action choice, kept
+    # a shipped config tuned for PPO is named as the source of the keys A2C refuses
+    proc = run_cli("train.py", "--env", "FlappyBird-v0", "--algo", "a2c", "--run-dir", str(tmp_path / "fb"))
+    assert proc.returncode == 2 and "agent.batch_size" in proc.stderr
+    assert "remove it (from " in proc.stderr and "configs/FlappyBird-v0.yaml" in proc.stderr
 
 
 def test_cuda_without_gpu_and_unsupported_render_are_clear_errors(tmp_path):

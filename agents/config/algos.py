@@ -80,10 +80,12 @@ def _select(raw: dict[str, Any], algos: Any, algo: str | None, source: str) -> N
         raw.setdefault(section, {}).update(values)
 
 
-def check_algorithm(cfg: RunConfig, action_space: Any) -> None:
+def check_algorithm(cfg: RunConfig, action_space: Any, source: str = "command line") -> None:
     """Refuse, for a new run, an algorithm that does not fit the action space or a key it does not take.
 
-    Only keys that were given (YAML, ``algos:`` entry, command line) count; defaults never do.
+    Only keys that were given (YAML, ``algos:`` entry, command line) count; defaults never do. ``source``:
+    the config file the keys may come from (a shipped ``configs/<id>.yaml`` that ``--env`` picked), named in
+    the line.
 
     Raises:
         UserError: one line that names the algorithm and the keys it accepts, or the fix for the action space.
@@ -112,8 +114,9 @@ def check_algorithm(cfg: RunConfig, action_space: Any) -> None:
         owners = sorted({o.upper() for o, keys in table.items() for k in foreign if k in keys})
         whose = f"a key of {'/'.join(owners)}" if owners else f"no --backend {a.backend} algorithm honours it"
         where = "" if a.backend == "sb3" else f" on --backend {a.backend}"
+        given = "" if source == "command line" else f" (from {source} or the command line)"
         raise UserError(f"--algo {a.algo} does not take {', '.join('agent.' + k for k in foreign)}{where} "
-                        f"({whose}); remove it or use that algorithm. {name} accepts: "
+                        f"({whose}); remove it{given} or use that algorithm. {name} accepts: "
                         f"{', '.join(SHARED_AGENT_KEYS + accepted)}")
     for policy, spec in cfg.policies.items():
         foreign = sorted(k for k in spec.overrides() if k not in SHARED_AGENT_KEYS and k not in accepted)

@@ -142,7 +142,7 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResolvedEnv, gym.
         if source == "command line":  # no config file: choose hyperparameters from the spaces
             merged = _deep_merge(space_defaults(obs_space, act_space, cfg.agent.algo), raw)
             cfg = validate(merged, source)
-        check_algorithm(cfg, act_space)
+        check_algorithm(cfg, act_space, source)
         if backend.builds_net_arch:  # before the backend builds them
             check_networks(cfg, obs_space)
     except BaseException:

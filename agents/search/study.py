@@ -114,7 +114,7 @@ def plan(args: argparse.Namespace) -> Plan:
         rllib.pop("address", None)
         base.update({"rllib": rllib} if rllib else {})
     base["agent"] = {"backend": cfg.agent.backend, "algo": cfg.agent.algo, **base.get("agent", {})}
-    check_algorithm(validate(base, source), env.spaces[1])
+    check_algorithm(validate(base, source), env.spaces[1], source)
     resolved = search.model_copy(update={"seed": seed, "defaults": False, "space": space_to_yaml(space)})
     path = Path(args.study_dir) if args.study_dir else (
         Path("runs") / safe_name(cfg.env.id or "env") / f"study-{time.strftime('%Y%m%d-%H%M%S')}")
