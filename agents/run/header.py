@@ -20,10 +20,13 @@ if TYPE_CHECKING:
 FORMAT = "nondiff-checkpoint/1"
 
 
+CORRUPTED_FIX = "use another one (--checkpoint best|latest) or retrain"
+"""How :func:`corrupted` says to fix it (evaluate.py's words; a self-play opponent's loader says its own)."""
+
+
 def corrupted(path: Path | str, what: str) -> CheckpointError:
     """The one-line error for a damaged checkpoint: "checkpoint X is corrupted: WHAT; use another one ..."."""
-    return CheckpointError(f"checkpoint {str(path)!r} is corrupted: {what}; use another one "
-                           "(--checkpoint best|latest) or retrain")
+    return CheckpointError(f"checkpoint {str(path)!r} is corrupted: {what}; {CORRUPTED_FIX}")
 
 
 @dataclass(frozen=True)

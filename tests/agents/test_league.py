@@ -106,6 +106,24 @@ def test_fixed_opponents_are_checked(tmp_path):
         lg.draw()
 
 
+def test_an_opponent_that_is_a_directory_or_no_safetensors_file_is_named_as_such(tmp_path):
+    from agents.run.selfplay.league import fixed_opponent
+
+    (tmp_path / "step_000000128.json").write_text("{}")  # a league snapshot's header, beside its checkpoint
+
+    def load(path, name):
+        raise AssertionError(f"loaded {path}")  # was read as a checkpoint: "is corrupted: header length"
+
+    for given, why in ((tmp_path, "a directory"),
+                       (tmp_path / "step_000000128.json", "not a .safetensors file"),
+                       (tmp_path / "gone.safetensors", "no such file")):
+        with pytest.raises(UserError) as e:
+            fixed_opponent(str(given), load, "--opponent")
+        assert str(e.value) == (f"--opponent: expected random, lookahead or a checkpoint file, got "
+                                f"{str(given)!r} ({why}); give the path of a model.safetensors or "
+                                "step_<N>.safetensors")
+
+
 def test_a_checkpoint_as_fixed_opponent_keeps_one_member_under_its_name(tmp_path):
     ckpt = tmp_path / "champion.safetensors"
     ckpt.write_bytes(b"weights")

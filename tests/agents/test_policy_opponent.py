@@ -108,3 +108,23 @@ def test_a_checkpoint_of_another_game_is_refused_as_an_opponent_in_one_line():
     assert text.startswith(f"self-play opponent {str(cartpole)!r}: the checkpoint was trained with "
                            "observation space Box(") and "but the env has Dict('action_mask'" in text
     assert "evaluate it with the env and settings it was trained on" in text
+
+
+def test_a_damaged_opponent_checkpoint_names_the_file_as_the_fix_not_evaluate_flags(tmp_path):
+    """The tournament, --opponent and selfplay.fixed have no --checkpoint to pick another one."""
+    from conftest import ROOT
+
+    from agents.run.envfactory import probed
+    from agents.run.selfplay.opponents import loader
+    from envs.errors import CheckpointError
+
+    cfg = validate({**load_yaml("configs/connect_four.yaml")}, "c4.yaml")
+    whole = ROOT / "tests" / "fixtures" / "runs_v0" / "cartpole_sb3" / "final" / "model.safetensors"
+    cut = tmp_path / "step_000000384.safetensors"
+    cut.write_bytes(whole.read_bytes()[:500])  # a snapshot cut short
+    with pytest.raises(CheckpointError) as e:
+        loader(cfg, probed(cfg, SB3Backend), lambda obs: obs)(cut, cut.stem)
+    text = str(e.value)
+    assert text.startswith(f"self-play opponent: checkpoint {str(cut)!r} is corrupted: header length ")
+    assert text.endswith("; restore the file from its run, or give another checkpoint file")
+    assert "--checkpoint" not in text

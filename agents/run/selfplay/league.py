@@ -283,9 +283,11 @@ def fixed_opponent(source: str, load: Callable[[Path, str], Opponent],
     if source == "lookahead":
         return LookaheadOpponent()
     path = Path(source)
-    if not path.is_file():
+    if not path.is_file() or path.suffix != ".safetensors":  # a league's step_<N>.json is no checkpoint
+        why = ("a directory" if path.is_dir() else "no such file" if not path.exists()
+               else "not a .safetensors file")
         raise UserError(f"{where}: expected random, lookahead or a checkpoint file, got {source!r} "
-                        "(no such file); give the path of a model.safetensors or step_<N>.safetensors")
+                        f"({why}); give the path of a model.safetensors or step_<N>.safetensors")
     return load(path, _fixed_name(source))
 
 

@@ -122,8 +122,17 @@ def loader(cfg: RunConfig, env: ResolvedEnv,
         from agents.config import validate
         from agents.run import checkpoint, tensorcheck
         from agents.run.backend import get_backend
+        from agents.run.header import CORRUPTED_FIX
+        from envs.errors import CheckpointError
 
-        ckpt = checkpoint.load(path, trust=False)
+        try:
+            ckpt = checkpoint.load(path, trust=False)
+        except CheckpointError as e:  # no --checkpoint to pick another: the file itself is the fix
+            text = str(e)
+            if not text.endswith(CORRUPTED_FIX):
+                raise
+            raise CheckpointError(f"self-play opponent: {text.removesuffix(CORRUPTED_FIX)}restore the file "
+                                  "from its run, or give another checkpoint file") from e
         kind = get_backend(ckpt.header.backend)
         # its network from its own config (data only, checked by the schema: another run's net_arch or
         # extractor fits its tensors); the game it is shown from this run's env section, never the
