@@ -312,3 +312,11 @@ def test_unsigned_run_dirs_load_when_they_run_no_code(tmp_path, monkeypatch):
     huge = run_cli("evaluate.py", str(run), "--episodes", "1")
     assert huge.returncode == 2 and "does not fit its config: agent.net_arch [100000, 100000] needs at " \
         "least 10,000,100,000 weights, its tensors hold" in one_line(huge), huge.stderr
+
+
+def test_evaluate_refuses_a_negative_seed_in_one_line(capsys):
+    import evaluate
+
+    assert evaluate.main(["/no/such/run", "--seed", "-5"]) == 2  # not exit 1 after three failed resets
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --seed must be 0 or more (episode i is seeded seed + i), got -5"
