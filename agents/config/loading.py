@@ -45,13 +45,30 @@ def validate(raw: dict[str, Any], source: str) -> RunConfig:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
-        path = ".".join(str(p) for p in err["loc"])
+        path = ".".join(str(p) for p in _input_loc(raw, err["loc"]))
         got = REDACTED if path.endswith("token") else _redact_input(err.get("input"))
         msg = err["msg"][:1].lower() + err["msg"][1:]
         if not path:  # a check across sections (RunConfig's own validator): its message names the keys
             raise UserError(f"{source}: {msg.removeprefix('value error, ')}") from e
+        key = ".".join(str(p) for p in err["loc"][:2])  # what --set takes: SECTION.KEY
         raise UserError(f"{source}: '{path}' {msg} (got {got!r}); fix the value in the YAML "
-                        f"or with --set {path}=VALUE") from e
+                        f"or with --set {key}=VALUE") from e
+
+
+def _input_loc(raw: Any, loc: tuple[int | str, ...]) -> list[int | str]:
+    """``loc`` (pydantic's) without the parts that name no place in the input ``raw``: a union's member tag
+    (``selfplay.temperature.float`` is ``selfplay.temperature``)."""
+    out: list[int | str] = []
+    for part in loc:
+        inside = part in raw if isinstance(raw, dict) else (
+            isinstance(raw, list) and isinstance(part, int) and 0 <= part < len(raw))
+        if inside:
+            out.append(part)
+            raw = raw[part]
+        elif len(out) < 2:  # a section or key the input lacks (a missing field): named as it is
+            out.append(part)
+            raw = None
+    return out
 
 
 def _redact_input(value: Any) -> Any:

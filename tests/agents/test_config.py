@@ -26,6 +26,19 @@ def test_wrong_type_names_the_field_path():
         validate({"agent": {"n_epochs": "many"}}, "x.yaml")
 
 
+@pytest.mark.parametrize(("section", "where", "key"), [
+    ({"selfplay": {"temperature": "hot"}}, "selfplay.temperature", "selfplay.temperature"),  # a union
+    ({"agent": {"net_arch": [64, "x"]}}, "agent.net_arch.1", "agent.net_arch"),  # an item of a list
+])
+def test_the_fix_names_a_key_that_set_takes(section, where, key):
+    """Was: 'selfplay.temperature.float' (pydantic's tag of the union's member) and --set
+    selfplay.temperature.float=VALUE or --set agent.net_arch.1=VALUE, which --set refuses (SECTION.KEY)."""
+    with pytest.raises(UserError) as e:
+        validate(section, "x.yaml")
+    assert str(e.value).startswith(f"x.yaml: '{where}' input should be a valid ")
+    assert str(e.value).endswith(f"; fix the value in the YAML or with --set {key}=VALUE")
+
+
 def test_override_is_typed_by_the_schema():
     raw: dict = {}
     apply_override(raw, "agent.learning_rate=1e-3")
