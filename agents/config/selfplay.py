@@ -46,8 +46,10 @@ class SelfPlaySection(Section):
     play at the list's first."""
     seat: Literal["alternate", "first", "second"] = "alternate"
     """The learner's seat: alternating every game, or always the first or the second player."""
-    elo_k: float = Field(default=16.0, gt=0.0)
-    """The Elo update's K factor (ratings start at 1000; ``random`` stays at 1000, the anchor)."""
+    elo_k: float = Field(default=16.0, gt=0.0, le=400.0)
+    """The Elo update's K factor (ratings start at 1000; ``random`` stays at 1000, the anchor). At most 400:
+    one game moves a rating by up to K, and far beyond that ``10 ** (difference / 400)`` overflows (1e6
+    stopped a run with an OverflowError after its first games; inf saved a NaN rating no resume accepts)."""
 
     @field_validator("temperature")
     @classmethod

@@ -98,6 +98,19 @@ def test_a_damaged_state_is_one_line(tmp_path):
         league(tmp_path).restore(5)
 
 
+def test_the_elo_k_is_bounded_so_that_ratings_stay_finite(tmp_path):
+    from pydantic import ValidationError
+
+    for k in (float("inf"), 1e6):  # was: a NaN rating saved (inf), an OverflowError mid-run (1e6)
+        with pytest.raises(ValidationError, match="less than or equal to 400"):
+            SelfPlaySection(elo_k=k)
+    lg = league(tmp_path, elo_k=400)
+    snapshot(lg, 100)
+    for score in [1.0] * 3000 + [0.0] * 3000:  # the learner beats a snapshot, then loses to it, every game
+        lg.record(GameResult("step_000000100", score))
+    assert all(abs(r) < 1e5 for r in (lg.rating, lg.members["step_000000100"].rating))
+
+
 def test_fixed_opponents_are_checked(tmp_path):
     with pytest.raises(ValueError, match="selfplay.fixed takes random, lookahead or a checkpoint file"):
         SelfPlaySection(fixed=["minimax"])
