@@ -270,3 +270,12 @@ def test_a_missing_opponent_file_names_the_flag_that_gave_it(tmp_path):
     missing = str(tmp_path / "nope.safetensors")
     with pytest.raises(UserError, match=r"^--opponent: expected random, lookahead or a checkpoint file"):
         pit(cfg, None, SeatEnv(connect_four_v3.env(), "c4"), missing)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_a_tournament_seed_out_of_range_is_one_line(capsys, tmp_path, seed):
+    from agents.run.selfplay.tournament import main
+
+    # was: exit 1, NumPy's "ValueError: expected non-negative integer" traceback after the league loaded
+    assert main([str(tmp_path), "--seed", seed]) == 2
+    assert capsys.readouterr().err == f"error: --seed takes 0 to 2**32 - 1, got {seed}; e.g. --seed 0\n"

@@ -134,13 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir")
     p.add_argument("--games", type=int, default=20, help="games per pair, seats alternating (default 20)")
     p.add_argument("--every", type=int, default=1, help="every N-th snapshot, the newest kept (default 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the first game's seed, 0 to 2**32 - 1 (default 0)")
     args = p.parse_args(argv)
     from envs.errors import UserError
 
     if args.games <= 0 or args.every <= 0:
         print(f"error: --games and --every must be positive, got {args.games} and {args.every}",
               file=sys.stderr)
+        return 2
+    if not 0 <= args.seed < 2**32:  # NumPy's generator takes no negative seed: a traceback, exit 1
+        print(f"error: --seed takes 0 to 2**32 - 1, got {args.seed}; e.g. --seed 0", file=sys.stderr)
         return 2
     try:
         res = tournament(args.run_dir, args.games, args.every, args.seed)
