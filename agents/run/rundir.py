@@ -177,12 +177,15 @@ class RunDir:
     def open(cls, path: str | Path) -> RunDir:
         """An existing run directory, or a :class:`UserError` that says why it is not one."""
         p = Path(path)
-        if not p.is_dir():
-            raise UserError(f"run directory {str(p)!r} does not exist; pass a directory made by train.py "
+        if not p.is_dir():  # e.g. its final/model.safetensors, which evaluate.py takes as --checkpoint
+            what = "is a file, not a directory" if p.exists() else "does not exist"
+            raise UserError(f"run directory {str(p)!r} {what}; pass a directory made by train.py "
                             "(runs/<env>/<time>-s<seed>)")
         if not (p / "config.yaml").is_file():
-            raise UserError(f"{str(p)!r} is not a nondiff run directory (no config.yaml); pass a directory "
-                            "made by train.py (runs/<env>/<time>-s<seed>)")
+            study = (", but a study dir of train.py --optimize: its runs are its trial-NNNN/seed-S" if
+                     (p / "study.yaml").is_file() else "")
+            raise UserError(f"{str(p)!r} is not a nondiff run directory (no config.yaml{study}); pass a "
+                            "directory made by train.py (runs/<env>/<time>-s<seed>)")
         run = cls(p)
         run.check_layout()
         return run

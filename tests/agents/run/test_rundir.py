@@ -255,3 +255,16 @@ def test_a_key_readable_by_others_is_refused(tmp_path, monkeypatch):
     run = _run(tmp_path)
     with pytest.raises(UserError, match="chmod 600"):
         trust.sign(run, b"x")
+
+
+def test_a_file_or_a_study_dir_given_as_run_dir_is_named_as_such(tmp_path):
+    ckpt = tmp_path / "model.safetensors"
+    ckpt.write_bytes(b"x")  # was: "run directory '.../model.safetensors' does not exist"
+    with pytest.raises(UserError, match=r"model\.safetensors' is a file, not a directory; pass a directory"):
+        RunDir.open(ckpt)
+    with pytest.raises(UserError, match="'.*gone' does not exist; pass a directory"):
+        RunDir.open(tmp_path / "gone")
+    (tmp_path / "study.yaml").write_text("search: {}\n")  # train.py --optimize's dir
+    with pytest.raises(UserError, match=r"\(no config\.yaml, but a study dir of train\.py --optimize: its "
+                                        r"runs are its trial-NNNN/seed-S\)"):
+        RunDir.open(tmp_path)
