@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import PurePath
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -31,7 +33,8 @@ class SelfPlaySection(Section):
     """How an older snapshot is drawn: uniformly, or weighted by (1 − the learner's score against it)²."""
     fixed: list[str] = Field(default_factory=lambda: ["random"])
     """Opponents that never change: ``random``, ``lookahead`` (envs/selfplay.py), or a checkpoint file of
-    another run (loaded for inference only: a checkpoint that needs pickle is refused)."""
+    another run (loaded for inference only: a checkpoint that needs pickle is refused), which plays under its
+    file's stem: one of its own (not another's, ``step_<N>``, ``random`` or ``lookahead``)."""
     fixed_share: float = Field(default=0.2, ge=0.0, le=1.0)
     """Share of games against a fixed opponent (all of them before the first snapshot)."""
     temperature: float | list[float] = 1.0
@@ -68,8 +71,25 @@ class SelfPlaySection(Section):
     @field_validator("fixed")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
+        named: dict[str, str] = {}
         for name in v:
             if name not in FIXED_OPPONENTS and not name.endswith(".safetensors"):
                 raise ValueError(f"selfplay.fixed takes {', '.join(FIXED_OPPONENTS)} or a checkpoint file "
                                  f"(*.safetensors), got {name!r}")
+            if name in named.values():
+                raise ValueError(f"selfplay.fixed lists {name!r} twice; list each opponent once")
+            # a checkpoint plays under its file's stem: two of one name were one member (the second never
+            # played), and a snapshot's name (step_<N>) or random's was taken over by the league's own
+            stem = name if name in FIXED_OPPONENTS else PurePath(name).stem
+            if stem in named:
+                clash = f"{named[stem]!r} has that name too"
+            elif re.fullmatch(r"step_\d+", stem) or stem in FIXED_OPPONENTS and stem != name:
+                clash = "that is the name of one of the league's own members"
+            else:
+                clash = "it holds '@', which marks a temperature" if "@" in stem else ""
+            if clash:
+                raise ValueError(f"selfplay.fixed plays {name!r} under the name {stem!r}, but {clash}; give "
+                                 "each checkpoint a file name of its own (copy or link it, e.g. champion_a"
+                                 ".safetensors)")
+            named[stem] = name
         return v

@@ -111,6 +111,23 @@ def test_the_elo_k_is_bounded_so_that_ratings_stay_finite(tmp_path):
     assert all(abs(r) < 1e5 for r in (lg.rating, lg.members["step_000000100"].rating))
 
 
+@pytest.mark.parametrize(("fixed", "says"), [
+    (["/a/final/model.safetensors", "/b/final/model.safetensors"],  # was: one member, b never played
+     "plays '/b/final/model.safetensors' under the name 'model', but '/a/final/model.safetensors' has that"),
+    (["/a/league/step_000000128.safetensors"],  # was: replaced by the run's own snapshot of step 128
+     "under the name 'step_000000128', but that is the name of one of the league's own members"),
+    (["/a/random.safetensors"], "under the name 'random', but that is the name of one of the league's own"),
+    (["/a/champ@1.0.safetensors"], "under the name 'champ@1.0', but it holds '@', which marks a temperature"),
+    (["random", "random"], "selfplay.fixed lists 'random' twice; list each opponent once"),
+])
+def test_fixed_opponents_that_would_share_a_name_in_the_league_are_refused(fixed, says):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=re.escape(says)):
+        SelfPlaySection(fixed=fixed)
+    assert SelfPlaySection(fixed=["random", "/a/champ.safetensors", "/b/final/model.safetensors"])
+
+
 def test_fixed_opponents_are_checked(tmp_path):
     with pytest.raises(ValueError, match="selfplay.fixed takes random, lookahead or a checkpoint file"):
         SelfPlaySection(fixed=["minimax"])
