@@ -35,3 +35,14 @@ def test_the_flattening_line_names_rank3_parts_only_where_there_are_some(parts, 
     assert ("its rank-3 parts (board) reach RLlib's default MLP as pixels unless agent.extractor: board_cnn"
             in line) is grid_note, line
     assert env.observation_space.shape == (sum(int(np.prod(gym.spaces.flatdim(s))) for s in parts.values()),)
+
+
+def test_a_discrete_observation_is_one_hot_for_rllib():
+    """RLlib's default models take a Box: FrozenLake's Discrete(16) position failed inside the env runner
+    ("IndexError: list index out of range", exit 1) before it was one-hot encoded here."""
+    env = wrappers.adapt_observations(gym.make("FrozenLake-v1"), channels_first=False, flat=True)
+    assert env.observation_space == spaces.Box(0.0, 1.0, (16,), np.float32)
+    obs, _ = env.reset(seed=0)
+    assert obs.dtype == np.float32 and obs.sum() == 1.0 and obs[0] == 1.0  # the start square, one-hot
+    plain = gym.make("FrozenLake-v1")  # SB3 encodes it itself
+    assert wrappers.adapt_observations(plain, channels_first=False, flat=False) is plain
