@@ -122,7 +122,8 @@ def verify(run: RunDir, data: bytes) -> str | None:
         key = None
     if key is None:
         return f"is signed, but not with your key ({key_path()} does not exist)"
-    if not hmac.compare_digest(sig_path.read_text(errors="replace").strip(), signature(data, key)):
+    # as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, exit 1)
+    if not hmac.compare_digest(sig_path.read_bytes().strip(), signature(data, key).encode()):
         return ("does not match its signature (config.sig): it was edited after train.py wrote it, or it was "
                 "signed by another user")
     return None

@@ -247,6 +247,19 @@ def test_signature_gates_only_configs_that_run_code(tmp_path, monkeypatch):
             trust.load_run_config(run, trust=False, action="evaluate")
 
 
+@pytest.mark.parametrize("sig", [b"\xc3\xa9" * 32, bytes(range(256)), b""])
+def test_a_signature_file_of_other_bytes_does_not_match(tmp_path, monkeypatch, sig):
+    monkeypatch.setenv("NONDIFF_KEY_FILE", str(tmp_path / "key"))
+    run = _run(tmp_path)
+    code = b"env: {id: 'evil_mod:Env'}\n"
+    run.config.write_bytes(code)
+    trust.sign(run, code)
+    assert trust.verify(run, code) is None
+    run.signature.write_bytes(sig)  # was exit 1: "unexpected TypeError: comparing strings with non-ASCII"
+    with pytest.raises(UserError, match="does not match its signature"):
+        trust.load_run_config(run, trust=False, action="evaluate")
+
+
 def test_a_key_readable_by_others_is_refused(tmp_path, monkeypatch):
     key = tmp_path / "key"
     key.write_text("a" * 64)
