@@ -119,9 +119,16 @@ class RunDir:
         return p
 
     def check_layout(self) -> None:
-        """Refuse the run directory when any of its own entries is a link or leads outside it."""
-        for name in (*SUBDIRS, *FILES):
-            self._inside(name)
+        """Refuse the run directory when any of its own entries is a link or leads outside it, or is a file
+        where nondiff keeps a directory or the other way round (a resume met it mid-run: exit 1)."""
+        for name in (*SUBDIRS, "league", *FILES):
+            p = self._inside(name)
+            folder = name not in FILES
+            if p.exists() and p.is_dir() != folder:
+                raise UserError(f"run directory {str(self.path)!r}: {name!r} is "
+                                f"{'no directory' if folder else 'a directory, not a file'}, where nondiff "
+                                f"keeps its {'folder' if folder else 'file'} {name!r}; move it away, e.g. "
+                                f"mv {shlex.quote(str(p))} elsewhere")
 
     @classmethod
     def create(cls, env: str, seed: int, explicit: str | Path | None = None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -281,3 +283,16 @@ def test_a_file_or_a_study_dir_given_as_run_dir_is_named_as_such(tmp_path):
     with pytest.raises(UserError, match=r"\(no config\.yaml, but a study dir of train\.py --optimize: its "
                                         r"runs are its trial-NNNN/seed-S\)"):
         RunDir.open(tmp_path)
+
+
+@pytest.mark.parametrize(("name", "folder"), [("tensorboard", True), ("league", True), ("checkpoints", True),
+                                              ("command.txt", False), ("lock", False)])
+def test_a_file_where_a_folder_belongs_or_the_other_way_round_is_refused_on_open(tmp_path, name, folder):
+    run = _run(tmp_path)
+    RunDir.open(run.path)
+    entry = run.path / name
+    shutil.rmtree(entry) if entry.is_dir() else entry.unlink(missing_ok=True)
+    entry.write_text("x") if folder else entry.mkdir()
+    what = "no directory" if folder else "a directory, not a file"  # was: a resume's FileExistsError, exit 1
+    with pytest.raises(UserError, match=f"'{re.escape(name)}' is {what}, where nondiff keeps its "):
+        RunDir.open(run.path)
