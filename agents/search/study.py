@@ -133,6 +133,13 @@ def reopen(args: argparse.Namespace) -> Plan:
     if not (path / STUDY_FILE).is_file():
         raise UserError(f"{str(path)!r} is not a study dir (no {STUDY_FILE}); pass a directory made by "
                         "train.py --optimize")
+    flags = ("--env", "--config", *cli.CONFIG_FLAGS, "--set", "--run-dir", "--env-package", *cli.SEARCH_FLAGS)
+    ignored = [f for f in flags if f not in ("--ray-address", "--trials", "--jobs")
+               and getattr(args, f[2:].replace("-", "_"), None) is not None]
+    if ignored:  # were dropped without a word: --seeds-per-trial 5 ran 1 seed, as planned
+        raise UserError(f"{', '.join(ignored)}: a resumed study keeps the settings it was planned with (its "
+                        f"{STUDY_FILE}); --optimize --resume takes --trials, --jobs and --ray-address only. "
+                        "Drop the others, or start a new study with another --study-dir")
     raw = load_yaml(path / STUDY_FILE)
     source = str(path / STUDY_FILE)
     keep = {k: v for k, v in cli.search_overrides(args).items() if k in ("trials", "jobs")}

@@ -168,6 +168,24 @@ def test_more_runs_at_once_than_the_memory_holds_are_refused_before_any_starts(c
     assert [p.name for p in study.iterdir()] == ["study.yaml"]
 
 
+@pytest.mark.parametrize(("argv", "named"), [
+    (["--seeds-per-trial", "5", "--sampler", "random"], "--seeds-per-trial, --sampler"),
+    (["--timesteps", "99", "--set", "agent.gamma=0.9"], "--timesteps, --set"),
+])
+def test_a_resumed_study_refuses_the_flags_it_would_drop(capsys, tmp_path, argv, named):
+    study = tmp_path / "s"
+    study.mkdir()
+    # n_steps 0 is refused after the flags: should the check go, this fails on that line, starting nothing
+    (study / "study.yaml").write_text("env: {id: CartPole-v1}\nagent: {n_steps: 0}\nsearch: {seed: 3}\n")
+    # was: exit 0, the study resumed with 1 seed and its own sampler and budget, the flags dropped unsaid
+    assert train.main(["--optimize", "--resume", str(study), "--trials", "1", *argv]) == 2
+    assert capsys.readouterr().err == (f"error: {named}: a resumed study keeps the settings it was planned "
+                                       "with (its study.yaml); --optimize --resume takes --trials, --jobs "
+                                       "and --ray-address only. Drop the others, or start a new study with "
+                                       "another --study-dir\n")
+    assert [p.name for p in study.iterdir()] == ["study.yaml"]
+
+
 def test_an_unknown_sampler_flag_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         train.main(["--env", "CartPole-v1", "--optimize", "--sampler", "grid"])
