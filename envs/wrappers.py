@@ -303,8 +303,8 @@ def adapt_observations(env: gym.Env, *, channels_first: bool, drop_keys: tuple[s
     wrapped in :class:`ObservationAdapter`.
 
     With ``flat`` (RLlib, whose default models take one tensor) a Dict or Tuple observation becomes one
-    float32 vector (Boxes flattened, Discrete parts one-hot), a Discrete or MultiDiscrete one its one-hot
-    vector, and so does a rank-3 Box (an image, or e.g. a
+    float32 vector (Boxes flattened, Discrete parts one-hot), a Discrete, MultiDiscrete or MultiBinary one
+    its (one-hot) float32 vector, and so does a rank-3 Box (an image, or e.g. a
     one-hot board) whose height × width is not in ``cnn_sizes`` (the sizes the learner has a default CNN for),
     each with one line saying so.
 
@@ -323,9 +323,9 @@ def adapt_observations(env: gym.Env, *, channels_first: bool, drop_keys: tuple[s
         _tell("flat", f"observation keys {', '.join(parts)} flattened into one float32 vector for the rllib "
                       f"backend (Discrete parts one-hot){grid_note}")
         return _flat(adapted)
-    if flat and isinstance(space, spaces.Discrete | spaces.MultiDiscrete):  # RLlib's models take a Box only
-        _tell("flat-discrete", f"observation {space} one-hot encoded into one float32 vector for the rllib "
-                               "backend (as SB3 encodes it)")
+    if flat and isinstance(space, spaces.Discrete | spaces.MultiDiscrete | spaces.MultiBinary):  # RLlib: Box
+        _tell("flat-discrete", f"observation {space} encoded into one float32 vector for the rllib backend "
+                               "(Discrete one-hot, as SB3 encodes it)")
         return _flat(env)
     rank3 = isinstance(space, spaces.Box) and len(space.shape) == 3  # RLlib's catalog takes any as an image
     if flat and rank3 and tuple(space.shape[:2]) not in cnn_sizes:  # type: ignore[index]

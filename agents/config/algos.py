@@ -102,6 +102,17 @@ def check_algorithm(cfg: RunConfig, action_space: Any, source: str = "command li
                         "(the entropy bonus weight, e.g. 0.01)")
     if a.backend not in BACKEND_ALGOS:
         return  # the black-box backend refuses what it cannot map itself
+    trains = {"sb3": (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary),
+              "rllib": (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete)}  # actions/predict
+    policies = cfg.policies and isinstance(action_space, gym.spaces.Dict)  # one action space per policy
+    for space in action_space.spaces.values() if policies else [action_space]:
+        if not isinstance(space, trains[a.backend]):
+            names = ", ".join(k.__name__ for k in trains[a.backend])
+            other = next(b for b in trains if b != a.backend)
+            fix = (f"use `--backend {other}`" if isinstance(space, trains[other]) else
+                   "wrap the env (env.wrappers) so that its actions are one of those")
+            raise UserError(f"--backend {a.backend} trains {names} actions; `--env {cfg.env.id}` has "
+                            f"{space}: {fix}")
     if a.algo not in BACKEND_ALGOS[a.backend]:
         other = next(b for b, algos in BACKEND_ALGOS.items() if b != a.backend)
         fix = f"use `--backend {other}`" if a.algo in BACKEND_ALGOS[other] else "choose another --algo"

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from agents.config import RunConfig, tokens
+from agents.rllib import actions as rllib_actions
 from agents.rllib import algos as rllib_algos
 from agents.rllib import faultnotes, masking
 from agents.rllib import selfplay as rllib_selfplay
@@ -271,22 +272,7 @@ class RLlibBackend(Backend):
         inputs = self._logits(x[None] if single else x)
         if self._masks is not None:  # legal actions only (masked runs: the bound env's mask now)
             inputs = masking.mask_logits(inputs, self._masks())
-        space = self.action_space
-        if isinstance(space, gym.spaces.Discrete):
-            if deterministic:
-                actions = inputs.argmax(-1).numpy()
-            else:
-                actions = torch.distributions.Categorical(logits=inputs).sample().numpy()
-            actions = actions + int(space.start)
-        elif isinstance(space, gym.spaces.Box):
-            mean, log_std = inputs.chunk(2, dim=-1)
-            a = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
-            out = a.numpy().reshape(-1, *space.shape)
-            if self.spec.squashed:  # SAC's tanh-squashed Gaussian, unsquashed onto the bounds as RLlib does
-                out = space.low + (np.tanh(out) + 1.0) * (space.high - space.low) / 2.0
-            actions = np.clip(out, space.low, space.high).astype(space.dtype)
-        else:
-            raise UserError(f"rllib backend: action space {space} is not supported for predict")
+        actions = rllib_actions.pick(self.action_space, inputs, deterministic, self.spec.squashed)
         return actions[0] if single else actions
 
     # -- checkpoints ------------------------------------------------------------------------------------

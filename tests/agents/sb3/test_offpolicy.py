@@ -91,6 +91,21 @@ def test_a_key_of_another_algorithm_is_refused(argv, message):
     assert "\n" not in str(e.value)
 
 
+def test_an_action_space_the_backend_cannot_train_is_refused_before_training():
+    """RLlib failed inside its env runner on MultiBinary actions, SB3 on a Tuple with an AssertionError
+    (exit 1), and RLlib trained MultiDiscrete actions that evaluate.py then could not pick."""
+    tup = gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(3)))
+    cases = [("sb3", tup, r"^--backend sb3 trains Box, Discrete, MultiDiscrete, MultiBinary actions; "
+                          r"`--env e` has Tuple\(Discrete\(2\), Discrete\(3\)\): wrap the env"),
+             ("rllib", gym.spaces.MultiBinary(3), r"^--backend rllib trains Box, Discrete, MultiDiscrete "
+                                                  r"actions; .* has MultiBinary\(3\): use `--backend sb3`$")]
+    for backend, space, message in cases:
+        with pytest.raises(UserError, match=message):
+            check_algorithm(validate({"env": {"id": "e"}, "agent": {"backend": backend}}, "x"), space)
+    for backend in ("sb3", "rllib"):  # both train these
+        check_algorithm(validate({"agent": {"backend": backend}}, "x"), gym.spaces.MultiDiscrete([3, 2]))
+
+
 def test_algorithm_keys_are_checked_per_algorithm():
     with pytest.raises(UserError, match=r"agent.ent_coef: auto is SAC's.*PPO takes a number"):
         check_algorithm(validate({"agent": {"algo": "ppo", "ent_coef": "auto"}}, "x"), BOX)
