@@ -120,11 +120,12 @@ class RunDir:
 
     def check_layout(self) -> None:
         """Refuse the run directory when any of its own entries is a link or leads outside it, or is a file
-        where nondiff keeps a directory or the other way round (a resume met it mid-run: exit 1)."""
+        where nondiff keeps a directory or the other way round (a resume met it mid-run: exit 1). ``crash``
+        is left to the failure path, which names the last good checkpoint when the crash save fails."""
         for name in (*SUBDIRS, "league", *FILES):
             p = self._inside(name)
             folder = name not in FILES
-            if p.exists() and p.is_dir() != folder:
+            if name != "crash" and p.exists() and p.is_dir() != folder:
                 raise UserError(f"run directory {str(self.path)!r}: {name!r} is "
                                 f"{'no directory' if folder else 'a directory, not a file'}, where nondiff "
                                 f"keeps its {'folder' if folder else 'file'} {name!r}; move it away, e.g. "
