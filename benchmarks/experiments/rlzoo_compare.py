@@ -1,14 +1,15 @@
 """nondiff's ``train.py --optimize`` against RL Baselines3 Zoo's ``--optimize``, side by side (issue 30).
 
-Per env, both tools run a study with the same algorithm (PPO), the same per-run budget (``--timesteps``, RL
-Zoo's ``-n``), the same number of trials, TPE sampler (the same number of random startup trials) and median
-pruner, the same number of evaluations per trial and of episodes per evaluation, and the same study seed.
-nondiff trains ``--seeds-per-trial`` seeded runs per trial and scores their mean; RL Zoo trains one
-unseeded run per trial (its ``TODO: eval each hyperparams several times``). Each tool keeps its own defaults
-otherwise: nondiff's space fitted to the budget and its default config; RL Zoo's ``sample_ppo_params`` over
-its ``hyperparams/ppo.yml`` entry for the env (``n_envs``, ``normalize``). The env steps each study spent are
-counted (nondiff: each run's final checkpoint; RL Zoo: a complete trial trains whole rollouts, a pruned one
-stops at its last evaluation).
+Per env, both tools run a study with the same algorithm (``--algo``: PPO or A2C), the same per-run budget
+(``--timesteps``, RL Zoo's ``-n``), the same number of trials, TPE sampler (the same number of random startup
+trials) and median pruner, the same number of evaluations per trial and of episodes per evaluation, and the
+same study seed. nondiff trains ``--seeds-per-trial`` seeded runs per trial and scores their mean; RL Zoo
+trains one unseeded run per trial (its ``TODO: eval each hyperparams several times``). Each tool keeps its own
+defaults otherwise: nondiff's default space of the algorithm fitted to the budget and its default config; RL
+Zoo's ``sample_<algo>_params`` over its ``hyperparams/<algo>.yml`` entry for the env (``n_envs``,
+``normalize``). The env steps each study spent are counted (nondiff: each run's final checkpoint; RL Zoo: a
+complete trial trains whole rollouts of ``n_steps × n_envs``, PPO and A2C alike, a pruned one stops at its
+last evaluation).
 
 Then each tool's best trial is retrained by that tool on the same fresh seeds for the same budget
 (``train.py --config STUDY/best.yaml --seed S``; ``python -m rl_zoo3.train ... --seed S -params <best>``),
@@ -17,7 +18,7 @@ and every final policy is scored the same way: deterministic actions on ``--epis
 venv, which applies the run's saved ``VecNormalize`` statistics where RL Zoo trained with them). RL Zoo runs
 in its own venv (``--zoo-python``), never imported here::
 
-    python benchmarks/experiments/rlzoo_compare.py --zoo-python /tmp/zoo/bin/python \\
+    python benchmarks/experiments/rlzoo_compare.py --zoo-python /tmp/zoo/bin/python [--algo ppo|a2c] \\
         [--envs CartPole-v1 Acrobot-v1] [--trials 12] [--timesteps 20000] [--seeds-per-trial 2] \\
         [--evaluations 4] [--eval-episodes 10] [--study-seed 11] [--retrain-seeds 100 101 102 103 104] \\
         [--episodes 100] [--jobs 1] [--work /tmp/rlzoo_compare] [--json docs/rlzoo_compare.json]
@@ -29,6 +30,14 @@ reuses the first attempt's RL Zoo arm (``--zoo-work``) and adds its result to th
     python benchmarks/experiments/rlzoo_compare.py --zoo-python /tmp/zoo/bin/python --jobs 2 \\
         --nondiff-config benchmarks/experiments/rlzoo_wide.yaml --seeds-per-trial 3 \\
         --work /tmp/rlzoo_wide --zoo-work /tmp/rlzoo_compare --json-key second_attempt
+
+The A2C comparison (``--algo a2c``) gives nondiff the A2C keys of its own defaults in a file
+(benchmarks/experiments/rlzoo_a2c.yaml), because ``train.py --algo a2c`` on a Gymnasium id without a config
+file exits 2::
+
+    python benchmarks/experiments/rlzoo_compare.py --zoo-python /tmp/zoo/bin/python --algo a2c \\
+        --nondiff-config benchmarks/experiments/rlzoo_a2c.yaml --seeds-per-trial 3 --work /tmp/rlz_a2c \\
+        --json-key a2c
 """
 
 from __future__ import annotations
@@ -55,11 +64,11 @@ ZOO_HELPER = r'''
 import glob, json, math, os, sys
 import numpy as np
 
-def best(log, opt_dir, n, env_id):
+def best(log, opt_dir, n, env_id, algo):
     # RL Zoo prints every trial, then the best, then writes its report with pandas, which rl-zoo3 does not
     # install: its --optimize ends in ModuleNotFoundError there and the report is lost. Read what it printed.
     import ast, re, rl_zoo3, yaml
-    with open(os.path.join(os.path.dirname(rl_zoo3.__file__), "hyperparams", "ppo.yml")) as f:
+    with open(os.path.join(os.path.dirname(rl_zoo3.__file__), "hyperparams", algo + ".yml")) as f:
         hp = yaml.load(f, Loader=yaml.UnsafeLoader)[env_id]  # RL Zoo's own file, read as RL Zoo reads it
     n_envs = int(hp.get("n_envs", 1))
     with open(log) as f:
@@ -77,8 +86,8 @@ def best(log, opt_dir, n, env_id):
         else:
             state, value, params = "COMPLETE", float(m.group(3)), ast.literal_eval(m.group(4))
             best_no = int(m.group(5))
-            roll = 2 ** params["n_steps_pow"] * n_envs
-            used = math.ceil(n / roll) * roll  # PPO trains whole rollouts
+            roll = params["n_steps"] if "n_steps" in params else 2 ** params["n_steps_pow"]  # A2C, PPO
+            used = math.ceil(n / (roll * n_envs)) * roll * n_envs  # both train whole rollouts
         steps += used
         trials.append({"number": number, "state": state, "value": value, "params": params, "env_steps": used})
     b = next(t for t in trials if t["number"] == best_no)
@@ -86,12 +95,12 @@ def best(log, opt_dir, n, env_id):
                       "value": b["value"], "params": b["params"], "trials": trials, "env_steps": steps}))
 
 
-def score(run, env_id, episodes, seed):
+def score(run, env_id, episodes, seed, algo):
     import gymnasium as gym
-    from stable_baselines3 import PPO
+    import stable_baselines3
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-    zips = glob.glob(os.path.join(run, "ppo", "*_1", f"{env_id}.zip"))
-    model = PPO.load(zips[0], device="cpu")
+    zips = glob.glob(os.path.join(run, algo, "*_1", f"{env_id}.zip"))
+    model = getattr(stable_baselines3, algo.upper()).load(zips[0], device="cpu")
     stats = os.path.join(os.path.dirname(zips[0]), env_id, "vecnormalize.pkl")
     norm = None
     if os.path.isfile(stats):
@@ -111,12 +120,12 @@ def score(run, env_id, episodes, seed):
     print(json.dumps({"returns": returns, "normalized_obs": norm is not None}))
 
 if sys.argv[1] == "best":
-    best(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+    best(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6])
 else:
-    score(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    score(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
 '''
-"""Runs in the zoo venv: ``best STUDY_LOG OPT_LOG_DIR N ENV`` (the study's best trial and env steps) and
-``score LOG_DIR ENV EPISODES SEED`` (a retrained model's returns on seeded episodes)."""
+"""Runs in the zoo venv: ``best STUDY_LOG OPT_LOG_DIR N ENV ALGO`` (the study's best trial and env steps)
+and ``score LOG_DIR ENV EPISODES SEED ALGO`` (a retrained model's returns on seeded episodes)."""
 
 
 def load() -> float:
@@ -151,7 +160,7 @@ def nondiff_study(a: argparse.Namespace, env: str, d: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if len(_rows(d)) < a.trials:  # best.yaml and trials.csv are rewritten after every trial
         config = ["--config", a.nondiff_config] if a.nondiff_config else []
-        timed(out, [sys.executable, "train.py", "--env", env, *config, "--optimize",
+        timed(out, [sys.executable, "train.py", "--env", env, *config, "--algo", a.algo, "--optimize",
                     "--trials", str(a.trials), "--seeds-per-trial", str(a.seeds_per_trial),
                     "--timesteps", str(a.timesteps),
                     "--evaluations", str(a.evaluations), "--sampler", "tpe", "--pruner", "median",
@@ -185,14 +194,15 @@ def zoo_study(a: argparse.Namespace, env: str, d: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     log = d.parent / "zoo-study.log"
     if not log.is_file() or "Number of finished trials" not in log.read_text():
-        timed(out, [a.zoo_python, "-m", "rl_zoo3.train", "--algo", "ppo", "--env", env,
+        timed(out, [a.zoo_python, "-m", "rl_zoo3.train", "--algo", a.algo, "--env", env,
                     "-n", str(a.timesteps), "-optimize", "--n-trials", str(a.trials), "--n-jobs", "1",
                     "--sampler", "tpe", "--pruner", "median", "--n-startup-trials", str(startup(a.trials)),
                     "--n-evaluations", str(a.evaluations), "--eval-episodes", str(a.eval_episodes),
                     "--seed", str(a.study_seed), "-f", str(d), "--optimization-log-path", str(d / "trials"),
                     "--no-optim-plots", "--num-threads", "1", "--vec-env", "dummy"], log, check=False)
     res = subprocess.run([a.zoo_python, "-c", ZOO_HELPER, "best", str(log), str(d / "trials"),
-                          str(a.timesteps), env], capture_output=True, text=True, check=True, env=ENV1)
+                          str(a.timesteps), env, a.algo], capture_output=True, text=True, check=True,
+                         env=ENV1)
     info = json.loads(res.stdout.strip().splitlines()[-1])
     states = [t["state"] for t in info["trials"]]
     wall = _zoo_wall(log.read_text())
@@ -221,13 +231,17 @@ def startup(trials: int) -> int:
 
 
 def zoo_params(p: dict[str, Any]) -> list[str]:
-    """RL Zoo's ``-params`` for a trial's sampled values, converted as ``convert_onpolicy_params`` does."""
+    """RL Zoo's ``-params`` for a trial's sampled values, converted as ``convert_onpolicy_params`` does
+    (``sample_ppo_params`` samples ``n_steps_pow``, ``batch_size_pow``, ``clip_range`` and ``n_epochs``;
+    ``sample_a2c_params`` samples ``n_steps`` itself and none of the others)."""
     arch = {"tiny": "[64]", "small": "[64, 64]", "medium": "[256, 256]"}[p["net_arch"]]
     act = {"tanh": "nn.Tanh", "relu": "nn.ReLU"}[p["activation_fn"]]
-    vals = {"n_steps": 2 ** p["n_steps_pow"], "batch_size": 2 ** p["batch_size_pow"],
+    vals = {"n_steps": p["n_steps"] if "n_steps" in p else 2 ** p["n_steps_pow"],
             "gamma": 1 - p["one_minus_gamma"], "gae_lambda": 1 - p["one_minus_gae_lambda"],
-            "learning_rate": p["learning_rate"], "ent_coef": p["ent_coef"], "clip_range": p["clip_range"],
-            "n_epochs": p["n_epochs"], "max_grad_norm": p["max_grad_norm"]}
+            "learning_rate": p["learning_rate"], "ent_coef": p["ent_coef"],
+            "max_grad_norm": p["max_grad_norm"]}
+    if "batch_size_pow" in p:  # PPO
+        vals.update(batch_size=2 ** p["batch_size_pow"], clip_range=p["clip_range"], n_epochs=p["n_epochs"])
     return [f"{k}:{v!r}" for k, v in vals.items()] + [
         f"policy_kwargs:dict(net_arch=dict(pi={arch}, vf={arch}), activation_fn={act})"]
 
@@ -251,16 +265,16 @@ def nondiff_retrain(a: argparse.Namespace, env: str, study: Path, d: Path, seed:
 def zoo_retrain(a: argparse.Namespace, env: str, params: list[str], d: Path, seed: int) -> dict[str, Any]:
     """Train RL Zoo's best params with ``seed`` (RL Zoo's train) and score the final model."""
     run_dir, out = d / f"seed-{seed}", dict[str, Any](seed=seed)
-    if not glob.glob(str(run_dir / "ppo" / "*_1" / f"{env}.zip")):
+    if not glob.glob(str(run_dir / a.algo / "*_1" / f"{env}.zip")):
         shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run of an interrupted comparison
-        timed(out, [a.zoo_python, "-m", "rl_zoo3.train", "--algo", "ppo", "--env", env,
+        timed(out, [a.zoo_python, "-m", "rl_zoo3.train", "--algo", a.algo, "--env", env,
                     "-n", str(a.timesteps), "--seed", str(seed), "-f", str(run_dir), "--eval-freq", "-1",
                     "--num-threads", "1", "--vec-env", "dummy", "--verbose", "0", "-params", *params],
               d / f"seed-{seed}.log")
     js = d / f"seed-{seed}.eval.json"
     if not js.is_file():
         res = subprocess.run([a.zoo_python, "-c", ZOO_HELPER, "score", str(run_dir), env, str(a.episodes),
-                              str(EVAL_SEED)], capture_output=True, text=True, check=True, env=ENV1)
+                              str(EVAL_SEED), a.algo], capture_output=True, text=True, check=True, env=ENV1)
         js.write_text(res.stdout.strip().splitlines()[-1])
     returns = json.loads(js.read_text())["returns"]
     out.update(mean=statistics.fmean(returns), std=statistics.pstdev(returns))
@@ -316,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run both arms on every env, write the JSON and print the table."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--zoo-python", required=True, help="python of a venv with rl-zoo3 installed")
+    p.add_argument("--algo", choices=("ppo", "a2c"), default="ppo",
+                   help="both tools' algorithm (default ppo)")
     p.add_argument("--envs", nargs="+", default=["CartPole-v1", "Acrobot-v1"])
     p.add_argument("--trials", type=int, default=12)
     p.add_argument("--timesteps", type=int, default=20_000, help="env steps per run (per trial and seed)")
