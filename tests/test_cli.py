@@ -75,7 +75,7 @@ BAD_INPUTS = [
     (["--env", "robot", "--set", "agent.n_epochs=many"], "'agent.n_epochs'"),
     (["--env", "robot", "--set", "env.frame_skp=2"], "did you mean 'env.frame_skip'"),
     (["--env", "robot", "--timesteps", "0"], "--timesteps must be a positive"),
-    (["--resume", "/nonexistent/run"], "does not exist"),
+    (["--resume", "/nonexistent/run"], "--run-dir would change them"),  # the --run-dir added below
 ]
 
 

@@ -320,3 +320,16 @@ def test_evaluate_refuses_a_negative_seed_in_one_line(capsys):
     assert evaluate.main(["/no/such/run", "--seed", "-5"]) == 2  # not exit 1 after three failed resets
     err = capsys.readouterr().err.strip()
     assert err == "error: --seed must be 0 or more (episode i is seeded seed + i), got -5"
+
+
+def test_resume_refuses_flags_it_would_not_apply(capsys):
+    """--resume used to ignore --algo, --num-envs, --env, --set... silently: the run went on as before."""
+    import train
+
+    assert train.main(["--resume", "/no/such/run", "--algo", "a2c", "--num-envs", "3", "--set", "x.y=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --resume continues '/no/such/run' with its own settings (its config.yaml); "
+                          "--algo, --num-envs, --set would change them and cannot be applied: drop them")
+    assert "\n" not in err
+    assert train.main(["--resume", "/no/such/run", "--timesteps", "5", "--device", "cpu", "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err  # the flags --resume takes pass: the next check speaks

@@ -91,6 +91,19 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 
+RESUME_FLAGS = ("--timesteps", "--device", "--ray-address")
+"""The config flags ``--resume`` honours: how many more steps, and where the run goes on (its learner's
+device, the Ray cluster). Every other setting is the run's own config.yaml."""
+
+
+def resume_conflicts(args: argparse.Namespace) -> list[str]:
+    """The flags given with ``--resume`` that would change the run's settings (which it would not apply)."""
+    given = [f for f in CONFIG_FLAGS if f not in RESUME_FLAGS and getattr(args, _dest(f), None) is not None]
+    given += [f for f in ("--env", "--config", "--set", "--run-dir", "--env-package")
+              if getattr(args, _dest(f), None)]
+    return given + [f for f in SEARCH_FLAGS if getattr(args, _dest(f), None) is not None]
+
+
 def search_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The ``search:`` values the flags of :data:`SEARCH_FLAGS` set."""
     values = {key: getattr(args, _dest(flag), None) for flag, (key, _) in SEARCH_FLAGS.items()}

@@ -199,6 +199,12 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     from agents.run.trust import load_run_config
 
     if args.resume:
+        changed = cli.resume_conflicts(args)
+        if changed:
+            raise UserError(f"--resume continues {args.resume!r} with its own settings (its config.yaml); "
+                            f"{', '.join(changed)} would change them and cannot be applied: drop "
+                            f"{'it' if len(changed) == 1 else 'them'} (--resume takes --timesteps, --device "
+                            "and --ray-address), or start a new run with train.py --config RUN/config.yaml")
         run = RunDir.open(args.resume)
         with run.lock():
             run.remove_stale_temps()
@@ -212,6 +218,8 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
             start = ckpt.header.num_timesteps
             if args.timesteps is not None:
                 cfg.train.timesteps = start + args.timesteps
+            cfg.train.device = args.device or cfg.train.device  # where it goes on: the run's own math
+            cfg.rllib.address = args.ray_address or cfg.rllib.address
             seed = int(cfg.train.seed if cfg.train.seed is not None else 0)
             kind = get_backend(cfg.agent.backend, bool(cfg.policies))
             # no probe: the header has the spaces
