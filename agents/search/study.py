@@ -118,11 +118,16 @@ def plan(args: argparse.Namespace) -> Plan:
     resolved = search.model_copy(update={"seed": seed, "defaults": False, "space": space_to_yaml(space)})
     path = Path(args.study_dir) if args.study_dir else (
         Path("runs") / safe_name(cfg.env.id or "env") / f"study-{time.strftime('%Y%m%d-%H%M%S')}")
+    taken = UserError(f"study dir {str(path)!r} already exists and is not empty; choose a new --study-dir, "
+                      f"or continue it with --optimize --resume {path}")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UserError(f"study dir {str(path)!r} already exists and is not empty; choose a new --study-dir, "
-                        f"or continue it with --optimize --resume {path}")
+        raise taken
     path.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump({**base, "search": resolved.model_dump(mode="json")}, sort_keys=False)
+    try:  # claimed, not just checked: of two studies started on one dir, the second rewrote the first's plan
+        (path / STUDY_FILE).open("xb").close()
+    except FileExistsError as e:
+        raise taken from e
     atomic_write_bytes(path / STUDY_FILE, text.encode())
     return Plan(path, base, resolved, space, seed)
 

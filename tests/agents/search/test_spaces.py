@@ -186,6 +186,26 @@ def test_a_resumed_study_refuses_the_flags_it_would_drop(capsys, tmp_path, argv,
     assert [p.name for p in study.iterdir()] == ["study.yaml"]
 
 
+def test_a_study_dir_another_study_claims_meanwhile_is_left_to_it(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from agents.run import cli
+    from agents.search.study import plan
+
+    study, theirs, real_mkdir = tmp_path / "s", b"# the other study's plan\n", Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)
+        if self == study:  # another train.py --optimize --study-dir s, started at the same moment, writes
+            (study / "study.yaml").write_bytes(theirs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    args = cli.train_parser().parse_args(["--env", "CartPole-v1", "--optimize", "--study-dir", str(study)])
+    with pytest.raises(UserError, match="already exists and is not empty"):  # was: its plan overwritten
+        plan(args)
+    assert (study / "study.yaml").read_bytes() == theirs
+
+
 def test_an_unknown_sampler_flag_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         train.main(["--env", "CartPole-v1", "--optimize", "--sampler", "grid"])
