@@ -328,6 +328,9 @@ def adapt_observations(env: gym.Env, *, channels_first: bool, drop_keys: tuple[s
                                "(Discrete one-hot, as SB3 encodes it)")
         return _flat(env)
     rank3 = isinstance(space, spaces.Box) and len(space.shape) == 3  # RLlib's catalog takes any as an image
+    if flat and isinstance(space, spaces.Box) and not rank3 and not np.issubdtype(space.dtype, np.floating):
+        _tell("flat-int", f"observation {space} cast to float32 for the rllib backend (its MLP takes floats)")
+        return _flat(env)
     if flat and rank3 and tuple(space.shape[:2]) not in cnn_sizes:  # type: ignore[index]
         sizes = ", ".join(f"{h}×{w}" for h, w in cnn_sizes)
         _tell("flat-image", f"image observation {space.shape} flattened into the MLP: the rllib backend has "

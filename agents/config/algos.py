@@ -91,6 +91,7 @@ def check_algorithm(cfg: RunConfig, action_space: Any, source: str = "command li
         UserError: one line that names the algorithm and the keys it accepts, or the fix for the action space.
     """
     import gymnasium as gym
+    import numpy as np
 
     a = cfg.agent
     name = a.algo.upper()
@@ -104,6 +105,11 @@ def check_algorithm(cfg: RunConfig, action_space: Any, source: str = "command li
         return  # the black-box backend refuses what it cannot map itself
     trains = {"sb3": (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary),
               "rllib": (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete)}  # actions/predict
+    if a.backend == "sb3" and isinstance(action_space, gym.spaces.Box) and not (
+            np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
+        raise UserError(f"--backend sb3 needs finite bounds on a Box action space; `--env {cfg.env.id}` has "
+                        f"{action_space}: give it bounds with a wrapper (env.wrappers, e.g. Gymnasium's "
+                        "TransformAction with a bounded action_space), or use `--backend rllib`")
     policies = cfg.policies and isinstance(action_space, gym.spaces.Dict)  # one action space per policy
     for space in action_space.spaces.values() if policies else [action_space]:
         if not isinstance(space, trains[a.backend]):

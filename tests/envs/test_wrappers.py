@@ -46,3 +46,15 @@ def test_a_discrete_observation_is_one_hot_for_rllib():
     assert obs.dtype == np.float32 and obs.sum() == 1.0 and obs[0] == 1.0  # the start square, one-hot
     plain = gym.make("FrozenLake-v1")  # SB3 encodes it itself
     assert wrappers.adapt_observations(plain, channels_first=False, flat=False) is plain
+
+
+class IntBoxEnv(DictEnv):
+    def __init__(self) -> None:
+        self.observation_space, self.action_space = spaces.Box(0, 9, (5,), np.int64), spaces.Discrete(2)
+
+
+def test_an_integer_box_observation_reaches_rllib_as_float32():
+    """An int64 Box reached RLlib's MLP as a Long tensor: its env runners died on every sample."""
+    env = wrappers.adapt_observations(IntBoxEnv(), channels_first=False, flat=True)
+    assert env.observation_space.dtype == np.float32 and env.observation_space.shape == (5,)
+    assert env.reset(seed=0)[0].dtype == np.float32

@@ -104,6 +104,11 @@ def test_an_action_space_the_backend_cannot_train_is_refused_before_training():
             check_algorithm(validate({"env": {"id": "e"}, "agent": {"backend": backend}}, "x"), space)
     for backend in ("sb3", "rllib"):  # both train these
         check_algorithm(validate({"agent": {"backend": backend}}, "x"), gym.spaces.MultiDiscrete([3, 2]))
+    unbounded = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)  # SB3's AssertionError was exit 1
+    with pytest.raises(UserError, match=r"^--backend sb3 needs finite bounds on a Box action space; .*"
+                                        r"use `--backend rllib`$"):
+        check_algorithm(validate({"env": {"id": "e"}}, "x"), unbounded)
+    check_algorithm(validate({"agent": {"backend": "rllib"}}, "x"), unbounded)
 
 
 def test_algorithm_keys_are_checked_per_algorithm():
