@@ -8,6 +8,10 @@ so it starts in a few milliseconds):
   ``setsid()`` or double-forked ones included, is re-parented to it, so it can always find them in /proc;
 - runs the program with its own stdin, stdout and stderr (the trainer's pipes), in its process group,
   then points its own stdin/stdout at /dev/null so that the program's exit is seen as end of stream;
+- runs it under Linux's ``SCHED_BATCH`` policy where the system allows (else as it is): a program woken by
+  the trainer's request then waits for a free core instead of preempting the trainer in the middle of its
+  sends, so that every program's request goes out before any of them runs (lock-step, several programs);
+  the program and every thread and child it starts inherit the policy; its nice value is unchanged;
 - watches the *lifeline*, the read end of a pipe whose write end only the trainer process holds: when
   the trainer dies, even by SIGKILL, the pipe reads end-of-file (``PR_SET_PDEATHSIG`` is not used: it
   follows the spawning *thread*, not the process);
@@ -94,6 +98,17 @@ def _reap(main: int, status: list[int]) -> bool:
             status.append(st)
 
 
+def _batch_policy() -> None:
+    """Put this supervisor, and so the program it starts (the policy is inherited), under ``SCHED_BATCH``
+    where the system has it and lets it be set; otherwise leave the policy as it is."""
+    batch = getattr(os, "SCHED_BATCH", None)
+    if batch is not None:
+        try:
+            os.sched_setscheduler(0, batch, os.sched_param(0))
+        except OSError:
+            pass
+
+
 def _exit_like(status: int) -> None:
     code = os.waitstatus_to_exitcode(status)
     if code >= 0:
@@ -123,6 +138,7 @@ def main(argv: list[str]) -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, lambda s, f: stop.append(s))
     signal.signal(signal.SIGCHLD, lambda s, f: None)  # only to wake the select
+    _batch_policy()
     defaults = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ)
     try:
         main_pid = os.posix_spawnp(prog[0], prog, os.environ, setsigdef=defaults)

@@ -109,3 +109,14 @@ def test_supervisor_start_up_cost_is_small():
     supervised = best(reaper.command(["true"], 1.0, -1))
     print(f"supervisor start-up cost: {(supervised - bare) * 1e3:.1f} ms")
     assert supervised - bare < 0.25
+
+
+def test_the_program_runs_under_sched_batch():
+    """A program woken by the trainer's request must not preempt the trainer before its other requests are
+    out (envs/bridge/reaper.py): it runs under SCHED_BATCH, and so do the processes it starts."""
+    probe = "import os, subprocess, sys; print(os.sched_getscheduler(0)); sys.stdout.flush(); " \
+            "subprocess.run([sys.executable, '-c', 'import os; print(os.sched_getscheduler(0))'])"
+    proc = subprocess.run(reaper.command([sys.executable, "-c", probe], 1.0, -1), capture_output=True,
+                          text=True, timeout=10)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(os.SCHED_BATCH)] * 2
