@@ -88,9 +88,13 @@ def _key(create: bool) -> bytes | None:
     return data
 
 
-def signature(data: bytes, key: bytes) -> str:
-    """The ``config.sig`` content for config.yaml bytes ``data``."""
-    return SIG_PREFIX + hmac.new(key, DOMAIN + data, hashlib.sha256).hexdigest()
+STUDY_DOMAIN = b"nondiff-study/1\0"
+"""The domain of a study's ``study.sig`` (agents/search/study.py): a signed config.yaml is no signed study."""
+
+
+def signature(data: bytes, key: bytes, domain: bytes = DOMAIN) -> str:
+    """The ``config.sig`` content for config.yaml bytes ``data`` (``study.sig``'s: ``STUDY_DOMAIN``)."""
+    return SIG_PREFIX + hmac.new(key, domain + data, hashlib.sha256).hexdigest()
 
 
 def sign(run: RunDir, data: bytes) -> None:
@@ -99,22 +103,32 @@ def sign(run: RunDir, data: bytes) -> None:
     A key that cannot be created (read-only home) leaves the run unsigned, with a warning: training goes on,
     and loading it later asks for ``--trust-run-dir`` if it would run code.
     """
+    sign_file(run.signature, data)
+
+
+def sign_file(sig_path: Path, data: bytes, domain: bytes = DOMAIN) -> None:
+    """Write this user's signature of ``data`` to ``sig_path`` (see :func:`sign`)."""
     from agents.run.checkpoint import atomic_write_bytes
 
     try:
         key = _key(create=True)
     except OSError as e:
-        log.warning("run not signed: cannot create the signing key %s (%s)", key_path(), e.strerror)
+        log.warning("%s not signed: cannot create the signing key %s (%s)", sig_path.parent, key_path(),
+                    e.strerror)
         return
     assert key is not None
-    atomic_write_bytes(run.signature, (signature(data, key) + "\n").encode())
+    atomic_write_bytes(sig_path, (signature(data, key, domain) + "\n").encode())
 
 
 def verify(run: RunDir, data: bytes) -> str | None:
     """None when this user signed exactly ``data``; otherwise why not, as a phrase for a message."""
-    sig_path = run.signature
+    return verify_file(run.signature, data)
+
+
+def verify_file(sig_path: Path, data: bytes, domain: bytes = DOMAIN) -> str | None:
+    """:func:`verify` for the signature file ``sig_path`` of the file whose bytes are ``data``."""
     if not sig_path.is_file():
-        return ("is not signed (no config.sig: written by a nondiff older than signing, or copied from "
+        return (f"is not signed (no {sig_path.name}: written by a nondiff older than signing, or copied from "
                 "elsewhere)")
     try:
         key = _key(create=False)
@@ -123,9 +137,9 @@ def verify(run: RunDir, data: bytes) -> str | None:
     if key is None:
         return f"is signed, but not with your key ({key_path()} does not exist)"
     # as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, exit 1)
-    if not hmac.compare_digest(sig_path.read_bytes().strip(), signature(data, key).encode()):
-        return ("does not match its signature (config.sig): it was edited after train.py wrote it, or it was "
-                "signed by another user")
+    if not hmac.compare_digest(sig_path.read_bytes().strip(), signature(data, key, domain).encode()):
+        return (f"does not match its signature ({sig_path.name}): it was edited after train.py wrote it, or "
+                "it was signed by another user")
     return None
 
 
@@ -212,3 +226,19 @@ def load_run_config(run: RunDir, *, trust: bool, action: str) -> tuple[RunConfig
                             f"{'; '.join(code)}. Refused; pass --trust-run-dir only if you trust where this "
                             "run directory came from")
     return cfg, data
+
+
+def check_study(study: Path, sig_path: Path, data: bytes, cfg: RunConfig, *, trusted: bool) -> None:
+    """Refuse to resume a study whose ``study.yaml`` (bytes ``data``, parsed as ``cfg``) would run code in its
+    trials, unless this user signed it (``sig_path``, under :data:`STUDY_DOMAIN`) or ``trusted``
+    (``--trust-run-dir``): the same rule as :func:`load_run_config` for a run directory.
+
+    Raises:
+        UserError: one line naming what its trials would run.
+    """
+    why = None if trusted else verify_file(sig_path, data, STUDY_DOMAIN)
+    code = runs_code(cfg) if why is not None else []
+    if code:
+        raise UserError(f"resume {str(study.parent)!r}: its {study.name} {why}, and its trials would "
+                        f"{'; '.join(code)}. Refused; pass --trust-run-dir only if you trust where this "
+                        "study dir came from")

@@ -3,6 +3,8 @@
 A study dir holds::
 
     study.yaml       the base config plus its resolved search: section; --resume reads only this
+    study.sig        this user's signature of study.yaml (agents/run/trust.py): a study dir from elsewhere
+                     whose config would run code resumes only with --trust-run-dir
     study.journal    Optuna's journal storage (append-only, file-locked): every trial's params and reports
     trial-NNNN/      trial.yaml (the config of the trial) and seed-S/, one run dir per seed (+ seed-S.log)
     best.yaml        the best complete trial's trial.yaml, rewritten whenever the best improves
@@ -36,8 +38,9 @@ import yaml
 from pydantic import ValidationError
 
 from agents.config import check_algorithm, load_yaml, validate
+from agents.config.loading import parse_yaml, read_config_bytes
 from agents.config.search import SearchSection, Space, resolve_space, space_to_yaml
-from agents.run import cli
+from agents.run import cli, trust
 from agents.run.checkpoint import atomic_write_bytes
 from agents.run.rundir import safe_name
 from agents.search import report, spaces
@@ -53,6 +56,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.yaml"
+SIGNATURE_FILE = "study.sig"
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 MAX_FAILURES = 3
 """The study stops when this many trials failed and none completed: the config, not the luck, is wrong."""
@@ -129,6 +133,7 @@ def plan(args: argparse.Namespace) -> Plan:
     except FileExistsError as e:
         raise taken from e
     atomic_write_bytes(path / STUDY_FILE, text.encode())
+    trust.sign_file(path / SIGNATURE_FILE, text.encode(), trust.STUDY_DOMAIN)
     return Plan(path, base, resolved, space, seed)
 
 
@@ -145,13 +150,17 @@ def reopen(args: argparse.Namespace) -> Plan:
         raise UserError(f"{', '.join(ignored)}: a resumed study keeps the settings it was planned with (its "
                         f"{STUDY_FILE}); --optimize --resume takes --trials, --jobs and --ray-address only. "
                         "Drop the others, or start a new study with another --study-dir")
-    raw = load_yaml(path / STUDY_FILE)
+    data = read_config_bytes(path / STUDY_FILE)  # read once: what is checked is what is parsed
+    raw = parse_yaml(data, path / STUDY_FILE)
     source = str(path / STUDY_FILE)
+    if not isinstance(raw, dict):
+        raise UserError(f"{source} must hold a mapping (env:, ..., search:), got {type(raw).__name__}")
     keep = {k: v for k, v in cli.search_overrides(args).items() if k in ("trials", "jobs")}
     search = read_search(raw.pop("search", None), source, keep)
     if args.ray_address is None:
         check_runs_at_once(search)
     cfg = validate(raw, source)
+    trust.check_study(path / STUDY_FILE, path / SIGNATURE_FILE, data, cfg, trusted=args.trust_run_dir)
     space, _ = resolve_space(search, cfg.agent.backend, cfg.agent.algo, source)
     if search.seed is None:
         raise UserError(f"{source}: search.seed is missing; it is written by train.py --optimize")
