@@ -42,6 +42,7 @@ import gymnasium as gym
 import envs
 from agents.config import RunConfig, tokens
 from agents.run.masks import resolve_masks
+from agents.run.memory import check_workers
 from agents.run.resolved import ResolvedEnv, build_errors, check_scalar_reward, one_line, resolve_env
 from envs.errors import UserError
 from envs.masks import ActionMasks
@@ -152,6 +153,9 @@ def make_vector_env(cfg: RunConfig, env: ResolvedEnv,
                 batch_guard=cfg.train.batch_guard, threads=cfg.train.worker_threads))  # one Guard batch each
         built = None if cfg.train.vec_env == "subproc" else _in_process(cfg, fns)
         if built is None:  # subproc, or one instance per process: a worker process each
+            check_workers(len(fns), f"train.num_envs={len(fns)} with train.vec_env: subproc would",
+                          "lower train.num_envs (--num-envs), or use train.vec_env: threadproc with "
+                          "train.env_workers")
             venv = SubprocVectorEnv(fns, start_method=cfg.train.start_method,
                                     step_timeout=cfg.train.worker_timeout,
                                     max_restarts=cfg.train.max_worker_restarts,

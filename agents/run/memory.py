@@ -250,3 +250,21 @@ def check_networks(layers: dict[str, list[int]], inputs: int = 1, copies: int = 
     raise UserError(f"{what} {'need' if len(layers) > 1 else 'needs'} at least {human(size)} to train "
                     f"({weights:,} float32 weights in {nets} fed by {inputs:,} input{'s' * (inputs > 1)}, "
                     f"each with its gradient and Adam's two moments); {says}; use smaller layers")
+
+
+WORKER_BYTES = 48 * 2**20
+"""The memory one env worker process takes at least (``train.vec_env: subproc`` on CartPole-v1: 52 MB RSS)."""
+
+
+def check_workers(n: int, what: str, fix: str) -> None:
+    """Refuse ``n`` worker processes that would need over :data:`MEMORY_SHARE` of the machine's memory at
+    :data:`WORKER_BYTES` each, before any starts (``--num-envs 100000`` with subproc forked until killed).
+
+    Raises:
+        UserError: ``what`` (the setting that asks for them), their memory, the limit and ``fix``.
+    """
+    limit, words = _limit()
+    if n * WORKER_BYTES > limit:
+        raise UserError(f"{what} start {n:,} worker processes, at least {human(n * WORKER_BYTES)} at "
+                        f"{human(WORKER_BYTES)} each; {words}; {fix} (at most {limit // WORKER_BYTES:,} "
+                        "here)")

@@ -145,3 +145,15 @@ def test_a_black_box_strategy_is_not_bounded_by_net_arch(tmp_path):
                    timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (run / "final" / "model.safetensors").is_file()
+
+
+def test_worker_processes_over_half_the_machine_are_refused_before_any_starts(tmp_path):
+    """--num-envs 100000 with subproc forked workers until it was killed (the rollout bound came after)."""
+    run = tmp_path / "run"
+    proc = run_cli("train.py", "--env", "CartPole-v1", "--num-envs", "100000", "--set",
+                   "train.vec_env=subproc", "--run-dir", str(run), "--quiet", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    line = one_line(proc.stderr)
+    assert line.startswith("error: train.num_envs=100000 with train.vec_env: subproc would start 100,000 "
+                           "worker processes, at least 4.58 TiB at 48 MiB each")
+    assert not run.exists()
