@@ -30,14 +30,14 @@ from agents.rllib import selfplay as rllib_selfplay
 from agents.rllib import state as rllib_state
 from agents.rllib.algos import ENV_NAME
 from agents.rllib.league_remote import RemoteLeague
-from agents.rllib.runners import RunnerRestarts
+from agents.rllib.runners import RunnerRestarts, logs_dir
 from agents.run import checkpoint, localray, tensorcheck, torchstart
 from agents.run.backend import Backend, Iteration
 from agents.run.envfactory import env_factory
 from agents.run.memory import check_replay, check_rollout
 from agents.run.resolved import ResolvedEnv
 from agents.run.session import Session
-from envs.errors import CheckpointError, UserError
+from envs.errors import CheckpointError, EnvFailure, UserError
 
 log = logging.getLogger(__name__)
 MODULE = "default_policy"
@@ -187,7 +187,12 @@ class RLlibBackend(Backend):
         _connect(cfg)
         register_env(ENV_NAME, _create_env)
         torchstart.start_torch(cfg.train.threads)
-        algo = config.build_algo()
+        try:
+            algo = config.build_algo()
+        except IndexError as e:  # RLlib asks its env runners for the spaces: none answered, all died
+            raise EnvFailure(f"RLlib's env runners died as they started, before any step ({e}); their own "
+                             f"output is in {logs_dir()}; the env, or the model on its observations, failed "
+                             "there") from e
         backend = cls(cfg, seed, algo, algo.get_module(MODULE), spaces)
         # a resume loads weights instead
         if backend.spec.sb3_init and cfg.agent.ortho_init and not start_step:

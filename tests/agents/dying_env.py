@@ -24,12 +24,16 @@ class DyingCartPole(CartPoleEnv):
         die_after: steps the process lives through; ``os._exit(3)`` at the next one.
         once_marker: a file path: die only while it does not exist, creating it first (one death per run);
             None: die in every process.
+        fail_to_build: raise in the constructor outside the trainer: every runner fails as it starts.
     """
 
-    def __init__(self, die_after: int = 20, once_marker: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, die_after: int = 20, once_marker: str | None = None, fail_to_build: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.die_after, self.once_marker = die_after, once_marker
         self._in_trainer = Path(sys.argv[0]).name == "train.py"
+        if fail_to_build and not self._in_trainer:  # an env that cannot be built in a runner (no display)
+            raise RuntimeError("no display in this process")
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         global _steps_in_this_process

@@ -125,3 +125,17 @@ def test_a_runner_that_dies_once_is_restarted_said_and_the_run_goes_on(tmp_path,
                                                  "rllib.max_runner_restarts=10): env runner 1: "), said
     _, meta = read_checkpoint(run / "final" / "model.safetensors")
     assert meta["num_timesteps"] >= 512
+
+
+@pytest.mark.ray
+def test_runners_that_die_as_they_start_are_one_line_not_an_index_error(tmp_path, shared_ray):
+    """RLlib asks its runners for the spaces as the algorithm is built; when all died, that was its own
+    'unexpected IndexError: list index out of range'."""
+    run = tmp_path / "run"
+    proc = _train(run, shared_ray, "--set", "env.fail_to_build=true", "--timesteps", "256")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: RLlib's env runners died as they started, "
+                                                     "before any step"), proc.stderr[-3000:]
+    assert "worker-*.err" in errors[0] and "Traceback" not in proc.stderr
+    assert not run.exists()  # nothing ran: the same --run-dir works once the env is fixed
