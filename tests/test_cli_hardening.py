@@ -333,3 +333,15 @@ def test_resume_refuses_flags_it_would_not_apply(capsys):
     assert "\n" not in err
     assert train.main(["--resume", "/no/such/run", "--timesteps", "5", "--device", "cpu", "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err  # the flags --resume takes pass: the next check speaks
+
+
+def test_evaluate_refuses_an_output_path_it_cannot_write_before_playing(capsys, tmp_path):
+    """--video/--json into a missing directory: exit 1 'unexpected FileNotFoundError' after the episodes."""
+    import evaluate
+
+    for flag, path in (("--video", "/no/such/dir/v.mp4"), ("--json", "/no/such/dir/e.json"),
+                       ("--figure", str(tmp_path))):
+        assert evaluate.main(["/no/such/run", flag, path]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {flag} {path!r} ")
+        assert err.endswith("give a file path in an existing directory")

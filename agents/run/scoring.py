@@ -74,6 +74,20 @@ def load_policy(run_dir: str | Path, checkpoint: str = "final", *, trust: bool =
     return LoadedPolicy(cfg, kind.load(ckpt, cfg, env), path, ckpt.header, env)
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse a ``--video``, ``--json`` or ``--figure`` path whose directory does not exist or that is a
+    directory itself, in one line."""
+    for flag in ("video", "json", "figure"):
+        value = getattr(args, flag, None)
+        if not value:
+            continue
+        target = Path(value)
+        folder = target.parent if str(target.parent) else Path(".")
+        if target.is_dir() or not folder.is_dir():
+            what = "is a directory" if target.is_dir() else f"goes into {str(folder)!r}, which does not exist"
+            raise UserError(f"--{flag} {value!r} {what}; give a file path in an existing directory")
+
+
 def evaluate(args: argparse.Namespace) -> EvaluationReport:
     """Run ``evaluate.py``: score a checkpoint and a uniform-random policy on the same seeds."""
     from agents.run.checkpoint import check_spaces
@@ -82,6 +96,7 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
     from agents.run.masks import masked
     from envs.masks import METHOD
 
+    _check_outputs(args)  # before the episodes: a bad path found after them costs the whole evaluation
     loaded = load_policy(args.run_dir, args.checkpoint, trust=args.trust_checkpoint,
                          trust_run_dir=getattr(args, "trust_run_dir", False))
     cfg, backend, path = loaded.cfg, loaded.backend, loaded.path
