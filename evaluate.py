@@ -40,11 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     from agents.run.scoring import evaluate
     from envs.errors import UserError
 
-    if args.episodes <= 0 or (args.seed is not None and args.seed < 0):
-        bad = f"--episodes must be positive, got {args.episodes}" if args.episodes <= 0 else (
-            f"--seed must be 0 or more (episode i is seeded seed + i), got {args.seed}")
-        print(f"error: {bad}", file=sys.stderr)
-        return 2
     try:
         res = evaluate(args)
     except UserError as e:

@@ -170,16 +170,22 @@ def check_writable(cfg: RunConfig, source: str) -> None:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping safely (:func:`read_config_bytes`, :func:`parse_yaml`), or raise a one-line
     :class:`UserError`."""
+    return load_yaml_bytes(path)[0]
+
+
+def load_yaml_bytes(path: str | Path) -> tuple[dict[str, Any], bytes]:
+    """:func:`load_yaml`, and the exact bytes it parsed (to check a signature over what is read, once)."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"config file {str(p)!r} does not exist; pass --config PATH to a YAML file")
-    data = parse_yaml(read_config_bytes(p), p)
+    raw = read_config_bytes(p)
+    data = parse_yaml(raw, p)
     if data is None:
-        return {}
+        return {}, raw
     if not isinstance(data, dict):
         raise UserError(f"config file {str(p)!r} must hold a mapping (env:, agent:, train:, eval:), "
                         f"got {type(data).__name__}")
-    return data
+    return data, raw
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:

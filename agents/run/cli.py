@@ -96,12 +96,11 @@ RESUME_FLAGS = ("--timesteps", "--device", "--ray-address")
 device, the Ray cluster). Every other setting is the run's own config.yaml."""
 
 
-def resume_conflicts(args: argparse.Namespace) -> list[str]:
-    """The flags given with ``--resume`` that would change the run's settings (which it would not apply)."""
-    given = [f for f in CONFIG_FLAGS if f not in RESUME_FLAGS and getattr(args, _dest(f), None) is not None]
-    given += [f for f in ("--env", "--config", "--set", "--run-dir", "--env-package")
-              if getattr(args, _dest(f), None)]
-    return given + [f for f in SEARCH_FLAGS if getattr(args, _dest(f), None) is not None]
+def given_flags(args: argparse.Namespace, allowed: tuple[str, ...]) -> list[str]:
+    """The setting flags given on the command line, but those ``allowed``: what a resume (of a run,
+    :data:`RESUME_FLAGS`, or of a study) would not apply, as it keeps the settings it was started with."""
+    flags = ("--env", "--config", *CONFIG_FLAGS, "--set", "--run-dir", "--env-package", *SEARCH_FLAGS)
+    return [f for f in flags if f not in allowed and getattr(args, _dest(f), None) is not None]
 
 
 def search_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -79,7 +79,6 @@ def space_defaults(obs_space: Any, act_space: Any, algo: str = "ppo") -> dict[st
     return {"agent": agent}
 
 
-
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for k, v in over.items():
@@ -199,7 +198,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     from agents.run.trust import load_run_config
 
     if args.resume:
-        changed = cli.resume_conflicts(args)
+        changed = cli.given_flags(args, cli.RESUME_FLAGS)
         if changed:
             raise UserError(f"--resume continues {args.resume!r} with its own settings (its config.yaml); "
                             f"{', '.join(changed)} would change them and cannot be applied: drop "

@@ -74,9 +74,13 @@ def load_policy(run_dir: str | Path, checkpoint: str = "final", *, trust: bool =
     return LoadedPolicy(cfg, kind.load(ckpt, cfg, env), path, ckpt.header, env)
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
-    """Refuse a ``--video``, ``--json`` or ``--figure`` path whose directory does not exist or that is a
-    directory itself, in one line."""
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse, in one line, a non-positive ``--episodes``, a negative ``--seed``, and a ``--video``,
+    ``--json`` or ``--figure`` path whose directory does not exist or that is a directory itself."""
+    if args.episodes <= 0:
+        raise UserError(f"--episodes must be positive, got {args.episodes}")
+    if args.seed is not None and args.seed < 0:  # Gymnasium refuses it: three failed resets, exit 1
+        raise UserError(f"--seed must be 0 or more (episode i is seeded seed + i), got {args.seed}")
     for flag in ("video", "json", "figure"):
         value = getattr(args, flag, None)
         if not value:
@@ -96,7 +100,7 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
     from agents.run.masks import masked
     from envs.masks import METHOD
 
-    _check_outputs(args)  # before the episodes: a bad path found after them costs the whole evaluation
+    _check_args(args)  # before the episodes: a bad path found after them costs the whole evaluation
     loaded = load_policy(args.run_dir, args.checkpoint, trust=args.trust_checkpoint,
                          trust_run_dir=getattr(args, "trust_run_dir", False))
     cfg, backend, path = loaded.cfg, loaded.backend, loaded.path

@@ -38,7 +38,7 @@ import yaml
 from pydantic import ValidationError
 
 from agents.config import check_algorithm, load_yaml, validate
-from agents.config.loading import parse_yaml, read_config_bytes
+from agents.config.loading import load_yaml_bytes
 from agents.config.search import SearchSection, Space, resolve_space, space_to_yaml
 from agents.run import cli, trust
 from agents.run.checkpoint import atomic_write_bytes
@@ -143,18 +143,13 @@ def reopen(args: argparse.Namespace) -> Plan:
     if not (path / STUDY_FILE).is_file():
         raise UserError(f"{str(path)!r} is not a study dir (no {STUDY_FILE}); pass a directory made by "
                         "train.py --optimize")
-    flags = ("--env", "--config", *cli.CONFIG_FLAGS, "--set", "--run-dir", "--env-package", *cli.SEARCH_FLAGS)
-    ignored = [f for f in flags if f not in ("--ray-address", "--trials", "--jobs")
-               and getattr(args, f[2:].replace("-", "_"), None) is not None]
+    ignored = cli.given_flags(args, ("--ray-address", "--trials", "--jobs"))
     if ignored:  # were dropped without a word: --seeds-per-trial 5 ran 1 seed, as planned
         raise UserError(f"{', '.join(ignored)}: a resumed study keeps the settings it was planned with (its "
                         f"{STUDY_FILE}); --optimize --resume takes --trials, --jobs and --ray-address only. "
                         "Drop the others, or start a new study with another --study-dir")
-    data = read_config_bytes(path / STUDY_FILE)  # read once: what is checked is what is parsed
-    raw = parse_yaml(data, path / STUDY_FILE)
+    raw, data = load_yaml_bytes(path / STUDY_FILE)  # read once: what is checked is what is parsed
     source = str(path / STUDY_FILE)
-    if not isinstance(raw, dict):
-        raise UserError(f"{source} must hold a mapping (env:, ..., search:), got {type(raw).__name__}")
     keep = {k: v for k, v in cli.search_overrides(args).items() if k in ("trials", "jobs")}
     search = read_search(raw.pop("search", None), source, keep)
     if args.ray_address is None:
