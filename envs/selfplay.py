@@ -180,6 +180,9 @@ class SeatEnv(gym.Env):
         self.learner = first
         self.games = 0
         self._return = 0.0
+        self.opening = 0
+        """Each game begins with 0 to ``opening`` uniformly random moves (either side's), drawn from the
+        seat's generator, before the learner's first turn (``selfplay.opening_moves`` of training games)."""
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -191,8 +194,25 @@ class SeatEnv(gym.Env):
         self.games += 1
         self.opponent = self.opponents()
         self._return = 0.0
+        if self.opening:
+            opened = self._random_opening()
+            if opened:
+                self._return += self._opponent_moves()
+            if not opened or self._over():  # the game ended before the learner's turn: start as the rules do
+                self.game.reset(seed=seed)
+                self._return = 0.0
         self._return += self._opponent_moves()
         return self.game.observe(self.learner), {}
+
+    def _random_opening(self) -> bool:
+        """Play 0 to :attr:`opening` random legal moves; False if they ended the game."""
+        for _ in range(int(self.np_random.integers(0, self.opening + 1))):
+            agent = self.game.agent_selection
+            self.game.step(int(self.np_random.choice(legal_moves(self.game, agent))))
+            game = self.game
+            if _done(game) or any(game.terminations.values()) or any(game.truncations.values()):
+                return False
+        return True
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """The learner's move, then the opponent's up to the learner's next turn."""

@@ -47,6 +47,11 @@ class SelfPlaySection(Section):
     training game against a checkpoint draws one of them uniformly (the league's generator), so some games
     face a near-greedy past self and some a more varied one; ``evaluate.py --opponent`` and the tournament
     play at the list's first."""
+    opening_moves: int = Field(default=0, ge=0, le=100)
+    """Each training game begins with 0 to this many uniformly random moves (drawn per game, either side's),
+    so that the learner meets positions beyond its own and its league's openings; a game that these moves
+    (or the opponent's reply) end starts again from the rules' start. Evaluation (``evaluate.py``, the
+    periodic evaluation) and the tournament always start from the rules' start."""
     seat: Literal["alternate", "first", "second"] = "alternate"
     """The learner's seat: alternating every game, or always the first or the second player."""
     elo_k: float = Field(default=16.0, gt=0.0, le=400.0)

@@ -29,6 +29,7 @@ import numpy as np
 from agents.rllib.selfplay import runner_envs
 from agents.run.selfplay.league import League, Member
 from agents.run.selfplay.opponents import loader, observation_view, seat_of
+from agents.run.selfplay.plumbing import attach
 from envs.errors import UserError
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def apply_update(runner: Any, update: LeagueUpdate) -> tuple[int, list[str]]:
     for env in envs:  # each time: an env the runner rebuilt after a failure gets the draw again
         seat = seat_of(env)
         if seat is not None:
-            seat.opponents = replica.league.draw
+            attach(seat, replica.league)
     return int(runner.worker_index), missing
 
 

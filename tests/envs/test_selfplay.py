@@ -152,3 +152,26 @@ def test_games_with_other_than_two_seats_or_moves_are_refused():
 
     with pytest.raises(UserError, match="Discrete moves"):
         SeatEnv(Steering(), "steering")
+
+
+def test_random_openings_vary_the_start_and_never_end_the_game():
+    """``opening``: 0 to N random moves before the learner's turn; without it the start is the rules' own."""
+    plain, opened = SeatEnv(connect_four_v3.env(), "c4", seat="first"), SeatEnv(connect_four_v3.env(), "c4",
+                                                                                 seat="first")
+    opened.opening = 5
+    pieces = set()
+    for g in range(40):
+        obs, _ = plain.reset(seed=g)
+        assert obs["observation"].sum() == 0  # the learner opens on an empty board
+        obs, _ = opened.reset(seed=g)
+        n = int(obs["observation"].sum())
+        assert 0 <= n <= 6 and opened.game.agent_selection == opened.learner and not opened._over()
+        pieces.add(n)
+    assert pieces == {0, 2, 4, 6}, pieces  # 0..5 random moves, plus the opponent's reply after an odd count
+    scores = play(opened, RandomOpponent(), 10)  # games from an opening play out as usual
+    assert all(s in (0.0, 0.5, 1.0) for s in scores)
+    tic = SeatEnv(tictactoe_v3.env(), "ttt")
+    tic.opening = 9  # 5 or more random moves may win tic-tac-toe: such openings start over, untouched
+    for g in range(60):
+        tic.reset(seed=g)
+        assert not tic._over() and tic.game.agent_selection == tic.learner

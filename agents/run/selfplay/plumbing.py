@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from agents.run.backend import Backend
     from agents.run.resolved import ResolvedEnv
     from agents.run.session import Session
+    from envs.selfplay import SeatEnv
 
 
 def start(session: Session, backend: Backend, env: ResolvedEnv) -> League | None:
@@ -51,11 +52,17 @@ def start(session: Session, backend: Backend, env: ResolvedEnv) -> League | None
                         + " (not an exact resume)")
     for seat in seats:
         assert seat is not None
-        seat.opponents, seat.seat = league.draw, cfg.selfplay.seat
+        attach(seat, league)
         if seat.pending is not None:  # a game restored mid-way goes on against the same opponent
             seat.opponent, seat.pending = league.opponent_named(seat.pending), None
     session.league = league
     return league
+
+
+def attach(seat: SeatEnv, league: League) -> None:
+    """Make ``seat`` a training seat of ``league``: its opponents drawn from it, its seat and random openings
+    as the league's ``selfplay:`` section sets them."""
+    seat.opponents, seat.seat, seat.opening = league.draw, league.cfg.seat, league.cfg.opening_moves
 
 
 def _made_view(cfg: RunConfig, env: ResolvedEnv) -> Callable[[Any], Any]:

@@ -284,3 +284,35 @@ def test_a_replica_draws_only_what_it_holds_and_asks_for_the_rest(c4_run):
         fresh.update(LeagueUpdate(1, league, (snap.stem,), {snap.stem: snap.read_bytes()}))
         return [fresh.league.draw().name for _ in range(40)]
     assert draws(1) == draws(1) != draws(2)  # seeded by (run seed, runner index)
+
+
+@pytest.mark.ray  # the c4_run fixture's checkpoint; apply_update itself needs no Ray
+def test_a_remote_runners_seats_take_the_leagues_seat_and_openings(c4_run):
+    """apply_update hands a remote runner's envs the league's draw *and* the ``selfplay:`` section's seat and
+    random openings, as the driver's own envs get them (``selfplay.seat`` was ignored on remote runners)."""
+    from types import SimpleNamespace
+
+    import yaml
+    from pettingzoo.classic import connect_four_v3
+
+    from agents.config import validate
+    from agents.rllib.league_remote import LeagueUpdate, apply_update
+    from agents.run import checkpoint
+    from agents.run.resolved import resolve_env
+    from agents.run.selfplay.league import Member
+    from envs.selfplay import SeatEnv
+
+    raw = yaml.safe_load((c4_run / "config.yaml").read_text())
+    raw["selfplay"] = {**raw.get("selfplay", {}), "seat": "second", "opening_moves": 3}
+    cfg = validate(raw, "test")
+    snap = sorted((c4_run / "league").glob("step_*.safetensors"))[0]
+    env = resolve_env(cfg, False, spaces=checkpoint.load(snap).header.spaces())
+    seat = SeatEnv(connect_four_v3.env(), C4)
+    env_config = {"cfg": cfg.model_dump(mode="json"), "env": env}
+    runner = SimpleNamespace(env=SimpleNamespace(unwrapped=SimpleNamespace(envs=[seat])), worker_index=1,
+                             config=SimpleNamespace(env_config=env_config))
+    apply_update(runner, LeagueUpdate(1, (Member("random", games=0),), (), {}))
+    assert (seat.seat, seat.opening) == ("second", 3)
+    for g in range(6):
+        seat.reset(seed=g)
+        assert seat.learner == "player_1" and seat.opponent.name == "random"
