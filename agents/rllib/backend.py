@@ -190,6 +190,8 @@ class RLlibBackend(Backend):
         try:
             algo = config.build_algo()
         except IndexError as e:  # RLlib asks its env runners for the spaces: none answered, all died
+            if cfg.rllib.num_env_runners == 0:  # no remote runner to die: RLlib's own error, as it is
+                raise
             raise EnvFailure(f"RLlib's env runners died as they started, before any step ({e}); their own "
                              f"output is in {logs_dir()}; the env, or the model on its observations, failed "
                              "there") from e

@@ -120,3 +120,21 @@ def test_the_program_runs_under_sched_batch():
                           text=True, timeout=10)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(os.SCHED_BATCH)] * 2
+
+
+def test_a_system_that_refuses_sched_batch_leaves_the_policy_as_it_is(monkeypatch):
+    """Where the system lacks SCHED_BATCH, or refuses it (a container's seccomp, another OS), the supervisor
+    starts the program under the policy it has instead of failing."""
+    calls, batch = [], os.SCHED_BATCH
+
+    def refuse(pid, policy, param):
+        calls.append(policy)
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    reaper._batch_policy()  # refused: no exception
+    assert calls == [batch]
+    monkeypatch.delattr(os, "SCHED_BATCH")
+    reaper._batch_policy()  # absent: not even asked
+    assert calls == [batch]
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # this process's own policy never changed
