@@ -119,3 +119,15 @@ def test_the_shipped_config_trains_by_self_play_alone_with_the_board_cnn():
     cfg = validate(load_yaml("configs/connect_four.yaml"), "configs/connect_four.yaml")
     assert cfg.env.id == C4 and cfg.agent.extractor == "board_cnn"
     assert cfg.selfplay.fixed == [] and cfg.selfplay.fixed_share == 0.0  # no scripted opponent in the league
+
+
+def test_selfplay_settings_on_a_game_that_is_not_turn_based_are_said_to_be_ignored(tmp_path):
+    """A ``selfplay:`` setting on an env that no league plays (CartPole) was dropped silently."""
+    small = ["--timesteps", "64", "--num-envs", "1", "--set", "agent.n_steps=64", "--set",
+             "agent.batch_size=64", "--set", "eval.every=0"]
+    out = run_cli("train.py", "--env", "CartPole-v1", *small, "--set", "selfplay.latest=0.2", "--run-dir",
+                  str(tmp_path / "a"), check=True)
+    assert ("warning: the selfplay: settings are ignored: env 'CartPole-v1' is not a two-player turn-based "
+            "game") in out.stdout
+    out = run_cli("train.py", "--env", "CartPole-v1", *small, "--run-dir", str(tmp_path / "b"), check=True)
+    assert "selfplay:" not in out.stdout + out.stderr  # the defaults say nothing

@@ -126,7 +126,10 @@ def check_algorithm(cfg: RunConfig, action_space: Any, source: str = "command li
                         f"got {a.algo!r}; {fix}")
     table = ALGO_KEYS if a.backend == "sb3" else RLLIB_ALGO_KEYS
     accepted = table[a.algo]
-    foreign = sorted(k for k in a.model_fields_set if k not in SHARED_AGENT_KEYS and k not in accepted)
+    # a key set to its default changes nothing: a run's own config.yaml lists every key at its value, and
+    # `train.py --config RUN/config.yaml` starts a new run from it
+    foreign = sorted(k for k in a.model_fields_set if k not in SHARED_AGENT_KEYS and k not in accepted
+                     and getattr(a, k) != type(a).model_fields[k].get_default(call_default_factory=True))
     if foreign:
         owners = sorted({o.upper() for o, keys in table.items() for k in foreign if k in keys})
         whose = f"a key of {'/'.join(owners)}" if owners else f"no --backend {a.backend} algorithm honours it"

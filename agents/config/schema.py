@@ -122,8 +122,10 @@ class AgentConfig(Section):
     def _blackbox_algo(self) -> AgentConfig:
         strategies = ("cma", "amortised", "surrogate", "chain")
         if (self.backend == "blackbox") != (self.algo in strategies):
+            fix = (f"add --algo {strategies[0]} (or {', '.join(strategies[1:])})"
+                   if self.backend == "blackbox" else "add --backend blackbox, or choose another --algo")
             raise ValueError(f"--backend blackbox runs --algo {'|'.join(strategies)}, and only it does; "
-                             f"got backend {self.backend!r} with algo {self.algo!r}")
+                             f"got backend {self.backend!r} with algo {self.algo!r}: {fix}")
         return self
 
     @model_validator(mode="after")

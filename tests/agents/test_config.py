@@ -127,3 +127,40 @@ def test_a_config_whose_run_dir_copy_could_not_be_read_back_is_refused_before_th
     with pytest.raises(UserError, match="more than 100,000 values"):
         parse_yaml(dump(cfg).encode(), tmp_path / "config.yaml")  # as evaluate/--resume would find it
     check_writable(validate({"env": {"id": "CartPole-v1"}}, "x"), "x")  # an ordinary config passes
+
+
+@pytest.mark.parametrize(("env", "algo"), [("CartPole-v1", "ppo"), ("CartPole-v1", "a2c"),
+                                           ("Pendulum-v1", "sac"), ("Pendulum-v1", "td3")])
+def test_a_runs_own_config_yaml_starts_a_new_run(tmp_path, env, algo):
+    """``train.py --config RUN/config.yaml`` (what a refused ``--resume`` tells the user to run) starts a new
+    run with the same settings: config.yaml lists every key, other algorithms' at their defaults, which the
+    per-algorithm key check refused ('--algo ppo does not take agent.action_noise, ...')."""
+    from agents.run.cli import train_parser
+    from agents.run.runner import build_config
+
+    def built(argv):
+        cfg, _, spare = build_config(train_parser().parse_args(argv))
+        if spare is not None:
+            spare.close()
+        return cfg
+    first = built(["--env", env, "--algo", algo, "--set", "agent.gamma=0.97"])
+    path = tmp_path / "config.yaml"
+    path.write_text(dump(first))  # as train.py writes it into the run dir
+    again = built(["--config", str(path)])
+    assert again.agent == first.agent and again.train == first.train
+    with pytest.raises(UserError, match=rf"--algo {algo} does not take agent\.(n_epochs|tau)"):
+        foreign = "agent.tau=0.5" if algo in ("ppo", "a2c") else "agent.n_epochs=3"
+        built(["--config", str(path), "--set", foreign])
+
+
+def test_a_check_across_one_sections_keys_is_its_own_line_with_the_fix():
+    """A section's own validator (keys that do not fit together) names the keys and the fix; the section's
+    whole mapping ('(got {...})') and a '--set agent=VALUE' that set cannot take are left out."""
+    with pytest.raises(UserError) as e:
+        validate({"agent": {"backend": "blackbox", "algo": "ppo", "gamma": 0.9}}, "c.yaml")
+    assert str(e.value) == ("c.yaml: --backend blackbox runs --algo cma|amortised|surrogate|chain, and only "
+                            "it does; got backend 'blackbox' with algo 'ppo': add --algo cma (or amortised, "
+                            "surrogate, chain)")
+    with pytest.raises(UserError, match=r"^c.yaml: .*got backend 'sb3' with algo 'cma': add --backend "
+                                        r"blackbox, or choose another --algo$"):
+        validate({"agent": {"algo": "cma"}}, "c.yaml")

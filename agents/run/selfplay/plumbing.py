@@ -30,9 +30,13 @@ def start(session: Session, backend: Backend, env: ResolvedEnv) -> League | None
     Raises:
         UserError: the training envs are not in this process and the backend cannot take the league to them.
     """
-    if not env.turn_based:
-        return None
     cfg = session.cfg
+    if not env.turn_based:
+        if cfg.selfplay != type(cfg.selfplay)():
+            session.say(f"warning: the selfplay: settings are ignored: env {cfg.env.id!r} is not a "
+                        "two-player turn-based game (a PettingZoo AEC env such as pettingzoo.classic's); "
+                        "drop them")
+        return None
     envs = backend.train_envs()
     seats = [seat_of(e) for e in envs]
     if any(s is None for s in seats):
