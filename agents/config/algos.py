@@ -147,6 +147,6 @@ def check_algorithm(cfg: RunConfig, action_space: Any, source: str = "command li
         raise UserError("agent.lr_schedule: linear is not honoured by RLlib's APPO (its learner thread keeps "
                         "the initial rate: train/learning_rate stays constant); use lr_schedule: constant "
                         "with --algo appo")
-    if "target_entropy" in a.model_fields_set and isinstance(a.ent_coef, float):
+    if a.target_entropy != "auto" and isinstance(a.ent_coef, float):
         raise UserError("agent.target_entropy applies only with agent.ent_coef: auto (a learned α); "
                         "remove one")
