@@ -31,6 +31,10 @@ train: $(STAMP)
 # follows theirs, and either failing fails the target.
 test: $(STAMP)
 	$(PY) -m ruff check envs agents tests benchmarks examples train.py evaluate.py
+	@# the tests start ~1,000 Python processes (train.py, evaluate.py, env workers, Ray workers): compiled once
+	@# here, none of them compiles the repo's modules again (where PYTHONDONTWRITEBYTECODE keeps Python from
+	@# caching them itself, each would: ~0.1 s a process)
+	$(PY) -m compileall -q -j 0 envs agents benchmarks tests examples train.py evaluate.py >/dev/null
 	@log=$$(mktemp); $(PY) -m mypy envs agents benchmarks >$$log 2>&1 & mypy=$$!; \
 	$(PY) -m pytest -m "not slow or ci" -n $(TEST_WORKERS) --dist loadgroup $(ARGS); rc=$$?; \
 	wait $$mypy; mrc=$$?; echo "mypy envs agents benchmarks:"; cat $$log; rm -f $$log; \

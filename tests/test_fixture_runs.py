@@ -42,9 +42,10 @@ def test_old_sb3_run_evaluates_and_resumes(tmp_path, name):
 
 
 @pytest.mark.ray
-def test_old_rllib_run_evaluates_and_resumes(tmp_path):
+def test_old_rllib_run_evaluates_and_resumes(tmp_path, shared_ray):
     run = _copy("pendulum_rllib", tmp_path)
     run_cli("evaluate.py", str(run), "--episodes", "2", check=True)
-    proc = run_cli("train.py", "--resume", str(run), "--timesteps", "512", "--quiet", check=True)
+    proc = run_cli("train.py", "--resume", str(run), "--timesteps", "512", "--quiet", *shared_ray.flags,
+                   env=shared_ray.env, check=True)
     assert "resuming" in proc.stdout
     assert _step(run / "final" / "model.safetensors") > 1024

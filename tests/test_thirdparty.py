@@ -24,10 +24,11 @@ TINY = ("agent: {n_steps: 128, batch_size: 64, n_epochs: 2, net_arch: [32], ent_
         "train: {num_envs: 2}\n")
 
 
-def run(tmp: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python script args`` with ``tmp`` as the working directory."""
+def run(tmp: Path, script: str, *args: str, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    """``python script args`` with ``tmp`` as the working directory (``env``: more environment variables)."""
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=tmp, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> str:
@@ -91,12 +92,12 @@ def test_pointmaze_dict_statistics_evaluate_and_resume(tmp_path):
     assert after["observation"] >= first["observation"] + 256  # continued, not restarted from zero
 
 
-def test_rllib_flattens_dict_observations_and_evaluates(tmp_path):
+def test_rllib_flattens_dict_observations_and_evaluates(tmp_path, shared_ray):
     """RLlib's catalog has no encoder for a Dict: the env stack flattens it (Discrete one-hot, Text dropped),
     says so, and evaluate.py (no Ray) builds the same stack."""
     cfg = config(tmp_path, "{id: MiniGrid-Empty-5x5-v0, packages: [minigrid]}", RLLIB)
-    out = ok(run(tmp_path, "train.py", "--config", cfg, "--timesteps", "512",
-                 "--run-dir", str(tmp_path / "run")))
+    out = ok(run(tmp_path, "train.py", "--config", cfg, "--timesteps", "512", "--run-dir",
+                 str(tmp_path / "run"), *shared_ray.flags, env=shared_ray.env))
     assert "keys direction, image flattened" in out
     obs = header(tmp_path / "run")["observation_space"]
     assert obs["type"] == "Box" and obs["shape"] == [7 * 7 * 3 + 4] and obs["dtype"] == "float32"
@@ -126,18 +127,20 @@ def test_rllib_env_stack_flattens_images_without_a_default_cnn(wrappers, shape):
     env.close()
 
 
-def test_rllib_pointmaze_dict_statistics_evaluate_and_resume(tmp_path):
+def test_rllib_pointmaze_dict_statistics_evaluate_and_resume(tmp_path, shared_ray):
     """A goal-conditioned Dict on RLlib: flattened, normalised by the MeanStdFilter, whose statistics are
     saved, used by evaluate.py and carried on by --resume."""
     cfg = config(tmp_path, "{id: PointMaze_UMaze-v3, packages: [gymnasium_robotics], max_episode_steps: 50}",
                  RLLIB.replace("net_arch: [32]", "net_arch: [32], normalize_obs: true"))
     run_dir = tmp_path / "run"
-    ok(run(tmp_path, "train.py", "--config", cfg, "--timesteps", "512", "--run-dir", str(run_dir)))
+    ok(run(tmp_path, "train.py", "--config", cfg, "--timesteps", "512", "--run-dir", str(run_dir),
+           *shared_ray.flags, env=shared_ray.env))
     first = header(run_dir)
     assert first["observation_space"]["shape"] == [8] and first["normalize"]["obs_count"] >= 512
     ev = ok(run(tmp_path, "evaluate.py", str(run_dir), "--episodes", "2"))
     assert "success" in ev and "0.00" in ev
-    ok(run(tmp_path, "train.py", "--resume", str(run_dir), "--timesteps", "256"))
+    ok(run(tmp_path, "train.py", "--resume", str(run_dir), "--timesteps", "256", *shared_ray.flags,
+           env=shared_ray.env))
     assert header(run_dir)["normalize"]["obs_count"] >= first["normalize"]["obs_count"] + 256
 
 

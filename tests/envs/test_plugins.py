@@ -98,7 +98,7 @@ def test_check_command_passes_on_every_builtin_including_the_watchdog_smoke_test
     for name in envs.BUILTIN:
         # devito's full grid is checked in tests/envs/adapters/test_devito.py; the small one suffices here
         extra = {"process": ["--set", f"command={heater}"], "devito": ["--set", "preset=small"]}.get(name, [])
-        proc = subprocess.run([sys.executable, "-m", "envs", "check", name, "--steps", "200", *extra],
+        proc = subprocess.run([sys.executable, "-m", "envs", "check", name, "--steps", "50", *extra],
                               cwd=ROOT, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         if name == "process":
