@@ -175,3 +175,19 @@ def test_random_openings_vary_the_start_and_never_end_the_game():
     for g in range(60):
         tic.reset(seed=g)
         assert not tic._over() and tic.game.agent_selection == tic.learner
+
+
+def test_envs_check_passes_on_a_turn_based_game():
+    """``python -m envs check`` on a PettingZoo classic game: Gymnasium's same-seed step check failed
+    ('np_random is not properly been updated') because the seat alternates with every game; the seat env is
+    registered as nondeterministic, so that check is skipped and the others run."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    game = "pettingzoo.classic.tictactoe_v3:env"
+    proc = subprocess.run([sys.executable, "-m", "envs", "check", game, "--steps", "50"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "all checks passed" in proc.stdout, proc.stdout + proc.stderr
+    assert "PASS  gymnasium check_env" in proc.stdout
