@@ -31,7 +31,7 @@ train: $(STAMP)
 # follows theirs, and either failing fails the target.
 test: $(STAMP)
 	$(PY) -m ruff check envs agents tests benchmarks examples train.py evaluate.py
-	@# the tests start ~1,000 Python processes (train.py, evaluate.py, env workers, Ray workers): compiled once
+	@# the tests start ~840 Python processes (train.py, evaluate.py, env workers, Ray workers): compiled once
 	@# here, none of them compiles the repo's modules again (where PYTHONDONTWRITEBYTECODE keeps Python from
 	@# caching them itself, each would: ~0.1 s a process)
 	$(PY) -m compileall -q -j 0 envs agents benchmarks tests examples train.py evaluate.py >/dev/null
