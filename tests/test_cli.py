@@ -179,6 +179,14 @@ def test_sigkill_then_resume_continues_step_and_tensorboard(tmp_path):
     diffs = {b - a for a, b in zip(tb_steps, tb_steps[1:])}
     assert diffs == {128}, f"TensorBoard steps have a gap or restart: {tb_steps}"
     assert len((run / "command.txt").read_text().splitlines()) == 2
+    # the run has finished: a resume without --timesteps says so and touches nothing (it printed "done" and
+    # wrote a command line and TensorBoard files)
+    files = sorted(p for p in run.rglob("*") if p.is_file())
+    again = run_cli("train.py", "--resume", str(run), "--quiet", check=True)
+    assert again.stdout.strip() == (f"run {str(run)!r} has finished: 4,096 of its 4,096 steps, final/ "
+                                    "written; nothing to train: add --timesteps N to train N more steps")
+    assert sorted(p for p in run.rglob("*") if p.is_file()) == files
+    assert len((run / "command.txt").read_text().splitlines()) == 2
 
 
 def test_a2c_with_subprocess_workers(tmp_path):

@@ -217,6 +217,10 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
             start = ckpt.header.num_timesteps
             if args.timesteps is not None:
                 cfg.train.timesteps = start + args.timesteps
+            elif start >= cfg.train.timesteps and run.final.is_file():  # finished: nothing to train or write
+                _say(f"run {str(run.path)!r} has finished: {start:,} of its {cfg.train.timesteps:,} steps, "
+                     "final/ written; nothing to train: add --timesteps N to train N more steps")
+                return 0
             cfg.train.device = args.device or cfg.train.device  # where it goes on: the run's own math
             cfg.rllib.address = args.ray_address or cfg.rllib.address
             seed = int(cfg.train.seed if cfg.train.seed is not None else 0)
