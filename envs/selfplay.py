@@ -193,26 +193,23 @@ class SeatEnv(gym.Env):
         self.learner = self.players[order]
         self.games += 1
         self.opponent = self.opponents()
-        self._return = 0.0
-        if self.opening:
-            opened = self._random_opening()
-            if opened:
-                self._return += self._opponent_moves()
-            if not opened or self._over():  # the game ended before the learner's turn: start as the rules do
-                self.game.reset(seed=seed)
-                self._return = 0.0
-        self._return += self._opponent_moves()
+        opened = self._random_opening() if self.opening else 0.0
+        if opened is None:  # the opening ended the game: this one starts as the rules do
+            self.game.reset(seed=seed)
+            opened = 0.0
+        self._return = opened + self._opponent_moves()
         return self.game.observe(self.learner), {}
 
-    def _random_opening(self) -> bool:
-        """Play 0 to :attr:`opening` random legal moves; False if they ended the game."""
+    def _random_opening(self) -> float | None:
+        """Play 0 to :attr:`opening` random legal moves, then the opponent's up to the learner's turn: the
+        learner's reward meanwhile, or None if the game ended before that turn."""
+        game = self.game
         for _ in range(int(self.np_random.integers(0, self.opening + 1))):
-            agent = self.game.agent_selection
-            self.game.step(int(self.np_random.choice(legal_moves(self.game, agent))))
-            game = self.game
-            if _done(game) or any(game.terminations.values()) or any(game.truncations.values()):
-                return False
-        return True
+            game.step(int(self.np_random.choice(legal_moves(game, game.agent_selection))))
+            if not game.agents or any(game.terminations.values()) or any(game.truncations.values()):
+                return None
+        reward = self._opponent_moves()
+        return None if self._over() else reward
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """The learner's move, then the opponent's up to the learner's next turn."""
