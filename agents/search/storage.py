@@ -77,8 +77,9 @@ def storage_at(journal: Path, url: str | None) -> Any:
 
 
 def _shared(url: str, attempts: int = 5) -> Any:
-    """Optuna's RDB storage at ``url``. Workers that start together all create its tables, and all but one
-    fail on PostgreSQL's unique constraints; they find the tables made on the next attempt."""
+    """Optuna's RDB storage at ``url``. Workers that start together all create its tables and enum types,
+    and all but one fail: on PostgreSQL a unique violation, or a type or table that "already exists". They
+    find the schema made on the next attempt."""
     import optuna
     import sqlalchemy.exc
 
@@ -86,11 +87,24 @@ def _shared(url: str, attempts: int = 5) -> Any:
         with opening(url):
             try:
                 return optuna.storages.RDBStorage(url)
-            except sqlalchemy.exc.IntegrityError:
-                if attempt == attempts - 1:
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
+                if attempt == attempts - 1 or not _lost_schema_race(e):
                     raise
                 time.sleep(0.2 + random.random())
     raise AssertionError("unreachable")
+
+
+_ALREADY_EXISTS = {"42710", "42P07"}  # PostgreSQL's duplicate_object (an enum type), duplicate_table
+
+
+def _lost_schema_race(e: Exception) -> bool:
+    """Whether ``e`` is another worker having created the same schema object first."""
+    import sqlalchemy.exc
+
+    if isinstance(e, sqlalchemy.exc.IntegrityError):
+        return True
+    orig = getattr(e, "orig", None)
+    return (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) in _ALREADY_EXISTS
 
 
 @contextlib.contextmanager

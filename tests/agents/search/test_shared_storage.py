@@ -163,3 +163,91 @@ def test_storage_errors_name_the_cause_and_only_for_a_shared_storage():
     # the study's own journal: an ImportError is no driver's, and passes as it came
     with pytest.raises(ImportError, match="cmaes"), opening(None):
         raise ImportError("No module named 'cmaes'")
+
+
+
+def _open_after(barrier, url: str, errors) -> None:
+    from agents.search.storage import _shared
+
+    barrier.wait()
+    try:
+        _shared(url)
+    except Exception as e:  # noqa: BLE001 - collected for the test's assertion
+        errors.append(f"{type(e).__name__}: {str(e)[:200]}")
+
+
+def test_workers_that_open_a_fresh_database_together_all_get_the_study_storage(postgres):
+    """Optuna creates its tables and enum types on first open; workers that start together race on them
+    (PostgreSQL: a unique violation, or 'type "studydirection" already exists'). Every one must get the
+    storage: each of four rounds opens a fresh database from six processes at once."""
+    import multiprocessing
+
+    import psycopg
+
+    url, password = postgres
+    os.environ["PGPASSWORD"] = password
+    ctx = multiprocessing.get_context("fork")
+    try:
+        with ctx.Manager() as manager:
+            for round_ in range(4):
+                name = f"race{round_}_{secrets.token_hex(4)}"
+                with psycopg.connect(url, autocommit=True) as c:
+                    c.execute(f"CREATE DATABASE {name}")
+                errors, barrier = manager.list(), manager.Barrier(6)
+                procs = [ctx.Process(target=_open_after, args=(barrier, url.rsplit("/", 1)[0] + "/" + name,
+                                                               errors)) for _ in range(6)]
+                for p in procs:
+                    p.start()
+                for p in procs:
+                    p.join(timeout=120)
+                assert not list(errors) and [p.exitcode for p in procs] == [0] * 6, (round_, list(errors))
+    finally:
+        del os.environ["PGPASSWORD"]
+
+
+def test_a_type_or_table_that_another_worker_made_first_is_retried(postgres, monkeypatch):
+    """The race above is by chance; here each of PostgreSQL's three answers to it, taken from the server,
+    comes once before the real storage opens, and a different error is not retried."""
+    import optuna
+    import sqlalchemy
+    import sqlalchemy.exc
+
+    from agents.search import storage
+
+    url, password = postgres
+    monkeypatch.setenv("PGPASSWORD", password)
+    engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    name, answers = f"t{secrets.token_hex(4)}", []
+    with engine.connect() as c:
+        statements = [(f"CREATE TYPE {name} AS ENUM ('a')", 2), (f"CREATE TABLE {name}_t (x int)", 2),
+                      (f"CREATE UNIQUE INDEX ON {name}_t (x)", 1), (f"INSERT INTO {name}_t VALUES (1)", 2),
+                      ("SELECT no_such_column FROM pg_type", 1)]
+        for sql, times in statements:
+            for _ in range(times):
+                try:
+                    c.execute(sqlalchemy.text(sql))
+                    c.commit()
+                except sqlalchemy.exc.DBAPIError as e:
+                    c.rollback()
+                    answers.append(e)
+    engine.dispose()
+    assert [type(e.orig).__name__ for e in answers] == ["DuplicateObject", "DuplicateTable",
+                                                        "UniqueViolation", "UndefinedColumn"]
+    real, calls = optuna.storages.RDBStorage, []
+
+    def storage_after(errors):
+        def open_(u):
+            calls.append(u)
+            if len(calls) <= len(errors):
+                raise errors[len(calls) - 1]
+            return real(u)
+        return open_
+
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    monkeypatch.setattr(optuna.storages, "RDBStorage", storage_after(answers[:3]))
+    assert isinstance(storage._shared(url), real) and len(calls) == 4
+    calls.clear()
+    monkeypatch.setattr(optuna.storages, "RDBStorage", storage_after(answers[3:]))
+    with pytest.raises(storage.UserError, match="cannot open the study storage.*no_such_column"):
+        storage._shared(url)
+    assert len(calls) == 1
