@@ -9,11 +9,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_serializer,
     field_validator,
     model_validator,
 )
 
+from agents.config.section import refuse_bool_number
 from agents.config.tokens import DEFAULT_ENV_VAR, REDACTED, TokenSource
 from envs.reach import Reach
 from envs.wrappers import names_code
@@ -68,6 +70,11 @@ class EnvConfig(BaseModel):
     token_env: str | None = None
     """Name of the env var holding the bridge token; unset: ``NONDIFF_TOKEN``, passed to any adapter that
     takes a ``token`` when it is set. Workers inherit it."""
+
+    @field_validator("max_episode_steps", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, v: Any, info: ValidationInfo) -> Any:
+        return refuse_bool_number(cls, v, info)
 
     @field_validator("token", mode="before")
     @classmethod

@@ -47,11 +47,11 @@ def validate(raw: dict[str, Any], source: str) -> RunConfig:
         err = e.errors()[0]
         path = ".".join(str(p) for p in _input_loc(raw, err["loc"]))
         got = REDACTED if path.endswith("token") else _redact_input(err.get("input"))
-        msg = err["msg"][:1].lower() + err["msg"][1:]
+        msg = (err["msg"][:1].lower() + err["msg"][1:]).removeprefix("value error, ")
         if not path or (len(err["loc"]) == 1 and err["type"] == "value_error"):
             # a check across sections (RunConfig's own validator) or across one section's keys: its message
             # names the keys and the fix; the whole section's mapping would only bury it
-            raise UserError(f"{source}: {msg.removeprefix('value error, ')}") from e
+            raise UserError(f"{source}: {msg}") from e
         key = ".".join(str(p) for p in err["loc"][:2])  # what --set takes: SECTION.KEY
         raise UserError(f"{source}: '{path}' {msg} (got {got!r}); fix the value in the YAML "
                         f"or with --set {key}=VALUE") from e

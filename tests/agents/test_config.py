@@ -116,6 +116,25 @@ def test_a_seed_outside_numpys_range_is_refused_by_the_schema():
     assert validate({"env": {"id": "CartPole-v1"}, "train": {"seed": 2**32 - 1}}, "x").train.seed == 2**32 - 1
 
 
+def test_a_yaml_boolean_is_no_number_anywhere_in_the_schema():
+    """pydantic's lax mode read ``timesteps: true`` as 1 (one rollout trained, exit 0) and ``net_arch:
+    [true]`` as [1]. A boolean where a number belongs is refused in one line; a boolean setting still takes
+    one, and so does a setting that takes a number or a boolean."""
+    base = {"env": {"id": "CartPole-v1"}}
+    for section, key, value in [("train", "timesteps", True), ("agent", "gamma", False),
+                                ("agent", "net_arch", [64, True]), ("agent", "ent_coef", True),
+                                ("env", "max_episode_steps", True), ("selfplay", "temperature", [1.0, True]),
+                                ("blackbox", "calls_per_instance", True)]:
+        raw = {**base, section: {**base.get(section, {}), key: value}}
+        with pytest.raises(UserError, match=rf"'{section}.{key}' expected a number, not a YAML boolean "
+                                            r"\(true/false\) \(got "):
+            validate(raw, "x.yaml")
+    off = {"agent": {"ortho_init": False}, "env": {"id": "CartPole-v1", "action_mask": False}}
+    cfg = validate(off, "x.yaml")
+    assert cfg.agent.ortho_init is False and cfg.env.action_mask == "none"
+    assert validate({**base, "train": {"timesteps": 512}}, "x.yaml").train.timesteps == 512
+
+
 def test_a_config_whose_run_dir_copy_could_not_be_read_back_is_refused_before_the_run(tmp_path):
     from agents.config.loading import _oversize, check_writable, parse_yaml
 
