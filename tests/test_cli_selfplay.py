@@ -62,6 +62,8 @@ def test_self_play_builds_a_league_that_learns_and_can_be_pitted(tmp_path):
     assert re.search(r"^trained\s", old.stdout, re.M)
     bad = run_cli("evaluate.py", str(run), "--opponent", str(tmp_path / "nope.safetensors"))
     assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
+    empty = run_cli("evaluate.py", str(run), "--opponent", "")  # not "no opponent named": random
+    assert empty.returncode == 2 and "expected random, lookahead or a checkpoint file, got ''" in empty.stderr
 
 
 def resumed_league(tmp_path, *extra: str) -> dict:

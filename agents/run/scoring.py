@@ -117,7 +117,7 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
                             "--video PATH.mp4 instead") from e
         raise UserError(f"env {cfg.env.id!r} could not be created: {e}") from e
     check_spaces(loaded.header, *policy_spaces(env), f"evaluate {path}")
-    if getattr(args, "opponent", None):  # a two-player game against this opponent (agents/run/selfplay)
+    if getattr(args, "opponent", None) is not None:  # a two-player game against it (agents/run/selfplay)
         from agents.run.selfplay.plumbing import pit
 
         pit(cfg, loaded.env, env, args.opponent)
