@@ -30,7 +30,7 @@ from agents.rllib import selfplay as rllib_selfplay
 from agents.rllib import state as rllib_state
 from agents.rllib.algos import ENV_NAME
 from agents.rllib.league_remote import RemoteLeague
-from agents.rllib.runners import RunnerRestarts, logs_dir
+from agents.rllib.runners import RunnerRestarts, check_cpus, logs_dir
 from agents.run import checkpoint, localray, tensorcheck, torchstart
 from agents.run.backend import Backend, Iteration
 from agents.run.envfactory import env_factory
@@ -184,7 +184,11 @@ class RLlibBackend(Backend):
             check_rollout(spaces[0], spaces[1], rllib_algos.rollout_steps(cfg), cfg.train.num_envs)
         config = build_algo_config(cfg, seed, env, start_step)  # bad settings fail before Ray starts
         masking.say_once(cfg)
+        if not cfg.rllib.address:  # before the private Ray starts; a cluster's CPUs are known once joined
+            check_cpus(cfg)
         _connect(cfg)
+        if cfg.rllib.address:
+            check_cpus(cfg)
         register_env(ENV_NAME, _create_env)
         torchstart.start_torch(cfg.train.threads)
         try:

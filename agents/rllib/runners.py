@@ -17,9 +17,14 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from envs.errors import EnvFailure
+from envs.errors import EnvFailure, UserError
+
+if TYPE_CHECKING:
+    from agents.config import RunConfig
+
+log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 2.0
 """RLlib's ``delay_between_env_runner_restarts_s`` (its default: 60 s): how long a runner whose ``sample()``
@@ -32,6 +37,44 @@ ACTOR_MANAGER_LOGGER = "ray.rllib.utils.actor_manager"
 """The logger RLlib's fault-tolerant actor manager reports a failed runner on."""
 _EXIT_DETAIL = re.compile(r"Worker exit detail: ([^.]*)")
 _RAY_ERROR = re.compile(r"Ray error \((.*)\), taking actor (\d+) out of service", re.DOTALL)
+
+
+def check_cpus(cfg: RunConfig) -> None:
+    """Refuse env runners and learners that the private local Ray can never place: each asks Ray for one
+    CPU, and RLlib waits for them for ever, silently (``--num-env-runners 40`` on two cores hung). On a
+    cluster (``rllib.address``, already joined) more may join later: a warning.
+
+    Raises:
+        UserError: naming the settings, the CPUs they need and have, and the fixes.
+    """
+    import ray
+
+    r = cfg.rllib
+    learners = r.num_learners if cfg.train.device != "cuda" else 0  # a GPU learner takes no CPU
+    needed = r.num_env_runners + learners
+    if not needed:
+        return
+    if r.address:
+        have = int(ray.cluster_resources().get("CPU", 0))
+        if needed > have:
+            log.warning("rllib.num_env_runners and num_learners ask the cluster at %s for %d CPUs (one each) "
+                        "and it has %d: RLlib waits until nodes with free CPUs join", r.address, needed, have)
+        return
+    if r.num_cpus:
+        have = r.num_cpus
+    else:
+        from ray._private.utils import get_num_cpus  # what the local Ray will take: cores, cgroup quota
+
+        have = int(get_num_cpus())
+    if needed <= have:
+        return
+    what = f"rllib.num_env_runners={r.num_env_runners}"
+    what += f" with rllib.num_learners={learners} need" if learners else " needs"
+    raise UserError(f"{what} {needed} CPUs from Ray (one each) and the private local Ray has {have} "
+                    f"({'rllib.num_cpus' if r.num_cpus else 'this machine'}); RLlib would wait for them for "
+                    f"ever: use --num-env-runners {max(have - learners, 0)} or fewer (each runner steps "
+                    "rllib.envs_per_runner envs), raise rllib.num_cpus to oversubscribe the cores, or join a "
+                    "cluster with --ray-address")
 
 
 def shorten(text: str) -> str:

@@ -39,11 +39,19 @@ BAD = [
      r"RLlib rejected the configuration: `minibatch_size` \(100000\) must be <= "
      r"`train_batch_size_per_learner`"),
     (["--set", "rllib.num_env_runner=2"], r"did you mean 'num_env_runners'\?"),
+    # more runners than the private Ray has CPUs: RLlib waited for them for ever, silently
+    (["--num-env-runners", "4096"],
+     r"rllib\.num_env_runners=4096 needs 4096 CPUs from Ray \(one each\) and the private local Ray has \d+ "
+     r"\(this machine\); RLlib would wait for them"),
+    (["--num-env-runners", "3", "--set", "rllib.num_cpus=2", "--set", "rllib.num_learners=1"],
+     r"rllib\.num_env_runners=3 with rllib\.num_learners=1 need 4 CPUs .* has 2 \(rllib\.num_cpus\).*"
+     r"use --num-env-runners 1 or fewer"),
 ]
 
 
 @pytest.mark.parametrize(("flags", "message"), BAD, ids=["ray-client-closed", "no-port", "unknown-extra",
-                                                          "extra-typo", "rllib-validation", "section-typo"])
+                                                          "extra-typo", "rllib-validation", "section-typo",
+                                                          "runners-over-cores", "runners-over-num-cpus"])
 def test_bad_rllib_input_is_one_line_and_exit_2(tmp_path, capsys, flags, message):
     import re
 
