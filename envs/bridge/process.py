@@ -379,13 +379,18 @@ class ProcessEnv(gym.Env):
             try:
                 P.send(self._chan, {"type": "close"}, 1.0)
                 P.recv(self._chan, 1.0, self.max_message)
-            except (E.BridgeError, StopRequested):
+                if self._proc is not None and self._back is None:  # pipes: after `bye` the program exits
+                    self._proc.wait(min(self.term_grace, EXIT_AFTER_BYE_S))  # by itself, its cleanup done
+            except (E.BridgeError, StopRequested, subprocess.TimeoutExpired):
                 pass
         self._kill()
         if self._back is not None:
             self._back.close()
 
 
+EXIT_AFTER_BYE_S = 1.0
+"""How long a program on pipes has, after its ``bye``, to exit by itself (removing its temporary files, say)
+before it is sent SIGTERM; at most ``term_grace``."""
 _SLOTS = itertools.count()
 """Spawn-then-connect slots made in this process: slot n's copies get ``NONDIFF_SEED`` 1000 n, 1000 n + 1…"""
 

@@ -25,7 +25,9 @@ def workdir(tmp_path):
 
 
 def run(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": f"{workdir}{os.pathsep}{ROOT}"}
+    """``python ARGS`` with the page's files importable and a temp dir of the test's own (``TMPDIR``)."""
+    (workdir / "tmp").mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": f"{workdir}{os.pathsep}{ROOT}", "TMPDIR": str(workdir / "tmp")}
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env,
                           timeout=300)
 
@@ -46,3 +48,6 @@ def test_the_page_checks_trains_and_evaluates(workdir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     res = json.loads(out.read_text())
     assert res["metrics"]["param_error"] < 0.05 < res["random_metrics"]["param_error"]
+    # every Blender the page's server ran removed its session directory (blender_XXXXXX): one was left in
+    # /tmp per start before the page's server removed it and nondiff let a program exit after `bye`
+    assert not list((workdir / "tmp").iterdir()), list((workdir / "tmp").iterdir())

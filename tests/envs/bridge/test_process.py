@@ -294,6 +294,45 @@ def test_program_inherits_the_environment_but_not_the_private_ray_credentials(tm
     assert info == {"RAY_AUTH_TOKEN": "<unset>", "RAY_AUTH_MODE": "<unset>", "NONDIFF_PROBE": "kept"}
 
 
+def test_a_program_finishes_its_cleanup_after_bye_before_it_is_stopped(tmp_path):
+    """After ``bye`` a program on pipes exits by itself (docs/protocol.md); it was sent SIGTERM at once, so
+    cleanup after ``serve`` returned raced the signal and lost: Blender's render server left its session
+    directory in /tmp on every close. A program that takes 0.3 s to clean up now finishes; one that never
+    exits is stopped after EXIT_AFTER_BYE_S."""
+    program = tmp_path / "tidy.py"
+    program.write_text(textwrap.dedent("""
+        import sys, time
+        import numpy as np
+        from gymnasium import spaces
+        from envs.bridge.sdk import serve
+
+        class Env:
+            observation_space = spaces.Box(-1, 1, (1,), np.float32)
+            action_space = spaces.Box(-1, 1, (1,), np.float32)
+            def reset(self, seed=None, options=None):
+                return np.zeros(1, np.float32), {}
+            def step(self, action):
+                return np.zeros(1, np.float32), 0.0, False, False, {}
+
+        serve(Env())
+        if sys.argv[2] == "hang":
+            time.sleep(3600)
+        time.sleep(0.3)  # removing temporary files, say
+        open(sys.argv[1], "w").close()
+    """))
+    for mode in ("tidy", "hang"):
+        done = tmp_path / f"cleaned-{mode}"
+        env = ProcessEnv(command=f"{sys.executable} {program} {done} {mode}", cwd=os.getcwd())
+        env.reset(seed=0)
+        t = time.monotonic()
+        env.close()
+        took = time.monotonic() - t
+        if mode == "tidy":
+            assert done.exists() and took < 1.0, took
+        else:  # stopped: SIGTERM after the wait, SIGKILL after term_grace
+            assert not done.exists() and 1.0 <= took < 1.0 + env.term_grace + 1.0, took
+
+
 def test_a_discrete_action_travels_as_a_0d_array_as_documented():
     msg = codec.decode(codec.encode({"type": "step", "action": np.asarray(2)})[4:])
     assert msg["action"].shape == () and msg["action"].dtype == np.int64 and int(msg["action"]) == 2
