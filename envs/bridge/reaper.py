@@ -15,8 +15,11 @@ so it starts in a few milliseconds):
 - watches the *lifeline*, the read end of a pipe whose write end only the trainer process holds: when
   the trainer dies, even by SIGKILL, the pipe reads end-of-file (``PR_SET_PDEATHSIG`` is not used: it
   follows the spawning *thread*, not the process);
-- on SIGTERM/SIGHUP/SIGINT or a dead trainer: SIGTERM to every descendant, up to GRACE seconds for the
-  program to exit, then SIGKILL to every descendant; when the program exits by itself: SIGKILL to any
+- on SIGTERM/SIGHUP/SIGINT or a dead trainer: SIGTERM to the innermost descendants first (those with no
+  child of their own), so that a wrapper such as ``xvfb-run`` or a shell script sees its program end and
+  tidies up (xvfb-run stops its X server, which removes its lock, and deletes its temp dir); up to GRACE / 2
+  seconds for the program to exit, then SIGTERM to every descendant, up to GRACE in all for every one of
+  them to exit, then SIGKILL to whatever is left; when the program exits by itself: SIGKILL to any
   descendant it left. Then it exits the way the program did (same code, or killed by the same signal).
 
 If the program cannot be executed it prints one line starting ``nondiff reaper:`` and exits 127
@@ -53,8 +56,8 @@ def command(argv: list[str], grace: float, lifeline_fd: int) -> list[str]:
             *argv]
 
 
-def descendants(root: int) -> list[int]:
-    """Every live (non-zombie) descendant of ``root``, read from /proc."""
+def _children() -> dict[int, list[int]]:
+    """Every live (non-zombie) process's children, by parent pid, read from /proc."""
     kids: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -66,17 +69,25 @@ def descendants(root: int) -> list[int]:
             continue
         if fields[0] != b"Z":
             kids.setdefault(int(fields[1]), []).append(int(name))
+    return kids
+
+
+def descendants(root: int, leaves_only: bool = False) -> list[int]:
+    """Every live (non-zombie) descendant of ``root``, read from /proc (``leaves_only``: those with no live
+    child of their own)."""
+    kids = _children()
     out, todo = [], [root]
     while todo:
         for child in kids.get(todo.pop(), ()):
-            out.append(child)
+            if not leaves_only or child not in kids:
+                out.append(child)
             todo.append(child)
     return out
 
 
 # -- supervisor side ----------------------------------------------------------------------------------------
-def _signal_all(sig: int) -> int:
-    pids = descendants(os.getpid())
+def _signal_all(sig: int, leaves_only: bool = False) -> int:
+    pids = descendants(os.getpid(), leaves_only)
     for pid in pids:
         try:
             os.kill(pid, sig)
@@ -96,6 +107,13 @@ def _reap(main: int, status: list[int]) -> bool:
             return False
         if pid == main:
             status.append(st)
+
+
+def _wait(main: int, status: list[int], wake: int, until: float) -> None:
+    """Reap children until the program has exited or ``until`` (monotonic) has passed."""
+    while not status and time.monotonic() < until:
+        select.select([wake], [], [], 0.02)
+        _reap(main, status)
 
 
 def _batch_policy() -> None:
@@ -162,12 +180,16 @@ def main(argv: list[str]) -> None:
         if life in ready and not os.read(life, 1):
             break  # the trainer is gone
         _reap(main_pid, status)
-    if not status:  # asked to stop, or orphaned: ask nicely first
-        _signal_all(signal.SIGTERM)
+    if not status:  # asked to stop, or orphaned: ask nicely first, innermost processes first
         deadline = time.monotonic() + grace
-        while not status and time.monotonic() < deadline:
-            select.select([wake_r], [], [], 0.05)
+        _signal_all(signal.SIGTERM, leaves_only=True)  # a wrapper (xvfb-run, a script) sees its child end
+        _wait(main_pid, status, wake_r, min(deadline, time.monotonic() + grace / 2))  # and tidies up
+        _signal_all(signal.SIGTERM)  # then everyone; then up to GRACE for all of them to exit
+        while time.monotonic() < deadline:
             _reap(main_pid, status)
+            if status and not descendants(os.getpid()):
+                break
+            select.select([wake_r], [], [], 0.02)
     for _ in range(1000):
         alive = _signal_all(signal.SIGKILL)
         if _reap(main_pid, status) and not alive:

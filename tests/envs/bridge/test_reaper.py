@@ -138,3 +138,19 @@ def test_a_system_that_refuses_sched_batch_leaves_the_policy_as_it_is(monkeypatc
     reaper._batch_policy()  # absent: not even asked
     assert calls == [batch]
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # this process's own policy never changed
+
+
+def test_a_wrapper_sees_its_program_end_and_tidies_up_before_it_is_stopped(tmp_path):
+    """Stopping a program under a wrapper (``xvfb-run``, a shell script): the innermost process gets SIGTERM
+    first, so the wrapper's cleanup after its child runs. All at once, the wrapper died by the signal
+    mid-wait: every Godot camera run left its X lock, socket and xvfb-run temp dir in /tmp."""
+    marker = tmp_path / "tidied"
+    script = 'sleep 1000 & echo started; wait $!; touch "$0"'
+    proc = subprocess.Popen(reaper.command(["sh", "-c", script, str(marker)], 2.0, -1),
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+    time.sleep(0.2)  # the wrapper is in its wait
+    t = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(10)
+    assert marker.exists() and time.monotonic() - t < 1.0
