@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 import envs
-from envs.errors import UnknownEnvError
+from envs.errors import UserError
 from envs.faults import faults_in
 from envs.guard import obs_problem, reward_problem
 from envs.registry import parse_assignment
@@ -147,12 +147,27 @@ def _bridge_smoke(make: Callable[..., gym.Env], how: str) -> str:
 
 def run_checks(name: str, steps: int = 1000, printer: Callable[[str], None] = print,
                kwargs: dict | None = None) -> bool:
-    """Run every check on ``name`` (made with ``kwargs``); print a report; return True when all passed."""
+    """Run every check on ``name`` (made with ``kwargs``); print a report; return True when all passed.
+
+    Raises:
+        UserError: ``name`` is unknown, or its first construction rejects ``kwargs`` (a ``ValueError`` or
+            ``TypeError``): the settings are wrong, so no check could say more.
+    """
     spec = envs.resolve(name)
     base = dict(kwargs or {})
 
+    made = [False]
+
     def make(**extra: object) -> gym.Env:
-        return gym.make(spec.gym_id, **{**base, **extra})
+        try:
+            env = gym.make(spec.gym_id, **{**base, **extra})
+        except (ValueError, TypeError) as e:  # before any env was made: the settings, not a check, failed
+            if made[0]:
+                raise
+            text = (str(e).strip().splitlines() or [""])[0]
+            raise UserError(f"{name} rejected its settings: {type(e).__name__}: {text}") from e
+        made[0] = True
+        return env
 
     checks: list[tuple[str, Callable[[], str]]] = [
         ("gymnasium check_env", lambda: _check_api(make)),
@@ -168,6 +183,8 @@ def run_checks(name: str, steps: int = 1000, printer: Callable[[str], None] = pr
     for label, fn in checks:
         try:
             results.append(Result(label, True, fn()))
+        except UserError:
+            raise
         except Exception as e:  # the report is the product: show every failure, keep checking
             where = traceback.extract_tb(e.__traceback__)[-1]
             results.append(Result(label, False, f"{type(e).__name__}: {e} [{where.filename}:{where.lineno}]"))
@@ -208,6 +225,6 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             kwargs[key.removeprefix("env.")] = value
         return 0 if run_checks(args.name, args.steps, kwargs=kwargs) else 1
-    except UnknownEnvError as e:
+    except UserError as e:  # an unknown env, or settings it rejects: one line
         print(f"error: {e}", file=sys.stderr)
         return 2

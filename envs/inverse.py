@@ -19,6 +19,7 @@ Conventions:
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -230,9 +231,11 @@ class InverseEnv(InverseEnvMixin, gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, problem: InverseProblem, *, steps: int = 8, step_size: float = 0.25) -> None:
-        if not (isinstance(steps, int) and steps >= 1) or not step_size > 0:
-            raise ValueError(f"InverseEnv: steps must be an integer >= 1 and step_size > 0, got {steps!r} "
-                             f"and {step_size!r}; pass e.g. --set env.steps=8 --set env.step_size=0.25")
+        size_ok = isinstance(step_size, int | float) and math.isfinite(step_size) and step_size > 0
+        if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1) or not size_ok:
+            raise ValueError(f"InverseEnv: steps must be an integer >= 1 and step_size a finite number > 0, "
+                             f"got {steps!r} and {step_size!r}; pass e.g. --set env.steps=8 --set "
+                             "env.step_size=0.25")
         self.problem, self.steps, self.step_size = problem, steps, float(step_size)
         self.instance = problem.sample_instance(np.random.default_rng(0))  # a placeholder until reset()
         n_feat = len(problem.features(self.instance.data))

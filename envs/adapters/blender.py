@@ -107,20 +107,19 @@ class BlenderProblem(InverseProblem):
                  success_iou: float = 0.95, blender: Executable = None, render_timeout: float = 10.0,
                  start_timeout: float = 60.0, max_restarts: int = 10) -> None:
         super().__init__()
-        _check(isinstance(n_objects, int) and 1 <= n_objects <= 8, "n_objects", "an integer from 1 to 8",
-               n_objects)
-        _check(isinstance(image_size, int) and 16 <= image_size <= 512 and image_size % 16 == 0, "image_size",
+        _check(_integer(n_objects) and 1 <= n_objects <= 8, "n_objects", "an integer from 1 to 8", n_objects)
+        _check(_integer(image_size) and 16 <= image_size <= 512 and image_size % 16 == 0, "image_size",
                "a multiple of 16 from 16 to 512 (pixels)", image_size)
         _check(engine in ENGINES, "engine", " or ".join(ENGINES), engine)
-        _check(isinstance(samples, int) and 1 <= samples <= 4096, "samples", "an integer from 1 to 4096",
-               samples)
-        _check(isinstance(seed, int) and 0 <= seed < 2**31, "seed", "an integer in [0, 2**31)", seed)
-        _check(isinstance(threads, int) and 0 <= threads <= 256, "threads", "an integer ≥ 0 (0: every core)",
-               threads)
-        _check(noise >= 0, "noise", "a standard deviation ≥ 0", noise)
-        _check(0 < success_iou <= 1, "success_iou", "a number in (0, 1]", success_iou)
-        _check(render_timeout > 0 and start_timeout > 0, "render_timeout", "> 0 seconds (and start_timeout)",
-               render_timeout)
+        _check(_integer(samples) and 1 <= samples <= 4096, "samples", "an integer from 1 to 4096", samples)
+        _check(_integer(seed) and 0 <= seed < 2**31, "seed", "an integer in [0, 2**31)", seed)
+        _check(_integer(threads) and 0 <= threads <= 256, "threads",
+               "an integer from 0 to 256 (0: every core)", threads)
+        _check(_finite(noise) and noise >= 0, "noise", "a finite standard deviation ≥ 0", noise)
+        _check(_finite(success_iou) and 0 < success_iou <= 1, "success_iou", "a number in (0, 1]",
+               success_iou)
+        for name, value in (("render_timeout", render_timeout), ("start_timeout", start_timeout)):
+            _check(_finite(value) and value > 0, name, "a finite number of seconds > 0", value)
         self.n_objects, self.image_size, self.noise = n_objects, image_size, float(noise)
         self.param_dim = len(PER_OBJECT) * n_objects + len(LIGHT)
         self.success_threshold = success_iou
@@ -345,6 +344,16 @@ class BlenderEnv(InverseEnv):
     def close(self) -> None:
         """Stop Blender; safe to call twice."""
         self.problem.close()
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    """A real number, neither NaN nor infinite (YAML's ``nan`` is a string; ``.nan`` and ``.inf`` are floats:
+    infinite noise rendered white pictures and an infinite timeout disabled the watchdog)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check(ok: bool, name: str, expected: str, got: Any) -> None:

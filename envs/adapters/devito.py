@@ -42,6 +42,9 @@ misfit; the reward is the misfit's reduction (``reward="data"``) or the model er
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Callable
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -163,10 +166,81 @@ def _pair(value: Any, name: str) -> tuple[float, float]:
     except (TypeError, ValueError) as e:
         raise ValueError(f"devito: {name} must be a pair [low, high] of numbers, got {value!r}; "
                          f"pass e.g. --set env.{name}=[low,high]") from e
-    if not 0 < lo < hi:
-        raise ValueError(f"devito: {name} must satisfy 0 < low < high, got {value!r}; "
+    if not 0 < lo < hi < math.inf:
+        raise ValueError(f"devito: {name} must satisfy 0 < low < high < infinity, got {value!r}; "
                          f"pass e.g. --set env.{name}=[low,high] with positive, increasing values")
     return lo, hi
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    """A number, neither NaN nor infinite (``.inf`` and ``.nan`` are YAML floats; ``1e9`` is YAML text)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(value: Any) -> bool:
+    return _finite(value) and value > 0
+
+
+SETTINGS: tuple[tuple[str, Callable[[dict[str, Any]], bool], str, str], ...] = (
+    ("grid_points", lambda s: _int(s["grid_points"]) and s["grid_points"] >= 11, "an integer >= 11", "101"),
+    ("spacing", lambda s: _positive(s["spacing"]), "a finite number > 0 (m)", "10"),
+    ("absorbing_cells", lambda s: _int(s["absorbing_cells"]) and s["absorbing_cells"] >= 4,
+     "an integer >= 4", "40"),
+    ("space_order", lambda s: _int(s["space_order"]) and s["space_order"] in (2, 4, 6, 8, 10, 12),
+     "an even integer in 2..12", "8"),
+    ("duration", lambda s: _positive(s["duration"]), "a finite number > 0 (ms)", "1000"),
+    ("peak_frequency", lambda s: _positive(s["peak_frequency"]), "a finite number > 0 (Hz)", "10"),
+    ("receivers", lambda s: _int(s["receivers"]) and s["receivers"] >= 2, "an integer >= 2", "101"),
+    ("receiver_stride", lambda s: _int(s["receiver_stride"]) and s["receiver_stride"] >= 1,
+     "an integer >= 1", "4"),
+    ("sample_interval", lambda s: _positive(s["sample_interval"])
+     and s["sample_interval"] <= 250.0 / s["peak_frequency"],
+     "> 0 ms with at least 4 samples per wavelet period", "8"),
+    ("shots", lambda s: _int(s["shots"]) and s["shots"] >= 1, "an integer >= 1", "3"),
+    ("anomalies", lambda s: _int(s["anomalies"]) and s["anomalies"] in (0, 1, 2), "0, 1 or 2", "1"),
+    ("snr_db", lambda s: s["snr_db"] is None or _finite(s["snr_db"]),
+     "a finite number of dB or null", "20"),
+    ("steps", lambda s: _int(s["steps"]) and s["steps"] >= 1, "an integer >= 1", "4"),
+    ("step_size", lambda s: _positive(s["step_size"]), "a finite number > 0", "0.5"),
+    ("step_decay", lambda s: _positive(s["step_decay"]) and s["step_decay"] <= 1, "in (0, 1]", "0.5"),
+    ("reward", lambda s: s["reward"] in ("data", "model"), "'data' or 'model'", "data"),
+    ("success_tolerance", lambda s: _positive(s["success_tolerance"]), "a finite number > 0", "0.05"),
+)
+"""Each setting's check, in order (a later one may rely on an earlier one), what it expects and an example."""
+
+
+def _check_settings(values: dict[str, Any]) -> None:
+    for name, ok, expected, example in SETTINGS:
+        if not ok(values):
+            got = values[name]
+            text = " (text: YAML reads 1e9 as a string; write 1.0e+9)" if isinstance(got, str) else ""
+            raise ValueError(f"devito: {name} must be {expected}, got {got!r}{text}; "
+                             f"pass e.g. --set env.{name}={example}")
+
+
+def _check_size(g: dict[str, Any], shots: int, v_max: float) -> None:
+    """Refuse, before anything is allocated, a geometry whose arrays would not fit in half this machine's
+    memory (``grid_points=100000`` asked NumPy for 74.5 GiB; a fast prior velocity or a long duration makes
+    the time steps many)."""
+    total = g["grid_points"] + 2 * g["absorbing_cells"]
+    dt = phys.cfl_dt(g["space_order"], g["spacing"], v_max)
+    nt = math.ceil(g["duration"] / dt) + 1 if dt > 0 else math.inf
+    kept = -(-g["receivers"] // g["receiver_stride"])
+    samples = g["duration"] / g["sample_interval"] + 1
+    need = (4 * 5 * (total + 2 * g["space_order"]) ** 2 + 8 * 4 * total**2  # wavefield, model, damping
+            + 4 * nt * (g["receivers"] * (shots + 2) + 2)  # the source, the receivers, every shot's gathers
+            + 8 * 4 * shots * kept * samples)  # the resampled data, the features, the observation
+    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    if not need <= limit:
+        raise ValueError(f"devito: this geometry needs about {need / 2**30:,.1f} GiB per env, over half of "
+                         f"this machine's memory ({limit / 2**30:.1f} GiB): {total}² grid points with the "
+                         f"absorbing layer, {nt:,} time steps of {dt:g} ms (CFL at the prior's {v_max:g} "
+                         f"km/s) over {g['duration']:g} ms, {g['receivers']} receivers, {shots} shots; lower "
+                         "env.grid_points, env.duration or env.receivers, or use --set env.preset=small")
 
 
 class DevitoEnv(InverseEnvMixin, gym.Env):
@@ -213,39 +287,15 @@ class DevitoEnv(InverseEnvMixin, gym.Env):
             "space_order": space_order, "duration": duration, "peak_frequency": peak_frequency,
             "receivers": receivers, "receiver_stride": receiver_stride, "sample_interval": sample_interval}
         g: dict[str, Any] = {k: PRESETS[preset][k] if v is None else v for k, v in given.items()}
-        checks = [
-            (isinstance(g["grid_points"], int) and g["grid_points"] >= 11, "grid_points", "an integer >= 11",
-             "101"),
-            (g["spacing"] > 0, "spacing", "> 0 m", "10"),
-            (isinstance(g["absorbing_cells"], int) and g["absorbing_cells"] >= 4, "absorbing_cells",
-             "an integer >= 4", "40"),
-            (g["space_order"] in (2, 4, 6, 8, 10, 12), "space_order", "an even integer in 2..12", "8"),
-            (g["duration"] > 0, "duration", "> 0 ms", "1000"),
-            (g["peak_frequency"] > 0, "peak_frequency", "> 0 Hz", "10"),
-            (isinstance(g["receivers"], int) and g["receivers"] >= 2, "receivers", "an integer >= 2", "101"),
-            (isinstance(g["receiver_stride"], int) and g["receiver_stride"] >= 1, "receiver_stride",
-             "an integer >= 1", "4"),
-            (0 < g["sample_interval"] <= 250.0 / g["peak_frequency"], "sample_interval",
-             "> 0 ms with at least 4 samples per wavelet period", "8"),
-            (isinstance(shots, int) and shots >= 1, "shots", "an integer >= 1", "3"),
-            (anomalies in (0, 1, 2), "anomalies", "0, 1 or 2", "1"),
-            (snr_db is None or isinstance(snr_db, int | float), "snr_db", "a number of dB or null", "20"),
-            (isinstance(steps, int) and steps >= 1, "steps", "an integer >= 1", "4"),
-            (step_size > 0, "step_size", "> 0", "0.5"),
-            (0 < step_decay <= 1, "step_decay", "in (0, 1]", "0.5"),
-            (reward in ("data", "model"), "reward", "'data' or 'model'", "data"),
-            (success_tolerance > 0, "success_tolerance", "> 0", "0.05"),
-        ]
-        for ok, name, expected, example in checks:
-            if not ok:
-                got = g.get(name, locals().get(name))
-                raise ValueError(f"devito: {name} must be {expected}, got {got!r}; "
-                                 f"pass e.g. --set env.{name}={example}")
+        _check_settings({**g, "shots": shots, "anomalies": anomalies, "snr_db": snr_db, "steps": steps,
+                         "step_size": step_size, "step_decay": step_decay, "reward": reward,
+                         "success_tolerance": success_tolerance})
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"devito: render_mode must be None or 'rgb_array', got {render_mode!r}")
         velocities = {"top": _pair(top_velocity, "top_velocity"),
                       "bottom": _pair(bottom_velocity, "bottom_velocity"),
                       "anomaly": _pair(anomaly_velocity, "anomaly_velocity")}
+        _check_size(g, shots, max(v[1] for v in velocities.values()) / 1000.0)
         self.problem = DevitoProblem(geometry=g, shots=shots, anomalies=anomalies,
                                      snr_db=None if snr_db is None else float(snr_db), velocities=velocities,
                                      success_tolerance=float(success_tolerance))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 from envs.bridge import protocol as P
 
 
@@ -19,17 +22,31 @@ def check_settings(command: str | None, address: str | None, listen: str | None,
         raise ValueError("process: pass one of command='./program args', address='host:port' (a program "
                          "that listens) or listen='host:port' (programs that connect to nondiff), or "
                          "command with listen='127.0.0.1:0' (nondiff starts programs that connect)")
-    if connect_timeout <= 0 or handshake_timeout <= 0:
-        raise ValueError(f"process: connect_timeout and handshake_timeout must be > 0 seconds, got "
-                         f"{connect_timeout} and {handshake_timeout}")
+    _seconds(connect_timeout=connect_timeout, handshake_timeout=handshake_timeout)
     if num_instances is not None and (type(num_instances) is not int
                                       or not 1 <= num_instances <= P.MAX_INSTANCES):
         raise ValueError(f"process: num_instances must be an integer from 1 to {P.MAX_INSTANCES} "
                          f"(the K each program declares) or None, got {num_instances!r}")
-    if step_timeout <= 0 or reset_timeout <= 0 or term_grace < 0:
-        raise ValueError(f"process: timeouts must be > 0, got step {step_timeout}, "
-                         f"reset {reset_timeout}, term_grace {term_grace}")
-    if max_restarts < 0 or restart_rate < 1 or restart_period <= 0:
-        raise ValueError("process: max_restarts must be >= 0, restart_rate >= 1 and restart_period > 0")
+    _seconds(step_timeout=step_timeout, reset_timeout=reset_timeout, restart_period=restart_period)
+    _seconds(zero=True, term_grace=term_grace)
+    for name, value, low in (("max_restarts", max_restarts, 0), ("restart_rate", restart_rate, 1)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+            raise ValueError(f"process: {name} must be an integer >= {low}, got {value!r}; set it with "
+                             f"--set env.{name}=N")
     if max_message < 1024 or max_space_elements < 1:
         raise ValueError("process: max_message must be >= 1024 bytes and max_space_elements >= 1")
+
+
+def _seconds(zero: bool = False, **given: object) -> None:
+    """Refuse a duration that is not a finite number of seconds > 0 (``zero``: >= 0).
+
+    NaN and infinity would disable the deadline they set: with ``step_timeout=.nan`` a hung program hung the
+    run for ever instead of being restarted by the watchdog.
+    """
+    for name, value in given.items():
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        seconds = float(value) if real else math.nan  # type: ignore[arg-type]
+        if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
+            bound = ">= 0" if zero else "> 0"
+            raise ValueError(f"process: {name} must be a finite number of seconds {bound}, got {value!r}; "
+                             f"set it with --set env.{name}=SECONDS, e.g. 5.0")
