@@ -175,7 +175,9 @@ class ConnectBack:
             found = self.listener.take(timeout, handshake, handshake_timeout, expect, instances, give_up)
         except E.ConnectTimeout as e:
             raise E.BridgeTimeout(f"program {self.argv[0]!r} did not connect to {self.address} within "
-                                  f"{timeout:g} s (env.reset_timeout)") from e
+                                  f"{timeout:g} s (env.reset_timeout): a program slower to start needs a "
+                                  "larger env.reset_timeout; one that never connects must connect to "
+                                  "NONDIFF_CONNECT (a Godot scene: the addon's sync node does)") from e
         _say(f"{self.argv[0]} (pid {proc.pid}) connected in {time.monotonic() - began:.2f} s")
         return found
 

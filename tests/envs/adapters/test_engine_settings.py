@@ -164,3 +164,14 @@ def test_envs_check_with_settings_the_env_rejects_is_one_line_exit_2():
                            "shots=0"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     line = refused(proc, "devito rejected its settings", "shots must be an integer >= 1", "env.shots=3")
     assert "FAIL" not in proc.stdout and line.startswith("error: ")
+
+
+def test_a_program_that_never_connects_says_which_setting_to_raise_and_what_it_must_do(tmp_path):
+    # /bin/sleep 1000 as env.command: 113 s (11 starts x env.reset_timeout 10 s), then a line that named
+    # env.reset_timeout but neither fix; here one start of 1 s
+    proc = run_cli("train.py", "--env", "godot", *FAST, "--run-dir", str(tmp_path / "run"), "--set",
+                   "env.command=/bin/sleep 30", "--set", "env.reset_timeout=1", "--set", "env.max_restarts=0",
+                   timeout=60)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "larger env.reset_timeout" in lines[0] and "NONDIFF_CONNECT" in lines[0], lines[0]
