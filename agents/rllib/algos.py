@@ -47,7 +47,8 @@ class RLlibAlgo:
         config_class: ``module:Class`` of its ``AlgorithmConfig``.
         module_class: ``module:Class`` of its torch RLModule, built without Ray by ``evaluate.py``.
         training: sets the algorithm's own ``.training(...)`` (and related) settings from the run config.
-        metrics: (RLlib learner metric, TensorBoard name) pairs logged after each iteration.
+        metrics: (RLlib learner metric, TensorBoard name) pairs logged after each iteration: SB3's names for
+            the same quantities, so that a run reads the same on either backend (:func:`learner_scalars`).
         sb3_init: whether ``agent.ortho_init`` applies SB3's orthogonal initialisation to the module.
         squashed: actions are ``tanh``-squashed Gaussians (SAC), not plain Gaussians (PPO, APPO).
     """
@@ -122,9 +123,22 @@ def _sac(config: Any, cfg: RunConfig, lr: Any) -> Any:
                             min_sample_timesteps_per_iteration=SAC_ITERATION_STEPS)
 
 
-_ON_POLICY_METRICS = (("policy_loss", "train/policy_loss"), ("vf_loss", "train/value_loss"),
-                      ("entropy", "train/entropy"), ("mean_kl_loss", "train/approx_kl"),
+_ON_POLICY_METRICS = (("policy_loss", "train/policy_gradient_loss"), ("vf_loss", "train/value_loss"),
+                      ("entropy", "train/entropy_loss"), ("mean_kl_loss", "train/approx_kl"),
+                      ("total_loss", "train/loss"), ("vf_explained_var", "train/explained_variance"),
                       ("default_optimizer_learning_rate", "train/learning_rate"))
+NEGATED = frozenset({"train/entropy_loss"})
+"""TensorBoard names whose value is minus RLlib's: SB3's entropy loss is the negative mean entropy."""
+
+
+def learner_scalars(algo: RLlibAlgo, learner: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """One module's learner metrics under SB3's TensorBoard names (``prefix``: ``policy/<name>/``); a
+    metric RLlib did not report is None."""
+    out: dict[str, Any] = {}
+    for src, dst in algo.metrics:
+        v = learner.get(src)
+        out[prefix + dst] = -v if dst in NEGATED and isinstance(v, int | float) else v
+    return out
 ALGOS: dict[str, RLlibAlgo] = {
     "ppo": RLlibAlgo("ray.rllib.algorithms.ppo:PPOConfig",
                      "ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module:DefaultPPOTorchRLModule",

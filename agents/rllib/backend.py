@@ -222,8 +222,7 @@ class RLlibBackend(Backend):
         scalars = {"rollout/ep_rew_mean": ret, "rollout/ep_len_mean": runners.get("episode_len_mean"),
                    "time/fps": (self.num_timesteps - before) / max(time.monotonic() - t, 1e-9)}
         learner = result.get("learners", {}).get(MODULE, {})
-        for src, dst in self.spec.metrics:
-            scalars[dst] = learner.get(src)
+        scalars.update(rllib_algos.learner_scalars(self.spec, learner))
         scalars["env/runner_restarts"] = self._runner_restarts(result, session)
         scalars.update(_health(runners.get("nondiff", {}), session, self.algo.env_runner_group, self._faults))
         session.record_games(rllib_selfplay.games_from_metrics(runners.get("nondiff", {})))

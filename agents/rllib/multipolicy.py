@@ -32,9 +32,6 @@ from agents.run.session import Session
 from envs.errors import CheckpointError
 from envs.multiagent import AgentGroup
 
-TOTAL_LOSS = ("total_loss", "train/loss")
-"""RLlib's total loss per module, under SB3's name for it."""
-
 
 class RLlibAgentsBackend(RLlibBackend):
     """RLlib PPO on a PettingZoo parallel env: one RLModule per policy (see the module docstring).
@@ -97,8 +94,7 @@ class RLlibAgentsBackend(RLlibBackend):
         for g in self.team.groups:
             prefix = "" if self.team.shared else f"policy/{g.name}/"
             learner = learners.get(g.name, {})
-            for src, dst in (*self.spec.metrics, TOTAL_LOSS):
-                scalars[prefix + dst] = learner.get(src)
+            scalars.update(rllib_algos.learner_scalars(self.spec, learner, prefix))
             if prefix:
                 got = modules.get(g.name)
                 scalars[f"{prefix}rollout/ep_rew_mean"] = None if got is None else float(got) / len(g.agents)

@@ -34,7 +34,7 @@ def test_robot_trains_evaluates_and_resumes_with_normalised_observations(tmp_pat
             *SMALL, *shared_ray.flags, timeout=600, check=True, env=shared_ray.env)
     acc = scalars(run)
     for tag in ("rollout/ep_rew_mean", "eval/mean_reward", "eval/success_rate", "time/fps",
-                "train/policy_loss"):
+                "train/policy_gradient_loss"):
         assert tag in acc.Tags()["scalars"], tag
     tensors, meta = read_checkpoint(run / "final" / "model.safetensors")
     assert (meta["backend"] == "rllib" and meta["num_timesteps"] >= 3000

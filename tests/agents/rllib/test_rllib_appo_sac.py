@@ -66,7 +66,8 @@ def test_appo_survives_a_bridge_program_killed_inside_an_env_runner(tmp_path, he
     # the kill, counted by the env runner's watchdog
     assert acc.Scalars("env/faults_by_kind/crash")[-1].value >= 1
     assert acc.Scalars("env/restarts")[-1].value >= 1
-    for tag in ("train/policy_loss", "train/value_loss", "train/entropy", "rollout/ep_rew_mean", "time/fps"):
+    for tag in ("train/policy_gradient_loss", "train/value_loss", "train/entropy_loss", "train/loss",
+                "rollout/ep_rew_mean", "time/fps"):  # SB3's names
         assert tag in acc.Tags()["scalars"], tag
     tensors, meta = read_checkpoint(run / "final" / "model.safetensors")
     assert meta["algo"] == "appo" and meta["num_timesteps"] >= 2000  # it kept training after the kill

@@ -47,7 +47,7 @@ def test_shared_module_trains_resumes_and_evaluates_simple_spread(tmp_path, shar
     assert meta["modules"] == {"shared": ["agent_0", "agent_1", "agent_2"]}
     assert {k.split("/")[1] for k in tensors if k.startswith("module/")} == {"shared"}
     tags = set(scalars(run).Tags()["scalars"])
-    want = {"rollout/ep_rew_mean", "rollout/ep_len_mean", "train/loss", "train/policy_loss",
+    want = {"rollout/ep_rew_mean", "rollout/ep_len_mean", "train/loss", "train/policy_gradient_loss",
             "train/value_loss", "train/learning_rate", "time/fps"}
     assert want <= tags, want - tags
     assert not any(t.startswith("policy/") for t in tags)
@@ -77,9 +77,9 @@ def test_two_modules_log_per_policy_resume_and_evaluate_per_policy(tmp_path, sha
     acc = scalars(run)
     tags = set(acc.Tags()["scalars"])
     for name in ("adversary", "good"):
-        want = {f"policy/{name}/{t}" for t in ("train/loss", "train/policy_loss", "train/value_loss",
-                                               "train/entropy", "train/learning_rate", "rollout/ep_rew_mean",
-                                               "rollout/ep_len_mean")}
+        names = ("train/loss", "train/policy_gradient_loss", "train/value_loss", "train/entropy_loss",
+                 "train/learning_rate", "rollout/ep_rew_mean", "rollout/ep_len_mean")
+        want = {f"policy/{name}/{t}" for t in names}
         assert want <= tags, want - tags
         assert f"eval/policy/{name}/return" in tags
     lrs = {name: acc.Scalars(f"policy/{name}/train/learning_rate")[-1].value
