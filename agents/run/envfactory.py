@@ -172,9 +172,14 @@ def _bridge_vector_env(cfg: RunConfig, env: ResolvedEnv) -> gym.vector.VectorEnv
     from envs.vector.bridge import make_bridge_vector_env
 
     given = " and ".join(f"env.{k}" for k in ("wrappers", "drop_keys") if getattr(cfg.env, k))
+    def check_programs(n: int, k: int) -> None:
+        check_workers(n, f"train.num_envs={cfg.train.num_envs} at {k} instances per program would",
+                      f"lower train.num_envs (--num-envs: each program hosts {k})")
+
     return make_bridge_vector_env(cfg.env.adapter_kwargs(), cfg.train.num_envs,
                                   tokens.resolve(cfg.env.token_source()), env.num_instances, given,
-                                  cfg.env.nan_policy, cfg.env.max_episode_steps, cfg.env.bounds_policy)
+                                  cfg.env.nan_policy, cfg.env.max_episode_steps, cfg.env.bounds_policy,
+                                  check_programs)
 
 
 def _agents_vector_env(cfg: RunConfig, env: ResolvedEnv) -> gym.vector.VectorEnv:

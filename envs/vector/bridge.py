@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -306,7 +306,9 @@ def wrap_bridge(venv: BridgeVectorEnv, nan_policy: str = "truncate", max_episode
 def make_bridge_vector_env(kwargs: dict[str, Any], num_envs: int, token: str | None,
                            instances: int | None = None, per_env_wrappers: str = "",
                            nan_policy: str = "truncate", max_episode_steps: int | None = None,
-                           bounds_policy: str = "clip") -> gym.vector.VectorEnv | None:
+                           bounds_policy: str = "clip",
+                           check_programs: Callable[[int, int], None] | None = None
+                           ) -> gym.vector.VectorEnv | None:
     """The vector env for K-instance programs (K > 1) or connect mode (``listen``); None otherwise.
 
     ``kwargs``: the bridge adapter's keyword arguments. ``instances``: the ``num_instances`` the start-up
@@ -314,6 +316,8 @@ def make_bridge_vector_env(kwargs: dict[str, Any], num_envs: int, token: str | N
     no ``listen`` it is closed again and the caller builds its usual vector env. ``num_envs`` envs need
     ``ceil(num_envs / K)`` programs (rounded up: the vector env has programs × K envs). ``per_env_wrappers``:
     the per-env wrappers configured (e.g. ``env.wrappers``), which cannot apply to a batch.
+    ``check_programs(n, k)``: called before ``n`` programs of ``k`` instances are started (spawn mode), to
+    refuse more than the machine can hold (``--num-envs 100000`` started 6,250 Godots side by side).
 
     Raises:
         UserError: a program cannot start as configured, nobody connected in time, the address is taken, or
@@ -332,6 +336,8 @@ def make_bridge_vector_env(kwargs: dict[str, Any], num_envs: int, token: str | N
         if listen is not None and not spawned:  # envs, not programs: ceil(num_envs / K) programs
             L.listener(listen, token or "").expected = num_envs
         if spawned and listen is not None and instances is not None:  # K known: all programs start at once
+            if check_programs is not None:
+                check_programs(math.ceil(num_envs / instances), instances)
             _side_by_side(programs, math.ceil(num_envs / instances), kwargs, None)
         else:
             programs.append(BatchProgram(**kwargs))
@@ -347,6 +353,8 @@ def make_bridge_vector_env(kwargs: dict[str, Any], num_envs: int, token: str | N
                             f"{per_env_wrappers or 'other spaces'}; this one "
                             f"declares {space} (use a single-instance program for the rest)")
         n = math.ceil(num_envs / k)
+        if spawned and check_programs is not None:
+            check_programs(n, k)
         if n * k != num_envs:
             print(f"nondiff: train.num_envs={num_envs} with {k} instances per program: {n} program(s), "
                   f"{n * k} envs", flush=True)

@@ -6,6 +6,7 @@ first."""
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 
 import numpy as np
@@ -23,7 +24,8 @@ FAST = ["--timesteps", "256", "--quiet", "--set", "agent.n_steps=64", "--set", "
 
 def refused(proc, *words: str) -> str:
     """The one error line of a refused command (exit 2, no traceback), holding every one of ``words``."""
-    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("WARNING ")]
+    lines = [line for line in proc.stderr.strip().splitlines()
+             if not line.startswith(("WARNING ", "nondiff: "))]  # log warnings, engine start-up lines
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert all(w in lines[0] for w in words), lines[0]
     return lines[0]
@@ -175,3 +177,14 @@ def test_a_program_that_never_connects_says_which_setting_to_raise_and_what_it_m
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "larger env.reset_timeout" in lines[0] and "NONDIFF_CONNECT" in lines[0], lines[0]
+
+
+@pytest.mark.skipif(shutil.which("godot3-server") is None, reason="needs godot3-server (make install)")
+def test_more_godots_than_the_machine_holds_are_refused_before_they_start(tmp_path):
+    # before: --num-envs 100000 started 6,250 Godots side by side (16 agents each; load average 220 on 2
+    # cores) until killed; now one line after the probe's one Godot, no run dir
+    proc = run_cli("train.py", "--env", "godot", *FAST, "--num-envs", "100000", "--run-dir",
+                   str(tmp_path / "run"), timeout=60)
+    refused(proc, "train.num_envs=100000 at 16 instances per program", "6,250 worker processes",
+            "lower train.num_envs (--num-envs: each program hosts 16)")
+    assert not (tmp_path / "run").exists()
