@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -203,21 +204,38 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
                             "--set agent.learning_rate=1e-3") from e
         raise UserError(f"--set {shown!r}: {e}") from e
     parts = key.split(".")
-    if len(parts) != 2 or not all(parts):
+    if len(parts) < 2 or not all(parts):
         raise UserError(f"--set {shown!r}: expected SECTION.KEY=VALUE, e.g. --set agent.learning_rate=1e-3")
-    section, field = parts
+    section, field, sub = parts[0], parts[1], ".".join(parts[2:])  # sub: one entry of a mapping setting
     if section in SECTIONS and SECTIONS[section] is not EnvConfig:
         fields = SECTIONS[section].model_fields
         if field not in fields:
             raise UserError(f"--set {shown!r}: unknown key '{section}.{field}'; "
                             f"{suggest(field, list(fields))}valid keys in {section!r}: {', '.join(fields)}")
+        if sub and typing.get_origin(_bare(fields[field].annotation)) is not dict:
+            raise UserError(f"--set {shown!r}: '{section}.{field}' is not a mapping, so it has no entry "
+                            f"{sub!r}; expected SECTION.KEY=VALUE, e.g. --set {section}.{field}=VALUE")
     raw.setdefault(section, {})
     if not isinstance(raw[section], dict):
         raise UserError(f"--set {section}.{field}=…: section {section!r} is not a mapping")
     if (section, field) == ("env", "token") and value not in (None, "", REDACTED):
         log.warning("--set env.token=… shows the token to every user of this machine in `ps`; export "
                     "%s=… instead, or set env.token_file: PATH (chmod 600)", DEFAULT_ENV_VAR)
-    raw[section][field] = value
+    if not sub:
+        raw[section][field] = value
+        return
+    entries = raw[section].get(field)  # rllib.extra.vf_clip_param=10: one entry, the others kept
+    if entries is None:
+        entries = raw[section][field] = {}
+    if not isinstance(entries, dict):
+        raise UserError(f"--set {shown!r}: '{section}.{field}' is {type(entries).__name__} here, not a "
+                        f"mapping of entries; set it whole: --set {section}.{field}=VALUE")
+    entries[sub] = value
+
+
+def _bare(annotation: Any) -> Any:
+    """``annotation`` without ``Annotated[...]``'s metadata."""
+    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
 
 
 _TOKEN_ARG = re.compile(r"^(?P<keep>(?:-[\w-]*=)?\s*env\s*\.\s*token\s*=).*$", re.DOTALL)

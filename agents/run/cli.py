@@ -73,7 +73,8 @@ def train_parser() -> argparse.ArgumentParser:
     for flag, (path, text) in CONFIG_FLAGS.items():
         p.add_argument(flag, help=text, **_schema_kwargs(path))
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config key, e.g. agent.gamma=0.98")
+                   help="override a config key, e.g. agent.gamma=0.98, or one entry of a mapping key, "
+                   "e.g. rllib.extra.vf_clip_param=10")
     p.add_argument("--run-dir", help="run directory (default runs/<env>/<time>-s<seed>); never overwritten")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a run from its latest checkpoint (with --optimize: a study dir)")

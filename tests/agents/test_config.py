@@ -49,6 +49,22 @@ def test_override_is_typed_by_the_schema():
     assert cfg.agent.net_arch == [32, 32] and cfg.train.vec_env == "subproc"
 
 
+def test_override_sets_one_entry_of_a_mapping_key():
+    """``--set rllib.extra.vf_clip_param=10`` was "expected SECTION.KEY=VALUE", though the unknown-key
+    message names ``rllib.extra.vf_clip_param`` as a key; only the whole mapping could be given."""
+    raw: dict = {"rllib": {"extra": {"lambda_": 0.9}}}
+    apply_override(raw, "rllib.extra.vf_clip_param=10")
+    apply_override(raw, "env.eval_kwargs.clip_rewards=false")
+    apply_override(raw, "search.space.agent.learning_rate={low: 1.0e-4, high: 1.0e-3}")  # a dotted entry
+    assert raw["rllib"]["extra"] == {"lambda_": 0.9, "vf_clip_param": 10}  # the other entries kept
+    assert raw["env"]["eval_kwargs"] == {"clip_rewards": False}
+    assert raw["search"]["space"] == {"agent.learning_rate": {"low": 1e-4, "high": 1e-3}}
+    with pytest.raises(UserError, match="'agent.gamma' is not a mapping, so it has no entry 'x'"):
+        apply_override({}, "agent.gamma.x=1")
+    with pytest.raises(UserError, match="'rllib.extra' is list here, not a mapping of entries"):
+        apply_override({"rllib": {"extra": [1]}}, "rllib.extra.a=1")
+
+
 def test_override_rejects_unknown_and_malformed():
     with pytest.raises(UserError, match="did you mean 'gamma'"):
         apply_override({}, "agent.gama=0.9")
