@@ -33,6 +33,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -86,6 +87,12 @@ def find_blender(blender: str | None) -> str:
     """The Blender executable, or a :class:`~envs.errors.LaunchError` naming the install command."""
     blender = blender or "blender"
     found = shutil.which(blender)
+    if found is None and os.path.exists(blender):  # there, but not a program: say what it is instead
+        what = ("a directory" if os.path.isdir(blender) else "a scene file" if blender.endswith(".blend")
+                else "not executable")
+        raise E.LaunchError(f"blender: env.blender={blender!r} is {what}, not the Blender program; "
+                            "env.blender names the executable, e.g. --set env.blender=/usr/bin/blender (this "
+                            "adapter builds its own scene; docs/blender.md shows how to serve one of yours)")
     if found is None:
         raise E.LaunchError(f"blender: {blender!r} was not found; install it with: {INSTALL} (or run "
                             "make install as root), or give its path with --set env.blender=/path/to/blender")

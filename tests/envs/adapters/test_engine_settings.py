@@ -188,3 +188,16 @@ def test_more_godots_than_the_machine_holds_are_refused_before_they_start(tmp_pa
     refused(proc, "train.num_envs=100000 at 16 instances per program", "6,250 worker processes",
             "lower train.num_envs (--num-envs: each program hosts 16)")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("name", "what"), [("", "a directory"), ("scene.blend", "a scene file"),
+                                             ("notes.txt", "not executable")], ids=["dir", "blend", "plain"])
+def test_env_blender_that_is_not_a_program_says_what_it_is(tmp_path, name, what):
+    # before: a directory or a .blend file given as env.blender was "'…' was not found; install it with: …"
+    path = tmp_path / name
+    if name:
+        path.write_text("")
+    with pytest.raises(ValueError) as info:
+        BlenderProblem(blender=str(path))
+    text = str(info.value)
+    assert f"is {what}, not the Blender program" in text and "--set env.blender=" in text, text
