@@ -141,8 +141,10 @@ def check_pixels(command: str, render_mode: str | None) -> None:
     if not camera and render_mode is None:
         return
     if not camera:
-        raise ValueError(f"godot: render_mode='rgb_array' shows instance 0's camera; add --camera=N to "
-                         f"env.command, e.g. env.command={CAMERA_COMMAND!r} ({PIXELS_INSTALL})")
+        raise ValueError(f"godot: render_mode='rgb_array' (evaluate.py --video) shows instance 0's camera, "
+                         "and this command has none; add --camera=N to env.command when training, e.g. "
+                         f"env.command={CAMERA_COMMAND!r} ({PIXELS_INSTALL}); evaluate a run trained without "
+                         "one without --video")
     godot = under_xvfb(argv)
     xvfb = godot is not argv
     if not godot or os.path.basename(godot[0]) == GODOT:

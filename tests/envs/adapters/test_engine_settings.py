@@ -201,3 +201,14 @@ def test_env_blender_that_is_not_a_program_says_what_it_is(tmp_path, name, what)
         BlenderProblem(blender=str(path))
     text = str(info.value)
     assert f"is {what}, not the Blender program" in text and "--set env.blender=" in text, text
+
+
+@pytest.mark.skipif(shutil.which("godot3-server") is None, reason="needs godot3-server (make install)")
+def test_evaluate_video_of_a_godot_run_without_a_camera_says_to_drop_video(tmp_path):
+    # before: 'add --camera=N to env.command', which evaluate.py cannot set and the trained policy cannot use
+    run = tmp_path / "run"
+    run_cli("train.py", "--env", "godot", *FAST, "--num-envs", "2", "--run-dir", str(run), timeout=60,
+            check=True)
+    proc = run_cli("evaluate.py", str(run), "--episodes", "1", "--video", str(tmp_path / "v.mp4"), timeout=60)
+    refused(proc, "evaluate.py --video", "when training", "without --video")
+    assert not (tmp_path / "v.mp4").exists()
