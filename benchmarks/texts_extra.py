@@ -8,8 +8,8 @@ from typing import Any
 from benchmarks.row import Text
 
 _P3B_PATHS = {"spawn_{}": "spawn (pipes), batch API (`BatchProgram.step_all`)",
-              "spawn_{}_vec": "spawn, through the vector env (`BridgeVectorEnv`: Guard checks, Monitor stats, "
-                              "auto-reset)",
+              "spawn_{}_vec": "spawn, through the vector env (`BridgeVectorEnv`: Guard checks, Monitor "
+                              "stats, auto-reset)",
               "connect_{}": "connect mode (loopback TCP), batch API"}
 _P3B_RATIOS = {"spawn_{}": "spawn_k16_over_k1", "spawn_{}_vec": "spawn_k16_vec_over_k1_vec",
                "connect_{}": "connect_k16_over_k1"}

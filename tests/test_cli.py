@@ -44,6 +44,25 @@ def test_train_and_evaluate_without_a_config_file(tmp_path, env_id):
     assert res["episodes"] == 3
 
 
+def test_the_printed_commands_run_from_elsewhere_without_the_venv_on_path(tmp_path):
+    """``.venv/bin/python /repo/train.py`` from another directory, venv not activated: the printed
+    ``evaluate with:`` line said ``python evaluate.py RUN``, which ran another Python (or none) and found no
+    evaluate.py there. Both printed commands now name this interpreter's programs and the script's path."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
+    train = [sys.executable, str(ROOT / "train.py"), "--env", "CartPole-v1", "--timesteps", "64", "--run-dir",
+             str(run), "--set", "eval.every=0", *FAST]
+    proc = subprocess.run(train, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(":  ", 1) for line in proc.stdout.splitlines() if ":  " in line)
+    tensorboard = lines["watch it with"].split()[0]
+    assert os.path.dirname(tensorboard) == os.path.dirname(sys.executable) and os.access(tensorboard, os.X_OK)
+    evaluate = lines["evaluate with"].split() + ["--episodes", "1"]
+    assert evaluate[:2] == [sys.executable, str(ROOT / "evaluate.py")], evaluate
+    done = subprocess.run(evaluate, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "trained" in done.stdout, done.stderr
+
+
 def test_robot_run_writes_tensorboard_metrics_and_video(tmp_path):
     run = tmp_path / "run"
     run_cli("train.py", "--env", "robot", "--timesteps", "512", "--seed", "0", "--run-dir", str(run),

@@ -143,3 +143,32 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             section, key = path.split(".")
             out.setdefault(section, {})[key] = value
     return out
+
+
+def shown(program: str) -> str:
+    """How to type ``program`` (``python``, ``tensorboard``) in a printed command so that it runs this
+    environment's: its bare name when the shell's PATH finds this interpreter's, else the path beside this
+    interpreter (a venv used without activating it: ``.venv/bin/python train.py``)."""
+    import os
+    import shutil
+    import sys
+
+    here = os.path.dirname(sys.executable)
+    mine = os.path.join(here, program)
+    found = shutil.which(program)
+    if found and os.path.realpath(os.path.dirname(found)) == os.path.realpath(here):
+        return program
+    if not os.path.exists(mine):  # nothing beside this interpreter: leave the bare name
+        return program
+    rel = os.path.relpath(mine)
+    return rel if not rel.startswith("..") else mine
+
+
+def script(name: str) -> str:
+    """``name`` (``evaluate.py``) as a path a user can type from the current directory."""
+    import os
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / name
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else str(path)

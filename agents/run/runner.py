@@ -271,7 +271,7 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
         trust.sign(run, data)
         run.write_command(argv)
         logdir = run.path.parent.parent if (not args.resume and not args.run_dir) else run.path
-        _say(f"run directory: {run.path}\nwatch it with:  tensorboard --logdir {logdir}")
+        _say(f"run directory: {run.path}\nwatch it with:  {cli.shown('tensorboard')} --logdir {logdir}")
         step, interrupted = start, None
         with Session(cfg, run, start_step=start, total_steps=cfg.train.timesteps,
                      quiet=args.quiet) as session:
@@ -305,7 +305,8 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
               f"resume with:  python train.py --resume {run.path}")
         return 0
     best = f"; best eval mean_reward {session.best_reward:.2f}" if session.best_reward > float("-inf") else ""
-    _say(f"done: {step:,} steps{best}\nevaluate with:  python evaluate.py {run.path}")
+    evaluate = f"{cli.shown('python')} {cli.script('evaluate.py')}"
+    _say(f"done: {step:,} steps{best}\nevaluate with:  {evaluate} {run.path}")
     return 0
 
 

@@ -329,7 +329,8 @@ class Study:
 
     def run(self) -> int:
         """Run the study to its number of trials, or until Ctrl-C/SIGTERM; write the results."""
-        print(f"study directory: {self.p.path}\nwatch it with:  tensorboard --logdir {self.p.path}\n"
+        print(f"study directory: {self.p.path}\n"
+              f"watch it with:  {cli.shown('tensorboard')} --logdir {self.p.path}\n"
               f"{self.p.search.trials} trials × {len(self.seeds)} seeds × "
               f"{self.p.base['train']['timesteps']:,} steps, {self.p.search.sampler} sampler, "
               f"{self.p.search.pruner} pruner, space: {', '.join(self.p.space)}", flush=True)
