@@ -265,26 +265,31 @@ def test_tcp_serves_eight_connections_at_once(tcp_server):
         env.close()
 
 
-def test_program_inherits_the_environment_but_not_the_private_ray_credentials(tmp_path, monkeypatch):
-    program = tmp_path / "envprobe.py"
-    program.write_text(textwrap.dedent("""
-        import os
+def sdk_program(path, info: str = "{}", after: str = ""):
+    """A minimal Python bridge program at ``path`` (the SDK, one float observed and acted): its reset's info
+    is the expression ``info``; the code ``after`` runs once ``serve`` has returned."""
+    path.write_text(textwrap.dedent("""
+        import os, sys, time
         import numpy as np
         from gymnasium import spaces
         from envs.bridge.sdk import serve
 
-        class Probe:
+        class Env:
             observation_space = spaces.Box(-1, 1, (1,), np.float32)
             action_space = spaces.Box(-1, 1, (1,), np.float32)
             def reset(self, seed=None, options=None):
-                seen = {k: os.environ.get(k, "<unset>")
-                        for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "NONDIFF_PROBE")}
-                return np.zeros(1, np.float32), seen
+                return np.zeros(1, np.float32), INFO
             def step(self, action):
                 return np.zeros(1, np.float32), 0.0, True, False, {}
 
-        serve(Probe())
-    """))
+        serve(Env())
+    """).replace("INFO", info) + textwrap.dedent(after))
+    return path
+
+
+def test_program_inherits_the_environment_but_not_the_private_ray_credentials(tmp_path, monkeypatch):
+    seen = '{k: os.environ.get(k, "<unset>") for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "NONDIFF_PROBE")}'
+    program = sdk_program(tmp_path / "envprobe.py", info=seen)
     monkeypatch.setenv("RAY_AUTH_TOKEN", "ray-secret")
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("NONDIFF_PROBE", "kept")
@@ -299,27 +304,12 @@ def test_a_program_finishes_its_cleanup_after_bye_before_it_is_stopped(tmp_path)
     cleanup after ``serve`` returned raced the signal and lost: Blender's render server left its session
     directory in /tmp on every close. A program that takes 0.3 s to clean up now finishes; one that never
     exits is stopped after EXIT_AFTER_BYE_S."""
-    program = tmp_path / "tidy.py"
-    program.write_text(textwrap.dedent("""
-        import sys, time
-        import numpy as np
-        from gymnasium import spaces
-        from envs.bridge.sdk import serve
-
-        class Env:
-            observation_space = spaces.Box(-1, 1, (1,), np.float32)
-            action_space = spaces.Box(-1, 1, (1,), np.float32)
-            def reset(self, seed=None, options=None):
-                return np.zeros(1, np.float32), {}
-            def step(self, action):
-                return np.zeros(1, np.float32), 0.0, False, False, {}
-
-        serve(Env())
+    program = sdk_program(tmp_path / "tidy.py", after="""
         if sys.argv[2] == "hang":
             time.sleep(3600)
         time.sleep(0.3)  # removing temporary files, say
         open(sys.argv[1], "w").close()
-    """))
+    """)
     for mode in ("tidy", "hang"):
         done = tmp_path / f"cleaned-{mode}"
         env = ProcessEnv(command=f"{sys.executable} {program} {done} {mode}", cwd=os.getcwd())
