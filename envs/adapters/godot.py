@@ -32,7 +32,6 @@ import shlex
 import shutil
 from typing import Annotated
 
-from envs.bridge.launch import ASSETS
 from envs.bridge.process import ProcessEnv
 from envs.bridge.spawn import under_xvfb
 from envs.reach import Reach, beyond_loopback
@@ -79,7 +78,6 @@ class GodotEnv(ProcessEnv):
                  max_restarts: int = 10, restart_rate: int = 10, restart_period: float = 60.0,
                  term_grace: float = 1.0, render_mode: str | None = None) -> None:
         check_pixels(command, render_mode)
-        check_project(command)
         super().__init__(command=command, listen=listen, num_instances=num_instances,
                          connect_timeout=connect_timeout, handshake_timeout=handshake_timeout,
                          step_timeout=step_timeout, reset_timeout=reset_timeout, max_restarts=max_restarts,
@@ -95,36 +93,6 @@ def camera_size(argv: list[str]) -> int:
     if not sizes[-1].isdigit() or not 0 < int(sizes[-1]) <= 1024:
         raise ValueError(f"godot: --camera=N takes the camera's size in pixels, 1 to 1024; got {sizes[-1]!r}")
     return int(sizes[-1])
-
-
-def check_project(command: str) -> None:
-    """Refuse, in one line, a Godot command whose ``--path`` is not a project folder or whose scene
-    (``res://….tscn``) is not in it.
-
-    Godot 3 given a ``--path`` without ``project.godot`` neither fails nor connects: it waits for ever, so
-    each start cost ``reset_timeout`` seconds, restarts included, before a line that did not say why. A
-    missing scene exits at once, and was restarted up to ``max_restarts`` times for nothing.
-
-    Raises:
-        ValueError: naming the path or scene, and the fix.
-    """
-    argv = under_xvfb(shlex.split(command))
-    if not argv or "godot" not in os.path.basename(argv[0]).lower() or "--path" not in argv[:-1]:
-        return
-    given = argv[argv.index("--path") + 1]
-    folder = os.path.abspath(given.replace("{assets}", str(ASSETS)))
-    if not os.path.isfile(os.path.join(folder, "project.godot")):
-        what = "does not exist" if not os.path.exists(folder) else "is a file" if os.path.isfile(folder) \
-            else "holds no project.godot"
-        raise ValueError(f"godot: env.command's --path {given!r} is not a Godot project folder ({folder} "
-                         f"{what}); point --path at the folder that holds your project.godot, e.g. "
-                         f"--path {{assets}}/godot for the shipped game")
-    scenes = [a for a in argv if a.startswith("res://") and a.endswith((".tscn", ".scn"))]
-    for scene in scenes:
-        if not os.path.isfile(os.path.join(folder, scene.removeprefix("res://"))):
-            raise ValueError(f"godot: env.command names the scene {scene!r}, which is not in the project "
-                             f"{folder}; give a scene of the project (res:// is the --path folder), e.g. "
-                             "res://game/main.tscn")
 
 
 def check_pixels(command: str, render_mode: str | None) -> None:

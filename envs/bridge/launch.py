@@ -26,17 +26,14 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from envs import errors as E
 from envs.bridge import listen as L
 from envs.bridge import protocol as P
 from envs.bridge import reaper
-from envs.bridge.spawn import StderrTail, check_program, child_environment, drain
+from envs.bridge.spawn import ASSETS, StderrTail, check_program, child_environment, drain
 
-ASSETS = Path(__file__).resolve().parent.parent / "adapters" / "assets"
-"""What ``{assets}`` stands for in a command: the folder of nondiff's shipped assets (e.g. the Godot game)."""
 FATAL_REFUSALS = ("spec", "version")
 """Refusal reasons of a slot's own listener that retrying cannot heal: the run stops with the reason."""
 

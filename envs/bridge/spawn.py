@@ -8,9 +8,12 @@ import os
 import shlex
 import shutil
 import threading
+from pathlib import Path
 
 from envs import errors as E
 
+ASSETS = Path(__file__).resolve().parent.parent / "adapters" / "assets"
+"""What ``{assets}`` stands for in a command: the folder of nondiff's shipped assets (e.g. the Godot game)."""
 PRIVATE_VARIABLES = ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")
 """Variables a program never inherits: the private Ray's credentials (a program inside an env runner would
 otherwise hold the key to the cluster). ``NONDIFF_TOKEN`` is kept: pipe programs check the bridge token
@@ -114,12 +117,40 @@ def check_program(argv: list[str], cwd: str | None) -> None:
             raise E.LaunchError(f"program {prog!r} is not installed; install it with: {INSTALL[prog]}")
         if shutil.which(prog) is None:
             raise E.LaunchError(f"program {prog!r} was not found on PATH; give its path, e.g. ./{prog}")
+        check_project(argv, cwd)
         return
     path = os.path.join(cwd or ".", prog)
     if not os.path.isfile(path):
         raise E.LaunchError(f"program {prog!r} does not exist (looked at {os.path.abspath(path)})")
     if not os.access(path, os.X_OK):
         raise E.LaunchError(f"program {prog!r} is not executable; run: chmod +x {path}")
+    check_project(argv, cwd)
+
+
+def check_project(argv: list[str], cwd: str | None) -> None:
+    """Raise :class:`~envs.errors.LaunchError` when a Godot command's ``--path`` is not a project folder or
+    the scene it names (``res://….tscn``) is not in it.
+
+    Godot 3 given a ``--path`` without ``project.godot`` neither fails nor connects: it waits for ever, so
+    each start cost ``reset_timeout`` seconds, restarts included, before a line that did not say why. A
+    missing scene exits at once, and was restarted up to ``max_restarts`` times for nothing.
+    """
+    if "godot" not in os.path.basename(argv[0]).lower() or "--path" not in argv[:-1]:
+        return
+    given = argv[argv.index("--path") + 1]
+    folder = os.path.abspath(os.path.join(cwd or ".", given.replace("{assets}", str(ASSETS))))
+    if not os.path.isfile(os.path.join(folder, "project.godot")):
+        what = "does not exist" if not os.path.exists(folder) else "is a file" if os.path.isfile(folder) \
+            else "holds no project.godot"
+        raise E.LaunchError(f"godot: env.command's --path {given!r} is not a Godot project folder ({folder} "
+                            f"{what}); point --path at the folder that holds your project.godot, e.g. "
+                            "--path {assets}/godot for the shipped game")
+    scenes = [a for a in argv if a.startswith("res://") and a.endswith((".tscn", ".scn"))]
+    for scene in scenes:
+        if not os.path.isfile(os.path.join(folder, scene.removeprefix("res://"))):
+            raise E.LaunchError(f"godot: env.command names the scene {scene!r}, which is not in the project "
+                                f"{folder}; give a scene of the project (res:// is the --path folder), e.g. "
+                                "res://game/main.tscn")
 
 
 def child_environment() -> dict[str, str]:

@@ -76,10 +76,22 @@ def test_a_godot_scene_that_is_not_in_the_project_is_one_line_exit_2(tmp_path):
 
 
 def test_the_shipped_godot_commands_pass_the_project_check():
-    from envs.adapters.godot import CAMERA_COMMAND, COMMAND, check_project
+    import shlex
+
+    from envs.adapters.godot import CAMERA_COMMAND, COMMAND
+    from envs.bridge.spawn import check_project, under_xvfb
 
     for command in (COMMAND, CAMERA_COMMAND, f"{COMMAND} res://game/teams.tscn", "./my_exported_game --x"):
-        check_project(command)  # raises on a project or scene that is not there
+        check_project(under_xvfb(shlex.split(command)), None)  # raises on a project or scene not there
+    check_project(["godot3-server", "--path", "godot"], str(ROOT / "envs" / "adapters" / "assets"))
+
+
+def test_the_teams_env_checks_the_godot_project_too():
+    from envs.bridge.parallel import BridgeParallelEnv
+
+    with pytest.raises(ValueError, match="is not a Godot project folder"):
+        BridgeParallelEnv(command="godot3-server --path /nonexistent --fixed-fps 60 res://game/teams.tscn",
+                          listen="127.0.0.1:0")
 
 
 # -- Blender ---------------------------------------------------------------------------------------------
