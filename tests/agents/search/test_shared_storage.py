@@ -179,7 +179,7 @@ def _open_after(barrier, url: str, errors) -> None:
 def test_workers_that_open_a_fresh_database_together_all_get_the_study_storage(postgres):
     """Optuna creates its tables and enum types on first open; workers that start together race on them
     (PostgreSQL: a unique violation, or 'type "studydirection" already exists'). Every one must get the
-    storage: each of four rounds opens a fresh database from six processes at once."""
+    storage: each of two rounds opens a fresh database from six processes at once."""
     import multiprocessing
 
     import psycopg
@@ -189,7 +189,7 @@ def test_workers_that_open_a_fresh_database_together_all_get_the_study_storage(p
     ctx = multiprocessing.get_context("fork")
     try:
         with ctx.Manager() as manager:
-            for round_ in range(4):
+            for round_ in range(2):
                 name = f"race{round_}_{secrets.token_hex(4)}"
                 with psycopg.connect(url, autocommit=True) as c:
                     c.execute(f"CREATE DATABASE {name}")
