@@ -224,3 +224,14 @@ def test_evaluate_video_of_a_godot_run_without_a_camera_says_to_drop_video(tmp_p
     proc = run_cli("evaluate.py", str(run), "--episodes", "1", "--video", str(tmp_path / "v.mp4"), timeout=60)
     refused(proc, "evaluate.py --video", "when training", "without --video")
     assert not (tmp_path / "v.mp4").exists()
+
+
+@pytest.mark.skipif(shutil.which("godot3-server") is None, reason="needs godot3-server (make install)")
+@pytest.mark.parametrize("agents", ["0", "5000"])
+def test_reach_refuses_an_agent_count_it_cannot_serve_at_once(tmp_path, agents):
+    # before: --agents=0 said "no node in group 'nondiff_agent': add the agents to it"; --agents=5000 took
+    # 114 s (a 5,000-ball scene starts in over 10 s, 11 times) before a line that did not say why
+    proc = run_cli("train.py", "--env", "godot", *FAST, "--run-dir", str(tmp_path / "run"), "--set",
+                   f"env.command=godot3-server --path {{assets}}/godot --fixed-fps 60 --agents={agents}",
+                   "--set", "env.max_restarts=0", timeout=60)
+    refused(proc, f"--agents=N takes 1 to 4096 agents per Godot, got '{agents}'")

@@ -8,13 +8,23 @@ const Arena = preload("res://game/arena.gd")
 const ARENA := Vector2(800, 600)
 const PILLARS := [Vector2(400, 150), Vector2(400, 300), Vector2(400, 450)]
 const PILLAR_RADIUS := 30.0
+const MAX_AGENTS := 4096  # the protocol's largest num_instances (envs/bridge/protocol.py MAX_INSTANCES)
 
 
 func _ready() -> void:
 	var count := 16
+	var given := "16"
 	for arg in OS.get_cmdline_args():
 		if arg.begins_with("--agents="):
-			count = int(arg.split("=")[1])
+			given = arg.split("=", true, 1)[1]
+			count = int(given) if given.is_valid_integer() else 0
+	if count < 1 or count > MAX_AGENTS:  # 0 made "no node in group"; 5000 took minutes, then a refused spec
+		printerr("nondiff reach: --agents=N takes 1 to %d agents per Godot, got '%s'; fix env.command" % [
+			MAX_AGENTS, given])
+		$Sync.set_physics_process(false)
+		OS.exit_code = 2
+		get_tree().quit()
+		return
 	Arena.build(self, ARENA, PILLARS, PILLAR_RADIUS)
 	var seed0 := int(OS.get_environment("NONDIFF_SEED")) if OS.get_environment("NONDIFF_SEED") != "" else 0
 	for i in range(count):
