@@ -170,7 +170,7 @@ class BlenderProblem(InverseProblem):
     def render(self, x: np.ndarray) -> np.ndarray:
         """One render of normalised ``x`` (not counted): ``uint8[S, S, 4]`` RGBA. A render that fails (a
         crash, a hang, a bad reply) restarts Blender and is tried again, :data:`RETRIES` times in a row."""
-        from envs.faults import FAULT_KEY
+        from envs.faults import FAULT_KEY, FaultKind
 
         if self._server is None:
             self._start()
@@ -187,8 +187,11 @@ class BlenderProblem(InverseProblem):
             self.faults.append(fault)
             log.warning("blender: %s (%s); restarting it", fault.kind.value, fault.detail)
             self._server.reset()  # respawns Blender within the restart budget
-        raise E.EnvFailure(f"blender failed {RETRIES} renders in a row (last: {self.faults[-1].detail}); "
-                           f"its last stderr: {' | '.join(self.faults[-1].stderr)[-500:]}")
+        last = self.faults[-1]
+        slow = (f"; each render must finish within env.render_timeout={self._timeouts[0]:g} s: raise it, or "
+                "lower env.samples or env.image_size" if last.kind == FaultKind.TIMEOUT else "")
+        raise E.EnvFailure(f"blender failed {RETRIES} renders in a row (last: {last.detail}){slow}; its last "
+                           f"stderr: {' | '.join(last.stderr)[-500:]}")
 
     def close(self) -> None:
         """Stop Blender; safe to call twice."""

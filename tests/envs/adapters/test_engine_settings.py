@@ -235,3 +235,17 @@ def test_reach_refuses_an_agent_count_it_cannot_serve_at_once(tmp_path, agents):
                    f"env.command=godot3-server --path {{assets}}/godot --fixed-fps 60 --agents={agents}",
                    "--set", "env.max_restarts=0", timeout=60)
     refused(proc, f"--agents=N takes 1 to 4096 agents per Godot, got '{agents}'")
+
+
+@pytest.mark.skipif(shutil.which("blender") is None, reason="needs blender (make install)")
+def test_renders_slower_than_the_render_timeout_say_which_settings_to_change():
+    # before: "blender failed 3 renders in a row (last: no complete message within the deadline ...)" while
+    # Blender's own progress said a 512 x 512 Cycles render at 4,096 samples needed 5 minutes
+    from envs.errors import EnvFailure
+
+    problem = BlenderProblem(engine="cycles", samples=4096, image_size=512, render_timeout=0.5, threads=1)
+    try:
+        with pytest.raises(EnvFailure, match=r"env.render_timeout=0.5 s: raise it, or lower env.samples"):
+            problem.render(problem.start())
+    finally:
+        problem.close()
