@@ -42,7 +42,7 @@ import gymnasium as gym
 import envs
 from agents.config import RunConfig, tokens
 from agents.run.masks import resolve_masks
-from agents.run.memory import check_workers
+from agents.run.memory import check_env_copies, check_workers, resident_bytes
 from agents.run.resolved import ResolvedEnv, build_errors, check_scalar_reward, one_line, resolve_env
 from envs.errors import UserError
 from envs.masks import ActionMasks
@@ -336,9 +336,14 @@ def _in_process(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> list[gym.En
     which is how an env that allows one instance per process (stable-retro's emulator) shows itself.
     """
     built: list[gym.Env] = []
+    before = 0
     try:
-        for fn in fns:
+        for i, fn in enumerate(fns):
+            if i == 1:
+                before = resident_bytes()
             built.append(fn())
+            if i == 2 and len(fns) > 3 and before:  # the 2nd and 3rd copies' memory, past one-time costs
+                check_env_copies(len(fns), max(resident_bytes() - before, 0) // 2, str(cfg.env.id))
     except Exception as e:
         for env in built:
             env.close()

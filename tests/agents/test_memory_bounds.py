@@ -157,3 +157,29 @@ def test_worker_processes_over_half_the_machine_are_refused_before_any_starts(tm
     assert line.startswith("error: train.num_envs=100000 with train.vec_env: subproc would start 100,000 "
                            "worker processes, at least 4.58 TiB at 48 MiB each")
     assert not run.exists()
+
+
+class _Heavy(gym.Env):
+    """An env whose every copy holds 4 MiB of touched memory."""
+
+    observation_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self) -> None:
+        self.state = np.ones(4 * 2**20, np.uint8)
+
+
+def test_env_copies_built_in_process_are_measured_and_refused_over_half_the_machine(monkeypatch):
+    """``--env robot --num-envs 100000`` built MuJoCo envs in-process for 25 silent minutes (0.57 MB each,
+    57 GB) until the OOM killer came. The 2nd and 3rd copies are measured; the run is refused there. The
+    machine is 100 MiB here (limit 50 MiB): 64 copies of 4 MiB pass it, 8 do not."""
+    from agents.run.envfactory import _in_process
+
+    monkeypatch.setattr(memory, "machine_memory", lambda: (100 * 2**20, "MemTotal"))
+    cfg = validate({"env": {"id": "heavy"}}, "x")
+    with pytest.raises(UserError, match=r"train.num_envs=64: each 'heavy' env built in this process takes "
+                                        r"about 4(\.\d+)? MiB \(measured on the first ones\).* lower "
+                                        r"train.num_envs \(--num-envs\) to at most 1\d"):
+        _in_process(cfg, [_Heavy] * 64)
+    built = _in_process(cfg, [_Heavy] * 8)  # 32 MiB: under the limit
+    assert built is not None and len(built) == 8
