@@ -128,14 +128,21 @@ def check_program(argv: list[str], cwd: str | None) -> None:
 
 
 def check_project(argv: list[str], cwd: str | None) -> None:
-    """Raise :class:`~envs.errors.LaunchError` when a Godot command's ``--path`` is not a project folder or
-    the scene it names (``res://….tscn``) is not in it.
+    """Raise :class:`~envs.errors.LaunchError` when a Godot command's ``--fixed-fps`` is not a positive
+    integer, its ``--path`` is not a project folder or the scene it names (``res://….tscn``) is not in it.
 
     Godot 3 given a ``--path`` without ``project.godot`` neither fails nor connects: it waits for ever, so
     each start cost ``reset_timeout`` seconds, restarts included, before a line that did not say why. A
-    missing scene exits at once, and was restarted up to ``max_restarts`` times for nothing.
+    missing scene exits at once, and was restarted up to ``max_restarts`` times for nothing. With
+    ``--fixed-fps 0`` (or a negative one) Godot never runs a physics tick, so it never connects either.
     """
-    if "godot" not in os.path.basename(argv[0]).lower() or "--path" not in argv[:-1]:
+    if "godot" not in os.path.basename(argv[0]).lower():
+        return
+    fps = argv[argv.index("--fixed-fps") + 1] if "--fixed-fps" in argv[:-1] else "60"
+    if not fps.isdigit() or int(fps) < 1:  # Godot would never run a physics tick, so never connect
+        raise E.LaunchError(f"godot: env.command's --fixed-fps {fps!r} must be a whole number of physics "
+                            "ticks per second >= 1, e.g. --fixed-fps 60")
+    if "--path" not in argv[:-1]:
         return
     given = argv[argv.index("--path") + 1]
     folder = os.path.abspath(os.path.join(cwd or ".", given.replace("{assets}", str(ASSETS))))

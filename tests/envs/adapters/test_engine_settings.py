@@ -75,6 +75,14 @@ def test_a_godot_scene_that_is_not_in_the_project_is_one_line_exit_2(tmp_path):
     refused(proc, "res://game/nosuch.tscn", "env.command", "res://game/main.tscn")
 
 
+@pytest.mark.parametrize("fps", ["0", "-5", "sixty"])
+def test_a_godot_fixed_fps_below_one_is_refused_before_godot_starts(fps):
+    # before: --fixed-fps 0 or -5 never ran a physics tick, so Godot never connected: 113 s, then a line
+    # that did not say why
+    with pytest.raises(ValueError, match=f"--fixed-fps '{fps}' must be a whole number of physics ticks"):
+        GodotEnv(command=f"godot3-server --path {{assets}}/godot --fixed-fps {fps}")
+
+
 def test_the_shipped_godot_commands_pass_the_project_check():
     import shlex
 
