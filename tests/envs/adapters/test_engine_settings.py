@@ -257,3 +257,18 @@ def test_renders_slower_than_the_render_timeout_say_which_settings_to_change():
             problem.render(problem.start())
     finally:
         problem.close()
+
+
+@pytest.mark.skipif(shutil.which("godot3-server") is None, reason="needs godot3-server (make install)")
+@pytest.mark.parametrize(("counts", "says"), [
+    ("--seekers=100000", "--seekers=N takes 0 to 4096 agents, got '100000'"),
+    ("--seekers=0 --chasers=0", "leaves no agent"),
+], ids=["too-many", "none"])
+def test_the_teams_scene_refuses_counts_it_cannot_serve_at_once(counts, says):
+    # before: 100,000 seekers built for minutes (killed at 30 s); none said "no node in group"
+    from envs.bridge.parallel import BridgeParallelEnv
+    from envs.errors import RestartBudgetExhausted
+
+    command = f"godot3-server --path {{assets}}/godot --fixed-fps 60 res://game/teams.tscn {counts}"
+    with pytest.raises(RestartBudgetExhausted, match=says):
+        BridgeParallelEnv(command=command, listen="127.0.0.1:0", max_restarts=0)

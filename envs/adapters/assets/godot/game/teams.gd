@@ -13,6 +13,7 @@ const ARENA := Vector2(800, 600)
 const PILLARS := [Vector2(400, 150), Vector2(400, 300), Vector2(400, 450)]
 const PILLAR_RADIUS := 30.0
 const CHASER_STEPS := 60
+const MAX_AGENTS := 4096  # per team: the protocol's largest num_instances (envs/bridge/protocol.py)
 
 
 func _ready() -> void:
@@ -20,7 +21,14 @@ func _ready() -> void:
 	for arg in OS.get_cmdline_args():
 		for team in counts:
 			if arg.begins_with("--%ss=" % team):
-				counts[team] = int(arg.split("=")[1])
+				var given: String = arg.split("=", true, 1)[1]
+				counts[team] = int(given) if given.is_valid_integer() else -1
+				if counts[team] < 0 or counts[team] > MAX_AGENTS:
+					_refuse("--%ss=N takes 0 to %d agents, got '%s'" % [team, MAX_AGENTS, given])
+					return
+	if counts["seeker"] + counts["chaser"] < 1:
+		_refuse("--seekers=0 with --chasers=0 leaves no agent: give one of them 1 or more")
+		return
 	Arena.build(self, ARENA, PILLARS, PILLAR_RADIUS)
 	var seed0 := int(OS.get_environment("NONDIFF_SEED")) if OS.get_environment("NONDIFF_SEED") != "" else 0
 	var n := 0
@@ -36,3 +44,10 @@ func _ready() -> void:
 			add_child(agent)
 			agent.add_to_group("nondiff_agent")
 			agent.nondiff_reset(null)
+
+
+func _refuse(why: String) -> void:  # a count the scene cannot serve: quit at once (exit 2), saying which
+	printerr("nondiff teams: %s; fix env.command" % why)
+	$Sync.set_physics_process(false)
+	OS.exit_code = 2
+	get_tree().quit()
