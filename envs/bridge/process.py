@@ -261,8 +261,11 @@ class ProcessEnv(gym.Env):
                       "envs) reached by this env alone" if self.restarts >= self.max_restarts
                       else f"rate limit {self.restart_rate} per {self.restart_period:g}s")
             tail = " | ".join(self._stderr.lines()[-5:])[-2000:] or "(no stderr)"
+            slow = (f"; a program that is slow rather than hung needs a larger env.step_timeout (now "
+                    f"{self.step_timeout:g} s) or env.reset_timeout ({self.reset_timeout:g} s)"
+                    if FaultKind.TIMEOUT.value in why else "")
             raise RestartBudgetExhausted(f"program {self.who!r} {why}; exit code {code}; restart budget "
-                                         f"spent after {self.restarts} restart(s) ({budget}); "
+                                         f"spent after {self.restarts} restart(s) ({budget}){slow}; "
                                          f"last stderr: {tail}")
         self.restarts += 1
         self._restart_times.append(now)

@@ -82,6 +82,20 @@ def test_hang_times_out_even_when_sigterm_is_ignored(heater):
     env.close()
 
 
+def test_a_program_that_times_out_until_its_budget_is_spent_names_the_timeouts(heater):
+    """A program slower than env.step_timeout on every step ended the run with 'no complete message within
+    the deadline', naming no setting: a slow program looked like a hung one with no way out."""
+    env = make(heater, "--hang-after", "1", step_timeout=0.3, term_grace=0.2, max_restarts=1)
+    env.reset(seed=0)
+    slow = r"timeout.*slow rather than hung needs a larger env\.step_timeout \(now 0\.3 s\) or env\.reset_"
+    with pytest.raises(RestartBudgetExhausted, match=slow):
+        for _ in range(10):
+            *_, info = env.step(np.array([0.5], dtype=np.float32))
+            if "nondiff_fault" in info:
+                env.reset()
+    env.close()
+
+
 def test_sigstop_is_a_hang_and_the_program_is_replaced(heater):
     env = make(heater, step_timeout=0.5, term_grace=0.3)
     env.reset(seed=0)
