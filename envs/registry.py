@@ -347,6 +347,8 @@ def parse_assignment(item: str) -> tuple[str, Any]:
     """
     import yaml
 
+    from envs import yaml12
+
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -354,6 +356,6 @@ def parse_assignment(item: str) -> tuple[str, Any]:
     if key.rpartition(".")[2] in RAW_KEYS:
         return key, text.strip()
     try:
-        return key, yaml.safe_load(text) if text.strip() else ""
+        return key, yaml12.load(text) if text.strip() else ""
     except yaml.YAMLError as e:
         raise ValueError("the value is not valid YAML; quote it") from e

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from agents.config.schema import SECTIONS, EnvConfig, RunConfig, suggest
 from agents.config.tokens import DEFAULT_ENV_VAR, REDACTED
+from envs import yaml12
 from envs.errors import UserError
 from envs.registry import parse_assignment
 
@@ -111,14 +112,14 @@ def read_config_bytes(path: Path) -> bytes:
 
 
 def parse_yaml(data: bytes, path: Path) -> Any:
-    """``data`` (the bytes of ``path``) read with ``yaml.safe_load``, its size checked
+    """``data`` (the bytes of ``path``) read as YAML (envs/yaml12.py: 1.1 with 1.2's floats), its size checked
     (:data:`MAX_CONFIG_NODES`, :data:`MAX_CONFIG_DEPTH`).
 
     Raises:
         UserError: invalid YAML, or a config too large or too deep once its aliases are expanded.
     """
     try:
-        doc = yaml.safe_load(data)
+        doc = yaml12.load(data)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

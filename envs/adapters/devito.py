@@ -177,7 +177,7 @@ def _int(value: Any) -> bool:
 
 
 def _finite(value: Any) -> bool:
-    """A number, neither NaN nor infinite (``.inf`` and ``.nan`` are YAML floats; ``1e9`` is YAML text)."""
+    """A number, neither NaN nor infinite (``.inf`` and ``.nan`` are YAML floats)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -217,7 +217,7 @@ def _check_settings(values: dict[str, Any]) -> None:
     for name, ok, expected, example in SETTINGS:
         if not ok(values):
             got = values[name]
-            text = " (text: YAML reads 1e9 as a string; write 1.0e+9)" if isinstance(got, str) else ""
+            text = " (text, not a number)" if isinstance(got, str) else ""
             raise ValueError(f"devito: {name} must be {expected}, got {got!r}{text}; "
                              f"pass e.g. --set env.{name}={example}")
 

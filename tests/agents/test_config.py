@@ -65,6 +65,25 @@ def test_override_sets_one_entry_of_a_mapping_key():
         apply_override({"rllib": {"extra": [1]}}, "rllib.extra.a=1")
 
 
+def test_exponent_numbers_without_a_dot_are_numbers_as_in_yaml_1_2(tmp_path):
+    """PyYAML (YAML 1.1) read ``1e6`` and ``3e-4`` as strings: 'timesteps: 1e6' was "unable to parse string
+    as an integer (got '1e6')". Configs and --set now read them as numbers; 1.1's booleans stay."""
+    path = tmp_path / "c.yaml"
+    path.write_text("env: {id: CartPole-v1}\ntrain: {timesteps: 1e6}\nagent: {learning_rate: 3E-4}\n"
+                    "eval: {deterministic: yes}\n")
+    cfg = validate(load_yaml(path), str(path))
+    assert cfg.train.timesteps == 1_000_000 and cfg.agent.learning_rate == 3e-4 and cfg.eval.deterministic
+    raw: dict = {"env": {"id": "CartPole-v1"}}
+    apply_override(raw, "agent.ent_coef=1e-2")
+    apply_override(raw, "train.timesteps=2.5e4")
+    apply_override(raw, "env.token=1e6")  # a token is taken as typed
+    assert raw["agent"]["ent_coef"] == 0.01 and raw["train"]["timesteps"] == 25_000.0
+    assert raw["env"]["token"] == "1e6"
+    with pytest.raises(UserError, match=r"'train.timesteps' input should be a valid integer, got a number "
+                                        r"with a fractional part \(got 1500\.5\)"):
+        validate({**raw, "train": {"timesteps": 1.5005e3}}, "x")
+
+
 def test_override_rejects_unknown_and_malformed():
     with pytest.raises(UserError, match="did you mean 'gamma'"):
         apply_override({}, "agent.gama=0.9")
