@@ -145,6 +145,29 @@ def _bridge_smoke(make: Callable[..., gym.Env], how: str) -> str:
         env.close()
 
 
+def _unknown_key(name: str, gym_id: str, text: str) -> str:
+    """For "unexpected keyword argument 'X'": one line with the closest of the adapter's keyword arguments
+    and all of them; "" when that is not the error or the entry point's signature cannot be read."""
+    import difflib
+    import inspect
+    import re
+
+    m = re.search(r"unexpected keyword argument '(\w+)'", text)
+    if m is None:
+        return ""
+    try:
+        entry = gym.spec(gym_id).entry_point
+        creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+        params = inspect.signature(creator).parameters.values()  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - an opaque entry point: the error as it came
+        return ""
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    close = difflib.get_close_matches(m.group(1), names, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (f"{name}: unknown keyword argument {m.group(1)!r}; {hint}its keyword arguments are: "
+            f"{', '.join(names)}")
+
+
 def run_checks(name: str, steps: int = 1000, printer: Callable[[str], None] = print,
                kwargs: dict | None = None) -> bool:
     """Run every check on ``name`` (made with ``kwargs``); print a report; return True when all passed.
@@ -165,7 +188,8 @@ def run_checks(name: str, steps: int = 1000, printer: Callable[[str], None] = pr
             if made[0]:
                 raise
             text = (str(e).strip().splitlines() or [""])[0]
-            raise UserError(f"{name} rejected its settings: {type(e).__name__}: {text}") from e
+            raise UserError(_unknown_key(name, spec.gym_id, text)
+                            or f"{name} rejected its settings: {type(e).__name__}: {text}") from e
         made[0] = True
         return env
 

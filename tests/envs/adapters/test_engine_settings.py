@@ -188,6 +188,17 @@ def test_envs_check_with_settings_the_env_rejects_is_one_line_exit_2():
     assert "FAIL" not in proc.stdout and line.startswith("error: ")
 
 
+def test_envs_check_with_an_unknown_keyword_names_the_closest_one():
+    # before: gymnasium's TypeError with the kwargs dumped, no suggestion (train.py has one)
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "envs", "check", "robot", "--set", "frame_skp=3"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    line = refused(proc, "robot: unknown keyword argument 'frame_skp'; did you mean 'frame_skip'? its "
+                         "keyword arguments are: model, ")
+    assert "was raised from the environment creator" not in line
+
+
 def test_a_program_that_never_connects_says_which_setting_to_raise_and_what_it_must_do(tmp_path):
     # /bin/sleep 1000 as env.command: 113 s (11 starts x env.reset_timeout 10 s), then a line that named
     # env.reset_timeout but neither fix; here one start of 1 s
