@@ -18,7 +18,7 @@ import envs
 from envs.errors import UserError
 from envs.faults import faults_in
 from envs.guard import obs_problem, reward_problem
-from envs.registry import parse_assignment
+from envs.registry import keyword_arguments, parse_assignment
 
 
 @dataclass
@@ -149,7 +149,6 @@ def _unknown_key(name: str, gym_id: str, text: str) -> str:
     """For "unexpected keyword argument 'X'": one line with the closest of the adapter's keyword arguments
     and all of them; "" when that is not the error or the entry point's signature cannot be read."""
     import difflib
-    import inspect
     import re
 
     m = re.search(r"unexpected keyword argument '(\w+)'", text)
@@ -157,11 +156,12 @@ def _unknown_key(name: str, gym_id: str, text: str) -> str:
         return ""
     try:
         entry = gym.spec(gym_id).entry_point
-        creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
-        params = inspect.signature(creator).parameters.values()  # type: ignore[arg-type]
+        names = keyword_arguments(gym.envs.registration.load_env_creator(entry) if isinstance(entry, str)
+                                  else entry)
     except Exception:  # noqa: BLE001 - an opaque entry point: the error as it came
         return ""
-    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if names is None:
+        return ""
     close = difflib.get_close_matches(m.group(1), names, n=1, cutoff=0.5)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return (f"{name}: unknown keyword argument {m.group(1)!r}; {hint}its keyword arguments are: "

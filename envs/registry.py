@@ -336,6 +336,21 @@ RAW_KEYS = ("token",)
 number)."""
 
 
+def keyword_arguments(target: Any) -> tuple[str, ...] | None:
+    """The keyword arguments an adapter class or factory takes by name; None when it takes ``**kwargs`` or
+    its signature cannot be read (then any keyword may be right)."""
+    import inspect
+
+    try:
+        sig = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values()):
+        return None
+    named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return tuple(n for n, p in sig.items() if p.kind in named and n != "self")
+
+
 def parse_assignment(item: str) -> tuple[str, Any]:
     """Split one ``--set KEY=VALUE`` into the key and its value, parsed as YAML (the one ``--set`` parser).
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from agents.config.schema import SECTIONS, EnvConfig, RunConfig, suggest
+from agents.config.section import is_mapping
 from agents.config.tokens import DEFAULT_ENV_VAR, REDACTED
 from envs import yaml12
 from envs.errors import UserError
@@ -213,7 +213,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         if field not in fields:
             raise UserError(f"--set {shown!r}: unknown key '{section}.{field}'; "
                             f"{suggest(field, list(fields))}valid keys in {section!r}: {', '.join(fields)}")
-        if sub and typing.get_origin(_bare(fields[field].annotation)) is not dict:
+        if sub and not is_mapping(fields[field].annotation):
             raise UserError(f"--set {shown!r}: '{section}.{field}' is not a mapping, so it has no entry "
                             f"{sub!r}; expected SECTION.KEY=VALUE, e.g. --set {section}.{field}=VALUE")
     raw.setdefault(section, {})
@@ -232,11 +232,6 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         raise UserError(f"--set {shown!r}: '{section}.{field}' is {type(entries).__name__} here, not a "
                         f"mapping of entries; set it whole: --set {section}.{field}=VALUE")
     entries[sub] = value
-
-
-def _bare(annotation: Any) -> Any:
-    """``annotation`` without ``Annotated[...]``'s metadata."""
-    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
 
 
 _TOKEN_ARG = re.compile(r"^(?P<keep>(?:-[\w-]*=)?\s*env\s*\.\s*token\s*=).*$", re.DOTALL)

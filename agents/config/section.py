@@ -10,16 +10,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 
-def _takes_bool(annotation: Any) -> bool:
-    """``bool`` or ``Any`` somewhere in the type: a union's member, a Literal's value."""
-    if annotation is bool or annotation is Any:
-        return True
-    if typing.get_origin(annotation) is typing.Literal:
-        return any(isinstance(a, bool) for a in typing.get_args(annotation))
-    return typing.get_origin(annotation) in (typing.Union, types.UnionType, typing.Annotated) and any(
-        _takes_bool(a) for a in typing.get_args(annotation))
-
-
 def _members(annotation: Any) -> tuple[Any, ...]:
     """A union's (or Annotated's) member types, else the type itself."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
@@ -27,6 +17,18 @@ def _members(annotation: Any) -> tuple[Any, ...]:
     if typing.get_origin(annotation) is typing.Annotated:
         return _members(typing.get_args(annotation)[0])
     return (annotation,)
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """``bool`` or ``Any`` among the type's members, or a Literal with a boolean value."""
+    return any(m is bool or m is Any or (typing.get_origin(m) is typing.Literal
+                                         and any(isinstance(a, bool) for a in typing.get_args(m)))
+               for m in _members(annotation))
+
+
+def is_mapping(annotation: Any) -> bool:
+    """Whether a field of this type is a mapping (``dict[...]``), so that ``--set`` may set one entry."""
+    return any(typing.get_origin(m) is dict for m in _members(annotation))
 
 
 def bool_for_number(annotation: Any, v: Any) -> bool:

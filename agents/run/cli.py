@@ -158,17 +158,19 @@ def shown(program: str) -> str:
     found = shutil.which(program)
     if found and os.path.realpath(os.path.dirname(found)) == os.path.realpath(here):
         return program
-    if not os.path.exists(mine):  # nothing beside this interpreter: leave the bare name
-        return program
-    rel = os.path.relpath(mine)
-    return rel if not rel.startswith("..") else mine
+    return _typable(mine) if os.path.exists(mine) else program  # nothing beside it: the bare name
 
 
 def script(name: str) -> str:
     """``name`` (``evaluate.py``) as a path a user can type from the current directory."""
-    import os
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / name
+    return _typable(str(Path(__file__).resolve().parents[2] / name))
+
+
+def _typable(path: str) -> str:
+    """``path`` relative to the current directory when it lies below it, else absolute."""
+    import os
+
     rel = os.path.relpath(path)
-    return rel if not rel.startswith("..") else str(path)
+    return rel if not rel.startswith("..") else os.path.abspath(path)

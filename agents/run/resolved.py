@@ -28,7 +28,7 @@ from envs import errors as E
 from envs.errors import UserError
 from envs.guard import vector_reward_shape
 from envs.multiagent import is_parallel_source
-from envs.registry import EnvSpec
+from envs.registry import EnvSpec, keyword_arguments
 from envs.selfplay import is_turn_based_source
 
 log = logging.getLogger(__name__)
@@ -114,10 +114,8 @@ def resolve_env(cfg: RunConfig, channels_first: bool, spec: EnvSpec | None = Non
             sig = inspect.signature(target).parameters
         except (TypeError, ValueError):
             sig = None
+        params = keyword_arguments(target)
         if sig is not None:
-            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values()):
-                params = tuple(n for n, p in sig.items()
-                               if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self")
             mode = sig.get("render_mode")  # e.g. stable-retro's 'human' would need a display
             renders = mode is not None and mode.default == "human"  # panda-gym's 'rgb_array' refuses None
     obs, act = spaces if spaces is not None else (None, None)
