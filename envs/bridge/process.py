@@ -391,7 +391,7 @@ class ProcessEnv(gym.Env):
             self._back.close()
 
 
-EXIT_AFTER_BYE_S = 1.0
+EXIT_AFTER_BYE_S = 2.0
 """How long a program on pipes has, after its ``bye``, to exit by itself (removing its temporary files, say)
 before it is sent SIGTERM; at most ``term_grace``."""
 _SLOTS = itertools.count()
