@@ -151,6 +151,7 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
         raise
     finally:
         env.close()
+        backend.close()  # a backend may hold envs of its own (blackbox: the problem's program)
     if args.video:
         _write_video(args.video, frames, env.metadata.get("render_fps", 30))
     if figure:  # the last frame of the first episode: the adapter's picture of where the policy ended

@@ -21,6 +21,9 @@ so it starts in a few milliseconds):
   seconds for the program to exit, then SIGTERM to every descendant, up to GRACE in all for every one of
   them to exit, then SIGKILL to whatever is left; when the program exits by itself: SIGKILL to any
   descendant it left. Then it exits the way the program did (same code, or killed by the same signal).
+- gives the program a temp dir of its own: ``TMPDIR`` names a fresh directory inside the trainer's temp dir,
+  removed with everything in it once the program and its descendants are gone, so a program stopped before
+  its own cleanup (Blender's ``blender_*`` session dir, a killed ``xvfb-run``'s auth dir) leaves nothing.
 
 If the program cannot be executed it prints one line starting ``nondiff reaper:`` and exits 127
 (not found) or 126 (not executable).
@@ -31,8 +34,10 @@ from __future__ import annotations
 import errno
 import os
 import select
+import shutil
 import signal
 import sys
+import tempfile
 import time
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -158,9 +163,11 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGCHLD, lambda s, f: None)  # only to wake the select
     _batch_policy()
     defaults = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ)
+    private = tempfile.mkdtemp(prefix="nondiff-program-")
     try:
-        main_pid = os.posix_spawnp(prog[0], prog, os.environ, setsigdef=defaults)
+        main_pid = os.posix_spawnp(prog[0], prog, {**os.environ, "TMPDIR": private}, setsigdef=defaults)
     except OSError as e:
+        os.rmdir(private)
         print(f"{REAPER_TAG} cannot run {prog[0]!r}: {e.strerror}", file=sys.stderr, flush=True)
         os._exit(127 if e.errno == errno.ENOENT else 126)
     null = os.open(os.devnull, os.O_RDWR)
@@ -195,6 +202,7 @@ def main(argv: list[str]) -> None:
         if _reap(main_pid, status) and not alive:
             break
         time.sleep(0.002)
+    shutil.rmtree(private, ignore_errors=True)
     _exit_like(status[0] if status else 9)
 
 

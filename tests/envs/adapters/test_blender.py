@@ -30,7 +30,7 @@ def problem():
 
 
 def test_env_checker_and_one_episode(tmp_path, monkeypatch):
-    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where Blender makes its session directory, blender_XXXXXX
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the program's own temp dir is made in it (reaper.py)
     env = gym.make("nondiff/Blender-v0", n_objects=1, steps=2)
     try:
         check_env(env.unwrapped, skip_render_check=True)
@@ -39,11 +39,11 @@ def test_env_checker_and_one_episode(tmp_path, monkeypatch):
         _, _, terminated, truncated, info = env.step(env.action_space.sample())
         _, _, terminated, truncated, info = env.step(env.action_space.sample())
         assert truncated and not terminated and "iou" in info["episode_metrics"]
-        assert len(list(tmp_path.glob("blender_*"))) == 1
+        assert len(list(tmp_path.glob("nondiff-program-*/blender_*"))) == 1  # Blender's session dir
     finally:
         env.close()
         env.close()  # idempotent
-    assert not list(tmp_path.glob("blender_*"))  # the server removes it as it ends (Blender's own exit would)
+    assert not list(tmp_path.iterdir())  # the server removes it as it ends, and the reaper its temp dir
 
 
 def test_same_parameters_give_the_same_picture_and_the_truth_scores_perfectly(problem):

@@ -154,3 +154,23 @@ def test_a_wrapper_sees_its_program_end_and_tidies_up_before_it_is_stopped(tmp_p
     proc.send_signal(signal.SIGTERM)
     proc.wait(10)
     assert marker.exists() and time.monotonic() - t < 1.0
+
+
+def test_a_program_stopped_before_its_cleanup_leaves_no_temp_files(tmp_path):
+    """Every program gets a ``TMPDIR`` of its own, removed once it is gone: a Blender killed by the watchdog
+    left its ``/tmp/blender_*`` session dir, since it never ran its cleanup."""
+    script = 'mkdir "$TMPDIR/session" && echo x > "$TMPDIR/session/f" && echo "$TMPDIR"; sleep 1000'
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(reaper.command(["sh", "-c", script], 1.0, -1), stdout=subprocess.PIPE, text=True,
+                            env=env)
+    assert proc.stdout is not None
+    private = Path(proc.stdout.readline().strip())
+    assert private.parent == tmp_path and (private / "session" / "f").is_file()
+    proc.send_signal(signal.SIGTERM)  # as close() and the watchdog stop it
+    proc.wait(10)
+    assert list(tmp_path.iterdir()) == []
+    # a program that exits by itself leaves nothing either, and one that cannot start makes no dir
+    run = {"env": env, "capture_output": True, "timeout": 10}
+    assert subprocess.run(reaper.command(["sh", "-c", 'touch "$TMPDIR/x"'], 1.0, -1), **run).returncode == 0
+    assert subprocess.run(reaper.command(["/nonexistent/program"], 1.0, -1), **run).returncode == 127
+    assert list(tmp_path.iterdir()) == []
