@@ -36,7 +36,7 @@ from envs.bridge import reaper
 from envs.bridge.fit import same_spec
 from envs.bridge.handshake import check_kind, shake
 from envs.bridge.launch import ConnectBack, spawn
-from envs.bridge.settings import check_settings
+from envs.bridge.settings import EXIT_AFTER_BYE_S, TIMEOUTS_BEFORE_UP, check_settings, remote_address
 from envs.bridge.spawn import StderrTail, split_command
 from envs.errors import RestartBudgetExhausted, StopRequested
 from envs.faults import FAULT_KEY, RESET_FAULTS_KEY, Fault, FaultKind
@@ -111,13 +111,7 @@ class ProcessEnv(gym.Env):
         elif listen is not None:
             L.parse_address(listen)
         elif address is not None:
-            host, _, port = address.rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"process: address must look like host:port, got {address!r}")
-            if not L.is_loopback(host) and not (allow_remote and token):
-                raise ValueError(f"process: {address} is not a loopback address; connecting to it needs "
-                                 "allow_remote=True and a shared token (token=...) checked by the handshake")
-            self._addr = (host, int(port))
+            self._addr = remote_address(address, allow_remote, token)
         else:
             assert command is not None
             self._argv = split_command(command)
@@ -129,6 +123,7 @@ class ProcessEnv(gym.Env):
             f"a program connected to {listen}")
         self.restarts = 0
         self._restart_times: collections.deque[float] = collections.deque()
+        self._timeouts_before_up = 0  # starts timed out before the first handshake (spec_reply)
         self._proc: subprocess.Popen[bytes] | None = None
         self._held: L.Listener | None = None
         self._drainer: threading.Thread | None = None
@@ -249,6 +244,13 @@ class ProcessEnv(gym.Env):
                 if tag and fault.exit_code in (126, 127):
                     raise E.LaunchError(f"program {self.who!r}: "
                                         f"{tag.removeprefix(reaper.REAPER_TAG).strip()}") from e
+                self._timeouts_before_up += self.spec_reply is None and fault.kind is FaultKind.TIMEOUT
+                if self._timeouts_before_up >= TIMEOUTS_BEFORE_UP:  # misconfigured, not flaky: say so now
+                    slow = "" if "reset_timeout" in fault.detail else f"; one only slow to start needs a " \
+                        f"larger env.reset_timeout (now {timeout:g} s)"
+                    raise E.StartupError(f"program {self.who!r} never came up: its first {TIMEOUTS_BEFORE_UP}"
+                                         f" starts timed out (last: {fault.detail}), so the run stops instead"
+                                         f" of spending the restart budget{slow}") from e
                 self._spend_restart(f"failed to start ({fault.kind.value}: {fault.detail})", fault.exit_code)
                 self._reset_faults.append(fault.merged(restarts=self.restarts))  # every restart is on record
 
@@ -391,9 +393,6 @@ class ProcessEnv(gym.Env):
             self._back.close()
 
 
-EXIT_AFTER_BYE_S = 2.0
-"""How long a program on pipes has, after its ``bye``, to exit by itself (removing its temporary files, say)
-before it is sent SIGTERM; at most ``term_grace``."""
 _SLOTS = itertools.count()
 """Spawn-then-connect slots made in this process: slot n's copies get ``NONDIFF_SEED`` 1000 n, 1000 n + 1…"""
 

@@ -1,11 +1,20 @@
-"""The settings of a bridge env (:class:`~envs.bridge.process.ProcessEnv`), checked before anything starts."""
+"""The settings of a bridge env (:class:`~envs.bridge.process.ProcessEnv`): those given, checked before
+anything starts, and the fixed ones."""
 
 from __future__ import annotations
 
 import math
 import numbers
 
+from envs.bridge import listen as L
 from envs.bridge import protocol as P
+
+TIMEOUTS_BEFORE_UP = 2
+"""Starts in a row that may time out before a program's first handshake in this env; then the run stops with
+one line, instead of 11 × ``reset_timeout`` of restarts (113 s for a command that never connects)."""
+EXIT_AFTER_BYE_S = 2.0
+"""How long a program on pipes has, after its ``bye``, to exit by itself (removing its temporary files, say)
+before it is sent SIGTERM; at most ``term_grace``."""
 
 
 def check_settings(command: str | None, address: str | None, listen: str | None, connect_timeout: float,
@@ -50,3 +59,19 @@ def _seconds(zero: bool = False, **given: object) -> None:
             bound = ">= 0" if zero else "> 0"
             raise ValueError(f"process: {name} must be a finite number of seconds {bound}, got {value!r}; "
                              f"set it with --set env.{name}=SECONDS, e.g. 5.0")
+
+
+def remote_address(address: str, allow_remote: bool, token: str) -> tuple[str, int]:
+    """``address`` (``host:port`` of a program that listens) as a pair; beyond loopback only with
+    ``allow_remote`` and a token.
+
+    Raises:
+        ValueError: a malformed address, or a remote one without both.
+    """
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"process: address must look like host:port, got {address!r}")
+    if not L.is_loopback(host) and not (allow_remote and token):
+        raise ValueError(f"process: {address} is not a loopback address; connecting to it needs "
+                         "allow_remote=True and a shared token (token=...) checked by the handshake")
+    return host, int(port)

@@ -73,8 +73,17 @@ def test_a_program_that_never_connects_is_a_timeout():
     began = time.monotonic()
     with pytest.raises(E.RestartBudgetExhausted, match="did not connect"):
         ProcessEnv(command=f"{sys.executable} -c \"import time; time.sleep(30)\"", listen="127.0.0.1:0",
-                   reset_timeout=0.5, max_restarts=1, term_grace=0.1)
+                   reset_timeout=0.5, max_restarts=0, term_grace=0.1)
     assert time.monotonic() - began < 5
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:0", None])
+def test_a_program_that_never_comes_up_stops_the_run_after_two_starts_not_the_whole_budget(listen):
+    """Before: 11 starts (the default budget of 10 restarts), 113 s for a command that never connects."""
+    began = time.monotonic()
+    with pytest.raises(E.StartupError, match="never came up: its first 2 starts timed out.*reset_timeout"):
+        ProcessEnv(command="sleep 30", listen=listen, reset_timeout=0.5, term_grace=0.1)
+    assert time.monotonic() - began < 4
 
 
 def test_a_program_with_the_wrong_k_stops_the_run_at_once():
