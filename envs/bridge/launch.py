@@ -117,13 +117,13 @@ class ConnectBack:
     def __init__(self, argv: list[str], listen: str, token: str = "", cwd: str | None = None,
                  grace: float = 2.0, seed: int = 0) -> None:
         host, port = L.parse_address(listen)
+        if not L.is_loopback(host):  # first: the port's advice below keeps the host
+            raise E.StartupError(f"env.listen={listen} with env.command: the programs nondiff starts "
+                                 "connect back on loopback; use env.listen=127.0.0.1:0")
         if port != 0:
             raise E.StartupError(f"env.listen={listen} with env.command: nondiff starts the programs and "
                                  "gives each a free port of its own, so the port must be 0; e.g. "
                                  f"env.listen={host}:0")
-        if not L.is_loopback(host):
-            raise E.StartupError(f"env.listen={listen} with env.command: the programs nondiff starts "
-                                 "connect back on loopback; use env.listen=127.0.0.1:0")
         check_program(argv, cwd)
         self.argv, self.cwd, self.grace, self.seed = argv, cwd, grace, seed
         self.token = token or secrets.token_hex(16)

@@ -61,6 +61,9 @@ def test_every_program_of_a_vector_env_gets_its_own_port_and_token():
 def test_a_fixed_port_is_refused_in_one_line():
     with pytest.raises(E.StartupError, match="the port must be 0"):
         ProcessEnv(command=HEATER, listen="127.0.0.1:5555")
+    # beyond loopback the advice is loopback, port 0; it suggested 0.0.0.0:0, itself refused next
+    with pytest.raises(E.StartupError, match="use env.listen=127.0.0.1:0$"):
+        ProcessEnv(command=HEATER, listen="0.0.0.0:5555")
 
 
 def test_a_program_that_exits_before_connecting_is_a_counted_crash():
