@@ -76,3 +76,31 @@ def test_unknown_rllib_key_in_the_yaml_file(tmp_path, capsys):
     code = train.main(["--config", str(config), "--quiet", "--run-dir", str(tmp_path / "run")])
     assert code == 2
     assert "unknown key 'rllib.extra.nonsense_key'" in capsys.readouterr().err
+
+
+def test_runners_over_a_joined_clusters_cpus_are_a_warning_not_an_error(shared_ray):
+    """On a cluster more nodes may join, so asking for more CPUs than it has now is a warning (the private
+    local Ray refuses it, above). The shared Ray has 2 CPUs."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = f"""
+import logging, ray
+from agents.config import RunConfig
+from agents.rllib.runners import check_cpus
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+ray.init(address={shared_ray.address!r}, logging_level=logging.ERROR)
+for runners in (2, 64):
+    check_cpus(RunConfig.model_validate({{"agent": {{"backend": "rllib"}},
+                                         "rllib": {{"address": {shared_ray.address!r},
+                                                    "num_env_runners": runners}}}}))
+print("returned")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **shared_ray.env})
+    assert proc.returncode == 0 and "returned" in proc.stdout, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "ask the cluster" in line]
+    assert len(warnings) == 1 and "for 64 CPUs (one each) and it has 2" in warnings[0], proc.stderr
