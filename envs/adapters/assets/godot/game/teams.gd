@@ -41,9 +41,9 @@ func _ready() -> void:
 				agent.max_steps = CHASER_STEPS
 			n += 1
 			agent.rng.seed = seed0 * 4099 + n
+			agent.nondiff_reset(null)  # placed before it enters the tree: see main.gd
 			add_child(agent)
 			agent.add_to_group("nondiff_agent")
-			agent.nondiff_reset(null)
 
 
 func _refuse(why: String) -> void:  # a count the scene cannot serve: quit at once (exit 2), saying which
