@@ -164,7 +164,8 @@ def _batch_us(prog, n: int, vec: bool) -> float:
     actions = np.full((k, 1), 0.5, np.float32)
     if vec:
         from agents.sb3.vector import SB3VecEnv
-        from envs.vector.bridge import BridgeVectorEnv, wrap_bridge
+        from envs.vector.bridge import BridgeVectorEnv
+        from envs.vector.bridge_start import wrap_bridge
         from envs.vector.episode_stats import EpisodeStatistics
 
         venv = SB3VecEnv(EpisodeStatistics(wrap_bridge(BridgeVectorEnv([prog]))))

@@ -169,7 +169,7 @@ def make_vector_env(cfg: RunConfig, env: ResolvedEnv,
 def _bridge_vector_env(cfg: RunConfig, env: ResolvedEnv) -> gym.vector.VectorEnv | None:
     """Bridge programs with K > 1 instances each, or connecting to ``env.listen``: programs × K envs, batched
     (envs/vector/bridge.py); None for single-instance programs, which are envs like any other."""
-    from envs.vector.bridge import make_bridge_vector_env
+    from envs.vector.bridge_start import make_bridge_vector_env
 
     given = " and ".join(f"env.{k}" for k in ("wrappers", "drop_keys") if getattr(cfg.env, k))
     def check_programs(n: int, k: int) -> None:

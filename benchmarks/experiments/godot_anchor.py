@@ -154,7 +154,7 @@ def anchor(project: Path, k: int, repeat: int, seconds: float) -> Rate:
 
 def binary(k: int, repeat: int, seconds: float) -> Rate:
     """The run of nondiff's batched binary steps (the raw bridge vector env)."""
-    from envs.vector.bridge import make_bridge_vector_env
+    from envs.vector.bridge_start import make_bridge_vector_env
 
     cmd = f"godot3-server --path {{assets}}/godot --fixed-fps 60 --agents={k} --action-repeat={repeat}"
     venv = make_bridge_vector_env({"command": cmd, "listen": "127.0.0.1:0"}, k, None)

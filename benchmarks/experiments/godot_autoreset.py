@@ -36,7 +36,7 @@ def greedy(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def arm(autoreset: bool, seconds: float, godots: int, agents: int, repeat: int) -> dict[str, float]:
     """One timed run of ``godots`` × ``agents`` with autoreset on or off."""
-    from envs.vector.bridge import make_bridge_vector_env
+    from envs.vector.bridge_start import make_bridge_vector_env
 
     cmd = f"godot3-server --path {{assets}}/godot --fixed-fps 60 --agents={agents} --action-repeat={repeat}"
     venv = make_bridge_vector_env({"command": cmd, "listen": "127.0.0.1:0"}, godots * agents, None)

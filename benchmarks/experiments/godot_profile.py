@@ -156,7 +156,7 @@ def inside(k: int, mode: str, frames: int) -> dict[str, float]:
 def client(k: int, seconds: float) -> float:
     """Round trips/s of the real sync node against a minimal client (pre-encoded frame, blocking recv)."""
     from envs.bridge import codec
-    from envs.vector.bridge import make_bridge_vector_env
+    from envs.vector.bridge_start import make_bridge_vector_env
 
     cmd = f"godot3-server --path {{assets}}/godot --fixed-fps 60 --agents={k} --action-repeat=1"
     venv = make_bridge_vector_env({"command": cmd, "listen": "127.0.0.1:0"}, k, None)

@@ -9,7 +9,8 @@ Vector envs, one class per file:
 - :mod:`envs.vector.subproc`: a worker process each, with the watchdog (``subproc``);
 - :mod:`envs.vector.threadproc`: threads in several worker processes, with the watchdog (``threadproc``);
   both supervise their workers with :mod:`envs.vector.workers`;
-- :mod:`envs.vector.bridge`: M bridge programs × K instances, or connect mode, batched;
+- :mod:`envs.vector.bridge`: M bridge programs × K instances, or connect mode, batched; built, with its
+  wrappers, by :mod:`envs.vector.bridge_start`;
 - :mod:`envs.vector.ale`: ALE's C++ vector env (``ale``);
 - :mod:`envs.vector.pettingzoo`: copies of a PettingZoo parallel env, one slot per agent (parameter sharing),
   over :mod:`envs.vector.parallel_copies`; :mod:`envs.vector.pettingzoo_groups`: the same split by policy

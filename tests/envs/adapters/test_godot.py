@@ -19,7 +19,7 @@ from envs.bridge import protocol as P
 from envs.bridge.batch import BatchProgram
 from envs.bridge.handshake import shake
 from envs.bridge.launch import ASSETS
-from envs.vector.bridge import make_bridge_vector_env
+from envs.vector.bridge_start import make_bridge_vector_env
 
 PROJECT = str(ASSETS / "godot")
 

@@ -13,7 +13,7 @@ import pytest
 from envs import errors as E
 from envs.bridge.launch import ASSETS, expand
 from envs.bridge.process import ProcessEnv
-from envs.vector.bridge import make_bridge_vector_env
+from envs.vector.bridge_start import make_bridge_vector_env
 
 ROOT = Path(__file__).resolve().parents[3]
 HEATER = f"{sys.executable} {ROOT / 'examples' / 'thirdparty' / 'heater.py'}"

@@ -13,7 +13,8 @@ from agents.run.health import EnvHealth
 from agents.sb3.vector import SB3VecEnv
 from envs.bridge.batch import BatchProgram
 from envs.faults import FAULT_KEY, LATENCY_KEY, FaultKind, faults_in
-from envs.vector.bridge import BridgeVectorEnv, wrap_bridge
+from envs.vector.bridge import BridgeVectorEnv
+from envs.vector.bridge_start import wrap_bridge
 from envs.vector.episode_stats import EpisodeStatistics
 
 

@@ -13,7 +13,8 @@ from gymnasium.vector import AutoresetMode
 
 from envs.bridge.batch import BatchProgram
 from envs.bridge.process import ProcessEnv
-from envs.vector.bridge import BridgeVectorEnv, wrap_bridge
+from envs.vector.bridge import BridgeVectorEnv
+from envs.vector.bridge_start import wrap_bridge
 from envs.vector.next_step import NextStep
 
 HEATER_PY = f"{sys.executable} {ROOT / 'examples' / 'thirdparty' / 'heater.py'}"
