@@ -163,11 +163,16 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGCHLD, lambda s, f: None)  # only to wake the select
     _batch_policy()
     defaults = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ)
-    private = tempfile.mkdtemp(prefix="nondiff-program-")
     try:
-        main_pid = os.posix_spawnp(prog[0], prog, {**os.environ, "TMPDIR": private}, setsigdef=defaults)
+        private: str | None = tempfile.mkdtemp(prefix="nondiff-program-")
+    except OSError:  # no writable temp dir at all: the program finds that out itself, as without nondiff
+        private = None
+    env = {**os.environ, "TMPDIR": private} if private else os.environ
+    try:
+        main_pid = os.posix_spawnp(prog[0], prog, env, setsigdef=defaults)
     except OSError as e:
-        os.rmdir(private)
+        if private:
+            os.rmdir(private)
         print(f"{REAPER_TAG} cannot run {prog[0]!r}: {e.strerror}", file=sys.stderr, flush=True)
         os._exit(127 if e.errno == errno.ENOENT else 126)
     null = os.open(os.devnull, os.O_RDWR)
@@ -202,7 +207,8 @@ def main(argv: list[str]) -> None:
         if _reap(main_pid, status) and not alive:
             break
         time.sleep(0.002)
-    shutil.rmtree(private, ignore_errors=True)
+    if private:
+        shutil.rmtree(private, ignore_errors=True)
     _exit_like(status[0] if status else 9)
 
 

@@ -174,3 +174,13 @@ def test_a_program_stopped_before_its_cleanup_leaves_no_temp_files(tmp_path):
     assert subprocess.run(reaper.command(["sh", "-c", 'touch "$TMPDIR/x"'], 1.0, -1), **run).returncode == 0
     assert subprocess.run(reaper.command(["/nonexistent/program"], 1.0, -1), **run).returncode == 127
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unusable_trainer_temp_dir_still_gives_the_program_a_private_one(tmp_path):
+    """The private dir falls back as Python's tempfile does (/tmp, ...), and is removed all the same."""
+    missing = tmp_path / "gone"
+    out = subprocess.run(reaper.command(["sh", "-c", 'echo "$TMPDIR"'], 1.0, -1), capture_output=True,
+                         env={**os.environ, "TMPDIR": str(missing)}, text=True, timeout=10)
+    private = Path(out.stdout.strip())
+    assert out.returncode == 0 and private.name.startswith("nondiff-program-"), out.stderr
+    assert private.parent != missing and not private.exists()
