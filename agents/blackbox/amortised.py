@@ -17,6 +17,9 @@ The network is an MLP on the features, or with ``blackbox.amortised_net: cnn`` a
 the picture they begin with (:mod:`agents.blackbox.conv`). With ``blackbox.amortised_loss: set`` an answer
 is scored by its best ordering of interchangeable objects (:class:`SetLoss`): regressed slot by slot, a
 network that cannot tell the objects apart answers the mean of their places for each, which is none of them.
+``blackbox.amortised_weights`` weighs the parameters in that error (:func:`output_weights`): on Blender's
+three objects, weighing the places and leaving the colours out took the CNN's median position error on
+validation draws from 10% to 7% (docs/results.md).
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ class AmortisedStrategy(Strategy):
         self.net = nn.Sequential(self.norm, body, self.head)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
         groups = problem.interchangeable()
-        self.set_loss = (SetLoss(self.head, groups, cfg.permutations)
+        self.weights = output_weights(problem, cfg.amortised_weights, self.head)
+        self.set_loss = (SetLoss(self.head, groups, cfg.permutations, self.weights)
                          if cfg.amortised_loss == "set" and groups else None)
         self.bank: PairBank = PairBank()
         self.gen = torch.Generator().manual_seed(seed)
@@ -72,8 +76,9 @@ class AmortisedStrategy(Strategy):
         if self.image is not None:  # the CNN's picture: one scale per channel
             tie_channels(self.norm, inputs, self.image)
         if self.set_loss is None:
+            loss_fn = nn.functional.mse_loss if self.weights is None else WeightedError(self.weights)
             loss = fit(self.net, inputs, self.head.encode(x), self.opt, self.cfg.epochs, self.cfg.minibatch,
-                       self.gen)
+                       self.gen, loss_fn)
         else:
             loss = fit(self.net, inputs, x, self.opt, self.cfg.epochs, self.cfg.minibatch, self.gen,
                        self.set_loss)
@@ -115,6 +120,32 @@ def inverse_body(problem: InverseProblem, image: tuple[int, int, int] | None, cf
     return ConvInverse(image, n_in - int(np.prod(image)), cfg.hidden, n_out)
 
 
+def output_weights(problem: InverseProblem, weights: list[float], head: AngleHead) -> torch.Tensor | None:
+    """``blackbox.amortised_weights`` per network output (a periodic parameter's weight for its sine and
+    cosine), scaled to a mean of 1; None (the plain mean squared error) when none are given."""
+    if not weights:
+        return None
+    if len(weights) != head.n_params:
+        name = type(problem).__name__
+        raise UserError(f"blackbox.amortised_weights has {len(weights)} entries, but {name} has "
+                        f"{head.n_params} parameters: give one weight per parameter, in its order (or [] for "
+                        "equal weights)")
+    w = torch.as_tensor(weights, dtype=torch.float32)
+    out = torch.cat([w[head.plain], w[head.angles], w[head.angles]])
+    return out / out.mean()
+
+
+class WeightedError:
+    """The mean squared error with a weight per output (:func:`output_weights`)."""
+
+    def __init__(self, weights: torch.Tensor) -> None:
+        self.weights = weights
+
+    def __call__(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The batch's weighted mean squared error."""
+        return (((out - target) ** 2) * self.weights).mean()
+
+
 class SetLoss:
     """``blackbox.amortised_loss: set``: the mean squared error of an output against the encoded truth in its
     best ordering of interchangeable blocks (the identity and :func:`~agents.blackbox.permute.orderings`).
@@ -123,16 +154,20 @@ class SetLoss:
     would need there, as the ``permute`` stage would hand them over.
     """
 
-    def __init__(self, head: AngleHead, groups: list[np.ndarray], limit: int) -> None:
+    def __init__(self, head: AngleHead, groups: list[np.ndarray], limit: int,
+                 weights: torch.Tensor | None = None) -> None:
         from agents.blackbox.permute import candidates
 
         index = np.arange(head.n_params, dtype=np.float64)
         self.head = head
+        self.weights = weights
         self.orders = torch.as_tensor(np.stack([index, *candidates(index, groups, limit)]).astype(np.int64))
 
     def __call__(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The batch's mean of each row's lowest error over the orderings."""
-        err = torch.stack([((out - self.head.encode(x[:, order])) ** 2).mean(1) for order in self.orders], 1)
+        w = 1.0 if self.weights is None else self.weights
+        err = torch.stack([(((out - self.head.encode(x[:, order])) ** 2) * w).mean(1)
+                           for order in self.orders], 1)
         return err.min(1).values.mean()
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -41,6 +42,11 @@ class BlackBoxSection(Section):
     its best ordering of the problem's interchangeable blocks (``interchangeable()``: objects that exchange
     place, turn and colour; the orderings of ``permutations``), so that a network that cannot tell the objects
     apart still places each one instead of answering their mean; a ``permute`` stage then picks the order."""
+    amortised_weights: list[float] = Field(default_factory=list)
+    """``amortised``: one weight per parameter (the problem's order) in the network's squared error, scaled to
+    a mean of 1 over its outputs (a periodic parameter's sine and cosine both take its weight); empty: all
+    equal. E.g. ``[4, 4, 1, 0, 0, 0, 4, 4, 1, 0, 0, 0, 4, 4, 1, 0, 0, 0, 1, 1]`` for Blender's three objects
+    weighs their places and leaves their colours, which the pictures hardly tell, untrained."""
     learning_rate: float = Field(default=1e-3, gt=0)
     """Adam step size of the network updates."""
     starts: int = Field(default=8, gt=0)
@@ -78,6 +84,14 @@ class BlackBoxSection(Section):
     @classmethod
     def _positive_hidden(cls, v: list[int]) -> list[int]:
         return layer_sizes(v, "blackbox.hidden", "[256, 256]")
+
+    @field_validator("amortised_weights")
+    @classmethod
+    def _weights(cls, v: list[float]) -> list[float]:
+        if v and (not all(math.isfinite(w) and w >= 0 for w in v) or not any(v)):
+            raise ValueError(f"blackbox.amortised_weights are finite weights >= 0, not all 0; got {v}, e.g. "
+                             "[4, 4, 1, 0, 0, 0] for a problem of 6 parameters, or [] for equal weights")
+        return v
 
     @field_validator("chain")
     @classmethod
