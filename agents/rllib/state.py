@@ -81,13 +81,13 @@ def load_obs_stats(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Ob
 
 
 def sb3_init(weights: dict[str, Any], log_std_init: float, seed: int) -> dict[str, np.ndarray]:
-    """SB3's ``ortho_init`` for a PPO or APPO RLModule state: orthogonal hidden layers (gain √2), policy
-    output 0.01, value output 1, zero biases, and ``log_std_init`` for a free log std."""
+    """SB3's ``ortho_init`` for a PPO or APPO RLModule state: orthogonal hidden layers, convolutions included
+    (gain √2), policy output 0.01, value output 1, zero biases, and ``log_std_init`` for a free log std."""
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for name, value in weights.items():
         t = torch.as_tensor(np.asarray(value)).clone()
-        if name.endswith(".weight") and t.ndim == 2:
+        if name.endswith(".weight") and t.ndim >= 2:  # a conv's (out, in, h, w) is flattened per output
             gain = 0.01 if name.startswith("pi.") else 1.0 if name.startswith("vf.") else 2**0.5
             torch.nn.init.orthogonal_(t, gain=gain, generator=gen)
         elif name.endswith(".bias"):

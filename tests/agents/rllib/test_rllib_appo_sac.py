@@ -189,6 +189,17 @@ def test_appo_target_policy_starts_as_a_copy_of_the_sb3_initialised_policy():
     assert np.allclose(out["pi.log_std"], -0.5) and np.allclose(out["pi.net.mlp.0.bias"], 0)
 
 
+def test_convolutions_get_sb3s_orthogonal_init_too():
+    """SB3 makes every Conv2d of a features extractor orthogonal (gain √2); RLlib's state kept PyTorch's
+    default for them (the board CNN's three convolutions), so the two backends started differently."""
+    from agents.rllib.state import sb3_init
+
+    conv = np.random.default_rng(0).normal(size=(32, 2, 3, 3))
+    out = sb3_init({"encoder.board.trunk.0.weight": conv}, log_std_init=0.0, seed=0)
+    flat = out["encoder.board.trunk.0.weight"].reshape(32, -1)  # 32 × 18: orthogonal columns of norm √2
+    np.testing.assert_allclose(flat.T @ flat, 2 * np.eye(18), atol=1e-5)
+
+
 def test_a_new_appo_run_starts_from_rllib_appo_defaults_below_the_file_and_the_command_line():
     from agents.config.algos import select_algo
 
