@@ -147,6 +147,7 @@ def make_vector_env(cfg: RunConfig, env: ResolvedEnv,
                 cfg.train.num_envs, cfg.train.env_workers, cfg.env.adapter_kwargs(), cfg.env.nan_policy,
                 cfg.env.bounds_policy, cfg.env.max_episode_steps))  # env.crop: refused by the schema
         if cfg.train.vec_env == "threadproc":
+            _measure_copies(cfg, fns)  # before any worker starts
             return EpisodeStatistics(ThreadProcVectorEnv(
                 fns, workers=cfg.train.env_workers, start_method=cfg.train.start_method,
                 step_timeout=cfg.train.worker_timeout, max_restarts=cfg.train.max_worker_restarts,
@@ -329,6 +330,28 @@ def probed(cfg: RunConfig, backend: type[Backend]) -> ResolvedEnv:
 
 def _given(env: gym.Env) -> gym.Env:
     return env
+
+
+MEASURED_FROM = 16
+"""``train.vec_env: threadproc`` with this many envs or more: three copies are first built in the trainer,
+measured and closed, and a count that would not fit in memory is refused before any worker starts (the
+copies live in the workers, where nothing measured them: ``--num-envs 100000`` filled the machine)."""
+
+
+def _measure_copies(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> None:
+    if len(fns) < MEASURED_FROM:
+        return
+    made: list[gym.Env] = []
+    try:
+        made.append(fns[0]())  # one-time costs (imports, caches) come with the first
+        before = resident_bytes()
+        made += [fns[1](), fns[2]()]
+        if before:
+            check_env_copies(len(fns), max(resident_bytes() - before, 0) // 2, str(cfg.env.id),
+                             "in the worker processes")
+    finally:
+        for env in made:
+            env.close()
 
 
 def _in_process(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> list[gym.Env] | None:

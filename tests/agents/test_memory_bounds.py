@@ -188,3 +188,22 @@ def test_env_copies_built_in_process_are_measured_and_refused_over_half_the_mach
         _in_process(cfg, [_Heavy] * 64)
     built = _in_process(cfg, [_Heavy] * 8)  # 32 MiB: under the limit
     assert built is not None and len(built) == 8
+
+
+def test_threadproc_env_copies_are_measured_before_any_worker_starts(monkeypatch):
+    """threadproc's copies live in its worker processes, which nothing bounded. From MEASURED_FROM envs on,
+    three copies are built in the trainer, measured and closed first. 100 MiB machine: 16 copies of 4 MiB
+    (64 MiB) are refused before any worker process exists."""
+    from agents.run import envfactory
+    from envs.vector import threadproc
+
+    monkeypatch.setattr(memory, "machine_memory", lambda: (100 * 2**20, "MemTotal"))
+    started = []
+    monkeypatch.setattr(threadproc.ThreadProcVectorEnv, "__init__",
+                        lambda self, fns, **kw: started.append(fns))  # a worker would start here
+    cfg = validate({"env": {"id": "heavy"}, "train": {"vec_env": "threadproc"}}, "x")
+    assert envfactory.MEASURED_FROM == 16
+    with pytest.raises(UserError, match=r"train.num_envs=16: each 'heavy' env in the worker processes "
+                                        r"takes about 4(\.\d+)? MiB \(measured on the first ones\)"):
+        envfactory.make_vector_env(cfg, None, [_Heavy] * 16)
+    assert not started
