@@ -123,7 +123,7 @@ class ProcessEnv(gym.Env):
             f"a program connected to {listen}")
         self.restarts = 0
         self._restart_times: collections.deque[float] = collections.deque()
-        self._timeouts_before_up = 0  # starts timed out before the first handshake (spec_reply)
+        self._timeouts_before_up = 0  # starts in a row timed out before a first handshake (spec_reply)
         self._proc: subprocess.Popen[bytes] | None = None
         self._held: L.Listener | None = None
         self._drainer: threading.Thread | None = None
@@ -244,12 +244,13 @@ class ProcessEnv(gym.Env):
                 if tag and fault.exit_code in (126, 127):
                     raise E.LaunchError(f"program {self.who!r}: "
                                         f"{tag.removeprefix(reaper.REAPER_TAG).strip()}") from e
-                self._timeouts_before_up += self.spec_reply is None and fault.kind is FaultKind.TIMEOUT
+                hung = self.spec_reply is None and fault.kind is FaultKind.TIMEOUT
+                self._timeouts_before_up = self._timeouts_before_up + 1 if hung else 0
                 if self._timeouts_before_up >= TIMEOUTS_BEFORE_UP:  # misconfigured, not flaky: say so now
                     slow = "" if "reset_timeout" in fault.detail else f"; one only slow to start needs a " \
                         f"larger env.reset_timeout (now {timeout:g} s)"
-                    raise E.StartupError(f"program {self.who!r} never came up: its first {TIMEOUTS_BEFORE_UP}"
-                                         f" starts timed out (last: {fault.detail}), so the run stops instead"
+                    raise E.StartupError(f"program {self.who!r} never came up: {TIMEOUTS_BEFORE_UP} starts in"
+                                         f" a row timed out (last: {fault.detail}), so the run stops instead"
                                          f" of spending the restart budget{slow}") from e
                 self._spend_restart(f"failed to start ({fault.kind.value}: {fault.detail})", fault.exit_code)
                 self._reset_faults.append(fault.merged(restarts=self.restarts))  # every restart is on record

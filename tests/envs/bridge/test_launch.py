@@ -84,9 +84,20 @@ def test_a_program_that_never_connects_is_a_timeout():
 def test_a_program_that_never_comes_up_stops_the_run_after_two_starts_not_the_whole_budget(listen):
     """Before: 11 starts (the default budget of 10 restarts), 113 s for a command that never connects."""
     began = time.monotonic()
-    with pytest.raises(E.StartupError, match="never came up: its first 2 starts timed out.*reset_timeout"):
+    with pytest.raises(E.StartupError, match="never came up: 2 starts in a row timed out.*reset_timeout"):
         ProcessEnv(command="sleep 30", listen=listen, reset_timeout=0.5, term_grace=0.1)
     assert time.monotonic() - began < 4
+
+
+def test_only_timeouts_in_a_row_stop_a_program_that_never_came_up(tmp_path):
+    """Start 1 hangs, start 2 crashes, starts 3 and 4 hang: the crash breaks the row, so the run stops after
+    the 4th start, not the 3rd."""
+    count = tmp_path / "starts"
+    script = (f'n=$(($(cat {count} 2>/dev/null || echo 0) + 1)); echo $n > {count}; '
+              '[ $n -eq 2 ] && exit 3; sleep 30')
+    with pytest.raises(E.StartupError, match="never came up: 2 starts in a row timed out"):
+        ProcessEnv(command=f"sh -c '{script}'", reset_timeout=0.5, term_grace=0.1)
+    assert count.read_text().strip() == "4"
 
 
 def test_a_program_with_the_wrong_k_stops_the_run_at_once():
