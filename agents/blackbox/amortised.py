@@ -128,8 +128,8 @@ def output_weights(problem: InverseProblem, weights: list[float], head: AngleHea
     if len(weights) != head.n_params:
         name = type(problem).__name__
         raise UserError(f"blackbox.amortised_weights has {len(weights)} entries, but {name} has "
-                        f"{head.n_params} parameters: give one weight per parameter, in its order (or [] for "
-                        "equal weights)")
+                        f"{head.n_params} parameters: give one weight per parameter, in its order, or "
+                        "--set blackbox.amortised_weights=[] for equal weights")
     w = torch.as_tensor(weights, dtype=torch.float32)
     out = torch.cat([w[head.plain], w[head.angles], w[head.angles]])
     return out / out.mean()
