@@ -346,12 +346,14 @@ def _measure_copies(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> None:
         made.append(fns[0]())  # one-time costs (imports, caches) come with the first
         before = resident_bytes()
         made += [fns[1](), fns[2]()]
-        if before:
-            check_env_copies(len(fns), max(resident_bytes() - before, 0) // 2, str(cfg.env.id),
-                             "in the worker processes")
+        grown = resident_bytes() - before
+    except Exception:  # e.g. one instance per process (a worker each): the workers report what fails
+        return
     finally:
         for env in made:
             env.close()
+    if before:
+        check_env_copies(len(fns), max(grown, 0) // 2, str(cfg.env.id), "in the worker processes")
 
 
 def _in_process(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> list[gym.Env] | None:

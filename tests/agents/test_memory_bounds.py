@@ -8,6 +8,8 @@ ever allocated.
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -199,11 +201,32 @@ def test_threadproc_env_copies_are_measured_before_any_worker_starts(monkeypatch
 
     monkeypatch.setattr(memory, "machine_memory", lambda: (100 * 2**20, "MemTotal"))
     started = []
-    monkeypatch.setattr(threadproc.ThreadProcVectorEnv, "__init__",
-                        lambda self, fns, **kw: started.append(fns))  # a worker would start here
+
+    def start(self: Any, fns: Any, **kw: Any) -> None:  # workers would start here
+        started.append(fns)
+        raise _Started
+
+    monkeypatch.setattr(threadproc.ThreadProcVectorEnv, "__init__", start)
     cfg = validate({"env": {"id": "heavy"}, "train": {"vec_env": "threadproc"}}, "x")
     assert envfactory.MEASURED_FROM == 16
     with pytest.raises(UserError, match=r"train.num_envs=16: each 'heavy' env in the worker processes "
                                         r"takes about 4(\.\d+)? MiB \(measured on the first ones\)"):
         envfactory.make_vector_env(cfg, None, [_Heavy] * 16)
     assert not started
+    # an env that allows one instance per process (stable-retro) is not measured: its workers start as before
+    with pytest.raises(_Started):
+        envfactory.make_vector_env(cfg, None, [_OnePerProcess] * 16)
+    assert len(started) == 1 and _OnePerProcess.made == 1
+
+
+class _Started(BaseException):
+    """The vector env's workers would start now."""
+
+
+class _OnePerProcess(_Heavy):
+    made = 0
+
+    def __init__(self) -> None:
+        if type(self).made:
+            raise RuntimeError("Cannot create multiple emulator instances per process")
+        type(self).made += 1
