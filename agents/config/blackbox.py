@@ -45,7 +45,7 @@ class BlackBoxSection(Section):
     amortised_weights: list[float] = Field(default_factory=list)
     """``amortised``: one weight per parameter (the problem's order) in the network's squared error, scaled to
     a mean of 1 over its outputs (a periodic parameter's sine and cosine both take its weight); empty: all
-    equal. E.g. ``[4, 4, 1, 0, 0, 0, 4, 4, 1, 0, 0, 0, 4, 4, 1, 0, 0, 0, 1, 1]`` for Blender's three objects
+    equal. E.g. ``[12, 12, 1, 0, 0, 0] × 3 + [1, 1]`` for Blender's three objects (configs/blender.yaml)
     weighs their places and leaves their colours, which the pictures hardly tell, untrained."""
     learning_rate: float = Field(default=1e-3, gt=0)
     """Adam step size of the network updates."""
