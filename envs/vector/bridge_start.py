@@ -33,7 +33,6 @@ def batchable_space(space: gym.Space) -> bool:
     return isinstance(space, FLAT_SPACES)
 
 
-
 def wrap_bridge(venv: BridgeVectorEnv, nan_policy: str = "truncate", max_episode_steps: int | None = None,
                 bounds_policy: str = "clip") -> gym.vector.VectorEnv:
     """The programs under their time limit and the Guard's batched checks."""
