@@ -224,6 +224,7 @@ class ProcessEnv(gym.Env):
                     except ProcessLookupError:
                         pass
         code = proc.wait()
+        reaper.tidy(proc.pid)  # a supervisor killed itself leaves its program's temp dir
         if self._drainer is not None:
             self._drainer.join(1.0)  # its last stderr lines belong in the fault report
         return code

@@ -32,6 +32,7 @@ If the program cannot be executed it prints one line starting ``nondiff reaper:`
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import select
 import shutil
@@ -42,6 +43,8 @@ import time
 
 PR_SET_CHILD_SUBREAPER = 36
 REAPER_TAG = "nondiff reaper:"
+PRIVATE_PREFIX = "nondiff-program-"
+"""A program's private temp dir is ``PRIVATE_PREFIX<supervisor pid>-<random>`` in the trainer's temp dir."""
 _lifeline: tuple[int, int, int] | None = None  # (pid that made it, read fd, write fd)
 
 
@@ -59,6 +62,13 @@ def command(argv: list[str], grace: float, lifeline_fd: int) -> list[str]:
     """The command line that runs ``argv`` under a supervisor."""
     return [sys.executable, "-I", "-S", os.path.abspath(__file__), repr(float(grace)), str(lifeline_fd), "--",
             *argv]
+
+
+def tidy(pid: int) -> None:
+    """Remove the private temp dir of the supervisor ``pid``, which has exited and been waited for, in case
+    it was killed before it could (SIGKILL, or stopped then killed: ``python -m envs check``'s hang check)."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{PRIVATE_PREFIX}{pid}-*")):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _children() -> dict[int, list[int]]:
@@ -164,7 +174,7 @@ def main(argv: list[str]) -> None:
     _batch_policy()
     defaults = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ)
     try:
-        private: str | None = tempfile.mkdtemp(prefix="nondiff-program-")
+        private: str | None = tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-")
     except OSError:  # no writable temp dir at all: the program finds that out itself, as without nondiff
         private = None
     env = {**os.environ, "TMPDIR": private} if private else os.environ

@@ -92,18 +92,23 @@ def test_check_command_fails_readably_on_a_broken_adapter(tmp_path):
     assert "FAIL  gymnasium check_env" in proc.stdout and "check(s) failed" in proc.stdout
 
 
-def test_check_command_passes_on_every_builtin_including_the_watchdog_smoke_tests(heater):
+def test_check_command_passes_on_every_builtin_including_the_watchdog_smoke_tests(heater, tmp_path):
     import envs
 
     for name in envs.BUILTIN:
         # devito's full grid is checked in tests/envs/adapters/test_devito.py; the small one suffices here
         extra = {"process": ["--set", f"command={heater}"], "devito": ["--set", "preset=small"]}.get(name, [])
-        proc = subprocess.run([sys.executable, "-m", "envs", "check", name, "--steps", "50", *extra],
-                              cwd=ROOT, capture_output=True, text=True)
+        temp = tmp_path / name
+        temp.mkdir()
+        check = [sys.executable, "-m", "envs", "check", name, "--steps", "50", *extra]
+        proc = subprocess.run(check, cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "TMPDIR": str(temp)})
         assert proc.returncode == 0, proc.stdout + proc.stderr
         if name == "process":
             assert "PASS  watchdog: program crash" in proc.stdout
             assert "PASS  watchdog: program hang (SIGSTOP)" in proc.stdout
+            # the smoke tests kill the program's whole group, its supervisor too: it left 2 temp dirs
+            assert not list(temp.iterdir())
 
 
 @pytest.mark.ray

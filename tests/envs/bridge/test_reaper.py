@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -184,3 +185,18 @@ def test_an_unusable_trainer_temp_dir_still_gives_the_program_a_private_one(tmp_
     private = Path(out.stdout.strip())
     assert out.returncode == 0 and private.name.startswith("nondiff-program-"), out.stderr
     assert private.parent != missing and not private.exists()
+
+
+def test_a_supervisor_killed_with_its_program_leaves_no_temp_dir(tmp_path, monkeypatch):
+    """``python -m envs check`` kills (or stops) the program's whole process group, the supervisor with it,
+    which then cannot remove the program's temp dir: every check of a bridge env left two. The env removes
+    it when it has waited for the supervisor."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    env = ProcessEnv(command=f"{sys.executable} {HOSTILE} normal", term_grace=0.3)
+    env.reset(seed=0)
+    supervisor = env._proc.pid
+    assert [p.name for p in tmp_path.iterdir()][0].startswith(f"nondiff-program-{supervisor}-")
+    os.killpg(supervisor, signal.SIGKILL)
+    env.close()
+    assert list(tmp_path.iterdir()) == []
