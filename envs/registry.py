@@ -11,8 +11,9 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -339,16 +340,23 @@ number)."""
 def keyword_arguments(target: Any) -> tuple[str, ...] | None:
     """The keyword arguments an adapter class or factory takes by name; None when it takes ``**kwargs`` or
     its signature cannot be read (then any keyword may be right)."""
-    import inspect
+    return named_arguments(parameters(target))
 
+
+def parameters(target: Any) -> Mapping[str, inspect.Parameter] | None:
+    """``target``'s parameters by name; None when its signature cannot be read (a C extension, say)."""
     try:
-        sig = inspect.signature(target).parameters
+        return inspect.signature(target).parameters
     except (TypeError, ValueError):
         return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values()):
+
+
+def named_arguments(params: Mapping[str, inspect.Parameter] | None) -> tuple[str, ...] | None:
+    """:func:`keyword_arguments` from parameters already read (:func:`parameters`)."""
+    if params is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return None
     named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return tuple(n for n, p in sig.items() if p.kind in named and n != "self")
+    return tuple(n for n, p in params.items() if p.kind in named and n != "self")
 
 
 def parse_assignment(item: str) -> tuple[str, Any]:

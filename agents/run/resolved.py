@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
-import inspect
 import logging
 import os
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from envs import errors as E
 from envs.errors import UserError
 from envs.guard import vector_reward_shape
 from envs.multiagent import is_parallel_source
-from envs.registry import EnvSpec, keyword_arguments
+from envs.registry import EnvSpec, named_arguments, parameters
 from envs.selfplay import is_turn_based_source
 
 log = logging.getLogger(__name__)
@@ -110,11 +109,8 @@ def resolve_env(cfg: RunConfig, channels_first: bool, spec: EnvSpec | None = Non
     params: tuple[str, ...] | None = None
     renders = False
     if target is not None:
-        try:
-            sig = inspect.signature(target).parameters
-        except (TypeError, ValueError):
-            sig = None
-        params = keyword_arguments(target)
+        sig = parameters(target)
+        params = named_arguments(sig)
         if sig is not None:
             mode = sig.get("render_mode")  # e.g. stable-retro's 'human' would need a display
             renders = mode is not None and mode.default == "human"  # panda-gym's 'rgb_array' refuses None

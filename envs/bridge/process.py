@@ -248,8 +248,8 @@ class ProcessEnv(gym.Env):
                 hung = self.spec_reply is None and fault.kind is FaultKind.TIMEOUT
                 self._timeouts_before_up = self._timeouts_before_up + 1 if hung else 0
                 if self._timeouts_before_up >= TIMEOUTS_BEFORE_UP:  # misconfigured, not flaky: say so now
-                    slow = "" if "reset_timeout" in fault.detail else f"; one only slow to start needs a " \
-                        f"larger env.reset_timeout (now {timeout:g} s)"
+                    slow = "" if self._back is not None else f"; one only slow to start needs a larger " \
+                        f"env.reset_timeout (now {timeout:g} s)"  # (ConnectBack's own timeout says so)
                     raise E.StartupError(f"program {self.who!r} never came up: {TIMEOUTS_BEFORE_UP} starts in"
                                          f" a row timed out (last: {fault.detail}), so the run stops instead"
                                          f" of spending the restart budget{slow}") from e

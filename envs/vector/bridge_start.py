@@ -22,6 +22,8 @@ from envs.bridge import listen as L
 from envs.bridge.batch import BatchProgram
 from envs.errors import StartupError, UserError
 from envs.vector.bridge import BridgeVectorEnv
+from envs.vector.row_guard import RowGuard
+from envs.vector.time_limit import TimeLimit
 
 FLAT_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
@@ -36,9 +38,6 @@ def batchable_space(space: gym.Space) -> bool:
 def wrap_bridge(venv: BridgeVectorEnv, nan_policy: str = "truncate", max_episode_steps: int | None = None,
                 bounds_policy: str = "clip") -> gym.vector.VectorEnv:
     """The programs under their time limit and the Guard's batched checks."""
-    from envs.vector.row_guard import RowGuard
-    from envs.vector.time_limit import TimeLimit
-
     inner: gym.vector.VectorEnv = venv if max_episode_steps is None else TimeLimit(venv, max_episode_steps)
     return RowGuard(inner, nan_policy, bounds_policy, None)
 
