@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["Instance", "InverseEnv", "InverseEnvMixin", "InverseProblem", "inverse_adapters", "problem_of"]
+__all__ = ["Instance", "InverseEnv", "InverseEnvMixin", "InverseProblem", "Mirror", "flip_picture",
+           "inverse_adapters", "problem_of"]
 
 
 @dataclass
@@ -53,6 +54,43 @@ class Instance:
             raise ValueError("this instance has no known truth (field data); score() needs a synthetic "
                              "instance")
         return self.truth
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A reflection of a problem's scene that reflects its data (:meth:`InverseProblem.mirror`).
+
+    The parameters ``reflect`` map ``a → centre − a`` (a periodic one taken modulo 1, back into ``[0, 1)``),
+    the others stay, and the data come out reversed along their axis ``axis``. E.g. Blender's scene, whose
+    camera stands at x = 0: every object's x → 1 − x and turn → 1 − turn, the light's azimuth → ½ − azimuth,
+    and the picture flips left-right (axis 1 of ``[H, W, C]``). A learned strategy may then add each training
+    pair's mirror image as a second pair without a forward call (``blackbox.amortised_mirror``).
+
+    Attributes:
+        reflect: the indices of the parameters that reflect.
+        centre: each one's ``centre`` (1 for a normalised value whose physical zero is at 0.5).
+        axis: the data axis that the mirror reverses (also the axis of :meth:`InverseProblem.feature_image`'s
+            ``(height, width, channels)`` picture that flips).
+    """
+
+    reflect: tuple[int, ...]
+    centre: tuple[float, ...]
+    axis: int
+
+    def __post_init__(self) -> None:
+        if len(self.reflect) != len(self.centre) or len(set(self.reflect)) != len(self.reflect):
+            raise ValueError(f"Mirror: reflect (distinct parameter indices) and centre need one entry each, "
+                             f"got {self.reflect} and {self.centre}")
+
+
+def flip_picture(features: np.ndarray, image: tuple[int, int, int], axis: int) -> np.ndarray:
+    """``features`` (one row, or rows stacked on leading axes) with the ``(height, width, channels)`` picture
+    they begin with reversed along its ``axis``; the entries after the picture as they are."""
+    f = np.asarray(features)
+    n = int(np.prod(image))
+    pic = f[..., :n].reshape(*f.shape[:-1], *image)
+    flipped = np.flip(pic, axis=pic.ndim - 3 + axis).reshape(*f.shape[:-1], n)
+    return np.concatenate([flipped, f[..., n:]], axis=-1).astype(f.dtype, copy=False)
 
 
 class InverseProblem(ABC):
@@ -132,6 +170,44 @@ class InverseProblem(ABC):
         ``permute`` stage of :mod:`agents.blackbox` tries such permutations of an answer.
         """
         return []
+
+    def mirror(self) -> Mirror | None:
+        """The reflection of the scene that reflects the data (:class:`Mirror`), or None (the default: none
+        declared). Declare one only where the mirrored parameters render the mirrored data, and keep the
+        prior symmetric under it: a mirrored draw must be a draw."""
+        return None
+
+    def _declared_mirror(self) -> Mirror:
+        mirror = self.mirror()
+        if mirror is None:
+            raise ValueError(f"{type(self).__name__} declares no mirror (its mirror() is None)")
+        return mirror
+
+    def mirror_params(self, x: np.ndarray) -> np.ndarray:
+        """Normalised parameters (one vector, or rows stacked on leading axes) under :meth:`mirror`."""
+        mirror = self._declared_mirror()
+        out = np.array(x, dtype=np.float64)
+        idx = np.asarray(mirror.reflect, dtype=np.int64)
+        out[..., idx] = np.asarray(mirror.centre, dtype=np.float64) - out[..., idx]
+        wrap = idx[self.periodic()[idx]]
+        out[..., wrap] = np.mod(out[..., wrap], 1.0)
+        return out
+
+    def mirror_data(self, data: np.ndarray) -> np.ndarray:
+        """Data as the mirrored scene renders them: reversed along the mirror's axis."""
+        return np.flip(data, axis=self._declared_mirror().axis).copy()
+
+    def mirror_features(self, features: np.ndarray) -> np.ndarray:
+        """:meth:`features` of the mirrored data, from the features alone (rows stacked on leading axes).
+
+        The default handles features that are exactly the :meth:`feature_image` picture: it flips it. A
+        problem whose features hold more (shape moments) overrides this.
+        """
+        mirror, image = self._declared_mirror(), self.feature_image()
+        if image is None or np.shape(features)[-1] != int(np.prod(image)):
+            raise NotImplementedError(f"{type(self).__name__} declares a mirror but its features are not "
+                                      "just its feature_image() picture: it must override mirror_features()")
+        return flip_picture(features, image, mirror.axis)
 
     def forward(self, x: np.ndarray, context: Any = None) -> np.ndarray:
         """The black box: the data the parameters ``x`` produce. Counted in :attr:`forward_calls`."""

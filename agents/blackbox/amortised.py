@@ -19,7 +19,9 @@ is scored by its best ordering of interchangeable objects (:class:`SetLoss`): re
 network that cannot tell the objects apart answers the mean of their places for each, which is none of them.
 ``blackbox.amortised_weights`` weighs the parameters in that error (:func:`output_weights`): on Blender's
 three objects, weighing the places 12 times the turns and leaving the colours out took the CNN's median
-position error on validation draws from 10% to 5.4% (docs/results.md).
+position error on validation draws from 10% to 5.4% (docs/results.md). ``blackbox.amortised_mirror`` trains
+on each pair and its mirror image (:func:`mirrored`), where the problem declares a mirror
+(:meth:`~envs.inverse.InverseProblem.mirror`): twice the pairs for no forward call.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class AmortisedStrategy(Strategy):
         body = inverse_body(problem, self.image, cfg, self.n_feat, self.head.n_out)
         self.net = nn.Sequential(self.norm, body, self.head)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate)
+        if cfg.amortised_mirror and problem.mirror() is None:
+            raise UserError(f"blackbox.amortised_mirror adds each training pair's mirror image, but "
+                            f"{type(problem).__name__} declares no mirror (its mirror() is None); use --set "
+                            "blackbox.amortised_mirror=false")
         groups = problem.interchangeable()
         self.weights = output_weights(problem, cfg.amortised_weights, self.head)
         self.set_loss = (SetLoss(self.head, groups, cfg.permutations, self.weights)
@@ -71,6 +77,8 @@ class AmortisedStrategy(Strategy):
     def learn(self, rng: np.random.Generator) -> dict[str, float]:
         """Refit the standardiser and train ``epochs`` epochs on the whole bank."""
         x, c, f = self.bank.tensors()
+        if self.cfg.amortised_mirror:
+            x, c, f = mirrored(self.problem, x, c, f)
         inputs = self._inputs(c, f)
         self.norm.fit(inputs)
         if self.image is not None:  # the CNN's picture: one scale per channel
@@ -105,6 +113,16 @@ class AmortisedStrategy(Strategy):
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net/")})
         self.bank.load(tensors, "bank")
+
+
+def mirrored(problem: InverseProblem, x: torch.Tensor, c: torch.Tensor,
+             f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pairs ``(x, c, f)`` followed by their mirror images (``blackbox.amortised_mirror``): the problem's
+    :meth:`~envs.inverse.InverseProblem.mirror_params` of each ``x`` and ``mirror_features`` of each ``f``,
+    the context unchanged. No forward call: the mirror is declared by the problem, not rendered."""
+    xm = torch.as_tensor(problem.mirror_params(x.numpy()), dtype=x.dtype)
+    fm = torch.as_tensor(problem.mirror_features(f.numpy()), dtype=f.dtype)
+    return torch.cat([x, xm]), torch.cat([c, c]), torch.cat([f, fm])
 
 
 def inverse_body(problem: InverseProblem, image: tuple[int, int, int] | None, cfg: BlackBoxSection, n_in: int,

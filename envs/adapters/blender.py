@@ -43,7 +43,7 @@ import numpy as np
 
 from envs import errors as E
 from envs.adapters import renderer_image as image
-from envs.inverse import Instance, InverseEnv, InverseProblem
+from envs.inverse import Instance, InverseEnv, InverseProblem, Mirror, flip_picture
 from envs.reach import Reach
 
 if TYPE_CHECKING:
@@ -70,6 +70,9 @@ INSTALL = "apt-get install -y blender python3-numpy"
 """The one command that installs Blender and the NumPy its Python needs (Debian/Ubuntu; ``make install``
 runs it as root)."""
 ENGINES = ("workbench", "cycles")
+MOMENT_MIRROR = np.array([1, -1, 1, 1, -1, -1, 1, 1, 1, 1], dtype=np.float32)
+"""How a left-right mirror changes :func:`~envs.adapters.renderer_image.moments`: the centroid's x, the
+second moment's imaginary part and the third's real part change sign (``d → −conj(d)``), the rest stay."""
 RETRIES = 3
 """Renders tried in a row before a failure is the run's (each failed one restarts Blender)."""
 
@@ -225,6 +228,23 @@ class BlenderProblem(InverseProblem):
             return []
         m = len(PER_OBJECT)
         return [np.arange(self.n_objects * m).reshape(self.n_objects, m)]
+
+    def mirror(self) -> Mirror:
+        """The camera stands at x = 0 looking along +y, so the scene reflected in the plane x = 0 renders the
+        picture flipped left-right: each object's x → 1 − x and turn → 1 − turn (its shape is symmetric
+        about its own y-z plane), the light's azimuth → ½ − azimuth. Not exact: Workbench's anti-aliasing is
+        not mirror-symmetric, so a few dozen pixels at the objects' edges differ (tests/envs/adapters/
+        test_blender_mirror.py bounds them)."""
+        m, keys = len(PER_OBJECT), ("x", "rotation")
+        reflect = [i * m + PER_OBJECT.index(k) for i in range(self.n_objects) for k in keys]
+        centre = [1.0] * len(reflect)
+        return Mirror(reflect=(*reflect, self.param_dim - 2), centre=(*centre, 0.5), axis=1)
+
+    def mirror_features(self, features: np.ndarray) -> np.ndarray:
+        """The 16 × 16 picture flipped left-right, the moments by :data:`MOMENT_MIRROR`."""
+        f = flip_picture(features, self.feature_image(), 1)
+        f[..., -len(MOMENT_MIRROR):] *= MOMENT_MIRROR
+        return f
 
     def simulate(self, x: np.ndarray, context: Any = None) -> np.ndarray:
         """The RGB render in ``[0, 1]`` and its silhouette (alpha ≥ 0.5), ``float32[S, S, 4]``."""
