@@ -22,6 +22,7 @@ from envs.repair import clip_to_bounds, placeholder, repair_reward, sanitize
 from envs.value_checks import (
     BOUNDS_POLICIES,
     NAN_POLICIES,
+    REWARD_LIMIT,
     ROUNDING_ULPS,
     Problem,
     RowCheck,
@@ -57,13 +58,13 @@ def _valid_vector(reward: Any, shape: tuple[int, ...]) -> bool:
         a = np.asarray(reward, dtype=np.float64)
     except (TypeError, ValueError):
         return False
-    return a.shape == shape and bool(np.isfinite(a).all())
+    return a.shape == shape and bool((np.abs(a) <= REWARD_LIMIT).all())  # NaN, inf and 1e308 fail
 
 
 def _finite_float(reward: Any) -> bool:
-    """True for a finite Python or NumPy float (the common case, tested without NumPy); others go to the full
-    check."""
-    return type(reward) in _FLOATS and math.isfinite(reward)
+    """True for a finite Python or NumPy float within float32 range (the common case, tested without NumPy);
+    others go to the full check."""
+    return type(reward) in _FLOATS and abs(reward) <= REWARD_LIMIT  # NaN fails the comparison
 
 
 _FLOATS = (float, np.float64, np.float32)

@@ -9,7 +9,6 @@ need the per-value check. None of them raises, whatever an adapter returns. envs
 
 from __future__ import annotations
 
-import math
 import reprlib
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,9 @@ NAN_POLICIES = ("truncate", "clip", "raise")
 BOUNDS_POLICIES = ("clip", "truncate", "raise")
 _repr = reprlib.Repr()
 _repr.maxstring, _repr.maxother, _repr.maxlong, _repr.maxlevel = 60, 60, 40, 3
+REWARD_LIMIT = float(np.finfo(np.float32).max)
+"""The largest reward magnitude the learners can hold: SB3's buffers and RLlib's batches are float32, where a
+larger finite reward (1e308) is inf and turns the losses, then the weights, into NaN."""
 
 
 def _short(value: Any) -> str:
@@ -164,6 +166,9 @@ def reward_problem(reward: Any) -> Problem | None:
         return _invalid(f"reward {_short(reward)} is not a real number within float range")
     if not np.isfinite(value):
         return Problem(FaultKind.NONFINITE, f"reward is {value}")
+    if abs(value) > REWARD_LIMIT:
+        return Problem(FaultKind.NONFINITE, f"reward {value:g} is inf as float32, the learner's dtype "
+                                            f"(finite rewards are at most {REWARD_LIMIT:.3g} in magnitude)")
     return None
 
 
@@ -178,7 +183,9 @@ def valid_rewards(rewards: Any) -> np.ndarray:
         arr = np.asarray(rewards)
         if arr.shape != (n,) or arr.dtype.kind not in _REWARD_KINDS:
             return np.zeros(n, dtype=bool)
-        return np.isfinite(arr) if arr.dtype.kind == "f" else np.ones(n, dtype=bool)
+        if arr.dtype.kind != "f":
+            return np.ones(n, dtype=bool)
+        return np.isfinite(arr) & (np.abs(arr) <= REWARD_LIMIT)  # 1e308 is finite, but inf as float32
     except Exception:  # ragged or unsized input: everything goes to the per-value check
         try:
             return np.zeros(len(rewards), dtype=bool)
@@ -190,10 +197,10 @@ _FLOATS = (float, np.float64, np.float32)
 
 
 def all_finite_floats(rewards: Any) -> bool:
-    """True when every reward is a finite Python or NumPy float (:func:`valid_rewards`' fast path, no NumPy
-    call); False sends the batch to :func:`valid_rewards`."""
-    try:
-        return all(type(r) in _FLOATS for r in rewards) and math.isfinite(sum(rewards))
+    """True when every reward is a finite Python or NumPy float within float32 range (:func:`valid_rewards`'
+    fast path, no NumPy call); False sends the batch to :func:`valid_rewards`."""
+    try:  # the sum of magnitudes bounds each one; NaN fails the comparison
+        return all(type(r) in _FLOATS for r in rewards) and sum(map(abs, rewards)) <= REWARD_LIMIT
     except Exception:  # an overflow on the way: let the per-value test decide
         return False
 

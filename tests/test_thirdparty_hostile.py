@@ -1,0 +1,100 @@
+"""Other people's Gymnasium envs misbehaving in-process: each failure costs an episode or ends in one line,
+never the run (an adversarial pass; every case here was found by training such an env)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from envs.faults import FaultKind, faults_in
+from envs.guard import Guard, reward_problem
+from envs.value_checks import all_finite_floats, valid_rewards
+
+FAST = ["--set", "agent.n_steps=64", "--set", "agent.batch_size=64", "--set", "agent.n_epochs=1",
+        "--num-envs", "2", "--quiet", "--set", "eval.every=0"]
+
+HOSTILE = '''
+import os
+import numpy as np
+import gymnasium as gym
+
+
+class Env(gym.Env):
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-1, 1, (4,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        if os.environ.get("HOSTILE") == "reset_obs_only":
+            return np.zeros(4, np.float32)
+        return np.zeros(4, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        mode, obs, done = os.environ.get("HOSTILE"), np.zeros(4, np.float32), self.t >= 20
+        if mode == "huge_reward":
+            return obs, 1e308, done, False, {}
+        if mode == "gym_step":
+            return obs, 1.0, done, {}
+        return obs, 1.0, done, False, {}
+'''
+
+
+@pytest.fixture
+def hostile(tmp_path, monkeypatch):
+    """The module ``hostile_env`` on PYTHONPATH and a key of this test's own; returns a runner of train.py."""
+    (tmp_path / "hostile_env.py").write_text(HOSTILE)
+    monkeypatch.setenv("NONDIFF_KEY_FILE", str(tmp_path / "key" / "nondiff.key"))
+
+    def train(mode: str, *args: str):
+        return run_cli("train.py", "--env", "hostile_env:Env", "--run-dir", str(tmp_path / "run"), *FAST,
+                       *args, env={"PYTHONPATH": str(tmp_path), "HOSTILE": mode}, timeout=120)
+    return train
+
+
+class Rewarding(gym.Env):
+    def __init__(self, reward: float) -> None:
+        self.observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.reward = reward
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, np.float32), self.reward, False, False, {}
+
+
+def test_a_reward_past_float32_range_is_a_nonfinite_fault_not_nan_weights():
+    # 1e308 is a finite float64 but inf in the learner's float32 buffers: it used to pass the Guard, turn the
+    # losses and weights into NaN, and stop training with a crash checkpoint full of NaN
+    problem = reward_problem(1e308)
+    assert problem is not None and problem.kind is FaultKind.NONFINITE and "float32" in str(problem)
+    assert reward_problem(1e20) is None and reward_problem(-3e38) is None
+    assert valid_rewards(np.array([1e308, 1.0, -1e39, np.nan])).tolist() == [False, True, False, False]
+    assert not all_finite_floats([1.0, 1e308]) and all_finite_floats([1.0, -2.0])
+    env = Guard(Rewarding(1e308))
+    env.reset(seed=0)
+    _, reward, terminated, truncated, info = env.step(0)
+    assert (reward, terminated, truncated) == (0.0, False, True)
+    assert [f.kind for f in faults_in(info)] == [FaultKind.NONFINITE]
+    clipped = Guard(Rewarding(1e308), nan_policy="clip")
+    clipped.reset(seed=0)
+    _, reward, _, truncated, _ = clipped.step(0)
+    assert reward == 1e6 and not truncated  # env.nan_policy: clip repairs it onto the reward clip
+
+
+def test_training_on_a_reward_of_1e308_finishes_with_finite_weights(hostile, tmp_path):
+    proc = hostile("huge_reward", "--timesteps", "128")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "nonfinite" in proc.stdout + proc.stderr and "float32" in proc.stdout + proc.stderr
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
+    assert all(np.isfinite(w).all() for w in weights.values() if w.dtype.kind == "f")
