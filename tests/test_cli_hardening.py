@@ -345,3 +345,21 @@ def test_evaluate_refuses_an_output_path_it_cannot_write_before_playing(capsys, 
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"error: {flag} {path!r} ")
         assert err.endswith("give a file path in an existing directory")
+
+
+def test_evaluate_closes_the_backend_even_when_the_env_fails_to_close(tmp_path, monkeypatch, capsys):
+    """An env whose close() raises left the loaded backend (a blackbox problem's program) unclosed."""
+    from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
+    import evaluate
+    from agents.sb3.backend import SB3Backend
+
+    run = tmp_path / "run"
+    train_cartpole(run)
+    closed = []
+    real_close = SB3Backend.close
+    monkeypatch.setattr(SB3Backend, "close", lambda self: (closed.append(True), real_close(self))[1])
+    monkeypatch.setattr(CartPoleEnv, "close", lambda self: (_ for _ in ()).throw(RuntimeError("env close")))
+    assert evaluate.main([str(run), "--episodes", "1"]) == 1
+    assert closed == [True]
+    assert "env close" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from agents.rllib import selfplay as rllib_selfplay
 from agents.rllib import state as rllib_state
 from agents.rllib.algos import ENV_NAME
 from agents.rllib.league_remote import RemoteLeague
-from agents.rllib.runners import RunnerRestarts, check_cpus, logs_dir
+from agents.rllib.runners import RunnerRestarts, check_cpus, check_runner_envs, logs_dir
 from agents.run import checkpoint, localray, tensorcheck, torchstart
 from agents.run.backend import Backend, Iteration
 from agents.run.envfactory import env_factory
@@ -183,6 +183,7 @@ class RLlibBackend(Backend):
         else:  # PPO's train batch (APPO's fragments) of n_steps per env, gathered before an update
             check_rollout(spaces[0], spaces[1], rllib_algos.rollout_steps(cfg), cfg.train.num_envs)
         config = build_algo_config(cfg, seed, env, start_step)  # bad settings fail before Ray starts
+        check_runner_envs(cfg, env)
         masking.say_once(cfg)
         if not cfg.rllib.address:  # before the private Ray starts; a cluster's CPUs are known once joined
             check_cpus(cfg)

@@ -19,10 +19,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from agents.run.envfactory import MEASURED_FROM, bound_env_copies, env_factory
 from envs.errors import EnvFailure, UserError
 
 if TYPE_CHECKING:
     from agents.config import RunConfig
+    from agents.run.resolved import ResolvedEnv
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,26 @@ def check_cpus(cfg: RunConfig) -> None:
                     f"ever: use --num-env-runners {max(have - learners, 0)} or fewer (each runner steps "
                     "rllib.envs_per_runner envs), raise rllib.num_cpus to oversubscribe the cores, or join a "
                     "cluster with --ray-address")
+
+
+def runner_envs(cfg: RunConfig) -> tuple[int, int]:
+    """``rllib.num_env_runners``, and the envs each steps (the local runner's when there are none)."""
+    r = cfg.rllib
+    return r.num_env_runners, r.envs_per_runner or max(1, cfg.train.num_envs // max(1, r.num_env_runners))
+
+
+def check_runner_envs(cfg: RunConfig, env: ResolvedEnv) -> None:
+    """Refuse env runners whose envs would not fit in memory, before Ray starts: ``--num-envs 100000`` asked
+    one runner for 100,000 ``robot`` envs, about 57 GB. On a cluster the runners may sit on different nodes:
+    only one runner's envs are bounded by this machine's memory."""
+    runners, per_runner = runner_envs(cfg)
+    if env.batched(cfg) or per_runner < MEASURED_FROM:
+        return
+    here = 1 if cfg.rllib.address else max(runners, 1)
+    setting = ("rllib.envs_per_runner" if cfg.rllib.envs_per_runner else "train.num_envs (--num-envs)")
+    bound_env_copies(cfg, [env_factory(cfg, env)], per_runner * here,
+                     "in the env runners" if runners else "in the local env runner", setting,
+                     here if cfg.rllib.envs_per_runner else 1)
 
 
 def shorten(text: str) -> str:

@@ -339,9 +339,19 @@ copies live in the workers, where nothing measured them: ``--num-envs 100000`` f
 
 
 def _measure_copies(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> None:
-    if len(fns) < MEASURED_FROM:
-        return
+    if len(fns) >= MEASURED_FROM:
+        bound_env_copies(cfg, fns[:3], len(fns), "in the worker processes")
+
+
+def bound_env_copies(cfg: RunConfig, fns: list[Callable[[], gym.Env]], n: int, where: str,
+                     setting: str = "train.num_envs (--num-envs)", per: int = 1) -> None:
+    """Build three copies with ``fns`` (one callable, or one each) here, measure the 2nd and 3rd, close them,
+    and refuse ``n`` copies ``where`` they will live if they would not fit in memory
+    (:func:`~agents.run.memory.check_env_copies`). An env that fails to build a copy here is left to fail
+    where its copies live.
+    """
     made: list[gym.Env] = []
+    fns = fns * 3 if len(fns) == 1 else fns
     try:
         made.append(fns[0]())  # one-time costs (imports, caches) come with the first
         before = resident_bytes()
@@ -353,7 +363,7 @@ def _measure_copies(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> None:
         for env in made:
             env.close()
     if before:
-        check_env_copies(len(fns), max(grown, 0) // 2, str(cfg.env.id), "in the worker processes")
+        check_env_copies(n, max(grown, 0) // 2, str(cfg.env.id), where, setting, per)
 
 
 def _in_process(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> list[gym.Env] | None:

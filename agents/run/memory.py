@@ -279,16 +279,19 @@ def resident_bytes() -> int:
         return 0
 
 
-def check_env_copies(n: int, each: int, env_id: str, where: str = "built in this process") -> None:
+def check_env_copies(n: int, each: int, env_id: str, where: str = "built in this process",
+                     setting: str = "train.num_envs (--num-envs)", per: int = 1) -> None:
     """Refuse ``n`` copies of an env when ``each`` (the bytes the last copies built in this process took,
     measured) times ``n`` passes :data:`MEMORY_SHARE` of the machine: 100,000 ``robot`` envs took 57 GB,
-    25 minutes of silence, then the kernel's OOM killer. ``where`` the copies will live, for the message.
+    25 minutes of silence, then the kernel's OOM killer. ``where`` the copies will live, for the message;
+    ``setting`` asks for ``n // per`` of them (``rllib.envs_per_runner``: ``per`` is the number of runners).
 
     Raises:
         UserError: the count, the measured size per copy, the limit and the fix.
     """
     limit, words = _limit()
     if n * each > limit:
-        raise UserError(f"train.num_envs={n:,}: each {env_id!r} env {where} takes about "
+        name = setting.split(" ")[0]
+        raise UserError(f"{name}={n // per:,}: each {env_id!r} env {where} takes about "
                         f"{human(each)} (measured on the first ones), {human(n * each)} in all; {words}; "
-                        f"lower train.num_envs (--num-envs) to at most {max(limit // max(each, 1), 1):,}")
+                        f"lower {setting} to at most {max(limit // max(each, 1) // per, 1):,}")

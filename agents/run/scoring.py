@@ -150,8 +150,10 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
                             "--video PATH.mp4 instead") from e
         raise
     finally:
-        env.close()
-        backend.close()  # a backend may hold envs of its own (blackbox: the problem's program)
+        try:
+            env.close()
+        finally:  # a backend may hold envs of its own (blackbox: the problem's program)
+            backend.close()
     if args.video:
         _write_video(args.video, frames, env.metadata.get("render_fps", 30))
     if figure:  # the last frame of the first episode: the adapter's picture of where the policy ended

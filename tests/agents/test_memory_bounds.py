@@ -8,6 +8,8 @@ ever allocated.
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 
 import gymnasium as gym
@@ -217,6 +219,25 @@ def test_threadproc_env_copies_are_measured_before_any_worker_starts(monkeypatch
     with pytest.raises(_Started):
         envfactory.make_vector_env(cfg, None, [_OnePerProcess] * 16)
     assert len(started) == 1 and _OnePerProcess.made == 1
+
+
+def test_rllib_runner_envs_are_measured_before_ray_starts(tmp_path):
+    """``--backend rllib --num-envs 100000`` gave one env runner 100,000 MuJoCo envs to build (~60 GiB):
+    nothing bounded the runners' copies. Three are now built in the trainer, measured and closed, and the run
+    is refused before Ray starts, in the setting the user gave."""
+    per_runner = ("--num-envs", "4", "--num-env-runners", "2", "--set", "rllib.envs_per_runner=30000")
+    for args, setting in ((("--num-envs", "100000"), "train.num_envs=100,000"),
+                          (per_runner, "rllib.envs_per_runner=30,000")):
+        run = tmp_path / "run"
+        t = time.monotonic()
+        proc = run_cli("train.py", "--backend", "rllib", "--env", "robot", *args, "--run-dir", str(run),
+                       "--quiet", timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        line = one_line(proc.stderr)
+        assert re.match(rf"error: {setting}: each 'robot' env in the env runners takes about \d+ KiB "
+                        r"\(measured on the first ones\), [\d.]+ GiB in all; the limit is .*; lower "
+                        rf"{setting.split('=')[0]}( \(--num-envs\))? to at most [\d,]+$", line), line
+        assert not run.exists() and time.monotonic() - t < 60 and "ray" not in proc.stderr.lower()
 
 
 class _Started(BaseException):

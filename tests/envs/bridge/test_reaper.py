@@ -200,3 +200,19 @@ def test_a_supervisor_killed_with_its_program_leaves_no_temp_dir(tmp_path, monke
     os.killpg(supervisor, signal.SIGKILL)
     env.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_with_no_temp_dir_to_be_had_the_program_still_runs_with_the_trainers(tmp_path):
+    """With no private dir to be had, the program runs as it would without nondiff: TMPDIR unchanged."""
+    boot = ("import runpy, sys, tempfile\n"
+            "def refuse(*a, **k):\n    raise OSError(28, 'No space left on device')\n"
+            "tempfile.mkdtemp = refuse\n"
+            "sys.argv = sys.argv[1:]\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    argv = reaper.command(["sh", "-c", 'echo "$TMPDIR"; echo x > "$TMPDIR/made"'], 1.0, -1)
+    assert argv[3] == os.path.abspath(reaper.__file__)
+    out = subprocess.run([argv[0], "-I", "-S", "-c", boot, *argv[3:]], capture_output=True, text=True,
+                         env={**os.environ, "TMPDIR": str(tmp_path)}, timeout=10)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["made"]  # the program's file; nothing of the supervisor's
