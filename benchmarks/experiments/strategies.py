@@ -113,10 +113,11 @@ def single(args: argparse.Namespace) -> int:
 
 # -- the comparison (its rows: benchmarks/experiments/strategies_rows.py) ----------------------------
 def train_shared(problem: Any, train_calls: int, round_calls: int = 1024,
-                 settings: dict[str, Any] | None = None) -> dict[str, Any]:
+                 settings: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
     """One bank of prior pairs; the amortised network, f̂ and the inverse network (a) fitted on it (rounds of
     ``round_calls`` draws: 4 rounds for 4,096, as each round refits on the whole bank); ``settings``: other
-    ``blackbox:`` training settings (``--train-set``, e.g. ``epochs``, ``hidden``)."""
+    ``blackbox:`` training settings (``--train-set``, e.g. ``epochs``, ``hidden``); ``seed``: the bank's
+    draws and the networks' initialisation."""
     from agents.blackbox.chain import ChainStrategy
     from agents.config import validate
 
@@ -124,8 +125,8 @@ def train_shared(problem: Any, train_calls: int, round_calls: int = 1024,
                                  "batch": round_calls,
                                  **(settings or {})}}, "suite").blackbox
     c0, t0 = problem.forward_calls, time.perf_counter()
-    chain = ChainStrategy(problem, cfg, 0)
-    rng, last, checks = np.random.default_rng(0), {}, 0
+    chain = ChainStrategy(problem, cfg, seed)
+    rng, last, checks = np.random.default_rng(seed), {}, 0
     bank_calls = 0
     while len(chain.bank.x) < train_calls:
         c1 = problem.forward_calls
@@ -226,14 +227,16 @@ def suite(args: argparse.Namespace) -> int:
         env = make_problem(adapter, parse_settings(args.env_set))
         problem = env.unwrapped.problem
         insts = held_out(env, args.instances, args.first_seed)
-        learned = train_shared(problem, args.train_calls, args.round_calls, parse_settings(args.train_set))
+        learned = train_shared(problem, args.train_calls, args.round_calls, parse_settings(args.train_set),
+                               args.train_seed)
         budget = BUDGET[adapter]
         res: dict[str, Any] = {"adapter": adapter, "key": problem.score_key, "instances": args.instances,
                                "budget": budget, "train_calls_all": learned["train_calls_all"],
                                "bank_calls": learned["bank_calls"],
                                "grad_check_calls": learned["grad_check_calls"],
                                "train_s": learned["train_s"], "last_round": learned["last_round"],
-                               "train_settings": args.train_set, "env_settings": args.env_set,
+                               "train_settings": args.train_set, "train_seed": args.train_seed,
+                               "env_settings": args.env_set,
                                "ppo_quoted": PPO.get(adapter),
                                "loadavg_start": os.getloadavg(), "rows": {}}
         print(json.dumps({k: v for k, v in res.items() if k != "rows"}), flush=True)
@@ -299,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--round-calls", type=int, default=1024,
                    help="--suite: prior draws per training round (each round refits on the whole bank)")
     p.add_argument("--instances", type=int, default=20)
+    p.add_argument("--train-seed", type=int, default=0,
+                   help="--suite: seed of the shared training (the bank's prior draws, the networks' "
+                        "initialisation); the held-out instances do not depend on it")
     p.add_argument("--first-seed", type=int, default=SEED0,
                    help="--suite: env seed of the first instance (50000: the held-out set; another: for "
                         "tuning)")
