@@ -133,7 +133,8 @@ class SubprocVectorEnv(WorkerPool, VectorEnvBase):
             except DEAD as e:
                 final = (self._last_obs[i], {FAULT_KEY: self._replace(i, e)})
                 results.append((self._fresh_obs(i), 0.0, False, True, {}, final))
-                deadline = time.monotonic() + self.step_timeout
+                # no fresh deadline for the others: they got their actions with this one; waiting a new
+                # step_timeout for each made N hung workers cost N timeouts
             self._last_obs[i] = results[-1][0]
         return self.collect(results)
 

@@ -167,7 +167,8 @@ class ThreadProcVectorEnv(WorkerPool, VectorEnvBase):
                 answers.append(self._answer(w, deadline))
             except DEAD as e:
                 answers.append(self._replace(w, e))
-                deadline = time.monotonic() + self.step_timeout
+                # no fresh deadline for the others: they got their actions with this one; waiting a new
+                # step_timeout for each made N hung workers cost N timeouts
             self._last_parts[w] = answers[-1][0]
         obs, rewards, terminated, truncated, infos = self._gather(answers)
         return obs, rewards.astype(np.float64), terminated.astype(bool), truncated.astype(bool), infos
