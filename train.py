@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"error: {describe(e)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before training started, or a third one while a checkpoint is written
+        if args.debug:
+            raise
+        print("error: interrupted (Ctrl-C) before training started or while its checkpoint was written; "
+              "nothing more was saved", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import gymnasium as gym
 import numpy as np
@@ -139,6 +139,18 @@ def judge_reset(space: gym.Space, obs: Any, fallback: Any, nan_policy: str, boun
 # The bridge turns its own faults into info; what it raises (a spent restart budget, a refused handshake) is
 # final.
 _PASS_THROUGH = (EnvFailure, BridgeError)
+# What an adapter raises that is its own failure: any Exception, and SystemExit (an env that calls sys.exit()
+# would otherwise end training silently, with its exit code and no checkpoint). KeyboardInterrupt is not one:
+# a second Ctrl-C raises it wherever the main thread is, an env's step included, to stop the run.
+_ADAPTER_ERRORS = (Exception, SystemExit)
+
+
+def _reraise(e: BaseException) -> NoReturn:
+    """Raise the adapter's error for ``nan_policy: raise``; a SystemExit as a RuntimeError that says so (a
+    SystemExit would end training without its line and checkpoint)."""
+    if isinstance(e, SystemExit):
+        raise RuntimeError(f"the env called sys.exit({e.code!r})") from e
+    raise e
 
 
 class Guard(gym.Wrapper):
@@ -194,7 +206,7 @@ class Guard(gym.Wrapper):
         except Exception:
             return type(self.env).__name__
 
-    def _crash(self, where: str, err: Exception) -> Fault:
+    def _crash(self, where: str, err: BaseException) -> Fault:
         return Fault(FaultKind.CRASH, f"{where} raised {type(err).__name__}: {_short(str(err))}",
                      restart=True, program=self._who())
 
@@ -211,9 +223,9 @@ class Guard(gym.Wrapper):
                 break
             except _PASS_THROUGH:
                 raise
-            except Exception as e:
+            except _ADAPTER_ERRORS as e:
                 if self.nan_policy == "raise":
-                    raise
+                    _reraise(e)
                 faults.append(self._crash("reset", e))
                 if attempt == self.max_reset_failures:
                     raise EnvGaveUp(f"env {self._who()}: reset failed {attempt} times in a row; last: "
@@ -252,9 +264,9 @@ class Guard(gym.Wrapper):
             out: tuple[Any, ...] | BaseException = (obs, reward, bool(terminated), bool(truncated), info)
         except _PASS_THROUGH:
             raise
-        except Exception as e:
+        except _ADAPTER_ERRORS as e:
             if self.nan_policy == "raise":
-                raise
+                _reraise(e)
             out = e
         return out, (time.perf_counter() - t) * 1e3
 

@@ -3,10 +3,16 @@ never the run (an adversarial pass; every case here was found by training such a
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 from envs.faults import FaultKind, faults_in
 from envs.guard import Guard, reward_problem
@@ -17,6 +23,8 @@ FAST = ["--set", "agent.n_steps=64", "--set", "agent.batch_size=64", "--set", "a
 
 HOSTILE = '''
 import os
+import sys
+import time
 import numpy as np
 import gymnasium as gym
 
@@ -41,6 +49,12 @@ class Env(gym.Env):
             return obs, 1e308, done, False, {}
         if mode == "gym_step":
             return obs, 1.0, done, {}
+        if mode == "hang":
+            time.sleep(3600)
+        if mode == "sys_exit" and self.t == 5:
+            sys.exit(4)
+        if mode == "keyboard_interrupt" and self.t == 5:
+            raise KeyboardInterrupt
         return obs, 1.0, done, False, {}
 '''
 
@@ -51,7 +65,12 @@ def hostile(tmp_path, monkeypatch):
     (tmp_path / "hostile_env.py").write_text(HOSTILE)
     monkeypatch.setenv("NONDIFF_KEY_FILE", str(tmp_path / "key" / "nondiff.key"))
 
-    def train(mode: str, *args: str):
+    def train(mode: str, *args: str, popen: bool = False):
+        if popen:  # started, not waited for
+            env = {**os.environ, "PYTHONPATH": str(tmp_path), "HOSTILE": mode, "PYTHONUNBUFFERED": "1"}
+            return subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--env", "hostile_env:Env",
+                                     "--run-dir", str(tmp_path / "run"), *FAST, *args], cwd=ROOT, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         return run_cli("train.py", "--env", "hostile_env:Env", "--run-dir", str(tmp_path / "run"), *FAST,
                        *args, env={"PYTHONPATH": str(tmp_path), "HOSTILE": mode}, timeout=120)
     return train
@@ -98,3 +117,77 @@ def test_training_on_a_reward_of_1e308_finishes_with_finite_weights(hostile, tmp
 
     weights = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
     assert all(np.isfinite(w).all() for w in weights.values() if w.dtype.kind == "f")
+
+
+class Hanging(gym.Env):
+    """Sleeps for ever in every step (the respawned workers only reset within the test)."""
+
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        import time
+
+        time.sleep(3600)
+
+
+@pytest.mark.parametrize("kind", ["subproc", "threadproc"])
+def test_every_worker_hung_costs_one_timeout_not_one_per_worker(kind):
+    # Each respawn used to give the remaining workers a fresh worker_timeout: 6 hung workers cost 6 of them
+    import time
+
+    from envs.vector.subproc import SubprocVectorEnv
+    from envs.vector.threadproc import ThreadProcVectorEnv
+
+    fns = [Hanging] * 6
+    venv = (SubprocVectorEnv(fns, start_method="fork", step_timeout=1.0) if kind == "subproc" else
+            ThreadProcVectorEnv(fns, workers=6, start_method="fork", step_timeout=1.0))
+    try:
+        venv.reset(seed=0)
+        t = time.monotonic()
+        _, _, _, truncated, infos = venv.step(np.zeros(6, np.int64))
+        took = time.monotonic() - t
+        assert truncated.all() and all(f.kind is FaultKind.WORKER for f in faults_in(infos["final_info"]))
+        assert took < 4.0, f"6 hung workers took {took:.1f} s with a 1 s timeout"
+    finally:
+        venv.close()
+
+
+def test_an_env_that_calls_sys_exit_is_a_crash_fault_not_a_silent_exit(hostile):
+    # before: train.py ended with the env's exit code 4, no line and no checkpoint
+    proc = hostile("sys_exit", "--timesteps", "128")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "step raised SystemExit: '4'" in proc.stdout + proc.stderr
+
+
+def test_an_env_that_raises_keyboard_interrupt_stops_with_a_checkpoint(hostile, tmp_path):
+    proc = hostile("keyboard_interrupt", "--timesteps", "128")
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    assert "the env raised KeyboardInterrupt (no Ctrl-C came); checkpoint written to" in proc.stderr
+    assert (tmp_path / "run" / "crash" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("vec", ["dummy", "thread"])
+def test_a_second_ctrl_c_stops_a_hung_in_process_step_with_a_checkpoint(hostile, tmp_path, vec):
+    # before: the first Ctrl-C waited for ever for the step, the second printed a KeyboardInterrupt
+    # traceback and wrote no checkpoint; with the thread vec env it then joined each hung thread for 5 s
+    proc = hostile("hang", "--timesteps", "128", "--set", f"train.vec_env={vec}", popen=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("run directory:")
+        time.sleep(2.0)  # the first step is under way and hangs
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    line = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(line) == 1
+    assert "a second SIGINT stopped training without waiting for the current step" in line[0]
+    assert "resume with:  python train.py --resume" in line[0]
+    assert (tmp_path / "run" / "crash" / "model.safetensors").is_file()

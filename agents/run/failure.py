@@ -134,3 +134,22 @@ def save_failed(exc: BaseException, run: RunDir, target: Path) -> str:
     return (f"error: writing the checkpoint {target} failed: {describe(exc, hint=False)}; last good "
             f"checkpoint: {last_good(run)}; "
             f"{'free some space, then ' if is_disk_error(exc) else ''}{resume_hint(run)}")
+
+
+def stopped_at_once(run: RunDir, backend: Backend, signal_name: str | None) -> tuple[int, str]:
+    """Write ``crash/`` for a KeyboardInterrupt out of training, and return exit code 130 and the one line.
+
+    It comes from a second Ctrl-C (or SIGTERM) while the first one waited for the current step, e.g. an env's
+    ``step`` that never returns, or from an env that raised KeyboardInterrupt itself (``signal_name`` None).
+    The model between two of its updates is sound; the envs' states are not saved (the resume starts fresh
+    episodes).
+    """
+    what = (f"a second {signal_name} stopped training without waiting for the current step"
+            if signal_name else "the env raised KeyboardInterrupt (no Ctrl-C came)")
+    try:
+        path = backend.save(run.crash, {"env_states": None, "stopped_by": what})
+    except BaseException as save_exc:  # noqa: BLE001 - a third Ctrl-C or a full disk: reported in the line
+        log.debug("writing the checkpoint after a second signal failed", exc_info=True)
+        return 130, (f"error: {what}; writing a checkpoint failed too ({describe(save_exc, hint=False)}); "
+                     f"last good checkpoint: {last_good(run)}; {resume_hint(run)}")
+    return 130, f"error: {what}; checkpoint written to {path}; {resume_hint(run)}"

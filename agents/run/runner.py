@@ -279,6 +279,8 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
                 step = loop.train(backend, session, env, eval_env)
             except StopRequested:  # a signal ended a bridge or worker wait: the same as a clean stop
                 step = backend.num_timesteps
+            except KeyboardInterrupt:  # a second Ctrl-C while a step hangs, or an env that raised it
+                return _report(args, *failure.stopped_at_once(run, backend, session.stop_signal))
             except (EnvFailure, BridgeError) as e:  # EnvGaveUp, RestartBudgetExhausted are EnvFailures
                 return _report(args, *_env_failed(e, run, backend))
             except Exception as e:  # noqa: BLE001 - any error out of training: checkpoint first, then one line
@@ -293,7 +295,7 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
     finally:
         try:
             backend.close()
-        except Exception as e:  # noqa: BLE001 - closing envs must not hide the outcome of the run
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - closing envs must not hide the outcome
             log.warning("closing the envs failed: %s: %s", type(e).__name__, e)
         if refused:  # after the TensorBoard writer and the envs are closed
             try:

@@ -145,11 +145,12 @@ class Session:
 
     def _on_signal(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
-        if self.stop_signal is not None:  # a second Ctrl-C: stop now, without the checkpoint
+        if self.stop_signal is not None:  # a second Ctrl-C: stop now (runner.py writes crash/)
             raise KeyboardInterrupt
         self.stop_signal = name
         request_stop()  # bridge and worker waits end within ~1 s instead of their full deadlines
-        log.warning("%s received: finishing the current step and writing a checkpoint", name)
+        log.warning("%s received: finishing the current step and writing a checkpoint (a second one stops "
+                    "without waiting for the step, and still writes a checkpoint)", name)
 
     @property
     def should_stop(self) -> bool:

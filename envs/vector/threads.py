@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,6 +14,8 @@ from gymnasium.vector import AutoresetMode
 
 from envs.vector.base import Indices, StepRows
 from envs.vector.sync import SyncVectorEnv
+
+log = logging.getLogger(__name__)
 
 
 class ThreadVectorEnv(SyncVectorEnv):
@@ -103,9 +107,16 @@ class ThreadVectorEnv(SyncVectorEnv):
         return self.collect_rows([tuple(r) for r in results])  # type: ignore[misc]
 
     def close_extras(self, **kwargs: Any) -> None:
-        """Stop the threads and close every env."""
+        """Stop the threads and close every env whose thread ended within 2 s in all; an env whose thread is
+        still in a call (a step that never returns) is left to end with the process, not closed under it."""
         for jobs in self._jobs:
             jobs.put(None)
+        deadline = time.monotonic() + 2.0
         for t in self._threads:
-            t.join(5)
-        super().close_extras(**kwargs)
+            t.join(max(0.0, deadline - time.monotonic()))
+        hung = [i for i, t in enumerate(self._threads) if t.is_alive()]
+        if hung:
+            log.warning("env(s) %s still in a call after 2 s: not closed", hung)
+        for i, env in enumerate(self.envs):
+            if i not in hung:
+                env.close()
