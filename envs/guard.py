@@ -8,6 +8,7 @@ themselves live in envs/value_checks.py (re-exported here); a vector env may run
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from envs.value_checks import (
     valid_rows,
 )
 
+log = logging.getLogger(__name__)
 __all__ = ["BOUNDS_POLICIES", "NAN_POLICIES", "ROUNDING_ULPS", "Guard", "Problem", "RowCheck",
            "Verdict", "check", "clip_to_bounds", "judge", "judge_reset", "judge_step", "obs_problem",
            "placeholder", "reward_problem", "sanitize", "tolerance", "valid_rewards", "valid_rows"]
@@ -143,6 +145,7 @@ _PASS_THROUGH = (EnvFailure, BridgeError)
 # would otherwise end training silently, with its exit code and no checkpoint). KeyboardInterrupt is not one:
 # a second Ctrl-C raises it wherever the main thread is, an env's step included, to stop the run.
 _ADAPTER_ERRORS = (Exception, SystemExit)
+_CLOSE_WARNED: set[str] = set()
 
 
 def _reraise(e: BaseException) -> NoReturn:
@@ -313,6 +316,20 @@ class Guard(gym.Wrapper):
         self._last_obs = v.obs
         kept = vector if _finite_float(reward) else None
         return v.obs, self._reward(float(v.reward), kept), terminated, truncated, info
+
+    def close(self) -> None:
+        """Close the adapter once; an error from its ``close`` is a warning, not the end of a run that went
+        well (and a second call does nothing, where the vector env's ``__del__`` would repeat the error)."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        try:
+            self.env.close()
+        except _ADAPTER_ERRORS as e:
+            who = self._who()
+            level = logging.DEBUG if who in _CLOSE_WARNED else logging.WARNING  # once per env and process
+            _CLOSE_WARNED.add(who)
+            log.log(level, "env %s: close() raised %s: %s (ignored)", who, type(e).__name__, _short(str(e)))
 
     def _reward(self, scalar: float, vector: Any) -> Any:
         """``scalar``; for an env with a vector reward, ``vector`` when it was valid, else zeros of its
