@@ -67,7 +67,7 @@ class EnvFailure(NondiffError):
 
 
 class EnvGaveUp(EnvFailure):
-    """The Guard gave up on an env whose ``reset`` kept failing."""
+    """The Guard gave up on an env whose ``reset`` or ``step`` kept failing."""
 
 
 class InvalidOutputError(EnvFailure):

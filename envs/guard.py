@@ -173,26 +173,31 @@ class Guard(gym.Wrapper):
     exception from ``reset`` is a ``crash`` fault too, and the reset is retried; after
     ``max_reset_failures`` failures in a row :class:`~envs.faults.EnvGaveUp` stops training. Errors the
     bridge raises on purpose (a spent restart budget, a failed handshake) pass through, and with the
-    ``raise`` policy every exception does.
+    ``raise`` policy every exception does. After ``max_step_failures`` steps in a row that raised (an env that
+    cannot step at all, such as one returning Gym's old 4-tuple) :class:`~envs.faults.EnvGaveUp` stops
+    training too.
 
     Args:
         env: the adapter (usually already wrapped by ``gymnasium.make``).
         nan_policy: ``truncate``, ``clip`` or ``raise``.
         max_reset_failures: failed ``reset`` calls in a row before giving up.
+        max_step_failures: failed ``step`` calls in a row (with resets between) before giving up.
         bounds_policy: ``clip``, ``truncate`` or ``raise``, for finite values past the bounds.
     """
 
     def __init__(self, env: gym.Env, nan_policy: str = "truncate", max_reset_failures: int = 3,
-                 bounds_policy: str = "clip") -> None:
+                 bounds_policy: str = "clip", max_step_failures: int = 100) -> None:
         if nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
         if bounds_policy not in BOUNDS_POLICIES:
             raise ValueError(f"bounds_policy must be one of {BOUNDS_POLICIES}, got {bounds_policy!r}")
-        if max_reset_failures < 1:
-            raise ValueError(f"max_reset_failures must be >= 1, got {max_reset_failures}")
+        if max_reset_failures < 1 or max_step_failures < 1:
+            raise ValueError(f"max_reset_failures and max_step_failures must be >= 1, got "
+                             f"{max_reset_failures} and {max_step_failures}")
         super().__init__(env)
         self.nan_policy, self.bounds_policy = nan_policy, bounds_policy
-        self.max_reset_failures = max_reset_failures
+        self.max_reset_failures, self.max_step_failures = max_reset_failures, max_step_failures
+        self._step_failures = 0  # steps in a row that raised
         self._last_obs: Any = None
         # reset faults, reported with the next step (vector envs drop reset infos)
         self._pending: list[Fault] = []
@@ -292,8 +297,15 @@ class Guard(gym.Wrapper):
         if isinstance(out, BaseException):
             crashed: dict[str, Any] = {LATENCY_KEY: ms}
             self._report_pending(crashed)
-            add_fault(crashed, self._crash("step", out))  # type: ignore[arg-type]
+            fault = self._crash("step", out)
+            self._step_failures += 1
+            if self._step_failures >= self.max_step_failures:  # an env that cannot step, e.g. Gym's 4-tuple
+                raise EnvGaveUp(f"env {self._who()}: step failed {self._step_failures} times in a row, with "
+                                f"no good step between; last: {fault.detail}; fix the env (python -m envs "
+                                "check lists what breaks the Gymnasium API)") from out
+            add_fault(crashed, fault)
             return self._fallback(), 0.0, False, True, crashed
+        self._step_failures = 0
         obs, reward, terminated, truncated, info = out
         info = dict(info) if isinstance(info, dict) else {}
         info[LATENCY_KEY] = ms

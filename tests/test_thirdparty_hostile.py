@@ -205,3 +205,49 @@ def test_an_env_whose_close_raises_ends_a_good_run_with_exit_0_and_one_warning(h
     assert proc.returncode == 0 and "Traceback" not in out and "Exception ignored" not in out, out
     assert out.count("close() raised RuntimeError: 'close fails' (ignored)") == 1
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+class Raising(gym.Env):
+    """Raises in every step (``every`` 1) or every ``every``-th."""
+
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, every: int = 1) -> None:
+        self.every, self.t = every, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        if self.t % self.every == 0:
+            raise ValueError("not enough values to unpack (expected 5, got 4)")
+        return np.zeros(2, np.float32), 1.0, False, False, {}
+
+
+def test_an_env_that_cannot_step_at_all_gives_up_after_max_step_failures():
+    from envs.errors import EnvGaveUp
+
+    env = Guard(Raising(), max_step_failures=5)
+    env.reset(seed=0)
+    for _ in range(4):
+        assert env.step(0)[3]  # truncated: a crash fault each, then the loop resets
+        env.reset()
+    with pytest.raises(EnvGaveUp, match="step failed 5 times in a row.*expected 5, got 4.*python -m envs check"):
+        env.step(0)
+    flaky = Guard(Raising(every=2), max_step_failures=2)  # every other step fails: never 2 in a row
+    flaky.reset(seed=0)
+    for _ in range(50):
+        flaky.step(0)
+
+
+def test_training_an_env_with_gyms_old_step_api_stops_in_one_line_with_a_checkpoint(hostile, tmp_path):
+    # before: every step was a crash fault, and the run went on to 'done' and exit 0 with an untrained policy
+    proc = hostile("gym_step", "--timesteps", "2048")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    line = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert len(line) == 1 and "step failed 100 times in a row" in line[0], proc.stderr
+    assert "expected 5, got 4" in line[0] and "python -m envs check" in line[0]
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
