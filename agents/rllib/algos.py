@@ -21,7 +21,7 @@ from agents.config import RunConfig
 from agents.rllib import board as rllib_board
 from agents.rllib import masking
 from agents.rllib import state as rllib_state
-from agents.rllib.runners import RESTART_DELAY_S, runner_envs
+from agents.rllib.runners import RESTART_DELAY_S, env_counts
 from agents.run.masks import masked
 from agents.run.resolved import ResolvedEnv, is_image_space
 from envs.errors import UserError
@@ -251,7 +251,7 @@ def build_algo_config(cfg: RunConfig, seed: int, env: ResolvedEnv, start_step: i
     algo = spec(cfg)
     spaces = env.spaces
     a, r = cfg.agent, cfg.rllib
-    runners, per_runner = runner_envs(cfg)
+    runners, per_runner = env_counts(cfg)
     lr = a.learning_rate or (5e-4 if a.algo == "appo" else 3e-4)
     left = max(cfg.train.timesteps - start_step, 1)
     schedule = [[0, lr * left / (left + start_step)], [left, 0.0]]

@@ -12,6 +12,7 @@ evaluation's ``TeamEnv`` gives them.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from agents.rllib import algos as rllib_algos
 from agents.rllib import multiagent as ma
 from agents.rllib import state as rllib_state
 from agents.rllib.backend import RLlibBackend, _connect, _health, _health_callback_class
+from agents.rllib.runners import check_runner_envs
 from agents.run import checkpoint, tensorcheck, torchstart
 from agents.run.backend import Iteration
 from agents.run.memory import check_rollouts
@@ -62,6 +64,8 @@ class RLlibAgentsBackend(RLlibBackend):
                         for g in team.groups], rllib_algos.rollout_steps(cfg))  # PPO's train batch
         config = ma.build_config(cfg, seed, env, team, start_step, ma.agents_health_class(
             _health_callback_class()))
+        check_runner_envs(cfg, env, functools.partial(ma.create_env, {"cfg": cfg.model_dump(mode="json"),
+                                                                      "env": env}))
         _connect(cfg)
         register_env(ma.MA_ENV_NAME, ma.create_env)
         torchstart.start_torch(cfg.train.threads)

@@ -79,22 +79,23 @@ def check_cpus(cfg: RunConfig) -> None:
                     "cluster with --ray-address")
 
 
-def runner_envs(cfg: RunConfig) -> tuple[int, int]:
+def env_counts(cfg: RunConfig) -> tuple[int, int]:
     """``rllib.num_env_runners``, and the envs each steps (the local runner's when there are none)."""
     r = cfg.rllib
     return r.num_env_runners, r.envs_per_runner or max(1, cfg.train.num_envs // max(1, r.num_env_runners))
 
 
-def check_runner_envs(cfg: RunConfig, env: ResolvedEnv) -> None:
+def check_runner_envs(cfg: RunConfig, env: ResolvedEnv, make: Callable[[], Any] | None = None) -> None:
     """Refuse env runners whose envs would not fit in memory, before Ray starts: ``--num-envs 100000`` asked
-    one runner for 100,000 ``robot`` envs, about 57 GB. On a cluster the runners may sit on different nodes:
-    only one runner's envs are bounded by this machine's memory."""
-    runners, per_runner = runner_envs(cfg)
+    one runner for 100,000 ``robot`` envs, about 57 GB. ``make`` builds one of a runner's envs (default: the
+    env factory's). On a cluster the runners may sit on different nodes: only one runner's envs are bounded
+    by this machine's memory."""
+    runners, per_runner = env_counts(cfg)
     if env.batched(cfg) or per_runner < MEASURED_FROM:
         return
     here = 1 if cfg.rllib.address else max(runners, 1)
     setting = ("rllib.envs_per_runner" if cfg.rllib.envs_per_runner else "train.num_envs (--num-envs)")
-    bound_env_copies(cfg, [env_factory(cfg, env)], per_runner * here,
+    bound_env_copies(cfg, [make or env_factory(cfg, env)], per_runner * here,
                      "in the env runners" if runners else "in the local env runner", setting,
                      here if cfg.rllib.envs_per_runner else 1)
 

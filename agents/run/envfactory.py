@@ -34,7 +34,7 @@ import functools
 import logging
 import multiprocessing
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -343,15 +343,15 @@ def _measure_copies(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> None:
         bound_env_copies(cfg, fns[:3], len(fns), "in the worker processes")
 
 
-def bound_env_copies(cfg: RunConfig, fns: list[Callable[[], gym.Env]], n: int, where: str,
+def bound_env_copies(cfg: RunConfig, fns: Sequence[Callable[[], Any]], n: int, where: str,
                      setting: str = "train.num_envs (--num-envs)", per: int = 1) -> None:
     """Build three copies with ``fns`` (one callable, or one each) here, measure the 2nd and 3rd, close them,
     and refuse ``n`` copies ``where`` they will live if they would not fit in memory
     (:func:`~agents.run.memory.check_env_copies`). An env that fails to build a copy here is left to fail
     where its copies live.
     """
-    made: list[gym.Env] = []
-    fns = fns * 3 if len(fns) == 1 else fns
+    made: list[Any] = []  # gym.Env, or a multi-agent env (anything with close())
+    fns = list(fns) * 3 if len(fns) == 1 else fns
     try:
         made.append(fns[0]())  # one-time costs (imports, caches) come with the first
         before = resident_bytes()
