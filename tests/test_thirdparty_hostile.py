@@ -251,3 +251,18 @@ def test_training_an_env_with_gyms_old_step_api_stops_in_one_line_with_a_checkpo
     assert len(line) == 1 and "step failed 100 times in a row" in line[0], proc.stderr
     assert "expected 5, got 4" in line[0] and "python -m envs check" in line[0]
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_evaluation_episodes_ended_by_env_faults_are_said_not_silent():
+    # before: evaluate.py on an env whose step raised printed 'trained 0.00, random 0.00' and nothing else
+    from agents.run.evaluation import run_episodes
+
+    said: list[str] = []
+    result = run_episodes(Guard(Raising(every=3)), lambda o: np.int64(0), 4, seed=0, say=said.append)
+    assert result.summary.mean_length == 3.0  # each episode is cut by the crash at its 3rd step
+    assert len(said) == 1 and said[0].startswith("4 of 4 evaluation episodes ended on an env fault")
+    assert "crash: step raised ValueError" in said[0] and "fix the env" in said[0]
+    said.clear()
+    run_episodes(gym.wrappers.TimeLimit(Guard(Raising(every=10**9)), 5), lambda o: np.int64(0), 2, seed=0,
+                 say=said.append)
+    assert said == []  # a time limit's truncation is no fault

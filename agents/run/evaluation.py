@@ -15,6 +15,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.faults import faults_in
+
 Policy = Callable[[Any], np.ndarray]
 DEFAULT_CAP = 27_000
 """Steps after which an evaluation episode of an env without a time limit is cut (ALE's 108,000 frames at
@@ -114,6 +116,7 @@ def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
     lengths: list[int] = []
     successes: list[bool | None] = []
     capped = 0
+    faulted: list[str] = []  # per episode ended by an env fault (a crash, garbage cut short): its detail
     metrics: dict[str, list[float]] = {}
     for ep in range(episodes):
         obs, info = env.reset(seed=seed + ep)
@@ -135,9 +138,16 @@ def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
         returns.append(total)
         lengths.append(length)
         successes.append(success_of(info))
+        ended_by = [f for f in faults_in(info) if not f.clipped] if truncated else []
+        if ended_by:
+            faulted.append(f"{ended_by[-1].kind.value}: {ended_by[-1].detail}")
         for key, value in (info.get("episode_metrics") or {}).items():
             metrics.setdefault(str(key), []).append(float(value))
     known = [s for s in successes if s is not None]
+    if faulted and say is not None:
+        say(f"{len(faulted)} of {episodes} evaluation episodes ended on an env fault, not by the env's own "
+            f"end (e.g. {faulted[0]}); their returns are partial: fix the env (python -m envs check lists "
+            "what breaks the Gymnasium API)")
     if capped and say is not None:
         say(f"{capped} of {episodes} evaluation episodes were cut at {max_steps:,} steps (the env did not "
             "end them); their returns are partial. Set eval.max_episode_steps, or env.max_episode_steps for "
