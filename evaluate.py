@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"error: {describe(e)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C (e.g. on an env whose step never returns), or an env that raised it
+        if args.debug:
+            raise
+        print("error: interrupted (Ctrl-C, or the env raised KeyboardInterrupt) before the evaluation ended; "
+              "nothing was scored", file=sys.stderr)
+        return 130
     print(f"{res.checkpoint} (step {res.step:,}), {res.trained.episodes} episodes")
     print(table(res))
     if args.video:

@@ -266,3 +266,14 @@ def test_evaluation_episodes_ended_by_env_faults_are_said_not_silent():
     run_episodes(gym.wrappers.TimeLimit(Guard(Raising(every=10**9)), 5), lambda o: np.int64(0), 2, seed=0,
                  say=said.append)
     assert said == []  # a time limit's truncation is no fault
+
+
+def test_evaluate_on_an_env_that_raises_keyboard_interrupt_is_one_line(hostile, tmp_path):
+    # before: a 30-line KeyboardInterrupt traceback (the same as Ctrl-C on an env whose step hangs)
+    assert hostile("fine", "--timesteps", "128").returncode == 0
+    proc = run_cli("evaluate.py", str(tmp_path / "run"), "--episodes", "2", timeout=60,
+                   env={"PYTHONPATH": str(tmp_path), "HOSTILE": "keyboard_interrupt"})
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: interrupted (Ctrl-C, or the env raised KeyboardInterrupt) before the evaluation ended; "
+        "nothing was scored"]
