@@ -146,6 +146,17 @@ _PASS_THROUGH = (EnvFailure, BridgeError)
 # a second Ctrl-C raises it wherever the main thread is, an env's step included, to stop the run.
 _ADAPTER_ERRORS = (Exception, SystemExit)
 _CLOSE_WARNED: set[str] = set()
+_OLD_API = {
+    "step": "Gymnasium's step() returns 5 values (obs, reward, terminated, truncated, info); Gym before 0.26 "
+            "returned 4 (obs, reward, done, info): port the env",
+    "reset": "Gymnasium's reset() returns (obs, info); Gym before 0.26 returned obs alone: return obs, {}",
+}
+"""What to do about an adapter that follows Gym's old API (a ValueError from unpacking its result)."""
+
+
+def _returned(out: Any) -> str:
+    """What a ``reset`` returned instead of a pair: its type, and its length for a tuple."""
+    return f"a tuple of {len(out)}" if isinstance(out, tuple) else f"a {type(out).__name__}"
 
 
 def _reraise(e: BaseException) -> NoReturn:
@@ -215,8 +226,11 @@ class Guard(gym.Wrapper):
             return type(self.env).__name__
 
     def _crash(self, where: str, err: BaseException) -> Fault:
-        return Fault(FaultKind.CRASH, f"{where} raised {type(err).__name__}: {_short(str(err))}",
-                     restart=True, program=self._who())
+        text = str(err)
+        old_api = isinstance(err, ValueError) and ("values to unpack" in text or "not (obs, info)" in text)
+        hint = _OLD_API.get(where) if old_api else None
+        return Fault(FaultKind.CRASH, f"{where} raised {type(err).__name__}: {_short(text)}"
+                     f"{'; ' + hint if hint else ''}", restart=True, program=self._who())
 
     def _fallback(self) -> Any:
         return self._last_obs if self._last_obs is not None else placeholder(self.observation_space)
@@ -227,7 +241,10 @@ class Guard(gym.Wrapper):
         faults: list[Fault] = []
         for attempt in range(1, self.max_reset_failures + 1):
             try:
-                obs, info = self.env.reset(seed=seed, options=options)
+                out = self.env.reset(seed=seed, options=options)
+                if not (isinstance(out, tuple) and len(out) == 2):
+                    raise ValueError(f"reset() returned {_returned(out)}, not (obs, info)")
+                obs, info = out
                 break
             except _PASS_THROUGH:
                 raise

@@ -250,6 +250,7 @@ def test_training_an_env_with_gyms_old_step_api_stops_in_one_line_with_a_checkpo
     line = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert len(line) == 1 and "step failed 100 times in a row" in line[0], proc.stderr
     assert "expected 5, got 4" in line[0] and "python -m envs check" in line[0]
+    assert "Gym before 0.26 returned 4 (obs, reward, done, info): port the env" in line[0]
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
 
 
@@ -277,3 +278,12 @@ def test_evaluate_on_an_env_that_raises_keyboard_interrupt_is_one_line(hostile, 
     assert proc.stderr.strip().splitlines() == [
         "error: interrupted (Ctrl-C, or the env raised KeyboardInterrupt) before the evaluation ended; "
         "nothing was scored"]
+
+
+def test_an_env_whose_reset_returns_obs_alone_is_one_line_naming_the_fix(hostile):
+    # before: "reset raised ValueError: 'too many values to unpack (expected 2)'", which names no fix
+    proc = hostile("reset_obs_only", "--timesteps", "128")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    line = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert len(line) == 1 and "reset failed 3 times in a row" in line[0]
+    assert "reset() returned a ndarray, not (obs, info)" in line[0] and "return obs, {}" in line[0]
