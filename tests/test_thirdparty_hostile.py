@@ -287,3 +287,25 @@ def test_an_env_whose_reset_returns_obs_alone_is_one_line_naming_the_fix(hostile
     line = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert len(line) == 1 and "reset failed 3 times in a row" in line[0]
     assert "reset() returned a ndarray, not (obs, info)" in line[0] and "return obs, {}" in line[0]
+
+
+def test_the_crash_warning_for_an_in_process_env_names_no_restart_budget_and_stays_within_100_percent():
+    # before: 'on 200% of the last 1,000 steps' (a reset's fault and its step's counted twice) and 'each one
+    # restarts the program and spends the run's restart budget', which in-process envs do not have
+    from agents.run.health import EnvHealth
+    from envs.faults import FAULT_KEY, RESET_FAULTS_KEY, Fault
+
+    def warnings(budget):
+        lines: list[str] = []
+        health = EnvHealth(lines.append)
+        fault = Fault(FaultKind.CRASH, "step raised ValueError: x", restart=True, program="Hostile",
+                      budget=budget)
+        for _ in range(125):
+            health.observe([{FAULT_KEY: fault, RESET_FAULTS_KEY: fault}] * 8)
+        return [x for x in lines if x.startswith("warning:")]
+
+    in_process = warnings(None)
+    assert len(in_process) == 1 and "on 100% of the last 1,000 steps" in in_process[0]
+    assert "the env is reset, not rebuilt; 100 failed steps in a row stop training" in in_process[0]
+    assert "restart budget" not in in_process[0]
+    assert "restart budget" in warnings(10**9)[0]  # a program's crash still names env.max_restarts

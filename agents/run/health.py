@@ -90,6 +90,9 @@ GOVERNED_BY = {
               "train.worker_timeout seconds",
 }
 """The settings that govern each fault kind, for the console warning."""
+IN_PROCESS_CRASH = ("each one ends its episode (truncated, reward 0) and the env is reset, not rebuilt; 100 "
+                    "failed steps in a row stop training: fix the env")
+"""The warning's advice for a crash of an in-process env (an exception from its step: no budget)."""
 
 
 class EnvHealth:
@@ -166,9 +169,12 @@ class EnvHealth:
                     how = ("each was clipped and its episode went on (env.bounds_policy: clip; "
                            "env.nan_policy handles NaN and garbage): fix the env's declared bounds, or set "
                            "env.bounds_policy: truncate")
+                elif kind == "crash" and fault is not None and fault.budget is None:  # in-process
+                    how = IN_PROCESS_CRASH
                 else:
                     how = GOVERNED_BY.get(kind, GOVERNED_BY["nonfinite"])
-                self.say(f"warning: {env} gave faults of kind {kind} on {n / self._period_steps:.0%} of the "
+                share = min(1.0, n / self._period_steps)  # a reset's fault and its step's count as one step
+                self.say(f"warning: {env} gave faults of kind {kind} on {share:.0%} of the "
                          f"last {self._period_steps:,} steps, e.g. {example}; {how}")
         self._period_steps, self._period = 0, {}
 
