@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_cli
 
-from envs.faults import FaultKind, faults_in
+from envs.faults import FAULT_KEY, FaultKind, faults_in
 from envs.guard import Guard, reward_problem
 from envs.value_checks import all_finite_floats, valid_rewards
 
@@ -155,7 +155,8 @@ def test_every_worker_hung_costs_one_timeout_not_one_per_worker(kind):
         t = time.monotonic()
         _, _, _, truncated, infos = venv.step(np.zeros(6, np.int64))
         took = time.monotonic() - t
-        assert truncated.all() and all(f.kind is FaultKind.WORKER for f in faults_in(infos["final_info"]))
+        faults = infos["final_info"][FAULT_KEY]
+        assert truncated.all() and len(faults) == 6 and all(f.kind is FaultKind.WORKER for f in faults)
         assert took < 4.0, f"6 hung workers took {took:.1f} s with a 1 s timeout"
     finally:
         venv.close()
@@ -309,3 +310,40 @@ def test_the_crash_warning_for_an_in_process_env_names_no_restart_budget_and_sta
     assert "the env is reset, not rebuilt; 100 failed steps in a row stop training" in in_process[0]
     assert "restart budget" not in in_process[0]
     assert "restart budget" in warnings(10**9)[0]  # a program's crash still names env.max_restarts
+
+
+class Dying(gym.Env):
+    """Segfaults (``ctypes.string_at(0)``) or exits with code 3 (``os._exit``) in its first step."""
+
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        import ctypes
+
+        if self.how == "segv":
+            ctypes.string_at(0)
+        os._exit(3)
+
+
+@pytest.mark.parametrize(("how", "said"), [("segv", "died: killed by SIGSEGV"),
+                                           ("exit", "died: exit code 3")])
+def test_a_dead_worker_s_fault_says_how_it_died_not_eoferror(how, said):
+    # before: 'env worker 0 died: EOFError' whatever the signal or exit code
+    from envs.vector.subproc import SubprocVectorEnv
+
+    venv = SubprocVectorEnv([lambda: Dying(how)], start_method="fork", step_timeout=10.0)
+    try:
+        venv.reset(seed=0)
+        _, _, _, truncated, infos = venv.step(np.zeros(1, np.int64))
+        fault = infos["final_info"][FAULT_KEY][0]
+        assert truncated[0] and fault.kind is FaultKind.WORKER and fault.detail == f"env worker 0 {said}"
+    finally:
+        venv.close()

@@ -23,7 +23,7 @@ from gymnasium.vector.utils import CloudpickleWrapper, iterate
 from envs.batching import stack
 from envs.faults import FAULT_KEY, Fault, FaultKind
 from envs.vector.base import Indices, VectorEnvBase, is_wrapped
-from envs.vector.workers import DEAD, UnknownCommand, WorkerPool, serve, why
+from envs.vector.workers import DEAD, UnknownCommand, WorkerPool, how_it_went, serve
 
 
 def _worker(remote: Any, fn_wrapper: CloudpickleWrapper, threads: int) -> None:
@@ -95,7 +95,7 @@ class SubprocVectorEnv(WorkerPool, VectorEnvBase):
     def _replace(self, i: int, error: BaseException) -> Fault:
         exit_code = self._respawn(i, error)
         # no budget on the fault: worker respawns have their own (max_restarts), apart from the programs' one
-        return Fault(FaultKind.WORKER, f"env worker {i} {why(error)}: {str(error) or type(error).__name__}",
+        return Fault(FaultKind.WORKER, f"env worker {i} {how_it_went(error, exit_code)}",
                      restart=True, program=f"env worker {i}", exit_code=exit_code, restarts=self.restarts)
 
     def _fresh_obs(self, i: int) -> Any:

@@ -26,7 +26,7 @@ from gymnasium.vector.utils import CloudpickleWrapper
 
 from envs.faults import FAULT_KEY, Fault, FaultKind
 from envs.vector.base import Indices, VectorEnvBase, add_info, unbatch_info
-from envs.vector.workers import DEAD, UnknownCommand, WorkerPool, serve, why
+from envs.vector.workers import DEAD, UnknownCommand, WorkerPool, how_it_went, serve
 
 
 def _group_worker(remote: Any, fns: CloudpickleWrapper, batch_guard: bool, threads: int) -> None:
@@ -124,7 +124,7 @@ class ThreadProcVectorEnv(WorkerPool, VectorEnvBase):
         self.remotes[w].send(("reset", ([None] * k, None)))
         obs, _ = self._answer(w, time.monotonic() + self.step_timeout)
         fault = Fault(FaultKind.WORKER,
-                      f"env worker {w} ({k} envs) {why(error)}: {str(error) or type(error).__name__}",
+                      f"env worker {w} ({k} envs) {how_it_went(error, exit_code)}",
                       restart=True, program=f"env worker {w}", exit_code=exit_code, restarts=self.restarts)
         last, infos = self._last_parts[w], {}  # type: ignore[var-annotated]
         for j in range(k):

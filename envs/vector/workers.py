@@ -28,6 +28,21 @@ def why(error: BaseException) -> str:
             else "died")
 
 
+def how_it_went(error: BaseException, exit_code: int | None) -> str:
+    """What became of a worker and why, for its fault: ``hung: ...``, ``raised: ...``, or for one that died,
+    how it ended (``died: killed by SIGSEGV``, ``died: exit code 3``), not the EOFError its pipe gave."""
+    text = str(error) or type(error).__name__
+    if why(error) != "died" or exit_code is None:
+        return f"{why(error)}: {text}"
+    if exit_code < 0:
+        try:
+            name = signal.Signals(-exit_code).name
+        except ValueError:
+            name = f"signal {-exit_code}"
+        return f"died: killed by {name}"
+    return f"died: exit code {exit_code}"
+
+
 class WorkerPool:
     """Mixin: ``procs[w]``/``remotes[w]`` of each worker, set by the subclass's :meth:`_spawn`."""
 
