@@ -347,3 +347,24 @@ def test_a_dead_worker_s_fault_says_how_it_died_not_eoferror(how, said):
         assert truncated[0] and fault.kind is FaultKind.WORKER and fault.detail == f"env worker 0 {said}"
     finally:
         venv.close()
+
+
+def _refuses() -> gym.Env:
+    raise RuntimeError("second copy refused")
+
+
+@pytest.mark.parametrize("kind", ["subproc", "threadproc"])
+def test_a_worker_whose_env_cannot_be_built_gives_up_after_3_tries_in_one_error(kind, capfd):
+    # before: 100 respawns, each printing the constructor's traceback (3,469 lines on the console in a
+    # threadproc run), then 'env worker 0 failed to start (EOFError: )', which hid the cause
+    from envs.errors import EnvFailure
+    from envs.vector.subproc import SubprocVectorEnv
+    from envs.vector.threadproc import ThreadProcVectorEnv
+
+    with pytest.raises(EnvFailure, match=r"env worker 0 could not build its env\(s\), 3 times in a row: "
+                                         "RuntimeError: second copy refused"):
+        if kind == "subproc":
+            SubprocVectorEnv([_refuses], start_method="fork", step_timeout=10.0)
+        else:
+            ThreadProcVectorEnv([_refuses, _refuses], workers=1, start_method="fork", step_timeout=10.0)
+    assert "Traceback" not in capfd.readouterr().err

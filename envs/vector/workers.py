@@ -20,6 +20,12 @@ from envs.stop import check_stop
 
 DEAD = (EOFError, ConnectionResetError, BrokenPipeError, OSError, TimeoutError, RuntimeError)
 """What a dead, hung or raising worker gives :meth:`WorkerPool._answer`'s caller."""
+BUILD_TRIES = 3
+"""Workers started in a row whose envs raise as they are built, before the pool gives up."""
+
+
+class Unbuilt(Exception):
+    """A worker's envs raised as they were built (the text: the error); the worker has ended."""
 
 
 def why(error: BaseException) -> str:
@@ -64,10 +70,19 @@ class WorkerPool:
 
     def _started(self, w: int) -> Any:
         """The spaces worker ``w`` reports once its envs are built; a worker that dies meanwhile is
-        replaced."""
+        replaced, and one whose envs raise as they are built is retried :data:`BUILD_TRIES` times in all."""
+        tries = 0
         while True:
             try:
                 return self._answer(w, time.monotonic() + self.step_timeout)
+            except Unbuilt as e:
+                tries += 1
+                self._kill(w)
+                if tries >= BUILD_TRIES or self.restarts >= self.max_restarts:
+                    raise EnvFailure(f"env worker {w} could not build its env(s), {tries} times in a row: "
+                                     f"{e}") from e
+                self.restarts += 1
+                self._spawn(w)
             except DEAD as e:
                 self._kill(w)
                 if self.restarts >= self.max_restarts:
@@ -87,6 +102,8 @@ class WorkerPool:
         kind, data = remote.recv()
         if kind == "fatal":
             raise EnvFailure(data)
+        if kind == "unbuilt":
+            raise Unbuilt(data)
         if kind == "error":
             raise RuntimeError(data)
         return data
@@ -146,7 +163,8 @@ def serve(remote: Any, build: Callable[[], tuple[Any, Callable[[str, Any], Any]]
     Native thread pools are limited to ``threads`` (:func:`limit_threads`) before and after the build, which
     may load libraries of its own.
 
-    ``build`` returns the spaces to report and the handler. What the handler raises is answered, never
+    ``build`` returns the spaces to report and the handler; what it raises is answered as ``unbuilt``, once,
+    and the worker ends (the parent retries a few times). What the handler raises is answered, never
     fatal to the loop: a spent restart budget or an env that gave up as ``fatal``, anything else as ``error``
     (the parent then replaces this worker).
     """
@@ -156,7 +174,11 @@ def serve(remote: Any, build: Callable[[], tuple[Any, Callable[[str, Any], Any]]
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     limit_threads(threads)
-    spaces, handle = build()
+    try:
+        spaces, handle = build()
+    except Exception as e:  # the env's constructor: said once to the parent, not a traceback per respawn
+        remote.send(("unbuilt", f"{type(e).__name__}: {e}"))
+        return
     limit_threads(threads)
     remote.send(("ok", spaces))
     while True:
