@@ -368,3 +368,23 @@ def test_a_worker_whose_env_cannot_be_built_gives_up_after_3_tries_in_one_error(
         else:
             ThreadProcVectorEnv([_refuses, _refuses], workers=1, start_method="fork", step_timeout=10.0)
     assert "Traceback" not in capfd.readouterr().err
+
+
+class HangsInClose(Hanging):
+    def close(self):
+        import time
+
+        time.sleep(3600)
+
+
+def test_closing_hung_workers_takes_one_grace_period_not_ten_seconds_each():
+    # before: 5 s for the close answer plus 5 s to exit, per worker: a run whose 8 workers hung took 80 s
+    # to exit after its checkpoint (train.py --set train.vec_env=subproc, Ctrl-C on a step that never returns)
+    from envs.vector.subproc import SubprocVectorEnv
+
+    venv = SubprocVectorEnv([HangsInClose] * 3, start_method="fork", step_timeout=10.0)
+    procs = list(venv.procs)
+    t = time.monotonic()
+    venv.close()
+    took = time.monotonic() - t
+    assert took < 8.0 and not any(p.is_alive() for p in procs), f"closing took {took:.1f} s"
