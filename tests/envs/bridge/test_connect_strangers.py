@@ -232,10 +232,11 @@ def test_fault_counts_say_what_they_count_and_warnings_name_the_governing_settin
 
     lines: list[str] = []
     health = EnvHealth(say=lines.append)
-    crash = Fault(FaultKind.CRASH, "the program exited", restart=True, program="./heater --instances 4")
+    crash = Fault(FaultKind.CRASH, "the program exited", restart=True, program="./heater --instances 4",
+                  budget=100)  # as ProcessEnv reports it; an in-process env's crash has no budget
+    shared = crash.merged(restart=False, budget=None, shared=True)  # its K - 1 other envs, as the vector env
     for _ in range(20):  # 20 program faults of a K = 4 program in 1,000 env steps: 2%
-        health.observe([{FAULT_KEY: crash}, *({FAULT_KEY: crash.merged(restart=False, shared=True)}
-                                              for _ in range(3))] + [{}] * 46)
+        health.observe([{FAULT_KEY: crash}, *({FAULT_KEY: shared} for _ in range(3))] + [{}] * 46)
     metrics = health.metrics()
     assert metrics["env/faults_by_kind/crash"] == 20 and metrics["env/envs_cut_by_program_faults"] == 60
     warning = next(line for line in lines if line.startswith("warning:"))
