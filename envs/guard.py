@@ -206,6 +206,9 @@ class Guard(gym.Wrapper):
             raise ValueError(f"max_reset_failures and max_step_failures must be >= 1, got "
                              f"{max_reset_failures} and {max_step_failures}")
         super().__init__(env)
+        # pinned: an adapter that assigns itself new spaces after make (a (5,) Box where (4,) was declared)
+        # is judged against the spaces the learner was built for, not waved through to crash the vector env
+        self.observation_space, self.action_space = env.observation_space, env.action_space
         self.nan_policy, self.bounds_policy = nan_policy, bounds_policy
         self.max_reset_failures, self.max_step_failures = max_reset_failures, max_step_failures
         self._step_failures = 0  # steps in a row that raised

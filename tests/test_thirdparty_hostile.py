@@ -388,3 +388,31 @@ def test_closing_hung_workers_takes_one_grace_period_not_ten_seconds_each():
     venv.close()
     took = time.monotonic() - t
     assert took < 8.0 and not any(p.is_alive() for p in procs), f"closing took {took:.1f} s"
+
+
+class Reshaping(Rewarding):
+    """Declares a (2,) Box, then assigns itself a (5,) Box at its 2nd step and returns (5,) observations."""
+
+    def __init__(self) -> None:
+        super().__init__(1.0)
+        self.t = 0
+
+    def step(self, action):
+        self.t += 1
+        if self.t >= 2:
+            self.observation_space = gym.spaces.Box(-1, 1, (5,), np.float32)
+            self.action_space = gym.spaces.Discrete(7)
+            return np.zeros(5, np.float32), 1.0, False, False, {}
+        return super().step(action)
+
+
+def test_an_env_that_changes_its_spaces_after_make_is_judged_against_the_declared_ones():
+    # before: the Guard read the env's new (5,) space, passed the (5,) observation, and the vector env
+    # stopped training with 'unexpected ValueError: could not broadcast input array from shape (5,) into (4,)'
+    env = Guard(Reshaping())
+    env.reset(seed=0)
+    env.step(0)
+    obs, reward, _, truncated, info = env.step(0)
+    assert obs.shape == (2,) and truncated and reward == 0.0
+    assert [f.kind for f in faults_in(info)] == [FaultKind.INVALID_OUTPUT]
+    assert env.observation_space.shape == (2,) and env.action_space == gym.spaces.Discrete(2)
