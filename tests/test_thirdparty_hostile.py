@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_cli
 
-from envs.faults import FAULT_KEY, FaultKind, faults_in
+from envs.faults import FaultKind, faults_in
 from envs.guard import Guard, reward_problem
 from envs.value_checks import all_finite_floats, valid_rewards
 
@@ -121,45 +121,6 @@ def test_training_on_a_reward_of_1e308_finishes_with_finite_weights(hostile, tmp
 
     weights = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
     assert all(np.isfinite(w).all() for w in weights.values() if w.dtype.kind == "f")
-
-
-class Hanging(gym.Env):
-    """Sleeps for ever in every step (the respawned workers only reset within the test)."""
-
-    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
-    action_space = gym.spaces.Discrete(2)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        return np.zeros(2, np.float32), {}
-
-    def step(self, action):
-        import time
-
-        time.sleep(3600)
-
-
-@pytest.mark.parametrize("kind", ["subproc", "threadproc"])
-def test_every_worker_hung_costs_one_timeout_not_one_per_worker(kind):
-    # Each respawn used to give the remaining workers a fresh worker_timeout: 6 hung workers cost 6 of them
-    import time
-
-    from envs.vector.subproc import SubprocVectorEnv
-    from envs.vector.threadproc import ThreadProcVectorEnv
-
-    fns = [Hanging] * 6
-    venv = (SubprocVectorEnv(fns, start_method="fork", step_timeout=1.0) if kind == "subproc" else
-            ThreadProcVectorEnv(fns, workers=6, start_method="fork", step_timeout=1.0))
-    try:
-        venv.reset(seed=0)
-        t = time.monotonic()
-        _, _, _, truncated, infos = venv.step(np.zeros(6, np.int64))
-        took = time.monotonic() - t
-        faults = infos["final_info"][FAULT_KEY]
-        assert truncated.all() and len(faults) == 6 and all(f.kind is FaultKind.WORKER for f in faults)
-        assert took < 4.0, f"6 hung workers took {took:.1f} s with a 1 s timeout"
-    finally:
-        venv.close()
 
 
 def test_an_env_that_calls_sys_exit_is_a_crash_fault_not_a_silent_exit(hostile):
@@ -310,84 +271,6 @@ def test_the_crash_warning_for_an_in_process_env_names_no_restart_budget_and_sta
     assert "the env is reset, not rebuilt; 100 failed steps in a row stop training" in in_process[0]
     assert "restart budget" not in in_process[0]
     assert "restart budget" in warnings(10**9)[0]  # a program's crash still names env.max_restarts
-
-
-class Dying(gym.Env):
-    """Segfaults (``ctypes.string_at(0)``) or exits with code 3 (``os._exit``) in its first step."""
-
-    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
-    action_space = gym.spaces.Discrete(2)
-
-    def __init__(self, how: str) -> None:
-        self.how = how
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        return np.zeros(2, np.float32), {}
-
-    def step(self, action):
-        import ctypes
-
-        if self.how == "segv":
-            ctypes.string_at(0)
-        os._exit(3)
-
-
-@pytest.mark.parametrize(("how", "said"), [("segv", "died: killed by SIGSEGV"),
-                                           ("exit", "died: exit code 3")])
-def test_a_dead_worker_s_fault_says_how_it_died_not_eoferror(how, said):
-    # before: 'env worker 0 died: EOFError' whatever the signal or exit code
-    from envs.vector.subproc import SubprocVectorEnv
-
-    venv = SubprocVectorEnv([lambda: Dying(how)], start_method="fork", step_timeout=10.0)
-    try:
-        venv.reset(seed=0)
-        _, _, _, truncated, infos = venv.step(np.zeros(1, np.int64))
-        fault = infos["final_info"][FAULT_KEY][0]
-        assert truncated[0] and fault.kind is FaultKind.WORKER and fault.detail == f"env worker 0 {said}"
-    finally:
-        venv.close()
-
-
-def _refuses() -> gym.Env:
-    raise RuntimeError("second copy refused")
-
-
-@pytest.mark.parametrize("kind", ["subproc", "threadproc"])
-def test_a_worker_whose_env_cannot_be_built_gives_up_after_3_tries_in_one_error(kind, capfd):
-    # before: 100 respawns, each printing the constructor's traceback (3,469 lines on the console in a
-    # threadproc run), then 'env worker 0 failed to start (EOFError: )', which hid the cause
-    from envs.errors import EnvFailure
-    from envs.vector.subproc import SubprocVectorEnv
-    from envs.vector.threadproc import ThreadProcVectorEnv
-
-    with pytest.raises(EnvFailure, match=r"env worker 0 could not build its env\(s\), 3 times in a row: "
-                                         "RuntimeError: second copy refused"):
-        if kind == "subproc":
-            SubprocVectorEnv([_refuses], start_method="fork", step_timeout=10.0)
-        else:
-            ThreadProcVectorEnv([_refuses, _refuses], workers=1, start_method="fork", step_timeout=10.0)
-    assert "Traceback" not in capfd.readouterr().err
-
-
-class HangsInClose(Hanging):
-    def close(self):
-        import time
-
-        time.sleep(3600)
-
-
-def test_closing_hung_workers_takes_one_grace_period_not_ten_seconds_each():
-    # before: 5 s for the close answer plus 5 s to exit, per worker: a run whose 8 workers hung took 80 s
-    # to exit after its checkpoint (train.py --set train.vec_env=subproc, Ctrl-C on a step that never returns)
-    from envs.vector.subproc import SubprocVectorEnv
-
-    venv = SubprocVectorEnv([HangsInClose] * 3, start_method="fork", step_timeout=10.0)
-    procs = list(venv.procs)
-    t = time.monotonic()
-    venv.close()
-    took = time.monotonic() - t
-    assert took < 8.0 and not any(p.is_alive() for p in procs), f"closing took {took:.1f} s"
 
 
 class Reshaping(Rewarding):
