@@ -21,7 +21,8 @@ network that cannot tell the objects apart answers the mean of their places for 
 three objects, weighing the places 12 times the turns and leaving the colours out took the CNN's median
 position error on validation draws from 10% to 5.4% (docs/results.md). ``blackbox.amortised_mirror`` trains
 on each pair and its mirror image (:func:`mirrored`), where the problem declares a mirror
-(:meth:`~envs.inverse.InverseProblem.mirror`): twice the pairs for no forward call.
+(:meth:`~envs.inverse.InverseProblem.mirror`): twice the pairs for no forward call (on Blender's three
+objects, the answer alone 0.63 → 0.70 IoU and the trust region from it 0.856 → 0.868; docs/results.md).
 """
 
 from __future__ import annotations
