@@ -9,6 +9,7 @@ need the per-value check. None of them raises, whatever an adapter returns. envs
 
 from __future__ import annotations
 
+import logging
 import reprlib
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from gymnasium import spaces
 
 from envs.faults import FaultKind
 
+log = logging.getLogger(__name__)
 NAN_POLICIES = ("truncate", "clip", "raise")
 BOUNDS_POLICIES = ("clip", "truncate", "raise")
 _repr = reprlib.Repr()
@@ -59,17 +61,50 @@ def _invalid(text: str) -> Problem:
 
 
 def _box_problem(space: spaces.Box, obs: Any, path: str) -> Problem | None:
-    return _box_check(space, obs, path)[0]
+    return _box_check(space, obs, path, cast=False)[0]
 
 
-def _box_check(space: spaces.Box, obs: Any, path: str) -> tuple[Problem | None, Any]:
-    """The Box check, and ``obs`` clipped onto the bounds when it strays past them by rounding noise only."""
+_CAST_SAID: set[tuple[str, str, str]] = set()
+
+
+def _cast(arr: np.ndarray, dtype: np.dtype, path: str) -> tuple[Problem | None, np.ndarray | None]:
+    """``arr`` in the space's ``dtype`` where that keeps its values (float into float, an integer into an
+    integer that holds it or into float), as SB3 and RLlib would cast it; ``(None, None)`` for other dtypes.
+    Third-party envs often return float64 for a float32 Box: that is no fault (said once per place)."""
+    kind, target = arr.dtype.kind, dtype.kind
+    if not ((kind == "f" and target == "f") or (kind in "iub" and target in "iuf")):
+        return None, None
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(dtype)
+    if kind == "f" and not np.isfinite(out).all() and np.isfinite(arr).all():
+        return _invalid(f"{path} has values beyond {dtype}'s range (its dtype {arr.dtype}, the space's "
+                        f"{dtype})"), None
+    if target in "iu" and not np.array_equal(out, arr):
+        return _invalid(f"{path} has values that {dtype}, the space's dtype, cannot hold (its dtype "
+                        f"{arr.dtype})"), None
+    said = (path, str(arr.dtype), str(dtype))
+    if said not in _CAST_SAID:
+        _CAST_SAID.add(said)
+        log.warning("%s has dtype %s, the space declares %s: cast on every step (return np.asarray(obs, "
+                    "dtype=np.%s) to save it)", path, arr.dtype, dtype, dtype)
+    return None, out
+
+
+def _box_check(space: spaces.Box, obs: Any, path: str, cast: bool = True) -> tuple[Problem | None, Any]:
+    """The Box check, and ``obs`` clipped onto the bounds when it strays past them by rounding noise only,
+    or cast to the space's dtype where that keeps its values (``cast``; :func:`obs_problem` reports the
+    dtype instead)."""
     arr = np.asarray(obs)
     if arr.shape != space.shape:
         return _invalid(f"{path} has shape {arr.shape}, the space declares {space.shape}"), obs
     if arr.dtype != space.dtype:
-        return _invalid(f"{path} has dtype {arr.dtype}, the space declares {space.dtype}; "
-                        f"return np.asarray(obs, dtype=np.{space.dtype})"), obs
+        problem, converted = _cast(arr, np.dtype(space.dtype), path) if cast else (None, None)
+        if problem is not None:
+            return problem, obs
+        if converted is None:
+            return _invalid(f"{path} has dtype {arr.dtype}, the space declares {space.dtype}; "
+                            f"return np.asarray(obs, dtype=np.{space.dtype})"), obs
+        arr = obs = converted
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         return Problem(FaultKind.NONFINITE, f"{path} contains {'NaN' if np.isnan(arr).any() else 'inf'}"), obs
     outside = (arr < space.low) | (arr > space.high)

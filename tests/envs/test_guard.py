@@ -81,6 +81,35 @@ def test_out_of_bounds_in_an_infinite_box_is_invalid_output_not_nonfinite():
     assert trunc and not term and reward == 0.0 and np.array_equal(obs, GOOD)
 
 
+def test_a_float64_observation_for_a_float32_box_is_cast_not_a_fault(caplog):
+    """Third-party envs often return float64 for a float32 Box: every step was an invalid_output fault, so the
+    default policy trained on one-step episodes of reward 0. Casts that keep the values are made (said once);
+    values the space's dtype cannot hold stay faults, and ``obs_problem`` (``envs check``) still reports the
+    dtype."""
+    big = np.array([1e300, 1.0])  # finite in float64, inf in float32
+    env = Guard(Scripted([(np.array([1.5, 2.5]), 1.0), (np.array([3.5, 4.5]), 1.0), (big, 1.0)]))
+    env.reset(seed=0)
+    with caplog.at_level("WARNING"):
+        for expected in ([1.5, 2.5], [3.5, 4.5]):
+            obs, reward, term, trunc, info = env.step(0)
+            assert obs.dtype == np.float32 and obs.tolist() == expected and reward == 1.0
+            assert not faults_in(info) and not trunc
+    assert sum("cast on every step" in r.message for r in caplog.records) == 1
+    obs, reward, term, trunc, info = env.step(0)
+    (fault,) = faults_in(info)
+    assert fault.kind is FaultKind.INVALID_OUTPUT and "beyond float32's range" in fault.detail and trunc
+    assert obs_problem(env.observation_space, np.array([1.5, 2.5])) is not None  # envs check still says it
+    uint8 = gym.spaces.Box(0, 255, (2,), np.uint8)
+    from envs.guard import check
+
+    problem, out = check(uint8, np.array([3, 200], np.int64))
+    assert problem is None and out.dtype == np.uint8 and out.tolist() == [3, 200]
+    problem, _ = check(uint8, np.array([3, 300], np.int64))
+    assert problem is not None and "cannot hold" in problem.text
+    problem, _ = check(uint8, np.array([3.0, 200.0]))  # a float into an integer Box: not cast
+    assert problem is not None and "has dtype float64" in problem.text
+
+
 def test_finite_values_past_the_bounds_are_clipped_by_default_and_the_episode_goes_on():
     env = Guard(Scripted([(np.array([-1.0, 1.0], np.float32), 0.5)]))
     env.reset(seed=0)
