@@ -31,6 +31,8 @@ import gymnasium as gym
 
 class Env(gym.Env):
     def __init__(self):
+        if os.environ.get("HOSTILE") == "init_fails":
+            raise RuntimeError("no licence server")
         self.observation_space = gym.spaces.Box(-1, 1, (4,), np.float32)
         self.action_space = gym.spaces.Discrete(2)
         self.t = 0
@@ -240,6 +242,17 @@ def test_evaluate_on_an_env_that_raises_keyboard_interrupt_is_one_line(hostile, 
     assert proc.stderr.strip().splitlines() == [
         "error: interrupted (Ctrl-C, or the env raised KeyboardInterrupt) before the evaluation ended; "
         "nothing was scored"]
+
+
+def test_evaluate_on_an_env_whose_constructor_raises_is_one_line_exit_2_as_train_says_it(hostile, tmp_path):
+    # before: exit 1, "unexpected RuntimeError" (train.py: exit 2, "failed to start")
+    assert hostile("fine", "--timesteps", "128").returncode == 0
+    proc = run_cli("evaluate.py", str(tmp_path / "run"), "--episodes", "2", timeout=60,
+                   env={"PYTHONPATH": str(tmp_path), "HOSTILE": "init_fails"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: env 'hostile_env:Env' failed to start: RuntimeError: no licence server; run with --debug for "
+        "the traceback"]
 
 
 def test_an_env_whose_reset_returns_obs_alone_is_one_line_naming_the_fix(hostile):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.config import RunConfig
 from agents.run.backend import Backend, get_backend
-from agents.run.resolved import ResolvedEnv, import_packages, resolve_env
+from agents.run.resolved import ResolvedEnv, build_errors, import_packages, resolve_env
 from agents.run.rundir import RunDir
 from envs.errors import UserError
 
@@ -110,12 +110,14 @@ def evaluate(args: argparse.Namespace) -> EvaluationReport:
         raise UserError("--render needs a display to open a window, and neither DISPLAY nor WAYLAND_DISPLAY "
                         "is set; record the episodes with --video PATH.mp4 instead")
     try:
-        env = env_factory(cfg, loaded.env, render_mode=render_mode, for_eval=True)()
-    except (ValueError, TypeError, gym_error()) as e:
-        if render_mode == "human":
-            raise UserError(f"--render: env {cfg.env.id!r} cannot open a window ({e}); record it with "
-                            "--video PATH.mp4 instead") from e
-        raise UserError(f"env {cfg.env.id!r} could not be created: {e}") from e
+        with build_errors(cfg):  # one line, exit 2, as train.py says it (a constructor that raises, too)
+            env = env_factory(cfg, loaded.env, render_mode=render_mode, for_eval=True)()
+    except UserError as e:
+        cause = e.__cause__
+        if render_mode == "human" and isinstance(cause, (ValueError, TypeError, gym_error())):
+            raise UserError(f"--render: env {cfg.env.id!r} cannot open a window ({cause}); record it with "
+                            "--video PATH.mp4 instead") from cause
+        raise
     check_spaces(loaded.header, *policy_spaces(env), f"evaluate {path}")
     if getattr(args, "opponent", None) is not None:  # a two-player game against it (agents/run/selfplay)
         from agents.run.selfplay.plumbing import pit
