@@ -17,6 +17,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.run.envfactory import MEASURED_FROM, bound_env_copies, env_factory
@@ -132,6 +133,36 @@ class LastRunnerError(logging.Handler):
             self.text = f"env runner {match.group(2)}: {shorten(match.group(1))}"
 
 
+ENV_ERROR_PREFIX = "envs.errors."
+"""How a runner's log shows a nondiff env error that ended it (``envs.errors.EnvGaveUp: env X: ...``)."""
+
+
+def logged_env_error(logs: Path | None = None) -> str | None:
+    """The last nondiff env error that a runner on this node wrote to its log (``worker-*.err`` in ``logs``,
+    default this node's Ray logs), cut to :data:`ERROR_CHARS`; None if none. RLlib itself only reports that
+    the runner's process died. Reads at most 64 KiB of each of the 20 newest logs."""
+    try:
+        if logs is None:
+            import ray
+
+            node: Any = ray._private.worker._global_node
+            logs = Path(node.get_logs_dir_path())
+        files = sorted(logs.glob("worker-*.err"), key=lambda f: f.stat().st_mtime, reverse=True)[:20]
+    except Exception:  # noqa: BLE001 - a best-effort detail in an error line
+        return None
+    for f in files:
+        try:
+            with f.open("rb") as fh:
+                fh.seek(max(0, f.stat().st_size - 65536))
+                lines = fh.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            continue
+        found = [line for line in lines if line.startswith(ENV_ERROR_PREFIX)]
+        if found:
+            return found[-1][len(ENV_ERROR_PREFIX):][:ERROR_CHARS]
+    return None
+
+
 def logs_dir() -> str:
     """Where this node's Ray keeps the runners' own output (their tracebacks), or a phrase for it."""
     try:
@@ -201,10 +232,12 @@ class RunnerRestarts:
         if failures > self.budget:
             if self._untold:
                 self._summary(say, "since the last line")
+            env_said = logged_env_error()
             raise EnvFailure(
                 f"the RLlib env runners kept failing: {failures} failures, past the budget of "
                 f"rllib.max_runner_restarts={self.budget} restarts for the whole run; last error: "
-                f"{self.last_error()}; a runner fails when its process dies or its sample() raises (the env, "
+                f"{self.last_error()}{f' (its log: {env_said})' if env_said else ''}; "
+                "a runner fails when its process dies or its sample() raises (the env, "
                 f"or the model's forward); its own output is in {logs_dir()}; fix the env or the model, "
                 "or raise rllib.max_runner_restarts if failures are rare and expected")
 

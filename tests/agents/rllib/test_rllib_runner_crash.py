@@ -113,6 +113,31 @@ def test_runners_that_die_at_every_start_end_the_run_with_a_checkpoint_and_one_l
     assert list(run.rglob("*.safetensors")), sorted(p.name for p in run.rglob("*"))
 
 
+def test_the_env_error_a_runner_logged_is_read_back(tmp_path):
+    """RLlib reports only that a runner's process died; the env's own error is in the runner's log."""
+    assert runners.logged_env_error(tmp_path) is None
+    (tmp_path / "worker-a.err").write_text("Traceback (most recent call last):\n  ...\n"
+                                           "envs.errors.EnvGaveUp: env X: step failed 100 times in a row\n")
+    (tmp_path / "worker-b.out").write_text("envs.errors.EnvGaveUp: not an .err file\n")
+    assert runners.logged_env_error(tmp_path) == "EnvGaveUp: env X: step failed 100 times in a row"
+    (tmp_path / "worker-c.err").write_text("x" * 100_000 + "\nenvs.errors.EnvFailure: " + "y" * 1000 + "\n")
+    said = runners.logged_env_error(tmp_path)  # the newest log first, cut
+    assert said is not None and said.startswith("EnvFailure: yyy") and len(said) == runners.ERROR_CHARS
+
+
+@pytest.mark.ray
+def test_runners_whose_env_gives_up_end_the_run_with_the_envs_own_error(tmp_path, shared_ray):
+    """An env on Gym's old API in the runners: the Guard's EnvGaveUp kills each runner; the run's last line
+    quotes it from the runner's log, not only 'the actor died unexpectedly'."""
+    run = tmp_path / "run"
+    proc = _train(run, shared_ray, "--set", "env.old_api=true", "--set", "rllib.max_runner_restarts=1",
+                  "--timesteps", "5000")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "(its log: EnvGaveUp: env DyingCartPole: step failed 100 times in a row" \
+        in errors[0], proc.stderr[-3000:]
+
+
 @pytest.mark.ray
 def test_a_runner_that_dies_once_is_restarted_said_and_the_run_goes_on(tmp_path, shared_ray):
     run, marker = tmp_path / "run", tmp_path / "died"
