@@ -30,7 +30,7 @@ from agents.rllib import selfplay as rllib_selfplay
 from agents.rllib import state as rllib_state
 from agents.rllib.algos import ENV_NAME
 from agents.rllib.league_remote import RemoteLeague
-from agents.rllib.runners import RunnerRestarts, check_cpus, check_runner_envs, logs_dir
+from agents.rllib.runners import RunnerRestarts, check_cpus, check_runner_envs, logs_dir, stop_algo
 from agents.run import checkpoint, localray, tensorcheck, torchstart
 from agents.run.backend import Backend, Iteration
 from agents.run.envfactory import env_factory
@@ -362,7 +362,7 @@ class RLlibBackend(Backend):
         """Stop the algorithm and the private local Ray."""
         self._runners.detach()
         if self.algo is not None:
-            self.algo.stop()
+            stop_algo(self.algo)  # bounded: a runner stuck in an env step is killed
             self.algo = None
             import ray
 

@@ -101,6 +101,46 @@ def check_runner_envs(cfg: RunConfig, env: ResolvedEnv, make: Callable[[], Any] 
                      here if cfg.rllib.envs_per_runner else 1)
 
 
+STOP_WAIT_S = 10.0
+"""How long closing waits for RLlib's env runners to stop before it kills them."""
+
+
+def stop_algo(algo: Any, wait_s: float = STOP_WAIT_S) -> bool:
+    """``algo.stop()``, bounded: a runner whose env step never returns (a hung env, stopped by a second
+    Ctrl-C) never answers RLlib's ``stop`` call, and the trainer hung after its checkpoint. Past ``wait_s``
+    the remote runners are killed, which ends the call. Returns False when they had to be killed."""
+    import threading
+
+    import ray
+
+    done = threading.Event()
+
+    def stop() -> None:
+        try:
+            algo.stop()
+        finally:
+            done.set()
+
+    threading.Thread(target=stop, name="nondiff-rllib-stop", daemon=True).start()
+    if done.wait(wait_s):
+        return True
+    log.warning("RLlib's env runners did not stop within %g s (an env step that never returns?): killing "
+                "them", wait_s)
+    logging.getLogger(ACTOR_MANAGER_LOGGER).setLevel(logging.CRITICAL)  # not the kill's tracebacks as errors
+    try:
+        actors = list(algo.env_runner_group._worker_manager.actors().values())
+    except Exception:  # noqa: BLE001 - RLlib's internals moved: the private Ray's shutdown still ends them
+        actors = []
+    for actor in actors:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already dead
+            pass
+    done.wait(wait_s)
+    logging.getLogger(ACTOR_MANAGER_LOGGER).setLevel(logging.NOTSET)
+    return False
+
+
 def shorten(text: str) -> str:
     """The first line of ``text`` and Ray's "Worker exit detail" sentence if it has one, cut to
     :data:`ERROR_CHARS`."""

@@ -7,11 +7,15 @@ session's shared Ray."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import gymnasium as gym
 import pytest
-from conftest import read_checkpoint, run_cli
+from conftest import ROOT, read_checkpoint, run_cli
 
 from agents.config import RunConfig
 from agents.rllib import runners
@@ -136,6 +140,36 @@ def test_runners_whose_env_gives_up_end_the_run_with_the_envs_own_error(tmp_path
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "(its log: EnvGaveUp: env DyingCartPole: step failed 100 times in a row" \
         in errors[0], proc.stderr[-3000:]
+
+
+@pytest.mark.ray
+def test_a_second_ctrl_c_on_a_hung_runner_writes_crash_and_the_trainer_exits(tmp_path, shared_ray):
+    """The runner's env step never returns: the second Ctrl-C wrote crash/ and its line, then the trainer hung
+    for ever in RLlib's stop (the runner never answers its ``stop`` call). The runners are now killed after
+    runners.STOP_WAIT_S and the trainer exits 130."""
+    run = tmp_path / "run"
+    args = ["train.py", "--env", "tests.agents.dying_env:DyingCartPole", "--backend", "rllib",
+            "--num-env-runners", "1", "--num-envs", "2", "--set", "env.hang=true", "--set", "eval.every=0",
+            "--timesteps", "5000", "--run-dir", str(run), *shared_ray.flags]
+    env = {**os.environ, **shared_ray.env, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the runners are sampling (and hang) once the run says where it writes
+            if line.startswith("run directory:"):
+                break
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        t = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert time.monotonic() - t < runners.STOP_WAIT_S + 30
+    assert "did not stop within 10 s" in err and (run / "crash" / "model.safetensors").is_file()
 
 
 @pytest.mark.ray
