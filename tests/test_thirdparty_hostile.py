@@ -233,26 +233,20 @@ def test_evaluation_episodes_ended_by_env_faults_are_said_not_silent():
     assert said == []  # a time limit's truncation is no fault
 
 
-def test_evaluate_on_an_env_that_raises_keyboard_interrupt_is_one_line(hostile, tmp_path):
+@pytest.mark.parametrize(("mode", "code", "line"), [
     # before: a 30-line KeyboardInterrupt traceback (the same as Ctrl-C on an env whose step hangs)
-    assert hostile("fine", "--timesteps", "128").returncode == 0
-    proc = run_cli("evaluate.py", str(tmp_path / "run"), "--episodes", "2", timeout=60,
-                   env={"PYTHONPATH": str(tmp_path), "HOSTILE": "keyboard_interrupt"})
-    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.strip().splitlines() == [
-        "error: interrupted (Ctrl-C, or the env raised KeyboardInterrupt) before the evaluation ended; "
-        "nothing was scored"]
-
-
-def test_evaluate_on_an_env_whose_constructor_raises_is_one_line_exit_2_as_train_says_it(hostile, tmp_path):
+    ("keyboard_interrupt", 130, "error: interrupted (Ctrl-C, or the env raised KeyboardInterrupt) before the "
+                                "evaluation ended; nothing was scored"),
     # before: exit 1, "unexpected RuntimeError" (train.py: exit 2, "failed to start")
+    ("init_fails", 2, "error: env 'hostile_env:Env' failed to start: RuntimeError: no licence server; "
+                      "run with --debug for the traceback"),
+], ids=["keyboard-interrupt", "constructor-raises"])
+def test_evaluate_on_an_env_that_breaks_is_one_line(hostile, tmp_path, mode, code, line):
     assert hostile("fine", "--timesteps", "128").returncode == 0
     proc = run_cli("evaluate.py", str(tmp_path / "run"), "--episodes", "2", timeout=60,
-                   env={"PYTHONPATH": str(tmp_path), "HOSTILE": "init_fails"})
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.strip().splitlines() == [
-        "error: env 'hostile_env:Env' failed to start: RuntimeError: no licence server; run with --debug for "
-        "the traceback"]
+                   env={"PYTHONPATH": str(tmp_path), "HOSTILE": mode})
+    assert proc.returncode == code and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [line]
 
 
 def test_an_env_whose_reset_returns_obs_alone_is_one_line_naming_the_fix(hostile):
