@@ -212,6 +212,7 @@ class Guard(gym.Wrapper):
         self.nan_policy, self.bounds_policy = nan_policy, bounds_policy
         self.max_reset_failures, self.max_step_failures = max_reset_failures, max_step_failures
         self._step_failures = 0  # steps in a row that raised
+        self._closed = False
         self._last_obs: Any = None
         # reset faults, reported with the next step (vector envs drop reset infos)
         self._pending: list[Fault] = []
@@ -352,7 +353,7 @@ class Guard(gym.Wrapper):
     def close(self) -> None:
         """Close the adapter once; an error from its ``close`` is a warning, not the end of a run that went
         well (and a second call does nothing, where the vector env's ``__del__`` would repeat the error)."""
-        if getattr(self, "_closed", False):
+        if self._closed:
             return
         self._closed = True
         try:

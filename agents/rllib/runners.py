@@ -96,7 +96,7 @@ def check_runner_envs(cfg: RunConfig, env: ResolvedEnv, make: Callable[[], Any] 
         return
     here = 1 if cfg.rllib.address else max(runners, 1)
     setting = ("rllib.envs_per_runner" if cfg.rllib.envs_per_runner else "train.num_envs (--num-envs)")
-    bound_env_copies(cfg, [make or env_factory(cfg, env)], per_runner * here,
+    bound_env_copies(cfg, make or env_factory(cfg, env), per_runner * here,
                      "in the env runners" if runners else "in the local env runner", setting,
                      here if cfg.rllib.envs_per_runner else 1)
 

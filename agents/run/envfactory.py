@@ -34,7 +34,7 @@ import functools
 import logging
 import multiprocessing
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -340,22 +340,20 @@ copies live in the workers, where nothing measured them: ``--num-envs 100000`` f
 
 def _measure_copies(cfg: RunConfig, fns: list[Callable[[], gym.Env]]) -> None:
     if len(fns) >= MEASURED_FROM:
-        bound_env_copies(cfg, fns[:3], len(fns), "in the worker processes")
+        bound_env_copies(cfg, fns[0], len(fns), "in the worker processes")
 
 
-def bound_env_copies(cfg: RunConfig, fns: Sequence[Callable[[], Any]], n: int, where: str,
+def bound_env_copies(cfg: RunConfig, make: Callable[[], Any], n: int, where: str,
                      setting: str = "train.num_envs (--num-envs)", per: int = 1) -> None:
-    """Build three copies with ``fns`` (one callable, or one each) here, measure the 2nd and 3rd, close them,
-    and refuse ``n`` copies ``where`` they will live if they would not fit in memory
-    (:func:`~agents.run.memory.check_env_copies`). An env that fails to build a copy here is left to fail
-    where its copies live.
+    """Build three copies with ``make`` here, measure the 2nd and 3rd, close them, and refuse ``n`` copies
+    ``where`` they will live if they would not fit in memory (:func:`~agents.run.memory.check_env_copies`).
+    An env that fails to build a copy here is left to fail where its copies live.
     """
     made: list[Any] = []  # gym.Env, or a multi-agent env (anything with close())
-    fns = list(fns) * 3 if len(fns) == 1 else fns
     try:
-        made.append(fns[0]())  # one-time costs (imports, caches) come with the first
+        made.append(make())  # one-time costs (imports, caches) come with the first
         before = resident_bytes()
-        made += [fns[1](), fns[2]()]
+        made += [make(), make()]
         grown = resident_bytes() - before
     except Exception:  # e.g. one instance per process (a worker each): the workers report what fails
         return
