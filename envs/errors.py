@@ -19,6 +19,8 @@ Tree::
     │   │                         checkpoint (exit 1)
     │   ├── EnvGaveUp             the Guard: ``reset`` failed too often in a row
     │   ├── InvalidOutputError    the Guard: an invalid observation or reward under ``nan_policy: raise``
+    │   ├── MemoryExhausted       the memory watch: the machine nearly out of memory while the trainer's
+    │   │                         processes grew, or ``train.max_memory_gb`` passed (agents/run/memwatch.py)
     │   └── RestartBudgetExhausted  the bridge: a program failed more often than its restart budget (also a
     │                             BridgeError)
     └── BridgeError               talking to a third-party program went wrong; the watchdog heals these
@@ -37,9 +39,9 @@ constructor's ``ValueError`` into a :class:`UserError`, a vector env a dead work
 from __future__ import annotations
 
 __all__ = ["AuthError", "BridgeError", "BridgeTimeout", "CheckpointError", "ConnectTimeout", "EnvFailure",
-           "EnvGaveUp", "InvalidOutputError", "LaunchError", "NondiffError", "PeerClosed", "PluginError",
-           "ProtocolError", "RemoteError", "RestartBudgetExhausted", "SpecError", "StartupError",
-           "StopRequested", "UnknownEnvError", "UserError", "VersionError"]
+           "EnvGaveUp", "InvalidOutputError", "LaunchError", "MemoryExhausted", "NondiffError", "PeerClosed",
+           "PluginError", "ProtocolError", "RemoteError", "RestartBudgetExhausted", "SpecError",
+           "StartupError", "StopRequested", "UnknownEnvError", "UserError", "VersionError"]
 
 
 class NondiffError(Exception):
@@ -72,6 +74,11 @@ class EnvGaveUp(EnvFailure):
 
 class InvalidOutputError(EnvFailure):
     """An adapter returned an invalid observation or reward and the policy is ``raise``."""
+
+
+class MemoryExhausted(EnvFailure):
+    """The trainer's processes grew until the machine was nearly out of memory, or past
+    ``train.max_memory_gb``: the run stops with a checkpoint before the kernel kills it."""
 
 
 class BridgeError(NondiffError):

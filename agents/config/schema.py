@@ -190,6 +190,11 @@ class TrainConfig(Section):
     """How many periodic checkpoints to keep."""
     log_every: int = Field(default=10_000, gt=0)
     """Steps between log lines when the progress bar is off."""
+    max_memory_gb: float | None = Field(default=None, gt=0)
+    """The most memory (GiB) the trainer and its processes (env workers, programs, a local Ray) may hold
+    together; past it the run writes ``final/`` and stops (exit 1), as it does anyway when the machine is
+    nearly out of memory and the trainer's processes grew (agents/run/memwatch.py). Unset: the machine's floor
+    alone."""
     checkpoint_replay: bool = True
     """SAC/TD3: store the replay buffer in every checkpoint (as tensors), so a resume is exact. ``false``
     keeps checkpoints small for very large buffers; a resume then starts with an empty buffer and is not

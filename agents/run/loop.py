@@ -44,7 +44,8 @@ def train(backend: Backend, session: Session, env: ResolvedEnv, eval_env: Any = 
                 session.log(session.health.metrics(), backend.num_timesteps)
                 raise
             step = it.step
-            session.log({**it.scalars, **session.health.metrics()}, step)
+            session.memory.look(step)  # backends whose steps run elsewhere (RLlib) do not tick per step
+            session.log({**it.scalars, **session.health.metrics(), **session.memory.metrics()}, step)
             if league is not None:
                 selfplay.after_iteration(league, step, backend, session)
             session.progress.update(step, it.ep_rew_mean)

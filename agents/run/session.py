@@ -16,6 +16,7 @@ import numpy as np
 from agents.config import RunConfig
 from agents.run.evaluation import EvalSummary
 from agents.run.health import EnvHealth
+from agents.run.memwatch import MemoryWatch
 from agents.run.rundir import RunDir
 from envs.stop import clear_stop, request_stop
 
@@ -100,6 +101,7 @@ class Session:
         self._next_eval = (start_step // ev + 1) * ev if ev > 0 else None
         self.best_reward = self._best_so_far()
         self.health = EnvHealth(self.say)
+        self.memory = MemoryWatch(cfg.train.max_memory_gb, self.say)
         self.league: Any = None
         """The self-play league of a turn-based game (agents/run/selfplay/), else None."""
         self.writer: Any = None
@@ -164,7 +166,8 @@ class Session:
             False once training should stop (a signal arrived).
 
         Raises:
-            EnvFailure: the run-wide restart budget is spent.
+            EnvFailure: the run-wide restart budget is spent, or the machine's memory is
+                (:class:`~envs.errors.MemoryExhausted`).
         """
         self.health.observe(infos)
         if self.league is not None:
@@ -173,6 +176,7 @@ class Session:
         if now - self._last_tick > 0.25:
             self._last_tick = now
             self.progress.update(step, ep_rew_mean)
+            self.memory.look(step)
         return not self.should_stop
 
     def record_games(self, results: Iterable[GameResult]) -> None:
