@@ -97,7 +97,7 @@ def human(n: float) -> str:
     """A byte count in binary units: ``1.09 TiB``."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
+            return f"{n:.0f} {unit}" if unit == "B" or n >= 999.5 else f"{n:.3g} {unit}"
         n /= 1024
     return f"{n:.3g} PiB"
 
