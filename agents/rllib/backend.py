@@ -364,10 +364,8 @@ class RLlibBackend(Backend):
         if self.algo is not None:
             stop_algo(self.algo)  # bounded: a runner stuck in an env step is killed
             self.algo = None
-            import ray
-
             if not self.cfg.rllib.address:
-                ray.shutdown()
+                localray.shutdown()
 
 
 def _health(nondiff: dict[str, Any], session: Session, group: Any, notes: faultnotes.FaultNotes

@@ -14,6 +14,10 @@ What binds where (Ray 2.60, measured by tests/agents/rllib/test_ray_exposure.py)
   and never written to disk by nondiff. With the token in the environment Ray does not write
   ``~/.ray/auth_token`` either (it does when it generates a token itself). A private Ray is refused, with
   one line, when the environment turns authentication off or the installed Ray has none.
+
+A trainer killed by SIGKILL cannot stop its Ray; :func:`start` therefore leaves an undertaker
+(agents/run/raywatch.py) that kills what is left of the session once the trainer is gone. :func:`shutdown`
+stops both.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ import ipaddress
 import logging
 import os
 import secrets
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from envs.errors import UserError
@@ -30,6 +37,9 @@ log = logging.getLogger(__name__)
 AUTH_MODE_VAR = "RAY_AUTH_MODE"
 AUTH_TOKEN_VAR = "RAY_AUTH_TOKEN"
 LOOPBACK = "127.0.0.1"
+WATCH_GRACE_S = 5.0
+"""Seconds the undertaker gives what is left of a dead trainer's Ray to exit by itself before SIGKILL."""
+_watch: tuple[subprocess.Popen[bytes], int] | None = None  # the undertaker and the write end of its pipe
 
 
 def is_loopback(host: str) -> bool:
@@ -103,3 +113,46 @@ def start(num_cpus: int | None, dashboard: bool) -> None:
     if not is_loopback(node_ip):
         log.warning("this Ray version binds the private local Ray to %s, not loopback; its ports are "
                     "protected by token authentication only", node_ip)
+    _start_watch(ray._private.worker._global_node)
+
+
+def _start_watch(node: Any) -> None:
+    """Start the undertaker of ``node``'s processes (module docstring): it holds the read end of a pipe whose
+    write end only this process holds, and acts when that reads end of file."""
+    global _watch
+    from ray._private import ray_constants
+
+    procs = getattr(node, "all_processes", {}) or {}
+    if not procs.get(ray_constants.PROCESS_TYPE_RAYLET):  # not a node this process started
+        return
+    pids = [info.process.pid for infos in procs.values() for info in infos if info.process is not None]
+    r, w = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-I", "-S", str(Path(__file__).with_name("raywatch.py")),
+                                 repr(WATCH_GRACE_S), str(r), node.get_session_dir_path(), *map(str, pids)],
+                                pass_fds=(r,), stdin=subprocess.DEVNULL, start_new_session=True)
+    except OSError as e:  # Ray runs; only its clean-up after a SIGKILL is lost
+        os.close(w)
+        log.warning("could not start the local Ray's undertaker (%s): a trainer killed by SIGKILL may leave "
+                    "Ray processes behind", e)
+        return
+    finally:
+        os.close(r)
+    _watch = (proc, w)
+
+
+def shutdown() -> None:
+    """``ray.shutdown()``, then end the undertaker (nothing is left for it: it exits at once)."""
+    global _watch
+    import ray
+
+    ray.shutdown()
+    if _watch is not None:
+        proc, w = _watch
+        _watch = None
+        os.close(w)
+        try:
+            proc.wait(timeout=WATCH_GRACE_S + 5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.config.search import SearchSection
+from agents.run import localray
 from agents.run.checkpoint import atomic_write_bytes
 from agents.search.trial import POLL_S, Children, Outcome, TrialRun
 from envs.errors import UserError
@@ -127,9 +128,7 @@ def connect(address: str | None, num_cpus: int) -> None:
     import ray
 
     if address is None:
-        from agents.run import localray as local
-
-        local.start(num_cpus, dashboard=False)
+        localray.start(num_cpus, dashboard=False)
         return
     _check_reachable(address)
     try:
@@ -301,8 +300,6 @@ class RayTrials:
 def session(study_dir: Path, search: SearchSection, address: str | None) -> Iterator[RayTrials]:
     """Ray for one run of a study: join ``address`` (None: a private local Ray with room for ``--jobs``
     trials), check that the trials fit and see the study dir, and leave Ray when the study ends."""
-    import ray
-
     cpus = cpus_per_trial(search)
     connect(address, num_cpus=math.ceil(cpus * search.jobs))
     try:
@@ -312,4 +309,4 @@ def session(study_dir: Path, search: SearchSection, address: str | None) -> Iter
               f"CPU(s), {search.jobs} at a time", flush=True)
         yield RayTrials(study_dir, search)
     finally:
-        ray.shutdown()
+        localray.shutdown()
