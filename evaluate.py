@@ -37,11 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input)."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
+    from agents.run.runner import leftovers_stopped
     from agents.run.scoring import evaluate
     from envs.errors import UserError
 
     try:
-        res = evaluate(args)
+        with leftovers_stopped():  # processes the env started and left running
+            res = evaluate(args)
     except UserError as e:
         if args.debug:
             raise

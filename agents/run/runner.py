@@ -9,6 +9,7 @@ import logging
 import math
 import random
 import sys
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,13 +188,34 @@ def _shipped_config(env_name: str | None) -> dict[str, Any] | None:
     return load_yaml(path) if path.is_file() else None
 
 
+@contextlib.contextmanager
+def leftovers_stopped() -> Iterator[None]:
+    """Stop the processes the envs started and left running when the block ends, however it ends, with one
+    line naming them (:mod:`envs.children`; nondiff's own processes are left alone)."""
+    from envs.children import Sweeper, report
+
+    sweeper = Sweeper(say=_warn)
+    try:
+        yield
+    finally:
+        left = sweeper.sweep()
+        if left:
+            _warn(report(left))
+
+
 def train(args: argparse.Namespace, argv: list[str]) -> int:
     """Run ``train.py``: a new run, or ``--resume``. Returns the process exit code.
 
     The run directory is locked (flock) for the whole run, so a second trainer exits 2. Any exception out of
     training writes ``crash/`` first (see :mod:`agents.run.failure`), then one line, then exit 1 (2 for bad
-    input); bad input found before the first step is one line and exit 2 alone.
+    input); bad input found before the first step is one line and exit 2 alone. Processes the envs left
+    running are stopped at the end (:func:`leftovers_stopped`).
     """
+    with leftovers_stopped():
+        return _train(args, argv)
+
+
+def _train(args: argparse.Namespace, argv: list[str]) -> int:
     from agents.run import checkpoint
     from agents.run.trust import load_run_config
 
@@ -336,3 +358,7 @@ def _report(args: argparse.Namespace, code: int, line: str) -> int:
 
 def _say(text: str) -> None:
     print(text, flush=True)
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
