@@ -12,8 +12,8 @@ after :data:`GRACE` seconds.
 
 nondiff's own, never signalled:
 
-- bridge supervisors (``envs/bridge/reaper.py``) and everything under them: each stops its program's
-  descendants itself;
+- bridge supervisors (``envs/bridge/reaper.py``), the helper scripts the caller names (the private Ray's
+  undertaker), and everything under them: each stops what it started itself;
 - multiprocessing's forkserver and resource tracker, and its live processes (the vector envs' workers);
 - Ray's processes: those run from the installed ``ray`` package (gcs_server, raylet, the dashboard, the
   workers) or titled ``ray::`` (a worker once it runs a task), when Ray is imported in this process.
@@ -53,6 +53,7 @@ WATCH_EVERY = 5.0
 SHOWN = 5
 """Processes named in the report line; the rest are counted."""
 REAPER = str(Path(__file__).resolve().parent / "bridge" / "reaper.py")
+"""The bridge's supervisor script: a process that runs it, and its subtree, are nondiff's."""
 
 
 @dataclass(frozen=True)
@@ -149,21 +150,28 @@ def is_ray(proc: Proc, ray_dir: str | None) -> bool:
     return proc.argv[0].startswith("ray::") or any(a.startswith(ray_dir) for a in proc.argv)
 
 
-def leftovers(root: int, before: set[tuple[int, int]], procs: dict[int, Proc]) -> list[Proc]:
+def _runs(proc: Proc, scripts: set[str]) -> bool:
+    """Whether ``proc`` runs one of ``scripts`` (real paths) with Python (``python [-I -S] SCRIPT``)."""
+    return any(a.endswith(".py") and os.path.realpath(a) in scripts for a in proc.argv[1:4])
+
+
+def leftovers(root: int, before: set[tuple[int, int]], procs: dict[int, Proc], own: Iterable[str] = ()
+              ) -> list[Proc]:
     """The live descendants of ``root`` that nondiff does not manage and that were not in ``before``
-    (``(pid, start)`` pairs): bridge supervisors' subtrees are skipped, multiprocessing's and Ray's
-    processes are kept (their descendants are not)."""
+    (``(pid, start)`` pairs): the subtrees of bridge supervisors and of processes running the scripts
+    ``own`` are skipped, multiprocessing's and Ray's processes are kept (their descendants are not)."""
+    scripts = {os.path.realpath(s) for s in (REAPER, *own)}
     kids: dict[int, list[Proc]] = {}
     for p in procs.values():
         kids.setdefault(p.ppid, []).append(p)
-    own, ray_dir = _multiprocessing_pids(), _ray_dir()
+    managed, ray_dir = _multiprocessing_pids(), _ray_dir()
     out, todo = [], [root]
     while todo:
         for child in kids.get(todo.pop(), ()):
-            if REAPER in child.argv:
-                continue  # the supervisor stops its program's descendants itself
+            if _runs(child, scripts):
+                continue  # a supervisor of nondiff's: it stops what it started itself
             todo.append(child.pid)
-            if child.state in "ZX" or (child.pid, child.start) in before or child.pid in own:
+            if child.state in "ZX" or (child.pid, child.start) in before or child.pid in managed:
                 continue
             if not is_ray(child, ray_dir):
                 out.append(child)
@@ -240,10 +248,13 @@ class Sweeper:
     Args:
         say: where the warning that adoption stopped goes (a console line).
         adopt: become a child subreaper (else only the processes still under this one are found).
+        own: scripts of nondiff's own helpers (e.g. the private Ray's undertaker): processes that run one are
+            left alone, with their descendants, as bridge supervisors are.
     """
 
-    def __init__(self, say: Callable[[str], None] = log.warning, adopt: bool = True) -> None:
-        self.pid, self.say = os.getpid(), say
+    def __init__(self, say: Callable[[str], None] = log.warning, adopt: bool = True,
+                 own: Iterable[str] = ()) -> None:
+        self.pid, self.say, self.own = os.getpid(), say, tuple(own)
         self.before = descendants(self.pid)
         self.adopting = adopt and _prctl(PR_GET_CHILD_SUBREAPER) == 0 \
             and _prctl(PR_SET_CHILD_SUBREAPER, 1) == 0
@@ -274,7 +285,7 @@ class Sweeper:
         try:
             if os.getpid() != self.pid:  # a forked copy of the trainer (an env's fork) is not the trainer
                 return []
-            return stop(leftovers(self.pid, self.before, table()), grace)
+            return stop(leftovers(self.pid, self.before, table(), self.own), grace)
         finally:
             self._unadopt()
 

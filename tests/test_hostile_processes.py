@@ -158,21 +158,24 @@ def _mp_worker() -> None:
 
 
 def test_the_sweep_leaves_nondiffs_own_processes_alone(tmp_path, monkeypatch):
-    # a bridge supervisor (and its program), a multiprocessing worker and its forkserver, and Ray's processes
-    # (run from the ray package, or titled ray::), all started after the sweeper, are nondiff's; the orphaned
-    # sleep beside them is the env's
+    # a bridge supervisor (and its program), a helper script named as nondiff's own (the private Ray's
+    # undertaker), a multiprocessing worker and its forkserver, and Ray's processes (run from the ray
+    # package, or titled ray::), all started after the sweeper, are nondiff's; the orphaned sleep is the env's
     from envs.bridge import launch
     from envs.bridge.spawn import StderrTail
 
     ray_dir = tmp_path / "ray"  # where this process's ray package lives, as far as the sweep can tell
     monkeypatch.setitem(sys.modules, "ray", type(sys)("ray"))
     sys.modules["ray"].__file__ = str(ray_dir / "__init__.py")
-    sweeper = children.Sweeper()
+    helper = tmp_path / "undertaker.py"
+    helper.write_text("import time\ntime.sleep(30)\n")
+    sweeper = children.Sweeper(own=[str(helper)])
     ctx = mp.get_context("forkserver")
     worker = ctx.Process(target=_mp_worker, daemon=True)
     supervisor, _, chan = launch.spawn(["sleep", "30"], None, 1.0, StderrTail())
     ray = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", str(ray_dir / "raylet")]),
-           subprocess.Popen(["bash", "-c", 'exec -a "ray::IDLE" sleep 30'])]
+           subprocess.Popen(["bash", "-c", 'exec -a "ray::IDLE" sleep 30']),
+           subprocess.Popen([sys.executable, "-I", "-S", str(helper)])]
     try:
         worker.start()
         out = subprocess.run(["sh", "-c", "sleep 1002 >/dev/null 2>&1 & echo $!"], capture_output=True,
@@ -181,8 +184,9 @@ def test_the_sweep_leaves_nondiffs_own_processes_alone(tmp_path, monkeypatch):
         assert sweeper.adopting and children._read(orphan).ppid == os.getpid()  # adopted, not init's
         left = sweeper.sweep(grace=1.0)
         assert [(p.pid, p.command, p.killed) for p in left] == [(orphan, "sleep 1002", False)]
-        assert not alive(orphan) and worker.is_alive() and supervisor.poll() is None
-        assert [p.poll() for p in ray] == [None, None]
+        program = [p.pid for p in children.table().values() if p.ppid == supervisor.pid]
+        assert not alive(orphan) and worker.is_alive() and supervisor.poll() is None and alive(program[0])
+        assert [p.poll() for p in ray] == [None, None, None]
         assert children._prctl(children.PR_GET_CHILD_SUBREAPER) == 0  # adoption ends with the sweep
     finally:
         worker.kill()

@@ -194,7 +194,7 @@ def leftovers_stopped() -> Iterator[None]:
     line naming them (:mod:`envs.children`; nondiff's own processes are left alone)."""
     from envs.children import Sweeper, report
 
-    sweeper = Sweeper(say=_warn)
+    sweeper = Sweeper(say=_warn, own=[str(Path(__file__).with_name("raywatch.py"))])  # Ray's undertaker
     try:
         yield
     finally:
