@@ -3,6 +3,9 @@ line, before the kernel's OOM killer would take the trainer and everything since
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from conftest import run_cli, scalars
 
@@ -121,7 +124,17 @@ def test_the_floor_is_five_percent_of_the_machine_between_256_mib_and_2_gib():
     assert memwatch.floor(1 << 40) == 2 << 30
 
 
-def test_the_real_readings_are_plausible():
+def test_the_real_readings_are_plausible_and_the_tree_counts_children():
     free = memwatch.available()
     assert free is not None and 0 < free < memwatch.machine_memory()[0] * 1.01
-    assert 50 << 20 < memwatch.tree_bytes() < 8 << 30  # this pytest process, with torch imported
+    alone = memwatch.tree_bytes()
+    assert 10 << 20 < alone < 8 << 30  # this pytest process
+    holds = "x = bytearray(200 << 20); print(1, flush=True); input()"
+    child = subprocess.Popen([sys.executable, "-c", holds], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "1"  # its 200 MiB are written
+        assert memwatch.tree_bytes() - alone > 180 << 20
+    finally:
+        child.kill()
+        child.wait()
