@@ -67,6 +67,22 @@ def last_scalar(run: Path, tag: str) -> float:
     return acc.Scalars(tag)[-1].value if tag in acc.Tags()["scalars"] else 0.0
 
 
+def undertakers_of(driver: int) -> list[int]:
+    """The private Ray undertakers (agents/run/raywatch.py) still running for the Ray session of the driver
+    process ``driver`` (Ray names a session after its driver's pid)."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")
+        except OSError:
+            continue
+        at = [i for i, part in enumerate(cmd) if part.endswith(b"raywatch.py")]
+        if at and len(cmd) > at[0] + 3 and cmd[at[0] + 3].endswith(f"_{driver}".encode()):
+            found.append(int(name))
+    return found
+
+
 def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """A checkpoint's tensors and its header as the JSON document it was written as (for assertions)."""
     from agents.run import checkpoint

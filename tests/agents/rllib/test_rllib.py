@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, adam_steps, read_checkpoint, run_cli, scalars
+from conftest import ROOT, adam_steps, read_checkpoint, run_cli, scalars, undertakers_of
 
 import envs
 from agents.run.scoring import load_policy
@@ -117,6 +117,8 @@ def test_ctrl_c_writes_a_loadable_checkpoint(tmp_path):
             proc.wait()
     assert proc.returncode == 0, err[-3000:]
     assert f"resume with:  python train.py --resume {run}" in out and "Traceback" not in err
+    # its Ray stopped cleanly: the undertaker (agents/run/raywatch.py) found nothing to kill and is gone
+    assert "nondiff:" not in err and undertakers_of(proc.pid) == []
     path = run / "final" / "model.safetensors"
     tensors, meta = read_checkpoint(path)
     assert meta["num_timesteps"] >= 512 and meta["normalize"]["obs_count"] >= 512
