@@ -231,3 +231,78 @@ def test_the_report_names_five_and_counts_the_rest():
                     "(1 with SIGKILL)")
     assert children.report(left[1:2]).endswith("left 1 process running (pid 1 'sleep 1'); stopped it")
     assert Path(children.REAPER).is_file()
+
+
+FLOODING = '''
+import os
+import numpy as np
+import gymnasium as gym
+
+BIG = "x" * (1 << 20)
+
+
+class Env(gym.Env):
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-1, 1, (4,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(4, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        if os.environ["FLOOD"] == "print":
+            print(BIG)  # 1 MB lines
+        else:
+            os.write(1, BIG.encode())  # C-level writes, never a newline
+        return np.zeros(4, np.float32), 1.0, self.t >= 20, False, {}
+'''
+
+
+@pytest.mark.parametrize(("vec", "how"), [("subproc", "print"), ("threadproc", "fd")])
+def test_a_worker_that_floods_the_console_is_bounded_and_training_goes_on(tmp_path, monkeypatch, vec, how):
+    # before: 128 MB on the console for 128 steps (10 MB a step made 1.3 GB)
+    (tmp_path / "flooding_env.py").write_text(FLOODING)
+    monkeypatch.setenv("NONDIFF_KEY_FILE", str(tmp_path / "key" / "nondiff.key"))
+    proc = run_cli("train.py", "--env", "flooding_env:Env", "--run-dir", str(tmp_path / "run"), *FAST,
+                   "--set", f"train.vec_env={vec}", timeout=60,
+                   env={"PYTHONPATH": str(tmp_path), "FLOOD": how})
+    assert proc.returncode == 0 and "done: 128 steps" in proc.stdout, proc.stderr[-2000:]
+    assert len(proc.stdout) + len(proc.stderr) < 2_000_000
+    said = [x for x in proc.stderr.splitlines() if x.startswith("warning: env workers printed more than")]
+    assert said and "(64.0 kB/s, lines up to 4,096 bytes)" in said[0]
+    assert "MB of their output dropped" in said[0]
+
+
+def test_the_relay_cuts_long_lines_and_says_how_much_it_dropped(monkeypatch):
+    from envs.vector import console
+
+    monkeypatch.setattr(console, "BURST", 20_000)
+    monkeypatch.setattr(console, "RATE", 100)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    relay = console.ConsoleRelay("env workers", out=out_w, err=err_w)
+    w_out, w_err = relay.pipes("env worker 0")
+    os.write(w_out, b"hello\n" + b"z" * 5000 + b"\nafter\n")  # a line past LINE_MAX is cut to it
+    os.write(w_err, b"n" * 100_000)  # a flood without a newline: its first LINE_MAX bytes
+    os.write(w_err, b"\n" + b"m" * 99 + b"\n")  # the next line passes again...
+    os.write(w_err, (b"k" * 99 + b"\n") * 200)  # ...until the budget (20,000 bytes, 100 a second) runs low
+    os.close(w_out)
+    os.close(w_err)
+    relay.close()
+    os.close(out_w)
+    os.close(err_w)
+    with os.fdopen(out_r, "rb") as f:
+        out = f.read()
+    with os.fdopen(err_r, "rb") as f:
+        err = f.read().split(b"\n")
+    assert out == b"hello\n" + b"z" * 4096 + b"\nafter\n"
+    assert err[:2] == [b"n" * 4096, b"m" * 99]
+    kept = [line for line in err[2:] if line == b"k" * 99]
+    assert 0 < len(kept) < 200 and err[2:2 + len(kept)] == kept  # the rest dropped, as whole lines
+    report = err[2 + len(kept)].decode()
+    assert report.startswith("warning: env workers printed more than the console takes (100 bytes/s, "
+                             "lines up to 4,096 bytes): ") and "kB of their output dropped" in report

@@ -23,10 +23,11 @@ from gymnasium.vector.utils import CloudpickleWrapper, iterate
 from envs.batching import stack
 from envs.faults import FAULT_KEY, Fault, FaultKind
 from envs.vector.base import Indices, VectorEnvBase, is_wrapped
+from envs.vector.console import ConsoleRelay
 from envs.vector.workers import DEAD, UnknownCommand, WorkerPool, how_it_went, serve
 
 
-def _worker(remote: Any, fn_wrapper: CloudpickleWrapper, threads: int) -> None:
+def _worker(remote: Any, fn_wrapper: CloudpickleWrapper, threads: int, streams: tuple[Any, Any]) -> None:
     """A worker process of :class:`SubprocVectorEnv`: one env, driven by (command, data) messages."""
 
     def build() -> tuple[Any, Callable[[str, Any], Any]]:
@@ -56,7 +57,7 @@ def _worker(remote: Any, fn_wrapper: CloudpickleWrapper, threads: int) -> None:
 
         return (env.observation_space, env.action_space), handle
 
-    serve(remote, build, threads)
+    serve(remote, build, threads, streams)
 
 
 class SubprocVectorEnv(WorkerPool, VectorEnvBase):
@@ -76,6 +77,7 @@ class SubprocVectorEnv(WorkerPool, VectorEnvBase):
         self.ctx: Any = mp.get_context(start_method)
         self.step_timeout, self.max_restarts = step_timeout, max_restarts
         self.restarts = 0
+        self.console = ConsoleRelay()
         self.procs: list[Any] = [None] * len(self.env_fns)
         self.remotes: list[Any] = [None] * len(self.env_fns)
         for i in range(len(self.env_fns)):
@@ -87,9 +89,11 @@ class SubprocVectorEnv(WorkerPool, VectorEnvBase):
     def _spawn(self, i: int) -> None:
         parent, child = self.ctx.Pipe()
         fn = CloudpickleWrapper(self.env_fns[i])
-        proc = self.ctx.Process(target=_worker, args=(child, fn, self.threads), daemon=True)
+        streams = self._streams(i)
+        proc = self.ctx.Process(target=_worker, args=(child, fn, self.threads, streams), daemon=True)
         proc.start()
-        child.close()
+        for end in (child, *streams):
+            end.close()
         self.procs[i], self.remotes[i] = proc, parent
 
     def _replace(self, i: int, error: BaseException) -> Fault:

@@ -26,10 +26,12 @@ from gymnasium.vector.utils import CloudpickleWrapper
 
 from envs.faults import FAULT_KEY, Fault, FaultKind
 from envs.vector.base import Indices, VectorEnvBase, add_info, unbatch_info
+from envs.vector.console import ConsoleRelay
 from envs.vector.workers import DEAD, UnknownCommand, WorkerPool, how_it_went, serve
 
 
-def _group_worker(remote: Any, fns: CloudpickleWrapper, batch_guard: bool, threads: int) -> None:
+def _group_worker(remote: Any, fns: CloudpickleWrapper, batch_guard: bool, threads: int,
+                  streams: tuple[Any, Any]) -> None:
     """A worker process: a ThreadVectorEnv over its slice of envs, driven by (command, data) messages."""
 
     def build() -> tuple[Any, Callable[[str, Any], Any]]:
@@ -58,7 +60,7 @@ def _group_worker(remote: Any, fns: CloudpickleWrapper, batch_guard: bool, threa
 
         return (base.single_observation_space, base.single_action_space), handle
 
-    serve(remote, build, threads)
+    serve(remote, build, threads, streams)
 
 
 def _concat(parts: Sequence[Any], space: gym.Space) -> Any:
@@ -99,6 +101,7 @@ class ThreadProcVectorEnv(WorkerPool, VectorEnvBase):
         self.ctx: Any = mp.get_context(start_method)
         self.step_timeout, self.max_restarts = step_timeout, max_restarts
         self.restarts = 0
+        self.console = ConsoleRelay()
         self.procs: list[Any] = [None] * workers
         self.remotes: list[Any] = [None] * workers
         for w in range(workers):
@@ -110,10 +113,12 @@ class ThreadProcVectorEnv(WorkerPool, VectorEnvBase):
     def _spawn(self, w: int) -> None:
         parent, child = self.ctx.Pipe()
         fns = CloudpickleWrapper([self.env_fns[i] for i in self.slices[w]])  # type: ignore[arg-type]
-        proc = self.ctx.Process(target=_group_worker, args=(child, fns, self.batch_guard, self.threads),
-                                daemon=True)
+        streams = self._streams(w)
+        proc = self.ctx.Process(target=_group_worker, args=(child, fns, self.batch_guard, self.threads,
+                                                            streams), daemon=True)
         proc.start()
-        child.close()
+        for end in (child, *streams):
+            end.close()
         self.procs[w], self.remotes[w] = proc, parent
 
     def _replace(self, w: int, error: BaseException) -> tuple[Any, Any, Any, Any, dict[str, Any]]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from envs.errors import EnvFailure, EnvGaveUp, RestartBudgetExhausted
 from envs.stop import check_stop
+from envs.vector.console import ConsoleRelay
 
 DEAD = (EOFError, ConnectionResetError, BrokenPipeError, OSError, TimeoutError, RuntimeError)
 """What a dead, hung or raising worker gives :meth:`WorkerPool._answer`'s caller."""
@@ -58,10 +59,20 @@ class WorkerPool:
     max_restarts: int
     restarts: int
     threads: int
+    console: ConsoleRelay
+    """Where the workers' stdout and stderr go: the trainer's console, at a bounded rate."""
 
     def _spawn(self, w: int) -> None:
         """Start worker ``w`` and set ``procs[w]`` and ``remotes[w]``."""
         raise NotImplementedError
+
+    def _streams(self, w: int) -> tuple[Any, Any]:
+        """Worker ``w``'s stdout and stderr, the write ends of two pipes to :attr:`console`, as connections
+        (so that every start method hands them over); the caller closes them once the worker has started."""
+        from multiprocessing.connection import Connection
+
+        out, err = self.console.pipes(f"env worker {w}")
+        return Connection(out, readable=False), Connection(err, readable=False)
 
     def _kill(self, w: int) -> None:
         self.procs[w].kill()
@@ -142,6 +153,7 @@ class WorkerPool:
             if proc.is_alive():
                 proc.kill()
                 proc.join(1.0)
+        self.console.close()
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -167,11 +179,13 @@ class UnknownCommand(Exception):
     """A command a worker does not know: answered at once, or the parent would wait out its deadline."""
 
 
-def serve(remote: Any, build: Callable[[], tuple[Any, Callable[[str, Any], Any]]], threads: int) -> None:
+def serve(remote: Any, build: Callable[[], tuple[Any, Callable[[str, Any], Any]]], threads: int,
+          streams: tuple[Any, Any] | None = None) -> None:
     """A worker process's main loop: build its envs, report their spaces, then answer ``(command, data)``
     messages with ``handle(command, data)`` until ``close`` (whose handler runs too) or a closed pipe.
     Native thread pools are limited to ``threads`` (:func:`limit_threads`) before and after the build, which
-    may load libraries of its own.
+    may load libraries of its own. ``streams``: connections that become file descriptors 1 and 2 (stdout and
+    stderr, for C code too), the pipes to the trainer's :class:`~envs.vector.console.ConsoleRelay`.
 
     ``build`` returns the spaces to report and the handler; what it raises is answered as ``unbuilt``, once,
     and the worker ends (the parent retries a few times). What the handler raises is answered, never
@@ -183,6 +197,9 @@ def serve(remote: Any, build: Callable[[], tuple[Any, Callable[[str, Any], Any]]
     except OSError:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for conn, fd in zip(streams or (), (1, 2)):
+        os.dup2(conn.fileno(), fd)
+        conn.close()
     limit_threads(threads)
     try:
         spaces, handle = build()
