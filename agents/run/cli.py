@@ -24,6 +24,8 @@ CONFIG_FLAGS: dict[str, tuple[str, str]] = {
     "--seed": ("train.seed", "seed for Python, NumPy, torch and the envs (drawn if absent)"),
     "--num-envs": ("train.num_envs", "parallel training envs"),
     "--device": ("train.device", "learner device"),
+    "--max-memory-gb": ("train.max_memory_gb",
+                        "the most GiB the trainer and its processes may hold; past it: final/, exit 1"),
     "--ray-address": ("rllib.address",
                       "rllib: address of a running Ray cluster (default: a private local Ray)"),
     "--num-env-runners": ("rllib.num_env_runners", "rllib: number of env-runner actors"),
@@ -92,9 +94,9 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 
-RESUME_FLAGS = ("--timesteps", "--device", "--ray-address")
+RESUME_FLAGS = ("--timesteps", "--device", "--ray-address", "--max-memory-gb")
 """The config flags ``--resume`` honours: how many more steps, and where the run goes on (its learner's
-device, the Ray cluster). Every other setting is the run's own config.yaml."""
+device, the Ray cluster, the memory it may take there). Every other setting is the run's own config.yaml."""
 
 
 def given_flags(args: argparse.Namespace, allowed: tuple[str, ...]) -> list[str]:

@@ -149,8 +149,12 @@ class MemoryWatch:
             self._last_tree = now
             held = self._tree()
             if held > self.limit:
-                raise MemoryExhausted(f"memory: the trainer and its processes hold {human(held)}, over "
-                                      f"train.max_memory_gb={self.limit / (1 << 30):g}; "
+                over = f"over train.max_memory_gb={self.limit / (1 << 30):g}"
+                if held - self._base[1] < GREW:  # it began there: the limit is too low, nothing leaks
+                    raise MemoryExhausted(f"memory: the trainer and its processes hold {human(held)} at step "
+                                          f"{step:,}, {over} since training began; raise it above "
+                                          f"{human(held)}")
+                raise MemoryExhausted(f"memory: the trainer and its processes hold {human(held)}, {over}; "
                                       f"{self._growth(step, held)}")
         if free is None or free >= self.floor:
             return

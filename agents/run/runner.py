@@ -209,9 +209,12 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     The run directory is locked (flock) for the whole run, so a second trainer exits 2. Any exception out of
     training writes ``crash/`` first (see :mod:`agents.run.failure`), then one line, then exit 1 (2 for bad
     input); bad input found before the first step is one line and exit 2 alone. Processes the envs left
-    running are stopped at the end (:func:`leftovers_stopped`).
+    running are stopped at the end (:func:`leftovers_stopped`); what in-process envs print is bounded
+    (:func:`envs.console.bounded`).
     """
-    with leftovers_stopped():
+    from envs.console import bounded
+
+    with leftovers_stopped(), bounded():  # what in-process envs print, at a bounded rate
         return _train(args, argv)
 
 
@@ -224,8 +227,9 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
         if changed:
             raise UserError(f"--resume continues {args.resume!r} with its own settings (its config.yaml); "
                             f"{', '.join(changed)} would change them and cannot be applied: drop "
-                            f"{'it' if len(changed) == 1 else 'them'} (--resume takes --timesteps, --device "
-                            "and --ray-address), or start a new run with train.py --config RUN/config.yaml")
+                            f"{'it' if len(changed) == 1 else 'them'} (--resume takes --timesteps, --device, "
+                            "--ray-address and --max-memory-gb), or start a new run with train.py --config "
+                            "RUN/config.yaml")
         run = RunDir.open(args.resume)
         with run.lock():
             run.remove_stale_temps()
@@ -245,6 +249,8 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
                 return 0
             cfg.train.device = args.device or cfg.train.device  # where it goes on: the run's own math
             cfg.rllib.address = args.ray_address or cfg.rllib.address
+            if args.max_memory_gb is not None:
+                cfg.train.max_memory_gb = args.max_memory_gb
             seed = int(cfg.train.seed if cfg.train.seed is not None else 0)
             kind = get_backend(cfg.agent.backend, bool(cfg.policies))
             # no probe: the header has the spaces
@@ -335,13 +341,17 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
 
 
 def _env_failed(e: BaseException, run: RunDir, backend: Backend) -> tuple[int, str]:
-    """The env spent its restart budget: ``final/`` (a sound model), then one line."""
+    """The env spent its restart budget, or memory ran out: ``final/`` (a sound model), then one line."""
     from agents.run import failure
+    from envs.errors import MemoryExhausted
 
     try:
         backend.save(run.final)
     except Exception as save_exc:  # noqa: BLE001 - reported in the line
         return 1, failure.save_failed(save_exc, run, run.final) + f" (the env failed first: {e})"
+    if isinstance(e, MemoryExhausted):
+        return 1, (f"error: training stopped: {e}; checkpoint written to {run.final}; resume with:  python "
+                   f"train.py --resume {run.path} (add --max-memory-gb N to change the limit)")
     return 1, (f"error: the env failed and training stopped: {e}; checkpoint written to {run.final}; fix the "
                f"program, then resume with:  python train.py --resume {run.path}")
 

@@ -47,11 +47,11 @@ class Env(gym.Env):
 def test_an_env_that_leaks_stops_the_run_at_max_memory_gb_with_final_and_one_line(tmp_path):
     (tmp_path / "leaky_env.py").write_text(LEAKY)
     run = tmp_path / "run"
+    env = {"PYTHONPATH": str(tmp_path), "NONDIFF_KEY_FILE": str(tmp_path / "key" / "nondiff.key")}
     out = run_cli("train.py", "--env", "leaky_env:Env", "--run-dir", str(run), "--num-envs", "2", "--quiet",
                   "--timesteps", "1000", "--set", "agent.n_steps=64", "--set", "agent.batch_size=64",
                   "--set", "agent.n_epochs=1", "--set", "eval.every=0", "--set", "train.max_memory_gb=0.6",
-                  timeout=120, env={"PYTHONPATH": str(tmp_path),
-                                    "NONDIFF_KEY_FILE": str(tmp_path / "key" / "nondiff.key")})
+                  timeout=120, env=env)
     assert out.returncode == 1, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
@@ -59,12 +59,19 @@ def test_an_env_that_leaks_stops_the_run_at_max_memory_gb_with_final_and_one_lin
     assert "over train.max_memory_gb=0.6" in line and "MiB per env step" in line, line
     per_step = float(line.split("(about ")[1].split(" MiB per env step")[0])
     assert 1.8 <= per_step <= 2.3, line  # the env keeps 2 MiB a step
-    assert f"resume with:  python train.py --resume {run}" in line
+    assert line.startswith("error: training stopped: memory: ")
+    assert line.endswith(f"resume with:  python train.py --resume {run} (add --max-memory-gb N to change the "
+                         "limit)")
     assert (run / "final" / "model.safetensors").is_file()
     stopped_at = int(line.split(" at step ")[2].split(" ")[0].replace(",", ""))
     assert stopped_at < 1_000
     free = scalars(run).Scalars("health/free_memory_gb")
     assert free and 0 < free[-1].value < 1 << 20
+    # where the run goes on, it may take more: --resume takes the limit, as it takes --device
+    out = run_cli("train.py", "--resume", str(run), "--max-memory-gb", "8", "--timesteps", "64", timeout=120,
+                  env=env)
+    assert out.returncode == 0, out.stderr
+    assert "max_memory_gb: 8.0" in (run / "config.yaml").read_text()
 
 
 class Fake:
@@ -110,6 +117,11 @@ def test_above_the_floor_and_under_the_limit_nothing_happens_and_looks_are_throt
     with pytest.raises(MemoryExhausted, match=r"hold 3 GiB, over train.max_memory_gb=2"):
         for step in range(10, 20):  # the tree is summed every TREE_EVERY_S, not at each look
             watch.look(step)
+    fake, said = Fake(free=8 << 30, tree=1 << 30), []
+    watch = _watch(fake, said, limit_gb=0.5)  # too low for what the run holds from its start
+    with pytest.raises(MemoryExhausted, match=r"hold 1 GiB at step 0, over train.max_memory_gb=0.5 since "
+                                              r"training began; raise it above 1 GiB$"):
+        watch.look(0)
     calls = []
     watch = MemoryWatch(None, said.append, free=lambda: calls.append(1) or fake.free, tree=lambda: 0,
                         clock=lambda: 5.0)
