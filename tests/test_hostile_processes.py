@@ -235,6 +235,7 @@ def test_the_report_names_five_and_counts_the_rest():
 
 FLOODING = '''
 import os
+import sys
 import numpy as np
 import gymnasium as gym
 
@@ -256,15 +257,19 @@ class Env(gym.Env):
         self.t += 1
         if os.environ["FLOOD"] == "print":
             print(BIG)  # 1 MB lines
+        elif os.environ["FLOOD"] == "stderr":
+            sys.stderr.write(BIG)  # never a newline
         else:
             os.write(1, BIG.encode())  # C-level writes, never a newline
         return np.zeros(4, np.float32), 1.0, self.t >= 20, False, {}
 '''
 
 
-@pytest.mark.parametrize(("vec", "how"), [("subproc", "print"), ("threadproc", "fd")])
-def test_a_worker_that_floods_the_console_is_bounded_and_training_goes_on(tmp_path, monkeypatch, vec, how):
-    # before: 128 MB on the console for 128 steps (10 MB a step made 1.3 GB)
+@pytest.mark.parametrize(("vec", "how"), [("subproc", "print"), ("threadproc", "fd"), ("dummy", "print"),
+                                          ("thread", "stderr")])
+def test_an_env_that_floods_the_console_is_bounded_and_training_goes_on(tmp_path, monkeypatch, vec, how):
+    # before: 128 MB on the console for 128 steps (10 MB a step made 1.3 GB); workers' output is relayed
+    # (envs/vector/console.py), in-process envs' Python writes pass a bounded sys.stdout (envs/console.py)
     (tmp_path / "flooding_env.py").write_text(FLOODING)
     monkeypatch.setenv("NONDIFF_KEY_FILE", str(tmp_path / "key" / "nondiff.key"))
     proc = run_cli("train.py", "--env", "flooding_env:Env", "--run-dir", str(tmp_path / "run"), *FAST,
@@ -272,16 +277,17 @@ def test_a_worker_that_floods_the_console_is_bounded_and_training_goes_on(tmp_pa
                    env={"PYTHONPATH": str(tmp_path), "FLOOD": how})
     assert proc.returncode == 0 and "done: 128 steps" in proc.stdout, proc.stderr[-2000:]
     assert len(proc.stdout) + len(proc.stderr) < 2_000_000
-    said = [x for x in proc.stderr.splitlines() if x.startswith("warning: env workers printed more than")]
-    assert said and "(64.0 kB/s, lines up to 4,096 bytes)" in said[0]
-    assert "MB of their output dropped" in said[0]
+    who = "env workers" if vec in ("subproc", "threadproc") else "the env"
+    said = [x for x in proc.stderr.splitlines() if x.startswith(f"warning: {who} printed more than")]
+    assert said and "(64.0 kB/s, lines up to 4,096 bytes)" in said[0] and "MB dropped in the last" in said[0]
 
 
 def test_the_relay_cuts_long_lines_and_says_how_much_it_dropped(monkeypatch):
+    import envs.console
     from envs.vector import console
 
-    monkeypatch.setattr(console, "BURST", 20_000)
-    monkeypatch.setattr(console, "RATE", 100)
+    monkeypatch.setattr(envs.console, "BURST", 20_000)
+    monkeypatch.setattr(envs.console, "RATE", 100)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     relay = console.ConsoleRelay("env workers", out=out_w, err=err_w)
@@ -305,4 +311,29 @@ def test_the_relay_cuts_long_lines_and_says_how_much_it_dropped(monkeypatch):
     assert 0 < len(kept) < 200 and err[2:2 + len(kept)] == kept  # the rest dropped, as whole lines
     report = err[2 + len(kept)].decode()
     assert report.startswith("warning: env workers printed more than the console takes (100 bytes/s, "
-                             "lines up to 4,096 bytes): ") and "kB of their output dropped" in report
+                             "lines up to 4,096 bytes): ") and "kB dropped in the last" in report
+
+
+def test_a_bounded_stdout_passes_nondiffs_own_lines_and_cuts_the_envs(monkeypatch):
+    import io
+
+    import envs.console
+    from envs.console import bounded
+
+    monkeypatch.setattr(envs.console, "BURST", 10_000)
+    monkeypatch.setattr(envs.console, "RATE", 100)
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    own = "print('own ' + 'b' * 20_000)\nprint('warning: mine', file=sys.stderr)"
+    with bounded():
+        print("a" * 5000)  # this test module is not nondiff's: cut at LINE_MAX, print's newline once
+        exec(own, {"__name__": "agents.run.fake", "sys": sys})  # nondiff's: whole, past the budget
+        for _ in range(100):
+            print("c" * 99)  # 5,903 left in the budget: some lines pass, the rest are dropped whole
+    assert sys.stdout is out and sys.stderr is err
+    lines = out.getvalue().split("\n")
+    assert lines[:2] == ["a" * 4096, "own " + "b" * 20_000]
+    kept = lines[2:-1]
+    assert 0 < len(kept) < 100 and set(kept) == {"c" * 99}
+    assert err.getvalue().startswith("warning: mine\nwarning: the env printed more than the console takes ")

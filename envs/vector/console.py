@@ -2,9 +2,9 @@
 
 A worker's stdout and stderr (file descriptors 1 and 2, so C code's writes too) are pipes that one thread of
 the trainer reads as fast as they fill, so a worker never blocks on a full pipe. Each line goes on to the
-trainer's own stdout or stderr while the budget lasts (:data:`RATE` bytes a second, bursts up to
-:data:`BURST`); a line longer than :data:`LINE_MAX` bytes (a flood without newlines) is cut there. What does
-not fit is dropped and counted, and one line per :data:`REPORT_EVERY` seconds of dropping says how much.
+trainer's own stdout or stderr while the :class:`~envs.console.Budget` lasts (64 kB a second, bursts up to
+256 kB: :mod:`envs.console`); a line longer than ``LINE_MAX`` bytes (a flood without newlines) is cut there.
+What does not fit is dropped and counted, and one line per 10 seconds of dropping says how much.
 """
 
 from __future__ import annotations
@@ -16,14 +16,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-RATE = 64_000
-"""Bytes a second the workers' output may take on the console, in the long run."""
-BURST = 256_000
-"""Bytes the workers' output may take on the console at once, after a quiet spell."""
-LINE_MAX = 4096
-"""Bytes of one line that reach the console; the rest of a longer line is dropped."""
-REPORT_EVERY = 10.0
-"""Seconds between two lines about dropped output, while output is being dropped."""
+from envs.console import LINE_MAX, Budget
+
 CHUNK = 1 << 20
 
 
@@ -34,10 +28,6 @@ class _Source:
     partial: bytearray = field(default_factory=bytearray)
     cutting: bool = False
     """The line under way passed LINE_MAX: its bytes are dropped until its newline."""
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n} bytes"
 
 
 class ConsoleRelay:
@@ -56,9 +46,7 @@ class ConsoleRelay:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._tokens, self._refilled = float(BURST), time.monotonic()
-        self._dropped = 0
-        self._first_drop = 0.0
+        self.budget = Budget(what)
         self._closed = False
         self._thread = threading.Thread(target=self._run, daemon=True, name="nondiff-worker-output")
         self._thread.start()
@@ -109,7 +97,7 @@ class ConsoleRelay:
         out = bytearray()
         start = 0
         while (nl := chunk.find(b"\n", start)) >= 0:
-            if self._budget() < LINE_MAX:  # little goes out: every whole line left in the chunk at once
+            if self.budget.left() < LINE_MAX:  # little goes out: every whole line left in the chunk at once
                 last = chunk.rfind(b"\n")
                 self._drop(0 if source.cutting else len(source.partial))
                 self._drop(last + 1 - start)
@@ -140,20 +128,10 @@ class ConsoleRelay:
         if out:
             self._write(source.target, bytes(out))
 
-    def _budget(self) -> float:
-        """Bytes that may go out now (the token bucket, refilled)."""
-        now = time.monotonic()
-        self._tokens = min(float(BURST), self._tokens + (now - self._refilled) * RATE)
-        self._refilled = now
-        return self._tokens
-
     def _admit(self, data: bytes, out: bytearray) -> None:
-        """Add ``data`` to ``out`` if the budget takes it, else count it dropped."""
-        if len(data) > self._budget():
-            self._drop(len(data))
-            return
-        self._tokens -= len(data)
-        out += data
+        """Add ``data`` to ``out`` if the budget takes it (else it is counted dropped)."""
+        if self.budget.take(len(data)):
+            out += data
 
     def _emit(self, source: _Source, data: bytes) -> None:
         out = bytearray()
@@ -162,11 +140,7 @@ class ConsoleRelay:
             self._write(source.target, bytes(out))
 
     def _drop(self, n: int) -> None:
-        if n <= 0:
-            return
-        if not self._dropped:
-            self._first_drop = time.monotonic()
-        self._dropped += n
+        self.budget.drop(n)
 
     def _write(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
@@ -175,13 +149,9 @@ class ConsoleRelay:
                 view = view[os.write(fd, view):]
 
     def _report(self, final: bool) -> None:
-        if not self._dropped or not (final or time.monotonic() - self._first_drop >= REPORT_EVERY):
-            return
-        spell = time.monotonic() - self._first_drop
-        self._write(self.err, (f"warning: {self.what} printed more than the console takes ({_size(RATE)}/s, "
-                               f"lines up to {LINE_MAX:,} bytes): {_size(self._dropped)} of their output "
-                               f"dropped in the last {spell:.0f} s; training goes on\n").encode())
-        self._dropped = 0
+        line = self.budget.report(final)
+        if line:
+            self._write(self.err, line.encode())
 
     def close(self) -> None:
         """Relay what is left in the pipes for up to half a second, report any drop, and stop."""
