@@ -39,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     from agents.run.runner import leftovers_stopped
     from agents.run.scoring import evaluate
+    from envs.console import bounded
     from envs.errors import UserError
 
     try:
-        with leftovers_stopped():  # processes the env started and left running
+        with leftovers_stopped(), bounded():  # processes the env left running; what it prints, bounded
             res = evaluate(args)
     except UserError as e:
         if args.debug:

@@ -7,9 +7,11 @@ library's warning) goes out while the :class:`Budget` lasts (:data:`RATE` charac
 :data:`REPORT_EVERY` seconds of dropping, and one at the end, saying how much. Nothing runs per env step: the
 cost is one frame lookup per write.
 
-Not bounded here: C code writing to file descriptors 1 and 2 (in a worker process,
-:mod:`envs.vector.console` bounds that), ``sys.stdout.buffer``, and, on a terminal, nothing is exempt that
-reaches the console through rich's progress bar (it re-prints what others print, from its own frames).
+On a terminal, rich's progress bar replaces ``sys.stdout`` and ``sys.stderr`` with proxies that re-print
+what others print from rich's own frames (a 10 MB line took it minutes to lay out: training stalled at step
+0); so the trainer bounds the streams again once the bar runs, in front of its proxies, and rich's writes
+pass. Not bounded here: C code writing to file descriptors 1 and 2 (in a worker process,
+:mod:`envs.vector.console` bounds that), ``sys.stdout.buffer``, and an env that prints with rich itself.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ LINE_MAX = 4096
 """The most of one line (or one write) that reaches the console; the rest is dropped."""
 REPORT_EVERY = 10.0
 """Seconds between two lines about dropped output, while output is being dropped."""
-OWN_PACKAGES = ("agents.", "envs.")
+OWN_PACKAGES = ("agents.", "envs.", "rich.")
 OWN = frozenset({"__main__", "train", "evaluate", "traceback"})
-"""Modules whose writes pass unbounded, with those of :data:`OWN_PACKAGES`: nondiff's own (and the
-tracebacks ``--debug`` prints)."""
+"""Modules whose writes pass unbounded, with those of :data:`OWN_PACKAGES`: nondiff's own, the tracebacks
+``--debug`` prints, and rich's progress bar (bounded in front of it, see :func:`bounded`)."""
 
 
 def size(n: int) -> str:
@@ -143,9 +145,13 @@ class BoundedText:
 @contextlib.contextmanager
 def bounded(what: str = "the env") -> Iterator[Budget]:
     """Bound what others print through ``sys.stdout`` and ``sys.stderr`` while the block runs (streams
-    someone else replaced meanwhile are left as they are); the last report line at the end."""
+    someone else replaced meanwhile are left as they are); the last report line at the end. Streams that are
+    bounded already are left as they are: nesting is free."""
     out, err = sys.stdout, sys.stderr
     budget = Budget(what)
+    if isinstance(out, BoundedText) and isinstance(err, BoundedText):
+        yield out.budget
+        return
     sys.stdout, sys.stderr = BoundedText(out, budget, err), BoundedText(err, budget, err)  # type: ignore[assignment]
     try:
         yield budget

@@ -337,3 +337,35 @@ def test_a_bounded_stdout_passes_nondiffs_own_lines_and_cuts_the_envs(monkeypatc
     kept = lines[2:-1]
     assert 0 < len(kept) < 100 and set(kept) == {"c" * 99}
     assert err.getvalue().startswith("warning: mine\nwarning: the env printed more than the console takes ")
+
+
+def test_an_env_that_floods_a_terminal_does_not_stall_the_progress_bar(tmp_path, monkeypatch):
+    # before: on a terminal rich's progress bar re-printed each 1 MB line itself and training sat at step 0
+    import pty
+
+    (tmp_path / "flooding_env.py").write_text(FLOODING)
+    monkeypatch.setenv("NONDIFF_KEY_FILE", str(tmp_path / "key" / "nondiff.key"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "FLOOD": "print"}
+    main, tty = pty.openpty()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--env", "flooding_env:Env", "--run-dir",
+                             str(tmp_path / "run"), *[a for a in FAST if a != "--quiet"]], cwd=ROOT, env=env,
+                            stdin=tty, stdout=tty, stderr=tty)
+    os.close(tty)
+    out = bytearray()
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(main, 1 << 16)
+            except OSError:  # the terminal closed: the trainer has exited
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(main)
+    text = out.decode(errors="replace")
+    assert "done: 128 steps" in text and "warning: the env printed more than the console takes" in text
+    assert len(out) < 2_000_000

@@ -287,6 +287,7 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
     """
     from agents.run import failure, loop, trust
     from agents.run.checkpoint import atomic_write_bytes
+    from envs.console import bounded
     from envs.errors import BridgeError, StopRequested
 
     refused = False  # a new run's input refused before its first step: its run dir goes
@@ -304,7 +305,8 @@ def _run(args: argparse.Namespace, argv: list[str], run: RunDir, cfg: RunConfig,
         with Session(cfg, run, start_step=start, total_steps=cfg.train.timesteps,
                      quiet=args.quiet) as session:
             try:
-                step = loop.train(backend, session, env, eval_env)
+                with bounded():  # again, in front of the progress bar's own stdout (rich, on a terminal)
+                    step = loop.train(backend, session, env, eval_env)
             except StopRequested:  # a signal ended a bridge or worker wait: the same as a clean stop
                 step = backend.num_timesteps
             except KeyboardInterrupt:  # a second Ctrl-C while a step hangs, or an env that raised it
