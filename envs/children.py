@@ -137,13 +137,17 @@ def _multiprocessing_pids() -> set[int]:
     return pids
 
 
-def _ray_dir() -> str | None:
+def _ray_dir() -> tuple[str, ...] | None:
+    """The imported ray package's folder, as imported and resolved (Ray names its programs by the latter)."""
     ray = sys.modules.get("ray")
     path = getattr(ray, "__file__", None)
-    return os.path.dirname(path) + os.sep if isinstance(path, str) else None
+    if not isinstance(path, str):
+        return None
+    folder = os.path.dirname(path)
+    return tuple({folder + os.sep, os.path.realpath(folder) + os.sep})
 
 
-def is_ray(proc: Proc, ray_dir: str | None) -> bool:
+def is_ray(proc: Proc, ray_dir: tuple[str, ...] | None) -> bool:
     """A process of Ray's: run from the ray package, or titled ``ray::`` (a worker running a task)."""
     if ray_dir is None or not proc.argv:
         return False

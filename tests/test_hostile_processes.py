@@ -164,9 +164,11 @@ def test_the_sweep_leaves_nondiffs_own_processes_alone(tmp_path, monkeypatch):
     from envs.bridge import launch
     from envs.bridge.spawn import StderrTail
 
-    ray_dir = tmp_path / "ray"  # where this process's ray package lives, as far as the sweep can tell
+    ray_dir = tmp_path / "real_ray"  # where this process's ray package lives, as far as the sweep can tell,
+    ray_dir.mkdir()  # imported through a link: Ray names its programs by the resolved path
+    (tmp_path / "ray").symlink_to(ray_dir)
     monkeypatch.setitem(sys.modules, "ray", type(sys)("ray"))
-    sys.modules["ray"].__file__ = str(ray_dir / "__init__.py")
+    sys.modules["ray"].__file__ = str(tmp_path / "ray" / "__init__.py")
     helper = tmp_path / "undertaker.py"
     helper.write_text("import time\ntime.sleep(30)\n")
     sweeper = children.Sweeper(own=[str(helper)])
