@@ -177,6 +177,8 @@ def leftovers(root: int, before: set[tuple[int, int]], procs: dict[int, Proc], o
             todo.append(child.pid)
             if child.state in "ZX" or (child.pid, child.start) in before or child.pid in managed:
                 continue
+            if not child.argv:  # exiting (its memory, command line included, already released)
+                continue
             if not is_ray(child, ray_dir):
                 out.append(child)
     return out
