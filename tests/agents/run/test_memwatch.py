@@ -7,47 +7,37 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_cli, scalars
+from conftest import FIXTURES, run_cli, scalars
 
 from agents.run import memwatch
 from agents.run.memwatch import GREW, MemoryWatch
 from envs.errors import EnvFailure, MemoryExhausted
 
 LEAKY = '''
-import numpy as np
 import time
-import gymnasium as gym
+
+import numpy as np
+from stub_env import Stub
 
 KEPT = []
 
 
-class Env(gym.Env):
+class Env(Stub):
     """Keeps 2 MiB each step, written so that it is resident: a leak (of 800 MiB at most, so that without the
     watch the run ends, and the test fails, instead of exhausting the machine)."""
 
-    def __init__(self):
-        self.observation_space = gym.spaces.Box(-1, 1, (4,), np.float32)
-        self.action_space = gym.spaces.Discrete(2)
-        self.t = 0
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros(4, np.float32), {}
-
     def step(self, action):
-        self.t += 1
         if len(KEPT) < 400:
             KEPT.append(np.ones(2 << 20, np.uint8))
         time.sleep(0.005)
-        return np.zeros(4, np.float32), 1.0, self.t >= 20, False, {}
+        return super().step(action)
 '''
 
 
 def test_an_env_that_leaks_stops_the_run_at_max_memory_gb_with_final_and_one_line(tmp_path):
     (tmp_path / "leaky_env.py").write_text(LEAKY)
     run = tmp_path / "run"
-    env = {"PYTHONPATH": str(tmp_path), "NONDIFF_KEY_FILE": str(tmp_path / "key" / "nondiff.key")}
+    env = {"PYTHONPATH": f"{tmp_path}:{FIXTURES}", "NONDIFF_KEY_FILE": str(tmp_path / "key" / "nondiff.key")}
     out = run_cli("train.py", "--env", "leaky_env:Env", "--run-dir", str(run), "--num-envs", "2", "--quiet",
                   "--timesteps", "1000", "--set", "agent.n_steps=64", "--set", "agent.batch_size=64",
                   "--set", "agent.n_epochs=1", "--set", "eval.every=0", "--set", "train.max_memory_gb=0.6",
