@@ -371,3 +371,51 @@ def test_an_env_that_floods_a_terminal_does_not_stall_the_progress_bar(tmp_path,
     text = out.decode(errors="replace")
     assert "done: 128 steps" in text and "warning: the env printed more than the console takes" in text
     assert len(out) < 2_000_000
+
+
+class SpawnsThenHangs:
+    """Starts ``sleep 1000`` as it is built (noting its pid in ``pids``), then hangs in every step."""
+
+    def __init__(self, pids: str) -> None:
+        import gymnasium as gym
+        import numpy as np
+
+        self.env = gym.make("CartPole-v1")
+        self.observation_space, self.action_space = self.env.observation_space, self.env.action_space
+        self.metadata, self.render_mode, self.spec = {}, None, None
+        self.np = np
+        self.sleep = subprocess.Popen(["sleep", "1000"])
+        Path(pids, str(self.sleep.pid)).touch()
+
+    def reset(self, *, seed=None, options=None):
+        return self.env.reset(seed=seed)
+
+    def step(self, action):
+        time.sleep(3600)
+
+    def close(self):
+        pass
+
+
+def test_a_hung_worker_replaced_mid_run_takes_its_envs_processes_with_it(tmp_path, caplog):
+    # before: the killed worker's sleep ran on, orphaned, until the run ended (or for good outside train.py)
+    import functools
+
+    from envs.vector.subproc import SubprocVectorEnv
+
+    venv = SubprocVectorEnv([functools.partial(SpawnsThenHangs, str(tmp_path))], start_method="fork",
+                            step_timeout=1.0)
+    try:
+        venv.reset(seed=0)
+        first = [int(p.name) for p in tmp_path.iterdir()]
+        assert len(first) == 1 and alive(first[0])
+        with caplog.at_level("WARNING", logger="envs.vector.workers"):
+            venv.step(venv.action_space.sample())  # hangs: the worker is killed and replaced
+        assert not alive(first[0])
+        assert f"env worker 0 left 1 process running (pid {first[0]} 'sleep 1000'); stopped it" in caplog.text
+        assert len([p for p in tmp_path.iterdir() if alive(int(p.name))]) == 1  # the new worker's
+    finally:
+        venv.close()
+        for entry in tmp_path.iterdir():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)

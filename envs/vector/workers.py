@@ -9,16 +9,19 @@ Shared by :class:`~envs.vector.subproc.SubprocVectorEnv` (one env per worker) an
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
+from envs import children
 from envs.errors import EnvFailure, EnvGaveUp, RestartBudgetExhausted
 from envs.stop import check_stop
 from envs.vector.console import ConsoleRelay
 
+log = logging.getLogger(__name__)
 DEAD = (EOFError, ConnectionResetError, BrokenPipeError, OSError, TimeoutError, RuntimeError)
 """What a dead, hung or raising worker gives :meth:`WorkerPool._answer`'s caller."""
 BUILD_TRIES = 3
@@ -75,9 +78,17 @@ class WorkerPool:
         return Connection(out, readable=False), Connection(err, readable=False)
 
     def _kill(self, w: int) -> None:
+        """Kill worker ``w``, then stop the processes its envs started (:mod:`envs.children`), which would
+        otherwise run on, orphaned, until the run ends; one warning names them."""
+        pid = self.procs[w].pid
+        left = children.leftovers(pid, set(), children.table()) if pid else []
         self.procs[w].kill()
         self.procs[w].join(5)
         self.remotes[w].close()
+        if left:
+            stopped = children.stop(left)
+            if stopped:
+                log.warning("%s", children.report(stopped, f"env worker {w}").removeprefix("warning: "))
 
     def _started(self, w: int) -> Any:
         """The spaces worker ``w`` reports once its envs are built; a worker that dies meanwhile is
