@@ -8,7 +8,9 @@ keeps the trainer's signal handlers, so SIGTERM does not end it.
 orphaned descendant is re-parented to the trainer instead of init, so a daemon's double fork, ``sh -c 'x &'``
 and the children of a worker process that was killed or closed all stay its descendants. When the run ends,
 every live descendant that was not there at the start and is not nondiff's own gets SIGTERM, then SIGKILL
-after :data:`GRACE` seconds.
+after :data:`GRACE` seconds (at once for a fork of the trainer itself, which runs its SIGTERM handler). A
+worker process killed mid-run has its descendants stopped the same way right after
+(``envs.vector.workers.WorkerPool._kill``).
 
 nondiff's own, never signalled:
 
@@ -16,7 +18,9 @@ nondiff's own, never signalled:
   undertaker), and everything under them: each stops what it started itself;
 - multiprocessing's forkserver and resource tracker, and its live processes (the vector envs' workers);
 - Ray's processes: those run from the installed ``ray`` package (gcs_server, raylet, the dashboard, the
-  workers) or titled ``ray::`` (a worker once it runs a task), when Ray is imported in this process.
+  workers) or titled ``ray::`` (a worker once it runs a task), when Ray is imported in this process. An
+  env's fork inside an env runner keeps that title: Ray (which stops a worker's children as it exits) and
+  the private Ray's undertaker (agents/run/raywatch.py) end those.
 
 Zombies: an orphan that exits becomes a zombie child of its subreaper, which must reap it. The trainer cannot
 tell an adopted orphan from a child it forked itself (an env's ``Popen``, a bridge supervisor), whose exit
