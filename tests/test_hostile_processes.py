@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import FIXTURES, ROOT, run_cli
 
 from envs import children
 
@@ -22,8 +22,7 @@ FAST = ["--set", "agent.n_steps=64", "--set", "agent.batch_size=64", "--set", "a
 
 FORKING = '''
 import os, subprocess, sys, time
-import numpy as np
-import gymnasium as gym
+from stub_env import Stub
 
 PIDS = os.environ["PIDS_DIR"]
 
@@ -49,15 +48,12 @@ def daemon():
     os.close(w)
 
 
-class Env(gym.Env):
+class Env(Stub):
     def __init__(self):
-        self.observation_space = gym.spaces.Box(-1, 1, (4,), np.float32)
-        self.action_space = gym.spaces.Discrete(2)
-        self.t, self.started = 0, False
+        super().__init__()
+        self.started = False
 
     def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
         if not self.started:
             self.started = True
             note(subprocess.Popen(["sleep", "1000"]).pid)  # never waited for
@@ -65,13 +61,12 @@ class Env(gym.Env):
                                  text=True)
             note(int(out.stdout))  # its parent, the shell, has exited
             daemon()
-        return np.zeros(4, np.float32), {}
+        return super().reset(seed=seed)
 
     def step(self, action):
-        self.t += 1
-        if os.environ.get("HANG") and self.t == 3:
+        if os.environ.get("HANG") and self.t == 2:
             time.sleep(3600)
-        return np.zeros(4, np.float32), 1.0, self.t >= 20, False, {}
+        return super().step(action)
 '''
 
 
@@ -89,7 +84,7 @@ def forking(tmp_path, monkeypatch):
     pids = tmp_path / "pids"
     pids.mkdir()
     monkeypatch.setenv("NONDIFF_KEY_FILE", str(tmp_path / "key" / "nondiff.key"))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{FIXTURES}")
     monkeypatch.setenv("PIDS_DIR", str(pids))
     yield pids
     for entry in pids.iterdir():
@@ -233,144 +228,6 @@ def test_the_report_names_five_and_counts_the_rest():
                     "(1 with SIGKILL)")
     assert children.report(left[1:2]).endswith("left 1 process running (pid 1 'sleep 1'); stopped it")
     assert Path(children.REAPER).is_file()
-
-
-FLOODING = '''
-import os
-import sys
-import numpy as np
-import gymnasium as gym
-
-BIG = "x" * (1 << 20)
-
-
-class Env(gym.Env):
-    def __init__(self):
-        self.observation_space = gym.spaces.Box(-1, 1, (4,), np.float32)
-        self.action_space = gym.spaces.Discrete(2)
-        self.t = 0
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros(4, np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        if os.environ["FLOOD"] == "print":
-            print(BIG)  # 1 MB lines
-        elif os.environ["FLOOD"] == "stderr":
-            sys.stderr.write(BIG)  # never a newline
-        else:
-            os.write(1, BIG.encode())  # C-level writes, never a newline
-        return np.zeros(4, np.float32), 1.0, self.t >= 20, False, {}
-'''
-
-
-@pytest.mark.parametrize(("vec", "how"), [("subproc", "print"), ("threadproc", "fd"), ("dummy", "print"),
-                                          ("thread", "stderr")])
-def test_an_env_that_floods_the_console_is_bounded_and_training_goes_on(tmp_path, monkeypatch, vec, how):
-    # before: 128 MB on the console for 128 steps (10 MB a step made 1.3 GB); workers' output is relayed
-    # (envs/vector/console.py), in-process envs' Python writes pass a bounded sys.stdout (envs/console.py)
-    (tmp_path / "flooding_env.py").write_text(FLOODING)
-    monkeypatch.setenv("NONDIFF_KEY_FILE", str(tmp_path / "key" / "nondiff.key"))
-    proc = run_cli("train.py", "--env", "flooding_env:Env", "--run-dir", str(tmp_path / "run"), *FAST,
-                   "--set", f"train.vec_env={vec}", timeout=60,
-                   env={"PYTHONPATH": str(tmp_path), "FLOOD": how})
-    assert proc.returncode == 0 and "done: 128 steps" in proc.stdout, proc.stderr[-2000:]
-    assert len(proc.stdout) + len(proc.stderr) < 2_000_000
-    who = "env workers" if vec in ("subproc", "threadproc") else "the env"
-    said = [x for x in proc.stderr.splitlines() if x.startswith(f"warning: {who} printed more than")]
-    assert said and "(64.0 kB/s, lines up to 4,096 bytes)" in said[0] and "MB dropped in the last" in said[0]
-
-
-def test_the_relay_cuts_long_lines_and_says_how_much_it_dropped(monkeypatch):
-    import envs.console
-    from envs.vector import console
-
-    monkeypatch.setattr(envs.console, "BURST", 20_000)
-    monkeypatch.setattr(envs.console, "RATE", 100)
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    relay = console.ConsoleRelay("env workers", out=out_w, err=err_w)
-    w_out, w_err = relay.pipes("env worker 0")
-    os.write(w_out, b"hello\n" + b"z" * 5000 + b"\nafter\n")  # a line past LINE_MAX is cut to it
-    os.write(w_err, b"n" * 100_000)  # a flood without a newline: its first LINE_MAX bytes
-    os.write(w_err, b"\n" + b"m" * 99 + b"\n")  # the next line passes again...
-    os.write(w_err, (b"k" * 99 + b"\n") * 200)  # ...until the budget (20,000 bytes, 100 a second) runs low
-    os.close(w_out)
-    os.close(w_err)
-    relay.close()
-    os.close(out_w)
-    os.close(err_w)
-    with os.fdopen(out_r, "rb") as f:
-        out = f.read()
-    with os.fdopen(err_r, "rb") as f:
-        err = f.read().split(b"\n")
-    assert out == b"hello\n" + b"z" * 4096 + b"\nafter\n"
-    assert err[:2] == [b"n" * 4096, b"m" * 99]
-    kept = [line for line in err[2:] if line == b"k" * 99]
-    assert 0 < len(kept) < 200 and err[2:2 + len(kept)] == kept  # the rest dropped, as whole lines
-    report = err[2 + len(kept)].decode()
-    assert report.startswith("warning: env workers printed more than the console takes (100 bytes/s, "
-                             "lines up to 4,096 bytes): ") and "kB dropped in the last" in report
-
-
-def test_a_bounded_stdout_passes_nondiffs_own_lines_and_cuts_the_envs(monkeypatch):
-    import io
-
-    import envs.console
-    from envs.console import bounded
-
-    monkeypatch.setattr(envs.console, "BURST", 10_000)
-    monkeypatch.setattr(envs.console, "RATE", 100)
-    out, err = io.StringIO(), io.StringIO()
-    monkeypatch.setattr(sys, "stdout", out)
-    monkeypatch.setattr(sys, "stderr", err)
-    own = "print('own ' + 'b' * 20_000)\nprint('warning: mine', file=sys.stderr)"
-    with bounded():
-        print("a" * 5000)  # this test module is not nondiff's: cut at LINE_MAX, print's newline once
-        exec(own, {"__name__": "agents.run.fake", "sys": sys})  # nondiff's: whole, past the budget
-        for _ in range(100):
-            print("c" * 99)  # 5,903 left in the budget: some lines pass, the rest are dropped whole
-    assert sys.stdout is out and sys.stderr is err
-    lines = out.getvalue().split("\n")
-    assert lines[:2] == ["a" * 4096, "own " + "b" * 20_000]
-    kept = lines[2:-1]
-    assert 0 < len(kept) < 100 and set(kept) == {"c" * 99}
-    assert err.getvalue().startswith("warning: mine\nwarning: the env printed more than the console takes ")
-
-
-def test_an_env_that_floods_a_terminal_does_not_stall_the_progress_bar(tmp_path, monkeypatch):
-    # before: on a terminal rich's progress bar re-printed each 1 MB line itself and training sat at step 0
-    import pty
-
-    (tmp_path / "flooding_env.py").write_text(FLOODING)
-    monkeypatch.setenv("NONDIFF_KEY_FILE", str(tmp_path / "key" / "nondiff.key"))
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "FLOOD": "print"}
-    main, tty = pty.openpty()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--env", "flooding_env:Env", "--run-dir",
-                             str(tmp_path / "run"), *[a for a in FAST if a != "--quiet"]], cwd=ROOT, env=env,
-                            stdin=tty, stdout=tty, stderr=tty)
-    os.close(tty)
-    out = bytearray()
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            try:
-                chunk = os.read(main, 1 << 16)
-            except OSError:  # the terminal closed: the trainer has exited
-                break
-            if not chunk:
-                break
-            out += chunk
-    finally:
-        proc.kill()
-        proc.wait()
-        os.close(main)
-    text = out.decode(errors="replace")
-    assert "done: 128 steps" in text and "warning: the env printed more than the console takes" in text
-    assert len(out) < 2_000_000
 
 
 class SpawnsThenHangs:

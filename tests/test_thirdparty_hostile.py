@@ -12,7 +12,7 @@ import time
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from conftest import FIXTURES, ROOT, run_cli
 
 from envs.faults import FaultKind, faults_in
 from envs.guard import Guard, reward_problem
@@ -26,23 +26,18 @@ import os
 import sys
 import time
 import numpy as np
-import gymnasium as gym
+from stub_env import Stub
 
 
-class Env(gym.Env):
+class Env(Stub):
     def __init__(self):
         if os.environ.get("HOSTILE") == "init_fails":
             raise RuntimeError("no licence server")
-        self.observation_space = gym.spaces.Box(-1, 1, (4,), np.float32)
-        self.action_space = gym.spaces.Discrete(2)
-        self.t = 0
+        super().__init__()
 
     def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        if os.environ.get("HOSTILE") == "reset_obs_only":
-            return np.zeros(4, np.float32)
-        return np.zeros(4, np.float32), {}
+        obs, info = super().reset(seed=seed)
+        return obs if os.environ.get("HOSTILE") == "reset_obs_only" else (obs, info)
 
     def step(self, action):
         self.t += 1
@@ -73,12 +68,13 @@ def hostile(tmp_path, monkeypatch):
 
     def train(mode: str, *args: str, popen: bool = False):
         if popen:  # started, not waited for
-            env = {**os.environ, "PYTHONPATH": str(tmp_path), "HOSTILE": mode, "PYTHONUNBUFFERED": "1"}
+            env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{FIXTURES}", "HOSTILE": mode,
+                   "PYTHONUNBUFFERED": "1"}
             return subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--env", "hostile_env:Env",
                                      "--run-dir", str(tmp_path / "run"), *FAST, *args], cwd=ROOT, env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         return run_cli("train.py", "--env", "hostile_env:Env", "--run-dir", str(tmp_path / "run"), *FAST,
-                       *args, env={"PYTHONPATH": str(tmp_path), "HOSTILE": mode}, timeout=120)
+                       *args, env={"PYTHONPATH": f"{tmp_path}:{FIXTURES}", "HOSTILE": mode}, timeout=120)
     return train
 
 
@@ -244,7 +240,7 @@ def test_evaluation_episodes_ended_by_env_faults_are_said_not_silent():
 def test_evaluate_on_an_env_that_breaks_is_one_line(hostile, tmp_path, mode, code, line):
     assert hostile("fine", "--timesteps", "128").returncode == 0
     proc = run_cli("evaluate.py", str(tmp_path / "run"), "--episodes", "2", timeout=60,
-                   env={"PYTHONPATH": str(tmp_path), "HOSTILE": mode})
+                   env={"PYTHONPATH": f"{tmp_path}:{FIXTURES}", "HOSTILE": mode})
     assert proc.returncode == code and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines() == [line]
 

@@ -150,6 +150,10 @@ def shutdown() -> None:
     if _watch is not None:
         proc, w = _watch
         _watch = None
+        try:
+            os.write(w, b"stopped")  # raywatch.STOPPED: what is left now was not Ray's to stop
+        except OSError:
+            pass
         os.close(w)
         try:
             proc.wait(timeout=WATCH_GRACE_S + 5)

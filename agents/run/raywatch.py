@@ -22,6 +22,10 @@ import signal
 import sys
 import time
 
+STOPPED = b"stopped"
+"""What :func:`agents.run.localray.shutdown` writes before it closes the pipe: Ray was stopped, not
+abandoned."""
+
 
 def start_time(pid: int) -> str | None:
     """Field 22 of /proc/PID/stat (when it started, in clock ticks since boot); None once it has gone."""
@@ -69,14 +73,17 @@ def main(argv: list[str]) -> None:
     known = {pid: t for pid in map(int, argv[3:]) if (t := start_time(pid)) is not None}
     trainer = os.getppid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the trainer's to handle
+    stopped = False  # the trainer stopped its Ray (it writes STOPPED first), rather than dying
     while True:
         try:
-            if not os.read(lifeline, 4096):
-                break
+            data = os.read(lifeline, 4096)
         except InterruptedError:
             continue
         except OSError:
             break
+        if not data:
+            break
+        stopped = stopped or STOPPED in data
     deadline = time.monotonic() + grace
     while (left := session(directory, known, trainer)) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -86,8 +93,10 @@ def main(argv: list[str]) -> None:
         except OSError:
             pass
     if left:
-        print(f"nondiff: the trainer ended without stopping its local Ray; killed {len(left)} of its "
-              f"processes left running (pids {', '.join(map(str, left))})", file=sys.stderr, flush=True)
+        why = ("the local Ray stopped, but processes still held its session (an env's forks inside its env "
+               "runners)" if stopped else "the trainer ended without stopping its local Ray")
+        print(f"nondiff: {why}; killed {len(left)} of them (pids {', '.join(map(str, left))})",
+              file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -56,3 +56,35 @@ def test_a_sigkilled_trainer_leaves_no_ray_process(tmp_path):
     while (left := raywatch.holding(session)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert left == [], (left, err[-2000:])
+
+
+@pytest.mark.parametrize("stopped", [True, False])
+def test_the_undertaker_kills_what_holds_the_session_and_says_whether_ray_was_stopped(tmp_path, stopped):
+    """Without Ray: a process holding a file in a stand-in session directory is killed once the pipe closes;
+    the line tells a clean stop (the trainer wrote STOPPED: an env's forks held the session) from a trainer
+    that died."""
+    session = tmp_path / "session"
+    (session / "logs").mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1], 'w'); "
+                               "print(1, flush=True); time.sleep(600)", str(session / "logs" / "x.out")],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "1"
+    r, w = os.pipe()
+    watch = subprocess.Popen([sys.executable, "-I", "-S", raywatch.__file__, "0.5", str(r), str(session)],
+                             pass_fds=(r,), stderr=subprocess.PIPE, text=True)
+    os.close(r)
+    try:
+        assert raywatch.holding(str(session)) == [holder.pid]
+        if stopped:
+            os.write(w, raywatch.STOPPED)
+        os.close(w)
+        _, err = watch.communicate(timeout=20)
+        assert holder.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        for p in (holder, watch):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    why = "the local Ray stopped, but processes still held its session" if stopped else \
+        "the trainer ended without stopping its local Ray"
+    assert err.startswith(f"nondiff: {why}") and err.strip().endswith(f"killed 1 of them (pids {holder.pid})")
