@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from agents.run.memory import human, machine_memory
 from envs.errors import MemoryExhausted
@@ -100,11 +101,12 @@ def _pss(pid: int) -> int:
     return 0
 
 
-def _rss(p: object) -> int:
+def _rss(p: Any) -> int:
+    """``p``'s resident set (a ``psutil.Process``); 0 once it has gone."""
     import psutil
 
     try:
-        return int(p.memory_info().rss)  # type: ignore[attr-defined]
+        return int(p.memory_info().rss)
     except psutil.Error:  # it exited between the listing and now
         return 0
 

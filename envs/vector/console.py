@@ -99,29 +99,29 @@ class ConsoleRelay:
         while (nl := chunk.find(b"\n", start)) >= 0:
             if self.budget.left() < LINE_MAX:  # little goes out: every whole line left in the chunk at once
                 last = chunk.rfind(b"\n")
-                self._drop(0 if source.cutting else len(source.partial))
-                self._drop(last + 1 - start)
+                self.budget.drop(0 if source.cutting else len(source.partial))
+                self.budget.drop(last + 1 - start)
                 source.partial.clear()
                 source.cutting, start = False, last + 1
                 break
             line, start = chunk[start:nl], nl + 1
             if source.cutting:  # the end of a line already cut
-                self._drop(len(line) + 1)
+                self.budget.drop(len(line) + 1)
                 source.cutting = False
                 continue
             whole = bytes(source.partial) + line
             source.partial.clear()
             if len(whole) > LINE_MAX:
-                self._drop(len(whole) - LINE_MAX)
+                self.budget.drop(len(whole) - LINE_MAX)
                 whole = whole[:LINE_MAX]
             self._admit(whole + b"\n", out)
         rest = chunk[start:]
         if source.cutting:
-            self._drop(len(rest))
+            self.budget.drop(len(rest))
         else:
             source.partial += rest
             if len(source.partial) > LINE_MAX:  # a flood without newlines: its first LINE_MAX bytes, then cut
-                self._drop(len(source.partial) - LINE_MAX)
+                self.budget.drop(len(source.partial) - LINE_MAX)
                 self._admit(bytes(source.partial[:LINE_MAX]) + b"\n", out)
                 source.partial.clear()
                 source.cutting = True
@@ -138,9 +138,6 @@ class ConsoleRelay:
         self._admit(data, out)
         if out:
             self._write(source.target, bytes(out))
-
-    def _drop(self, n: int) -> None:
-        self.budget.drop(n)
 
     def _write(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
