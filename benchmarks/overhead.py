@@ -9,6 +9,10 @@ from the session start; plain: around ``model.learn``); the end-to-end figure is
 whole process, start-up included; the CPU figure is steps per CPU-second of the child between its first and
 last progress line (read from /proc as each line arrives), which a busy machine disturbs far less than
 wall time.
+
+One process of either arm runs up to ±8% from the next on a quiet machine (2026-12-07: rounds of one P2 run
+ranged 0.88–1.05), so a median of 4 rounds could not tell 0.96 from 0.99. The goal's figure is therefore
+the mean of 12 rounds' ratios with its 95% confidence interval (Student's t).
 """
 
 from __future__ import annotations
@@ -105,6 +109,11 @@ def _plain(steps: int) -> dict[str, float]:
             "steady_steps_per_cpu_s": child.steady_cpu(points) if len(points) >= 2 else float("nan")}
 
 
+ROUNDS = 12
+"""Rounds of a full P2 run: each arm runs first, second and third 4 times."""
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131}
+"""Student's t two-sided 95% quantiles by degrees of freedom (beyond 15: 2.1, a little wide)."""
 KEYS = ("loop", "e2e", "steady", "cpu")
 _FIELD = {"loop": "loop_steps_per_s", "e2e": "e2e_steps_per_s", "steady": "steady_steps_per_s",
           "cpu": "steady_steps_per_cpu_s"}
@@ -114,8 +123,9 @@ ARMS = ("nondiff", "plain", "nondiff_per_env")
 
 def run(quick: bool) -> dict[str, Any]:
     """``rounds`` rounds of the three arms in rotating order; ratios are nondiff / plain per round, reported
-    as the median. In quick mode the nondiff run's process-tree memory is sampled too (MEM reuses it)."""
-    steps, rounds = (2048, 1) if quick else (30_720, 4)
+    as the mean with a 95% confidence interval (``*_ci``: its half-width) and the median. In quick mode
+    the nondiff run's process-tree memory is sampled too (MEM reuses it)."""
+    steps, rounds = (2048, 1) if quick else (30_720, ROUNDS)
     tmp = tempfile.mkdtemp(prefix="bench-p2-")
     rows: list[dict[str, Any]] = []
     try:
@@ -125,13 +135,23 @@ def run(quick: bool) -> dict[str, Any]:
     med = statistics.median
     out: dict[str, Any] = {"steps_per_run": steps, "pairs": rows}
     for key in KEYS:
-        out[f"{key}_ratio"] = med(p[f"{key}_ratio"] for p in rows)
-        out[f"per_env_{key}_ratio"] = med(p[f"per_env_{key}_ratio"] for p in rows)
+        for prefix in ("", "per_env_"):
+            ratios = [p[f"{prefix}{key}_ratio"] for p in rows]
+            out[f"{prefix}{key}_ratio"], out[f"{prefix}{key}_ci"] = mean_ci(ratios)
+            out[f"{prefix}{key}_median"] = med(ratios)
     for arm in ARMS:
         for key in ("steady", "loop", "cpu"):
             out[f"{arm}_{key}_steps_per_s"] = med(p[arm][_FIELD[key]] for p in rows)
     out["loadavg"] = [p["loadavg"] for p in rows]
     return out
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """The mean of ``values`` and the half-width of its 95% confidence interval (NaN from one value)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, T95.get(len(values) - 1, 2.1) * statistics.stdev(values) / len(values) ** 0.5
 
 
 def _pairs(rows: list[dict[str, Any]], rounds: int, steps: int, tmp: str, quick: bool) -> None:

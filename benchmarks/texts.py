@@ -71,12 +71,25 @@ def p1_text(d: dict[str, Any]) -> Text:
     return {"figure": figure, "details": details}
 
 
+def p2_met(d: dict[str, Any]) -> bool:
+    """P2's goal is met when its 95% interval lies at or above 0.97 (one round, or a row measured before
+    the interval: its figure)."""
+    ci = d.get("loop_ci", float("nan"))
+    return bool(d["loop_ratio"] - ci >= 0.97) if ci == ci else bool(d["loop_ratio"] >= 0.97)
+
+
 def p2_text(d: dict[str, Any]) -> Text:
     """P2's figure and details."""
     per_env = "per_env_loop_ratio" in d
-    figure = (f"**{d['loop_ratio']:.3f}** (training loop, median of {len(d['pairs'])} rounds side by side: "
-              f"{d['nondiff_loop_steps_per_s']:,.0f} vs {d['plain_loop_steps_per_s']:,.0f} steps/s); steady "
-              f"state {d['steady_ratio']:.3f}; end to end, start-up included: {d['e2e_ratio']:.3f}")
+    rates = f"{d['nondiff_loop_steps_per_s']:,.0f} vs {d['plain_loop_steps_per_s']:,.0f} steps/s"
+    if "loop_ci" in d:  # the mean of the rounds' ratios and its 95% interval
+        figure = (f"**{d['loop_ratio']:.3f} ± {d['loop_ci']:.3f}** (training loop, mean of {len(d['pairs'])} "
+                  f"rounds' ratios side by side, 95% interval; median {d['loop_median']:.3f}; medians "
+                  f"{rates})")
+    else:  # rows measured before the interval: the median of 4 rounds
+        figure = (f"**{d['loop_ratio']:.3f}** (training loop, median of {len(d['pairs'])} rounds side by "
+                  f"side: {rates})")
+    figure += f"; steady state {d['steady_ratio']:.3f}; end to end, start-up included: {d['e2e_ratio']:.3f}"
     if "cpu_ratio" in d:
         figure += f"; per CPU-second (steady, the least load-sensitive) **{d['cpu_ratio']:.3f}**"
     if per_env:
@@ -105,7 +118,11 @@ def p2_text(d: dict[str, Any]) -> Text:
             table.append(f"| {i + 1} | {' → '.join(p['order'])} | {p['loadavg']} | "
                          f"{p['nondiff']['loop_steps_per_s']:,.0f} | {p['plain']['loop_steps_per_s']:,.0f} | "
                          f"{p['loop_ratio']:.3f} | {p['steady_ratio']:.3f} | {p['e2e_ratio']:.3f} |")
-    verdict = ("Goal met." if d["loop_ratio"] >= 0.97 else "Goal (≥ 0.97) missed.")
+    verdict = "Goal met." if p2_met(d) else "Goal (≥ 0.97) missed."
+    if "loop_ci" in d and abs(d["loop_ratio"] - 0.97) < d["loop_ci"]:
+        verdict = ("Goal (≥ 0.97) not shown: the 95% interval holds 0.97, so this run cannot tell the "
+                   "overhead from 3% (the goal counts as met only when the whole interval is at or above "
+                   "it).")
     details = (f"Three arms train PPO on `robot` for {d['steps_per_run']:,} steps each with "
                "configs/robot.yaml's hyperparameters (8 envs, DummyVecEnv, VecNormalize, lr 1e-3 linear, "
                "n_steps 256, batch 256, 10 epochs, γ 0.95, [64, 64] tanh), 1 torch thread, no evaluation, "
@@ -122,7 +139,9 @@ def p2_text(d: dict[str, Any]) -> Text:
                "adds the Guard (crash containment, the checks, a latency timer) and per vector step one "
                "callback (progress, env-health counters); per run the TensorBoard writer and the "
                f"hyperparameter text, which the plain script does not log. {verdict} The spread between "
-               "rounds shows the shared machine's noise.\n\n" + "\n".join(table) +
+               "rounds shows the noise of one process against the next, even on a quiet machine; the goal's "
+               "figure is the mean of the rounds' ratios, with its 95% interval (Student's t).\n\n"
+               + "\n".join(table) +
                "\n\n    python train.py --env robot --seed 0 --timesteps N --set eval.every=0 "
                "[--set train.batch_guard=false] --quiet\n"
                "    python benchmarks/plain_sb3.py --hp robot-yaml --seed 0 --timesteps N")

@@ -67,3 +67,24 @@ def test_without_an_old_file_nothing_is_carried():
     doc = {"rows": {"P2": _row("P2", 0.5)}}
     assert markdown(doc) == markdown(doc, None) and "P3b" not in markdown(doc)
     assert carry_over("x\n", "x\n", {"P2"}) == "x\n"
+
+
+def test_p2_is_the_mean_of_its_rounds_with_a_95_percent_interval():
+    """P2's rounds vary ±8% process to process: the goal's figure is their mean with Student's t interval,
+    and a verdict whose interval holds the goal says so."""
+    from benchmarks.overhead import mean_ci
+    from benchmarks.texts import p2_met, p2_text
+
+    mean, half = mean_ci([0.95, 0.97, 0.99])
+    assert abs(mean - 0.97) < 1e-12 and abs(half - 4.303 * 0.02 / 3 ** 0.5) < 1e-9
+    assert mean_ci([0.9])[1] != mean_ci([0.9])[1]  # NaN: no interval from one round
+    arm = {"loop_steps_per_s": 1.0, "steady_steps_per_s": 1.0, "e2e_steps_per_s": 1.0}
+    pair = {"order": ["nondiff", "plain"], "loadavg": 0.5, "nondiff": arm, "plain": arm, "loop_ratio": 0.97,
+            "steady_ratio": 1.0, "e2e_ratio": 1.0}
+    d = {"pairs": [pair] * 3, "loop_ratio": mean, "loop_ci": half, "loop_median": 0.97, "steady_ratio": 1.0,
+         "e2e_ratio": 1.0, "nondiff_loop_steps_per_s": 4000, "plain_loop_steps_per_s": 4100,
+         "steps_per_run": 30720}
+    text = p2_text(d)
+    assert text["figure"].startswith("**0.970 ± 0.050** (training loop, mean of 3 rounds' ratios")
+    assert "the 95% interval holds 0.97" in text["details"]
+    assert not p2_met(d) and p2_met({**d, "loop_ratio": 1.03}) and p2_met({"loop_ratio": 0.98})
