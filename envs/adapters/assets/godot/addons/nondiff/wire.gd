@@ -13,6 +13,9 @@ const SIZES := {"<f4": 4, "<f8": 8, "<i8": 8, "<i4": 4, "|u1": 1, "|b1": 1}  # b
 
 var peer: StreamPeerTCP
 var failed := ""  # set when the stream broke: the caller ends the program
+var _last_text := ""  # the last header received and its parse: recv() returns the same one again, read-only
+var _last_header := {}
+var _parsed_one := false
 
 
 func _init(p: StreamPeerTCP) -> void:
@@ -98,11 +101,17 @@ func recv() -> Dictionary:
 	var rest := _read(length - 4)
 	if failed != "":
 		return {}
-	var parsed := JSON.parse(rest.subarray(0, hlen - 1).get_string_from_utf8() if hlen > 0 else "")
-	if parsed.error != OK or typeof(parsed.result) != TYPE_DICTIONARY:
-		failed = "a header that is not a JSON object"
-		return {}
-	var header: Dictionary = parsed.result
+	var text := rest.subarray(0, hlen - 1).get_string_from_utf8() if hlen > 0 else ""
+	var header: Dictionary = _last_header
+	if not _parsed_one or text != _last_text:  # a step's header repeats while its instances and layout do
+		var parsed := JSON.parse(text)
+		if parsed.error != OK or typeof(parsed.result) != TYPE_DICTIONARY:
+			failed = "a header that is not a JSON object"
+			return {}
+		header = parsed.result
+		_last_text = text
+		_last_header = header
+		_parsed_one = true
 	var arrays := []
 	var specs: Array = header.get("arrays", [])
 	if specs.empty():
