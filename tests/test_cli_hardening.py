@@ -53,9 +53,11 @@ def _own_key(tmp_path, monkeypatch):
     monkeypatch.setenv("NONDIFF_KEY_FILE", str(tmp_path / "key" / "nondiff.key"))
 
 
-def one_line(proc):
-    """The one error line (log warnings such as SB3's "resuming from fresh episodes" aside)."""
-    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("WARNING ")]
+def one_line(proc, *also: str):
+    """The one error line (log warnings such as SB3's "resuming from fresh episodes" aside, and lines
+    starting with any of ``also``)."""
+    lines = [line for line in proc.stderr.strip().splitlines()
+             if not line.startswith(("WARNING ", *also))]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     return lines[0]
 
@@ -295,8 +297,12 @@ def test_a_trusted_wrapper_that_fails_is_exit_2_on_resume(signed_run, tmp_path, 
         "  wrappers: []", f"  wrappers: [{{'pydoc:pipepager': {{'cmd': 'touch {marker}'}}}}]", 1))
     proc = run_cli("train.py", "--resume", str(run), "--timesteps", "64", "--quiet", "--trust-run-dir",
                    timeout=60)
-    assert marker.exists()  # trusted: the wrapper ran
-    assert proc.returncode == 2 and "env 'CartPole-v1' rejected its settings" in one_line(proc)
+    # the wrapper's shell may still be running when train.py ends: the end-of-run sweep stops it and says so
+    left = "warning: the env left 1 process running"
+    line = one_line(proc, left)
+    assert proc.returncode == 2 and "env 'CartPole-v1' rejected its settings" in line
+    assert "pydoc:pipepager" in line and "failed on observation space" in line  # trusted: the wrapper ran
+    assert marker.exists() or left in proc.stderr  # and its shell touched the marker, unless stopped first
 
 
 def test_unsigned_run_dirs_load_when_they_run_no_code(tmp_path, monkeypatch):
