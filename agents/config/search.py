@@ -35,7 +35,11 @@ class SearchSection(Section):
     """Trials in the whole study (``--trials``); a resumed study runs until this many have finished."""
     seeds_per_trial: int = Field(default=3, gt=0)
     """Training runs per trial, seeded ``seed, seed+1, …`` in every trial (``--seeds-per-trial``); they run
-    at the same time and the trial's score is the mean of their scores."""
+    at the same time and the trial's score combines theirs (``across_seeds``)."""
+    across_seeds: Literal["mean", "min", "mean_minus_std"] = "mean"
+    """How a trial's score follows from its seeds' (``--across-seeds``), at each evaluation the pruner sees
+    and at the end: their mean; the worst seed's; or their mean less their standard deviation. ``min`` and
+    ``mean_minus_std`` prefer settings that learn on every seed to settings that shine on one."""
     evaluations: int = Field(default=5, gt=0)
     """Periodic evaluations per run (``eval.every`` is ``train.timesteps // evaluations``); the mean over the
     seeds of each is reported to the pruner, the last one is the trial's score."""

@@ -34,7 +34,9 @@ CONFIG_FLAGS: dict[str, tuple[str, str]] = {
 # flag -> (search: key, help): train.py --optimize (agents/search); the file's search: section is below them.
 SEARCH_FLAGS: dict[str, tuple[str, str]] = {
     "--trials": ("trials", "trials in the whole study (default 20)"),
-    "--seeds-per-trial": ("seeds_per_trial", "seeded runs per trial; its score is their mean (default 3)"),
+    "--seeds-per-trial": ("seeds_per_trial", "seeded runs per trial, their scores combined (default 3)"),
+    "--across-seeds": ("across_seeds", "a trial's score from its seeds': mean, min or mean_minus_std "
+                                       "(default mean)"),
     "--evaluations": ("evaluations", "evaluations per run, each reported to the pruner (default 5)"),
     "--sampler": ("sampler", "Optuna sampler (default tpe)"),
     "--pruner": ("pruner", "Optuna pruner (default median)"),

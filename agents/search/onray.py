@@ -242,7 +242,8 @@ def _run_trial(task: TrialTask, stop: Any) -> TaskResult:
     watcher.start()
     try:
         name = f"trial-{trial.number:04d}"
-        outcome = TrialRun(trial, path / name, task.seeds, task.timesteps, children, reported).run()
+        outcome = TrialRun(trial, path / name, task.seeds, task.timesteps, children, reported,
+                           task.search.across_seeds).run()
     finally:
         done.set()
         watcher.join()

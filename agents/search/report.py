@@ -55,12 +55,17 @@ def _fmt(v: Any) -> str:
     return json.dumps(v) if isinstance(v, list | dict) or v is None else str(v)
 
 
-def write_best(study_dir: Path, trial: optuna.trial.FrozenTrial, config: str) -> Path:
+WHAT = {"mean": "the mean", "min": "the lowest", "mean_minus_std": "the mean less the standard deviation"}
+"""``search.across_seeds`` in words, for ``best.yaml``'s comment."""
+
+
+def write_best(study_dir: Path, trial: optuna.trial.FrozenTrial, config: str, how: str = "mean") -> Path:
     """``best.yaml``: the best trial's config (``config``, its ``trial.yaml``, which a shared storage's other
-    machines do not have) under a comment that says where it came from."""
+    machines do not have) under a comment that says where it came from (``how``: ``search.across_seeds``)."""
     scores = ", ".join(_fmt(s) for s in trial.user_attrs.get("seed_scores", []))
+    seeds = trial.user_attrs.get("seeds")
     head = (f"# The best trial of the study in {study_dir}: trial {trial.number}, score {_fmt(trial.value)}\n"
-            f"# (the mean over seeds {trial.user_attrs.get('seeds')} of their last evaluation: {scores}).\n"
+            f"# ({WHAT[how]} over seeds {seeds} of their last evaluation: {scores}).\n"
             f"# Train with it:  python train.py --config {study_dir / 'best.yaml'} [--seed S]\n")
     path = study_dir / "best.yaml"
     atomic_write_bytes(path, (head + config).encode())

@@ -284,7 +284,8 @@ class Study:
                 trial.set_user_attr(key, value)
             t0, timesteps = time.monotonic(), int(self.p.base["train"]["timesteps"])
             outcome = (self.on_ray.run(trial, self.seeds, timesteps, self.children.stopping) if self.on_ray
-                       else TrialRun(trial, path, self.seeds, timesteps, self.children, reported).run())
+                       else TrialRun(trial, path, self.seeds, timesteps, self.children, reported,
+                                     self.p.search.across_seeds).run())
             self._finish(trial, outcome, time.monotonic() - t0)
 
     def _config(self, values: dict[str, Any]) -> str:
@@ -293,7 +294,7 @@ class Study:
 
     def _write_best(self, best: optuna.trial.FrozenTrial) -> None:
         values = dict(best.user_attrs.get("config_values", best.params))
-        report.write_best(self.p.path, best, self._config(values))
+        report.write_best(self.p.path, best, self._config(values), self.p.search.across_seeds)
 
     def _finish(self, trial: optuna.Trial, outcome: Outcome, seconds: float) -> None:
         from optuna.trial import TrialState

@@ -7,9 +7,10 @@ run and not the study, memory goes back to the system after each run, and a kill
 with a checkpoint that ``train.py --resume`` continues, as for any run. Starting ``train.py`` costs ~3 s.
 
 While the runs train, the trial reads their ``evaluations.jsonl``; once every seed has its i-th evaluation,
-the mean score over the seeds is reported to Optuna at step i, and the pruner may stop the trial (SIGTERM:
-each run writes ``final/`` and exits). The trial's score is the mean over the seeds of their last
-evaluation: the success rate where the env reports one, else the mean return.
+the seeds' scores combined (:func:`across_seeds`: their mean by default) are reported to Optuna at step i,
+and the pruner may stop the trial (SIGTERM: each run writes ``final/`` and exits). The trial's score
+combines the seeds' last evaluations the same way; a seed's score is the success rate where the env reports
+one, else the mean return.
 """
 
 from __future__ import annotations
@@ -41,6 +42,18 @@ STOP_WAIT_S = 120.0
 """Seconds a run may take to write its checkpoint after SIGTERM before it is killed."""
 RUN_BYTES = 300 * 2**20
 """The memory one run's ``train.py`` process takes at least (``--env CartPole-v1``: 290 MiB at its peak)."""
+
+
+def across_seeds(scores: list[float], how: str = "mean") -> float:
+    """One score for a trial from its seeds' scores (``search.across_seeds``): their ``mean``, the worst
+    (``min``), or the mean less their standard deviation (``mean_minus_std``, ddof 0), which rank the
+    settings that hold up on every seed above those that shine on one."""
+    mean = sum(scores) / len(scores)
+    if how == "min":
+        return min(scores)
+    if how == "mean_minus_std":
+        return mean - (sum((s - mean) ** 2 for s in scores) / len(scores)) ** 0.5
+    return mean
 
 
 def check_runs_at_once(search: SearchSection) -> None:
@@ -142,7 +155,7 @@ class Outcome:
 
     state: Literal["complete", "pruned", "failed", "stopped"]
     value: float | None = None
-    """The mean score over the seeds (complete), or the last one reported (pruned)."""
+    """The seeds' scores combined (:func:`across_seeds`; complete), or the last one reported (pruned)."""
     seed_scores: list[float] = field(default_factory=list)
     """Each seed's last evaluation score."""
     evaluation: int = 0
@@ -207,11 +220,12 @@ class TrialRun:
         timesteps: each run's budget.
         children: the study's processes (signals reach them through it).
         reported: the steps this trial has reported already (a resumed trial's).
+        how: how the seeds' scores combine (``search.across_seeds``).
     """
 
     def __init__(self, trial: optuna.Trial, path: Path, seeds: list[int], timesteps: int,
-                 children: Children, reported: set[int] | None = None) -> None:
-        self.trial, self.path, self.seeds, self.timesteps = trial, path, seeds, timesteps
+                 children: Children, reported: set[int] | None = None, how: str = "mean") -> None:
+        self.trial, self.path, self.seeds, self.timesteps, self.how = trial, path, seeds, timesteps, how
         self.children = children
         self.reported = set(reported or ())
         self.runs = [path / f"seed-{s}" for s in seeds]
@@ -258,12 +272,12 @@ class TrialRun:
                 if i in reported:
                     continue
                 reported.add(i)
-                self.trial.report(sum(score(e[i]) for e in evals) / len(evals), i)
+                scores = [score(e[i]) for e in evals]
+                self.trial.report(across_seeds(scores, self.how), i)
                 if self.trial.should_prune() and not self.children.stopping.is_set():
                     for proc in procs.values():
                         stop(proc)
-                    scores = [score(e[i]) for e in evals]
-                    return Outcome("pruned", sum(scores) / len(scores), scores, evaluation=i + 1)
+                    return Outcome("pruned", across_seeds(scores, self.how), scores, evaluation=i + 1)
             codes = {i: p.poll() for i, p in procs.items()}
             if self.children.stopping.is_set():
                 if all(c is not None for c in codes.values()):
@@ -284,7 +298,7 @@ class TrialRun:
             return Outcome("failed", message=f"seed {missing[0]} finished without an evaluation (see "
                                              f"{self.path / f'seed-{missing[0]}.log'})")
         scores = [score(e[-1]) for e in evals]
-        return Outcome("complete", sum(scores) / len(scores), scores)
+        return Outcome("complete", across_seeds(scores, self.how), scores)
 
 
 def make_pruner(search: SearchSection) -> optuna.pruners.BasePruner:

@@ -20,7 +20,7 @@ from agents.config.search import (
     resolve_space,
 )
 from agents.search import spaces
-from agents.search.trial import Children, TrialRun
+from agents.search.trial import Children, TrialRun, across_seeds
 from envs.errors import UserError
 
 
@@ -117,6 +117,22 @@ def test_the_success_rate_is_the_score_where_the_env_has_one(tmp_path):
     trial = optuna.create_study(direction="maximize").ask()
     outcome = TrialRun(trial, tmp_path, [1, 2], 100, Children())._watch({})
     assert (outcome.value, outcome.seed_scores) == (0.75, [0.5, 1.0])
+
+
+@pytest.mark.parametrize(("how", "reports", "value"), [
+    ("mean", {0: 20.0, 1: 45.0}, 45.0),
+    ("min", {0: 10.0, 1: 30.0}, 30.0),
+    ("mean_minus_std", {0: 10.0, 1: 30.0}, 30.0),
+], ids=["mean", "min", "mean-minus-std"])
+def test_across_seeds_combines_every_report_and_the_score(tmp_path, how, reports, value):
+    _evaluations(tmp_path / "seed-1", [10.0, 30.0])
+    _evaluations(tmp_path / "seed-2", [30.0, 60.0])
+    study = optuna.create_study(direction="maximize")
+    outcome = TrialRun(study.ask(), tmp_path, [1, 2], 100, Children(), how=how)._watch({})
+    assert (outcome.state, outcome.value, outcome.seed_scores) == ("complete", value, [30.0, 60.0])
+    assert study.trials[0].intermediate_values == reports
+    assert across_seeds([1.0, 2.0, 6.0], how) == {"mean": 3.0, "min": 1.0,
+                                                   "mean_minus_std": 3.0 - (14 / 3) ** 0.5}[how]
 
 
 @pytest.mark.parametrize(("argv", "message"), [

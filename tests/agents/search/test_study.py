@@ -93,7 +93,7 @@ def _wait_for(path, proc, timeout=60.0):
 
 
 def test_a_study_killed_mid_trial_resumes_without_losing_a_trial(straight, tmp_path):
-    proc = _popen(_study(tmp_path, "killed"))
+    proc = _popen([*_study(tmp_path, "killed"), "--across-seeds", "min"])  # kept by the resumed study
     study = tmp_path / "killed"
     _wait_for(study / "trial-0001" / "seed-3" / "config.yaml", proc)
     proc.send_signal(signal.SIGKILL)
@@ -106,7 +106,9 @@ def test_a_study_killed_mid_trial_resumes_without_losing_a_trial(straight, tmp_p
     assert after[0].value == before[0].value  # the finished trial was neither lost nor run again
     assert (study / "trial-0000" / "seed-3" / "command.txt").read_text().count("\n") == 1
     assert after[1].params == before[1].params  # the running trial was adopted, not drawn again
-    assert (study / "best.yaml").is_file()
+    for t in after:  # each trial's score is its worst seed's, before the kill and after it
+        assert t.value == min(t.user_attrs["seed_scores"])
+    assert "(the lowest over seeds [3, 4]" in (study / "best.yaml").read_text()
 
 
 def test_ctrl_c_checkpoints_the_running_trials_of_a_parallel_study(tmp_path):
