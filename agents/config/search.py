@@ -27,6 +27,9 @@ from agents.config.schema import SECTIONS, suggest
 from agents.config.section import Section
 from envs.errors import UserError
 
+AcrossSeeds = Literal["mean", "min", "mean_minus_std"]
+"""How a trial's score follows from its seeds' scores (``search.across_seeds``)."""
+
 
 class SearchSection(Section):
     """Settings of a hyperparameter study (``train.py --optimize``); the command line overrides them."""
@@ -36,13 +39,13 @@ class SearchSection(Section):
     seeds_per_trial: int = Field(default=3, gt=0)
     """Training runs per trial, seeded ``seed, seed+1, …`` in every trial (``--seeds-per-trial``); they run
     at the same time and the trial's score combines theirs (``across_seeds``)."""
-    across_seeds: Literal["mean", "min", "mean_minus_std"] = "mean"
+    across_seeds: AcrossSeeds = "mean"
     """How a trial's score follows from its seeds' (``--across-seeds``), at each evaluation the pruner sees
     and at the end: their mean; the worst seed's; or their mean less their standard deviation. ``min`` and
     ``mean_minus_std`` prefer settings that learn on every seed to settings that shine on one."""
     evaluations: int = Field(default=5, gt=0)
-    """Periodic evaluations per run (``eval.every`` is ``train.timesteps // evaluations``); the mean over the
-    seeds of each is reported to the pruner, the last one is the trial's score."""
+    """Periodic evaluations per run (``eval.every`` is ``train.timesteps // evaluations``); the seeds' scores
+    of each, combined (``across_seeds``), are reported to the pruner, the last one is the trial's score."""
     sampler: Literal["tpe", "random", "cmaes"] = "tpe"
     """Optuna's sampler (``--sampler``): TPE, uniform random, or CMA-ES (categorical keys drawn at random)."""
     pruner: Literal["median", "halving", "none"] = "median"

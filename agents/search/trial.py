@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import optuna
 
-    from agents.config.search import SearchSection
+    from agents.config.search import AcrossSeeds, SearchSection
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
@@ -44,7 +44,7 @@ RUN_BYTES = 300 * 2**20
 """The memory one run's ``train.py`` process takes at least (``--env CartPole-v1``: 290 MiB at its peak)."""
 
 
-def across_seeds(scores: list[float], how: str = "mean") -> float:
+def across_seeds(scores: list[float], how: AcrossSeeds = "mean") -> float:
     """One score for a trial from its seeds' scores (``search.across_seeds``): their ``mean``, the worst
     (``min``), or the mean less their standard deviation (``mean_minus_std``, ddof 0), which rank the
     settings that hold up on every seed above those that shine on one."""
@@ -224,7 +224,7 @@ class TrialRun:
     """
 
     def __init__(self, trial: optuna.Trial, path: Path, seeds: list[int], timesteps: int,
-                 children: Children, reported: set[int] | None = None, how: str = "mean") -> None:
+                 children: Children, reported: set[int] | None = None, how: AcrossSeeds = "mean") -> None:
         self.trial, self.path, self.seeds, self.timesteps, self.how = trial, path, seeds, timesteps, how
         self.children = children
         self.reported = set(reported or ())

@@ -149,9 +149,11 @@ def test_bad_study_input_is_one_line_exit_2(capsys, tmp_path, argv, message):
 
 @pytest.mark.parametrize(("search", "message"), [
     ("search: {sampler: grid}", "'search.sampler' input should be 'tpe', 'random' or 'cmaes'"),
+    ("search: {across_seeds: max}",
+     "'search.across_seeds' input should be 'mean', 'min' or 'mean_minus_std'"),
     ("search: {space: {agent.tau: 0.01}}", "search key 'agent.tau': --algo ppo does not take it"),
     ("search: {defaults: false}", "the search space is empty"),
-], ids=["unknown-sampler", "foreign-key", "empty-space"])
+], ids=["unknown-sampler", "unknown-rule", "foreign-key", "empty-space"])
 def test_a_bad_search_section_is_one_line_exit_2(capsys, tmp_path, search, message):
     config = tmp_path / "c.yaml"
     config.write_text(f"env: {{id: CartPole-v1}}\n{search}\n")
