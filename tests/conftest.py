@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -46,11 +47,28 @@ def cli():
     return run_cli
 
 
+_PORTS = itertools.count()
+
+
 def free_port() -> int:
-    """An ephemeral loopback port that nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port that nothing listens on, and that no other test of this session is given.
+
+    Not an ephemeral one: a port the kernel handed out and took back can be handed to another test's
+    ``listen 127.0.0.1:0`` before this test listens on it, and then each test counts the other's
+    connections. The ports come from below the kernel's ephemeral range (32768 up) and above Ray's worker
+    ports (10002-19999): a block of 1,000 for each pytest-xdist worker, each port once per session.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    base = 20000 + 1000 * (int(worker) % 12 if worker.isdigit() else 0)
+    for _ in range(1000):
+        port = base + next(_PORTS) % 1000
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # something else on this machine has it
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {base}-{base + 999}")
 
 
 def scalars(run: Path) -> Any:

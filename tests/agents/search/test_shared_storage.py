@@ -11,7 +11,6 @@ import glob
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.ci, pytest.mark.xdist_group("search-study")]
 
@@ -48,12 +47,6 @@ def _program(name: str) -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def postgres():
     """A PostgreSQL server on 127.0.0.1 with user ``nondiff`` and a random password: (url, password)."""
@@ -67,7 +60,7 @@ def postgres():
     pwfile.write_text(password)
     if as_user:
         shutil.chown(pwfile, "postgres")
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     subprocess.run([*as_user, _program("initdb"), "-D", str(data), "-U", "nondiff", "--auth=scram-sha-256",
                     f"--pwfile={pwfile}"], check=True, capture_output=True, timeout=120)
     pwfile.unlink()

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, free_port
 
 from envs import errors as E
 from envs.bridge import listen as L
@@ -29,12 +29,6 @@ FAST = ["--quiet", "--set", "agent.n_steps=32", "--set", "agent.batch_size=64", 
 def _fresh_listeners():
     yield
     L.close_all()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def address(lst: L.Listener) -> tuple[str, int]:
