@@ -22,18 +22,19 @@ from __future__ import annotations
 import copy
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import gymnasium as gym
 import numpy as np
 
 from envs.errors import UserError
+from envs.gamestate import SHARED, decode, encode
 from envs.multiagent import pettingzoo_class
 
-__all__ = ["GAME_KEY", "GameResult", "LookaheadOpponent", "Opponent", "RandomOpponent", "SeatEnv",
-           "is_turn_based_source", "legal_moves", "make_seat"]
+__all__ = ["GAME_KEY", "GameResult", "LookaheadOpponent", "Move", "Opponent", "RandomOpponent", "SeatEnv",
+           "is_turn_based_source", "legal_moves", "make_seat", "play", "step_ahead"]
 
 GAME_KEY = "nondiff_game"
 """The info key of a finished game's :class:`GameResult`."""
@@ -61,6 +62,78 @@ class Opponent(Protocol):
     def act(self, game: Any, agent: str, rng: np.random.Generator) -> int:
         """The move ``agent`` makes now."""
         ...
+
+
+Step = tuple[Any, float, bool, bool, dict[str, Any]]
+"""A Gymnasium step: observation, reward, terminated, truncated, info."""
+
+Move = tuple[Opponent, Any, str, np.random.Generator]
+"""A move to be made: the opponent, the game at its turn, the agent to move, the seat's generator."""
+
+T = TypeVar("T")
+
+
+def play(moves: Sequence[Move]) -> tuple[list[int | Exception], int]:
+    """Make these moves: those of opponents that share a ``pool`` (an optional attribute: a callable that
+    makes a list of moves at once, e.g. one forward pass of a network for all) by one call of it, the others
+    one by one with ``act``. Returns each move (or the error that making it raised) and the number of pool
+    calls."""
+    out: list[int | Exception] = [0] * len(moves)
+    pools: dict[Hashable, list[int]] = {}
+    for k, (opponent, game, agent, rng) in enumerate(moves):
+        pool = getattr(opponent, "pool", None)
+        if pool is not None:
+            pools.setdefault(pool, []).append(k)
+            continue
+        try:
+            out[k] = int(opponent.act(game, agent, rng))
+        except Exception as e:  # noqa: BLE001 - raised in that seat's step
+            out[k] = e
+    for pool, ks in pools.items():
+        try:
+            made: list[int | Exception] = list(pool([moves[k] for k in ks]))  # type: ignore[operator]
+        except Exception as e:  # noqa: BLE001 - raised in each of these seats' steps
+            made = [e] * len(ks)
+        for k, m in zip(ks, made, strict=True):
+            out[k] = m
+    return out, len(pools)
+
+
+def _drive(turns: Generator[str, int, T], act: Callable[[str], int]) -> T:
+    """Run a generator of turns to its end, each move it asks for made by ``act``; its result."""
+    try:
+        agent = next(turns)
+        while True:
+            agent = turns.send(act(agent))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def step_ahead(seats: Sequence[tuple[SeatEnv, Any]]) -> int:
+    """Play the step of each (seat, learner's move) now, the opponents' moves of all of them made together
+    by :func:`play`, round by round; each seat's next ``step`` with that move returns what was played (an
+    error of the step is raised there, inside the seat's wrappers). A seat plays what its own ``step`` would
+    play, drawing from its generator in the same order; only a pooled network's probabilities may differ from
+    one-by-one calls in their last bits. Returns the number of pool calls."""
+    waiting: list[tuple[SeatEnv, Generator[str, int, None], str]] = []
+    for seat, action in seats:
+        turns = seat._ahead_turns(int(action))
+        agent = next(turns, None)
+        if agent is not None:
+            waiting.append((seat, turns, agent))
+    calls = 0
+    while waiting:
+        moves, n = play([(seat.opponent, seat.game, agent, seat.np_random) for seat, _, agent in waiting])
+        calls += n
+        still = []
+        for (seat, turns, _), move in zip(waiting, moves, strict=True):
+            try:
+                agent = turns.throw(move) if isinstance(move, Exception) else turns.send(move)
+            except StopIteration:
+                continue
+            still.append((seat, turns, agent))
+        waiting = still
+    return calls
 
 
 def legal_moves(game: Any, agent: str) -> np.ndarray:
@@ -105,16 +178,11 @@ class LookaheadOpponent:
         return int(rng.choice([m for m in pool if abs(m - middle) == best]))
 
 
-_SHARED = frozenset({"observation_spaces", "action_spaces", "screen", "clock", "render_mode",
-                     "possible_agents", "_ezpickle_args", "_ezpickle_kwargs"})
-"""Attributes of a PettingZoo game that a move never changes: shared by a copy, not copied."""
-
-
 def _played(raw: Any, move: int) -> Any:
     """A copy of the game ``raw`` with ``move`` played (its state copied attribute by attribute: PettingZoo's
     envs pickle, and so deep-copy, as fresh games built from their arguments)."""
     after = object.__new__(type(raw))
-    after.__dict__.update({k: v if k in _SHARED else copy.deepcopy(v) for k, v in raw.__dict__.items()})
+    after.__dict__.update({k: v if k in SHARED else copy.deepcopy(v) for k, v in raw.__dict__.items()})
     after.step(int(move))
     return after
 
@@ -180,6 +248,9 @@ class SeatEnv(gym.Env):
         self.learner = first
         self.games = 0
         self._return = 0.0
+        self.pooled = False
+        """Under :func:`step_ahead`, whether this seat steps ahead (``selfplay.pool_moves``)."""
+        self._ahead: tuple[int, Step | BaseException] | None = None
         self.opening = 0
         """Each game begins with 0 to ``opening`` uniformly random moves (either side's), drawn from the
         seat's generator, before the learner's first turn (``selfplay.opening_moves`` of training games)."""
@@ -211,12 +282,24 @@ class SeatEnv(gym.Env):
         reward = self._opponent_moves()
         return None if self._over() else reward
 
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        """The learner's move, then the opponent's up to the learner's next turn."""
-        self.game.step(int(action))
+    def step(self, action: Any) -> Step:
+        """The learner's move, then the opponent's up to the learner's next turn (or what
+        :func:`step_ahead` played for this move)."""
+        if self._ahead is not None:
+            (move, outcome), self._ahead = self._ahead, None
+            if move != int(action):
+                raise RuntimeError(f"stepped ahead with move {move}, then asked for {action}")
+            if isinstance(outcome, BaseException):
+                raise outcome  # where an error of the step itself is raised: inside the Guard
+            return outcome
+        return _drive(self._turns(int(action)), self._act)
+
+    def _turns(self, action: int) -> Generator[str, int, Step]:
+        """:meth:`step` as a generator: yields each opponent agent whose move it needs, is sent the move."""
+        self.game.step(action)
         reward = float(self.game.rewards.get(self.learner, 0.0))
         if not self._over():
-            reward += self._opponent_moves()
+            reward += yield from self._opponent_turns()
         self._return += reward
         terminated = bool(self.game.terminations.get(self.learner, True))
         truncated = bool(self.game.truncations.get(self.learner, False)) and not terminated
@@ -230,6 +313,17 @@ class SeatEnv(gym.Env):
             info["episode_metrics"] = {f"won/{seat}_seat": float(score == 1.0),
                                        f"lost/{seat}_seat": float(score == 0.0)}
         return self.game.observe(self.learner), reward, terminated, truncated, info
+
+    def _ahead_turns(self, action: int) -> Generator[str, int, None]:
+        """:meth:`_turns`, its outcome (or error) kept for the next :meth:`step` (:func:`step_ahead`)."""
+        try:
+            outcome: Step | BaseException = yield from self._turns(action)
+        except Exception as e:  # noqa: BLE001 - raised again by step(), inside the wrappers
+            outcome = e
+        self._ahead = (action, outcome)
+
+    def _act(self, agent: str) -> int:
+        return int(self.opponent.act(self.game, agent, self.np_random))
 
     def action_masks(self) -> np.ndarray:
         """The learner's legal moves now, one flag per move."""
@@ -246,20 +340,24 @@ class SeatEnv(gym.Env):
 
     def _opponent_moves(self) -> float:
         """Play the opponent until the learner's turn or the game's end; the learner's reward meanwhile."""
+        return _drive(self._opponent_turns(), self._act)
+
+    def _opponent_turns(self) -> Generator[str, int, float]:
+        """:meth:`_opponent_moves` as a generator: yields the agent to move, is sent its move."""
         reward = 0.0
         while self.game.agents and self.game.agent_selection != self.learner and not self._over():
             agent = self.game.agent_selection
             if self.game.terminations.get(agent) or self.game.truncations.get(agent):
                 self.game.step(None)
             else:
-                self.game.step(int(self.opponent.act(self.game, agent, self.np_random)))
+                self.game.step(int((yield agent)))
             reward += float(self.game.rewards.get(self.learner, 0.0))
         return reward
 
     def get_state(self) -> dict[str, Any]:
         """The game in progress as JSON (for an exact resume): the game's own state, the seat, the opponent's
         name and the seat's random generator."""
-        return {"game": encode({k: v for k, v in self.game.unwrapped.__dict__.items() if k not in _SHARED}),
+        return {"game": encode({k: v for k, v in self.game.unwrapped.__dict__.items() if k not in SHARED}),
                 "learner": self.learner, "games": self.games, "return": self._return,
                 "opponent": self.opponent.name, "rng": encode(self.np_random.bit_generator.state)}
 
@@ -276,41 +374,3 @@ class SeatEnv(gym.Env):
     def close(self) -> None:
         """Close the game."""
         self.game.close()
-
-
-def encode(value: Any) -> Any:
-    """``value`` as JSON: arrays tagged with their dtype, objects as their attributes (restored into the
-    live game's objects by :func:`decode`, so a state names no class and imports nothing)."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, np.ndarray):
-        return {"__array__": value.tolist(), "dtype": str(value.dtype)}
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, list | tuple):
-        return [encode(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): encode(v) for k, v in value.items()}
-    if hasattr(value, "__dict__"):
-        return {"__object__": encode(vars(value))}
-    raise TypeError(f"cannot save a game attribute of type {type(value).__name__}")
-
-
-def decode(saved: Any, live: Any) -> Any:
-    """The value :func:`encode` saved, rebuilt in the form of ``live`` (the game's current value)."""
-    if isinstance(saved, dict) and "__array__" in saved:
-        return np.array(saved["__array__"], dtype=np.dtype(saved["dtype"]))
-    if isinstance(saved, dict) and "__object__" in saved:
-        if live is None or not hasattr(live, "__dict__"):
-            raise ValueError("a saved object where the game has none")
-        for key, value in saved["__object__"].items():
-            setattr(live, key, decode(value, getattr(live, key, None)))
-        return live
-    if isinstance(saved, dict):
-        template = live if isinstance(live, dict) else {}
-        return {k: decode(v, template.get(k)) for k, v in saved.items()}
-    if isinstance(saved, list):
-        items = [decode(v, live[i] if isinstance(live, list | tuple) and i < len(live) else None)
-                 for i, v in enumerate(saved)]
-        return tuple(items) if isinstance(live, tuple) else items
-    return saved

@@ -87,6 +87,12 @@ def test_kill_and_resume_restores_the_league_exactly(tmp_path):
     assert len(resumed_league(tmp_path)["members"]) == 1 + 4
 
 
+def test_pooled_moves_train_and_resume_exactly(tmp_path):
+    """``selfplay.pool_moves``: the snapshots' moves of a vector step in one forward pass each."""
+    league = resumed_league(tmp_path, "--set", "selfplay.pool_moves=true")
+    assert len(league["members"]) == 1 + 4 and sum(m["games"] for m in league["members"]) > 50
+
+
 def test_backends_and_vector_envs_that_cannot_play_it_are_one_line(tmp_path):
     sub = run_cli("train.py", "--env", C4, "--timesteps", "64", "--set", "train.vec_env=subproc",
                   "--run-dir", str(tmp_path / "s"))

@@ -52,6 +52,14 @@ class SelfPlaySection(Section):
     so that the learner meets positions beyond its own and its league's openings; a game that these moves
     (or the opponent's reply) end starts again from the rules' start. Evaluation (``evaluate.py``, the
     periodic evaluation) and the tournament always start from the rules' start."""
+    pool_moves: bool = False
+    """Make the opponents' moves of one vector step together: one forward pass of each snapshot's network for
+    every training env that faces it, instead of one per env and move (envs/selfplay.py ``step_ahead``): in
+    nondiff's in-process vector envs, ``train.vec_env`` dummy or thread (RLlib's ``sync`` env runners step
+    their seats one by one). Each env plays the moves it would play one by one, drawing from its own
+    generator, but a batch's probabilities may differ from single passes in their last bits, so a run
+    trained with it need not replay a run trained without it bit for bit (each replays itself, and resumes
+    exactly). docs/results.md, "Pooled moves", gives the speed-up."""
     seat: Literal["alternate", "first", "second"] = "alternate"
     """The learner's seat: alternating every game, or always the first or the second player."""
     elo_k: float = Field(default=16.0, gt=0.0, le=400.0)

@@ -100,5 +100,6 @@ class BatchGuard(gym.vector.VectorWrapper):
             return step_rows(self.env, actions)
         acts = list(iterate(self.action_space, actions))
         venv: Any = self.env
+        venv.step_seats_ahead(acts)
         self.judge(venv.run(lambda i: self.guards[i].prefetch(acts[i])))
         return venv.step_here(acts)  # type: ignore[no-any-return]

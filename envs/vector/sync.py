@@ -12,6 +12,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import iterate
 
 from envs.batching import stack
+from envs.selfplay import SeatEnv, step_ahead
 from envs.vector.base import Indices, StepRows, Transition, VectorEnvBase, batched, is_wrapped
 
 
@@ -41,6 +42,9 @@ class SyncVectorEnv(VectorEnvBase):
         self.render_mode = first.render_mode
         self._next_step = autoreset_mode == AutoresetMode.NEXT_STEP
         self._ended = np.zeros(self.num_envs, dtype=bool)  # NEXT_STEP: the envs the next step resets
+        self._seats = any(isinstance(e.unwrapped, SeatEnv) for e in self.envs)  # self-play seats, if any
+        self.pooled_calls = 0
+        """Pooled opponent calls so far (:meth:`step_seats_ahead`)."""
 
     def run(self, job: Callable[[int], Any], indices: Indices = None) -> list[Any]:
         """``job(i)`` for every env index in ``indices`` (None: all), in order; their results."""
@@ -68,9 +72,21 @@ class SyncVectorEnv(VectorEnvBase):
     def step_rows(self, actions: Any) -> StepRows:
         """:meth:`step` with each env's info as it came (:class:`~envs.vector.base.StepRows`)."""
         acts = list(iterate(self.action_space, actions))
+        self.step_seats_ahead(acts)
         out = self.collect_rows(self.run(lambda i: self._step_one(i, acts[i])))
         self._ended = out.terminated | out.truncated
         return out
+
+    def step_seats_ahead(self, acts: list[Any]) -> None:
+        """Step the self-play seats that pool their opponents' moves (``selfplay.pool_moves``) ahead, all at
+        once (envs/selfplay.py :func:`~envs.selfplay.step_ahead`), before their wrappers step them."""
+        if not self._seats:
+            return
+        seats = [(i, e.unwrapped) for i, e in enumerate(self.envs)]  # as they are now (an adapter restarts)
+        ahead = [(seat, acts[i]) for i, seat in seats if isinstance(seat, SeatEnv) and seat.pooled
+                 and not (self._next_step and self._ended[i])]
+        if ahead:
+            self.pooled_calls += step_ahead(ahead)
 
     def step_here(self, acts: list[Any]) -> StepRows:
         """Step env ``i`` with ``acts[i]``: what the batched Guard calls once the adapters have stepped ahead

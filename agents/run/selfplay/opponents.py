@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
-from envs.selfplay import SeatEnv, legal_moves
+from envs.selfplay import Move, SeatEnv, legal_moves
 
 if TYPE_CHECKING:
     from agents.config import RunConfig
@@ -59,6 +59,7 @@ class PolicyOpponent:
         self.name, self.backend, self.view, self.temperature = name, backend, view, temperature
         self._mask: np.ndarray | None = None
         self._lock = threading.Lock()  # envs stepped in threads share one opponent
+        self.pool = self.moves  # under selfplay.pool_moves, one call for every env's move (envs/selfplay.py)
         backend.bind_env(self)  # a masking backend asks this object for the legal moves
 
     def get_wrapper_attr(self, name: str) -> Any:
@@ -80,20 +81,37 @@ class PolicyOpponent:
 
     def move(self, game: Any, agent: str, rng: np.random.Generator, temperature: float) -> int:
         """:meth:`act` at ``temperature``."""
-        legal = legal_moves(game, agent)
-        mask = np.zeros(int(game.action_space(agent).n), dtype=np.bool_)
-        mask[legal] = True
-        obs = self.view(game.observe(agent))
-        batch = {k: np.asarray(v)[None] for k, v in obs.items()} if isinstance(obs, dict) else \
-            np.asarray(obs)[None]
-        probs = self.backend.action_probs(batch, mask[None])
-        if probs is not None:
-            p = probs[0] if temperature == 1.0 else probs[0] ** (1.0 / temperature)
-            return int(rng.choice(len(mask), p=p / p.sum()))
-        with self._lock:
-            self._mask = mask
-            action = int(np.asarray(self.backend.predict(obs, deterministic=False)).reshape(-1)[0])
-            return action if mask[action] else int(rng.choice(legal))
+        return self._moves([(game, agent, rng, temperature)])[0]
+
+    def moves(self, moves: list[Move]) -> list[int]:
+        """The moves of every (opponent, game, agent, generator) at once, the opponents this policy or its
+        tempered copies: one forward pass for all (``play``'s ``pool``: ``selfplay.pool_moves``)."""
+        return self._moves([(game, agent, rng, getattr(opponent, "temperature", self.temperature))
+                            for opponent, game, agent, rng in moves])
+
+    def _moves(self, positions: list[tuple[Any, str, np.random.Generator, float]]) -> list[int]:
+        masks, seen = [], []
+        for game, agent, _, _ in positions:
+            mask = np.zeros(int(game.action_space(agent).n), dtype=np.bool_)
+            mask[legal_moves(game, agent)] = True
+            masks.append(mask)
+            seen.append(self.view(game.observe(agent)))
+        batch = ({k: np.stack([np.asarray(o[k]) for o in seen]) for k in seen[0]} if isinstance(seen[0], dict)
+                 else np.stack([np.asarray(o) for o in seen]))
+        probs = self.backend.action_probs(batch, np.stack(masks))
+        out = []
+        for k, (_, _, rng, temperature) in enumerate(positions):
+            mask = masks[k]
+            if probs is None:  # predict, untempered; a random legal move should it pick an illegal one
+                with self._lock:
+                    self._mask = mask
+                    predicted = self.backend.predict(seen[k], deterministic=False)
+                action = int(np.asarray(predicted).reshape(-1)[0])
+                out.append(action if mask[action] else int(rng.choice(np.flatnonzero(mask))))
+                continue
+            p = probs[k] if temperature == 1.0 else probs[k] ** (1.0 / temperature)
+            out.append(int(rng.choice(len(mask), p=p / p.sum())))
+        return out
 
 
 class TemperedOpponent:
@@ -103,6 +121,7 @@ class TemperedOpponent:
 
     def __init__(self, name: str, policy: PolicyOpponent, temperature: float) -> None:
         self.name, self.policy, self.temperature = name, policy, temperature
+        self.pool = policy.pool  # pooled with the policy's other temperatures
 
     def act(self, game: Any, agent: str, rng: np.random.Generator) -> int:
         """The policy's move at this temperature (:meth:`PolicyOpponent.move`)."""

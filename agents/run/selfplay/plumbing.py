@@ -64,9 +64,10 @@ def start(session: Session, backend: Backend, env: ResolvedEnv) -> League | None
 
 
 def attach(seat: SeatEnv, league: League) -> None:
-    """Make ``seat`` a training seat of ``league``: its opponents drawn from it, its seat and random openings
-    as the league's ``selfplay:`` section sets them."""
+    """Make ``seat`` a training seat of ``league``: its opponents drawn from it, its seat, random openings and
+    pooled moves as the league's ``selfplay:`` section sets them."""
     seat.opponents, seat.seat, seat.opening = league.draw, league.cfg.seat, league.cfg.opening_moves
+    seat.pooled = league.cfg.pool_moves
 
 
 def _made_view(cfg: RunConfig, env: ResolvedEnv) -> Callable[[Any], Any]:
