@@ -73,12 +73,12 @@ Move = tuple[Opponent, Any, str, np.random.Generator]
 T = TypeVar("T")
 
 
-def play(moves: Sequence[Move]) -> tuple[list[int | Exception], int]:
+def play(moves: Sequence[Move]) -> tuple[list[int | BaseException], int]:
     """Make these moves: those of opponents that share a ``pool`` (an optional attribute: a callable that
     makes a list of moves at once, e.g. one forward pass of a network for all) by one call of it, the others
     one by one with ``act``. Returns each move (or the error that making it raised) and the number of pool
     calls."""
-    out: list[int | Exception] = [0] * len(moves)
+    out: list[int | BaseException] = [0] * len(moves)
     pools: dict[Hashable, list[int]] = {}
     for k, (opponent, game, agent, rng) in enumerate(moves):
         pool = getattr(opponent, "pool", None)
@@ -87,12 +87,12 @@ def play(moves: Sequence[Move]) -> tuple[list[int | Exception], int]:
             continue
         try:
             out[k] = int(opponent.act(game, agent, rng))
-        except Exception as e:  # noqa: BLE001 - raised in that seat's step
+        except (Exception, SystemExit) as e:  # raised in that seat's step
             out[k] = e
     for pool, ks in pools.items():
         try:
-            made: list[int | Exception] = list(pool([moves[k] for k in ks]))  # type: ignore[operator]
-        except Exception as e:  # noqa: BLE001 - raised in each of these seats' steps
+            made: list[int | BaseException] = list(pool([moves[k] for k in ks]))  # type: ignore[operator]
+        except (Exception, SystemExit) as e:  # raised in each of these seats' steps
             made = [e] * len(ks)
         for k, m in zip(ks, made, strict=True):
             out[k] = m
@@ -128,7 +128,7 @@ def step_ahead(seats: Sequence[tuple[SeatEnv, Any]]) -> int:
         still = []
         for (seat, turns, _), move in zip(waiting, moves, strict=True):
             try:
-                agent = turns.throw(move) if isinstance(move, Exception) else turns.send(move)
+                agent = turns.throw(move) if isinstance(move, BaseException) else turns.send(move)
             except StopIteration:
                 continue
             still.append((seat, turns, agent))
@@ -259,6 +259,7 @@ class SeatEnv(gym.Env):
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """A new game against a newly drawn opponent, played up to the learner's first turn."""
         super().reset(seed=seed)
+        self._ahead = None  # a step played ahead that its wrappers never asked for (none in the vector envs)
         self.game.reset(seed=seed)
         order = {"first": 0, "second": 1}.get(self.seat, self.games % 2)
         self.learner = self.players[order]
@@ -318,7 +319,7 @@ class SeatEnv(gym.Env):
         """:meth:`_turns`, its outcome (or error) kept for the next :meth:`step` (:func:`step_ahead`)."""
         try:
             outcome: Step | BaseException = yield from self._turns(action)
-        except Exception as e:  # noqa: BLE001 - raised again by step(), inside the wrappers
+        except (Exception, SystemExit) as e:  # raised again by step(), inside the Guard, which contains both
             outcome = e
         self._ahead = (action, outcome)
 
@@ -370,6 +371,7 @@ class SeatEnv(gym.Env):
         self.learner, self.games, self._return = state["learner"], int(state["games"]), float(state["return"])
         self.np_random.bit_generator.state = state["rng"]
         self.pending = str(state["opponent"])
+        self._ahead = None
 
     def close(self) -> None:
         """Close the game."""

@@ -88,6 +88,23 @@ def test_an_error_in_a_pooled_call_is_raised_by_each_of_its_seats_own_step():
     step_ahead([(seat, 4)])
     with pytest.raises(RuntimeError, match="stepped ahead with move 4, then asked for 5"):
         seat.step(5)
+    step_ahead([(seat, 4)])
+    seat.reset(seed=9)  # the step played ahead was never asked for: a new game forgets it
+    obs, *_ = seat.step(5)
+    assert obs["observation"].sum() == 2
+
+
+class Exiting(Poolable):
+    def moves(self, moves) -> list[int]:
+        raise SystemExit(3)  # what the Guard contains, like any error of the env's own
+
+
+def test_a_pooled_call_that_exits_is_raised_in_the_seats_step_not_in_the_vector_env():
+    seat = SeatEnv(connect_four_v3.env(), "c4", opponents=Exiting, seat="first")
+    seat.reset(seed=0)
+    step_ahead([(seat, 0)])
+    with pytest.raises(SystemExit):
+        seat.step(0)
 
 
 class Probs:
