@@ -179,9 +179,12 @@ def test_the_sweep_leaves_nondiffs_own_processes_alone(tmp_path, monkeypatch):
                              text=True)
         orphan = int(out.stdout)
         assert sweeper.adopting and children._read(orphan).ppid == os.getpid()  # adopted, not init's
+        deadline = time.monotonic() + 60  # the supervisor starts its program itself, after its own start-up
+        while not (program := [p.pid for p in children.table().values() if p.ppid == supervisor.pid]):
+            assert time.monotonic() < deadline and supervisor.poll() is None, "no program came"
+            time.sleep(0.05)
         left = sweeper.sweep(grace=1.0)
         assert [(p.pid, p.command, p.killed) for p in left] == [(orphan, "sleep 1002", False)]
-        program = [p.pid for p in children.table().values() if p.ppid == supervisor.pid]
         assert not alive(orphan) and worker.is_alive() and supervisor.poll() is None and alive(program[0])
         assert [p.poll() for p in ray] == [None, None, None]
         assert children._prctl(children.PR_GET_CHILD_SUBREAPER) == 0  # adoption ends with the sweep
