@@ -82,8 +82,8 @@ class SyncVectorEnv(VectorEnvBase):
         once (envs/selfplay.py :func:`~envs.selfplay.step_ahead`), before their wrappers step them."""
         if not self._seats:
             return
-        seats = [(i, e.unwrapped) for i, e in enumerate(self.envs)]  # as they are now (an adapter restarts)
-        ahead = [(seat, acts[i]) for i, seat in seats if isinstance(seat, SeatEnv) and seat.pooled
+        ahead = [(seat, acts[i]) for i, e in enumerate(self.envs)  # the seats as they are now (a restart)
+                 if isinstance(seat := e.unwrapped, SeatEnv) and seat.pooled
                  and not (self._next_step and self._ended[i])]
         if ahead:
             self.pooled_calls += step_ahead(ahead)

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import copy
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from pettingzoo.classic import connect_four_v3
+from pettingzoo.classic.connect_four.connect_four import raw_env
 
 from agents.run.selfplay.opponents import PolicyOpponent
+from envs.guard import Guard
 from envs.selfplay import SeatEnv, legal_moves, step_ahead
+from envs.vector.batch_guard import BatchGuard
 from envs.vector.sync import SyncVectorEnv
 
 
@@ -138,3 +142,51 @@ def test_a_policy_and_its_tempered_copies_pool_into_one_forward_pass_with_the_sa
     together = policy.pool([((policy if k % 2 else hot), g, g.agent_selection, r)
                             for k, (g, r) in enumerate(zip(games, rngs))])
     assert together == alone and backend.calls[4:] == [4]
+
+
+class BoardOnly(raw_env):
+    """Connect four observed as its board alone (a Box): what the batched Guard checks in one pass."""
+
+    def observation_space(self, agent):
+        return gym.spaces.Box(0, 1, (6, 7, 2), np.int8)
+
+    def observe(self, agent):
+        return super().observe(agent)["observation"]
+
+
+class LegalPoolable(Poolable):
+    """:class:`Poolable` for a game whose observation has no mask: the legal moves from the game itself."""
+
+    def act(self, game, agent, rng) -> int:
+        self.singles += 1
+        return int(rng.choice(game.unwrapped._legal_moves()))
+
+    def moves(self, moves) -> list[int]:
+        self.batches.append(len(moves))
+        return [int(rng.choice(game.unwrapped._legal_moves())) for _, game, _, rng in moves]
+
+
+def test_under_the_batched_guard_pooled_seats_step_ahead_and_play_as_one_by_one():
+    def guarded(opponent, pooled: bool) -> BatchGuard:
+        def make() -> Guard:
+            seat = SeatEnv(BoardOnly(), "c4-board", opponents=lambda: opponent, seat="first")
+            seat.pooled = pooled
+            return Guard(seat)
+        return BatchGuard(SyncVectorEnv([make] * 4), True)
+
+    pooled_opp, single_opp = LegalPoolable(), LegalPoolable()
+    a, b = guarded(pooled_opp, True), guarded(single_opp, False)
+    assert a.active and b.active  # the adapters step ahead of their Guards, judged in one pass
+    obs_a, _ = a.reset(seed=0)
+    obs_b, _ = b.reset(seed=0)
+    rng = np.random.default_rng(2)
+    for _ in range(60):
+        raw = [e.unwrapped.game.unwrapped for e in a.env.envs]  # type: ignore[attr-defined]
+        acts = np.array([rng.choice(g._legal_moves()) for g in raw])
+        obs_a, r_a, term_a, _, _ = a.step(acts)
+        obs_b, r_b, term_b, _, _ = b.step(acts)
+        np.testing.assert_array_equal(obs_a, obs_b)
+        np.testing.assert_array_equal(r_a, r_b)
+        np.testing.assert_array_equal(term_a, term_b)
+    assert len(pooled_opp.batches) == 60 and max(pooled_opp.batches) == 4 and a.vouched > 0
+    assert single_opp.batches == [] and single_opp.singles == sum(pooled_opp.batches)
